@@ -1,0 +1,31 @@
+# Motus: every target sets up what it needs (.venv) first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+VALIDATORS ?= 4
+DEVNET_HOME ?= .devnet
+
+.PHONY: devnet test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+devnet: $(STAMP)
+	$(BIN)/motus devnet up --validators $(VALIDATORS) --home $(DEVNET_HOME)
+
+test: $(STAMP)
+	$(BIN)/pytest -q -n 2 --dist loadgroup
+
+lint: $(STAMP)
+	$(BIN)/ruff check node consensus vm p2p genesis devnet bench tests
+	$(BIN)/mypy consensus vm genesis
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) $(DEVNET_HOME) build *.egg-info

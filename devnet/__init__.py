@@ -1,0 +1,1 @@
+"""Local devnet launcher (validator processes, fleet simulator) and container files."""

@@ -1,0 +1,10 @@
+"""The state transition.
+
+Owns: the block header format, chain parameters, py-evm state over any
+key-value database, the system modules (precompiles at fixed addresses, see
+:data:`vm.modules.SYSTEM_MODULES`) and block execution
+(:func:`vm.execute.execute_block`).
+
+Must not import: ``p2p``, ``consensus``, ``node``. Callers hand it plain values
+(the header, decoded transactions, attestation bytes, misbehaviour records).
+"""

@@ -1,0 +1,244 @@
+"""Block execution: ``execute_block(db, parent_state_root, env, body) -> BlockResult``.
+
+Order inside a block (DESIGN.md section 3): (1) epoch boundary work, (2) evidence,
+(3) transactions, (4) attestations. The caller compares the result's roots with
+the header (``check_result``) and raises :class:`InvalidBlock` on a mismatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import rlp
+from eth.abc import AtomicDatabaseAPI, ReceiptAPI, SignedTransactionAPI, StateAPI
+from eth_utils import ValidationError
+from eth.vm.forks.cancun import CancunVM
+from eth_bloom import BloomFilter
+
+from vm.block import Header, compute_list_root
+from vm.epoch import advance_clock, get_epoch
+from vm.errors import InvalidBlock, InvalidTransaction
+from vm.modules import SYSTEM_MODULES, addresses
+from vm.modules.params import get_param
+from vm.modules.validators import active_validators, jail
+from vm.state import BlockEnv, MotusState, make_state
+
+ELASTICITY = 2
+BASE_FEE_CHANGE_DENOMINATOR = 8
+BLOB_TX_TYPE = 3
+MAX_TX_BYTES = 128 * 1024
+
+
+@dataclass(frozen=True)
+class Misbehavior:
+    """A validator proven to have double-signed (from verified evidence)."""
+
+    validator: bytes
+    height: int
+
+
+@dataclass(frozen=True)
+class BlockBody:
+    transactions: Sequence[SignedTransactionAPI]
+    attestations: Sequence[bytes] = ()
+    misbehavior: Sequence[Misbehavior] = ()
+
+
+@dataclass
+class BlockResult:
+    state_root: bytes
+    receipts: list[ReceiptAPI]
+    gas_used: int
+    logs_bloom: bytes
+    receipts_root: bytes
+    transactions_root: bytes
+    attestations_root: bytes
+    next_validators: list[tuple[bytes, int]]
+    epoch: int
+    epoch_boundary: bool
+    attestation_results: list[Any] = field(default_factory=list)
+    tx_gas_used: list[int] = field(default_factory=list)
+    contract_addresses: list[bytes | None] = field(default_factory=list)
+    transactions: list[SignedTransactionAPI] = field(default_factory=list)
+    attestations: list[bytes] = field(default_factory=list)
+
+
+def compute_base_fee(parent_gas_used: int, parent_gas_limit: int, parent_base_fee: int, floor: int) -> int:
+    """EIP-1559 base fee of the next block, never below ``floor``."""
+    target = parent_gas_limit // ELASTICITY
+    if target == 0 or parent_gas_used == target:
+        fee = parent_base_fee
+    elif parent_gas_used > target:
+        delta = max(parent_base_fee * (parent_gas_used - target) // target // BASE_FEE_CHANGE_DENOMINATOR, 1)
+        fee = parent_base_fee + delta
+    else:
+        delta = parent_base_fee * (target - parent_gas_used) // target // BASE_FEE_CHANGE_DENOMINATOR
+        fee = parent_base_fee - delta
+    return max(fee, floor)
+
+
+def check_transaction(state: StateAPI, tx: SignedTransactionAPI, env: BlockEnv, gas_available: int) -> None:
+    """Checks a transaction must pass before it is applied; raises InvalidTransaction
+    with a stable code. Shared by the mempool and block execution."""
+    if getattr(tx, "type_id", None) == BLOB_TX_TYPE:
+        raise _tx_error("unsupported_type", "blob transactions are not supported on Motus")
+    if tx.chain_id is None:
+        raise _tx_error("wrong_chain_id", "pre-EIP-155 transactions (no chain id) are refused")
+    if tx.chain_id != env.chain_id:
+        raise _tx_error("wrong_chain_id", f"chain id {tx.chain_id}, this chain is {env.chain_id}")
+    if tx.gas > gas_available:
+        raise _tx_error("gas_limit_exceeded", f"gas {tx.gas} exceeds the {gas_available} left in the block")
+    if tx.max_fee_per_gas < env.base_fee_per_gas:
+        raise _tx_error("fee_too_low", f"max fee per gas {tx.max_fee_per_gas} below base fee {env.base_fee_per_gas}")
+    if tx.max_priority_fee_per_gas > tx.max_fee_per_gas:
+        raise _tx_error("fee_too_low", "priority fee above max fee")
+    try:
+        tx.validate()
+        sender = tx.sender
+    except Exception as exc:
+        raise _tx_error("bad_signature", f"invalid transaction: {exc}") from None
+    nonce = state.get_nonce(sender)
+    if tx.nonce < nonce:
+        raise _tx_error("nonce_too_low", f"nonce {tx.nonce} below account nonce {nonce}")
+    if tx.nonce > nonce:
+        raise _tx_error("nonce_too_high", f"nonce {tx.nonce} above account nonce {nonce}")
+    cost = tx.value + tx.gas * tx.max_fee_per_gas
+    if state.get_balance(sender) < cost:
+        raise _tx_error("insufficient_funds", f"balance below value + gas * max fee ({cost} wei)")
+    if tx.intrinsic_gas > tx.gas:
+        raise _tx_error("intrinsic_gas", f"gas {tx.gas} below intrinsic gas {tx.intrinsic_gas}")
+
+
+def _tx_error(code: str, message: str) -> InvalidTransaction:
+    err = InvalidTransaction(message)
+    err.code = code
+    return err
+
+
+def apply_transaction(state: MotusState, tx: SignedTransactionAPI, gas_used_before: int) -> tuple[ReceiptAPI, Any]:
+    state.lock_changes()
+    try:
+        computation = state.apply_transaction(tx)
+    except ValidationError as exc:  # py-evm's own checks, after ours: treat alike
+        raise _tx_error("invalid", str(exc)) from None
+    receipt = CancunVM.make_receipt(_GasHeader(gas_used_before), tx, computation, state)
+    return receipt, computation
+
+
+class _GasHeader:
+    """make_receipt only reads ``gas_used`` of the header it is given."""
+
+    __slots__ = ("gas_used",)
+
+    def __init__(self, gas_used: int) -> None:
+        self.gas_used = gas_used
+
+
+def encode_receipt(receipt: ReceiptAPI) -> bytes:
+    enc = getattr(receipt, "encode", None)
+    return enc() if enc is not None else rlp.encode(receipt)
+
+
+def encode_transaction(tx: SignedTransactionAPI) -> bytes:
+    enc = getattr(tx, "encode", None)
+    return enc() if enc is not None else rlp.encode(tx)
+
+
+def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv, body: BlockBody,
+                  *, skip_invalid: bool = False) -> BlockResult:
+    """Execute a block body on the parent state; persist trie nodes into ``db``.
+
+    With ``skip_invalid`` (block building) transactions and attestations that fail
+    their checks are left out and the included ones returned; otherwise (block
+    checking) any invalid item raises :class:`InvalidBlock`. The result lists the
+    transactions and attestations that were included.
+    """
+    state = make_state(db, parent_state_root, env)
+
+    # (1) epoch boundary
+    boundary = advance_clock(state, env.height)
+    for module in SYSTEM_MODULES.values():
+        module.begin_block(state, env, boundary)
+
+    # (2) evidence
+    for m in body.misbehavior:
+        jail(state, m.validator)
+
+    # (3) transactions
+    receipts: list[ReceiptAPI] = []
+    included: list[SignedTransactionAPI] = []
+    tx_gas: list[int] = []
+    created: list[bytes | None] = []
+    gas_used = 0
+    for index, tx in enumerate(body.transactions):
+        try:
+            check_transaction(state, tx, env, env.gas_limit - gas_used)
+            receipt, computation = apply_transaction(state, tx, gas_used)
+        except InvalidTransaction as exc:
+            if skip_invalid:
+                continue
+            raise InvalidBlock(f"transaction {index}: {exc.code}: {exc}") from None
+        tx_gas.append(receipt.gas_used - gas_used)
+        gas_used = receipt.gas_used
+        receipts.append(receipt)
+        included.append(tx)
+        created.append(computation.msg.storage_address if computation.msg.is_create else None)
+
+    # (4) attestations
+    telemetry = SYSTEM_MODULES.get(addresses.TELEMETRY)
+    attestations = list(body.attestations)
+    att_results: list[Any] = []
+    if attestations:
+        if len(attestations) > get_param(state, "max_block_attestations") and not skip_invalid:
+            raise InvalidBlock("too many attestations in block")
+        if telemetry is None or not hasattr(telemetry, "process_attestations"):
+            raise InvalidBlock("attestations are not accepted by this chain version")
+        attestations, att_results = telemetry.process_attestations(state, env, attestations, skip_invalid)
+
+    state.persist()
+    bloom = BloomFilter()
+    for r in receipts:
+        for log in r.logs:
+            bloom.add(log.address)
+            for topic in log.topics:
+                bloom.add(topic.to_bytes(32, "big") if isinstance(topic, int) else topic)
+    result = BlockResult(
+        state_root=state.state_root,
+        receipts=receipts,
+        gas_used=gas_used,
+        logs_bloom=int(bloom).to_bytes(256, "big"),
+        receipts_root=compute_list_root([encode_receipt(r) for r in receipts]),
+        transactions_root=compute_list_root([encode_transaction(t) for t in included]),
+        attestations_root=compute_list_root(list(attestations)),
+        next_validators=active_validators(state),
+        epoch=get_epoch(state),
+        epoch_boundary=boundary,
+        attestation_results=att_results,
+        tx_gas_used=tx_gas,
+        contract_addresses=created,
+        transactions=included,
+        attestations=list(attestations),
+    )
+    return result
+
+
+def check_result(header: Header, result: BlockResult, validators_hash_of) -> None:
+    """Compare an executed block's results with its header, as execution-specs does."""
+    checks = [
+        ("state_root", header.state_root, result.state_root),
+        ("transactions_root", header.transactions_root, result.transactions_root),
+        ("receipts_root", header.receipts_root, result.receipts_root),
+        ("attestations_root", header.attestations_root, result.attestations_root),
+        ("logs_bloom", header.logs_bloom, result.logs_bloom),
+        ("gas_used", header.gas_used, result.gas_used),
+        ("next_validators_hash", header.next_validators_hash, validators_hash_of(result.next_validators)),
+    ]
+    for name, expected, got in checks:
+        if expected != got:
+            raise InvalidBlock(f"{name} mismatch: header has {_show(expected)}, execution gives {_show(got)}")
+
+
+def _show(v: Any) -> str:
+    return "0x" + v.hex() if isinstance(v, bytes) else str(v)

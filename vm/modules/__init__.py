@@ -1,0 +1,23 @@
+"""System modules: one table from address to module (DESIGN.md section 4).
+
+Each module is a Python precompile with an ABI shipped in ``vm/abi/<name>.json``.
+Modules listed here are merged into py-evm's precompile table by
+:mod:`vm.state`; their accounts get nonce 1 at genesis so EIP-161 never deletes
+their storage.
+"""
+
+from __future__ import annotations
+
+from vm.modules.base import SystemModule
+from vm.modules.params import ParamsModule
+from vm.modules.validators import ValidatorsModule
+
+SYSTEM_MODULES: dict[bytes, SystemModule] = {
+    m.address: m
+    for m in (
+        ParamsModule(),
+        ValidatorsModule(),
+    )
+}
+
+

@@ -1,0 +1,25 @@
+"""Fixed addresses of the system modules (DESIGN.md section 4).
+
+Outside Ethereum's precompile range (0x01..0x11, 0x100) so no fork collides.
+"""
+
+
+def _addr(n: int) -> bytes:
+    return (0x4D0700 + n).to_bytes(20, "big")  # 0x...4d07xx: "Motus", 7077
+
+
+PARAMS = _addr(1)
+VALIDATORS = _addr(2)
+IDENTITY = _addr(3)
+TELEMETRY = _addr(4)
+REWARDS = _addr(5)
+GOVERNANCE = _addr(6)
+
+ALL = {
+    "params": PARAMS,
+    "validators": VALIDATORS,
+    "identity": IDENTITY,
+    "telemetry": TELEMETRY,
+    "rewards": REWARDS,
+    "governance": GOVERNANCE,
+}
