@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import rlp
 from eth_hash.auto import keccak
-from rlp.sedes import Binary, CountableList, big_endian_int, binary
+from rlp.sedes import Binary, CountableList, big_endian_int
 
 from consensus.crypto import recover_address, sign_digest
 from consensus.errors import (

@@ -13,6 +13,7 @@ from vm.modules import SYSTEM_MODULES
 from vm.modules.params import set_param
 from vm.modules.validators import set_power
 from vm.state import BlockEnv, make_state
+from vm.supply import set_genesis_supply
 
 
 def build_genesis(db: AtomicDatabaseAPI, spec: GenesisSpec) -> Header:
@@ -34,6 +35,7 @@ def build_genesis(db: AtomicDatabaseAPI, spec: GenesisSpec) -> Header:
     for name, value in sorted(spec.params.items()):
         set_param(state, name, value)
     init_clock(state)
+    set_genesis_supply(state, sum(acct.balance for acct in spec.alloc.values()))
     for v in spec.validators:
         set_power(state, v.address, v.power)
     for module in SYSTEM_MODULES.values():

@@ -13,9 +13,9 @@ from typing import Any
 
 import rlp
 from eth.abc import AtomicDatabaseAPI, ReceiptAPI, SignedTransactionAPI, StateAPI
-from eth_utils import ValidationError
 from eth.vm.forks.cancun import CancunVM
 from eth_bloom import BloomFilter
+from eth_utils import ValidationError
 
 from vm.block import Header, compute_list_root
 from vm.epoch import advance_clock, get_epoch
@@ -24,6 +24,7 @@ from vm.modules import SYSTEM_MODULES, addresses
 from vm.modules.params import get_param
 from vm.modules.validators import active_validators, jail
 from vm.state import BlockEnv, MotusState, make_state
+from vm.supply import record_burned_fees
 
 ELASTICITY = 2
 BASE_FEE_CHANGE_DENOMINATOR = 8
@@ -186,6 +187,10 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
         included.append(tx)
         created.append(computation.msg.storage_address if computation.msg.is_create else None)
 
+    # EIP-1559: the base fee is burned (priority fees went to the proposer)
+    if gas_used:
+        record_burned_fees(state, gas_used * env.base_fee_per_gas)
+
     # (4) attestations
     telemetry = SYSTEM_MODULES.get(addresses.TELEMETRY)
     attestations = list(body.attestations)
@@ -242,3 +247,8 @@ def check_result(header: Header, result: BlockResult, validators_hash_of) -> Non
 
 def _show(v: Any) -> str:
     return "0x" + v.hex() if isinstance(v, bytes) else str(v)
+
+
+def receipt_status(receipt: ReceiptAPI) -> int:
+    """1 for success, 0 for failure (EIP-658 status, kept in py-evm's ``state_root`` field)."""
+    return 1 if receipt.state_root == b"\x01" else 0

@@ -1,0 +1,58 @@
+"""A write-buffering view over any py-evm database.
+
+Reads fall through to the base; writes stay in memory until the owner takes them
+(``pending``) and commits them, for example together with the block in one LevelDB
+write batch, or drops them (``eth_call``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from eth.abc import AtomicWriteBatchAPI, DatabaseAPI
+from eth.db.atomic import AtomicDBWriteBatch
+from eth.db.backends.base import BaseAtomicDB
+
+_DELETED = object()
+
+
+class OverlayDB(BaseAtomicDB):
+    def __init__(self, base: DatabaseAPI) -> None:
+        self._base = base
+        self._writes: dict[bytes, object] = {}
+
+    def __getitem__(self, key: bytes) -> bytes:
+        value = self._writes.get(key)
+        if value is None:
+            return self._base[key]
+        if value is _DELETED:
+            raise KeyError(key)
+        return value  # type: ignore[return-value]
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._writes[key] = value
+
+    def __delitem__(self, key: bytes) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self._writes[key] = _DELETED
+
+    def _exists(self, key: bytes) -> bool:
+        value = self._writes.get(key)
+        if value is None:
+            return key in self._base
+        return value is not _DELETED
+
+    @contextmanager
+    def atomic_batch(self) -> Iterator[AtomicWriteBatchAPI]:
+        with AtomicDBWriteBatch._commit_unless_raises(self) as batch:
+            yield batch
+
+    def pending(self) -> tuple[dict[bytes, bytes], list[bytes]]:
+        """(puts, deletes) buffered so far."""
+        puts = {k: v for k, v in self._writes.items() if v is not _DELETED}
+        deletes = [k for k, v in self._writes.items() if v is _DELETED]
+        return puts, deletes  # type: ignore[return-value]
+
+    def clear(self) -> None:
+        self._writes.clear()
