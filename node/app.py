@@ -1,0 +1,286 @@
+"""The application behind consensus (ABCI-like): build a proposal, validate one, commit
+one. Commit order follows CometBFT: execute (or reuse the validation result), save
+everything in one batch, update the mempool and pools, then fire events last."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from eth_hash.auto import keccak
+
+from consensus.types import EMPTY_COMMIT, Commit, DuplicateVoteEvidence, Validator, ValidatorSet
+from node.block import Block, MalformedBlock, commit_hash, evidence_hash
+from node.mempool import Mempool, effective_tip
+from node.store import ChainStore, TxExtra
+from vm.block import ZERO_HASH, Header, validators_hash
+from vm.db import OverlayDB
+from vm.errors import InvalidBlock
+from vm.execute import (
+    BlockBody,
+    BlockResult,
+    Misbehavior,
+    check_result,
+    compute_base_fee,
+    execute_block,
+)
+from vm.modules.params import get_param
+from vm.state import BlockEnv, MotusState, decode_transaction, make_state
+
+log = logging.getLogger("motus.app")
+
+MAX_CLOCK_DRIFT_MS = 10_000
+
+
+@dataclass
+class Executed:
+    block: Block
+    result: BlockResult
+    overlay: OverlayDB
+
+
+class Application:
+    def __init__(self, store: ChainStore, mempool: Mempool, *, attestation_pool=None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.mempool = mempool
+        self.attestation_pool = attestation_pool
+        self.clock = clock
+        self.chain_id = store.head.chain_id
+        self.pending_evidence: dict[bytes, DuplicateVoteEvidence] = {}
+        self._executed: OrderedDict[bytes, Executed] = OrderedDict()
+        self.commit_listeners: list[Callable[[Block, BlockResult], None]] = []
+
+    # --- reads -----------------------------------------------------------------------
+
+    @property
+    def head(self) -> Header:
+        return self.store.head
+
+    def env_for(self, height: int, timestamp_ms: int, proposer: bytes, parent: Header) -> BlockEnv:
+        state = self.state_at(parent)
+        base_fee = compute_base_fee(parent.gas_used, parent.gas_limit, parent.base_fee_per_gas,
+                                    get_param(state, "min_base_fee_per_gas"))
+        return BlockEnv(self.chain_id, height, timestamp_ms, proposer, get_param(state, "block_gas_limit"),
+                        base_fee, parent.hash, self.store.recent_hashes(height))
+
+    def state_at(self, header: Header, env: BlockEnv | None = None) -> MotusState:
+        """A scratch view of the state after ``header`` (writes go nowhere)."""
+        env = env or BlockEnv(self.chain_id, header.height, header.timestamp_ms, header.proposer,
+                              header.gas_limit, header.base_fee_per_gas, header.parent_hash)
+        return make_state(OverlayDB(self.store.state_db), header.state_root, env)
+
+    def head_state(self) -> MotusState:
+        return self.state_at(self.head)
+
+    def next_base_fee(self) -> int:
+        h = self.head
+        return compute_base_fee(h.gas_used, h.gas_limit, h.base_fee_per_gas,
+                                get_param(self.head_state(), "min_base_fee_per_gas"))
+
+    # --- propose ------------------------------------------------------------------------
+
+    def propose(self, height: int, proposer: bytes) -> bytes:
+        """Build a block on the head: mempool transactions by tip, pool attestations, evidence."""
+        parent = self.head
+        if height != parent.height + 1:
+            raise InvalidBlock(f"cannot propose height {height} on head {parent.height}")
+        timestamp_ms = max(int(self.clock() * 1000), parent.timestamp_ms + 1)
+        env = self.env_for(height, timestamp_ms, proposer, parent)
+        head_state = self.state_at(parent, env)
+        txs = self.mempool.select(head_state, env.base_fee_per_gas, env.gas_limit)
+        attestations = []
+        if self.attestation_pool is not None:
+            attestations = self.attestation_pool.take(get_param(head_state, "max_block_attestations"))
+        evidence = self._evidence_for(height)
+        last_commit = EMPTY_COMMIT if height == 1 else self.store.commit_at(height - 1)
+        if last_commit is None:
+            raise InvalidBlock(f"no commit stored for height {height - 1}")
+        overlay = OverlayDB(self.store.state_db)
+        body = BlockBody([p.tx for p in txs], attestations, [Misbehavior(e.validator, e.height) for e in evidence])
+        result = execute_block(overlay, parent.state_root, env, body, skip_invalid=True)
+        valset = self.store.validators_for(height)
+        header = Header(
+            chain_id=self.chain_id, height=height, timestamp_ms=timestamp_ms, parent_hash=parent.hash,
+            proposer=proposer, state_root=result.state_root, transactions_root=result.transactions_root,
+            receipts_root=result.receipts_root, attestations_root=result.attestations_root,
+            logs_bloom=result.logs_bloom, gas_limit=env.gas_limit, gas_used=result.gas_used,
+            base_fee_per_gas=env.base_fee_per_gas, validators_hash=valset.hash(),
+            next_validators_hash=validators_hash(result.next_validators),
+            last_commit_hash=commit_hash(last_commit), evidence_hash=evidence_hash(evidence),
+        )
+        raw_txs = {p.hash: p.raw for p in txs}
+        block = Block(header, [raw_txs[t.hash] for t in result.transactions], result.attestations,
+                      last_commit, evidence)
+        self._remember(Executed(block, result, overlay))
+        return block.encode()
+
+    def _evidence_for(self, height: int) -> list[DuplicateVoteEvidence]:
+        out = []
+        for h, ev in list(self.pending_evidence.items()):
+            if self.store.db.get(b"E" + h) is not None:
+                del self.pending_evidence[h]
+                continue
+            if ev.height < height:
+                out.append(ev)
+        return out[:10]
+
+    def add_evidence(self, ev: DuplicateVoteEvidence) -> bool:
+        """Verify and keep evidence for inclusion; False if invalid, known or already committed."""
+        h = ev.hash()
+        if h in self.pending_evidence or self.store.db.get(b"E" + h) is not None:
+            return False
+        vs = self.store.validators_for(ev.height)
+        if vs is None:
+            return False
+        try:
+            ev.verify(self.chain_id, vs)
+        except Exception:
+            return False
+        self.pending_evidence[h] = ev
+        return True
+
+    # --- validate ------------------------------------------------------------------------
+
+    def block_hash(self, value: bytes) -> bytes:
+        return Block.decode(value).hash
+
+    def validate(self, height: int, value: bytes, *, check_time: bool = True) -> bool:
+        try:
+            self.check_block(height, value, check_time=check_time)
+            return True
+        except (InvalidBlock, MalformedBlock) as exc:
+            log.warning("invalid block at height %d: %s", height, exc)
+            return False
+
+    def check_block(self, height: int, value: bytes, *, check_time: bool = True) -> Executed:
+        """Full check of a block on the head; raises InvalidBlock naming the first failed rule."""
+        block = Block.decode(value)
+        cached = self._executed.get(block.hash)
+        if cached is not None:
+            return cached
+        h = block.header
+        parent = self.head
+        checks = [
+            (h.chain_id == self.chain_id, "wrong chain id"),
+            (h.height == height == parent.height + 1, f"height {h.height} does not follow head {parent.height}"),
+            (h.parent_hash == parent.hash, "parent hash is not the head"),
+            (h.timestamp_ms > parent.timestamp_ms, "timestamp not after parent"),
+            (not check_time or h.timestamp_ms <= self.clock() * 1000 + MAX_CLOCK_DRIFT_MS, "timestamp in the future"),
+        ]
+        for ok, reason in checks:
+            if not ok:
+                raise InvalidBlock(reason)
+        valset = self.store.validators_for(height)
+        if valset is None or valset.get(h.proposer) is None:
+            raise InvalidBlock("proposer is not a validator")
+        if h.validators_hash != valset.hash():
+            raise InvalidBlock("validators_hash mismatch")
+        env = self.env_for(height, h.timestamp_ms, h.proposer, parent)
+        if h.gas_limit != env.gas_limit or h.base_fee_per_gas != env.base_fee_per_gas:
+            raise InvalidBlock("gas limit or base fee differs from the chain rule")
+        self._check_last_commit(block)
+        misbehavior = self._check_evidence(block)
+        try:
+            txs = [decode_transaction(t) for t in block.transactions]
+        except Exception:
+            raise InvalidBlock("undecodable transaction") from None
+        overlay = OverlayDB(self.store.state_db)
+        result = execute_block(overlay, parent.state_root, env,
+                               BlockBody(txs, list(block.attestations), misbehavior))
+        check_result(h, result, validators_hash)
+        executed = Executed(block, result, overlay)
+        self._remember(executed)
+        return executed
+
+    def _check_last_commit(self, block: Block) -> None:
+        h = block.header
+        if h.height == 1:
+            if block.last_commit.signatures or h.last_commit_hash != ZERO_HASH:
+                raise InvalidBlock("first block must carry an empty last commit")
+            return
+        prev = self.store.validators_for(h.height - 1)
+        try:
+            prev.verify_commit(self.chain_id, h.height - 1, h.parent_hash, block.last_commit)
+        except Exception as exc:
+            raise InvalidBlock(f"last commit: {exc}") from None
+        if h.last_commit_hash != block.last_commit.hash():
+            raise InvalidBlock("last_commit_hash mismatch")
+
+    def _check_evidence(self, block: Block) -> list[Misbehavior]:
+        if block.header.evidence_hash != evidence_hash(list(block.evidence)):
+            raise InvalidBlock("evidence_hash mismatch")
+        seen = set()
+        out = []
+        for ev in block.evidence:
+            eh = ev.hash()
+            if eh in seen or self.store.db.get(b"E" + eh) is not None:
+                raise InvalidBlock("duplicate or already committed evidence")
+            seen.add(eh)
+            if ev.height >= block.header.height:
+                raise InvalidBlock("evidence from the future")
+            vs = self.store.validators_for(ev.height)
+            try:
+                offender = ev.verify(self.chain_id, vs)
+            except Exception as exc:
+                raise InvalidBlock(f"invalid evidence: {exc}") from None
+            out.append(Misbehavior(offender, ev.height))
+        return out
+
+    def _remember(self, executed: Executed) -> None:
+        self._executed[executed.block.hash] = executed
+        while len(self._executed) > 8:
+            self._executed.popitem(last=False)
+
+    # --- commit ---------------------------------------------------------------------------
+
+    def commit(self, height: int, value: bytes, commit: Commit, *, check_time: bool = False) -> Block:
+        """Persist a decided block (executing it if this node has not yet) and fire events."""
+        executed = self.check_block(height, value, check_time=check_time)
+        block, result = executed.block, executed.result
+        current = self.store.validators_for(height)
+        next_set = next_validator_set(current, result.next_validators)
+        extras = []
+        for i, tx in enumerate(result.transactions):
+            created = result.contract_addresses[i]
+            extras.append(TxExtra(
+                tx.hash, tx.sender, created or b"", result.tx_gas_used[i],
+                block.header.base_fee_per_gas + effective_tip(tx, block.header.base_fee_per_gas),
+            ))
+        att_ids = [keccak(a) for a in result.attestations]
+        self.store.commit_block(block, result, commit, executed.overlay, next_set, extras, att_ids)
+        evidence_keys = [b"E" + ev.hash() for ev in block.evidence]
+        if evidence_keys:
+            with self.store.database.batch() as wb:
+                for k in evidence_keys:
+                    wb.put(k, height.to_bytes(8, "big"))
+        self._executed.clear()
+        head_state = self.head_state()
+        self.mempool.on_block(head_state, [tx.hash for tx in result.transactions])
+        if self.attestation_pool is not None:
+            self.attestation_pool.on_block(self, block, result)
+        for ev in block.evidence:
+            self.pending_evidence.pop(ev.hash(), None)
+        for listener in list(self.commit_listeners):
+            try:
+                listener(block, result)
+            except Exception:  # a listener (RPC subscription) must never break the chain
+                log.exception("commit listener failed")
+        return block
+
+
+def next_validator_set(current: ValidatorSet, pairs: list[tuple[bytes, int]]) -> ValidatorSet:
+    """The set for the next height: same members keep their proposer priorities (advanced
+    one step); new members start at zero priority, minus the total power so that joining
+    does not make them proposer at once (as in CometBFT)."""
+    same = [(v.address, v.power) for v in current.validators] == sorted(pairs)
+    if same:
+        return current.next_for_height()
+    total = sum(p for _, p in pairs)
+    prios = {a: current.priorities.get(a, -total) for a, _ in pairs}
+    vs = ValidatorSet([Validator(a, p) for a, p in pairs], prios)
+    vs.increment_proposer_priority(1)
+    return vs

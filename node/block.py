@@ -1,0 +1,63 @@
+"""The block: ``[header, transactions, attestations, last_commit, evidence]`` (DESIGN.md
+section 3), RLP, hashed by its header. Transactions are the raw Ethereum envelopes
+(legacy RLP or ``type || payload``), attestations the raw msgpack records."""
+
+from __future__ import annotations
+
+import rlp
+from eth_hash.auto import keccak
+from rlp.sedes import CountableList, binary
+
+from consensus.types import EMPTY_COMMIT, Commit, DuplicateVoteEvidence
+from vm.block import ZERO_HASH, Header
+
+MAX_BLOCK_BYTES = 8 * 1024 * 1024
+MAX_TXS = 10_000
+MAX_ATTESTATIONS = 20_000
+MAX_EVIDENCE = 100
+
+
+class MalformedBlock(Exception):
+    code = "malformed_block"
+
+
+class Block(rlp.Serializable):
+    fields = [
+        ("header", Header),
+        ("transactions", CountableList(binary, max_length=MAX_TXS)),
+        ("attestations", CountableList(binary, max_length=MAX_ATTESTATIONS)),
+        ("last_commit", Commit),
+        ("evidence", CountableList(DuplicateVoteEvidence, max_length=MAX_EVIDENCE)),
+    ]
+
+    @property
+    def hash(self) -> bytes:
+        return self.header.hash
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    def encode(self) -> bytes:
+        return rlp.encode(self)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Block:
+        if len(data) > MAX_BLOCK_BYTES:
+            raise MalformedBlock(f"block of {len(data)} bytes exceeds {MAX_BLOCK_BYTES}")
+        try:
+            return rlp.decode(bytes(data), sedes=cls)
+        except Exception as exc:  # rlp raises several unrelated exception types
+            raise MalformedBlock(f"malformed block: {type(exc).__name__}: {exc}") from None
+
+
+def commit_hash(commit: Commit) -> bytes:
+    """``last_commit_hash`` of a header: zero for the first block (genesis has no commit)."""
+    return ZERO_HASH if commit.height == 0 and not commit.signatures else commit.hash()
+
+
+def evidence_hash(evidence: list[DuplicateVoteEvidence]) -> bytes:
+    return ZERO_HASH if not evidence else keccak(rlp.encode(evidence))
+
+
+__all__ = ["Block", "MalformedBlock", "commit_hash", "evidence_hash", "EMPTY_COMMIT"]

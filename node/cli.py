@@ -1,0 +1,265 @@
+"""``motus``: the one command-line tool (DESIGN.md section 12).
+
+  motus init --home DIR [--chain-id N] [--moniker NAME] [--genesis FILE]
+  motus node start --home DIR
+  motus keys new|list|show --home DIR
+  motus genesis new --chain-id N --validator 0xADDR:POWER ... --out FILE
+  motus status [--rpc URL]
+  motus db check --home DIR
+  motus devnet up --validators N --home DIR [--no-fleet] [--rpc-port B] [--p2p-port B]
+  motus tx send|vehicle|device|gov ... (see docs/cli.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+
+from genesis.devnet import new_genesis
+from genesis.spec import DEV_CHAIN_ID, GenesisSpec
+from node.config import Config
+from node.home import Home
+from node.keys import (
+    list_keystores,
+    load_validator_key,
+    new_keystore,
+    new_validator_key,
+    write_atomic,
+)
+from vm.errors import InvalidGenesis
+
+
+class CLIError(Exception):
+    pass
+
+
+def _addr(s: str) -> bytes:
+    s = s.lower().removeprefix("0x")
+    if len(s) != 40:
+        raise CLIError(f"not an address: {s}")
+    return bytes.fromhex(s)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    home = Home(Path(args.home))
+    home.root.mkdir(parents=True, exist_ok=True)
+    os.chmod(home.root, 0o700)
+    if not home.config.exists():
+        cfg = Config()
+        cfg.node.moniker = args.moniker or home.root.name
+        if args.rpc_port:
+            cfg.rpc.port = args.rpc_port
+        if args.p2p_port:
+            cfg.p2p.port = args.p2p_port
+        write_atomic(home.config, cfg.to_toml().encode(), mode=0o644)
+    if home.validator_key.exists():
+        key = load_validator_key(home.validator_key)
+    else:
+        key = new_validator_key(home.validator_key)
+    from consensus.crypto import address_of_private_key
+
+    address = address_of_private_key(key)
+    if args.genesis:
+        spec = GenesisSpec.load(args.genesis)
+        write_atomic(home.genesis, spec.to_json().encode(), mode=0o644)
+    elif not home.genesis.exists():
+        spec = new_genesis(args.chain_id, [(address, 10)], fund_dev_accounts=not args.no_dev_accounts,
+                           allow_dev_keys=args.allow_dev_keys)
+        write_atomic(home.genesis, spec.to_json().encode(), mode=0o644)
+    print(json.dumps({"home": str(home.root), "validator": "0x" + address.hex()}))
+    return 0
+
+
+def cmd_node_start(args: argparse.Namespace) -> int:
+    import trio
+
+    from node.logs import setup_logging
+    from node.node import Node
+
+    home = Home(Path(args.home))
+    cfg = Config.load(home.config)
+    if args.rpc_port is not None:
+        cfg.rpc.port = args.rpc_port
+    if args.p2p_port is not None:
+        cfg.p2p.port = args.p2p_port
+    setup_logging(args.log_level or cfg.node.log_level, cfg.node.log_format)
+    node = Node(home.root, cfg)
+    trio.run(node.run)
+    return 0
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    home = Home(Path(args.home))
+    password = _password(args, confirm=True)
+    path = new_keystore(home.keystore, password)
+    print(json.dumps({"address": "0x" + path.stem, "keystore": str(path)}))
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    home = Home(Path(args.home))
+    rows = [{"address": a, "keystore": str(p)} for a, p in list_keystores(home.keystore)]
+    if home.validator_key.exists():
+        from consensus.crypto import address_of_private_key
+
+        rows.insert(0, {"validator": "0x" + address_of_private_key(load_validator_key(home.validator_key)).hex(),
+                        "file": str(home.validator_key)})
+    print(json.dumps(rows, indent=2))
+    return 0
+
+
+def _password(args: argparse.Namespace, confirm: bool = False) -> str:
+    if getattr(args, "password_file", None):
+        return Path(args.password_file).read_text().rstrip("\n")
+    env = os.environ.get("MOTUS_PASSWORD")
+    if env is not None:
+        return env
+    if not sys.stdin.isatty():
+        raise CLIError("no password: use --password-file or MOTUS_PASSWORD when not on a terminal")
+    pw = getpass.getpass("keystore password: ")
+    if confirm and getpass.getpass("repeat: ") != pw:
+        raise CLIError("passwords differ")
+    return pw
+
+
+def cmd_genesis_new(args: argparse.Namespace) -> int:
+    validators = []
+    for item in args.validator:
+        addr, _, power = item.partition(":")
+        validators.append((_addr(addr), int(power or 10)))
+    alloc = {}
+    for item in args.alloc or []:
+        addr, _, amount = item.partition(":")
+        alloc[_addr(addr)] = int(amount)
+    params = {}
+    for item in args.param or []:
+        name, _, value = item.partition("=")
+        params[name] = int(value)
+    spec = new_genesis(args.chain_id, validators, fund_dev_accounts=not args.no_dev_accounts,
+                       allow_dev_keys=args.allow_dev_keys, params=params, extra_alloc=alloc)
+    spec = GenesisSpec.from_dict(spec.to_dict())  # validates params against their bounds
+    text = spec.to_json()
+    if args.out:
+        write_atomic(args.out, text.encode(), mode=0o644)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from node.rpc.client import rpc_call
+
+    status = rpc_call(args.rpc, "motus_nodeStatus", [])
+    print(json.dumps(status, indent=2))
+    return 0
+
+
+def cmd_db_check(args: argparse.Namespace) -> int:
+    from node.db import Database
+    from node.dbcheck import check_database
+    from node.store import ChainStore
+
+    home = Home(Path(args.home))
+    database = Database(home.data)
+    try:
+        report = check_database(ChainStore(database))
+    finally:
+        database.close()
+    print(json.dumps({
+        "ok": report.ok, "head": report.head, "state_root": "0x" + report.state_root.hex(),
+        "trie_nodes": report.nodes, "accounts": report.accounts, "storage_slots": report.storage_slots,
+        "problems": report.problems,
+    }, indent=2))
+    return 0 if report.ok else 1
+
+
+def cmd_devnet_up(args: argparse.Namespace) -> int:
+    from devnet.launcher import devnet_up
+
+    return devnet_up(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="motus", description="Motus app-chain node for vehicle data")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    init = sub.add_parser("init", help="create a node home: config, validator key, genesis")
+    init.add_argument("--home", required=True)
+    init.add_argument("--chain-id", type=int, default=DEV_CHAIN_ID)
+    init.add_argument("--moniker")
+    init.add_argument("--genesis", help="use this genesis file instead of a new single-validator one")
+    init.add_argument("--no-dev-accounts", action="store_true")
+    init.add_argument("--allow-dev-keys", action="store_true")
+    init.add_argument("--rpc-port", type=int)
+    init.add_argument("--p2p-port", type=int)
+    init.set_defaults(fn=cmd_init)
+
+    node = sub.add_parser("node", help="run a node").add_subparsers(dest="node_cmd", required=True)
+    start = node.add_parser("start")
+    start.add_argument("--home", required=True)
+    start.add_argument("--rpc-port", type=int)
+    start.add_argument("--p2p-port", type=int)
+    start.add_argument("--log-level")
+    start.set_defaults(fn=cmd_node_start)
+
+    keys = sub.add_parser("keys", help="account keystores").add_subparsers(dest="keys_cmd", required=True)
+    kn = keys.add_parser("new", help="create an encrypted keystore key")
+    kn.add_argument("--home", required=True)
+    kn.add_argument("--password-file")
+    kn.set_defaults(fn=cmd_keys_new)
+    kl = keys.add_parser("list")
+    kl.add_argument("--home", required=True)
+    kl.set_defaults(fn=cmd_keys_list)
+
+    gen = sub.add_parser("genesis", help="genesis files").add_subparsers(dest="genesis_cmd", required=True)
+    gn = gen.add_parser("new")
+    gn.add_argument("--chain-id", type=int, default=DEV_CHAIN_ID)
+    gn.add_argument("--validator", action="append", required=True, help="0xADDRESS[:POWER]")
+    gn.add_argument("--alloc", action="append", help="0xADDRESS:WEI")
+    gn.add_argument("--param", action="append", help="NAME=VALUE (chain parameter)")
+    gn.add_argument("--no-dev-accounts", action="store_true")
+    gn.add_argument("--allow-dev-keys", action="store_true",
+                    help="fund the well-known development keys on a chain id other than 7077")
+    gn.add_argument("--out")
+    gn.set_defaults(fn=cmd_genesis_new)
+
+    st = sub.add_parser("status", help="show a node's status over RPC")
+    st.add_argument("--rpc", default="http://127.0.0.1:8545")
+    st.set_defaults(fn=cmd_status)
+
+    db = sub.add_parser("db", help="database tools").add_subparsers(dest="db_cmd", required=True)
+    dc = db.add_parser("check", help="verify the head state root against the trie")
+    dc.add_argument("--home", required=True)
+    dc.set_defaults(fn=cmd_db_check)
+
+    dv = sub.add_parser("devnet", help="local devnet").add_subparsers(dest="devnet_cmd", required=True)
+    up = dv.add_parser("up", help="start N validators (and the fleet simulator) on this machine")
+    up.add_argument("--validators", type=int, default=4)
+    up.add_argument("--home", default=".devnet")
+    up.add_argument("--no-fleet", action="store_true")
+    up.add_argument("--rpc-port", type=int, default=8545)
+    up.add_argument("--p2p-port", type=int, default=30333)
+    up.add_argument("--chain-id", type=int, default=DEV_CHAIN_ID)
+    up.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
+    up.set_defaults(fn=cmd_devnet_up)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except (CLIError, InvalidGenesis) as exc:
+        print(f"motus: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Node configuration: TOML under ``<home>/config.toml``, every key with a documented
+default (docs/config.md). Unknown keys are refused so typos do not pass silently."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    code = "bad_config"
+
+
+@dataclass
+class NodeSection:
+    moniker: str = "motus-node"
+    log_level: str = "info"
+    log_format: str = "text"  # "text" or "json"
+
+
+@dataclass
+class RPCSection:
+    host: str = "127.0.0.1"  # never 0.0.0.0 by default: RPC is local unless the operator says so
+    port: int = 8545
+    max_request_bytes: int = 5 * 1024 * 1024
+    max_batch: int = 100
+    max_connections: int = 256
+    rate_limit_per_second: int = 500  # requests per client address; 0 disables
+    max_log_blocks: int = 10_000  # eth_getLogs block range bound
+    max_log_results: int = 10_000
+
+
+@dataclass
+class P2PSection:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 30333
+    bootstrap: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ConsensusSection:
+    timeout_propose_ms: int = 1000
+    timeout_prevote_ms: int = 500
+    timeout_precommit_ms: int = 500
+    timeout_delta_ms: int = 500  # added per round to each timeout
+    commit_wait_ms: int = 200
+    block_interval_ms: int = 1000  # minimum time between blocks
+
+
+@dataclass
+class MempoolSection:
+    max_per_sender: int = 64
+    max_total: int = 10_000
+
+
+@dataclass
+class TelemetrySection:
+    signal_retention_days: int = 30
+    pool_max: int = 100_000
+
+
+@dataclass
+class Config:
+    node: NodeSection = field(default_factory=NodeSection)
+    rpc: RPCSection = field(default_factory=RPCSection)
+    p2p: P2PSection = field(default_factory=P2PSection)
+    consensus: ConsensusSection = field(default_factory=ConsensusSection)
+    mempool: MempoolSection = field(default_factory=MempoolSection)
+    telemetry: TelemetrySection = field(default_factory=TelemetrySection)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        try:
+            doc = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from None
+        return cls.from_dict(doc)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Config:
+        cfg = cls()
+        for section_name, values in doc.items():
+            section = getattr(cfg, section_name, None)
+            if section is None or not isinstance(values, dict):
+                raise ConfigError(f"unknown config section [{section_name}]")
+            known = {f.name: f for f in fields(section)}
+            for key, value in values.items():
+                if key not in known:
+                    raise ConfigError(f"unknown config key {section_name}.{key}")
+                default = getattr(section, key)
+                if isinstance(default, bool) != isinstance(value, bool) or (
+                    isinstance(default, int) and not isinstance(value, int)
+                ):
+                    raise ConfigError(f"{section_name}.{key} must be {type(default).__name__}")
+                setattr(section, key, value)
+        return cfg
+
+    def to_toml(self) -> str:
+        lines = ["# Motus node configuration. Every key and its default: docs/config.md", ""]
+        for name, values in asdict(self).items():
+            lines.append(f"[{name}]")
+            for key, value in values.items():
+                lines.append(f"{key} = {_toml_value(value)}")
+            lines.append("")
+        return "\n".join(lines)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(type(v))

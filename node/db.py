@@ -1,0 +1,67 @@
+"""LevelDB (plyvel) storage: one database per node, every key under a one-byte prefix.
+
+py-evm no longer ships a LevelDB backend; :class:`StateDB` is ours: it serves the
+state trie (prefix ``t``) to py-evm. Writes for a block are never made through it
+directly: execution buffers them in a :class:`vm.db.OverlayDB`, and the chain
+store commits them together with the block in one synced write batch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import plyvel
+from eth.db.backends.base import BaseDB
+
+TRIE = b"t"
+
+
+class Database:
+    """The node's LevelDB. ``batch()`` gives a write batch that is synced on exit."""
+
+    def __init__(self, path: str | Path) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+        self.path = Path(path)
+        self.db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True)
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.db.get(key)
+
+    def put(self, key: bytes, value: bytes, *, sync: bool = True) -> None:
+        self.db.put(key, value, sync=sync)
+
+    def batch(self):
+        return self.db.write_batch(sync=True, transaction=True)
+
+    def iterator(self, **kwargs):
+        return self.db.iterator(**kwargs)
+
+    def close(self) -> None:
+        if not self.db.closed:
+            self.db.close()
+
+
+class StateDB(BaseDB):
+    """Read side of the state trie for py-evm (keys are trie node hashes and code hashes)."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database.db
+
+    def __getitem__(self, key: bytes) -> bytes:
+        value = self._db.get(TRIE + key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        # only genesis initialisation writes straight through (synced)
+        self._db.put(TRIE + key, value, sync=True)
+
+    def __delitem__(self, key: bytes) -> None:
+        # trie nodes are content-addressed and shared between versions: never delete
+        pass
+
+    def _exists(self, key: bytes) -> bool:
+        return self._db.get(TRIE + key) is not None

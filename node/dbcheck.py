@@ -1,0 +1,102 @@
+"""``motus db check``: walk the head's state trie from its root, checking that every node
+is present and hashes to its reference, every account's storage trie likewise, and
+every contract's code is present. Also checks the head block and its indexes agree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import rlp
+from eth.constants import BLANK_ROOT_HASH, EMPTY_SHA3
+from eth_hash.auto import keccak
+
+from node.store import ChainStore
+
+
+@dataclass
+class CheckReport:
+    head: int
+    state_root: bytes
+    nodes: int = 0
+    accounts: int = 0
+    storage_slots: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_database(store: ChainStore, max_problems: int = 20) -> CheckReport:
+    head = store.head
+    report = CheckReport(head.height, head.state_root)
+    if store.hash_at(head.height) != head.hash:
+        report.problems.append("head height index does not point at the head block")
+    if head.height > 0 and store.commit_at(head.height) is None:
+        report.problems.append("head block has no stored commit")
+    if store.validators_for(head.height + 1) is None:
+        report.problems.append("no validator set stored for the next height")
+    db = store.state_db
+
+    def walk(root: bytes, on_leaf) -> None:
+        if root == BLANK_ROOT_HASH:
+            return
+        stack: list[bytes | list] = [root]
+        while stack and len(report.problems) < max_problems:
+            ref = stack.pop()
+            if isinstance(ref, bytes) and len(ref) == 32:
+                try:
+                    raw = db[ref]
+                except KeyError:
+                    report.problems.append(f"missing trie node {ref.hex()}")
+                    continue
+                if keccak(raw) != ref:
+                    report.problems.append(f"trie node {ref.hex()} does not hash to its key")
+                    continue
+                report.nodes += 1
+                node = rlp.decode(raw)
+            else:
+                node = ref if isinstance(ref, list) else rlp.decode(ref)
+            if node == b"" or node == []:
+                continue
+            if len(node) == 17:
+                for i in range(16):
+                    if node[i] != b"":
+                        stack.append(node[i])
+                if node[16] != b"":
+                    on_leaf(node[16])
+            elif len(node) == 2:
+                if _is_leaf(node[0]):
+                    on_leaf(node[1])
+                else:
+                    stack.append(node[1])
+            else:
+                report.problems.append(f"malformed trie node of {len(node)} items")
+
+    def on_account(value: bytes) -> None:
+        report.accounts += 1
+        try:
+            _nonce, _balance, storage_root, code_hash = rlp.decode(value)
+        except Exception:
+            report.problems.append("undecodable account")
+            return
+        if code_hash != EMPTY_SHA3:
+            try:
+                code = db[code_hash]
+                if keccak(code) != code_hash:
+                    report.problems.append(f"code {code_hash.hex()} does not hash to its key")
+            except KeyError:
+                report.problems.append(f"missing code {code_hash.hex()}")
+
+        def on_slot(_v: bytes) -> None:
+            report.storage_slots += 1
+
+        walk(storage_root, on_slot)
+
+    walk(head.state_root, on_account)
+    return report
+
+
+def _is_leaf(encoded_path: bytes) -> bool:
+    # hex-prefix encoding: flag nibble 2 or 3 marks a leaf, 0 or 1 an extension
+    return bool(encoded_path) and (encoded_path[0] >> 4) in (2, 3)

@@ -1,0 +1,91 @@
+"""Keys at rest. Validator signing keys: small JSON files, mode 0600, written atomically
+(as CometBFT's priv_validator_key.json). Account keys: encrypted keystore JSON
+(eth-account's scrypt/AES format, the same any Ethereum wallet reads)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from eth_account import Account
+
+from consensus.crypto import address_of_private_key
+
+
+class KeyError_(Exception):
+    code = "bad_key"
+
+
+def write_atomic(path: str | Path, data: bytes, mode: int = 0o600) -> None:
+    """Write temp, fsync, rename, fsync the directory: the file is old or new, never torn."""
+    path = Path(path)
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def new_validator_key(path: str | Path) -> bytes:
+    key = secrets.token_bytes(32)
+    save_validator_key(path, key)
+    return key
+
+
+def save_validator_key(path: str | Path, key: bytes) -> None:
+    doc = {"address": "0x" + address_of_private_key(key).hex(), "private_key": key.hex()}
+    write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode())
+
+
+def load_validator_key(path: str | Path) -> bytes:
+    path = Path(path)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise KeyError_(f"{path} is readable by others (mode {oct(mode)}); chmod 600 it")
+    try:
+        doc = json.loads(path.read_text())
+        key = bytes.fromhex(doc["private_key"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise KeyError_(f"{path}: not a validator key file ({exc})") from None
+    if len(key) != 32:
+        raise KeyError_(f"{path}: private key must be 32 bytes")
+    return key
+
+
+def new_keystore(directory: str | Path, password: str, key: bytes | None = None) -> Path:
+    """Create an encrypted keystore file named after the address; returns its path."""
+    key = key or secrets.token_bytes(32)
+    doc = Account.encrypt(key, password)
+    path = Path(directory) / f"{doc['address'].lower()}.json"
+    write_atomic(path, json.dumps(doc).encode())
+    return path
+
+
+def load_keystore(path: str | Path, password: str) -> bytes:
+    try:
+        return bytes(Account.decrypt(json.loads(Path(path).read_text()), password))
+    except ValueError as exc:
+        raise KeyError_(f"cannot decrypt {path}: {exc}") from None
+
+
+def list_keystores(directory: str | Path) -> list[tuple[str, Path]]:
+    out = []
+    for p in sorted(Path(directory).glob("*.json")):
+        try:
+            out.append(("0x" + json.loads(p.read_text())["address"].lower().removeprefix("0x"), p))
+        except (ValueError, KeyError):
+            continue
+    return out

@@ -1,0 +1,127 @@
+"""Real node processes for tests: free ports, a fresh home, bounded waits, cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MOTUS = [sys.executable, "-m", "node.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def motus(*args: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*MOTUS, *args], cwd=ROOT, capture_output=True, text=True, check=check,
+                          timeout=timeout, **kw)
+
+
+def rpc(url: str, method: str, params: list | None = None, timeout: float = 10):
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
+    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        doc = json.loads(resp.read())
+    if "error" in doc:
+        raise RuntimeError(doc["error"])
+    return doc["result"]
+
+
+class NodeProcess:
+    """``motus node start`` in its own process group, stopped (SIGTERM, then SIGKILL) on exit."""
+
+    def __init__(self, home: Path, rpc_port: int | None = None, p2p_port: int | None = None,
+                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+        self.home = Path(home)
+        self.rpc_port = rpc_port or free_port()
+        self.p2p_port = p2p_port or free_port()
+        self.extra_args = extra_args
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.home / "node.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.rpc_port}"
+
+    def start(self, wait: float = 30) -> NodeProcess:
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [*MOTUS, "node", "start", "--home", str(self.home), "--rpc-port", str(self.rpc_port),
+             "--p2p-port", str(self.p2p_port), *self.extra_args],
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **(self.env or {})},
+        )
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node exited with {self.proc.returncode}: {self.tail()}")
+            try:
+                rpc(self.url, "eth_chainId", timeout=1)
+                return self
+            except Exception:
+                time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"node RPC not up after {wait}s: {self.tail()}")
+
+    def wait_height(self, height: int, timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        h = -1
+        while time.monotonic() < deadline:
+            try:
+                h = int(rpc(self.url, "eth_blockNumber", timeout=2), 16)
+                if h >= height:
+                    return h
+            except Exception:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"height {h} < {height} after {timeout}s: {self.tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no cleanup runs (crash tests)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 15) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+        return self.proc.returncode
+
+    def tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_bytes()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def __enter__(self) -> NodeProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def init_home(tmp: Path, name: str = "node", *extra: str) -> Path:
+    home = Path(tmp) / name
+    motus("init", "--home", str(home), *extra)
+    # fast blocks for tests
+    cfg = (home / "config.toml").read_text().replace("block_interval_ms = 1000", "block_interval_ms = 200")
+    (home / "config.toml").write_text(cfg)
+    return home
