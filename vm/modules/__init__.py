@@ -9,6 +9,7 @@ their storage.
 from __future__ import annotations
 
 from vm.modules.base import SystemModule
+from vm.modules.governance import GovernanceModule
 from vm.modules.params import ParamsModule
 from vm.modules.validators import ValidatorsModule
 
@@ -17,6 +18,7 @@ SYSTEM_MODULES: dict[bytes, SystemModule] = {
     for m in (
         ParamsModule(),
         ValidatorsModule(),
+        GovernanceModule(),
     )
 }
 
