@@ -1,0 +1,958 @@
+"""``P2PNode``: the libp2p host, gossip topics, request/response and peer scoring.
+
+Usage (the node owns the nursery; p2p never decides what bytes mean)::
+
+    net = P2PNode(P2PConfig(key_path=home / "node.key", chain_id=7077,
+                            listen_port=30333, bootstrap=("/ip4/.../p2p/...",)))
+    votes = net.register_topic("consensus", validate_consensus)   # before run
+    net.set_status_handler(status)                                 # async (peer) -> Head
+    net.set_blocks_handler(blocks)                                 # async (peer, a, b) -> [bytes]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(net.run)            # returns once listening
+        nursery.start_soon(consume, votes)      # async for msg in votes: ...
+        await net.publish("consensus", vote_bytes)
+
+Startup order matters (see docs/p2p.md, "Library traps"): pubsub and the
+gossipsub router run before the host listens or dials, and the library's own
+auto-dialer is stopped: we dial bootstrap peers ourselves, forever, with
+backoff, clearing the swarm's negative dial cache before each attempt.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.network.swarm import Swarm
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.tools.anyio_service import background_trio_service
+
+from p2p import reqresp
+from p2p.batch import DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_BATCH_BYTES, AttestationBatcher
+from p2p.errors import (
+    BadRequest,
+    BadResponse,
+    ConfigError,
+    MessageTooLarge,
+    NotRunning,
+    P2PError,
+    PeerBanned,
+    PeerUnreachable,
+    RemoteError,
+    RequestError,
+    RequestTimeout,
+    UnknownTopic,
+    WrongChain,
+)
+from p2p.identity import load_or_create_node_key, node_multiaddr, peer_id_of
+from p2p.reqresp import BlocksHandler, ChainStatus, Head, StatusHandler
+from p2p.scoring import (
+    Misbehaviour,
+    PeerScore,
+    PeerScoreboard,
+    RouterScorer,
+    ScoreConfig,
+    gossipsub_score_params,
+)
+from p2p.topics import DEFAULT_MAX_MESSAGE_SIZE, TopicName, topic_id
+from p2p.tuning import MAX_RPC_SIZE, apply_library_tuning
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_P2P_PORT = 30333
+
+_T = TypeVar("_T")
+
+
+class Verdict(Enum):
+    """A validator's answer about one gossip message.
+
+    ACCEPT delivers and relays it. REJECT drops it and penalises the peer that
+    sent it (it is invalid by rules every honest node applies). IGNORE drops
+    it without penalty (e.g. a duplicate, or too old to matter).
+    """
+
+    ACCEPT = "accept"
+    REJECT = "reject"
+    IGNORE = "ignore"
+
+
+Validator = Callable[[str, bytes], "bool | Verdict | Awaitable[bool | Verdict]"]
+"""``(peer_id, data) -> bool | Verdict``, sync or async. ``peer_id`` is the
+peer that forwarded the message to us; True means ACCEPT, False REJECT. Any
+exception means REJECT without penalty (and is logged: it is a node bug)."""
+
+
+@dataclass(frozen=True)
+class GossipConfig:
+    """GossipSub v1.1 settings. The defaults are the ones measured to work here."""
+
+    degree: int = 6
+    degree_low: int = 4
+    degree_high: int = 12
+    # Mesh repair period in seconds (the library's default is 120, and its type is int).
+    heartbeat_interval: int = 1
+    # The library's spam gate counts every message per (forwarder, topic),
+    # our own publishes included, and defaults to 10/s. Validators and
+    # scoring do the real work; this only stops a runaway loop.
+    max_messages_per_topic_per_second: float = 100_000.0
+    seen_ttl: int = 120  # seconds a message id is remembered for deduplication
+    validation_timeout: float = 5.0  # an async validator slower than this IGNOREs
+    max_concurrent_validators: int = 32  # async validations in flight
+    # IP-diversity grafting: useless when every peer is 127.0.0.1 (devnet).
+    eclipse_protection: bool = False
+
+
+@dataclass(frozen=True)
+class P2PConfig:
+    """Everything ``P2PNode`` needs; the defaults suit a LAN devnet."""
+
+    key_path: Path
+    chain_id: int
+    listen_host: str = "127.0.0.1"
+    listen_port: int = DEFAULT_P2P_PORT  # 0 lets the OS choose (tests)
+    # Full multiaddrs /ip4/HOST/tcp/PORT/p2p/PEER_ID. Our own id is skipped, so
+    # every validator can share one list.
+    bootstrap: tuple[str, ...] = ()
+    gossip: GossipConfig = field(default_factory=GossipConfig)
+    scoring: ScoreConfig = field(default_factory=ScoreConfig)
+    inbox_size: int = 4096  # messages per topic waiting for the node
+    request_timeout: float = 10.0
+    dial_timeout: float = 5.0
+    reconnect_min_backoff: float = 0.5
+    reconnect_max_backoff: float = 30.0
+    max_inbound_requests_per_peer: int = 8
+    attestation_flush_interval: float = DEFAULT_FLUSH_INTERVAL
+    attestation_max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+
+    def __post_init__(self) -> None:
+        if self.chain_id < 0:
+            raise ConfigError("chain_id must be non-negative")
+        if not 0 <= self.listen_port <= 65535:
+            raise ConfigError(f"listen_port {self.listen_port} is not a TCP port")
+        if self.inbox_size < 1:
+            raise ConfigError("inbox_size must be at least 1")
+        if not 0 < self.reconnect_min_backoff <= self.reconnect_max_backoff:
+            raise ConfigError("need 0 < reconnect_min_backoff <= reconnect_max_backoff")
+        if self.request_timeout <= 0 or self.dial_timeout <= 0:
+            raise ConfigError("timeouts must be positive")
+        gossip = self.gossip
+        if not 0 < gossip.degree_low <= gossip.degree <= gossip.degree_high:
+            raise ConfigError("need 0 < degree_low <= degree <= degree_high")
+        if gossip.heartbeat_interval < 1:
+            raise ConfigError("heartbeat_interval must be at least 1 s (the library takes an int)")
+
+
+@dataclass(frozen=True)
+class GossipMessage:
+    """One accepted gossip message, as the node receives it."""
+
+    topic: str  # the short name, e.g. "consensus"
+    data: bytes
+    origin: str  # peer id that created and signed it
+    forwarder: str | None  # peer id that sent it to us (None if no longer known)
+    message_id: bytes
+
+
+@dataclass
+class TopicStats:
+    """Counters of one topic (monotonic, for metrics)."""
+
+    published: int = 0
+    accepted: int = 0
+    ignored: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    validator_errors: int = 0
+    delivered: int = 0
+    dropped_inbox_full: int = 0
+
+
+@dataclass(frozen=True)
+class ConnectedPeer:
+    """A peer we hold at least one open connection to."""
+
+    peer_id: str
+    addrs: tuple[str, ...]
+    bootstrap: bool
+    topics: tuple[str, ...]  # our topic names it subscribes to
+    mesh: tuple[str, ...]  # our topic names whose gossip mesh includes it
+    score: float
+
+
+@dataclass
+class _Topic:
+    name: str
+    topic_id: str
+    max_size: int
+    validator: Validator
+    inbox_send: trio.MemorySendChannel[GossipMessage]
+    inbox_receive: trio.MemoryReceiveChannel[GossipMessage]
+    stats: TopicStats = field(default_factory=TopicStats)
+
+
+@dataclass(frozen=True)
+class _BootstrapPeer:
+    peer_id: ID
+    addrs: tuple[multiaddr.Multiaddr, ...]
+
+
+# Forwarders remembered between validation and delivery, per node. Only
+# messages still in the pipeline need one, so a few thousand is plenty.
+_FORWARDER_MEMORY = 8192
+# How often bans are reconciled with connections even without a trigger.
+_BAN_SWEEP_INTERVAL = 1.0
+
+
+class P2PNode:
+    """A Motus libp2p node. Runs once, inside the caller's nursery (see module doc)."""
+
+    def __init__(self, config: P2PConfig) -> None:
+        apply_library_tuning()
+        self.config = config
+        self.key_pair = load_or_create_node_key(config.key_path)
+        self.peer_id = peer_id_of(self.key_pair)
+        self.scoreboard = PeerScoreboard(config.scoring)
+        self._bootstrap = _parse_bootstrap(config.bootstrap, self.peer_id)
+        self._topics: dict[str, _Topic] = {}
+        self._status_handler: StatusHandler | None = None
+        self._blocks_handler: BlocksHandler | None = None
+        self._forwarders: OrderedDict[bytes, str] = OrderedDict()
+        self._inbound_requests: dict[str, int] = {}
+        self._state = "new"  # new -> running -> stopped
+        self._ban_wakeup = trio.Event()
+        self._disconnected = trio.Event()
+
+        self._host: IHost = new_host(
+            key_pair=self.key_pair,
+            # Noise only: the library's default also offers TLS, SECIO and plaintext.
+            sec_opt={
+                NOISE_PROTOCOL_ID: NoiseTransport(
+                    self.key_pair, noise_privkey=new_x25519_key_pair().private_key
+                )
+            },
+            muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
+        )
+        self._host_id = self._host.get_id()
+        gossip = config.gossip
+        self._gossipsub = GossipSub(
+            # v1.1 only: v1.2's IDONTWANT per message cost relays ~4x the CPU here.
+            protocols=[PROTOCOL_ID_V11],
+            degree=gossip.degree,
+            degree_low=gossip.degree_low,
+            degree_high=gossip.degree_high,
+            heartbeat_interval=gossip.heartbeat_interval,
+            score_params=gossipsub_score_params(),
+            # "Adaptive gossip" stretches the heartbeat to 30-60 s whenever its
+            # health estimate is below 0.7, which a small network always is.
+            adaptive_gossip_enabled=False,
+            spam_protection_enabled=True,
+            max_messages_per_topic_per_second=gossip.max_messages_per_topic_per_second,
+            eclipse_protection_enabled=gossip.eclipse_protection,
+        )
+        self._router_scorer = RouterScorer(gossipsub_score_params())
+        self._gossipsub.scorer = self._router_scorer
+        self._pubsub = Pubsub(
+            self._host,
+            self._gossipsub,
+            seen_ttl=gossip.seen_ttl,
+            strict_signing=True,
+            max_concurrent_validator_count=gossip.max_concurrent_validators,
+            validation_timeout=gossip.validation_timeout,
+            max_inbound_rpc_size=MAX_RPC_SIZE,
+            allowed_topics=frozenset(),
+        )
+        # Sequence numbers start at the process's start time in seconds and
+        # count up per message, so a node that published more messages than
+        # it was down for seconds would reuse (from, seqno) ids: peers drop
+        # them as already seen. Nanoseconds leave no overlap.
+        self._pubsub.counter = time.time_ns()
+
+        self._network.register_notifee(_ConnectionWatch(self))
+        self._host.set_stream_handler(reqresp.STATUS_PROTOCOL, self._serve_status)
+        self._host.set_stream_handler(reqresp.BLOCKS_PROTOCOL, self._serve_blocks)
+        self.attestations = AttestationBatcher(
+            self._publish_attestation_batch,
+            flush_interval=config.attestation_flush_interval,
+            max_batch_bytes=config.attestation_max_batch_bytes,
+        )
+        self._listen_addr: str | None = None
+
+    # ----------------------------------------------------------------- setup
+
+    def register_topic(
+        self,
+        name: str,
+        validator: Validator,
+        *,
+        max_size: int | None = None,
+        inbox_size: int | None = None,
+    ) -> trio.MemoryReceiveChannel[GossipMessage]:
+        """Subscribe to topic ``name`` (before ``run``); return its inbox.
+
+        ``validator`` runs on every message a peer sends, after the size check
+        (``max_size``, default per topic in ``p2p.topics``); only ACCEPTed
+        messages are relayed and delivered. The inbox holds ``inbox_size``
+        messages; when the node falls behind, new messages are dropped and
+        counted in ``stats()``. Our own publishes are not delivered back.
+        """
+        if self._state != "new":
+            raise ConfigError("register topics before run()")
+        if name in self._topics:
+            raise ConfigError(f"topic {name!r} is already registered")
+        if not callable(validator):
+            raise ConfigError("validator must be callable")
+        limit = max_size if max_size is not None else DEFAULT_MAX_MESSAGE_SIZE.get(name)
+        if limit is None:
+            raise ConfigError(f"topic {name!r} has no default size limit: pass max_size")
+        if not 0 < limit <= MAX_RPC_SIZE // 2:
+            raise ConfigError(f"max_size must be in (0, {MAX_RPC_SIZE // 2}]")
+        send, receive = trio.open_memory_channel[GossipMessage](
+            inbox_size or self.config.inbox_size
+        )
+        topic = _Topic(name, topic_id(self.config.chain_id, name), limit, validator, send, receive)
+        self._topics[name] = topic
+        self._pubsub.allowed_topics = frozenset(t.topic_id for t in self._topics.values())
+        wrapped, is_async = self._wrap_validator(topic)
+        self._pubsub.set_topic_validator(topic.topic_id, wrapped, is_async)
+        return receive
+
+    def inbox(self, name: str) -> trio.MemoryReceiveChannel[GossipMessage]:
+        """The inbox of a registered topic (the channel ``register_topic`` returned)."""
+        return self._topic(name).inbox_receive
+
+    def set_status_handler(self, handler: StatusHandler) -> None:
+        """Serve ``/motus/status/1`` with ``async handler(peer_id) -> Head``."""
+        self._status_handler = handler
+
+    def set_blocks_handler(self, handler: BlocksHandler) -> None:
+        """Serve ``/motus/blocks/1`` with ``async handler(peer_id, start, end) -> [bytes]``."""
+        self._blocks_handler = handler
+
+    # ------------------------------------------------------------------- run
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled. ``nursery.start(node.run)`` returns our full multiaddr."""
+        if self._state != "new":
+            raise P2PError("a P2PNode runs once; create a new one to restart")
+        self._state = "running"
+        listen = multiaddr.Multiaddr(
+            f"/ip4/{self.config.listen_host}/tcp/{self.config.listen_port}"
+        )
+        try:
+            # Pubsub first: the host would otherwise accept pubsub streams (and
+            # block its connection notifications) before pubsub can take them.
+            async with (
+                background_trio_service(self._pubsub),
+                background_trio_service(self._gossipsub),
+            ):
+                await self._pubsub.wait_until_ready()
+                subscriptions = {}
+                for topic in self._topics.values():
+                    subscriptions[topic.name] = await self._pubsub.subscribe(topic.topic_id)
+                async with self._host.run([listen]):
+                    # We own dialing: the auto-connector would redial banned
+                    # peers and fill the negative cache behind our back.
+                    swarm = self._network
+                    if isinstance(swarm, Swarm):
+                        await swarm.auto_connector.stop()
+                    self._listen_addr = self._find_listen_addr()
+                    async with trio.open_nursery() as nursery:
+                        for topic in self._topics.values():
+                            nursery.start_soon(self._drain, topic, subscriptions[topic.name])
+                        for peer in self._bootstrap:
+                            nursery.start_soon(self._keep_connected, peer)
+                        nursery.start_soon(self._enforce_bans)
+                        if TopicName.ATTESTATION in self._topics:
+                            nursery.start_soon(self.attestations.run)
+                        logger.info("p2p listening on %s", self._listen_addr)
+                        task_status.started(self._listen_addr)
+                        await trio.sleep_forever()
+        finally:
+            self._state = "stopped"
+            for topic in self._topics.values():
+                topic.inbox_send.close()
+
+    @property
+    def running(self) -> bool:
+        """True between ``run`` starting to listen and its end."""
+        return self._state == "running" and self._listen_addr is not None
+
+    @property
+    def listen_multiaddr(self) -> str:
+        """``/ip4/HOST/tcp/PORT/p2p/PEER_ID`` we listen on (the real port if 0 was asked)."""
+        if self._listen_addr is None:
+            raise NotRunning("not listening yet")
+        return self._listen_addr
+
+    @property
+    def host(self) -> IHost:
+        """The py-libp2p host: for diagnostics and tests, not for the node's logic."""
+        return self._host
+
+    # --------------------------------------------------------------- gossip
+
+    async def publish(self, name: str, data: bytes) -> None:
+        """Publish ``data`` on topic ``name``.
+
+        Raises ``UnknownTopic``, ``MessageTooLarge`` (over the topic limit) or
+        ``NotRunning``. Our own validator is not run on our own messages: the
+        node checks what it publishes.
+        """
+        topic = self._topic(name)
+        if len(data) > topic.max_size:
+            raise MessageTooLarge(f"{len(data)} bytes on {name}, limit {topic.max_size}")
+        if not self.running:
+            raise NotRunning("publish needs run() to be active")
+        await self._pubsub.publish(topic.topic_id, bytes(data))
+        topic.stats.published += 1
+
+    async def _publish_attestation_batch(self, data: bytes) -> None:
+        await self.publish(TopicName.ATTESTATION, data)
+
+    def _wrap_validator(self, topic: _Topic) -> tuple[Callable[..., Any], bool]:
+        """Wrap the node's validator for pubsub: size check first, never raises.
+
+        A validator that raises inside pubsub kills the pubsub service (and
+        the trio run) for a message any peer can send. So every path here
+        returns a bool.
+        """
+        user = topic.validator
+        is_async = inspect.iscoroutinefunction(user) or inspect.iscoroutinefunction(
+            type(user).__call__  # an object whose __call__ is async
+        )
+
+        def precheck(forwarder: ID, msg: rpc_pb2.Message) -> Verdict | None:
+            if forwarder == self._host_id:
+                return Verdict.ACCEPT
+            if self.scoreboard.is_banned(forwarder.to_base58()):
+                topic.stats.ignored += 1
+                return Verdict.IGNORE
+            if len(msg.data) > topic.max_size:
+                self._on_rejected(forwarder, msg, topic, Misbehaviour.OVERSIZE_MESSAGE)
+                return Verdict.REJECT
+            return None
+
+        def conclude(forwarder: ID, msg: rpc_pb2.Message, answer: object) -> bool:
+            verdict = _as_verdict(answer)
+            if verdict is Verdict.ACCEPT:
+                topic.stats.accepted += 1
+                self._remember_forwarder(msg, forwarder)
+                return True
+            if verdict is Verdict.REJECT:
+                self._on_rejected(forwarder, msg, topic, Misbehaviour.INVALID_MESSAGE)
+            else:
+                topic.stats.ignored += 1
+            return False
+
+        def on_error(forwarder: ID) -> bool:
+            topic.stats.validator_errors += 1
+            logger.exception(
+                "validator of topic %s raised on a message from %s; rejected without penalty",
+                topic.name,
+                forwarder,
+            )
+            return False
+
+        if is_async:
+
+            async def validate_async(forwarder: ID, msg: rpc_pb2.Message) -> bool:
+                try:
+                    early = precheck(forwarder, msg)
+                    if early is not None:
+                        return early is Verdict.ACCEPT
+                    answer = await user(forwarder.to_base58(), bytes(msg.data))  # type: ignore[misc]
+                    return conclude(forwarder, msg, answer)
+                except Exception:
+                    return on_error(forwarder)
+
+            return validate_async, True
+
+        def validate_sync(forwarder: ID, msg: rpc_pb2.Message) -> bool:
+            try:
+                early = precheck(forwarder, msg)
+                if early is not None:
+                    return early is Verdict.ACCEPT
+                answer = user(forwarder.to_base58(), bytes(msg.data))
+                if inspect.isawaitable(answer):
+                    if inspect.iscoroutine(answer):
+                        answer.close()
+                    raise TypeError("validator registered as sync returned an awaitable")
+                return conclude(forwarder, msg, answer)
+            except Exception:
+                return on_error(forwarder)
+
+        return validate_sync, False
+
+    def _on_rejected(self, forwarder: ID, msg: rpc_pb2.Message, topic: _Topic, reason: str) -> None:
+        reason = str(reason)
+        topic.stats.rejected[reason] = topic.stats.rejected.get(reason, 0) + 1
+        self._router_scorer.record_rejected(forwarder, topic.topic_id)
+        if self.scoreboard.penalise(forwarder.to_base58(), reason):
+            self._ban_wakeup.set()
+
+    def _remember_forwarder(self, msg: rpc_pb2.Message, forwarder: ID) -> None:
+        self._forwarders[self._pubsub.get_message_id(msg)] = forwarder.to_base58()
+        while len(self._forwarders) > _FORWARDER_MEMORY:
+            self._forwarders.popitem(last=False)
+
+    async def _drain(self, topic: _Topic, subscription: Any) -> None:
+        """Move accepted messages from pubsub's small buffer into the node's inbox.
+
+        Runs for each topic so that pubsub's buffer never fills (it would drop
+        with only a log line); our inbox drops are counted per topic.
+        """
+        own = self._host_id.to_bytes()
+        async for msg in subscription:
+            message_id = self._pubsub.get_message_id(msg)
+            forwarder = self._forwarders.pop(message_id, None)
+            if msg.from_id == own:
+                continue
+            message = GossipMessage(
+                topic=topic.name,
+                data=bytes(msg.data),
+                origin=_base58(msg.from_id),
+                forwarder=forwarder,
+                message_id=message_id,
+            )
+            try:
+                topic.inbox_send.send_nowait(message)
+                topic.stats.delivered += 1
+            except trio.WouldBlock:
+                topic.stats.dropped_inbox_full += 1
+                dropped = topic.stats.dropped_inbox_full
+                if dropped == 1 or dropped % 1000 == 0:
+                    logger.warning(
+                        "inbox of topic %s full: %d messages dropped so far", topic.name, dropped
+                    )
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                # The node closed its end: keep draining so pubsub never blocks.
+                topic.stats.dropped_inbox_full += 1
+
+    # ------------------------------------------------------ peers and bans
+
+    def penalise(self, peer_id: str, reason: str) -> None:
+        """Lower ``peer_id``'s score for ``reason`` (weights in ``ScoreConfig``).
+
+        For misbehaviour only the node can see, e.g. a consensus message of
+        the right size whose signature does not verify. A peer reaching the
+        threshold is disconnected and banned.
+        """
+        if self.scoreboard.penalise(peer_id, reason):
+            self._ban_wakeup.set()
+
+    def peers(self) -> list[ConnectedPeer]:
+        """Peers with an open connection, with what we know of them."""
+        bootstrap_ids = {peer.peer_id for peer in self._bootstrap}
+        names_by_id = {topic.topic_id: topic.name for topic in self._topics.values()}
+        result = []
+        for peer_id, connections in self._network.get_connections_map().items():
+            open_connections = [conn for conn in connections if not conn.is_closed]
+            if not open_connections:
+                continue
+            addrs = tuple(
+                str(addr) for conn in open_connections for addr in conn.get_transport_addresses()
+            )
+            topics = tuple(
+                sorted(
+                    names_by_id[topic]
+                    for topic, members in self._pubsub.peer_topics.items()
+                    if topic in names_by_id and peer_id in members
+                )
+            )
+            mesh = tuple(
+                sorted(
+                    names_by_id[topic]
+                    for topic, members in self._gossipsub.mesh.items()
+                    if topic in names_by_id and peer_id in members
+                )
+            )
+            peer = peer_id.to_base58()
+            result.append(
+                ConnectedPeer(
+                    peer_id=peer,
+                    addrs=addrs,
+                    bootstrap=peer_id in bootstrap_ids,
+                    topics=topics,
+                    mesh=mesh,
+                    score=self.scoreboard.score(peer),
+                )
+            )
+        return result
+
+    def peer_scores(self) -> dict[str, PeerScore]:
+        """Our score of every connected or penalised peer."""
+        scores = self.scoreboard.snapshot()
+        for peer in self.peers():
+            scores.setdefault(peer.peer_id, PeerScore(0.0, 0.0, 0, {}))
+        return scores
+
+    def is_connected(self, peer_id: str) -> bool:
+        """True if we hold an open connection to ``peer_id``."""
+        return self._is_connected(ID.from_base58(peer_id))
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for metrics: per topic, the attestation batcher, peers."""
+        return {
+            "topics": {name: topic.stats for name, topic in self._topics.items()},
+            "attestation_batcher": self.attestations.stats,
+            "peers": len(self.peers()),
+            "banned_peers": len(self.scoreboard.banned_peers()),
+        }
+
+    @property
+    def _network(self) -> INetwork:
+        return self._host.get_network()
+
+    def _is_connected(self, peer_id: ID) -> bool:
+        return any(not conn.is_closed for conn in self._network.get_connections(peer_id))
+
+    async def _keep_connected(self, peer: _BootstrapPeer) -> None:
+        """Dial ``peer`` whenever we are not connected to it, with backoff, forever.
+
+        The library's own bootstrap gives up on a peer after a few failures,
+        and a failed dial parks the peer in a 60 s negative cache that makes
+        later dials fail at once; a node started before its bootstrap peer
+        would wait a minute or never connect. We clear that cache entry before
+        each of our attempts: the backoff here is the policy.
+        """
+        name = peer.peer_id.to_base58()
+        backoff = self.config.reconnect_min_backoff
+        while True:
+            if self.scoreboard.is_banned(name):
+                await trio.sleep(min(self.scoreboard.ban_remaining(name), 5.0) + 0.01)
+                continue
+            if self._is_connected(peer.peer_id):
+                backoff = self.config.reconnect_min_backoff
+                with trio.move_on_after(1.0):
+                    await self._disconnected.wait()
+                continue
+            swarm = self._network
+            if isinstance(swarm, Swarm):
+                swarm.unblock_peer(peer.peer_id)
+            try:
+                with trio.fail_after(self.config.dial_timeout):
+                    await self._host.connect(PeerInfo(peer.peer_id, list(peer.addrs)))
+                logger.info("connected to bootstrap peer %s", name)
+                continue
+            except Exception as exc:  # dial failures come in many library types
+                logger.debug("dial to %s failed (%s); retrying in %.1f s", name, exc, backoff)
+            await trio.sleep(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, self.config.reconnect_max_backoff)
+
+    async def _enforce_bans(self) -> None:
+        """Keep connections and pubsub's blacklist in line with the scoreboard."""
+        while True:
+            with trio.move_on_after(_BAN_SWEEP_INTERVAL):
+                await self._ban_wakeup.wait()
+            self._ban_wakeup = trio.Event()
+            banned = {ID.from_base58(peer) for peer in self.scoreboard.banned_peers()}
+            for peer_id in banned:
+                if not self._pubsub.is_peer_blacklisted(peer_id):
+                    self._pubsub.add_to_blacklist(peer_id)
+                if self._network.get_connections(peer_id):
+                    with trio.move_on_after(2.0):
+                        await self._host.disconnect(peer_id)
+            for peer_id in self._pubsub.get_blacklisted_peers() - banned:
+                self._pubsub.remove_from_blacklist(peer_id)
+                logger.info("ban of peer %s ended", peer_id)
+
+    def _on_connected(self, peer_id: ID) -> None:
+        if self.scoreboard.is_banned(peer_id.to_base58()):
+            self._ban_wakeup.set()
+
+    def _on_disconnected(self) -> None:
+        self._disconnected.set()
+        self._disconnected = trio.Event()
+
+    # ----------------------------------------------- request/response: serve
+
+    async def _serve_status(self, stream: INetStream) -> None:
+        async def answer(peer: str, request: bytes) -> bytes:
+            chain_id = reqresp.decode_status_request(request)
+            if chain_id != self.config.chain_id:
+                # Answer anyway (the peer learns why), but note the mismatch.
+                self.penalise(peer, Misbehaviour.WRONG_CHAIN)
+            if self._status_handler is None:
+                return reqresp.encode_error(reqresp.ERR_UNAVAILABLE, "no status handler")
+            head = await self._status_handler(peer)
+            status = ChainStatus(self.config.chain_id, head.height, head.hash)
+            return reqresp.encode_status_response(status)
+
+        await self._serve(stream, answer)
+
+    async def _serve_blocks(self, stream: INetStream) -> None:
+        async def answer(peer: str, request: bytes) -> bytes:
+            start, end = reqresp.compute_served_range(*reqresp.decode_blocks_request(request))
+            if self._blocks_handler is None:
+                return reqresp.encode_error(reqresp.ERR_UNAVAILABLE, "no blocks handler")
+            blocks = list(await self._blocks_handler(peer, start, end))
+            if len(blocks) > end - start + 1 or not all(isinstance(b, bytes) for b in blocks):
+                raise TypeError("blocks handler must return at most end-start+1 bytes items")
+            try:
+                return reqresp.encode_blocks_response(reqresp.fit_blocks_response(blocks))
+            except MessageTooLarge as exc:
+                return reqresp.encode_error(reqresp.ERR_TOO_LARGE, exc.message)
+
+        await self._serve(stream, answer)
+
+    async def _serve(
+        self, stream: INetStream, answer: Callable[[str, bytes], Awaitable[bytes]]
+    ) -> None:
+        """Read one bounded request, answer it, close. Misbehaviour is scored."""
+        peer = stream.muxed_conn.peer_id.to_base58()
+        if self.scoreboard.is_banned(peer):
+            await _reset(stream)
+            return
+        in_flight = self._inbound_requests.get(peer, 0)
+        if in_flight >= self.config.max_inbound_requests_per_peer:
+            self.penalise(peer, Misbehaviour.REQUEST_FLOOD)
+            await _reset(stream)
+            return
+        self._inbound_requests[peer] = in_flight + 1
+        try:
+            with trio.move_on_after(self.config.request_timeout) as scope:
+                try:
+                    request = await reqresp.read_frame(stream, reqresp.MAX_REQUEST_SIZE)
+                except MessageTooLarge:
+                    self.penalise(peer, Misbehaviour.OVERSIZE_REQUEST)
+                    await _reset(stream)
+                    return
+                try:
+                    response = await answer(peer, request)
+                except BadRequest as exc:
+                    self.penalise(peer, Misbehaviour.MALFORMED_REQUEST)
+                    response = reqresp.encode_error(reqresp.ERR_BAD_REQUEST, exc.message)
+                except Exception:
+                    logger.exception("request handler failed for peer %s", peer)
+                    response = reqresp.encode_error(reqresp.ERR_INTERNAL, "handler failed")
+                await reqresp.write_frame(stream, response)
+                await stream.close()
+            if scope.cancelled_caught:
+                await _reset(stream)
+        except Exception as exc:  # the peer hung up or reset mid-exchange
+            logger.debug("request stream from %s failed: %s", peer, exc)
+            await _reset(stream)
+        finally:
+            remaining = self._inbound_requests.get(peer, 1) - 1
+            if remaining > 0:
+                self._inbound_requests[peer] = remaining
+            else:
+                self._inbound_requests.pop(peer, None)
+
+    # ---------------------------------------------- request/response: client
+
+    async def request_status(self, peer_id: str) -> ChainStatus:
+        """Ask ``peer_id`` for its head. ``WrongChain`` if it is on another chain.
+
+        Raises a ``RequestError`` subclass on failure (timeout, unreachable,
+        banned, bad or error response).
+        """
+        payload = reqresp.encode_status_request(self.config.chain_id)
+        raw = await self._request(
+            peer_id, reqresp.STATUS_PROTOCOL, payload, reqresp.MAX_STATUS_RESPONSE_SIZE
+        )
+        status = self._decode_or_penalise(peer_id, reqresp.decode_status_response, raw)
+        if status.chain_id != self.config.chain_id:
+            self.penalise(peer_id, Misbehaviour.WRONG_CHAIN)
+            raise WrongChain(
+                f"peer is on chain {status.chain_id}, we are on {self.config.chain_id}"
+            )
+        return status
+
+    async def request_blocks(self, peer_id: str, start: int, end: int) -> list[bytes]:
+        """Ask ``peer_id`` for blocks ``start``..``end`` inclusive.
+
+        The answer holds consecutive blocks from ``start``: at most 128 and
+        8 MiB, possibly fewer (none if the peer lacks them); ask again from
+        where it stopped. Raises ``BadRequest`` for an invalid range, else a
+        ``RequestError`` subclass on failure.
+        """
+        if not 0 <= start <= end <= reqresp.MAX_UINT64:
+            raise BadRequest(f"invalid height range {start}..{end}")
+        served_start, served_end = reqresp.compute_served_range(start, end)
+        payload = reqresp.encode_blocks_request(start, end)
+        raw = await self._request(
+            peer_id, reqresp.BLOCKS_PROTOCOL, payload, reqresp.MAX_BLOCKS_RESPONSE_BYTES
+        )
+        requested = served_end - served_start + 1
+        return self._decode_or_penalise(
+            peer_id, lambda data: reqresp.decode_blocks_response(data, requested), raw
+        )
+
+    async def _request(
+        self, peer_id: str, protocol: TProtocol, payload: bytes, limit: int
+    ) -> bytes:
+        if not self.running:
+            raise NotRunning("requests need run() to be active")
+        if self.scoreboard.is_banned(peer_id):
+            raise PeerBanned(
+                f"peer {peer_id} is banned for {self.scoreboard.ban_remaining(peer_id):.0f} s"
+            )
+        try:
+            target = ID.from_base58(peer_id)
+        except Exception as exc:
+            raise BadRequest(f"not a peer id: {peer_id!r}") from exc
+        stream: INetStream | None = None
+        try:
+            with trio.fail_after(self.config.request_timeout):
+                try:
+                    stream = await self._host.new_stream(target, [protocol])
+                except Exception as exc:  # dial and negotiation failures vary
+                    raise PeerUnreachable(f"cannot open {protocol} to {peer_id}: {exc}") from exc
+                try:
+                    await reqresp.write_frame(stream, payload)
+                    raw = await reqresp.read_frame(stream, limit)
+                except MessageTooLarge as exc:
+                    self.penalise(peer_id, Misbehaviour.BAD_RESPONSE)
+                    raise BadResponse(f"response over {limit} bytes") from exc
+                except Exception as exc:  # reset, EOF, closed connection
+                    raise PeerUnreachable(
+                        f"{protocol} exchange with {peer_id} failed: {exc}"
+                    ) from exc
+        except trio.TooSlowError as exc:
+            if stream is not None:
+                await _reset(stream)
+            raise RequestTimeout(
+                f"{protocol} to {peer_id}: no answer in {self.config.request_timeout} s"
+            ) from exc
+        except RequestError:
+            if stream is not None:
+                await _reset(stream)
+            raise
+        await _close(stream)
+        return raw
+
+    def _decode_or_penalise(self, peer_id: str, decode: Callable[[bytes], _T], raw: bytes) -> _T:
+        try:
+            return decode(raw)
+        except RemoteError:
+            raise
+        except BadResponse:
+            self.penalise(peer_id, Misbehaviour.BAD_RESPONSE)
+            raise
+
+    # ---------------------------------------------------------------- misc
+
+    def _topic(self, name: str) -> _Topic:
+        topic = self._topics.get(name)
+        if topic is None:
+            raise UnknownTopic(f"topic {name!r} is not registered")
+        return topic
+
+    def _find_listen_addr(self) -> str:
+        for addr in self._host.get_transport_addrs():
+            port = addr.value_for_protocol("tcp")
+            if port is not None:
+                return node_multiaddr(self.config.listen_host, int(port), self.peer_id)
+        raise P2PError("host is not listening on TCP")
+
+
+class _ConnectionWatch(INotifee):
+    """Tells the node about connections: banned peers dialing in, disconnects."""
+
+    def __init__(self, node: P2PNode) -> None:
+        self._node = node
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self._node._on_connected(conn.muxed_conn.peer_id)
+        await trio.lowlevel.checkpoint()
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self._node._on_disconnected()
+        await trio.lowlevel.checkpoint()
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+def _parse_bootstrap(addrs: Sequence[str], own_peer_id: str) -> list[_BootstrapPeer]:
+    """Group bootstrap multiaddrs by peer, skipping our own id."""
+    grouped: dict[ID, list[multiaddr.Multiaddr]] = {}
+    for text in addrs:
+        try:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(text))
+        except Exception as exc:
+            raise ConfigError(
+                f"bootstrap address {text!r} is not /ip4/../tcp/../p2p/..: {exc}"
+            ) from exc
+        if info.peer_id.to_base58() == own_peer_id:
+            continue
+        grouped.setdefault(info.peer_id, []).extend(info.addrs)
+    return [_BootstrapPeer(peer_id, tuple(found)) for peer_id, found in grouped.items()]
+
+
+def _as_verdict(answer: object) -> Verdict:
+    if isinstance(answer, Verdict):
+        return answer
+    if isinstance(answer, bool):
+        return Verdict.ACCEPT if answer else Verdict.REJECT
+    raise TypeError(f"validator returned {type(answer).__name__}, expected bool or Verdict")
+
+
+def _base58(peer_id_bytes: bytes) -> str:
+    try:
+        return ID(peer_id_bytes).to_base58()
+    except Exception:
+        return peer_id_bytes.hex()
+
+
+async def _reset(stream: INetStream) -> None:
+    with trio.move_on_after(1.0):
+        try:
+            await stream.reset()
+        except Exception:
+            logger.debug("stream reset failed", exc_info=True)
+
+
+async def _close(stream: INetStream | None) -> None:
+    if stream is None:
+        return
+    with trio.move_on_after(1.0):
+        try:
+            await stream.close()
+        except Exception:
+            logger.debug("stream close failed", exc_info=True)
+
+
+__all__ = [
+    "ConnectedPeer",
+    "GossipConfig",
+    "GossipMessage",
+    "Head",
+    "P2PConfig",
+    "P2PNode",
+    "TopicStats",
+    "Validator",
+    "Verdict",
+]

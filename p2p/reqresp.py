@@ -1,0 +1,248 @@
+"""Request/response protocols: ``/motus/status/1`` and ``/motus/blocks/1``.
+
+One request and one response per stream. Each is a frame: an unsigned varint
+length, then a msgpack map. Both sides read with a hard frame limit, so a peer
+cannot make us buffer more than the protocol allows.
+
+status   request  {"chain_id": int}
+         response {"chain_id": int, "height": int, "head_hash": bin}
+blocks   request  {"start": int, "end": int}            heights, inclusive
+         response {"blocks": [bin, ...]}                 consecutive from start
+error    response {"error": str, "message": str}        instead of either
+
+A blocks response holds at most ``MAX_BLOCKS_PER_RESPONSE`` items and
+``MAX_BLOCKS_RESPONSE_BYTES`` bytes. It may be shorter than asked for (the
+server lacks the blocks, or the byte budget ran out): the client asks again
+from where it stopped. Each item is whatever the node's handler encoded (a
+block with its commit); p2p does not look inside.
+
+This module holds the wire format and its limits as plain functions; the
+stream handling lives in ``p2p.host``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from libp2p.abc import INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.io.exceptions import MessageTooLarge as LibMessageTooLarge
+from libp2p.io.msgio import VarIntLengthMsgReadWriter
+
+from p2p.batch import compute_array_header_size, compute_bin_size
+from p2p.errors import BadRequest, BadResponse, MessageTooLarge, RemoteError
+from p2p.topics import KIB, MIB
+
+STATUS_PROTOCOL = TProtocol("/motus/status/1")
+BLOCKS_PROTOCOL = TProtocol("/motus/blocks/1")
+
+MAX_REQUEST_SIZE = 256  # both requests are two small integers
+MAX_STATUS_RESPONSE_SIZE = 1 * KIB
+MAX_BLOCKS_PER_RESPONSE = 128
+MAX_BLOCKS_RESPONSE_BYTES = 8 * MIB
+MAX_HASH_SIZE = 64
+MAX_ERROR_MESSAGE = 200  # characters of an error's message we send or keep
+# Heights and chain ids are uint64 on chain; RLP and msgpack both carry them.
+MAX_UINT64 = 2**64 - 1
+
+# Server error codes (the "error" field); stable, like p2p.errors codes.
+ERR_BAD_REQUEST = "bad_request"
+ERR_WRONG_CHAIN = "wrong_chain"
+ERR_UNAVAILABLE = "unavailable"  # no handler registered on the serving node
+ERR_INTERNAL = "internal"  # the serving node's handler failed
+ERR_TOO_LARGE = "too_large"  # a single block exceeds the response budget
+
+# Bytes of a blocks response besides its items: fixmap(1) + fixstr "blocks"(7)
+# + array header (3 for up to 65535 items).
+_BLOCKS_RESPONSE_OVERHEAD = 1 + 7 + 3
+
+
+@dataclass(frozen=True)
+class Head:
+    """What the node's status handler answers: its committed head."""
+
+    height: int
+    hash: bytes
+
+
+@dataclass(frozen=True)
+class ChainStatus:
+    """A peer's answer to ``/motus/status/1``."""
+
+    chain_id: int
+    height: int
+    head_hash: bytes
+
+
+StatusHandler = Callable[[str], Awaitable[Head]]
+"""``async (peer_id) -> Head``: the node's committed head, for the asking peer."""
+
+BlocksHandler = Callable[[str, int, int], Awaitable[Sequence[bytes]]]
+"""``async (peer_id, start, end) -> [encoded block+commit, ...]`` for heights
+start..end inclusive (end - start < MAX_BLOCKS_PER_RESPONSE), consecutive from
+start; fewer (or none) when the node does not have them."""
+
+
+async def read_frame(stream: INetStream, limit: int) -> bytes:
+    """Read one length-prefixed frame; ``MessageTooLarge`` if it announces > ``limit``."""
+    reader = VarIntLengthMsgReadWriter(stream, max_msg_size=limit)
+    try:
+        return await reader.read_msg()
+    except LibMessageTooLarge as exc:
+        raise MessageTooLarge(str(exc)) from exc
+
+
+async def write_frame(stream: INetStream, payload: bytes) -> None:
+    """Write ``payload`` as one length-prefixed frame."""
+    writer = VarIntLengthMsgReadWriter(stream, max_msg_size=max(len(payload), 1))
+    await writer.write_msg(payload)
+
+
+def encode_status_request(chain_id: int) -> bytes:
+    """Frame body of a status request from a node on ``chain_id``."""
+    return _pack({"chain_id": chain_id})
+
+
+def decode_status_request(data: bytes) -> int:
+    """Return the requester's chain id; ``BadRequest`` if malformed."""
+    fields = _unpack(data, {"chain_id"}, BadRequest, MAX_REQUEST_SIZE)
+    return _uint(fields, "chain_id", BadRequest)
+
+
+def encode_status_response(status: ChainStatus) -> bytes:
+    """Frame body of a successful status response."""
+    return _pack(
+        {"chain_id": status.chain_id, "height": status.height, "head_hash": status.head_hash}
+    )
+
+
+def decode_status_response(data: bytes) -> ChainStatus:
+    """Return the peer's status; ``RemoteError`` for an error answer, else ``BadResponse``."""
+    fields = _unpack_response(data, {"chain_id", "height", "head_hash"}, MAX_STATUS_RESPONSE_SIZE)
+    head_hash = fields["head_hash"]
+    if not isinstance(head_hash, bytes) or len(head_hash) > MAX_HASH_SIZE:
+        raise BadResponse("head_hash must be bin of at most 64 bytes")
+    return ChainStatus(
+        chain_id=_uint(fields, "chain_id", BadResponse),
+        height=_uint(fields, "height", BadResponse),
+        head_hash=head_hash,
+    )
+
+
+def encode_blocks_request(start: int, end: int) -> bytes:
+    """Frame body of a request for heights ``start``..``end`` inclusive."""
+    return _pack({"start": start, "end": end})
+
+
+def decode_blocks_request(data: bytes) -> tuple[int, int]:
+    """Return (start, end); ``BadRequest`` if malformed or ``start > end``."""
+    fields = _unpack(data, {"start", "end"}, BadRequest, MAX_REQUEST_SIZE)
+    start = _uint(fields, "start", BadRequest)
+    end = _uint(fields, "end", BadRequest)
+    if start > end:
+        raise BadRequest(f"start {start} is above end {end}")
+    return start, end
+
+
+def compute_served_range(start: int, end: int) -> tuple[int, int]:
+    """The part of ``start..end`` one response may cover (at most 128 heights)."""
+    return start, min(end, start + MAX_BLOCKS_PER_RESPONSE - 1)
+
+
+def fit_blocks_response(blocks: Sequence[bytes]) -> list[bytes]:
+    """The longest prefix of ``blocks`` whose response fits the byte budget.
+
+    Raises ``MessageTooLarge`` when even the first block does not fit.
+    """
+    budget = MAX_BLOCKS_RESPONSE_BYTES - _BLOCKS_RESPONSE_OVERHEAD
+    fitted: list[bytes] = []
+    used = 0
+    for block in blocks[:MAX_BLOCKS_PER_RESPONSE]:
+        cost = compute_bin_size(len(block))
+        if used + cost > budget:
+            break
+        fitted.append(bytes(block))
+        used += cost
+    if blocks and not fitted:
+        raise MessageTooLarge(f"block of {len(blocks[0])} bytes exceeds the response budget")
+    return fitted
+
+
+def encode_blocks_response(blocks: Sequence[bytes]) -> bytes:
+    """Frame body of a blocks response (``blocks`` already fitted)."""
+    return _pack({"blocks": list(blocks)})
+
+
+def decode_blocks_response(data: bytes, requested: int) -> list[bytes]:
+    """Return the blocks of a response to a request for ``requested`` heights.
+
+    ``RemoteError`` for an error answer; ``BadResponse`` when the answer is
+    malformed or holds more blocks than were asked for (or than allowed).
+    """
+    fields = _unpack_response(data, {"blocks"}, MAX_BLOCKS_RESPONSE_BYTES)
+    blocks = fields["blocks"]
+    if not isinstance(blocks, list):
+        raise BadResponse("blocks must be an array")
+    if len(blocks) > min(requested, MAX_BLOCKS_PER_RESPONSE):
+        raise BadResponse(f"{len(blocks)} blocks for a request of {requested}")
+    for index, block in enumerate(blocks):
+        if not isinstance(block, bytes) or not block:
+            raise BadResponse(f"block {index} is not a non-empty bin")
+    return blocks
+
+
+def encode_error(code: str, message: str) -> bytes:
+    """Frame body of an error response."""
+    return _pack({"error": code, "message": message[:MAX_ERROR_MESSAGE]})
+
+
+def _pack(fields: dict[str, Any]) -> bytes:
+    return msgpack.packb(fields, use_bin_type=True)
+
+
+def _unpack(
+    data: bytes, keys: set[str], error: type[BadRequest] | type[BadResponse], limit: int
+) -> dict[str, Any]:
+    if len(data) > limit:
+        raise error(f"message of {len(data)} bytes, limit {limit}")
+    try:
+        fields = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            max_bin_len=limit,
+            max_str_len=limit,
+            max_array_len=MAX_BLOCKS_PER_RESPONSE,
+            max_map_len=8,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises ValueError, ExtraData, TypeError...
+        raise error(f"not valid msgpack: {exc}") from exc
+    if not isinstance(fields, dict) or set(fields) != keys:
+        raise error(f"expected a map with keys {sorted(keys)}")
+    return fields
+
+
+def _unpack_response(data: bytes, keys: set[str], limit: int) -> dict[str, Any]:
+    try:
+        return _unpack(data, keys, BadResponse, limit)
+    except BadResponse:
+        fields = _unpack(data, {"error", "message"}, BadResponse, limit)
+        code, message = fields["error"], fields["message"]
+        if not isinstance(code, str) or not isinstance(message, str):
+            raise BadResponse("error and message must be strings") from None
+        raise RemoteError(code[:40], message[:MAX_ERROR_MESSAGE]) from None
+
+
+def _uint(fields: dict[str, Any], key: str, error: type[BadRequest] | type[BadResponse]) -> int:
+    value = fields[key]
+    # bool is an int subclass; msgpack never yields one for an int, but be exact.
+    if type(value) is not int or not 0 <= value <= MAX_UINT64:
+        raise error(f"{key} must be an integer in [0, 2**64)")
+    return value
+
+
+assert _BLOCKS_RESPONSE_OVERHEAD >= 1 + 7 + compute_array_header_size(MAX_BLOCKS_PER_RESPONSE)

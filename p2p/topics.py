@@ -1,0 +1,62 @@
+"""Gossip topic names and their size limits.
+
+A topic is ``/motus/<chain_id>/<name>/1``: the chain id keeps two networks
+that share peers from mixing messages, and the trailing version lets a topic's
+encoding change without confusing old nodes.
+
+Size limits are checked on every received message before the node's
+validator runs; a message over the limit is rejected and its forwarder
+penalised.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from p2p.errors import ConfigError
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+class TopicName(StrEnum):
+    """The topics every Motus node speaks."""
+
+    TX = "tx"
+    ATTESTATION = "attestation"
+    CONSENSUS = "consensus"
+    BLOCK = "block"
+
+
+# One signed Ethereum transaction; 128 KiB is go-ethereum's txMaxSize.
+# An attestation batch (see p2p.batch): up to 64 KiB normally, 1 MiB with slack
+# for gateways that batch more aggressively.
+# A consensus message: a vote is ~200 B but a proposal carries the whole block.
+# A block announcement: header hash and height only; bodies go by /motus/blocks/1.
+DEFAULT_MAX_MESSAGE_SIZE: dict[str, int] = {
+    TopicName.TX: 128 * KIB,
+    TopicName.ATTESTATION: 1 * MIB,
+    TopicName.CONSENSUS: 2 * MIB,
+    TopicName.BLOCK: 4 * KIB,
+}
+
+# The largest message any topic may carry; pubsub's RPC frame limits are
+# derived from it (see p2p.tuning).
+MAX_TOPIC_MESSAGE_SIZE = 2 * MIB
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def topic_id(chain_id: int, name: str) -> str:
+    """Return the gossipsub topic string for ``name`` on chain ``chain_id``."""
+    if not is_valid_topic_name(name):
+        raise ConfigError(f"topic name {name!r} must match {_NAME_RE.pattern}")
+    if chain_id < 0:
+        raise ConfigError(f"chain id must be non-negative, got {chain_id}")
+    return f"/motus/{chain_id}/{name}/1"
+
+
+def is_valid_topic_name(name: str) -> bool:
+    """True when ``name`` can be the ``<name>`` part of a topic id."""
+    return bool(_NAME_RE.match(name))
