@@ -53,6 +53,7 @@ class Application:
         self.pending_evidence: dict[bytes, DuplicateVoteEvidence] = {}
         self._executed: OrderedDict[bytes, Executed] = OrderedDict()
         self.commit_listeners: list[Callable[[Block, BlockResult], None]] = []
+        self._head_state: tuple[bytes, MotusState] | None = None
 
     # --- reads -----------------------------------------------------------------------
 
@@ -74,7 +75,12 @@ class Application:
         return make_state(OverlayDB(self.store.state_db), header.state_root, env)
 
     def head_state(self) -> MotusState:
-        return self.state_at(self.head)
+        """A read view of the head state, shared until the next commit. Callers must only
+        read from it (mempool checks, RPC); anything that executes uses ``state_at``."""
+        head = self.head
+        if self._head_state is None or self._head_state[0] != head.hash:
+            self._head_state = (head.hash, self.state_at(head))
+        return self._head_state[1]
 
     def next_base_fee(self) -> int:
         h = self.head
@@ -100,7 +106,8 @@ class Application:
         if last_commit is None:
             raise InvalidBlock(f"no commit stored for height {height - 1}")
         overlay = OverlayDB(self.store.state_db)
-        body = BlockBody([p.tx for p in txs], attestations, [Misbehavior(e.validator, e.height) for e in evidence])
+        body = BlockBody([p.tx for p in txs], attestations, [Misbehavior(e.validator, e.height) for e in evidence],
+                         raw_transactions=[p.raw for p in txs])
         result = execute_block(overlay, parent.state_root, env, body, skip_invalid=True)
         valset = self.store.validators_for(height)
         header = Header(
@@ -112,9 +119,7 @@ class Application:
             next_validators_hash=validators_hash(result.next_validators),
             last_commit_hash=commit_hash(last_commit), evidence_hash=evidence_hash(evidence),
         )
-        raw_txs = {p.hash: p.raw for p in txs}
-        block = Block(header, [raw_txs[t.hash] for t in result.transactions], result.attestations,
-                      last_commit, evidence)
+        block = Block(header, result.raw_transactions, result.attestations, last_commit, evidence)
         self._remember(Executed(block, result, overlay))
         return block.encode()
 
@@ -190,7 +195,8 @@ class Application:
             raise InvalidBlock("undecodable transaction") from None
         overlay = OverlayDB(self.store.state_db)
         result = execute_block(overlay, parent.state_root, env,
-                               BlockBody(txs, list(block.attestations), misbehavior))
+                               BlockBody(txs, list(block.attestations), misbehavior,
+                                         raw_transactions=list(block.transactions)))
         check_result(h, result, validators_hash)
         executed = Executed(block, result, overlay)
         self._remember(executed)
@@ -247,7 +253,7 @@ class Application:
         for i, tx in enumerate(result.transactions):
             created = result.contract_addresses[i]
             extras.append(TxExtra(
-                tx.hash, tx.sender, created or b"", result.tx_gas_used[i],
+                keccak(result.raw_transactions[i]), tx.sender, created or b"", result.tx_gas_used[i],
                 block.header.base_fee_per_gas + effective_tip(tx, block.header.base_fee_per_gas),
             ))
         att_ids = [keccak(a) for a in result.attestations]
@@ -259,7 +265,7 @@ class Application:
                     wb.put(k, height.to_bytes(8, "big"))
         self._executed.clear()
         head_state = self.head_state()
-        self.mempool.on_block(head_state, [tx.hash for tx in result.transactions])
+        self.mempool.on_block(head_state, [e.tx_hash for e in extras])
         if self.attestation_pool is not None:
             self.attestation_pool.on_block(self, block, result)
         for ev in block.evidence:

@@ -9,6 +9,7 @@ store commits them together with the block in one synced write batch.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import plyvel
@@ -44,15 +45,28 @@ class Database:
 
 
 class StateDB(BaseDB):
-    """Read side of the state trie for py-evm (keys are trie node hashes and code hashes)."""
+    """Read side of the state trie for py-evm (keys are trie node hashes and code hashes).
 
-    def __init__(self, database: Database) -> None:
+    Keys are content hashes, so a value never changes once written: an LRU cache in
+    front of LevelDB is always correct and saves most reads of the upper trie levels."""
+
+    def __init__(self, database: Database, cache_size: int = 200_000) -> None:
         self._db = database.db
+        self._cache: OrderedDict[bytes, bytes] = OrderedDict()
+        self._cache_size = cache_size
 
     def __getitem__(self, key: bytes) -> bytes:
+        cache = self._cache
+        value = cache.get(key)
+        if value is not None:
+            cache.move_to_end(key)
+            return value
         value = self._db.get(TRIE + key)
         if value is None:
             raise KeyError(key)
+        cache[key] = value
+        if len(cache) > self._cache_size:
+            cache.popitem(last=False)
         return value
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
@@ -64,4 +78,4 @@ class StateDB(BaseDB):
         pass
 
     def _exists(self, key: bytes) -> bool:
-        return self._db.get(TRIE + key) is not None
+        return key in self._cache or self._db.get(TRIE + key) is not None

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from eth.abc import SignedTransactionAPI, StateAPI
+from eth_hash.auto import keccak
 
 from vm.execute import BLOB_TX_TYPE, MAX_TX_BYTES
 from vm.state import decode_transaction
@@ -83,7 +84,7 @@ class Mempool:
             tx = decode_transaction(raw)
             tx.validate()
             sender = tx.sender
-            tx_hash = tx.hash
+            tx_hash = keccak(raw)  # the envelope's hash; saves py-evm re-encoding it
         except Exception as exc:
             raise TxRejected("malformed", f"invalid transaction: {type(exc).__name__}: {exc}") from None
         if tx_hash in self._by_hash:

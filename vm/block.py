@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import rlp
-from eth.db.trie import make_trie_root_and_nodes
 from eth_hash.auto import keccak
 from rlp.sedes import Binary, big_endian_int
 
@@ -70,23 +69,79 @@ class Header(rlp.Serializable):
 
 
 def compute_list_root(items: Sequence[bytes]) -> bytes:
-    """Ethereum-style ordered trie root over ``rlp(index) -> item``."""
+    """Ethereum-style ordered trie root over ``rlp(index) -> item`` (transactions, receipts,
+    attestations). Built in one pass over the sorted keys, as execution-specs does, rather
+    than by repeated trie inserts: same root, several times faster for big blocks."""
     if not items:
         return EMPTY_ROOT
-    root, _ = make_trie_root_and_nodes(tuple(_Raw(i) for i in items))
-    return root
+    mapping = {_nibbles(rlp.encode(i)): bytes(item) for i, item in enumerate(items)}
+    node = _encode_internal(_patricialize(mapping, 0))
+    if isinstance(node, bytes) and len(node) == 32:
+        return node
+    return keccak(rlp.encode(node))
 
 
-class _Raw:
-    """Adapter: make_trie_root_and_nodes calls ``encode()`` on each item."""
+def _nibbles(key: bytes) -> bytes:
+    out = bytearray()
+    for b in key:
+        out.append(b >> 4)
+        out.append(b & 0x0F)
+    return bytes(out)
 
-    __slots__ = ("_b",)
 
-    def __init__(self, b: bytes) -> None:
-        self._b = b
+def _compact(nibbles: bytes, is_leaf: bool) -> bytes:
+    flag = 2 if is_leaf else 0
+    if len(nibbles) % 2:
+        head = bytes([((flag + 1) << 4) | nibbles[0]])
+        rest = nibbles[1:]
+    else:
+        head = bytes([flag << 4])
+        rest = nibbles
+    return head + bytes((rest[i] << 4) | rest[i + 1] for i in range(0, len(rest), 2))
 
-    def encode(self) -> bytes:
-        return self._b
+
+def _patricialize(obj: dict[bytes, bytes], level: int):
+    if not obj:
+        return None
+    first = next(iter(obj))
+    if len(obj) == 1:
+        return ("leaf", first[level:], obj[first])
+    sub = first[level:]
+    prefix_len = len(sub)
+    for key in obj:
+        rest = key[level:]
+        n = 0
+        limit = min(prefix_len, len(rest))
+        while n < limit and rest[n] == sub[n]:
+            n += 1
+        prefix_len = n
+        if prefix_len == 0:
+            break
+    if prefix_len > 0:
+        child = _encode_internal(_patricialize(obj, level + prefix_len))
+        return ("ext", first[level:level + prefix_len], child)
+    branches: list[dict[bytes, bytes]] = [{} for _ in range(16)]
+    value = b""
+    for key, v in obj.items():
+        if len(key) == level:
+            value = v
+        else:
+            branches[key[level]][key] = v
+    return ("branch", [_encode_internal(_patricialize(b, level + 1)) for b in branches], value)
+
+
+def _encode_internal(node):
+    if node is None:
+        return b""
+    kind = node[0]
+    if kind == "leaf":
+        unencoded = [_compact(node[1], True), node[2]]
+    elif kind == "ext":
+        unencoded = [_compact(node[1], False), node[2]]
+    else:
+        unencoded = [*node[1], node[2]]
+    encoded = rlp.encode(unencoded)
+    return unencoded if len(encoded) < 32 else keccak(encoded)
 
 
 def validators_hash(pairs: Sequence[tuple[bytes, int]]) -> bytes:

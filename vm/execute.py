@@ -45,6 +45,7 @@ class BlockBody:
     transactions: Sequence[SignedTransactionAPI]
     attestations: Sequence[bytes] = ()
     misbehavior: Sequence[Misbehavior] = ()
+    raw_transactions: Sequence[bytes] | None = None  # the envelopes, when the caller has them
 
 
 @dataclass
@@ -63,6 +64,7 @@ class BlockResult:
     tx_gas_used: list[int] = field(default_factory=list)
     contract_addresses: list[bytes | None] = field(default_factory=list)
     transactions: list[SignedTransactionAPI] = field(default_factory=list)
+    raw_transactions: list[bytes] = field(default_factory=list)
     attestations: list[bytes] = field(default_factory=list)
 
 
@@ -96,8 +98,7 @@ def check_transaction(state: StateAPI, tx: SignedTransactionAPI, env: BlockEnv, 
     if tx.max_priority_fee_per_gas > tx.max_fee_per_gas:
         raise _tx_error("fee_too_low", "priority fee above max fee")
     try:
-        tx.validate()
-        sender = tx.sender
+        sender = tx.sender  # field validation itself is py-evm's, inside apply_transaction
     except Exception as exc:
         raise _tx_error("bad_signature", f"invalid transaction: {exc}") from None
     nonce = state.get_nonce(sender)
@@ -170,6 +171,8 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
     # (3) transactions
     receipts: list[ReceiptAPI] = []
     included: list[SignedTransactionAPI] = []
+    raws = body.raw_transactions
+    included_raw: list[bytes] = []
     tx_gas: list[int] = []
     created: list[bytes | None] = []
     gas_used = 0
@@ -185,6 +188,7 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
         gas_used = receipt.gas_used
         receipts.append(receipt)
         included.append(tx)
+        included_raw.append(raws[index] if raws is not None else encode_transaction(tx))
         created.append(computation.msg.storage_address if computation.msg.is_create else None)
 
     # EIP-1559: the base fee is burned (priority fees went to the proposer)
@@ -215,7 +219,7 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
         gas_used=gas_used,
         logs_bloom=int(bloom).to_bytes(256, "big"),
         receipts_root=compute_list_root([encode_receipt(r) for r in receipts]),
-        transactions_root=compute_list_root([encode_transaction(t) for t in included]),
+        transactions_root=compute_list_root(included_raw),
         attestations_root=compute_list_root(list(attestations)),
         next_validators=active_validators(state),
         epoch=get_epoch(state),
@@ -224,6 +228,7 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
         tx_gas_used=tx_gas,
         contract_addresses=created,
         transactions=included,
+        raw_transactions=included_raw,
         attestations=list(attestations),
     )
     return result
