@@ -1,0 +1,159 @@
+"""The device side of telemetry: what firmware (or the fleet simulator) does.
+
+A :class:`Device` holds a secp256k1 key, counts ``seq`` up, maps a position to
+its H3 cell at the chain's resolution, hashes the full signal payload, signs
+the attestation exactly as DESIGN.md section 6 says and answers challenges::
+
+    dev = Device(private_key, chain_id=7077)
+    reading = dev.attest(vehicle_id=1, timestamp_ms=t, lat=48.137, lon=11.575,
+                         odometer_m=12_345, speed_cmps=1_500, signals={"soc": 81})
+    rpc("motus_submitAttestations", ["0x" + reading.raw.hex()])
+    # reading.payload goes to the owner's node, next to the attestation
+
+The signature is over ``keccak256(b"\\x19Motus Attestation:\\n" + chain_id (8 bytes)
++ rlp([version, device, vehicle_id, seq, timestamp_ms, cell, odometer_m, speed_cmps,
+signals_hash, challenge]))``; ``vm.attestation`` holds the encoding both sides share.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from coincurve import PrivateKey
+from eth_account import Account
+
+from vm.attestation import (
+    VERSION,
+    Attestation,
+    compute_attestation_id,
+    compute_signals_hash,
+    compute_signing_digest,
+    encode_signals,
+    keccak256,
+)
+from vm.geo import latlng_to_cell
+
+EARTH_RADIUS_M = 6_371_008.8
+
+
+@dataclass(frozen=True)
+class SignedReading:
+    """One signed attestation and the off-chain payload its ``signals_hash`` commits to."""
+
+    attestation: Attestation
+    raw: bytes  # wire bytes for motus_submitAttestations / gossip
+    id: bytes  # keccak256(raw), what motus_getAttestation takes
+    payload: bytes  # canonical signal payload for the owner's signal store
+    signals: dict[str, Any]
+
+
+class Device:
+    """A telemetry device: key, address, sequence counter, chain id and H3 resolution."""
+
+    def __init__(self, private_key: bytes, chain_id: int, resolution: int = 8, seq: int = 0) -> None:
+        self._key = PrivateKey(private_key)
+        self.private_key = private_key
+        self.address: bytes = keccak256(self._key.public_key.format(compressed=False)[1:])[12:]
+        self.chain_id = chain_id
+        self.resolution = resolution
+        self.seq = seq  # last seq used; the first attestation carries seq + 1
+        self.challenge = b""  # nonce included while answering a challenge
+
+    @classmethod
+    def generate(cls, chain_id: int, resolution: int = 8, seed: bytes | None = None) -> Device:
+        """A new device with a random key (or one derived from ``seed``, for tests)."""
+        key = keccak256(b"motus device " + seed) if seed is not None else os.urandom(32)
+        return cls(key, chain_id, resolution)
+
+    @property
+    def checksum_address(self) -> str:
+        return Account.from_key(self.private_key).address
+
+    def answer_challenge(self, nonce: bytes) -> None:
+        """Carry ``nonce`` (from getChallenge / motus RPC) in the next attestations;
+        an empty nonce stops."""
+        self.challenge = bytes(nonce)
+
+    def cell_of(self, lat: float, lon: float) -> int:
+        return latlng_to_cell(lat, lon, self.resolution)
+
+    def sign(self, att: Attestation) -> Attestation:
+        """``att`` with the device's signature (r || s || v, v in {0, 1}, low s)."""
+        digest = compute_signing_digest(att, self.chain_id)
+        signature = self._key.sign_recoverable(digest, hasher=None)  # RFC 6979, low s
+        return Attestation(*att.signed_fields(), signature=signature)  # type: ignore[arg-type]
+
+    def attest(self, *, vehicle_id: int, timestamp_ms: int, lat: float, lon: float,
+               odometer_m: int, speed_cmps: int = 0, signals: dict[str, Any] | None = None,
+               challenge: bytes | None = None, cell: int | None = None) -> SignedReading:
+        """Build, sign and encode the next attestation (seq + 1).
+
+        The payload holds ``signals`` plus the exact position (``lat``, ``lon``),
+        ``timestamp_ms``, ``odometer_m`` and ``speed_cmps``; the chain only sees its
+        hash and the coarse cell. ``cell`` overrides the cell (tests).
+        """
+        full = dict(signals or {})
+        full.update(lat=float(lat), lon=float(lon), timestamp_ms=timestamp_ms,
+                    odometer_m=odometer_m, speed_cmps=speed_cmps)
+        payload = encode_signals(full)
+        self.seq += 1
+        att = self.sign(Attestation(
+            version=VERSION,
+            device=self.address,
+            vehicle_id=vehicle_id,
+            seq=self.seq,
+            timestamp_ms=timestamp_ms,
+            cell=self.cell_of(lat, lon) if cell is None else cell,
+            odometer_m=odometer_m,
+            speed_cmps=speed_cmps,
+            signals_hash=compute_signals_hash(payload),
+            challenge=self.challenge if challenge is None else challenge,
+        ))
+        raw = att.encode()
+        return SignedReading(att, raw, compute_attestation_id(raw), payload, full)
+
+    def sign_typed_data(self, full_message: dict[str, Any]) -> bytes:
+        """EIP-712 signature (65 bytes, v 27/28) over a full typed-data message, e.g.
+        identity's ClaimDevice / PairDevice (``vm.modules.identity.typed_data``)."""
+        signed = Account.sign_typed_data(self.private_key, full_message=full_message)
+        return bytes(signed.signature)
+
+
+@dataclass
+class Drive:
+    """A plausible straight-line drive for simulations: position, odometer and clock
+    advance together at ``speed_mps``."""
+
+    lat: float
+    lon: float
+    heading_deg: float = 45.0
+    speed_mps: float = 15.0
+    odometer_m: int = 10_000
+    timestamp_ms: int = 0
+    _travelled_m: float = 0.0
+
+    def step(self, dt_ms: int) -> tuple[float, float, int, int]:
+        """Advance ``dt_ms``; returns (lat, lon, odometer_m, timestamp_ms)."""
+        d = self.speed_mps * dt_ms / 1000
+        heading = math.radians(self.heading_deg)
+        self.lat += math.degrees(d * math.cos(heading) / EARTH_RADIUS_M)
+        self.lon += math.degrees(d * math.sin(heading)
+                                 / (EARTH_RADIUS_M * max(0.01, math.cos(math.radians(self.lat)))))
+        self._travelled_m += d
+        # odometers count whole metres and never lag the true distance
+        self.odometer_m += int(self._travelled_m)
+        self._travelled_m -= int(self._travelled_m)
+        self.timestamp_ms += dt_ms
+        return self.lat, self.lon, self.odometer_m, self.timestamp_ms
+
+    def readings(self, device: Device, vehicle_id: int, count: int, dt_ms: int,
+                 signals: dict[str, Any] | None = None) -> Iterator[SignedReading]:
+        for i in range(count):
+            lat, lon, odo, ts = self.step(dt_ms)
+            yield device.attest(vehicle_id=vehicle_id, timestamp_ms=ts, lat=lat, lon=lon,
+                                odometer_m=odo, speed_cmps=int(self.speed_mps * 100),
+                                signals={**(signals or {}), "step": i})

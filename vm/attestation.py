@@ -1,0 +1,421 @@
+"""Telemetry attestations (DESIGN.md section 6): wire codec, signing digest, reject
+codes and the stateless checks.
+
+An attestation is the canonical msgpack array
+``[version, device, vehicle_id, seq, timestamp_ms, cell, odometer_m, speed_cmps,
+signals_hash, challenge, signature]``. The device signs
+``keccak256(b"\\x19Motus Attestation:\\n" + chain_id (8 bytes, big-endian) +
+rlp([first ten fields]))`` with secp256k1 and appends ``r || s || v`` (v 0 or 1).
+That digest is the contract with device firmware: changing it needs a new
+``version``; ``tests/vm/test_attestation.py`` pins it with a fixed vector.
+
+Stateless checks (no chain state needed, safe to run in any process): size,
+decode, field types, canonical form, signature. Stateful checks (device known,
+paired, deny list, time, sequence, movement, rate) live in
+:mod:`vm.modules.telemetry`. Every refusal is an :class:`AttestationError`
+whose ``code`` is one of :class:`RejectCode`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import msgpack
+from coincurve import PublicKey
+from eth_hash.auto import keccak as _eth_keccak
+
+from vm.errors import VMError
+
+VERSION = 1
+MAX_ATTESTATION_BYTES = 256  # the largest valid attestation is 189 bytes
+DIGEST_PREFIX = b"\x19Motus Attestation:\n"
+FIELD_COUNT = 11
+UINT64_LIMIT = 2**64  # msgpack integers end at 64 bits; so do ours
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+NONCE_BYTES = 8
+
+
+class RejectCode(enum.StrEnum):
+    """Stable reject codes, in the order the checks run (the first failing one is reported)."""
+
+    MALFORMED = "malformed"
+    BAD_SIGNATURE = "bad_signature"
+    UNKNOWN_DEVICE = "unknown_device"
+    NOT_PAIRED = "not_paired"
+    DENIED = "denied"
+    STALE = "stale"
+    FUTURE = "future"
+    REPLAY = "replay"
+    TOO_FREQUENT = "too_frequent"
+    BAD_CELL = "bad_cell"
+    IMPLAUSIBLE_SPEED = "implausible_speed"
+    ODOMETER_ROLLBACK = "odometer_rollback"
+    ODOMETER_MISMATCH = "odometer_mismatch"
+    RATE_CAP = "rate_cap"
+
+
+OK = "ok"  # the result code of an accepted attestation (not a reject code)
+
+
+class AttestationError(VMError):
+    """An attestation refused by a check; ``code`` is a :class:`RejectCode` value."""
+
+    code = RejectCode.MALFORMED.value
+
+    def __init__(self, code: RejectCode, message: str) -> None:
+        super().__init__(f"{code.value}: {message}")
+        self.code = code.value
+        self.reject_code = code
+        self.message = message
+
+
+# --- keccak ------------------------------------------------------------------
+# eth_hash costs ~5 us per call through its wrappers; the checks hash every
+# attestation twice (digest, id), which matters next to a ~45 us signature
+# recovery. Calling pycryptodome's C functions directly halves that. The fast
+# path is verified against eth_hash at import and dropped if anything differs.
+
+
+def _make_fast_keccak():
+    try:
+        from Crypto.Hash.keccak import _raw_keccak_lib as lib
+        from Crypto.Util._raw_api import ffi
+    except Exception:  # pragma: no cover - other pycryptodome builds
+        return None
+    new, buffer = ffi.new, ffi.buffer
+    init, absorb, digest, destroy = (lib.keccak_init, lib.keccak_absorb, lib.keccak_digest,
+                                     lib.keccak_destroy)
+
+    def keccak256(data: bytes) -> bytes:
+        pp = new("void **")
+        if init(pp, 64, 24):  # capacity 512 bits, 24 rounds: Keccak-256
+            raise ValueError("keccak init failed")
+        state = pp[0]
+        try:
+            absorb(state, data, len(data))
+            out = new("uint8_t[32]")
+            digest(state, out, 32, 1)  # padding 0x01: Keccak, not SHA-3
+        finally:
+            destroy(state)
+        return buffer(out)[:]
+
+    try:
+        for sample in (b"", b"abc", bytes(range(200)), b"\x00" * 137):
+            if keccak256(sample) != _eth_keccak(sample):
+                return None
+    except Exception:  # pragma: no cover
+        return None
+    return keccak256
+
+
+keccak256 = _make_fast_keccak() or _eth_keccak
+
+
+# --- the record --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Attestation:
+    """One decoded attestation. Field meanings: DESIGN.md section 6 and docs/telemetry.md."""
+
+    version: int
+    device: bytes  # 20-byte address of the device key
+    vehicle_id: int  # vehicle NFT token id
+    seq: int  # counts up per device, starting at 1
+    timestamp_ms: int
+    cell: int  # H3 index as an integer
+    odometer_m: int
+    speed_cmps: int
+    signals_hash: bytes  # keccak of the off-chain signal payload
+    challenge: bytes  # the epoch challenge nonce (8 bytes) or empty
+    signature: bytes = b""  # 65 bytes r || s || v
+
+    def signed_fields(self) -> list[int | bytes]:
+        """The ten fields covered by the signature, in wire order."""
+        return [self.version, self.device, self.vehicle_id, self.seq, self.timestamp_ms,
+                self.cell, self.odometer_m, self.speed_cmps, self.signals_hash, self.challenge]
+
+    def encode(self) -> bytes:
+        """Canonical wire bytes (msgpack array, bytes as bin, shortest integers)."""
+        return msgpack.packb([*self.signed_fields(), self.signature], use_bin_type=True)
+
+    @property
+    def id(self) -> bytes:
+        return compute_attestation_id(self.encode())
+
+
+def compute_attestation_id(raw: bytes) -> bytes:
+    """The attestation id: keccak256 of its wire bytes."""
+    return keccak256(raw)
+
+
+# --- signing digest ----------------------------------------------------------
+
+
+def _rlp_int(value: int) -> bytes:
+    if value == 0:
+        return b"\x80"
+    if value < 0x80:
+        return bytes((value,))
+    body = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    return bytes((0x80 + len(body),)) + body
+
+
+def _rlp_bytes(value: bytes) -> bytes:
+    if len(value) == 1 and value[0] < 0x80:
+        return value
+    if len(value) < 56:
+        return bytes((0x80 + len(value),)) + value
+    length = len(value).to_bytes((len(value).bit_length() + 7) // 8, "big")
+    return bytes((0xB7 + len(length),)) + length + value
+
+
+def encode_signed_fields(fields: Sequence[int | bytes]) -> bytes:
+    """``rlp.encode(fields)`` for a flat list of unsigned ints and bytes.
+
+    Written out because the generic ``rlp`` package takes ~17 us per attestation;
+    tests check it byte for byte against ``rlp.encode``.
+    """
+    payload = b"".join(_rlp_int(f) if isinstance(f, int) else _rlp_bytes(f) for f in fields)
+    if len(payload) < 56:
+        return bytes((0xC0 + len(payload),)) + payload
+    length = len(payload).to_bytes((len(payload).bit_length() + 7) // 8, "big")
+    return bytes((0xF7 + len(length),)) + length + payload
+
+
+def compute_signing_digest(att: Attestation, chain_id: int) -> bytes:
+    """The 32-byte digest a device signs (DESIGN.md section 6, exactly)."""
+    return keccak256(DIGEST_PREFIX + chain_id.to_bytes(8, "big")
+                     + encode_signed_fields(att.signed_fields()))
+
+
+# --- decoding ----------------------------------------------------------------
+
+
+def _malformed(message: str) -> AttestationError:
+    return AttestationError(RejectCode.MALFORMED, message)
+
+
+def _uint(value: object, name: str) -> int:
+    # type() rather than isinstance: msgpack booleans decode to Python bools
+    if type(value) is not int or not 0 <= value < UINT64_LIMIT:
+        raise _malformed(f"{name} must be an unsigned 64-bit integer")
+    return value
+
+
+def _bin(value: object, name: str, *lengths: int) -> bytes:
+    if type(value) is not bytes or len(value) not in lengths:
+        want = " or ".join(str(n) for n in lengths)
+        raise _malformed(f"{name} must be {want} bytes (msgpack bin)")
+    return value
+
+
+def decode_attestation(raw: bytes) -> Attestation:
+    """Decode wire bytes; raises AttestationError(malformed) unless ``raw`` is exactly
+    the canonical encoding of a well-typed version-1 attestation. Never raises
+    anything else."""
+    if type(raw) is not bytes:
+        raw = bytes(raw) if isinstance(raw, bytearray | memoryview) else b""
+    if not raw:
+        raise _malformed("empty attestation")
+    if len(raw) > MAX_ATTESTATION_BYTES:
+        raise _malformed(f"{len(raw)} bytes, limit {MAX_ATTESTATION_BYTES}")
+    try:
+        # raw=True: msgpack str decodes to bytes, so a str where bin belongs fails the
+        # canonical re-encoding below instead of being silently accepted.
+        obj = msgpack.unpackb(raw, raw=True, use_list=True, strict_map_key=False)
+    except Exception as exc:
+        raise _malformed(f"not msgpack: {type(exc).__name__}") from None
+    if type(obj) is not list or len(obj) != FIELD_COUNT:
+        raise _malformed(f"must be a msgpack array of {FIELD_COUNT} elements")
+    version = _uint(obj[0], "version")
+    if version != VERSION:
+        raise _malformed(f"unsupported version {version} (this chain speaks {VERSION})")
+    att = Attestation(
+        version=version,
+        device=_bin(obj[1], "device", 20),
+        vehicle_id=_uint(obj[2], "vehicle_id"),
+        seq=_uint(obj[3], "seq"),
+        timestamp_ms=_uint(obj[4], "timestamp_ms"),
+        cell=_uint(obj[5], "cell"),
+        odometer_m=_uint(obj[6], "odometer_m"),
+        speed_cmps=_uint(obj[7], "speed_cmps"),
+        signals_hash=_bin(obj[8], "signals_hash", 32),
+        challenge=_bin(obj[9], "challenge", 0, NONCE_BYTES),
+        signature=_bin(obj[10], "signature", 65),
+    )
+    try:
+        canonical = msgpack.packb(obj, use_bin_type=True) == raw
+    except Exception:  # pragma: no cover - every element was type-checked above
+        canonical = False
+    if not canonical:
+        raise _malformed("not canonical msgpack (bin for bytes, shortest integers)")
+    return att
+
+
+def encode_attestation(att: Attestation) -> bytes:
+    return att.encode()
+
+
+# --- signatures --------------------------------------------------------------
+
+# Recovered public key -> address. Devices sign many attestations with one key,
+# and the address derivation (an extra keccak) is a pure function: memoising it
+# cannot change any result.
+_ADDRESS_OF_KEY: dict[bytes, bytes] = {}
+_ADDRESS_CACHE_MAX = 100_000
+
+
+def recover_signer(digest: bytes, signature: bytes) -> bytes:
+    """Address that produced ``signature`` (65 bytes r || s || v, v in {0, 1}, low s)
+    over ``digest``; raises AttestationError(bad_signature)."""
+    if len(signature) != 65 or signature[64] > 1:
+        raise AttestationError(RejectCode.BAD_SIGNATURE, "signature v must be 0 or 1")
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    # Low s (as Ethereum's EIP-2): otherwise (r, n - s) is a second valid signature
+    # of the same record, i.e. a second id for one attestation.
+    if not (0 < r < SECP256K1_N and 0 < s <= SECP256K1_N // 2):
+        raise AttestationError(RejectCode.BAD_SIGNATURE, "signature r or s out of range (s must be low)")
+    try:
+        key = PublicKey.from_signature_and_message(signature, digest, hasher=None)
+    except Exception:
+        raise AttestationError(RejectCode.BAD_SIGNATURE, "signature does not recover a key") from None
+    point = key.format(compressed=False)[1:]
+    address = _ADDRESS_OF_KEY.get(point)
+    if address is None:
+        address = keccak256(point)[12:]
+        if len(_ADDRESS_OF_KEY) >= _ADDRESS_CACHE_MAX:
+            _ADDRESS_OF_KEY.clear()
+        _ADDRESS_OF_KEY[point] = address
+    return address
+
+
+def verify_signature(att: Attestation, chain_id: int) -> None:
+    """Raise AttestationError(bad_signature) unless ``att.device`` signed ``att`` for ``chain_id``."""
+    signer = recover_signer(compute_signing_digest(att, chain_id), att.signature)
+    if signer != att.device:
+        raise AttestationError(RejectCode.BAD_SIGNATURE,
+                               f"signed by 0x{signer.hex()}, not by device 0x{att.device.hex()}")
+
+
+# --- stateless checks --------------------------------------------------------
+
+# Ids of attestations whose signature already verified for a chain id in this
+# process (pool admission, then block execution re-checks the same bytes). The
+# id is the hash of every byte, signature included, so a hit proves the same
+# check passed before; results are unchanged, only time is saved.
+_VERIFIED: dict[bytes, None] = {}
+_VERIFIED_MAX = 200_000
+
+
+def _verified_key(att_id: bytes, chain_id: int) -> bytes:
+    return att_id + chain_id.to_bytes(8, "big")
+
+
+def mark_verified(att_id: bytes, chain_id: int) -> None:
+    """Record that the attestation with ``att_id`` passed :func:`check_stateless` for
+    ``chain_id`` (used when a worker process did the check)."""
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        # drop the oldest half: dicts keep insertion order
+        for key in list(_VERIFIED)[: _VERIFIED_MAX // 2]:
+            del _VERIFIED[key]
+    _VERIFIED[_verified_key(att_id, chain_id)] = None
+
+
+def is_verified(att_id: bytes, chain_id: int) -> bool:
+    return _verified_key(att_id, chain_id) in _VERIFIED
+
+
+def check_stateless(raw: bytes, chain_id: int, att_id: bytes | None = None) -> Attestation:
+    """Decode ``raw`` and verify its signature for ``chain_id``.
+
+    Returns the attestation or raises AttestationError with code ``malformed`` or
+    ``bad_signature``; never raises anything else. ``att_id`` (keccak of ``raw``)
+    may be passed when the caller already computed it.
+    """
+    att = decode_attestation(raw)
+    if att_id is None:
+        att_id = compute_attestation_id(raw)
+    if not is_verified(att_id, chain_id):
+        verify_signature(att, chain_id)
+        mark_verified(att_id, chain_id)
+    return att
+
+
+def check_stateless_codes(raws: Sequence[bytes], chain_id: int) -> list[str]:
+    """Stateless checks of many attestations: one code per item (``"ok"`` or a reject
+    code). Picklable in and out, for worker processes."""
+    out = []
+    for raw in raws:
+        try:
+            check_stateless(raw, chain_id)
+        except AttestationError as exc:
+            out.append(exc.code)
+        else:
+            out.append(OK)
+    return out
+
+
+# --- off-chain signal payloads -------------------------------------------------
+# The full signals of one reading (exact position, battery, diagnostics...) stay
+# off-chain; the attestation carries keccak256 of their canonical encoding.
+
+MAX_SIGNALS_BYTES = 64 * 1024
+LOCATION_SIGNALS = frozenset({"lat", "lon"})  # degrees (WGS84); need a location permission
+
+
+class SignalsError(ValueError):
+    """A signal payload that is not canonical or too large."""
+
+
+def _canonical(value: object, depth: int = 0) -> object:
+    if depth > 8:
+        raise SignalsError("signals nested too deeply")
+    if value is None or type(value) in (bool, float, str, bytes):
+        return value
+    if type(value) is int:
+        if not -(2**63) <= value < 2**64:
+            raise SignalsError("signal integers must fit in 64 bits")
+        return value
+    if isinstance(value, list | tuple):
+        return [_canonical(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        if not all(type(k) is str for k in value):
+            raise SignalsError("signal names must be strings")
+        return {k: _canonical(value[k], depth + 1)
+                for k in sorted(value, key=lambda k: k.encode("utf-8"))}
+    raise SignalsError(f"unsupported signal value type {type(value).__name__}")
+
+
+def encode_signals(signals: dict[str, object]) -> bytes:
+    """Canonical payload bytes of a signals dict: msgpack map, names sorted by their
+    UTF-8 bytes (recursively), str as str, bytes as bin, floats as float64,
+    shortest integers. Raises SignalsError for anything else."""
+    if type(signals) is not dict:
+        raise SignalsError("signals must be a dict")
+    payload = msgpack.packb(_canonical(signals), use_bin_type=True)
+    if len(payload) > MAX_SIGNALS_BYTES:
+        raise SignalsError(f"signal payload of {len(payload)} bytes, limit {MAX_SIGNALS_BYTES}")
+    return payload
+
+
+def decode_signals(payload: bytes) -> dict[str, object]:
+    """Inverse of :func:`encode_signals`; raises SignalsError unless ``payload`` is the
+    canonical encoding of a signals dict."""
+    if len(payload) > MAX_SIGNALS_BYTES:
+        raise SignalsError(f"signal payload of {len(payload)} bytes, limit {MAX_SIGNALS_BYTES}")
+    try:
+        signals = msgpack.unpackb(payload, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:
+        raise SignalsError(f"not msgpack: {type(exc).__name__}") from None
+    if type(signals) is not dict or encode_signals(signals) != payload:
+        raise SignalsError("not a canonical signals map")
+    return signals
+
+
+def compute_signals_hash(payload: bytes) -> bytes:
+    """What an attestation's ``signals_hash`` must be for this payload."""
+    return keccak256(payload)
