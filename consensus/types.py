@@ -298,28 +298,40 @@ class ValidatorSet:
 
     # --- proposer selection (CometBFT's weighted round-robin) -------------
 
-    def increment_proposer_priority(self, times: int = 1) -> None:
+    def increment_proposer_priority(self, times: int = 1) -> Validator | None:
+        """Advance priorities ``times`` steps; returns the validator picked by the last step."""
         if not self.validators:
-            return
+            return None
         total = self.total_power
         # keep priorities within a window of 2*total so no validator starves or runs away
         self._rescale(2 * total)
         self._shift_to_average()
+        proposer = None
         for _ in range(times):
             for v in self.validators:
                 self.priorities[v.address] += v.power
             proposer = self._max_priority()
             self.priorities[proposer.address] -= total
+        return proposer
 
     def proposer(self) -> Validator:
-        """Validator with the highest priority (ties broken by lowest address)."""
-        return self._max_priority()
+        """The proposer of round 0 for this state: the validator the next priority step picks.
+
+        (The maximum of the current priorities would be wrong: the step that just
+        ran lowered the pick's priority by the total power, so it would favour
+        low-power validators; with powers 1..4 the 1 proposed 3 rounds in 10.)"""
+        picked = self.copy().increment_proposer_priority(1)
+        if picked is None:
+            raise ValueError("empty validator set has no proposer")
+        return picked
 
     def proposer_for_round(self, round_: int) -> Validator:
-        vs = self.copy()
-        if round_:
-            vs.increment_proposer_priority(round_)
-        return vs.proposer()
+        """Proposer of ``round_``: weighted round-robin, each validator proposing in
+        proportion to its power over consecutive rounds."""
+        picked = self.copy().increment_proposer_priority(round_ + 1)
+        if picked is None:
+            raise ValueError("empty validator set has no proposer")
+        return picked
 
     def _max_priority(self) -> Validator:
         return max(self.validators, key=lambda v: (self.priorities[v.address], -int.from_bytes(v.address, "big")))
