@@ -11,6 +11,7 @@ from __future__ import annotations
 from vm.modules.base import SystemModule
 from vm.modules.governance import GovernanceModule
 from vm.modules.params import ParamsModule
+from vm.modules.rewards import RewardsModule
 from vm.modules.validators import ValidatorsModule
 
 SYSTEM_MODULES: dict[bytes, SystemModule] = {
@@ -18,6 +19,7 @@ SYSTEM_MODULES: dict[bytes, SystemModule] = {
     for m in (
         ParamsModule(),
         ValidatorsModule(),
+        RewardsModule(),
         GovernanceModule(),
     )
 }

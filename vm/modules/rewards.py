@@ -1,0 +1,335 @@
+"""Rewards module: at every epoch boundary, score the vehicles of the epoch that ended
+and mint their share of the epoch pool to their current owners (DESIGN.md section 6;
+formulas in :mod:`vm.scoring`, documented in docs/rewards.md).
+
+This runs in block execution, not in a transaction, so there are no EVM logs for
+payouts: every result is recorded in state (covered by the state root and
+``eth_getProof``), readable with the views below or the Python read API.
+
+Storage layout (Solidity-style, at :data:`vm.modules.addresses.REWARDS`):
+
+- slot 0: carry (dust not yet paid, added to the next paying epoch's pool);
+  slot 1: processed epochs (epochs ``0 .. n-1`` are done).
+- ``mapping_slot(10, epoch)`` + 0 processed, + 1 issuance, + 2 carry in, + 3 pool,
+  + 4 total points, + 5 minted, + 6 paid vehicle count, + 7 carry out,
+  + 8 evaluated vehicle count (vehicles with data in the epoch).
+- ``mapping_slot(11, epoch, i)``: vehicle id of the i-th evaluated vehicle (ascending).
+- ``mapping_slot(12, epoch, vehicle_id)`` + 0 flags (1 recorded, 2 qualified,
+  4 penalized), + 1 points, + 2 reward, + 3 owner paid, + 4 data level,
+  + 5 streak level, + 6 lock level, + 7 streak count after the epoch.
+- ``mapping_slot(13, vehicle_id)`` + 0 streak count, + 1 missed epochs in a row,
+  + 2 last epoch with data + 1 (0: never seen).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from eth.abc import StateAPI
+
+from vm.modules import addresses
+from vm.modules.base import Call, Store, SystemModule, mapping_slot
+from vm.modules.governance import locked_amount
+from vm.modules.params import get_all_params
+from vm.scoring import (
+    EpochActivity,
+    Streak,
+    VehicleScore,
+    compute_epoch_pool,
+    compute_next_streak,
+    compute_payouts,
+    compute_streak_after_misses,
+    compute_vehicle_score,
+    is_qualifying,
+)
+from vm.supply import record_minted
+
+ZERO_ADDRESS = b"\x00" * 20
+MAX_LIST = 1_000
+
+S_CARRY = 0
+S_PROCESSED = 1
+M_EPOCH = 10
+M_EPOCH_VEHICLE = 11
+M_REWARD = 12
+M_STREAK = 13
+
+(E_PROCESSED, E_ISSUANCE, E_CARRY_IN, E_POOL, E_TOTAL_POINTS, E_MINTED, E_PAID_COUNT, E_CARRY_OUT,
+ E_EVALUATED) = range(9)
+R_FLAGS, R_POINTS, R_REWARD, R_OWNER, R_DATA, R_STREAK, R_LOCK, R_STREAK_COUNT = range(8)
+FLAG_RECORDED, FLAG_QUALIFIED, FLAG_PENALIZED = 1, 2, 4
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int
+    processed: bool
+    issuance: int  # scheduled by compute_epoch_pool
+    carry_in: int  # dust carried from earlier epochs
+    pool: int  # issuance + carry_in
+    total_points: int
+    minted: int  # sum of rewards; 0 when no vehicle qualified
+    vehicle_count: int  # vehicles paid (points > 0)
+    carry_out: int  # dust carried to the next epoch
+    evaluated: int  # vehicles with data in the epoch (paid or not)
+
+
+@dataclass(frozen=True)
+class VehicleReward:
+    epoch: int
+    vehicle_id: int
+    owner: bytes  # who was paid (owner at the boundary); zero if the NFT was gone
+    points: int
+    reward: int
+    qualified: bool
+    data_level: int
+    streak_level: int
+    lock_level: int
+    penalized: bool
+    streak: int  # streak count after this epoch
+
+
+@dataclass(frozen=True)
+class StreakRecord:
+    vehicle_id: int
+    count: int
+    level: int
+    missed: int
+    last_data_epoch: int | None  # None: never had data
+
+
+# --- inputs from telemetry and identity --------------------------------------
+# Imported lazily: those modules are optional for this one (a chain without them
+# simply has no vehicles to pay), and they import nothing from here.
+
+def _module(name: str) -> Any | None:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def get_epoch_activity(state: StateAPI, epoch: int) -> list[tuple[int, EpochActivity]]:
+    """Vehicles with accepted attestations in ``epoch`` (ascending, unique) and their counters."""
+    telemetry = _module("vm.modules.telemetry")
+    if telemetry is None:
+        return []
+    ids = sorted(set(telemetry.epoch_vehicles(state, epoch)))
+    return [(vid, telemetry.get_vehicle_epoch(state, epoch, vid)) for vid in ids]
+
+
+def get_vehicle_owner(state: StateAPI, vehicle_id: int) -> tuple[bytes | None, bool]:
+    """(current owner or None if the NFT does not exist, whether a device is paired)."""
+    identity = _module("vm.modules.identity")
+    record = identity.get_vehicle(state, vehicle_id) if identity is not None else None
+    if record is None:
+        return None, False
+    return bytes(record.owner), bytes(record.device) != ZERO_ADDRESS
+
+
+# --- epoch processing ---------------------------------------------------------
+
+def process_epoch_end(state: StateAPI, epoch: int) -> EpochResult:
+    """Score, pay and record ``epoch`` once (a second call changes nothing).
+
+    Uses the parameters in force now, before any governance activation of this
+    boundary block (the rewards module runs before governance). Mints exactly the
+    sum of the rewards; the rounding remainder is carried to the next epoch; an epoch
+    where no vehicle qualifies mints nothing and keeps the carry for later."""
+    st = Store(state, addresses.REWARDS)
+    ebase = mapping_slot(M_EPOCH, epoch)
+    if st.load(ebase + E_PROCESSED):
+        return get_epoch_result(state, epoch)
+    params = get_all_params(state)
+    issuance = compute_epoch_pool(params, epoch)
+    carry_in = st.load(S_CARRY)
+
+    entries: list[tuple[int, bytes, VehicleScore, Streak]] = []
+    for vid, activity in get_epoch_activity(state, epoch):
+        if st.load(mapping_slot(M_REWARD, epoch, vid) + R_FLAGS):
+            continue  # never score (or pay) a vehicle twice for one epoch
+        owner, paired = get_vehicle_owner(state, vid)
+        qualified = is_qualifying(activity, params["min_attestations"], owner is not None, paired)
+        # the streak level of the score counts this epoch
+        streak = compute_next_streak(_advance_streak(st, vid, epoch), qualified)
+        score = compute_vehicle_score(
+            activity, min_attestations=params["min_attestations"], registered=owner is not None,
+            paired=paired, streak=streak, locked=locked_amount(state, owner) if owner else 0)
+        sbase = mapping_slot(M_STREAK, vid)
+        st.store(sbase + 0, streak.count)
+        st.store(sbase + 1, streak.missed)
+        st.store(sbase + 2, epoch + 1)
+        entries.append((vid, owner or ZERO_ADDRESS, score, streak))
+
+    pool = issuance + carry_in
+    payouts, remainder = compute_payouts([s.points for _, _, s, _ in entries], pool)
+    minted = sum(payouts)
+    carry_out = remainder if minted else carry_in  # an unpaid epoch's issuance is not minted
+
+    for i, ((vid, owner, score, streak), reward) in enumerate(zip(entries, payouts, strict=True)):
+        rbase = mapping_slot(M_REWARD, epoch, vid)
+        flags = (FLAG_RECORDED | (FLAG_QUALIFIED if score.qualified else 0)
+                 | (FLAG_PENALIZED if score.penalized else 0))
+        st.store(mapping_slot(M_EPOCH_VEHICLE, epoch, i), vid)
+        st.store(rbase + R_FLAGS, flags)
+        st.store(rbase + R_POINTS, score.points)
+        st.store(rbase + R_REWARD, reward)
+        st.store_address(rbase + R_OWNER, owner)
+        st.store(rbase + R_DATA, score.data_level)
+        st.store(rbase + R_STREAK, score.streak_level)
+        st.store(rbase + R_LOCK, score.lock_level)
+        st.store(rbase + R_STREAK_COUNT, streak.count)
+        if reward:
+            state.delta_balance(owner, reward)
+    if minted:
+        record_minted(state, minted)
+
+    st.store(ebase + E_PROCESSED, 1)
+    st.store(ebase + E_ISSUANCE, issuance)
+    st.store(ebase + E_CARRY_IN, carry_in)
+    st.store(ebase + E_POOL, pool)
+    st.store(ebase + E_TOTAL_POINTS, sum(s.points for _, _, s, _ in entries))
+    st.store(ebase + E_MINTED, minted)
+    st.store(ebase + E_PAID_COUNT, sum(1 for r in payouts if r))
+    st.store(ebase + E_CARRY_OUT, carry_out)
+    st.store(ebase + E_EVALUATED, len(entries))
+    st.store(S_CARRY, carry_out)
+    st.store(S_PROCESSED, max(st.load(S_PROCESSED), epoch + 1))
+    return get_epoch_result(state, epoch)
+
+
+def _advance_streak(st: Store, vehicle_id: int, epoch: int) -> Streak:
+    """The vehicle's streak before ``epoch``: the stored one plus the epochs it had no
+    data at all (those were not visited, so their misses are applied now)."""
+    base = mapping_slot(M_STREAK, vehicle_id)
+    streak = Streak(st.load(base), st.load(base + 1))
+    last_plus1 = st.load(base + 2)
+    if last_plus1 == 0:
+        return streak
+    return compute_streak_after_misses(streak, epoch - last_plus1)
+
+
+# --- Python read API (the node serves these over RPC) -------------------------
+
+def processed_epochs(state: StateAPI) -> int:
+    """Number of processed epochs: results exist for epochs ``0 .. n-1``."""
+    return Store(state, addresses.REWARDS).load(S_PROCESSED)
+
+
+def get_carry(state: StateAPI) -> int:
+    return Store(state, addresses.REWARDS).load(S_CARRY)
+
+
+def get_epoch_result(state: StateAPI, epoch: int) -> EpochResult:
+    """Recorded result of ``epoch`` (``processed`` False and zeros if not yet processed)."""
+    st = Store(state, addresses.REWARDS)
+    base = mapping_slot(M_EPOCH, epoch)
+    v = [st.load(base + i) for i in range(E_EVALUATED + 1)]
+    return EpochResult(epoch, bool(v[E_PROCESSED]), v[E_ISSUANCE], v[E_CARRY_IN], v[E_POOL],
+                       v[E_TOTAL_POINTS], v[E_MINTED], v[E_PAID_COUNT], v[E_CARRY_OUT], v[E_EVALUATED])
+
+
+def get_vehicle_reward(state: StateAPI, epoch: int, vehicle_id: int) -> VehicleReward | None:
+    """What ``vehicle_id`` scored and was paid for ``epoch``; None if it had no data then."""
+    st = Store(state, addresses.REWARDS)
+    base = mapping_slot(M_REWARD, epoch, vehicle_id)
+    flags = st.load(base + R_FLAGS)
+    if not flags & FLAG_RECORDED:
+        return None
+    return VehicleReward(
+        epoch=epoch, vehicle_id=vehicle_id, owner=st.load_address(base + R_OWNER),
+        points=st.load(base + R_POINTS), reward=st.load(base + R_REWARD),
+        qualified=bool(flags & FLAG_QUALIFIED), data_level=st.load(base + R_DATA),
+        streak_level=st.load(base + R_STREAK), lock_level=st.load(base + R_LOCK),
+        penalized=bool(flags & FLAG_PENALIZED), streak=st.load(base + R_STREAK_COUNT),
+    )
+
+
+def get_epoch_vehicles(state: StateAPI, epoch: int, offset: int = 0, limit: int = MAX_LIST) -> list[int]:
+    """Vehicle ids evaluated in ``epoch`` (had data), ascending, paged."""
+    st = Store(state, addresses.REWARDS)
+    n = st.load(mapping_slot(M_EPOCH, epoch) + E_EVALUATED)
+    return [st.load(mapping_slot(M_EPOCH_VEHICLE, epoch, i)) for i in range(offset, min(n, offset + limit))]
+
+
+def list_epoch_rewards(state: StateAPI, epoch: int) -> list[VehicleReward]:
+    """Every vehicle evaluated in ``epoch`` with its points and reward (the payouts are
+    those with ``reward > 0``). These records stand in for payout events, which
+    block-level effects cannot emit as EVM logs."""
+    out = []
+    for vid in get_epoch_vehicles(state, epoch, 0, 2**64):
+        rec = get_vehicle_reward(state, epoch, vid)
+        if rec is not None:
+            out.append(rec)
+    return out
+
+
+def get_vehicle_rewards(state: StateAPI, vehicle_id: int, from_epoch: int, to_epoch: int) -> list[VehicleReward]:
+    """Records of ``vehicle_id`` for epochs ``from_epoch .. to_epoch`` inclusive (epochs
+    without data are skipped). The caller bounds the range."""
+    out = []
+    for epoch in range(max(0, from_epoch), to_epoch + 1):
+        rec = get_vehicle_reward(state, epoch, vehicle_id)
+        if rec is not None:
+            out.append(rec)
+    return out
+
+
+def get_streak(state: StateAPI, vehicle_id: int) -> StreakRecord:
+    """The vehicle's streak as of the last processed epoch (epochs without data since
+    its last data count as misses, see :func:`vm.scoring.compute_streak_after_misses`)."""
+    st = Store(state, addresses.REWARDS)
+    base = mapping_slot(M_STREAK, vehicle_id)
+    streak = Streak(st.load(base), st.load(base + 1))
+    last_plus1 = st.load(base + 2)
+    if last_plus1 == 0:
+        return StreakRecord(vehicle_id, 0, 0, 0, None)
+    streak = compute_streak_after_misses(streak, max(0, st.load(S_PROCESSED) - last_plus1))
+    return StreakRecord(vehicle_id, streak.count, streak.level, streak.missed, last_plus1 - 1)
+
+
+# --- the precompile -------------------------------------------------------------
+
+class RewardsModule(SystemModule):
+    name = "rewards"
+    address = addresses.REWARDS
+
+    def getEpoch(self, call: Call, epoch: int) -> tuple[int, ...]:
+        call.gas(2_100 * 9, "epoch result read")
+        r = get_epoch_result(call.state, epoch)
+        return (r.pool, r.total_points, r.minted, r.vehicle_count, r.issuance, r.carry_in, r.carry_out,
+                r.processed)
+
+    def getVehicleReward(self, call: Call, epoch: int, vehicle_id: int) -> tuple[Any, ...]:
+        call.gas(2_100 * 8, "vehicle reward read")
+        r = get_vehicle_reward(call.state, epoch, vehicle_id)
+        if r is None:
+            return (0, 0, "0x" + ZERO_ADDRESS.hex(), False, 0, 0, 0, False)
+        return (r.points, r.reward, "0x" + r.owner.hex(), r.qualified, r.data_level, r.streak_level,
+                r.lock_level, r.penalized)
+
+    def getEpochVehicles(self, call: Call, epoch: int, offset: int, limit: int) -> list[int]:
+        ids = get_epoch_vehicles(call.state, epoch, offset, min(limit, MAX_LIST))
+        call.gas(2_100 * (1 + len(ids)), "epoch vehicles read")
+        return ids
+
+    def getStreak(self, call: Call, vehicle_id: int) -> tuple[int, int, int, int, bool]:
+        call.gas(2_100 * 4, "streak read")
+        s = get_streak(call.state, vehicle_id)
+        known = s.last_data_epoch is not None
+        return s.count, s.level, s.missed, s.last_data_epoch if known else 0, known  # type: ignore[return-value]
+
+    def processedEpochs(self, call: Call) -> int:
+        return call.store.load(S_PROCESSED)
+
+    def carry(self, call: Call) -> int:
+        return call.store.load(S_CARRY)
+
+    def begin_block(self, state: StateAPI, env: Any, epoch_boundary: bool) -> None:
+        if epoch_boundary:
+            from vm.epoch import get_epoch  # vm.epoch imports vm.modules: import at use
+
+            process_epoch_end(state, get_epoch(state) - 1)
+
