@@ -178,3 +178,19 @@ def test_payouts_conserve_the_pool(points, pool):
     assert all(r >= 0 for r in payouts) and rest >= 0
     if sum(points):
         assert rest < max(1, sum(1 for p in points if p))
+
+
+def test_docs_worked_example():
+    """docs/rewards.md, 'Worked example': keep the numbers there true."""
+    common = {"min_attestations": 12, "registered": True, "paired": True}
+    a = compute_vehicle_score(Activity(60, 60), streak=Streak(40, 0), locked=0, **common)
+    b = compute_vehicle_score(Activity(20, 20), streak=Streak(4, 0), locked=0, **common)
+    c = compute_vehicle_score(Activity(15, 15, challenged=True), streak=Streak(2, 0), locked=1_500 * ETHER,
+                              **common)
+    assert [a.points, b.points, c.points] == [6_000, 2_000, 1_500]
+    pool = compute_epoch_pool(defaults(), 0)
+    assert pool == 1_096_230_158_730_158_730_158
+    assert compute_epoch_pool(defaults(), 52_560) == 931_795_634_920_634_920_634
+    assert compute_epoch_pool(defaults(), 2 * 52_560) == 792_026_289_682_539_682_538
+    assert compute_payouts([a.points, b.points, c.points], pool) == (
+        [692_355_889_724_310_776_941, 230_785_296_574_770_258_980, 173_088_972_431_077_694_235], 2)
