@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth.abc import StateAPI
+from eth_typing import Address
 
 from vm.modules import addresses
 from vm.modules.base import Call, ModuleRevert, Store, SystemModule, mapping_slot
@@ -278,11 +279,11 @@ def _process_tally(state: StateAPI, st: Store, pid: int, base: int, height: int)
     status = compute_tally_status(st.load(base + P_YES), st.load(base + P_NO), st.load(base + P_ABSTAIN),
                                   st.load(base + P_VETO), locked, critical, params)
     deposit = st.load(base + P_DEPOSIT)
-    state.delta_balance(addresses.GOVERNANCE, -deposit)
+    state.delta_balance(Address(addresses.GOVERNANCE), -deposit)
     if status == STATUS_VETOED:
         record_burned_deposit(state, deposit)
     else:
-        state.delta_balance(st.load_address(base + P_PROPOSER), deposit)
+        state.delta_balance(Address(st.load_address(base + P_PROPOSER)), deposit)
     if status == STATUS_PASSED:
         st.store(base + P_EXECUTABLE, height + params["gov_execution_delay_blocks"])
     st.store(base + P_STATUS, status)
@@ -371,8 +372,8 @@ class GovernanceModule(SystemModule):
         release = call.store.load(base + A_RELEASE)
         call.require(call.block_number >= release, f"unlocked tokens are released at block {release}")
         call.store.store(base + A_PENDING, 0)
-        call.state.delta_balance(self.address, -pending)
-        call.state.delta_balance(call.sender, pending)
+        call.state.delta_balance(Address(self.address), -pending)
+        call.state.delta_balance(Address(call.sender), pending)
         call.emit("Withdrawn", call.sender, pending)
         return pending
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth.abc import StateAPI
+from eth_typing import Address
 
 from vm.modules import addresses
 from vm.modules.base import Call, Store, SystemModule, mapping_slot
@@ -182,7 +183,7 @@ def process_epoch_end(state: StateAPI, epoch: int) -> EpochResult:
         st.store(rbase + R_LOCK, score.lock_level)
         st.store(rbase + R_STREAK_COUNT, streak.count)
         if reward:
-            state.delta_balance(owner, reward)
+            state.delta_balance(Address(owner), reward)
     if minted:
         record_minted(state, minted)
 
