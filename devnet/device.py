@@ -25,6 +25,7 @@ from typing import Any
 
 from coincurve import PrivateKey
 from eth_account import Account
+from eth_utils import to_checksum_address
 
 from vm.attestation import (
     VERSION,
@@ -121,6 +122,23 @@ class Device:
         identity's ClaimDevice / PairDevice (``vm.modules.identity.typed_data``)."""
         signed = Account.sign_typed_data(self.private_key, full_message=full_message)
         return bytes(signed.signature)
+
+    def claim_signature(self, owner: bytes, nonce: int, deadline: int) -> bytes:
+        """The device's consent to be claimed by ``owner`` (identity ``claimDevice``);
+        ``nonce`` is the device's next identity nonce, ``deadline`` unix seconds."""
+        from vm.modules.identity import CLAIM_DEVICE, typed_data
+
+        message = {"device": self.checksum_address, "owner": to_checksum_address(owner),
+                   "nonce": nonce, "deadline": deadline}
+        return self.sign_typed_data(typed_data(CLAIM_DEVICE, self.chain_id, message))
+
+    def pair_signature(self, vehicle_id: int, owner: bytes, nonce: int, deadline: int) -> bytes:
+        """The device's consent to be paired with ``vehicle_id`` (identity ``pairDevice``)."""
+        from vm.modules.identity import PAIR_DEVICE, typed_data
+
+        message = {"vehicleId": vehicle_id, "device": self.checksum_address,
+                   "owner": to_checksum_address(owner), "nonce": nonce, "deadline": deadline}
+        return self.sign_typed_data(typed_data(PAIR_DEVICE, self.chain_id, message))
 
 
 @dataclass

@@ -1,0 +1,116 @@
+"""A LocalChain with devices minted, claimed and paired through real identity
+transactions (the ``Fleet`` helper other telemetry tests and the bench use)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from devnet.device import Device
+from tests.harness import CHAIN_ID, LocalChain, Module
+from vm.attestation import Attestation
+from vm.execute import receipt_status
+from vm.modules import addresses
+from vm.modules.identity import get_device, get_vehicle
+from vm.modules.telemetry import TelemetryView
+
+FAR = 2**40  # signature deadline far beyond any block time here
+TX_GAS = 500_000
+TXS_PER_BLOCK = 50  # 50 * TX_GAS fits the 30M block gas limit
+
+# Munich, Marienplatz: where simulated drives start unless told otherwise
+HOME = (48.137154, 11.576124)
+
+
+class Fleet:
+    """``n`` devices, device i paired with vehicle ``vehicle_ids[i]`` owned by one of the
+    dev accounts 2..9; dev account 1 is the licensed manufacturer (devnet genesis).
+    ``extra`` more devices are minted and claimed but not paired."""
+
+    def __init__(self, n: int, params: dict[str, int] | None = None, extra: int = 0,
+                 chain: LocalChain | None = None) -> None:
+        self.chain = chain or LocalChain(params=params)
+        self.identity = Module(self.chain, "identity", addresses.IDENTITY)
+        self.telemetry = Module(self.chain, "telemetry", addresses.TELEMETRY)
+        res = self.chain.param("h3_resolution")
+        self.devices = [Device.generate(CHAIN_ID, res, seed=b"fleet %d" % i) for i in range(n + extra)]
+        self.unpaired = self.devices[n:]
+        self.devices = self.devices[:n]
+        owners = self.chain.accounts[2:]
+        self.owner_of = {d.address: owners[i % len(owners)] for i, d in enumerate(self.devices + self.unpaired)}
+        self.vehicle_ids = self._register()
+
+    def _batch(self, calls: Sequence[tuple[bytes, bytes]]) -> list[Any]:
+        """Send (key, calldata) transactions to identity, many per block; all must succeed."""
+        nonces: dict[bytes, int] = {}
+        receipts = []
+        for start in range(0, len(calls), TXS_PER_BLOCK):
+            txs = []
+            for key, data in calls[start:start + TXS_PER_BLOCK]:
+                if key not in nonces:
+                    from eth_account import Account
+
+                    nonces[key] = self.chain.state().get_nonce(bytes.fromhex(Account.from_key(key).address[2:]))
+                txs.append(self.chain.sign(key, addresses.IDENTITY, data, gas=TX_GAS, nonce=nonces[key]))
+                nonces[key] += 1
+            result = self.chain.block(txs)
+            assert all(receipt_status(r) == 1 for r in result.receipts), "identity transaction failed"
+            receipts.extend(result.receipts)
+            nonces.clear()
+        return receipts
+
+    def _register(self) -> list[int]:
+        _, maker_key = self.chain.accounts[1]
+        every = self.devices + self.unpaired
+        first_vehicle = self.identity.call("totalSupply") + 1
+        self._batch([(self.owner_of[d.address][1],
+                      self.identity.data("mintVehicle", "Motus", "Sim", 2024, _vin(d)))
+                     for d in self.devices]
+                    + [(maker_key, self.identity.data("mintDevice", d.checksum_address)) for d in every])
+        self._batch([(self.owner_of[d.address][1],
+                      self.identity.data("claimDevice", d.checksum_address, 0, FAR,
+                                         d.claim_signature(self.owner_of[d.address][0], 0, FAR)))
+                     for d in every])
+        vehicle_ids = list(range(first_vehicle, first_vehicle + len(self.devices)))
+        self._batch([(self.owner_of[d.address][1],
+                      self.identity.data("pairDevice", vid, d.checksum_address, 1, FAR,
+                                         d.pair_signature(vid, self.owner_of[d.address][0], 1, FAR)))
+                     for d, vid in zip(self.devices, vehicle_ids, strict=True)])
+        return vehicle_ids
+
+    def now_ms(self) -> int:
+        return self.chain.head.timestamp_ms
+
+    def view(self, now_ms: int | None = None) -> TelemetryView:
+        """Rules over a scratch copy of the head state, as for the next block."""
+        env = self.chain.env()
+        return TelemetryView(self.chain.state(), env.timestamp_ms if now_ms is None else now_ms,
+                             env.height)
+
+
+def _vin(device: Device) -> bytes:
+    from eth_hash.auto import keccak
+
+    return keccak(b"VIN " + device.address)
+
+
+def check_all(view: TelemetryView, atts: Sequence[Attestation]) -> list[str | None]:
+    """Check and apply in order (as a block does); the codes, None for accepted."""
+    out = []
+    for att in atts:
+        code = view.check(att)
+        if code is None:
+            view.apply(att)
+        out.append(None if code is None else code.value)
+    return out
+
+
+def test_fleet_devices_are_paired_through_identity_transactions():
+    fleet = Fleet(3, extra=1)
+    s = fleet.chain.state()
+    for device, vid in zip(fleet.devices, fleet.vehicle_ids, strict=True):
+        record = get_device(s, device.address)
+        assert record is not None and record.vehicle_id == vid
+        assert get_vehicle(s, vid).device == device.address
+        assert get_vehicle(s, vid).owner == fleet.owner_of[device.address][0]
+    assert get_device(s, fleet.unpaired[0].address).vehicle_id == 0

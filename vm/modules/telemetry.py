@@ -1,0 +1,560 @@
+"""Telemetry module: proof of coverage over device attestations (DESIGN.md section 6).
+
+Block execution step (4) calls :func:`process_attestations`: every attestation
+passes the stateless checks (:mod:`vm.attestation`) and then the stateful ones
+below, against the state at that point of the block, in order; an accepted one
+updates its device's last record and its vehicle's counters for the current
+epoch. The node's attestation pool runs the same rules through a
+:class:`TelemetryView` on the head state without writing anything.
+
+Challenges: the seed of an epoch is the hash of the block before the epoch's
+first block (``begin_block``). A device is challenged in that epoch when
+``int(keccak(seed ++ device)) < challenge_fraction_bps * 2**256 // 10000``; its
+nonce is ``keccak(seed ++ device ++ b"nonce")[:8]``. It passes when an accepted
+attestation carrying that nonce is included within the first
+``challenge_window_bps`` of the epoch's blocks.
+
+Storage layout of the telemetry account (Solidity mapping slots, see
+:func:`vm.modules.base.mapping_slot`; 64-bit fields packed high to low):
+
+- ``mapping_slot(1, device)``: last accepted ``seq | timestamp_ms | cell | odometer_m``
+- ``mapping_slot(2, device)``: last accepted ``signals_hash``
+- ``mapping_slot(3, device)``: ``vehicle_id | epoch | accepted_in_epoch | flags`` where
+  ``vehicle_id`` is the vehicle of the last accepted attestation, ``accepted_in_epoch``
+  counts for ``epoch`` only, flags bit 0 = denied (governance deny list)
+- ``mapping_slot(4, epoch, vehicle_id)``: ``accepted | distance_m | moving | flags``,
+  flags bit 0 = challenged, bit 1 = challenge passed
+- ``mapping_slot(5, epoch)``: number of vehicles with data in the epoch; element ``i``
+  (in order of first acceptance) at ``int(keccak(pad32(that slot))) + i``
+- ``mapping_slot(6, epoch)``: the epoch's challenge seed (zero: no seed, nobody challenged)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import h3.api.basic_int as h3
+from eth.abc import StateAPI
+from eth_hash.auto import keccak
+
+from vm.attestation import (
+    NONCE_BYTES,
+    OK,
+    Attestation,
+    AttestationError,
+    RejectCode,
+    check_stateless,
+    compute_attestation_id,
+)
+from vm.errors import InvalidBlock
+from vm.geo import cell_distance_lower_bound_m, is_valid_cell
+from vm.modules import addresses
+from vm.modules.base import Call, Store, SystemModule, mapping_slot, pad32
+from vm.modules.params import get_param
+
+SLOT_DEVICE_LAST = 1
+SLOT_DEVICE_SIGNALS = 2
+SLOT_DEVICE_META = 3
+SLOT_VEHICLE_EPOCH = 4
+SLOT_EPOCH_VEHICLES = 5
+SLOT_EPOCH_SEED = 6
+
+FLAG_DENIED = 1
+FLAG_CHALLENGED = 1
+FLAG_PASSED = 2
+MASK64 = 2**64 - 1
+BPS = 10_000
+ZERO_HASH = b"\x00" * 32
+DEFERRED = "deferred"  # result of an attestation left for a later block (block full); not a reject
+
+DeviceLookup = Callable[[StateAPI, bytes], Any]  # identity.get_device
+
+
+def _pack(a: int, b: int, c: int, d: int) -> int:
+    return (a << 192) | (b << 128) | (c << 64) | d
+
+
+def _unpack(value: int) -> tuple[int, int, int, int]:
+    return value >> 192, (value >> 128) & MASK64, (value >> 64) & MASK64, value & MASK64
+
+
+# --- read API ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VehicleEpochStats:
+    """A vehicle's proof-of-coverage counters for one epoch (what rewards score)."""
+
+    accepted: int  # accepted attestations
+    distance_m: int  # odometer progress credited (capped by max_speed_cmps over elapsed time)
+    moving: int  # accepted attestations whose cell, odometer or signals changed vs the previous
+    challenged: bool  # the vehicle's device was challenged this epoch
+    challenge_passed: bool  # ... and answered in time
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """What the chain remembers of a device (its last accepted attestation)."""
+
+    seq: int  # 0: nothing accepted yet
+    timestamp_ms: int
+    cell: int
+    odometer_m: int
+    signals_hash: bytes
+    vehicle_id: int
+    epoch: int  # epoch of ``accepted_in_epoch``
+    accepted_in_epoch: int
+    denied: bool
+
+
+def _store(state: StateAPI) -> Store:
+    return Store(state, addresses.TELEMETRY)
+
+
+def get_device_state(state: StateAPI, device: bytes) -> DeviceState:
+    """The device's last accepted attestation, epoch counter and deny flag."""
+    st = _store(state)
+    seq, ts, cell, odo = _unpack(st.load(mapping_slot(SLOT_DEVICE_LAST, device)))
+    signals = st.load(mapping_slot(SLOT_DEVICE_SIGNALS, device)).to_bytes(32, "big")
+    vehicle, epoch, count, flags = _unpack(st.load(mapping_slot(SLOT_DEVICE_META, device)))
+    return DeviceState(seq, ts, cell, odo, signals, vehicle, epoch, count, bool(flags & FLAG_DENIED))
+
+
+def get_vehicle_epoch(state: StateAPI, epoch: int, vehicle_id: int) -> VehicleEpochStats:
+    """Counters of ``vehicle_id`` in ``epoch`` (all zero when it sent nothing)."""
+    accepted, distance, moving, flags = _unpack(
+        _store(state).load(mapping_slot(SLOT_VEHICLE_EPOCH, epoch, vehicle_id)))
+    return VehicleEpochStats(accepted, distance, moving, bool(flags & FLAG_CHALLENGED),
+                             bool(flags & FLAG_PASSED))
+
+
+def _clock(state: StateAPI) -> tuple[int, int]:
+    """(current epoch, its first height)."""
+    from vm.epoch import get_epoch, get_epoch_start  # vm.epoch imports vm.modules: import at use
+
+    return get_epoch(state), get_epoch_start(state)
+
+
+def _list_base(epoch: int) -> tuple[int, int]:
+    length_slot = mapping_slot(SLOT_EPOCH_VEHICLES, epoch)
+    return length_slot, int.from_bytes(keccak(pad32(length_slot)), "big")
+
+
+def epoch_vehicles(state: StateAPI, epoch: int) -> list[int]:
+    """Vehicles with at least one accepted attestation in ``epoch``, ascending."""
+    st = _store(state)
+    length_slot, base = _list_base(epoch)
+    return sorted(st.load(base + i) for i in range(st.load(length_slot)))
+
+
+def get_epoch_seed(state: StateAPI, epoch: int) -> bytes:
+    """The challenge seed of ``epoch`` (32 zero bytes if the epoch has not started)."""
+    return _store(state).load(mapping_slot(SLOT_EPOCH_SEED, epoch)).to_bytes(32, "big")
+
+
+def is_challenged(seed: bytes, device: bytes, fraction_bps: int) -> bool:
+    """Pure: whether ``device`` is challenged in the epoch with ``seed``."""
+    if seed == ZERO_HASH:
+        return False
+    return int.from_bytes(keccak(seed + device), "big") < fraction_bps * 2**256 // BPS
+
+
+def compute_challenge_nonce(seed: bytes, device: bytes) -> bytes:
+    """Pure: the 8-byte nonce a challenged device must include."""
+    return keccak(seed + device + b"nonce")[:NONCE_BYTES]
+
+
+def get_challenge(state: StateAPI, device: bytes, epoch: int) -> tuple[bool, bytes]:
+    """(challenged, nonce) of ``device`` in ``epoch``; the nonce is empty when not challenged."""
+    seed = get_epoch_seed(state, epoch)
+    if not is_challenged(seed, device, get_param(state, "challenge_fraction_bps")):
+        return False, b""
+    return True, compute_challenge_nonce(seed, device)
+
+
+def is_denied(state: StateAPI, device: bytes) -> bool:
+    return bool(_store(state).load(mapping_slot(SLOT_DEVICE_META, device)) & FLAG_DENIED)
+
+
+def set_denied(state: StateAPI, device: bytes, denied: bool) -> None:
+    """Put ``device`` on the governance deny list or take it off (no gas, no event)."""
+    st = _store(state)
+    slot = mapping_slot(SLOT_DEVICE_META, device)
+    value = st.load(slot)
+    st.store(slot, value | FLAG_DENIED if denied else value & ~FLAG_DENIED)
+
+
+def set_epoch_seed(state: StateAPI, epoch: int, seed: bytes) -> None:
+    _store(state).store(mapping_slot(SLOT_EPOCH_SEED, epoch), int.from_bytes(seed, "big"))
+
+
+# --- the rules ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The chain parameters the rules use, read once per view."""
+
+    resolution: int
+    stale_ms: int
+    future_ms: int
+    min_interval_ms: int
+    max_speed_cmps: int
+    odometer_tolerance_bps: int
+    odometer_tolerance_m: int
+    max_per_epoch: int
+    challenge_fraction_bps: int
+    challenge_window_bps: int
+    epoch_length_blocks: int
+
+    @classmethod
+    def from_state(cls, state: StateAPI) -> Limits:
+        p = lambda name: get_param(state, name)  # noqa: E731
+        return cls(p("h3_resolution"), p("attestation_stale_ms"), p("attestation_future_ms"),
+                   p("min_interval_ms"), p("max_speed_cmps"), p("odometer_tolerance_bps"),
+                   p("odometer_tolerance_m"), p("max_attestations_per_epoch"),
+                   p("challenge_fraction_bps"), p("challenge_window_bps"),
+                   p("epoch_length_blocks"))
+
+
+class _Track:
+    """A device's last accepted attestation as the checks see it (mutable, in memory)."""
+
+    __slots__ = ("seq", "timestamp_ms", "cell", "odometer_m", "signals_hash", "vehicle_id",
+                 "epoch", "count", "flags")
+
+    def __init__(self, last: int, signals: int, meta: int) -> None:
+        self.seq, self.timestamp_ms, self.cell, self.odometer_m = _unpack(last)
+        self.signals_hash = signals
+        self.vehicle_id, self.epoch, self.count, self.flags = _unpack(meta)
+
+
+class _Tally:
+    __slots__ = ("accepted", "distance_m", "moving", "flags")
+
+    def __init__(self, value: int) -> None:
+        self.accepted, self.distance_m, self.moving, self.flags = _unpack(value)
+
+
+class TelemetryView:
+    """The telemetry rules over one state, at a given time and height.
+
+    ``check`` answers whether an attestation (already through the stateless
+    checks) would be accepted next; ``apply`` records an accepted one in memory
+    so that following checks see it; ``commit`` writes what was applied into
+    the state. Block execution uses all three; the node's pool uses ``check`` and
+    ``apply`` on a scratch view of the head state (pending attestations of one
+    device then chain correctly) and never commits.
+
+    ``now_ms`` is the block time (or the node's clock for pool admission) and
+    ``height`` the height of the block the attestations go into.
+    """
+
+    def __init__(self, state: StateAPI, now_ms: int, height: int,
+                 get_device: DeviceLookup | None = None) -> None:
+        self.state = state
+        self.now_ms = now_ms
+        self.height = height
+        self.limits = Limits.from_state(state)
+        self.epoch, epoch_start = _clock(state)
+        self.seed = get_epoch_seed(state, self.epoch)
+        window = self.limits.epoch_length_blocks * self.limits.challenge_window_bps // BPS
+        self.in_challenge_window = height < epoch_start + window
+        if get_device is None:
+            from vm.modules import identity  # imported late: identity is a sibling module
+
+            get_device = identity.get_device
+        self._get_device = get_device
+        self._store = _store(state)
+        self._devices: dict[bytes, Any] = {}
+        self._tracks: dict[bytes, _Track] = {}
+        self._tallies: dict[int, _Tally] = {}
+        self._dirty_tracks: set[bytes] = set()
+        self._new_vehicles: list[int] = []
+        self._challenges: dict[bytes, bytes | None] = {}
+
+    # -- cached reads --
+
+    def device_record(self, device: bytes) -> Any:
+        try:
+            return self._devices[device]
+        except KeyError:
+            record = self._devices[device] = self._get_device(self.state, device)
+            return record
+
+    def _track(self, device: bytes) -> _Track:
+        track = self._tracks.get(device)
+        if track is None:
+            st = self._store
+            track = self._tracks[device] = _Track(
+                st.load(mapping_slot(SLOT_DEVICE_LAST, device)),
+                st.load(mapping_slot(SLOT_DEVICE_SIGNALS, device)),
+                st.load(mapping_slot(SLOT_DEVICE_META, device)))
+        return track
+
+    def _tally(self, vehicle_id: int) -> _Tally:
+        tally = self._tallies.get(vehicle_id)
+        if tally is None:
+            tally = self._tallies[vehicle_id] = _Tally(
+                self._store.load(mapping_slot(SLOT_VEHICLE_EPOCH, self.epoch, vehicle_id)))
+        return tally
+
+    def challenge_nonce(self, device: bytes) -> bytes | None:
+        """The device's nonce this epoch, or None when it is not challenged."""
+        if device not in self._challenges:
+            challenged = is_challenged(self.seed, device, self.limits.challenge_fraction_bps)
+            self._challenges[device] = (compute_challenge_nonce(self.seed, device)
+                                        if challenged else None)
+        return self._challenges[device]
+
+    # -- the checks --
+
+    def check(self, att: Attestation) -> RejectCode | None:
+        """The first stateful rule ``att`` breaks, or None if it would be accepted.
+
+        Order (and so the reported code) is fixed: unknown_device, not_paired,
+        denied, stale, future, replay, too_frequent, bad_cell, implausible_speed,
+        odometer_rollback, odometer_mismatch, rate_cap.
+        """
+        lim = self.limits
+        record = self.device_record(att.device)
+        if record is None:
+            return RejectCode.UNKNOWN_DEVICE
+        if record.vehicle_id == 0 or record.vehicle_id != att.vehicle_id:
+            return RejectCode.NOT_PAIRED
+        track = self._track(att.device)
+        if track.flags & FLAG_DENIED:
+            return RejectCode.DENIED
+        if att.timestamp_ms + lim.stale_ms < self.now_ms:
+            return RejectCode.STALE
+        if att.timestamp_ms > self.now_ms + lim.future_ms:
+            return RejectCode.FUTURE
+        if att.seq <= track.seq:
+            return RejectCode.REPLAY
+        has_previous = track.seq > 0
+        # a timestamp before the previous one is "too frequent" too (negative interval)
+        if has_previous and att.timestamp_ms < track.timestamp_ms + lim.min_interval_ms:
+            return RejectCode.TOO_FREQUENT
+        if not is_valid_cell(att.cell, lim.resolution):
+            return RejectCode.BAD_CELL
+        if has_previous:
+            elapsed_ms = att.timestamp_ms - track.timestamp_ms
+            moved_m = _moved_at_least_m(track.cell, att.cell, lim.resolution)
+            # speed = moved_m * 100 cm / (elapsed_ms / 1000 s) > max_speed_cmps, without division
+            if moved_m * 100_000 > lim.max_speed_cmps * elapsed_ms:
+                return RejectCode.IMPLAUSIBLE_SPEED
+            if track.vehicle_id == att.vehicle_id:  # odometers of one car only
+                if att.odometer_m < track.odometer_m:
+                    return RejectCode.ODOMETER_ROLLBACK
+                delta = att.odometer_m - track.odometer_m
+                allowed = delta + delta * lim.odometer_tolerance_bps // BPS + lim.odometer_tolerance_m
+                # A previous record older than the staleness window no longer anchors
+                # the odometer: a car carried on a ferry or truck would otherwise be
+                # refused forever (refusals never update the record).
+                if elapsed_ms <= lim.stale_ms and moved_m > allowed:
+                    return RejectCode.ODOMETER_MISMATCH
+        count = track.count if track.epoch == self.epoch else 0
+        if count >= lim.max_per_epoch:
+            return RejectCode.RATE_CAP
+        return None
+
+    def apply(self, att: Attestation) -> None:
+        """Record ``att`` (which passed :meth:`check`) as accepted."""
+        lim = self.limits
+        track = self._track(att.device)
+        tally = self._tally(att.vehicle_id)
+        signals = int.from_bytes(att.signals_hash, "big")
+        distance = 0
+        moving = 0
+        if track.seq > 0:
+            moving = int(att.cell != track.cell or att.odometer_m != track.odometer_m
+                         or signals != track.signals_hash)
+            if track.vehicle_id == att.vehicle_id:
+                elapsed_ms = att.timestamp_ms - track.timestamp_ms
+                # credit no more than the car could plausibly have driven
+                distance = min(att.odometer_m - track.odometer_m,
+                               lim.max_speed_cmps * elapsed_ms // 100_000)
+        if tally.accepted == 0:
+            self._new_vehicles.append(att.vehicle_id)
+        tally.accepted += 1
+        tally.distance_m = min(tally.distance_m + distance, MASK64)
+        tally.moving += moving
+        nonce = self.challenge_nonce(att.device)
+        if nonce is not None:
+            tally.flags |= FLAG_CHALLENGED
+            if self.in_challenge_window and att.challenge == nonce:
+                tally.flags |= FLAG_PASSED
+        track.count = (track.count if track.epoch == self.epoch else 0) + 1
+        track.epoch = self.epoch
+        track.seq, track.timestamp_ms, track.cell = att.seq, att.timestamp_ms, att.cell
+        track.odometer_m, track.signals_hash, track.vehicle_id = (att.odometer_m, signals,
+                                                                  att.vehicle_id)
+        self._dirty_tracks.add(att.device)
+
+    def commit(self) -> None:
+        """Write every applied change into the state (block execution only)."""
+        st = self._store
+        for device in self._dirty_tracks:
+            t = self._tracks[device]
+            st.store(mapping_slot(SLOT_DEVICE_LAST, device),
+                     _pack(t.seq, t.timestamp_ms, t.cell, t.odometer_m))
+            st.store(mapping_slot(SLOT_DEVICE_SIGNALS, device), t.signals_hash)
+            st.store(mapping_slot(SLOT_DEVICE_META, device),
+                     _pack(t.vehicle_id, t.epoch, t.count, t.flags))
+        for vehicle_id, tally in self._tallies.items():
+            if tally.accepted:
+                st.store(mapping_slot(SLOT_VEHICLE_EPOCH, self.epoch, vehicle_id),
+                         _pack(tally.accepted, tally.distance_m, tally.moving, tally.flags))
+        if self._new_vehicles:
+            length_slot, base = _list_base(self.epoch)
+            n = st.load(length_slot)
+            for i, vehicle_id in enumerate(self._new_vehicles):
+                st.store(base + n + i, vehicle_id)
+            st.store(length_slot, n + len(self._new_vehicles))
+        self._dirty_tracks.clear()
+        self._new_vehicles.clear()
+
+
+def _moved_at_least_m(previous_cell: int, cell: int, resolution: int) -> int:
+    """Lower bound of the distance between two cells; compares at the coarser
+    resolution when governance changed the resolution in between."""
+    try:
+        prev_res = h3.get_resolution(previous_cell)
+    except Exception:  # pragma: no cover - stored cells were valid when accepted
+        return 0
+    if prev_res != resolution:
+        common = min(prev_res, resolution)
+        previous_cell = h3.cell_to_parent(previous_cell, common) if prev_res > common else previous_cell
+        cell = h3.cell_to_parent(cell, common) if resolution > common else cell
+        resolution = common
+    return cell_distance_lower_bound_m(previous_cell, cell, resolution)
+
+
+# --- block execution ---------------------------------------------------------
+
+
+def process_attestations(state: StateAPI, env: Any, attestations: Sequence[bytes],
+                         skip_invalid: bool,
+                         get_device: DeviceLookup | None = None) -> tuple[list[bytes], list[tuple[bytes, str]]]:
+    """Block execution step (4): check and apply ``attestations`` in order.
+
+    Returns (included attestation bytes, one ``(id, code)`` per input) where code
+    is ``"ok"``, a reject code, or ``"deferred"`` (building only: the block already
+    holds ``max_block_attestations``). With ``skip_invalid`` (block building) an
+    invalid attestation is left out; otherwise it raises InvalidBlock.
+    """
+    view = TelemetryView(state, env.timestamp_ms, env.height, get_device)
+    cap = get_param(state, "max_block_attestations")
+    included: list[bytes] = []
+    results: list[tuple[bytes, str]] = []
+    for index, raw in enumerate(attestations):
+        raw = bytes(raw)
+        att_id = compute_attestation_id(raw)
+        if len(included) >= cap:
+            if not skip_invalid:
+                raise InvalidBlock(f"more than {cap} attestations in the block")
+            results.append((att_id, DEFERRED))
+            continue
+        try:
+            att = check_stateless(raw, env.chain_id, att_id)
+            code = view.check(att)
+            if code is not None:
+                raise AttestationError(code, _REASONS[code])
+        except AttestationError as exc:
+            if not skip_invalid:
+                raise InvalidBlock(f"attestation {index} (0x{att_id.hex()}): {exc}") from None
+            results.append((att_id, exc.code))
+            continue
+        view.apply(att)
+        included.append(raw)
+        results.append((att_id, OK))
+    view.commit()
+    return included, results
+
+
+_REASONS = {
+    RejectCode.UNKNOWN_DEVICE: "no device NFT is bound to this key",
+    RejectCode.NOT_PAIRED: "the device is not paired with this vehicle",
+    RejectCode.DENIED: "the device is on the governance deny list",
+    RejectCode.STALE: "timestamp older than attestation_stale_ms before block time",
+    RejectCode.FUTURE: "timestamp more than attestation_future_ms after block time",
+    RejectCode.REPLAY: "seq not above the device's last accepted seq",
+    RejectCode.TOO_FREQUENT: "less than min_interval_ms after the device's previous attestation",
+    RejectCode.BAD_CELL: "cell is not a valid H3 cell at the chain's resolution",
+    RejectCode.IMPLAUSIBLE_SPEED: "distance from the previous cell implies more than max_speed_cmps",
+    RejectCode.ODOMETER_ROLLBACK: "odometer below the vehicle's previous reading",
+    RejectCode.ODOMETER_MISMATCH: "cells moved further than the odometer allows (plus tolerance)",
+    RejectCode.RATE_CAP: "device reached max_attestations_per_epoch this epoch",
+}
+
+
+def reject_reason(code: str) -> str:
+    """A sentence a device operator can act on, for any reject code."""
+    if code == RejectCode.MALFORMED:
+        return "not a canonical version-1 attestation (see docs/telemetry.md)"
+    if code == RejectCode.BAD_SIGNATURE:
+        return "the signature does not recover the device address for this chain id"
+    try:
+        return _REASONS[RejectCode(code)]
+    except (ValueError, KeyError):
+        return code
+
+
+# --- the system module ---------------------------------------------------------
+
+
+def _address(text: str) -> bytes:
+    return bytes.fromhex(text[2:])
+
+
+class TelemetryModule(SystemModule):
+    name = "telemetry"
+    address = addresses.TELEMETRY
+
+    def begin_block(self, state: StateAPI, env: Any, epoch_boundary: bool) -> None:
+        # The first block of every epoch (epoch 0 starts at height 1) fixes the seed:
+        # the hash of the block before it, unknown until that block was final.
+        epoch, epoch_start = _clock(state)
+        if epoch_boundary or env.height == epoch_start:
+            parent = env.prev_hashes[0] if env.prev_hashes else env.parent_hash
+            set_epoch_seed(state, epoch, parent)
+
+    def init_genesis(self, state: StateAPI, spec: Any) -> None:
+        for device in spec.modules.get(self.name, {}).get("denied", []):
+            set_denied(state, _address(device), True)
+
+    def process_attestations(self, state: StateAPI, env: Any, attestations: Sequence[bytes],
+                             skip_invalid: bool) -> tuple[list[bytes], list[tuple[bytes, str]]]:
+        return process_attestations(state, env, attestations, skip_invalid)
+
+    # -- ABI views --
+
+    def getDeviceState(self, call: Call, device: str) -> tuple[Any, ...]:
+        d = _address(device)
+        st = call.store
+        seq, ts, cell, odo = _unpack(st.load(mapping_slot(SLOT_DEVICE_LAST, d)))
+        signals = st.load(mapping_slot(SLOT_DEVICE_SIGNALS, d)).to_bytes(32, "big")
+        vehicle, epoch, count, flags = _unpack(st.load(mapping_slot(SLOT_DEVICE_META, d)))
+        return seq, ts, cell, odo, signals, vehicle, epoch, count, bool(flags & FLAG_DENIED)
+
+    def getVehicleEpoch(self, call: Call, epoch: int, vehicle_id: int) -> tuple[Any, ...]:
+        accepted, distance, moving, flags = _unpack(
+            call.store.load(mapping_slot(SLOT_VEHICLE_EPOCH, epoch, vehicle_id)))
+        return accepted, distance, moving, bool(flags & FLAG_CHALLENGED), bool(flags & FLAG_PASSED)
+
+    def getEpochVehicles(self, call: Call, epoch: int) -> list[int]:
+        length_slot, base = _list_base(epoch)
+        return sorted(call.store.load(base + i) for i in range(call.store.load(length_slot)))
+
+    def getChallenge(self, call: Call, device: str, epoch: int) -> tuple[bool, bytes]:
+        call.gas(2_100 * 2, "challenge lookup")
+        challenged, nonce = get_challenge(call.state, _address(device), epoch)
+        return challenged, nonce.ljust(NONCE_BYTES, b"\x00")
+
+    def isDenied(self, call: Call, device: str) -> bool:
+        return bool(call.store.load(mapping_slot(SLOT_DEVICE_META, _address(device))) & FLAG_DENIED)
+
+    def getEpochSeed(self, call: Call, epoch: int) -> bytes:
+        return call.store.load(mapping_slot(SLOT_EPOCH_SEED, epoch)).to_bytes(32, "big")
