@@ -1,0 +1,171 @@
+"""Attestation pool: admission, bounds, quotas, garbage bursts, block building, statuses."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from devnet.device import Device
+from node.attestation_pool import (
+    POOL_FULL,
+    AddResult,
+    AttestationPool,
+    AttestationStatus,
+    InlineChecker,
+    ProcessPoolChecker,
+    RejectCounters,
+    view_check,
+)
+from vm.attestation import VERSION, Attestation
+
+CHAIN_ID = 7077
+
+
+def accept_all(att: Attestation) -> str | None:
+    return None
+
+
+def signed(dev: Device, seq: int, ts: int = 1_000_000) -> bytes:
+    att = Attestation(VERSION, dev.address, 1, seq, ts + seq * 1_000, 0x881F8D7A49FFFFF, 1_000, 0,
+                      b"\x01" * 32, b"")
+    return dev.sign(att).encode()
+
+
+@pytest.fixture(scope="module")
+def devices() -> list[Device]:
+    return [Device.generate(CHAIN_ID, seed=b"pool %d" % i) for i in range(4)]
+
+
+def test_add_take_include_and_statuses(devices):
+    pool = AttestationPool(CHAIN_ID)
+    raws = [signed(devices[0], s) for s in (1, 2, 3)]
+    results = pool.add_many(raws, accept_all, source="rpc")
+    assert [r.code for r in results] == ["ok"] * 3 and all(r.accepted for r in results)
+    assert results[0].to_json()["id"] == "0x" + results[0].id.hex()
+    assert pool.add(raws[0], accept_all) == results[0]  # resubmission: same answer, no copy
+    assert len(pool) == 3 and pool.size_bytes == sum(map(len, raws))
+    assert pool.take(2) == raws[:2]
+    pool.remove_included([results[0].id, results[1].id], height=7)
+    assert pool.status(results[0].id) == AttestationStatus("included", height=7)
+    assert pool.status(results[2].id) == AttestationStatus("pending")
+    assert pool.add(raws[0], accept_all) == AddResult(results[0].id, False, "replay")
+    assert pool.take(10) == raws[2:]
+    assert pool.status(b"\x00" * 32) is None
+
+
+def test_stateful_rejection_is_recorded_and_counted(devices):
+    counters = RejectCounters()
+    pool = AttestationPool(CHAIN_ID, counters=counters)
+    result = pool.add(signed(devices[0], 1), lambda att: "not_paired")
+    assert result == AddResult(result.id, False, "not_paired")
+    assert pool.status(result.id) == AttestationStatus("rejected", code="not_paired")
+    assert counters.snapshot()["not_paired"] == 1
+    # the head changes (device paired): the same bytes are checked again and get in
+    assert pool.add(signed(devices[0], 1), accept_all).accepted
+
+
+def test_garbage_burst_never_evicts_honest_items(devices):
+    counters = RejectCounters()
+    pool = AttestationPool(CHAIN_ID, max_items=10, counters=counters)
+    honest = [signed(devices[1], s) for s in range(1, 6)]
+    pool.add_many(honest, accept_all, source="honest")
+    garbage = [os.urandom(n % 200 + 1) for n in range(2_000)]
+    forged = [signed(devices[2], s)[:-2] + b"\x00\x00" for s in range(1, 200)]  # bad signatures
+    results = pool.add_many(garbage + forged, accept_all, source="attacker")
+    assert not any(r.accepted for r in results)
+    assert {r.code for r in results} <= {"malformed", "bad_signature"}
+    assert pool.take(100) == honest
+    snap = counters.snapshot()
+    assert snap["malformed"] + snap["bad_signature"] == len(garbage) + len(forged)
+
+
+def test_bounds_and_quotas_refuse_new_items_instead_of_evicting(devices):
+    pool = AttestationPool(CHAIN_ID, max_items=6, max_per_source=3, max_per_device=4)
+    a = pool.add_many([signed(devices[0], s) for s in range(1, 5)], accept_all, source="peer-a")
+    assert [r.code for r in a] == ["ok", "ok", "ok", POOL_FULL]  # per-source quota
+    b = pool.add_many([signed(devices[1], s) for s in range(1, 5)], accept_all, source="peer-b")
+    assert [r.code for r in b] == ["ok", "ok", "ok", POOL_FULL]  # pool full (6)
+    assert len(pool) == 6
+    per_device = AttestationPool(CHAIN_ID, max_per_device=2)
+    c = per_device.add_many([signed(devices[2], s) for s in range(1, 4)], accept_all)
+    assert [r.code for r in c] == ["ok", "ok", POOL_FULL]
+    by_bytes = AttestationPool(CHAIN_ID, max_bytes=400)
+    d = by_bytes.add_many([signed(devices[3], s) for s in range(1, 4)], accept_all)
+    assert [r.code for r in d] == ["ok", "ok", POOL_FULL]
+    assert by_bytes.size_bytes <= 400
+
+
+def test_recheck_drops_what_the_new_head_refuses(devices):
+    pool = AttestationPool(CHAIN_ID)
+    results = pool.add_many([signed(devices[0], s) for s in range(1, 5)], accept_all)
+    ids = [r.id for r in results]
+    stale = {ids[0], ids[2]}
+    dropped = pool.recheck(lambda att: "stale" if att.seq in (1, 3) else None)
+    assert {i for i, _ in dropped} == stale and all(c == "stale" for _, c in dropped)
+    assert len(pool) == 2
+    assert pool.status(ids[0]).code == "stale"
+
+
+def test_history_is_bounded(devices):
+    pool = AttestationPool(CHAIN_ID, history=2)
+    ids = [pool.add(signed(devices[0], s), lambda att: "denied").id for s in range(1, 4)]
+    assert pool.status(ids[0]) is None
+    assert pool.status(ids[2]).code == "denied"
+
+
+def test_stateless_failures_are_not_checked_twice(devices):
+    calls = []
+
+    class Counting(InlineChecker):
+        def check_many(self, raws, ids, chain_id):
+            calls.append(len(raws))
+            return super().check_many(raws, ids, chain_id)
+
+    pool = AttestationPool(CHAIN_ID, checker=Counting())
+    raw = signed(devices[0], 1)
+    bad = raw[:-1] + bytes([raw[-1] ^ 1])  # the other recovery id: another key
+    assert pool.add(bad, accept_all).code == "bad_signature"
+    assert pool.add(bad, accept_all).code == "bad_signature"
+    assert calls == [1, 0]
+    # the same bytes twice in one batch are checked once and answered alike
+    good = signed(devices[0], 2)
+    r = pool.add_many([good, good], accept_all)
+    assert r[0] == r[1] and r[0].accepted and len(pool) == 1
+
+
+def test_process_pool_checker_agrees_with_inline(devices):
+    raws = [signed(devices[i % 4], i + 1) for i in range(150)]
+    raws[10] = raws[10][:-1] + bytes([raws[10][-1] ^ 1])
+    raws[20] = b"\x93\x01\x02\x03"
+    checker = ProcessPoolChecker(workers=2, min_batch=16)
+    try:
+        pool = AttestationPool(CHAIN_ID, checker=checker)
+        got = [r.code for r in pool.add_many(raws, accept_all)]
+    finally:
+        checker.close()
+    expected = [r.code for r in AttestationPool(CHAIN_ID).add_many(raws, accept_all)]
+    assert got == expected
+    assert got[10] == "bad_signature" and got[20] == "malformed" and got.count("ok") == 148
+
+
+def test_view_check_chains_pending_attestations_of_a_device():
+    from tests.vm.test_telemetry_fleet import HOME, Fleet
+
+    fleet = Fleet(1)
+    dev, vid = fleet.devices[0], fleet.vehicle_ids[0]
+    now = fleet.chain.env().timestamp_ms
+    readings = [dev.attest(vehicle_id=vid, timestamp_ms=now - 5_000 + 1_000 * i, lat=HOME[0],
+                           lon=HOME[1], odometer_m=100 + i) for i in range(3)]
+    pool = AttestationPool(CHAIN_ID)
+    check = view_check(fleet.view(now_ms=now))
+    assert [r.code for r in pool.add_many([r.raw for r in readings], check)] == ["ok"] * 3
+    # a second attestation with seq 2 (a fork of the device's history) conflicts with the pending one
+    dev.seq = 1
+    fork = dev.attest(vehicle_id=vid, timestamp_ms=now, lat=HOME[0], lon=HOME[1], odometer_m=500)
+    assert pool.add(fork.raw, check).code == "replay"
+    # the builder's block includes them in order; afterwards a recheck on the new head keeps nothing
+    result = fleet.chain.block(attestations=pool.take(10))
+    assert [c for _, c in result.attestation_results] == ["ok"] * 3
+    pool.remove_included([i for i, _ in result.attestation_results], fleet.chain.head.height)
+    assert len(pool) == 0 and pool.status(readings[0].id).status == "included"
