@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from vm.modules.base import SystemModule
 from vm.modules.governance import GovernanceModule
+from vm.modules.identity import IdentityModule
 from vm.modules.params import ParamsModule
 from vm.modules.rewards import RewardsModule
 from vm.modules.validators import ValidatorsModule
@@ -19,6 +20,7 @@ SYSTEM_MODULES: dict[bytes, SystemModule] = {
     for m in (
         ParamsModule(),
         ValidatorsModule(),
+        IdentityModule(),
         RewardsModule(),
         GovernanceModule(),
     )

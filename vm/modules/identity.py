@@ -1,0 +1,906 @@
+"""Identity module: vehicle NFTs, device NFTs, manufacturer licenses, pairing, permissions.
+
+Modelled on DIMO's identity contracts (DESIGN.md section 5):
+
+- Vehicles are an ERC-721 collection living at the module address. Anyone mints a
+  vehicle for themselves with make, model, year and the keccak hash of the VIN (a VIN
+  hash is registered once). Transfers reset every data permission, as DIMO's SACD does.
+- Licensed manufacturers mint device NFTs bound to the device's key address. A buyer
+  claims a device with the device's EIP-712 signature (proof of physical possession);
+  the owner of both pairs a device with a vehicle, again with the device's signature.
+  One device per vehicle, one vehicle per device; either owner unpairs.
+- The vehicle owner grants an address a permission bitmask until an expiry time.
+
+Every refusal raises :class:`ModuleRevert` with a stable reason, so the whole call is
+rolled back. The storage layout (Solidity-style, one slot per struct field) is given
+by the ``SLOT_*`` and field constants below and documented in docs/identity.md; the
+owner of vehicle ``v`` is at ``mapping_slot(SLOT_OWNER, v)``.
+
+The ``get_*``/``is_*``/``has_*`` functions and :func:`set_manufacturer` are the
+Python API used by other modules, governance and the node's RPC: they read and
+write state directly, without gas.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import eth_abi
+from eth.abc import StateAPI
+from eth.constants import STACK_DEPTH_LIMIT
+from eth_typing import Address
+
+from vm.eip712 import StructType, compute_digest, compute_domain_separator, recover_signer
+from vm.errors import InvalidGenesis
+from vm.modules import addresses
+from vm.modules.base import (
+    ERROR_SELECTOR,
+    G_ECRECOVER,
+    Call,
+    ModuleRevert,
+    Store,
+    SystemModule,
+    mapping_slot,
+)
+
+ZERO_ADDRESS = b"\x00" * 20
+
+# --- ERC-721 identity of the vehicle collection ------------------------------
+NAME = "Motus Vehicle"
+SYMBOL = "MVEH"
+INTERFACE_ERC165 = bytes.fromhex("01ffc9a7")
+INTERFACE_ERC721 = bytes.fromhex("80ac58cd")
+INTERFACE_ERC721_METADATA = bytes.fromhex("5b5e139f")
+ERC721_RECEIVED = bytes.fromhex("150b7a02")  # onERC721Received(address,address,uint256,bytes)
+
+# --- EIP-712 ------------------------------------------------------------------
+DOMAIN_NAME = "Motus Identity"
+DOMAIN_VERSION = "1"
+CLAIM_DEVICE = StructType(
+    "ClaimDevice",
+    (("address", "device"), ("address", "owner"), ("uint256", "nonce"), ("uint256", "deadline")),
+)
+PAIR_DEVICE = StructType(
+    "PairDevice",
+    (
+        ("uint256", "vehicleId"),
+        ("address", "device"),
+        ("address", "owner"),
+        ("uint256", "nonce"),
+        ("uint256", "deadline"),
+    ),
+)
+
+# --- permission bits (DESIGN.md section 5, DIMO's privileges) -----------------
+PERMISSION_BITS: dict[str, int] = {
+    "non_location_history": 0,
+    "commands": 1,
+    "current_location": 2,
+    "location_history": 3,
+    "vin_credential": 4,
+    "live_data": 5,
+    "raw_data": 6,
+    "approximate_location": 7,
+}
+PERMISSIONS_ALL = (1 << len(PERMISSION_BITS)) - 1
+
+# --- vehicle attribute bounds --------------------------------------------------
+MAX_LABEL_BYTES = 64  # make and model, UTF-8
+MIN_YEAR = 1886  # Benz Patent-Motorwagen
+MAX_YEAR = 2200
+
+# --- gas beyond the framework's storage/log/call charges ----------------------
+G_COLD_ACCOUNT = 2_600  # EIP-2929 cost of reaching a receiver contract, as CALL pays
+G_WARM_ACCOUNT = 100
+
+# --- storage layout (see docs/identity.md) ------------------------------------
+SLOT_VEHICLE_COUNT = 0  # uint256: last vehicle id minted (ids start at 1, never reused)
+SLOT_TOTAL_SUPPLY = 1  # uint256: vehicles in existence (minted - burned)
+SLOT_DEVICE_COUNT = 2  # uint256: last device token id minted (ids start at 1)
+SLOT_MANUFACTURER_COUNT = 3  # uint256: length of the manufacturer list
+SLOT_OWNER = 10  # mapping(uint256 vehicleId => address owner); zero = no such vehicle
+SLOT_BALANCE = 11  # mapping(address owner => uint256 vehicles owned)
+SLOT_TOKEN_APPROVAL = 12  # mapping(uint256 vehicleId => address approved)
+SLOT_OPERATOR_APPROVAL = 13  # mapping(address owner => mapping(address operator => bool))
+SLOT_OWNED_TOKENS = 14  # mapping(address owner => mapping(uint256 index => uint256 vehicleId))
+SLOT_OWNED_INDEX = 15  # mapping(uint256 vehicleId => uint256 index in its owner's list)
+SLOT_VEHICLE = 16  # mapping(uint256 vehicleId => Vehicle)
+SLOT_VIN = 17  # mapping(bytes32 vinHash => uint256 vehicleId)
+SLOT_DEVICE = 20  # mapping(address device => Device)
+SLOT_DEVICE_BY_ID = 21  # mapping(uint256 deviceTokenId => address device)
+SLOT_MANUFACTURER = 30  # mapping(address => Manufacturer)
+SLOT_MANUFACTURER_LIST = 31  # mapping(uint256 index => address), every address ever licensed
+SLOT_PERMISSION_GENERATION = 40  # mapping(uint256 vehicleId => uint256 generation)
+SLOT_GRANT = 41  # mapping(vehicleId => mapping(generation => mapping(address grantee => Grant)))
+SLOT_GRANTEE = 42  # mapping(vehicleId => mapping(generation => mapping(uint256 index => address)))
+SLOT_GRANTEE_COUNT = 43  # mapping(vehicleId => mapping(generation => uint256))
+
+# struct field offsets from the struct's mapping slot
+V_MAKE, V_MODEL, V_YEAR, V_VIN_HASH, V_DEVICE = range(5)  # make/model: length + keccak(slot) chunks
+D_TOKEN_ID, D_MANUFACTURER, D_OWNER, D_VEHICLE, D_NONCE, D_CLAIMED = range(6)
+M_LICENSED, M_NAME, M_LISTED = range(3)  # listed = 1 + index in SLOT_MANUFACTURER_LIST
+G_BITS, G_EXPIRY, G_LISTED = range(3)  # listed = 1 + index in the grantee list
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    address: bytes
+    token_id: int
+    manufacturer: bytes
+    owner: bytes
+    vehicle_id: int  # 0 = unpaired
+    claimed: bool = False
+    nonce: int = 0  # next nonce a device signature must carry
+
+
+@dataclass(frozen=True)
+class VehicleRecord:
+    vehicle_id: int
+    owner: bytes
+    make: str
+    model: str
+    year: int
+    vin_hash: bytes
+    device: bytes  # 20 zero bytes = unpaired
+
+
+def vehicle_owner_slot(vehicle_id: int) -> int:
+    """Storage slot of the identity account holding a vehicle's owner (for eth_getProof)."""
+    return mapping_slot(SLOT_OWNER, vehicle_id)
+
+
+class _Ledger:
+    """Typed access to the identity account's storage; metered when its Store is."""
+
+    def __init__(self, store: Store) -> None:
+        self.st = store
+
+    # vehicles
+    def owner(self, vehicle_id: int) -> bytes:
+        return self.st.load_address(mapping_slot(SLOT_OWNER, vehicle_id))
+
+    def balance(self, owner: bytes) -> int:
+        return self.st.load(mapping_slot(SLOT_BALANCE, owner))
+
+    def approved(self, vehicle_id: int) -> bytes:
+        return self.st.load_address(mapping_slot(SLOT_TOKEN_APPROVAL, vehicle_id))
+
+    def set_approved(self, vehicle_id: int, spender: bytes) -> None:
+        self.st.store_address(mapping_slot(SLOT_TOKEN_APPROVAL, vehicle_id), spender)
+
+    def is_operator(self, owner: bytes, operator: bytes) -> bool:
+        return bool(self.st.load(mapping_slot(SLOT_OPERATOR_APPROVAL, owner, operator)))
+
+    def owned_token(self, owner: bytes, index: int) -> int:
+        return self.st.load(mapping_slot(SLOT_OWNED_TOKENS, owner, index))
+
+    def vehicle_field(self, vehicle_id: int, offset: int) -> int:
+        return mapping_slot(SLOT_VEHICLE, vehicle_id) + offset
+
+    def vehicle_device(self, vehicle_id: int) -> bytes:
+        return self.st.load_address(self.vehicle_field(vehicle_id, V_DEVICE))
+
+    def vehicle_by_vin(self, vin_hash: bytes) -> int:
+        return self.st.load(mapping_slot(SLOT_VIN, vin_hash))
+
+    def add_owned(self, owner: bytes, vehicle_id: int) -> None:
+        count = self.balance(owner)
+        self.st.store(mapping_slot(SLOT_OWNED_TOKENS, owner, count), vehicle_id)
+        self.st.store(mapping_slot(SLOT_OWNED_INDEX, vehicle_id), count)
+        self.st.store(mapping_slot(SLOT_BALANCE, owner), count + 1)
+        self.st.store_address(mapping_slot(SLOT_OWNER, vehicle_id), owner)
+
+    def remove_owned(self, owner: bytes, vehicle_id: int) -> None:
+        # swap-and-pop keeps each owner's list dense, so enumeration costs O(balance)
+        last = self.balance(owner) - 1
+        index = self.st.load(mapping_slot(SLOT_OWNED_INDEX, vehicle_id))
+        if index != last:
+            moved = self.owned_token(owner, last)
+            self.st.store(mapping_slot(SLOT_OWNED_TOKENS, owner, index), moved)
+            self.st.store(mapping_slot(SLOT_OWNED_INDEX, moved), index)
+        self.st.store(mapping_slot(SLOT_OWNED_TOKENS, owner, last), 0)
+        self.st.store(mapping_slot(SLOT_OWNED_INDEX, vehicle_id), 0)
+        self.st.store(mapping_slot(SLOT_BALANCE, owner), last)
+        # the owner slot is left to the caller: a transfer overwrites it (one write, not two)
+
+    def vehicle(self, vehicle_id: int) -> VehicleRecord | None:
+        owner = self.owner(vehicle_id)
+        if owner == ZERO_ADDRESS:
+            return None
+        f = self.vehicle_field
+        return VehicleRecord(
+            vehicle_id=vehicle_id,
+            owner=owner,
+            make=self.st.load_bytes(f(vehicle_id, V_MAKE)).decode("utf-8", "replace"),
+            model=self.st.load_bytes(f(vehicle_id, V_MODEL)).decode("utf-8", "replace"),
+            year=self.st.load(f(vehicle_id, V_YEAR)),
+            vin_hash=self.st.load(f(vehicle_id, V_VIN_HASH)).to_bytes(32, "big"),
+            device=self.vehicle_device(vehicle_id),
+        )
+
+    # devices
+    def device_field(self, device: bytes, offset: int) -> int:
+        return mapping_slot(SLOT_DEVICE, device) + offset
+
+    def device_token_id(self, device: bytes) -> int:
+        return self.st.load(self.device_field(device, D_TOKEN_ID))
+
+    def device_owner(self, device: bytes) -> bytes:
+        return self.st.load_address(self.device_field(device, D_OWNER))
+
+    def device_vehicle(self, device: bytes) -> int:
+        return self.st.load(self.device_field(device, D_VEHICLE))
+
+    def device_nonce(self, device: bytes) -> int:
+        return self.st.load(self.device_field(device, D_NONCE))
+
+    def device_claimed(self, device: bytes) -> bool:
+        return bool(self.st.load(self.device_field(device, D_CLAIMED)))
+
+    def device(self, device: bytes) -> DeviceRecord | None:
+        token_id = self.device_token_id(device)
+        if token_id == 0:
+            return None
+        return DeviceRecord(
+            address=device,
+            token_id=token_id,
+            manufacturer=self.st.load_address(self.device_field(device, D_MANUFACTURER)),
+            owner=self.device_owner(device),
+            vehicle_id=self.device_vehicle(device),
+            claimed=self.device_claimed(device),
+            nonce=self.device_nonce(device),
+        )
+
+    def link(self, vehicle_id: int, device: bytes) -> None:
+        """Pair (or, with vehicle 0 / zero device, unpair) both directions at once."""
+        self.st.store_address(self.vehicle_field(vehicle_id, V_DEVICE), device)
+        self.st.store(self.device_field(device, D_VEHICLE), vehicle_id)
+
+    # manufacturers
+    def is_manufacturer(self, address: bytes) -> bool:
+        return bool(self.st.load(mapping_slot(SLOT_MANUFACTURER, address) + M_LICENSED))
+
+    def manufacturer_name(self, address: bytes) -> str:
+        return self.st.load_bytes(mapping_slot(SLOT_MANUFACTURER, address) + M_NAME).decode(
+            "utf-8", "replace"
+        )
+
+    # permissions
+    def generation(self, vehicle_id: int) -> int:
+        return self.st.load(mapping_slot(SLOT_PERMISSION_GENERATION, vehicle_id))
+
+    def reset_permissions(self, vehicle_id: int) -> None:
+        # O(1) reset: grants are keyed by generation, so a new generation starts empty
+        # (DIMO's SACD versions its permission records the same way)
+        slot = mapping_slot(SLOT_PERMISSION_GENERATION, vehicle_id)
+        self.st.store(slot, self.st.load(slot) + 1)
+
+    def grant_slot(self, vehicle_id: int, generation: int, grantee: bytes) -> int:
+        return mapping_slot(SLOT_GRANT, vehicle_id, generation, grantee)
+
+    def grant(self, vehicle_id: int, grantee: bytes) -> tuple[int, int]:
+        base = self.grant_slot(vehicle_id, self.generation(vehicle_id), grantee)
+        return self.st.load(base + G_BITS), self.st.load(base + G_EXPIRY)
+
+    def grants(self, vehicle_id: int) -> list[tuple[bytes, int, int]]:
+        generation = self.generation(vehicle_id)
+        out = []
+        for i in range(self.st.load(mapping_slot(SLOT_GRANTEE_COUNT, vehicle_id, generation))):
+            grantee = self.st.load_address(mapping_slot(SLOT_GRANTEE, vehicle_id, generation, i))
+            base = self.grant_slot(vehicle_id, generation, grantee)
+            bits = self.st.load(base + G_BITS)
+            if bits:
+                out.append((grantee, bits, self.st.load(base + G_EXPIRY)))
+        return out
+
+    def has_permission(self, vehicle_id: int, grantee: bytes, bits: int, now: int) -> bool:
+        if bits == 0 or bits & ~PERMISSIONS_ALL:
+            return False
+        owner = self.owner(vehicle_id)
+        if owner == ZERO_ADDRESS:
+            return False
+        if grantee == owner:
+            return True  # the owner may always read their own car
+        granted, expiry = self.grant(vehicle_id, grantee)
+        return granted & bits == bits and now < expiry
+
+
+# --- Python read API (other modules, governance, RPC) --------------------------
+
+
+def _ledger(state: StateAPI) -> _Ledger:
+    return _Ledger(Store(state, addresses.IDENTITY))
+
+
+def get_device(state: StateAPI, device_address: bytes) -> DeviceRecord | None:
+    """The device NFT bound to ``device_address``, or None if no manufacturer minted one."""
+    return _ledger(state).device(device_address)
+
+
+def get_vehicle(state: StateAPI, vehicle_id: int) -> VehicleRecord | None:
+    """The vehicle with this id, or None if it was never minted or was burned."""
+    return _ledger(state).vehicle(vehicle_id)
+
+
+def vehicles_of(state: StateAPI, owner: bytes) -> list[int]:
+    """Ids of the vehicles ``owner`` holds now, ascending."""
+    led = _ledger(state)
+    return sorted(led.owned_token(owner, i) for i in range(led.balance(owner)))
+
+
+def balance_of(state: StateAPI, owner: bytes) -> int:
+    """Number of vehicles ``owner`` holds (ERC-721 balanceOf)."""
+    return _ledger(state).balance(owner)
+
+
+def total_supply(state: StateAPI) -> int:
+    """Vehicles in existence: minted minus burned."""
+    return Store(state, addresses.IDENTITY).load(SLOT_TOTAL_SUPPLY)
+
+
+def vehicle_by_vin(state: StateAPI, vin_hash: bytes) -> int | None:
+    """Id of the live vehicle registered with this VIN hash, or None."""
+    return _ledger(state).vehicle_by_vin(vin_hash) or None
+
+
+def get_permissions(state: StateAPI, vehicle_id: int) -> list[tuple[bytes, int, int]]:
+    """(grantee, bits, expiry) of every grant made since the last transfer, live or expired,
+    in the order grantees were first granted; revoked grants are left out."""
+    return _ledger(state).grants(vehicle_id)
+
+
+def has_permission(state: StateAPI, vehicle_id: int, grantee: bytes, bits: int, now: int) -> bool:
+    """True when ``grantee`` may use every permission in ``bits`` of the vehicle at unix time
+    ``now`` (seconds, as block timestamps): it is the current owner, or holds a grant with
+    all those bits and ``now < expiry``. False for zero or unknown bits and missing vehicles."""
+    return _ledger(state).has_permission(vehicle_id, grantee, bits, now)
+
+
+def is_manufacturer(state: StateAPI, address: bytes) -> bool:
+    """True while ``address`` holds a manufacturer license (may mint device NFTs)."""
+    return _ledger(state).is_manufacturer(address)
+
+
+def list_manufacturers(state: StateAPI) -> list[tuple[bytes, str, bool]]:
+    """(address, name, licensed) of every address ever licensed, in licensing order."""
+    led = _ledger(state)
+    out = []
+    for i in range(led.st.load(SLOT_MANUFACTURER_COUNT)):
+        address = led.st.load_address(mapping_slot(SLOT_MANUFACTURER_LIST, i))
+        out.append((address, led.manufacturer_name(address), led.is_manufacturer(address)))
+    return out
+
+
+def set_manufacturer(state: StateAPI, address: bytes, licensed: bool, name: str = "") -> None:
+    """License or unlicense a manufacturer (genesis, governance). A non-empty ``name``
+    replaces the recorded one; devices already minted are unaffected by a removal."""
+    if len(address) != 20 or address == ZERO_ADDRESS:
+        raise ValueError("manufacturer address must be 20 non-zero bytes")
+    st = Store(state, addresses.IDENTITY)
+    base = mapping_slot(SLOT_MANUFACTURER, address)
+    if st.load(base + M_LISTED) == 0:
+        count = st.load(SLOT_MANUFACTURER_COUNT)
+        st.store_address(mapping_slot(SLOT_MANUFACTURER_LIST, count), address)
+        st.store(SLOT_MANUFACTURER_COUNT, count + 1)
+        st.store(base + M_LISTED, count + 1)
+    st.store(base + M_LICENSED, 1 if licensed else 0)
+    if name:
+        st.store_bytes(base + M_NAME, name.encode())
+
+
+def compute_identity_domain_separator(chain_id: int) -> bytes:
+    """EIP-712 domain separator of the identity module on chain ``chain_id``."""
+    return compute_domain_separator(DOMAIN_NAME, DOMAIN_VERSION, chain_id, addresses.IDENTITY)
+
+
+def typed_data(struct: StructType, chain_id: int, message: dict[str, Any]) -> dict[str, Any]:
+    """The full EIP-712 message (``eth_signTypedData_v4`` / eth-account ``full_message``)
+    a device signs for ``struct`` (CLAIM_DEVICE or PAIR_DEVICE) on chain ``chain_id``."""
+    return {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
+            **struct.eth_account_types(),
+        },
+        "primaryType": struct.name,
+        "domain": {
+            "name": DOMAIN_NAME,
+            "version": DOMAIN_VERSION,
+            "chainId": chain_id,
+            "verifyingContract": "0x" + addresses.IDENTITY.hex(),
+        },
+        "message": message,
+    }
+
+
+# --- the module ---------------------------------------------------------------
+
+
+def _address(value: str) -> bytes:
+    """eth-abi decodes ``address`` arguments as 0x-hex strings."""
+    return bytes.fromhex(value[2:])
+
+
+def _hex(address: bytes) -> str:
+    return "0x" + address.hex()
+
+
+class IdentityModule(SystemModule):
+    name = "identity"
+    address = addresses.IDENTITY
+
+    def __init__(self) -> None:
+        super().__init__()
+        # ERC-721's ``name()`` collides with SystemModule.name (the ABI file name), so the
+        # framework's by-name lookup found the string; point that selector at erc721_name.
+        for selector, (fn_abi, _) in list(self._functions.items()):
+            if fn_abi["name"] == "name":
+                self._functions[selector] = (fn_abi, self.erc721_name)
+
+    # genesis ------------------------------------------------------------------
+
+    def init_genesis(self, state: StateAPI, spec: Any) -> None:
+        """License the manufacturers listed in ``spec.modules["identity"]["manufacturers"]``
+        (entries ``{"address": "0x..", "name": ".."}``)."""
+        section = (getattr(spec, "modules", None) or {}).get(self.name, {})
+        for entry in section.get("manufacturers", []):
+            try:
+                raw = entry["address"]
+                address = bytes.fromhex(raw[2:]) if raw.startswith("0x") else b""
+                name = str(entry.get("name", ""))
+            except (KeyError, TypeError, AttributeError, ValueError):
+                raise InvalidGenesis(f"identity: bad manufacturer entry {entry!r}") from None
+            if len(address) != 20 or address == ZERO_ADDRESS:
+                raise InvalidGenesis(
+                    f"identity: manufacturer address must be 20 non-zero bytes: {raw!r}"
+                )
+            set_manufacturer(state, address, True, name)
+
+    # ERC-165 / ERC-721 metadata ---------------------------------------------------
+
+    def supportsInterface(self, call: Call, interface_id: bytes) -> bool:
+        return interface_id in (INTERFACE_ERC165, INTERFACE_ERC721, INTERFACE_ERC721_METADATA)
+
+    def erc721_name(self, call: Call) -> str:
+        """ERC-721 ``name()``; bound by hand in ``__init__`` (see there)."""
+        return NAME
+
+    def symbol(self, call: Call) -> str:
+        return SYMBOL
+
+    def tokenURI(self, call: Call, vehicle_id: int) -> str:
+        vehicle = _Ledger(call.store).vehicle(vehicle_id)
+        if vehicle is None:
+            raise ModuleRevert("nonexistent token")
+        meta = {
+            "name": f"Motus Vehicle #{vehicle_id}",
+            "description": f"{vehicle.year} {vehicle.make} {vehicle.model}",
+            "attributes": [
+                {"trait_type": "Make", "value": vehicle.make},
+                {"trait_type": "Model", "value": vehicle.model},
+                {"trait_type": "Year", "value": vehicle.year},
+            ],
+        }
+        body = json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode()
+        return "data:application/json;base64," + base64.b64encode(body).decode()
+
+    def totalSupply(self, call: Call) -> int:
+        return call.store.load(SLOT_TOTAL_SUPPLY)
+
+    # ERC-721 ----------------------------------------------------------------------
+
+    def balanceOf(self, call: Call, owner: str) -> int:
+        owner_b = _address(owner)
+        call.require(owner_b != ZERO_ADDRESS, "zero address")
+        return _Ledger(call.store).balance(owner_b)
+
+    def ownerOf(self, call: Call, vehicle_id: int) -> str:
+        return _hex(self._require_owner(_Ledger(call.store), vehicle_id))
+
+    def getApproved(self, call: Call, vehicle_id: int) -> str:
+        led = _Ledger(call.store)
+        self._require_owner(led, vehicle_id)
+        return _hex(led.approved(vehicle_id))
+
+    def isApprovedForAll(self, call: Call, owner: str, operator: str) -> bool:
+        return _Ledger(call.store).is_operator(_address(owner), _address(operator))
+
+    def approve(self, call: Call, spender: str, vehicle_id: int) -> None:
+        led = _Ledger(call.store)
+        owner = self._require_owner(led, vehicle_id)
+        spender_b = _address(spender)
+        call.require(spender_b != owner, "approval to current owner")
+        call.require(
+            call.sender == owner or led.is_operator(owner, call.sender),
+            "not owner nor approved for all",
+        )
+        led.set_approved(vehicle_id, spender_b)
+        call.emit("Approval", owner, spender_b, vehicle_id)
+
+    def setApprovalForAll(self, call: Call, operator: str, approved: bool) -> None:
+        operator_b = _address(operator)
+        call.require(operator_b != call.sender, "approve to caller")
+        call.store.store(
+            mapping_slot(SLOT_OPERATOR_APPROVAL, call.sender, operator_b), int(approved)
+        )
+        call.emit("ApprovalForAll", call.sender, operator_b, approved)
+
+    def transferFrom(self, call: Call, from_: str, to: str, vehicle_id: int) -> None:
+        self._transfer(call, _address(from_), _address(to), vehicle_id)
+
+    def safeTransferFrom(
+        self, call: Call, from_: str, to: str, vehicle_id: int, data: bytes = b""
+    ) -> None:
+        """Both ERC-721 overloads: the 3-argument one arrives without ``data``."""
+        from_b, to_b = _address(from_), _address(to)
+        self._transfer(call, from_b, to_b, vehicle_id)
+        self._check_receiver(call, from_b, to_b, vehicle_id, data)
+
+    def _require_owner(self, led: _Ledger, vehicle_id: int) -> bytes:
+        owner = led.owner(vehicle_id)
+        if owner == ZERO_ADDRESS:
+            raise ModuleRevert("nonexistent token")
+        return owner
+
+    def _transfer(self, call: Call, from_: bytes, to: bytes, vehicle_id: int) -> None:
+        led = _Ledger(call.store)
+        owner = self._require_owner(led, vehicle_id)
+        call.require(to != ZERO_ADDRESS, "transfer to the zero address")
+        call.require(owner == from_, "transfer from incorrect owner")
+        call.require(
+            call.sender == owner
+            or led.approved(vehicle_id) == call.sender
+            or led.is_operator(owner, call.sender),
+            "not owner nor approved",
+        )
+        led.set_approved(vehicle_id, ZERO_ADDRESS)
+        led.remove_owned(from_, vehicle_id)
+        led.add_owned(to, vehicle_id)
+        led.reset_permissions(vehicle_id)
+        call.emit("Transfer", from_, to, vehicle_id)
+        call.emit("PermissionsReset", vehicle_id)
+
+    def _check_receiver(
+        self, call: Call, from_: bytes, to: bytes, vehicle_id: int, data: bytes
+    ) -> None:
+        """ERC-721 safe transfer: a receiver with code must answer onERC721Received with its
+        selector. Runs after the transfer's writes (checks-effects-interactions), as a real
+        EVM child call from the module address, so a refusal rolls everything back."""
+        receiver = Address(to)
+        code = call.state.get_code(receiver)
+        if not code:
+            return  # externally owned accounts (and code-less system modules) accept tokens
+        comp = call.computation
+        cold = not call.state.is_address_warm(receiver)
+        if cold:
+            call.state.mark_address_warm(receiver)
+        call.gas(G_COLD_ACCOUNT if cold else G_WARM_ACCOUNT, "receiver account access")
+        if comp.msg.depth + 1 > STACK_DEPTH_LIMIT:
+            raise ModuleRevert("call depth exceeded")
+        calldata = ERC721_RECEIVED + eth_abi.encode(
+            ["address", "address", "uint256", "bytes"],
+            [call.sender, from_, vehicle_id, bytes(data)],
+        )
+        remaining = comp.get_gas_remaining()
+        child_gas = remaining - remaining // 64  # EIP-150: keep a 64th to finish this call
+        comp.consume_gas(child_gas, "onERC721Received")
+        message = comp.prepare_child_message(
+            gas=child_gas,
+            to=receiver,
+            value=0,
+            data=calldata,
+            code=code,
+            is_static=comp.msg.is_static,
+        )
+        child = comp.apply_child_computation(message)
+        if child.should_return_gas:
+            comp.return_gas(child.get_gas_remaining())
+        default = "transfer to non ERC721Receiver implementer"
+        out = bytes(child.output)
+        if child.is_error:
+            raise ModuleRevert(_error_reason(out) or default)
+        if len(out) < 32 or out[:4] != ERC721_RECEIVED or any(out[4:32]):
+            raise ModuleRevert(default)
+
+    # vehicles -------------------------------------------------------------------
+
+    def mintVehicle(self, call: Call, make: str, model: str, year: int, vin_hash: bytes) -> int:
+        led = _Ledger(call.store)
+        make_b, model_b = make.encode(), model.encode()
+        call.require(0 < len(make_b) <= MAX_LABEL_BYTES, "invalid make")
+        call.require(0 < len(model_b) <= MAX_LABEL_BYTES, "invalid model")
+        call.require(MIN_YEAR <= year <= MAX_YEAR, "invalid year")
+        call.require(any(vin_hash), "zero VIN hash")
+        call.require(led.vehicle_by_vin(vin_hash) == 0, "VIN already registered")
+        vehicle_id = call.store.load(SLOT_VEHICLE_COUNT) + 1
+        call.store.store(SLOT_VEHICLE_COUNT, vehicle_id)
+        call.store.store(SLOT_TOTAL_SUPPLY, call.store.load(SLOT_TOTAL_SUPPLY) + 1)
+        led.add_owned(call.sender, vehicle_id)
+        call.store.store_bytes(led.vehicle_field(vehicle_id, V_MAKE), make_b)
+        call.store.store_bytes(led.vehicle_field(vehicle_id, V_MODEL), model_b)
+        call.store.store(led.vehicle_field(vehicle_id, V_YEAR), year)
+        call.store.store(led.vehicle_field(vehicle_id, V_VIN_HASH), int.from_bytes(vin_hash, "big"))
+        call.store.store(mapping_slot(SLOT_VIN, vin_hash), vehicle_id)
+        call.emit("Transfer", ZERO_ADDRESS, call.sender, vehicle_id)
+        call.emit("VehicleMinted", vehicle_id, call.sender, vin_hash, make, model, year)
+        return vehicle_id
+
+    def burnVehicle(self, call: Call, vehicle_id: int) -> None:
+        led = _Ledger(call.store)
+        owner = self._require_owner(led, vehicle_id)
+        call.require(call.sender == owner, "not owner")
+        call.require(
+            led.vehicle_device(vehicle_id) == ZERO_ADDRESS, "paired vehicle cannot be burned"
+        )
+        vin_slot = led.vehicle_field(vehicle_id, V_VIN_HASH)
+        vin_hash = call.store.load(vin_slot).to_bytes(32, "big")
+        led.set_approved(vehicle_id, ZERO_ADDRESS)
+        led.remove_owned(owner, vehicle_id)
+        call.store.store_address(mapping_slot(SLOT_OWNER, vehicle_id), ZERO_ADDRESS)
+        call.store.store(SLOT_TOTAL_SUPPLY, call.store.load(SLOT_TOTAL_SUPPLY) - 1)
+        # the VIN becomes free again: a scrapped-and-reregistered car must not be locked out
+        call.store.store(mapping_slot(SLOT_VIN, vin_hash), 0)
+        call.store.store_bytes(led.vehicle_field(vehicle_id, V_MAKE), b"")
+        call.store.store_bytes(led.vehicle_field(vehicle_id, V_MODEL), b"")
+        call.store.store(led.vehicle_field(vehicle_id, V_YEAR), 0)
+        call.store.store(vin_slot, 0)
+        led.reset_permissions(vehicle_id)
+        call.emit("Transfer", owner, ZERO_ADDRESS, vehicle_id)
+        call.emit("PermissionsReset", vehicle_id)
+
+    def getVehicle(self, call: Call, vehicle_id: int) -> tuple[str, str, str, int, bytes, str]:
+        vehicle = _Ledger(call.store).vehicle(vehicle_id)
+        if vehicle is None:
+            raise ModuleRevert("nonexistent token")
+        return (
+            _hex(vehicle.owner),
+            vehicle.make,
+            vehicle.model,
+            vehicle.year,
+            vehicle.vin_hash,
+            _hex(vehicle.device),
+        )
+
+    def vehicleIdByVin(self, call: Call, vin_hash: bytes) -> int:
+        return _Ledger(call.store).vehicle_by_vin(vin_hash)
+
+    def tokenOfOwnerByIndex(self, call: Call, owner: str, index: int) -> int:
+        led = _Ledger(call.store)
+        owner_b = _address(owner)
+        call.require(index < led.balance(owner_b), "owner index out of bounds")
+        return led.owned_token(owner_b, index)
+
+    # manufacturers and devices ------------------------------------------------------
+
+    def isManufacturer(self, call: Call, address: str) -> bool:
+        return _Ledger(call.store).is_manufacturer(_address(address))
+
+    def getManufacturer(self, call: Call, address: str) -> tuple[bool, str]:
+        led = _Ledger(call.store)
+        address_b = _address(address)
+        return led.is_manufacturer(address_b), led.manufacturer_name(address_b)
+
+    def mintDevice(self, call: Call, device: str) -> int:
+        led = _Ledger(call.store)
+        device_b = _address(device)
+        call.require(led.is_manufacturer(call.sender), "manufacturer not licensed")
+        call.require(device_b != ZERO_ADDRESS, "zero address")
+        call.require(led.device_token_id(device_b) == 0, "device already minted")
+        token_id = call.store.load(SLOT_DEVICE_COUNT) + 1
+        call.store.store(SLOT_DEVICE_COUNT, token_id)
+        call.store.store(led.device_field(device_b, D_TOKEN_ID), token_id)
+        call.store.store_address(led.device_field(device_b, D_MANUFACTURER), call.sender)
+        call.store.store_address(led.device_field(device_b, D_OWNER), call.sender)
+        call.store.store_address(mapping_slot(SLOT_DEVICE_BY_ID, token_id), device_b)
+        call.emit("DeviceMinted", device_b, token_id, call.sender)
+        return token_id
+
+    def claimDevice(
+        self, call: Call, device: str, nonce: int, deadline: int, signature: bytes
+    ) -> None:
+        led = _Ledger(call.store)
+        device_b = _address(device)
+        token_id = led.device_token_id(device_b)
+        call.require(token_id != 0, "unknown device")
+        call.require(not led.device_claimed(device_b), "device already claimed")
+        self._use_device_signature(
+            call,
+            led,
+            device_b,
+            CLAIM_DEVICE,
+            {
+                "device": device_b,
+                "owner": call.sender,
+                "nonce": nonce,
+                "deadline": deadline,
+            },
+            signature,
+        )
+        call.store.store_address(led.device_field(device_b, D_OWNER), call.sender)
+        call.store.store(led.device_field(device_b, D_CLAIMED), 1)
+        call.emit("DeviceClaimed", device_b, call.sender, token_id)
+
+    def transferDevice(self, call: Call, device: str, to: str) -> None:
+        led = _Ledger(call.store)
+        device_b, to_b = _address(device), _address(to)
+        call.require(led.device_token_id(device_b) != 0, "unknown device")
+        call.require(led.device_claimed(device_b), "device not claimed")
+        owner = led.device_owner(device_b)
+        call.require(call.sender == owner, "not device owner")
+        call.require(to_b != ZERO_ADDRESS, "transfer to the zero address")
+        call.store.store_address(led.device_field(device_b, D_OWNER), to_b)
+        call.emit("DeviceTransfer", device_b, owner, to_b)
+
+    def pairDevice(
+        self, call: Call, vehicle_id: int, device: str, nonce: int, deadline: int, signature: bytes
+    ) -> None:
+        led = _Ledger(call.store)
+        device_b = _address(device)
+        owner = self._require_owner(led, vehicle_id)
+        call.require(call.sender == owner, "not owner")
+        call.require(led.device_token_id(device_b) != 0, "unknown device")
+        call.require(led.device_claimed(device_b), "device not claimed")
+        call.require(led.device_owner(device_b) == call.sender, "not device owner")
+        call.require(led.vehicle_device(vehicle_id) == ZERO_ADDRESS, "vehicle already paired")
+        call.require(led.device_vehicle(device_b) == 0, "device already paired")
+        self._use_device_signature(
+            call,
+            led,
+            device_b,
+            PAIR_DEVICE,
+            {
+                "vehicleId": vehicle_id,
+                "device": device_b,
+                "owner": call.sender,
+                "nonce": nonce,
+                "deadline": deadline,
+            },
+            signature,
+        )
+        led.link(vehicle_id, device_b)
+        call.emit("DevicePaired", vehicle_id, device_b, call.sender)
+
+    def unpairDevice(self, call: Call, vehicle_id: int) -> None:
+        led = _Ledger(call.store)
+        owner = self._require_owner(led, vehicle_id)
+        device = led.vehicle_device(vehicle_id)
+        call.require(device != ZERO_ADDRESS, "vehicle not paired")
+        call.require(
+            call.sender in (owner, led.device_owner(device)), "not vehicle or device owner"
+        )
+        call.store.store_address(led.vehicle_field(vehicle_id, V_DEVICE), ZERO_ADDRESS)
+        call.store.store(led.device_field(device, D_VEHICLE), 0)
+        call.emit("DeviceUnpaired", vehicle_id, device, call.sender)
+
+    def getDevice(self, call: Call, device: str) -> tuple[int, str, str, int, int, bool]:
+        record = _Ledger(call.store).device(_address(device))
+        if record is None:
+            raise ModuleRevert("unknown device")
+        return (
+            record.token_id,
+            _hex(record.manufacturer),
+            _hex(record.owner),
+            record.vehicle_id,
+            record.nonce,
+            record.claimed,
+        )
+
+    def deviceOfToken(self, call: Call, token_id: int) -> str:
+        device = call.store.load_address(mapping_slot(SLOT_DEVICE_BY_ID, token_id))
+        call.require(device != ZERO_ADDRESS, "nonexistent device token")
+        return _hex(device)
+
+    def nonces(self, call: Call, device: str) -> int:
+        return _Ledger(call.store).device_nonce(_address(device))
+
+    def _use_device_signature(
+        self,
+        call: Call,
+        led: _Ledger,
+        device: bytes,
+        struct: StructType,
+        message: dict[str, Any],
+        signature: bytes,
+    ) -> None:
+        """Check a device's EIP-712 authorisation and consume its nonce: the deadline has not
+        passed (inclusive, in block seconds), the nonce is the device's next one, and the
+        device key signed exactly this message on this chain for this module."""
+        call.require(call.timestamp <= message["deadline"], "signature expired")
+        expected = led.device_nonce(device)
+        call.require(message["nonce"] >= expected, "signature replay")
+        call.require(message["nonce"] == expected, "invalid nonce")
+        call.gas(G_ECRECOVER, "device signature")
+        digest = compute_digest(
+            compute_identity_domain_separator(call.chain_id), struct.hash_struct(message)
+        )
+        call.require(recover_signer(digest, bytes(signature)) == device, "bad device signature")
+        call.store.store(led.device_field(device, D_NONCE), expected + 1)
+
+    # permissions ---------------------------------------------------------------------
+
+    def grantPermissions(
+        self, call: Call, vehicle_id: int, grantee: str, bits: int, expiry: int
+    ) -> None:
+        """Set (replace) ``grantee``'s permission bits and expiry on the vehicle."""
+        led = _Ledger(call.store)
+        grantee_b = _address(grantee)
+        owner = self._require_owner(led, vehicle_id)
+        call.require(call.sender == owner, "not owner")
+        call.require(grantee_b != ZERO_ADDRESS, "zero address")
+        call.require(bits != 0, "no permission bits")
+        call.require(bits & ~PERMISSIONS_ALL == 0, "unknown permission bits")
+        call.require(expiry > call.timestamp, "expiry in the past")
+        generation = led.generation(vehicle_id)
+        base = led.grant_slot(vehicle_id, generation, grantee_b)
+        if call.store.load(base + G_LISTED) == 0:
+            count_slot = mapping_slot(SLOT_GRANTEE_COUNT, vehicle_id, generation)
+            count = call.store.load(count_slot)
+            call.store.store_address(
+                mapping_slot(SLOT_GRANTEE, vehicle_id, generation, count), grantee_b
+            )
+            call.store.store(count_slot, count + 1)
+            call.store.store(base + G_LISTED, count + 1)
+        call.store.store(base + G_BITS, bits)
+        call.store.store(base + G_EXPIRY, expiry)
+        call.emit("PermissionsGranted", vehicle_id, grantee_b, bits, expiry)
+
+    def revokePermissions(self, call: Call, vehicle_id: int, grantee: str) -> None:
+        led = _Ledger(call.store)
+        grantee_b = _address(grantee)
+        owner = self._require_owner(led, vehicle_id)
+        call.require(call.sender == owner, "not owner")
+        base = led.grant_slot(vehicle_id, led.generation(vehicle_id), grantee_b)
+        call.require(call.store.load(base + G_BITS) != 0, "no permissions granted")
+        call.store.store(base + G_BITS, 0)
+        call.store.store(base + G_EXPIRY, 0)
+        call.emit("PermissionsRevoked", vehicle_id, grantee_b)
+
+    def hasPermission(self, call: Call, vehicle_id: int, grantee: str, bits: int) -> bool:
+        return _Ledger(call.store).has_permission(
+            vehicle_id, _address(grantee), bits, call.timestamp
+        )
+
+    def getPermission(self, call: Call, vehicle_id: int, grantee: str) -> tuple[int, int]:
+        led = _Ledger(call.store)
+        self._require_owner(led, vehicle_id)
+        return led.grant(vehicle_id, _address(grantee))
+
+    def getPermissions(self, call: Call, vehicle_id: int) -> tuple[list[str], list[int], list[int]]:
+        led = _Ledger(call.store)
+        self._require_owner(led, vehicle_id)
+        grants = led.grants(vehicle_id)
+        return [_hex(g) for g, _, _ in grants], [b for _, b, _ in grants], [e for _, _, e in grants]
+
+    # EIP-712 domain ----------------------------------------------------------------
+
+    def DOMAIN_SEPARATOR(self, call: Call) -> bytes:
+        return compute_identity_domain_separator(call.chain_id)
+
+    def eip712Domain(self, call: Call) -> tuple[bytes, str, str, int, str, bytes, list[int]]:
+        """EIP-5267: lets wallets discover the domain (fields 0x0f: name, version, chainId,
+        verifyingContract)."""
+        return (
+            b"\x0f",
+            DOMAIN_NAME,
+            DOMAIN_VERSION,
+            call.chain_id,
+            _hex(self.address),
+            b"\x00" * 32,
+            [],
+        )
+
+
+def _error_reason(output: bytes) -> str | None:
+    if output[:4] != ERROR_SELECTOR:
+        return None
+    try:
+        return eth_abi.decode(["string"], output[4:])[0]
+    except Exception:
+        return None
