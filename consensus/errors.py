@@ -29,3 +29,15 @@ class DoubleSignRefused(ConsensusError):
     """The signing guard refused to sign a message conflicting with one already signed."""
 
     code = "double_sign_refused"
+
+
+class SigningStateCorrupt(ConsensusError):
+    """The signing guard's file exists but cannot be read; signing stays refused until fixed."""
+
+    code = "signing_state_corrupt"
+
+
+class SigningStateLocked(ConsensusError):
+    """Another process holds the signing guard's file: two signers for one key double-sign."""
+
+    code = "signing_state_locked"

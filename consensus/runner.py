@@ -1,0 +1,191 @@
+"""A thin trio driver around :class:`ConsensusMachine`, for real nodes.
+
+The runner owns the machine and feeds it one event at a time from a single
+inbox (messages from the network, expired timers, the start of the next
+height), so the machine never sees concurrent calls. It turns the machine's
+effects into I/O: ``Broadcast`` -> the ``broadcast`` callback with wire bytes,
+``ScheduleTimeout`` -> a trio timer, ``Decide`` -> the ``on_decide`` callback
+and, after the commit wait, the next height with the validator set from
+``next_validators``; ``EvidenceFound`` -> ``on_evidence``; ``InvalidMessage``
+-> ``on_invalid`` with the peer that sent it, so the node can penalise it.
+
+Wire bytes are produced and parsed by :mod:`consensus.messages`
+(``encode_message`` / ``decode_message``), re-exported here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from consensus.effects import (
+    Broadcast,
+    Decide,
+    Effect,
+    EvidenceFound,
+    InvalidMessage,
+    ScheduleTimeout,
+    Step,
+)
+from consensus.errors import MalformedMessage
+from consensus.machine import ConsensusMachine
+from consensus.messages import ConsensusMessage, decode_message, encode_message
+from consensus.types import Commit, DuplicateVoteEvidence, ValidatorSet
+
+log = logging.getLogger(__name__)
+
+DEFAULT_COMMIT_WAIT_S = 0.2
+DEFAULT_INBOX_SIZE = 1024
+
+__all__ = [
+    "ConsensusRunner", "decode_message", "encode_message", "DEFAULT_COMMIT_WAIT_S",
+]
+
+
+@dataclass(frozen=True)
+class _Incoming:
+    message: ConsensusMessage
+    peer: Any
+
+
+@dataclass(frozen=True)
+class _Timeout:
+    step: Step
+    height: int
+    round: int
+
+
+@dataclass(frozen=True)
+class _StartHeight:
+    height: int
+    validators: ValidatorSet
+
+
+class ConsensusRunner:
+    """Drives a machine from ``height`` on; ``await run()`` inside the node's nursery.
+
+    Callbacks:
+      ``broadcast(data: bytes)``: publish on the consensus topic (errors are logged).
+      ``on_decide(height, value, commit)``: commit the block durably; it must
+        return only once the block is committed (an exception stops the runner).
+      ``next_validators(height) -> ValidatorSet``: the set for ``height``, asked
+        after ``on_decide`` of ``height - 1`` (default: the same set with
+        proposer priorities advanced one height).
+      ``on_evidence(evidence)``: hand evidence to the evidence pool.
+      ``on_invalid(peer, effect)``: penalise the peer that sent a bad message.
+    """
+
+    def __init__(
+        self,
+        machine: ConsensusMachine,
+        height: int,
+        validators: ValidatorSet,
+        *,
+        broadcast: Callable[[bytes], Awaitable[None]],
+        on_decide: Callable[[int, bytes, Commit], Awaitable[None]],
+        next_validators: Callable[[int], ValidatorSet] | None = None,
+        on_evidence: Callable[[DuplicateVoteEvidence], Awaitable[None]] | None = None,
+        on_invalid: Callable[[Any, InvalidMessage], None] | None = None,
+        commit_wait_s: float = DEFAULT_COMMIT_WAIT_S,
+        inbox_size: int = DEFAULT_INBOX_SIZE,
+    ) -> None:
+        self.machine = machine
+        self.stats: Counter[str] = Counter()
+        self._start = _StartHeight(height, validators)
+        self._validators = validators
+        self._broadcast = broadcast
+        self._on_decide = on_decide
+        self._next_validators = next_validators
+        self._on_evidence = on_evidence
+        self._on_invalid = on_invalid
+        self.commit_wait_s = commit_wait_s
+        self._send, self._receive = trio.open_memory_channel[Any](inbox_size)
+        self._nursery: trio.Nursery | None = None
+
+    async def submit(self, message: bytes | ConsensusMessage, peer: Any = None) -> bool:
+        """Queue a message from ``peer`` for the machine; returns False if it was dropped.
+
+        Bytes are decoded first; bad bytes are reported to ``on_invalid`` as
+        ``malformed``. A full inbox drops the message (gossip is lossy anyway:
+        the machines re-send what matters)."""
+        if isinstance(message, bytes | bytearray | memoryview):
+            try:
+                message = decode_message(bytes(message))
+            except MalformedMessage as exc:
+                self._report_invalid(peer, InvalidMessage(MalformedMessage.code, str(exc)))
+                return False
+        try:
+            self._send.send_nowait(_Incoming(message, peer))
+        except trio.WouldBlock:
+            self.stats["dropped_inbox_full"] += 1
+            return False
+        return True
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Start the first height and process events until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await self._handle(self._start, peer=None)
+            task_status.started()
+            async for event in self._receive:
+                await self._handle(event, getattr(event, "peer", None))
+
+    async def _handle(self, event: Any, peer: Any) -> None:
+        machine = self.machine
+        if isinstance(event, _Incoming):
+            effects = machine.on_message(event.message)
+        elif isinstance(event, _Timeout):
+            effects = machine.on_timeout(event.step, event.height, event.round)
+        elif isinstance(event, _StartHeight):
+            if event.height <= machine.height:
+                return  # already there (the node jumped ahead by block sync)
+            self._validators = event.validators
+            effects = machine.start_height(event.height, event.validators)
+        else:  # pragma: no cover - only this module sends events
+            raise TypeError(f"unknown event {event!r}")
+        await self._apply(effects, peer)
+
+    async def _apply(self, effects: list[Effect], peer: Any) -> None:
+        for effect in effects:
+            if isinstance(effect, Broadcast):
+                try:
+                    await self._broadcast(encode_message(effect.message))
+                except Exception:  # a network hiccup must not stop consensus
+                    self.stats["broadcast_failed"] += 1
+                    log.exception("consensus broadcast failed")
+            elif isinstance(effect, ScheduleTimeout):
+                self._spawn_timer(
+                    effect.duration_s, _Timeout(effect.step, effect.height, effect.round)
+                )
+            elif isinstance(effect, Decide):
+                await self._on_decide(effect.height, effect.value, effect.commit)
+                next_height = effect.height + 1
+                if self._next_validators is not None:
+                    validators = self._next_validators(next_height)
+                else:
+                    validators = self._validators.next_for_height()
+                self._spawn_timer(self.commit_wait_s, _StartHeight(next_height, validators))
+            elif isinstance(effect, EvidenceFound):
+                self.stats["evidence"] += 1
+                if self._on_evidence is not None:
+                    await self._on_evidence(effect.evidence)
+            elif isinstance(effect, InvalidMessage):
+                self._report_invalid(peer, effect)
+
+    def _report_invalid(self, peer: Any, effect: InvalidMessage) -> None:
+        self.stats[f"invalid_{effect.code}"] += 1
+        if self._on_invalid is not None:
+            self._on_invalid(peer, effect)
+
+    def _spawn_timer(self, delay_s: float, event: Any) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(self._fire_after, delay_s, event)
+
+    async def _fire_after(self, delay_s: float, event: Any) -> None:
+        await trio.sleep(delay_s)
+        await self._send.send(event)  # waits if the inbox is full: timers must not be lost

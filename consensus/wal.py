@@ -1,0 +1,248 @@
+"""The signing guard: a validator never signs two conflicting consensus messages.
+
+Every proposal and vote a validator signs goes through :class:`Signer`, which
+asks its :class:`SigningGuard` first. The guard remembers the last message
+signed, as (height, round, step, block hash, digest, signature), and refuses
+with :class:`DoubleSignRefused`:
+
+- a message at the same (height, round, step) with a different digest
+  (a different block, or a proposal with a different proof-of-lock round);
+- any message at a lower (height, round, step) than the last one signed.
+
+Re-signing the identical message returns the recorded signature, so a
+validator that restarts mid-round can resend what it already sent.
+
+With a file, the record is made durable before the signature is returned
+(write a temporary file, fsync, rename over the old one, fsync the
+directory), so a crash at any moment leaves either the old record or the new
+one and no signature ever escapes unrecorded. The file is JSON, mode 0600::
+
+    {"format": "motus-signing-state/1", "height": 12, "round": 0, "step": 1,
+     "block_hash": "<hex or empty for nil>", "digest": "<hex>", "signature": "<hex>"}
+
+``step`` is 0 for a proposal, 1 for a prevote, 2 for a precommit. The file is
+also locked (``flock``) for as long as the guard is open, so a second process
+with the same home cannot sign with the same key.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import coincurve
+
+from consensus.crypto import address_of_public_key
+from consensus.effects import Step
+from consensus.errors import DoubleSignRefused, SigningStateCorrupt, SigningStateLocked
+from consensus.types import PRECOMMIT, PREVOTE, Proposal, Vote, proposal_digest, vote_digest
+
+FILE_FORMAT = "motus-signing-state/1"
+MAX_FILE_BYTES = 4096
+
+_STEP_OF_VOTE_TYPE = {PREVOTE: Step.PREVOTE, PRECOMMIT: Step.PRECOMMIT}
+
+
+@dataclass(frozen=True)
+class SignedRecord:
+    """The last message a validator signed."""
+
+    height: int
+    round: int
+    step: int
+    block_hash: bytes
+    digest: bytes
+    signature: bytes
+
+    @property
+    def position(self) -> tuple[int, int, int]:
+        return (self.height, self.round, self.step)
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "format": FILE_FORMAT,
+            "height": self.height,
+            "round": self.round,
+            "step": self.step,
+            "block_hash": self.block_hash.hex(),
+            "digest": self.digest.hex(),
+            "signature": self.signature.hex(),
+        }, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SignedRecord:
+        """Parse a record; raises SigningStateCorrupt on anything unexpected."""
+        try:
+            doc = json.loads(text)
+            if not isinstance(doc, dict) or doc.get("format") != FILE_FORMAT:
+                raise ValueError(f"format is not {FILE_FORMAT}")
+            height, round_, step = doc["height"], doc["round"], doc["step"]
+            if not all(type(x) is int and x >= 0 for x in (height, round_, step)):
+                raise ValueError("height, round and step must be non-negative integers")
+            if step not in (Step.PROPOSE, Step.PREVOTE, Step.PRECOMMIT):
+                raise ValueError(f"unknown step {step}")
+            record = cls(
+                height, round_, step, bytes.fromhex(doc["block_hash"]),
+                bytes.fromhex(doc["digest"]), bytes.fromhex(doc["signature"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SigningStateCorrupt(f"signing state unreadable: {exc}") from None
+        if len(record.digest) != 32 or len(record.signature) != 65:
+            raise SigningStateCorrupt("signing state: digest or signature has a wrong length")
+        return record
+
+
+class SigningGuard:
+    """Remembers the last signed message and refuses conflicting ones.
+
+    ``SigningGuard(path)`` persists to ``path`` (created on first signature);
+    ``SigningGuard()`` keeps the record in memory only, for simulations and
+    tests: it prevents double signing within one process lifetime but not
+    across restarts.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.last: SignedRecord | None = None
+        self._lock_fd: int | None = None
+        if self.path is not None:
+            self._lock_fd = _lock(self.path)
+            self.last = _load(self.path)
+
+    def close(self) -> None:
+        """Release the file lock; the guard must not be used afterwards."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> SigningGuard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def check(self, height: int, round_: int, step: int, digest: bytes) -> bytes | None:
+        """Raise DoubleSignRefused if signing ``digest`` at this position would conflict;
+        return the recorded signature if it is the identical message, else None."""
+        last = self.last
+        if last is None:
+            return None
+        position = (height, round_, step)
+        if position == last.position:
+            if digest == last.digest:
+                return last.signature
+            raise DoubleSignRefused(
+                f"already signed a different message at height {height} round {round_} "
+                f"step {Step(step).name}"
+            )
+        if position < last.position:
+            raise DoubleSignRefused(
+                f"height {height} round {round_} step {Step(step).name} is below the last "
+                f"signed message (height {last.height} round {last.round} "
+                f"step {Step(last.step).name})"
+            )
+        return None
+
+    def sign(
+        self, height: int, round_: int, step: int, block_hash: bytes, digest: bytes,
+        sign: Callable[[bytes], bytes],
+    ) -> bytes:
+        """The signature over ``digest``, made by ``sign`` only if it does not conflict with
+        what was signed before, and recorded durably before it is returned."""
+        if self._lock_fd is None and self.path is not None:
+            raise SigningStateLocked("signing guard is closed")
+        existing = self.check(height, round_, step, digest)
+        if existing is not None:
+            return existing
+        record = SignedRecord(height, round_, step, block_hash, digest, sign(digest))
+        if self.path is not None:
+            _store(self.path, record)
+        self.last = record
+        return record.signature
+
+
+class Signer:
+    """A validator's key, usable only through its signing guard.
+
+    This is the only way the consensus machine signs, so every signature it
+    produces has passed the guard.
+    """
+
+    def __init__(self, private_key: bytes, chain_id: int, guard: SigningGuard) -> None:
+        # one parsed key: coincurve rebuilds the keypair on every PrivateKey(...) call
+        self._private_key = coincurve.PrivateKey(bytes(private_key))
+        self.chain_id = chain_id
+        self.guard = guard
+        self.address = address_of_public_key(self._private_key.public_key)
+
+    @classmethod
+    def in_memory(cls, private_key: bytes, chain_id: int) -> Signer:
+        """A signer with a guard that lives only in memory (simulations, tests)."""
+        return cls(private_key, chain_id, SigningGuard())
+
+    def _sign(self, digest: bytes) -> bytes:
+        # the same r || s || v (v in {0, 1}) as consensus.crypto.sign_digest
+        return self._private_key.sign_recoverable(digest, hasher=None)
+
+    def sign_vote(self, vote_type: int, height: int, round_: int, block_hash: bytes) -> Vote:
+        """A signed vote; raises DoubleSignRefused if it conflicts with an earlier signature."""
+        digest = vote_digest(self.chain_id, vote_type, height, round_, block_hash)
+        step = _STEP_OF_VOTE_TYPE[vote_type]
+        signature = self.guard.sign(height, round_, step, block_hash, digest, self._sign)
+        return Vote(vote_type, height, round_, block_hash, self.address, signature)
+
+    def sign_proposal(self, height: int, round_: int, pol_round: int, block_hash: bytes) -> Proposal:
+        """A signed proposal; raises DoubleSignRefused if it conflicts with an earlier signature."""
+        digest = proposal_digest(self.chain_id, height, round_, pol_round, block_hash)
+        signature = self.guard.sign(height, round_, Step.PROPOSE, block_hash, digest, self._sign)
+        return Proposal(height, round_, pol_round + 1, block_hash, self.address, signature)
+
+
+def _lock(path: Path) -> int:
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SigningStateLocked(f"{path} is in use by another signer") from None
+    return fd
+
+
+def _load(path: Path) -> SignedRecord | None:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        return None  # never signed anything with this home
+    if len(data) > MAX_FILE_BYTES:
+        raise SigningStateCorrupt(f"{path} is larger than {MAX_FILE_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SigningStateCorrupt(f"{path} is not UTF-8") from None
+    return SignedRecord.from_json(text)
+
+
+def _store(path: Path, record: SignedRecord) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # O_CREAT's mode is filtered by umask; an old tmp keeps its mode
+        data = record.to_json().encode()
+        written = 0
+        while written < len(data):
+            written += os.write(fd, data[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
