@@ -1,0 +1,57 @@
+"""A small synchronous JSON-RPC client for the CLI and scripts (standard library only)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+_ids = itertools.count(1)
+
+
+class RPCError(Exception):
+    """An error answer from the node (``code``, ``message``, ``data`` as sent), or, with
+    ``code`` None, a failure to get any answer (node down, timeout, not JSON-RPC)."""
+
+    def __init__(self, code: int | None, message: str, data: Any = None) -> None:
+        super().__init__(message if code is None else f"{message} (code {code})")
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+def rpc_call(
+    url: str, method: str, params: list[Any] | dict[str, Any] | None = None, timeout: float = 10.0
+) -> Any:
+    """Call ``method`` on the node at ``url``; returns the result or raises RPCError."""
+    body = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": next(_ids),
+            "method": method,
+            "params": [] if params is None else params,
+        }
+    ).encode()
+    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+    except urllib.error.HTTPError as exc:  # 413, 429, 503 carry a JSON-RPC error body
+        raw = exc.read()
+        if not raw:
+            raise RPCError(None, f"HTTP {exc.code} from {url}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise RPCError(None, f"cannot reach node at {url}: {reason}") from None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise RPCError(None, f"not a JSON-RPC answer from {url}") from None
+    if not isinstance(doc, dict):
+        raise RPCError(None, f"unexpected answer from {url}")
+    if "error" in doc:
+        err = doc["error"] or {}
+        raise RPCError(err.get("code"), str(err.get("message", "error")), err.get("data"))
+    return doc.get("result")

@@ -1,0 +1,172 @@
+"""JSON-RPC 2.0 processing shared by HTTP and WebSocket: parse, check the envelope and
+the limits (batch size, rate), call the handler, shape the answer, count it.
+
+A request body goes in, the bytes to send back come out (or nothing, for a batch of
+notifications). Errors never carry Python exception text of unexpected failures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from node.rpc import metrics
+from node.rpc.errors import (
+    PARSE_ERROR,
+    RPCError,
+    internal_error,
+    invalid_request,
+    limit_exceeded,
+    method_not_found,
+)
+from node.rpc.ratelimit import RateLimiter
+from node.rpc.registry import MethodTable, RPCContext
+
+if TYPE_CHECKING:
+    from node.node import Node
+    from node.rpc.subscriptions import SubscriptionHub
+    from node.rpc.websocket import WebSocketSession
+
+log = logging.getLogger("motus.rpc")
+
+WORKER_THREADS = 4  # concurrent blocking handlers (eth_call, eth_getLogs)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What to send back: ``body`` (None when every request was a notification) and
+    whether the request was refused as a whole (HTTP maps it to a status code)."""
+
+    body: bytes | None
+    refused: str | None = None  # "rate_limited" / "batch_too_large" / "parse_error"
+
+
+def _dumps(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _error_doc(err: RPCError, req_id: Any = None) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": req_id, "error": err.to_json()}
+
+
+def _valid_id(value: Any) -> bool:
+    return (
+        value is None
+        or isinstance(value, str)
+        or (isinstance(value, int) and not isinstance(value, bool))
+    )
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        node: Node,
+        table: MethodTable,
+        *,
+        max_batch: int,
+        rate_limiter: RateLimiter | None,
+        hub: SubscriptionHub | None = None,
+    ) -> None:
+        self.node = node
+        self.table = table
+        self.max_batch = max_batch
+        self.rate_limiter = rate_limiter
+        self.hub = hub
+        self.threads = trio.CapacityLimiter(WORKER_THREADS)
+
+    async def handle(
+        self, body: bytes, *, transport: str, client: str, session: WebSocketSession | None = None
+    ) -> Reply:
+        """Answer one HTTP body or WebSocket message."""
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError):
+            metrics.RPC_ERRORS.labels("unknown", str(PARSE_ERROR)).inc()
+            return Reply(
+                _dumps(_error_doc(RPCError(PARSE_ERROR, "parse error: invalid JSON"))),
+                refused="parse_error",
+            )
+        is_batch = isinstance(doc, list)
+        items = doc if is_batch else [doc]
+        if is_batch and not items:
+            return Reply(_dumps(_error_doc(invalid_request("empty batch"))))
+        if len(items) > self.max_batch:
+            metrics.RPC_REFUSED.labels("batch_too_large").inc()
+            err = limit_exceeded(
+                f"batch of {len(items)} requests exceeds max_batch {self.max_batch}"
+            )
+            return Reply(_dumps(_error_doc(err)), refused="batch_too_large")
+        if self.rate_limiter is not None and not self.rate_limiter.take(client, len(items)):
+            metrics.RPC_REFUSED.labels("rate_limited").inc()
+            err = limit_exceeded(
+                f"rate limit of {self.rate_limiter.rate} requests per second "
+                "per client exceeded, retry later"
+            )
+            req_id = doc.get("id") if isinstance(doc, dict) and _valid_id(doc.get("id")) else None
+            return Reply(_dumps(_error_doc(err, req_id)), refused="rate_limited")
+        ctx = RPCContext(self.node, self.hub, session, client)
+        answers = []
+        for item in items:
+            answer = await self.call(item, ctx, transport)
+            if answer is not None:
+                answers.append(answer)
+        if not answers:
+            return Reply(None)
+        if is_batch:
+            return Reply(b"[" + b",".join(answers) + b"]")
+        return Reply(answers[0])
+
+    async def call(self, item: Any, ctx: RPCContext, transport: str) -> bytes | None:
+        """One request object -> its encoded answer, or None for a notification."""
+        if not isinstance(item, dict):
+            return _dumps(_error_doc(invalid_request("invalid request: expected a JSON object")))
+        req_id = item.get("id")
+        if not _valid_id(req_id):
+            return _dumps(
+                _error_doc(
+                    invalid_request("invalid request: id must be a string, an integer or null")
+                )
+            )
+        notification = "id" not in item
+        name = item.get("method")
+        if item.get("jsonrpc") != "2.0":
+            err = invalid_request('invalid request: "jsonrpc" must be "2.0"')
+            return None if notification else _dumps(_error_doc(err, req_id))
+        if not isinstance(name, str):
+            err = invalid_request('invalid request: "method" must be a string')
+            return None if notification else _dumps(_error_doc(err, req_id))
+        method = self.table.get(name)
+        label = name if method is not None else "unknown"
+        metrics.RPC_CALLS.labels(label, transport).inc()
+        started = time.perf_counter()
+        try:
+            if method is None:
+                raise method_not_found(name)
+            args = method.bind(item.get("params"))
+            if method.blocking:
+                result = await trio.to_thread.run_sync(
+                    method.handler, ctx, *args, limiter=self.threads
+                )
+            elif method.is_async:
+                result = await method.handler(ctx, *args)
+            else:
+                result = method.handler(ctx, *args)
+            answer = (
+                None if notification else _dumps({"jsonrpc": "2.0", "id": req_id, "result": result})
+            )
+        except RPCError as err:
+            metrics.RPC_ERRORS.labels(label, str(err.code)).inc()
+            answer = None if notification else _dumps(_error_doc(err, req_id))
+        except Exception:
+            log.exception("RPC method %s failed", name)
+            err = internal_error()
+            metrics.RPC_ERRORS.labels(label, str(err.code)).inc()
+            answer = None if notification else _dumps(_error_doc(err, req_id))
+        finally:
+            metrics.RPC_SECONDS.labels(label).observe(time.perf_counter() - started)
+        return answer

@@ -1,0 +1,341 @@
+"""HTTP/1.1 on trio with h11: JSON-RPC on POST, ``GET /health``, ``GET /metrics``, CORS,
+keep-alive, and the upgrade to WebSocket on the same port.
+
+Limits, each answered with a clear status instead of a hang or a crash:
+- connections beyond ``rpc.max_connections``: 503 and close;
+- bodies beyond ``rpc.max_request_bytes``: 413 (checked on Content-Length before
+  reading, and while reading a chunked body);
+- headers beyond 16 KiB: 431; a client that sends its headers slowly or idles on a
+  keep-alive connection is cut after IDLE_TIMEOUT, a body that trickles in after
+  BODY_TIMEOUT (408), a client that does not read its answer after WRITE_TIMEOUT;
+- calls beyond ``rpc.rate_limit_per_second`` per client address: 429 (dispatcher).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import h11
+import trio
+
+from node.rpc import metrics
+from node.rpc.errors import RPCError, limit_exceeded
+from node.rpc.websocket import WebSocketSession
+
+if TYPE_CHECKING:
+    from node.config import RPCSection
+    from node.node import Node
+    from node.rpc.dispatch import Dispatcher
+    from node.rpc.subscriptions import SubscriptionHub
+
+log = logging.getLogger("motus.rpc")
+
+IDLE_TIMEOUT = 30.0  # keep-alive idle time, and the whole budget for a request's headers
+BODY_TIMEOUT = 10.0  # to receive a body once the headers are in
+WRITE_TIMEOUT = 10.0
+MAX_HEADER_BYTES = 16 * 1024
+RECEIVE_CHUNK = 64 * 1024
+SERVER_HEADER = b"motus"
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+# Any origin may call: the node holds no keys and serves no private data, and browser
+# dapps need it (set rpc.host to a public address only behind a proxy, see docs/rpc.md).
+CORS_HEADERS = [
+    (b"access-control-allow-origin", b"*"),
+]
+PREFLIGHT_HEADERS = [
+    (b"access-control-allow-methods", b"POST, GET, OPTIONS"),
+    (b"access-control-allow-headers", b"content-type, authorization"),
+    (b"access-control-max-age", b"600"),
+]
+
+
+class _Refused(Exception):
+    """Stop serving this connection after answering ``status`` (already sent or to send)."""
+
+
+def _json_error(err: RPCError) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": None, "error": err.to_json()}).encode()
+
+
+class HTTPServer:
+    def __init__(
+        self, node: Node, dispatcher: Dispatcher, hub: SubscriptionHub, config: RPCSection
+    ) -> None:
+        self.node = node
+        self.dispatcher = dispatcher
+        self.hub = hub
+        self.config = config
+        self.open_connections = 0
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        """Serve one accepted TCP connection until it closes (the listener's handler)."""
+        try:
+            client = str(stream.socket.getpeername()[0])
+        except OSError:
+            await trio.aclose_forcefully(stream)
+            return
+        if self.open_connections >= self.config.max_connections:
+            metrics.RPC_REFUSED.labels("too_many_connections").inc()
+            await self._refuse_connection(stream)
+            return
+        self.open_connections += 1
+        metrics.RPC_CONNECTIONS.labels("http").inc()
+        try:
+            await self._serve(stream, client)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            pass  # the client went away or stopped reading
+        except Exception:
+            log.exception("RPC connection from %s failed", client)
+        finally:
+            self.open_connections -= 1
+            metrics.RPC_CONNECTIONS.labels("http").dec()
+            await trio.aclose_forcefully(stream)
+
+    async def _refuse_connection(self, stream: trio.SocketStream) -> None:
+        # answered before reading the request, so without h11's bookkeeping
+        body = _json_error(
+            limit_exceeded(f"too many connections (max_connections {self.config.max_connections})")
+        )
+        head = (
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nretry-after: 1\r\nconnection: close\r\n\r\n" % len(body)
+        )
+        with trio.move_on_after(1):
+            await stream.send_all(head + body)
+        await trio.aclose_forcefully(stream)
+
+    # --- one connection ---------------------------------------------------------------
+
+    async def _serve(self, stream: trio.SocketStream, client: str) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        while True:
+            try:
+                with trio.move_on_after(IDLE_TIMEOUT) as idle:
+                    event = await self._next_event(conn, stream)
+                if idle.cancelled_caught:
+                    if conn.their_state is not h11.IDLE:
+                        metrics.RPC_REFUSED.labels("timeout").inc()
+                    return
+                if isinstance(event, h11.ConnectionClosed):
+                    return
+                assert isinstance(event, h11.Request), event
+                keep_going = await self._route(conn, stream, event, client)
+            except h11.RemoteProtocolError as exc:
+                metrics.RPC_REFUSED.labels("bad_http").inc()
+                status = exc.error_status_hint
+                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    await self._send(
+                        conn,
+                        stream,
+                        status,
+                        f"bad request: {exc}".encode(),
+                        "text/plain",
+                        close=True,
+                    )
+                return
+            if not keep_going or conn.our_state is h11.MUST_CLOSE:
+                return
+            try:
+                conn.start_next_cycle()
+            except h11.LocalProtocolError:
+                return
+
+    async def _next_event(self, conn: h11.Connection, stream: trio.SocketStream) -> Any:
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            conn.receive_data(await stream.receive_some(RECEIVE_CHUNK))
+
+    async def _route(
+        self, conn: h11.Connection, stream: trio.SocketStream, req: h11.Request, client: str
+    ) -> bool:
+        """Answer one request; False when the connection must end afterwards."""
+        method = req.method.upper()
+        path = req.target.split(b"?", 1)[0]
+        headers = {k.lower(): v for k, v in req.headers}
+        if method == b"GET" and headers.get(b"upgrade", b"").lower() == b"websocket":
+            await self._upgrade(conn, stream, headers, client)
+            return False
+        if method == b"OPTIONS":
+            await self._drain(conn, stream)
+            await self._send(conn, stream, 204, b"", None, extra=PREFLIGHT_HEADERS)
+            return True
+        if method == b"GET" and path == b"/health":
+            await self._drain(conn, stream)
+            await self._send(
+                conn, stream, 200, json.dumps(self._health()).encode(), "application/json"
+            )
+            return True
+        if method == b"GET" and path == b"/metrics":
+            await self._drain(conn, stream)
+            await self._send(conn, stream, 200, metrics.render(), metrics.CONTENT_TYPE)
+            return True
+        if method != b"POST":
+            await self._drain(conn, stream)
+            body = b'{"error":"send JSON-RPC requests with POST; GET serves /health and /metrics"}'
+            await self._send(
+                conn,
+                stream,
+                405,
+                body,
+                "application/json",
+                extra=[(b"allow", b"POST, GET, OPTIONS")],
+            )
+            return True
+        body = await self._read_body(conn, stream, headers)
+        if body is None:
+            return False
+        reply = await self.dispatcher.handle(body, transport="http", client=client)
+        if reply.body is None:
+            await self._send(conn, stream, 204, b"", None)
+            return True
+        status = 429 if reply.refused == "rate_limited" else 200
+        extra = [(b"retry-after", b"1")] if status == 429 else []
+        await self._send(conn, stream, status, reply.body, "application/json", extra=extra)
+        return True
+
+    async def _read_body(
+        self, conn: h11.Connection, stream: trio.SocketStream, headers: dict[bytes, bytes]
+    ) -> bytes | None:
+        """The whole body, or None after answering 413/408 (the connection then ends)."""
+        limit = self.config.max_request_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and int(declared) > limit:
+            await self._too_large(conn, stream, int(declared))
+            return None
+        chunks, size = [], 0
+        with trio.move_on_after(BODY_TIMEOUT) as slow:
+            while True:
+                event = await self._next_event(conn, stream)
+                if isinstance(event, h11.EndOfMessage):
+                    return b"".join(chunks)
+                if isinstance(event, h11.ConnectionClosed):
+                    return None
+                if isinstance(event, h11.Data):
+                    size += len(event.data)
+                    if size > limit:
+                        await self._too_large(conn, stream, size)
+                        return None
+                    chunks.append(event.data)
+        if slow.cancelled_caught:
+            metrics.RPC_REFUSED.labels("timeout").inc()
+            await self._send(
+                conn, stream, 408, b"request body not received in time", "text/plain", close=True
+            )
+        return None
+
+    async def _too_large(self, conn: h11.Connection, stream: trio.SocketStream, size: int) -> None:
+        metrics.RPC_REFUSED.labels("too_large").inc()
+        err = limit_exceeded(
+            f"request body of {size} bytes exceeds max_request_bytes "
+            f"{self.config.max_request_bytes}"
+        )
+        await self._send(conn, stream, 413, _json_error(err), "application/json", close=True)
+
+    async def _drain(self, conn: h11.Connection, stream: trio.SocketStream) -> None:
+        """Skip a (small) body of a request we answer without reading it."""
+        with trio.fail_after(BODY_TIMEOUT):
+            size = 0
+            while True:
+                event = await self._next_event(conn, stream)
+                if isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    return
+                size += len(getattr(event, "data", b""))
+                if size > self.config.max_request_bytes:
+                    raise trio.BrokenResourceError("body too large")
+
+    def _headers(
+        self, content_type: str | None, length: int | None, *, close: bool = False
+    ) -> list:
+        headers = [(b"server", SERVER_HEADER), *CORS_HEADERS]
+        if content_type is not None:
+            headers.append((b"content-type", content_type.encode()))
+        if length is not None:
+            headers.append((b"content-length", str(length).encode()))
+        if close:
+            headers.append((b"connection", b"close"))
+        return headers
+
+    async def _send(
+        self,
+        conn: h11.Connection,
+        stream: trio.SocketStream,
+        status: int,
+        body: bytes,
+        content_type: str | None,
+        *,
+        extra: list | None = None,
+        close: bool = False,
+    ) -> None:
+        length = None if status == 204 else len(body)
+        headers = self._headers(content_type, length, close=close) + (extra or [])
+        data = conn.send(h11.Response(status_code=status, headers=headers))
+        if body and status != 204:
+            data += conn.send(h11.Data(data=body))
+        data += conn.send(h11.EndOfMessage())
+        with trio.fail_after(WRITE_TIMEOUT):
+            await stream.send_all(data)
+
+    def _health(self) -> dict[str, Any]:
+        head = self.node.store.head
+        return {
+            "status": "ok",
+            "chainId": self.node.chain_id,
+            "height": head.height,
+            "headAgeSeconds": round(max(0.0, time.time() - head.timestamp_ms / 1000), 3),
+            "syncing": False,
+        }
+
+    # --- WebSocket ----------------------------------------------------------------------
+
+    async def _upgrade(
+        self,
+        conn: h11.Connection,
+        stream: trio.SocketStream,
+        headers: dict[bytes, bytes],
+        client: str,
+    ) -> None:
+        key = headers.get(b"sec-websocket-key")
+        if (
+            b"upgrade" not in headers.get(b"connection", b"").lower()
+            or headers.get(b"sec-websocket-version") != b"13"
+            or not key
+        ):
+            await self._drain(conn, stream)
+            await self._send(
+                conn,
+                stream,
+                400,
+                b"bad WebSocket upgrade request (RFC 6455, version 13)",
+                "text/plain",
+                close=True,
+            )
+            return
+        await self._drain(conn, stream)  # h11 switches protocols only after the request's end
+        accept = base64.b64encode(hashlib.sha1(key.strip() + WS_GUID).digest())
+        data = conn.send(
+            h11.InformationalResponse(
+                status_code=101,
+                reason=b"Switching Protocols",
+                headers=[
+                    (b"upgrade", b"websocket"),
+                    (b"connection", b"Upgrade"),
+                    (b"sec-websocket-accept", accept),
+                    (b"server", SERVER_HEADER),
+                ],
+            )
+        )
+        with trio.fail_after(WRITE_TIMEOUT):
+            await stream.send_all(data)
+        received, _closed = conn.trailing_data
+        session = WebSocketSession(
+            stream, client, self.dispatcher, self.hub, self.config.max_request_bytes
+        )
+        await session.run(received)

@@ -1,0 +1,171 @@
+"""The ``motus_`` namespace basics: node status, and what a light client needs to
+verify the chain itself (headers with their RLP, commits, validator sets), plus the
+system contracts' addresses and ABIs.
+
+Conventions of this namespace: heights, counts and powers are JSON numbers (all far
+below 2^53); hashes, addresses, signatures and raw RLP are 0x-hex; token amounts, which
+can exceed 2^53, are decimal strings.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+from node.rpc import params as p
+from node.rpc.errors import invalid_params
+from node.rpc.eth import peer_count, resolve_height
+from node.rpc.ethjson import hexb
+from node.rpc.registry import MethodTable, Param, RPCContext
+from vm.block import Header
+from vm.modules import addresses
+
+methods = MethodTable()
+
+
+def height_or_tag(value: Any) -> p.BlockRef:
+    """A height as a number or hex quantity, or a block tag (latest, earliest...)."""
+    if isinstance(value, str) and value in p.BLOCK_TAGS:
+        return p.BlockRef(tag=value)
+    return p.BlockRef(number=p.height(value))
+
+
+HEIGHT = Param("height", height_or_tag, p.LATEST)
+
+
+@methods.method("motus_nodeStatus")
+def node_status(ctx: RPCContext) -> dict[str, Any]:
+    """What an operator checks first: who am I, where is my head, am I connected."""
+    from node.node import CLIENT_VERSION
+
+    node = ctx.node
+    head = ctx.store.head
+    validators = ctx.store.validators_for(head.height + 1)
+    is_validator = (
+        node.address is not None
+        and validators is not None
+        and validators.get(node.address) is not None
+    )
+    return {
+        "moniker": node.config.node.moniker,
+        "clientVersion": CLIENT_VERSION,
+        "chainId": ctx.chain_id,
+        "genesisHash": hexb(ctx.store.genesis_hash),
+        "head": {
+            "height": head.height,
+            "hash": hexb(head.hash),
+            "timestampMs": head.timestamp_ms,
+            "stateRoot": hexb(head.state_root),
+        },
+        "validator": None if node.address is None else hexb(node.address),
+        "isValidator": is_validator,
+        "peers": peer_count(node),
+        "mempoolSize": len(ctx.mempool),
+        "syncing": False,
+        "rpcPort": node.rpc_port,
+    }
+
+
+def header_fields(header: Header) -> dict[str, Any]:
+    """A Motus header with its own field names, in RLP order, plus its hash and raw RLP
+    (a light client hashes ``rlp`` with keccak256 and compares with ``hash``)."""
+    return {
+        "chainId": header.chain_id,
+        "height": header.height,
+        "timestampMs": header.timestamp_ms,
+        "parentHash": hexb(header.parent_hash),
+        "proposer": hexb(header.proposer),
+        "stateRoot": hexb(header.state_root),
+        "transactionsRoot": hexb(header.transactions_root),
+        "receiptsRoot": hexb(header.receipts_root),
+        "attestationsRoot": hexb(header.attestations_root),
+        "logsBloom": hexb(header.logs_bloom),
+        "gasLimit": header.gas_limit,
+        "gasUsed": header.gas_used,
+        "baseFeePerGas": str(header.base_fee_per_gas),
+        "validatorsHash": hexb(header.validators_hash),
+        "nextValidatorsHash": hexb(header.next_validators_hash),
+        "lastCommitHash": hexb(header.last_commit_hash),
+        "evidenceHash": hexb(header.evidence_hash),
+        "hash": hexb(header.hash),
+        "rlp": hexb(header.encode()),
+    }
+
+
+@methods.method("motus_getHeader", HEIGHT)
+def get_header(ctx: RPCContext, ref: p.BlockRef) -> dict[str, Any] | None:
+    height = resolve_height(ctx, ref)
+    header = None if height is None else ctx.store.header_by_height(height)
+    return None if header is None else header_fields(header)
+
+
+@methods.method("motus_getCommit", HEIGHT)
+def get_commit(ctx: RPCContext, ref: p.BlockRef) -> dict[str, Any] | None:
+    """The commit that finalised the block at ``height`` (>2/3 of the voting power of
+    precommits for its hash); null for genesis and unknown heights."""
+    height = resolve_height(ctx, ref)
+    commit = None if height is None else ctx.store.commit_at(height)
+    if commit is None:
+        return None
+    return {
+        "height": commit.height,
+        "round": commit.round,
+        "blockHash": hexb(commit.block_hash),
+        "signatures": [
+            {"validator": hexb(s.validator), "signature": hexb(s.signature)}
+            for s in commit.signatures
+        ],
+        "rlp": hexb(commit.encode()),
+    }
+
+
+@methods.method("motus_getValidators", HEIGHT)
+def get_validators(ctx: RPCContext, ref: p.BlockRef) -> dict[str, Any] | None:
+    """The validator set that signs the block at ``height`` (known up to head + 1)."""
+    if ref.tag is not None:
+        height = resolve_height(ctx, ref)
+    else:
+        height = ref.number
+        if height is not None and height > ctx.store.head_height + 1:
+            return None
+    if height is None:
+        return None
+    if height == 0:
+        raise invalid_params(
+            "invalid argument 0 (height): genesis (0) has no signers; "
+            "the first validator set is that of height 1"
+        )
+    vs = ctx.store.validators_for(height)
+    if vs is None:
+        return None
+    return {
+        "height": height,
+        "hash": hexb(vs.hash()),
+        "totalPower": vs.total_power,
+        "validators": [
+            {
+                "address": hexb(v.address),
+                "power": v.power,
+                "proposerPriority": vs.priorities.get(v.address, 0),
+            }
+            for v in vs.validators
+        ],
+    }
+
+
+def _abi(name: str) -> list[dict[str, Any]] | None:
+    path = resources.files("vm.abi").joinpath(f"{name}.json")
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+@methods.method("motus_systemContracts")
+def system_contracts(ctx: RPCContext) -> dict[str, Any]:
+    """Each system module's address and, when shipped, its ABI (for web3.py/ethers)."""
+    return {
+        name: {"address": hexb(addr), "abi": _abi(name)} for name, addr in addresses.ALL.items()
+    }
+
+
+def register(table: MethodTable) -> None:
+    table.include(methods)

@@ -1,0 +1,152 @@
+"""``eth_subscribe`` / ``eth_unsubscribe`` over WebSocket: ``newHeads`` and ``logs``
+(with address/topics filters), fed by the application's commit listeners.
+
+A session holds at most ``MAX_SUBSCRIPTIONS_PER_SESSION`` subscriptions. Notifications
+go to the session's bounded outgoing queue; a session whose queue is full is closed
+with a reason (its client reads too slowly) rather than letting memory grow or
+blocking block commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from node.block import Block
+from node.rpc import metrics
+from node.rpc import params as p
+from node.rpc.errors import METHOD_NOT_FOUND, RPCError, invalid_params, limit_exceeded
+from node.rpc.ethjson import block_logs, header_json
+from node.rpc.registry import MethodTable, Param, RPCContext
+from vm.execute import BlockResult
+
+if TYPE_CHECKING:
+    from node.rpc.websocket import WebSocketSession
+
+log = logging.getLogger("motus.rpc")
+
+MAX_SUBSCRIPTIONS_PER_SESSION = 100
+KINDS = ("newHeads", "logs")
+
+methods = MethodTable()
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: str
+    kind: str
+    filter: p.LogFilter | None = None
+
+
+class SubscriptionHub:
+    """Knows the open WebSocket sessions and publishes each committed block to their
+    subscriptions. ``on_commit`` is the callback put in ``app.commit_listeners``."""
+
+    def __init__(self) -> None:
+        self.sessions: set[WebSocketSession] = set()
+        self._trio_token = trio.lowlevel.current_trio_token()
+
+    def attach(self, session: WebSocketSession) -> None:
+        self.sessions.add(session)
+
+    def detach(self, session: WebSocketSession) -> None:
+        self.sessions.discard(session)
+        metrics.RPC_SUBSCRIPTIONS.dec(len(session.subscriptions))
+        session.subscriptions.clear()
+
+    def on_commit(self, block: Block, result: BlockResult) -> None:
+        """Commit listener: never raises, never blocks; hops to the trio thread if a
+        block is ever committed from another thread."""
+        try:
+            trio.lowlevel.current_task()
+        except RuntimeError:
+            self._trio_token.run_sync_soon(self.publish, block, result)
+            return
+        self.publish(block, result)
+
+    def publish(self, block: Block, result: BlockResult) -> None:
+        subs = [(s, sub) for s in list(self.sessions) for sub in list(s.subscriptions.values())]
+        if not subs:
+            return
+        head: dict[str, Any] | None = None
+        logs: list[tuple[bytes, list[bytes], dict[str, Any]]] | None = None
+        for session, sub in subs:
+            if session.closing:
+                continue
+            if sub.kind == "newHeads":
+                if head is None:
+                    head = header_json(block.header)
+                session.notify(sub.id, head)
+                continue
+            if logs is None:
+                logs = _block_logs(block, result)
+            assert sub.filter is not None
+            for address, topics, doc in logs:
+                if sub.filter.matches(address, topics) and not session.notify(sub.id, doc):
+                    break
+
+
+def _block_logs(
+    block: Block, result: BlockResult
+) -> list[tuple[bytes, list[bytes], dict[str, Any]]]:
+    """Every log of the block as (address, topics, JSON)."""
+    seen: list[tuple[bytes, list[bytes]]] = []
+
+    def keep(address: bytes, topics: list[bytes]) -> bool:
+        seen.append((address, topics))
+        return True
+
+    docs = block_logs(block.header, result.receipts, [tx.hash for tx in result.transactions], keep)
+    return [(a, t, d) for (a, t), d in zip(seen, docs, strict=True)]
+
+
+def _require_session(ctx: RPCContext) -> WebSocketSession:
+    if ctx.session is None or ctx.hub is None:
+        # geth's answer over HTTP
+        raise RPCError(METHOD_NOT_FOUND, "notifications not supported")
+    return ctx.session
+
+
+@methods.method("eth_subscribe", Param("kind", p.any_value), Param("options", p.any_value, None))
+def subscribe(ctx: RPCContext, kind: Any, options: Any) -> str:
+    """Start a subscription on this WebSocket session; returns its id."""
+    session = _require_session(ctx)
+    if kind not in KINDS:
+        raise invalid_params(
+            f"invalid argument 0 (kind): unsupported subscription type {kind!r}; "
+            f"supported: {', '.join(KINDS)}"
+        )
+    flt = None
+    if kind == "logs":
+        try:
+            flt = p.log_filter(options or {}, allow_blocks=False)
+        except p.ParamError as exc:
+            raise invalid_params(f"invalid argument 1 (options): {exc}") from None
+    elif options is not None:
+        raise invalid_params("invalid argument 1 (options): newHeads takes no options")
+    if len(session.subscriptions) >= MAX_SUBSCRIPTIONS_PER_SESSION:
+        raise limit_exceeded(
+            f"at most {MAX_SUBSCRIPTIONS_PER_SESSION} subscriptions per connection"
+        )
+    sub = Subscription("0x" + secrets.token_hex(16), kind, flt)
+    session.subscriptions[sub.id] = sub
+    metrics.RPC_SUBSCRIPTIONS.inc()
+    return sub.id
+
+
+@methods.method("eth_unsubscribe", Param("id", p.any_value))
+def unsubscribe(ctx: RPCContext, sub_id: Any) -> bool:
+    """End a subscription of this session; false if it has no such subscription."""
+    session = _require_session(ctx)
+    if not isinstance(sub_id, str) or session.subscriptions.pop(sub_id, None) is None:
+        return False
+    metrics.RPC_SUBSCRIPTIONS.dec()
+    return True
+
+
+def register(table: MethodTable) -> None:
+    table.include(methods)

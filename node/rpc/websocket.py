@@ -1,0 +1,185 @@
+"""One WebSocket session (after the HTTP upgrade): JSON-RPC requests in, answers and
+subscription notifications out.
+
+All frames are written by one writer task from a bounded queue, so answers and
+notifications never interleave. Requests are answered in order. When the queue is
+full a notification is not waited for: the session is closed with code 1008 and the
+reason "subscriber too slow", and the queued messages are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Event, Message, Ping, TextMessage
+
+from node.rpc import metrics
+from node.rpc.subscriptions import Subscription
+
+if TYPE_CHECKING:
+    from node.rpc.dispatch import Dispatcher
+    from node.rpc.subscriptions import SubscriptionHub
+
+log = logging.getLogger("motus.rpc")
+
+OUTGOING_QUEUE = 1_000  # messages waiting for a slow client before it is dropped
+WRITE_TIMEOUT = 10.0  # seconds for one frame to leave; a client that stops reading is cut
+IDLE_TIMEOUT = 300.0  # seconds without a message before a session without subscriptions ends
+RECEIVE_CHUNK = 64 * 1024
+
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+
+
+class WebSocketSession:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        client: str,
+        dispatcher: Dispatcher,
+        hub: SubscriptionHub,
+        max_message_bytes: int,
+    ) -> None:
+        self.stream = stream
+        self.client = client
+        self.dispatcher = dispatcher
+        self.hub = hub
+        self.max_message_bytes = max_message_bytes
+        self.ws = Connection(ConnectionType.SERVER)
+        self.subscriptions: dict[str, Subscription] = {}
+        self.closing = False
+        self._close: tuple[int, str] | None = None  # what the writer sends before hanging up
+        self._queue_in, self._queue_out = trio.open_memory_channel[Event](OUTGOING_QUEUE)
+        self._reader_scope = trio.CancelScope()
+
+    # --- called by the subscription hub (trio thread, never blocks) ---------------------
+
+    def notify(self, sub_id: str, result: Any) -> bool:
+        """Queue a notification; False if the session is closing or was just closed
+        because its queue was full."""
+        doc = {
+            "jsonrpc": "2.0",
+            "method": "eth_subscription",
+            "params": {"subscription": sub_id, "result": result},
+        }
+        return self._enqueue(TextMessage(json.dumps(doc, separators=(",", ":"))))
+
+    def _enqueue(self, event: Event) -> bool:
+        if self.closing:
+            return False
+        try:
+            self._queue_in.send_nowait(event)
+            return True
+        except trio.WouldBlock:
+            metrics.RPC_SLOW_SUBSCRIBERS.inc()
+            log.info("closing WebSocket of %s: outgoing queue full", self.client)
+            self.close(
+                CLOSE_POLICY, f"subscriber too slow: more than {OUTGOING_QUEUE} messages queued"
+            )
+            return False
+
+    def close(self, code: int, reason: str) -> None:
+        """Stop reading, drop what is queued, send a close frame with ``reason``, hang up."""
+        if self.closing:
+            return
+        self.closing = True
+        self._close = (code, reason[:120])  # a close reason must fit in 123 bytes
+        self._reader_scope.cancel()
+        self._queue_in.close()  # wakes the writer if it waits for a message
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def run(self, received: bytes) -> None:
+        """Serve the session until either side closes; ``received`` are bytes that came
+        after the upgrade request."""
+        self.hub.attach(self)
+        metrics.RPC_CONNECTIONS.labels("ws").inc()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer)
+                with self._reader_scope:
+                    await self._reader(received)
+                self.close(CLOSE_NORMAL, "")
+        finally:
+            self.hub.detach(self)
+            metrics.RPC_CONNECTIONS.labels("ws").dec()
+            await trio.aclose_forcefully(self.stream)
+
+    async def _reader(self, received: bytes) -> None:
+        buffer: list[bytes | str] = []
+        size = 0
+        self.ws.receive_data(received or None)
+        while True:
+            for event in self.ws.events():
+                if isinstance(event, Message):
+                    size += len(event.data)
+                    if size > self.max_message_bytes:
+                        metrics.RPC_REFUSED.labels("too_large").inc()
+                        self.close(CLOSE_TOO_BIG, f"message exceeds {self.max_message_bytes} bytes")
+                        return
+                    buffer.append(event.data)
+                    if event.message_finished:
+                        body = (
+                            b"".join(buffer)
+                            if isinstance(event, BytesMessage)  # type: ignore[arg-type]
+                            else "".join(buffer).encode()
+                        )  # type: ignore[arg-type]
+                        buffer, size = [], 0
+                        await self._answer(body)
+                elif isinstance(event, Ping):
+                    self._enqueue(event.response())
+                elif isinstance(event, CloseConnection):
+                    # answer the client's close (the writer sends it), then stop
+                    self.closing = True
+                    self._close = None
+                    if self.ws.state == ConnectionState.REMOTE_CLOSING and self._has_room():
+                        self._queue_in.send_nowait(event.response())
+                    self._queue_in.close()
+                    return
+            data = b""
+            with trio.move_on_after(IDLE_TIMEOUT) as idle:
+                data = await self.stream.receive_some(RECEIVE_CHUNK)
+            if idle.cancelled_caught:
+                if self.subscriptions:
+                    continue
+                self.close(CLOSE_NORMAL, "idle timeout")
+                return
+            if not data:
+                return  # the client went away without a close frame
+            self.ws.receive_data(data)
+
+    def _has_room(self) -> bool:
+        return self._queue_in.statistics().current_buffer_used < OUTGOING_QUEUE
+
+    async def _answer(self, body: bytes) -> None:
+        reply = await self.dispatcher.handle(body, transport="ws", client=self.client, session=self)
+        if reply.body is not None and not self.closing:
+            try:
+                await self._queue_in.send(TextMessage(reply.body.decode()))
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pass
+
+    async def _writer(self) -> None:
+        try:
+            async for event in self._queue_out:
+                if self._close is not None:
+                    break  # closing for a reason: queued messages are dropped
+                await self._write(event)
+            if self._close is not None and self.ws.state == ConnectionState.OPEN:
+                code, reason = self._close
+                await self._write(CloseConnection(code=code, reason=reason))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            pass  # the client is gone or stuck: hang up without ceremony
+        finally:
+            self._reader_scope.cancel()
+
+    async def _write(self, event: Event) -> None:
+        data = self.ws.send(event)
+        with trio.fail_after(WRITE_TIMEOUT):
+            await self.stream.send_all(data)
