@@ -39,6 +39,8 @@ IDLE_TIMEOUT = 30.0  # keep-alive idle time, and the whole budget for a request'
 BODY_TIMEOUT = 10.0  # to receive a body once the headers are in
 WRITE_TIMEOUT = 10.0
 MAX_HEADER_BYTES = 16 * 1024
+LINGER_TIMEOUT = 2.0  # after refusing a body, keep reading (and dropping) it this long
+LINGER_MAX_BYTES = 64 * 1024 * 1024
 RECEIVE_CHUNK = 64 * 1024
 SERVER_HEADER = b"motus"
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -238,6 +240,18 @@ class HTTPServer:
             f"{self.config.max_request_bytes}"
         )
         await self._send(conn, stream, 413, _json_error(err), "application/json", close=True)
+        await self._linger(stream)
+
+    async def _linger(self, stream: trio.SocketStream) -> None:
+        """Read and drop what the client still sends before closing: closing a socket with
+        unread data resets the connection, and the client would lose our answer."""
+        with trio.move_on_after(LINGER_TIMEOUT):
+            dropped = 0
+            while dropped < LINGER_MAX_BYTES:
+                data = await stream.receive_some(RECEIVE_CHUNK)
+                if not data:
+                    return
+                dropped += len(data)
 
     async def _drain(self, conn: h11.Connection, stream: trio.SocketStream) -> None:
         """Skip a (small) body of a request we answer without reading it."""

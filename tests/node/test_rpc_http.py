@@ -1,0 +1,280 @@
+"""The JSON-RPC server's protocol and limits, over raw HTTP against a real node with small
+limits: batches, refusals (size, batch, connections, rate), EIP-1474 errors, CORS,
+keep-alive, /health, /metrics, the motus_ namespace, the client and `motus status`."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+
+import pytest
+import rlp
+from eth_hash.auto import keccak
+
+from consensus.types import Commit
+from node.rpc.client import RPCError, rpc_call
+from tests.fixtures.rpc_node import CHAIN_ID, start_node
+from tests.procs import NodeProcess, free_port, motus
+
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
+
+MAX_BATCH = 10
+MAX_BYTES = 64 * 1024
+MAX_CONNECTIONS = 12
+RATE = 200
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    proc = start_node(tmp_path_factory.mktemp("http"), max_batch=MAX_BATCH,
+                      max_request_bytes=MAX_BYTES, max_connections=MAX_CONNECTIONS,
+                      rate_limit_per_second=RATE)
+    proc.wait_height(2)
+    yield proc
+    proc.stop()
+
+
+def post(node: NodeProcess, body: bytes | str | object, headers: dict | None = None,
+         method: str = "POST", path: str = "/") -> tuple[int, dict, bytes]:
+    if not isinstance(body, bytes | str):
+        body = json.dumps(body)
+    conn = http.client.HTTPConnection("127.0.0.1", node.rpc_port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json",
+                                                        **(headers or {})})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def call(node: NodeProcess, method: str, params: object = (), req_id: object = 1) -> dict:
+    status, _, body = post(node, {"jsonrpc": "2.0", "id": req_id, "method": method,
+                                  "params": list(params) if isinstance(params, tuple) else params})
+    assert status == 200
+    return json.loads(body)
+
+
+def error_of(doc: dict) -> tuple[int, str]:
+    return doc["error"]["code"], doc["error"]["message"]
+
+
+def test_batch_answers_each_request_in_order(node: NodeProcess) -> None:
+    batch = [
+        {"jsonrpc": "2.0", "id": "a", "method": "eth_chainId", "params": []},
+        {"jsonrpc": "2.0", "method": "eth_blockNumber", "params": []},  # notification: no answer
+        {"jsonrpc": "2.0", "id": 2, "method": "no_such_method", "params": []},
+        {"jsonrpc": "2.0", "id": 3, "method": "eth_getBalance", "params": ["0x12"]},
+        {"jsonrpc": "2.0", "id": None, "method": "net_version"},
+        "not an object",
+    ]
+    status, headers, body = post(node, batch)
+    assert status == 200 and headers["content-type"] == "application/json"
+    answers = json.loads(body)
+    assert [a["id"] for a in answers] == ["a", 2, 3, None, None]
+    assert answers[0]["result"] == hex(CHAIN_ID)
+    assert error_of(answers[1])[0] == -32601
+    assert error_of(answers[2])[0] == -32602
+    assert answers[3]["result"] == str(CHAIN_ID)
+    assert error_of(answers[4])[0] == -32600
+
+
+def test_batch_limits(node: NodeProcess) -> None:
+    status, _, body = post(node, [])
+    assert error_of(json.loads(body)) == (-32600, "empty batch")
+    item = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}
+    status, _, body = post(node, [item] * MAX_BATCH)
+    assert len(json.loads(body)) == MAX_BATCH
+    status, _, body = post(node, [item] * (MAX_BATCH + 1))
+    code, message = error_of(json.loads(body))
+    assert code == -32005 and f"exceeds max_batch {MAX_BATCH}" in message
+    status, _, body = post(node, [{"jsonrpc": "2.0", "method": "eth_chainId"}] * 2)
+    assert status == 204 and body == b""  # only notifications: nothing to answer
+
+
+def test_oversized_request_refused(node: NodeProcess) -> None:
+    big = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_call",
+                      "params": [{"data": "0x" + "00" * MAX_BYTES}, "latest"]})
+    status, headers, body = post(node, big)
+    assert status == 413 and headers["connection"] == "close"
+    code, message = error_of(json.loads(body))
+    assert code == -32005 and f"exceeds max_request_bytes {MAX_BYTES}" in message
+    # chunked upload (no Content-Length) is counted while it arrives
+    conn = http.client.HTTPConnection("127.0.0.1", node.rpc_port, timeout=10)
+    chunks = (big[i:i + 8192].encode() for i in range(0, len(big), 8192))
+    conn.request("POST", "/", body=chunks, encode_chunked=True,
+                 headers={"Content-Type": "application/json"})
+    assert conn.getresponse().status == 413
+    conn.close()
+
+
+def test_envelope_errors(node: NodeProcess) -> None:
+    status, _, body = post(node, b"{not json")
+    doc = json.loads(body)
+    assert doc["id"] is None and error_of(doc) == (-32700, "parse error: invalid JSON")
+    _, _, body = post(node, {"id": 1, "method": "eth_chainId"})
+    assert error_of(json.loads(body))[0] == -32600  # no "jsonrpc": "2.0"
+    _, _, body = post(node, {"jsonrpc": "2.0", "id": 1, "method": 5})
+    assert error_of(json.loads(body))[0] == -32600
+    _, _, body = post(node, {"jsonrpc": "2.0", "id": {"x": 1}, "method": "eth_chainId"})
+    assert error_of(json.loads(body))[0] == -32600
+    assert error_of(call(node, "eth_fooBar")) == (
+        -32601, "the method eth_fooBar does not exist/is not available")
+    assert error_of(call(node, "eth_subscribe", ("newHeads",))) == (
+        -32601, "notifications not supported")  # subscriptions need the WebSocket
+
+
+@pytest.mark.parametrize("method, params, names", [
+    ("eth_getBalance", ["0x12", "latest"], "argument 0 (address)"),
+    ("eth_getBalance", ["0x" + "11" * 20, "lastest"], "argument 1 (block)"),
+    ("eth_getBlockByNumber", ["0x1", "yes"], "argument 1 (full)"),
+    ("eth_getBlockByHash", ["0x1234", False], "argument 0 (hash)"),
+    ("eth_getTransactionByHash", [], "missing value for required argument 0 (hash)"),
+    ("eth_chainId", [1], "too many arguments"),
+    ("eth_getStorageAt", ["0x" + "11" * 20, "0x" + "00" * 33], "argument 1 (slot)"),
+    ("eth_sendRawTransaction", ["0xabc"], "argument 0 (transaction): hex data has an odd"),
+    ("eth_getLogs", [{"topics": [None, None, None, None, None]}], "at most 4 topic positions"),
+    ("eth_getLogs", [{"blockHash": "0x" + "00" * 32, "fromBlock": "0x1"}], "cannot be combined"),
+    ("eth_feeHistory", ["0x4", "latest", [75, 25]], "ascending"),
+    ("eth_call", [{"to": "0x" + "11" * 20}, "latest", {"0x00": {}}], "state overrides"),
+])
+def test_invalid_params_name_the_argument(node: NodeProcess, method: str, params: list,
+                                          names: str) -> None:
+    code, message = error_of(call(node, method, params))
+    assert code == -32602 and names in message, message
+
+
+def test_params_by_name(node: NodeProcess) -> None:
+    doc = call(node, "eth_getBalance", {"address": "0x" + "00" * 20, "block": "latest"})
+    assert doc["result"] == "0x0"
+    assert error_of(call(node, "eth_getBalance", {"addr": "0x" + "00" * 20}))[0] == -32602
+
+
+def test_unknown_block_is_resource_not_found(node: NodeProcess) -> None:
+    code, message = error_of(call(node, "eth_getBalance", ["0x" + "00" * 20, "0xffffff"]))
+    assert code == -32001 and "header not found" in message
+    assert call(node, "eth_getBlockByNumber", ["0xffffff", False])["result"] is None
+
+
+def test_keep_alive_and_cors(node: NodeProcess) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", node.rpc_port, timeout=10)
+    for i in range(3):  # one connection, several requests
+        conn.request("POST", "/", json.dumps({"jsonrpc": "2.0", "id": i, "method": "eth_chainId"}),
+                     {"Content-Type": "application/json", "Origin": "https://dapp.example"})
+        resp = conn.getresponse()
+        assert json.loads(resp.read())["id"] == i
+        assert resp.getheader("access-control-allow-origin") == "*"
+    conn.request("OPTIONS", "/", headers={"Origin": "https://dapp.example",
+                                          "Access-Control-Request-Method": "POST"})
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 204
+    assert "POST" in resp.getheader("access-control-allow-methods")
+    assert "content-type" in resp.getheader("access-control-allow-headers")
+    conn.close()
+
+
+def test_health_metrics_and_other_paths(node: NodeProcess) -> None:
+    call(node, "eth_chainId")
+    call(node, "made_up_method_123")
+    status, _, body = post(node, b"", method="GET", path="/health")
+    health = json.loads(body)
+    assert status == 200 and health["status"] == "ok" and health["height"] >= 2
+    assert health["chainId"] == CHAIN_ID
+    status, headers, body = post(node, b"", method="GET", path="/metrics")
+    text = body.decode()
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    assert "motus_head_height " in text and "motus_mempool_transactions " in text
+    assert 'motus_rpc_calls_total{method="eth_chainId",transport="http"}' in text
+    assert 'motus_rpc_errors_total{code="-32601",method="unknown"}' in text
+    assert "made_up_method_123" not in text  # unknown names do not become label values
+    status, _, body = post(node, b"", method="GET", path="/")
+    assert status == 405 and b"POST" in body
+
+
+def test_connection_limit(node: NodeProcess) -> None:
+    held = []
+    try:
+        for _ in range(MAX_CONNECTIONS):
+            s = socket.create_connection(("127.0.0.1", node.rpc_port), timeout=5)
+            held.append(s)
+        time.sleep(0.3)  # let the server accept them all
+        status, headers, body = post(node, {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"})
+        assert status == 503 and headers["retry-after"] == "1"
+        assert "too many connections" in json.loads(body)["error"]["message"]
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + 5
+    while True:  # served again once the server saw the others go
+        status, _, _ = post(node, {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"})
+        if status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert status == 200
+
+
+def test_motus_namespace_for_light_clients(node: NodeProcess) -> None:
+    from consensus.types import PRECOMMIT, vote_digest
+
+    status = rpc_call(node.url, "motus_nodeStatus")
+    assert status["chainId"] == CHAIN_ID and status["isValidator"] is True
+    assert status["peers"] == 0 and status["syncing"] is False and status["head"]["height"] >= 2
+    header = rpc_call(node.url, "motus_getHeader", [1])
+    raw = bytes.fromhex(header["rlp"][2:])
+    assert "0x" + keccak(raw).hex() == header["hash"]
+    assert rpc_call(node.url, "eth_getBlockByNumber", ["0x1", False])["hash"] == header["hash"]
+    assert rlp.decode(raw)[1] == b"\x01"  # height, in RLP order
+    commit = rpc_call(node.url, "motus_getCommit", ["0x1"])
+    assert commit["height"] == 1 and commit["blockHash"] == header["hash"]
+    assert Commit.decode(bytes.fromhex(commit["rlp"][2:])).block_hash.hex() == header["hash"][2:]
+    [sig] = commit["signatures"]
+    assert sig["validator"] == status["validator"]
+    validators = rpc_call(node.url, "motus_getValidators", [1])
+    assert validators["hash"] == header["validatorsHash"]
+    assert [v["address"] for v in validators["validators"]] == [status["validator"]]
+    # the commit signature recovers to the validator (what a light client checks)
+    from eth_keys import keys
+
+    digest = vote_digest(CHAIN_ID, PRECOMMIT, 1, commit["round"], bytes.fromhex(header["hash"][2:]))
+    signature = bytes.fromhex(sig["signature"][2:])
+    signer = keys.Signature(signature).recover_public_key_from_msg_hash(digest)
+    assert signer.to_canonical_address().hex() == status["validator"][2:]
+    assert rpc_call(node.url, "motus_getCommit", [0]) is None  # genesis has no commit
+    assert rpc_call(node.url, "motus_getHeader", [10**9]) is None
+    contracts = rpc_call(node.url, "motus_systemContracts")
+    assert contracts["params"]["address"] == "0x" + (0x4D0701).to_bytes(20, "big").hex()
+    assert any(f.get("name") == "getParam" for f in contracts["params"]["abi"])
+
+
+def test_client_errors_and_cli_status(node: NodeProcess) -> None:
+    with pytest.raises(RPCError) as exc:
+        rpc_call(node.url, "eth_getBalance", ["0x12"])
+    assert exc.value.code == -32602 and "argument 0 (address)" in exc.value.message
+    with pytest.raises(RPCError) as exc:
+        rpc_call(f"http://127.0.0.1:{free_port()}", "eth_chainId", timeout=2)
+    assert exc.value.code is None and "cannot reach node" in exc.value.message
+    out = motus("status", "--rpc", node.url)
+    status = json.loads(out.stdout)
+    assert status["chainId"] == CHAIN_ID and status["moniker"]
+
+
+def test_rate_limit_per_client(node: NodeProcess) -> None:
+    """Runs last in this module: it spends the client's tokens."""
+    batch = json.dumps([{"jsonrpc": "2.0", "id": i, "method": "eth_chainId"} for i in range(10)])
+    conn = http.client.HTTPConnection("127.0.0.1", node.rpc_port, timeout=10)
+    statuses = []
+    for _ in range(2 * RATE // 10 + 5):
+        conn.request("POST", "/", batch, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+        statuses.append(resp.status)
+        if resp.status == 429:
+            assert resp.getheader("retry-after") == "1"
+            assert body["error"]["code"] == -32005 and "rate limit" in body["error"]["message"]
+    conn.close()
+    assert statuses[0] == 200 and 429 in statuses
+    time.sleep(1.1)  # tokens come back
+    assert call(node, "eth_chainId")["result"] == hex(CHAIN_ID)
