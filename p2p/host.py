@@ -690,10 +690,9 @@ class P2PNode:
 
     async def _serve_status(self, stream: INetStream) -> None:
         async def answer(peer: str, request: bytes) -> bytes:
-            chain_id = reqresp.decode_status_request(request)
-            if chain_id != self.config.chain_id:
-                # Answer anyway (the peer learns why), but note the mismatch.
-                self.penalise(peer, Misbehaviour.WRONG_CHAIN)
+            # A peer on another chain gets our answer (with our chain id) and
+            # drops us itself; banning it here would cut the answer off.
+            reqresp.decode_status_request(request)
             if self._status_handler is None:
                 return reqresp.encode_error(reqresp.ERR_UNAVAILABLE, "no status handler")
             head = await self._status_handler(peer)

@@ -30,7 +30,8 @@ import msgpack
 from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.io.exceptions import MessageTooLarge as LibMessageTooLarge
-from libp2p.io.msgio import VarIntLengthMsgReadWriter
+from libp2p.utils import encode_varint_prefixed
+from libp2p.utils.varint import read_varint_prefixed_bytes_limited
 
 from p2p.batch import compute_array_header_size, compute_bin_size
 from p2p.errors import BadRequest, BadResponse, MessageTooLarge, RemoteError
@@ -87,18 +88,21 @@ start; fewer (or none) when the node does not have them."""
 
 
 async def read_frame(stream: INetStream, limit: int) -> bytes:
-    """Read one length-prefixed frame; ``MessageTooLarge`` if it announces > ``limit``."""
-    reader = VarIntLengthMsgReadWriter(stream, max_msg_size=limit)
+    """Read one length-prefixed frame; ``MessageTooLarge`` if it announces > ``limit``.
+
+    Not ``VarIntLengthMsgReadWriter``: its ``read_exactly`` gives up after 100
+    partial reads, so a multi-MiB frame arriving in yamux-window-sized chunks
+    fails as "connection closed" although it is still flowing.
+    """
     try:
-        return await reader.read_msg()
+        return await read_varint_prefixed_bytes_limited(stream, limit)
     except LibMessageTooLarge as exc:
         raise MessageTooLarge(str(exc)) from exc
 
 
 async def write_frame(stream: INetStream, payload: bytes) -> None:
     """Write ``payload`` as one length-prefixed frame."""
-    writer = VarIntLengthMsgReadWriter(stream, max_msg_size=max(len(payload), 1))
-    await writer.write_msg(payload)
+    await stream.write(encode_varint_prefixed(payload))
 
 
 def encode_status_request(chain_id: int) -> bytes:

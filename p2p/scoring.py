@@ -60,8 +60,10 @@ DEFAULT_UNKNOWN_REASON_WEIGHT = 20.0
 class ScoreConfig:
     """Tuning of ``PeerScoreboard`` (scores are <= 0; 0 is a clean record)."""
 
-    # -100 with weights of 20-25: about five bad messages in quick succession.
-    ban_threshold: float = -100.0
+    # With weights of 20-25, the fourth or fifth bad message in quick
+    # succession bans. Not a round -100: scores decay continuously, so five
+    # penalties of 20 a few milliseconds apart add up to a hair above -100.
+    ban_threshold: float = -99.0
     # A peer that misbehaves rarely (a flaky relay) drifts back to 0.
     half_life: float = 120.0
     ban_seconds: float = 300.0
@@ -190,7 +192,7 @@ def gossipsub_score_params() -> ScoreParams:
         p5_behavior_penalty_threshold=0.0,
         # Every devnet peer shares 127.0.0.1; colocation would punish them all.
         p7_ip_colocation_weight=0.0,
-        # Backstops below our ban threshold (ours acts at about 5 invalid
+        # Backstops below our ban threshold (ours acts at 4-5 invalid
         # messages, i.e. -50 here): stop gossiping to a peer, then stop
         # accepting from it, then ignore it entirely.
         gossip_threshold=-200.0,

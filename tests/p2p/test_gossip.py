@@ -1,0 +1,169 @@
+"""Gossip between real libp2p hosts on 127.0.0.1 (several hosts in one trio run)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+import trio
+
+from p2p.batch import decode_batch
+from p2p.errors import MessageTooLarge, NotRunning, UnknownTopic
+from p2p.host import P2PNode, Verdict
+from p2p.topics import MIB, TopicName
+from tests.p2p.conftest import accept_all, meshed, wait_until
+
+ALL_TOPICS = [TopicName.TX, TopicName.ATTESTATION, TopicName.CONSENSUS, TopicName.BLOCK]
+
+
+class Recorder:
+    """A validator that records what it saw and rejects data starting with b'bad'."""
+
+    def __init__(self) -> None:
+        self.seen: Counter[bytes] = Counter()
+
+    def __call__(self, peer_id: str, data: bytes) -> Verdict:
+        self.seen[data[:16]] += 1
+        return Verdict.REJECT if data.startswith(b"bad") else Verdict.ACCEPT
+
+
+class AsyncRecorder(Recorder):
+    async def __call__(self, peer_id: str, data: bytes) -> Verdict:  # type: ignore[override]
+        await trio.sleep(0)
+        return super().__call__(peer_id, data)
+
+
+async def receive(inbox: trio.MemoryReceiveChannel, timeout: float = 5.0):  # type: ignore[type-arg]
+    with trio.fail_after(timeout):
+        return await inbox.receive()
+
+
+async def test_line_of_three_relays_every_topic_and_drops_rejected(
+    node_factory: Callable[..., P2PNode],
+) -> None:
+    """a - b - c: b validates and relays; what b rejects never reaches c."""
+    with trio.fail_after(40):
+        b = node_factory("b")
+        # Half the topics get a sync validator, half an async one.
+        validators = {
+            name: Recorder() if i % 2 else AsyncRecorder() for i, name in enumerate(ALL_TOPICS)
+        }
+        for name in ALL_TOPICS:
+            b.register_topic(name, validators[name])
+        async with trio.open_nursery() as nursery:
+            b_addr = await nursery.start(b.run)
+            a = node_factory("a", bootstrap=(b_addr,))
+            c = node_factory("c", bootstrap=(b_addr,))
+            for name in ALL_TOPICS:
+                a.register_topic(name, accept_all)
+            inboxes = {name: c.register_topic(name, accept_all) for name in ALL_TOPICS}
+            await nursery.start(a.run)
+            await nursery.start(c.run)
+            for name in ALL_TOPICS:
+                await wait_until(
+                    lambda n=name: meshed(a, b, n) and meshed(b, c, n) and meshed(b, a, n)
+                )
+            assert not c.is_connected(a.peer_id)  # only b can carry a's messages to c
+
+            for name in ALL_TOPICS:
+                await a.publish(name, b"bad " + name.encode())
+                await a.publish(name, b"good " + name.encode())
+                message = await receive(inboxes[name])
+                assert message.data == b"good " + name.encode()
+                assert message.origin == a.peer_id and message.forwarder == b.peer_id
+                assert validators[name].seen[b"bad " + name.encode()] == 1
+
+            # A consensus proposal near the topic limit crosses both hops whole.
+            proposal = b"P" * (3 * MIB // 2)
+            await a.publish(TopicName.CONSENSUS, proposal)
+            assert (await receive(inboxes[TopicName.CONSENSUS])).data == proposal
+
+            # Attestations travel batched.
+            for i in range(300):
+                assert a.attestations.add(b"att-%03d" % i)
+            items: list[bytes] = []
+            while len(items) < 300:
+                items += decode_batch((await receive(inboxes[TopicName.ATTESTATION])).data)
+            assert items == [b"att-%03d" % i for i in range(300)]
+            assert a.attestations.stats.batches_published < 10
+
+            await trio.sleep(0.3)  # nothing rejected arrives late either
+            for name in ALL_TOPICS:
+                assert inboxes[name].statistics().current_buffer_used == 0
+                assert b.stats()["topics"][name].rejected == {"invalid_message": 1}
+            assert b.peer_scores()[a.peer_id].penalties == {"invalid_message": 4}
+            nursery.cancel_scope.cancel()
+
+
+async def test_validator_exceptions_reject_without_crashing(
+    node_factory: Callable[..., P2PNode],
+) -> None:
+    def explode(peer_id: str, data: bytes) -> bool:
+        if data == b"boom":
+            raise RuntimeError("validator bug")
+        return True
+
+    async def explode_async(peer_id: str, data: bytes) -> bool:
+        return explode(peer_id, data)
+
+    def not_a_verdict(peer_id: str, data: bytes) -> object:
+        return "yes"
+
+    with trio.fail_after(20):
+        receiver = node_factory("receiver")
+        inboxes = {
+            TopicName.TX: receiver.register_topic(TopicName.TX, explode),
+            TopicName.CONSENSUS: receiver.register_topic(TopicName.CONSENSUS, explode_async),
+            TopicName.BLOCK: receiver.register_topic(TopicName.BLOCK, not_a_verdict),  # type: ignore[arg-type]
+        }
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(receiver.run)
+            sender = node_factory("sender", bootstrap=(address,))
+            for name in inboxes:
+                sender.register_topic(name, accept_all)
+            await nursery.start(sender.run)
+            for name in inboxes:
+                await wait_until(lambda n=name: meshed(sender, receiver, n))
+            for name in (TopicName.TX, TopicName.CONSENSUS):
+                await sender.publish(name, b"boom")
+                await sender.publish(name, b"fine")
+                assert (await receive(inboxes[name])).data == b"fine"
+                assert receiver.stats()["topics"][name].validator_errors == 1
+            await sender.publish(TopicName.BLOCK, b"anything")
+            await wait_until(
+                lambda: receiver.stats()["topics"][TopicName.BLOCK].validator_errors == 1
+            )
+            # Our validator bugs are not the peer's fault.
+            assert receiver.scoreboard.score(sender.peer_id) == 0
+            nursery.cancel_scope.cancel()
+
+
+async def test_full_inbox_drops_are_counted(node_factory: Callable[..., P2PNode]) -> None:
+    with trio.fail_after(20):
+        receiver = node_factory("receiver", inbox_size=3)
+        inbox = receiver.register_topic(TopicName.TX, accept_all)
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(receiver.run)
+            sender = node_factory("sender", bootstrap=(address,))
+            sender.register_topic(TopicName.TX, accept_all)
+            await nursery.start(sender.run)
+            await wait_until(lambda: meshed(sender, receiver, TopicName.TX))
+            for i in range(10):
+                await sender.publish(TopicName.TX, b"tx %d" % i)
+            stats = receiver.stats()["topics"][TopicName.TX]
+            await wait_until(lambda: stats.delivered + stats.dropped_inbox_full == 10)
+            assert (stats.delivered, stats.dropped_inbox_full) == (3, 7)
+            assert [(await inbox.receive()).data for _ in range(3)] == [b"tx 0", b"tx 1", b"tx 2"]
+            nursery.cancel_scope.cancel()
+
+
+async def test_publish_errors(node_factory: Callable[..., P2PNode]) -> None:
+    node = node_factory("solo")
+    node.register_topic(TopicName.BLOCK, accept_all)
+    with pytest.raises(NotRunning):
+        await node.publish(TopicName.BLOCK, b"x")
+    with pytest.raises(MessageTooLarge):
+        await node.publish(TopicName.BLOCK, b"x" * 4097)
+    with pytest.raises(UnknownTopic):
+        await node.publish(TopicName.TX, b"x")

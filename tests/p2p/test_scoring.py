@@ -1,0 +1,78 @@
+"""Our peer scoreboard (bans, decay) and the gossipsub scorer settings."""
+
+from __future__ import annotations
+
+import pytest
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.id import ID
+
+from p2p.scoring import (
+    Misbehaviour,
+    PeerScoreboard,
+    RouterScorer,
+    ScoreConfig,
+    gossipsub_score_params,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_penalties_ban_at_threshold_then_expire() -> None:
+    clock = FakeClock()
+    board = PeerScoreboard(ScoreConfig(ban_threshold=-100, ban_seconds=60), clock)
+    assert [board.penalise("p", Misbehaviour.INVALID_MESSAGE) for _ in range(5)] == [
+        False,
+        False,
+        False,
+        False,
+        True,
+    ]
+    assert board.is_banned("p") and board.banned_peers() == ["p"]
+    assert board.ban_remaining("p") == pytest.approx(60)
+    snapshot = board.snapshot()["p"]
+    assert snapshot.bans == 1 and snapshot.penalties == {"invalid_message": 5}
+    assert not board.penalise("p", Misbehaviour.INVALID_MESSAGE)  # no extension while banned
+    clock.now += 61
+    assert not board.is_banned("p") and board.banned_peers() == []
+    assert not board.is_banned("never-seen") and board.score("never-seen") == 0
+
+
+def test_repeat_offenders_get_doubled_bans_capped() -> None:
+    clock = FakeClock()
+    config = ScoreConfig(ban_threshold=-10, ban_seconds=60, max_ban_seconds=200)
+    board = PeerScoreboard(config, clock)
+    durations = []
+    for _ in range(4):
+        assert board.penalise("p", "anything")  # unknown reasons weigh 20
+        durations.append(board.ban_remaining("p"))
+        clock.now += 1000
+    assert durations == [60, 120, 200, 200]
+
+
+def test_scores_recover_with_half_life() -> None:
+    clock = FakeClock()
+    board = PeerScoreboard(ScoreConfig(half_life=100), clock)
+    board.penalise("p", Misbehaviour.OVERSIZE_MESSAGE)
+    assert board.score("p") == pytest.approx(-25)
+    clock.now += 100
+    assert board.score("p") == pytest.approx(-12.5)
+    clock.now += 10_000
+    assert board.score("p") == 0
+
+
+def test_router_scorer_counts_only_attributed_rejections() -> None:
+    peer = ID.from_pubkey(create_new_key_pair().public_key)
+    scorer = RouterScorer(gossipsub_score_params())
+    scorer.on_invalid_message(peer, "t")  # pubsub's call: IGNORE, timeouts, cache hits
+    assert scorer.score(peer, ["t"]) == 0
+    scorer.record_rejected(peer, "t")
+    assert scorer.score(peer, ["t"]) == -10
+    params = gossipsub_score_params()
+    assert params.p7_ip_colocation_weight == 0
+    assert params.p4_invalid_messages.weight > 0 and params.p4_invalid_messages.cap > 0
