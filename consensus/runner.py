@@ -126,6 +126,12 @@ class ConsensusRunner:
             return False
         return True
 
+    async def jump_to_height(self, height: int, validators: ValidatorSet) -> None:
+        """Start ``height`` now (after block sync committed everything below it).
+
+        Ignored if the machine is already at or past ``height``."""
+        await self._send.send(_StartHeight(height, validators))
+
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Start the first height and process events until cancelled."""
         async with trio.open_nursery() as nursery:

@@ -90,3 +90,14 @@ async def test_a_full_inbox_drops_instead_of_blocking() -> None:
     assert await runner.submit(vote)
     assert not await runner.submit(encode_message(vote))  # nothing drains it: the inbox is full
     assert runner.stats["dropped_inbox_full"] == 1
+
+
+async def test_jump_to_height_after_block_sync(autojump_clock) -> None:
+    node = Node(0, validator_set(), [], Signer.in_memory(KEYS[0], CHAIN_ID))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.runner.run)
+        await node.runner.jump_to_height(7, validator_set())
+        await node.runner.jump_to_height(5, validator_set())  # behind: ignored
+        await trio.sleep(0.01)
+        assert node.runner.machine.height == 7
+        nursery.cancel_scope.cancel()
