@@ -114,7 +114,8 @@ class WebSocketSession:
     async def _reader(self, received: bytes) -> None:
         buffer: list[bytes | str] = []
         size = 0
-        self.ws.receive_data(received or None)
+        if received:
+            self.ws.receive_data(received)
         while True:
             for event in self.ws.events():
                 if isinstance(event, Message):
