@@ -39,8 +39,10 @@ def _topic_bytes(topic: int | bytes) -> bytes:
     return topic.to_bytes(32, "big") if isinstance(topic, int) else bytes(topic)
 
 
-def header_json(header: Header, *, size: int | None = None) -> dict[str, Any]:
-    """The header as an Ethereum block header (newHeads shape) plus Motus fields."""
+def header_json(header: Header, *, size: int | None = None, motus: bool = True) -> dict[str, Any]:
+    """The header as an Ethereum block header, plus the Motus fields unless ``motus`` is
+    false. newHeads leaves them out: web3.py recognises a header by its key set and
+    would not decode one with many unknown keys (fetch them with eth_getBlockByHash)."""
     out: dict[str, Any] = {
         "number": hexq(header.height),
         "hash": hexb(header.hash),
@@ -60,16 +62,20 @@ def header_json(header: Header, *, size: int | None = None) -> dict[str, Any]:
         "timestamp": hexq(header.timestamp),
         "baseFeePerGas": hexq(header.base_fee_per_gas),
         "mixHash": hexb(header.parent_hash),
-        # Motus
-        "timestampMs": hexq(header.timestamp_ms),
-        "attestationsRoot": hexb(header.attestations_root),
-        "validatorsHash": hexb(header.validators_hash),
-        "nextValidatorsHash": hexb(header.next_validators_hash),
-        "lastCommitHash": hexb(header.last_commit_hash),
-        "evidenceHash": hexb(header.evidence_hash),
     }
     if size is not None:
         out["size"] = hexq(size)
+    if motus:
+        out.update(
+            {
+                "timestampMs": hexq(header.timestamp_ms),
+                "attestationsRoot": hexb(header.attestations_root),
+                "validatorsHash": hexb(header.validators_hash),
+                "nextValidatorsHash": hexb(header.next_validators_hash),
+                "lastCommitHash": hexb(header.last_commit_hash),
+                "evidenceHash": hexb(header.evidence_hash),
+            }
+        )
     return out
 
 

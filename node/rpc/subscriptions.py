@@ -79,7 +79,7 @@ class SubscriptionHub:
                 continue
             if sub.kind == "newHeads":
                 if head is None:
-                    head = header_json(block.header)
+                    head = header_json(block.header, motus=False)
                 session.notify(sub.id, head)
                 continue
             if logs is None:
