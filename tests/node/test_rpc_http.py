@@ -28,22 +28,32 @@ RATE = 200
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    proc = start_node(tmp_path_factory.mktemp("http"), max_batch=MAX_BATCH,
-                      max_request_bytes=MAX_BYTES, max_connections=MAX_CONNECTIONS,
-                      rate_limit_per_second=RATE)
+    proc = start_node(
+        tmp_path_factory.mktemp("http"),
+        max_batch=MAX_BATCH,
+        max_request_bytes=MAX_BYTES,
+        max_connections=MAX_CONNECTIONS,
+        rate_limit_per_second=RATE,
+    )
     proc.wait_height(2)
     yield proc
     proc.stop()
 
 
-def post(node: NodeProcess, body: bytes | str | object, headers: dict | None = None,
-         method: str = "POST", path: str = "/") -> tuple[int, dict, bytes]:
+def post(
+    node: NodeProcess,
+    body: bytes | str | object,
+    headers: dict | None = None,
+    method: str = "POST",
+    path: str = "/",
+) -> tuple[int, dict, bytes]:
     if not isinstance(body, bytes | str):
         body = json.dumps(body)
     conn = http.client.HTTPConnection("127.0.0.1", node.rpc_port, timeout=10)
     try:
-        conn.request(method, path, body=body, headers={"Content-Type": "application/json",
-                                                        **(headers or {})})
+        conn.request(
+            method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})}
+        )
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
@@ -51,8 +61,15 @@ def post(node: NodeProcess, body: bytes | str | object, headers: dict | None = N
 
 
 def call(node: NodeProcess, method: str, params: object = (), req_id: object = 1) -> dict:
-    status, _, body = post(node, {"jsonrpc": "2.0", "id": req_id, "method": method,
-                                  "params": list(params) if isinstance(params, tuple) else params})
+    status, _, body = post(
+        node,
+        {
+            "jsonrpc": "2.0",
+            "id": req_id,
+            "method": method,
+            "params": list(params) if isinstance(params, tuple) else params,
+        },
+    )
     assert status == 200
     return json.loads(body)
 
@@ -95,17 +112,24 @@ def test_batch_limits(node: NodeProcess) -> None:
 
 
 def test_oversized_request_refused(node: NodeProcess) -> None:
-    big = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_call",
-                      "params": [{"data": "0x" + "00" * MAX_BYTES}, "latest"]})
+    big = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "eth_call",
+            "params": [{"data": "0x" + "00" * MAX_BYTES}, "latest"],
+        }
+    )
     status, headers, body = post(node, big)
     assert status == 413 and headers["connection"] == "close"
     code, message = error_of(json.loads(body))
     assert code == -32005 and f"exceeds max_request_bytes {MAX_BYTES}" in message
     # chunked upload (no Content-Length) is counted while it arrives
     conn = http.client.HTTPConnection("127.0.0.1", node.rpc_port, timeout=10)
-    chunks = (big[i:i + 8192].encode() for i in range(0, len(big), 8192))
-    conn.request("POST", "/", body=chunks, encode_chunked=True,
-                 headers={"Content-Type": "application/json"})
+    chunks = (big[i : i + 8192].encode() for i in range(0, len(big), 8192))
+    conn.request(
+        "POST", "/", body=chunks, encode_chunked=True, headers={"Content-Type": "application/json"}
+    )
     assert conn.getresponse().status == 413
     conn.close()
 
@@ -121,27 +145,39 @@ def test_envelope_errors(node: NodeProcess) -> None:
     _, _, body = post(node, {"jsonrpc": "2.0", "id": {"x": 1}, "method": "eth_chainId"})
     assert error_of(json.loads(body))[0] == -32600
     assert error_of(call(node, "eth_fooBar")) == (
-        -32601, "the method eth_fooBar does not exist/is not available")
+        -32601,
+        "the method eth_fooBar does not exist/is not available",
+    )
     assert error_of(call(node, "eth_subscribe", ("newHeads",))) == (
-        -32601, "notifications not supported")  # subscriptions need the WebSocket
+        -32601,
+        "notifications not supported",
+    )  # subscriptions need the WebSocket
 
 
-@pytest.mark.parametrize("method, params, names", [
-    ("eth_getBalance", ["0x12", "latest"], "argument 0 (address)"),
-    ("eth_getBalance", ["0x" + "11" * 20, "lastest"], "argument 1 (block)"),
-    ("eth_getBlockByNumber", ["0x1", "yes"], "argument 1 (full)"),
-    ("eth_getBlockByHash", ["0x1234", False], "argument 0 (hash)"),
-    ("eth_getTransactionByHash", [], "missing value for required argument 0 (hash)"),
-    ("eth_chainId", [1], "too many arguments"),
-    ("eth_getStorageAt", ["0x" + "11" * 20, "0x" + "00" * 33], "argument 1 (slot)"),
-    ("eth_sendRawTransaction", ["0xabc"], "argument 0 (transaction): hex data has an odd"),
-    ("eth_getLogs", [{"topics": [None, None, None, None, None]}], "at most 4 topic positions"),
-    ("eth_getLogs", [{"blockHash": "0x" + "00" * 32, "fromBlock": "0x1"}], "cannot be combined"),
-    ("eth_feeHistory", ["0x4", "latest", [75, 25]], "ascending"),
-    ("eth_call", [{"to": "0x" + "11" * 20}, "latest", {"0x00": {}}], "state overrides"),
-])
-def test_invalid_params_name_the_argument(node: NodeProcess, method: str, params: list,
-                                          names: str) -> None:
+@pytest.mark.parametrize(
+    "method, params, names",
+    [
+        ("eth_getBalance", ["0x12", "latest"], "argument 0 (address)"),
+        ("eth_getBalance", ["0x" + "11" * 20, "lastest"], "argument 1 (block)"),
+        ("eth_getBlockByNumber", ["0x1", "yes"], "argument 1 (full)"),
+        ("eth_getBlockByHash", ["0x1234", False], "argument 0 (hash)"),
+        ("eth_getTransactionByHash", [], "missing value for required argument 0 (hash)"),
+        ("eth_chainId", [1], "too many arguments"),
+        ("eth_getStorageAt", ["0x" + "11" * 20, "0x" + "00" * 33], "argument 1 (slot)"),
+        ("eth_sendRawTransaction", ["0xabc"], "argument 0 (transaction): hex data has an odd"),
+        ("eth_getLogs", [{"topics": [None, None, None, None, None]}], "at most 4 topic positions"),
+        (
+            "eth_getLogs",
+            [{"blockHash": "0x" + "00" * 32, "fromBlock": "0x1"}],
+            "cannot be combined",
+        ),
+        ("eth_feeHistory", ["0x4", "latest", [75, 25]], "ascending"),
+        ("eth_call", [{"to": "0x" + "11" * 20}, "latest", {"0x00": {}}], "state overrides"),
+    ],
+)
+def test_invalid_params_name_the_argument(
+    node: NodeProcess, method: str, params: list, names: str
+) -> None:
     code, message = error_of(call(node, method, params))
     assert code == -32602 and names in message, message
 
@@ -161,13 +197,20 @@ def test_unknown_block_is_resource_not_found(node: NodeProcess) -> None:
 def test_keep_alive_and_cors(node: NodeProcess) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", node.rpc_port, timeout=10)
     for i in range(3):  # one connection, several requests
-        conn.request("POST", "/", json.dumps({"jsonrpc": "2.0", "id": i, "method": "eth_chainId"}),
-                     {"Content-Type": "application/json", "Origin": "https://dapp.example"})
+        conn.request(
+            "POST",
+            "/",
+            json.dumps({"jsonrpc": "2.0", "id": i, "method": "eth_chainId"}),
+            {"Content-Type": "application/json", "Origin": "https://dapp.example"},
+        )
         resp = conn.getresponse()
         assert json.loads(resp.read())["id"] == i
         assert resp.getheader("access-control-allow-origin") == "*"
-    conn.request("OPTIONS", "/", headers={"Origin": "https://dapp.example",
-                                          "Access-Control-Request-Method": "POST"})
+    conn.request(
+        "OPTIONS",
+        "/",
+        headers={"Origin": "https://dapp.example", "Access-Control-Request-Method": "POST"},
+    )
     resp = conn.getresponse()
     resp.read()
     assert resp.status == 204

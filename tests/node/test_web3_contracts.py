@@ -25,8 +25,11 @@ TAG_B = b"B".ljust(32, b"\x00")
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    proc = start_node(tmp_path_factory.mktemp("contracts"), max_log_blocks=MAX_LOG_BLOCKS,
-                      max_log_results=MAX_LOG_RESULTS)
+    proc = start_node(
+        tmp_path_factory.mktemp("contracts"),
+        max_log_blocks=MAX_LOG_BLOCKS,
+        max_log_results=MAX_LOG_RESULTS,
+    )
     yield proc
     proc.stop()
 
@@ -38,9 +41,14 @@ def w3(node: NodeProcess) -> Web3:
 
 def send(w3: Web3, acct, fn, **overrides) -> bytes:
     """Build (web3 estimates gas and fees), sign and send; returns the hash."""
-    tx = fn.build_transaction({"from": acct.address, "chainId": CHAIN_ID,
-                               "nonce": w3.eth.get_transaction_count(acct.address, "pending"),
-                               **overrides})
+    tx = fn.build_transaction(
+        {
+            "from": acct.address,
+            "chainId": CHAIN_ID,
+            "nonce": w3.eth.get_transaction_count(acct.address, "pending"),
+            **overrides,
+        }
+    )
     return w3.eth.send_raw_transaction(acct.sign_transaction(tx).raw_transaction)
 
 
@@ -59,9 +67,11 @@ def deployed(w3: Web3):
     receipt = transact(w3, owner, factory.constructor())
     assert receipt["status"] == 1 and receipt["contractAddress"]
     book = w3.eth.contract(address=receipt["contractAddress"], abi=spec["abi"])
-    entries = [transact(w3, owner, book.functions.record(TAG_A, "first")),
-               transact(w3, other, book.functions.record(TAG_B, "second")),
-               transact(w3, owner, book.functions.record(TAG_B, "third"))]
+    entries = [
+        transact(w3, owner, book.functions.record(TAG_A, "first")),
+        transact(w3, other, book.functions.record(TAG_B, "second")),
+        transact(w3, owner, book.functions.record(TAG_B, "third")),
+    ]
     return book, receipt, entries
 
 
@@ -105,8 +115,9 @@ def test_revert_reasons_reach_web3(w3: Web3, deployed, node: NodeProcess) -> Non
     selector = Web3.keccak(text="NotAllowed(address)")[:4].hex()
     assert selector in exc.value.data
     # the raw answer is geth's: code 3, message with the reason, data = revert bytes
-    raw = w3.provider.make_request("eth_call", [
-        {"to": book.address, "data": book.encode_abi("double", [100])}, "latest"])
+    raw = w3.provider.make_request(
+        "eth_call", [{"to": book.address, "data": book.encode_abi("double", [100])}, "latest"]
+    )
     assert raw["error"]["code"] == 3
     assert raw["error"]["message"] == "execution reverted: x must be below 100"
     assert raw["error"]["data"].startswith("0x08c379a0")
@@ -114,8 +125,14 @@ def test_revert_reasons_reach_web3(w3: Web3, deployed, node: NodeProcess) -> Non
 
 def test_failed_transaction_is_mined_with_status_zero(w3: Web3, deployed) -> None:
     book, _, _ = deployed
-    receipt = transact(w3, dev_accounts()[3], book.functions.record(TAG_A, ""), gas=100_000,
-                       maxFeePerGas=10 * GWEI, maxPriorityFeePerGas=GWEI)
+    receipt = transact(
+        w3,
+        dev_accounts()[3],
+        book.functions.record(TAG_A, ""),
+        gas=100_000,
+        maxFeePerGas=10 * GWEI,
+        maxPriorityFeePerGas=GWEI,
+    )
     assert receipt["status"] == 0 and receipt["logs"] == []
     assert book.functions.count().call() == 3
 
@@ -141,8 +158,9 @@ def test_get_logs_filters(w3: Web3, deployed) -> None:
     assert seqs({**base, "topics": [None, owner_topic, two_or_three]}) == [3]
     assert seqs({**base, "topics": [entry_topic, None, None, None]}) == [1, 2, 3]
     assert seqs({"blockHash": entries[1]["blockHash"]}) == [2]
-    assert seqs({"fromBlock": entries[1]["blockNumber"], "toBlock": "latest",
-                 "address": book.address}) == [2, 3]
+    assert seqs(
+        {"fromBlock": entries[1]["blockNumber"], "toBlock": "latest", "address": book.address}
+    ) == [2, 3]
     logs = w3.eth.get_logs({"blockHash": entries[1]["blockHash"]})
     assert logs == entries[1]["logs"]  # same shape as in the receipt
 
@@ -158,10 +176,14 @@ def test_get_logs_limits(w3: Web3, deployed, node: NodeProcess) -> None:
         w3.eth.get_logs({"fromBlock": 10, "toBlock": 5})
     assert exc.value.rpc_response["error"]["code"] == -32602
     # more matching logs than max_log_results in a short range: refused, not truncated
-    hashes = [send(w3, dev_accounts()[4], book.functions.record(TAG_A, f"note {i}"))
-              for i in range(MAX_LOG_RESULTS + 1)]
-    blocks = [w3.eth.wait_for_transaction_receipt(h, timeout=10, poll_latency=0.1)["blockNumber"]
-              for h in hashes]
+    hashes = [
+        send(w3, dev_accounts()[4], book.functions.record(TAG_A, f"note {i}"))
+        for i in range(MAX_LOG_RESULTS + 1)
+    ]
+    blocks = [
+        w3.eth.wait_for_transaction_receipt(h, timeout=10, poll_latency=0.1)["blockNumber"]
+        for h in hashes
+    ]
     with pytest.raises(Web3RPCError) as exc:
         w3.eth.get_logs({"fromBlock": min(blocks), "toBlock": max(blocks), "address": book.address})
     err = exc.value.rpc_response["error"]
@@ -177,7 +199,7 @@ def _nibbles(key: bytes) -> list[int]:
 
 def _hex_prefix(path: bytes) -> tuple[list[int], bool]:
     flag = path[0] >> 4
-    nibbles = _nibbles(path)[1 if flag & 1 else 2:]
+    nibbles = _nibbles(path)[1 if flag & 1 else 2 :]
     return nibbles, bool(flag & 2)
 
 
@@ -205,9 +227,9 @@ def verify_mpt(root: bytes, key: bytes, proof: list[bytes]) -> bytes | None:
             segment, is_leaf = _hex_prefix(node[0])
             if is_leaf:
                 return node[1] if path == segment else None
-            if path[:len(segment)] != segment:
+            if path[: len(segment)] != segment:
                 return None
-            ref, path = node[1], path[len(segment):]
+            ref, path = node[1], path[len(segment) :]
 
 
 def test_get_proof_verifies_against_state_root(w3: Web3, deployed) -> None:
@@ -216,8 +238,13 @@ def test_get_proof_verifies_against_state_root(w3: Web3, deployed) -> None:
     mapping_slot = Web3.keccak(bytes.fromhex(owner[2:].rjust(64, "0")) + (1).to_bytes(32, "big"))
     block = w3.eth.get_block("latest")
     proof = w3.eth.get_proof(book.address, [0, mapping_slot, 7], block["number"])
-    account = rlp.decode(verify_mpt(block["stateRoot"], bytes.fromhex(book.address[2:]),
-                                    [bytes(n) for n in proof["accountProof"]]))
+    account = rlp.decode(
+        verify_mpt(
+            block["stateRoot"],
+            bytes.fromhex(book.address[2:]),
+            [bytes(n) for n in proof["accountProof"]],
+        )
+    )
     nonce, balance, storage_root, code_hash = account
     assert int.from_bytes(nonce, "big") == proof["nonce"] == 1  # EIP-161: contracts start at 1
     assert int.from_bytes(balance, "big") == proof["balance"] == 0
@@ -225,16 +252,20 @@ def test_get_proof_verifies_against_state_root(w3: Web3, deployed) -> None:
     assert code_hash == bytes(proof["codeHash"]) == keccak(w3.eth.get_code(book.address))
     values = []
     for item in proof["storageProof"]:
-        raw = verify_mpt(storage_root, bytes(item["key"]).rjust(32, b"\x00"),
-                         [bytes(n) for n in item["proof"]])
+        raw = verify_mpt(
+            storage_root, bytes(item["key"]).rjust(32, b"\x00"), [bytes(n) for n in item["proof"]]
+        )
         value = 0 if raw is None else int.from_bytes(rlp.decode(raw), "big")
         assert value == int.from_bytes(item["value"], "big")
         values.append(value)
     assert values[:2] == [book.functions.count().call(block_identifier=block["number"]), 3]
     assert values[2] == 0  # proven absent
     # the trie library agrees
-    assert HexaryTrie.get_from_proof(block["stateRoot"], keccak(bytes.fromhex(book.address[2:])),
-                                     [rlp.decode(bytes(n)) for n in proof["accountProof"]])
+    assert HexaryTrie.get_from_proof(
+        block["stateRoot"],
+        keccak(bytes.fromhex(book.address[2:])),
+        [rlp.decode(bytes(n)) for n in proof["accountProof"]],
+    )
 
 
 def test_get_proof_of_absent_account(w3: Web3) -> None:
@@ -242,8 +273,12 @@ def test_get_proof_of_absent_account(w3: Web3) -> None:
     nobody = "0x" + "42" * 20
     proof = w3.eth.get_proof(nobody, [], block["number"])
     assert proof["balance"] == 0 and proof["nonce"] == 0
-    assert verify_mpt(block["stateRoot"], bytes.fromhex(nobody[2:]),
-                      [bytes(n) for n in proof["accountProof"]]) is None
+    assert (
+        verify_mpt(
+            block["stateRoot"], bytes.fromhex(nobody[2:]), [bytes(n) for n in proof["accountProof"]]
+        )
+        is None
+    )
     tampered = w3.eth.get_proof(dev_accounts()[0].address, [], block["number"])
     nodes = [bytes(n) for n in tampered["accountProof"]]
     nodes[-1] = nodes[-1][:-1] + bytes([nodes[-1][-1] ^ 1])
