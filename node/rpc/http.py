@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import time
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import h11
@@ -179,6 +180,12 @@ class HTTPServer:
             await self._drain(conn, stream)
             await self._send(conn, stream, 200, metrics.render(), metrics.CONTENT_TYPE)
             return True
+        if method == b"HEAD":  # a HEAD answer has no body, whatever its status
+            await self._drain(conn, stream)
+            await self._send(
+                conn, stream, 405, b"", None, extra=[(b"allow", b"POST, GET, OPTIONS")]
+            )
+            return True
         if method != b"POST":
             await self._drain(conn, stream)
             body = b'{"error":"send JSON-RPC requests with POST; GET serves /health and /metrics"}'
@@ -212,6 +219,9 @@ class HTTPServer:
         if declared is not None and int(declared) > limit:
             await self._too_large(conn, stream, int(declared))
             return None
+        if conn.they_are_waiting_for_100_continue:  # curl waits a second for this otherwise
+            with trio.fail_after(WRITE_TIMEOUT):
+                await stream.send_all(conn.send(h11.InformationalResponse(status_code=100)))
         chunks, size = [], 0
         with trio.move_on_after(BODY_TIMEOUT) as slow:
             while True:
@@ -290,7 +300,8 @@ class HTTPServer:
     ) -> None:
         length = None if status == 204 else len(body)
         headers = self._headers(content_type, length, close=close) + (extra or [])
-        data = conn.send(h11.Response(status_code=status, headers=headers))
+        reason = HTTPStatus(status).phrase.encode()
+        data = conn.send(h11.Response(status_code=status, headers=headers, reason=reason))
         if body and status != 204:
             data += conn.send(h11.Data(data=body))
         data += conn.send(h11.EndOfMessage())
