@@ -109,8 +109,12 @@ class HTTPServer:
             b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
             b"content-length: %d\r\nretry-after: 1\r\nconnection: close\r\n\r\n" % len(body)
         )
-        with trio.move_on_after(1):
-            await stream.send_all(head + body)
+        try:
+            with trio.move_on_after(1):
+                await stream.send_all(head + body)
+            await self._linger(stream, timeout=1.0)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
         await trio.aclose_forcefully(stream)
 
     # --- one connection ---------------------------------------------------------------
@@ -252,10 +256,10 @@ class HTTPServer:
         await self._send(conn, stream, 413, _json_error(err), "application/json", close=True)
         await self._linger(stream)
 
-    async def _linger(self, stream: trio.SocketStream) -> None:
+    async def _linger(self, stream: trio.SocketStream, timeout: float = LINGER_TIMEOUT) -> None:
         """Read and drop what the client still sends before closing: closing a socket with
         unread data resets the connection, and the client would lose our answer."""
-        with trio.move_on_after(LINGER_TIMEOUT):
+        with trio.move_on_after(timeout):
             dropped = 0
             while dropped < LINGER_MAX_BYTES:
                 data = await stream.receive_some(RECEIVE_CHUNK)
