@@ -13,7 +13,7 @@ a partition that heals at a drawn time. Checked for each schedule:
   validator's conflicting votes, it reported the equivocation.
 
 ``MOTUS_SIM_SCHEDULES=10000 pytest tests/consensus/test_simulation.py`` runs
-the long variant (about 2 minutes on one core).
+the long variant (about 3 minutes on one core).
 """
 
 from __future__ import annotations
