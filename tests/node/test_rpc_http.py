@@ -18,7 +18,7 @@ from node.rpc.client import RPCError, rpc_call
 from tests.fixtures.rpc_node import CHAIN_ID, start_node
 from tests.procs import NodeProcess, free_port, motus
 
-pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
+pytestmark = [pytest.mark.timeout(60), pytest.mark.xdist_group("rpc_http"), pytest.mark.slow]
 
 MAX_BATCH = 10
 MAX_BYTES = 64 * 1024

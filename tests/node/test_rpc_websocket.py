@@ -21,7 +21,7 @@ from node.rpc.websocket import OUTGOING_QUEUE, WebSocketSession
 from tests.fixtures.rpc_node import CHAIN_ID, dev_accounts, logbook, start_node
 from tests.procs import NodeProcess
 
-pytestmark = [pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.timeout(60), pytest.mark.xdist_group("rpc_websocket")]
 
 MAX_BYTES = 64 * 1024
 

@@ -15,7 +15,7 @@ from web3.exceptions import ContractCustomError, ContractLogicError, Web3RPCErro
 from tests.fixtures.rpc_node import CHAIN_ID, GWEI, dev_accounts, logbook, start_node
 from tests.procs import NodeProcess
 
-pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
+pytestmark = [pytest.mark.timeout(90), pytest.mark.xdist_group("web3_contracts"), pytest.mark.slow]
 
 MAX_LOG_BLOCKS = 30
 MAX_LOG_RESULTS = 5

@@ -12,7 +12,7 @@ from web3.exceptions import BlockNotFound, TransactionNotFound, Web3RPCError
 from tests.fixtures.rpc_node import CHAIN_ID, GWEI, MOTUS, dev_accounts, start_node
 from tests.procs import NodeProcess
 
-pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
+pytestmark = [pytest.mark.timeout(90), pytest.mark.xdist_group("web3_transfers"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
