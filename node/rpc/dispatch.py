@@ -164,9 +164,9 @@ class Dispatcher:
             answer = None if notification else _dumps(_error_doc(err, req_id))
         except Exception:
             log.exception("RPC method %s failed", name)
-            err = internal_error()
-            metrics.RPC_ERRORS.labels(label, str(err.code)).inc()
-            answer = None if notification else _dumps(_error_doc(err, req_id))
+            failure = internal_error()
+            metrics.RPC_ERRORS.labels(label, str(failure.code)).inc()
+            answer = None if notification else _dumps(_error_doc(failure, req_id))
         finally:
             metrics.RPC_SECONDS.labels(label).observe(time.perf_counter() - started)
         return answer

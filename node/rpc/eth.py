@@ -332,7 +332,7 @@ def suggested_tip(ctx: RPCContext) -> int:
     """The 60th percentile of tips paid in the last 20 blocks (DEFAULT_TIP if none),
     capped at MAX_TIP."""
     head = ctx.store.head_height
-    tips = []
+    tips: list[int] = []
     for height in range(head, max(-1, head - TIP_BLOCKS), -1):
         block = ctx.store.block_by_height(height)
         if block is not None and block.transactions:
@@ -425,7 +425,7 @@ def send_raw_transaction(ctx: RPCContext, raw: bytes) -> str:
     message (wallets and ethers classify errors by that text) and
     ``data: {"reason": <stable code>}``."""
     try:
-        tx_hash = ctx.mempool.add(raw, ctx.app.head_state())
+        tx_hash = ctx.app.submit_transaction(raw)
     except TxRejected as exc:
         raise RPCError(INVALID_INPUT, exc.message, {"reason": exc.code}) from None
     broadcast = getattr(ctx.node, "broadcast_transaction", None)

@@ -104,11 +104,8 @@ def block_json(block: Block, extras: Sequence[TxExtra], *, full: bool) -> dict[s
 
 def _access_list(tx: SignedTransactionAPI) -> list[dict[str, Any]]:
     return [
-        {
-            "address": hexb(a.account),
-            "storageKeys": [hexb(k.to_bytes(32, "big")) for k in a.storage_keys],
-        }
-        for a in tx.access_list
+        {"address": hexb(account), "storageKeys": [hexb(k.to_bytes(32, "big")) for k in keys]}
+        for account, keys in tx.access_list
     ]
 
 
@@ -142,14 +139,15 @@ def tx_json(
     }
     if type_id == 0:
         out["gasPrice"] = hexq(tx.gas_price)
-        out["v"] = hexq(tx.v)
+        out["v"] = hexq(tx.v)  # type: ignore[attr-defined]  # legacy transactions have v
         if tx.chain_id is not None:
             out["chainId"] = hexq(tx.chain_id)
         return out
-    out["chainId"] = hexq(tx.chain_id)
+    out["chainId"] = hexq(tx.chain_id or 0)  # typed transactions always carry one
     out["accessList"] = _access_list(tx)
-    out["v"] = hexq(tx.y_parity)
-    out["yParity"] = hexq(tx.y_parity)
+    y_parity = int(tx.y_parity or 0)
+    out["v"] = hexq(y_parity)
+    out["yParity"] = hexq(y_parity)
     if type_id == 1:
         out["gasPrice"] = hexq(tx.gas_price)
     else:

@@ -202,10 +202,10 @@ class HTTPServer:
                 extra=[(b"allow", b"POST, GET, OPTIONS")],
             )
             return True
-        body = await self._read_body(conn, stream, headers)
-        if body is None:
+        request = await self._read_body(conn, stream, headers)
+        if request is None:
             return False
-        reply = await self.dispatcher.handle(body, transport="http", client=client)
+        reply = await self.dispatcher.handle(request, transport="http", client=client)
         if reply.body is None:
             await self._send(conn, stream, 204, b"", None)
             return True
@@ -225,8 +225,11 @@ class HTTPServer:
             return None
         if conn.they_are_waiting_for_100_continue:  # curl waits a second for this otherwise
             with trio.fail_after(WRITE_TIMEOUT):
-                await stream.send_all(conn.send(h11.InformationalResponse(status_code=100)))
-        chunks, size = [], 0
+                await stream.send_all(
+                    conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+                )
+        chunks: list[bytes] = []
+        size = 0
         with trio.move_on_after(BODY_TIMEOUT) as slow:
             while True:
                 event = await self._next_event(conn, stream)

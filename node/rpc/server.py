@@ -27,10 +27,7 @@ log = logging.getLogger("motus.rpc")
 
 
 async def serve_rpc(
-    node: Node,
-    *,
-    methods: MethodTable | None = None,
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    node: Node, *, methods: MethodTable | None = None, task_status=trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve JSON-RPC for ``node`` until cancelled; reports the bound port when listening."""
     cfg = node.config.rpc

@@ -112,25 +112,26 @@ class WebSocketSession:
             await trio.aclose_forcefully(self.stream)
 
     async def _reader(self, received: bytes) -> None:
-        buffer: list[bytes | str] = []
+        buffer: list[bytes] = []  # fragments of the message being received
         size = 0
         if received:
             self.ws.receive_data(received)
         while True:
             for event in self.ws.events():
                 if isinstance(event, Message):
-                    size += len(event.data)
+                    chunk = (
+                        bytes(event.data)
+                        if isinstance(event, BytesMessage)
+                        else event.data.encode()
+                    )
+                    size += len(chunk)
                     if size > self.max_message_bytes:
                         metrics.RPC_REFUSED.labels("too_large").inc()
                         self.close(CLOSE_TOO_BIG, f"message exceeds {self.max_message_bytes} bytes")
                         return
-                    buffer.append(event.data)
+                    buffer.append(chunk)
                     if event.message_finished:
-                        body = (
-                            b"".join(buffer)
-                            if isinstance(event, BytesMessage)  # type: ignore[arg-type]
-                            else "".join(buffer).encode()
-                        )  # type: ignore[arg-type]
+                        body = b"".join(buffer)
                         buffer, size = [], 0
                         await self._answer(body)
                 elif isinstance(event, Ping):
