@@ -112,9 +112,9 @@ def status_lines(members: list[Member], fleet: subprocess.Popen | None) -> list[
         state = "down" if m.proc is None or m.proc.poll() is not None else "up"
         try:
             st = _rpc(m.url, "motus_nodeStatus") or {}
-            height = st.get("height", int(_rpc(m.url, "eth_blockNumber"), 16))
+            height = st["head"]["height"]
             peers = st.get("peers", "-")
-            pool = st.get("mempool", "-")
+            pool = st.get("mempoolSize", "-")
         except Exception:
             try:
                 height = int(_rpc(m.url, "eth_blockNumber"), 16)

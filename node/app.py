@@ -54,6 +54,7 @@ class Application:
         self._executed: OrderedDict[bytes, Executed] = OrderedDict()
         self.commit_listeners: list[Callable[[Block, BlockResult], None]] = []
         self._head_state: tuple[bytes, MotusState] | None = None
+        self.tx_listeners: list[Callable[[bytes], None]] = []
 
     # --- reads -----------------------------------------------------------------------
 
@@ -86,6 +87,15 @@ class Application:
         h = self.head
         return compute_base_fee(h.gas_used, h.gas_limit, h.base_fee_per_gas,
                                 get_param(self.head_state(), "min_base_fee_per_gas"))
+
+    def submit_transaction(self, raw: bytes, *, gossip: bool = True) -> bytes:
+        """Check a raw transaction against the head and pool it; raises TxRejected.
+        With ``gossip`` (RPC submissions) the transaction is handed to the network."""
+        tx_hash = self.mempool.add(raw, self.head_state())
+        if gossip:
+            for listener in list(self.tx_listeners):
+                listener(raw)
+        return tx_hash
 
     # --- propose ------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import trio
 
 from consensus.crypto import address_of_private_key
-from consensus.types import PRECOMMIT, Commit, Vote
 from genesis.spec import GenesisSpec
 from node.app import Application
 from node.config import Config
@@ -51,6 +50,7 @@ class Node:
         self.address = address_of_private_key(self.validator_key) if self.validator_key else None
         self.rpc_port: int | None = None
         self.stopping = trio.Event()
+        self.network = None
 
     def _head_params(self) -> dict[str, int]:
         from vm.db import OverlayDB
@@ -63,6 +63,7 @@ class Node:
         return {n: get_param(state, n) for n in ("block_gas_limit", "min_base_fee_per_gas")}
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        from node.network import NetworkService
         from node.rpc.server import serve_rpc
 
         log.info("starting %s chain %d at height %d", self.config.node.moniker, self.chain_id, self.store.head_height)
@@ -70,13 +71,24 @@ class Node:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_signals, nursery.cancel_scope)
                 self.rpc_port = await nursery.start(serve_rpc, self)
-                nursery.start_soon(self._produce_blocks)
+                self.network = NetworkService(self)
+                send, receive = trio.open_memory_channel[bytes](1024)
+                self.app.tx_listeners.append(lambda raw: _offer(send, raw))
+                await nursery.start(self.network.run)
+                nursery.start_soon(self._gossip_txs, receive)
                 task_status.started()
                 await self.stopping.wait()
                 nursery.cancel_scope.cancel()
         finally:
             self.database.close()
             log.info("stopped at height %d", self._safe_head())
+
+    async def _gossip_txs(self, receive: trio.MemoryReceiveChannel[bytes]) -> None:
+        async for raw in receive:
+            try:
+                await self.network.publish_tx(raw)
+            except Exception:
+                log.exception("transaction gossip failed")
 
     def _safe_head(self) -> int:
         try:
@@ -91,20 +103,9 @@ class Node:
                 self.stopping.set()
                 return
 
-    async def _produce_blocks(self) -> None:
-        """Single-validator block production: propose, sign our own precommit, commit."""
-        vs = self.store.validators_for(self.store.head_height + 1)
-        if self.validator_key is None or vs is None or len(vs) != 1 or vs.get(self.address) is None:
-            log.info("not the sole validator: not producing blocks")
-            return
-        interval = self.config.consensus.block_interval_ms / 1000
-        while True:
-            started = trio.current_time()
-            height = self.store.head_height + 1
-            value = self.app.propose(height, self.address)
-            block_hash = self.app.block_hash(value)
-            vote = Vote.create(self.chain_id, self.validator_key, PRECOMMIT, height, 0, block_hash, self.address)
-            commit = Commit.from_votes(height, 0, block_hash, [vote])
-            block = self.app.commit(height, value, commit)
-            log.debug("committed height %d with %d txs", height, len(block.transactions))
-            await trio.sleep(max(0.0, interval - (trio.current_time() - started)))
+
+def _offer(send: trio.MemorySendChannel[bytes], raw: bytes) -> None:
+    try:
+        send.send_nowait(raw)
+    except trio.WouldBlock:
+        log.warning("transaction gossip queue full: dropped one (it stays in our pool)")
