@@ -262,7 +262,7 @@ def process_block(state: StateAPI, height: int, epoch_boundary: bool) -> None:
         base = mapping_slot(M_PROPOSAL, pid)
         status = st.load(base + P_STATUS)
         if status == STATUS_VOTING and height >= st.load(base + P_END):
-            status = _process_tally(state, st, pid, base, height)
+            status = _process_tally(state, st, base, height)
         if status == STATUS_PASSED and epoch_boundary and height >= st.load(base + P_EXECUTABLE):
             status = _process_activation(state, st, base, height)
         if status in OPEN_STATUSES and new_first == 0:
@@ -270,7 +270,7 @@ def process_block(state: StateAPI, height: int, epoch_boundary: bool) -> None:
     st.store(S_FIRST_OPEN, new_first or count + 1)
 
 
-def _process_tally(state: StateAPI, st: Store, pid: int, base: int, height: int) -> int:
+def _process_tally(state: StateAPI, st: Store, base: int, height: int) -> int:
     params = {n: get_param(state, n) for n in ("gov_quorum_bps", "gov_veto_bps", "gov_threshold_bps",
                                                "gov_critical_threshold_bps", "gov_execution_delay_blocks")}
     locked = st.load(S_TOTAL_LOCKED)
