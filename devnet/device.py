@@ -86,7 +86,7 @@ class Device:
         """``att`` with the device's signature (r || s || v, v in {0, 1}, low s)."""
         digest = compute_signing_digest(att, self.chain_id)
         signature = self._key.sign_recoverable(digest, hasher=None)  # RFC 6979, low s
-        return Attestation(*att.signed_fields(), signature=signature)  # type: ignore[arg-type]
+        return att._replace(signature=signature)
 
     def attest(self, *, vehicle_id: int, timestamp_ms: int, lat: float, lon: float,
                odometer_m: int, speed_cmps: int = 0, signals: dict[str, Any] | None = None,

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import multiprocessing
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from functools import lru_cache
+from typing import Any, NamedTuple, Protocol
+
+import msgpack
 
 from vm.attestation import (
     OK,
@@ -33,6 +36,7 @@ from vm.attestation import (
     check_stateless_codes,
     compute_attestation_id,
     decode_attestation,
+    keccak256,
     mark_verified,
 )
 
@@ -85,9 +89,10 @@ class RejectCounters:
 
 class StatelessChecker(Protocol):
     def check_many(self, raws: Sequence[bytes], ids: Sequence[bytes],
-                   chain_id: int) -> list[Attestation | str]:
-        """For each raw attestation: the decoded attestation if it passed the stateless
-        checks, else its reject code."""
+                   chain_id: int) -> Iterator[Attestation | str]:
+        """For each raw attestation, in order: the decoded attestation if it passed the
+        stateless checks, else its reject code. Lazily, so the caller can run the
+        stateful checks of early items while later ones are still being verified."""
         ...
 
 
@@ -95,58 +100,335 @@ class InlineChecker:
     """Stateless checks in this process."""
 
     def check_many(self, raws: Sequence[bytes], ids: Sequence[bytes],
-                   chain_id: int) -> list[Attestation | str]:
-        out: list[Attestation | str] = []
+                   chain_id: int) -> Iterator[Attestation | str]:
         for raw, att_id in zip(raws, ids, strict=True):
             try:
-                out.append(check_stateless(raw, chain_id, att_id))
+                yield check_stateless(raw, chain_id, att_id)
             except AttestationError as exc:
-                out.append(exc.code)
-        return out
+                yield exc.code
 
 
 class ProcessPoolChecker:
     """Signature checks spread over worker processes (the CPU-heavy part).
 
-    Workers return only codes (cheap to pickle); this process then decodes the
-    accepted ones (a few microseconds) and records their ids as verified so block
-    execution does not recover those signatures again. Batches smaller than
-    ``min_batch`` are checked inline: below that, inter-process overhead wins.
+    The batch is cut into chunks of ``chunk`` items that workers verify while this
+    process consumes finished chunks in order (decoding them again, a few
+    microseconds, and running the stateful checks), so both sides work at once.
+    Workers return only codes (cheap to pickle); accepted ids are recorded as
+    verified so block execution does not recover those signatures again. Batches
+    smaller than ``min_batch`` are checked inline: below that, inter-process
+    overhead wins.
     """
 
-    def __init__(self, workers: int = 2, min_batch: int = 64) -> None:
+    def __init__(self, workers: int = 2, min_batch: int = 64, chunk: int = 64) -> None:
         self.workers = workers
         self.min_batch = min_batch
+        self.chunk = chunk
         # spawn, not fork: the node process runs trio and threads
         self._executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
         self._inline = InlineChecker()
 
     def check_many(self, raws: Sequence[bytes], ids: Sequence[bytes],
-                   chain_id: int) -> list[Attestation | str]:
+                   chain_id: int) -> Iterator[Attestation | str]:
         if len(raws) < self.min_batch:
-            return self._inline.check_many(raws, ids, chain_id)
-        size = -(-len(raws) // (self.workers * 2))  # two chunks per worker smooths stragglers
-        chunks = [list(raws[i:i + size]) for i in range(0, len(raws), size)]
-        futures = [self._executor.submit(check_stateless_codes, chunk, chain_id) for chunk in chunks]
-        codes = [code for f in futures for code in f.result()]
-        out: list[Attestation | str] = []
-        for raw, att_id, code in zip(raws, ids, codes, strict=True):
-            if code == OK:
-                mark_verified(att_id, chain_id)
-                out.append(decode_attestation(raw))
-            else:
-                out.append(code)
-        return out
+            yield from self._inline.check_many(raws, ids, chain_id)
+            return
+        size = self.chunk
+        futures = [self._executor.submit(check_stateless_codes, list(raws[i:i + size]), chain_id)
+                   for i in range(0, len(raws), size)]
+        for n, future in enumerate(futures):
+            start = n * size
+            for k, code in enumerate(future.result()):
+                if code == OK:
+                    mark_verified(ids[start + k], chain_id)
+                    yield decode_attestation(raws[start + k])
+                else:
+                    yield code
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
+# --- fast reads of the head state, kept across heads --------------------------------
+# Admission reads a few storage slots per attestation (the device's identity record and
+# its telemetry track). Through py-evm each read walks the trie decoding RLP nodes in
+# Python, which costs several times a signature recovery. Here trie nodes are decoded
+# once and kept by hash (content-addressed: always valid), identity records are
+# memoised across heads and dropped exactly when a slot they read changes (found by
+# diffing the storage tries of consecutive heads), and device tracks are carried to
+# the next head by replaying the block's included attestations, which is what
+# execution did to them. Block execution never uses any of this.
+
+_BRANCH, _LEAF, _EXT = 0, 1, 2
+_HEX = "0123456789abcdef"
+BLANK_ROOT = bytes.fromhex("56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421")
+
+
+def _rlp_at(data: bytes, pos: int) -> tuple[Any, int]:
+    b = data[pos]
+    if b < 0x80:
+        return data[pos:pos + 1], pos + 1
+    if b < 0xB8:
+        end = pos + 1 + b - 0x80
+        return data[pos + 1:end], end
+    if b < 0xC0:
+        start = pos + 1 + b - 0xB7
+        end = start + int.from_bytes(data[pos + 1:start], "big")
+        return data[start:end], end
+    if b < 0xF8:
+        start, end = pos + 1, pos + 1 + b - 0xC0
+    else:
+        start = pos + 1 + b - 0xF7
+        end = start + int.from_bytes(data[pos + 1:start], "big")
+    items = []
+    while start < end:
+        item, start = _rlp_at(data, start)
+        items.append(item)
+    return items, end
+
+
+def rlp_decode(data: bytes) -> Any:
+    """RLP decoding of trusted data (trie nodes this node wrote): no validation."""
+    return _rlp_at(data, 0)[0]
+
+
+def _compile(raw: Any) -> Any:
+    """A decoded trie node as (kind, ...) with its path in hex nibbles."""
+    if raw == b"" or raw == []:
+        return None
+    if len(raw) == 17:
+        return (_BRANCH, tuple(_child(c) for c in raw[:16]), raw[16])
+    hp = raw[0].hex()
+    path = hp[2:] if hp[0] in "02" else hp[1:]
+    if hp[0] in "23":
+        return (_LEAF, path, raw[1])
+    return (_EXT, path, _child(raw[1]))
+
+
+def _child(ref: Any) -> Any:
+    if isinstance(ref, list):
+        return _compile(ref)  # embedded node (< 32 bytes)
+    return ref or None  # node hash, or None for an empty slot
+
+
+class TrieNodes:
+    """Decoded Merkle Patricia trie nodes by hash, over any mapping of hash -> node bytes."""
+
+    def __init__(self, db: Any, max_nodes: int = 500_000) -> None:
+        self.db = db
+        self.max_nodes = max_nodes
+        self._nodes: dict[bytes, Any] = {}
+
+    def node(self, ref: Any) -> Any:
+        if type(ref) is not bytes:
+            return ref  # embedded or None
+        node = self._nodes.get(ref)
+        if node is None:
+            node = _compile(rlp_decode(self.db[ref]))
+            if len(self._nodes) >= self.max_nodes:
+                self._nodes.clear()  # crude but safe: entries are only ever re-decoded
+            self._nodes[ref] = node
+        return node
+
+    def get(self, root: bytes, key: bytes) -> bytes:
+        """The value at ``key`` in the trie with ``root`` (b"" if absent)."""
+        if root == BLANK_ROOT:
+            return b""
+        node = self.node(root)
+        path = key.hex()
+        while node is not None:
+            if type(node) is bytes:
+                node = self.node(node)
+                continue
+            kind = node[0]
+            if kind == _BRANCH:
+                if not path:
+                    return node[2]
+                node, path = node[1][_HEX.index(path[0])], path[1:]
+            elif kind == _LEAF:
+                return node[2] if node[1] == path else b""
+            else:
+                if not path.startswith(node[1]):
+                    return b""
+                node, path = node[2], path[len(node[1]):]
+        return b""
+
+    def changed_keys(self, old_root: bytes, new_root: bytes) -> set[str]:
+        """Keys (hex) whose value differs between two tries; walks only the parts that
+        differ (equal hashes are equal subtrees)."""
+        out: set[str] = set()
+        self._diff(None if old_root == BLANK_ROOT else old_root,
+                   None if new_root == BLANK_ROOT else new_root, "", out)
+        return out
+
+    def _diff(self, a: Any, b: Any, prefix: str, out: set[str]) -> None:
+        if a == b:
+            return
+        a, b = self.node(a), self.node(b)
+        if a is not None and b is not None and a[0] == b[0] == _BRANCH:
+            if a[2] != b[2]:
+                out.add(prefix)
+            for i in range(16):
+                self._diff(a[1][i], b[1][i], prefix + _HEX[i], out)
+            return
+        if a is not None and b is not None and a[0] == b[0] == _EXT and a[1] == b[1]:
+            self._diff(a[2], b[2], prefix + a[1], out)
+            return
+        left, right = dict(self._leaves(a, prefix)), dict(self._leaves(b, prefix))
+        out.update(k for k in left.keys() | right.keys() if left.get(k) != right.get(k))
+
+    def _leaves(self, node: Any, prefix: str):
+        node = self.node(node)
+        if node is None:
+            return
+        if node[0] == _LEAF:
+            yield prefix + node[1], node[2]
+        elif node[0] == _EXT:
+            yield from self._leaves(node[2], prefix + node[1])
+        else:
+            if node[2]:
+                yield prefix, node[2]
+            for i, child in enumerate(node[1]):
+                yield from self._leaves(child, prefix + _HEX[i])
+
+
+@lru_cache(maxsize=1 << 18)
+def _slot_key(slot: int) -> bytes:
+    return keccak256(slot.to_bytes(32, "big"))
+
+
+class HeadState:
+    """Read-only storage of one state root (the ``get_storage`` that module read
+    functions use), straight from trie nodes. Optionally records what it reads."""
+
+    def __init__(self, nodes: TrieNodes, state_root: bytes) -> None:
+        self.nodes = nodes
+        self.state_root = state_root
+        self._roots: dict[bytes, bytes] = {}
+        self._values: dict[tuple[bytes, int], int] = {}
+        self.recording: set[tuple[bytes, str]] | None = None
+
+    def storage_root(self, address: bytes) -> bytes:
+        root = self._roots.get(address)
+        if root is None:
+            account = self.nodes.get(self.state_root, keccak256(address))
+            root = self._roots[address] = rlp_decode(account)[2] if account else BLANK_ROOT
+        return root
+
+    def get_storage(self, address: bytes, slot: int) -> int:
+        if self.recording is not None:
+            self.recording.add((address, _slot_key(slot).hex()))
+        value = self._values.get((address, slot))
+        if value is None:
+            raw = self.nodes.get(self.storage_root(address), _slot_key(slot))
+            value = self._values[(address, slot)] = int.from_bytes(rlp_decode(raw), "big") if raw else 0
+        return value
+
+    def set_storage(self, address: bytes, slot: int, value: int) -> None:
+        raise TypeError("the head state is read-only")
+
+
+class AdmissionCache:
+    """What pool admission reads from the head, kept across heads (see above).
+
+    The node calls ``advance(parent_root, root, included)`` after each committed
+    block (post-state root, the block's included attestation bytes in order) and
+    takes a fresh ``view(root, now_ms, next_height)`` per head for ``view_check``.
+    A root that does not follow on from the last one resets the cache.
+    """
+
+    def __init__(self, db: Any, max_nodes: int = 500_000, max_devices: int = 1_000_000) -> None:
+        self.nodes = TrieNodes(db, max_nodes)
+        self.max_devices = max_devices
+        self.state_root: bytes | None = None
+        self._head: HeadState | None = None
+        self._records: dict[bytes, tuple[Any, set[tuple[bytes, str]]]] = {}
+        self._dependents: dict[tuple[bytes, str], set[bytes]] = {}
+        self._watched_roots: dict[bytes, bytes] = {}
+        self._tracks: dict[bytes, Any] = {}
+        self._deny_version = 0
+
+    def _reset(self, state_root: bytes) -> None:
+        from vm.modules.telemetry import get_deny_version
+
+        self.state_root = state_root
+        self._head = HeadState(self.nodes, state_root)
+        self._records.clear()
+        self._dependents.clear()
+        self._watched_roots.clear()
+        self._tracks.clear()
+        self._deny_version = get_deny_version(self._head)
+
+    def advance(self, parent_root: bytes, state_root: bytes, included: Sequence[bytes]) -> None:
+        """Follow the chain to the block with post-state ``state_root``."""
+        from vm.epoch import get_epoch
+        from vm.modules.telemetry import get_deny_version
+
+        if self.state_root is None or parent_root != self.state_root:
+            self._reset(state_root)
+            return
+        head = HeadState(self.nodes, state_root)
+        for address, old_root in list(self._watched_roots.items()):
+            new_root = head.storage_root(address)
+            if new_root != old_root:
+                for key in self.nodes.changed_keys(old_root, new_root):
+                    for device in self._dependents.pop((address, key), ()):
+                        self._records.pop(device, None)
+                self._watched_roots[address] = new_root
+        deny_version = get_deny_version(head)
+        if deny_version != self._deny_version:
+            self._tracks.clear()
+            self._deny_version = deny_version
+        else:
+            epoch = get_epoch(head)
+            tracks = self._tracks
+            for raw in included:
+                # the block was executed: its attestations are valid, a plain decode will do
+                att = Attestation(*msgpack.unpackb(raw))
+                track = tracks.get(att.device)
+                if track is not None:
+                    track.advance(att, epoch)
+        self.state_root = state_root
+        self._head = head
+
+    def get_device(self, state: Any, device: bytes) -> Any:
+        """identity.get_device, memoised across heads."""
+        entry = self._records.get(device)
+        if entry is not None:
+            return entry[0]
+        from vm.modules.identity import get_device
+
+        state.recording = reads = set()
+        try:
+            record = get_device(state, device)
+        finally:
+            state.recording = None
+        if len(self._records) >= self.max_devices:
+            self._records.clear()
+            self._dependents.clear()
+        self._records[device] = (record, reads)
+        for address, key in reads:
+            self._dependents.setdefault((address, key), set()).add(device)
+            if address not in self._watched_roots:
+                self._watched_roots[address] = state.storage_root(address)
+        return record
+
+    def view(self, state_root: bytes, now_ms: int, height: int):
+        """A TelemetryView for admission at the head with ``state_root``."""
+        from vm.modules.telemetry import TelemetryView
+
+        if state_root != self.state_root or self._head is None:
+            self._reset(state_root)
+        if len(self._tracks) >= self.max_devices:
+            self._tracks.clear()
+        return TelemetryView(self._head, now_ms, height, self.get_device,
+                             track_cache=self._tracks, tallies=False)
+
+
 # --- the pool --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AddResult:
+class AddResult(NamedTuple):
     """One ``motus_submitAttestations`` result."""
 
     id: bytes
@@ -166,7 +448,7 @@ class AttestationStatus:
     code: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     raw: bytes
     att: Attestation
@@ -222,31 +504,37 @@ class AttestationPool:
         an id whose stateless check failed before answers that code without redoing
         the work; ``source`` (peer id, RPC client) is charged for the quota.
         """
-        raws = [bytes(r) for r in raws]
+        raws = [r if type(r) is bytes else bytes(r) for r in raws]
         ids = [compute_attestation_id(r) for r in raws]
         results: list[AddResult | None] = [None] * len(raws)
         todo: list[int] = []
         first: dict[bytes, int] = {}
         duplicates: list[tuple[int, int]] = []
+        pending, history = self._pending, self._history
         for i, att_id in enumerate(ids):
             if att_id in first:  # the same bytes twice in one batch: the first one decides
                 duplicates.append((i, first[att_id]))
                 continue
             first[att_id] = i
-            known = self._known_result(att_id)
+            known = self._known_result(att_id) if att_id in pending or att_id in history else None
             if known is not None:
                 results[i] = known
             else:
                 todo.append(i)
         checked = self.checker.check_many([raws[i] for i in todo], [ids[i] for i in todo],
                                           self.chain_id)
+        per_source, per_device = self._per_source, self._per_device
+        # the admission loop runs for every attestation: checks and insertion written inline
         for i, outcome in zip(todo, checked, strict=True):
             att_id = ids[i]
-            if isinstance(outcome, str):
+            if type(outcome) is str:
                 self._reject(att_id, outcome)
                 results[i] = AddResult(att_id, False, outcome)
                 continue
-            if not self._has_room(len(raws[i]), source, outcome.device):
+            raw, device = raws[i], outcome.device
+            if (len(pending) >= self.max_items or self._bytes + len(raw) > self.max_bytes
+                    or per_source[source] >= self.max_per_source
+                    or per_device[device] >= self.max_per_device):
                 self.counters.add(POOL_FULL)
                 results[i] = AddResult(att_id, False, POOL_FULL)
                 continue
@@ -255,11 +543,16 @@ class AttestationPool:
                 self._reject(att_id, code)
                 results[i] = AddResult(att_id, False, code)
                 continue
-            self._insert(att_id, raws[i], outcome, source)
+            pending[att_id] = _Entry(raw, outcome, source)
+            self._bytes += len(raw)
+            per_source[source] += 1
+            per_device[device] += 1
+            if att_id in history:
+                del history[att_id]
             results[i] = AddResult(att_id, True, OK)
         for i, j in duplicates:
             results[i] = results[j]
-        return [r for r in results if r is not None]
+        return results  # type: ignore[return-value]  # every slot is filled above
 
     def _known_result(self, att_id: bytes) -> AddResult | None:
         if att_id in self._pending:
@@ -274,35 +567,26 @@ class AttestationPool:
             return AddResult(att_id, False, past.code)
         return None  # stateful rejection: the head may have changed, check again
 
-    def _has_room(self, size: int, source: str, device: bytes) -> bool:
-        return (len(self._pending) < self.max_items
-                and self._bytes + size <= self.max_bytes
-                and self._per_source[source] < self.max_per_source
-                and self._per_device[device] < self.max_per_device)
-
-    def _insert(self, att_id: bytes, raw: bytes, att: Attestation, source: str) -> None:
-        self._pending[att_id] = _Entry(raw, att, source)
-        self._bytes += len(raw)
-        self._per_source[source] += 1
-        self._per_device[att.device] += 1
-        self._history.pop(att_id, None)
-
     def _drop(self, att_id: bytes) -> _Entry | None:
         entry = self._pending.pop(att_id, None)
         if entry is None:
             return None
         self._bytes -= len(entry.raw)
         for counter, key in ((self._per_source, entry.source), (self._per_device, entry.att.device)):
-            counter[key] -= 1
-            if counter[key] <= 0:
+            left = counter[key] - 1
+            if left > 0:
+                counter[key] = left
+            else:
                 del counter[key]
         return entry
 
     def _remember(self, att_id: bytes, status: AttestationStatus) -> None:
-        self._history[att_id] = status
-        self._history.move_to_end(att_id)
-        while len(self._history) > self.history_size:
-            self._history.popitem(last=False)
+        history = self._history
+        if att_id in history:
+            history.move_to_end(att_id)
+        history[att_id] = status
+        if len(history) > self.history_size:
+            history.popitem(last=False)
 
     def _reject(self, att_id: bytes, code: str) -> None:
         self.counters.add(code)
@@ -322,9 +606,10 @@ class AttestationPool:
 
     def remove_included(self, ids: Iterable[bytes], height: int) -> None:
         """Attestations of a committed block at ``height`` leave the pool (included)."""
+        status = AttestationStatus(INCLUDED, height=height)  # immutable: one for the block
         for att_id in ids:
             self._drop(att_id)
-            self._remember(att_id, AttestationStatus(INCLUDED, height=height))
+            self._remember(att_id, status)
 
     def recheck(self, check: StatefulCheck) -> list[tuple[bytes, str]]:
         """Run the stateful check (a fresh one over the new head) on every pending item

@@ -19,8 +19,9 @@ whose ``code`` is one of :class:`RejectCode`.
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgpack
 from coincurve import PublicKey
@@ -87,15 +88,18 @@ def _make_fast_keccak():
     new, buffer = ffi.new, ffi.buffer
     init, absorb, digest, destroy = (lib.keccak_init, lib.keccak_absorb, lib.keccak_digest,
                                      lib.keccak_destroy)
+    local = threading.local()  # scratch buffers per thread: no sharing between threads
 
     def keccak256(data: bytes) -> bytes:
-        pp = new("void **")
+        try:
+            pp, out = local.buffers
+        except AttributeError:
+            pp, out = local.buffers = (new("void **"), new("uint8_t[32]"))
         if init(pp, 64, 24):  # capacity 512 bits, 24 rounds: Keccak-256
             raise ValueError("keccak init failed")
         state = pp[0]
         try:
             absorb(state, data, len(data))
-            out = new("uint8_t[32]")
             digest(state, out, 32, 1)  # padding 0x01: Keccak, not SHA-3
         finally:
             destroy(state)
@@ -116,9 +120,10 @@ keccak256 = _make_fast_keccak() or _eth_keccak
 # --- the record --------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Attestation:
-    """One decoded attestation. Field meanings: DESIGN.md section 6 and docs/telemetry.md."""
+class Attestation(NamedTuple):
+    """One decoded attestation (immutable; ``att._replace(field=...)`` makes a changed copy).
+    Field meanings: DESIGN.md section 6 and docs/telemetry.md. A NamedTuple rather than a
+    dataclass because every attestation a node sees builds one: it is the cheapest record."""
 
     version: int
     device: bytes  # 20-byte address of the device key
@@ -134,12 +139,11 @@ class Attestation:
 
     def signed_fields(self) -> list[int | bytes]:
         """The ten fields covered by the signature, in wire order."""
-        return [self.version, self.device, self.vehicle_id, self.seq, self.timestamp_ms,
-                self.cell, self.odometer_m, self.speed_cmps, self.signals_hash, self.challenge]
+        return list(self[:10])
 
     def encode(self) -> bytes:
         """Canonical wire bytes (msgpack array, bytes as bin, shortest integers)."""
-        return msgpack.packb([*self.signed_fields(), self.signature], use_bin_type=True)
+        return msgpack.packb(self, use_bin_type=True)
 
     @property
     def id(self) -> bytes:
@@ -185,10 +189,38 @@ def encode_signed_fields(fields: Sequence[int | bytes]) -> bytes:
     return bytes((0xF7 + len(length),)) + length + payload
 
 
+_SMALL_INTS = tuple(b"\x80" if v == 0 else bytes((v,)) for v in range(0x80))
+
+
+def _rlp_uint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL_INTS[value]
+    body = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    return bytes((0x80 + len(body),)) + body
+
+
 def compute_signing_digest(att: Attestation, chain_id: int) -> bytes:
     """The 32-byte digest a device signs (DESIGN.md section 6, exactly)."""
-    return keccak256(DIGEST_PREFIX + chain_id.to_bytes(8, "big")
-                     + encode_signed_fields(att.signed_fields()))
+    if len(att.device) != 20 or len(att.signals_hash) != 32 or len(att.challenge) not in (0, 8):
+        body = encode_signed_fields(att.signed_fields())  # odd shapes: the general encoder
+    else:
+        # The usual shapes, spelled out (this runs for every attestation a node sees);
+        # tests check it against the general encoder and the rlp package.
+        payload = b"".join((
+            _rlp_uint(att.version), b"\x94", att.device, _rlp_uint(att.vehicle_id),
+            _rlp_uint(att.seq), _rlp_uint(att.timestamp_ms), _rlp_uint(att.cell),
+            _rlp_uint(att.odometer_m), _rlp_uint(att.speed_cmps), b"\xa0", att.signals_hash,
+            b"\x88" + att.challenge if att.challenge else b"\x80",
+        ))
+        # at least 1 + 21 + 6 + 33 + 1 = 62 bytes and at most 118: one length byte
+        body = bytes((0xF8, len(payload))) + payload
+    prefix = _PREFIXES.get(chain_id)
+    if prefix is None:
+        prefix = _PREFIXES[chain_id] = DIGEST_PREFIX + chain_id.to_bytes(8, "big")
+    return keccak256(prefix + body)
+
+
+_PREFIXES: dict[int, bytes] = {}
 
 
 # --- decoding ----------------------------------------------------------------
@@ -212,6 +244,22 @@ def _bin(value: object, name: str, *lengths: int) -> bytes:
     return value
 
 
+_FIELD_TYPES = (int, bytes, int, int, int, int, int, int, bytes, bytes, bytes)
+
+
+def _explain_types(obj: list) -> None:
+    """Raise the malformed error naming the first badly typed field."""
+    _uint(obj[0], "version")
+    _bin(obj[1], "device", 20)
+    for i, name in ((2, "vehicle_id"), (3, "seq"), (4, "timestamp_ms"), (5, "cell"),
+                    (6, "odometer_m"), (7, "speed_cmps")):
+        _uint(obj[i], name)
+    _bin(obj[8], "signals_hash", 32)
+    _bin(obj[9], "challenge", 0, NONCE_BYTES)
+    _bin(obj[10], "signature", 65)
+    raise _malformed("badly typed field")  # pragma: no cover - one check above fails
+
+
 def decode_attestation(raw: bytes) -> Attestation:
     """Decode wire bytes; raises AttestationError(malformed) unless ``raw`` is exactly
     the canonical encoding of a well-typed version-1 attestation. Never raises
@@ -230,22 +278,16 @@ def decode_attestation(raw: bytes) -> Attestation:
         raise _malformed(f"not msgpack: {type(exc).__name__}") from None
     if type(obj) is not list or len(obj) != FIELD_COUNT:
         raise _malformed(f"must be a msgpack array of {FIELD_COUNT} elements")
-    version = _uint(obj[0], "version")
-    if version != VERSION:
-        raise _malformed(f"unsupported version {version} (this chain speaks {VERSION})")
-    att = Attestation(
-        version=version,
-        device=_bin(obj[1], "device", 20),
-        vehicle_id=_uint(obj[2], "vehicle_id"),
-        seq=_uint(obj[3], "seq"),
-        timestamp_ms=_uint(obj[4], "timestamp_ms"),
-        cell=_uint(obj[5], "cell"),
-        odometer_m=_uint(obj[6], "odometer_m"),
-        speed_cmps=_uint(obj[7], "speed_cmps"),
-        signals_hash=_bin(obj[8], "signals_hash", 32),
-        challenge=_bin(obj[9], "challenge", 0, NONCE_BYTES),
-        signature=_bin(obj[10], "signature", 65),
-    )
+    if tuple(map(type, obj)) != _FIELD_TYPES:
+        _explain_types(obj)
+    # msgpack integers are at most 64 bits; only negatives remain to refuse
+    if min(obj[0], obj[2], obj[3], obj[4], obj[5], obj[6], obj[7]) < 0:
+        _explain_types(obj)
+    if obj[0] != VERSION:
+        raise _malformed(f"unsupported version {obj[0]} (this chain speaks {VERSION})")
+    if len(obj[1]) != 20 or len(obj[8]) != 32 or len(obj[9]) not in (0, NONCE_BYTES) or len(obj[10]) != 65:
+        _explain_types(obj)
+    att = Attestation(*obj)
     try:
         canonical = msgpack.packb(obj, use_bin_type=True) == raw
     except Exception:  # pragma: no cover - every element was type-checked above
@@ -265,6 +307,9 @@ def encode_attestation(att: Attestation) -> bytes:
 # and the address derivation (an extra keccak) is a pure function: memoising it
 # cannot change any result.
 _ADDRESS_OF_KEY: dict[bytes, bytes] = {}
+_ZERO32 = bytes(32)
+_N_BYTES = SECP256K1_N.to_bytes(32, "big")
+_HALF_N_BYTES = (SECP256K1_N // 2).to_bytes(32, "big")
 _ADDRESS_CACHE_MAX = 100_000
 
 
@@ -273,24 +318,70 @@ def recover_signer(digest: bytes, signature: bytes) -> bytes:
     over ``digest``; raises AttestationError(bad_signature)."""
     if len(signature) != 65 or signature[64] > 1:
         raise AttestationError(RejectCode.BAD_SIGNATURE, "signature v must be 0 or 1")
-    r = int.from_bytes(signature[:32], "big")
-    s = int.from_bytes(signature[32:64], "big")
+    r, s = signature[:32], signature[32:64]
     # Low s (as Ethereum's EIP-2): otherwise (r, n - s) is a second valid signature
-    # of the same record, i.e. a second id for one attestation.
-    if not (0 < r < SECP256K1_N and 0 < s <= SECP256K1_N // 2):
+    # of the same record, i.e. a second id for one attestation. (Fixed-width big-endian
+    # bytes compare like the numbers they encode.)
+    if not (_ZERO32 < r < _N_BYTES and _ZERO32 < s <= _HALF_N_BYTES):
         raise AttestationError(RejectCode.BAD_SIGNATURE, "signature r or s out of range (s must be low)")
+    key = _recover(signature, digest)
+    if key is None:
+        raise AttestationError(RejectCode.BAD_SIGNATURE, "signature does not recover a key")
+    address = _ADDRESS_OF_KEY.get(key)
+    if address is None:
+        address = keccak256(_serialize(key))[12:]
+        if len(_ADDRESS_OF_KEY) >= _ADDRESS_CACHE_MAX:
+            _ADDRESS_OF_KEY.clear()
+        _ADDRESS_OF_KEY[key] = address
+    return address
+
+
+def _public_recover(signature: bytes, digest: bytes) -> bytes | None:
     try:
         key = PublicKey.from_signature_and_message(signature, digest, hasher=None)
     except Exception:
-        raise AttestationError(RejectCode.BAD_SIGNATURE, "signature does not recover a key") from None
-    point = key.format(compressed=False)[1:]
-    address = _ADDRESS_OF_KEY.get(point)
-    if address is None:
-        address = keccak256(point)[12:]
-        if len(_ADDRESS_OF_KEY) >= _ADDRESS_CACHE_MAX:
-            _ADDRESS_OF_KEY.clear()
-        _ADDRESS_OF_KEY[point] = address
-    return address
+        return None
+    return key.format(compressed=False)[1:]
+
+
+def _make_direct_recover():
+    """libsecp256k1's recovery called straight through coincurve's cffi binding: the same
+    computation as ``PublicKey.from_signature_and_message`` without its Python wrappers
+    (a few microseconds per attestation). Returns the key in libsecp256k1's 64-byte
+    internal form, used only as a cache key in this process, and a serializer."""
+    try:
+        from coincurve._libsecp256k1 import ffi, lib
+        from coincurve.context import GLOBAL_CONTEXT
+    except Exception:  # pragma: no cover - other coincurve builds
+        return None
+    ctx, new, buffer = GLOBAL_CONTEXT.ctx, ffi.new, ffi.buffer
+    parse, recover = lib.secp256k1_ecdsa_recoverable_signature_parse_compact, lib.secp256k1_ecdsa_recover
+    serialize, uncompressed = lib.secp256k1_ec_pubkey_serialize, lib.SECP256K1_EC_UNCOMPRESSED
+
+    def direct_recover(signature: bytes, digest: bytes) -> bytes | None:
+        rsig = new("secp256k1_ecdsa_recoverable_signature *")
+        if not parse(ctx, rsig, signature[:64], signature[64]):
+            return None
+        pub = new("secp256k1_pubkey *")
+        if not recover(ctx, pub, rsig, digest):
+            return None
+        return buffer(pub)[:]
+
+    def direct_serialize(internal: bytes) -> bytes:
+        pub = new("secp256k1_pubkey *")
+        buffer(pub)[:] = internal
+        out, size = new("unsigned char[65]"), new("size_t *", 65)
+        serialize(ctx, out, size, pub, uncompressed)
+        return buffer(out, 65)[1:]
+
+    return direct_recover, direct_serialize
+
+
+_direct = _make_direct_recover()
+if _direct is not None:
+    _recover, _serialize = _direct
+else:  # pragma: no cover
+    _recover, _serialize = _public_recover, lambda point: point
 
 
 def verify_signature(att: Attestation, chain_id: int) -> None:

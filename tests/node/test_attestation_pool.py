@@ -169,3 +169,108 @@ def test_view_check_chains_pending_attestations_of_a_device():
     assert [c for _, c in result.attestation_results] == ["ok"] * 3
     pool.remove_included([i for i, _ in result.attestation_results], fleet.chain.head.height)
     assert len(pool) == 0 and pool.status(readings[0].id).status == "included"
+
+
+# --- admission cache: the same answers as py-evm's state, faster -------------------------
+
+
+def test_head_state_reads_match_py_evm_and_diff_finds_exactly_the_changes():
+    import random
+
+    from eth.constants import BLANK_ROOT_HASH
+    from eth.db.atomic import AtomicDB
+
+    from node.attestation_pool import HeadState, TrieNodes
+    from vm.state import BlockEnv, make_state
+
+    db = AtomicDB()
+    env = BlockEnv(CHAIN_ID, 1, 0, b"\x00" * 20, 30_000_000, 0, b"\x00" * 32)
+    state = make_state(db, BLANK_ROOT_HASH, env)
+    rng = random.Random(3)
+    addr = b"\x42" * 20
+    state.set_nonce(addr, 1)
+    slots = {rng.getrandbits(256 if i % 2 else 8): rng.getrandbits(rng.choice([8, 64, 256])) or 1
+             for i in range(400)}
+    for slot, value in slots.items():
+        state.set_storage(addr, slot, value)
+    state.persist()
+    old_root = state.state_root
+    nodes = TrieNodes(db)
+    head = HeadState(nodes, old_root)
+    for slot, value in list(slots.items())[:200]:
+        assert head.get_storage(addr, slot) == value
+    assert head.get_storage(addr, 10**70) == 0
+    changed = set(rng.sample(sorted(slots), 25))
+    added = {rng.getrandbits(256) for _ in range(5)}
+    state2 = make_state(db, old_root, env)
+    for slot in changed:
+        state2.set_storage(addr, slot, 0 if slot % 3 == 0 else slots[slot] + 1)
+    for slot in added:
+        state2.set_storage(addr, slot, 7)
+    state2.persist()
+    head2 = HeadState(nodes, state2.state_root)
+    keys = nodes.changed_keys(head.storage_root(addr), head2.storage_root(addr))
+    from node.attestation_pool import _slot_key
+
+    assert keys == {_slot_key(s).hex() for s in changed | added}
+
+
+def test_admission_cache_answers_like_the_state_across_heads_and_identity_changes():
+    from node.attestation_pool import AdmissionCache
+    from tests.vm.test_telemetry_fleet import FAR, HOME, Fleet
+    from vm.modules.telemetry import TelemetryView
+
+    fleet = Fleet(3)
+    chain = fleet.chain
+    cache = AdmissionCache(chain.db)
+    devs, vids = fleet.devices, fleet.vehicle_ids
+    odo = {d.address: 1_000 for d in devs}
+
+    def probe(dev, vid, dt=0):
+        dev.seq += 1
+        r = dev.attest(vehicle_id=vid, timestamp_ms=chain.head.timestamp_ms + 500 + dt, lat=HOME[0],
+                       lon=HOME[1], odometer_m=odo[dev.address])
+        dev.seq -= 1  # a probe, not really sent
+        return r.attestation
+
+    def compare():
+        env = chain.env()
+        fast = cache.view(chain.head.state_root, env.timestamp_ms, env.height)
+        slow = TelemetryView(chain.state(), env.timestamp_ms, env.height)
+        for dev, vid in zip(devs, vids, strict=True):
+            for att in (probe(dev, vid), probe(dev, vid, dt=-900), probe(dev, vids[0])):
+                assert fast.check(att) == slow.check(att)
+
+    parent = chain.head.state_root
+    cache.advance(parent, parent, [])
+    compare()
+    for step in range(6):
+        atts = []
+        for dev, vid in zip(devs, vids, strict=True):
+            odo[dev.address] += 10
+            atts.append(dev.attest(vehicle_id=vid, timestamp_ms=chain.head.timestamp_ms + 500,
+                                   lat=HOME[0], lon=HOME[1], odometer_m=odo[dev.address]).raw)
+        compare()
+        result = chain.block(attestations=atts)
+        assert all(c == "ok" for _, c in result.attestation_results)
+        cache.advance(parent, chain.head.state_root, result.attestations)
+        parent = chain.head.state_root
+        compare()
+        if step == 2:  # the owner unpairs device 1: its cached identity record must go
+            owner_key = fleet.owner_of[devs[1].address][1]
+            fleet.identity.send(owner_key, "unpairDevice", vids[1])
+            cache.advance(parent, chain.head.state_root, [])
+            parent = chain.head.state_root
+            compare()
+            env = chain.env()
+            view = cache.view(parent, env.timestamp_ms, env.height)
+            assert view.check(probe(devs[1], vids[1])) == "not_paired"
+            devs_owner = fleet.owner_of[devs[1].address][0]
+            fleet.identity.send(owner_key, "pairDevice", vids[1], devs[1].checksum_address, 2, FAR,
+                                devs[1].pair_signature(vids[1], devs_owner, 2, FAR))
+            cache.advance(parent, chain.head.state_root, [])
+            parent = chain.head.state_root
+            compare()
+    # a root that does not follow on resets instead of serving stale answers
+    cache.advance(b"\x01" * 32, chain.head.state_root, [])
+    compare()

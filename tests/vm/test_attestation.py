@@ -174,6 +174,9 @@ def test_encode_decode_round_trip(f):
     assert len(raw) <= MAX_ATTESTATION_BYTES
     assert decode_attestation(raw) == att
     assert encode_signed_fields(att.signed_fields()) == rlp.encode(att.signed_fields())
+    # the digest's fast path agrees with the generic rlp package for every field value
+    assert compute_signing_digest(att, CHAIN_ID) == keccak(
+        b"\x19Motus Attestation:\n" + CHAIN_ID.to_bytes(8, "big") + rlp.encode(att.signed_fields()))
 
 
 @settings(max_examples=500, deadline=None)

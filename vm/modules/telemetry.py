@@ -27,12 +27,14 @@ Storage layout of the telemetry account (Solidity mapping slots, see
 - ``mapping_slot(5, epoch)``: number of vehicles with data in the epoch; element ``i``
   (in order of first acceptance) at ``int(keccak(pad32(that slot))) + i``
 - ``mapping_slot(6, epoch)``: the epoch's challenge seed (zero: no seed, nobody challenged)
+- slot 7: number of deny-list changes so far
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import h3.api.basic_int as h3
@@ -47,6 +49,7 @@ from vm.attestation import (
     RejectCode,
     check_stateless,
     compute_attestation_id,
+    keccak256,
 )
 from vm.errors import InvalidBlock
 from vm.geo import cell_distance_lower_bound_m, is_valid_cell
@@ -60,6 +63,7 @@ SLOT_DEVICE_META = 3
 SLOT_VEHICLE_EPOCH = 4
 SLOT_EPOCH_VEHICLES = 5
 SLOT_EPOCH_SEED = 6
+SLOT_DENY_VERSION = 7  # plain slot: counts deny-list changes (lets caches notice them)
 
 FLAG_DENIED = 1
 FLAG_CHALLENGED = 1
@@ -183,7 +187,15 @@ def set_denied(state: StateAPI, device: bytes, denied: bool) -> None:
     st = _store(state)
     slot = mapping_slot(SLOT_DEVICE_META, device)
     value = st.load(slot)
-    st.store(slot, value | FLAG_DENIED if denied else value & ~FLAG_DENIED)
+    new = value | FLAG_DENIED if denied else value & ~FLAG_DENIED
+    if new != value:
+        st.store(slot, new)
+        st.store(SLOT_DENY_VERSION, st.load(SLOT_DENY_VERSION) + 1)
+
+
+def get_deny_version(state: StateAPI) -> int:
+    """Number of deny-list changes so far (caches of device tracks compare it)."""
+    return _store(state).load(SLOT_DENY_VERSION)
 
 
 def set_epoch_seed(state: StateAPI, epoch: int, seed: bytes) -> None:
@@ -219,16 +231,47 @@ class Limits:
                    p("epoch_length_blocks"))
 
 
-class _Track:
-    """A device's last accepted attestation as the checks see it (mutable, in memory)."""
+@lru_cache(maxsize=1 << 17)
+def device_slots(device: bytes) -> tuple[int, int, int]:
+    """Storage slots (last, signals, meta) of a device; memoised because the checks need
+    them for every attestation and each costs a keccak."""
+    key = device.rjust(32, b"\x00")
+    return tuple(int.from_bytes(keccak256(key + base.to_bytes(32, "big")), "big")  # type: ignore[return-value]
+                 for base in (SLOT_DEVICE_LAST, SLOT_DEVICE_SIGNALS, SLOT_DEVICE_META))
+
+
+class DeviceTrack:
+    """A device's last accepted attestation as the checks see it (mutable, in memory).
+
+    ``signals_hash`` is None until needed (only the epoch counters use it)."""
 
     __slots__ = ("seq", "timestamp_ms", "cell", "odometer_m", "signals_hash", "vehicle_id",
                  "epoch", "count", "flags")
 
-    def __init__(self, last: int, signals: int, meta: int) -> None:
+    def __init__(self, last: int, meta: int, signals: int | None = None) -> None:
         self.seq, self.timestamp_ms, self.cell, self.odometer_m = _unpack(last)
-        self.signals_hash = signals
         self.vehicle_id, self.epoch, self.count, self.flags = _unpack(meta)
+        self.signals_hash = signals
+
+    @classmethod
+    def load(cls, state: StateAPI, device: bytes) -> DeviceTrack:
+        last, _, meta = device_slots(device)
+        return cls(state.get_storage(addresses.TELEMETRY, last),
+                   state.get_storage(addresses.TELEMETRY, meta))
+
+    def copy(self) -> DeviceTrack:
+        other = DeviceTrack.__new__(DeviceTrack)
+        for name in DeviceTrack.__slots__:
+            setattr(other, name, getattr(self, name))
+        return other
+
+    def advance(self, att: Attestation, epoch: int) -> None:
+        """Record ``att`` as the device's newest accepted attestation in ``epoch``."""
+        self.count = (self.count if self.epoch == epoch else 0) + 1
+        self.epoch = epoch
+        self.seq, self.timestamp_ms, self.cell = att.seq, att.timestamp_ms, att.cell
+        self.odometer_m, self.vehicle_id = att.odometer_m, att.vehicle_id
+        self.signals_hash = int.from_bytes(att.signals_hash, "big")
 
 
 class _Tally:
@@ -245,15 +288,20 @@ class TelemetryView:
     checks) would be accepted next; ``apply`` records an accepted one in memory
     so that following checks see it; ``commit`` writes what was applied into
     the state. Block execution uses all three; the node's pool uses ``check`` and
-    ``apply`` on a scratch view of the head state (pending attestations of one
+    ``apply`` on a read-only view of the head state (pending attestations of one
     device then chain correctly) and never commits.
 
     ``now_ms`` is the block time (or the node's clock for pool admission) and
-    ``height`` the height of the block the attestations go into.
+    ``height`` the height of the block the attestations go into. For admission the
+    node may pass a memoised ``get_device``, a ``track_cache`` of device tracks that
+    are current for ``state`` (the view works on copies) and ``tallies=False`` (no
+    epoch counters: nothing is committed).
     """
 
     def __init__(self, state: StateAPI, now_ms: int, height: int,
-                 get_device: DeviceLookup | None = None) -> None:
+                 get_device: DeviceLookup | None = None, *,
+                 track_cache: dict[bytes, DeviceTrack] | None = None,
+                 tallies: bool = True) -> None:
         self.state = state
         self.now_ms = now_ms
         self.height = height
@@ -267,9 +315,11 @@ class TelemetryView:
 
             get_device = identity.get_device
         self._get_device = get_device
+        self._track_cache = track_cache
+        self.tallies = tallies
         self._store = _store(state)
         self._devices: dict[bytes, Any] = {}
-        self._tracks: dict[bytes, _Track] = {}
+        self._tracks: dict[bytes, DeviceTrack] = {}
         self._tallies: dict[int, _Tally] = {}
         self._dirty_tracks: set[bytes] = set()
         self._new_vehicles: list[int] = []
@@ -284,14 +334,18 @@ class TelemetryView:
             record = self._devices[device] = self._get_device(self.state, device)
             return record
 
-    def _track(self, device: bytes) -> _Track:
+    def _track(self, device: bytes) -> DeviceTrack:
         track = self._tracks.get(device)
         if track is None:
-            st = self._store
-            track = self._tracks[device] = _Track(
-                st.load(mapping_slot(SLOT_DEVICE_LAST, device)),
-                st.load(mapping_slot(SLOT_DEVICE_SIGNALS, device)),
-                st.load(mapping_slot(SLOT_DEVICE_META, device)))
+            shared = self._track_cache
+            if shared is None:
+                track = DeviceTrack.load(self.state, device)
+            else:
+                base = shared.get(device)
+                if base is None:
+                    base = shared[device] = DeviceTrack.load(self.state, device)
+                track = base.copy()
+            self._tracks[device] = track
         return track
 
     def _tally(self, vehicle_id: int) -> _Tally:
@@ -362,15 +416,22 @@ class TelemetryView:
 
     def apply(self, att: Attestation) -> None:
         """Record ``att`` (which passed :meth:`check`) as accepted."""
-        lim = self.limits
         track = self._track(att.device)
+        if self.tallies:
+            self._count(att, track)
+        track.advance(att, self.epoch)
+        self._dirty_tracks.add(att.device)
+
+    def _count(self, att: Attestation, track: DeviceTrack) -> None:
+        """The vehicle's epoch counters for an accepted ``att``, before ``track`` advances."""
+        lim = self.limits
         tally = self._tally(att.vehicle_id)
-        signals = int.from_bytes(att.signals_hash, "big")
-        distance = 0
-        moving = 0
+        distance = moving = 0
         if track.seq > 0:
+            if track.signals_hash is None:
+                track.signals_hash = self._store.load(device_slots(att.device)[1])
             moving = int(att.cell != track.cell or att.odometer_m != track.odometer_m
-                         or signals != track.signals_hash)
+                         or int.from_bytes(att.signals_hash, "big") != track.signals_hash)
             if track.vehicle_id == att.vehicle_id:
                 elapsed_ms = att.timestamp_ms - track.timestamp_ms
                 # credit no more than the car could plausibly have driven
@@ -386,23 +447,16 @@ class TelemetryView:
             tally.flags |= FLAG_CHALLENGED
             if self.in_challenge_window and att.challenge == nonce:
                 tally.flags |= FLAG_PASSED
-        track.count = (track.count if track.epoch == self.epoch else 0) + 1
-        track.epoch = self.epoch
-        track.seq, track.timestamp_ms, track.cell = att.seq, att.timestamp_ms, att.cell
-        track.odometer_m, track.signals_hash, track.vehicle_id = (att.odometer_m, signals,
-                                                                  att.vehicle_id)
-        self._dirty_tracks.add(att.device)
 
     def commit(self) -> None:
         """Write every applied change into the state (block execution only)."""
         st = self._store
         for device in self._dirty_tracks:
             t = self._tracks[device]
-            st.store(mapping_slot(SLOT_DEVICE_LAST, device),
-                     _pack(t.seq, t.timestamp_ms, t.cell, t.odometer_m))
-            st.store(mapping_slot(SLOT_DEVICE_SIGNALS, device), t.signals_hash)
-            st.store(mapping_slot(SLOT_DEVICE_META, device),
-                     _pack(t.vehicle_id, t.epoch, t.count, t.flags))
+            last, signals, meta = device_slots(device)
+            st.store(last, _pack(t.seq, t.timestamp_ms, t.cell, t.odometer_m))
+            st.store(signals, t.signals_hash or 0)
+            st.store(meta, _pack(t.vehicle_id, t.epoch, t.count, t.flags))
         for vehicle_id, tally in self._tallies.items():
             if tally.accepted:
                 st.store(mapping_slot(SLOT_VEHICLE_EPOCH, self.epoch, vehicle_id),
