@@ -13,6 +13,7 @@ from vm.modules.governance import GovernanceModule
 from vm.modules.identity import IdentityModule
 from vm.modules.params import ParamsModule
 from vm.modules.rewards import RewardsModule
+from vm.modules.telemetry import TelemetryModule
 from vm.modules.validators import ValidatorsModule
 
 SYSTEM_MODULES: dict[bytes, SystemModule] = {
@@ -23,6 +24,7 @@ SYSTEM_MODULES: dict[bytes, SystemModule] = {
         IdentityModule(),
         RewardsModule(),
         GovernanceModule(),
+        TelemetryModule(),
     )
 }
 
