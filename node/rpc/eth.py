@@ -118,8 +118,8 @@ def net_listening(ctx: RPCContext) -> bool:
 
 
 def peer_count(node: Any) -> int:
-    """Connected peers, from the p2p host when the node runs one."""
-    host = getattr(node, "p2p", None)
+    """Connected peers, from the network service (``node.network``) when it runs."""
+    host = getattr(node, "network", None)
     value = getattr(host, "peer_count", 0) if host is not None else 0
     return int(value() if callable(value) else value)
 
@@ -425,12 +425,9 @@ def send_raw_transaction(ctx: RPCContext, raw: bytes) -> str:
     message (wallets and ethers classify errors by that text) and
     ``data: {"reason": <stable code>}``."""
     try:
-        tx_hash = ctx.app.submit_transaction(raw)
+        tx_hash = ctx.app.submit_transaction(raw)  # pools it and hands it to gossip
     except TxRejected as exc:
         raise RPCError(INVALID_INPUT, exc.message, {"reason": exc.code}) from None
-    broadcast = getattr(ctx.node, "broadcast_transaction", None)
-    if broadcast is not None:  # gossip to peers once the node runs p2p
-        broadcast(raw)
     return hexb(tx_hash)
 
 
