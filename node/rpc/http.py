@@ -370,4 +370,8 @@ class HTTPServer:
         session = WebSocketSession(
             stream, client, self.dispatcher, self.hub, self.config.max_request_bytes
         )
-        await session.run(received)
+        metrics.RPC_CONNECTIONS.labels("http").dec()  # counted as "ws" while the session runs
+        try:
+            await session.run(received)
+        finally:
+            metrics.RPC_CONNECTIONS.labels("http").inc()
