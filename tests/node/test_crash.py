@@ -54,6 +54,7 @@ def test_sigkill_at_random_moments_keeps_a_consistent_chain(tmp_path):
     rng = random.Random(seed)
     home = init_home(tmp_path, "crash")
     cfg = (home / "config.toml").read_text().replace("block_interval_ms = 200", "block_interval_ms = 100")
+    cfg = cfg.replace("enabled = true", "enabled = false")  # storage is under test, not networking
     (home / "config.toml").write_text(cfg)
     seen: dict[str, str] = {}
     keys = [k for _, k in dev_accounts()[:4]]
