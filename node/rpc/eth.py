@@ -255,6 +255,16 @@ def _failure(result: CallResult, gas_limit: int) -> RPCError:
     return RPCError(INVALID_INPUT, result.error or "execution failed")
 
 
+def _cannot_start(exc: CallError) -> RPCError:
+    """A call py-evm refuses before running it. The one a user can cause, a value above the
+    sender's balance, gets geth's words (tools match on "insufficient funds"). No ``data``:
+    web3.py takes any error of eth_call with data for a revert."""
+    text = " ".join(str(exc).split())
+    if "balance" in text.lower():
+        return RPCError(INVALID_INPUT, f"insufficient funds for transfer: {text}")
+    return RPCError(INVALID_INPUT, text)
+
+
 def _no_overrides(overrides: Any) -> None:
     if overrides is not None:
         raise invalid_params(
@@ -285,7 +295,7 @@ def eth_call(ctx: RPCContext, req: p.CallRequest, ref: p.BlockRef, overrides: An
             gas=req.gas,
         )
     except CallError as exc:
-        raise RPCError(INVALID_INPUT, str(exc)) from None
+        raise _cannot_start(exc) from None
     if not result.success:
         raise _failure(result, req.gas or env.gas_limit)
     return hexb(result.output)
@@ -313,7 +323,7 @@ def estimate_gas(ctx: RPCContext, req: p.CallRequest, ref: p.BlockRef, overrides
             value=req.value,
         )
     except CallError as exc:
-        raise RPCError(INVALID_INPUT, str(exc)) from None
+        raise _cannot_start(exc) from None
     if not result.success:
         raise _failure(result, env.gas_limit)
     return hexq(result.gas_used)

@@ -191,6 +191,15 @@ def test_mempool_refusals_as_geth_words_them(w3: Web3) -> None:
     assert rpc_error(exc)["data"] == {"reason": "malformed"}
 
 
+def test_call_with_value_beyond_balance(w3: Web3) -> None:
+    pauper = Account.create().address
+    with pytest.raises(Web3RPCError) as exc:
+        w3.eth.estimate_gas({"from": pauper, "to": dev_accounts()[0].address, "value": 1})
+    err = rpc_error(exc)
+    assert err["code"] == -32000 and err["message"].startswith("insufficient funds for transfer")
+    assert "data" not in err  # web3.py would take it for a revert
+
+
 def test_fee_methods(w3: Web3) -> None:
     tip = w3.eth.max_priority_fee
     assert GWEI // 10 <= tip <= 500 * GWEI
