@@ -107,7 +107,8 @@ def summarize(name: str, per_round: list[tuple[float, float]], n: int) -> tuple[
     ratios = sorted(b / t for t, b in per_round)
     raw = sorted(n / b for _, b in per_round)
     rate, ratio = rates[len(rates) // 2], ratios[len(ratios) // 2]
-    print(f"{name:34s} {rate:9.0f} /s   raw recovery {raw[len(raw) // 2]:9.0f} /s   ratio {ratio:.2f}")
+    print(f"{name:42s} {rate:9.0f} /s   raw recovery {raw[len(raw) // 2]:9.0f} /s"
+          f"   ratio {ratio:.2f}")
     return rate, ratio
 
 
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     r = args.rounds
     rounds = make_rounds(fleet, 3 * r + 2)
     warm, one_core, one_core_again, two_cores, py_evm = (
-        rounds[:1], rounds[1:1 + r], rounds[1 + r:1 + 2 * r], rounds[1 + 2 * r:1 + 3 * r], rounds[-1:])
+        rounds[:1], rounds[1:1 + r], rounds[1 + r:1 + 2 * r], rounds[1 + 2 * r:1 + 3 * r],
+        rounds[-1:])
     chain_id = fleet.chain.head.chain_id
 
     cache = AdmissionCache(fleet.chain.db)  # the node keeps one for its lifetime
@@ -145,7 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         checker.close()
     speedups = sorted(a / b for a, b in zip(one, two, strict=True))
-    print(f"node admission, {args.workers} worker processes: {n / sorted(two)[len(two) // 2]:9.0f} /s   "
+    rate = n / sorted(two)[len(two) // 2]
+    print(f"node admission, {args.workers} worker processes: {rate:9.0f} /s   "
           f"speedup {speedups[len(speedups) // 2]:.2f}x vs 1 core (median of rounds)")
     summarize("without the admission cache (py-evm reads)",
               run_node(fleet, py_evm, InlineChecker(), args.batch, None, repeat=1), n)

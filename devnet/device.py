@@ -55,7 +55,8 @@ class SignedReading:
 class Device:
     """A telemetry device: key, address, sequence counter, chain id and H3 resolution."""
 
-    def __init__(self, private_key: bytes, chain_id: int, resolution: int = 8, seq: int = 0) -> None:
+    def __init__(self, private_key: bytes, chain_id: int, resolution: int = 8,
+                 seq: int = 0) -> None:
         self._key = PrivateKey(private_key)
         self.private_key = private_key
         self.address: bytes = keccak256(self._key.public_key.format(compressed=False)[1:])[12:]

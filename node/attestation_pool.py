@@ -125,7 +125,8 @@ class ProcessPoolChecker:
         self.min_batch = min_batch
         self.chunk = chunk
         # spawn, not fork: the node process runs trio and threads
-        self._executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        self._executor = ProcessPoolExecutor(workers,
+                                             mp_context=multiprocessing.get_context("spawn"))
         self._inline = InlineChecker()
 
     def check_many(self, raws: Sequence[bytes], ids: Sequence[bytes],
@@ -321,7 +322,8 @@ class HeadState:
         value = self._values.get((address, slot))
         if value is None:
             raw = self.nodes.get(self.storage_root(address), _slot_key(slot))
-            value = self._values[(address, slot)] = int.from_bytes(rlp_decode(raw), "big") if raw else 0
+            value = int.from_bytes(rlp_decode(raw), "big") if raw else 0
+            self._values[(address, slot)] = value
         return value
 
     def set_storage(self, address: bytes, slot: int, value: int) -> None:
@@ -353,11 +355,11 @@ class AdmissionCache:
 
         self.state_root = state_root
         self._head = HeadState(self.nodes, state_root)
-        self._records.clear()
+        self._records.clear()  # (HeadState serves the read functions' get_storage)
         self._dependents.clear()
         self._watched_roots.clear()
         self._tracks.clear()
-        self._deny_version = get_deny_version(self._head)
+        self._deny_version = get_deny_version(self._head)  # type: ignore[arg-type]
 
     def advance(self, parent_root: bytes, state_root: bytes, included: Sequence[bytes]) -> None:
         """Follow the chain to the block with post-state ``state_root``."""
@@ -375,12 +377,12 @@ class AdmissionCache:
                     for device in self._dependents.pop((address, key), ()):
                         self._records.pop(device, None)
                 self._watched_roots[address] = new_root
-        deny_version = get_deny_version(head)
+        deny_version = get_deny_version(head)  # type: ignore[arg-type]
         if deny_version != self._deny_version:
             self._tracks.clear()
             self._deny_version = deny_version
         else:
-            epoch = get_epoch(head)
+            epoch = get_epoch(head)  # type: ignore[arg-type]
             tracks = self._tracks
             for raw in included:
                 # the block was executed: its attestations are valid, a plain decode will do
@@ -398,7 +400,8 @@ class AdmissionCache:
             return entry[0]
         from vm.modules.identity import get_device
 
-        state.recording = reads = set()
+        reads: set[tuple[bytes, str]] = set()
+        state.recording = reads
         try:
             record = get_device(state, device)
         finally:
@@ -421,7 +424,7 @@ class AdmissionCache:
             self._reset(state_root)
         if len(self._tracks) >= self.max_devices:
             self._tracks.clear()
-        return TelemetryView(self._head, now_ms, height, self.get_device,
+        return TelemetryView(self._head, now_ms, height, self.get_device,  # type: ignore[arg-type]
                              track_cache=self._tracks, tallies=False)
 
 
@@ -453,6 +456,14 @@ class _Entry:
     raw: bytes
     att: Attestation
     source: str
+
+
+def _decrement(counter: Counter[Any], key: Any) -> None:
+    left = counter[key] - 1
+    if left > 0:
+        counter[key] = left
+    else:
+        del counter[key]
 
 
 class AttestationPool:
@@ -527,7 +538,7 @@ class AttestationPool:
         # the admission loop runs for every attestation: checks and insertion written inline
         for i, outcome in zip(todo, checked, strict=True):
             att_id = ids[i]
-            if type(outcome) is str:
+            if isinstance(outcome, str):
                 self._reject(att_id, outcome)
                 results[i] = AddResult(att_id, False, outcome)
                 continue
@@ -572,12 +583,8 @@ class AttestationPool:
         if entry is None:
             return None
         self._bytes -= len(entry.raw)
-        for counter, key in ((self._per_source, entry.source), (self._per_device, entry.att.device)):
-            left = counter[key] - 1
-            if left > 0:
-                counter[key] = left
-            else:
-                del counter[key]
+        _decrement(self._per_source, entry.source)
+        _decrement(self._per_device, entry.att.device)
         return entry
 
     def _remember(self, att_id: bytes, status: AttestationStatus) -> None:
@@ -597,7 +604,7 @@ class AttestationPool:
     def take(self, max_n: int) -> list[bytes]:
         """The oldest ``max_n`` pending attestations, in arrival order (they stay
         pending until ``remove_included``)."""
-        out = []
+        out: list[bytes] = []
         for entry in self._pending.values():
             if len(out) >= max_n:
                 break

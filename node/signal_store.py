@@ -109,7 +109,8 @@ class SignalStore:
         except AttestationError as exc:
             raise SignalStoreError("bad_attestation", str(exc)) from None
         if compute_signals_hash(payload) != att.signals_hash:
-            raise SignalStoreError("hash_mismatch", "keccak(payload) is not the attestation's signals_hash")
+            raise SignalStoreError("hash_mismatch",
+                                   "keccak(payload) is not the attestation's signals_hash")
         try:
             decode_signals(payload)
         except SignalsError as exc:
@@ -119,7 +120,8 @@ class SignalStore:
         if self._db.get(b"a" + att_id) is not None:
             return att_id
         with self._db.write_batch(transaction=True) as batch:
-            batch.put(b"v" + where + att_id, msgpack.packb([raw_attestation, payload], use_bin_type=True))
+            record = msgpack.packb([raw_attestation, payload], use_bin_type=True)
+            batch.put(b"v" + where + att_id, record)
             batch.put(b"a" + att_id, where)
             batch.put(b"t" + _u64(att.timestamp_ms) + _u64(att.vehicle_id) + att_id, b"")
         return att_id
@@ -193,7 +195,8 @@ def request_message(chain_id: int, vehicle_id: int, from_ms: int, to_ms: int,
 def sign_request(private_key: bytes, chain_id: int, vehicle_id: int, from_ms: int, to_ms: int,
                  timestamp_ms: int) -> TelemetryRequest:
     """Client side: a signed telemetry request."""
-    message = encode_defunct(text=request_message(chain_id, vehicle_id, from_ms, to_ms, timestamp_ms))
+    text = request_message(chain_id, vehicle_id, from_ms, to_ms, timestamp_ms)
+    message = encode_defunct(text=text)
     signature = bytes(Account.sign_message(message, private_key).signature)
     return TelemetryRequest(vehicle_id, from_ms, to_ms, timestamp_ms, signature)
 
@@ -223,15 +226,18 @@ def authorize_request(state: Any, request: TelemetryRequest, chain_id: int, now_
 
         has_permission = identity_has_permission
     if not 0 <= request.from_ms <= request.to_ms or request.to_ms - request.from_ms > MAX_RANGE_MS:
-        raise TelemetryAccessError("bad_request", f"need 0 <= from_ms <= to_ms, range at most {MAX_RANGE_MS} ms")
+        raise TelemetryAccessError(
+            "bad_request", f"need 0 <= from_ms <= to_ms, range at most {MAX_RANGE_MS} ms")
     if abs(now_ms - request.timestamp_ms) > REQUEST_FRESH_MS:
-        raise TelemetryAccessError("stale_request", "request timestamp is more than 60 s from the node's clock")
+        raise TelemetryAccessError(
+            "stale_request", "request timestamp is more than 60 s from the node's clock")
     message = encode_defunct(text=request_message(chain_id, request.vehicle_id, request.from_ms,
                                                   request.to_ms, request.timestamp_ms))
     try:
         requester = bytes.fromhex(Account.recover_message(message, signature=request.signature)[2:])
     except Exception:
-        raise TelemetryAccessError("bad_signature", "signature does not recover an address") from None
+        raise TelemetryAccessError("bad_signature",
+                                   "signature does not recover an address") from None
     now_s = now_ms // 1000
 
     def holds(bit: int) -> bool:

@@ -285,7 +285,8 @@ def decode_attestation(raw: bytes) -> Attestation:
         _explain_types(obj)
     if obj[0] != VERSION:
         raise _malformed(f"unsupported version {obj[0]} (this chain speaks {VERSION})")
-    if len(obj[1]) != 20 or len(obj[8]) != 32 or len(obj[9]) not in (0, NONCE_BYTES) or len(obj[10]) != 65:
+    if (len(obj[1]) != 20 or len(obj[8]) != 32 or len(obj[9]) not in (0, NONCE_BYTES)
+            or len(obj[10]) != 65):
         _explain_types(obj)
     att = Attestation(*obj)
     try:
@@ -323,7 +324,8 @@ def recover_signer(digest: bytes, signature: bytes) -> bytes:
     # of the same record, i.e. a second id for one attestation. (Fixed-width big-endian
     # bytes compare like the numbers they encode.)
     if not (_ZERO32 < r < _N_BYTES and _ZERO32 < s <= _HALF_N_BYTES):
-        raise AttestationError(RejectCode.BAD_SIGNATURE, "signature r or s out of range (s must be low)")
+        raise AttestationError(RejectCode.BAD_SIGNATURE,
+                               "signature r or s out of range (s must be low)")
     key = _recover(signature, digest)
     if key is None:
         raise AttestationError(RejectCode.BAD_SIGNATURE, "signature does not recover a key")
@@ -355,7 +357,8 @@ def _make_direct_recover():
     except Exception:  # pragma: no cover - other coincurve builds
         return None
     ctx, new, buffer = GLOBAL_CONTEXT.ctx, ffi.new, ffi.buffer
-    parse, recover = lib.secp256k1_ecdsa_recoverable_signature_parse_compact, lib.secp256k1_ecdsa_recover
+    parse = lib.secp256k1_ecdsa_recoverable_signature_parse_compact
+    recover = lib.secp256k1_ecdsa_recover
     serialize, uncompressed = lib.secp256k1_ec_pubkey_serialize, lib.SECP256K1_EC_UNCOMPRESSED
 
     def direct_recover(signature: bytes, digest: bytes) -> bytes | None:
@@ -385,7 +388,8 @@ else:  # pragma: no cover
 
 
 def verify_signature(att: Attestation, chain_id: int) -> None:
-    """Raise AttestationError(bad_signature) unless ``att.device`` signed ``att`` for ``chain_id``."""
+    """Raise AttestationError(bad_signature) unless ``att.device`` signed ``att`` for
+    ``chain_id``."""
     signer = recover_signer(compute_signing_digest(att, chain_id), att.signature)
     if signer != att.device:
         raise AttestationError(RejectCode.BAD_SIGNATURE,

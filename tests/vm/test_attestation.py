@@ -126,7 +126,8 @@ STATELESS_CASES = [
     ("signals_hash 31 bytes", _with(8, bytes(31)), "malformed"),
     ("challenge 7 bytes", _with(9, bytes(7)), "malformed"),
     ("signature 64 bytes", _with(10, VECTOR_SIGNATURE[:64]), "malformed"),
-    ("bin as str8", VECTOR_RAW.replace(bytes.fromhex("c408"), bytes.fromhex("d908"), 1), "malformed"),
+    ("bin as str8", VECTOR_RAW.replace(bytes.fromhex("c408"), bytes.fromhex("d908"), 1),
+     "malformed"),
     ("int not shortest", VECTOR_RAW.replace(bytes.fromhex("2a07"), bytes.fromhex("cc2a07"), 1),
      "malformed"),
     ("v = 27", _with(10, VECTOR_SIGNATURE[:64] + b"\x1b"), "bad_signature"),
@@ -202,8 +203,10 @@ def test_any_flipped_byte_of_the_vector_is_refused(position, xor):
 # --- signal payloads -------------------------------------------------------------
 
 def test_signals_are_canonical_and_hashed():
-    a = encode_signals({"soc": 81, "lat": 48.1, "lon": 11.5, "dtc": ["P0420"], "b": {"y": 1, "x": 2}})
-    b = encode_signals({"b": {"x": 2, "y": 1}, "dtc": ["P0420"], "lon": 11.5, "lat": 48.1, "soc": 81})
+    a = encode_signals({"soc": 81, "lat": 48.1, "lon": 11.5, "dtc": ["P0420"],
+                        "b": {"y": 1, "x": 2}})
+    b = encode_signals({"b": {"x": 2, "y": 1}, "dtc": ["P0420"], "lon": 11.5, "lat": 48.1,
+                        "soc": 81})
     assert a == b
     assert decode_signals(a)["soc"] == 81
     assert compute_signals_hash(a) == keccak(a)

@@ -125,7 +125,8 @@ def _row_bad_cell_resolution(f, now):
 def _row_implausible_speed(f, now):
     d, v = f.devices[0], f.vehicle_ids[0]
     # 20 rings (~16 km) in 10 s
-    return None, [make(d, v, 1, now - 10_000), make(d, v, 2, now, cell=far_cell(20), odo=ODO + 16_000)]
+    return None, [make(d, v, 1, now - 10_000),
+                  make(d, v, 2, now, cell=far_cell(20), odo=ODO + 16_000)]
 
 
 def _row_odometer_rollback(f, now):
@@ -222,6 +223,8 @@ def test_device_moved_to_another_vehicle_skips_odometer_rules(fleet: Fleet):
 
 # --- properties: honest drives pass, tampered ones do not ----------------------------
 
+DRIVE_SETTINGS = settings(max_examples=60, deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture])
 drives = st.fixed_dictionaries(dict(
     lat=st.floats(-60, 60), lon=st.floats(-179, 179), heading=st.floats(0, 360),
     speed=st.floats(0, 60), dt_ms=st.integers(1_000, 60_000), count=st.integers(2, 12),
@@ -248,7 +251,7 @@ def _run(fleet: Fleet, atts: list[Attestation]) -> list[str | None]:
     return out
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@DRIVE_SETTINGS
 @given(drives)
 def test_honest_drive_is_always_accepted(fleet: Fleet, p):
     _, _, atts = _drive(fleet, p)
@@ -259,7 +262,7 @@ FIELDS = ["version", "device", "vehicle_id", "seq", "timestamp_ms", "cell", "odo
           "speed_cmps", "signals_hash", "challenge"]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@DRIVE_SETTINGS
 @given(drives, st.data())
 def test_tampered_drive_is_always_refused(fleet: Fleet, p, data):
     from vm.attestation import AttestationError, check_stateless
@@ -274,14 +277,15 @@ def test_tampered_drive_is_always_refused(fleet: Fleet, p, data):
     elif field == "challenge":
         new = data.draw(st.binary(min_size=8, max_size=8))
     else:
-        new = data.draw(st.binary(min_size=len(value), max_size=len(value)).filter(lambda x: x != value))
+        same_size = st.binary(min_size=len(value), max_size=len(value))
+        new = data.draw(same_size.filter(lambda x: x != value))
     tampered = original._replace(**{field: new})
     # not re-signed: the stateless checks refuse it whatever the field
     with pytest.raises(AttestationError):
         check_stateless(tampered.encode(), CHAIN_ID)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@DRIVE_SETTINGS
 @given(drives, st.data())
 def test_inconsistent_drive_signed_by_its_own_device_is_refused(fleet: Fleet, p, data):
     """A device that lies (signs physically impossible data) is caught by the stateful rules."""
@@ -380,7 +384,8 @@ def test_epochs_counters_and_challenges_on_chain():
     assert list(tel.call("getEpochVehicles", epoch)) == sorted([v0, v1, v2])
     for vid, atts in sent.items():
         stats = get_vehicle_epoch(s, epoch, vid)
-        expected_distance = sum(b.odometer_m - a.odometer_m for a, b in zip(atts, atts[1:], strict=False))
+        expected_distance = sum(b.odometer_m - a.odometer_m
+                                for a, b in zip(atts, atts[1:], strict=False))
         assert stats.accepted == len(atts)
         assert stats.moving == len(atts) - 1  # every reading changes; the first has no previous
         assert stats.distance_m == expected_distance

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from eth_account import Account
+
 from devnet.device import Device
 from tests.harness import CHAIN_ID, LocalChain, Module
 from vm.attestation import Attestation
@@ -33,48 +35,50 @@ class Fleet:
         self.identity = Module(self.chain, "identity", addresses.IDENTITY)
         self.telemetry = Module(self.chain, "telemetry", addresses.TELEMETRY)
         res = self.chain.param("h3_resolution")
-        self.devices = [Device.generate(CHAIN_ID, res, seed=b"fleet %d" % i) for i in range(n + extra)]
-        self.unpaired = self.devices[n:]
-        self.devices = self.devices[:n]
+        every = [Device.generate(CHAIN_ID, res, seed=b"fleet %d" % i) for i in range(n + extra)]
+        self.devices, self.unpaired = every[:n], every[n:]
         owners = self.chain.accounts[2:]
-        self.owner_of = {d.address: owners[i % len(owners)] for i, d in enumerate(self.devices + self.unpaired)}
+        self.owner_of = {d.address: owners[i % len(owners)] for i, d in enumerate(every)}
         self.vehicle_ids = self._register()
 
     def _batch(self, calls: Sequence[tuple[bytes, bytes]]) -> list[Any]:
         """Send (key, calldata) transactions to identity, many per block; all must succeed."""
-        nonces: dict[bytes, int] = {}
         receipts = []
         for start in range(0, len(calls), TXS_PER_BLOCK):
+            nonces: dict[bytes, int] = {}
             txs = []
             for key, data in calls[start:start + TXS_PER_BLOCK]:
                 if key not in nonces:
-                    from eth_account import Account
-
-                    nonces[key] = self.chain.state().get_nonce(bytes.fromhex(Account.from_key(key).address[2:]))
-                txs.append(self.chain.sign(key, addresses.IDENTITY, data, gas=TX_GAS, nonce=nonces[key]))
+                    sender = bytes.fromhex(Account.from_key(key).address[2:])
+                    nonces[key] = self.chain.state().get_nonce(sender)
+                txs.append(self.chain.sign(key, addresses.IDENTITY, data, gas=TX_GAS,
+                                           nonce=nonces[key]))
                 nonces[key] += 1
             result = self.chain.block(txs)
-            assert all(receipt_status(r) == 1 for r in result.receipts), "identity transaction failed"
+            assert all(receipt_status(r) == 1 for r in result.receipts), "identity tx failed"
             receipts.extend(result.receipts)
-            nonces.clear()
         return receipts
 
     def _register(self) -> list[int]:
+        """Vehicles minted by their owners, devices by the manufacturer, then claimed and
+        paired with the devices' EIP-712 signatures; returns the vehicle ids."""
         _, maker_key = self.chain.accounts[1]
+        ident = self.identity
         every = self.devices + self.unpaired
-        first_vehicle = self.identity.call("totalSupply") + 1
-        self._batch([(self.owner_of[d.address][1],
-                      self.identity.data("mintVehicle", "Motus", "Sim", 2024, _vin(d)))
-                     for d in self.devices]
-                    + [(maker_key, self.identity.data("mintDevice", d.checksum_address)) for d in every])
-        self._batch([(self.owner_of[d.address][1],
-                      self.identity.data("claimDevice", d.checksum_address, 0, FAR,
-                                         d.claim_signature(self.owner_of[d.address][0], 0, FAR)))
-                     for d in every])
+        first_vehicle = ident.call("totalSupply") + 1
         vehicle_ids = list(range(first_vehicle, first_vehicle + len(self.devices)))
-        self._batch([(self.owner_of[d.address][1],
-                      self.identity.data("pairDevice", vid, d.checksum_address, 1, FAR,
-                                         d.pair_signature(vid, self.owner_of[d.address][0], 1, FAR)))
+
+        def owner(d: Device) -> tuple[bytes, bytes]:
+            return self.owner_of[d.address]
+
+        self._batch([(owner(d)[1], ident.data("mintVehicle", "Motus", "Sim", 2024, _vin(d)))
+                     for d in self.devices]
+                    + [(maker_key, ident.data("mintDevice", d.checksum_address)) for d in every])
+        self._batch([(owner(d)[1], ident.data("claimDevice", d.checksum_address, 0, FAR,
+                                              d.claim_signature(owner(d)[0], 0, FAR)))
+                     for d in every])
+        self._batch([(owner(d)[1], ident.data("pairDevice", vid, d.checksum_address, 1, FAR,
+                                              d.pair_signature(vid, owner(d)[0], 1, FAR)))
                      for d, vid in zip(self.devices, vehicle_ids, strict=True)])
         return vehicle_ids
 

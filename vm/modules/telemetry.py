@@ -40,6 +40,7 @@ from typing import Any
 import h3.api.basic_int as h3
 from eth.abc import StateAPI
 from eth_hash.auto import keccak
+from eth_typing import Address
 
 from vm.attestation import (
     NONCE_BYTES,
@@ -123,7 +124,8 @@ def get_device_state(state: StateAPI, device: bytes) -> DeviceState:
     seq, ts, cell, odo = _unpack(st.load(mapping_slot(SLOT_DEVICE_LAST, device)))
     signals = st.load(mapping_slot(SLOT_DEVICE_SIGNALS, device)).to_bytes(32, "big")
     vehicle, epoch, count, flags = _unpack(st.load(mapping_slot(SLOT_DEVICE_META, device)))
-    return DeviceState(seq, ts, cell, odo, signals, vehicle, epoch, count, bool(flags & FLAG_DENIED))
+    return DeviceState(seq, ts, cell, odo, signals, vehicle, epoch, count,
+                       bool(flags & FLAG_DENIED))
 
 
 def get_vehicle_epoch(state: StateAPI, epoch: int, vehicle_id: int) -> VehicleEpochStats:
@@ -236,8 +238,9 @@ def device_slots(device: bytes) -> tuple[int, int, int]:
     """Storage slots (last, signals, meta) of a device; memoised because the checks need
     them for every attestation and each costs a keccak."""
     key = device.rjust(32, b"\x00")
-    return tuple(int.from_bytes(keccak256(key + base.to_bytes(32, "big")), "big")  # type: ignore[return-value]
-                 for base in (SLOT_DEVICE_LAST, SLOT_DEVICE_SIGNALS, SLOT_DEVICE_META))
+    last, signals, meta = (int.from_bytes(keccak256(key + base.to_bytes(32, "big")), "big")
+                           for base in (SLOT_DEVICE_LAST, SLOT_DEVICE_SIGNALS, SLOT_DEVICE_META))
+    return last, signals, meta
 
 
 class DeviceTrack:
@@ -256,8 +259,8 @@ class DeviceTrack:
     @classmethod
     def load(cls, state: StateAPI, device: bytes) -> DeviceTrack:
         last, _, meta = device_slots(device)
-        return cls(state.get_storage(addresses.TELEMETRY, last),
-                   state.get_storage(addresses.TELEMETRY, meta))
+        address = Address(addresses.TELEMETRY)
+        return cls(state.get_storage(address, last), state.get_storage(address, meta))
 
     def copy(self) -> DeviceTrack:
         other = DeviceTrack.__new__(DeviceTrack)
@@ -403,7 +406,8 @@ class TelemetryView:
                 if att.odometer_m < track.odometer_m:
                     return RejectCode.ODOMETER_ROLLBACK
                 delta = att.odometer_m - track.odometer_m
-                allowed = delta + delta * lim.odometer_tolerance_bps // BPS + lim.odometer_tolerance_m
+                allowed = (delta + delta * lim.odometer_tolerance_bps // BPS
+                           + lim.odometer_tolerance_m)
                 # A previous record older than the staleness window no longer anchors
                 # the odometer: a car carried on a ferry or truck would otherwise be
                 # refused forever (refusals never update the record).
@@ -480,8 +484,10 @@ def _moved_at_least_m(previous_cell: int, cell: int, resolution: int) -> int:
         return 0
     if prev_res != resolution:
         common = min(prev_res, resolution)
-        previous_cell = h3.cell_to_parent(previous_cell, common) if prev_res > common else previous_cell
-        cell = h3.cell_to_parent(cell, common) if resolution > common else cell
+        if prev_res > common:
+            previous_cell = h3.cell_to_parent(previous_cell, common)
+        if resolution > common:
+            cell = h3.cell_to_parent(cell, common)
         resolution = common
     return cell_distance_lower_bound_m(previous_cell, cell, resolution)
 
@@ -491,7 +497,8 @@ def _moved_at_least_m(previous_cell: int, cell: int, resolution: int) -> int:
 
 def process_attestations(state: StateAPI, env: Any, attestations: Sequence[bytes],
                          skip_invalid: bool,
-                         get_device: DeviceLookup | None = None) -> tuple[list[bytes], list[tuple[bytes, str]]]:
+                         get_device: DeviceLookup | None = None,
+                         ) -> tuple[list[bytes], list[tuple[bytes, str]]]:
     """Block execution step (4): check and apply ``attestations`` in order.
 
     Returns (included attestation bytes, one ``(id, code)`` per input) where code
@@ -537,7 +544,8 @@ _REASONS = {
     RejectCode.REPLAY: "seq not above the device's last accepted seq",
     RejectCode.TOO_FREQUENT: "less than min_interval_ms after the device's previous attestation",
     RejectCode.BAD_CELL: "cell is not a valid H3 cell at the chain's resolution",
-    RejectCode.IMPLAUSIBLE_SPEED: "distance from the previous cell implies more than max_speed_cmps",
+    RejectCode.IMPLAUSIBLE_SPEED: "distance from the previous cell implies more than "
+                                  "max_speed_cmps",
     RejectCode.ODOMETER_ROLLBACK: "odometer below the vehicle's previous reading",
     RejectCode.ODOMETER_MISMATCH: "cells moved further than the odometer allows (plus tolerance)",
     RejectCode.RATE_CAP: "device reached max_attestations_per_epoch this epoch",
