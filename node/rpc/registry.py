@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 METHOD_MODULES: tuple[str, ...] = (
     "node.rpc.eth",
     "node.rpc.motus",
+    "node.rpc.identity",
     "node.rpc.subscriptions",
 )
 
