@@ -21,6 +21,7 @@ from pathlib import Path
 
 from genesis.devnet import new_genesis
 from genesis.spec import DEV_CHAIN_ID, GenesisSpec
+from node.cli_identity import register_identity_commands
 from node.config import Config
 from node.home import Home
 from node.keys import (
@@ -246,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--chain-id", type=int, default=DEV_CHAIN_ID)
     up.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
     up.set_defaults(fn=cmd_devnet_up)
+    register_identity_commands(sub)
     return p
 
 

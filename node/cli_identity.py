@@ -1,0 +1,589 @@
+"""``motus vehicle ...`` and ``motus device ...``: the identity module from the command line
+(docs/cli.md, docs/identity.md).
+
+Commands that change state sign one transaction with an account key (an encrypted
+keystore from ``motus keys new``: ``--keystore FILE`` or ``--from ADDRESS --home DIR``,
+password from ``--password-file`` or ``MOTUS_PASSWORD``; or, for devnets and scripts, a
+mode-0600 file holding the raw hex key, ``--private-key-file``) and send it to the node at
+``--rpc`` with :func:`node.txsend.send_call`. Device signatures (claim, pair) are EIP-712
+typed data signed with the device's key file (``--device-key-file``).
+
+Each command prints one JSON object on stdout. Exit status: 0 done; 1 the chain refused
+(revert reason, mempool refusal, no receipt in time, or nothing found for ``show``), with
+``status`` and ``reason`` in the JSON and the reason on stderr; 2 a local problem (bad
+argument, key or password, node unreachable), on stderr only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import importlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from eth_account import Account
+from eth_hash.auto import keccak
+
+from node.home import Home
+from node.keys import KeyError_, list_keystores, load_keystore
+from node.rpc.client import RPCError, rpc_call
+from node.txsend import TxError, decode_logs, encode_call, send_call
+
+DEFAULT_RPC = "http://127.0.0.1:8545"
+SIGNATURE_TTL_SECONDS = 600  # default validity of a device signature made here
+MIN_ABSOLUTE_EXPIRY = 1_000_000_000  # below this an --expires integer is surely a duration
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+Handler = Callable[[argparse.Namespace], dict[str, Any]]
+
+
+class UsageError(Exception):
+    """A local problem the user fixes: argument, key file, password."""
+
+
+class NotFound(Exception):
+    """``show`` of something that does not exist (exit 1)."""
+
+
+@cache
+def identity_abi() -> list[dict[str, Any]]:
+    """The identity module's shipped ABI (vm/abi/identity.json)."""
+    return json.loads(resources.files("vm.abi").joinpath("identity.json").read_text())
+
+
+def identity_module() -> ModuleType:
+    """``vm.modules.identity``, imported on first use: it pulls in py-evm (half a second),
+    which every other ``motus`` command would otherwise pay for at start."""
+    return importlib.import_module("vm.modules.identity")
+
+
+def identity_address() -> str:
+    """The identity module's address, 0x-hex."""
+    return "0x" + importlib.import_module("vm.modules.addresses").IDENTITY.hex()
+
+
+def permission_names(bits: int) -> list[str]:
+    """Names of the set permission bits, lowest first (docs/identity.md)."""
+    return [n for n, b in identity_module().PERMISSION_BITS.items() if bits >> b & 1]
+
+
+# --- argument parsing ---------------------------------------------------------------------
+
+
+def parse_address(text: str) -> str:
+    """A 20-byte 0x-hex address, returned lower-case."""
+    s = text.strip().lower()
+    if not s.startswith("0x") or len(s) != 42:
+        raise argparse.ArgumentTypeError(f"not an address (0x + 40 hex digits): {text!r}")
+    try:
+        bytes.fromhex(s[2:])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an address: {text!r}") from None
+    return s
+
+
+def parse_id(text: str) -> int:
+    """A token id: decimal or 0x-hex, positive."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an id: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"ids start at 1, got {value}")
+    return value
+
+
+def parse_permissions(text: str) -> int:
+    """Permission bits: a number (``33``, ``0x21``), ``all``, or names joined by commas
+    (``live_data,raw_data``; ``-`` and ``_`` alike, any case; docs/identity.md)."""
+    s = text.strip().lower()
+    names: dict[str, int] = identity_module().PERMISSION_BITS
+    try:
+        bits = int(s, 0)
+    except ValueError:
+        bits = 0
+        for part in s.replace("-", "_").split(","):
+            name = part.strip()
+            if name == "all":
+                bits |= (1 << len(names)) - 1
+            elif name in names:
+                bits |= 1 << names[name]
+            else:
+                known = ", ".join(names)
+                raise argparse.ArgumentTypeError(
+                    f"unknown permission {name!r}; use a number or names from: {known}, all"
+                ) from None
+    if bits <= 0:
+        raise argparse.ArgumentTypeError("no permission bits")
+    return bits
+
+
+def parse_expiry(text: str, now: float | None = None) -> int:
+    """An expiry as unix seconds: an integer (absolute unix time), ``+N`` with an optional
+    unit s/m/h/d/w (relative to now: ``+3600``, ``+30d``), or an ISO 8601 date or date-time
+    (``2026-01-31``, ``2026-01-31T12:00:00+01:00``; no zone means UTC)."""
+    s = text.strip()
+    now = time.time() if now is None else now
+    if s.startswith("+"):
+        body, unit = (s[1:-1], s[-1]) if s[-1:].isalpha() else (s[1:], "s")
+        if unit not in DURATION_UNITS or not body.isdigit():
+            raise argparse.ArgumentTypeError(f"not a duration like +3600 or +30d: {text!r}")
+        return int(now) + int(body) * DURATION_UNITS[unit]
+    if s.isdigit():
+        value = int(s)
+        if value < MIN_ABSOLUTE_EXPIRY:
+            raise argparse.ArgumentTypeError(
+                f"{value} is a unix time in 1970-2001; for a duration write +{value}"
+            )
+        return value
+    try:
+        when = dt.datetime.fromisoformat(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a unix time, +duration or ISO date: {text!r}"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp())
+
+
+# --- keys ------------------------------------------------------------------------------
+
+
+def read_password(args: argparse.Namespace) -> str:
+    """The keystore password: ``--password-file`` (first line), else ``MOTUS_PASSWORD``,
+    else a prompt when on a terminal."""
+    if args.password_file:
+        return Path(args.password_file).read_text().rstrip("\n")
+    env = os.environ.get("MOTUS_PASSWORD")
+    if env is not None:
+        return env
+    if not sys.stdin.isatty():
+        raise UsageError("no password: use --password-file or MOTUS_PASSWORD")
+    return getpass.getpass("keystore password: ")
+
+
+def load_key_file(path: str | Path) -> bytes:
+    """A raw private key: 64 hex digits (``0x`` optional) in a file that only its owner
+    may read (mode 0600 or stricter)."""
+    path = Path(path)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise UsageError(f"{path} is readable by others (mode {oct(mode)}); chmod 600 it")
+    text = path.read_text().strip().removeprefix("0x")
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise UsageError(f"{path}: not a hex private key") from None
+    if len(key) != 32:
+        raise UsageError(f"{path}: a private key is 32 bytes (64 hex digits)")
+    return key
+
+
+def signer_key(args: argparse.Namespace) -> bytes:
+    """The account key that signs the transaction, from --keystore, --from or
+    --private-key-file."""
+    if args.private_key_file:
+        return load_key_file(args.private_key_file)
+    if args.keystore:
+        path = Path(args.keystore)
+    else:
+        if not args.home:
+            raise UsageError("--from needs --home DIR (the keystore is DIR/keystore)")
+        keystore_dir = Home(Path(args.home)).keystore
+        found = [p for a, p in list_keystores(keystore_dir) if a == args.sender]
+        if not found:
+            raise UsageError(
+                f"no keystore for {args.sender} in {keystore_dir} "
+                f"(see motus keys list --home {args.home})"
+            )
+        path = found[0]
+    if not path.is_file():
+        raise UsageError(f"no keystore file {path}")
+    return load_keystore(path, read_password(args))
+
+
+def device_key(args: argparse.Namespace) -> tuple[bytes, str]:
+    """The device key from --device-key-file and its address, which must be --device."""
+    key = load_key_file(args.device_key_file)
+    address = Account.from_key(key).address.lower()
+    if address != args.device:
+        raise UsageError(f"--device-key-file holds the key of {address}, not {args.device}")
+    return key, address
+
+
+# --- running commands ---------------------------------------------------------------------
+
+
+def transact(args: argparse.Namespace, key: bytes, fn: str, *call_args: Any) -> dict[str, Any]:
+    """Send ``fn(*call_args)`` to the identity module; the receipt summed up as JSON:
+    txHash, status, blockNumber, gasUsed, from and the module's decoded events."""
+    data = encode_call(identity_abi(), fn, *call_args)
+    address = identity_address()
+    receipt = send_call(args.rpc, key, address, data, timeout=args.timeout)
+    return {
+        "txHash": receipt["transactionHash"],
+        "status": "success",
+        "blockNumber": int(receipt["blockNumber"], 16),
+        "gasUsed": int(receipt["gasUsed"], 16),
+        "from": str(receipt["from"]).lower(),
+        "events": decode_logs(identity_abi(), receipt.get("logs", []), address),
+    }
+
+
+def event_arg(out: dict[str, Any], event: str, arg: str) -> Any:
+    """``arg`` of the first ``event`` in a :func:`transact` result (None if absent)."""
+    for e in out["events"]:
+        if e["event"] == event:
+            return e["args"][arg]
+    return None
+
+
+def run(handler: Handler) -> Callable[[argparse.Namespace], int]:
+    """Wrap a command: print its JSON, map failures to exit statuses 1 and 2."""
+
+    def command(args: argparse.Namespace) -> int:
+        try:
+            out = handler(args)
+        except TxError as exc:
+            print(json.dumps(exc.to_json(), indent=2))
+            print(f"motus: {exc.status}: {exc.reason}", file=sys.stderr)
+            return 1
+        except NotFound as exc:
+            print(json.dumps({"status": "not_found", "reason": str(exc)}, indent=2))
+            print(f"motus: not found: {exc}", file=sys.stderr)
+            return 1
+        except RPCError as exc:
+            print(f"motus: error: {exc}", file=sys.stderr)
+            return 2
+        except (UsageError, KeyError_, OSError) as exc:
+            print(f"motus: error: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(out, indent=2))
+        return 0
+
+    command.__doc__ = handler.__doc__
+    return command
+
+
+def device_nonce(rpc: str, device: str) -> int:
+    """The nonce the device's next signature must carry (0 for a device not minted yet:
+    the chain then refuses the call with its own reason)."""
+    record = rpc_call(rpc, "motus_getDevice", [device])
+    return 0 if record is None else int(record["nonce"])
+
+
+def sign_device(
+    rpc: str, key: bytes, struct: Any, message: dict[str, Any]
+) -> tuple[bytes, dict[str, Any]]:
+    """The device's EIP-712 signature over ``message`` for this chain's identity module,
+    and the typed-data document that was signed."""
+    chain_id = int(rpc_call(rpc, "eth_chainId"), 16)
+    doc = identity_module().typed_data(struct, chain_id, message)
+    return bytes(Account.sign_typed_data(key, full_message=doc).signature), doc
+
+
+# --- vehicle commands -----------------------------------------------------------------
+
+
+def cmd_vehicle_mint(args: argparse.Namespace) -> dict[str, Any]:
+    """Mint a vehicle NFT for the signer."""
+    if args.vin_hash:
+        vin_hash = bytes.fromhex(args.vin_hash.removeprefix("0x"))
+        if len(vin_hash) != 32:
+            raise UsageError("--vin-hash must be 32 bytes (0x + 64 hex digits)")
+    elif args.vin:
+        vin_hash = keccak(args.vin.strip().upper().encode())
+    else:
+        raise UsageError("give --vin or --vin-hash")
+    out = transact(
+        args, signer_key(args), "mintVehicle", args.make, args.model, args.year, vin_hash
+    )
+    out["vehicleId"] = event_arg(out, "VehicleMinted", "vehicleId")
+    out["vinHash"] = "0x" + vin_hash.hex()
+    return out
+
+
+def cmd_vehicle_pair(args: argparse.Namespace) -> dict[str, Any]:
+    """Pair a claimed device with a vehicle; the signer owns both."""
+    key = signer_key(args)
+    dkey, device = device_key(args)
+    owner = Account.from_key(key).address.lower()
+    nonce = device_nonce(args.rpc, device)
+    deadline = int(time.time()) + args.signature_ttl
+    message = {
+        "vehicleId": args.vehicle,
+        "device": device,
+        "owner": owner,
+        "nonce": nonce,
+        "deadline": deadline,
+    }
+    signature, _ = sign_device(args.rpc, dkey, identity_module().PAIR_DEVICE, message)
+    out = transact(args, key, "pairDevice", args.vehicle, device, nonce, deadline, signature)
+    out.update(vehicleId=args.vehicle, device=device)
+    return out
+
+
+def cmd_vehicle_unpair(args: argparse.Namespace) -> dict[str, Any]:
+    """Unpair a vehicle's device (the vehicle's or the device's owner)."""
+    out = transact(args, signer_key(args), "unpairDevice", args.vehicle)
+    out.update(vehicleId=args.vehicle, device=event_arg(out, "DeviceUnpaired", "device"))
+    return out
+
+
+def cmd_vehicle_grant(args: argparse.Namespace) -> dict[str, Any]:
+    """Grant (replace) a grantee's permission bits until an expiry."""
+    out = transact(
+        args,
+        signer_key(args),
+        "grantPermissions",
+        args.vehicle,
+        args.grantee,
+        args.perms,
+        args.expires,
+    )
+    out.update(
+        vehicleId=args.vehicle,
+        grantee=args.grantee,
+        bits=args.perms,
+        bitNames=permission_names(args.perms),
+        expiry=args.expires,
+    )
+    return out
+
+
+def cmd_vehicle_revoke(args: argparse.Namespace) -> dict[str, Any]:
+    """Revoke every permission a grantee holds on a vehicle."""
+    out = transact(args, signer_key(args), "revokePermissions", args.vehicle, args.grantee)
+    out.update(vehicleId=args.vehicle, grantee=args.grantee)
+    return out
+
+
+def cmd_vehicle_transfer(args: argparse.Namespace) -> dict[str, Any]:
+    """Transfer a vehicle (resets its permissions; a pairing is kept)."""
+    key = signer_key(args)
+    owner = Account.from_key(key).address.lower()
+    out = transact(args, key, "transferFrom", owner, args.to, args.vehicle)
+    out.update(vehicleId=args.vehicle, to=args.to)
+    return out
+
+
+def cmd_vehicle_burn(args: argparse.Namespace) -> dict[str, Any]:
+    """Burn an unpaired vehicle (frees its VIN hash)."""
+    out = transact(args, signer_key(args), "burnVehicle", args.vehicle)
+    out["vehicleId"] = args.vehicle
+    return out
+
+
+def cmd_vehicle_show(args: argparse.Namespace) -> dict[str, Any]:
+    """A vehicle and its permissions (motus_getVehicle, motus_getPermissions)."""
+    vehicle = rpc_call(args.rpc, "motus_getVehicle", [args.id, args.block])
+    if vehicle is None:
+        raise NotFound(f"no vehicle {args.id} at block {args.block}")
+    permissions = rpc_call(args.rpc, "motus_getPermissions", [args.id, vehicle["blockNumber"]])
+    return {**vehicle, "permissions": permissions}
+
+
+def cmd_vehicle_list(args: argparse.Namespace) -> dict[str, Any]:
+    """Ids of the vehicles an address holds (motus_vehiclesOf)."""
+    ids = rpc_call(args.rpc, "motus_vehiclesOf", [args.owner, args.block])
+    return {"owner": args.owner, "vehicles": ids}
+
+
+# --- device commands ------------------------------------------------------------------
+
+
+def cmd_device_mint(args: argparse.Namespace) -> dict[str, Any]:
+    """Mint a device NFT bound to a device key's address (licensed manufacturer)."""
+    out = transact(args, signer_key(args), "mintDevice", args.device)
+    out.update(device=args.device, tokenId=event_arg(out, "DeviceMinted", "tokenId"))
+    return out
+
+
+def cmd_device_claim(args: argparse.Namespace) -> dict[str, Any]:
+    """Claim a minted device for the signer with the device's signature."""
+    key = signer_key(args)
+    dkey, device = device_key(args)
+    owner = Account.from_key(key).address.lower()
+    nonce = device_nonce(args.rpc, device)
+    deadline = int(time.time()) + args.signature_ttl
+    message = {"device": device, "owner": owner, "nonce": nonce, "deadline": deadline}
+    signature, _ = sign_device(args.rpc, dkey, identity_module().CLAIM_DEVICE, message)
+    out = transact(args, key, "claimDevice", device, nonce, deadline, signature)
+    out.update(device=device, owner=owner, tokenId=event_arg(out, "DeviceClaimed", "tokenId"))
+    return out
+
+
+def cmd_device_transfer(args: argparse.Namespace) -> dict[str, Any]:
+    """Hand a claimed device on (a pairing is kept)."""
+    out = transact(args, signer_key(args), "transferDevice", args.device, args.to)
+    out.update(device=args.device, to=args.to)
+    return out
+
+
+def cmd_device_show(args: argparse.Namespace) -> dict[str, Any]:
+    """A device NFT (motus_getDevice)."""
+    device = rpc_call(args.rpc, "motus_getDevice", [args.address, args.block])
+    if device is None:
+        raise NotFound(f"no device NFT for {args.address} at block {args.block}")
+    return dict(device)
+
+
+# --- parser ----------------------------------------------------------------------------
+
+
+def _rpc_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rpc", default=DEFAULT_RPC, help=f"node JSON-RPC URL (default {DEFAULT_RPC})")
+
+
+def _signer_args(p: argparse.ArgumentParser) -> None:
+    _rpc_args(p)
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--keystore", metavar="FILE", help="encrypted keystore JSON (motus keys new)")
+    who.add_argument(
+        "--from",
+        dest="sender",
+        type=parse_address,
+        metavar="ADDRESS",
+        help="use the keystore of ADDRESS in HOME/keystore (needs --home)",
+    )
+    who.add_argument(
+        "--private-key-file",
+        metavar="FILE",
+        help="raw hex private key, mode 0600 (devnets, scripts)",
+    )
+    p.add_argument("--home", help="node home whose keystore/ --from searches")
+    p.add_argument("--password-file", help="keystore password (else MOTUS_PASSWORD, else prompt)")
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for the receipt (default 60)"
+    )
+
+
+def _device_signer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", type=parse_address, required=True, metavar="ADDRESS")
+    p.add_argument(
+        "--device-key-file",
+        required=True,
+        metavar="FILE",
+        help="the device's raw hex private key, mode 0600",
+    )
+    p.add_argument(
+        "--signature-ttl",
+        type=int,
+        default=SIGNATURE_TTL_SECONDS,
+        metavar="SECONDS",
+        help=f"device signature deadline from now (default {SIGNATURE_TTL_SECONDS})",
+    )
+
+
+def _block_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--block", default="latest", help="height or tag (default latest)")
+
+
+def register_identity_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``vehicle`` and ``device`` with their subcommands to the ``motus`` parser."""
+    vehicle = sub.add_parser("vehicle", help="vehicle NFTs: mint, pair, permissions, show")
+    vs = vehicle.add_subparsers(dest="vehicle_cmd", required=True)
+
+    mint = vs.add_parser("mint", help="mint a vehicle NFT for yourself")
+    mint.add_argument("--make", required=True)
+    mint.add_argument("--model", required=True)
+    mint.add_argument("--year", type=int, required=True)
+    vin = mint.add_mutually_exclusive_group(required=True)
+    vin.add_argument("--vin", help="the VIN; only keccak256(upper-case VIN) goes on chain")
+    vin.add_argument("--vin-hash", help="keccak256 of the VIN, 0x + 64 hex digits")
+    _signer_args(mint)
+    mint.set_defaults(fn=run(cmd_vehicle_mint))
+
+    pair = vs.add_parser("pair", help="pair your claimed device with your vehicle")
+    pair.add_argument("--vehicle", type=parse_id, required=True, metavar="ID")
+    _device_signer_args(pair)
+    _signer_args(pair)
+    pair.set_defaults(fn=run(cmd_vehicle_pair))
+
+    unpair = vs.add_parser("unpair", help="unpair a vehicle's device")
+    unpair.add_argument("--vehicle", type=parse_id, required=True, metavar="ID")
+    _signer_args(unpair)
+    unpair.set_defaults(fn=run(cmd_vehicle_unpair))
+
+    grant = vs.add_parser("grant", help="grant an address data permissions until an expiry")
+    grant.add_argument("--vehicle", type=parse_id, required=True, metavar="ID")
+    grant.add_argument("--grantee", type=parse_address, required=True, metavar="ADDRESS")
+    grant.add_argument(
+        "--perms",
+        type=parse_permissions,
+        required=True,
+        help="bits (33, 0x21), names (live_data,raw_data) or all",
+    )
+    grant.add_argument(
+        "--expires",
+        type=parse_expiry,
+        required=True,
+        help="unix seconds, +DURATION (+3600, +30d) or ISO date (2026-01-31)",
+    )
+    _signer_args(grant)
+    grant.set_defaults(fn=run(cmd_vehicle_grant))
+
+    revoke = vs.add_parser("revoke", help="revoke a grantee's permissions")
+    revoke.add_argument("--vehicle", type=parse_id, required=True, metavar="ID")
+    revoke.add_argument("--grantee", type=parse_address, required=True, metavar="ADDRESS")
+    _signer_args(revoke)
+    revoke.set_defaults(fn=run(cmd_vehicle_revoke))
+
+    transfer = vs.add_parser("transfer", help="transfer your vehicle (resets permissions)")
+    transfer.add_argument("--vehicle", type=parse_id, required=True, metavar="ID")
+    transfer.add_argument("--to", type=parse_address, required=True, metavar="ADDRESS")
+    _signer_args(transfer)
+    transfer.set_defaults(fn=run(cmd_vehicle_transfer))
+
+    burn = vs.add_parser("burn", help="burn your unpaired vehicle")
+    burn.add_argument("--vehicle", type=parse_id, required=True, metavar="ID")
+    _signer_args(burn)
+    burn.set_defaults(fn=run(cmd_vehicle_burn))
+
+    show = vs.add_parser("show", help="show a vehicle and its permissions")
+    show.add_argument("id", type=parse_id)
+    _block_arg(show)
+    _rpc_args(show)
+    show.set_defaults(fn=run(cmd_vehicle_show))
+
+    listing = vs.add_parser("list", help="ids of the vehicles an address holds")
+    listing.add_argument("--owner", type=parse_address, required=True, metavar="ADDRESS")
+    _block_arg(listing)
+    _rpc_args(listing)
+    listing.set_defaults(fn=run(cmd_vehicle_list))
+
+    device = sub.add_parser("device", help="device NFTs: mint, claim, transfer, show")
+    ds = device.add_subparsers(dest="device_cmd", required=True)
+
+    dmint = ds.add_parser("mint", help="mint a device NFT (licensed manufacturer)")
+    dmint.add_argument("--device", type=parse_address, required=True, metavar="ADDRESS")
+    _signer_args(dmint)
+    dmint.set_defaults(fn=run(cmd_device_mint))
+
+    claim = ds.add_parser("claim", help="claim a minted device with its signature")
+    _device_signer_args(claim)
+    _signer_args(claim)
+    claim.set_defaults(fn=run(cmd_device_claim))
+
+    dtransfer = ds.add_parser("transfer", help="hand your claimed device on")
+    dtransfer.add_argument("--device", type=parse_address, required=True, metavar="ADDRESS")
+    dtransfer.add_argument("--to", type=parse_address, required=True, metavar="ADDRESS")
+    _signer_args(dtransfer)
+    dtransfer.set_defaults(fn=run(cmd_device_transfer))
+
+    dshow = ds.add_parser("show", help="show a device NFT")
+    dshow.add_argument("address", type=parse_address)
+    _block_arg(dshow)
+    _rpc_args(dshow)
+    dshow.set_defaults(fn=run(cmd_device_show))
