@@ -259,6 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     except (CLIError, InvalidGenesis) as exc:
         print(f"motus: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # typed errors of the node's packages carry a stable code
+        from node.rpc.client import RPCError
+
+        code = getattr(exc, "code", None)
+        if code is None and not isinstance(exc, OSError | RPCError):
+            raise
+        print(f"motus: error: {code or type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
