@@ -384,12 +384,13 @@ class AdmissionCache:
         else:
             epoch = get_epoch(head)  # type: ignore[arg-type]
             tracks = self._tracks
+            unpackb = msgpack.unpackb
             for raw in included:
                 # the block was executed: its attestations are valid, a plain decode will do
-                att = Attestation(*msgpack.unpackb(raw))
-                track = tracks.get(att.device)
+                fields = unpackb(raw)
+                track = tracks.get(fields[1])
                 if track is not None:
-                    track.advance(att, epoch)
+                    track.advance(Attestation(*fields), epoch)
         self.state_root = state_root
         self._head = head
 
@@ -614,9 +615,15 @@ class AttestationPool:
     def remove_included(self, ids: Iterable[bytes], height: int) -> None:
         """Attestations of a committed block at ``height`` leave the pool (included)."""
         status = AttestationStatus(INCLUDED, height=height)  # immutable: one for the block
+        pending, history = self._pending, self._history
         for att_id in ids:
-            self._drop(att_id)
-            self._remember(att_id, status)
+            if att_id in pending:
+                self._drop(att_id)
+            if att_id in history:
+                history.move_to_end(att_id)
+            history[att_id] = status
+        while len(history) > self.history_size:
+            history.popitem(last=False)
 
     def recheck(self, check: StatefulCheck) -> list[tuple[bytes, str]]:
         """Run the stateful check (a fresh one over the new head) on every pending item

@@ -432,11 +432,13 @@ def check_stateless(raw: bytes, chain_id: int, att_id: bytes | None = None) -> A
     may be passed when the caller already computed it.
     """
     att = decode_attestation(raw)
-    if att_id is None:
-        att_id = compute_attestation_id(raw)
-    if not is_verified(att_id, chain_id):
+    key = (compute_attestation_id(raw) if att_id is None else att_id) + chain_id.to_bytes(8, "big")
+    if key not in _VERIFIED:
         verify_signature(att, chain_id)
-        mark_verified(att_id, chain_id)
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            for old in list(_VERIFIED)[: _VERIFIED_MAX // 2]:  # the oldest half
+                del _VERIFIED[old]
+        _VERIFIED[key] = None
     return att
 
 

@@ -264,8 +264,10 @@ class DeviceTrack:
 
     def copy(self) -> DeviceTrack:
         other = DeviceTrack.__new__(DeviceTrack)
-        for name in DeviceTrack.__slots__:
-            setattr(other, name, getattr(self, name))
+        other.seq, other.timestamp_ms, other.cell = self.seq, self.timestamp_ms, self.cell
+        other.odometer_m, other.signals_hash = self.odometer_m, self.signals_hash
+        other.vehicle_id, other.epoch, other.count = self.vehicle_id, self.epoch, self.count
+        other.flags = self.flags
         return other
 
     def advance(self, att: Attestation, epoch: int) -> None:
