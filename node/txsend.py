@@ -282,7 +282,8 @@ def encode_call(abi: Sequence[dict[str, Any]], name: str, *args: Any) -> bytes:
 
 
 def decode_result(abi: Sequence[dict[str, Any]], name: str, arity: int, output: bytes) -> tuple:
-    """The return values of ``name`` (with ``arity`` arguments) decoded from ``output``."""
+    """The return values of ``name`` (with ``arity`` arguments) decoded from ``output``, as
+    eth-abi gives them (addresses lower-case 0x-hex, bytesN as bytes)."""
     fn = function_abi(abi, name, arity)
     return tuple(eth_abi.decode([abi_type(o) for o in fn.get("outputs", [])], output))
 
