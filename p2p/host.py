@@ -223,6 +223,8 @@ class _BootstrapPeer:
 _FORWARDER_MEMORY = 8192
 # How often bans are reconciled with connections even without a trigger.
 _BAN_SWEEP_INTERVAL = 1.0
+# A connection that lasted this long was not refused: redial a lost one at once.
+_STABLE_CONNECTION = 10.0
 
 
 class P2PNode:
@@ -243,6 +245,7 @@ class P2PNode:
         self._state = "new"  # new -> running -> stopped
         self._ban_wakeup = trio.Event()
         self._disconnected = trio.Event()
+        self._banned_disconnects = 0
 
         self._host: IHost = new_host(
             key_pair=self.key_pair,
@@ -619,6 +622,9 @@ class P2PNode:
             "attestation_batcher": self.attestations.stats,
             "peers": len(self.peers()),
             "banned_peers": len(self.scoreboard.banned_peers()),
+            # Connections to banned peers we closed: the ban itself, then each
+            # time a banned peer dials us again.
+            "banned_disconnects": self._banned_disconnects,
         }
 
     @property
@@ -635,27 +641,47 @@ class P2PNode:
         and a failed dial parks the peer in a 60 s negative cache that makes
         later dials fail at once; a node started before its bootstrap peer
         would wait a minute or never connect. We clear that cache entry before
-        each of our attempts: the backoff here is the policy.
+        each of our attempts: the backoff here is the policy. The backoff only
+        resets once a connection has lasted ``_STABLE_CONNECTION`` seconds, so
+        a peer that keeps hanging up on us (it banned us) is not hammered.
         """
         name = peer.peer_id.to_base58()
-        backoff = self.config.reconnect_min_backoff
+        min_backoff = self.config.reconnect_min_backoff
+        backoff = min_backoff
+        connected_since: float | None = None
         while True:
             if self.scoreboard.is_banned(name):
                 await trio.sleep(min(self.scoreboard.ban_remaining(name), 5.0) + 0.01)
                 continue
             if self._is_connected(peer.peer_id):
-                backoff = self.config.reconnect_min_backoff
+                if connected_since is None:
+                    connected_since = trio.current_time()
                 with trio.move_on_after(1.0):
                     await self._disconnected.wait()
                 continue
+            if connected_since is not None:
+                lasted = trio.current_time() - connected_since
+                connected_since = None
+                if lasted >= _STABLE_CONNECTION:
+                    backoff = min_backoff
+                else:
+                    await trio.sleep(backoff * random.uniform(0.8, 1.2))
+                    backoff = min(backoff * 2, self.config.reconnect_max_backoff)
+                    continue
             swarm = self._network
             if isinstance(swarm, Swarm):
                 swarm.unblock_peer(peer.peer_id)
             try:
                 with trio.fail_after(self.config.dial_timeout):
                     await self._host.connect(PeerInfo(peer.peer_id, list(peer.addrs)))
-                logger.info("connected to bootstrap peer %s", name)
-                continue
+                if self._is_connected(peer.peer_id):
+                    logger.info("connected to bootstrap peer %s", name)
+                    continue
+                # A connection the peer just closed lingers in the swarm's table
+                # for ~100 ms; connect() then returns at once, without dialling
+                # and without yielding to trio. Without the sleep below this
+                # loop would spin and starve the whole process.
+                logger.debug("dial to %s returned without an open connection", name)
             except Exception as exc:  # dial failures come in many library types
                 logger.debug("dial to %s failed (%s); retrying in %.1f s", name, exc, backoff)
             await trio.sleep(backoff * random.uniform(0.8, 1.2))
@@ -670,8 +696,14 @@ class P2PNode:
             banned = {ID.from_base58(peer) for peer in self.scoreboard.banned_peers()}
             for peer_id in banned:
                 if not self._pubsub.is_peer_blacklisted(peer_id):
-                    self._pubsub.add_to_blacklist(peer_id)
-                if self._network.get_connections(peer_id):
+                    # Not add_to_blacklist(): its teardown task deletes the peer after
+                    # an await, races the dead-peer handler that our disconnect below
+                    # triggers, and its KeyError kills pubsub and the whole node. The
+                    # disconnect does the teardown; the set makes pubsub drop the peer.
+                    self._pubsub.blacklisted_peers.add(peer_id)
+                if self._is_connected(peer_id):
+                    self._banned_disconnects += 1
+                    logger.debug("disconnecting banned peer %s", peer_id)
                     with trio.move_on_after(2.0):
                         await self._host.disconnect(peer_id)
             for peer_id in self._pubsub.get_blacklisted_peers() - banned:
