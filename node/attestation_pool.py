@@ -452,14 +452,13 @@ class AttestationStatus:
     code: str | None = None
 
 
-@dataclass(slots=True)
-class _Entry:
+class _Entry(NamedTuple):
     raw: bytes
     att: Attestation
     source: str
 
 
-def _decrement(counter: Counter[Any], key: Any) -> None:
+def _decrement(counter: dict[Any, int], key: Any) -> None:
     left = counter[key] - 1
     if left > 0:
         counter[key] = left
@@ -485,8 +484,8 @@ class AttestationPool:
         self.counters = counters or RejectCounters()
         self._pending: OrderedDict[bytes, _Entry] = OrderedDict()
         self._bytes = 0
-        self._per_source: Counter[str] = Counter()
-        self._per_device: Counter[bytes] = Counter()
+        self._per_source: dict[str, int] = {}
+        self._per_device: dict[bytes, int] = {}
         self._history: OrderedDict[bytes, AttestationStatus] = OrderedDict()
 
     # -- sizes --
@@ -545,8 +544,8 @@ class AttestationPool:
                 continue
             raw, device = raws[i], outcome.device
             if (len(pending) >= self.max_items or self._bytes + len(raw) > self.max_bytes
-                    or per_source[source] >= self.max_per_source
-                    or per_device[device] >= self.max_per_device):
+                    or per_source.get(source, 0) >= self.max_per_source
+                    or per_device.get(device, 0) >= self.max_per_device):
                 self.counters.add(POOL_FULL)
                 results[i] = AddResult(att_id, False, POOL_FULL)
                 continue
@@ -557,8 +556,8 @@ class AttestationPool:
                 continue
             pending[att_id] = _Entry(raw, outcome, source)
             self._bytes += len(raw)
-            per_source[source] += 1
-            per_device[device] += 1
+            per_source[source] = per_source.get(source, 0) + 1
+            per_device[device] = per_device.get(device, 0) + 1
             if att_id in history:
                 del history[att_id]
             results[i] = AddResult(att_id, True, OK)
