@@ -255,7 +255,8 @@ class P2PNode:
                     self.key_pair, noise_privkey=new_x25519_key_pair().private_key
                 )
             },
-            muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
+            # Yamux only (no mplex fallback).
+            muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
         )
         self._host_id = self._host.get_id()
         gossip = config.gossip
@@ -471,11 +472,17 @@ class P2PNode:
 
         def on_error(forwarder: ID) -> bool:
             topic.stats.validator_errors += 1
-            logger.exception(
-                "validator of topic %s raised on a message from %s; rejected without penalty",
-                topic.name,
-                forwarder,
-            )
+            errors = topic.stats.validator_errors
+            # Peers choose what reaches the validator: log a few tracebacks,
+            # then a line now and then, not one per message.
+            if errors <= 10 or errors % 1000 == 0:
+                logger.exception(
+                    "validator of topic %s raised on a message from %s (%d so far); "
+                    "rejected without penalty",
+                    topic.name,
+                    forwarder,
+                    errors,
+                )
             return False
 
         if is_async:

@@ -54,6 +54,9 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 }
 # Weight of a reason the node names that is not in ``weights``.
 DEFAULT_UNKNOWN_REASON_WEIGHT = 20.0
+# Peers remembered at most; fresh peer ids cost an attacker nothing, so the
+# table must not grow with them. Banned peers are evicted last.
+MAX_TRACKED_PEERS = 10_000
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,8 @@ class PeerScoreboard:
         """
         reason = str(reason)
         now = self._clock()
+        if peer_id not in self._peers and len(self._peers) >= MAX_TRACKED_PEERS:
+            self._evict(now)
         record = self._peers.setdefault(peer_id, _PeerRecord(updated_at=now))
         self._decay(record, now)
         weight = self.config.weights.get(reason, self.config.unknown_reason_weight)
@@ -166,6 +171,17 @@ class PeerScoreboard:
                 penalties=dict(record.penalties),
             )
         return result
+
+    def _evict(self, now: float) -> None:
+        """Forget the tenth of peers least worth remembering (not banned, best score)."""
+        for record in self._peers.values():
+            self._decay(record, now)
+        ranked = sorted(
+            self._peers,
+            key=lambda peer: (self._peers[peer].banned_until > now, -self._peers[peer].score),
+        )
+        for peer in ranked[: max(1, len(ranked) // 10)]:
+            del self._peers[peer]
 
     def _decay(self, record: _PeerRecord, now: float) -> None:
         elapsed = now - record.updated_at

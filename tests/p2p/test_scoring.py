@@ -76,3 +76,14 @@ def test_router_scorer_counts_only_attributed_rejections() -> None:
     params = gossipsub_score_params()
     assert params.p7_ip_colocation_weight == 0
     assert params.p4_invalid_messages.weight > 0 and params.p4_invalid_messages.cap > 0
+
+
+def test_table_is_bounded_and_keeps_banned_peers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("p2p.scoring.MAX_TRACKED_PEERS", 100)
+    clock = FakeClock()
+    board = PeerScoreboard(ScoreConfig(ban_threshold=-10), clock)
+    board.penalise("villain", "x")
+    for i in range(300):
+        board.penalise(f"p{i}", Misbehaviour.REQUEST_FLOOD)  # -5: not banned
+    assert len(board.snapshot()) <= 100
+    assert board.is_banned("villain")
