@@ -390,7 +390,7 @@ class AdmissionCache:
                 fields = unpackb(raw)
                 track = tracks.get(fields[1])
                 if track is not None:
-                    track.advance(Attestation(*fields), epoch)
+                    track.advance(fields, epoch)
         self.state_root = state_root
         self._head = head
 
@@ -615,9 +615,13 @@ class AttestationPool:
         """Attestations of a committed block at ``height`` leave the pool (included)."""
         status = AttestationStatus(INCLUDED, height=height)  # immutable: one for the block
         pending, history = self._pending, self._history
+        per_source, per_device = self._per_source, self._per_device
         for att_id in ids:
-            if att_id in pending:
-                self._drop(att_id)
+            entry = pending.pop(att_id, None)
+            if entry is not None:
+                self._bytes -= len(entry.raw)
+                _decrement(per_source, entry.source)
+                _decrement(per_device, entry.att.device)
             if att_id in history:
                 history.move_to_end(att_id)
             history[att_id] = status

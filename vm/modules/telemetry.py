@@ -270,13 +270,13 @@ class DeviceTrack:
         other.flags = self.flags
         return other
 
-    def advance(self, att: Attestation, epoch: int) -> None:
-        """Record ``att`` as the device's newest accepted attestation in ``epoch``."""
+    def advance(self, att: Sequence[Any], epoch: int) -> None:
+        """Record ``att`` (an Attestation, or its decoded wire fields in the same order)
+        as the device's newest accepted attestation in ``epoch``."""
         self.count = (self.count if self.epoch == epoch else 0) + 1
         self.epoch = epoch
-        self.seq, self.timestamp_ms, self.cell = att.seq, att.timestamp_ms, att.cell
-        self.odometer_m, self.vehicle_id = att.odometer_m, att.vehicle_id
-        self.signals_hash = int.from_bytes(att.signals_hash, "big")
+        self.vehicle_id, self.seq, self.timestamp_ms, self.cell, self.odometer_m = att[2:7]
+        self.signals_hash = int.from_bytes(att[8], "big")
 
 
 class _Tally:
