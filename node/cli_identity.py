@@ -31,6 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from eth_abi.exceptions import EncodingError
 from eth_account import Account
 from eth_hash.auto import keccak
 
@@ -266,7 +267,7 @@ def run(handler: Handler) -> Callable[[argparse.Namespace], int]:
         except RPCError as exc:
             print(f"motus: error: {exc}", file=sys.stderr)
             return 2
-        except (UsageError, KeyError_, OSError) as exc:
+        except (UsageError, KeyError_, OSError, EncodingError) as exc:
             print(f"motus: error: {exc}", file=sys.stderr)
             return 2
         print(json.dumps(out, indent=2))
@@ -299,7 +300,10 @@ def sign_device(
 def cmd_vehicle_mint(args: argparse.Namespace) -> dict[str, Any]:
     """Mint a vehicle NFT for the signer."""
     if args.vin_hash:
-        vin_hash = bytes.fromhex(args.vin_hash.removeprefix("0x"))
+        try:
+            vin_hash = bytes.fromhex(args.vin_hash.removeprefix("0x"))
+        except ValueError:
+            vin_hash = b""
         if len(vin_hash) != 32:
             raise UsageError("--vin-hash must be 32 bytes (0x + 64 hex digits)")
     elif args.vin:
