@@ -218,6 +218,26 @@ def test_txsend_refuses_a_reverting_call_before_sending(chain: dict[str, Any]) -
     assert call(url, "eth_getTransactionCount", ALICE.address, "pending") == nonce  # not sent
 
 
+def test_txsend_mined_failure_carries_receipt_and_reason(
+    chain: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call that passed its estimate but failed when mined (state moved in between):
+    simulated by an estimate that does not run the call."""
+    import node.txsend
+
+    def no_estimate(url: str, method: str, params: Any = None, timeout: float = 10.0) -> Any:
+        return hex(300_000) if method == "eth_estimateGas" else rpc_call(url, method, params)
+
+    monkeypatch.setattr(node.txsend, "rpc_call", no_estimate)
+    with pytest.raises(TxReverted) as exc:
+        send(chain["url"], ALICE, "mintVehicle", "Saab", "900", 1991, chain["vin_hash"])
+    err = exc.value
+    assert err.reason == "VIN already registered"
+    assert err.tx_hash is not None and err.receipt is not None
+    assert int(err.receipt["status"], 16) == 0
+    assert err.to_json()["txHash"] == err.tx_hash and err.to_json()["gasUsed"] > 21_000
+
+
 def test_txsend_reports_node_refusals(chain: dict[str, Any]) -> None:
     pauper = Account.create()  # no balance: calls run at gas price 0, the pool refuses
     with pytest.raises(TxRejected) as exc:
