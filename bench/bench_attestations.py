@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=300, help="attestations per submit call")
     parser.add_argument("--workers", type=int, default=2, help="signature-check processes")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv or [])
 
     t0 = time.perf_counter()
     fleet = Fleet(args.devices, params={"max_block_attestations": max(2_000, args.devices)})
@@ -170,4 +170,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])
