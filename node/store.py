@@ -10,6 +10,7 @@ Key layout (one-byte prefixes):
   c<height:8>       commit that finalised the block at height ("seen commit")
   r<hash>           receipts of the block: RLP list of encoded receipts
   e<hash>           per-transaction extras: [tx_hash, sender, contract, gas_used, effective_gas_price]
+  l<hash>           block events (vm.events encoding), only for blocks that have some
   x<tx_hash>        [height, index]
   a<attestation id> [height, index]
   v<height:8>       validator set (with proposer priorities) for height
@@ -34,6 +35,7 @@ from node.block import EMPTY_COMMIT, Block
 from node.db import TRIE, Database, StateDB
 from vm.block import Header
 from vm.db import OverlayDB
+from vm.events import BlockEvent, decode_block_events, encode_block_events
 from vm.execute import BlockResult, encode_receipt
 
 PRIORITY_OFFSET = 2**127
@@ -152,6 +154,11 @@ class ChainStore:
             return []
         return [CancunReceiptBuilder.decode(r) for r in rlp.decode(raw, sedes=CountableList(binary))]
 
+    def block_events(self, block_hash: bytes) -> list[BlockEvent]:
+        """The events of the block's epoch work (logs without a transaction), in order."""
+        raw = self.db.get(b"l" + block_hash)
+        return [] if raw is None else decode_block_events(raw)
+
     def tx_extras(self, block_hash: bytes) -> list[TxExtra]:
         raw = self.db.get(b"e" + block_hash)
         if raw is None:
@@ -205,6 +212,8 @@ class ChainStore:
             wb.put(b"h" + _h(height), bh)
             wb.put(b"c" + _h(height), commit.encode())
             wb.put(b"r" + bh, rlp.encode([encode_receipt(r) for r in result.receipts]))
+            if result.block_events:
+                wb.put(b"l" + bh, encode_block_events(result.block_events))
             extras = list(extras)
             wb.put(b"e" + bh, rlp.encode(
                 [[e.tx_hash, e.sender, e.contract_address, e.gas_used, e.effective_gas_price] for e in extras]))

@@ -20,6 +20,7 @@ from eth_utils import ValidationError
 from vm.block import Header, compute_list_root
 from vm.epoch import advance_clock, get_epoch
 from vm.errors import InvalidBlock, InvalidTransaction
+from vm.events import BlockEvent, collect_block_events, record_block_events
 from vm.modules import SYSTEM_MODULES, addresses
 from vm.modules.params import get_param
 from vm.modules.validators import active_validators, jail
@@ -66,6 +67,8 @@ class BlockResult:
     transactions: list[SignedTransactionAPI] = field(default_factory=list)
     raw_transactions: list[bytes] = field(default_factory=list)
     attestations: list[bytes] = field(default_factory=list)
+    # logs of the epoch work, outside any transaction (vm.events); committed by the state root
+    block_events: list[BlockEvent] = field(default_factory=list)
 
 
 def compute_base_fee(parent_gas_used: int, parent_gas_limit: int, parent_base_fee: int, floor: int) -> int:
@@ -159,10 +162,11 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
     """
     state = make_state(db, parent_state_root, env)
 
-    # (1) epoch boundary
-    boundary = advance_clock(state, env.height)
-    for module in SYSTEM_MODULES.values():
-        module.begin_block(state, env, boundary)
+    # (1) epoch boundary; what the hooks emit are the block's events
+    with collect_block_events() as block_events:
+        boundary = advance_clock(state, env.height)
+        for module in SYSTEM_MODULES.values():
+            module.begin_block(state, env, boundary)
 
     # (2) evidence
     for m in body.misbehavior:
@@ -206,6 +210,7 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
             raise InvalidBlock("attestations are not accepted by this chain version")
         attestations, att_results = telemetry.process_attestations(state, env, attestations, skip_invalid)
 
+    record_block_events(state, env.height, block_events)
     state.persist()
     bloom = BloomFilter()
     for r in receipts:
@@ -230,6 +235,7 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
         transactions=included,
         raw_transactions=included_raw,
         attestations=list(attestations),
+        block_events=block_events,
     )
     return result
 

@@ -31,12 +31,13 @@ from node.rpc.errors import (
     limit_exceeded,
     not_found,
 )
-from node.rpc.ethjson import block_json, block_logs, hexb, hexq, receipt_json, tx_json
+from node.rpc.ethjson import block_json, block_logs, hexb, hexq, log_json, receipt_json, tx_json
 from node.rpc.registry import MethodTable, Param, RPCContext
 from vm.block import EMPTY_ROOT, Header
 from vm.call import CallError, CallResult
 from vm.call import call as vm_call
 from vm.call import estimate_gas as vm_estimate_gas
+from vm.events import BlockEvent, compute_block_events_tx_hash
 from vm.state import BlockEnv, decode_transaction
 
 methods = MethodTable()
@@ -565,10 +566,36 @@ def bloom_may_match(bloom_bytes: bytes, flt: p.LogFilter) -> bool:
 
 
 def logs_of_block(ctx: RPCContext, block: Block, flt: p.LogFilter) -> list[dict[str, Any]]:
-    if not block.transactions or not bloom_may_match(block.header.logs_bloom, flt):
-        return []
-    tx_hashes = [e.tx_hash for e in ctx.store.tx_extras(block.hash)]
-    return block_logs(block.header, ctx.store.receipts(block.hash), tx_hashes, flt.matches)
+    """The block's logs matching the filter: its receipts' logs, then its block events
+    (docs/rpc.md, "Block events"), which the header's logs bloom does not cover."""
+    out: list[dict[str, Any]] = []
+    receipts = None
+    if block.transactions and bloom_may_match(block.header.logs_bloom, flt):
+        tx_hashes = [e.tx_hash for e in ctx.store.tx_extras(block.hash)]
+        receipts = ctx.store.receipts(block.hash)
+        out = block_logs(block.header, receipts, tx_hashes, flt.matches)
+    events = ctx.store.block_events(block.hash)
+    if events:
+        if receipts is None:
+            receipts = ctx.store.receipts(block.hash) if block.transactions else []
+        first = sum(len(r.logs) for r in receipts)
+        out.extend(block_event_logs(block, events, first, flt))
+    return out
+
+
+def block_event_logs(
+    block: Block, events: list[BlockEvent], first_log_index: int, flt: p.LogFilter
+) -> list[dict[str, Any]]:
+    """Block events as ``eth_getLogs`` entries: ``transactionHash`` is
+    ``keccak(b"motus:block-events" + blockHash)``, ``transactionIndex`` the block's
+    transaction count, ``logIndex`` continues after the receipts' logs."""
+    tx_hash = compute_block_events_tx_hash(block.hash)
+    return [
+        log_json(ev, block_hash=block.hash, height=block.height, tx_hash=tx_hash,
+                 tx_index=len(block.transactions), log_index=first_log_index + i)
+        for i, ev in enumerate(events)
+        if flt.matches(ev.address, list(ev.topics))
+    ]
 
 
 @methods.method("eth_getLogs", Param("filter", p.log_filter), blocking=True)

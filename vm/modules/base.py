@@ -196,8 +196,8 @@ class SystemModule:
         return Store(state, self.address, computation)
 
     def emit(self, state: StateAPI, computation: ComputationAPI | None, event: str, *args: Any) -> None:
-        """Emit an ABI event as an EVM log (only inside a computation; block-level
-        effects record their results in state instead)."""
+        """Emit an ABI event: inside a computation as an EVM log of the transaction,
+        without one (block execution: epoch hooks) as a block event (:mod:`vm.events`)."""
         ev = self._events[event]
         signature = f"{event}({','.join(_abi_type(i) for i in ev['inputs'])})"
         topics = [int.from_bytes(keccak(signature.encode()), "big")]
@@ -212,6 +212,10 @@ class SystemModule:
         if computation is not None:
             computation.consume_gas(G_LOG + G_LOG_TOPIC * len(topics) + G_LOG_BYTE * len(data), "module log")
             computation.add_log_entry(self.address, tuple(topics), data)
+        else:
+            from vm.events import emit_block_event  # vm.events imports vm.modules: import at use
+
+            emit_block_event(self.address, topics, data)
 
     # block-execution hook (see vm.execute): called at the start of every block,
     # after the epoch clock advanced; ``epoch_boundary`` is True when ``env.height``

@@ -23,6 +23,7 @@ Storage layout (Solidity-style, at :data:`vm.modules.addresses.GOVERNANCE`):
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -248,10 +249,15 @@ def compute_tally_status(yes: int, no: int, abstain: int, veto: int, locked: int
     return STATUS_REJECTED
 
 
-def process_block(state: StateAPI, height: int, epoch_boundary: bool) -> None:
+Emit = Callable[..., None]
+
+
+def process_block(state: StateAPI, height: int, epoch_boundary: bool, emit: Emit | None = None) -> None:
     """Tally every proposal whose voting period ended (``height >= voting_end_block``),
     and, at an epoch boundary, apply every passed proposal whose execution delay is
-    over (``height >= executable_at``), in id order."""
+    over (``height >= executable_at``), in id order. ``emit(event, *args)``, when given,
+    announces each tally (``ProposalTallied``, then ``DepositBurned`` or
+    ``DepositRefunded``) and activation (``ProposalExecuted`` or ``ProposalFailed``)."""
     st = _store(state)
     count = st.load(S_COUNT)
     if count == 0:
@@ -262,28 +268,33 @@ def process_block(state: StateAPI, height: int, epoch_boundary: bool) -> None:
         base = mapping_slot(M_PROPOSAL, pid)
         status = st.load(base + P_STATUS)
         if status == STATUS_VOTING and height >= st.load(base + P_END):
-            status = _process_tally(state, st, base, height)
+            status = _process_tally(state, st, pid, height, emit)
         if status == STATUS_PASSED and epoch_boundary and height >= st.load(base + P_EXECUTABLE):
-            status = _process_activation(state, st, base, height)
+            status = _process_activation(state, st, pid, height, emit)
         if status in OPEN_STATUSES and new_first == 0:
             new_first = pid
     st.store(S_FIRST_OPEN, new_first or count + 1)
 
 
-def _process_tally(state: StateAPI, st: Store, base: int, height: int) -> int:
+def _process_tally(state: StateAPI, st: Store, pid: int, height: int, emit: Emit | None) -> int:
+    base = mapping_slot(M_PROPOSAL, pid)
     params = {n: get_param(state, n) for n in ("gov_quorum_bps", "gov_veto_bps", "gov_threshold_bps",
                                                "gov_critical_threshold_bps", "gov_execution_delay_blocks")}
     locked = st.load(S_TOTAL_LOCKED)
     kind = st.load(base + P_KIND)
     critical = is_critical(kind, st.load_bytes(base + P_NAME).decode("utf-8", "replace"))
-    status = compute_tally_status(st.load(base + P_YES), st.load(base + P_NO), st.load(base + P_ABSTAIN),
-                                  st.load(base + P_VETO), locked, critical, params)
+    yes, no, abstain, veto = (st.load(base + f) for f in (P_YES, P_NO, P_ABSTAIN, P_VETO))
+    status = compute_tally_status(yes, no, abstain, veto, locked, critical, params)
     deposit = st.load(base + P_DEPOSIT)
+    proposer = st.load_address(base + P_PROPOSER)
     state.delta_balance(Address(addresses.GOVERNANCE), -deposit)
     if status == STATUS_VETOED:
         record_burned_deposit(state, deposit)
     else:
-        state.delta_balance(Address(st.load_address(base + P_PROPOSER)), deposit)
+        state.delta_balance(Address(proposer), deposit)
+    if emit is not None:
+        emit("ProposalTallied", pid, status, yes, no, abstain, veto)
+        emit("DepositBurned" if status == STATUS_VETOED else "DepositRefunded", pid, proposer, deposit)
     if status == STATUS_PASSED:
         st.store(base + P_EXECUTABLE, height + params["gov_execution_delay_blocks"])
     st.store(base + P_STATUS, status)
@@ -292,7 +303,8 @@ def _process_tally(state: StateAPI, st: Store, base: int, height: int) -> int:
     return status
 
 
-def _process_activation(state: StateAPI, st: Store, base: int, height: int) -> int:
+def _process_activation(state: StateAPI, st: Store, pid: int, height: int, emit: Emit | None) -> int:
+    base = mapping_slot(M_PROPOSAL, pid)
     kind = st.load(base + P_KIND)
     target = st.load_address(base + P_TARGET)
     value = st.load(base + P_VALUE)
@@ -311,12 +323,17 @@ def _process_activation(state: StateAPI, st: Store, base: int, height: int) -> i
         else:
             raise ValueError(f"unknown proposal kind {kind}")
     except (ValueError, ModuleRevert, ImportError, AttributeError) as exc:
-        st.store_bytes(base + P_NOTE, str(getattr(exc, "reason", exc)).encode()[:256])
+        note = str(getattr(exc, "reason", exc)).encode()[:256]
+        st.store_bytes(base + P_NOTE, note)
         st.store(base + P_STATUS, STATUS_FAILED)
         st.store(base + P_EXECUTED, height)
+        if emit is not None:
+            emit("ProposalFailed", pid, note.decode("utf-8", "replace"))
         return STATUS_FAILED
     st.store(base + P_STATUS, STATUS_EXECUTED)
     st.store(base + P_EXECUTED, height)
+    if emit is not None:
+        emit("ProposalExecuted", pid)
     return STATUS_EXECUTED
 
 
@@ -499,7 +516,8 @@ class GovernanceModule(SystemModule):
     # block execution
 
     def begin_block(self, state: StateAPI, env: Any, epoch_boundary: bool) -> None:
-        process_block(state, env.height, epoch_boundary)
+        process_block(state, env.height, epoch_boundary,
+                      lambda event, *args: self.emit(state, None, event, *args))
 
 
 def _address(value: str) -> bytes:

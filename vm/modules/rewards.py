@@ -2,9 +2,10 @@
 and mint their share of the epoch pool to their current owners (DESIGN.md section 6;
 formulas in :mod:`vm.scoring`, documented in docs/rewards.md).
 
-This runs in block execution, not in a transaction, so there are no EVM logs for
-payouts: every result is recorded in state (covered by the state root and
-``eth_getProof``), readable with the views below or the Python read API.
+This runs in block execution, not in a transaction: every result is recorded in state
+(covered by the state root and ``eth_getProof``), readable with the views below or the
+Python read API, and announced by block events (:mod:`vm.events`): ``RewardPaid`` per
+payout, then ``EpochSettled``.
 
 Storage layout (Solidity-style, at :data:`vm.modules.addresses.REWARDS`):
 
@@ -12,7 +13,8 @@ Storage layout (Solidity-style, at :data:`vm.modules.addresses.REWARDS`):
   slot 1: processed epochs (epochs ``0 .. n-1`` are done).
 - ``mapping_slot(10, epoch)`` + 0 processed, + 1 issuance, + 2 carry in, + 3 pool,
   + 4 total points, + 5 minted, + 6 paid vehicle count, + 7 carry out,
-  + 8 evaluated vehicle count (vehicles with data in the epoch).
+  + 8 evaluated vehicle count (vehicles with data in the epoch), + 9 height of the block
+  that settled it (the first block of the next epoch).
 - ``mapping_slot(11, epoch, i)``: vehicle id of the i-th evaluated vehicle (ascending).
 - ``mapping_slot(12, epoch, vehicle_id)`` + 0 flags (1 recorded, 2 qualified,
   4 penalized), + 1 points, + 2 reward, + 3 owner paid, + 4 data level,
@@ -24,6 +26,7 @@ Storage layout (Solidity-style, at :data:`vm.modules.addresses.REWARDS`):
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +61,7 @@ M_REWARD = 12
 M_STREAK = 13
 
 (E_PROCESSED, E_ISSUANCE, E_CARRY_IN, E_POOL, E_TOTAL_POINTS, E_MINTED, E_PAID_COUNT, E_CARRY_OUT,
- E_EVALUATED) = range(9)
+ E_EVALUATED, E_SETTLED_AT) = range(10)
 R_FLAGS, R_POINTS, R_REWARD, R_OWNER, R_DATA, R_STREAK, R_LOCK, R_STREAK_COUNT = range(8)
 FLAG_RECORDED, FLAG_QUALIFIED, FLAG_PENALIZED = 1, 2, 4
 
@@ -75,6 +78,7 @@ class EpochResult:
     vehicle_count: int  # vehicles paid (points > 0)
     carry_out: int  # dust carried to the next epoch
     evaluated: int  # vehicles with data in the epoch (paid or not)
+    settled_at: int = 0  # height of the block that settled it (0: not yet)
 
 
 @dataclass(frozen=True)
@@ -132,13 +136,16 @@ def get_vehicle_owner(state: StateAPI, vehicle_id: int) -> tuple[bytes | None, b
 
 # --- epoch processing ---------------------------------------------------------
 
-def process_epoch_end(state: StateAPI, epoch: int) -> EpochResult:
+def process_epoch_end(state: StateAPI, epoch: int,
+                      emit: Callable[..., None] | None = None) -> EpochResult:
     """Score, pay and record ``epoch`` once (a second call changes nothing).
 
     Uses the parameters in force now, before any governance activation of this
     boundary block (the rewards module runs before governance). Mints exactly the
     sum of the rewards; the rounding remainder is carried to the next epoch; an epoch
-    where no vehicle qualifies mints nothing and keeps the carry for later."""
+    where no vehicle qualifies mints nothing and keeps the carry for later. ``emit(event,
+    *args)``, when given, announces each payout (``RewardPaid``) and then the epoch
+    (``EpochSettled``)."""
     st = Store(state, addresses.REWARDS)
     ebase = mapping_slot(M_EPOCH, epoch)
     if st.load(ebase + E_PROCESSED):
@@ -184,6 +191,8 @@ def process_epoch_end(state: StateAPI, epoch: int) -> EpochResult:
         st.store(rbase + R_STREAK_COUNT, streak.count)
         if reward:
             state.delta_balance(Address(owner), reward)
+            if emit is not None:
+                emit("RewardPaid", epoch, vid, owner, score.points, reward)
     if minted:
         record_minted(state, minted)
 
@@ -196,9 +205,13 @@ def process_epoch_end(state: StateAPI, epoch: int) -> EpochResult:
     st.store(ebase + E_PAID_COUNT, sum(1 for r in payouts if r))
     st.store(ebase + E_CARRY_OUT, carry_out)
     st.store(ebase + E_EVALUATED, len(entries))
+    st.store(ebase + E_SETTLED_AT, state.block_number)
     st.store(S_CARRY, carry_out)
     st.store(S_PROCESSED, max(st.load(S_PROCESSED), epoch + 1))
-    return get_epoch_result(state, epoch)
+    result = get_epoch_result(state, epoch)
+    if emit is not None:
+        emit("EpochSettled", epoch, pool, result.total_points, minted, carry_out)
+    return result
 
 
 def _advance_streak(st: Store, vehicle_id: int, epoch: int) -> Streak:
@@ -227,9 +240,10 @@ def get_epoch_result(state: StateAPI, epoch: int) -> EpochResult:
     """Recorded result of ``epoch`` (``processed`` False and zeros if not yet processed)."""
     st = Store(state, addresses.REWARDS)
     base = mapping_slot(M_EPOCH, epoch)
-    v = [st.load(base + i) for i in range(E_EVALUATED + 1)]
+    v = [st.load(base + i) for i in range(E_SETTLED_AT + 1)]
     return EpochResult(epoch, bool(v[E_PROCESSED]), v[E_ISSUANCE], v[E_CARRY_IN], v[E_POOL],
-                       v[E_TOTAL_POINTS], v[E_MINTED], v[E_PAID_COUNT], v[E_CARRY_OUT], v[E_EVALUATED])
+                       v[E_TOTAL_POINTS], v[E_MINTED], v[E_PAID_COUNT], v[E_CARRY_OUT], v[E_EVALUATED],
+                       v[E_SETTLED_AT])
 
 
 def get_vehicle_reward(state: StateAPI, epoch: int, vehicle_id: int) -> VehicleReward | None:
@@ -257,8 +271,7 @@ def get_epoch_vehicles(state: StateAPI, epoch: int, offset: int = 0, limit: int 
 
 def list_epoch_rewards(state: StateAPI, epoch: int) -> list[VehicleReward]:
     """Every vehicle evaluated in ``epoch`` with its points and reward (the payouts are
-    those with ``reward > 0``). These records stand in for payout events, which
-    block-level effects cannot emit as EVM logs."""
+    those with ``reward > 0``, each also announced by a ``RewardPaid`` block event)."""
     out = []
     for vid in get_epoch_vehicles(state, epoch, 0, 2**64):
         rec = get_vehicle_reward(state, epoch, vid)
@@ -332,5 +345,6 @@ class RewardsModule(SystemModule):
         if epoch_boundary:
             from vm.epoch import get_epoch  # vm.epoch imports vm.modules: import at use
 
-            process_epoch_end(state, get_epoch(state) - 1)
+            process_epoch_end(state, get_epoch(state) - 1,
+                              lambda event, *args: self.emit(state, None, event, *args))
 
