@@ -77,7 +77,7 @@ from p2p.scoring import (
     gossipsub_score_params,
 )
 from p2p.topics import DEFAULT_MAX_MESSAGE_SIZE, TopicName, topic_id
-from p2p.tuning import MAX_RPC_SIZE, apply_library_tuning
+from p2p.tuning import MAX_RPC_SIZE, TunedRpcQueue, apply_library_tuning
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +199,8 @@ class ConnectedPeer:
     topics: tuple[str, ...]  # our topic names it subscribes to
     mesh: tuple[str, ...]  # our topic names whose gossip mesh includes it
     score: float
+    outbound_queued: int  # gossip RPCs waiting to be written to it
+    outbound_dropped: int  # gossip RPCs to it lost to a full queue
 
 
 @dataclass
@@ -225,6 +227,9 @@ _FORWARDER_MEMORY = 8192
 _BAN_SWEEP_INTERVAL = 1.0
 # A connection that lasted this long was not refused: redial a lost one at once.
 _STABLE_CONNECTION = 10.0
+# Longest a publish waits for a congested peer's outbound queue to drain.
+_PUBLISH_MAX_WAIT = 0.5
+OUTBOUND_FALLBACK_CAPACITY = 32  # the library's own queue size
 
 
 class P2PNode:
@@ -429,8 +434,25 @@ class P2PNode:
             raise MessageTooLarge(f"{len(data)} bytes on {name}, limit {topic.max_size}")
         if not self.running:
             raise NotRunning("publish needs run() to be active")
+        await self._wait_for_outbound_room()
         await self._pubsub.publish(topic.topic_id, bytes(data))
         topic.stats.published += 1
+
+    async def _wait_for_outbound_room(self) -> None:
+        """Hold a publisher back while a peer's outbound queue is over half full.
+
+        Pubsub's publish only enqueues; a burst larger than a queue is dropped
+        for that peer. Waiting here (bounded: a stuck peer must not stall us)
+        lets the writers catch up, so bursts slow the publisher instead.
+        """
+        deadline = trio.current_time() + _PUBLISH_MAX_WAIT
+        while trio.current_time() < deadline:
+            if all(
+                len(queue) < getattr(queue, "capacity", OUTBOUND_FALLBACK_CAPACITY) // 2
+                for queue in self._pubsub.peer_queues.values()
+            ):
+                return
+            await trio.sleep(0.002)
 
     async def _publish_attestation_batch(self, data: bytes) -> None:
         await self.publish(TopicName.ATTESTATION, data)
@@ -598,6 +620,7 @@ class P2PNode:
                     if topic in names_by_id and peer_id in members
                 )
             )
+            queue = self._pubsub.peer_queues.get(peer_id)
             peer = peer_id.to_base58()
             result.append(
                 ConnectedPeer(
@@ -607,6 +630,8 @@ class P2PNode:
                     topics=topics,
                     mesh=mesh,
                     score=self.scoreboard.score(peer),
+                    outbound_queued=len(queue) if queue is not None else 0,
+                    outbound_dropped=getattr(queue, "dropped", 0),
                 )
             )
         return result
@@ -632,6 +657,8 @@ class P2PNode:
             # Connections to banned peers we closed: the ban itself, then each
             # time a banned peer dials us again.
             "banned_disconnects": self._banned_disconnects,
+            # Process-wide: gossip RPCs lost to full per-peer outbound queues.
+            "outbound_dropped": TunedRpcQueue.dropped_total,
         }
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 import libp2p.pubsub.pubsub as libp2p_pubsub
+from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.rpc_queue import RpcQueue
 
 from p2p.topics import MAX_TOPIC_MESSAGE_SIZE, MIB
@@ -35,12 +36,34 @@ assert MAX_RPC_SIZE >= MAX_TOPIC_MESSAGE_SIZE + 1 * MIB
 
 
 class TunedRpcQueue(RpcQueue):
-    """The per-peer outbound queue with our size and frame limits."""
+    """The per-peer outbound queue with our size and frame limits, counting its drops.
+
+    The library drops an RPC that finds the queue full with only a debug log
+    line; ``dropped`` (per queue) and ``dropped_total`` (per process) make the
+    loss visible in ``P2PNode.peers()`` and ``P2PNode.stats()``.
+    """
+
+    dropped_total = 0
 
     def __init__(
         self, max_size: int = OUTBOUND_QUEUE_SIZE, max_message_size: int = MAX_RPC_SIZE
     ) -> None:
         super().__init__(max_size=max_size, max_message_size=max_message_size)
+        self.capacity = max_size
+        self.dropped = 0
+
+    def push(self, rpc: rpc_pb2.RPC, priority: bool = False) -> bool:
+        """Enqueue like the library, but count what does not fit."""
+        accepted = super().push(rpc, priority)
+        if not accepted and not self.closed:
+            self.dropped += 1
+            TunedRpcQueue.dropped_total += 1
+            if TunedRpcQueue.dropped_total == 1 or TunedRpcQueue.dropped_total % 1000 == 0:
+                logger.warning(
+                    "pubsub outbound queue full: %d RPCs dropped so far",
+                    TunedRpcQueue.dropped_total,
+                )
+        return accepted
 
 
 def apply_library_tuning() -> None:
