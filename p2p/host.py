@@ -282,7 +282,7 @@ class P2PNode:
         )
         self._router_scorer = RouterScorer(gossipsub_score_params())
         self._gossipsub.scorer = self._router_scorer
-        self._pubsub = Pubsub(
+        self._pubsub = _GuardedPubsub(
             self._host,
             self._gossipsub,
             seen_ttl=gossip.seen_ttl,
@@ -932,6 +932,24 @@ class P2PNode:
             if port is not None:
                 return node_multiaddr(self.config.listen_host, int(port), self.peer_id)
         raise P2PError("host is not listening on TCP")
+
+
+class _GuardedPubsub(Pubsub):
+    """Pubsub whose inbound stream handler never lets a peer's bytes crash the node.
+
+    The library catches only its own stream and framing errors: an RPC frame that
+    is not valid protobuf raises ``DecodeError`` out of the handler, through the
+    connection's service, and takes the swarm (the whole node) down. Any peer can
+    send such a frame, and a write cut off by a disconnect can produce one."""
+
+    async def stream_handler(self, stream: INetStream) -> None:
+        peer_id = stream.muxed_conn.peer_id
+        try:
+            await super().stream_handler(stream)
+        except Exception as exc:  # whatever the bytes were, drop this stream only
+            logger.info("pubsub stream from %s dropped: %s: %s", peer_id, type(exc).__name__, exc)
+            await _reset(stream)
+            self._handle_dead_peer(peer_id)
 
 
 class _ConnectionWatch(INotifee):

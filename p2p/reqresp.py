@@ -51,7 +51,6 @@ MAX_UINT64 = 2**64 - 1
 
 # Server error codes (the "error" field); stable, like p2p.errors codes.
 ERR_BAD_REQUEST = "bad_request"
-ERR_WRONG_CHAIN = "wrong_chain"
 ERR_UNAVAILABLE = "unavailable"  # no handler registered on the serving node
 ERR_INTERNAL = "internal"  # the serving node's handler failed
 ERR_TOO_LARGE = "too_large"  # a single block exceeds the response budget
