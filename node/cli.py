@@ -21,6 +21,7 @@ from pathlib import Path
 
 from genesis.devnet import new_genesis
 from genesis.spec import DEV_CHAIN_ID, GenesisSpec
+from node.cli_gov import register_gov_commands
 from node.cli_identity import register_identity_commands
 from node.config import Config
 from node.home import Home
@@ -248,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
     up.set_defaults(fn=cmd_devnet_up)
     register_identity_commands(sub)
+    register_gov_commands(sub)
     return p
 
 

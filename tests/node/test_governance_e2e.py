@@ -1,0 +1,250 @@
+"""Governance end to end on a real node process with short epochs (10 blocks of 200 ms):
+token holders lock, propose and vote from web3.py and from the ``motus gov`` CLI; a cut
+of ``epoch_issuance`` passes and the epochs after its activation have the new pool
+(motus_getEpoch, EpochSettled block events); a vetoed proposal burns its deposit
+(motus_getSupply, DepositBurned) while the supply still equals the sum of all balances;
+unlock and withdraw wait for the vote freeze and the release block.
+
+Rewards paid for real attestations are covered in-process by tests/node/test_rewards_rpc.py
+(this node cannot take attestations over RPC yet)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account.signers.local import LocalAccount
+from eth_hash.auto import keccak
+from web3 import Web3
+from web3.contract import Contract
+
+from tests.fixtures.rpc_node import CHAIN_ID, MOTUS, dev_accounts
+from tests.procs import NodeProcess, init_home, motus, rpc
+
+pytestmark = [pytest.mark.timeout(150), pytest.mark.xdist_group("gov_node"), pytest.mark.slow]
+
+PARAMS = {
+    "epoch_length_blocks": 10,
+    "gov_voting_period_blocks": 10,
+    "gov_execution_delay_blocks": 0,
+    "gov_unlock_delay_blocks": 10,
+    "gov_min_deposit": 10 * MOTUS,
+    "min_attestations": 3,
+    "challenge_fraction_bps": 0,
+}
+LOCKS = {0: 2_000, 2: 1_000, 3: 1_000}  # dev account -> MOTUS locked: 4,000 in all
+PROPOSER, VETO_PROPOSER = 4, 5
+YES = 1  # vote option (docs/governance.md, "Voting")
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 30) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory) -> Any:
+    """A fresh single-validator node whose genesis has the short epochs of PARAMS."""
+    home = init_home(tmp_path_factory.mktemp("gov_e2e"), "node")
+    genesis = json.loads((home / "genesis.json").read_text())
+    for name, value in PARAMS.items():
+        assert name in genesis["params"]
+        genesis["params"][name] = value
+    (home / "genesis.json").write_text(json.dumps(genesis, indent=2))
+    proc = NodeProcess(home).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def w3(node: NodeProcess) -> Web3:
+    return Web3(Web3.HTTPProvider(node.url, request_kwargs={"timeout": 10}))
+
+
+@pytest.fixture(scope="module")
+def contracts(node: NodeProcess, w3: Web3) -> dict[str, Contract]:
+    """web3 contract objects for the modules, from the ABIs the node serves."""
+    system = rpc(node.url, "motus_systemContracts")
+    return {name: w3.eth.contract(address=Web3.to_checksum_address(c["address"]), abi=c["abi"])
+            for name, c in system.items() if name in ("rewards", "governance")}
+
+
+def send(w3: Web3, acct: LocalAccount, fn: Any, value: int = 0, wait: bool = True) -> Any:
+    """Sign ``fn`` with ``acct`` and send it (web3 estimates gas: a revert raises
+    ContractLogicError); the receipt, or the hash with ``wait=False``."""
+    tx = fn.build_transaction({"from": acct.address, "chainId": CHAIN_ID, "value": value,
+                               "nonce": w3.eth.get_transaction_count(acct.address, "pending")})
+    h = w3.eth.send_raw_transaction(acct.sign_transaction(tx).raw_transaction)
+    if not wait:
+        return h
+    receipt = w3.eth.wait_for_transaction_receipt(h, timeout=20, poll_latency=0.1)
+    assert receipt["status"] == 1
+    return receipt
+
+
+@pytest.fixture(scope="module")
+def voters(w3: Web3, contracts: dict[str, Contract]) -> dict[int, LocalAccount]:
+    """Dev accounts 0, 2 and 3 with their LOCKS locked through web3.py."""
+    gov = contracts["governance"]
+    accounts = {i: dev_accounts()[i] for i in LOCKS}
+    for i, acct in accounts.items():
+        receipt = send(w3, acct, gov.functions.lock(), value=LOCKS[i] * MOTUS)
+        (locked,) = gov.events.Locked().process_receipt(receipt)
+        assert locked["args"]["amount"] == LOCKS[i] * MOTUS
+    return accounts
+
+
+def proposal(node: NodeProcess, pid: int) -> dict[str, Any]:
+    return rpc(node.url, "motus_getProposal", [pid])
+
+
+def block_event_logs(event: Any, from_block: int, **filters: Any) -> list[Any]:
+    """``event`` logs (web3 contract event) from ``from_block`` on, checked to be block
+    events: marker transaction hash, index one past the block's transactions."""
+    w3 = event.w3
+    logs = event.get_logs(from_block=from_block, argument_filters=filters or None)
+    for log in logs:
+        block = w3.eth.get_block(log["blockNumber"])
+        assert log["transactionHash"] == keccak(b"motus:block-events" + bytes(block["hash"]))
+        assert log["transactionIndex"] == len(block["transactions"])
+    return logs
+
+
+def test_issuance_cut_passes_by_votes_and_later_epochs_pay_the_new_pool(node, w3, contracts, voters):
+    gov, rewards = contracts["governance"], contracts["rewards"]
+    proposer = dev_accounts()[PROPOSER]
+    spec = rpc(node.url, "motus_getParams")["params"]["epoch_issuance"]
+    assert spec["class"] == "critical"
+    old = int(spec["value"])
+    new = old // 2
+    deposit = 10 * MOTUS
+    balance_before = w3.eth.get_balance(proposer.address)
+    receipt = send(w3, proposer,
+                   gov.functions.proposeParam("epoch_issuance", new, "halve issuance"), value=deposit)
+    (created,) = gov.events.ProposalCreated().process_receipt(receipt)
+    pid, end = created["args"]["proposalId"], created["args"]["votingEndBlock"]
+    # every voter votes at once: the voting period is only 10 blocks
+    hashes = [send(w3, acct, gov.functions.vote(pid, YES), wait=False) for acct in voters.values()]
+    for h in hashes:
+        assert w3.eth.wait_for_transaction_receipt(h, timeout=20, poll_latency=0.1)["status"] == 1
+        assert w3.eth.get_transaction_receipt(h)["blockNumber"] < end
+    power = rpc(node.url, "motus_getVotingPower", [voters[0].address])
+    assert (power["power"], power["frozenUntil"]) == (str(2_000 * MOTUS), end)
+    voting = proposal(node, pid)
+    assert (voting["status"], voting["class"], voting["change"]) == (
+        "voting", "critical", {"param": "epoch_issuance", "value": str(new)})
+    assert voting["votes"]["yes"] == str(4_000 * MOTUS)
+
+    done = wait_for("the activation",
+                    lambda: (r := proposal(node, pid))["status"] == "executed" and r)
+    assert done["talliedAt"] == end and done["lockedAtTally"] == str(4_000 * MOTUS)
+    activated = done["executedAt"]
+    assert rpc(node.url, "motus_getParams")["params"]["epoch_issuance"]["value"] == str(new)
+    # the deposit came back at the tally; only gas was spent
+    spent = balance_before - w3.eth.get_balance(proposer.address)
+    assert 0 < spent < MOTUS // 100
+
+    # the epoch that starts at the activation block is the first with the new pool; the
+    # one it ends was settled just before, with the old parameters
+    opened = rpc(node.url, "motus_getEpoch", [None, activated])
+    assert (opened["status"], opened["startHeight"], opened["issuance"]) == ("open", activated, str(new))
+    e = opened["epoch"]
+    settled = wait_for("the first epoch with the new pool to settle", lambda: (
+        (r := rpc(node.url, "motus_getEpoch", [e]))["status"] == "settled" and r))
+    before = rpc(node.url, "motus_getEpoch", [e - 1])
+    assert (before["settledAt"], before["issuance"]) == (activated, str(old))
+    assert (settled["startHeight"], settled["issuance"], settled["pool"]) == (activated, str(new), str(new))
+    assert settled["minted"] == "0" and settled["vehicles"] == 0  # nobody drove: nothing minted
+
+    # the same facts as block events, found by eth_getLogs through web3 contract events
+    pools = {log["args"]["epoch"]: log["args"]["pool"]
+             for log in block_event_logs(rewards.events.EpochSettled(), activated - 1)}
+    assert (pools[e - 1], pools[e]) == (old, new)
+    (tallied,) = block_event_logs(gov.events.ProposalTallied(), end, proposalId=pid)
+    assert (tallied["blockNumber"], tallied["args"]["status"], tallied["args"]["yes"]) == (
+        end, 2, 4_000 * MOTUS)
+    (refund,) = block_event_logs(gov.events.DepositRefunded(), end, proposalId=pid)
+    assert (refund["args"]["proposer"], refund["args"]["amount"]) == (proposer.address, deposit)
+    (executed,) = block_event_logs(gov.events.ProposalExecuted(), end, proposalId=pid)
+    assert executed["blockNumber"] == activated
+
+
+def write_key(path: Path, acct: LocalAccount) -> str:
+    path.write_text(acct.key.hex())
+    path.chmod(0o600)
+    return str(path)
+
+
+def cli(node: NodeProcess, *args: str) -> tuple[int, dict[str, Any], str]:
+    """Run ``motus ARGS --rpc URL``: exit status, JSON on stdout, stderr."""
+    done = motus(*args, "--rpc", node.url, check=False)
+    return done.returncode, json.loads(done.stdout) if done.stdout.strip() else {}, done.stderr
+
+
+def test_vetoed_proposal_burns_its_deposit_and_the_supply_adds_up(node, w3, contracts, voters,
+                                                                  tmp_path):
+    gov = contracts["governance"]
+    proposer = dev_accounts()[VETO_PROPOSER]
+    proposer_key = write_key(tmp_path / "proposer.key", proposer)
+    voter_key = write_key(tmp_path / "voter.key", voters[0])
+    before = rpc(node.url, "motus_getSupply")
+    balance_before = w3.eth.get_balance(proposer.address)
+
+    code, out, _ = cli(node, "gov", "propose", "deny", "0x" + "11" * 20, "--deposit", "25",
+                       "--description", "stolen key", "--private-key-file", proposer_key)
+    assert code == 0, out
+    pid, end = out["proposalId"], out["votingEndBlock"]
+    yes = send(w3, voters[2], gov.functions.vote(pid, YES), wait=False)
+    code, out, _ = cli(node, "gov", "vote", str(pid), "veto", "--private-key-file", voter_key)
+    assert code == 0 and out["weight"] == str(2_000 * MOTUS) and out["blockNumber"] < end
+    assert w3.eth.wait_for_transaction_receipt(yes, timeout=20)["status"] == 1  # 2,000 of 3,000 veto
+
+    wait_for("the tally", lambda: proposal(node, pid)["status"] != "voting")
+    code, shown, _ = cli(node, "gov", "show", str(pid))
+    assert code == 0 and shown["status"] == "vetoed" and shown["change"]["denied"] is True
+    after = rpc(node.url, "motus_getSupply", [shown["talliedAt"], True])
+    burned = int(after["burnedDeposits"]) - int(before["burnedDeposits"])
+    assert burned == 25 * MOTUS
+    assert int(after["total"]) == (int(after["genesis"]) + int(after["minted"])
+                                   - int(after["burnedDeposits"]) - int(after["burnedFees"]))
+    assert after["audit"]["matchesTotal"] is True
+    assert after["audit"]["sumOfBalances"] == after["total"]
+    lost = balance_before - w3.eth.get_balance(proposer.address)
+    assert 25 * MOTUS < lost < 25 * MOTUS + MOTUS // 100  # the deposit and some gas
+    (burn,) = block_event_logs(gov.events.DepositBurned(), end, proposalId=pid)
+    assert (burn["blockNumber"], burn["args"]["amount"]) == (end, 25 * MOTUS)
+    code, listed, _ = cli(node, "gov", "show", "--status", "vetoed")
+    assert code == 0 and [p["id"] for p in listed["proposals"]] == [pid]
+
+
+def test_unlock_waits_for_the_release_block_then_withdraw_pays_back(node, w3, voters, tmp_path):
+    acct = voters[3]
+    key = write_key(tmp_path / "holder.key", acct)
+    code, out, err = cli(node, "gov", "withdraw", "--private-key-file", key)
+    assert (code, out["status"], out["txHash"]) == (1, "reverted", None)
+    assert "nothing to withdraw: call unlock(amount) first" in err
+    # a vote freezes the lock until the proposal's end
+    frozen = rpc(node.url, "motus_getVotingPower", [acct.address])["frozenUntil"]
+    wait_for("the freeze to end", lambda: w3.eth.block_number >= (frozen or 0))
+    code, out, _ = cli(node, "gov", "unlock", "--amount", "100", "--private-key-file", key)
+    assert code == 0, out
+    release = out["releaseBlock"]
+    assert out["lock"]["locked"] == str(900 * MOTUS) and out["lock"]["unlocking"] == str(100 * MOTUS)
+    assert release == out["blockNumber"] + PARAMS["gov_unlock_delay_blocks"]
+    code, out, err = cli(node, "gov", "withdraw", "--private-key-file", key)
+    assert code == 1 and f"unlocked tokens are released at block {release}" in err
+    wait_for("the release block", lambda: w3.eth.block_number >= release)
+    balance = w3.eth.get_balance(acct.address)
+    code, out, _ = cli(node, "gov", "withdraw", "--private-key-file", key)
+    assert code == 0 and out["amount"] == str(100 * MOTUS) and out["lock"]["unlocking"] == "0"
+    assert 99 * MOTUS < w3.eth.get_balance(acct.address) - balance <= 100 * MOTUS
