@@ -38,6 +38,7 @@ from vm.attestation import (
     decode_attestation,
     keccak256,
     mark_verified,
+    verify_signature,
 )
 
 POOL_FULL = "pool_full"  # not a reject: the pool is at a limit, submit again later
@@ -96,6 +97,23 @@ class StatelessChecker(Protocol):
         ...
 
 
+def check_stateless_unshared(raws: Sequence[bytes], chain_id: int) -> list[Attestation | str]:
+    """The stateless checks of ``raws`` (decoded attestation, or reject code, per item)
+    without touching this process's verified-id memo: safe in a worker thread while the
+    trio thread executes blocks. The caller records accepted ids with ``mark_verified``
+    on its own thread (``AttestationPool.add_many(..., stateless=...)`` does)."""
+    out: list[Attestation | str] = []
+    for raw in raws:
+        try:
+            att = decode_attestation(raw)
+            verify_signature(att, chain_id)
+        except AttestationError as exc:
+            out.append(exc.code)
+        else:
+            out.append(att)
+    return out
+
+
 class InlineChecker:
     """Stateless checks in this process."""
 
@@ -145,6 +163,21 @@ class ProcessPoolChecker:
                     yield decode_attestation(raws[start + k])
                 else:
                     yield code
+
+    def check_unshared(self, raws: Sequence[bytes], chain_id: int) -> list[Attestation | str]:
+        """Like :func:`check_stateless_unshared`, the signatures checked by the workers:
+        blocks until they are done, touches no memo of this process (call it from a
+        worker thread, never from the trio thread)."""
+        if len(raws) < self.min_batch:
+            return check_stateless_unshared(raws, chain_id)
+        size = self.chunk
+        futures = [self._executor.submit(check_stateless_codes, list(raws[i:i + size]), chain_id)
+                   for i in range(0, len(raws), size)]
+        out: list[Attestation | str] = []
+        for n, future in enumerate(futures):
+            for k, code in enumerate(future.result()):
+                out.append(decode_attestation(raws[n * size + k]) if code == OK else code)
+        return out
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -506,17 +539,22 @@ class AttestationPool:
         """Check one attestation and insert it if valid; see :meth:`add_many`."""
         return self.add_many([raw], check, source)[0]
 
-    def add_many(self, raws: Sequence[bytes], check: StatefulCheck,
-                 source: str = "") -> list[AddResult]:
+    def add_many(self, raws: Sequence[bytes], check: StatefulCheck, source: str = "", *,
+                 stateless: Sequence[Attestation | str | None] | None = None,
+                 ids: Sequence[bytes] | None = None) -> list[AddResult]:
         """Check attestations (stateless, then ``check`` against the head) and insert
         the valid ones, in order; one result per input.
 
         An id already pending answers accepted/ok again (resubmission is harmless);
         an id whose stateless check failed before answers that code without redoing
         the work; ``source`` (peer id, RPC client) is charged for the quota.
+        ``stateless`` may carry the stateless outcome of each item, computed elsewhere
+        (a worker thread: :func:`check_stateless_unshared`); ``None`` entries are
+        checked here. ``ids`` may carry the ids when the caller computed them.
         """
         raws = [r if type(r) is bytes else bytes(r) for r in raws]
-        ids = [compute_attestation_id(r) for r in raws]
+        if ids is None:
+            ids = [compute_attestation_id(r) for r in raws]
         results: list[AddResult | None] = [None] * len(raws)
         todo: list[int] = []
         first: dict[bytes, int] = {}
@@ -532,8 +570,11 @@ class AttestationPool:
                 results[i] = known
             else:
                 todo.append(i)
-        checked = self.checker.check_many([raws[i] for i in todo], [ids[i] for i in todo],
-                                          self.chain_id)
+        if stateless is None:
+            checked = self.checker.check_many([raws[i] for i in todo], [ids[i] for i in todo],
+                                              self.chain_id)
+        else:
+            checked = self._prechecked(todo, raws, ids, stateless)
         per_source, per_device = self._per_source, self._per_device
         # the admission loop runs for every attestation: checks and insertion written inline
         for i, outcome in zip(todo, checked, strict=True):
@@ -564,6 +605,27 @@ class AttestationPool:
         for i, j in duplicates:
             results[i] = results[j]
         return results  # type: ignore[return-value]  # every slot is filled above
+
+    def _prechecked(self, todo: Sequence[int], raws: Sequence[bytes], ids: Sequence[bytes],
+                    stateless: Sequence[Attestation | str | None]) -> Iterator[Attestation | str]:
+        inline = InlineChecker()
+        for i in todo:
+            outcome = stateless[i]
+            if outcome is None:
+                yield from inline.check_many([raws[i]], [ids[i]], self.chain_id)
+                continue
+            if not isinstance(outcome, str):
+                mark_verified(ids[i], self.chain_id)  # block execution will not recover it again
+            yield outcome
+
+    def needs_check(self, att_id: bytes) -> bool:
+        """Whether :meth:`add_many` would run the stateless checks on this id (not pending,
+        and not refused before for a reason that depends only on its bytes, nor
+        included): lets a caller skip that work for resubmissions."""
+        if att_id in self._pending:
+            return False
+        past = self._history.get(att_id)
+        return past is None or (past.status == REJECTED and past.code not in STATELESS_CODES)
 
     def _known_result(self, att_id: bytes) -> AddResult | None:
         if att_id in self._pending:
@@ -639,6 +701,16 @@ class AttestationPool:
                 self._reject(att_id, code)
                 dropped.append((att_id, code))
         return dropped
+
+    def reject_pending(self, rejected: Iterable[tuple[bytes, str]]) -> int:
+        """Drop pending attestations that block building refused, recording and counting
+        each (id, code); ids not pending are ignored. Returns how many were dropped."""
+        n = 0
+        for att_id, code in rejected:
+            if self._drop(att_id) is not None:
+                self._reject(att_id, code)
+                n += 1
+        return n
 
     def status(self, att_id: bytes) -> AttestationStatus | None:
         """Pending, included (height) or rejected (code); None if unknown or forgotten."""

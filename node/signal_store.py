@@ -33,6 +33,7 @@ from vm.attestation import (
     check_stateless,
     compute_attestation_id,
     compute_signals_hash,
+    decode_attestation,
     decode_signals,
 )
 from vm.geo import cell_to_latlng
@@ -135,7 +136,9 @@ class SignalStore:
 
     def _record(self, att_id: bytes, value: bytes) -> StoredSignals:
         raw, payload = msgpack.unpackb(value, raw=False)
-        att = check_stateless(raw, self.chain_id)  # verified ids are cached: cheap
+        # verified by put(); decoding only keeps reads free of the process-wide verified-id
+        # memo, so they may run on worker threads (motus_getTelemetry does)
+        att = decode_attestation(raw)
         return StoredSignals(att_id, att.vehicle_id, att.timestamp_ms, att, raw, payload)
 
     def query(self, vehicle_id: int, from_ms: int, to_ms: int,
