@@ -7,8 +7,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from eth_hash.auto import keccak
 
@@ -42,8 +43,27 @@ class Executed:
     overlay: OverlayDB
 
 
+class AttestationSource(Protocol):
+    """What block building and commit need from the node's attestation pool
+    (``node.attestations.AttestationService``)."""
+
+    def take(self, max_n: int) -> list[bytes]:
+        """Pending attestations for a block on the head, oldest first."""
+        ...
+
+    def on_built(self, results: Sequence[tuple[bytes, str]]) -> None:
+        """Block building's (id, code) for each attestation ``take`` gave it."""
+        ...
+
+    def on_commit(self, block: Block, result: BlockResult, parent_state_root: bytes) -> None:
+        """``block`` was committed on the head with ``parent_state_root``; called for
+        every block, in height order."""
+        ...
+
+
 class Application:
-    def __init__(self, store: ChainStore, mempool: Mempool, *, attestation_pool=None,
+    def __init__(self, store: ChainStore, mempool: Mempool, *,
+                 attestation_pool: AttestationSource | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.mempool = mempool
@@ -119,6 +139,8 @@ class Application:
         body = BlockBody([p.tx for p in txs], attestations, [Misbehavior(e.validator, e.height) for e in evidence],
                          raw_transactions=[p.raw for p in txs])
         result = execute_block(overlay, parent.state_root, env, body, skip_invalid=True)
+        if self.attestation_pool is not None and attestations:
+            self.attestation_pool.on_built(result.attestation_results)
         valset = self.store.validators_for(height)
         header = Header(
             chain_id=self.chain_id, height=height, timestamp_ms=timestamp_ms, parent_hash=parent.hash,
@@ -267,6 +289,7 @@ class Application:
                 block.header.base_fee_per_gas + effective_tip(tx, block.header.base_fee_per_gas),
             ))
         att_ids = [keccak(a) for a in result.attestations]
+        parent_state_root = self.head.state_root
         self.store.commit_block(block, result, commit, executed.overlay, next_set, extras, att_ids)
         evidence_keys = [b"E" + ev.hash() for ev in block.evidence]
         if evidence_keys:
@@ -277,7 +300,7 @@ class Application:
         head_state = self.head_state()
         self.mempool.on_block(head_state, [e.tx_hash for e in extras])
         if self.attestation_pool is not None:
-            self.attestation_pool.on_block(self, block, result)
+            self.attestation_pool.on_commit(block, result, parent_state_root)
         for ev in block.evidence:
             self.pending_evidence.pop(ev.hash(), None)
         for listener in list(self.commit_listeners):

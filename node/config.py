@@ -60,6 +60,7 @@ class MempoolSection:
 class TelemetrySection:
     signal_retention_days: int = 30
     pool_max: int = 100_000
+    verify_workers: int = 0  # processes for attestation signature checks; 0: one thread
 
 
 @dataclass

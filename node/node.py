@@ -1,6 +1,6 @@
 """Composition root: builds the node's parts in dependency order and runs them in one
-trio nursery (database -> chain store -> mempool/pools -> application -> RPC ->
-p2p -> consensus)."""
+trio nursery (database -> chain store -> mempool / attestation service -> application ->
+RPC -> p2p (attestation topic wired to the attestation service) -> consensus)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import trio
 from consensus.crypto import address_of_private_key
 from genesis.spec import GenesisSpec
 from node.app import Application
+from node.attestations import AttestationService
 from node.config import Config
 from node.db import Database
 from node.home import Home
@@ -43,7 +44,9 @@ class Node:
             block_gas_limit=head_state_params["block_gas_limit"],
             min_fee=head_state_params["min_base_fee_per_gas"],
         )
-        self.app = Application(self.store, self.mempool)
+        self.attestations = AttestationService(self.store, self.chain_id, self.config.telemetry,
+                                               self.home.signals)
+        self.app = Application(self.store, self.mempool, attestation_pool=self.attestations)
         self.validator_key: bytes | None = None
         if self.home.validator_key.exists():
             self.validator_key = load_validator_key(self.home.validator_key)
@@ -72,6 +75,8 @@ class Node:
                 nursery.start_soon(self._watch_signals, nursery.cancel_scope)
                 self.rpc_port = await nursery.start(serve_rpc, self)
                 self.network = NetworkService(self)
+                attestation_inbox = self.attestations.attach_gossip(self.network.p2p)
+                await nursery.start(self.attestations.run, attestation_inbox)
                 send, receive = trio.open_memory_channel[bytes](1024)
                 self.app.tx_listeners.append(lambda raw: _offer(send, raw))
                 await nursery.start(self.network.run)
@@ -80,6 +85,7 @@ class Node:
                 await self.stopping.wait()
                 nursery.cancel_scope.cancel()
         finally:
+            self.attestations.close()
             self.database.close()
             log.info("stopped at height %d", self._safe_head())
 

@@ -1,0 +1,376 @@
+"""The node's attestation service (DESIGN.md section 6, docs/telemetry.md "Node wiring").
+
+Owns the attestation pool, the admission cache that follows the head, the reject
+counters and the off-chain signal store, and connects them to the rest of the node:
+
+  RPC motus_submitAttestations --+
+                                 +--> stateless checks (worker thread / processes)
+  gossip attestation batches ----+      -> stateful checks against the head (trio thread)
+                                        -> pool;  RPC-accepted items -> gossip batcher
+  Application.propose   -> ``take`` (oldest first);  what building refused -> ``on_built``
+  Application.commit    -> ``on_commit`` for every committed block, in height order
+                           (consensus and block sync alike): included items leave the
+                           pool, the cache advances, the rest is rechecked on the new head
+
+Admission runs one batch at a time, in arrival order (a FIFO lock), so attestations of
+one device chain in the order they came. The CPU-heavy part (signature recovery) runs
+off the trio thread, which also runs consensus; only the cheap stateful checks and the
+pool bookkeeping (~12 us an attestation) run on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from node.attestation_pool import (
+    STATELESS_CODES,
+    AddResult,
+    AdmissionCache,
+    AttestationPool,
+    AttestationStatus,
+    ProcessPoolChecker,
+    RejectCounters,
+    StatefulCheck,
+    check_stateless_unshared,
+    view_check,
+)
+from node.signal_store import SignalStore, SignalStoreError
+from vm.attestation import (
+    OK,
+    AttestationError,
+    SignalsError,
+    compute_attestation_id,
+    compute_signals_hash,
+    decode_attestation,
+    decode_signals,
+)
+from vm.modules.telemetry import DEFERRED
+
+if TYPE_CHECKING:
+    from node.block import Block
+    from node.config import TelemetrySection
+    from node.store import ChainStore
+    from p2p.host import P2PNode, Verdict
+    from vm.execute import BlockResult
+
+log = logging.getLogger("motus.attestations")
+
+MAX_SUBMIT = 1000  # attestations per motus_submitAttestations call (DESIGN.md section 6)
+GOSSIP_MAX_ITEMS = 4096  # items one gossip batch may carry (a 1 MiB batch holds ~6,000)
+PRUNE_INTERVAL_S = 600.0  # signal store retention sweep
+THREAD_MIN_BATCH = 8  # below this the stateless checks run inline: a thread hop costs more
+# Codes that block building reports without the attestation being invalid for good:
+# the block was full, or its time is still before the attestation's (the node admitted
+# it by its own clock, up to attestation_future_ms ahead).
+KEEP_AFTER_BUILDING = frozenset({OK, DEFERRED, "future"})
+
+
+class PayloadError(ValueError):
+    """A signal payload that does not belong to its attestation; ``code`` is one of
+    ``hash_mismatch``, ``bad_payload``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+def check_payload(raw: bytes, payload: bytes) -> None:
+    """Raise :class:`PayloadError` unless ``payload`` is canonical and hashes to the
+    attestation's ``signals_hash``. An undecodable attestation passes: the attestation
+    itself is refused (``malformed``) and its payload never stored."""
+    try:
+        att = decode_attestation(raw)
+    except AttestationError:
+        return
+    if compute_signals_hash(payload) != att.signals_hash:
+        raise PayloadError("hash_mismatch", "keccak(payload) is not the attestation's signals_hash")
+    try:
+        decode_signals(payload)
+    except SignalsError as exc:
+        raise PayloadError("bad_payload", str(exc)) from None
+
+
+class AttestationService:
+    """Pool, admission cache, counters and signal store of one node (see module doc).
+
+    Not thread-safe: every method runs on the node's trio thread; only the stateless
+    checks are handed to a worker thread (or worker processes) by :meth:`submit`.
+    """
+
+    def __init__(self, store: ChainStore, chain_id: int, config: TelemetrySection,
+                 signals_path: Path | str | None = None, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.chain_id = chain_id
+        self.clock = clock
+        self.counters = RejectCounters()
+        self.pool = AttestationPool(chain_id, max_items=config.pool_max, counters=self.counters)
+        self.cache = AdmissionCache(store.state_db)
+        self.workers: ProcessPoolChecker | None = None
+        if config.verify_workers > 0:
+            self.workers = ProcessPoolChecker(workers=config.verify_workers)
+        self.signals: SignalStore | None = None
+        if signals_path is not None:
+            Path(signals_path).mkdir(parents=True, exist_ok=True)
+            self.signals = SignalStore(str(signals_path), chain_id, config.signal_retention_days)
+        self.accepted = 0  # attestations admitted into the pool since start
+        self.built_rejects = 0  # pending attestations that block building refused
+        self.gossip: Counter[str] = Counter()  # batches in/out, items relayed
+        self._publish: Callable[[bytes], bool] | None = None
+        self._admission = trio.Lock()  # FIFO: batches are admitted in arrival order
+        self._view: Any = None
+        self._check: StatefulCheck | None = None
+        self._follow(self.store.head.state_root, self.store.head.height)
+
+    # --- following the chain ------------------------------------------------------------
+
+    def _follow(self, state_root: bytes, height: int) -> None:
+        """A fresh admission view on the head with ``state_root`` (block ``height``)."""
+        self._view = self.cache.view(state_root, self._now_ms(), height + 1)
+        self._check = view_check(self._view)
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def _head_check(self) -> StatefulCheck:
+        """The stateful check over the head, its clock set to now."""
+        assert self._check is not None
+        self._view.now_ms = self._now_ms()
+        return self._check
+
+    def take(self, max_n: int) -> list[bytes]:
+        """The oldest ``max_n`` pending attestations, for a block on the head."""
+        return self.pool.take(max_n)
+
+    def on_built(self, results: Sequence[tuple[bytes, str]]) -> None:
+        """Block building's verdict on what :meth:`take` gave it: refused attestations
+        leave the pool (counted by code, status rejected); full-block and future-dated
+        ones stay for a later block."""
+        rejected = [(att_id, code) for att_id, code in results if code not in KEEP_AFTER_BUILDING]
+        if rejected:
+            self.built_rejects += self.pool.reject_pending(rejected)
+
+    def on_commit(self, block: Block, result: BlockResult, parent_state_root: bytes) -> None:
+        """A block was committed (consensus or block sync; called for every block, in
+        order): its attestations leave the pool as included, the admission cache follows
+        the new head, and what is still pending is rechecked against it. Never raises:
+        on an internal failure the cache restarts from the head."""
+        header = block.header
+        try:
+            self.pool.remove_included([compute_attestation_id(a) for a in result.attestations],
+                                      header.height)
+            self.cache.advance(parent_state_root, header.state_root, result.attestations)
+            self._follow(header.state_root, header.height)
+            dropped = self.pool.recheck(self._head_check())
+            if dropped:
+                log.debug("%d pending attestations refused by the head at %d",
+                          len(dropped), header.height)
+        except Exception:
+            log.exception("attestation pool could not follow block %d; restarting its cache",
+                          header.height)
+            self.cache = AdmissionCache(self.store.state_db)
+            self._follow(header.state_root, header.height)
+
+    # --- admission ----------------------------------------------------------------------
+
+    async def submit(self, raws: Sequence[bytes], source: str, *,
+                     payloads: Sequence[bytes | None] | None = None,
+                     gossip: bool = True) -> list[AddResult]:
+        """Admit attestations; one :class:`AddResult` per item, in order.
+
+        Signatures are checked off the trio thread; the stateful checks against the head
+        and the insertion run on it, one batch at a time in arrival order. ``source``
+        (``rpc:<address>`` or ``peer:<id>``) is charged for the pool's per-source quota.
+        ``payloads`` (per item, or None) are stored in the signal store for accepted
+        items; they must have passed :func:`check_payload`. With ``gossip``, items that
+        entered the pool now are handed to the gossip batcher.
+        """
+        raws = [bytes(r) for r in raws]
+        async with self._admission:
+            ids = [compute_attestation_id(r) for r in raws]
+            todo = [i for i, att_id in enumerate(ids) if self.pool.needs_check(att_id)]
+            stateless: list[Any] = [None] * len(raws)
+            if len(todo) >= THREAD_MIN_BATCH:
+                work = [raws[i] for i in todo]
+                outcomes = await trio.to_thread.run_sync(self._check_stateless, work)
+                for i, outcome in zip(todo, outcomes, strict=True):
+                    stateless[i] = outcome
+            was_pending = [att_id in self.pool for att_id in ids]
+            results = self.pool.add_many(raws, self._head_check(), source,
+                                         stateless=stateless, ids=ids)
+        fresh = [raws[i] for i, r in enumerate(results) if r.accepted and not was_pending[i]]
+        self.accepted += len(fresh)
+        if gossip and fresh and self._publish is not None:
+            for raw in fresh:
+                self._publish(raw)
+            self.gossip["items_out"] += len(fresh)
+        if payloads is not None and self.signals is not None:
+            self._store_payloads(raws, results, payloads)
+        return results
+
+    def _check_stateless(self, raws: list[bytes]) -> list[Any]:
+        """Runs in a worker thread: touches nothing the trio thread uses."""
+        if self.workers is not None:
+            return self.workers.check_unshared(raws, self.chain_id)
+        return check_stateless_unshared(raws, self.chain_id)
+
+    def _store_payloads(self, raws: Sequence[bytes], results: Sequence[AddResult],
+                        payloads: Sequence[bytes | None]) -> None:
+        assert self.signals is not None
+        for raw, result, payload in zip(raws, results, payloads, strict=True):
+            if payload is None or not result.accepted:
+                continue
+            try:
+                self.signals.put(raw, payload)
+            except SignalStoreError as exc:  # checked before admission: a node bug
+                log.warning("signal payload of 0x%s not stored: %s", result.id.hex(), exc)
+
+    def store_signals(self, raw: bytes, payload: bytes) -> str:
+        """``motus_submitSignals``: store the payload of an attestation this node knows
+        (pending or included); returns ``ok`` or why not (``unknown_attestation``,
+        ``bad_attestation``, ``hash_mismatch``, ``bad_payload``, ``no_signal_store``)."""
+        if self.signals is None:
+            return "no_signal_store"
+        status = self.status(compute_attestation_id(raw))
+        if status is None or status.status == "rejected":
+            return "unknown_attestation"
+        try:
+            self.signals.put(raw, payload)
+        except SignalStoreError as exc:
+            return exc.code
+        return OK
+
+    def status(self, att_id: bytes) -> AttestationStatus | None:
+        """Pending, included (height) or rejected (code); None when unknown. Inclusion is
+        read from the chain when the pool has forgotten it or never saw it."""
+        found = self.pool.status(att_id)
+        if found is not None and found.status != "rejected":
+            return found
+        where = self.store.attestation_location(att_id)
+        if where is not None:
+            return AttestationStatus("included", height=where[0])
+        return found
+
+    # --- gossip ---------------------------------------------------------------------------
+
+    def attach_gossip(self, p2p: P2PNode | None) -> trio.MemoryReceiveChannel[Any] | None:
+        """Subscribe to the attestation topic (before ``p2p.run``) and publish admitted
+        RPC attestations through the node's batcher. Returns the topic's inbox, which
+        :meth:`run` drains (admission happens in the topic check)."""
+        if p2p is None:
+            return None
+        inbox = p2p.register_topic("attestation", self.check_gossip_batch)
+        self._publish = p2p.attestations.add
+        return inbox
+
+    async def check_gossip_batch(self, peer: str, data: bytes) -> Verdict:
+        """Topic check of one attestation batch from ``peer`` (the forwarder).
+
+        Malformed envelope, or any item failing the stateless checks (every honest
+        node checked them before publishing or relaying): REJECT, the forwarder is
+        penalised. Otherwise every item goes through admission like an RPC one (the
+        forwarder is the quota source); the batch is relayed (ACCEPT) when some item is
+        in our pool, else dropped without penalty (IGNORE: refusals that depend on the
+        head may differ between nodes)."""
+        from p2p.batch import decode_batch
+        from p2p.errors import BatchDecodeError
+        from p2p.host import Verdict
+
+        self.gossip["batches_in"] += 1
+        try:
+            items = decode_batch(data, max_items=GOSSIP_MAX_ITEMS)
+        except BatchDecodeError:
+            self.gossip["batches_rejected"] += 1
+            return Verdict.REJECT
+        results = await self.submit(items, f"peer:{peer}", gossip=False)
+        self.gossip["items_in"] += len(items)
+        if any(r.code in STATELESS_CODES for r in results):
+            self.gossip["batches_rejected"] += 1
+            return Verdict.REJECT
+        return Verdict.ACCEPT if any(r.accepted for r in results) else Verdict.IGNORE
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, inbox: trio.MemoryReceiveChannel[Any] | None = None, *,
+                  task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Until cancelled: metrics on the node's registry, the gossip inbox drained,
+        the signal store pruned every ``PRUNE_INTERVAL_S``."""
+        from node.rpc.metrics import register_collector
+
+        unregister = register_collector(AttestationCollector(self))
+        try:
+            async with trio.open_nursery() as nursery:
+                if inbox is not None:
+                    nursery.start_soon(_drain, inbox)
+                if self.signals is not None:
+                    nursery.start_soon(self._prune_loop)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            unregister()
+
+    async def _prune_loop(self) -> None:
+        assert self.signals is not None
+        signals = self.signals
+        while True:
+            try:
+                n = await trio.to_thread.run_sync(signals.prune, self._now_ms())
+                if n:
+                    log.info("signal store: %d payloads past retention deleted", n)
+            except Exception:
+                log.exception("signal store prune failed")
+            await trio.sleep(PRUNE_INTERVAL_S)
+
+    def close(self) -> None:
+        """Release the signal store and worker processes (after :meth:`run` ended)."""
+        if self.workers is not None:
+            self.workers.close()
+            self.workers = None
+        if self.signals is not None:
+            self.signals.close()
+            self.signals = None
+
+
+async def _drain(inbox: trio.MemoryReceiveChannel[Any]) -> None:
+    async for _ in inbox:
+        pass  # admitted by the topic check already; keep the inbox from filling
+
+
+class AttestationCollector(Collector):
+    """Prometheus metrics of the attestation service, read at scrape time."""
+
+    def __init__(self, service: AttestationService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        s = self.service
+        rejects = CounterMetricFamily(
+            "motus_attestation_rejects",
+            "Attestations refused, by reject code (pool_full: pool at a limit)", labels=["code"])
+        for code, count in s.counters.snapshot().items():
+            rejects.add_metric([code], count)
+        yield rejects
+        yield CounterMetricFamily("motus_attestations_accepted",
+                                  "Attestations admitted into the pool", value=s.accepted)
+        yield GaugeMetricFamily("motus_attestation_pool_size", "Attestations pending",
+                                value=len(s.pool))
+        yield GaugeMetricFamily("motus_attestation_pool_bytes", "Bytes of pending attestations",
+                                value=s.pool.size_bytes)
+        gossip = CounterMetricFamily("motus_attestation_gossip",
+                                     "Attestation gossip: batches in/rejected, items in/out",
+                                     labels=["kind"])
+        for kind in ("batches_in", "batches_rejected", "items_in", "items_out"):
+            gossip.add_metric([kind], s.gossip[kind])
+        yield gossip
+
+    def describe(self) -> list[Any]:
+        return []  # dynamic: nothing to check at registration time
