@@ -49,6 +49,7 @@ METHOD_MODULES: tuple[str, ...] = (
     "node.rpc.eth",
     "node.rpc.motus",
     "node.rpc.identity",
+    "node.rpc.telemetry",
     "node.rpc.rewards",
     "node.rpc.governance",
     "node.rpc.subscriptions",

@@ -1,0 +1,295 @@
+"""The telemetry methods of the ``motus_`` namespace (DESIGN.md section 6; docs/rpc.md,
+"Methods: motus telemetry"): devices and gateways submit attestations (and the signal
+payloads behind them), anyone follows what became of them, reads per-vehicle epoch
+counters, challenges and reject counts, and a permissioned developer reads the signals.
+
+Conventions as for the identity methods: ids, heights, epochs and counts are JSON
+numbers; ids, addresses, hashes and raw bytes are 0x-hex; H3 cells are 0x-hex integers.
+Attestation results keep DESIGN.md's contract exactly: ``{"id", "accepted", "code"}``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from node.rpc import params as p
+from node.rpc.errors import INVALID_INPUT, METHOD_NOT_SUPPORTED, RPCError, invalid_params
+from node.rpc.errors import limit_exceeded as limit_error
+from node.rpc.eth import resolve_block
+from node.rpc.ethjson import hexb
+from node.rpc.identity import BLOCK, parse_vehicle_id, state_for
+from node.rpc.registry import MethodTable, Param, RPCContext
+from node.signal_store import TelemetryAccessError, TelemetryRequest, get_telemetry
+from vm.attestation import compute_attestation_id, decode_attestation
+from vm.epoch import get_epoch, get_epoch_start
+from vm.modules import telemetry
+from vm.modules.params import get_param
+
+if TYPE_CHECKING:
+    from node.attestations import AttestationService
+
+methods = MethodTable()
+
+MAX_SUBMIT = 1000  # DESIGN.md section 6: at most 1000 attestations per call (else -32005)
+BPS = 10_000
+
+
+def service(ctx: RPCContext) -> AttestationService:
+    """The node's attestation service; -32004 on a node built without one."""
+    found = getattr(ctx.node, "attestations", None)
+    if found is None:
+        raise RPCError(METHOD_NOT_SUPPORTED, "this node runs no attestation pool")
+    return found
+
+
+def _hex_items(value: Any, name: str, *, nullable: bool = False) -> list[bytes | None]:
+    """A JSON array of 0x-hex strings (or nulls when ``nullable``), at most MAX_SUBMIT
+    long: longer is -32005, a bad item -32602 naming its index."""
+    if not isinstance(value, list):
+        raise invalid_params(f"invalid argument ({name}): expected an array of 0x-hex strings")
+    if len(value) > MAX_SUBMIT:
+        raise limit_error(f"{len(value)} {name} in one call, at most {MAX_SUBMIT}")
+    out: list[bytes | None] = []
+    for i, item in enumerate(value):
+        if item is None and nullable:
+            out.append(None)
+            continue
+        try:
+            out.append(p.data(item))
+        except p.ParamError as exc:
+            raise invalid_params(f"invalid argument ({name}): item {i}: {exc}") from None
+    return out
+
+
+@methods.method("motus_submitAttestations", Param("attestations", p.any_value),
+                Param("payloads", p.any_value, None))
+async def submit_attestations(ctx: RPCContext, attestations: Any,
+                              payloads: Any) -> list[dict[str, Any]]:
+    """Check each attestation against the head and pool it; one ``{id, accepted, code}``
+    per item, in order (``accepted``: it entered the pool). ``payloads``: the signal
+    payload of each item (or null), stored for accepted items once it is checked against
+    the attestation's ``signals_hash``; a payload that does not match refuses the whole
+    call (-32602) before anything is admitted."""
+    raws = [r for r in _hex_items(attestations, "attestations") if r is not None]
+    bodies: list[bytes | None] | None = None
+    if payloads is not None:
+        bodies = _hex_items(payloads, "payloads", nullable=True)
+        if len(bodies) != len(raws):
+            raise invalid_params(
+                f"invalid argument 1 (payloads): {len(bodies)} payloads for {len(raws)} "
+                "attestations (one per attestation, null for none)")
+        from node.attestations import PayloadError, check_payload
+
+        for i, (raw, body) in enumerate(zip(raws, bodies, strict=True)):
+            if body is None:
+                continue
+            try:
+                check_payload(raw, body)
+            except PayloadError as exc:
+                raise RPCError(-32602, f"invalid argument 1 (payloads): item {i}: {exc}",
+                               {"reason": exc.code, "index": i}) from None
+    results = await service(ctx).submit(raws, f"rpc:{ctx.client}", payloads=bodies)
+    return [r.to_json() for r in results]
+
+
+@methods.method("motus_submitSignals", Param("items", p.any_value))
+def submit_signals(ctx: RPCContext, items: Any) -> list[dict[str, Any]]:
+    """Store signal payloads of attestations this node knows (pending or included):
+    ``[{attestation, payload}]`` -> one ``{id, stored, code}`` per item."""
+    if not isinstance(items, list):
+        raise invalid_params("invalid argument 0 (items): expected an array of "
+                             "{attestation, payload} objects")
+    if len(items) > MAX_SUBMIT:
+        raise limit_error(f"{len(items)} items in one call, at most {MAX_SUBMIT}")
+    pairs = []
+    for i, item in enumerate(items):
+        try:
+            if not isinstance(item, dict) or set(item) != {"attestation", "payload"}:
+                raise p.ParamError("expected {attestation, payload}")
+            pairs.append((p.data(item["attestation"]), p.data(item["payload"])))
+        except p.ParamError as exc:
+            raise invalid_params(f"invalid argument 0 (items): item {i}: {exc}") from None
+    svc = service(ctx)
+    out = []
+    for raw, payload in pairs:
+        code = svc.store_signals(raw, payload)
+        out.append({"id": hexb(compute_attestation_id(raw)), "stored": code == "ok",
+                    "code": code})
+    return out
+
+
+@methods.method("motus_getAttestation", Param("id", p.hash32))
+def get_attestation(ctx: RPCContext, att_id: bytes) -> dict[str, Any] | None:
+    """``{status: pending}``, ``{status: included, height}`` or ``{status: rejected,
+    code}``; null when this node never saw the id (or has forgotten a refusal)."""
+    found = service(ctx).status(att_id)
+    if found is None:
+        return None
+    out: dict[str, Any] = {"status": found.status}
+    if found.height is not None:
+        out["height"] = found.height
+    if found.code is not None:
+        out["code"] = found.code
+    return out
+
+
+@methods.method("motus_getBlockAttestations", Param("block", p.any_value, "latest"))
+def get_block_attestations(ctx: RPCContext, block: Any) -> list[dict[str, Any]] | None:
+    """The attestations a block carries, in block order, decoded; null for an unknown
+    block."""
+    from node.rpc.identity import block_param
+
+    try:
+        ref = block_param(block)
+    except p.ParamError as exc:
+        raise invalid_params(f"invalid argument 0 (block): {exc}") from None
+    found = resolve_block(ctx, ref)
+    if found is None:
+        return None
+    return [attestation_json(raw, found.header.height) for raw in found.attestations]
+
+
+def attestation_json(raw: bytes, height: int) -> dict[str, Any]:
+    """One included attestation with its fields (docs/telemetry.md, wire format)."""
+    att = decode_attestation(bytes(raw))
+    return {
+        "id": hexb(compute_attestation_id(bytes(raw))),
+        "blockNumber": height,
+        "device": hexb(att.device),
+        "vehicleId": att.vehicle_id,
+        "seq": att.seq,
+        "timestampMs": att.timestamp_ms,
+        "cell": hex(att.cell),
+        "odometerM": att.odometer_m,
+        "speedCmps": att.speed_cmps,
+        "signalsHash": hexb(att.signals_hash),
+        "challenge": hexb(att.challenge),
+        "raw": hexb(bytes(raw)),
+    }
+
+
+def _epoch(state: Any, epoch: int | None) -> int:
+    return get_epoch(state) if epoch is None else epoch
+
+
+EPOCH = Param("epoch", p.height, None)
+
+
+@methods.method("motus_getEpochStats", Param("vehicleId", parse_vehicle_id), EPOCH, BLOCK)
+def get_epoch_stats(ctx: RPCContext, vid: int, epoch: int | None,
+                    ref: p.BlockRef) -> dict[str, Any]:
+    """The vehicle's telemetry counters of ``epoch`` (default: the current one) at that
+    block, as ``telemetry.get_vehicle_epoch`` (all zero when it sent nothing)."""
+    header, state = state_for(ctx, ref)
+    e = _epoch(state, epoch)
+    stats = telemetry.get_vehicle_epoch(state, e, vid)
+    return {
+        "vehicleId": vid,
+        "epoch": e,
+        "accepted": stats.accepted,
+        "distanceM": stats.distance_m,
+        "moving": stats.moving,
+        "challenged": stats.challenged,
+        "challengePassed": stats.challenge_passed,
+        "blockNumber": header.height,
+    }
+
+
+@methods.method("motus_getChallenge", Param("device", p.address), EPOCH, BLOCK)
+def get_challenge(ctx: RPCContext, device: bytes, epoch: int | None,
+                  ref: p.BlockRef) -> dict[str, Any]:
+    """Whether ``device`` is challenged in ``epoch`` (default: the current one) and its
+    nonce; for the current epoch also ``windowEnd``, the first height at which an answer
+    no longer passes, and ``inWindow`` for the next block."""
+    header, state = state_for(ctx, ref)
+    current = get_epoch(state)
+    e = _epoch(state, epoch)
+    challenged, nonce = telemetry.get_challenge(state, device, e)
+    window_end: int | None = None
+    if e == current:
+        window_end = get_epoch_start(state) + (get_param(state, "epoch_length_blocks")
+                                               * get_param(state, "challenge_window_bps") // BPS)
+    return {
+        "device": hexb(device),
+        "epoch": e,
+        "challenged": challenged,
+        "nonce": hexb(nonce) if challenged else None,
+        "windowEnd": window_end,
+        "inWindow": None if window_end is None else header.height + 1 < window_end,
+        "blockNumber": header.height,
+    }
+
+
+@methods.method("motus_getRejectCounts")
+def get_reject_counts(ctx: RPCContext) -> dict[str, int]:
+    """Attestations this node refused since it started, per reject code (every code,
+    zero included, plus ``pool_full``)."""
+    return service(ctx).counters.snapshot()
+
+
+def parse_telemetry_request(value: Any) -> TelemetryRequest:
+    """``{vehicleId, fromMs, toMs, timestampMs, signature}``: the EIP-191 signed request
+    of docs/telemetry.md (``node.signal_store.sign_request`` makes one)."""
+    if not isinstance(value, dict):
+        raise p.ParamError("expected {vehicleId, fromMs, toMs, timestampMs, signature}")
+    want = {"vehicleId", "fromMs", "toMs", "timestampMs", "signature"}
+    if set(value) != want:
+        missing, extra = sorted(want - set(value)), sorted(set(value) - want)
+        raise p.ParamError(f"missing {missing}" if missing else f"unknown keys {extra}")
+    numbers = {}
+    for key in ("fromMs", "toMs", "timestampMs"):
+        v = value[key]
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
+            raise p.ParamError(f"{key} must be a non-negative integer (unix ms)")
+        numbers[key] = v
+    return TelemetryRequest(parse_vehicle_id(value["vehicleId"]), numbers["fromMs"],
+                            numbers["toMs"], numbers["timestampMs"], p.data(value["signature"]))
+
+
+@methods.method("motus_getTelemetry", Param("request", parse_telemetry_request), blocking=True)
+def get_telemetry_records(ctx: RPCContext, request: TelemetryRequest) -> dict[str, Any]:
+    """The vehicle's stored signals in the range, filtered by what the signer may read
+    now (docs/telemetry.md, access rule). Refusals: -32000 with ``data.reason``
+    ``bad_request``, ``stale_request``, ``bad_signature`` or ``denied``."""
+    svc = service(ctx)
+    if svc.signals is None:
+        raise RPCError(METHOD_NOT_SUPPORTED, "this node keeps no signal store")
+    state = ctx.app.state_at(ctx.store.head)  # a worker thread: not the shared head view
+    try:
+        records = get_telemetry(svc.signals, state, request, int(time.time() * 1000))
+    except TelemetryAccessError as exc:
+        raise RPCError(INVALID_INPUT, f"telemetry request refused: {exc}",
+                       {"reason": exc.code}) from None
+    return {"vehicleId": request.vehicle_id, "records": [_record_json(r) for r in records]}
+
+
+def _record_json(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": record["id"],
+        "vehicleId": record["vehicle_id"],
+        "timestampMs": record["timestamp_ms"],
+        "cell": record["cell"],
+        "location": record["location"],
+        "signals": _json_ready(record["signals"]),
+        "payload": record["payload"],
+    }
+
+
+def _json_ready(value: Any) -> Any:
+    """Signal values as JSON: bytes as 0x-hex, NaN and infinities as strings (JSON has
+    none), everything else as msgpack gave it."""
+    if isinstance(value, bytes):
+        return hexb(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def register(table: MethodTable) -> None:
+    table.include(methods)
