@@ -1,0 +1,463 @@
+"""The devnet's fleet simulator: cars with paired devices driving around, attesting.
+
+    python -m devnet.fleet --rpc http://127.0.0.1:8545 [--vehicles 8] [--interval 2]
+                           [--duration 0] [--seed "motus devnet fleet"] [--report 10]
+
+Setup, all through ordinary signed transactions (docs/fleet.md): with the development
+accounts of DESIGN.md section 13, account 1 (the licensed manufacturer) mints one device
+NFT per car; car i belongs to account ``2 + i % 8``, which mints the vehicle NFT, claims
+the device and pairs it with the car, each step carrying the device's own EIP-712
+signature. Device keys and VINs are derived from ``--seed``, so a rerun finds what an
+earlier run made and only does what is missing (idempotent restarts).
+
+Then every ``--interval`` seconds each car moves along a plausible loop
+(``devnet.device.Drive``), its device signs an attestation, and all of them go to the
+node in one ``motus_submitAttestations`` call together with their signal payloads.
+Devices ask ``motus_getChallenge`` every ``CHALLENGE_POLL_S`` and carry the nonce while
+their challenge window is open. One summary line is printed every ``--report`` seconds
+and at exit: height, epoch, cars, attestations sent and accepted, refusals per code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from eth_account import Account
+from eth_hash.auto import keccak
+from eth_utils import to_checksum_address
+
+from devnet.device import Device, Drive
+from node.rpc.client import RPCError, rpc_call
+from node.txsend import decode_result, encode_call, eth_call, wait_for_receipt
+
+log = logging.getLogger("motus.fleet")
+
+DEFAULT_SEED = "motus devnet fleet"
+OWNER_ACCOUNTS = tuple(range(2, 10))  # dev accounts 2..9 own the cars
+MANUFACTURER_ACCOUNT = 1  # licensed in the devnet genesis
+HOME = (48.137, 11.575)  # Munich: the cars start around here
+TX_GAS = 1_000_000  # identity calls use a fraction of this; the unused part is not charged
+TX_CHUNK = 48  # transactions queued per sender at once (the mempool keeps 64)
+SIGNATURE_TTL_S = 600
+CHALLENGE_POLL_S = 10.0
+LOOP_PERIOD_S = 900.0  # a car drives a loop of about this many seconds
+MIN_STEP_MS = 1_000  # the chain's default min_interval_ms
+
+
+class SetupError(Exception):
+    """The fleet could not be minted, claimed or paired (the message says which step)."""
+
+
+def _abi(name: str) -> list[dict[str, Any]]:
+    return json.loads(resources.files("vm.abi").joinpath(f"{name}.json").read_text())
+
+
+def _address(module: str) -> str:
+    from vm.modules import addresses
+
+    return "0x" + getattr(addresses, module).hex()
+
+
+def device_key(seed: str, index: int) -> bytes:
+    """The private key of car ``index``'s device: the same for the same seed, every run."""
+    return keccak(b"motus fleet device\x00" + seed.encode() + index.to_bytes(4, "big"))
+
+
+def vin(seed: str, index: int) -> str:
+    """Car ``index``'s 17-character VIN (hex digits only: valid VIN characters)."""
+    return "MF" + keccak(b"motus fleet vin\x00" + seed.encode() + index.to_bytes(4, "big")).hex()[
+        :15].upper()
+
+
+def dev_accounts() -> tuple[tuple[bytes, bytes], ...]:
+    """(address, key) of the ten development accounts (genesis.devnet)."""
+    from genesis.devnet import dev_accounts as accounts
+
+    return accounts()
+
+
+@dataclass
+class Car:
+    """One simulated car: its owner, device, vehicle NFT and where it is."""
+
+    index: int
+    owner: bytes
+    owner_key: bytes
+    device: Device
+    vin_hash: bytes
+    vehicle_id: int = 0
+    drive: Drive | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    soc: float = 80.0
+    challenge_epoch: int = -1
+
+    @property
+    def device_hex(self) -> str:
+        return "0x" + self.device.address.hex()
+
+
+# --- transactions -------------------------------------------------------------------------
+
+
+def queue_calls(rpc: str, key: bytes, to: str, calls: Sequence[bytes]) -> list[str]:
+    """Sign and send ``calls`` from one account with consecutive nonces (after its
+    pending ones), without waiting; returns the transaction hashes."""
+    account = Account.from_key(key)
+    sender = account.address.lower()
+    chain_id = int(rpc_call(rpc, "eth_chainId"), 16)
+    tip = int(rpc_call(rpc, "eth_maxPriorityFeePerGas"), 16)
+    base = max(int(rpc_call(rpc, "eth_gasPrice"), 16) - tip, 0)
+    nonce = int(rpc_call(rpc, "eth_getTransactionCount", [sender, "pending"]), 16)
+    hashes = []
+    for k, data in enumerate(calls):
+        tx = {"type": 2, "chainId": chain_id, "nonce": nonce + k, "to": to_checksum_address(to),
+              "value": 0, "data": data, "gas": TX_GAS, "maxPriorityFeePerGas": tip,
+              "maxFeePerGas": 2 * base + tip}
+        raw = bytes(account.sign_transaction(tx).raw_transaction)
+        hashes.append(rpc_call(rpc, "eth_sendRawTransaction", ["0x" + raw.hex()]))
+    return hashes
+
+
+def send_batches(rpc: str, to: str, batches: Sequence[tuple[bytes, Sequence[bytes]]],
+                 timeout: float = 60.0) -> None:
+    """Send every sender's calls (``(key, calls)`` each), all senders at once and at
+    most ``TX_CHUNK`` queued per sender, and wait for every receipt; SetupError if one
+    failed. Calls of one sender execute in their order."""
+    left = [(key, list(calls)) for key, calls in batches if calls]
+    while left:
+        hashes = []
+        for key, calls in left:
+            hashes += queue_calls(rpc, key, to, calls[:TX_CHUNK])
+            del calls[:TX_CHUNK]
+        for tx_hash in hashes:
+            receipt = wait_for_receipt(rpc, tx_hash, timeout)
+            if int(receipt["status"], 16) != 1:
+                raise SetupError(f"transaction {tx_hash} from {receipt['from']} failed")
+        left = [(key, calls) for key, calls in left if calls]
+
+
+# --- setup -------------------------------------------------------------------------------
+
+
+def plan_fleet(seed: str, count: int, chain_id: int, resolution: int) -> list[Car]:
+    """The cars of this seed (nothing on chain yet): owner, device key, VIN hash."""
+    accounts = dev_accounts()
+    cars = []
+    for i in range(count):
+        owner, owner_key = accounts[OWNER_ACCOUNTS[i % len(OWNER_ACCOUNTS)]]
+        device = Device(device_key(seed, i), chain_id, resolution)
+        cars.append(Car(i, owner, owner_key, device, keccak(vin(seed, i).encode()),
+                        rng=random.Random(f"{seed}/{i}")))
+    return cars
+
+
+def _vehicles_by_vin(rpc: str, owners: set[bytes]) -> dict[bytes, int]:
+    found = {}
+    for owner in owners:
+        for vid in rpc_call(rpc, "motus_vehiclesOf", ["0x" + owner.hex()]):
+            vehicle = rpc_call(rpc, "motus_getVehicle", [vid])
+            if vehicle is not None:
+                found[bytes.fromhex(vehicle["vinHash"][2:])] = int(vid)
+    return found
+
+
+def setup_fleet(rpc: str, cars: list[Car]) -> list[Car]:
+    """Mint, claim and pair whatever the cars still lack; returns the cars ready to
+    drive (a car whose device or vehicle belongs to someone else is left out, with a
+    warning). Idempotent: a second run sends nothing."""
+    identity = _address("IDENTITY")
+    abi = _abi("identity")
+    accounts = dev_accounts()
+    manufacturer_key = accounts[MANUFACTURER_ACCOUNT][1]
+    # 1. device NFTs (manufacturer) and vehicle NFTs (owners)
+    records = {c.index: rpc_call(rpc, "motus_getDevice", [c.device_hex]) for c in cars}
+    by_vin = _vehicles_by_vin(rpc, {c.owner for c in cars})
+    batches: dict[bytes, list[bytes]] = {manufacturer_key: [
+        encode_call(abi, "mintDevice", c.device_hex) for c in cars if records[c.index] is None]}
+    for c in cars:
+        if c.vin_hash not in by_vin:
+            batches.setdefault(c.owner_key, []).append(encode_call(
+                abi, "mintVehicle", "Motus", "Fleet Sim", 2018 + c.index % 8, c.vin_hash))
+    if any(batches.values()):
+        log.info("minting %d devices and vehicles", sum(map(len, batches.values())))
+        send_batches(rpc, identity, list(batches.items()))
+        by_vin = _vehicles_by_vin(rpc, {c.owner for c in cars})
+    # 2. claim and pair, with the devices' signatures
+    ready: list[Car] = []
+    batches = {}
+    deadline = int(time.time()) + SIGNATURE_TTL_S
+    for c in cars:
+        c.vehicle_id = by_vin.get(c.vin_hash, 0)
+        record = rpc_call(rpc, "motus_getDevice", [c.device_hex])
+        if record is None or c.vehicle_id == 0:
+            log.warning("car %d: device or vehicle missing after minting; skipped", c.index)
+            continue
+        owner_hex = "0x" + c.owner.hex()
+        nonce = int(record["nonce"])
+        calls = batches.setdefault(c.owner_key, [])
+        if record["owner"] != owner_hex:
+            if record["claimed"]:
+                log.warning("car %d: device %s was claimed by %s; skipped", c.index,
+                            c.device_hex, record["owner"])
+                continue
+            signature = c.device.claim_signature(c.owner, nonce, deadline)
+            calls.append(encode_call(abi, "claimDevice", c.device_hex, nonce, deadline, signature))
+            nonce += 1
+        vehicle = rpc_call(rpc, "motus_getVehicle", [c.vehicle_id])
+        if vehicle["device"] != c.device_hex:
+            if vehicle["device"] is not None or record["vehicleId"] is not None:
+                log.warning("car %d: vehicle %d or its device is paired elsewhere; skipped",
+                            c.index, c.vehicle_id)
+                continue
+            signature = c.device.pair_signature(c.vehicle_id, c.owner, nonce, deadline)
+            calls.append(encode_call(abi, "pairDevice", c.vehicle_id, c.device_hex, nonce,
+                                     deadline, signature))
+        ready.append(c)
+    if any(batches.values()):
+        log.info("claiming and pairing %d devices", len(ready))
+        send_batches(rpc, identity, list(batches.items()))
+    for c in ready:
+        record = rpc_call(rpc, "motus_getDevice", [c.device_hex])
+        if record is None or record["vehicleId"] != c.vehicle_id:
+            raise SetupError(f"car {c.index}: device {c.device_hex} is not paired with "
+                             f"vehicle {c.vehicle_id} after setup")
+    return ready
+
+
+def chain_param(rpc: str, name: str) -> int:
+    """A chain parameter (params module ``getParam``)."""
+    out = eth_call(rpc, _address("PARAMS"), encode_call(_abi("params"), "getParam", name))
+    return int(decode_result(_abi("params"), "getParam", 1, out)[0])
+
+
+def place_cars(rpc: str, cars: list[Car], now_ms: int) -> None:
+    """Where each car starts: where the chain last saw its device (seq, cell and
+    odometer of its last accepted attestation), else a spot near HOME."""
+    from vm.geo import cell_to_latlng
+
+    abi = _abi("telemetry")
+    telemetry = _address("TELEMETRY")
+    for c in cars:
+        out = eth_call(rpc, telemetry, encode_call(abi, "getDeviceState", c.device_hex))
+        seq, last_ms, cell, odometer = decode_result(abi, "getDeviceState", 1, out)[:4]
+        c.device.seq = int(seq)
+        if seq:
+            lat, lon = cell_to_latlng(int(cell))
+        else:
+            lat = HOME[0] + 0.01 * (c.index % 7 - 3)
+            lon = HOME[1] + 0.015 * (c.index // 7 % 7 - 3)
+            odometer = 10_000 + 1_000 * c.index
+        # a quick restart must not come back sooner than the chain's minimum interval
+        c.drive = Drive(lat, lon, heading_deg=(37.0 * c.index) % 360,
+                        speed_mps=9.0 + 2.0 * (c.index % 6), odometer_m=int(odometer),
+                        timestamp_ms=max(now_ms - MIN_STEP_MS, int(last_ms)))
+
+
+# --- driving -----------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """What the fleet has done so far (the summary line)."""
+
+    sent: int = 0
+    accepted: int = 0
+    codes: Counter[str] = field(default_factory=Counter)
+    challenged: int = 0
+    answered: int = 0
+    errors: int = 0
+    height: int = 0
+    epoch: int = 0
+
+
+def reading_of(car: Car, now_ms: int) -> tuple[bytes, bytes] | None:
+    """The car moves to ``now_ms`` and its device signs; None when less than the
+    chain's minimum interval has passed since its last reading."""
+    drive = car.drive
+    assert drive is not None
+    dt = now_ms - drive.timestamp_ms
+    if dt < MIN_STEP_MS:
+        return None
+    # a slow loop with a little wander, at a speed that breathes
+    drive.heading_deg = (drive.heading_deg + 360.0 * dt / 1000 / LOOP_PERIOD_S
+                         + car.rng.uniform(-4.0, 4.0)) % 360
+    base = 9.0 + 2.0 * (car.index % 6)
+    drive.speed_mps = max(0.0, base + 3.0 * math.sin(now_ms / 60_000 + car.index))
+    lat, lon, odometer, ts = drive.step(dt)
+    car.soc = max(5.0, car.soc - 0.002 * dt / 1000 * drive.speed_mps)
+    signals = {"soc": round(car.soc, 2), "speed_kmh": round(drive.speed_mps * 3.6, 1),
+               "ambient_c": 14.5, "heading_deg": round(drive.heading_deg, 1), "dtc": []}
+    r = car.device.attest(vehicle_id=car.vehicle_id, timestamp_ms=ts, lat=lat, lon=lon,
+                          odometer_m=odometer, speed_cmps=int(drive.speed_mps * 100),
+                          signals=signals)
+    return r.raw, r.payload
+
+
+def on_result(car: Car, code: str) -> None:
+    """Recover from what a previous run may have left behind: attestations of ours still
+    pending (replay) or an odometer ahead of where the chain last saw us."""
+    if code == "replay":
+        car.device.seq += 64
+    elif code == "odometer_rollback" and car.drive is not None:
+        car.drive.odometer_m += 2_000
+
+
+def submit_round(rpc: str, cars: list[Car], tally: Tally) -> None:
+    """One reading per car that is due, submitted in calls of at most 1000."""
+    now_ms = int(time.time() * 1000)
+    due = []
+    for car in cars:
+        reading = reading_of(car, now_ms)
+        if reading is not None:
+            due.append((car, reading))
+    for start in range(0, len(due), 1000):
+        chunk = due[start:start + 1000]
+        raws = ["0x" + raw.hex() for _, (raw, _) in chunk]
+        payloads = ["0x" + payload.hex() for _, (_, payload) in chunk]
+        results = rpc_call(rpc, "motus_submitAttestations", [raws, payloads])
+        tally.sent += len(chunk)
+        for (car, _), result in zip(chunk, results, strict=True):
+            if result["accepted"]:
+                tally.accepted += 1
+            else:
+                tally.codes[result["code"]] += 1
+                on_result(car, result["code"])
+
+
+def answer_challenges(rpc: str, cars: list[Car], tally: Tally) -> None:
+    """Ask each device's challenge for the current epoch; carry the nonce while the
+    window is open (and nothing otherwise)."""
+    for car in cars:
+        c = rpc_call(rpc, "motus_getChallenge", [car.device_hex])
+        tally.epoch, tally.height = int(c["epoch"]), int(c["blockNumber"])
+        if c["challenged"] and c["inWindow"]:
+            if car.challenge_epoch != c["epoch"]:
+                car.challenge_epoch = int(c["epoch"])
+                tally.challenged += 1
+                tally.answered += 1
+            car.device.answer_challenge(bytes.fromhex(c["nonce"][2:]))
+        else:
+            car.device.answer_challenge(b"")
+
+
+def summary(tally: Tally, cars: int, prefix: str = "fleet") -> str:
+    """One line: where the chain is and what the fleet got."""
+    refused = " ".join(f"{code}={n}" for code, n in sorted(tally.codes.items())) or "none"
+    return (f"{prefix}: height {tally.height} epoch {tally.epoch} vehicles {cars} "
+            f"sent {tally.sent} accepted {tally.accepted} refused {refused} "
+            f"challenged {tally.challenged} answered {tally.answered} errors {tally.errors}")
+
+
+def wait_for_node(rpc: str, timeout: float) -> int:
+    """Wait until the node answers and has a first block; returns its chain id."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if int(rpc_call(rpc, "eth_blockNumber", timeout=2), 16) >= 1:
+                return int(rpc_call(rpc, "eth_chainId"), 16)
+        except RPCError:
+            pass
+        if time.monotonic() > deadline:
+            raise SetupError(f"no node with blocks at {rpc} after {timeout:g}s")
+        time.sleep(0.5)
+
+
+def run(args: argparse.Namespace) -> int:
+    stopping = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        chain_id = wait_for_node(args.rpc, args.wait)
+        resolution = chain_param(args.rpc, "h3_resolution")
+        cars = setup_fleet(args.rpc, plan_fleet(args.seed, args.vehicles, chain_id, resolution))
+    except (SetupError, RPCError) as exc:
+        print(f"fleet: setup failed: {exc}", file=sys.stderr, flush=True)
+        return 1
+    if not cars:
+        print("fleet: no car could be set up", file=sys.stderr, flush=True)
+        return 1
+    place_cars(args.rpc, cars, int(time.time() * 1000))
+    print(f"fleet: {len(cars)} vehicles ready (ids "
+          f"{', '.join(str(c.vehicle_id) for c in cars)}) on chain {chain_id}", flush=True)
+    tally = Tally()
+    started = time.monotonic()
+    next_round = next_report = started
+    next_challenge = started
+    while not stopping:
+        now = time.monotonic()
+        if args.duration and now - started >= args.duration:
+            break
+        try:
+            if now >= next_challenge:
+                answer_challenges(args.rpc, cars, tally)
+                next_challenge = now + CHALLENGE_POLL_S
+            if now >= next_round:
+                submit_round(args.rpc, cars, tally)
+                next_round = now + args.interval
+        except RPCError as exc:
+            tally.errors += 1
+            log.warning("fleet round failed: %s", exc)
+        if now >= next_report:
+            try:
+                tally.height = int(rpc_call(args.rpc, "eth_blockNumber"), 16)
+            except RPCError:
+                pass
+            print(summary(tally, len(cars)), flush=True)
+            next_report = now + args.report
+        time.sleep(max(0.0, min(0.1, next_round - time.monotonic())))
+    try:
+        c = rpc_call(args.rpc, "motus_getChallenge", [cars[0].device_hex])
+        tally.epoch, tally.height = int(c["epoch"]), int(c["blockNumber"])
+    except RPCError:
+        pass
+    print(summary(tally, len(cars), prefix="fleet: done"), flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m devnet.fleet",
+        description="Simulate a fleet of cars with paired devices attesting to a Motus node.")
+    parser.add_argument("--rpc", default="http://127.0.0.1:8545", help="node JSON-RPC URL")
+    parser.add_argument("--vehicles", type=int, default=8, help="cars (default 8)")
+    parser.add_argument("--interval", type=float, default=2.0,
+                        help="seconds between readings of a car (at least 1; default 2)")
+    parser.add_argument("--duration", type=float, default=0.0,
+                        help="seconds of driving after setup, then exit (0: until Ctrl-C)")
+    parser.add_argument("--seed", default=DEFAULT_SEED,
+                        help="derives device keys and VINs: the same seed finds the same cars")
+    parser.add_argument("--report", type=float, default=10.0,
+                        help="seconds between summary lines (default 10)")
+    parser.add_argument("--wait", type=float, default=120.0,
+                        help="seconds to wait for the node at start (default 120)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.vehicles < 1 or args.interval < 1.0 or args.report <= 0:
+        print("fleet: need --vehicles >= 1, --interval >= 1, --report > 0", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
