@@ -374,6 +374,16 @@ def wait_for_node(rpc: str, timeout: float) -> int:
         time.sleep(0.5)
 
 
+def wait_blocks(rpc: str, count: int, timeout: float = 30.0) -> None:
+    """Wait until ``count`` more blocks are committed (or ``timeout`` passes)."""
+    target = int(rpc_call(rpc, "eth_blockNumber"), 16) + count
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if int(rpc_call(rpc, "eth_blockNumber"), 16) >= target:
+            return
+        time.sleep(0.2)
+
+
 def run(args: argparse.Namespace) -> int:
     stopping = False
 
@@ -393,6 +403,9 @@ def run(args: argparse.Namespace) -> int:
     if not cars:
         print("fleet: no car could be set up", file=sys.stderr, flush=True)
         return 1
+    # what an earlier run left pending gets into a block first, so the chain's view of
+    # each device (seq, position, odometer) is where we go on from
+    wait_blocks(args.rpc, 2)
     place_cars(args.rpc, cars, int(time.time() * 1000))
     print(f"fleet: {len(cars)} vehicles ready (ids "
           f"{', '.join(str(c.vehicle_id) for c in cars)}) on chain {chain_id}", flush=True)
