@@ -72,6 +72,7 @@ class Application:
         self.chain_id = store.head.chain_id
         self.pending_evidence: dict[bytes, DuplicateVoteEvidence] = {}
         self._executed: OrderedDict[bytes, Executed] = OrderedDict()
+        self._by_value: OrderedDict[bytes, Executed] = OrderedDict()
         self.commit_listeners: list[Callable[[Block, BlockResult], None]] = []
         self._head_state: tuple[bytes, MotusState] | None = None
         self.tx_listeners: list[Callable[[bytes], None]] = []
@@ -152,8 +153,9 @@ class Application:
             last_commit_hash=commit_hash(last_commit), evidence_hash=evidence_hash(evidence),
         )
         block = Block(header, result.raw_transactions, result.attestations, last_commit, evidence)
-        self._remember(Executed(block, result, overlay))
-        return block.encode()
+        value = block.encode()
+        self._remember(Executed(block, result, overlay), value)
+        return value
 
     def _evidence_for(self, height: int) -> list[DuplicateVoteEvidence]:
         out = []
@@ -183,7 +185,8 @@ class Application:
     # --- validate ------------------------------------------------------------------------
 
     def block_hash(self, value: bytes) -> bytes:
-        return Block.decode(value).hash
+        executed = self._by_value.get(value)  # bytes cache their hash: cheap for our own proposals
+        return executed.block.hash if executed is not None else Block.decode(value).hash
 
     def validate(self, height: int, value: bytes, *, check_time: bool = True) -> bool:
         try:
@@ -195,6 +198,9 @@ class Application:
 
     def check_block(self, height: int, value: bytes, *, check_time: bool = True) -> Executed:
         """Full check of a block on the head; raises InvalidBlock naming the first failed rule."""
+        executed = self._by_value.get(value)
+        if executed is not None:
+            return executed
         block = Block.decode(value)
         cached = self._executed.get(block.hash)
         if cached is not None:
@@ -231,7 +237,7 @@ class Application:
                                          raw_transactions=list(block.transactions)))
         check_result(h, result, validators_hash)
         executed = Executed(block, result, overlay)
-        self._remember(executed)
+        self._remember(executed, value)
         return executed
 
     def _check_last_commit(self, block: Block) -> None:
@@ -268,10 +274,13 @@ class Application:
             out.append(Misbehavior(offender, ev.height))
         return out
 
-    def _remember(self, executed: Executed) -> None:
+    def _remember(self, executed: Executed, value: bytes) -> None:
         self._executed[executed.block.hash] = executed
+        self._by_value[value] = executed
         while len(self._executed) > 8:
             self._executed.popitem(last=False)
+        while len(self._by_value) > 8:
+            self._by_value.popitem(last=False)
 
     # --- commit ---------------------------------------------------------------------------
 
@@ -297,6 +306,7 @@ class Application:
                 for k in evidence_keys:
                     wb.put(k, height.to_bytes(8, "big"))
         self._executed.clear()
+        self._by_value.clear()
         head_state = self.head_state()
         self.mempool.on_block(head_state, [e.tx_hash for e in extras])
         if self.attestation_pool is not None:

@@ -211,7 +211,7 @@ class ChainStore:
             wb.put(b"b" + bh, block.encode())
             wb.put(b"h" + _h(height), bh)
             wb.put(b"c" + _h(height), commit.encode())
-            wb.put(b"r" + bh, rlp.encode([encode_receipt(r) for r in result.receipts]))
+            wb.put(b"r" + bh, rlp.encode(result.encoded_receipts or [encode_receipt(r) for r in result.receipts]))
             if result.block_events:
                 wb.put(b"l" + bh, encode_block_events(result.block_events))
             extras = list(extras)

@@ -65,6 +65,7 @@ class BlockResult:
     tx_gas_used: list[int] = field(default_factory=list)
     contract_addresses: list[bytes | None] = field(default_factory=list)
     transactions: list[SignedTransactionAPI] = field(default_factory=list)
+    encoded_receipts: list[bytes] = field(default_factory=list)
     raw_transactions: list[bytes] = field(default_factory=list)
     attestations: list[bytes] = field(default_factory=list)
     # logs of the epoch work, outside any transaction (vm.events); committed by the state root
@@ -223,7 +224,7 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
         receipts=receipts,
         gas_used=gas_used,
         logs_bloom=int(bloom).to_bytes(256, "big"),
-        receipts_root=compute_list_root([encode_receipt(r) for r in receipts]),
+        receipts_root=compute_list_root(encoded_receipts := [encode_receipt(r) for r in receipts]),
         transactions_root=compute_list_root(included_raw),
         attestations_root=compute_list_root(list(attestations)),
         next_validators=active_validators(state),
@@ -233,6 +234,7 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
         tx_gas_used=tx_gas,
         contract_addresses=created,
         transactions=included,
+        encoded_receipts=encoded_receipts,
         raw_transactions=included_raw,
         attestations=list(attestations),
         block_events=block_events,
