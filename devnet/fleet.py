@@ -40,7 +40,7 @@ from eth_utils import to_checksum_address
 
 from devnet.device import Device, Drive
 from node.rpc.client import RPCError, rpc_call
-from node.txsend import decode_result, encode_call, eth_call, wait_for_receipt
+from node.txsend import TxError, decode_result, encode_call, eth_call, wait_for_receipt
 
 log = logging.getLogger("motus.fleet")
 
@@ -397,7 +397,7 @@ def run(args: argparse.Namespace) -> int:
         chain_id = wait_for_node(args.rpc, args.wait)
         resolution = chain_param(args.rpc, "h3_resolution")
         cars = setup_fleet(args.rpc, plan_fleet(args.seed, args.vehicles, chain_id, resolution))
-    except (SetupError, RPCError) as exc:
+    except (SetupError, RPCError, TxError) as exc:
         print(f"fleet: setup failed: {exc}", file=sys.stderr, flush=True)
         return 1
     if not cars:
