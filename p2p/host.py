@@ -229,7 +229,9 @@ _BAN_SWEEP_INTERVAL = 1.0
 _STABLE_CONNECTION = 10.0
 # Longest a publish waits for a congested peer's outbound queue to drain.
 _PUBLISH_MAX_WAIT = 0.5
-OUTBOUND_FALLBACK_CAPACITY = 32  # the library's own queue size
+# A writer that has not taken an RPC for this long is stuck, not slow (a
+# write waits for the receiver's flow-control window, which can take a while).
+_STALLED_WRITER = 2.0
 
 
 class P2PNode:
@@ -439,18 +441,27 @@ class P2PNode:
         topic.stats.published += 1
 
     async def _wait_for_outbound_room(self) -> None:
-        """Hold a publisher back while a peer's outbound queue is over half full.
+        """Hold a publisher back while most peers' outbound queues are over half full.
 
         Pubsub's publish only enqueues; a burst larger than a queue is dropped
-        for that peer. Waiting here (bounded: a stuck peer must not stall us)
-        lets the writers catch up, so bursts slow the publisher instead.
+        for that peer. Waiting here lets the writers catch up, so bursts slow
+        the publisher instead. Only a majority of congested peers makes us
+        wait, and only queues whose writer took an RPC in the last
+        ``_STALLED_WRITER`` seconds count: one peer that reads slowly or not at
+        all (a broken or hostile peer) must not throttle our consensus
+        messages; its RPCs are dropped and counted instead. The wait is
+        bounded by ``_PUBLISH_MAX_WAIT``.
         """
         deadline = trio.current_time() + _PUBLISH_MAX_WAIT
         while trio.current_time() < deadline:
-            if all(
-                len(queue) < getattr(queue, "capacity", OUTBOUND_FALLBACK_CAPACITY) // 2
-                for queue in self._pubsub.peer_queues.values()
-            ):
+            now = time.monotonic()
+            queues = [q for q in self._pubsub.peer_queues.values() if isinstance(q, TunedRpcQueue)]
+            congested = sum(
+                1
+                for queue in queues
+                if len(queue) >= queue.capacity // 2 and now - queue.last_pop < _STALLED_WRITER
+            )
+            if congested * 2 <= len(queues):
                 return
             await trio.sleep(0.002)
 
@@ -940,10 +951,17 @@ class _GuardedPubsub(Pubsub):
     The library catches only its own stream and framing errors: an RPC frame that
     is not valid protobuf raises ``DecodeError`` out of the handler, through the
     connection's service, and takes the swarm (the whole node) down. Any peer can
-    send such a frame, and a write cut off by a disconnect can produce one."""
+    send such a frame, and a write cut off by a disconnect can produce one.
+
+    A banned (blacklisted) peer's stream is refused outright: the library would
+    still record its subscriptions, then queue every message we publish for it
+    (warning each time) during the moment it stays connected after a redial."""
 
     async def stream_handler(self, stream: INetStream) -> None:
         peer_id = stream.muxed_conn.peer_id
+        if self.is_peer_blacklisted(peer_id):
+            await _reset(stream)
+            return
         try:
             await super().stream_handler(stream)
         except Exception as exc:  # whatever the bytes were, drop this stream only

@@ -8,6 +8,7 @@ docs/p2p.md, "Tuning"). Every value here is a measured trap, not a guess.
 from __future__ import annotations
 
 import logging
+import time
 
 import libp2p.pubsub.pubsub as libp2p_pubsub
 from libp2p.pubsub.pb import rpc_pb2
@@ -40,7 +41,8 @@ class TunedRpcQueue(RpcQueue):
 
     The library drops an RPC that finds the queue full with only a debug log
     line; ``dropped`` (per queue) and ``dropped_total`` (per process) make the
-    loss visible in ``P2PNode.peers()`` and ``P2PNode.stats()``.
+    loss visible in ``P2PNode.peers()`` and ``P2PNode.stats()``. ``last_pop``
+    (monotonic seconds) tells a peer that is slow from one that stopped reading.
     """
 
     dropped_total = 0
@@ -51,6 +53,7 @@ class TunedRpcQueue(RpcQueue):
         super().__init__(max_size=max_size, max_message_size=max_message_size)
         self.capacity = max_size
         self.dropped = 0
+        self.last_pop = time.monotonic()
 
     def push(self, rpc: rpc_pb2.RPC, priority: bool = False) -> bool:
         """Enqueue like the library, but count what does not fit."""
@@ -64,6 +67,12 @@ class TunedRpcQueue(RpcQueue):
                     TunedRpcQueue.dropped_total,
                 )
         return accepted
+
+    async def pop(self) -> rpc_pb2.RPC | None:
+        """Dequeue like the library, noting when the writer last took an RPC."""
+        rpc = await super().pop()
+        self.last_pop = time.monotonic()
+        return rpc
 
 
 def apply_library_tuning() -> None:

@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 import pytest
 import trio
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
+from libp2p.utils import encode_varint_prefixed
 
 from p2p.batch import decode_batch
 from p2p.errors import MessageTooLarge, NotRunning, UnknownTopic
@@ -167,3 +169,29 @@ async def test_publish_errors(node_factory: Callable[..., P2PNode]) -> None:
         await node.publish(TopicName.BLOCK, b"x" * 4097)
     with pytest.raises(UnknownTopic):
         await node.publish(TopicName.TX, b"x")
+
+
+async def test_non_protobuf_pubsub_frames_do_not_crash_the_node(
+    node_factory: Callable[..., P2PNode],
+) -> None:
+    """The library lets a protobuf DecodeError escape its pubsub stream handler."""
+    with trio.fail_after(30):
+        target = node_factory("target")
+        inbox = target.register_topic(TopicName.TX, accept_all)
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(target.run)
+            vandal = node_factory("vandal", bootstrap=(address,))
+            vandal.register_topic(TopicName.TX, accept_all)
+            await nursery.start(vandal.run)
+            await wait_until(lambda: vandal.is_connected(target.peer_id))
+            for _ in range(3):
+                stream = await vandal.host.new_stream(target.host.get_id(), [PROTOCOL_ID_V11])
+                await stream.write(encode_varint_prefixed(b"\xff\xff not protobuf"))
+                await stream.close()
+            honest = node_factory("honest", bootstrap=(address,))
+            honest.register_topic(TopicName.TX, accept_all)
+            await nursery.start(honest.run)
+            await wait_until(lambda: meshed(honest, target, TopicName.TX))
+            await honest.publish(TopicName.TX, b"still here")
+            assert (await receive(inbox)).data == b"still here"
+            nursery.cancel_scope.cancel()

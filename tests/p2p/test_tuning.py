@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import libp2p.pubsub.pubsub as libp2p_pubsub
 import pytest
 import trio
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 
 from p2p import tuning
@@ -73,4 +76,45 @@ async def test_publish_burst_is_not_lost(node_factory: Callable[..., P2PNode]) -
             ]
             assert received == list(range(burst))
             assert [peer.outbound_dropped for peer in a.peers()] == [0]
+            nursery.cancel_scope.cancel()
+
+
+async def test_one_slow_or_stuck_peer_does_not_slow_publishing(
+    node_factory: Callable[..., P2PNode],
+) -> None:
+    def full_queue() -> tuning.TunedRpcQueue:
+        queue = tuning.TunedRpcQueue(max_size=8)
+        for _ in range(8):
+            queue.push(rpc_pb2.RPC())
+        return queue
+
+    def fake_peer() -> ID:
+        return ID.from_pubkey(create_new_key_pair().public_key)
+
+    node = node_factory("publisher")
+    node.register_topic(TopicName.TX, accept_all)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            queues = node._pubsub.peer_queues
+            stuck = queues[fake_peer()] = full_queue()
+            stuck.last_pop = time.monotonic() - 5  # its writer took nothing for 5 s
+            started = trio.current_time()
+            for _ in range(20):
+                await node.publish(TopicName.TX, b"tx")
+            assert trio.current_time() - started < 0.4
+
+            # A full queue that is draining, and it is our only peer: wait, bounded.
+            stuck.last_pop = time.monotonic()
+            started = trio.current_time()
+            await node.publish(TopicName.TX, b"tx")
+            assert 0.4 <= trio.current_time() - started < 1.5
+
+            # The same, but two healthy peers outvote it.
+            queues[fake_peer()] = tuning.TunedRpcQueue()
+            queues[fake_peer()] = tuning.TunedRpcQueue()
+            stuck.last_pop = time.monotonic()
+            started = trio.current_time()
+            await node.publish(TopicName.TX, b"tx")
+            assert trio.current_time() - started < 0.2
             nursery.cancel_scope.cancel()
