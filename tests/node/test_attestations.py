@@ -61,9 +61,14 @@ async def test_gossip_batch_verdicts(service: AttestationService) -> None:
     assert len(service.pool) == 0
 
 
+@pytest.mark.parametrize("workers", [0, 2])
 async def test_submit_checks_large_batches_off_thread_and_answers_in_order(
-        service: AttestationService) -> None:
-    devs = [Device.generate(CHAIN_ID, seed=b"d%d" % i) for i in range(20)]
+        service: AttestationService, workers: int) -> None:
+    if workers:
+        from node.attestation_pool import ProcessPoolChecker
+
+        service.workers = ProcessPoolChecker(workers=workers, min_batch=16, chunk=16)
+    devs = [Device.generate(CHAIN_ID, seed=b"d%d" % i) for i in range(40)]
     raws = [reading(d) for d in devs]
     raws[3] = raws[3][:-1] + bytes([raws[3][-1] ^ 1])
     raws[7] = b"\x93\x01\x02\x03"
