@@ -670,6 +670,8 @@ class P2PNode:
             "banned_disconnects": self._banned_disconnects,
             # Process-wide: gossip RPCs lost to full per-peer outbound queues.
             "outbound_dropped": TunedRpcQueue.dropped_total,
+            # Inbound pubsub streams dropped for undecodable frames.
+            "malformed_pubsub_streams": self._pubsub.malformed_streams,
         }
 
     @property
@@ -955,7 +957,12 @@ class _GuardedPubsub(Pubsub):
 
     A banned (blacklisted) peer's stream is refused outright: the library would
     still record its subscriptions, then queue every message we publish for it
-    (warning each time) during the moment it stays connected after a redial."""
+    (warning each time) during the moment it stays connected after a redial.
+
+    Dropped streams are counted (``malformed_streams``) but not penalised: a
+    peer cannot be blamed with certainty for bytes cut off by a disconnect."""
+
+    malformed_streams = 0
 
     async def stream_handler(self, stream: INetStream) -> None:
         peer_id = stream.muxed_conn.peer_id
@@ -966,6 +973,7 @@ class _GuardedPubsub(Pubsub):
             await super().stream_handler(stream)
         except Exception as exc:  # whatever the bytes were, drop this stream only
             logger.info("pubsub stream from %s dropped: %s: %s", peer_id, type(exc).__name__, exc)
+            self.malformed_streams += 1
             await _reset(stream)
             self._handle_dead_peer(peer_id)
 

@@ -194,4 +194,5 @@ async def test_non_protobuf_pubsub_frames_do_not_crash_the_node(
             await wait_until(lambda: meshed(honest, target, TopicName.TX))
             await honest.publish(TopicName.TX, b"still here")
             assert (await receive(inbox)).data == b"still here"
+            assert target.stats()["malformed_pubsub_streams"] == 3
             nursery.cancel_scope.cancel()
