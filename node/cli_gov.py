@@ -142,8 +142,9 @@ def _proposed(out: dict[str, Any]) -> dict[str, Any]:
 
 def cmd_propose_param(args: argparse.Namespace) -> dict[str, Any]:
     """Propose a new value for a chain parameter."""
-    out = transact(args, "proposeParam", args.name, args.value, args.description,
-                   value=args.deposit)
+    out = transact(
+        args, "proposeParam", args.name, args.value, args.description, value=args.deposit
+    )
     return _proposed(out)
 
 
@@ -152,22 +153,31 @@ def cmd_propose_manufacturer(args: argparse.Namespace) -> dict[str, Any]:
     licensed = not args.revoke
     if licensed and not args.name:
         raise UsageError("licensing a manufacturer needs --name")
-    out = transact(args, "proposeManufacturer", args.address, licensed, args.name or "",
-                   args.description, value=args.deposit)
+    out = transact(
+        args,
+        "proposeManufacturer",
+        args.address,
+        licensed,
+        args.name or "",
+        args.description,
+        value=args.deposit,
+    )
     return _proposed(out)
 
 
 def cmd_propose_deny(args: argparse.Namespace) -> dict[str, Any]:
     """Propose adding a device to the deny list (or, with --allow, lifting it)."""
-    out = transact(args, "proposeDeny", args.device, not args.allow, args.description,
-                   value=args.deposit)
+    out = transact(
+        args, "proposeDeny", args.device, not args.allow, args.description, value=args.deposit
+    )
     return _proposed(out)
 
 
 def cmd_propose_validator(args: argparse.Namespace) -> dict[str, Any]:
     """Propose adding a validator, changing its power, or removing it (power 0)."""
-    out = transact(args, "proposeValidator", args.address, args.power, args.description,
-                   value=args.deposit)
+    out = transact(
+        args, "proposeValidator", args.address, args.power, args.description, value=args.deposit
+    )
     return _proposed(out)
 
 
@@ -186,8 +196,9 @@ def cmd_show(args: argparse.Namespace) -> dict[str, Any]:
         if prop is None:
             raise NotFound(f"no proposal {args.id} at block {args.block}")
         return dict(prop)
-    return dict(rpc_call(args.rpc, "motus_listProposals",
-                         [args.status, args.start, args.limit, args.block]))
+    return dict(
+        rpc_call(args.rpc, "motus_listProposals", [args.status, args.start, args.limit, args.block])
+    )
 
 
 def cmd_power(args: argparse.Namespace) -> dict[str, Any]:
@@ -223,8 +234,12 @@ def cmd_rewards_supply(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _proposal_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--deposit", type=parse_amount, required=True,
-                   help="MOTUS held until the tally; burned on a veto (gov_min_deposit or more)")
+    p.add_argument(
+        "--deposit",
+        type=parse_amount,
+        required=True,
+        help="MOTUS held until the tally; burned on a veto (gov_min_deposit or more)",
+    )
     p.add_argument("--description", default="", help="why (at most 1,024 bytes)")
     _signer_args(p)
 
@@ -235,12 +250,16 @@ def register_gov_commands(sub: argparse._SubParsersAction) -> None:
     gs = gov.add_subparsers(dest="gov_cmd", required=True)
 
     lock = gs.add_parser("lock", help="lock MOTUS for voting power")
-    lock.add_argument("--amount", type=parse_amount, required=True, help="MOTUS (0.5) or wei (5wei)")
+    lock.add_argument(
+        "--amount", type=parse_amount, required=True, help="MOTUS (0.5) or wei (5wei)"
+    )
     _signer_args(lock)
     lock.set_defaults(fn=run(cmd_lock))
 
     unlock = gs.add_parser("unlock", help="start releasing locked MOTUS")
-    unlock.add_argument("--amount", type=parse_amount, required=True, help="MOTUS (0.5) or wei (5wei)")
+    unlock.add_argument(
+        "--amount", type=parse_amount, required=True, help="MOTUS (0.5) or wei (5wei)"
+    )
     _signer_args(unlock)
     unlock.set_defaults(fn=run(cmd_unlock))
 
@@ -252,7 +271,9 @@ def register_gov_commands(sub: argparse._SubParsersAction) -> None:
     ps = propose.add_subparsers(dest="propose_cmd", required=True)
     param = ps.add_parser("param", help="set a chain parameter (motus gov params lists them)")
     param.add_argument("name")
-    param.add_argument("value", type=parse_uint, help="integer in the parameter's unit (wei, blocks...)")
+    param.add_argument(
+        "value", type=parse_uint, help="integer in the parameter's unit (wei, blocks...)"
+    )
     _proposal_args(param)
     param.set_defaults(fn=run(cmd_propose_param))
 
@@ -277,15 +298,18 @@ def register_gov_commands(sub: argparse._SubParsersAction) -> None:
 
     vote = gs.add_parser("vote", help="vote yes, no, abstain or veto")
     vote.add_argument("id", type=parse_proposal_id)
-    vote.add_argument("option_name", metavar="{yes,no,abstain,veto}", type=str.lower,
-                      choices=list(OPTIONS))
+    vote.add_argument(
+        "option_name", metavar="{yes,no,abstain,veto}", type=str.lower, choices=list(OPTIONS)
+    )
     _signer_args(vote)
     vote.set_defaults(fn=run(cmd_vote))
 
     show = gs.add_parser("show", help="a proposal, or a list of them")
     show.add_argument("id", type=parse_proposal_id, nargs="?")
-    show.add_argument("--status", choices=["voting", "passed", "executed", "rejected",
-                                           "no_quorum", "vetoed", "failed"])
+    show.add_argument(
+        "--status",
+        choices=["voting", "passed", "executed", "rejected", "no_quorum", "vetoed", "failed"],
+    )
     show.add_argument("--start", type=parse_proposal_id, default=1, help="first id to list")
     show.add_argument("--limit", type=int, default=100, help="at most this many (1..100)")
     _block_arg(show)

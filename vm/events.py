@@ -72,8 +72,9 @@ def emit_block_event(address: bytes, topics: Sequence[int | bytes], data: bytes)
         return False
     if len(topics) > MAX_TOPICS:
         raise ValueError(f"an event has at most {MAX_TOPICS} topics")
-    words = tuple(t.to_bytes(32, "big") if isinstance(t, int) else bytes(t).rjust(32, b"\x00")
-                  for t in topics)
+    words = tuple(
+        t.to_bytes(32, "big") if isinstance(t, int) else bytes(t).rjust(32, b"\x00") for t in topics
+    )
     sink.append(BlockEvent(bytes(address), words, bytes(data)))
     return True
 
@@ -100,8 +101,11 @@ def block_events_slot(height: int) -> int:
 def record_block_events(state: StateAPI, height: int, events: Sequence[BlockEvent]) -> None:
     """Commit the block's events into state (nothing is written for a block without)."""
     if events:
-        state.set_storage(Address(addresses.PARAMS), block_events_slot(height),
-                          int.from_bytes(compute_block_events_hash(events), "big"))
+        state.set_storage(
+            Address(addresses.PARAMS),
+            block_events_slot(height),
+            int.from_bytes(compute_block_events_hash(events), "big"),
+        )
 
 
 def get_block_events_hash(state: StateAPI, height: int) -> bytes | None:

@@ -110,7 +110,11 @@ def get_params(ctx: RPCContext, ref: p.BlockRef) -> dict[str, Any]:
     for prop in gov.list_proposals(state, "passed", start_id=first_open, limit=MAX_SCAN):
         if prop.kind == "param":
             pending.setdefault(prop.name, []).append(
-                {"proposalId": prop.id, "value": str(prop.value), "executableAt": prop.executable_at}
+                {
+                    "proposalId": prop.id,
+                    "value": str(prop.value),
+                    "executableAt": prop.executable_at,
+                }
             )
     return {
         "params": {

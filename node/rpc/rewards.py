@@ -188,8 +188,11 @@ def get_rewards(
                 f"{MAX_REWARD_READS} records; ask for a smaller epoch range"
             )
         for vid in vehicles:
-            records += [r for r in rewards.get_vehicle_rewards(state, vid, *span)  # type: ignore[misc]
-                        if r.owner == who]
+            records += [
+                r
+                for r in rewards.get_vehicle_rewards(state, vid, *span)  # type: ignore[misc]
+                if r.owner == who
+            ]
         records.sort(key=lambda r: (r.epoch, r.vehicle_id))
     else:
         out["vehicleId"] = who
@@ -221,9 +224,7 @@ def audit_balances(ctx: RPCContext, state_root: bytes) -> dict[str, Any]:
     return {"accounts": count, "sumOfBalances": str(total)}
 
 
-@methods.method(
-    "motus_getSupply", BLOCK, Param("audit", p.boolean, False), blocking=True
-)
+@methods.method("motus_getSupply", BLOCK, Param("audit", p.boolean, False), blocking=True)
 def get_supply_info(ctx: RPCContext, ref: p.BlockRef, audit: bool) -> dict[str, Any]:
     """The MOTUS supply at that block: ``total = genesis + minted - burnedDeposits -
     burnedFees`` (checked here: an inconsistent record is an internal error). With
