@@ -1,38 +1,65 @@
 """The node's network side: consensus driven over libp2p gossip, block sync, and the
-gossip of transactions, attestations and evidence.
+gossip of transactions and evidence (docs/network.md).
 
 Wiring (CometBFT's reactors, in one trio nursery):
-  consensus topic -> ConsensusRunner.submit;  runner broadcast -> consensus topic
+  consensus topic -> checked (signature against the height's validator set) ->
+                     ConsensusRunner.submit;  runner broadcast -> consensus topic
   runner decide   -> Application.commit -> block announcement on the block topic
   tx topic        -> Mempool (validated before relay);  RPC tx -> tx topic
   evidence topic  -> Application.add_evidence (verified before relay)
-  status/blocks request-response -> block sync of a node that is behind
+  status/blocks request-response -> block sync of a node that is behind, before it
+                     joins consensus and whenever it falls behind or stalls
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import rlp
 import trio
 from eth_hash.auto import keccak
 
+from consensus.effects import InvalidMessage
 from consensus.errors import ConsensusError
-from consensus.machine import ConsensusMachine, Timeouts
+from consensus.machine import (
+    MAX_ROUNDS_AHEAD,
+    ConsensusMachine,
+    Timeouts,
+    compute_proposal_signer,
+    compute_vote_signer,
+)
+from consensus.messages import CommitMessage, ConsensusMessage, ProposalMessage, decode_message
 from consensus.runner import ConsensusRunner
-from consensus.types import Commit, DuplicateVoteEvidence
+from consensus.types import Commit, DuplicateVoteEvidence, ValidatorSet, Vote
 from consensus.wal import Signer, SigningGuard
 from node.app import Application
 from node.block import Block, MalformedBlock
 from node.mempool import TxRejected
 
+if TYPE_CHECKING:
+    from p2p.host import P2PNode, Verdict
+
 log = logging.getLogger("motus.network")
 
-SYNC_BATCH = 64
-SYNC_INTERVAL_S = 1.0
+SYNC_BATCH = 64  # blocks asked for per request (the protocol serves at most 128)
+SYNC_POLL_S = 1.0  # how often the sync loop looks at the head
+# A head that has not moved for this long while a peer is ahead means we missed a
+# decision (a follower sends no votes, so nobody sends it the catch-up commit).
+SYNC_STALL_S = 2.0
+INITIAL_PEER_WAIT_S = 5.0  # how long a node with bootstrap peers waits for one before syncing
 ANNOUNCE_SEDES = rlp.sedes.List([rlp.sedes.big_endian_int, rlp.sedes.Binary.fixed_length(32)])
 SYNC_ITEM_SEDES = rlp.sedes.List([rlp.sedes.binary, rlp.sedes.binary])
+EVIDENCE_MAX_BYTES = 64 * 1024
+
+# Mempool reject codes that depend on the receiver's pool or head, not on the bytes:
+# the forwarder may have seen a different state, so they cost it nothing.
+STATE_DEPENDENT_TX_CODES = frozenset({
+    "already_known", "nonce_too_low", "nonce_too_high", "pool_full", "replacement_underpriced",
+    "insufficient_funds", "fee_too_low",
+})
 
 
 class ConsensusApp:
@@ -67,15 +94,19 @@ class ConsensusApp:
 
 
 class NetworkService:
-    """Owns the P2P node, the consensus runner and block sync for one node."""
+    """Owns the P2P node, the consensus runner and block sync for one node.
 
-    def __init__(self, node) -> None:
+    ``run`` starts p2p, catches up with the peers it reaches (block sync), then
+    starts consensus at the height after the synced head; ``syncing`` is True while
+    blocks are being fetched."""
+
+    def __init__(self, node: Any) -> None:
         from p2p.host import P2PConfig, P2PNode
 
         self.node = node
         self.app: Application = node.app
         self.store = node.store
-        self.chain_id = node.chain_id
+        self.chain_id: int = node.chain_id
         cfg = node.config
         self.p2p: P2PNode | None = None
         if cfg.p2p.enabled:
@@ -85,50 +116,69 @@ class NetworkService:
             ))
             self._consensus_inbox = self.p2p.register_topic("consensus", self._check_consensus)
             self._tx_inbox = self.p2p.register_topic("tx", self._check_tx)
-            self._evidence_inbox = self.p2p.register_topic("evidence", self._check_evidence,
-                                                           max_size=64 * 1024)
+            self._evidence_inbox = self.p2p.register_topic(
+                "evidence", self._check_evidence, max_size=EVIDENCE_MAX_BYTES)
             self._block_inbox = self.p2p.register_topic("block", self._check_announce)
             self.p2p.set_status_handler(self._serve_status)
             self.p2p.set_blocks_handler(self._serve_blocks)
-        signer = None
+        self.signer: Signer | None = None
         if node.validator_key is not None:
             node.home.signing_state.parent.mkdir(mode=0o700, exist_ok=True)
             guard = SigningGuard(node.home.signing_state)
-            signer = Signer(node.validator_key, self.chain_id, guard)
+            self.signer = Signer(node.validator_key, self.chain_id, guard)
         c = cfg.consensus
         delta = c.timeout_delta_ms / 1000
-        timeouts = Timeouts(propose=c.timeout_propose_ms / 1000, prevote=c.timeout_prevote_ms / 1000,
-                            precommit=c.timeout_precommit_ms / 1000, propose_delta=delta,
-                            prevote_delta=delta, precommit_delta=delta)
-        self.machine = ConsensusMachine(self.chain_id, ConsensusApp(self.app, node.address), signer, timeouts)
-        height = self.store.head_height + 1
-        self.runner = ConsensusRunner(
-            self.machine, height, self.store.validators_for(height),
-            broadcast=self._broadcast, on_decide=self._on_decide, next_validators=self._validators_for,
-            on_evidence=self._on_evidence, on_invalid=self._on_invalid,
-            commit_wait_s=max(c.commit_wait_ms, c.block_interval_ms) / 1000,
+        self.timeouts = Timeouts(
+            propose=c.timeout_propose_ms / 1000, prevote=c.timeout_prevote_ms / 1000,
+            precommit=c.timeout_precommit_ms / 1000, propose_delta=delta, prevote_delta=delta,
+            precommit_delta=delta,
         )
-        self._sync_wanted = trio.Event()
+        self.commit_wait_s = max(c.commit_wait_ms, c.block_interval_ms) / 1000
+        self.machine = ConsensusMachine(
+            self.chain_id, ConsensusApp(self.app, node.address), self.signer, self.timeouts)
+        # Built once the initial sync is done, at the height after the synced head.
+        self.runner: ConsensusRunner | None = None
         self.syncing = False
+        self._sync_wanted = trio.Event()
+        self._proposers: dict[tuple[int, int], bytes] = {}
         self.tx_listeners: list[Callable[[bytes], None]] = []
 
     # --- lifecycle -----------------------------------------------------------------
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Run p2p, sync and consensus until cancelled; started once consensus runs."""
         async with trio.open_nursery() as nursery:
             if self.p2p is not None:
                 await nursery.start(self.p2p.run)
                 nursery.start_soon(self._pump_consensus)
-                nursery.start_soon(self._pump_txs)
-                nursery.start_soon(self._pump_evidence)
-                nursery.start_soon(self._pump_announcements)
-                nursery.start_soon(self._sync_loop)
+                nursery.start_soon(self._drain, self._tx_inbox)  # pooled by the validator
+                nursery.start_soon(self._drain, self._evidence_inbox)  # likewise
+                nursery.start_soon(self._drain, self._block_inbox)
                 await self._initial_sync()
+            height = self.store.head_height + 1
+            self.runner = ConsensusRunner(
+                self.machine, height, self.store.validators_for(height),
+                broadcast=self._broadcast, on_decide=self._on_decide,
+                next_validators=self._validators_for, on_evidence=self._on_evidence,
+                on_invalid=self._on_invalid, commit_wait_s=self.commit_wait_s,
+            )
             await nursery.start(self.runner.run)
+            if self.p2p is not None:
+                nursery.start_soon(self._sync_loop)
             task_status.started()
 
     def peer_count(self) -> int:
         return len(self.p2p.peers()) if self.p2p is not None else 0
+
+    def banned_peer_count(self) -> int:
+        """Peers serving a ban for misbehaviour (they are disconnected and refused)."""
+        return len(self.p2p.scoreboard.banned_peers()) if self.p2p is not None else 0
+
+    def consensus_status(self) -> dict[str, Any]:
+        """Where the machine is: height, round, step (for status pages and tests)."""
+        m = self.machine
+        return {"height": m.height, "round": m.round, "step": m.step.name.lower(),
+                "lockedRound": m.locked_round}
 
     # --- consensus -------------------------------------------------------------------
 
@@ -140,72 +190,130 @@ class NetworkService:
         if height <= self.store.head_height:
             return  # block sync got there first; the machine only caught up
         block = self.app.commit(height, value, commit)
-        if self.p2p is not None:
-            try:
-                await self.p2p.publish("block", rlp.encode([height, block.hash]))
-            except Exception:
-                log.exception("block announcement failed")
+        await self._announce(height, block.hash)
 
-    def _validators_for(self, height: int):
+    async def _announce(self, height: int, block_hash: bytes) -> None:
+        if self.p2p is None:
+            return
+        try:
+            await self.p2p.publish("block", rlp.encode([height, block_hash]))
+        except Exception:  # an announcement is a hint; losing one costs a sync poll
+            log.exception("block announcement failed")
+
+    def _validators_for(self, height: int) -> ValidatorSet:
         return self.store.validators_for(height)
 
     async def _on_evidence(self, ev: DuplicateVoteEvidence) -> None:
         if self.app.add_evidence(ev):
-            log.warning("double-sign evidence against 0x%s at height %d", ev.validator.hex(), ev.height)
+            log.warning("double-sign evidence against 0x%s at height %d round %d",
+                        ev.validator.hex(), ev.height, ev.vote_a.round)
             if self.p2p is not None:
                 await self.p2p.publish("evidence", ev.encode())
 
-    def _on_invalid(self, peer, effect) -> None:
-        if self.p2p is not None and peer is not None:
-            self.p2p.penalise(peer, f"consensus:{effect.code}")
+    def _on_invalid(self, peer: Any, effect: InvalidMessage) -> None:
+        """The machine refused a message the topic check let through.
 
-    def _check_consensus(self, peer: str, data: bytes) -> bool:
-        from consensus.messages import decode_message
+        Only the message's author is at fault: every relay ran the same topic check and
+        passed it (what the machine still refuses depends on its height and round). The
+        author is known because pubsub messages are signed; we penalise it only when it
+        handed us the message itself, so an honest relay is never punished."""
+        if self.p2p is None or not isinstance(peer, tuple):
+            return
+        origin, forwarder = peer
+        log.info("consensus message from %s refused: %s (%s)", origin, effect.code, effect.reason)
+        if origin is not None and origin == forwarder:
+            self.p2p.penalise(origin, f"consensus:{effect.code}")
+
+    def _check_consensus(self, peer: str, data: bytes) -> Verdict:
+        """Topic check: relay only messages every honest node would accept.
+
+        REJECT (the forwarder is penalised): undecodable, or a vote/proposal/commit for
+        a height whose validator set we know (head to head + 1) that is not signed by a
+        member (by the round's proposer, for a proposal). IGNORE (dropped, no penalty):
+        heights we cannot check (older, or beyond head + 1) and rounds far ahead."""
+        from p2p.host import Verdict
 
         try:
-            decode_message(data)
+            message = decode_message(data)
+        except ConsensusError:
+            return Verdict.REJECT
+        head = self.store.head_height
+        height = message.height
+        if not head <= height <= head + 1:
+            return Verdict.IGNORE
+        if isinstance(message, CommitMessage) and height <= head:
+            return Verdict.IGNORE  # we have that block already
+        if message.round > max(self.machine.round, 0) + MAX_ROUNDS_AHEAD:
+            return Verdict.IGNORE
+        validators = self.store.validators_for(height)
+        if validators is None:
+            return Verdict.IGNORE
+        return Verdict.ACCEPT if self._is_signed_by_set(message, validators) else Verdict.REJECT
+
+    def _is_signed_by_set(self, message: ConsensusMessage, validators: ValidatorSet) -> bool:
+        if isinstance(message, Vote):
+            return (validators.get(message.validator) is not None
+                    and compute_vote_signer(self.chain_id, message) == message.validator)
+        if isinstance(message, ProposalMessage):
+            proposal = message.proposal
+            return (proposal.proposer == self._proposer(validators, proposal.height, proposal.round)
+                    and compute_proposal_signer(self.chain_id, proposal) == proposal.proposer)
+        try:
+            validators.verify_commit(self.chain_id, message.height, message.commit.block_hash,
+                                     message.commit)
         except ConsensusError:
             return False
-        return True  # signatures are checked by the machine, which reports bad ones
+        return True
+
+    def _proposer(self, validators: ValidatorSet, height: int, round_: int) -> bytes:
+        key = (height, round_)
+        proposer = self._proposers.get(key)
+        if proposer is None:
+            proposer = validators.proposer_for_round(round_).address
+            if len(self._proposers) > 256:
+                self._proposers.clear()
+            self._proposers[key] = proposer
+        return proposer
 
     async def _pump_consensus(self) -> None:
         async for msg in self._consensus_inbox:
-            await self.runner.submit(msg.data, peer=msg.forwarder)
+            if self.runner is None:
+                continue  # still syncing: the machine starts after the synced head
+            await self.runner.submit(msg.data, peer=(msg.origin, msg.forwarder))
+
+    async def _drain(self, inbox: trio.MemoryReceiveChannel[Any]) -> None:
+        async for _ in inbox:
+            pass  # the topic check already did the work; keep the inbox from filling
 
     # --- transactions and evidence ------------------------------------------------------
 
-    def _check_tx(self, peer: str, data: bytes):
+    def _check_tx(self, peer: str, data: bytes) -> Verdict:
         from p2p.host import Verdict
 
         try:
             self.app.submit_transaction(data, gossip=False)
         except TxRejected as exc:
-            if exc.code in ("already_known", "nonce_too_low", "pool_full", "replacement_underpriced",
-                            "insufficient_funds", "nonce_too_high", "fee_too_low"):
+            if exc.code in STATE_DEPENDENT_TX_CODES:
                 return Verdict.IGNORE  # may be valid elsewhere or stale: not the peer's fault
             return Verdict.REJECT
         return Verdict.ACCEPT
-
-    async def _pump_txs(self) -> None:
-        async for _ in self._tx_inbox:
-            pass  # already pooled by the validator
 
     async def publish_tx(self, raw: bytes) -> None:
         if self.p2p is not None:
             await self.p2p.publish("tx", raw)
 
-    def _check_evidence(self, peer: str, data: bytes):
+    def _check_evidence(self, peer: str, data: bytes) -> Verdict:
         from p2p.host import Verdict
 
         try:
             ev = DuplicateVoteEvidence.decode(data)
         except ConsensusError:
             return Verdict.REJECT
-        return Verdict.ACCEPT if self.app.add_evidence(ev) else Verdict.IGNORE
-
-    async def _pump_evidence(self) -> None:
-        async for _ in self._evidence_inbox:
-            pass  # added to the pending evidence by the validator
+        if not self.app.add_evidence(ev):
+            return Verdict.IGNORE  # known, committed, or not checkable at our head
+        log.warning("double-sign evidence against 0x%s at height %d received by gossip",
+                    ev.validator.hex(), ev.height)
+        return Verdict.ACCEPT
 
     # --- block sync ------------------------------------------------------------------------
 
@@ -218,11 +326,7 @@ class NetworkService:
             self._sync_wanted.set()
         return True
 
-    async def _pump_announcements(self) -> None:
-        async for _ in self._block_inbox:
-            pass
-
-    async def _serve_status(self, peer: str):
+    async def _serve_status(self, peer: str) -> Any:
         from p2p.reqresp import Head
 
         head = self.store.head
@@ -240,37 +344,56 @@ class NetworkService:
 
     async def _initial_sync(self) -> None:
         """Before joining consensus, catch up with whatever peers we reach within a few seconds."""
+        assert self.p2p is not None
         if not self.node.config.p2p.bootstrap:
             return
-        with trio.move_on_after(5):
+        with trio.move_on_after(INITIAL_PEER_WAIT_S):
             while not self.p2p.peers():
-                await trio.sleep(0.2)
-        await self._sync_once()
+                await trio.sleep(0.1)
+        await trio.sleep(0.2)  # let the other bootstrap peers connect: ask the best of them
+        try:
+            await self._sync_once(min_lead=1)
+        except Exception:
+            log.exception("initial block sync failed")
 
     async def _sync_loop(self) -> None:
+        """Sync when an announcement shows we are two or more blocks behind, or when our
+        head has not moved for SYNC_STALL_S while some peer is ahead."""
+        last_head, moved_at = self.store.head_height, time.monotonic()
         while True:
-            with trio.move_on_after(SYNC_INTERVAL_S * 3):
+            with trio.move_on_after(SYNC_POLL_S):
                 await self._sync_wanted.wait()
+            announced = self._sync_wanted.is_set()
             self._sync_wanted = trio.Event()
+            head = self.store.head_height
+            if head != last_head:
+                last_head, moved_at = head, time.monotonic()
+            stalled = time.monotonic() - moved_at >= SYNC_STALL_S
+            if not (announced or stalled):
+                continue
             try:
-                await self._sync_once()
+                await self._sync_once(min_lead=1 if stalled else 2)
             except Exception:
                 log.exception("block sync round failed")
-            await trio.sleep(SYNC_INTERVAL_S)
+            if stalled:
+                moved_at = time.monotonic()  # poll peers once per stall period, not per second
 
-    async def _sync_once(self) -> int:
-        """Fetch and commit blocks from the most advanced peer; returns blocks committed."""
+    async def _sync_once(self, min_lead: int) -> int:
+        """Fetch and commit blocks from the most advanced peer if it is at least
+        ``min_lead`` blocks ahead; returns the number of blocks committed."""
         from p2p.errors import P2PError
 
-        best = None
+        assert self.p2p is not None
+        best: tuple[str, int] | None = None
         for peer in self.p2p.peers():
             try:
-                status = await self.p2p.request_status(peer.peer_id)
+                with trio.move_on_after(2.0):
+                    status = await self.p2p.request_status(peer.peer_id)
+                    if best is None or status.height > best[1]:
+                        best = (peer.peer_id, status.height)
             except P2PError:
                 continue
-            if status.height > self.store.head_height + 1 and (best is None or status.height > best[1]):
-                best = (peer.peer_id, status.height)
-        if best is None:
+        if best is None or best[1] < self.store.head_height + min_lead:
             return 0
         peer_id, target = best
         committed = 0
@@ -279,38 +402,52 @@ class NetworkService:
             while self.store.head_height < target:
                 start = self.store.head_height + 1
                 try:
-                    items = await self.p2p.request_blocks(peer_id, start, min(target, start + SYNC_BATCH - 1))
+                    items = await self.p2p.request_blocks(
+                        peer_id, start, min(target, start + SYNC_BATCH - 1))
                 except P2PError as exc:
                     log.info("block sync from %s stopped: %s", peer_id, exc)
                     break
                 if not items:
                     break
+                ok = True
                 for item in items:
-                    if not self._commit_synced(peer_id, item):
-                        return committed
-                    committed += 1
+                    result = self._commit_synced(peer_id, item)
+                    if result is None:
+                        ok = False
+                        break
+                    committed += result
+                    await trio.sleep(0)  # let consensus and RPC breathe during a long sync
+                if not ok:
+                    break
             if committed:
                 height = self.store.head_height + 1
-                log.info("block sync: committed %d blocks, now at %d", committed, height - 1)
-                await self.runner.jump_to_height(height, self.store.validators_for(height))
+                log.info("block sync: committed %d blocks from %s, now at %d",
+                         committed, peer_id, height - 1)
+                if self.runner is not None and self.machine.height < height:
+                    await self.runner.jump_to_height(height, self.store.validators_for(height))
         finally:
             self.syncing = False
         return committed
 
-    def _commit_synced(self, peer_id: str, item: bytes) -> bool:
+    def _commit_synced(self, peer_id: str, item: bytes) -> int | None:
         """Verify a fetched block's commit against the validator set of its height, then
-        execute and commit it; a peer that sends a bad one is penalised."""
-        height = self.store.head_height + 1
+        execute and commit it. Returns 1 if committed, 0 if consensus committed that
+        height meanwhile, None (and the peer is penalised) if the item is bad."""
+        assert self.p2p is not None
+        head = self.store.head_height
         try:
             raw, raw_commit = rlp.decode(item, sedes=SYNC_ITEM_SEDES)
             block = Block.decode(raw)
             commit = Commit.decode(raw_commit)
-            if block.height != height:
-                raise MalformedBlock(f"expected height {height}, got {block.height}")
-            self.store.validators_for(height).verify_commit(self.chain_id, height, block.hash, commit)
-            self.app.commit(height, raw, commit)
+            if block.height <= head and self.store.hash_at(block.height) == block.hash:
+                return 0  # decided by consensus while the response was in flight
+            if block.height != head + 1:
+                raise MalformedBlock(f"expected height {head + 1}, got {block.height}")
+            self.store.validators_for(block.height).verify_commit(
+                self.chain_id, block.height, block.hash, commit)
+            self.app.commit(block.height, raw, commit)
         except Exception as exc:
-            log.warning("peer %s sent a bad block %d: %s", peer_id, height, exc)
+            log.warning("peer %s sent a bad block %d: %s", peer_id, head + 1, exc)
             self.p2p.penalise(peer_id, "sync:bad_block")
-            return False
-        return True
+            return None
+        return 1
