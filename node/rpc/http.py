@@ -322,7 +322,7 @@ class HTTPServer:
             "chainId": self.node.chain_id,
             "height": head.height,
             "headAgeSeconds": round(max(0.0, time.time() - head.timestamp_ms / 1000), 3),
-            "syncing": False,
+            "syncing": bool(getattr(getattr(self.node, "network", None), "syncing", False)),
         }
 
     # --- WebSocket ----------------------------------------------------------------------

@@ -42,6 +42,7 @@ def node_status(ctx: RPCContext) -> dict[str, Any]:
     node = ctx.node
     head = ctx.store.head
     validators = ctx.store.validators_for(head.height + 1)
+    network = getattr(node, "network", None)
     is_validator = (
         node.address is not None
         and validators is not None
@@ -61,8 +62,10 @@ def node_status(ctx: RPCContext) -> dict[str, Any]:
         "validator": None if node.address is None else hexb(node.address),
         "isValidator": is_validator,
         "peers": peer_count(node),
+        "bannedPeers": network.banned_peer_count() if network is not None else 0,
         "mempoolSize": len(ctx.mempool),
-        "syncing": False,
+        "syncing": bool(getattr(network, "syncing", False)),
+        "consensus": network.consensus_status() if network is not None else None,
         "rpcPort": node.rpc_port,
     }
 
