@@ -38,6 +38,11 @@ class Member:
         return f"http://127.0.0.1:{self.rpc_port}"
 
 
+# Voting power of each devnet validator: large enough that the 5 % double-sign slash
+# (vm/modules/validators.py SLASH_BPS) is visible, which it is not on a power of 10.
+DEVNET_POWER = 100
+
+
 def prepare(root: Path, validators: int, rpc_base: int, p2p_base: int, chain_id: int,
             block_interval_ms: int | None = None) -> list[Member]:
     """Create (or reuse) homes, keys, genesis and configs; returns the members."""
@@ -59,7 +64,7 @@ def prepare(root: Path, validators: int, rpc_base: int, p2p_base: int, chain_id:
             raise SystemExit(f"{genesis_path} was made for other validators or another chain id: "
                              f"remove {root} to start a fresh devnet")
     else:
-        spec = new_genesis(chain_id, [(m.address, 10) for m in members])
+        spec = new_genesis(chain_id, [(m.address, DEVNET_POWER) for m in members])
         write_atomic(genesis_path, spec.to_json().encode(), mode=0o644)
     for m in members:
         cfg = Config.load(m.home.config) if m.home.config.exists() else Config()
