@@ -30,12 +30,12 @@ from typing import Any
 from eth.abc import StateAPI
 from eth_typing import Address
 
+from vm import supply  # module import: vm.supply imports vm.modules (cycle)
 from vm.modules import addresses
 from vm.modules.base import Call, ModuleRevert, Store, SystemModule, mapping_slot
 from vm.modules.params import get_param, set_param
 from vm.modules.validators import active_validators, set_power
 from vm.params import PARAMS, check_param
-from vm.supply import record_burned_deposit
 
 BPS = 10_000
 ZERO_ADDRESS = b"\x00" * 20
@@ -289,7 +289,7 @@ def _process_tally(state: StateAPI, st: Store, pid: int, height: int, emit: Emit
     proposer = st.load_address(base + P_PROPOSER)
     state.delta_balance(Address(addresses.GOVERNANCE), -deposit)
     if status == STATUS_VETOED:
-        record_burned_deposit(state, deposit)
+        supply.record_burned_deposit(state, deposit)
     else:
         state.delta_balance(Address(proposer), deposit)
     if emit is not None:

@@ -33,6 +33,7 @@ from typing import Any
 from eth.abc import StateAPI
 from eth_typing import Address
 
+from vm import supply  # module import: vm.supply imports vm.modules (cycle)
 from vm.modules import addresses
 from vm.modules.base import Call, Store, SystemModule, mapping_slot
 from vm.modules.governance import locked_amount
@@ -48,7 +49,6 @@ from vm.scoring import (
     compute_vehicle_score,
     is_qualifying,
 )
-from vm.supply import record_minted
 
 ZERO_ADDRESS = b"\x00" * 20
 MAX_LIST = 1_000
@@ -194,7 +194,7 @@ def process_epoch_end(state: StateAPI, epoch: int,
             if emit is not None:
                 emit("RewardPaid", epoch, vid, owner, score.points, reward)
     if minted:
-        record_minted(state, minted)
+        supply.record_minted(state, minted)
 
     st.store(ebase + E_PROCESSED, 1)
     st.store(ebase + E_ISSUANCE, issuance)
