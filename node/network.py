@@ -133,7 +133,8 @@ class NetworkService:
             precommit=c.timeout_precommit_ms / 1000, propose_delta=delta, prevote_delta=delta,
             precommit_delta=delta,
         )
-        self.commit_wait_s = max(c.commit_wait_ms, c.block_interval_ms) / 1000
+        self.commit_wait_s = c.commit_wait_ms / 1000
+        self.block_interval_s = c.block_interval_ms / 1000
         self.machine = ConsensusMachine(
             self.chain_id, ConsensusApp(self.app, node.address), self.signer, self.timeouts)
         # Built once the initial sync is done, at the height after the synced head.
@@ -160,7 +161,8 @@ class NetworkService:
                 self.machine, height, self.store.validators_for(height),
                 broadcast=self._broadcast, on_decide=self._on_decide,
                 next_validators=self._validators_for, on_evidence=self._on_evidence,
-                on_invalid=self._on_invalid, commit_wait_s=self.commit_wait_s,
+                on_invalid=self._on_invalid,
+                commit_wait_s=max(self.commit_wait_s, self.block_interval_s),
             )
             await nursery.start(self.runner.run)
             if self.p2p is not None:
@@ -190,7 +192,20 @@ class NetworkService:
         if height <= self.store.head_height:
             return  # block sync got there first; the machine only caught up
         block = self.app.commit(height, value, commit)
+        if self.runner is not None:
+            self.runner.commit_wait_s = self._next_height_wait(block.header.timestamp_ms)
         await self._announce(height, block.hash)
+
+    def _next_height_wait(self, timestamp_ms: int) -> float:
+        """How long to wait before starting the next height: the block interval counted
+        from the decided block's timestamp (its proposal time), at least the commit wait.
+
+        Counting from the proposal rather than from our decision keeps the cadence at
+        the interval whatever consensus took, and every node aims at the same instant,
+        so they start the next height together however late each one decided."""
+        since_proposal = time.time() - timestamp_ms / 1000
+        return min(self.block_interval_s,
+                   max(self.commit_wait_s, self.block_interval_s - since_proposal))
 
     async def _announce(self, height: int, block_hash: bytes) -> None:
         if self.p2p is None:
