@@ -44,8 +44,12 @@ DEVNET_POWER = 100
 
 
 def prepare(root: Path, validators: int, rpc_base: int, p2p_base: int, chain_id: int,
-            block_interval_ms: int | None = None) -> list[Member]:
-    """Create (or reuse) homes, keys, genesis and configs; returns the members."""
+            block_interval_ms: int | None = None,
+            ports: list[tuple[int, int]] | None = None) -> list[Member]:
+    """Create (or reuse) homes, keys, genesis and configs; returns the members.
+
+    ``ports`` gives member i its own (rpc, p2p) ports instead of the bases plus i
+    (tests and benchmarks pass ports the OS reported free)."""
     from p2p.identity import load_or_create_node_key, node_multiaddr, peer_id_of
 
     root.mkdir(parents=True, exist_ok=True)
@@ -55,7 +59,8 @@ def prepare(root: Path, validators: int, rpc_base: int, p2p_base: int, chain_id:
         key = load_validator_key(home.validator_key) if home.validator_key.exists() else new_validator_key(
             home.validator_key)
         peer_id = peer_id_of(load_or_create_node_key(home.node_key))
-        members.append(Member(i, home, address_of_private_key(key), peer_id, rpc_base + i, p2p_base + i))
+        rpc_port, p2p_port = ports[i] if ports is not None else (rpc_base + i, p2p_base + i)
+        members.append(Member(i, home, address_of_private_key(key), peer_id, rpc_port, p2p_port))
     genesis_path = root / "genesis.json"
     wanted = sorted(m.address for m in members)
     if genesis_path.exists():

@@ -62,15 +62,10 @@ class Devnet:
 
     def __init__(self, root: Path, validators: int = 4) -> None:
         self.root = root
-        self.members: list[Member] = prepare(root, validators, 0, 0, CHAIN_ID, BLOCK_INTERVAL_MS)
-        for m in self.members:
-            m.rpc_port, m.p2p_port = free_port(), free_port()
+        ports = [(free_port(), free_port()) for _ in range(validators)]
+        self.members: list[Member] = prepare(root, validators, 0, 0, CHAIN_ID, BLOCK_INTERVAL_MS,
+                                             ports=ports)
         self.bootstrap = [node_multiaddr("127.0.0.1", m.p2p_port, m.peer_id) for m in self.members]
-        for m in self.members:
-            cfg = Config.load(m.home.config)
-            cfg.rpc.port, cfg.p2p.port = m.rpc_port, m.p2p_port
-            cfg.p2p.bootstrap = [a for a in self.bootstrap if not a.endswith(m.peer_id)]
-            write_atomic(m.home.config, cfg.to_toml().encode(), mode=0o644)
         self.nodes = [NodeProcess(m.home.root, m.rpc_port, m.p2p_port) for m in self.members]
         self.follower: NodeProcess | None = None
 
