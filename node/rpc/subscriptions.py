@@ -101,7 +101,24 @@ def _block_logs(
         return True
 
     docs = block_logs(block.header, result.receipts, [tx.hash for tx in result.transactions], keep)
-    return [(a, t, d) for (a, t), d in zip(seen, docs, strict=True)]
+    out = [(a, t, d) for (a, t), d in zip(seen, docs, strict=True)]
+    # block events (rewards, tallies) after the receipts' logs, as eth_getLogs serves them
+    events = getattr(result, "block_events", None) or []
+    if events:
+        from node.rpc.eth import block_event_logs
+
+        first = sum(len(r.logs) for r in result.receipts)
+        docs = block_event_logs(block, events, first, _MATCH_ALL)
+        out.extend((ev.address, list(ev.topics), d) for ev, d in zip(events, docs, strict=True))
+    return out
+
+
+class _MatchAll:
+    def matches(self, address: bytes, topics: list[bytes]) -> bool:
+        return True
+
+
+_MATCH_ALL: Any = _MatchAll()
 
 
 def _require_session(ctx: RPCContext) -> WebSocketSession:
