@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from eth.abc import AtomicDatabaseAPI
 from eth.constants import BLANK_ROOT_HASH
+from eth_typing import Address
 
 from genesis.spec import GenesisSpec
 from vm.block import EMPTY_BLOOM, EMPTY_ROOT, ZERO_ADDRESS, ZERO_HASH, Header, validators_hash
@@ -22,7 +23,8 @@ def build_genesis(db: AtomicDatabaseAPI, spec: GenesisSpec) -> Header:
         gas_limit=spec.gas_limit, base_fee_per_gas=spec.base_fee_per_gas, parent_hash=ZERO_HASH,
     )
     state = make_state(db, BLANK_ROOT_HASH, env)
-    for address, acct in sorted(spec.alloc.items()):
+    for raw_address, acct in sorted(spec.alloc.items()):
+        address = Address(raw_address)
         state.set_balance(address, acct.balance)
         state.set_nonce(address, acct.nonce)
         if acct.code:
@@ -30,7 +32,8 @@ def build_genesis(db: AtomicDatabaseAPI, spec: GenesisSpec) -> Header:
         for slot, value in sorted(acct.storage.items()):
             state.set_storage(address, slot, value)
     # system accounts get nonce 1 so EIP-161 never deletes them (DESIGN.md section 4)
-    for address in SYSTEM_MODULES:
+    for system_address in SYSTEM_MODULES:
+        address = Address(system_address)
         state.set_nonce(address, max(1, state.get_nonce(address)))
     for name, value in sorted(spec.params.items()):
         set_param(state, name, value)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from eth.abc import AtomicDatabaseAPI
 from eth.exceptions import OutOfGas, Revert
 from eth.vm.spoof import SpoofTransaction
+from eth_typing import Address
 from eth_utils import ValidationError
 
 from vm.block import ZERO_ADDRESS
@@ -48,14 +49,14 @@ def call(db: AtomicDatabaseAPI, state_root: bytes, env: BlockEnv, *, sender: byt
     view = OverlayDB(db)  # writes are dropped with the view
     env0 = replace(env, base_fee_per_gas=0)
     state = make_state(view, state_root, env0)
-    sender = sender or ZERO_ADDRESS
+    sender = Address(sender or ZERO_ADDRESS)
     gas = env.gas_limit if gas is None else min(gas, env.gas_limit)
     unsigned = TransactionBuilder.create_unsigned_transaction(
-        nonce=state.get_nonce(sender), gas_price=0, gas=gas, to=to or b"", value=value, data=data,
+        nonce=state.get_nonce(sender), gas_price=0, gas=gas, to=Address(to or b""), value=value, data=data,
     )
     tx = SpoofTransaction(unsigned, from_=sender)
     try:
-        computation = state.apply_transaction(tx)
+        computation = state.apply_transaction(tx)  # type: ignore[arg-type]  # a spoof quacks alike
     except ValidationError as exc:
         raise CallError(str(exc)) from None
     gas_used = gas - computation.get_gas_remaining()

@@ -129,7 +129,7 @@ def apply_transaction(state: MotusState, tx: SignedTransactionAPI, gas_used_befo
         computation = state.apply_transaction(tx)
     except ValidationError as exc:  # py-evm's own checks, after ours: treat alike
         raise _tx_error("invalid", str(exc)) from None
-    receipt = CancunVM.make_receipt(_GasHeader(gas_used_before), tx, computation, state)
+    receipt = CancunVM.make_receipt(_GasHeader(gas_used_before), tx, computation, state)  # type: ignore[arg-type]
     return receipt, computation
 
 

@@ -15,6 +15,7 @@ from eth.vm.execution_context import ExecutionContext
 from eth.vm.forks.cancun import CancunState
 from eth.vm.forks.cancun.computation import CancunComputation
 from eth.vm.forks.cancun.transactions import CancunTransactionBuilder
+from eth_typing import Address, BlockNumber, Hash32
 from toolz import merge
 
 from vm.modules import SYSTEM_MODULES
@@ -50,13 +51,13 @@ class BlockEnv:
 
 def execution_context(env: BlockEnv) -> ExecutionContext:
     return ExecutionContext(
-        coinbase=env.proposer,
+        coinbase=Address(env.proposer),
         timestamp=env.timestamp,
-        block_number=env.height,
+        block_number=BlockNumber(env.height),
         difficulty=0,
-        mix_hash=env.parent_hash,  # PREVRANDAO: not a randomness source on this chain
+        mix_hash=Hash32(env.parent_hash),  # PREVRANDAO: not a randomness source on this chain
         gas_limit=env.gas_limit,
-        prev_hashes=env.prev_hashes,
+        prev_hashes=[Hash32(h) for h in env.prev_hashes],
         chain_id=env.chain_id,
         base_fee_per_gas=env.base_fee_per_gas,
         excess_blob_gas=0,
@@ -64,7 +65,7 @@ def execution_context(env: BlockEnv) -> ExecutionContext:
 
 
 def make_state(db: AtomicDatabaseAPI, state_root: bytes, env: BlockEnv) -> MotusState:
-    return MotusState(db, execution_context(env), state_root)
+    return MotusState(db, execution_context(env), Hash32(state_root))
 
 
 def decode_transaction(raw: bytes):

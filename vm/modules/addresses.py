@@ -4,8 +4,11 @@ Outside Ethereum's precompile range (0x01..0x11, 0x100) so no fork collides.
 """
 
 
-def _addr(n: int) -> bytes:
-    return (0x4D0700 + n).to_bytes(20, "big")  # 0x...4d07xx: "Motus", 7077
+from eth_typing import Address
+
+
+def _addr(n: int) -> Address:
+    return Address((0x4D0700 + n).to_bytes(20, "big"))  # 0x...4d07xx: "Motus", 7077
 
 
 PARAMS = _addr(1)

@@ -23,6 +23,7 @@ import eth_abi
 from eth.abc import ComputationAPI, StateAPI
 from eth.exceptions import OutOfGas, Revert, WriteProtection
 from eth_hash.auto import keccak
+from eth_typing import Address
 from eth_utils import function_abi_to_4byte_selector
 
 # --- gas schedule of system modules (documented in docs/modules.md) ---------
@@ -78,7 +79,7 @@ class Store:
 
     def __init__(self, state: StateAPI, address: bytes, computation: ComputationAPI | None = None):
         self.state = state
-        self.address = address
+        self.address = Address(address)
         self.computation = computation
 
     def _gas(self, amount: int, reason: str) -> None:
@@ -140,7 +141,7 @@ class SystemModule:
                 method = getattr(self, item["name"], None)
                 if method is None:
                     raise TypeError(f"{type(self).__name__} lacks ABI function {item['name']}")
-                self._functions[function_abi_to_4byte_selector(item)] = (item, method)
+                self._functions[function_abi_to_4byte_selector(item)] = (item, method)  # type: ignore[arg-type]
             elif item.get("type") == "event":
                 self._events[item["name"]] = item
 
@@ -211,7 +212,7 @@ class SystemModule:
         data = eth_abi.encode(data_types, data_values) if data_types else b""
         if computation is not None:
             computation.consume_gas(G_LOG + G_LOG_TOPIC * len(topics) + G_LOG_BYTE * len(data), "module log")
-            computation.add_log_entry(self.address, tuple(topics), data)
+            computation.add_log_entry(Address(self.address), tuple(topics), data)
         else:
             from vm.events import emit_block_event  # vm.events imports vm.modules: import at use
 
