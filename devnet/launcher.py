@@ -116,22 +116,31 @@ def _rpc(url: str, method: str, params: list | None = None, timeout: float = 1.0
 
 
 def status_lines(members: list[Member], fleet: subprocess.Popen | None) -> list[str]:
-    lines = [f"{'validator':<12} {'rpc':<24} {'height':>7} {'peers':>5} {'mempool':>7}  address"]
+    """One line per validator: head height, peers, mempool size, consensus round/step and
+    its state (down, starting, syncing, or not in the validator set, e.g. jailed)."""
+    lines = [f"{'validator':<12} {'rpc':<24} {'height':>7} {'peers':>5} {'mempool':>7} "
+             f"{'round':>10}  address"]
     for m in members:
-        height = peers = pool = "-"
+        height = peers = pool = consensus = "-"
         state = "down" if m.proc is None or m.proc.poll() is not None else "up"
         try:
             st = _rpc(m.url, "motus_nodeStatus") or {}
             height = st["head"]["height"]
             peers = st.get("peers", "-")
             pool = st.get("mempoolSize", "-")
+            if st.get("consensus"):
+                consensus = f"{st['consensus']['round']} {st['consensus']['step'][:8]}"
+            if st.get("syncing"):
+                state = "syncing"
+            elif st.get("isValidator") is False:
+                state = "not in validator set"
         except Exception:
             try:
                 height = int(_rpc(m.url, "eth_blockNumber"), 16)
             except Exception:
                 state = "starting" if state == "up" else state
-        lines.append(f"validator-{m.index:<2} {m.url:<24} {height!s:>7} {peers!s:>5} {pool!s:>7}  "
-                     f"0x{m.address.hex()} {state if state != 'up' else ''}")
+        lines.append(f"validator-{m.index:<2} {m.url:<24} {height!s:>7} {peers!s:>5} {pool!s:>7} "
+                     f"{consensus:>10}  0x{m.address.hex()} {state if state != 'up' else ''}")
     if fleet is not None:
         lines.append(f"fleet simulator: {'running' if fleet.poll() is None else f'exited {fleet.returncode}'}")
     return lines
