@@ -35,7 +35,7 @@ from consensus.effects import Step
 from consensus.messages import encode_message
 from consensus.types import PREVOTE, Commit, DuplicateVoteEvidence, Validator, ValidatorSet, Vote
 from consensus.wal import SignedRecord
-from devnet.launcher import DEVNET_POWER, Member, prepare
+from devnet.launcher import DEVNET_POWER, Member, prepare, status_lines
 from genesis.devnet import dev_accounts
 from node.config import Config
 from node.keys import load_validator_key, write_atomic
@@ -82,6 +82,12 @@ class Devnet:
         """Every node process that is up (validators and the follower)."""
         nodes = [*self.nodes, self.follower]
         return [n for n in nodes if n is not None and n.proc is not None and n.proc.poll() is None]
+
+    def status_view(self) -> list[str]:
+        """The rows ``motus devnet up`` would show now, one per validator."""
+        for m, node in zip(self.members, self.nodes, strict=True):
+            m.proc = node.proc
+        return status_lines(self.members, None)[1:]
 
     def logs(self) -> str:
         return "\n".join(n.log_path.read_text(errors="replace") for n in [*self.nodes, self.follower]
@@ -392,6 +398,9 @@ def test_one_down_continues_two_down_halts_then_resumes(net: Devnet) -> None:
     # Stuck waiting for votes at the next height: without 2/3 of the power voting for
     # anything, no step timeout fires (Tendermint lines 34/47), so rounds do not grow.
     assert status(live[0])["consensus"]["height"] == halted[0] + 1
+    view = net.status_view()  # the devnet status view shows who is down
+    assert view[2].endswith("down") and view[3].endswith("down"), view
+    assert all(f" {h} " in row for h, row in zip(halted, view[:2], strict=True)), view
     assert_one_chain(net.running())
     a.start(wait=60)
     b.start(wait=60)
@@ -499,6 +508,7 @@ async def test_equivocating_validator_is_jailed_and_slashed(net: Devnet, tmp_pat
         assert int(power, 16) == DEVNET_POWER - DEVNET_POWER * SLASH_BPS // 10_000
         assert int(jailed, 16) == 1
         assert status(net.nodes[3])["isValidator"] is False
+        assert net.status_view()[3].endswith("not in validator set")
         verify_commit(node, included + 2)  # the three left still finalize
         assert_one_chain(net.running())
 
