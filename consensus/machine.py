@@ -168,6 +168,13 @@ class ConsensusMachine:
         self.height = height
         self.validators = validators
         self._reset_height_state()
+        if self.signer is not None:
+            # Restarted mid-height: keep the lock we had (the guard recorded it with
+            # our precommit), or a later round could prevote against it.
+            lock = self.signer.guard.lock_at(height)
+            if lock is not None:
+                self.locked_round, self.locked_hash = lock
+                self.stats["lock_restored"] += 1
         effects: list[Effect] = []
         if not self._rebroadcast_scheduled:
             self._rebroadcast_scheduled = True

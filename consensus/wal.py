@@ -23,6 +23,15 @@ one and no signature ever escapes unrecorded. The file is JSON, mode 0600::
 ``step`` is 0 for a proposal, 1 for a prevote, 2 for a precommit. The file is
 also locked (``flock``) for as long as the guard is open, so a second process
 with the same home cannot sign with the same key.
+
+The record also carries the validator's lock at that height (Algorithm 1,
+line 36): ``"locked_round"`` and ``"locked_hash"``, present once it precommitted
+a block at this height. A validator precommits a block exactly when it locks
+on it, so the guard records the lock with that precommit, keeps it with every
+later signature of the same height, and drops it at the next height. A node
+restarted mid-height restores it (``lock_at``) instead of forgetting it, so it
+cannot prevote against its own lock in a later round. Files without these keys
+(no lock) stay valid.
 """
 
 from __future__ import annotations
@@ -57,13 +66,15 @@ class SignedRecord:
     block_hash: bytes
     digest: bytes
     signature: bytes
+    locked_round: int = -1  # the lock at ``height``: -1 and b"" when not locked
+    locked_hash: bytes = b""
 
     @property
     def position(self) -> tuple[int, int, int]:
         return (self.height, self.round, self.step)
 
     def to_json(self) -> str:
-        return json.dumps({
+        doc: dict[str, object] = {
             "format": FILE_FORMAT,
             "height": self.height,
             "round": self.round,
@@ -71,7 +82,11 @@ class SignedRecord:
             "block_hash": self.block_hash.hex(),
             "digest": self.digest.hex(),
             "signature": self.signature.hex(),
-        }, sort_keys=True)
+        }
+        if self.locked_round >= 0:
+            doc["locked_round"] = self.locked_round
+            doc["locked_hash"] = self.locked_hash.hex()
+        return json.dumps(doc, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> SignedRecord:
@@ -85,14 +100,21 @@ class SignedRecord:
                 raise ValueError("height, round and step must be non-negative integers")
             if step not in (Step.PROPOSE, Step.PREVOTE, Step.PRECOMMIT):
                 raise ValueError(f"unknown step {step}")
+            locked_round = doc.get("locked_round", -1)
+            locked_hash = bytes.fromhex(doc.get("locked_hash", ""))
+            if type(locked_round) is not int or not -1 <= locked_round <= round_:
+                raise ValueError("locked_round must be an integer from -1 to round")
             record = cls(
                 height, round_, step, bytes.fromhex(doc["block_hash"]),
                 bytes.fromhex(doc["digest"]), bytes.fromhex(doc["signature"]),
+                locked_round, locked_hash,
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise SigningStateCorrupt(f"signing state unreadable: {exc}") from None
         if len(record.digest) != 32 or len(record.signature) != 65:
             raise SigningStateCorrupt("signing state: digest or signature has a wrong length")
+        if (record.locked_round >= 0) != (len(record.locked_hash) == 32):
+            raise SigningStateCorrupt("signing state: a lock needs both a round and a 32-byte hash")
         return record
 
 
@@ -158,11 +180,31 @@ class SigningGuard:
         existing = self.check(height, round_, step, digest)
         if existing is not None:
             return existing
-        record = SignedRecord(height, round_, step, block_hash, digest, sign(digest))
+        locked_round, locked_hash = self._lock_after(height, round_, step, block_hash)
+        record = SignedRecord(height, round_, step, block_hash, digest, sign(digest),
+                              locked_round, locked_hash)
         if self.path is not None:
             _store(self.path, record)
         self.last = record
         return record.signature
+
+
+    def lock_at(self, height: int) -> tuple[int, bytes] | None:
+        """(locked round, locked block hash) recorded at ``height``, or None if the
+        validator never precommitted a block there."""
+        last = self.last
+        if last is None or last.height != height or last.locked_round < 0:
+            return None
+        return last.locked_round, last.locked_hash
+
+    def _lock_after(self, height: int, round_: int, step: int,
+                    block_hash: bytes) -> tuple[int, bytes]:
+        # Precommitting a block is locking on it (line 36); anything else signed at
+        # the same height keeps the lock; a new height starts unlocked.
+        if step == Step.PRECOMMIT and block_hash:
+            return round_, block_hash
+        lock = self.lock_at(height)
+        return lock if lock is not None else (-1, b"")
 
 
 class Signer:
