@@ -18,7 +18,7 @@ devnet: $(STAMP)
 	$(BIN)/motus devnet up --validators $(VALIDATORS) --home $(DEVNET_HOME)
 
 test: $(STAMP)
-	$(BIN)/pytest -q -n 2 --dist loadgroup
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check node consensus vm p2p genesis devnet bench tests
