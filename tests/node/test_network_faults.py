@@ -83,6 +83,19 @@ class Devnet:
         nodes = [*self.nodes, self.follower]
         return [n for n in nodes if n is not None and n.proc is not None and n.proc.poll() is None]
 
+    def start_follower(self) -> NodeProcess:
+        """A non-validator with its own home, the same genesis and the validators as
+        bootstrap peers (``motus init --genesis``, then ``p2p.bootstrap``)."""
+        if self.follower is None:
+            home = self.root / "follower"
+            motus("init", "--home", str(home), "--genesis", str(self.root / "genesis.json"))
+            cfg = Config.load(home / "config.toml")
+            cfg.p2p.bootstrap = list(self.bootstrap)
+            cfg.consensus.block_interval_ms = BLOCK_INTERVAL_MS
+            write_atomic(home / "config.toml", cfg.to_toml().encode(), mode=0o644)
+            self.follower = NodeProcess(home).start(wait=60)
+        return self.follower
+
     def status_view(self) -> list[str]:
         """The rows ``motus devnet up`` would show now, one per validator."""
         for m, node in zip(self.members, self.nodes, strict=True):
@@ -230,25 +243,18 @@ def test_four_validators_finalize_one_chain_with_verified_commits(net: Devnet) -
 @pytest.mark.timeout(120)
 def test_late_follower_syncs_verified_blocks_then_follows(net: Devnet) -> None:
     wait_heads(net.nodes, 8, timeout=60)
-    home = net.root / "follower"
-    motus("init", "--home", str(home), "--genesis", str(net.root / "genesis.json"))
-    cfg = Config.load(home / "config.toml")
-    cfg.p2p.bootstrap = list(net.bootstrap)
-    cfg.consensus.block_interval_ms = BLOCK_INTERVAL_MS
-    write_atomic(home / "config.toml", cfg.to_toml().encode(), mode=0o644)
     target = max(head(n) for n in net.nodes)
-    net.follower = NodeProcess(home).start(wait=60)
-    wait_heads([net.follower], target, timeout=60)
-    follower = net.follower
+    follower = net.start_follower()
+    wait_heads([follower], target, timeout=60)
     wait_for(lambda: "block sync: committed" in follower.log_path.read_text(), 10,
              "the follower to report its block sync")
     # it keeps following consensus on its own, not only by syncing
-    wait_heads([net.follower], target + 4, timeout=30)
-    st = status(net.follower)
+    wait_heads([follower], target + 4, timeout=30)
+    st = status(follower)
     assert st["isValidator"] is False and st["peers"] >= 4
     assert st["consensus"]["height"] >= target + 4
-    assert_one_chain([*net.nodes, net.follower])
-    verify_commit(net.follower, target)
+    assert_one_chain([*net.nodes, follower])
+    verify_commit(follower, target)
 
 
 # --- 3. transaction gossip --------------------------------------------------------------------
@@ -256,10 +262,11 @@ def test_late_follower_syncs_verified_blocks_then_follows(net: Devnet) -> None:
 
 @pytest.mark.timeout(120)
 def test_transactions_reach_the_proposer_by_gossip(net: Devnet) -> None:
+    follower = net.start_follower()  # started by the previous test unless run alone
+    wait_heads([follower], min(head(n) for n in net.nodes), timeout=60)
     nodes = net.running()
-    assert net.follower is not None
     # The follower never proposes: its transaction can only get in by gossip.
-    sent = {send_transfer(net.follower, 9): net.follower}
+    sent = {send_transfer(follower, 9): follower}
     for i, node in enumerate(net.nodes):
         sent[send_transfer(node, 5 + i)] = node
     addresses_of = {n.home: "0x" + m.address.hex()
