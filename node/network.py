@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import rlp
@@ -142,7 +141,6 @@ class NetworkService:
         self.syncing = False
         self._sync_wanted = trio.Event()
         self._proposers: dict[tuple[int, int], bytes] = {}
-        self.tx_listeners: list[Callable[[bytes], None]] = []
 
     # --- lifecycle -----------------------------------------------------------------
 
