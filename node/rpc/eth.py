@@ -136,8 +136,14 @@ def chain_id(ctx: RPCContext) -> str:
 
 
 @methods.method("eth_syncing")
-def syncing(ctx: RPCContext) -> bool:
-    return False
+def syncing(ctx: RPCContext) -> bool | dict[str, str]:
+    """False when following the chain; while block sync catches up, geth's object
+    (the target height is not known up front, so ``highestBlock`` is the head)."""
+    network = getattr(ctx.node, "network", None)
+    if network is None or not getattr(network, "syncing", False):
+        return False
+    head = hexq(ctx.store.head_height)
+    return {"startingBlock": head, "currentBlock": head, "highestBlock": head}
 
 
 @methods.method("eth_accounts")
