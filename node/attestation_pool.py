@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import repeat
+from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
 
 import msgpack
@@ -417,10 +419,8 @@ class AdmissionCache:
         else:
             epoch = get_epoch(head)  # type: ignore[arg-type]
             tracks = self._tracks
-            unpackb = msgpack.unpackb
-            for raw in included:
-                # the block was executed: its attestations are valid, a plain decode will do
-                fields = unpackb(raw)
+            # the block was executed: its attestations are valid, a plain decode will do
+            for fields in map(msgpack.unpackb, included):
                 track = tracks.get(fields[1])
                 if track is not None:
                     track.advance(fields, epoch)
@@ -476,6 +476,14 @@ class AddResult(NamedTuple):
         return {"id": "0x" + self.id.hex(), "accepted": self.accepted, "code": self.code}
 
 
+_new_tuple = tuple.__new__  # NamedTuple(*fields) without its Python-level __new__
+
+
+def _accepted(att_id: bytes) -> AddResult:
+    """``AddResult(att_id, True, OK)``, faster."""
+    return _new_tuple(AddResult, (att_id, True, OK))
+
+
 @dataclass(frozen=True)
 class AttestationStatus:
     """``motus_getAttestation``: pending, included (with height) or rejected (with code)."""
@@ -489,6 +497,20 @@ class _Entry(NamedTuple):
     raw: bytes
     att: Attestation
     source: str
+
+
+_entry_raw, _entry_source = attrgetter("raw"), attrgetter("source")
+_entry_device = attrgetter("att.device")
+
+
+def _subtract(counter: dict[Any, int], counts: Counter[Any]) -> None:
+    """``_decrement`` ``n`` times for each ``key: n`` of ``counts``."""
+    for key, n in counts.items():
+        left = counter[key] - n
+        if left > 0:
+            counter[key] = left
+        else:
+            del counter[key]
 
 
 def _decrement(counter: dict[Any, int], key: Any) -> None:
@@ -554,28 +576,38 @@ class AttestationPool:
         """
         raws = [r if type(r) is bytes else bytes(r) for r in raws]
         if ids is None:
-            ids = [compute_attestation_id(r) for r in raws]
-        results: list[AddResult | None] = [None] * len(raws)
-        todo: list[int] = []
-        first: dict[bytes, int] = {}
+            ids = list(map(compute_attestation_id, raws))
+        n = len(raws)
+        results: list[AddResult | None] = [None] * n
         duplicates: list[tuple[int, int]] = []
         pending, history = self._pending, self._history
-        for i, att_id in enumerate(ids):
-            if att_id in first:  # the same bytes twice in one batch: the first one decides
-                duplicates.append((i, first[att_id]))
-                continue
-            first[att_id] = i
-            known = self._known_result(att_id) if att_id in pending or att_id in history else None
-            if known is not None:
-                results[i] = known
-            else:
-                todo.append(i)
+        todo: list[int]
+        if (len(set(ids)) == n and pending.keys().isdisjoint(ids)
+                and history.keys().isdisjoint(ids)):
+            todo = list(range(n))  # the usual batch: all new and distinct, nothing to look up
+            todo_raws, todo_ids = raws, ids
+        else:
+            todo = []
+            first: dict[bytes, int] = {}
+            for i, att_id in enumerate(ids):
+                if att_id in first:  # the same bytes twice in one batch: the first one decides
+                    duplicates.append((i, first[att_id]))
+                    continue
+                first[att_id] = i
+                known = (self._known_result(att_id) if att_id in pending or att_id in history
+                         else None)
+                if known is not None:
+                    results[i] = known
+                else:
+                    todo.append(i)
+            todo_raws, todo_ids = [raws[i] for i in todo], [ids[i] for i in todo]
         if stateless is None:
-            checked = self.checker.check_many([raws[i] for i in todo], [ids[i] for i in todo],
-                                              self.chain_id)
+            checked = self.checker.check_many(todo_raws, todo_ids, self.chain_id)
         else:
             checked = self._prechecked(todo, raws, ids, stateless)
         per_source, per_device = self._per_source, self._per_device
+        max_items, max_bytes = self.max_items, self.max_bytes
+        max_per_source, max_per_device = self.max_per_source, self.max_per_device
         # the admission loop runs for every attestation: checks and insertion written inline
         for i, outcome in zip(todo, checked, strict=True):
             att_id = ids[i]
@@ -584,9 +616,9 @@ class AttestationPool:
                 results[i] = AddResult(att_id, False, outcome)
                 continue
             raw, device = raws[i], outcome.device
-            if (len(pending) >= self.max_items or self._bytes + len(raw) > self.max_bytes
-                    or per_source.get(source, 0) >= self.max_per_source
-                    or per_device.get(device, 0) >= self.max_per_device):
+            if (len(pending) >= max_items or self._bytes + len(raw) > max_bytes
+                    or per_source.get(source, 0) >= max_per_source
+                    or per_device.get(device, 0) >= max_per_device):
                 self.counters.add(POOL_FULL)
                 results[i] = AddResult(att_id, False, POOL_FULL)
                 continue
@@ -595,13 +627,13 @@ class AttestationPool:
                 self._reject(att_id, code)
                 results[i] = AddResult(att_id, False, code)
                 continue
-            pending[att_id] = _Entry(raw, outcome, source)
+            pending[att_id] = _new_tuple(_Entry, (raw, outcome, source))  # _Entry(...), faster
             self._bytes += len(raw)
             per_source[source] = per_source.get(source, 0) + 1
             per_device[device] = per_device.get(device, 0) + 1
             if att_id in history:
                 del history[att_id]
-            results[i] = AddResult(att_id, True, OK)
+            results[i] = _accepted(att_id)
         for i, j in duplicates:
             results[i] = results[j]
         return results  # type: ignore[return-value]  # every slot is filled above
@@ -674,19 +706,27 @@ class AttestationPool:
         return out
 
     def remove_included(self, ids: Iterable[bytes], height: int) -> None:
-        """Attestations of a committed block at ``height`` leave the pool (included)."""
+        """Attestations of a committed block at ``height`` leave the pool (included).
+
+        Runs for every attestation of every block, so it works a block at a time:
+        quotas and sizes are adjusted once per source and device, and the history gets
+        the block's ids in one update (each at the newest end, in block order, as if
+        recorded one by one)."""
+        ids = list(ids)
+        if not ids:
+            return
         status = AttestationStatus(INCLUDED, height=height)  # immutable: one for the block
         pending, history = self._pending, self._history
-        per_source, per_device = self._per_source, self._per_device
-        for att_id in ids:
-            entry = pending.pop(att_id, None)
-            if entry is not None:
-                self._bytes -= len(entry.raw)
-                _decrement(per_source, entry.source)
-                _decrement(per_device, entry.att.device)
-            if att_id in history:
-                history.move_to_end(att_id)
-            history[att_id] = status
+        entries = [e for e in map(pending.pop, ids, repeat(None)) if e is not None]
+        if entries:
+            self._bytes -= sum(map(len, map(_entry_raw, entries)))
+            _subtract(self._per_source, Counter(map(_entry_source, entries)))
+            _subtract(self._per_device, Counter(map(_entry_device, entries)))
+        if len(set(ids)) != len(ids):  # a repeated id counts where it was last seen
+            ids = list(dict.fromkeys(reversed(ids)))[::-1]
+        for att_id in history.keys() & ids:  # usually none: admission clears an id's past
+            del history[att_id]
+        history.update(zip(ids, repeat(status)))
         while len(history) > self.history_size:
             history.popitem(last=False)
 

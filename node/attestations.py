@@ -166,8 +166,7 @@ class AttestationService:
         on an internal failure the cache restarts from the head."""
         header = block.header
         try:
-            self.pool.remove_included([compute_attestation_id(a) for a in result.attestations],
-                                      header.height)
+            self.pool.remove_included(_included_ids(result), header.height)
             self.cache.advance(parent_state_root, header.state_root, result.attestations)
             self._follow(header.state_root, header.height)
             dropped = self.pool.recheck(self._head_check())
@@ -338,6 +337,16 @@ class AttestationService:
         if self.signals is not None:
             self.signals.close()
             self.signals = None
+
+
+def _included_ids(result: BlockResult) -> list[bytes]:
+    """Ids of the block's included attestations, in order: block execution already
+    hashed them (its results pair each id with ``ok`` exactly for the included ones);
+    recomputed only if the results do not line up with the included list."""
+    ids = [att_id for att_id, code in result.attestation_results if code == OK]
+    if len(ids) != len(result.attestations):
+        ids = [compute_attestation_id(a) for a in result.attestations]
+    return ids
 
 
 async def _drain(inbox: trio.MemoryReceiveChannel[Any]) -> None:
