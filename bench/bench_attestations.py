@@ -63,7 +63,9 @@ def admit(chain, raws: list[bytes], checker: StatelessChecker, batch: int,
           cache: AdmissionCache | None) -> tuple[float, float, AttestationPool]:
     """Admit one round into a fresh pool as the node does; returns (CPU seconds of this
     process, wall seconds, pool)."""
-    attestation._VERIFIED.clear()  # no help from the baseline or earlier tries
+    # no help from the baseline or earlier tries: this process's verified-id memo is
+    # cleared, and worker processes keep none (vm.attestation.check_stateless_codes)
+    attestation._VERIFIED.clear()
     pool = AttestationPool(chain.head.chain_id, checker=checker)
     env = chain.env()
     c0, t0 = time.process_time(), time.perf_counter()

@@ -405,7 +405,8 @@ def _make_direct_recover():
             pub = new("secp256k1_pubkey *")
             rsig, pub, view = local.scratch = (
                 new("secp256k1_ecdsa_recoverable_signature *"), pub, buffer(pub))
-        if not parse(ctx, rsig, signature[:64], signature[64]):
+        # parse_compact reads the first 64 bytes (r || s) of the 65 it is handed
+        if not parse(ctx, rsig, signature, signature[64]):
             return None
         if not recover(ctx, pub, rsig, digest):
             return None
@@ -465,6 +466,9 @@ def is_verified(att_id: bytes, chain_id: int) -> bool:
     return _verified_key(att_id, chain_id) in _VERIFIED
 
 
+_CHAIN_SUFFIXES: dict[int, bytes] = {}
+
+
 def check_stateless(raw: bytes, chain_id: int, att_id: bytes | None = None) -> Attestation:
     """Decode ``raw`` and verify its signature for ``chain_id``.
 
@@ -473,7 +477,10 @@ def check_stateless(raw: bytes, chain_id: int, att_id: bytes | None = None) -> A
     may be passed when the caller already computed it.
     """
     att = decode_attestation(raw)
-    key = (compute_attestation_id(raw) if att_id is None else att_id) + chain_id.to_bytes(8, "big")
+    suffix = _CHAIN_SUFFIXES.get(chain_id)
+    if suffix is None:
+        suffix = _CHAIN_SUFFIXES[chain_id] = chain_id.to_bytes(8, "big")
+    key = (compute_attestation_id(raw) if att_id is None else att_id) + suffix
     if key not in _VERIFIED:
         verify_signature(att, chain_id)
         if len(_VERIFIED) >= _VERIFIED_MAX:
@@ -485,11 +492,15 @@ def check_stateless(raw: bytes, chain_id: int, att_id: bytes | None = None) -> A
 
 def check_stateless_codes(raws: Sequence[bytes], chain_id: int) -> list[str]:
     """Stateless checks of many attestations: one code per item (``"ok"`` or a reject
-    code). Picklable in and out, for worker processes."""
+    code). Picklable in and out, for worker processes.
+
+    Uses no verified-id memo: in a worker process nothing else would read it (the main
+    process records accepted ids itself, and skips resubmissions before they get here),
+    so it would only hold memory, and answer repeated batches without doing the work."""
     out = []
     for raw in raws:
         try:
-            check_stateless(raw, chain_id)
+            verify_signature(decode_attestation(raw), chain_id)
         except AttestationError as exc:
             out.append(exc.code)
         else:
