@@ -28,6 +28,7 @@ from web3.contract import Contract
 from web3.logs import DISCARD
 
 from devnet.device import Device, Drive
+from tests.eip712_types import CLAIM_TYPES, PAIR_TYPES
 from tests.fixtures.rpc_node import CHAIN_ID, MOTUS, dev_accounts
 from tests.procs import NodeProcess, init_home, motus, rpc
 
@@ -54,23 +55,6 @@ DOMAIN = {
     "version": "1",
     "chainId": CHAIN_ID,
     "verifyingContract": "0x00000000000000000000000000000000004d0703",
-}
-CLAIM_TYPES = {
-    "ClaimDevice": [
-        {"name": "device", "type": "address"},
-        {"name": "owner", "type": "address"},
-        {"name": "nonce", "type": "uint256"},
-        {"name": "deadline", "type": "uint256"},
-    ]
-}
-PAIR_TYPES = {
-    "PairDevice": [
-        {"name": "vehicleId", "type": "uint256"},
-        {"name": "device", "type": "address"},
-        {"name": "owner", "type": "address"},
-        {"name": "nonce", "type": "uint256"},
-        {"name": "deadline", "type": "uint256"},
-    ]
 }
 YES = 1  # vote option (docs/governance.md, "Voting")
 

@@ -27,6 +27,7 @@ from web3.contract import Contract
 from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 
+from tests.eip712_types import CLAIM_TYPES, PAIR_TYPES
 from tests.fixtures.rpc_node import CHAIN_ID, dev_accounts, start_node
 from tests.procs import NodeProcess, rpc
 
@@ -41,23 +42,6 @@ DOMAIN = {
     "version": "1",
     "chainId": CHAIN_ID,
     "verifyingContract": IDENTITY,
-}
-CLAIM_TYPES = {
-    "ClaimDevice": [
-        {"name": "device", "type": "address"},
-        {"name": "owner", "type": "address"},
-        {"name": "nonce", "type": "uint256"},
-        {"name": "deadline", "type": "uint256"},
-    ]
-}
-PAIR_TYPES = {
-    "PairDevice": [
-        {"name": "vehicleId", "type": "uint256"},
-        {"name": "device", "type": "address"},
-        {"name": "owner", "type": "address"},
-        {"name": "nonce", "type": "uint256"},
-        {"name": "deadline", "type": "uint256"},
-    ]
 }
 LIVE_DATA, RAW_DATA = 1 << 5, 1 << 6
 

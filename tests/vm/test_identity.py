@@ -17,6 +17,7 @@ from eth_account.signers.local import LocalAccount
 from eth_hash.auto import keccak
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 
+from tests.eip712_types import CLAIM_TYPES, PAIR_TYPES
 from tests.harness import CHAIN_ID, LocalChain, Module, Reverted
 from vm.errors import InvalidGenesis
 from vm.execute import receipt_status
@@ -48,23 +49,6 @@ SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 # --- EIP-712, written out by hand so the module is checked against eth-account -------
 
-CLAIM_TYPES = {
-    "ClaimDevice": [
-        {"name": "device", "type": "address"},
-        {"name": "owner", "type": "address"},
-        {"name": "nonce", "type": "uint256"},
-        {"name": "deadline", "type": "uint256"},
-    ]
-}
-PAIR_TYPES = {
-    "PairDevice": [
-        {"name": "vehicleId", "type": "uint256"},
-        {"name": "device", "type": "address"},
-        {"name": "owner", "type": "address"},
-        {"name": "nonce", "type": "uint256"},
-        {"name": "deadline", "type": "uint256"},
-    ]
-}
 
 
 def domain(

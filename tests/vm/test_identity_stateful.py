@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from tests.eip712_types import CLAIM_TYPES, PAIR_TYPES
 from tests.harness import CHAIN_ID, LocalChain, Module
 from vm.execute import receipt_status
 from vm.modules import addresses
@@ -39,23 +40,6 @@ DOMAIN = {
     "version": "1",
     "chainId": CHAIN_ID,
     "verifyingContract": to_checksum_address(addresses.IDENTITY),
-}
-CLAIM_TYPES = {
-    "ClaimDevice": [
-        {"name": "device", "type": "address"},
-        {"name": "owner", "type": "address"},
-        {"name": "nonce", "type": "uint256"},
-        {"name": "deadline", "type": "uint256"},
-    ]
-}
-PAIR_TYPES = {
-    "PairDevice": [
-        {"name": "vehicleId", "type": "uint256"},
-        {"name": "device", "type": "address"},
-        {"name": "owner", "type": "address"},
-        {"name": "nonce", "type": "uint256"},
-        {"name": "deadline", "type": "uint256"},
-    ]
 }
 
 user = st.sampled_from(USERS)
