@@ -1,19 +1,19 @@
-"""``motus``: the one command-line tool (DESIGN.md section 12).
+"""``motus``: the one command-line tool (DESIGN.md section 12; docs/cli.md).
 
   motus init --home DIR [--chain-id N] [--moniker NAME] [--genesis FILE]
   motus node start --home DIR
-  motus keys new|list|show --home DIR
+  motus keys new|list --home DIR
   motus genesis new --chain-id N --validator 0xADDR:POWER ... --out FILE
   motus status [--rpc URL]
   motus db check --home DIR
   motus devnet up --validators N --home DIR [--no-fleet] [--rpc-port B] [--p2p-port B]
-  motus tx send|vehicle|device|gov ... (see docs/cli.md)
+  motus vehicle|device ...   (node/cli_identity.py)
+  motus gov|rewards ...      (node/cli_gov.py)
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import sys
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from genesis.devnet import new_genesis
 from genesis.spec import DEV_CHAIN_ID, GenesisSpec
+from node.cli_common import UsageError, read_password
 from node.cli_gov import register_gov_commands
 from node.cli_identity import register_identity_commands
 from node.config import Config
@@ -35,14 +36,10 @@ from node.keys import (
 from vm.errors import InvalidGenesis
 
 
-class CLIError(Exception):
-    pass
-
-
 def _addr(s: str) -> bytes:
     s = s.lower().removeprefix("0x")
     if len(s) != 40:
-        raise CLIError(f"not an address: {s}")
+        raise UsageError(f"not an address: {s}")
     return bytes.fromhex(s)
 
 
@@ -96,7 +93,7 @@ def cmd_node_start(args: argparse.Namespace) -> int:
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
     home = Home(Path(args.home))
-    password = _password(args, confirm=True)
+    password = read_password(args, confirm=True)
     path = new_keystore(home.keystore, password)
     print(json.dumps({"address": "0x" + path.stem, "keystore": str(path)}))
     return 0
@@ -112,20 +109,6 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
                         "file": str(home.validator_key)})
     print(json.dumps(rows, indent=2))
     return 0
-
-
-def _password(args: argparse.Namespace, confirm: bool = False) -> str:
-    if getattr(args, "password_file", None):
-        return Path(args.password_file).read_text().rstrip("\n")
-    env = os.environ.get("MOTUS_PASSWORD")
-    if env is not None:
-        return env
-    if not sys.stdin.isatty():
-        raise CLIError("no password: use --password-file or MOTUS_PASSWORD when not on a terminal")
-    pw = getpass.getpass("keystore password: ")
-    if confirm and getpass.getpass("repeat: ") != pw:
-        raise CLIError("passwords differ")
-    return pw
 
 
 def cmd_genesis_new(args: argparse.Namespace) -> int:
@@ -258,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
-    except (CLIError, InvalidGenesis) as exc:
+    except (UsageError, InvalidGenesis) as exc:
         print(f"motus: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # typed errors of the node's packages carry a stable code

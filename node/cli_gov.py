@@ -18,14 +18,14 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from node.cli_identity import (
+from node.cli_common import (
     NotFound,
     UsageError,
-    _block_arg,
-    _rpc_args,
-    _signer_args,
+    block_arg,
     parse_address,
+    rpc_args,
     run,
+    signer_args,
     signer_key,
 )
 from node.rpc.client import rpc_call
@@ -241,7 +241,7 @@ def _proposal_args(p: argparse.ArgumentParser) -> None:
         help="MOTUS held until the tally; burned on a veto (gov_min_deposit or more)",
     )
     p.add_argument("--description", default="", help="why (at most 1,024 bytes)")
-    _signer_args(p)
+    signer_args(p)
 
 
 def register_gov_commands(sub: argparse._SubParsersAction) -> None:
@@ -253,18 +253,18 @@ def register_gov_commands(sub: argparse._SubParsersAction) -> None:
     lock.add_argument(
         "--amount", type=parse_amount, required=True, help="MOTUS (0.5) or wei (5wei)"
     )
-    _signer_args(lock)
+    signer_args(lock)
     lock.set_defaults(fn=run(cmd_lock))
 
     unlock = gs.add_parser("unlock", help="start releasing locked MOTUS")
     unlock.add_argument(
         "--amount", type=parse_amount, required=True, help="MOTUS (0.5) or wei (5wei)"
     )
-    _signer_args(unlock)
+    signer_args(unlock)
     unlock.set_defaults(fn=run(cmd_unlock))
 
     withdraw = gs.add_parser("withdraw", help="take back released MOTUS")
-    _signer_args(withdraw)
+    signer_args(withdraw)
     withdraw.set_defaults(fn=run(cmd_withdraw))
 
     propose = gs.add_parser("propose", help="propose a change (needs a deposit)")
@@ -301,7 +301,7 @@ def register_gov_commands(sub: argparse._SubParsersAction) -> None:
     vote.add_argument(
         "option_name", metavar="{yes,no,abstain,veto}", type=str.lower, choices=list(OPTIONS)
     )
-    _signer_args(vote)
+    signer_args(vote)
     vote.set_defaults(fn=run(cmd_vote))
 
     show = gs.add_parser("show", help="a proposal, or a list of them")
@@ -312,19 +312,19 @@ def register_gov_commands(sub: argparse._SubParsersAction) -> None:
     )
     show.add_argument("--start", type=parse_proposal_id, default=1, help="first id to list")
     show.add_argument("--limit", type=int, default=100, help="at most this many (1..100)")
-    _block_arg(show)
-    _rpc_args(show)
+    block_arg(show)
+    rpc_args(show)
     show.set_defaults(fn=run(cmd_show))
 
     power = gs.add_parser("power", help="an account's lock and voting power")
     power.add_argument("address", type=parse_address)
-    _block_arg(power)
-    _rpc_args(power)
+    block_arg(power)
+    rpc_args(power)
     power.set_defaults(fn=run(cmd_power))
 
     params = gs.add_parser("params", help="chain parameters, bounds and class")
-    _block_arg(params)
-    _rpc_args(params)
+    block_arg(params)
+    rpc_args(params)
     params.set_defaults(fn=run(cmd_params))
 
     rewards = sub.add_parser("rewards", help="epoch rewards: per vehicle or owner, epochs, supply")
@@ -335,18 +335,18 @@ def register_gov_commands(sub: argparse._SubParsersAction) -> None:
     who.add_argument("--owner", type=parse_address, metavar="ADDRESS")
     rshow.add_argument("--from", dest="start", type=parse_uint, metavar="EPOCH")
     rshow.add_argument("--to", dest="end", type=parse_uint, metavar="EPOCH")
-    _block_arg(rshow)
-    _rpc_args(rshow)
+    block_arg(rshow)
+    rpc_args(rshow)
     rshow.set_defaults(fn=run(cmd_rewards_show))
 
     repoch = rs.add_parser("epoch", help="an epoch's pool and totals (default: the current one)")
     repoch.add_argument("epoch", type=parse_uint, nargs="?")
-    _block_arg(repoch)
-    _rpc_args(repoch)
+    block_arg(repoch)
+    rpc_args(repoch)
     repoch.set_defaults(fn=run(cmd_rewards_epoch))
 
     supply = rs.add_parser("supply", help="the MOTUS supply and where it went")
     supply.add_argument("--audit", action="store_true", help="also sum every account balance")
-    _block_arg(supply)
-    _rpc_args(supply)
+    block_arg(supply)
+    rpc_args(supply)
     supply.set_defaults(fn=run(cmd_rewards_supply))

@@ -18,43 +18,35 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import getpass
 import importlib
 import json
-import os
-import sys
 import time
-from collections.abc import Callable
 from functools import cache
 from importlib import resources
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from eth_abi.exceptions import EncodingError
 from eth_account import Account
 from eth_hash.auto import keccak
 
-from node.home import Home
-from node.keys import KeyError_, list_keystores, load_keystore
-from node.rpc.client import RPCError, rpc_call
-from node.txsend import TxError, decode_logs, encode_call, send_call
+from node.cli_common import (
+    NotFound,
+    UsageError,
+    block_arg,
+    load_key_file,
+    parse_address,
+    parse_id,
+    rpc_args,
+    run,
+    signer_args,
+    signer_key,
+)
+from node.rpc.client import rpc_call
+from node.txsend import decode_logs, encode_call, send_call
 
-DEFAULT_RPC = "http://127.0.0.1:8545"
 SIGNATURE_TTL_SECONDS = 600  # default validity of a device signature made here
 MIN_ABSOLUTE_EXPIRY = 1_000_000_000  # below this an --expires integer is surely a duration
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-
-Handler = Callable[[argparse.Namespace], dict[str, Any]]
-
-
-class UsageError(Exception):
-    """A local problem the user fixes: argument, key file, password."""
-
-
-class NotFound(Exception):
-    """``show`` of something that does not exist (exit 1)."""
-
 
 @cache
 def identity_abi() -> list[dict[str, Any]]:
@@ -79,29 +71,6 @@ def permission_names(bits: int) -> list[str]:
 
 
 # --- argument parsing ---------------------------------------------------------------------
-
-
-def parse_address(text: str) -> str:
-    """A 20-byte 0x-hex address, returned lower-case."""
-    s = text.strip().lower()
-    if not s.startswith("0x") or len(s) != 42:
-        raise argparse.ArgumentTypeError(f"not an address (0x + 40 hex digits): {text!r}")
-    try:
-        bytes.fromhex(s[2:])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an address: {text!r}") from None
-    return s
-
-
-def parse_id(text: str) -> int:
-    """A token id: decimal or 0x-hex, positive."""
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an id: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"ids start at 1, got {value}")
-    return value
 
 
 def parse_permissions(text: str) -> int:
@@ -161,59 +130,6 @@ def parse_expiry(text: str, now: float | None = None) -> int:
 # --- keys ------------------------------------------------------------------------------
 
 
-def read_password(args: argparse.Namespace) -> str:
-    """The keystore password: ``--password-file`` (first line), else ``MOTUS_PASSWORD``,
-    else a prompt when on a terminal."""
-    if args.password_file:
-        return Path(args.password_file).read_text().rstrip("\n")
-    env = os.environ.get("MOTUS_PASSWORD")
-    if env is not None:
-        return env
-    if not sys.stdin.isatty():
-        raise UsageError("no password: use --password-file or MOTUS_PASSWORD")
-    return getpass.getpass("keystore password: ")
-
-
-def load_key_file(path: str | Path) -> bytes:
-    """A raw private key: 64 hex digits (``0x`` optional) in a file that only its owner
-    may read (mode 0600 or stricter)."""
-    path = Path(path)
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise UsageError(f"{path} is readable by others (mode {oct(mode)}); chmod 600 it")
-    text = path.read_text().strip().removeprefix("0x")
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise UsageError(f"{path}: not a hex private key") from None
-    if len(key) != 32:
-        raise UsageError(f"{path}: a private key is 32 bytes (64 hex digits)")
-    return key
-
-
-def signer_key(args: argparse.Namespace) -> bytes:
-    """The account key that signs the transaction, from --keystore, --from or
-    --private-key-file."""
-    if args.private_key_file:
-        return load_key_file(args.private_key_file)
-    if args.keystore:
-        path = Path(args.keystore)
-    else:
-        if not args.home:
-            raise UsageError("--from needs --home DIR (the keystore is DIR/keystore)")
-        keystore_dir = Home(Path(args.home)).keystore
-        found = [p for a, p in list_keystores(keystore_dir) if a == args.sender]
-        if not found:
-            raise UsageError(
-                f"no keystore for {args.sender} in {keystore_dir} "
-                f"(see motus keys list --home {args.home})"
-            )
-        path = found[0]
-    if not path.is_file():
-        raise UsageError(f"no keystore file {path}")
-    return load_keystore(path, read_password(args))
-
-
 def device_key(args: argparse.Namespace) -> tuple[bytes, str]:
     """The device key from --device-key-file and its address, which must be --device."""
     key = load_key_file(args.device_key_file)
@@ -248,33 +164,6 @@ def event_arg(out: dict[str, Any], event: str, arg: str) -> Any:
         if e["event"] == event:
             return e["args"][arg]
     return None
-
-
-def run(handler: Handler) -> Callable[[argparse.Namespace], int]:
-    """Wrap a command: print its JSON, map failures to exit statuses 1 and 2."""
-
-    def command(args: argparse.Namespace) -> int:
-        try:
-            out = handler(args)
-        except TxError as exc:
-            print(json.dumps(exc.to_json(), indent=2))
-            print(f"motus: {exc.status}: {exc.reason}", file=sys.stderr)
-            return 1
-        except NotFound as exc:
-            print(json.dumps({"status": "not_found", "reason": str(exc)}, indent=2))
-            print(f"motus: not found: {exc}", file=sys.stderr)
-            return 1
-        except RPCError as exc:
-            print(f"motus: error: {exc}", file=sys.stderr)
-            return 2
-        except (UsageError, KeyError_, OSError, EncodingError) as exc:
-            print(f"motus: error: {exc}", file=sys.stderr)
-            return 2
-        print(json.dumps(out, indent=2))
-        return 0
-
-    command.__doc__ = handler.__doc__
-    return command
 
 
 def device_nonce(rpc: str, device: str) -> int:
@@ -446,34 +335,7 @@ def cmd_device_show(args: argparse.Namespace) -> dict[str, Any]:
 # --- parser ----------------------------------------------------------------------------
 
 
-def _rpc_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rpc", default=DEFAULT_RPC, help=f"node JSON-RPC URL (default {DEFAULT_RPC})")
-
-
-def _signer_args(p: argparse.ArgumentParser) -> None:
-    _rpc_args(p)
-    who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--keystore", metavar="FILE", help="encrypted keystore JSON (motus keys new)")
-    who.add_argument(
-        "--from",
-        dest="sender",
-        type=parse_address,
-        metavar="ADDRESS",
-        help="use the keystore of ADDRESS in HOME/keystore (needs --home)",
-    )
-    who.add_argument(
-        "--private-key-file",
-        metavar="FILE",
-        help="raw hex private key, mode 0600 (devnets, scripts)",
-    )
-    p.add_argument("--home", help="node home whose keystore/ --from searches")
-    p.add_argument("--password-file", help="keystore password (else MOTUS_PASSWORD, else prompt)")
-    p.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds to wait for the receipt (default 60)"
-    )
-
-
-def _device_signer_args(p: argparse.ArgumentParser) -> None:
+def _devicesigner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=parse_address, required=True, metavar="ADDRESS")
     p.add_argument(
         "--device-key-file",
@@ -490,10 +352,6 @@ def _device_signer_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _block_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--block", default="latest", help="height or tag (default latest)")
-
-
 def register_identity_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``vehicle`` and ``device`` with their subcommands to the ``motus`` parser."""
     vehicle = sub.add_parser("vehicle", help="vehicle NFTs: mint, pair, permissions, show")
@@ -506,18 +364,18 @@ def register_identity_commands(sub: argparse._SubParsersAction) -> None:
     vin = mint.add_mutually_exclusive_group(required=True)
     vin.add_argument("--vin", help="the VIN; only keccak256(upper-case VIN) goes on chain")
     vin.add_argument("--vin-hash", help="keccak256 of the VIN, 0x + 64 hex digits")
-    _signer_args(mint)
+    signer_args(mint)
     mint.set_defaults(fn=run(cmd_vehicle_mint))
 
     pair = vs.add_parser("pair", help="pair your claimed device with your vehicle")
     pair.add_argument("--vehicle", type=parse_id, required=True, metavar="ID")
-    _device_signer_args(pair)
-    _signer_args(pair)
+    _devicesigner_args(pair)
+    signer_args(pair)
     pair.set_defaults(fn=run(cmd_vehicle_pair))
 
     unpair = vs.add_parser("unpair", help="unpair a vehicle's device")
     unpair.add_argument("--vehicle", type=parse_id, required=True, metavar="ID")
-    _signer_args(unpair)
+    signer_args(unpair)
     unpair.set_defaults(fn=run(cmd_vehicle_unpair))
 
     grant = vs.add_parser("grant", help="grant an address data permissions until an expiry")
@@ -535,36 +393,36 @@ def register_identity_commands(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="unix seconds, +DURATION (+3600, +30d) or ISO date (2026-01-31)",
     )
-    _signer_args(grant)
+    signer_args(grant)
     grant.set_defaults(fn=run(cmd_vehicle_grant))
 
     revoke = vs.add_parser("revoke", help="revoke a grantee's permissions")
     revoke.add_argument("--vehicle", type=parse_id, required=True, metavar="ID")
     revoke.add_argument("--grantee", type=parse_address, required=True, metavar="ADDRESS")
-    _signer_args(revoke)
+    signer_args(revoke)
     revoke.set_defaults(fn=run(cmd_vehicle_revoke))
 
     transfer = vs.add_parser("transfer", help="transfer your vehicle (resets permissions)")
     transfer.add_argument("--vehicle", type=parse_id, required=True, metavar="ID")
     transfer.add_argument("--to", type=parse_address, required=True, metavar="ADDRESS")
-    _signer_args(transfer)
+    signer_args(transfer)
     transfer.set_defaults(fn=run(cmd_vehicle_transfer))
 
     burn = vs.add_parser("burn", help="burn your unpaired vehicle")
     burn.add_argument("--vehicle", type=parse_id, required=True, metavar="ID")
-    _signer_args(burn)
+    signer_args(burn)
     burn.set_defaults(fn=run(cmd_vehicle_burn))
 
     show = vs.add_parser("show", help="show a vehicle and its permissions")
     show.add_argument("id", type=parse_id)
-    _block_arg(show)
-    _rpc_args(show)
+    block_arg(show)
+    rpc_args(show)
     show.set_defaults(fn=run(cmd_vehicle_show))
 
     listing = vs.add_parser("list", help="ids of the vehicles an address holds")
     listing.add_argument("--owner", type=parse_address, required=True, metavar="ADDRESS")
-    _block_arg(listing)
-    _rpc_args(listing)
+    block_arg(listing)
+    rpc_args(listing)
     listing.set_defaults(fn=run(cmd_vehicle_list))
 
     device = sub.add_parser("device", help="device NFTs: mint, claim, transfer, show")
@@ -572,22 +430,22 @@ def register_identity_commands(sub: argparse._SubParsersAction) -> None:
 
     dmint = ds.add_parser("mint", help="mint a device NFT (licensed manufacturer)")
     dmint.add_argument("--device", type=parse_address, required=True, metavar="ADDRESS")
-    _signer_args(dmint)
+    signer_args(dmint)
     dmint.set_defaults(fn=run(cmd_device_mint))
 
     claim = ds.add_parser("claim", help="claim a minted device with its signature")
-    _device_signer_args(claim)
-    _signer_args(claim)
+    _devicesigner_args(claim)
+    signer_args(claim)
     claim.set_defaults(fn=run(cmd_device_claim))
 
     dtransfer = ds.add_parser("transfer", help="hand your claimed device on")
     dtransfer.add_argument("--device", type=parse_address, required=True, metavar="ADDRESS")
     dtransfer.add_argument("--to", type=parse_address, required=True, metavar="ADDRESS")
-    _signer_args(dtransfer)
+    signer_args(dtransfer)
     dtransfer.set_defaults(fn=run(cmd_device_transfer))
 
     dshow = ds.add_parser("show", help="show a device NFT")
     dshow.add_argument("address", type=parse_address)
-    _block_arg(dshow)
-    _rpc_args(dshow)
+    block_arg(dshow)
+    rpc_args(dshow)
     dshow.set_defaults(fn=run(cmd_device_show))

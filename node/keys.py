@@ -50,11 +50,16 @@ def save_validator_key(path: str | Path, key: bytes) -> None:
     write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode())
 
 
-def load_validator_key(path: str | Path) -> bytes:
-    path = Path(path)
-    mode = path.stat().st_mode & 0o777
+def require_owner_only(path: str | Path) -> None:
+    """Refuse a key file that anyone but its owner may read or write."""
+    mode = Path(path).stat().st_mode & 0o777
     if mode & 0o077:
         raise KeyError_(f"{path} is readable by others (mode {oct(mode)}); chmod 600 it")
+
+
+def load_validator_key(path: str | Path) -> bytes:
+    path = Path(path)
+    require_owner_only(path)
     try:
         doc = json.loads(path.read_text())
         key = bytes.fromhex(doc["private_key"])

@@ -287,25 +287,24 @@ def _no_overrides(overrides: Any) -> None:
     blocking=True,
 )
 def eth_call(ctx: RPCContext, req: p.CallRequest, ref: p.BlockRef, overrides: Any) -> str:
+    result, env = _run_call(ctx, req, ref, overrides, vm_call, gas=req.gas)
+    if not result.success:
+        raise _failure(result, req.gas or env.gas_limit)
+    return hexb(result.output)
+
+
+def _run_call(ctx: RPCContext, req: p.CallRequest, ref: p.BlockRef, overrides: Any,
+              run: Any, **extra: Any) -> tuple[Any, Any]:
+    """Run ``vm.call.call`` or ``estimate_gas`` for a call request at a block."""
     _no_overrides(overrides)
     header = resolve_header(ctx, ref)
     env = call_env(ctx, header, ref)
     try:
-        result = vm_call(
-            ctx.store.state_db,
-            header.state_root,
-            env,
-            sender=req.sender,
-            to=req.to,
-            data=req.data,
-            value=req.value,
-            gas=req.gas,
-        )
+        result = run(ctx.store.state_db, header.state_root, env, sender=req.sender, to=req.to,
+                     data=req.data, value=req.value, **extra)
     except CallError as exc:
         raise _cannot_start(exc) from None
-    if not result.success:
-        raise _failure(result, req.gas or env.gas_limit)
-    return hexb(result.output)
+    return result, env
 
 
 @methods.method(
@@ -316,21 +315,7 @@ def eth_call(ctx: RPCContext, req: p.CallRequest, ref: p.BlockRef, overrides: An
     blocking=True,
 )
 def estimate_gas(ctx: RPCContext, req: p.CallRequest, ref: p.BlockRef, overrides: Any) -> str:
-    _no_overrides(overrides)
-    header = resolve_header(ctx, ref)
-    env = call_env(ctx, header, ref)
-    try:
-        result = vm_estimate_gas(
-            ctx.store.state_db,
-            header.state_root,
-            env,
-            sender=req.sender,
-            to=req.to,
-            data=req.data,
-            value=req.value,
-        )
-    except CallError as exc:
-        raise _cannot_start(exc) from None
+    result, env = _run_call(ctx, req, ref, overrides, vm_estimate_gas)
     if not result.success:
         raise _failure(result, env.gas_limit)
     return hexq(result.gas_used)

@@ -18,13 +18,9 @@ import pytest
 from eth_account import Account
 from eth_hash.auto import keccak
 
-from node.cli_identity import (
-    UsageError,
-    load_key_file,
-    parse_expiry,
-    parse_id,
-    parse_permissions,
-)
+from node.cli_common import UsageError, load_key_file, parse_id
+from node.cli_identity import parse_expiry, parse_permissions
+from node.keys import KeyError_
 from node.rpc.client import rpc_call
 from node.txsend import send_call
 from tests.fixtures.rpc_node import MOTUS, dev_accounts, start_node
@@ -85,7 +81,7 @@ def test_key_file_must_be_private(tmp_path: Path) -> None:
     path = tmp_path / "key"
     path.write_text("0x" + key.key.hex() + "\n")
     os.chmod(path, 0o644)
-    with pytest.raises(UsageError, match="chmod 600"):
+    with pytest.raises(KeyError_, match="chmod 600"):
         load_key_file(path)
     os.chmod(path, 0o600)
     assert load_key_file(path) == bytes(key.key)
