@@ -96,7 +96,7 @@ class LocalChain:
              nonce: int | None = None) -> bytes:
         sender = Account.from_key(key).address
         if nonce is None:
-            nonce = self.state().get_nonce(bytes.fromhex(sender[2:])) + self._pending_nonces.get(sender, 0)
+            nonce = self.state().get_nonce(bytes.fromhex(sender[2:]))
         fields = {
             "type": 2, "chainId": CHAIN_ID, "nonce": nonce, "gas": gas, "value": value, "data": data,
             "maxFeePerGas": 100 * 10**9, "maxPriorityFeePerGas": 10**9,
@@ -104,8 +104,6 @@ class LocalChain:
         if to is not None:
             fields["to"] = to_checksum_address(to)
         return bytes(Account.sign_transaction(fields, key).raw_transaction)
-
-    _pending_nonces: dict[str, int] = {}
 
     def transact(self, key: bytes, to: bytes | None, data: bytes = b"", value: int = 0,
                  gas: int = 3_000_000, dt_ms: int = 1000):
