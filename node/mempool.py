@@ -16,6 +16,7 @@ from eth.abc import SignedTransactionAPI, StateAPI
 from eth_hash.auto import keccak
 
 from vm.execute import BLOB_TX_TYPE, MAX_TX_BYTES
+from vm.sender import recover_sender
 from vm.state import decode_transaction
 
 REPLACEMENT_BUMP_PCT = 10
@@ -83,7 +84,7 @@ class Mempool:
         try:
             tx = decode_transaction(raw)
             tx.validate()
-            sender = tx.sender
+            sender = recover_sender(raw, tx)
             tx_hash = keccak(raw)  # the envelope's hash; saves py-evm re-encoding it
         except Exception as exc:
             raise TxRejected("malformed", f"invalid transaction: {type(exc).__name__}: {exc}") from None

@@ -8,3 +8,7 @@ key-value database, the system modules (precompiles at fixed addresses, see
 Must not import: ``p2p``, ``consensus``, ``node``. Callers hand it plain values
 (the header, decoded transactions, attestation bytes, misbehaviour records).
 """
+
+from vm.crypto import use_fast_keccak
+
+use_fast_keccak()  # eth_hash (py-evm, trie) on the C Keccak backend: see vm/crypto.py

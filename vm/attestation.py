@@ -24,9 +24,8 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import msgpack
-from coincurve import PublicKey
-from eth_hash.auto import keccak as _eth_keccak
 
+from vm.crypto import keccak256, recover_address
 from vm.errors import VMError
 
 VERSION = 1
@@ -72,65 +71,6 @@ class AttestationError(VMError):
         self.message = message
 
 
-# --- keccak ------------------------------------------------------------------
-# eth_hash costs ~5 us per call through its wrappers; the checks hash every
-# attestation twice (digest, id), which matters next to a ~45 us signature
-# recovery. Calling pycryptodome's C functions directly, on a hash state kept per
-# thread and reset between uses, cuts that to ~1.6 us. The fast path is verified
-# against eth_hash at import and dropped if anything differs.
-
-
-def _make_fast_keccak():
-    try:
-        from Crypto.Hash.keccak import _raw_keccak_lib as lib
-        from Crypto.Util._raw_api import ffi
-    except Exception:  # pragma: no cover - other pycryptodome builds
-        return None
-    new, buffer = ffi.new, ffi.buffer
-    init, reset, absorb, digest, destroy = (lib.keccak_init, lib.keccak_reset,
-                                            lib.keccak_absorb, lib.keccak_digest,
-                                            lib.keccak_destroy)
-    local = threading.local()  # one hash state per thread: no sharing between threads
-
-    class _State:
-        """A Keccak-256 state and output buffer, allocated once per thread and reset
-        before each use (``keccak_reset``) instead of allocated and freed per hash."""
-
-        __slots__ = ("pp", "state", "out", "view")
-
-        def __init__(self) -> None:
-            self.pp = new("void **")
-            if init(self.pp, 64, 24):  # capacity 512 bits, 24 rounds: Keccak-256
-                raise ValueError("keccak init failed")
-            self.state = self.pp[0]
-            self.out = new("uint8_t[32]")
-            self.view = buffer(self.out)
-
-        def __del__(self) -> None:  # pragma: no cover - thread exit
-            destroy(self.state)
-
-    def keccak256(data: bytes) -> bytes:
-        try:
-            st = local.st
-        except AttributeError:
-            st = local.st = _State()
-        state = st.state
-        reset(state)
-        absorb(state, data, len(data))
-        digest(state, st.out, 32, 1)  # padding 0x01: Keccak, not SHA-3
-        return st.view[:]
-
-    try:
-        # twice over: each hash must start from a clean state after the previous one
-        for sample in (b"", b"abc", bytes(range(200)), b"\x00" * 137) * 2:
-            if keccak256(sample) != _eth_keccak(sample):
-                return None
-    except Exception:  # pragma: no cover
-        return None
-    return keccak256
-
-
-keccak256 = _make_fast_keccak() or _eth_keccak
 
 
 # --- the record --------------------------------------------------------------
@@ -339,14 +279,9 @@ def encode_attestation(att: Attestation) -> bytes:
 
 # --- signatures --------------------------------------------------------------
 
-# Recovered public key -> address. Devices sign many attestations with one key,
-# and the address derivation (an extra keccak) is a pure function: memoising it
-# cannot change any result.
-_ADDRESS_OF_KEY: dict[bytes, bytes] = {}
 _ZERO32 = bytes(32)
 _N_BYTES = SECP256K1_N.to_bytes(32, "big")
 _HALF_N_BYTES = (SECP256K1_N // 2).to_bytes(32, "big")
-_ADDRESS_CACHE_MAX = 100_000
 
 
 def recover_signer(digest: bytes, signature: bytes) -> bytes:
@@ -361,72 +296,10 @@ def recover_signer(digest: bytes, signature: bytes) -> bytes:
     if not (_ZERO32 < r < _N_BYTES and _ZERO32 < s <= _HALF_N_BYTES):
         raise AttestationError(RejectCode.BAD_SIGNATURE,
                                "signature r or s out of range (s must be low)")
-    key = _recover(signature, digest)
-    if key is None:
-        raise AttestationError(RejectCode.BAD_SIGNATURE, "signature does not recover a key")
-    address = _ADDRESS_OF_KEY.get(key)
+    address = recover_address(signature, digest)
     if address is None:
-        address = keccak256(_serialize(key))[12:]
-        if len(_ADDRESS_OF_KEY) >= _ADDRESS_CACHE_MAX:
-            _ADDRESS_OF_KEY.clear()
-        _ADDRESS_OF_KEY[key] = address
+        raise AttestationError(RejectCode.BAD_SIGNATURE, "signature does not recover a key")
     return address
-
-
-def _public_recover(signature: bytes, digest: bytes) -> bytes | None:
-    try:
-        key = PublicKey.from_signature_and_message(signature, digest, hasher=None)
-    except Exception:
-        return None
-    return key.format(compressed=False)[1:]
-
-
-def _make_direct_recover():
-    """libsecp256k1's recovery called straight through coincurve's cffi binding: the same
-    computation as ``PublicKey.from_signature_and_message`` without its Python wrappers
-    (a few microseconds per attestation). Returns the key in libsecp256k1's 64-byte
-    internal form, used only as a cache key in this process, and a serializer."""
-    try:
-        from coincurve._libsecp256k1 import ffi, lib
-        from coincurve.context import GLOBAL_CONTEXT
-    except Exception:  # pragma: no cover - other coincurve builds
-        return None
-    ctx, new, buffer = GLOBAL_CONTEXT.ctx, ffi.new, ffi.buffer
-    parse = lib.secp256k1_ecdsa_recoverable_signature_parse_compact
-    recover = lib.secp256k1_ecdsa_recover
-    serialize, uncompressed = lib.secp256k1_ec_pubkey_serialize, lib.SECP256K1_EC_UNCOMPRESSED
-
-    local = threading.local()  # scratch structs per thread, overwritten by every call
-
-    def direct_recover(signature: bytes, digest: bytes) -> bytes | None:
-        try:
-            rsig, pub, view = local.scratch
-        except AttributeError:
-            pub = new("secp256k1_pubkey *")
-            rsig, pub, view = local.scratch = (
-                new("secp256k1_ecdsa_recoverable_signature *"), pub, buffer(pub))
-        # parse_compact reads the first 64 bytes (r || s) of the 65 it is handed
-        if not parse(ctx, rsig, signature, signature[64]):
-            return None
-        if not recover(ctx, pub, rsig, digest):
-            return None
-        return view[:]
-
-    def direct_serialize(internal: bytes) -> bytes:
-        pub = new("secp256k1_pubkey *")
-        buffer(pub)[:] = internal
-        out, size = new("unsigned char[65]"), new("size_t *", 65)
-        serialize(ctx, out, size, pub, uncompressed)
-        return buffer(out, 65)[1:]
-
-    return direct_recover, direct_serialize
-
-
-_direct = _make_direct_recover()
-if _direct is not None:
-    _recover, _serialize = _direct
-else:  # pragma: no cover
-    _recover, _serialize = _public_recover, lambda point: point
 
 
 def verify_signature(att: Attestation, chain_id: int) -> None:

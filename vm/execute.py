@@ -24,6 +24,7 @@ from vm.events import BlockEvent, collect_block_events, record_block_events
 from vm.modules import SYSTEM_MODULES, addresses
 from vm.modules.params import get_param
 from vm.modules.validators import active_validators, jail
+from vm.sender import recover_sender
 from vm.state import BlockEnv, MotusState, make_state
 from vm.supply import record_burned_fees
 
@@ -86,9 +87,11 @@ def compute_base_fee(parent_gas_used: int, parent_gas_limit: int, parent_base_fe
     return max(fee, floor)
 
 
-def check_transaction(state: StateAPI, tx: SignedTransactionAPI, env: BlockEnv, gas_available: int) -> None:
+def check_transaction(state: StateAPI, tx: SignedTransactionAPI, env: BlockEnv, gas_available: int,
+                      raw: bytes | None = None) -> None:
     """Checks a transaction must pass before it is applied; raises InvalidTransaction
-    with a stable code. Shared by the mempool and block execution."""
+    with a stable code. With the envelope ``raw`` the sender is recovered from it
+    (:mod:`vm.sender`, the fast path)."""
     if getattr(tx, "type_id", None) == BLOB_TX_TYPE:
         raise _tx_error("unsupported_type", "blob transactions are not supported on Motus")
     if tx.chain_id is None:
@@ -102,7 +105,8 @@ def check_transaction(state: StateAPI, tx: SignedTransactionAPI, env: BlockEnv, 
     if tx.max_priority_fee_per_gas > tx.max_fee_per_gas:
         raise _tx_error("fee_too_low", "priority fee above max fee")
     try:
-        sender = tx.sender  # field validation itself is py-evm's, inside apply_transaction
+        # field validation itself is py-evm's, inside apply_transaction
+        sender = recover_sender(raw, tx) if raw is not None else tx.sender
     except Exception as exc:
         raise _tx_error("bad_signature", f"invalid transaction: {exc}") from None
     nonce = state.get_nonce(sender)
@@ -183,7 +187,7 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
     gas_used = 0
     for index, tx in enumerate(body.transactions):
         try:
-            check_transaction(state, tx, env, env.gas_limit - gas_used)
+            check_transaction(state, tx, env, env.gas_limit - gas_used, raws[index] if raws is not None else None)
             receipt, computation = apply_transaction(state, tx, gas_used)
         except InvalidTransaction as exc:
             if skip_invalid:
