@@ -8,14 +8,35 @@ store commits them together with the block in one synced write batch.
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections import OrderedDict
 from pathlib import Path
 
 import plyvel
 from eth.db.backends.base import BaseDB
+from trie.hexary import HexaryTrie
 
 TRIE = b"t"
+
+
+def _release_pinned_tries() -> None:
+    """Let go, before interpreter teardown, of the tries that trie's HexaryTrie keeps alive.
+
+    ``HexaryTrie._cached_create_node_to_db_mapping`` (trie 4) is an ``lru_cache`` on a
+    method, keyed on the trie itself, and py-evm's AccountDB writes through pruning tries
+    that use it. So the last tries a process wrote through stay reachable, and with them
+    their databases down to our StateDB and its plyvel.DB, until the interpreter tears
+    down. A plyvel.DB freed that late fails in ``__dealloc__`` (its ``close()`` does
+    ``with self.lock`` after the lock's type has been cleared) and Cython reports that
+    through an ``excepthook`` that is already gone: an empty "Error in sys.excepthook"
+    on stderr. Emptying the cache at exit frees them while the interpreter is whole."""
+    cached = getattr(HexaryTrie, "_cached_create_node_to_db_mapping", None)
+    if cached is not None and hasattr(cached, "cache_clear"):
+        cached.cache_clear()
+
+
+atexit.register(_release_pinned_tries)
 
 
 class Database:
