@@ -5,6 +5,7 @@ same run. Prints both rates and the ratio (goal: >= 0.8)."""
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 
@@ -109,4 +110,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
