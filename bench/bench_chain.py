@@ -10,6 +10,7 @@ import tempfile
 import time
 
 from eth.db.atomic import AtomicDB
+from eth.vm.forks.cancun import CancunState
 from eth_account import Account
 
 from consensus.crypto import address_of_private_key
@@ -21,7 +22,7 @@ from node.db import Database
 from node.mempool import Mempool
 from node.store import ChainStore
 from vm.execute import compute_base_fee
-from vm.state import BlockEnv, decode_transaction, make_state
+from vm.state import BlockEnv, decode_transaction, execution_context
 
 CHAIN_ID = 7077
 VALIDATOR_KEY = bytes.fromhex("11" * 32)
@@ -47,7 +48,8 @@ def genesis_spec():
 
 
 def run_raw(raws: list[bytes]) -> float:
-    """Baseline: decode + py-evm state.apply_transaction (+ sender recovery) + one persist."""
+    """Baseline: decode + stock py-evm CancunState.apply_transaction (+ its sender
+    recovery) + one persist, on an in-memory database."""
     db = AtomicDB()
     header = build_genesis(db, genesis_spec())
     env = BlockEnv(CHAIN_ID, 1, header.timestamp_ms + 1000, address_of_private_key(VALIDATOR_KEY),
@@ -55,7 +57,7 @@ def run_raw(raws: list[bytes]) -> float:
                    header.hash)
     t0 = time.perf_counter()
     txs = [decode_transaction(r) for r in raws]
-    state = make_state(db, header.state_root, env)
+    state = CancunState(db, execution_context(env), header.state_root)  # stock py-evm
     for tx in txs:
         state.apply_transaction(tx)
     state.persist()

@@ -78,7 +78,7 @@ def compute_list_root(items: Sequence[bytes]) -> bytes:
     node = _encode_internal(_patricialize(mapping, 0))
     if isinstance(node, bytes) and len(node) == 32:
         return node
-    return keccak(_rlp(node))
+    return keccak(rlp_encode(node))
 
 
 def _nibbles(key: bytes) -> bytes:
@@ -140,11 +140,11 @@ def _encode_internal(node):
         unencoded = [_compact(node[1], False), node[2]]
     else:
         unencoded = [*node[1], node[2]]
-    encoded = _rlp(unencoded)
+    encoded = rlp_encode(unencoded)
     return unencoded if len(encoded) < 32 else keccak(encoded)
 
 
-def _rlp(item) -> bytes:
+def rlp_encode(item) -> bytes:
     """Minimal RLP of bytes and nested lists (the only shapes trie nodes have); several
     times faster than the generic ``rlp.encode`` with its sedes inference."""
     if isinstance(item, bytes):
@@ -152,7 +152,7 @@ def _rlp(item) -> bytes:
         if n == 1 and item[0] < 0x80:
             return item
         return _rlp_len(n, 0x80) + item
-    payload = b"".join(_rlp(x) for x in item)
+    payload = b"".join(rlp_encode(x) for x in item)
     return _rlp_len(len(payload), 0xC0) + payload
 
 

@@ -11,6 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from eth.abc import AtomicDatabaseAPI
+from eth.db.account import AccountDB
+from eth.rlp.accounts import Account
+from eth.validation import validate_canonical_address, validate_uint64, validate_uint256
 from eth.vm.execution_context import ExecutionContext
 from eth.vm.forks.cancun import CancunState
 from eth.vm.forks.cancun.computation import CancunComputation
@@ -18,6 +21,7 @@ from eth.vm.forks.cancun.transactions import CancunTransactionBuilder
 from eth_typing import Address, BlockNumber, Hash32
 from toolz import merge
 
+from vm.block import rlp_encode
 from vm.modules import SYSTEM_MODULES
 
 TransactionBuilder = CancunTransactionBuilder
@@ -27,8 +31,43 @@ class MotusComputation(CancunComputation):
     _precompiles = merge(CancunComputation.get_precompiles(), SYSTEM_MODULES)
 
 
+def encode_account(account: Account) -> bytes:
+    """``rlp.encode(account, sedes=Account)``, without the generic encoder's sedes work."""
+    nonce, balance = account.nonce, account.balance
+    return rlp_encode([
+        nonce.to_bytes((nonce.bit_length() + 7) // 8, "big"),
+        balance.to_bytes((balance.bit_length() + 7) // 8, "big"),
+        account.storage_root, account.code_hash,
+    ])
+
+
+class MotusAccountDB(AccountDB):
+    """py-evm's AccountDB with the writes every transaction makes (balance and nonce,
+    several per transfer) built and encoded directly: ``Account.copy`` deep-copies every
+    unchanged field and ``rlp.encode`` infers sedes, ~15 us a write against ~4 us here.
+    Same values, same validation, same bytes (tests/vm/test_state_accounts.py checks the
+    state roots against stock py-evm)."""
+
+    def set_balance(self, address, balance: int) -> None:  # type: ignore[no-untyped-def]
+        validate_canonical_address(address, title="Storage Address")
+        validate_uint256(balance, title="Account Balance")
+        a = self._get_account(address)
+        self._set_account(address, Account(a.nonce, balance, a.storage_root, a.code_hash))
+
+    def set_nonce(self, address, nonce: int) -> None:  # type: ignore[no-untyped-def]
+        validate_canonical_address(address, title="Storage Address")
+        validate_uint64(nonce, title="Nonce")
+        a = self._get_account(address)
+        self._set_account(address, Account(nonce, a.balance, a.storage_root, a.code_hash))
+
+    def _set_account(self, address, account: Account) -> None:  # type: ignore[no-untyped-def]
+        self._account_cache[address] = account
+        self._journaltrie[address] = encode_account(account)
+
+
 class MotusState(CancunState):
     computation_class = MotusComputation
+    account_db_class = MotusAccountDB
 
 
 @dataclass(frozen=True)
