@@ -1,7 +1,12 @@
+from eth.rlp.logs import Log
+from eth.rlp.receipts import Receipt
+from eth.vm.forks.cancun.receipts import CancunReceiptBuilder
 from eth_account import Account
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.harness import LocalChain, Module
-from vm.execute import receipt_status
+from vm.execute import encode_receipt, receipt_status
 from vm.modules import addresses
 from vm.supply import get_supply
 
@@ -52,3 +57,17 @@ def test_epoch_clock_advances():
 def test_dev_account_zero_is_hardhat_account():
     chain = LocalChain()
     assert Account.from_key(chain.accounts[0][1]).address == "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+
+
+_LOGS = st.lists(st.builds(
+    Log, st.binary(min_size=20, max_size=20), st.lists(st.integers(0, 2**256 - 1), max_size=4),
+    st.binary(max_size=200)), max_size=4)
+
+
+@given(status=st.sampled_from([b"", b"\x01"]), gas=st.integers(0, 2**64), bloom=st.integers(0, 2**2048 - 1),
+       logs=_LOGS, type_id=st.sampled_from([None, 1, 2]))
+def test_receipt_encoding_matches_py_evm(status, gas, bloom, logs, type_id):
+    receipt = Receipt(state_root=status, gas_used=gas, logs=logs, bloom=bloom)
+    if type_id is not None:
+        receipt = CancunReceiptBuilder.typed_receipt_class(type_id, receipt)
+    assert encode_receipt(receipt) == receipt.encode()
