@@ -9,6 +9,8 @@
   motus devnet up --validators N --home DIR [--no-fleet] [--rpc-port B] [--p2p-port B]
   motus vehicle|device ...   (node/cli_identity.py)
   motus gov|rewards ...      (node/cli_gov.py)
+  motus tx send|get|receipt  (node/cli_tx.py)
+  motus light init|status|sync|header|balance|storage|vehicle|reward   (node/cli_light.py)
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from genesis.spec import DEV_CHAIN_ID, GenesisSpec
 from node.cli_common import UsageError, read_password
 from node.cli_gov import register_gov_commands
 from node.cli_identity import register_identity_commands
+from node.cli_light import register_light_commands
+from node.cli_tx import register_tx_commands
 from node.config import Config
 from node.home import Home
 from node.keys import (
@@ -233,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(fn=cmd_devnet_up)
     register_identity_commands(sub)
     register_gov_commands(sub)
+    register_tx_commands(sub)
+    register_light_commands(sub)
     return p
 
 
