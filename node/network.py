@@ -5,7 +5,8 @@ Wiring (CometBFT's reactors, in one trio nursery):
   consensus topic -> checked (signature against the height's validator set) ->
                      ConsensusRunner.submit;  runner broadcast -> consensus topic
   runner decide   -> Application.commit -> block announcement on the block topic
-  tx topic        -> Mempool (validated before relay);  RPC tx -> tx topic
+  tx topic        -> Mempool (each transaction of a batch, before relay);
+                     RPC tx -> transaction batcher -> tx topic
   evidence topic  -> Application.add_evidence (verified before relay)
   status/blocks request-response -> block sync of a node that is behind, before it
                      joins consensus and whenever it falls behind or stalls
@@ -54,10 +55,12 @@ SYNC_ITEM_SEDES = rlp.sedes.List([rlp.sedes.binary, rlp.sedes.binary])
 EVIDENCE_MAX_BYTES = 64 * 1024
 
 # Mempool reject codes that depend on the receiver's pool or head, not on the bytes:
-# the forwarder may have seen a different state, so they cost it nothing.
+# the forwarder may have seen a different state, so they cost it nothing. The block
+# gas limit is a governed parameter the pool reads at start-up, so a transaction over
+# it may be fine for a node started since a change.
 STATE_DEPENDENT_TX_CODES = frozenset({
     "already_known", "nonce_too_low", "nonce_too_high", "pool_full", "replacement_underpriced",
-    "insufficient_funds", "fee_too_low",
+    "insufficient_funds", "fee_too_low", "gas_limit_exceeded",
 })
 
 
@@ -301,19 +304,41 @@ class NetworkService:
     # --- transactions and evidence ------------------------------------------------------
 
     def _check_tx(self, peer: str, data: bytes) -> Verdict:
+        """Topic check of a transaction batch; every transaction is offered to the pool.
+
+        REJECT (the forwarder is penalised) when the envelope is not a canonical batch
+        (or a transaction is over 128 KiB), or when one transaction is invalid whatever
+        the state (undecodable, bad signature, wrong chain, below intrinsic gas...):
+        every honest node rejects the same batch, so an honest relay never forwards
+        one. Otherwise ACCEPT (relay the batch) if at least one transaction was new to
+        our pool, else IGNORE: rejections that depend on our pool or head (known,
+        stale nonce, pool full...) are not the forwarder's fault. Transactions pooled
+        before a malformed one stay pooled: they are valid whoever sent them."""
+        from p2p.batch import decode_tx_batch
+        from p2p.errors import BatchDecodeError
         from p2p.host import Verdict
 
         try:
-            self.app.submit_transaction(data, gossip=False)
-        except TxRejected as exc:
-            if exc.code in STATE_DEPENDENT_TX_CODES:
-                return Verdict.IGNORE  # may be valid elsewhere or stale: not the peer's fault
+            raws = decode_tx_batch(data)
+        except BatchDecodeError:
             return Verdict.REJECT
-        return Verdict.ACCEPT
+        pooled = 0
+        for raw in raws:
+            try:
+                self.app.submit_transaction(raw, gossip=False)
+            except TxRejected as exc:
+                if exc.code in STATE_DEPENDENT_TX_CODES:
+                    continue  # may be valid elsewhere or stale: not the peer's fault
+                log.info("transaction batch from %s rejected: %s (%s)", peer, exc.code,
+                         exc.message)
+                return Verdict.REJECT
+            pooled += 1
+        return Verdict.ACCEPT if pooled else Verdict.IGNORE
 
     async def publish_tx(self, raw: bytes) -> None:
+        """Queue a transaction we pooled (from RPC) for the next batch on the tx topic."""
         if self.p2p is not None:
-            await self.p2p.publish("tx", raw)
+            self.p2p.transactions.add(raw)
 
     def _check_evidence(self, peer: str, data: bytes) -> Verdict:
         from p2p.host import Verdict

@@ -1,14 +1,16 @@
-"""Attestation batches: many small items in one gossip message.
+"""Gossip batches: many small items in one gossip message.
 
 Gossip cost is per message, not per byte (about 1000 messages/s per hop with
-py-libp2p here), so the node that receives attestations from devices packs
-them into one envelope and publishes it every ``flush_interval`` or when it
-reaches ``max_batch_bytes``, whichever comes first.
+py-libp2p here), so the node that receives items from clients packs them into
+one envelope and publishes it every ``flush_interval`` or when it reaches
+``max_batch_bytes``, whichever comes first. Two topics carry batches:
+attestations (from devices) and transactions (from RPC clients).
 
 Envelope: a msgpack array of bin, in canonical (shortest) form. Nothing else:
-each item is self-describing (an attestation carries its own version).
-Decoding is strict: any deviation (wrong types, trailing bytes, non-canonical
-headers, empty items, too many items or bytes) raises ``BatchDecodeError``.
+each item is self-describing (an attestation carries its own version, a
+transaction its EIP-2718 type). Decoding is strict: any deviation (wrong
+types, trailing bytes, non-canonical headers, empty items, too many items or
+bytes, an item over the per-item limit) raises ``BatchDecodeError``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import msgpack
 import trio
 
 from p2p.errors import BatchDecodeError, MessageTooLarge, P2PError
-from p2p.topics import KIB, MIB
+from p2p.topics import DEFAULT_MAX_MESSAGE_SIZE, KIB, MIB, TopicName
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,19 @@ DEFAULT_DECODE_MAX_ITEMS = 16_384
 # Items waiting for the next flush; beyond this ``add`` drops and counts, so a
 # stalled publisher cannot grow memory without bound.
 DEFAULT_MAX_PENDING_BYTES = 4 * MIB
+
+# Transaction batches (topic ``/motus/<chain>/tx/2``). One transaction is at most
+# 128 KiB (go-ethereum's txMaxSize, vm.execute.MAX_TX_BYTES). A batch closes at
+# 64 KiB (~550 transfers) or 50 ms after its first transaction, so a transaction
+# waits at most 50 ms at its first node; a larger transaction travels alone, so
+# the topic limit is one maximal transaction plus its envelope, rounded up.
+MAX_TX_BYTES = 128 * KIB
+TX_FLUSH_INTERVAL = 0.05
+TX_MAX_BATCH_BYTES = 64 * KIB
+TX_BATCH_LIMIT = DEFAULT_MAX_MESSAGE_SIZE[TopicName.TX]  # 256 KiB
+# A typed transaction is never under ~80 bytes; the item count bound only stops a
+# batch of tiny garbage items from costing a full decode.
+TX_BATCH_MAX_ITEMS = TX_BATCH_LIMIT // 64
 
 
 def compute_array_header_size(count: int) -> int:
@@ -69,6 +84,7 @@ def decode_batch(
     *,
     max_items: int = DEFAULT_DECODE_MAX_ITEMS,
     max_bytes: int = DEFAULT_DECODE_MAX_BYTES,
+    max_item_bytes: int | None = None,
 ) -> list[bytes]:
     """Return the items of an envelope, or raise ``BatchDecodeError``.
 
@@ -85,7 +101,7 @@ def decode_batch(
             data,
             use_list=True,
             raw=False,
-            max_bin_len=max_bytes,
+            max_bin_len=max_bytes if max_item_bytes is None else min(max_bytes, max_item_bytes),
             max_array_len=max_items,
             max_str_len=0,
             max_map_len=0,
@@ -104,6 +120,8 @@ def decode_batch(
             raise BatchDecodeError(f"item {index} is {type(item).__name__}, not bin")
         if not item:
             raise BatchDecodeError(f"item {index} is empty")
+        if max_item_bytes is not None and len(item) > max_item_bytes:
+            raise BatchDecodeError(f"item {index} is {len(item)} bytes, limit {max_item_bytes}")
     # Canonical form only: one batch has exactly one encoding, so its hash (the
     # gossip message id on content-addressed networks) cannot be varied.
     if msgpack.packb(items, use_bin_type=True) != data:
@@ -111,9 +129,16 @@ def decode_batch(
     return items
 
 
+def decode_tx_batch(data: bytes) -> list[bytes]:
+    """The raw transactions of a ``tx`` topic message, or ``BatchDecodeError``
+    (over 256 KiB, over 128 KiB for one transaction, or not a canonical batch)."""
+    return decode_batch(data, max_items=TX_BATCH_MAX_ITEMS, max_bytes=TX_BATCH_LIMIT,
+                        max_item_bytes=MAX_TX_BYTES)
+
+
 @dataclass
 class BatcherStats:
-    """Counters of one ``AttestationBatcher`` (monotonic, for metrics)."""
+    """Counters of one ``Batcher`` (monotonic, for metrics)."""
 
     items_added: int = 0
     items_dropped: int = 0
@@ -121,12 +146,14 @@ class BatcherStats:
     publish_errors: int = 0
 
 
-class AttestationBatcher:
+class Batcher:
     """Collect small items and publish them as batches.
 
     ``add`` never blocks; ``run`` (a task in the caller's nursery) publishes a
     batch ``flush_interval`` after its first item, or as soon as the next item
-    would push it over ``max_batch_bytes``.
+    would push it over ``max_batch_bytes``. An item too big for a batch of
+    ``max_batch_bytes`` but within ``max_item_bytes`` is published alone, at
+    once (by default ``max_item_bytes`` is what fits a batch: larger items raise).
     """
 
     def __init__(
@@ -136,15 +163,20 @@ class AttestationBatcher:
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        max_item_bytes: int | None = None,
+        name: str = "attestation",
     ) -> None:
         if not 0 < flush_interval <= 10:
             raise ValueError("flush_interval must be in (0, 10] seconds")
         if max_batch_bytes < 64:
             raise ValueError("max_batch_bytes must be at least 64")
         self._publish = publish
+        self.name = name
         self.flush_interval = flush_interval
         self.max_batch_bytes = max_batch_bytes
-        self.max_pending_bytes = max(max_pending_bytes, max_batch_bytes)
+        self.max_item_bytes = max_item_bytes
+        self.max_pending_bytes = max(max_pending_bytes, max_batch_bytes,
+                                     compute_bin_size(max_item_bytes or 0) + 5)
         self.stats = BatcherStats()
         # Closed batches waiting to be published, then the open one.
         self._ready: list[list[bytes]] = []
@@ -162,25 +194,37 @@ class AttestationBatcher:
     def add(self, item: bytes) -> bool:
         """Queue ``item`` for the next batch; False (and counted) if the buffer is full.
 
-        Raises ``MessageTooLarge`` if ``item`` alone cannot fit in a batch, and
-        ``ValueError`` if it is empty.
+        Raises ``MessageTooLarge`` if ``item`` is over ``max_item_bytes`` (by
+        default: cannot fit in a batch), and ``ValueError`` if it is empty.
         """
         if not item:
             raise ValueError("batch items must not be empty")
         cost = compute_bin_size(len(item))
-        if compute_array_header_size(1) + cost > self.max_batch_bytes:
+        alone = compute_array_header_size(1) + cost > self.max_batch_bytes
+        if alone and (self.max_item_bytes is None or len(item) > self.max_item_bytes):
+            limit = self.max_item_bytes
             raise MessageTooLarge(
                 f"item of {len(item)} bytes cannot fit a {self.max_batch_bytes}-byte batch"
+                if limit is None else f"item of {len(item)} bytes is over {limit} bytes"
             )
         if self._pending_bytes + cost > self.max_pending_bytes:
             self.stats.items_dropped += 1
             if self.stats.items_dropped == 1 or self.stats.items_dropped % 1000 == 0:
                 logger.warning(
-                    "attestation batcher full (%d bytes pending): %d items dropped so far",
+                    "%s batcher full (%d bytes pending): %d items dropped so far",
+                    self.name,
                     self._pending_bytes,
                     self.stats.items_dropped,
                 )
             return False
+        if alone:  # keeps order: what was pending goes first
+            if self._open:
+                self._close_open_batch()
+            self._ready.append([bytes(item)])
+            self._pending_bytes += cost
+            self.stats.items_added += 1
+            self._wakeup.set()
+            return True
         header = compute_array_header_size(len(self._open) + 1)
         if self._open and header + self._open_size + cost > self.max_batch_bytes:
             self._close_open_batch()
@@ -235,4 +279,8 @@ class AttestationBatcher:
             # the batcher: count it, log it, and go on with the next one.
             self.stats.publish_errors += 1
             self.stats.items_dropped += len(batch)
-            logger.warning("attestation batch of %d items not published: %s", len(batch), exc)
+            logger.warning("%s batch of %d items not published: %s", self.name, len(batch), exc)
+
+
+class AttestationBatcher(Batcher):
+    """The batcher of the attestation topic (``P2PNode.attestations``)."""

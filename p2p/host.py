@@ -24,6 +24,7 @@ import inspect
 import logging
 import random
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +51,15 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2p import reqresp
-from p2p.batch import DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_BATCH_BYTES, AttestationBatcher
+from p2p.batch import (
+    DEFAULT_FLUSH_INTERVAL,
+    DEFAULT_MAX_BATCH_BYTES,
+    MAX_TX_BYTES,
+    TX_FLUSH_INTERVAL,
+    TX_MAX_BATCH_BYTES,
+    AttestationBatcher,
+    Batcher,
+)
 from p2p.errors import (
     BadRequest,
     BadResponse,
@@ -146,6 +155,8 @@ class P2PConfig:
     max_inbound_requests_per_peer: int = 8
     attestation_flush_interval: float = DEFAULT_FLUSH_INTERVAL
     attestation_max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    tx_flush_interval: float = TX_FLUSH_INTERVAL
+    tx_max_batch_bytes: int = TX_MAX_BATCH_BYTES
 
     def __post_init__(self) -> None:
         if self.chain_id < 0:
@@ -308,6 +319,13 @@ class P2PNode:
             flush_interval=config.attestation_flush_interval,
             max_batch_bytes=config.attestation_max_batch_bytes,
         )
+        self.transactions = Batcher(
+            self._publish_tx_batch,
+            flush_interval=config.tx_flush_interval,
+            max_batch_bytes=config.tx_max_batch_bytes,
+            max_item_bytes=MAX_TX_BYTES,
+            name="transaction",
+        )
         self._listen_addr: str | None = None
 
     # ----------------------------------------------------------------- setup
@@ -397,6 +415,8 @@ class P2PNode:
                         nursery.start_soon(self._enforce_bans)
                         if TopicName.ATTESTATION in self._topics:
                             nursery.start_soon(self.attestations.run)
+                        if TopicName.TX in self._topics:
+                            nursery.start_soon(self.transactions.run)
                         logger.info("p2p listening on %s", self._listen_addr)
                         task_status.started(self._listen_addr)
                         await trio.sleep_forever()
@@ -467,6 +487,9 @@ class P2PNode:
 
     async def _publish_attestation_batch(self, data: bytes) -> None:
         await self.publish(TopicName.ATTESTATION, data)
+
+    async def _publish_tx_batch(self, data: bytes) -> None:
+        await self.publish(TopicName.TX, data)
 
     def _wrap_validator(self, topic: _Topic) -> tuple[Callable[..., Any], bool]:
         """Wrap the node's validator for pubsub: size check first, never raises.
@@ -663,6 +686,7 @@ class P2PNode:
         return {
             "topics": {name: topic.stats for name, topic in self._topics.items()},
             "attestation_batcher": self.attestations.stats,
+            "transaction_batcher": self.transactions.stats,
             "peers": len(self.peers()),
             "banned_peers": len(self.scoreboard.banned_peers()),
             # Connections to banned peers we closed: the ban itself, then each
@@ -960,9 +984,28 @@ class _GuardedPubsub(Pubsub):
     (warning each time) during the moment it stays connected after a redial.
 
     Dropped streams are counted (``malformed_streams``) but not penalised: a
-    peer cannot be blamed with certainty for bytes cut off by a disconnect."""
+    peer cannot be blamed with certainty for bytes cut off by a disconnect.
+
+    Writes to one peer's stream are serialised (``write_msg``). The library writes
+    from the per-peer queue's task and, directly, from the replay of recent
+    messages and of identify-pending messages when a peer (re)subscribes; a yamux
+    write is split into frames whenever the send window is short, so two writers
+    interleave their frames and the receiver reads garbage. Under load that broke
+    honest streams about once a second (each break made the peer resubscribe, which
+    replayed the message cache again) and consensus stalled (docs/network.md)."""
 
     malformed_streams = 0
+    _write_locks: weakref.WeakKeyDictionary[INetStream, trio.Lock]
+
+    async def write_msg(self, stream: INetStream, rpc_msg: rpc_pb2.RPC) -> bool:
+        locks = self.__dict__.get("_write_locks")
+        if locks is None:
+            locks = self._write_locks = weakref.WeakKeyDictionary()
+        lock = locks.get(stream)
+        if lock is None:
+            lock = locks[stream] = trio.Lock()
+        async with lock:
+            return await super().write_msg(stream, rpc_msg)
 
     async def stream_handler(self, stream: INetStream) -> None:
         peer_id = stream.muxed_conn.peer_id

@@ -1,8 +1,10 @@
-"""Gossip topic names and their size limits.
+"""Gossip topic names, versions and size limits.
 
-A topic is ``/motus/<chain_id>/<name>/1``: the chain id keeps two networks
-that share peers from mixing messages, and the trailing version lets a topic's
-encoding change without confusing old nodes.
+A topic is ``/motus/<chain_id>/<name>/<version>``: the chain id keeps two
+networks that share peers from mixing messages, and the trailing version lets a
+topic's encoding change without confusing old nodes (they simply do not share
+the new topic). Every topic is at version 1 except ``tx``: version 2 carries a
+batch of transactions per message instead of one (docs/decisions.md).
 
 Size limits are checked on every received message before the node's
 validator runs; a message over the limit is rejected and its forwarder
@@ -29,13 +31,19 @@ class TopicName(StrEnum):
     BLOCK = "block"
 
 
-# One signed Ethereum transaction; 128 KiB is go-ethereum's txMaxSize.
+# Topics whose encoding changed since the first release; the rest are at 1.
+TOPIC_VERSIONS: dict[str, int] = {
+    TopicName.TX: 2,  # was one raw transaction per message; now a batch (p2p.batch)
+}
+
+# A transaction batch (see p2p.batch): closes at 64 KiB, but one transaction may
+# be 128 KiB (go-ethereum's txMaxSize) and then travels alone.
 # An attestation batch (see p2p.batch): up to 64 KiB normally, 1 MiB with slack
 # for gateways that batch more aggressively.
 # A consensus message: a vote is ~200 B but a proposal carries the whole block.
 # A block announcement: header hash and height only; bodies go by /motus/blocks/1.
 DEFAULT_MAX_MESSAGE_SIZE: dict[str, int] = {
-    TopicName.TX: 128 * KIB,
+    TopicName.TX: 256 * KIB,
     TopicName.ATTESTATION: 1 * MIB,
     TopicName.CONSENSUS: 2 * MIB,
     TopicName.BLOCK: 4 * KIB,
@@ -54,7 +62,7 @@ def topic_id(chain_id: int, name: str) -> str:
         raise ConfigError(f"topic name {name!r} must match {_NAME_RE.pattern}")
     if chain_id < 0:
         raise ConfigError(f"chain id must be non-negative, got {chain_id}")
-    return f"/motus/{chain_id}/{name}/1"
+    return f"/motus/{chain_id}/{name}/{TOPIC_VERSIONS.get(name, 1)}"
 
 
 def is_valid_topic_name(name: str) -> bool:

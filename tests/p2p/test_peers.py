@@ -11,7 +11,7 @@ import trio
 from p2p.host import P2PNode
 from p2p.identity import load_or_create_node_key, node_multiaddr, peer_id_of
 from p2p.scoring import ScoreConfig
-from p2p.topics import TopicName
+from p2p.topics import DEFAULT_MAX_MESSAGE_SIZE, TopicName, topic_id
 from tests.p2p.conftest import accept_all, free_port, meshed, wait_until
 
 
@@ -71,8 +71,10 @@ async def test_garbage_peer_is_banned_while_honest_traffic_flows(
             for i in range(3):
                 await attacker.publish(TopicName.TX, b"garbage %d" % i)
             raw_pubsub = attacker._pubsub  # bypass P2PNode.publish's size check
-            await raw_pubsub.publish(f"/motus/{validator.config.chain_id}/tx/1", b"o" * 200_000)
-            await raw_pubsub.publish(f"/motus/{validator.config.chain_id}/tx/1", b"o" * 200_000)
+            tx_topic = topic_id(validator.config.chain_id, TopicName.TX)
+            oversize = b"o" * (DEFAULT_MAX_MESSAGE_SIZE[TopicName.TX] + 1)
+            await raw_pubsub.publish(tx_topic, oversize)
+            await raw_pubsub.publish(tx_topic, oversize)
             await honest.publish(TopicName.TX, b"ok from honest 1")
 
             await wait_until(lambda: validator.scoreboard.is_banned(attacker.peer_id))
