@@ -79,7 +79,9 @@ def signing_message(raw: bytes, type_id: int | None, chain_id: int | None = None
         end = _item_end(raw, end)
     body = raw[start:end]
     if chain_id is not None:
-        body += _rlp_uint(chain_id) + b"\x80\x80"
+        # py-evm signs int_to_big_endian(chain_id), which is b"\x00" (not RLP's 0x80) for
+        # chain id 0 (v = 35, 36): same bytes as py-evm, or the senders would differ
+        body += (b"\x00" if chain_id == 0 else _rlp_uint(chain_id)) + b"\x80\x80"
     return raw[:offset] + _list_header(len(body)) + body
 
 

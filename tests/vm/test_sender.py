@@ -114,3 +114,23 @@ def test_node_processes_hash_on_the_c_backend():
     env = {k: v for k, v in os.environ.items() if k != "ETH_HASH_BACKEND"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert out.stdout.strip() == "PySha3Backend", out.stderr
+
+
+@pytest.mark.parametrize("parity", [0, 1])
+def test_eip155_chain_id_zero_matches_py_evm(parity):
+    # v = 35 or 36 is EIP-155 with chain id 0: py-evm signs int_to_big_endian(0) = b"\x00"
+    # (not the canonical RLP zero, 0x80) and validate() accepts the transaction
+    from eth_keys import keys
+
+    key = keys.PrivateKey(b"\x11" * 32)
+    parts = [0, 10, 21_000, b"\x22" * 20, 1, b""]
+    for attempt in range(64):  # a signature with the wanted recovery id
+        parts[0] = attempt
+        sig = key.sign_msg(rlp.encode([*parts, b"\x00", b"", b""]))
+        if sig.v == parity:
+            break
+    raw = rlp.encode([*parts, 35 + sig.v, sig.r, sig.s])
+    reference = decode_transaction(raw)
+    reference.validate()
+    assert reference.sender == key.public_key.to_canonical_address()
+    assert recover_sender(raw, decode_transaction(raw)) == reference.sender
