@@ -296,11 +296,17 @@ def _unhex(text: Any) -> bytes:
 
 
 def _quantity(text: Any) -> int:
-    if isinstance(text, int):
+    """A non-negative JSON integer or 0x-hex quantity; int() alone would also take
+    booleans, negative numbers and ``0x1_0``."""
+    if type(text) is int and text >= 0:
         return text
-    if not isinstance(text, str) or not text.startswith("0x"):
+    digits = text[2:] if isinstance(text, str) and text.startswith("0x") else ""
+    if not digits or not _HEX_DIGITS.issuperset(digits):
         raise ValueError(f"not a hex quantity: {text!r}")
-    return int(text, 16)
+    return int(digits, 16)
+
+
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 def parse_header(answer: Any, height: int) -> Header:

@@ -435,3 +435,13 @@ def test_tampered_proofs_are_refused(paid_chain) -> None:
     lied["balance"] = hex(10**30)
     refused("rpc_lied", lambda: light.verify_proof_answer(header, IDENTITY, slots, lied))
     refused("rpc_lied", lambda: light.verify_proof_answer(header, IDENTITY, slots + [7], good))
+
+
+@pytest.mark.parametrize("head", [-1, True, "0x1_0"])
+def test_malformed_block_number_is_rpc_lied(head: Any) -> None:
+    # a negative or boolean JSON number, or a hex quantity Python's int() tolerates, is no
+    # block number: refused with a code, not an uncaught ValueError
+    chain = SignedChain(3)
+    chain.lies["eth_blockNumber"] = lambda params, answer: head
+    refused("rpc_lied", lambda: chain.genesis_client().sync())
+
