@@ -309,6 +309,14 @@ def _quantity(text: Any) -> int:
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
+def _power(value: Any) -> int:
+    """A validator's power: a JSON integer (node/rpc/motus.py). int() of what json.loads
+    makes of ``1e999`` (inf) raises OverflowError, which is no ValueError."""
+    if type(value) is not int:
+        raise ValueError(f"validator power is not an integer: {value!r}")
+    return value
+
+
 def parse_header(answer: Any, height: int) -> Header:
     """The header of a ``motus_getHeader(height)`` answer, from its ``rlp`` only (the
     named fields are a convenience and are not trusted); its hash must be ``hash``."""
@@ -349,7 +357,7 @@ def parse_validators(answer: Any, height: int) -> ValidatorSet:
     (its ``hash`` and priorities are ignored; the caller hashes the set itself)."""
     try:
         rows = answer["validators"]
-        return ValidatorSet([Validator(_unhex(v["address"]), int(v["power"])) for v in rows])
+        return ValidatorSet([Validator(_unhex(v["address"]), _power(v["power"])) for v in rows])
     except (KeyError, TypeError, ValueError) as exc:
         raise RPCLied(f"malformed motus_getValidators answer: {exc}", height=height) from None
 

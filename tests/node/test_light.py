@@ -445,3 +445,14 @@ def test_malformed_block_number_is_rpc_lied(head: Any) -> None:
     chain.lies["eth_blockNumber"] = lambda params, answer: head
     refused("rpc_lied", lambda: chain.genesis_client().sync())
 
+
+@pytest.mark.parametrize("power", [float("inf"), float("nan"), 10.0, "10", True])
+def test_validator_power_not_a_json_integer_is_rpc_lied(power: Any) -> None:
+    # json.loads turns 1e999 into inf, and int(inf) raises OverflowError (not ValueError)
+    chain = SignedChain(3)
+
+    def lie(params: list[Any], answer: Any) -> Any:
+        return {**answer, "validators": [{**v, "power": power} for v in answer["validators"]]}
+
+    chain.lies["motus_getValidators"] = lie
+    refused("rpc_lied", lambda: chain.genesis_client().sync())
