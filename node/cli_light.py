@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,8 +40,8 @@ def parse_duration(text: str) -> float:
         value = float(body) * (scale or 1)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a duration like 3600, 90m, 336h or 14d: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"a duration must be positive, got {text!r}")
+    if not 0 < value < math.inf:  # also refuses nan; int(inf * 1000) would raise later
+        raise argparse.ArgumentTypeError(f"a duration must be positive and finite, got {text!r}")
     return value
 
 

@@ -456,3 +456,15 @@ def test_validator_power_not_a_json_integer_is_rpc_lied(power: Any) -> None:
 
     chain.lies["motus_getValidators"] = lie
     refused("rpc_lied", lambda: chain.genesis_client().sync())
+
+
+@pytest.mark.parametrize("text", ["inf", "nan", "-inf", "1e999", "infd"])
+def test_durations_must_be_finite(text: str) -> None:
+    # int(inf * 1000) in the trusting-period check would raise OverflowError on every run
+    import argparse
+
+    from node.cli_light import parse_duration
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_duration(text)
+    assert parse_duration("14d") == 14 * 86_400 and parse_duration("0.5") == 0.5
