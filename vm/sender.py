@@ -19,6 +19,7 @@ goes to py-evm's path, whose errors are the reference.
 from __future__ import annotations
 
 from eth.abc import SignedTransactionAPI
+from eth_typing import Address
 
 from vm.crypto import keccak256, recover_address
 
@@ -91,7 +92,7 @@ def _fast_sender(raw: bytes, tx: SignedTransactionAPI) -> bytes | None:
         return None
     chain_id = None
     if type_id is None:
-        v = tx.v
+        v = tx.v  # type: ignore[attr-defined]  # legacy transactions only
         if v in (27, 28):
             parity = v - 27
         elif v >= EIP155_OFFSET:
@@ -110,7 +111,7 @@ def _fast_sender(raw: bytes, tx: SignedTransactionAPI) -> bytes | None:
     return recover_address(r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes((parity,)), digest)
 
 
-def recover_sender(raw: bytes, tx: SignedTransactionAPI) -> bytes:
+def recover_sender(raw: bytes, tx: SignedTransactionAPI) -> Address:
     """The sender of ``tx``, decoded (strictly) from the envelope ``raw``. Fills
     py-evm's cached ``tx.sender``; raises what py-evm raises for a bad signature."""
     cached = tx.__dict__.get("sender")
@@ -123,4 +124,4 @@ def recover_sender(raw: bytes, tx: SignedTransactionAPI) -> bytes:
     if sender is None:
         return tx.sender  # py-evm's path: its answer, or its error
     tx.__dict__["sender"] = sender
-    return sender
+    return Address(sender)
