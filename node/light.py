@@ -748,8 +748,9 @@ class LightClient:
     def sync(self, to: int | None = None) -> Header:
         """Verify up to height ``to`` (default: the node's head) and make it the trusted
         header; ``trace`` lists the heights verified on the way. A height at or below
-        the trusted one changes nothing."""
-        target = self.head_height() if to is None else to
+        the trusted one changes nothing; a node head below it is ignored (reads at the
+        head never prove older state than the client has already verified)."""
+        target = max(self.head_height(), self.trusted.height) if to is None else to
         self.trace = []
         if target <= self.trusted.height:
             return self.verify_header(target)

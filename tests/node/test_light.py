@@ -468,3 +468,14 @@ def test_durations_must_be_finite(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         parse_duration(text)
     assert parse_duration("14d") == 14 * 86_400 and parse_duration("0.5") == 0.5
+
+
+def test_a_head_below_the_trusted_header_does_not_move_reads_back() -> None:
+    # a node claiming an older head must not make head reads (balance, owner) prove
+    # stale state when the client has already verified a newer header
+    chain = SignedChain(10)
+    client = chain.genesis_client()
+    client.sync()
+    chain.lies["eth_blockNumber"] = lambda params, answer: hex(3)
+    assert client.sync() == chain.headers[10]
+    assert client.sync(3) == chain.headers[3]  # an explicit height is still served
