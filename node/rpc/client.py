@@ -9,6 +9,10 @@ import urllib.request
 from typing import Any
 
 _ids = itertools.count(1)
+# The largest answer read from a node: a full block with its transactions and receipts is
+# a few MiB; anything past this is refused rather than buffered (a lying node must not
+# exhaust the client's memory).
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
 
 
 class RPCError(Exception):
@@ -37,21 +41,27 @@ def rpc_call(
     req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw = resp.read()
+            raw = resp.read(MAX_ANSWER_BYTES + 1)
     except urllib.error.HTTPError as exc:  # 413, 429, 503 carry a JSON-RPC error body
-        raw = exc.read()
+        raw = exc.read(MAX_ANSWER_BYTES + 1)
         if not raw:
             raise RPCError(None, f"HTTP {exc.code} from {url}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise RPCError(None, f"cannot reach node at {url}: {reason}") from None
+    if len(raw) > MAX_ANSWER_BYTES:
+        raise RPCError(None, f"answer from {url} exceeds {MAX_ANSWER_BYTES} bytes")
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RPCError(None, f"not a JSON-RPC answer from {url}") from None
     if not isinstance(doc, dict):
         raise RPCError(None, f"unexpected answer from {url}")
     if "error" in doc:
-        err = doc["error"] or {}
-        raise RPCError(err.get("code"), str(err.get("message", "error")), err.get("data"))
+        err = doc["error"]
+        if not isinstance(err, dict):
+            raise RPCError(None, f"malformed error answer from {url}: {err!r:.200}")
+        code = err.get("code")
+        raise RPCError(code if isinstance(code, int) and not isinstance(code, bool) else None,
+                       str(err.get("message", "error")), err.get("data"))
     return doc.get("result")
