@@ -178,6 +178,7 @@ class Result:
     txs: int
     throughput: float  # transactions included per second of load
     refused: Counter[str]
+    late_rounds: int  # blocks of the load decided in a round after 0 (a failed round)
 
 
 def measure(urls: list[str], load: Load, rate: float) -> Result:
@@ -191,6 +192,8 @@ def measure(urls: list[str], load: Load, rate: float) -> Result:
     time.sleep(1.0)
     submitted: list[tuple[str, int, float]] = []  # tx hash, node index, time
     refused: Counter[str] = Counter()
+    first_height = int(rpc(urls[0], "eth_blockNumber"), 16) + 1
+    start_wall = time.time()
     start_at = time.monotonic()
     sent = 0
     tick = 0
@@ -228,16 +231,22 @@ def measure(urls: list[str], load: Load, rate: float) -> Result:
         t.join(2)
     finality = [watchers[n].seen_tx[h] - t0 for h, n, t0 in submitted if h in watchers[n].seen_tx]
     blocks = [t for _, t, _ in watchers[0].block_times if start_at <= t <= start_at + load_s]
-    # Throughput: transactions the first node saw committed per second of the load,
-    # after a warm-up of WARMUP_S (the first blocks only hold what the first second
-    # brought). A chain that keeps up takes the offered rate; one that does not takes
-    # less and its pools grow.
+    # Throughput: load transactions in the blocks proposed (header timestamp) during the
+    # load, after a warm-up of WARMUP_S, per second. Read from the chain afterwards, so a
+    # slow watcher cannot skew it. A chain that keeps up takes the offered rate; one
+    # that does not takes less and its pools grow.
     ours = {h for h, _, _ in submitted}
-    window = (start_at + min(WARMUP_S, load_s / 4), start_at + load_s)
-    taken = sum(1 for h, t in watchers[0].seen_tx.items()
-                if h in ours and window[0] <= t <= window[1])
+    window = (start_wall + min(WARMUP_S, load_s / 4), start_wall + load_s)
+    taken = late_rounds = 0
+    for height in range(first_height, int(rpc(urls[0], "eth_blockNumber"), 16) + 1):
+        proposed = rpc(urls[0], "motus_getHeader", [height])["timestampMs"] / 1000
+        if window[0] <= proposed <= window[1]:
+            block = rpc(urls[0], "eth_getBlockByNumber", [hex(height), False])
+            taken += sum(1 for h in block["transactions"] if h in ours)
+        if proposed <= start_wall + load_s + 2:
+            late_rounds += rpc(urls[0], "motus_getCommit", [height])["round"] > 0
     return Result(finality, len(submitted) - len(finality), len(blocks) / load_s,
-                  len(submitted), taken / (window[1] - window[0]), refused)
+                  len(submitted), taken / (window[1] - window[0]), refused, late_rounds)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -291,7 +300,8 @@ def report(name: str, r: Result, rate: float) -> None:
     print(f"{name}: {r.txs} txs, {r.throughput:.0f} tx/s taken of {rate:g} offered, "
           f"finality p50 {statistics.median(r.finality):.2f} s, "
           f"p95 {percentile(r.finality, 0.95):.2f} s, max {max(r.finality):.2f} s, "
-          f"{r.blocks_per_s:.2f} blocks/s, lost {r.lost}{refused}", flush=True)
+          f"{r.blocks_per_s:.2f} blocks/s, {r.late_rounds} decided after round 0, "
+          f"lost {r.lost}{refused}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
