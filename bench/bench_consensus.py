@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
@@ -149,6 +150,7 @@ class HeadWatcher:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
+        from websockets.exceptions import ConnectionClosed
         from websockets.sync.client import connect
 
         ws_url = self.url.replace("http://", "ws://")
@@ -161,6 +163,8 @@ class HeadWatcher:
                     doc = json.loads(ws.recv(timeout=0.5))
                 except TimeoutError:
                     continue
+                except ConnectionClosed:
+                    return  # the node stopped
                 now = time.monotonic()
                 head = doc["params"]["result"]
                 height = int(head["number"], 16)
@@ -210,7 +214,11 @@ def measure(urls: list[str], load: Load, rate: float) -> Result:
             batch = [{"jsonrpc": "2.0", "id": j, "method": "eth_sendRawTransaction",
                       "params": ["0x" + raw.hex()]} for j, raw in enumerate(raws)]
             t0 = time.monotonic()
-            answers = post(urls[node], batch)
+            try:
+                answers = post(urls[node], batch)
+            except urllib.error.HTTPError as exc:  # 429: over the RPC rate limit
+                refused[f"http_{exc.code}"] += len(batch)
+                continue
             assert isinstance(answers, list)
             for answer in answers:
                 if "result" in answer:
