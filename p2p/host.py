@@ -325,6 +325,7 @@ class P2PNode:
             max_batch_bytes=config.tx_max_batch_bytes,
             max_item_bytes=MAX_TX_BYTES,
             name="transaction",
+            eager=True,  # a lone transaction is not held back: finality waits on it
         )
         self._listen_addr: str | None = None
 

@@ -92,3 +92,30 @@ async def test_a_transaction_too_big_to_share_travels_alone_in_order(
         nursery.cancel_scope.cancel()
     assert published == [[b"small 1"], [big], [b"small 2"]]
     assert batcher.stats.items_added == 3 and batcher.pending_items == 0
+
+
+async def test_eager_batcher_sends_a_lone_item_at_once_and_spaces_the_rest(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    published: list[tuple[float, list[bytes]]] = []
+
+    async def publish(data: bytes) -> None:
+        published.append((trio.current_time(), decode_tx_batch(data)))
+
+    batcher = Batcher(publish, flush_interval=0.05, max_item_bytes=MAX_TX_BYTES, eager=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(batcher.run)
+        start = trio.current_time()
+        batcher.add(b"idle: at once")
+        await trio.sleep(0.01)
+        batcher.add(b"busy 1")
+        await trio.sleep(0.01)
+        batcher.add(b"busy 2")
+        await trio.sleep(0.5)
+        batcher.add(b"idle again")
+        await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    times = [round(t - start, 3) for t, _ in published]
+    assert [items for _, items in published] == [
+        [b"idle: at once"], [b"busy 1", b"busy 2"], [b"idle again"]]
+    assert times == [0.0, 0.05, 0.52]
