@@ -120,15 +120,16 @@ class Application:
 
     # --- propose ------------------------------------------------------------------------
 
-    def propose(self, height: int, proposer: bytes) -> bytes:
-        """Build a block on the head: mempool transactions by tip, pool attestations, evidence."""
+    def propose(self, height: int, proposer: bytes, *, max_txs: int = 5_000) -> bytes:
+        """Build a block on the head: mempool transactions by tip (at most ``max_txs``), pool
+        attestations, evidence."""
         parent = self.head
         if height != parent.height + 1:
             raise InvalidBlock(f"cannot propose height {height} on head {parent.height}")
         timestamp_ms = max(int(self.clock() * 1000), parent.timestamp_ms + 1)
         env = self.env_for(height, timestamp_ms, proposer, parent)
         head_state = self.state_at(parent, env)
-        txs = self.mempool.select(head_state, env.base_fee_per_gas, env.gas_limit)
+        txs = self.mempool.select(head_state, env.base_fee_per_gas, env.gas_limit, max_txs)
         attestations = []
         if self.attestation_pool is not None:
             attestations = self.attestation_pool.take(get_param(head_state, "max_block_attestations"))

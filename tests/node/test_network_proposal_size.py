@@ -1,0 +1,56 @@
+"""Proposal size by time (``node.network.ConsensusApp``): a proposal holds as many
+transactions as this node builds in about ``PROPOSAL_BUDGET_S``, learnt from its last
+sizeable proposal, within [PROPOSAL_MIN_TXS, PROPOSAL_MAX_TXS]. Without the cap, full
+blocks under load missed the propose timeout and four validators stalled."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import rlp
+
+from node.network import (
+    PROPOSAL_MAX_TXS,
+    PROPOSAL_MIN_TXS,
+    PROPOSAL_START_TXS,
+    ConsensusApp,
+)
+
+
+def block_with(count: int) -> bytes:
+    return rlp.encode([[b"header"], [b"\x02tx%d" % i for i in range(count)], [], [], []])
+
+
+@pytest.mark.parametrize(
+    ("count", "elapsed_s", "expected"),
+    [
+        (500, 0.6, 250),  # twice the budget: half as many next time
+        (500, 0.15, 1000),  # half the budget: twice as many
+        (1000, 0.01, PROPOSAL_MAX_TXS),
+        (300, 10.0, PROPOSAL_MIN_TXS),  # a slow moment never starves the chain
+        (10, 5.0, PROPOSAL_START_TXS),  # too small a sample to learn from
+    ],
+)
+def test_cap_follows_the_measured_build_time(count: int, elapsed_s: float, expected: int) -> None:
+    app = ConsensusApp(SimpleNamespace(), proposer=b"\x01" * 20, budget_s=0.3)  # type: ignore[arg-type]
+    app.learn_proposal_cost(block_with(count), elapsed_s)
+    assert app.max_txs == expected
+
+
+def test_propose_passes_the_cap_and_learns_from_the_result() -> None:
+    calls: list[dict[str, Any]] = []
+
+    class FakeApplication:
+        head = SimpleNamespace(height=7)
+
+        def propose(self, height: int, proposer: bytes, *, max_txs: int) -> bytes:
+            calls.append({"height": height, "max_txs": max_txs})
+            return block_with(min(max_txs, 400))
+
+    app = ConsensusApp(FakeApplication(), proposer=b"\x01" * 20, budget_s=1e9)  # type: ignore[arg-type]
+    app.propose(8, 0)
+    app.propose(9, 0)
+    assert calls[0] == {"height": 8, "max_txs": PROPOSAL_START_TXS}
+    assert calls[1]["max_txs"] == PROPOSAL_MAX_TXS  # built fast: the cap opened up
