@@ -29,7 +29,7 @@ def free_base(count: int) -> int:
 def test_devnet_up_shows_live_status_and_stops_cleanly(tmp_path) -> None:
     rpc_base, p2p_base = free_base(2), free_base(2)
     out = motus("devnet", "up", "--validators", "2", "--home", str(tmp_path / "devnet"),
-                "--no-fleet", "--duration", "12", "--rpc-port", str(rpc_base),
+                "--no-fleet", "--duration", "20", "--rpc-port", str(rpc_base),
                 "--p2p-port", str(p2p_base), timeout=90).stdout
     assert "devnet: stopped" in out
     tables = out.split("validator    rpc")
