@@ -44,13 +44,14 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.rcmgr import Direction
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
-from p2p import reqresp
+from p2p import discovery, reqresp
 from p2p.batch import (
     DEFAULT_FLUSH_INTERVAL,
     DEFAULT_MAX_BATCH_BYTES,
@@ -60,6 +61,7 @@ from p2p.batch import (
     AttestationBatcher,
     Batcher,
 )
+from p2p.discovery import PeerAddrs, PeerBook
 from p2p.errors import (
     BadRequest,
     BadResponse,
@@ -157,6 +159,12 @@ class P2PConfig:
     attestation_max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
     tx_flush_interval: float = TX_FLUSH_INTERVAL
     tx_max_batch_bytes: int = TX_MAX_BATCH_BYTES
+    # Peer exchange (/motus/peers/1): dial peers learnt from peers while
+    # connected to fewer than target_peers (0: dial only bootstrap peers);
+    # inbound connections beyond max_peers are closed (bootstrap peers stay).
+    target_peers: int = 8
+    max_peers: int = 32
+    peer_exchange_interval: float = 30.0  # seconds between asks of a random peer
 
     def __post_init__(self) -> None:
         if self.chain_id < 0:
@@ -169,6 +177,10 @@ class P2PConfig:
             raise ConfigError("need 0 < reconnect_min_backoff <= reconnect_max_backoff")
         if self.request_timeout <= 0 or self.dial_timeout <= 0:
             raise ConfigError("timeouts must be positive")
+        if not 0 <= self.target_peers <= self.max_peers or self.max_peers < 1:
+            raise ConfigError("need 0 <= target_peers <= max_peers and max_peers >= 1")
+        if self.peer_exchange_interval <= 0:
+            raise ConfigError("peer_exchange_interval must be positive")
         gossip = self.gossip
         if not 0 < gossip.degree_low <= gossip.degree <= gossip.degree_high:
             raise ConfigError("need 0 < degree_low <= degree <= degree_high")
@@ -238,6 +250,13 @@ _FORWARDER_MEMORY = 8192
 _BAN_SWEEP_INTERVAL = 1.0
 # A connection that lasted this long was not refused: redial a lost one at once.
 _STABLE_CONNECTION = 10.0
+# Peer exchanges in flight at once (each is one small request).
+_MAX_CONCURRENT_EXCHANGES = 4
+# Newly connected peers waiting to be asked for their peers; more are dropped
+# (the periodic exchange covers them).
+_EXCHANGE_QUEUE = 64
+# How often the discovery dialer looks at the peer count without a trigger.
+_DIAL_SWEEP_INTERVAL = 1.0
 # Longest a publish waits for a congested peer's outbound queue to drain.
 _PUBLISH_MAX_WAIT = 0.5
 # A writer that has not taken an RPC for this long is stuck, not slow (a
@@ -264,6 +283,18 @@ class P2PNode:
         self._ban_wakeup = trio.Event()
         self._disconnected = trio.Event()
         self._banned_disconnects = 0
+        self.peer_book = PeerBook(
+            self.peer_id,
+            min_backoff=config.reconnect_min_backoff,
+            max_backoff=config.reconnect_max_backoff,
+        )
+        self._exchange_send, self._exchange_receive = trio.open_memory_channel[str](
+            _EXCHANGE_QUEUE
+        )
+        self._dial_wakeup = trio.Event()
+        self._connected_at: dict[str, float] = {}
+        self._trimmed_peers = 0
+        self._exchanges_failed = 0
 
         self._host: IHost = new_host(
             key_pair=self.key_pair,
@@ -314,6 +345,7 @@ class P2PNode:
         self._network.register_notifee(_ConnectionWatch(self))
         self._host.set_stream_handler(reqresp.STATUS_PROTOCOL, self._serve_status)
         self._host.set_stream_handler(reqresp.BLOCKS_PROTOCOL, self._serve_blocks)
+        self._host.set_stream_handler(discovery.PEERS_PROTOCOL, self._serve_peers)
         self.attestations = AttestationBatcher(
             self._publish_attestation_batch,
             flush_interval=config.attestation_flush_interval,
@@ -414,6 +446,8 @@ class P2PNode:
                         for peer in self._bootstrap:
                             nursery.start_soon(self._keep_connected, peer)
                         nursery.start_soon(self._enforce_bans)
+                        nursery.start_soon(self._exchange_peers)
+                        nursery.start_soon(self._dial_discovered)
                         if TopicName.ATTESTATION in self._topics:
                             nursery.start_soon(self.attestations.run)
                         if TopicName.TX in self._topics:
@@ -697,6 +731,11 @@ class P2PNode:
             "outbound_dropped": TunedRpcQueue.dropped_total,
             # Inbound pubsub streams dropped for undecodable frames.
             "malformed_pubsub_streams": self._pubsub.malformed_streams,
+            # Peer exchange: peers reached and dial candidates, failed asks,
+            # connections closed for being over max_peers.
+            "peer_book": self.peer_book.known(),
+            "peer_exchanges_failed": self._exchanges_failed,
+            "trimmed_peers": self._trimmed_peers,
         }
 
     @property
@@ -781,12 +820,126 @@ class P2PNode:
             for peer_id in self._pubsub.get_blacklisted_peers() - banned:
                 self._pubsub.remove_from_blacklist(peer_id)
                 logger.info("ban of peer %s ended", peer_id)
+            await self._trim_peers()
 
-    def _on_connected(self, peer_id: ID) -> None:
-        if self.scoreboard.is_banned(peer_id.to_base58()):
+    async def _trim_peers(self) -> None:
+        """Close the newest connections beyond ``max_peers``; bootstrap peers stay."""
+        bootstrap = {peer.peer_id.to_base58() for peer in self._bootstrap}
+        connected = [
+            name for name in self._connected_at if self._is_connected(ID.from_base58(name))
+        ]
+        excess = len(connected) - self.config.max_peers
+        if excess <= 0:
+            return
+        newest = sorted(
+            (name for name in connected if name not in bootstrap),
+            key=lambda name: -self._connected_at[name],
+        )
+        for name in newest[:excess]:
+            self._trimmed_peers += 1
+            logger.debug("over max_peers: disconnecting %s", name)
+            with trio.move_on_after(2.0):
+                await self._host.disconnect(ID.from_base58(name))
+
+    # ------------------------------------------------------ peer exchange
+
+    async def _exchange_peers(self) -> None:
+        """Ask each newly connected peer, and a random peer every interval, for its peers."""
+        limiter = trio.CapacityLimiter(_MAX_CONCURRENT_EXCHANGES)
+
+        async def ask(peer_id: str) -> None:
+            async with limiter:
+                try:
+                    learnt = await self.request_peers(peer_id)
+                except P2PError as exc:
+                    self._exchanges_failed += 1
+                    logger.debug("peer exchange with %s failed: %s", peer_id, exc)
+                    return
+                if self.peer_book.learn(learnt):
+                    self._dial_wakeup.set()
+
+        async with trio.open_nursery() as nursery:
+            while True:
+                peer_id: str | None = None
+                with trio.move_on_after(self.config.peer_exchange_interval):
+                    peer_id = await self._exchange_receive.receive()
+                if peer_id is None:
+                    connected = [peer.peer_id for peer in self.peers()]
+                    if not connected:
+                        continue
+                    peer_id = random.choice(connected)
+                if limiter.borrowed_tokens < limiter.total_tokens:
+                    nursery.start_soon(ask, peer_id)
+
+    async def _dial_discovered(self) -> None:
+        """Dial peers learnt by exchange while we hold fewer than ``target_peers``.
+
+        Never ourselves, never a banned or connected peer; each failed dial
+        backs the peer off (``PeerBook.dial_failed``), as bootstrap redials do.
+        """
+        while True:
+            with trio.move_on_after(_DIAL_SWEEP_INTERVAL):
+                await self._dial_wakeup.wait()
+            self._dial_wakeup = trio.Event()
+            connected = {peer.peer_id for peer in self.peers()}
+            for name in list(self._connected_at):
+                if name not in connected:
+                    del self._connected_at[name]
+            for name in connected:
+                self.peer_book.touch(name)
+            needed = self.config.target_peers - len(connected)
+            if needed <= 0:
+                continue
+            blocked = connected | set(self.scoreboard.banned_peers())
+            candidates = self.peer_book.dial_candidates(skip=blocked.__contains__)
+            if not candidates:
+                continue
+            async with trio.open_nursery() as nursery:
+                for candidate in candidates[:needed]:
+                    nursery.start_soon(self._dial_discovered_peer, candidate)
+
+    async def _dial_discovered_peer(self, candidate: PeerAddrs) -> None:
+        target = ID.from_base58(candidate.peer_id)
+        addrs = [multiaddr.Multiaddr(addr) for addr in candidate.addrs]
+        swarm = self._network
+        if isinstance(swarm, Swarm):
+            swarm.unblock_peer(target)  # our backoff is the policy (see _keep_connected)
+        try:
+            with trio.fail_after(self.config.dial_timeout):
+                await self._host.connect(PeerInfo(target, addrs))
+        except Exception as exc:  # dial failures come in many library types
+            logger.debug("dial to discovered peer %s failed: %s", candidate.peer_id, exc)
+        if self._is_connected(target):
+            logger.info("connected to discovered peer %s", candidate.peer_id)
+            return
+        self.peer_book.dial_failed(candidate.peer_id)
+        await trio.sleep(0)  # connect() may return without yielding (trap 18)
+
+    def _on_connected(self, conn: INetConn) -> None:
+        peer_id = conn.muxed_conn.peer_id
+        name = peer_id.to_base58()
+        if self.scoreboard.is_banned(name):
             self._ban_wakeup.set()
+            return
+        if getattr(conn, "direction", None) is Direction.OUTBOUND:
+            # The address we dialled and reached: shareable by peer exchange. Not
+            # get_transport_addresses(), which falls back to the peerstore (what
+            # the peer claims about itself); an inbound connection's remote port
+            # is ephemeral, so inbound peers are not shared.
+            reached = getattr(conn, "_actual_transport_addresses", None) or []
+            self.peer_book.record_dialled(name, [str(addr) for addr in reached])
+        if name not in self._connected_at:
+            self._connected_at[name] = trio.current_time()
+            try:
+                self._exchange_send.send_nowait(name)
+            except trio.WouldBlock:
+                pass  # the periodic exchange will ask it
+        if len(self._connected_at) > self.config.max_peers:
+            self._ban_wakeup.set()  # the sweep trims the newest inbound peers
 
     def _on_disconnected(self) -> None:
+        for name in [n for n in self._connected_at if not self._is_connected(ID.from_base58(n))]:
+            del self._connected_at[name]
         self._disconnected.set()
         self._disconnected = trio.Event()
 
@@ -864,7 +1017,36 @@ class P2PNode:
             else:
                 self._inbound_requests.pop(peer, None)
 
+    async def _serve_peers(self, stream: INetStream) -> None:
+        async def answer(peer: str, request: bytes) -> bytes:
+            wanted = discovery.decode_peers_request(request)
+            shared = self.peer_book.shareable(
+                wanted, exclude={peer}, is_banned=self.scoreboard.is_banned
+            )
+            return discovery.encode_peers_response(shared)
+
+        await self._serve(stream, answer)
+
     # ---------------------------------------------- request/response: client
+
+    async def request_peers(self, peer_id: str) -> list[PeerAddrs]:
+        """Ask ``peer_id`` for peers it reached recently (at most 32, with addresses).
+
+        Unusable addresses are dropped; a malformed or oversized answer raises
+        ``BadResponse`` and penalises the peer. Other failures raise a
+        ``RequestError`` subclass.
+        """
+        wanted = discovery.MAX_PEERS_PER_RESPONSE
+        raw = await self._request(
+            peer_id,
+            discovery.PEERS_PROTOCOL,
+            discovery.encode_peers_request(wanted),
+            discovery.MAX_PEERS_RESPONSE_SIZE,
+        )
+        return self._decode_or_penalise(
+            peer_id, lambda data: discovery.decode_peers_response(data, wanted), raw
+        )
+
 
     async def request_status(self, peer_id: str) -> ChainStatus:
         """Ask ``peer_id`` for its head. ``WrongChain`` if it is on another chain.
@@ -1029,7 +1211,7 @@ class _ConnectionWatch(INotifee):
         self._node = node
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self._node._on_connected(conn.muxed_conn.peer_id)
+        self._node._on_connected(conn)
         await trio.lowlevel.checkpoint()
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
