@@ -13,6 +13,7 @@ from typing import Protocol
 
 from eth_hash.auto import keccak
 
+from consensus.errors import InvalidEvidence
 from consensus.types import EMPTY_COMMIT, Commit, DuplicateVoteEvidence, Validator, ValidatorSet
 from node.block import Block, MalformedBlock, commit_hash, evidence_hash
 from node.mempool import Mempool, effective_tip
@@ -169,16 +170,27 @@ class Application:
         return out[:10]
 
     def add_evidence(self, ev: DuplicateVoteEvidence) -> bool:
-        """Verify and keep evidence for inclusion; False if invalid, known or already committed."""
+        """Verify and keep evidence for inclusion. True if new and valid; False if already
+        pending or committed, or not checkable here (no validator set for its height).
+
+        Raises ``InvalidEvidence`` for evidence invalid in every state: votes that do not
+        conflict, a bad signature, or an offender outside the validator set of its height
+        (when that set is known)."""
         h = ev.hash()
         if h in self.pending_evidence or self.store.db.get(b"E" + h) is not None:
             return False
         vs = self.store.validators_for(ev.height)
-        if vs is None:
-            return False
+        # Without the set of its height the checks that need no state still run: against
+        # a set of the named offender alone, membership is the only question left open.
+        checked_against = vs if vs is not None else ValidatorSet([Validator(ev.validator, 1)])
         try:
-            ev.verify(self.chain_id, vs)
+            ev.verify(self.chain_id, checked_against)
+        except InvalidEvidence:
+            raise
         except Exception:
+            log.exception("evidence check failed unexpectedly; evidence dropped")
+            return False
+        if vs is None:
             return False
         self.pending_evidence[h] = ev
         return True

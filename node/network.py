@@ -23,7 +23,7 @@ import trio
 from eth_hash.auto import keccak
 
 from consensus.effects import InvalidMessage
-from consensus.errors import ConsensusError
+from consensus.errors import ConsensusError, InvalidEvidence
 from consensus.machine import (
     MAX_ROUNDS_AHEAD,
     ConsensusMachine,
@@ -249,7 +249,12 @@ class NetworkService:
         return self.store.validators_for(height)
 
     async def _on_evidence(self, ev: DuplicateVoteEvidence) -> None:
-        if self.app.add_evidence(ev):
+        try:
+            added = self.app.add_evidence(ev)
+        except InvalidEvidence as exc:  # the machine pairs only conflicting signed votes
+            log.error("our own evidence against 0x%s is invalid: %s", ev.validator.hex(), exc)
+            return
+        if added:
             log.warning("double-sign evidence against 0x%s at height %d round %d",
                         ev.validator.hex(), ev.height, ev.vote_a.round)
             if self.p2p is not None:
@@ -370,13 +375,26 @@ class NetworkService:
             self.p2p.transactions.add(raw)
 
     def _check_evidence(self, peer: str, data: bytes) -> Verdict:
+        """Topic check of double-sign evidence (``Application.add_evidence``).
+
+        REJECT (the forwarder is penalised) what is invalid in every state: undecodable,
+        votes that do not conflict (type, height, round or validator differ, or the same
+        block), a bad signature, or an offender outside the validator set of its height
+        when we have that set. IGNORE what is only not new or not checkable here: already
+        pending or committed, or a height whose validator set we do not have. ACCEPT
+        (relay) new evidence that verifies."""
         from p2p.host import Verdict
 
         try:
             ev = DuplicateVoteEvidence.decode(data)
         except ConsensusError:
             return Verdict.REJECT
-        if not self.app.add_evidence(ev):
+        try:
+            added = self.app.add_evidence(ev)
+        except InvalidEvidence as exc:
+            log.info("evidence from %s rejected: %s", peer, exc)
+            return Verdict.REJECT
+        if not added:
             return Verdict.IGNORE  # known, committed, or not checkable at our head
         log.warning("double-sign evidence against 0x%s at height %d received by gossip",
                     ev.validator.hex(), ev.height)

@@ -1,0 +1,106 @@
+"""The evidence topic's verdict (``NetworkService._check_evidence``), against a real
+Application on a fresh LevelDB chain: evidence invalid in every state is REJECTed (the
+forwarder is penalised), evidence that is only known or not checkable here is IGNOREd,
+and new valid evidence is ACCEPTed (pooled and relayed)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from consensus.errors import InvalidEvidence
+from consensus.types import PRECOMMIT, PREVOTE, DuplicateVoteEvidence, Vote
+from genesis.devnet import dev_accounts, new_genesis
+from node.app import Application
+from node.db import Database
+from node.mempool import Mempool
+from node.network import NetworkService
+from node.store import ChainStore
+from p2p.host import Verdict
+
+CHAIN_ID = 7077
+(OFFENDER, OFFENDER_KEY), (OUTSIDER, OUTSIDER_KEY) = dev_accounts()[:2]
+UNKNOWN_HEIGHT = 50  # no validator set stored for it
+HASH_A, HASH_B = b"\xaa" * 32, b"\xbb" * 32
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Application]:
+    """A chain at genesis whose only validator is dev account 0 (set known for height 1)."""
+    database = Database(tmp_path / "data")
+    try:
+        store = ChainStore(database)
+        store.init_genesis(new_genesis(CHAIN_ID, [(OFFENDER, 10)],
+                                       genesis_time_ms=int(time.time() * 1000) - 5_000))
+        assert store.validators_for(1) is not None
+        assert store.validators_for(UNKNOWN_HEIGHT) is None
+        yield Application(store, Mempool(CHAIN_ID))
+    finally:
+        database.close()
+
+
+def vote(block_hash: bytes, *, height: int = 1, round_: int = 0, vote_type: int = PREVOTE,
+         key: bytes = OFFENDER_KEY, validator: bytes = OFFENDER) -> Vote:
+    return Vote.create(CHAIN_ID, key, vote_type, height, round_, block_hash, validator)
+
+
+def double_sign(height: int = 1, key: bytes = OFFENDER_KEY,
+                validator: bytes = OFFENDER) -> DuplicateVoteEvidence:
+    return DuplicateVoteEvidence.of(
+        vote(HASH_A, height=height, key=key, validator=validator),
+        vote(HASH_B, height=height, key=key, validator=validator))
+
+
+def check(app: Application, data: bytes) -> Verdict:
+    # The topic check only needs the node's application.
+    return NetworkService._check_evidence(SimpleNamespace(app=app), "forwarder", data)  # type: ignore[arg-type]
+
+
+def test_new_valid_evidence_is_accepted_then_ignored_as_known(app: Application) -> None:
+    ev = double_sign()
+    assert check(app, ev.encode()) is Verdict.ACCEPT
+    assert ev.hash() in app.pending_evidence
+    assert check(app, ev.encode()) is Verdict.IGNORE
+
+
+INVALID_IN_EVERY_STATE: dict[str, Callable[[], bytes]] = {
+    "undecodable": lambda: b"\xc1not rlp",
+    "same block twice": lambda: DuplicateVoteEvidence(
+        vote(HASH_A), vote(HASH_A, round_=0)).encode(),
+    "different rounds": lambda: DuplicateVoteEvidence(
+        vote(HASH_A), vote(HASH_B, round_=1)).encode(),
+    "different types": lambda: DuplicateVoteEvidence(
+        vote(HASH_A), vote(HASH_B, vote_type=PRECOMMIT)).encode(),
+    "signed by another key": lambda: double_sign(key=OUTSIDER_KEY).encode(),
+    "bad signature, set unknown": lambda: double_sign(
+        height=UNKNOWN_HEIGHT, key=OUTSIDER_KEY).encode(),
+    "offender not in the known set": lambda: double_sign(
+        key=OUTSIDER_KEY, validator=OUTSIDER).encode(),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID_IN_EVERY_STATE))
+def test_evidence_invalid_in_every_state_is_rejected(app: Application, case: str) -> None:
+    assert check(app, INVALID_IN_EVERY_STATE[case]()) is Verdict.REJECT
+    assert not app.pending_evidence
+
+
+def test_evidence_not_checkable_here_is_ignored(app: Application) -> None:
+    """Well-formed, properly signed, but we lack the validator set of its height: another
+    node may well hold it, so the forwarder is not at fault."""
+    for validator, key in ((OFFENDER, OFFENDER_KEY), (OUTSIDER, OUTSIDER_KEY)):
+        ev = double_sign(height=UNKNOWN_HEIGHT, key=key, validator=validator)
+        assert check(app, ev.encode()) is Verdict.IGNORE
+    assert not app.pending_evidence
+
+
+def test_add_evidence_names_invalid_evidence(app: Application) -> None:
+    with pytest.raises(InvalidEvidence, match="not a validator"):
+        app.add_evidence(double_sign(key=OUTSIDER_KEY, validator=OUTSIDER))
+    assert app.add_evidence(double_sign(height=UNKNOWN_HEIGHT)) is False
+    assert app.add_evidence(double_sign()) is True
+    assert app.add_evidence(double_sign()) is False
