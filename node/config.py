@@ -38,6 +38,10 @@ class P2PSection:
     host: str = "127.0.0.1"
     port: int = 30333
     bootstrap: list[str] = field(default_factory=list)
+    # Peer exchange (/motus/peers/1, docs/p2p.md): peers learnt from peers are dialled
+    # while fewer than target_peers are connected; inbound ones beyond max_peers are closed.
+    target_peers: int = 8
+    max_peers: int = 32
 
 
 @dataclass

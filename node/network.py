@@ -144,6 +144,7 @@ class NetworkService:
             self.p2p = P2PNode(P2PConfig(
                 key_path=node.home.node_key, chain_id=self.chain_id, listen_host=cfg.p2p.host,
                 listen_port=cfg.p2p.port, bootstrap=tuple(cfg.p2p.bootstrap),
+                target_peers=cfg.p2p.target_peers, max_peers=cfg.p2p.max_peers,
             ))
             self._consensus_inbox = self.p2p.register_topic("consensus", self._check_consensus)
             self._tx_inbox = self.p2p.register_topic("tx", self._check_tx)
