@@ -16,6 +16,9 @@ Startup order matters (see docs/p2p.md, "Library traps"): pubsub and the
 gossipsub router run before the host listens or dials, and the library's own
 auto-dialer is stopped: we dial bootstrap peers ourselves, forever, with
 backoff, clearing the swarm's negative dial cache before each attempt.
+Beyond the bootstrap list, peers are found by peer exchange (``p2p.discovery``):
+each new peer is asked whom it dialled, and those are dialled up to
+``target_peers``.
 """
 
 from __future__ import annotations

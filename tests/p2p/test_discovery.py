@@ -4,6 +4,7 @@ each other beyond their bootstrap lists."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -14,11 +15,11 @@ from libp2p.abc import INetStream
 
 from p2p import discovery, reqresp
 from p2p.discovery import PeerAddrs, PeerBook
-from p2p.errors import BadRequest, BadResponse, RemoteError
+from p2p.errors import BadRequest, BadResponse, ConfigError, RemoteError
 from p2p.host import P2PNode
 from p2p.identity import load_or_create_node_key, peer_id_of
 from p2p.scoring import Misbehaviour
-from tests.p2p.conftest import wait_until
+from tests.p2p.conftest import make_config, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -246,3 +247,9 @@ def _raw_id(peer_id: str) -> bytes:
     from libp2p.peer.id import ID
 
     return ID.from_base58(peer_id).to_bytes()
+
+
+@pytest.mark.parametrize("target, most", [(33, 32), (-1, 32), (0, 0)])
+def test_peer_counts_are_checked(tmp_path: Path, target: int, most: int) -> None:
+    with pytest.raises(ConfigError):
+        make_config(tmp_path, "x", target_peers=target, max_peers=most)
