@@ -196,6 +196,11 @@ class PeerBook:
         self._reached.move_to_end(peer_id)
         while len(self._reached) > MAX_CANDIDATES:
             self._reached.popitem(last=False)
+        # Any backoff stays until the connection proves stable (``connection_lasted``):
+        # a peer that accepts and hangs up at once must not reset it.
+
+    def connection_lasted(self, peer_id: str) -> None:
+        """A connection to ``peer_id`` lasted: its next dial needs no backoff."""
         self._candidates.pop(peer_id, None)
 
     def touch(self, peer_id: str) -> None:

@@ -887,19 +887,33 @@ class P2PNode:
             connected = {peer.peer_id for peer in self.peers()}
             for name in list(self._connected_at):
                 if name not in connected:
-                    del self._connected_at[name]
+                    self._forget_connection(name)
             for name in connected:
                 self.peer_book.touch(name)
             needed = self.config.target_peers - len(connected)
             if needed <= 0:
                 continue
-            blocked = connected | set(self.scoreboard.banned_peers())
+            # Bootstrap peers have their own redial loop.
+            bootstrap = {peer.peer_id.to_base58() for peer in self._bootstrap}
+            blocked = connected | bootstrap | set(self.scoreboard.banned_peers())
             candidates = self.peer_book.dial_candidates(skip=blocked.__contains__)
             if not candidates:
                 continue
             async with trio.open_nursery() as nursery:
                 for candidate in candidates[:needed]:
                     nursery.start_soon(self._dial_discovered_peer, candidate)
+
+    def _forget_connection(self, name: str) -> None:
+        """``name`` is no longer connected. A connection that did not last
+        ``_STABLE_CONNECTION`` counts as a failed dial: a peer that hangs up on us
+        (over its max_peers, or it banned us) is backed off, not redialled each second."""
+        since = self._connected_at.pop(name, None)
+        if since is None:
+            return
+        if trio.current_time() - since < _STABLE_CONNECTION:
+            self.peer_book.dial_failed(name)
+        else:
+            self.peer_book.connection_lasted(name)
 
     async def _dial_discovered_peer(self, candidate: PeerAddrs) -> None:
         target = ID.from_base58(candidate.peer_id)
@@ -942,7 +956,7 @@ class P2PNode:
 
     def _on_disconnected(self) -> None:
         for name in [n for n in self._connected_at if not self._is_connected(ID.from_base58(n))]:
-            del self._connected_at[name]
+            self._forget_connection(name)
         self._disconnected.set()
         self._disconnected = trio.Event()
 

@@ -142,6 +142,18 @@ def test_book_never_offers_itself_and_backs_off_failed_dials(ids: list[str]) -> 
     assert book.dial_candidates(skip=nothing) == []  # forgotten after repeated failures
 
 
+def test_book_backs_off_a_peer_that_hangs_up_until_a_connection_lasts(ids: list[str]) -> None:
+    clock = FakeClock()
+    book = PeerBook(ids[0], min_backoff=1, max_backoff=8, clock=clock)
+    nothing = lambda peer: False  # noqa: E731
+    book.record_dialled(ids[1], ["/ip4/127.0.0.1/tcp/2"])
+    book.dial_failed(ids[1])  # the connection ended at once (it is over its max_peers)
+    book.record_dialled(ids[1], ["/ip4/127.0.0.1/tcp/2"])  # accepted again: no reset
+    assert book.dial_candidates(skip=nothing) == []
+    book.connection_lasted(ids[1])
+    assert [p.peer_id for p in book.dial_candidates(skip=nothing)] == [ids[1]]
+
+
 # --------------------------------------------------------------------- real hosts
 
 
