@@ -33,16 +33,21 @@ class NotFound(Exception):
     """``show`` of something that does not exist (exit 1)."""
 
 
-def parse_address(text: str) -> str:
-    """A 20-byte 0x-hex address, returned lower-case."""
+def parse_fixed_hex(text: str, length: int, what: str) -> str:
+    """``length`` bytes as 0x-hex, returned lower-case; ``what`` names it in errors."""
     s = text.strip().lower()
-    if not s.startswith("0x") or len(s) != 42:
-        raise argparse.ArgumentTypeError(f"not an address (0x + 40 hex digits): {text!r}")
+    if not s.startswith("0x") or len(s) != 2 + 2 * length:
+        raise argparse.ArgumentTypeError(f"not {what} (0x + {2 * length} hex digits): {text!r}")
     try:
         bytes.fromhex(s[2:])
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an address: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
     return s
+
+
+def parse_address(text: str) -> str:
+    """A 20-byte 0x-hex address, returned lower-case."""
+    return parse_fixed_hex(text, 20, "an address")
 
 
 def parse_id(text: str) -> int:

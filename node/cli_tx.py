@@ -12,7 +12,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from node.cli_common import NotFound, parse_address, rpc_args, run, signer_args, signer_key
+from node.cli_common import (
+    NotFound,
+    parse_address,
+    parse_fixed_hex,
+    rpc_args,
+    run,
+    signer_args,
+    signer_key,
+)
 from node.cli_gov import parse_amount
 from node.rpc.client import rpc_call
 from node.txsend import send_call
@@ -36,14 +44,7 @@ def parse_data(text: str) -> bytes:
 
 
 def parse_tx_hash(text: str) -> str:
-    s = text.strip().lower()
-    if not s.startswith("0x") or len(s) != 66:
-        raise argparse.ArgumentTypeError(f"not a transaction hash (0x + 64 hex digits): {text!r}")
-    try:
-        bytes.fromhex(s[2:])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a transaction hash: {text!r}") from None
-    return s
+    return parse_fixed_hex(text, 32, "a transaction hash")
 
 
 def cmd_send(args: argparse.Namespace) -> dict[str, Any]:
