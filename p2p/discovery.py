@@ -39,7 +39,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from p2p.errors import BadRequest, BadResponse
-from p2p.reqresp import MAX_REQUEST_SIZE, _pack, _unpack, _unpack_response
+from p2p.reqresp import MAX_REQUEST_SIZE, pack_fields, unpack_fields, unpack_response
 from p2p.topics import KIB
 
 PEERS_PROTOCOL = TProtocol("/motus/peers/1")
@@ -69,12 +69,12 @@ class PeerAddrs:
 
 def encode_peers_request(max_peers: int) -> bytes:
     """Frame body of a request for up to ``max_peers`` peers."""
-    return _pack({"max": max_peers})
+    return pack_fields({"max": max_peers})
 
 
 def decode_peers_request(data: bytes) -> int:
     """Return how many peers the requester wants; ``BadRequest`` if malformed."""
-    fields = _unpack(data, {"max"}, BadRequest, MAX_REQUEST_SIZE)
+    fields = unpack_fields(data, {"max"}, BadRequest, MAX_REQUEST_SIZE)
     wanted = fields["max"]
     if type(wanted) is not int or not 1 <= wanted <= MAX_PEERS_PER_RESPONSE:
         raise BadRequest(f"max must be an integer in [1, {MAX_PEERS_PER_RESPONSE}]")
@@ -87,7 +87,7 @@ def encode_peers_response(peers: Iterable[PeerAddrs]) -> bytes:
         [ID.from_base58(peer.peer_id).to_bytes(), list(peer.addrs[:MAX_ADDRS_PER_PEER])]
         for peer in peers
     ]
-    return _pack({"peers": entries[:MAX_PEERS_PER_RESPONSE]})
+    return pack_fields({"peers": entries[:MAX_PEERS_PER_RESPONSE]})
 
 
 def decode_peers_response(data: bytes, wanted: int) -> list[PeerAddrs]:
@@ -97,7 +97,7 @@ def decode_peers_response(data: bytes, wanted: int) -> list[PeerAddrs]:
     the format or its bounds. Unusable addresses are dropped, and so are
     entries left without any.
     """
-    fields = _unpack_response(data, {"peers"}, MAX_PEERS_RESPONSE_SIZE)
+    fields = unpack_response(data, {"peers"}, MAX_PEERS_RESPONSE_SIZE)
     entries = fields["peers"]
     if not isinstance(entries, list):
         raise BadResponse("peers must be an array")

@@ -106,25 +106,25 @@ async def write_frame(stream: INetStream, payload: bytes) -> None:
 
 def encode_status_request(chain_id: int) -> bytes:
     """Frame body of a status request from a node on ``chain_id``."""
-    return _pack({"chain_id": chain_id})
+    return pack_fields({"chain_id": chain_id})
 
 
 def decode_status_request(data: bytes) -> int:
     """Return the requester's chain id; ``BadRequest`` if malformed."""
-    fields = _unpack(data, {"chain_id"}, BadRequest, MAX_REQUEST_SIZE)
+    fields = unpack_fields(data, {"chain_id"}, BadRequest, MAX_REQUEST_SIZE)
     return _uint(fields, "chain_id", BadRequest)
 
 
 def encode_status_response(status: ChainStatus) -> bytes:
     """Frame body of a successful status response."""
-    return _pack(
+    return pack_fields(
         {"chain_id": status.chain_id, "height": status.height, "head_hash": status.head_hash}
     )
 
 
 def decode_status_response(data: bytes) -> ChainStatus:
     """Return the peer's status; ``RemoteError`` for an error answer, else ``BadResponse``."""
-    fields = _unpack_response(data, {"chain_id", "height", "head_hash"}, MAX_STATUS_RESPONSE_SIZE)
+    fields = unpack_response(data, {"chain_id", "height", "head_hash"}, MAX_STATUS_RESPONSE_SIZE)
     head_hash = fields["head_hash"]
     if not isinstance(head_hash, bytes) or len(head_hash) > MAX_HASH_SIZE:
         raise BadResponse("head_hash must be bin of at most 64 bytes")
@@ -137,12 +137,12 @@ def decode_status_response(data: bytes) -> ChainStatus:
 
 def encode_blocks_request(start: int, end: int) -> bytes:
     """Frame body of a request for heights ``start``..``end`` inclusive."""
-    return _pack({"start": start, "end": end})
+    return pack_fields({"start": start, "end": end})
 
 
 def decode_blocks_request(data: bytes) -> tuple[int, int]:
     """Return (start, end); ``BadRequest`` if malformed or ``start > end``."""
-    fields = _unpack(data, {"start", "end"}, BadRequest, MAX_REQUEST_SIZE)
+    fields = unpack_fields(data, {"start", "end"}, BadRequest, MAX_REQUEST_SIZE)
     start = _uint(fields, "start", BadRequest)
     end = _uint(fields, "end", BadRequest)
     if start > end:
@@ -176,7 +176,7 @@ def fit_blocks_response(blocks: Sequence[bytes]) -> list[bytes]:
 
 def encode_blocks_response(blocks: Sequence[bytes]) -> bytes:
     """Frame body of a blocks response (``blocks`` already fitted)."""
-    return _pack({"blocks": list(blocks)})
+    return pack_fields({"blocks": list(blocks)})
 
 
 def decode_blocks_response(data: bytes, requested: int) -> list[bytes]:
@@ -185,7 +185,7 @@ def decode_blocks_response(data: bytes, requested: int) -> list[bytes]:
     ``RemoteError`` for an error answer; ``BadResponse`` when the answer is
     malformed or holds more blocks than were asked for (or than allowed).
     """
-    fields = _unpack_response(data, {"blocks"}, MAX_BLOCKS_RESPONSE_BYTES)
+    fields = unpack_response(data, {"blocks"}, MAX_BLOCKS_RESPONSE_BYTES)
     blocks = fields["blocks"]
     if not isinstance(blocks, list):
         raise BadResponse("blocks must be an array")
@@ -199,16 +199,19 @@ def decode_blocks_response(data: bytes, requested: int) -> list[bytes]:
 
 def encode_error(code: str, message: str) -> bytes:
     """Frame body of an error response."""
-    return _pack({"error": code, "message": message[:MAX_ERROR_MESSAGE]})
+    return pack_fields({"error": code, "message": message[:MAX_ERROR_MESSAGE]})
 
 
-def _pack(fields: dict[str, Any]) -> bytes:
+def pack_fields(fields: dict[str, Any]) -> bytes:
+    """A request or response body: a msgpack map (shared by every /motus/* protocol)."""
     return msgpack.packb(fields, use_bin_type=True)
 
 
-def _unpack(
+def unpack_fields(
     data: bytes, keys: set[str], error: type[BadRequest] | type[BadResponse], limit: int
 ) -> dict[str, Any]:
+    """Decode a body of at most ``limit`` bytes that must be a map with exactly ``keys``;
+    anything else raises ``error``."""
     if len(data) > limit:
         raise error(f"message of {len(data)} bytes, limit {limit}")
     try:
@@ -229,11 +232,12 @@ def _unpack(
     return fields
 
 
-def _unpack_response(data: bytes, keys: set[str], limit: int) -> dict[str, Any]:
+def unpack_response(data: bytes, keys: set[str], limit: int) -> dict[str, Any]:
+    """A response map with ``keys``, or the peer's error answer raised as RemoteError."""
     try:
-        return _unpack(data, keys, BadResponse, limit)
+        return unpack_fields(data, keys, BadResponse, limit)
     except BadResponse:
-        fields = _unpack(data, {"error", "message"}, BadResponse, limit)
+        fields = unpack_fields(data, {"error", "message"}, BadResponse, limit)
         code, message = fields["error"], fields["message"]
         if not isinstance(code, str) or not isinstance(message, str):
             raise BadResponse("error and message must be strings") from None
