@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,27 @@ def open_client(args: argparse.Namespace):
     url = args.rpc or state.rpc_url
     if not url:
         raise UsageError(f"{path} records no node: give --rpc URL")
-    return LightClient(http_rpc(url), state, sequential=getattr(args, "sequential", False)), path
+    client = LightClient(http_rpc(url), state, sequential=getattr(args, "sequential", False))
+    client.on_trust = _periodic_saver(state, path)
+    return client, path
+
+
+SAVE_INTERVAL_S = 2.0
+
+
+def _periodic_saver(state, path: Path) -> Callable[[], None]:
+    """Save the trusted state at most every SAVE_INTERVAL_S while a sync advances it, so
+    an interrupted or refused sync keeps the headers verified before (``_finish`` saves
+    the final one)."""
+    last = [time.monotonic()]
+
+    def save() -> None:
+        now = time.monotonic()
+        if now - last[0] >= SAVE_INTERVAL_S:
+            state.save(path)
+            last[0] = now
+
+    return save
 
 
 def _finish(client, path: Path, start_height: int, out: dict[str, Any]) -> dict[str, Any]:
@@ -173,8 +194,6 @@ def cmd_init(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
     """What the state file trusts (no network)."""
-    import time
-
     from node.light import TrustedState
 
     path = state_path(args)

@@ -692,6 +692,9 @@ class LightClient:
         self.now = now
         self.sequential = sequential
         self.trace: list[int] = []  # heights verified by the last sync, in order
+        # called after every newly trusted header (the CLI saves the state from it, so a
+        # long sync that fails half way keeps what it verified)
+        self.on_trust: Callable[[], None] | None = None
 
     # --- construction --------------------------------------------------------------
 
@@ -827,6 +830,8 @@ class LightClient:
         self.state.header = block.header
         self.state.next_validators = next_set
         self.trace.append(block.height)
+        if self.on_trust is not None:
+            self.on_trust()
 
     def _verify_backwards(self, height: int) -> Header:
         """Walk parent hashes down from the trusted header (hashes bind every field)."""

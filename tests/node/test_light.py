@@ -479,3 +479,19 @@ def test_a_head_below_the_trusted_header_does_not_move_reads_back() -> None:
     chain.lies["eth_blockNumber"] = lambda params, answer: hex(3)
     assert client.sync() == chain.headers[10]
     assert client.sync(3) == chain.headers[3]  # an explicit height is still served
+
+
+def test_a_sync_refused_half_way_keeps_what_it_verified(tmp_path, monkeypatch) -> None:
+    """The CLI saves the trusted state while a sync advances (node/cli_light.py), so a
+    node that fails at height 9 of a sequential sync leaves heights 1-8 trusted on disk."""
+    from node import cli_light
+
+    chain = SignedChain(12)
+    chain.lies["motus_getCommit"] = lambda params, answer: None if params[0] == 9 else answer
+    client = chain.genesis_client(sequential=True)
+    path = tmp_path / "light.json"
+    client.state.save(path)
+    monkeypatch.setattr(cli_light, "SAVE_INTERVAL_S", 0.0)
+    client.on_trust = cli_light._periodic_saver(client.state, path)
+    refused("unavailable", client.sync)
+    assert TrustedState.load(path).header.hash == chain.headers[8].hash
