@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import msgpack
 
+from vm.block import rlp_encode, rlp_uint
 from vm.crypto import keccak256, recover_address
 from vm.errors import VMError
 
@@ -114,51 +115,17 @@ def compute_attestation_id(raw: bytes) -> bytes:
 # --- signing digest ----------------------------------------------------------
 
 
-def _rlp_int(value: int) -> bytes:
-    if value == 0:
-        return b"\x80"
-    if value < 0x80:
-        return bytes((value,))
-    body = value.to_bytes((value.bit_length() + 7) // 8, "big")
-    return bytes((0x80 + len(body),)) + body
-
-
-def _rlp_bytes(value: bytes) -> bytes:
-    if len(value) == 1 and value[0] < 0x80:
-        return value
-    if len(value) < 56:
-        return bytes((0x80 + len(value),)) + value
-    length = len(value).to_bytes((len(value).bit_length() + 7) // 8, "big")
-    return bytes((0xB7 + len(length),)) + length + value
-
-
 def encode_signed_fields(fields: Sequence[int | bytes]) -> bytes:
     """``rlp.encode(fields)`` for a flat list of unsigned ints and bytes.
 
     Written out because the generic ``rlp`` package takes ~17 us per attestation;
     tests check it byte for byte against ``rlp.encode``.
     """
-    payload = b"".join(_rlp_int(f) if isinstance(f, int) else _rlp_bytes(f) for f in fields)
+    payload = b"".join(rlp_uint(f) if isinstance(f, int) else rlp_encode(f) for f in fields)
     if len(payload) < 56:
         return bytes((0xC0 + len(payload),)) + payload
     length = len(payload).to_bytes((len(payload).bit_length() + 7) // 8, "big")
     return bytes((0xF7 + len(length),)) + length + payload
-
-
-_SMALL_INTS = tuple(b"\x80" if v == 0 else bytes((v,)) for v in range(0x80))
-
-
-_LENGTH_PREFIXES = tuple(bytes((0x80 + n,)) for n in range(56))
-
-
-def _rlp_uint(value: int) -> bytes:
-    if value < 0x80:
-        return _SMALL_INTS[value]
-    n = (value.bit_length() + 7) >> 3
-    if n < 56:  # always, for 64-bit fields
-        return _LENGTH_PREFIXES[n] + value.to_bytes(n, "big")
-    body = value.to_bytes(n, "big")
-    return bytes((0x80 + len(body),)) + body
 
 
 def compute_signing_digest(att: Attestation, chain_id: int) -> bytes:
@@ -169,9 +136,9 @@ def compute_signing_digest(att: Attestation, chain_id: int) -> bytes:
         # The usual shapes, spelled out (this runs for every attestation a node sees);
         # tests check it against the general encoder and the rlp package.
         payload = b"".join((
-            _rlp_uint(att.version), b"\x94", att.device, _rlp_uint(att.vehicle_id),
-            _rlp_uint(att.seq), _rlp_uint(att.timestamp_ms), _rlp_uint(att.cell),
-            _rlp_uint(att.odometer_m), _rlp_uint(att.speed_cmps), b"\xa0", att.signals_hash,
+            rlp_uint(att.version), b"\x94", att.device, rlp_uint(att.vehicle_id),
+            rlp_uint(att.seq), rlp_uint(att.timestamp_ms), rlp_uint(att.cell),
+            rlp_uint(att.odometer_m), rlp_uint(att.speed_cmps), b"\xa0", att.signals_hash,
             b"\x88" + att.challenge if att.challenge else b"\x80",
         ))
         # at least 1 + 21 + 6 + 33 + 1 = 62 bytes and at most 118: one length byte

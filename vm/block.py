@@ -151,16 +151,30 @@ def rlp_encode(item) -> bytes:
         n = len(item)
         if n == 1 and item[0] < 0x80:
             return item
-        return _rlp_len(n, 0x80) + item
+        return rlp_length_prefix(n, 0x80) + item
     payload = b"".join(rlp_encode(x) for x in item)
-    return _rlp_len(len(payload), 0xC0) + payload
+    return rlp_length_prefix(len(payload), 0xC0) + payload
 
 
-def _rlp_len(n: int, offset: int) -> bytes:
+def rlp_length_prefix(n: int, offset: int) -> bytes:
+    """The prefix of an RLP string (``offset`` 0x80) or list (0xC0) of ``n`` payload bytes."""
     if n < 56:
-        return bytes([offset + n])
+        return bytes((offset + n,))
     b = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([offset + 55 + len(b)]) + b
+    return bytes((offset + 55 + len(b),)) + b
+
+
+_SMALL_UINTS = tuple(b"\x80" if v == 0 else bytes((v,)) for v in range(0x80))
+
+
+def rlp_uint(value: int) -> bytes:
+    """RLP of a non-negative integer: big-endian without leading zeros, 0 as the empty
+    string (``rlp.encode(value)``); the hot paths' integer encoder (accounts, attestation
+    and transaction signing payloads)."""
+    if 0 <= value < 0x80:
+        return _SMALL_UINTS[value]
+    body = value.to_bytes((value.bit_length() + 7) // 8, "big")  # OverflowError if negative
+    return rlp_length_prefix(len(body), 0x80) + body
 
 
 def validators_hash(pairs: Sequence[tuple[bytes, int]]) -> bytes:

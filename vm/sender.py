@@ -21,6 +21,7 @@ from __future__ import annotations
 from eth.abc import SignedTransactionAPI
 from eth_typing import Address
 
+from vm.block import rlp_length_prefix, rlp_uint
 from vm.crypto import keccak256, recover_address
 
 ACCESS_LIST_TX_TYPE = 1
@@ -53,22 +54,6 @@ def _list_start(b: bytes, i: int) -> int:
     return i + 1 if p < 0xF8 else i + 1 + p - 0xF7
 
 
-def _list_header(n: int) -> bytes:
-    if n < 56:
-        return bytes((0xC0 + n,))
-    length = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes((0xF7 + len(length),)) + length
-
-
-def _rlp_uint(n: int) -> bytes:
-    if n == 0:
-        return b"\x80"
-    if n < 0x80:
-        return bytes((n,))
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes((0x80 + len(body),)) + body
-
-
 def signing_message(raw: bytes, type_id: int | None, chain_id: int | None = None) -> bytes:
     """The bytes the sender signed, cut from a canonical envelope ``raw``.
     ``chain_id`` only for EIP-155 legacy transactions."""
@@ -82,8 +67,8 @@ def signing_message(raw: bytes, type_id: int | None, chain_id: int | None = None
     if chain_id is not None:
         # py-evm signs int_to_big_endian(chain_id), which is b"\x00" (not RLP's 0x80) for
         # chain id 0 (v = 35, 36): same bytes as py-evm, or the senders would differ
-        body += (b"\x00" if chain_id == 0 else _rlp_uint(chain_id)) + b"\x80\x80"
-    return raw[:offset] + _list_header(len(body)) + body
+        body += (b"\x00" if chain_id == 0 else rlp_uint(chain_id)) + b"\x80\x80"
+    return raw[:offset] + rlp_length_prefix(len(body), 0xC0) + body
 
 
 def _fast_sender(raw: bytes, tx: SignedTransactionAPI) -> bytes | None:

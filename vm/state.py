@@ -21,6 +21,7 @@ from eth.vm.forks.cancun.transactions import CancunTransactionBuilder
 from eth_typing import Address, BlockNumber, Hash32
 from toolz import merge
 
+from vm.block import rlp_uint
 from vm.modules import SYSTEM_MODULES
 
 TransactionBuilder = CancunTransactionBuilder
@@ -30,17 +31,10 @@ class MotusComputation(CancunComputation):
     _precompiles = merge(CancunComputation.get_precompiles(), SYSTEM_MODULES)
 
 
-def _rlp_uint(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,)) if n else b"\x80"
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes((0x80 + len(body),)) + body  # nonce and balance fit in 32 bytes
-
-
 def encode_account(account: Account) -> bytes:
     """``rlp.encode(account, sedes=Account)`` without the generic encoder's sedes work:
     [nonce, balance, storage_root (32 bytes), code_hash (32 bytes)]."""
-    payload = b"".join((_rlp_uint(account.nonce), _rlp_uint(account.balance),
+    payload = b"".join((rlp_uint(account.nonce), rlp_uint(account.balance),
                         b"\xa0", account.storage_root, b"\xa0", account.code_hash))
     n = len(payload)  # 68 to 108 bytes: one length byte
     return bytes((0xF8, n)) + payload

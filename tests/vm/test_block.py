@@ -1,9 +1,11 @@
+import pytest
+import rlp
 from eth.db.trie import make_trie_root_and_nodes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consensus.types import Validator, ValidatorSet
-from vm.block import EMPTY_ROOT, Header, compute_list_root, validators_hash
+from vm.block import EMPTY_ROOT, Header, compute_list_root, rlp_uint, validators_hash
 from vm.errors import InvalidBlock
 
 
@@ -50,3 +52,13 @@ def test_header_decoder_only_raises_typed_error(data):
         Header.decode(data)
     except InvalidBlock:
         pass
+
+
+@given(st.integers(min_value=0, max_value=2**400))
+def test_rlp_uint_is_rlp_of_the_integer(value):
+    assert rlp_uint(value) == rlp.encode(value)
+
+
+def test_rlp_uint_refuses_negative_integers():
+    with pytest.raises(OverflowError):
+        rlp_uint(-1)
