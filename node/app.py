@@ -162,7 +162,7 @@ class Application:
     def _evidence_for(self, height: int) -> list[DuplicateVoteEvidence]:
         out = []
         for h, ev in list(self.pending_evidence.items()):
-            if self.store.db.get(b"E" + h) is not None:
+            if self.store.evidence_height(h) is not None:
                 del self.pending_evidence[h]
                 continue
             if ev.height < height:
@@ -177,7 +177,7 @@ class Application:
         conflict, a bad signature, or an offender outside the validator set of its height
         (when that set is known)."""
         h = ev.hash()
-        if h in self.pending_evidence or self.store.db.get(b"E" + h) is not None:
+        if h in self.pending_evidence or self.store.evidence_height(h) is not None:
             return False
         vs = self.store.validators_for(ev.height)
         # Without the set of its height the checks that need no state still run: against
@@ -274,7 +274,7 @@ class Application:
         out = []
         for ev in block.evidence:
             eh = ev.hash()
-            if eh in seen or self.store.db.get(b"E" + eh) is not None:
+            if eh in seen or self.store.evidence_height(eh) is not None:
                 raise InvalidBlock("duplicate or already committed evidence")
             seen.add(eh)
             if ev.height >= block.header.height:
@@ -313,11 +313,6 @@ class Application:
         att_ids = [keccak(a) for a in result.attestations]
         parent_state_root = self.head.state_root
         self.store.commit_block(block, result, commit, executed.overlay, next_set, extras, att_ids)
-        evidence_keys = [b"E" + ev.hash() for ev in block.evidence]
-        if evidence_keys:
-            with self.store.database.batch() as wb:
-                for k in evidence_keys:
-                    wb.put(k, height.to_bytes(8, "big"))
         self._executed.clear()
         self._by_value.clear()
         head_state = self.head_state()

@@ -13,6 +13,7 @@ Key layout (one-byte prefixes):
   l<hash>           block events (vm.events encoding), only for blocks that have some
   x<tx_hash>        [height, index]
   a<attestation id> [height, index]
+  E<evidence hash>  height of the block that committed the evidence
   v<height:8>       validator set (with proposer priorities) for height
   H                 head height
   G                 genesis hash
@@ -221,9 +222,18 @@ class ChainStore:
                 wb.put(b"x" + e.tx_hash, rlp.encode([height, i]))
             for i, att_id in enumerate(attestation_ids):
                 wb.put(b"a" + att_id, rlp.encode([height, i]))
+            # In the block's own batch: a crash between two batches would let the node
+            # accept, gossip or propose evidence its chain has already punished.
+            for ev in block.evidence:
+                wb.put(b"E" + ev.hash(), _h(height))
             wb.put(b"v" + _h(height + 1), encode_validator_set(next_validators))
             wb.put(b"H", _h(height))
         self._head = block.header
+
+    def evidence_height(self, evidence_hash: bytes) -> int | None:
+        """Height of the block that committed this evidence, or None if none has."""
+        raw = self.database.get(b"E" + evidence_hash)
+        return None if raw is None else int.from_bytes(raw, "big")
 
     def put_commit(self, height: int, commit: Commit) -> None:
         """Replace the stored commit of a block (e.g. with a fuller one); never changes the block."""

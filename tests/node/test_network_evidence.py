@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from consensus.errors import InvalidEvidence
-from consensus.types import PRECOMMIT, PREVOTE, DuplicateVoteEvidence, Vote
+from consensus.types import PRECOMMIT, PREVOTE, Commit, DuplicateVoteEvidence, Vote
 from genesis.devnet import dev_accounts, new_genesis
 from node.app import Application
 from node.db import Database
@@ -104,3 +104,46 @@ def test_add_evidence_names_invalid_evidence(app: Application) -> None:
     assert app.add_evidence(double_sign(height=UNKNOWN_HEIGHT)) is False
     assert app.add_evidence(double_sign()) is True
     assert app.add_evidence(double_sign()) is False
+
+
+def test_evidence_is_recorded_in_the_blocks_own_batch(tmp_path: Path) -> None:
+    """The committed-evidence record lands in the same write batch as the block: a crash
+    can never leave a head that punished a validator without the record that stops the
+    node from accepting, gossiping or proposing that evidence again."""
+    (honest, honest_key) = dev_accounts()[2]
+    database = Database(tmp_path / "data")
+    try:
+        store = ChainStore(database)
+        store.init_genesis(new_genesis(CHAIN_ID, [(OFFENDER, 10), (honest, 30)],
+                                       genesis_time_ms=int(time.time() * 1000) - 5_000))
+        app = Application(store, Mempool(CHAIN_ID))
+
+        def commit_next() -> None:
+            height = app.head.height + 1
+            value = app.propose(height, honest)
+            block_hash = app.block_hash(value)
+            precommit = Vote.create(CHAIN_ID, honest_key, PRECOMMIT, height, 0, block_hash, honest)
+            app.commit(height, value, Commit.from_votes(height, 0, block_hash, [precommit]))
+
+        commit_next()
+        ev = double_sign(height=1)
+        assert app.add_evidence(ev)
+        batches = []
+        real_batch = database.batch
+
+        def counting_batch(*args, **kwargs):
+            batches.append(1)
+            return real_batch(*args, **kwargs)
+
+        database.batch = counting_batch  # type: ignore[method-assign]
+        commit_next()
+        database.batch = real_batch  # type: ignore[method-assign]
+        assert app.head.height == 2
+        assert len(batches) == 1, "block and evidence record must be one write batch"
+        assert store.evidence_height(ev.hash()) == 2
+        # A restarted node (same database, fresh application) knows the evidence is spent.
+        again = Application(ChainStore(database), Mempool(CHAIN_ID))
+        assert again.add_evidence(ev) is False
+        assert ev.hash() not in again.pending_evidence
+    finally:
+        database.close()
