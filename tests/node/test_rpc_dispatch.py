@@ -219,3 +219,20 @@ def test_reward_percentiles_weighted_by_gas() -> None:
         "0x1e",
     ]
     assert _reward_percentiles([], 0, [50.0]) == ["0x0"]
+
+
+@pytest.mark.parametrize(
+    "rpc",
+    [
+        {"max_connections_per_client": 0},
+        {"max_subscriptions_per_client": 0},
+        {"request_timeout_seconds": 0},
+        {"ws_ping_interval_seconds": 30, "ws_idle_timeout_seconds": 30},
+    ],
+)
+def test_rpc_limits_that_disable_a_protection_are_refused(rpc: dict) -> None:
+    from node.config import Config, ConfigError
+
+    with pytest.raises(ConfigError, match="rpc"):
+        Config.from_dict({"rpc": rpc})
+    assert Config.from_dict({"rpc": {"max_connections_per_client": 1}}).rpc.max_connections == 256

@@ -92,8 +92,7 @@ def method_cases(method: RPCMethod, hostile: tuple[Any, ...] = HOSTILE) -> Itera
                 yield [*valid[:position], variant]
                 if position < len(method.params):
                     yield {method.params[position].name: variant}
-    for params in ("latest", 1, True, {"no_such_argument": 1}, [None] * 10, valid):
-        yield params
+    yield from ("latest", 1, True, {"no_such_argument": 1}, [None] * 10, valid)
 
 
 def all_cases(table: MethodTable) -> Iterator[tuple[str, Any]]:
