@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import logging
 import time
@@ -83,6 +84,21 @@ def is_client_failure(exc: BaseException) -> bool:
     return isinstance(exc, CLIENT_FAILURES)
 
 
+def client_of(address: str) -> str:
+    """The client a remote address belongs to, for per-client limits: the IPv4 address
+    itself, or the /64 prefix of an IPv6 one (a single host is commonly given a whole
+    /64, so counting its addresses one by one would not limit it)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and not ip.is_loopback:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return address
+
+
 def _json_error(err: RPCError) -> bytes:
     return json.dumps({"jsonrpc": "2.0", "id": None, "error": err.to_json()}).encode()
 
@@ -107,7 +123,7 @@ class HTTPServer:
     async def handle(self, stream: trio.SocketStream) -> None:
         """Serve one accepted TCP connection until it closes (the listener's handler)."""
         try:
-            client = str(stream.socket.getpeername()[0])
+            client = client_of(str(stream.socket.getpeername()[0]))
         except OSError:
             await trio.aclose_forcefully(stream)
             return

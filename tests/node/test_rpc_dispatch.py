@@ -236,3 +236,12 @@ def test_rpc_limits_that_disable_a_protection_are_refused(rpc: dict) -> None:
     with pytest.raises(ConfigError, match="rpc"):
         Config.from_dict({"rpc": rpc})
     assert Config.from_dict({"rpc": {"max_connections_per_client": 1}}).rpc.max_connections == 256
+
+
+def test_per_client_limits_count_an_ipv6_host_by_its_64() -> None:
+    from node.rpc.http import client_of
+
+    assert client_of("127.0.0.2") == "127.0.0.2"
+    assert client_of("::1") == "::1"
+    assert client_of("::ffff:10.0.0.1") == "10.0.0.1"
+    assert client_of("2001:db8:1:2:3:4:5:6") == client_of("2001:db8:1:2::9") == "2001:db8:1:2::/64"

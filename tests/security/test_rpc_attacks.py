@@ -62,6 +62,7 @@ PER_CLIENT = 64  # the default rpc.max_connections_per_client, kept on this node
 SUBSCRIPTIONS_PER_CLIENT = 50
 WS_PING = 1
 WS_IDLE = 3
+IDLE_TIMEOUT = 4
 REQUEST_TIMEOUT = 2
 HONEST_BOUND = 2.0  # seconds within which the honest client must be answered
 FUZZ_CALLS = 4000
@@ -72,7 +73,7 @@ def node(tmp_path_factory: pytest.TempPathFactory):
     proc = start_node(
         tmp_path_factory.mktemp("attacks"),
         max_subscriptions_per_client=SUBSCRIPTIONS_PER_CLIENT,
-        idle_timeout_seconds=5,
+        idle_timeout_seconds=IDLE_TIMEOUT,
         request_timeout_seconds=REQUEST_TIMEOUT,
         ws_ping_interval_seconds=WS_PING,
         ws_idle_timeout_seconds=WS_IDLE,
@@ -195,6 +196,20 @@ def _wait_until_free(node: NodeProcess, source: str = HOG, timeout: float = 10) 
         time.sleep(0.2)
 
 
+def _read_until_closed(s: socket.socket, timeout: float) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    s.settimeout(timeout)
+    data = b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
 def _assert_refused_per_client(status: int, doc: Any) -> None:
     assert status == 429, (status, doc)
     assert doc["error"]["code"] == LIMIT_EXCEEDED
@@ -216,6 +231,7 @@ SLOW_BODY = (
 def test_slow_connection_hog_leaves_others_served(node: NodeProcess, kind: str) -> None:
     hog = HOGS[kind]
     held = []
+    started = time.monotonic()
     try:
         for _ in range(300):
             s = dial(node, hog)
@@ -227,6 +243,17 @@ def test_slow_connection_hog_leaves_others_served(node: NodeProcess, kind: str) 
         status, doc = post(node, hog, {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"})
         _assert_refused_per_client(status, doc)
         print(f"honest client served in {took * 1000:.1f} ms during a 300-connection {kind} hog")
+        # the hog's own connections: 64 held until the server's timeout, the rest refused
+        answers = [_read_until_closed(s, timeout=IDLE_TIMEOUT + 5) for s in held]
+        refused = [a for a in answers if a.startswith(b"HTTP/1.1 429")]
+        cut = [a for a in answers if not a.startswith(b"HTTP/1.1 429")]
+        assert len(refused) == 300 - PER_CLIENT and len(cut) == PER_CLIENT
+        timeout = IDLE_TIMEOUT if kind == "slow_headers" else REQUEST_TIMEOUT
+        expected = b"" if kind == "slow_headers" else b"HTTP/1.1 408"
+        assert all(a.startswith(expected) for a in cut), {a[:20] for a in cut}
+        held_for = time.monotonic() - started
+        assert held_for < timeout + 3, held_for
+        print(f"the hog's {PER_CLIENT} slow connections were cut after {held_for:.1f} s")
     finally:
         for s in held:
             s.close()
