@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
 import socket
 import struct
@@ -49,7 +50,12 @@ from tests.fixtures.rpc_node import start_node
 from tests.procs import NodeProcess
 from tests.security.rpc_fuzz import all_cases
 
-pytestmark = [pytest.mark.timeout(120), pytest.mark.xdist_group("rpc_attacks"), pytest.mark.slow]
+LONG = os.environ.get("MOTUS_LONG_FUZZ") == "1"
+pytestmark = [
+    pytest.mark.timeout(3600 if LONG else 120),
+    pytest.mark.xdist_group("rpc_attacks"),
+    pytest.mark.slow,
+]
 
 HOG = "127.0.0.1"
 HONEST = "127.0.0.2"
@@ -65,7 +71,7 @@ WS_IDLE = 3
 IDLE_TIMEOUT = 4
 REQUEST_TIMEOUT = 2
 HONEST_BOUND = 2.0  # seconds within which the honest client must be answered
-FUZZ_CALLS = 4000
+FUZZ_CALLS = None if LONG else 4000  # None: every case (~360,000 calls)
 
 
 @pytest.fixture(scope="module")
@@ -402,7 +408,7 @@ def test_parameter_fuzz_never_answers_internal_error(node: NodeProcess) -> None:
     table = build_method_table()
     cases = list(all_cases(table))
     rng = random.Random(20)
-    picked = rng.sample(cases, FUZZ_CALLS)
+    picked = cases if FUZZ_CALLS is None else rng.sample(cases, FUZZ_CALLS)
     requests = [
         {"jsonrpc": "2.0", "id": i, "method": name, "params": params}
         for i, (name, params) in enumerate(picked)
