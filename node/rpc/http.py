@@ -47,6 +47,7 @@ log = logging.getLogger("motus.rpc")
 
 WRITE_TIMEOUT = 10.0
 MAX_HEADER_BYTES = 16 * 1024
+MAX_REFUSING = 256  # connections answered 503/429 at once; more are closed unanswered
 LINGER_TIMEOUT = 2.0  # after refusing a body, keep reading (and dropping) it this long
 LINGER_MAX_BYTES = 64 * 1024 * 1024
 RECEIVE_CHUNK = 64 * 1024
@@ -114,6 +115,7 @@ class HTTPServer:
         self.idle_timeout = float(config.idle_timeout_seconds)
         self.body_timeout = float(config.request_timeout_seconds)
         self.open_connections = 0
+        self.refusing = 0  # connections being answered 503/429 right now
         self.connections_by_client: Counter[str] = Counter()  # open connections per address
 
     @property
@@ -166,6 +168,20 @@ class HTTPServer:
             await trio.aclose_forcefully(stream)
 
     async def _refuse_connection(
+        self, stream: trio.SocketStream, status: int, reason: str, message: str
+    ) -> None:
+        if self.refusing >= MAX_REFUSING:
+            # a flood of connections: answering each (and lingering so that the answer
+            # is read) would hold a socket and a task apiece, so the excess is just closed
+            await trio.aclose_forcefully(stream)
+            return
+        self.refusing += 1
+        try:
+            await self._answer_refusal(stream, status, reason, message)
+        finally:
+            self.refusing -= 1
+
+    async def _answer_refusal(
         self, stream: trio.SocketStream, status: int, reason: str, message: str
     ) -> None:
         # answered before reading the request, so without h11's bookkeeping

@@ -3,7 +3,7 @@ registered method are answered -32602 (or another deliberate error), never -3260
 
 In-process, through the real dispatcher and method table over a real node home (LevelDB
 store, application, attestation service), no sockets. The table is built by the
-registry, so new methods are covered as soon as they are registered. A seeded eighth of
+registry, so new methods are covered as soon as they are registered. A seeded sixteenth of
 the deterministic cases of tests/security/rpc_fuzz.py runs by default (all ~360,000 with
 ``MOTUS_LONG_FUZZ=1``, ~20 s), then hypothesis draws nested JSON values for a bounded
 number of examples. tests/security/test_rpc_attacks.py sends such calls to a node
@@ -33,7 +33,7 @@ from tests.security.rpc_fuzz import HOSTILE, all_cases, valid_value
 pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("rpc_params_fuzz")]
 
 LONG = os.environ.get("MOTUS_LONG_FUZZ") == "1"
-SAMPLE = 1.0 if LONG else 0.125
+SAMPLE = 1.0 if LONG else 1 / 16
 TABLE: MethodTable = build_method_table()
 
 
