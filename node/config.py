@@ -27,6 +27,14 @@ class RPCSection:
     max_request_bytes: int = 5 * 1024 * 1024
     max_batch: int = 100
     max_connections: int = 256
+    # Per remote address, so that one client cannot take every connection; loopback
+    # clients (every local tool, test and the devnet) all share 127.0.0.1 (docs/rpc.md).
+    max_connections_per_client: int = 64
+    max_subscriptions_per_client: int = 1000  # over all of an address's WebSocket sessions
+    idle_timeout_seconds: int = 30  # HTTP keep-alive idle, and the budget for a request's headers
+    request_timeout_seconds: int = 10  # an HTTP body or a WebSocket message, once begun
+    ws_ping_interval_seconds: int = 20  # the server pings every WebSocket session this often
+    ws_idle_timeout_seconds: int = 60  # no frame from the client (a pong counts): closed
     rate_limit_per_second: int = 500  # requests per client address; 0 disables
     max_log_blocks: int = 10_000  # eth_getLogs block range bound
     max_log_results: int = 10_000
@@ -101,6 +109,7 @@ class Config:
                 ):
                     raise ConfigError(f"{section_name}.{key} must be {type(default).__name__}")
                 setattr(section, key, value)
+        _check_rpc(cfg.rpc)
         return cfg
 
     def to_toml(self) -> str:
@@ -111,6 +120,27 @@ class Config:
                 lines.append(f"{key} = {_toml_value(value)}")
             lines.append("")
         return "\n".join(lines)
+
+
+_RPC_POSITIVE = (
+    "max_connections",
+    "max_connections_per_client",
+    "max_subscriptions_per_client",
+    "idle_timeout_seconds",
+    "request_timeout_seconds",
+    "ws_ping_interval_seconds",
+    "ws_idle_timeout_seconds",
+)
+
+
+def _check_rpc(rpc: RPCSection) -> None:
+    """Refuse RPC limits that would switch a protection off or make it refuse everyone."""
+    for key in _RPC_POSITIVE:
+        if getattr(rpc, key) < 1:
+            raise ConfigError(f"rpc.{key} must be at least 1")
+    if rpc.ws_idle_timeout_seconds <= rpc.ws_ping_interval_seconds:
+        # a client that answers every ping must never look idle
+        raise ConfigError("rpc.ws_idle_timeout_seconds must exceed rpc.ws_ping_interval_seconds")
 
 
 def _toml_value(v: Any) -> str:

@@ -31,12 +31,7 @@ MAX_SCAN = 10_000  # ids one motus_listProposals call looks at (a status filter 
 
 def parse_proposal_id(value: Any) -> int:
     """A proposal id: a positive JSON integer, decimal string or hex quantity."""
-    try:
-        pid = p.height(value)
-    except p.ParamError:
-        raise p.ParamError(
-            f"expected a proposal id (integer or hex quantity), got {value!r:.80}"
-        ) from None
+    pid = p.natural(value, "a proposal id", p.UINT64_MAX)
     if pid == 0:
         raise p.ParamError("proposal ids start at 1")
     return pid
@@ -46,12 +41,12 @@ def parse_status(value: Any) -> str:
     """A proposal status name (docs/governance.md, "Status values")."""
     names = list(gov.STATUS_NAMES.values())
     if value not in names:
-        raise p.ParamError(f"expected a status ({', '.join(names)}), got {value!r:.80}")
+        raise p.ParamError(f"expected a status ({', '.join(names)}), got {p.show(value)}")
     return str(value)
 
 
 def parse_limit(value: Any) -> int:
-    n = p.height(value)
+    n = p.natural(value, "a limit", p.UINT64_MAX)
     if not 1 <= n <= MAX_LIST:
         raise p.ParamError(f"limit must be within 1..{MAX_LIST}, got {n}")
     return n

@@ -2,30 +2,39 @@
 keep-alive, and the upgrade to WebSocket on the same port.
 
 Limits, each answered with a clear status instead of a hang or a crash:
-- connections beyond ``rpc.max_connections``: 503 and close;
+- connections beyond ``rpc.max_connections``: 503 and close; beyond
+  ``rpc.max_connections_per_client`` from one remote address: 429 and close (both
+  with a ``-32005`` JSON-RPC body whose ``data.reason`` names the limit);
 - bodies beyond ``rpc.max_request_bytes``: 413 (checked on Content-Length before
   reading, and while reading a chunked body);
 - headers beyond 16 KiB: 431; a client that sends its headers slowly or idles on a
-  keep-alive connection is cut after IDLE_TIMEOUT, a body that trickles in after
-  BODY_TIMEOUT (408), a client that does not read its answer after WRITE_TIMEOUT;
+  keep-alive connection is cut after ``rpc.idle_timeout_seconds``, a body that trickles
+  in after ``rpc.request_timeout_seconds`` (408), a client that does not read its
+  answer after WRITE_TIMEOUT;
 - calls beyond ``rpc.rate_limit_per_second`` per client address: 429 (dispatcher).
+
+A client that goes away (reset, half-open socket, timeout) costs at most one log line,
+at DEBUG; only a failure of the server itself is logged with its traceback.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import logging
 import time
+from collections import Counter
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import h11
 import trio
+import wsproto.utilities
 
 from node.rpc import metrics
-from node.rpc.errors import RPCError, limit_exceeded
+from node.rpc.errors import LIMIT_EXCEEDED, RPCError, limit_exceeded
 from node.rpc.websocket import WebSocketSession
 
 if TYPE_CHECKING:
@@ -36,10 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("motus.rpc")
 
-IDLE_TIMEOUT = 30.0  # keep-alive idle time, and the whole budget for a request's headers
-BODY_TIMEOUT = 10.0  # to receive a body once the headers are in
 WRITE_TIMEOUT = 10.0
 MAX_HEADER_BYTES = 16 * 1024
+MAX_REFUSING = 256  # connections answered 503/429 at once; more are closed unanswered
 LINGER_TIMEOUT = 2.0  # after refusing a body, keep reading (and dropping) it this long
 LINGER_MAX_BYTES = 64 * 1024 * 1024
 RECEIVE_CHUNK = 64 * 1024
@@ -58,8 +66,38 @@ PREFLIGHT_HEADERS = [
 ]
 
 
-class _Refused(Exception):
-    """Stop serving this connection after answering ``status`` (already sent or to send)."""
+# What a client's behaviour (reset, half-open socket, garbage, not reading) raises
+# while we serve it: never a server failure, so never a traceback in the log.
+CLIENT_FAILURES: tuple[type[BaseException], ...] = (
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    trio.TooSlowError,
+    ConnectionError,
+    h11.ProtocolError,
+    wsproto.utilities.ProtocolError,
+)
+
+
+def is_client_failure(exc: BaseException) -> bool:
+    """True when ``exc`` (or every exception of a group) comes from the client's side."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_client_failure(e) for e in exc.exceptions)
+    return isinstance(exc, CLIENT_FAILURES)
+
+
+def client_of(address: str) -> str:
+    """The client a remote address belongs to, for per-client limits: the IPv4 address
+    itself, or the /64 prefix of an IPv6 one (a single host is commonly given a whole
+    /64, so counting its addresses one by one would not limit it)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and not ip.is_loopback:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return address
 
 
 def _json_error(err: RPCError) -> bytes:
@@ -74,40 +112,86 @@ class HTTPServer:
         self.dispatcher = dispatcher
         self.hub = hub
         self.config = config
+        self.idle_timeout = float(config.idle_timeout_seconds)
+        self.body_timeout = float(config.request_timeout_seconds)
         self.open_connections = 0
+        self.refusing = 0  # connections being answered 503/429 right now
+        self.connections_by_client: Counter[str] = Counter()  # open connections per address
+
+    @property
+    def max_connections_per_client(self) -> int:
+        return min(self.config.max_connections_per_client, self.config.max_connections)
 
     async def handle(self, stream: trio.SocketStream) -> None:
         """Serve one accepted TCP connection until it closes (the listener's handler)."""
         try:
-            client = str(stream.socket.getpeername()[0])
+            client = client_of(str(stream.socket.getpeername()[0]))
         except OSError:
             await trio.aclose_forcefully(stream)
             return
+        # the global cap first: when the server is full, everyone hears the same 503
         if self.open_connections >= self.config.max_connections:
             metrics.RPC_REFUSED.labels("too_many_connections").inc()
-            await self._refuse_connection(stream)
+            await self._refuse_connection(
+                stream,
+                503,
+                "too_many_connections",
+                f"too many connections (max_connections {self.config.max_connections})",
+            )
+            return
+        if self.connections_by_client[client] >= self.max_connections_per_client:
+            metrics.RPC_REFUSED.labels("too_many_connections_per_client").inc()
+            await self._refuse_connection(
+                stream,
+                429,
+                "too_many_connections_per_client",
+                f"too many connections from {client} "
+                f"(max_connections_per_client {self.max_connections_per_client})",
+            )
             return
         self.open_connections += 1
+        self.connections_by_client[client] += 1
         metrics.RPC_CONNECTIONS.labels("http").inc()
         try:
             await self._serve(stream, client)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
-            pass  # the client went away or stopped reading
-        except Exception:
-            log.exception("RPC connection from %s failed", client)
+        except Exception as exc:
+            if is_client_failure(exc):
+                log.debug("RPC connection from %s dropped: %s", client, _first_cause(exc))
+            else:
+                log.exception("RPC connection from %s failed", client)
         finally:
             self.open_connections -= 1
+            self.connections_by_client[client] -= 1
+            if self.connections_by_client[client] <= 0:
+                del self.connections_by_client[client]  # the table only holds live clients
             metrics.RPC_CONNECTIONS.labels("http").dec()
             await trio.aclose_forcefully(stream)
 
-    async def _refuse_connection(self, stream: trio.SocketStream) -> None:
+    async def _refuse_connection(
+        self, stream: trio.SocketStream, status: int, reason: str, message: str
+    ) -> None:
+        if self.refusing >= MAX_REFUSING:
+            # a flood of connections: answering each (and lingering so that the answer
+            # is read) would hold a socket and a task apiece, so the excess is just closed
+            await trio.aclose_forcefully(stream)
+            return
+        self.refusing += 1
+        try:
+            await self._answer_refusal(stream, status, reason, message)
+        finally:
+            self.refusing -= 1
+
+    async def _answer_refusal(
+        self, stream: trio.SocketStream, status: int, reason: str, message: str
+    ) -> None:
         # answered before reading the request, so without h11's bookkeeping
         body = _json_error(
-            limit_exceeded(f"too many connections (max_connections {self.config.max_connections})")
+            RPCError(LIMIT_EXCEEDED, f"limit exceeded: {message}", {"reason": reason})
         )
         head = (
-            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\nretry-after: 1\r\nconnection: close\r\n\r\n" % len(body)
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
+            % (status, HTTPStatus(status).phrase.encode(), len(body))
         )
         try:
             with trio.move_on_after(1):
@@ -123,7 +207,7 @@ class HTTPServer:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         while True:
             try:
-                with trio.move_on_after(IDLE_TIMEOUT) as idle:
+                with trio.move_on_after(self.idle_timeout) as idle:
                     event = await self._next_event(conn, stream)
                 if idle.cancelled_caught:
                     if conn.their_state is not h11.IDLE:
@@ -230,7 +314,7 @@ class HTTPServer:
                 )
         chunks: list[bytes] = []
         size = 0
-        with trio.move_on_after(BODY_TIMEOUT) as slow:
+        with trio.move_on_after(self.body_timeout) as slow:
             while True:
                 event = await self._next_event(conn, stream)
                 if isinstance(event, h11.EndOfMessage):
@@ -272,7 +356,7 @@ class HTTPServer:
 
     async def _drain(self, conn: h11.Connection, stream: trio.SocketStream) -> None:
         """Skip a (small) body of a request we answer without reading it."""
-        with trio.fail_after(BODY_TIMEOUT):
+        with trio.fail_after(self.body_timeout):
             size = 0
             while True:
                 event = await self._next_event(conn, stream)
@@ -368,10 +452,24 @@ class HTTPServer:
             await stream.send_all(data)
         received, _closed = conn.trailing_data
         session = WebSocketSession(
-            stream, client, self.dispatcher, self.hub, self.config.max_request_bytes
+            stream,
+            client,
+            self.dispatcher,
+            self.hub,
+            self.config.max_request_bytes,
+            idle_timeout=float(self.config.ws_idle_timeout_seconds),
+            ping_interval=float(self.config.ws_ping_interval_seconds),
+            message_timeout=self.body_timeout,
         )
         metrics.RPC_CONNECTIONS.labels("http").dec()  # counted as "ws" while the session runs
         try:
             await session.run(received)
         finally:
             metrics.RPC_CONNECTIONS.labels("http").inc()
+
+
+def _first_cause(exc: BaseException) -> str:
+    """A one-line account of why a client's connection failed."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"[:200]

@@ -30,21 +30,8 @@ MAX_VEHICLES_OF = 10_000  # a larger fleet answers -32005 rather than a slow, hu
 
 
 def parse_vehicle_id(value: Any) -> int:
-    """A vehicle id: a positive JSON integer, a decimal string or a hex quantity."""
-    if isinstance(value, bool):
-        raise p.ParamError(f"expected a vehicle id (integer or hex quantity), got {value!r}")
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if isinstance(value, int):
-        if not 0 <= value <= p.UINT256_MAX:
-            raise p.ParamError(f"vehicle id must be within 0..2^256-1, got {value}")
-        return value
-    try:
-        return p.quantity(value)
-    except p.ParamError:
-        raise p.ParamError(
-            f"expected a vehicle id (integer or hex quantity), got {value!r:.80}"
-        ) from None
+    """A vehicle id: a JSON integer, a decimal string or a hex quantity, within 0..2^256-1."""
+    return p.natural(value, "a vehicle id", p.UINT256_MAX)
 
 
 def block_param(value: Any) -> p.BlockRef:
@@ -59,7 +46,7 @@ def block_param(value: Any) -> p.BlockRef:
     except p.ParamError:
         raise p.ParamError(
             f"expected a block height, tag ({', '.join(p.BLOCK_TAGS)}) or "
-            f'{{"blockHash": ..}}, got {value!r:.80}'
+            f'{{"blockHash": ..}}, got {p.show(value)}'
         ) from None
 
 

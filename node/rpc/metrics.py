@@ -51,8 +51,8 @@ RPC_SECONDS = Histogram(
 RPC_REFUSED = Counter(
     "motus_rpc_refused",
     "Requests refused before dispatch, by reason "
-    "(too_large, batch_too_large, rate_limited, too_many_connections, timeout, "
-    "bad_http)",
+    "(too_large, batch_too_large, rate_limited, too_many_connections, "
+    "too_many_connections_per_client, timeout, bad_http)",
     ["reason"],
     registry=REGISTRY,
 )

@@ -14,66 +14,100 @@ from dataclasses import dataclass
 from typing import Any
 
 UINT256_MAX = 2**256 - 1
+UINT64_MAX = 2**64 - 1  # heights, epochs and counts: the store keys heights by 8 bytes
 MAX_TOPIC_POSITIONS = 4
 MAX_FILTER_ADDRESSES = 1_000
 MAX_TOPIC_ALTERNATIVES = 1_000
 
 BLOCK_TAGS = ("latest", "earliest", "pending", "safe", "finalized")
 
-_HEX = re.compile(r"^0x[0-9a-fA-F]*$")
+# Always matched with ``fullmatch``: ``$`` also matches before a trailing newline, which
+# ``bytes.fromhex`` then refuses (an internal error instead of -32602).
+_HEX = re.compile(r"0x[0-9a-fA-F]*")
+# ASCII digits only, at most as many as 2**256 - 1 has: ``str.isdigit`` also accepts "²"
+# and other Unicode digits that ``int`` refuses, and ``int`` refuses over 4300 digits.
+_DECIMAL = re.compile(r"[0-9]{1,78}")
 
 
 class ParamError(ValueError):
     """A parameter that cannot be used; the message says why."""
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
+def show(value: Any) -> str:
+    """``value`` for an error message, at most 80 characters. Containers are described,
+    not printed: their repr costs time with their size and recursion with their depth."""
+    if isinstance(value, list | dict):
+        return f"{'an array' if isinstance(value, list) else 'an object'} of {len(value)} items"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value[:80] if isinstance(value, str) else value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def is_hex(value: Any) -> bool:
+    """True for a string of "0x" and hex digits only (no sign, space or newline)."""
+    return isinstance(value, str) and _HEX.fullmatch(value) is not None
 
 
 def quantity(value: Any) -> int:
     """A hex quantity ("0x0", "0x1a"), at most 256 bits."""
-    if not isinstance(value, str) or not _HEX.match(value) or len(value) == 2:
-        raise ParamError(f"expected a hex quantity like 0x1a, got {_show(value)}")
+    if not is_hex(value) or len(value) == 2:
+        raise ParamError(f"expected a hex quantity like 0x1a, got {show(value)}")
     if len(value) > 66:
         raise ParamError("hex quantity exceeds 256 bits")
     return int(value, 16)
 
 
-def height(value: Any) -> int:
-    """A block height: a hex quantity or a non-negative JSON integer (``motus_`` methods)."""
+_LIMIT_NAMES = {UINT64_MAX: "2^64-1", UINT256_MAX: "2^256-1"}
+
+
+def natural(value: Any, what: str, maximum: int) -> int:
+    """A whole number within 0..``maximum`` given as a JSON integer, a decimal string of
+    ASCII digits or a hex quantity (the ``motus_`` namespace's numbers); ``what`` names
+    it in the error."""
     if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ParamError(f"height must not be negative, got {value}")
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    try:
-        return quantity(value)
-    except ParamError:
-        raise ParamError(
-            f"expected a block height (integer or hex quantity), got {_show(value)}"
-        ) from None
+        number = value
+    elif isinstance(value, str) and _DECIMAL.fullmatch(value):
+        number = int(value)
+    elif is_hex(value) and 2 < len(value) <= 66:
+        number = int(value, 16)
+    else:
+        raise ParamError(f"expected {what} (integer or hex quantity), got {show(value)}")
+    if not 0 <= number <= maximum:
+        limit = _LIMIT_NAMES.get(maximum, str(maximum))
+        raise ParamError(f"{what} must be within 0..{limit}, got {show(number)}")
+    return number
+
+
+def height(value: Any) -> int:
+    """A block height: a non-negative JSON integer, decimal string or hex quantity, at
+    most 2^64-1 (``motus_`` methods)."""
+    return natural(value, "a block height", UINT64_MAX)
+
+
+def epoch(value: Any) -> int:
+    """An epoch number, given as a height is (epochs are counted in blocks, so no epoch
+    exceeds 2^64-1)."""
+    return natural(value, "an epoch number", UINT64_MAX)
 
 
 def count(value: Any) -> int:
     """A count given as a hex quantity or a JSON integer (eth_feeHistory's blockCount)."""
-    return height(value)
+    return natural(value, "a count", UINT64_MAX)
 
 
 def data(value: Any) -> bytes:
     """Hex-encoded bytes ("0x" for none), an even number of digits."""
-    if not isinstance(value, str) or not _HEX.match(value):
-        raise ParamError(f"expected 0x-prefixed hex data, got {_show(value)}")
+    if not is_hex(value):
+        raise ParamError(f"expected 0x-prefixed hex data, got {show(value)}")
     if len(value) % 2:
         raise ParamError("hex data has an odd number of digits")
     return bytes.fromhex(value[2:])
 
 
 def _fixed(value: Any, size: int, what: str) -> bytes:
-    if not isinstance(value, str) or not _HEX.match(value) or len(value) != 2 + 2 * size:
-        raise ParamError(f"expected {what} (0x + {2 * size} hex digits), got {_show(value)}")
+    if not is_hex(value) or len(value) != 2 + 2 * size:
+        raise ParamError(f"expected {what} (0x + {2 * size} hex digits), got {show(value)}")
     return bytes.fromhex(value[2:])
 
 
@@ -89,8 +123,8 @@ def hash32(value: Any) -> bytes:
 
 def storage_slot(value: Any) -> int:
     """A storage slot: a quantity or up to 32 bytes of hex (geth accepts both)."""
-    if not isinstance(value, str) or not _HEX.match(value) or len(value) == 2:
-        raise ParamError(f"expected a storage slot (hex, at most 32 bytes), got {_show(value)}")
+    if not is_hex(value) or len(value) == 2:
+        raise ParamError(f"expected a storage slot (hex, at most 32 bytes), got {show(value)}")
     if len(value) > 66:
         raise ParamError("storage slot exceeds 32 bytes")
     return int(value, 16)
@@ -98,7 +132,7 @@ def storage_slot(value: Any) -> int:
 
 def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ParamError(f"expected true or false, got {_show(value)}")
+        raise ParamError(f"expected true or false, got {show(value)}")
     return value
 
 
@@ -107,7 +141,7 @@ def list_of(parse: Callable[[Any], Any], max_len: int) -> Callable[[Any], list[A
 
     def parse_list(value: Any) -> list[Any]:
         if not isinstance(value, list):
-            raise ParamError(f"expected an array, got {_show(value)}")
+            raise ParamError(f"expected an array, got {show(value)}")
         if len(value) > max_len:
             raise ParamError(f"at most {max_len} items allowed, got {len(value)}")
         out = []
@@ -151,7 +185,7 @@ def block_number(value: Any) -> BlockRef:
         return BlockRef(number=quantity(value))
     except ParamError:
         raise ParamError(
-            f"expected a block number (hex) or one of {', '.join(BLOCK_TAGS)}, got {_show(value)}"
+            f"expected a block number (hex) or one of {', '.join(BLOCK_TAGS)}, got {show(value)}"
         ) from None
 
 
@@ -185,7 +219,7 @@ class CallRequest:
 
 def call_request(value: Any) -> CallRequest:
     if not isinstance(value, dict):
-        raise ParamError(f"expected a transaction call object, got {_show(value)}")
+        raise ParamError(f"expected a transaction call object, got {show(value)}")
 
     def field(name: str, parse: Callable[[Any], Any]) -> Any:
         raw = value.get(name)
@@ -247,7 +281,7 @@ def _topic_position(value: Any) -> frozenset[bytes] | None:
 
 def log_filter(value: Any, *, allow_blocks: bool = True) -> LogFilter:
     if not isinstance(value, dict):
-        raise ParamError(f"expected a filter object, got {_show(value)}")
+        raise ParamError(f"expected a filter object, got {show(value)}")
     block_hash = None
     if value.get("blockHash") is not None:
         if not allow_blocks:
@@ -298,7 +332,7 @@ def percentiles(value: Any) -> list[float]:
     out: list[float] = []
     for p in value:
         if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 100:
-            raise ParamError(f"percentile {_show(p)} is not a number within [0, 100]")
+            raise ParamError(f"percentile {show(p)} is not a number within [0, 100]")
         if out and p < out[-1]:
             raise ParamError("percentiles must be in ascending order")
         out.append(float(p))

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from node.rpc.errors import RPCError, invalid_params
-from node.rpc.params import ParamError
+from node.rpc.params import ParamError, show
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -113,7 +113,7 @@ class RPCMethod:
         if isinstance(raw, dict):
             unknown = set(raw) - {p.name for p in self.params}
             if unknown:
-                raise invalid_params(f"unknown argument {sorted(unknown)[0]!r}")
+                raise invalid_params(f"unknown argument {show(sorted(unknown)[0])}")
             raw = [raw.get(p.name) for p in self.params]
         if not isinstance(raw, list):
             raise invalid_params("params must be an array or an object")

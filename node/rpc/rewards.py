@@ -37,16 +37,6 @@ MAX_REWARD_READS = 100_000  # vehicles x epochs one owner query may look at
 MAX_AUDIT_ACCOUNTS = 100_000  # accounts motus_getSupply(audit=true) may walk
 
 
-def parse_epoch(value: Any) -> int:
-    """An epoch number: a non-negative JSON integer, decimal string or hex quantity."""
-    try:
-        return p.height(value)
-    except p.ParamError:
-        raise p.ParamError(
-            f"expected an epoch number (integer or hex quantity), got {value!r:.80}"
-        ) from None
-
-
 def parse_vehicle_or_owner(value: Any) -> int | bytes:
     """A 20-byte address (0x + 40 hex digits: an owner) or else a vehicle id."""
     if isinstance(value, str) and value.startswith(("0x", "0X")) and len(value) == 42:
@@ -55,11 +45,11 @@ def parse_vehicle_or_owner(value: Any) -> int | bytes:
         return parse_vehicle_id(value)
     except p.ParamError:
         raise p.ParamError(
-            f"expected a vehicle id or an owner address (0x + 40 hex digits), got {value!r:.80}"
+            f"expected a vehicle id or an owner address (0x + 40 hex digits), got {p.show(value)}"
         ) from None
 
 
-EPOCH = Param("epoch", parse_epoch, None)
+EPOCH = Param("epoch", p.epoch, None)
 
 
 # --- epochs ---------------------------------------------------------------------------
@@ -163,8 +153,8 @@ def epoch_range(state: StateAPI, start: int | None, end: int | None) -> tuple[in
 @methods.method(
     "motus_getRewards",
     Param("vehicleIdOrOwner", parse_vehicle_or_owner),
-    Param("fromEpoch", parse_epoch, None),
-    Param("toEpoch", parse_epoch, None),
+    Param("fromEpoch", p.epoch, None),
+    Param("toEpoch", p.epoch, None),
     BLOCK,
     blocking=True,
 )

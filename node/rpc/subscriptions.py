@@ -1,7 +1,9 @@
 """``eth_subscribe`` / ``eth_unsubscribe`` over WebSocket: ``newHeads`` and ``logs``
 (with address/topics filters), fed by the application's commit listeners.
 
-A session holds at most ``MAX_SUBSCRIPTIONS_PER_SESSION`` subscriptions. Notifications
+A session holds at most ``MAX_SUBSCRIPTIONS_PER_SESSION`` subscriptions, and all the
+sessions of one remote address together at most ``rpc.max_subscriptions_per_client``
+(each subscription costs work at every block). Notifications
 go to the session's bounded outgoing queue; a session whose queue is full is closed
 with a reason (its client reads too slowly) rather than letting memory grow or
 blocking block commits.
@@ -19,7 +21,13 @@ import trio
 from node.block import Block
 from node.rpc import metrics
 from node.rpc import params as p
-from node.rpc.errors import METHOD_NOT_FOUND, RPCError, invalid_params, limit_exceeded
+from node.rpc.errors import (
+    LIMIT_EXCEEDED,
+    METHOD_NOT_FOUND,
+    RPCError,
+    invalid_params,
+    limit_exceeded,
+)
 from node.rpc.ethjson import block_logs, header_json
 from node.rpc.registry import MethodTable, Param, RPCContext
 from vm.execute import BlockResult
@@ -52,6 +60,10 @@ class SubscriptionHub:
 
     def attach(self, session: WebSocketSession) -> None:
         self.sessions.add(session)
+
+    def subscriptions_of(self, client: str) -> int:
+        """Subscriptions held by all the sessions of ``client`` (a remote address)."""
+        return sum(len(s.subscriptions) for s in self.sessions if s.client == client)
 
     def detach(self, session: WebSocketSession) -> None:
         self.sessions.discard(session)
@@ -134,7 +146,7 @@ def subscribe(ctx: RPCContext, kind: Any, options: Any) -> str:
     session = _require_session(ctx)
     if kind not in KINDS:
         raise invalid_params(
-            f"invalid argument 0 (kind): unsupported subscription type {kind!r}; "
+            f"invalid argument 0 (kind): unsupported subscription type {p.show(kind)}; "
             f"supported: {', '.join(KINDS)}"
         )
     flt = None
@@ -148,6 +160,15 @@ def subscribe(ctx: RPCContext, kind: Any, options: Any) -> str:
     if len(session.subscriptions) >= MAX_SUBSCRIPTIONS_PER_SESSION:
         raise limit_exceeded(
             f"at most {MAX_SUBSCRIPTIONS_PER_SESSION} subscriptions per connection"
+        )
+    per_client = ctx.node.config.rpc.max_subscriptions_per_client
+    assert ctx.hub is not None  # _require_session checked it
+    if ctx.hub.subscriptions_of(session.client) >= per_client:
+        raise RPCError(
+            LIMIT_EXCEEDED,
+            f"limit exceeded: at most {per_client} subscriptions per client address "
+            "(max_subscriptions_per_client)",
+            {"reason": "too_many_subscriptions_per_client"},
         )
     sub = Subscription("0x" + secrets.token_hex(16), kind, flt)
     session.subscriptions[sub.id] = sub

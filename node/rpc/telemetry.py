@@ -174,7 +174,7 @@ def _epoch(state: Any, epoch: int | None) -> int:
     return get_epoch(state) if epoch is None else epoch
 
 
-EPOCH = Param("epoch", p.height, None)
+EPOCH = Param("epoch", p.epoch, None)
 
 
 @methods.method("motus_getEpochStats", Param("vehicleId", parse_vehicle_id), EPOCH, BLOCK)

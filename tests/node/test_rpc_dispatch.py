@@ -219,3 +219,29 @@ def test_reward_percentiles_weighted_by_gas() -> None:
         "0x1e",
     ]
     assert _reward_percentiles([], 0, [50.0]) == ["0x0"]
+
+
+@pytest.mark.parametrize(
+    "rpc",
+    [
+        {"max_connections_per_client": 0},
+        {"max_subscriptions_per_client": 0},
+        {"request_timeout_seconds": 0},
+        {"ws_ping_interval_seconds": 30, "ws_idle_timeout_seconds": 30},
+    ],
+)
+def test_rpc_limits_that_disable_a_protection_are_refused(rpc: dict) -> None:
+    from node.config import Config, ConfigError
+
+    with pytest.raises(ConfigError, match="rpc"):
+        Config.from_dict({"rpc": rpc})
+    assert Config.from_dict({"rpc": {"max_connections_per_client": 1}}).rpc.max_connections == 256
+
+
+def test_per_client_limits_count_an_ipv6_host_by_its_64() -> None:
+    from node.rpc.http import client_of
+
+    assert client_of("127.0.0.2") == "127.0.0.2"
+    assert client_of("::1") == "::1"
+    assert client_of("::ffff:10.0.0.1") == "10.0.0.1"
+    assert client_of("2001:db8:1:2:3:4:5:6") == client_of("2001:db8:1:2::9") == "2001:db8:1:2::/64"

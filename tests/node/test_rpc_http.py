@@ -246,7 +246,9 @@ def test_connection_limit(node: NodeProcess) -> None:
         time.sleep(0.3)  # let the server accept them all
         status, headers, body = post(node, {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"})
         assert status == 503 and headers["retry-after"] == "1"
-        assert "too many connections" in json.loads(body)["error"]["message"]
+        error = json.loads(body)["error"]
+        assert "too many connections" in error["message"]
+        assert error["code"] == -32005 and error["data"] == {"reason": "too_many_connections"}
     finally:
         for s in held:
             s.close()
