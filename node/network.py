@@ -172,6 +172,7 @@ class NetworkService:
         # Built once the initial sync is done, at the height after the synced head.
         self.runner: ConsensusRunner | None = None
         self.syncing = False
+        self.sync_target: int | None = None  # height the running sync round fetches up to
         self._sync_wanted = trio.Event()
         self._proposers: dict[tuple[int, int], bytes] = {}
 
@@ -485,6 +486,7 @@ class NetworkService:
         committed = 0
         started = time.monotonic()
         self.syncing = True
+        self.sync_target = target
         try:
             # The next batch is fetched while this one executes: the response then
             # arrives during the yields between blocks instead of after the batch.
@@ -510,6 +512,7 @@ class NetworkService:
                     await self.runner.jump_to_height(height, self.store.validators_for(height))
         finally:
             self.syncing = False
+            self.sync_target = None
         return committed
 
     async def _fetch_batches(self, peer_id: str, target: int,

@@ -17,13 +17,13 @@ import base64
 import hashlib
 import json
 import logging
-import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import h11
 import trio
 
+from node.health import health_document
 from node.rpc import metrics
 from node.rpc.errors import RPCError, limit_exceeded
 from node.rpc.websocket import WebSocketSession
@@ -176,9 +176,8 @@ class HTTPServer:
             return True
         if method == b"GET" and path == b"/health":
             await self._drain(conn, stream)
-            await self._send(
-                conn, stream, 200, json.dumps(self._health()).encode(), "application/json"
-            )
+            status, doc = health_document(self.node)
+            await self._send(conn, stream, status, json.dumps(doc).encode(), "application/json")
             return True
         if method == b"GET" and path == b"/metrics":
             await self._drain(conn, stream)
@@ -314,16 +313,6 @@ class HTTPServer:
         data += conn.send(h11.EndOfMessage())
         with trio.fail_after(WRITE_TIMEOUT):
             await stream.send_all(data)
-
-    def _health(self) -> dict[str, Any]:
-        head = self.node.store.head
-        return {
-            "status": "ok",
-            "chainId": self.node.chain_id,
-            "height": head.height,
-            "headAgeSeconds": round(max(0.0, time.time() - head.timestamp_ms / 1000), 3),
-            "syncing": bool(getattr(getattr(self.node, "network", None), "syncing", False)),
-        }
 
     # --- WebSocket ----------------------------------------------------------------------
 
