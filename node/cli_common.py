@@ -62,6 +62,21 @@ def parse_id(text: str) -> int:
 
 
 
+# --- terminal output --------------------------------------------------------------------
+
+RED, YELLOW, GREEN = "31", "33", "32"
+
+
+def paint(text: str, colour: str, stream: Any = None) -> str:
+    """``text`` in an ANSI colour when ``stream`` (stdout by default) is a terminal and
+    ``NO_COLOR`` is not set (https://no-color.org); plain otherwise, so logs and pipes
+    never get escape codes."""
+    stream = sys.stdout if stream is None else stream
+    if os.environ.get("NO_COLOR") or not getattr(stream, "isatty", lambda: False)():
+        return text
+    return f"\x1b[{colour}m{text}\x1b[0m"
+
+
 # --- keys ------------------------------------------------------------------------------
 
 

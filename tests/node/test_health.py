@@ -102,8 +102,11 @@ def test_stalled_chain_answers_503_with_the_reason(tmp_path) -> None:
         assert status == 503
         assert doc["height"] == 0 and doc["headAgeSeconds"] > 2
         assert "chain stalled at height 0" in doc["reason"]
-        st = json.loads(motus("status", "--rpc", node.url, check=False).stdout)
-        assert st["health"]["status"] == STALLED
+        result = motus("status", "--rpc", node.url)
+        assert json.loads(result.stdout)["health"]["status"] == STALLED
+        # in words, without colour codes into a pipe
+        assert result.stderr.startswith("motus: STALLED: chain stalled at height 0"), result.stderr
+        assert "\x1b[" not in result.stderr
 
 
 def test_lone_validator_of_two_answers_no_peers(tmp_path) -> None:
