@@ -38,6 +38,7 @@ from consensus.wal import Signer, SigningGuard
 from node.app import Application
 from node.block import Block, MalformedBlock
 from node.mempool import TxRejected
+from node.rpc import metrics
 
 if TYPE_CHECKING:
     from p2p.host import P2PNode, Verdict
@@ -501,6 +502,7 @@ class NetworkService:
                                 nursery.cancel_scope.cancel()
                                 break
                             committed += result
+                            metrics.SYNC_BLOCKS.inc(result)
                             await trio.sleep(0)  # let consensus and RPC breathe
             if committed:
                 height = self.store.head_height + 1
