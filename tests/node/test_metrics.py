@@ -1,0 +1,137 @@
+"""``GET /metrics`` of a real node: the families docs/metrics.md lists, values that mean
+what they say, the process collectors, the committed-block log line, and a Grafana
+dashboard (devnet/grafana-dashboard.json) that queries only metrics the node exports."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.procs import ROOT, NodeProcess, init_home, motus
+
+pytestmark = [pytest.mark.timeout(120)]
+
+DASHBOARD = ROOT / "devnet" / "grafana-dashboard.json"
+METRICS_DOC = ROOT / "docs" / "metrics.md"
+# Metric names in PromQL: our own and prometheus_client's standard collectors.
+QUERY_NAME = re.compile(r"\b((?:motus|process|python)_[a-z0-9_]+)\b")
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+        return resp.read().decode()
+
+
+def families(text: str) -> dict[str, str]:
+    """``# TYPE`` lines: family name -> type (declared even before a labelled child exists)."""
+    return dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+
+
+def exported_names(text: str) -> set[str]:
+    """Every series name a query may use: each sample's, and each family's by its type
+    (a labelled family with no child yet has no samples)."""
+    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines()
+             if line and not line.startswith("#")}
+    for name, kind in families(text).items():
+        # prometheus_client names a counter's family with its _total already
+        suffixes = {"histogram": ("_bucket", "_sum", "_count")}.get(kind, ("",))
+        names.update(name + s for s in suffixes)
+    return names
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no sample {name} {labels}")
+
+
+def dashboard_queries(doc: dict) -> list[str]:
+    exprs = []
+    stack = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key in ("expr", "definition") and isinstance(value, str):
+                    exprs.append(value)
+                else:
+                    stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return exprs
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    home = init_home(tmp_path_factory.mktemp("metrics"), "metrics")
+    with NodeProcess(home) as n:
+        n.wait_height(4)
+        yield n
+
+
+@pytest.fixture(scope="module")
+def text(node: NodeProcess) -> str:
+    return scrape(node.url)
+
+
+def test_dashboard_queries_only_exported_metrics(text: str) -> None:
+    doc = json.loads(DASHBOARD.read_text())
+    exprs = dashboard_queries(doc)
+    assert len(exprs) >= 30
+    used = {name for expr in exprs for name in QUERY_NAME.findall(expr)}
+    missing = sorted(used - exported_names(text))
+    assert not missing, f"the dashboard queries metrics no node exports: {missing}"
+    # and it covers each subsystem the docs list
+    for prefix in ("motus_consensus_", "motus_p2p_", "motus_sync_", "motus_health_",
+                   "motus_rpc_", "process_"):
+        assert any(name.startswith(prefix) for name in used), prefix
+
+
+def test_every_motus_metric_is_documented(text: str) -> None:
+    doc = METRICS_DOC.read_text()
+    undocumented = []
+    for name in families(text):
+        if not name.startswith("motus_"):
+            continue
+        if f"`{name}`" not in doc:
+            undocumented.append(name)
+    assert not undocumented, f"add to docs/metrics.md: {undocumented}"
+
+
+def test_values_mean_what_they_say(node: NodeProcess, text: str) -> None:
+    validator = json.loads(motus("keys", "list", "--home", str(node.home)).stdout)[0]["validator"]
+    head = sample(text, "motus_head_height")
+    assert head >= 4
+    assert sample(text, "motus_consensus_height") >= head
+    assert 0 <= sample(text, "motus_consensus_step") <= 3
+    assert sample(text, "motus_consensus_validators") == 1
+    assert sample(text, "motus_consensus_blocks_total", source="consensus") >= 4
+    # block h carries the commit of h - 1: the single validator signed up to head - 1
+    assert sample(text, "motus_consensus_validator_last_signed_height",
+                  validator=validator) >= head - 1
+    assert sample(text, "motus_consensus_validator_missed_blocks", validator=validator) == 0
+    assert sample(text, "motus_consensus_missing_validators") == 0
+    assert sample(text, "motus_consensus_block_rounds_count") >= 4
+    assert sample(text, "motus_consensus_block_interval_seconds_count") >= 2
+    assert sample(text, "motus_health_status", status="ok") == 1
+    assert sample(text, "motus_health_status", status="stalled") == 0
+    assert sample(text, "motus_p2p_peers") == 0
+    assert sample(text, "motus_p2p_topic_published_bytes_total", topic="consensus") > 0
+    assert sample(text, "motus_sync_syncing") == 0
+    assert sample(text, "process_cpu_seconds_total") > 0  # the process collector is there
+    assert sample(text, "process_resident_memory_bytes") > 10_000_000
+
+
+def test_one_info_line_per_committed_block(node: NodeProcess) -> None:
+    log = Path(node.log_path).read_text()
+    lines = re.findall(r"^\S+ \S+ INFO  motus\.chain: committed block (\d+) 0x([0-9a-f]{12}) "
+                       r"txs=(\d+) attestations=(\d+) round=(\d+) interval=\S+ took=\S+", log, re.M)
+    heights = [int(h) for h, *_ in lines]
+    assert heights[:4] == [1, 2, 3, 4], log[-2000:]
+    assert len(heights) == len(set(heights))  # once each
