@@ -24,7 +24,7 @@ from pathlib import Path
 
 from genesis.devnet import new_genesis
 from genesis.spec import DEV_CHAIN_ID, GenesisSpec
-from node.cli_common import RED, UsageError, paint, read_password
+from node.cli_common import RED, UsageError, paint, read_password, use_colour
 from node.cli_gov import register_gov_commands
 from node.cli_identity import register_identity_commands
 from node.cli_light import register_light_commands
@@ -152,7 +152,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(json.dumps(status, indent=2))
     health = status.get("health") if isinstance(status, dict) else None
     if isinstance(health, dict) and health.get("status") != "ok":
-        print(f"motus: {paint(str(health.get('status')).upper(), RED, sys.stderr)}: "
+        print(f"motus: {paint(str(health.get('status')).upper(), RED, use_colour(sys.stderr))}: "
               f"{health.get('reason')}", file=sys.stderr)
     return 0
 

@@ -5,6 +5,9 @@ the node has no peers on a network that has others, and when it syncs far behind
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -12,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from devnet.launcher import Member, status_lines
 from node.health import NO_PEERS, OK, STALLED, SYNCING, Observation, assess
-from tests.procs import NodeProcess, init_home, motus
+from node.home import Home
+from tests.procs import ROOT, NodeProcess, init_home, motus
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -107,6 +112,28 @@ def test_stalled_chain_answers_503_with_the_reason(tmp_path) -> None:
         # in words, without colour codes into a pipe
         assert result.stderr.startswith("motus: STALLED: chain stalled at height 0"), result.stderr
         assert "\x1b[" not in result.stderr
+        # the devnet status view: the validator and the chain flagged, the fleet waiting
+        fleet_stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            member = Member(0, Home(home), bytes.fromhex(RANDOM_VALIDATOR[2:]), "peer",
+                            node.rpc_port, node.p2p_port, node.proc)
+            plain = status_lines([member], fleet_stand_in)
+            assert re.search(r"STALLED \d+s$", plain[1]), plain
+            assert plain[2].startswith("chain STALLED at height 0: no new block for ")
+            assert plain[3] == "fleet simulator: waiting (chain stalled)"
+            assert "\x1b[" not in "".join(plain)
+            coloured = status_lines([member], fleet_stand_in, colour=True)
+            assert "\x1b[31mSTALLED" in coloured[1] and coloured[2].startswith("\x1b[31mchain")
+        finally:
+            fleet_stand_in.kill()
+            fleet_stand_in.wait()
+        # the fleet simulator says what it waits for instead of starting
+        fleet = subprocess.run(
+            [sys.executable, "-m", "devnet.fleet", "--rpc", node.url, "--wait", "3",
+             "--report", "1"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert fleet.returncode == 1
+        assert "fleet: waiting: chain stalled at height 0: no new block for" in fleet.stdout
+        assert "chain stalled at height 0" in fleet.stderr  # the setup failure says why
 
 
 def test_lone_validator_of_two_answers_no_peers(tmp_path) -> None:
