@@ -83,3 +83,12 @@ def _adopt_libp2p_logger() -> None:
     logger = logging.getLogger("libp2p")
     logger.handlers.clear()
     logger.propagate = True
+    # Some of its modules pin their own level (libp2p.network.auto_connector: INFO, a
+    # state line a second while dialling): let them follow the libp2p logger's.
+    try:
+        import libp2p.network.auto_connector  # noqa: F401  (sets the level on import)
+    except ImportError:  # pragma: no cover - another py-libp2p version
+        pass
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("libp2p."):
+            logging.getLogger(name).setLevel(logging.NOTSET)

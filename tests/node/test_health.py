@@ -18,7 +18,15 @@ import pytest
 from devnet.launcher import Member, status_lines
 from node.health import NO_PEERS, OK, STALLED, SYNCING, Observation, assess
 from node.home import Home
-from tests.procs import ROOT, NodeProcess, init_home, motus
+from tests.procs import (
+    ROOT,
+    NodeProcess,
+    init_home,
+    motus,
+    set_config,
+    validator_address,
+    write_genesis,
+)
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -44,25 +52,13 @@ def wait_health(url: str, status: str, timeout: float = 30) -> tuple[int, dict]:
     raise AssertionError(f"health never became {status!r}: last {last}")
 
 
-def set_config(home: Path, **values: object) -> None:
-    """Replace ``key = old`` lines of config.toml (the keys set here are unique across
-    sections); values are TOML text."""
-    path = home / "config.toml"
-    lines = path.read_text().splitlines()
-    for key, value in values.items():
-        lines = [f"{key} = {value}" if line.split(" = ")[0] == key else line for line in lines]
-    path.write_text("\n".join(lines) + "\n")
-
-
 def home_with_validators(tmp_path: Path, name: str, *, include_own: bool,
                          others: tuple[str, ...]) -> Path:
     """A node home whose genesis lists ``others`` as validators, and this node's own
     validator key too if ``include_own``."""
     home = init_home(tmp_path, name)
-    own = json.loads(motus("keys", "list", "--home", str(home)).stdout)[0]["validator"]
-    validators = [own, *others] if include_own else list(others)
-    args = [arg for v in validators for arg in ("--validator", f"{v}:10")]
-    motus("genesis", "new", *args, "--out", str(home / "genesis.json"))
+    validators = [validator_address(home)] if include_own else []
+    write_genesis(home / "genesis.json", [(v, 10) for v in (*validators, *others)])
     return home
 
 

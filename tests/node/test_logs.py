@@ -54,4 +54,6 @@ def test_own_traceback_is_indented_under_its_stamped_line(log_stream) -> None:
 
 def test_libp2p_below_warning_stays_quiet(log_stream) -> None:
     logging.getLogger("libp2p.host").info("dialled")
+    # a module that pins its own level to INFO on import
+    logging.getLogger("libp2p.network.auto_connector").info("AUTO_CONNECTOR_STATE: ...")
     assert log_stream.getvalue() == ""

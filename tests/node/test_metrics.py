@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.procs import ROOT, NodeProcess, init_home, motus
+from tests.procs import ROOT, NodeProcess, init_home, validator_address, write_genesis
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -105,7 +106,7 @@ def test_every_motus_metric_is_documented(text: str) -> None:
 
 
 def test_values_mean_what_they_say(node: NodeProcess, text: str) -> None:
-    validator = json.loads(motus("keys", "list", "--home", str(node.home)).stdout)[0]["validator"]
+    validator = validator_address(node.home)
     head = sample(text, "motus_head_height")
     assert head >= 4
     assert sample(text, "motus_consensus_height") >= head
@@ -135,3 +136,57 @@ def test_one_info_line_per_committed_block(node: NodeProcess) -> None:
     heights = [int(h) for h, *_ in lines]
     assert heights[:4] == [1, 2, 3, 4], log[-2000:]
     assert len(heights) == len(set(heights))  # once each
+
+
+@pytest.mark.slow
+def test_absent_validator_shows_in_signing_and_missed_proposals(tmp_path) -> None:
+    """Three validators (power 10, 10, 5), the third never started: the other two make
+    blocks (20 of 25 is over 2/3), and their metrics name the absent one as missing from
+    every commit and as the proposer of the rounds that failed."""
+    from p2p.identity import load_or_create_node_key, node_multiaddr, peer_id_of
+
+    absent = "0x" + "cd" * 20
+    homes = [init_home(tmp_path, f"v{i}") for i in range(2)]
+    addresses = [validator_address(h) for h in homes]
+    genesis = tmp_path / "genesis.json"
+    write_genesis(genesis, [(addresses[0], 10), (addresses[1], 10), (absent, 5)])
+    nodes = [NodeProcess(h) for h in homes]
+    for i, home in enumerate(homes):
+        (home / "genesis.json").write_bytes(genesis.read_bytes())
+        other = homes[1 - i]
+        peer = peer_id_of(load_or_create_node_key(other / "keys" / "node.key"))
+        address = node_multiaddr("127.0.0.1", nodes[1 - i].p2p_port, peer)
+        config = (home / "config.toml").read_text()
+        for old, new in (("bootstrap = []", f'bootstrap = ["{address}"]'),
+                         # short rounds: each of the absent validator's heights costs one
+                         ("timeout_propose_ms = 1000", "timeout_propose_ms = 400"),
+                         ("timeout_delta_ms = 500", "timeout_delta_ms = 100")):
+            config = config.replace(old, new)
+        (home / "config.toml").write_text(config)
+    try:
+        for n in nodes:
+            n.start()
+        deadline = time.monotonic() + 60
+        while True:  # until a height the absent validator should have proposed is done
+            text = scrape(nodes[0].url)
+            if (sample(text, "motus_head_height") >= 4
+                    and f'proposer="{absent}"' in text) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        for n in nodes:
+            n.stop()
+    head = sample(text, "motus_head_height")
+    assert sample(text, "motus_consensus_validators") == 3
+    assert sample(text, "motus_consensus_missing_validators") == 1
+    assert sample(text, "motus_consensus_missing_validators_power") == 5
+    assert sample(text, "motus_consensus_validator_missed_blocks", validator=absent) >= head - 2
+    for present in addresses:
+        assert sample(text, "motus_consensus_validator_missed_blocks", validator=present) == 0
+        assert sample(text, "motus_consensus_validator_last_signed_height",
+                      validator=present) >= head - 1
+    # the absent validator proposes about a fifth of the heights: each costs a round
+    assert sample(text, "motus_consensus_missed_proposals_total", proposer=absent) >= 1
+    assert sample(text, "motus_consensus_block_rounds_sum") >= 1
+    assert sample(text, "motus_p2p_peers") == 1
+    assert sample(text, "motus_p2p_topic_received_bytes_total", topic="consensus") > 0
