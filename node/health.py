@@ -3,8 +3,8 @@
 simulator (docs/rpc.md, "Health").
 
 A node is unhealthy, in this order of precedence (the first that holds is reported):
-- ``syncing``: a sync round is committing blocks and the node is more than
-  ``health.max_sync_lag_blocks`` behind the height it syncs to;
+- ``syncing``: a sync round is committing verified blocks and the node is more than
+  ``health.max_sync_lag_blocks`` behind the height that round's peer claims;
 - ``no_peers``: the network has other members (the validator set of the next height
   has more than one, or bootstrap peers are configured) but no peer is connected;
 - ``stalled``: the head block is older than ``health.max_head_age_s``.
@@ -31,7 +31,8 @@ class Observation:
     height: int
     head_age_s: float
     syncing: bool
-    sync_target: int | None  # height the running sync round fetches up to, else None
+    # height the running sync round fetches up to, once its peer served a verified block
+    sync_target: int | None
     peers: int
     expects_peers: bool  # other validators exist or bootstrap peers are configured
     max_head_age_s: float

@@ -173,7 +173,8 @@ class NetworkService:
         # Built once the initial sync is done, at the height after the synced head.
         self.runner: ConsensusRunner | None = None
         self.syncing = False
-        self.sync_target: int | None = None  # height the running sync round fetches up to
+        # Height the running sync round fetches up to, once its peer served a verified block.
+        self.sync_target: int | None = None
         self._sync_wanted = trio.Event()
         self._proposers: dict[tuple[int, int], bytes] = {}
 
@@ -487,7 +488,6 @@ class NetworkService:
         committed = 0
         started = time.monotonic()
         self.syncing = True
-        self.sync_target = target
         try:
             # The next batch is fetched while this one executes: the response then
             # arrives during the yields between blocks instead of after the batch.
@@ -503,6 +503,7 @@ class NetworkService:
                                 break
                             committed += result
                             metrics.SYNC_BLOCKS.inc(result)
+                            self.sync_target = target  # the peer served a block that verified
                             await trio.sleep(0)  # let consensus and RPC breathe
             if committed:
                 height = self.store.head_height + 1
