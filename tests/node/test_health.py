@@ -187,4 +187,4 @@ def test_node_syncing_far_behind_answers_503_syncing(tmp_path) -> None:
         leader.stop()
 
 
-SYNC_CHAIN_BLOCKS = 300
+SYNC_CHAIN_BLOCKS = 150

@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.timeout(120)]
 DASHBOARD = ROOT / "devnet" / "grafana-dashboard.json"
 METRICS_DOC = ROOT / "docs" / "metrics.md"
 # Metric names in PromQL: our own and prometheus_client's standard collectors.
+STAMPED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
 QUERY_NAME = re.compile(r"\b((?:motus|process|python)_[a-z0-9_]+)\b")
 
 
@@ -190,3 +191,8 @@ def test_absent_validator_shows_in_signing_and_missed_proposals(tmp_path) -> Non
     assert sample(text, "motus_consensus_block_rounds_sum") >= 1
     assert sample(text, "motus_p2p_peers") == 1
     assert sample(text, "motus_p2p_topic_received_bytes_total", topic="consensus") > 0
+    # py-libp2p logged here too (the first node dials the second before it listens): every
+    # line of both logs is a timestamped record or an indented continuation of one
+    for n in nodes:
+        for line in Path(n.log_path).read_text().splitlines():
+            assert STAMPED.match(line) or line.startswith("    "), line
