@@ -591,6 +591,7 @@ class ConsensusMachine:
         for message in self._own:
             if isinstance(message, ProposalMessage):
                 if message.round == self.round:
+                    self.stats["proposal_rebroadcast"] += 1
                     effects.append(Broadcast(message))
                     effects += [Broadcast(v) for v in self._get_pol_votes(message)]
             elif message.round >= oldest:

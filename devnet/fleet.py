@@ -52,6 +52,7 @@ TX_GAS = 1_000_000  # identity calls use a fraction of this; the unused part is 
 TX_CHUNK = 48  # transactions queued per sender at once (the mempool keeps 64)
 SIGNATURE_TTL_S = 600
 CHALLENGE_POLL_S = 10.0
+HEALTH_POLL_S = 2.0  # how often the node's health is asked while driving
 LOOP_PERIOD_S = 900.0  # a car drives a loop of about this many seconds
 MIN_STEP_MS = 1_000  # the chain's default min_interval_ms
 
@@ -360,17 +361,35 @@ def summary(tally: Tally, cars: int, prefix: str = "fleet") -> str:
             f"challenged {tally.challenged} answered {tally.answered} errors {tally.errors}")
 
 
-def wait_for_node(rpc: str, timeout: float) -> int:
-    """Wait until the node answers and has a first block; returns its chain id."""
+def chain_problem(rpc: str) -> str | None:
+    """What the node says is wrong with the chain it follows (its ``/health`` verdict,
+    docs/rpc.md "Health"), e.g. ``chain stalled at height 769: no new block for 40 s
+    (bound 10 s)``; None while it is healthy."""
+    status = rpc_call(rpc, "motus_nodeStatus", timeout=2)
+    health = status.get("health") if isinstance(status, dict) else None
+    if not isinstance(health, dict) or health.get("status", "ok") == "ok":
+        return None
+    return str(health.get("reason") or health.get("status"))
+
+
+def wait_for_node(rpc: str, timeout: float, report_s: float = 10.0) -> int:
+    """Wait until the node answers and has a first block; returns its chain id. Says what
+    it waits for every ``report_s`` (a node that is down, a chain that does not move)."""
     deadline = time.monotonic() + timeout
+    next_report = time.monotonic() + min(report_s, 2.0)
     while True:
+        seen = f"no answer from {rpc}"
         try:
             if int(rpc_call(rpc, "eth_blockNumber", timeout=2), 16) >= 1:
                 return int(rpc_call(rpc, "eth_chainId"), 16)
+            seen = chain_problem(rpc) or "no block yet"
         except RPCError:
             pass
+        if time.monotonic() >= next_report:
+            print(f"fleet: waiting: {seen}", flush=True)
+            next_report = time.monotonic() + report_s
         if time.monotonic() > deadline:
-            raise SetupError(f"no node with blocks at {rpc} after {timeout:g}s")
+            raise SetupError(f"no node with blocks at {rpc} after {timeout:g}s ({seen})")
         time.sleep(0.5)
 
 
@@ -394,7 +413,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        chain_id = wait_for_node(args.rpc, args.wait)
+        chain_id = wait_for_node(args.rpc, args.wait, args.report)
         resolution = chain_param(args.rpc, "h3_resolution")
         cars = setup_fleet(args.rpc, plan_fleet(args.seed, args.vehicles, chain_id, resolution))
     except (SetupError, RPCError, TxError) as exc:
@@ -412,11 +431,32 @@ def run(args: argparse.Namespace) -> int:
     tally = Tally()
     started = time.monotonic()
     next_round = next_report = started
-    next_challenge = started
+    next_challenge = next_health = started
+    problem: str | None = None
     while not stopping:
         now = time.monotonic()
         if args.duration and now - started >= args.duration:
             break
+        if now >= next_health:
+            # A stalled chain accepts attestations into a pool no block drains: say so
+            # and hold the readings back rather than report "accepted" forever.
+            was = problem
+            try:
+                problem = chain_problem(args.rpc)
+            except RPCError as exc:
+                problem = f"node unreachable: {exc}"
+            next_health = now + HEALTH_POLL_S
+            if problem != was:
+                next_report = now  # say it at once when it starts, and when it ends
+            # the rounds below are paced from when they start: a reading less than
+            # --interval after the car's previous one would not be due yet
+            now = time.monotonic()
+        if problem is not None:
+            if now >= next_report:
+                print(f"fleet: waiting: {problem}", flush=True)
+                next_report = now + args.report
+            time.sleep(0.2)
+            continue
         try:
             if now >= next_challenge:
                 answer_challenges(args.rpc, cars, tally)

@@ -18,6 +18,7 @@ from pathlib import Path
 from consensus.crypto import address_of_private_key
 from genesis.devnet import new_genesis
 from genesis.spec import GenesisSpec
+from node.cli_common import RED, paint, use_colour
 from node.config import Config
 from node.home import Home
 from node.keys import load_validator_key, new_validator_key, write_atomic
@@ -115,22 +116,38 @@ def _rpc(url: str, method: str, params: list | None = None, timeout: float = 1.0
         return json.loads(resp.read()).get("result")
 
 
-def status_lines(members: list[Member], fleet: subprocess.Popen | None) -> list[str]:
+def status_lines(members: list[Member], fleet: subprocess.Popen | None,
+                 colour: bool = False) -> list[str]:
     """One line per validator: head height, peers, mempool size, consensus round/step and
-    its state (down, starting, syncing, or not in the validator set, e.g. jailed)."""
+    its state (down, starting, syncing, not in the validator set, e.g. jailed, or what its
+    ``/health`` finds wrong: STALLED, NO PEERS); then a line for the chain when it has
+    stopped, and the fleet's. ``colour`` paints problems red (for a terminal)."""
+    def red(text: str) -> str:
+        return paint(text, RED, colour)
+
     lines = [f"{'validator':<12} {'rpc':<24} {'height':>7} {'peers':>5} {'mempool':>7} "
              f"{'round':>10}  address"]
+    stalled: list[tuple[int, float]] = []  # (height, head age) of each stalled member
+    reachable = 0
     for m in members:
         height = peers = pool = consensus = "-"
         state = "down" if m.proc is None or m.proc.poll() is not None else "up"
         try:
             st = _rpc(m.url, "motus_nodeStatus") or {}
+            reachable += 1
             height = st["head"]["height"]
             peers = st.get("peers", "-")
             pool = st.get("mempoolSize", "-")
             if st.get("consensus"):
                 consensus = f"{st['consensus']['round']} {st['consensus']['step'][:8]}"
-            if st.get("syncing"):
+            health = (st.get("health") or {}).get("status", "ok")
+            if health == "stalled":
+                age = time.time() - st["head"]["timestampMs"] / 1000
+                stalled.append((int(height), age))
+                state = red(f"STALLED {age:.0f}s")
+            elif health == "no_peers":
+                state = red("NO PEERS")
+            elif st.get("syncing") or health == "syncing":
                 state = "syncing"
             elif st.get("isValidator") is False:
                 state = "not in validator set"
@@ -141,8 +158,19 @@ def status_lines(members: list[Member], fleet: subprocess.Popen | None) -> list[
                 state = "starting" if state == "up" else state
         lines.append(f"validator-{m.index:<2} {m.url:<24} {height!s:>7} {peers!s:>5} {pool!s:>7} "
                      f"{consensus:>10}  0x{m.address.hex()} {state if state != 'up' else ''}")
+    chain_stalled = bool(stalled) and len(stalled) == reachable
+    if chain_stalled:
+        height, age = max(stalled)
+        lines.append(red(f"chain STALLED at height {height}: no new block for {age:.0f} s "
+                         f"(see each validator's node.log under the devnet home)"))
     if fleet is not None:
-        lines.append(f"fleet simulator: {'running' if fleet.poll() is None else f'exited {fleet.returncode}'}")
+        if fleet.poll() is not None:
+            fleet_state = f"exited {fleet.returncode}"
+        elif chain_stalled:
+            fleet_state = red("waiting (chain stalled)")
+        else:
+            fleet_state = "running"
+        lines.append(f"fleet simulator: {fleet_state}")
     return lines
 
 
@@ -173,7 +201,7 @@ def devnet_up(args) -> int:
         while not stopping:
             if args.duration and time.monotonic() - started > args.duration:
                 break
-            lines = status_lines(members, fleet)
+            lines = status_lines(members, fleet, colour=use_colour(sys.stdout))
             if tty:
                 sys.stdout.write("\x1b[2J\x1b[H")
             sys.stdout.write("\n".join(lines) + "\n" + ("" if tty else "\n"))

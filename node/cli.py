@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -23,12 +24,13 @@ from pathlib import Path
 
 from genesis.devnet import new_genesis
 from genesis.spec import DEV_CHAIN_ID, GenesisSpec
-from node.cli_common import UsageError, read_password
+from node.cli_common import RED, UsageError, paint, read_password, use_colour
 from node.cli_gov import register_gov_commands
 from node.cli_identity import register_identity_commands
 from node.cli_light import register_light_commands
 from node.cli_tx import register_tx_commands
 from node.config import Config
+from node.errors import InUse
 from node.home import Home
 from node.keys import (
     list_keystores,
@@ -81,7 +83,7 @@ def cmd_node_start(args: argparse.Namespace) -> int:
     import trio
 
     from node.logs import setup_logging
-    from node.node import Node
+    from node.node import Node, check_ports
 
     home = Home(Path(args.home))
     cfg = Config.load(home.config)
@@ -89,6 +91,7 @@ def cmd_node_start(args: argparse.Namespace) -> int:
         cfg.rpc.port = args.rpc_port
     if args.p2p_port is not None:
         cfg.p2p.port = args.p2p_port
+    check_ports(cfg)
     setup_logging(args.log_level or cfg.node.log_level, cfg.node.log_format)
     node = Node(home.root, cfg)
     trio.run(node.run)
@@ -140,10 +143,17 @@ def cmd_genesis_new(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from node.rpc.client import rpc_call
+    from node.rpc.client import RPCError, rpc_call
 
-    status = rpc_call(args.rpc, "motus_nodeStatus", [])
+    try:
+        status = rpc_call(args.rpc, "motus_nodeStatus", [])
+    except RPCError as exc:
+        raise UsageError(str(exc)) from None  # exit 2, as every command that needs a node
     print(json.dumps(status, indent=2))
+    health = status.get("health") if isinstance(status, dict) else None
+    if isinstance(health, dict) and health.get("status") != "ok":
+        print(f"motus: {paint(str(health.get('status')).upper(), RED, use_colour(sys.stderr))}: "
+              f"{health.get('reason')}", file=sys.stderr)
     return 0
 
 
@@ -247,19 +257,50 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
-    except (UsageError, InvalidGenesis) as exc:
-        print(f"motus: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # typed errors of the node's packages carry a stable code
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as caught:
+        # A failure inside the node's trio nursery arrives wrapped in an exception group:
+        # report the error it holds, as if raised alone.
+        exc = _single_error(caught)
+        if isinstance(exc, KeyboardInterrupt):
+            return 130
+        if isinstance(exc, UsageError | InvalidGenesis):
+            print(f"motus: error: {exc}", file=sys.stderr)
+            return 2
+        if isinstance(exc, InUse):
+            print(f"motus: error: {exc}", file=sys.stderr)
+            return 3
         from node.rpc.client import RPCError
 
-        code = getattr(exc, "code", None)
-        if code is None and not isinstance(exc, OSError | RPCError):
+        code = getattr(exc, "code", None)  # typed errors of the node's packages carry one
+        if not isinstance(exc, Exception) or (
+                code is None and not isinstance(exc, OSError | RPCError)):
             raise
         print(f"motus: error: {code or type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+
+
+def _single_error(exc: BaseException) -> BaseException:
+    """The error an exception group stands for: its one leaf, or the first leaf with a
+    stable code; else ``exc`` itself. A bind that lost a race to another process is
+    reported as the busy port it is."""
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = _leaves(exc)
+        coded = [e for e in leaves if getattr(e, "code", None) is not None or isinstance(e, OSError)]
+        if len(leaves) == 1 or coded:
+            exc = (coded or leaves)[0]
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return InUse(f"a port the node needs is in use by another process ({exc.strerror}): stop "
+                     f"it, or choose other ports with --rpc-port and --p2p-port")
+    return exc
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out += _leaves(e) if isinstance(e, BaseExceptionGroup) else [e]
+    return out
 
 
 if __name__ == "__main__":

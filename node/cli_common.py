@@ -62,6 +62,23 @@ def parse_id(text: str) -> int:
 
 
 
+# --- terminal output --------------------------------------------------------------------
+
+RED, YELLOW, GREEN = "31", "33", "32"
+
+
+def use_colour(stream: Any = None) -> bool:
+    """Colour only on a terminal (``stream``, stdout by default) and never with
+    ``NO_COLOR`` set (https://no-color.org): logs and pipes get no escape codes."""
+    stream = sys.stdout if stream is None else stream
+    return not os.environ.get("NO_COLOR") and bool(getattr(stream, "isatty", lambda: False)())
+
+
+def paint(text: str, colour: str, enabled: bool) -> str:
+    """``text`` in an ANSI ``colour`` when ``enabled`` (see :func:`use_colour`)."""
+    return f"\x1b[{colour}m{text}\x1b[0m" if enabled else text
+
+
 # --- keys ------------------------------------------------------------------------------
 
 

@@ -76,6 +76,13 @@ class TelemetrySection:
 
 
 @dataclass
+class HealthSection:
+    # What ``GET /health`` calls unhealthy (node/health.py, docs/rpc.md "Health").
+    max_head_age_s: int = 10  # head older than this: "stalled" (about 10 block intervals)
+    max_sync_lag_blocks: int = 10  # further behind than this while syncing: "syncing"
+
+
+@dataclass
 class Config:
     node: NodeSection = field(default_factory=NodeSection)
     rpc: RPCSection = field(default_factory=RPCSection)
@@ -83,6 +90,7 @@ class Config:
     consensus: ConsensusSection = field(default_factory=ConsensusSection)
     mempool: MempoolSection = field(default_factory=MempoolSection)
     telemetry: TelemetrySection = field(default_factory=TelemetrySection)
+    health: HealthSection = field(default_factory=HealthSection)
 
     @classmethod
     def load(cls, path: str | Path) -> Config:

@@ -17,6 +17,8 @@ import plyvel
 from eth.db.backends.base import BaseDB
 from trie.hexary import HexaryTrie
 
+from node.errors import DatabaseLocked
+
 TRIE = b"t"
 
 
@@ -46,7 +48,15 @@ class Database:
         Path(path).mkdir(parents=True, exist_ok=True)
         os.chmod(path, 0o700)
         self.path = Path(path)
-        self.db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True)
+        try:
+            self.db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True)
+        except plyvel.IOError as exc:
+            if "lock" not in str(exc):
+                raise
+            # LevelDB allows one process per database: a node runs on this home.
+            raise DatabaseLocked(
+                f"database {path} is in use by another process (a node running on this "
+                f"home?): stop that node first, or use another --home") from None
 
     def get(self, key: bytes) -> bytes | None:
         return self.db.get(key)

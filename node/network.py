@@ -38,6 +38,7 @@ from consensus.wal import Signer, SigningGuard
 from node.app import Application
 from node.block import Block, MalformedBlock
 from node.mempool import TxRejected
+from node.rpc import metrics
 
 if TYPE_CHECKING:
     from p2p.host import P2PNode, Verdict
@@ -172,6 +173,8 @@ class NetworkService:
         # Built once the initial sync is done, at the height after the synced head.
         self.runner: ConsensusRunner | None = None
         self.syncing = False
+        # Height the running sync round fetches up to, once its peer served a verified block.
+        self.sync_target: int | None = None
         self._sync_wanted = trio.Event()
         self._proposers: dict[tuple[int, int], bytes] = {}
 
@@ -499,6 +502,8 @@ class NetworkService:
                                 nursery.cancel_scope.cancel()
                                 break
                             committed += result
+                            metrics.SYNC_BLOCKS.inc(result)
+                            self.sync_target = target  # the peer served a block that verified
                             await trio.sleep(0)  # let consensus and RPC breathe
             if committed:
                 height = self.store.head_height + 1
@@ -510,6 +515,7 @@ class NetworkService:
                     await self.runner.jump_to_height(height, self.store.validators_for(height))
         finally:
             self.syncing = False
+            self.sync_target = None
         return committed
 
     async def _fetch_batches(self, peer_id: str, target: int,

@@ -16,6 +16,7 @@ from node.app import Application
 from node.attestations import AttestationService
 from node.config import Config
 from node.db import Database
+from node.errors import ensure_port_free
 from node.home import Home
 from node.keys import load_validator_key
 from node.mempool import Mempool
@@ -108,6 +109,14 @@ class Node:
                 log.info("shutdown requested")
                 self.stopping.set()
                 return
+
+
+def check_ports(cfg: Config) -> None:
+    """Raise PortInUse (one clear line, exit 3) when a port the node would open is taken;
+    ``motus node start`` asks before it opens anything."""
+    ensure_port_free(cfg.rpc.host, cfg.rpc.port, "RPC", "--rpc-port (rpc.port)")
+    if cfg.p2p.enabled:
+        ensure_port_free(cfg.p2p.host, cfg.p2p.port, "p2p", "--p2p-port (p2p.port)")
 
 
 def _offer(send: trio.MemorySendChannel[bytes], raw: bytes) -> None:

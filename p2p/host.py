@@ -213,6 +213,8 @@ class TopicStats:
     validator_errors: int = 0
     delivered: int = 0
     dropped_inbox_full: int = 0
+    bytes_received: int = 0  # payloads from peers, before validation (metrics)
+    bytes_published: int = 0  # payloads we published (relays are not counted)
 
 
 @dataclass(frozen=True)
@@ -497,6 +499,7 @@ class P2PNode:
         await self._wait_for_outbound_room()
         await self._pubsub.publish(topic.topic_id, bytes(data))
         topic.stats.published += 1
+        topic.stats.bytes_published += len(data)
 
     async def _wait_for_outbound_room(self) -> None:
         """Hold a publisher back while most peers' outbound queues are over half full.
@@ -544,6 +547,7 @@ class P2PNode:
         def precheck(forwarder: ID, msg: rpc_pb2.Message) -> Verdict | None:
             if forwarder == self._host_id:
                 return Verdict.ACCEPT
+            topic.stats.bytes_received += len(msg.data)
             if self.scoreboard.is_banned(forwarder.to_base58()):
                 topic.stats.ignored += 1
                 return Verdict.IGNORE

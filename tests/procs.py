@@ -125,3 +125,31 @@ def init_home(tmp: Path, name: str = "node", *extra: str) -> Path:
     cfg = (home / "config.toml").read_text().replace("block_interval_ms = 1000", "block_interval_ms = 200")
     (home / "config.toml").write_text(cfg)
     return home
+
+
+def set_config(home: Path, **values: object) -> None:
+    """Replace ``key = old`` lines of ``config.toml``; values are TOML text. Only for keys
+    whose name is unique across sections (``port`` is not)."""
+    path = Path(home) / "config.toml"
+    lines = path.read_text().splitlines()
+    for key, value in values.items():
+        lines = [f"{key} = {value}" if line.split(" = ")[0] == key else line for line in lines]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def validator_address(home: Path) -> str:
+    """The 0x-address of a home's validator key."""
+    from consensus.crypto import address_of_private_key
+    from node.keys import load_validator_key
+
+    return "0x" + address_of_private_key(load_validator_key(Path(home) / "keys" / "validator.json")).hex()
+
+
+def write_genesis(path: Path, validators: list[tuple[str, int]]) -> None:
+    """A devnet genesis with these (0x-address, power) validators, made in this process
+    (a ``motus genesis new`` subprocess costs seconds of imports)."""
+    from genesis.devnet import new_genesis
+    from genesis.spec import DEV_CHAIN_ID
+
+    spec = new_genesis(DEV_CHAIN_ID, [(bytes.fromhex(a[2:]), p) for a, p in validators])
+    Path(path).write_text(spec.to_json())

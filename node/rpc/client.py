@@ -48,7 +48,8 @@ def rpc_call(
             raise RPCError(None, f"HTTP {exc.code} from {url}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise RPCError(None, f"cannot reach node at {url}: {reason}") from None
+        raise RPCError(None, f"cannot reach node at {url}: {reason}: is the node running "
+                             f"(motus node start), and is this its RPC URL (--rpc)?") from None
     if len(raw) > MAX_ANSWER_BYTES:
         raise RPCError(None, f"answer from {url} exceeds {MAX_ANSWER_BYTES} bytes")
     try:

@@ -24,7 +24,6 @@ import hashlib
 import ipaddress
 import json
 import logging
-import time
 from collections import Counter
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ import h11
 import trio
 import wsproto.utilities
 
+from node.health import health_document
 from node.rpc import metrics
 from node.rpc.errors import LIMIT_EXCEEDED, RPCError, limit_exceeded
 from node.rpc.websocket import WebSocketSession
@@ -260,9 +260,8 @@ class HTTPServer:
             return True
         if method == b"GET" and path == b"/health":
             await self._drain(conn, stream)
-            await self._send(
-                conn, stream, 200, json.dumps(self._health()).encode(), "application/json"
-            )
+            status, doc = health_document(self.node)
+            await self._send(conn, stream, status, json.dumps(doc).encode(), "application/json")
             return True
         if method == b"GET" and path == b"/metrics":
             await self._drain(conn, stream)
@@ -398,16 +397,6 @@ class HTTPServer:
         data += conn.send(h11.EndOfMessage())
         with trio.fail_after(WRITE_TIMEOUT):
             await stream.send_all(data)
-
-    def _health(self) -> dict[str, Any]:
-        head = self.node.store.head
-        return {
-            "status": "ok",
-            "chainId": self.node.chain_id,
-            "height": head.height,
-            "headAgeSeconds": round(max(0.0, time.time() - head.timestamp_ms / 1000), 3),
-            "syncing": bool(getattr(getattr(self.node, "network", None), "syncing", False)),
-        }
 
     # --- WebSocket ----------------------------------------------------------------------
 

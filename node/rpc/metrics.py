@@ -17,17 +17,42 @@ counted as ``unknown``) so a client cannot blow up the number of time series.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from node.node import Node
 
+# ``*_created`` series (a counter's creation time) double the series for no use here.
+disable_created_metrics()
 REGISTRY = CollectorRegistry()
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# The process (CPU, memory, open files, start time), the interpreter and its garbage
+# collector: prometheus_client's standard collectors, which it registers on its own
+# default registry only. ``process_*`` is empty where /proc is missing (not Linux).
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+
+SYNC_BLOCKS = Counter(
+    "motus_sync_blocks",
+    "Blocks committed by block sync (their rate is the sync speed in blocks/s)",
+    registry=REGISTRY,
+)
 
 RPC_CALLS = Counter(
     "motus_rpc_calls",
@@ -70,13 +95,16 @@ RPC_SLOW_SUBSCRIBERS = Counter(
 
 
 class NodeCollector(Collector):
-    """Gauges read from the node when scraped."""
+    """Gauges and counters read from the node when scraped (docs/metrics.md)."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        head = self.node.store.head
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        from node.health import assess, observe
+
+        node = self.node
+        head = node.store.head
         yield GaugeMetricFamily(
             "motus_head_height", "Height of the latest committed block", value=head.height
         )
@@ -88,11 +116,152 @@ class NodeCollector(Collector):
         yield GaugeMetricFamily(
             "motus_mempool_transactions",
             "Transactions in the mempool",
-            value=len(self.node.mempool),
+            value=len(node.mempool),
         )
+        observation = observe(node)
+        health = assess(observation)
+        yield GaugeMetricFamily(
+            "motus_head_age_seconds", "Seconds since the head block's timestamp",
+            value=observation.head_age_s,
+        )
+        status = GaugeMetricFamily(
+            "motus_health_status",
+            "1 for the /health status the node answers now (ok, syncing, no_peers, stalled)",
+            labels=["status"],
+        )
+        for name in ("ok", "syncing", "no_peers", "stalled"):
+            status.add_metric([name], 1.0 if health.status == name else 0.0)
+        yield status
+        network = getattr(node, "network", None)
+        if network is not None:
+            yield from self._consensus(network)
+            yield from self._sync(network)
+            if network.p2p is not None:
+                yield from self._p2p(network.p2p)
+
+    def _consensus(self, network: Any) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        m = network.machine
+        yield GaugeMetricFamily("motus_consensus_height", "Height the consensus machine is on",
+                                value=m.height)
+        yield GaugeMetricFamily("motus_consensus_round", "Round the consensus machine is in",
+                                value=m.round)
+        yield GaugeMetricFamily(
+            "motus_consensus_step",
+            "Step of the round: 0 propose, 1 prevote, 2 precommit, 3 commit", value=int(m.step))
+        yield GaugeMetricFamily(
+            "motus_consensus_locked_round", "Round of the locked value, -1 when not locked",
+            value=m.locked_round)
+        validators = getattr(m, "validators", None)
+        members = validators.validators if validators is not None else []
+        yield GaugeMetricFamily("motus_consensus_validators",
+                                "Validators of the current height", value=len(members))
+        yield GaugeMetricFamily("motus_consensus_validators_power",
+                                "Total voting power of the current height's validators",
+                                value=sum(v.power for v in members))
+        yield CounterMetricFamily(
+            "motus_consensus_proposal_rebroadcasts",
+            "Own proposals re-sent on the rebroadcast timer (gossip repair)",
+            value=m.stats.get("proposal_rebroadcast", 0),
+        )
+        events = CounterMetricFamily(
+            "motus_consensus_events",
+            "Consensus machine and runner events by name (dropped, rejected_<code>, "
+            "double_sign_refused, catchup_sent, evidence...)",
+            labels=["source", "event"],
+        )
+        runner = network.runner
+        for source, stats in (("machine", m.stats),
+                              ("runner", runner.stats if runner is not None else {})):
+            for event, count in sorted(stats.items()):
+                events.add_metric([source, event], count)
+        yield events
+
+    def _sync(self, network: Any) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily("motus_sync_syncing", "1 while a block sync round runs",
+                                value=1.0 if network.syncing else 0.0)
+        target = getattr(network, "sync_target", None)
+        yield GaugeMetricFamily(
+            "motus_sync_target_height",
+            "Height the running sync round fetches up to (the head when not syncing)",
+            value=target if target is not None else self.node.store.head_height)
+
+    def _p2p(self, p2p: Any) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        peers = p2p.peers()
+        yield GaugeMetricFamily("motus_p2p_peers", "Connected peers", value=len(peers))
+        score = GaugeMetricFamily(
+            "motus_p2p_peer_score", "Our score of each connected peer (0 clean, ban at -99)",
+            labels=["peer"])
+        for peer in peers:
+            score.add_metric([peer.peer_id], peer.score)
+        yield score
+        yield GaugeMetricFamily(
+            "motus_p2p_peer_score_min", "Lowest score among connected peers (0 with none)",
+            value=min((p.score for p in peers), default=0.0))
+        snapshot = p2p.scoreboard.snapshot()
+        yield GaugeMetricFamily("motus_p2p_banned_peers", "Peers serving a ban now",
+                                value=sum(1 for s in snapshot.values() if s.banned_for > 0))
+        yield CounterMetricFamily("motus_p2p_bans", "Bans handed out (peers still tracked)",
+                                  value=sum(s.bans for s in snapshot.values()))
+        penalties = CounterMetricFamily(
+            "motus_p2p_penalties", "Penalties by reason (peers still tracked)", labels=["reason"])
+        by_reason: dict[str, int] = {}
+        for s in snapshot.values():
+            for reason, count in s.penalties.items():
+                by_reason[reason] = by_reason.get(reason, 0) + count
+        for reason, count in sorted(by_reason.items()):
+            penalties.add_metric([reason], count)
+        yield penalties
+        messages = CounterMetricFamily(
+            "motus_p2p_topic_messages",
+            "Gossip messages by topic and result (published, accepted, ignored, rejected, "
+            "delivered, dropped_inbox_full)",
+            labels=["topic", "result"])
+        received = CounterMetricFamily(
+            "motus_p2p_topic_received_bytes",
+            "Payload bytes of gossip messages received, by topic (before validation)",
+            labels=["topic"])
+        published = CounterMetricFamily(
+            "motus_p2p_topic_published_bytes",
+            "Payload bytes of gossip messages this node published, by topic",
+            labels=["topic"])
+        stats = p2p.stats()
+        for name, st in sorted(stats["topics"].items()):
+            for result in ("published", "accepted", "ignored", "delivered", "dropped_inbox_full"):
+                messages.add_metric([name, result], getattr(st, result))
+            messages.add_metric([name, "rejected"], sum(st.rejected.values()))
+            received.add_metric([name], getattr(st, "bytes_received", 0))
+            published.add_metric([name], getattr(st, "bytes_published", 0))
+        yield messages
+        yield received
+        yield published
+        yield CounterMetricFamily(
+            "motus_p2p_outbound_dropped",
+            "Gossip RPCs lost to full per-peer outbound queues (process-wide)",
+            value=stats["outbound_dropped"])
+        yield CounterMetricFamily(
+            "motus_p2p_banned_disconnects",
+            "Connections to banned peers closed (the ban, then each redial)",
+            value=stats["banned_disconnects"])
 
     def describe(self) -> list:
         return []  # dynamic: nothing to check at registration time
+
+
+def register_node_metrics(node: Node) -> Callable[[], None]:
+    """Register the scrape-time collector and the per-block observer (node/observer.py)
+    for ``node``; returns the function that undoes both."""
+    from node.observer import BlockObserver
+
+    observer = BlockObserver(node)
+    node.app.commit_listeners.append(observer.on_commit)
+    unregister = register_collector(NodeCollector(node))
+
+    def undo() -> None:
+        unregister()
+        if observer.on_commit in node.app.commit_listeners:
+            node.app.commit_listeners.remove(observer.on_commit)
+
+    return undo
 
 
 def register_collector(collector: Collector) -> Callable[[], None]:

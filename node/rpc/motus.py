@@ -37,6 +37,7 @@ HEIGHT = Param("height", height_or_tag, p.LATEST)
 @methods.method("motus_nodeStatus")
 def node_status(ctx: RPCContext) -> dict[str, Any]:
     """What an operator checks first: who am I, where is my head, am I connected."""
+    from node.health import node_health
     from node.node import CLIENT_VERSION
 
     node = ctx.node
@@ -48,6 +49,7 @@ def node_status(ctx: RPCContext) -> dict[str, Any]:
         and validators is not None
         and validators.get(node.address) is not None
     )
+    health, _ = node_health(node)
     return {
         "moniker": node.config.node.moniker,
         "clientVersion": CLIENT_VERSION,
@@ -67,6 +69,7 @@ def node_status(ctx: RPCContext) -> dict[str, Any]:
         "syncing": bool(getattr(network, "syncing", False)),
         "consensus": network.consensus_status() if network is not None else None,
         "rpcPort": node.rpc_port,
+        "health": {"status": health.status, "reason": health.reason},
     }
 
 
