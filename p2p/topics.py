@@ -6,9 +6,10 @@ topic's encoding change without confusing old nodes (they simply do not share
 the new topic). Every topic is at version 1 except ``tx``: version 2 carries a
 batch of transactions per message instead of one (docs/decisions.md).
 
-Size limits are checked on every received message before the node's
-validator runs; a message over the limit is rejected and its forwarder
-penalised.
+Size limits are checked on every received message before its signature is
+checked or the node's validator runs; a message over the limit is rejected and
+its forwarder banned (no honest node publishes one). So are per-peer budgets
+(messages and bytes per second, ``p2p.budget``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,22 @@ DEFAULT_MAX_MESSAGE_SIZE: dict[str, int] = {
     TopicName.CONSENSUS: 2 * MIB,
     TopicName.BLOCK: 4 * KIB,
 }
+
+# Per-peer budgets (p2p.budget): messages and bytes per second one peer may make
+# us check on a topic, 4 s deep. Each is several times the topic's whole traffic
+# in a busy network, counting first deliveries only: consensus with 100
+# validators at one block a second is ~200-300 messages/s, and 2 MiB proposals;
+# the tx batcher sends at most ~20 batches/s per node; every node that commits a
+# block announces it. A topic without an entry gets DEFAULT_BUDGET_MESSAGES per
+# second and DEFAULT_BUDGET_SIZES times its size limit in bytes per second.
+DEFAULT_BUDGETS: dict[str, tuple[float, float]] = {  # (messages/s, bytes/s)
+    TopicName.TX: (500, 4 * MIB),
+    TopicName.ATTESTATION: (500, 8 * MIB),
+    TopicName.CONSENSUS: (1000, 8 * MIB),
+    TopicName.BLOCK: (200, 256 * KIB),
+}
+DEFAULT_BUDGET_MESSAGES = 100.0
+DEFAULT_BUDGET_SIZES = 4.0
 
 # The largest message any topic may carry; pubsub's RPC frame limits are
 # derived from it (see p2p.tuning).
