@@ -292,8 +292,8 @@ class NetworkService:
         """Topic check: relay only messages every honest node would accept.
 
         MALFORMED (the forwarder is banned at once): undecodable or not canonical; no
-        honest node relays what it could not decode. REJECT (penalised): a vote/proposal/commit for
-        a height whose validator set we know (head to head + 1) that is not signed by a
+        honest node relays what it could not decode. REJECT (penalised): a
+        vote/proposal/commit for a height whose validator set we know (head to head + 1) that is not signed by a
         member (by the round's proposer, for a proposal). IGNORE (dropped, no penalty):
         heights we cannot check (older, or beyond head + 1) and rounds far ahead."""
         from p2p.host import Verdict
@@ -393,8 +393,8 @@ class NetworkService:
         """Topic check of double-sign evidence (``Application.add_evidence``).
 
         MALFORMED (the forwarder is banned at once): undecodable. REJECT (penalised) what
-        is invalid in every state: votes that do not conflict (type, height, round or validator differ, or the same
-        block), a bad signature, or an offender outside the validator set of its height
+        is invalid in every state: votes that do not conflict (type, height, round or
+        validator differ, or the same block), a bad signature, or an offender outside the validator set of its height
         when we have that set. IGNORE what is only not new or not checkable here: already
         pending or committed, or a height whose validator set we do not have. ACCEPT
         (relay) new evidence that verifies."""
@@ -488,12 +488,16 @@ class NetworkService:
             stalled = time.monotonic() - moved_at >= SYNC_STALL_S
             if not (announced or stalled):
                 continue
+            round_started = time.monotonic()
             try:
                 await self._sync_once(min_lead=1 if stalled else 2)
             except Exception:
                 log.exception("block sync round failed")
             if stalled:
                 moved_at = time.monotonic()  # poll peers once per stall period, not per second
+            # Any peer can send announcements (up to its block-topic budget) and each round
+            # asks every peer for its head: one round per poll period at most.
+            await trio.sleep(max(0.0, round_started + SYNC_POLL_S - time.monotonic()))
 
     async def _sync_once(self, min_lead: int) -> int:
         """Catch up from peers at least ``min_lead`` blocks ahead; returns the number of
@@ -507,14 +511,18 @@ class NetworkService:
         could have reached by now is not believed at all (``_poll_heads``)."""
         assert self.p2p is not None
         claims = await self._poll_heads()
-        ranked = sorted(claims.items(), key=lambda claim: -claim[1])
+        floor = self.store.head_height + min_lead
+        ranked = sorted((claim for claim in claims.items() if claim[1] >= floor),
+                        key=lambda claim: -claim[1])
+        if not ranked:
+            return 0
         committed = 0
         started = time.monotonic()
         self.syncing = True
         try:
             for peer_id, claimed in ranked:
-                if claimed < self.store.head_height + min_lead:
-                    break  # the rest claim less
+                if claimed <= self.store.head_height:
+                    continue  # an earlier peer already brought us there
                 got, failure = await self._sync_from(peer_id, claimed)
                 committed += got
                 if failure is None:
