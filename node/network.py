@@ -35,7 +35,7 @@ from consensus.messages import CommitMessage, ConsensusMessage, ProposalMessage,
 from consensus.runner import ConsensusRunner
 from consensus.types import Commit, DuplicateVoteEvidence, ValidatorSet, Vote
 from consensus.wal import Signer, SigningGuard
-from node.app import Application
+from node.app import MAX_CLOCK_DRIFT_MS, Application
 from node.block import Block, MalformedBlock
 from node.mempool import TxRejected
 from node.rpc import metrics
@@ -51,6 +51,16 @@ SYNC_POLL_S = 1.0  # how often the sync loop looks at the head
 # decision (a follower sends no votes, so nobody sends it the catch-up commit).
 SYNC_STALL_S = 2.0
 INITIAL_PEER_WAIT_S = 5.0  # how long a node with bootstrap peers waits for one before syncing
+SYNC_STATUS_TIMEOUT_S = 2.0  # peers are asked for their heads at once; slower answers are dropped
+# A peer that failed to back its claimed head (no blocks, bad blocks, a timeout) is not
+# asked again for this long, doubled for each failure in a row, up to SYNC_EXCLUDE_MAX_S.
+SYNC_EXCLUDE_S = 60.0
+SYNC_EXCLUDE_MAX_S = 900.0
+# Block announcements more than this many heights above our head are not relayed
+# (IGNORE): we cannot check them, and a lagging node vouches for nothing it has not
+# verified. They still wake the sync. Honest announcers are at most a height or two
+# ahead of any node that keeps up; a node further behind fetches by block sync.
+ANNOUNCE_RELAY_LEAD = 2
 ANNOUNCE_SEDES = rlp.sedes.List([rlp.sedes.big_endian_int, rlp.sedes.Binary.fixed_length(32)])
 SYNC_ITEM_SEDES = rlp.sedes.List([rlp.sedes.binary, rlp.sedes.binary])
 EVIDENCE_MAX_BYTES = 64 * 1024
@@ -176,6 +186,9 @@ class NetworkService:
         # Height the running sync round fetches up to, once its peer served a verified block.
         self.sync_target: int | None = None
         self._sync_wanted = trio.Event()
+        # Block sync's memory of peers that failed to back their claimed heads.
+        self._sync_excluded: dict[str, float] = {}  # peer -> monotonic time it may be asked again
+        self._sync_strikes: dict[str, int] = {}  # peer -> failures in a row
         self._proposers: dict[tuple[int, int], bytes] = {}
 
     # --- lifecycle -----------------------------------------------------------------
@@ -281,8 +294,9 @@ class NetworkService:
     def _check_consensus(self, peer: str, data: bytes) -> Verdict:
         """Topic check: relay only messages every honest node would accept.
 
-        REJECT (the forwarder is penalised): undecodable, or a vote/proposal/commit for
-        a height whose validator set we know (head to head + 1) that is not signed by a
+        MALFORMED (the forwarder is banned at once): undecodable or not canonical; no
+        honest node relays what it could not decode. REJECT (penalised): a
+        vote/proposal/commit for a height whose validator set we know (head to head + 1) that is not signed by a
         member (by the round's proposer, for a proposal). IGNORE (dropped, no penalty):
         heights we cannot check (older, or beyond head + 1) and rounds far ahead."""
         from p2p.host import Verdict
@@ -290,7 +304,7 @@ class NetworkService:
         try:
             message = decode_message(data)
         except ConsensusError:
-            return Verdict.REJECT
+            return Verdict.MALFORMED
         head = self.store.head_height
         height = message.height
         if not head <= height <= head + 1:
@@ -381,9 +395,9 @@ class NetworkService:
     def _check_evidence(self, peer: str, data: bytes) -> Verdict:
         """Topic check of double-sign evidence (``Application.add_evidence``).
 
-        REJECT (the forwarder is penalised) what is invalid in every state: undecodable,
-        votes that do not conflict (type, height, round or validator differ, or the same
-        block), a bad signature, or an offender outside the validator set of its height
+        MALFORMED (the forwarder is banned at once): undecodable. REJECT (penalised) what
+        is invalid in every state: votes that do not conflict (type, height, round or
+        validator differ, or the same block), a bad signature, or an offender outside the validator set of its height
         when we have that set. IGNORE what is only not new or not checkable here: already
         pending or committed, or a height whose validator set we do not have. ACCEPT
         (relay) new evidence that verifies."""
@@ -392,7 +406,7 @@ class NetworkService:
         try:
             ev = DuplicateVoteEvidence.decode(data)
         except ConsensusError:
-            return Verdict.REJECT
+            return Verdict.MALFORMED
         try:
             added = self.app.add_evidence(ev)
         except InvalidEvidence as exc:
@@ -406,14 +420,31 @@ class NetworkService:
 
     # --- block sync ------------------------------------------------------------------------
 
-    def _check_announce(self, peer: str, data: bytes) -> bool:
+    def _check_announce(self, peer: str, data: bytes) -> Verdict:
+        """Topic check of a block announcement ``[height, hash]``.
+
+        MALFORMED (banned at once): undecodable. IGNORE (dropped, not relayed, no
+        penalty): a height more than ANNOUNCE_RELAY_LEAD below or above our head; one
+        above it still wakes the sync (if some chain could have reached it: see
+        ``compute_max_plausible_height``), since it says we may be behind, but we do
+        not vouch for it. ACCEPT (relay) otherwise; two or more above our head wakes
+        the sync too."""
+        from p2p.host import Verdict
+
         try:
             height, _ = rlp.decode(data, sedes=ANNOUNCE_SEDES)
         except Exception:
-            return False
-        if height > self.store.head_height + 1:
+            return Verdict.MALFORMED
+        head = self.store.head_height
+        if height > head + 1 and height <= self._max_plausible_height():
             self._sync_wanted.set()
-        return True
+        if not head - ANNOUNCE_RELAY_LEAD <= height <= head + ANNOUNCE_RELAY_LEAD:
+            return Verdict.IGNORE
+        return Verdict.ACCEPT
+
+    def _max_plausible_height(self) -> int:
+        head = self.store.head
+        return compute_max_plausible_height(head.height, head.timestamp_ms, int(time.time() * 1000))
 
     async def _serve_status(self, peer: str) -> Any:
         from p2p.reqresp import Head
@@ -460,57 +491,52 @@ class NetworkService:
             stalled = time.monotonic() - moved_at >= SYNC_STALL_S
             if not (announced or stalled):
                 continue
+            round_started = time.monotonic()
             try:
                 await self._sync_once(min_lead=1 if stalled else 2)
             except Exception:
                 log.exception("block sync round failed")
             if stalled:
                 moved_at = time.monotonic()  # poll peers once per stall period, not per second
+            # Any peer can send announcements (up to its block-topic budget) and each round
+            # asks every peer for its head: one round per poll period at most.
+            await trio.sleep(max(0.0, round_started + SYNC_POLL_S - time.monotonic()))
 
     async def _sync_once(self, min_lead: int) -> int:
-        """Fetch and commit blocks from the most advanced peer if it is at least
-        ``min_lead`` blocks ahead; returns the number of blocks committed."""
-        from p2p.errors import P2PError
+        """Catch up from peers at least ``min_lead`` blocks ahead; returns the number of
+        blocks committed.
 
+        Peers are chosen by what they deliver, not by what they claim: the highest
+        claimed head goes first, and a peer that cannot back its claim (an empty answer
+        before reaching it, a block that fails verification, a timeout) is penalised,
+        left out of sync for a while (``SYNC_EXCLUDE_S``, doubling) and the next peer is
+        tried in the same round, from wherever the last one stopped. A head no chain
+        could have reached by now is not believed at all (``_poll_heads``)."""
         assert self.p2p is not None
-        best: tuple[str, int] | None = None
-        for peer in self.p2p.peers():
-            try:
-                with trio.move_on_after(2.0):
-                    status = await self.p2p.request_status(peer.peer_id)
-                    if best is None or status.height > best[1]:
-                        best = (peer.peer_id, status.height)
-            except P2PError:
-                continue
-        if best is None or best[1] < self.store.head_height + min_lead:
+        claims = await self._poll_heads()
+        floor = self.store.head_height + min_lead
+        ranked = sorted((claim for claim in claims.items() if claim[1] >= floor),
+                        key=lambda claim: -claim[1])
+        if not ranked:
             return 0
-        peer_id, target = best
         committed = 0
         started = time.monotonic()
         self.syncing = True
         try:
-            # The next batch is fetched while this one executes: the response then
-            # arrives during the yields between blocks instead of after the batch.
-            batches_send, batches = trio.open_memory_channel[list[bytes]](1)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._fetch_batches, peer_id, target, batches_send)
-                async with batches:
-                    async for items in batches:
-                        for item in items:
-                            result = self._commit_synced(peer_id, item)
-                            if result is None:
-                                nursery.cancel_scope.cancel()
-                                break
-                            committed += result
-                            metrics.SYNC_BLOCKS.inc(result)
-                            self.sync_target = target  # the peer served a block that verified
-                            await trio.sleep(0)  # let consensus and RPC breathe
+            for peer_id, claimed in ranked:
+                if claimed <= self.store.head_height:
+                    continue  # an earlier peer already brought us there
+                got, failure = await self._sync_from(peer_id, claimed)
+                committed += got
+                if failure is None:
+                    self._sync_strikes.pop(peer_id, None)
+                    break
+                self._sync_failed(peer_id, claimed, failure)
             if committed:
                 height = self.store.head_height + 1
                 elapsed = time.monotonic() - started
-                log.info("block sync: committed %d blocks from %s in %.2f s (%.0f blocks/s), "
-                         "now at %d", committed, peer_id, elapsed, committed / max(elapsed, 1e-6),
-                         height - 1)
+                log.info("block sync: committed %d blocks in %.2f s (%.0f blocks/s), now at %d",
+                         committed, elapsed, committed / max(elapsed, 1e-6), height - 1)
                 if self.runner is not None and self.machine.height < height:
                     await self.runner.jump_to_height(height, self.store.validators_for(height))
         finally:
@@ -518,11 +544,97 @@ class NetworkService:
             self.sync_target = None
         return committed
 
-    async def _fetch_batches(self, peer_id: str, target: int,
-                             out: trio.MemorySendChannel[list[bytes]]) -> None:
-        """Request consecutive batches up to ``target`` from ``peer_id`` into ``out``;
-        stops at the first failure or empty answer (the next sync round retries)."""
+    async def _poll_heads(self) -> dict[str, int]:
+        """Ask every connected peer not left out of sync for its head, all at once.
+
+        A claim above ``compute_max_plausible_height`` is a lie no honest node can
+        tell (block timestamps would have to run ahead of the clock): the peer is
+        penalised ``sync_implausible_head``, which bans it, and its claim dropped."""
         from p2p.errors import P2PError
+        from p2p.scoring import Misbehaviour
+
+        assert self.p2p is not None
+        p2p = self.p2p
+        now = time.monotonic()
+        self._sync_excluded = {p: t for p, t in self._sync_excluded.items() if t > now}
+        ceiling = self._max_plausible_height()
+        claims: dict[str, int] = {}
+
+        async def ask(peer_id: str) -> None:
+            with trio.move_on_after(SYNC_STATUS_TIMEOUT_S):
+                try:
+                    status = await p2p.request_status(peer_id)
+                except P2PError:
+                    return
+                if status.height > ceiling:
+                    log.warning("peer %s claims head %d, beyond the %d any chain could have "
+                                "reached by now: not believed", peer_id, status.height, ceiling)
+                    p2p.penalise(peer_id, Misbehaviour.SYNC_IMPLAUSIBLE_HEAD)
+                    return
+                claims[peer_id] = status.height
+
+        async with trio.open_nursery() as nursery:
+            for peer in p2p.peers():
+                if peer.peer_id not in self._sync_excluded:
+                    nursery.start_soon(ask, peer.peer_id)
+        return claims
+
+    def _sync_failed(self, peer_id: str, claimed: int, failure: str) -> None:
+        """``peer_id`` did not deliver up to ``claimed``: penalise it for ``failure``
+        (unless that was done where it was found) and leave it out of sync for a while."""
+        from p2p.scoring import Misbehaviour
+
+        assert self.p2p is not None
+        strikes = self._sync_strikes.get(peer_id, 0)
+        self._sync_strikes[peer_id] = strikes + 1
+        if len(self._sync_strikes) > 4096:  # peer ids are free: keep the table bounded
+            self._sync_strikes.clear()
+        pause = min(SYNC_EXCLUDE_S * 2**strikes, SYNC_EXCLUDE_MAX_S)
+        self._sync_excluded[peer_id] = time.monotonic() + pause
+        log.warning("block sync: peer %s claimed head %d but %s; not asked again for %.0f s",
+                    peer_id, claimed, failure, pause)
+        if failure in (Misbehaviour.SYNC_UNBACKED_HEAD, Misbehaviour.SYNC_TIMEOUT):
+            self.p2p.penalise(peer_id, failure)
+
+    async def _sync_from(self, peer_id: str, target: int) -> tuple[int, str | None]:
+        """Fetch, verify and commit blocks from ``peer_id`` up to ``target`` (its claimed
+        head). Returns the blocks committed and, if it stopped short, why: a
+        ``Misbehaviour.SYNC_*`` reason, or ``"failed: ..."`` for what p2p already
+        penalised or cannot blame on the peer (a malformed answer, a lost connection)."""
+        from p2p.scoring import Misbehaviour
+
+        committed = 0
+        stopped: list[str] = []  # why the fetcher gave up early, if it did
+        # The next batch is fetched while this one executes: the response then
+        # arrives during the yields between blocks instead of after the batch.
+        batches_send, batches = trio.open_memory_channel[list[bytes]](1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._fetch_batches, peer_id, target, batches_send, stopped)
+            async with batches:
+                async for items in batches:
+                    for item in items:
+                        result = self._commit_synced(peer_id, item)
+                        if result is None:
+                            stopped.append(Misbehaviour.SYNC_BAD_BLOCK)
+                            nursery.cancel_scope.cancel()
+                            break
+                        committed += result
+                        metrics.SYNC_BLOCKS.inc(result)
+                        self.sync_target = target  # the peer served a block that verified
+                        await trio.sleep(0)  # let consensus and RPC breathe
+        if stopped:
+            return committed, stopped[-1]
+        if committed:
+            log.info("block sync: %d blocks from %s", committed, peer_id)
+        return committed, None
+
+    async def _fetch_batches(self, peer_id: str, target: int,
+                             out: trio.MemorySendChannel[list[bytes]], stopped: list[str]) -> None:
+        """Request consecutive batches up to ``target`` from ``peer_id`` into ``out``. A
+        short answer is fine (the byte budget ran out: ask again from where it stopped);
+        an empty one, an error or a timeout stops, with the reason in ``stopped``."""
+        from p2p.errors import P2PError, RequestTimeout
+        from p2p.scoring import Misbehaviour
 
         assert self.p2p is not None
         async with out:
@@ -531,10 +643,16 @@ class NetworkService:
                 try:
                     items = await self.p2p.request_blocks(
                         peer_id, start, min(target, start + SYNC_BATCH - 1))
+                except RequestTimeout:
+                    stopped.append(Misbehaviour.SYNC_TIMEOUT)
+                    return
                 except P2PError as exc:
-                    log.info("block sync from %s stopped: %s", peer_id, exc)
+                    stopped.append(f"failed: {exc}")
                     return
                 if not items:
+                    # It claimed ``target`` and an honest node serves every height up
+                    # to its head: there is no innocent empty answer below it.
+                    stopped.append(Misbehaviour.SYNC_UNBACKED_HEAD)
                     return
                 await out.send(items)
                 start += len(items)
@@ -543,6 +661,8 @@ class NetworkService:
         """Verify a fetched block's commit against the validator set of its height, then
         execute and commit it. Returns 1 if committed, 0 if consensus committed that
         height meanwhile, None (and the peer is penalised) if the item is bad."""
+        from p2p.scoring import Misbehaviour
+
         assert self.p2p is not None
         head = self.store.head_height
         try:
@@ -558,6 +678,14 @@ class NetworkService:
             self.app.commit(block.height, raw, commit)
         except Exception as exc:
             log.warning("peer %s sent a bad block %d: %s", peer_id, head + 1, exc)
-            self.p2p.penalise(peer_id, "sync:bad_block")
+            self.p2p.penalise(peer_id, Misbehaviour.SYNC_BAD_BLOCK)
             return None
         return 1
+
+
+def compute_max_plausible_height(head_height: int, head_timestamp_ms: int, now_ms: int) -> int:
+    """The highest head any chain sharing our verified head could have reached by
+    ``now_ms``: each block's timestamp is at least 1 ms after its parent's, and no more
+    than MAX_CLOCK_DRIFT_MS ahead of a validator's clock (node/app.py), so at most one
+    block per millisecond since our head, plus the drift. A peer claiming more is lying."""
+    return head_height + max(0, now_ms + MAX_CLOCK_DRIFT_MS - head_timestamp_ms)

@@ -64,6 +64,7 @@ from p2p.batch import (
     AttestationBatcher,
     Batcher,
 )
+from p2p.budget import Admission, GossipBudgets, TopicBudget
 from p2p.discovery import PeerAddrs, PeerBook
 from p2p.errors import (
     BadRequest,
@@ -90,7 +91,14 @@ from p2p.scoring import (
     ScoreConfig,
     gossipsub_score_params,
 )
-from p2p.topics import DEFAULT_MAX_MESSAGE_SIZE, TopicName, topic_id
+from p2p.topics import (
+    DEFAULT_BUDGET_MESSAGES,
+    DEFAULT_BUDGET_SIZES,
+    DEFAULT_BUDGETS,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    TopicName,
+    topic_id,
+)
 from p2p.tuning import MAX_RPC_SIZE, TunedRpcQueue, apply_library_tuning
 
 logger = logging.getLogger(__name__)
@@ -104,12 +112,16 @@ class Verdict(Enum):
     """A validator's answer about one gossip message.
 
     ACCEPT delivers and relays it. REJECT drops it and penalises the peer that
-    sent it (it is invalid by rules every honest node applies). IGNORE drops
-    it without penalty (e.g. a duplicate, or too old to matter).
+    sent it (it is invalid by rules every honest node applies). MALFORMED is a
+    REJECT that bans the peer at once (``malformed_message``, weight 100): for
+    bytes no honest node ever sends, since it would have failed to decode them
+    itself before relaying (undecodable, not canonical). IGNORE drops it
+    without penalty (e.g. a duplicate, too old, for another height).
     """
 
     ACCEPT = "accept"
     REJECT = "reject"
+    MALFORMED = "malformed"
     IGNORE = "ignore"
 
 
@@ -210,6 +222,7 @@ class TopicStats:
     accepted: int = 0
     ignored: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    over_budget: int = 0  # dropped unchecked: the forwarder was over its budget
     validator_errors: int = 0
     delivered: int = 0
     dropped_inbox_full: int = 0
@@ -237,6 +250,7 @@ class _Topic:
     topic_id: str
     max_size: int
     validator: Validator
+    budget: TopicBudget
     inbox_send: trio.MemorySendChannel[GossipMessage]
     inbox_receive: trio.MemoryReceiveChannel[GossipMessage]
     stats: TopicStats = field(default_factory=TopicStats)
@@ -278,8 +292,10 @@ class P2PNode:
         self.key_pair = load_or_create_node_key(config.key_path)
         self.peer_id = peer_id_of(self.key_pair)
         self.scoreboard = PeerScoreboard(config.scoring)
+        self.budgets = GossipBudgets()
         self._bootstrap = _parse_bootstrap(config.bootstrap, self.peer_id)
         self._topics: dict[str, _Topic] = {}
+        self._topics_by_id: dict[str, _Topic] = {}
         self._status_handler: StatusHandler | None = None
         self._blocks_handler: BlocksHandler | None = None
         self._forwarders: OrderedDict[bytes, str] = OrderedDict()
@@ -341,6 +357,7 @@ class P2PNode:
             max_inbound_rpc_size=MAX_RPC_SIZE,
             allowed_topics=frozenset(),
         )
+        self._pubsub.gate = self._admit
         # Sequence numbers start at the process's start time in seconds and
         # count up per message, so a node that published more messages than
         # it was down for seconds would reuse (from, seqno) ids: peers drop
@@ -375,11 +392,13 @@ class P2PNode:
         *,
         max_size: int | None = None,
         inbox_size: int | None = None,
+        budget: TopicBudget | None = None,
     ) -> trio.MemoryReceiveChannel[GossipMessage]:
         """Subscribe to topic ``name`` (before ``run``); return its inbox.
 
         ``validator`` runs on every message a peer sends, after the size check
-        (``max_size``, default per topic in ``p2p.topics``); only ACCEPTed
+        (``max_size``, default per topic in ``p2p.topics``) and the per-peer
+        budget (``budget``, likewise; see ``p2p.budget``); only ACCEPTed
         messages are relayed and delivered. The inbox holds ``inbox_size``
         messages; when the node falls behind, new messages are dropped and
         counted in ``stats()``. Our own publishes are not delivered back.
@@ -395,11 +414,20 @@ class P2PNode:
             raise ConfigError(f"topic {name!r} has no default size limit: pass max_size")
         if not 0 < limit <= MAX_RPC_SIZE // 2:
             raise ConfigError(f"max_size must be in (0, {MAX_RPC_SIZE // 2}]")
+        if budget is None:
+            messages, per_second = DEFAULT_BUDGETS.get(
+                name, (DEFAULT_BUDGET_MESSAGES, DEFAULT_BUDGET_SIZES * limit)
+            )
+            budget = TopicBudget(messages, per_second)
         send, receive = trio.open_memory_channel[GossipMessage](
             inbox_size or self.config.inbox_size
         )
-        topic = _Topic(name, topic_id(self.config.chain_id, name), limit, validator, send, receive)
+        topic = _Topic(
+            name, topic_id(self.config.chain_id, name), limit, validator, budget, send, receive
+        )
         self._topics[name] = topic
+        self._topics_by_id[topic.topic_id] = topic
+        self.budgets.set_topic(topic.topic_id, budget, limit)
         self._pubsub.allowed_topics = frozenset(t.topic_id for t in self._topics.values())
         wrapped, is_async = self._wrap_validator(topic)
         self._pubsub.set_topic_validator(topic.topic_id, wrapped, is_async)
@@ -564,6 +592,8 @@ class P2PNode:
                 return True
             if verdict is Verdict.REJECT:
                 self._on_rejected(forwarder, msg, topic, Misbehaviour.INVALID_MESSAGE)
+            elif verdict is Verdict.MALFORMED:
+                self._on_rejected(forwarder, msg, topic, Misbehaviour.MALFORMED_MESSAGE)
             else:
                 topic.stats.ignored += 1
             return False
@@ -613,12 +643,34 @@ class P2PNode:
 
         return validate_sync, False
 
+    def _admit(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        """First gate for a peer's message, before its signature is checked or the
+        validator decodes it: the topic's size limit and the peer's budget."""
+        if forwarder == self._host_id or len(msg.topicIDs) != 1:
+            return True  # our own publish; pubsub drops what we do not subscribe to
+        topic = self._topics_by_id.get(msg.topicIDs[0])
+        if topic is None:
+            return True
+        size = len(msg.data)
+        if size > topic.max_size:
+            self._on_rejected(forwarder, msg, topic, Misbehaviour.OVERSIZE_MESSAGE)
+            return False
+        admission = self.budgets.admit(forwarder, topic.topic_id, size)
+        if admission is Admission.ADMIT:
+            return True
+        topic.stats.over_budget += 1
+        if admission is Admission.DROP_AND_PENALISE:
+            logger.info("peer %s is over its budget on topic %s", forwarder, topic.name)
+            self.penalise(forwarder.to_base58(), Misbehaviour.OVER_BUDGET)
+        return False
+
     def _on_rejected(self, forwarder: ID, msg: rpc_pb2.Message, topic: _Topic, reason: str) -> None:
         reason = str(reason)
         topic.stats.rejected[reason] = topic.stats.rejected.get(reason, 0) + 1
         self._router_scorer.record_rejected(forwarder, topic.topic_id)
-        if self.scoreboard.penalise(forwarder.to_base58(), reason):
-            self._ban_wakeup.set()
+        peer = forwarder.to_base58()
+        if self.scoreboard.penalise(peer, reason):
+            self._on_banned(peer)
 
     def _remember_forwarder(self, msg: rpc_pb2.Message, forwarder: ID) -> None:
         self._forwarders[self._pubsub.get_message_id(msg)] = forwarder.to_base58()
@@ -668,7 +720,16 @@ class P2PNode:
         threshold is disconnected and banned.
         """
         if self.scoreboard.penalise(peer_id, reason):
-            self._ban_wakeup.set()
+            self._on_banned(peer_id)
+
+    def _on_banned(self, peer_id: str) -> None:
+        """A ban just started: drop the peer's gossip from now on (pubsub checks its
+        blacklist before anything else), and have the sweep disconnect it."""
+        try:
+            self._pubsub.blacklisted_peers.add(ID.from_base58(peer_id))
+        except Exception:  # not a peer id (a node-side string); the sweep still runs
+            pass
+        self._ban_wakeup.set()
 
     def peers(self) -> list[ConnectedPeer]:
         """Peers with an open connection, with what we know of them."""
@@ -734,6 +795,8 @@ class P2PNode:
             # Connections to banned peers we closed: the ban itself, then each
             # time a banned peer dials us again.
             "banned_disconnects": self._banned_disconnects,
+            # Gossip messages dropped unchecked for being over their peer's budget.
+            "over_budget_dropped": self.budgets.dropped,
             # Process-wide: gossip RPCs lost to full per-peer outbound queues.
             "outbound_dropped": TunedRpcQueue.dropped_total,
             # Inbound pubsub streams dropped for undecodable frames.
@@ -1200,6 +1263,27 @@ class _GuardedPubsub(Pubsub):
 
     malformed_streams = 0
     _write_locks: weakref.WeakKeyDictionary[INetStream, trio.Lock]
+    # ``(forwarder, msg) -> bool``: the node's size and budget gate (``P2PNode._admit``).
+    gate: Callable[[ID, rpc_pb2.Message], bool] | None = None
+
+    async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        """The library's push, behind our gate: a message from a peer that is over
+        its budget, or over the topic's size limit, costs no signature check and
+        no validation. Duplicates and banned peers are dropped first (cheaply)."""
+        gate = self.gate
+        if (
+            gate is not None
+            and not self.is_peer_blacklisted(msg_forwarder)
+            and not self._is_msg_seen(msg)
+        ):
+            try:
+                admitted = gate(msg_forwarder, msg)
+            except Exception:  # a bug here must not kill pubsub (trap 2); validators still run
+                logger.exception("gossip gate failed on a message from %s", msg_forwarder)
+                admitted = True
+            if not admitted:
+                return
+        await super().push_msg(msg_forwarder, msg)
 
     async def write_msg(self, stream: INetStream, rpc_msg: rpc_pb2.RPC) -> bool:
         locks = self.__dict__.get("_write_locks")

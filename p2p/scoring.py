@@ -32,25 +32,48 @@ logger = logging.getLogger(__name__)
 
 
 class Misbehaviour(StrEnum):
-    """Reasons p2p itself penalises a peer for. The node may use its own strings."""
+    """Reasons a peer is penalised for: by p2p itself, and (the ``SYNC_*`` ones) by the
+    node's block sync. The node may use its own strings too (``unknown_reason_weight``).
+
+    A weight of 100 bans at the first offence: it is reserved for what no honest peer
+    ever sends, whatever its state or timing (bytes that do not decode, a message over
+    the topic limit, a head height no chain could have reached)."""
 
     INVALID_MESSAGE = "invalid_message"  # the node's validator said REJECT
+    MALFORMED_MESSAGE = "malformed_message"  # the node's validator said MALFORMED
     OVERSIZE_MESSAGE = "oversize_message"  # over the topic's size limit
+    OVER_BUDGET = "over_budget"  # a second of gossip beyond the peer's topic budget
     MALFORMED_REQUEST = "malformed_request"  # undecodable or out-of-range request
     OVERSIZE_REQUEST = "oversize_request"  # request frame over the protocol limit
     REQUEST_FLOOD = "request_flood"  # too many concurrent requests from one peer
     BAD_RESPONSE = "bad_response"  # a response that breaks the protocol or its bounds
     WRONG_CHAIN = "wrong_chain"  # peer is on another chain id
+    # Block sync (node/network.py): a peer's claimed head is what it must deliver.
+    SYNC_IMPLAUSIBLE_HEAD = "sync_implausible_head"  # beyond what block timestamps allow
+    SYNC_UNBACKED_HEAD = "sync_unbacked_head"  # claimed a head, then served no block of it
+    SYNC_BAD_BLOCK = "sync_bad_block"  # served a block that fails verification
+    SYNC_TIMEOUT = "sync_timeout"  # did not answer a block request in time
 
 
 DEFAULT_WEIGHTS: dict[str, float] = {
     Misbehaviour.INVALID_MESSAGE: 20.0,
-    Misbehaviour.OVERSIZE_MESSAGE: 25.0,
+    Misbehaviour.MALFORMED_MESSAGE: 100.0,
+    Misbehaviour.OVERSIZE_MESSAGE: 100.0,
+    Misbehaviour.OVER_BUDGET: 25.0,
     Misbehaviour.MALFORMED_REQUEST: 20.0,
     Misbehaviour.OVERSIZE_REQUEST: 25.0,
     Misbehaviour.REQUEST_FLOOD: 5.0,
     Misbehaviour.BAD_RESPONSE: 20.0,
     Misbehaviour.WRONG_CHAIN: 100.0,
+    Misbehaviour.SYNC_IMPLAUSIBLE_HEAD: 100.0,
+    # Never honest either, but a block that fails *our* execution could be our own
+    # bug: two such peers, not one, before a ban, so a buggy node does not cut itself
+    # off from every honest peer at once.
+    Misbehaviour.SYNC_UNBACKED_HEAD: 50.0,
+    Misbehaviour.SYNC_BAD_BLOCK: 50.0,
+    # An honest peer can be slow (loaded, far away): the sync skips it for a while
+    # (node/network.py) and only a habit of it bans.
+    Misbehaviour.SYNC_TIMEOUT: 10.0,
 }
 # Weight of a reason the node names that is not in ``weights``.
 DEFAULT_UNKNOWN_REASON_WEIGHT = 20.0
@@ -64,8 +87,9 @@ class ScoreConfig:
     """Tuning of ``PeerScoreboard`` (scores are <= 0; 0 is a clean record)."""
 
     # With weights of 20-25, the fourth or fifth bad message in quick
-    # succession bans. Not a round -100: scores decay continuously, so five
-    # penalties of 20 a few milliseconds apart add up to a hair above -100.
+    # succession bans; a weight of 100 bans at once. Not a round -100: scores
+    # decay continuously, so five penalties of 20 a few milliseconds apart add
+    # up to a hair above -100.
     ban_threshold: float = -99.0
     # A peer that misbehaves rarely (a flaky relay) drifts back to 0.
     half_life: float = 120.0

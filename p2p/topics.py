@@ -6,9 +6,10 @@ topic's encoding change without confusing old nodes (they simply do not share
 the new topic). Every topic is at version 1 except ``tx``: version 2 carries a
 batch of transactions per message instead of one (docs/decisions.md).
 
-Size limits are checked on every received message before the node's
-validator runs; a message over the limit is rejected and its forwarder
-penalised.
+Size limits are checked on every received message before its signature is
+checked or the node's validator runs; a message over the limit is rejected and
+its forwarder banned (no honest node publishes one). So are per-peer budgets
+(messages and bytes per second, ``p2p.budget``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,28 @@ DEFAULT_MAX_MESSAGE_SIZE: dict[str, int] = {
     TopicName.CONSENSUS: 2 * MIB,
     TopicName.BLOCK: 4 * KIB,
 }
+
+# Per-peer budgets (p2p.budget): messages and bytes per second one peer may make
+# us check on a topic, 4 s deep, counting first deliveries only. Sized from the
+# topic's honest traffic and from what a message costs to check (measured on a
+# 2-core machine: a consensus message IGNOREd after decoding costs a node about
+# 0.4 ms with pubsub's signature check, so 250/s is ~10 % of a core):
+# consensus: a 4-validator devnet sends 10-30 messages/s, proposals up to 2 MiB;
+# tx: at the chain's ~600 tx/s ceiling, ~66 KB/s in at most ~20 batches/s per node;
+# attestation: each item (~160 B) costs a signature recovery (~60 us), so bytes are
+# the bound: 1 MiB/s is ~6,500 attestations/s, a third of what a node admits;
+# block: every node that commits a block announces it (~40 bytes).
+# A bigger network (more validators, more relays) raises these in register_topic.
+DEFAULT_BUDGETS: dict[str, tuple[float, float]] = {  # (messages/s, bytes/s)
+    TopicName.TX: (200, 1 * MIB),
+    TopicName.ATTESTATION: (100, 1 * MIB),
+    TopicName.CONSENSUS: (250, 8 * MIB),
+    TopicName.BLOCK: (200, 256 * KIB),
+}
+# A topic without an entry: this many messages per second, and this many times its
+# size limit in bytes per second.
+DEFAULT_BUDGET_MESSAGES = 100.0
+DEFAULT_BUDGET_SIZES = 4.0
 
 # The largest message any topic may carry; pubsub's RPC frame limits are
 # derived from it (see p2p.tuning).

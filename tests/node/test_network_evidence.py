@@ -67,8 +67,13 @@ def test_new_valid_evidence_is_accepted_then_ignored_as_known(app: Application) 
     assert check(app, ev.encode()) is Verdict.IGNORE
 
 
+def test_undecodable_evidence_is_malformed(app: Application) -> None:
+    """No honest node relays bytes it could not decode: the forwarder is banned at once."""
+    assert check(app, b"\xc1not rlp") is Verdict.MALFORMED
+    assert not app.pending_evidence
+
+
 INVALID_IN_EVERY_STATE: dict[str, Callable[[], bytes]] = {
-    "undecodable": lambda: b"\xc1not rlp",
     "same block twice": lambda: DuplicateVoteEvidence(
         vote(HASH_A), vote(HASH_A, round_=0)).encode(),
     "different rounds": lambda: DuplicateVoteEvidence(

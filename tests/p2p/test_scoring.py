@@ -58,12 +58,25 @@ def test_repeat_offenders_get_doubled_bans_capped() -> None:
 def test_scores_recover_with_half_life() -> None:
     clock = FakeClock()
     board = PeerScoreboard(ScoreConfig(half_life=100), clock)
-    board.penalise("p", Misbehaviour.OVERSIZE_MESSAGE)
+    board.penalise("p", Misbehaviour.OVER_BUDGET)
     assert board.score("p") == pytest.approx(-25)
     clock.now += 100
     assert board.score("p") == pytest.approx(-12.5)
     clock.now += 10_000
     assert board.score("p") == 0
+
+
+def test_what_no_honest_peer_sends_bans_at_once() -> None:
+    board = PeerScoreboard(ScoreConfig(), FakeClock())
+    for reason in (Misbehaviour.MALFORMED_MESSAGE, Misbehaviour.OVERSIZE_MESSAGE,
+                   Misbehaviour.SYNC_IMPLAUSIBLE_HEAD, Misbehaviour.WRONG_CHAIN):
+        assert board.penalise(f"peer-{reason}", reason), reason
+    # Failing to back a claimed head, or a block that fails verification: the second.
+    for reason in (Misbehaviour.SYNC_UNBACKED_HEAD, Misbehaviour.SYNC_BAD_BLOCK):
+        assert not board.penalise(f"peer-{reason}", reason)
+        assert board.penalise(f"peer-{reason}", reason)
+    # Honest peers can be slow or late: those take many.
+    assert not any(board.penalise("slow", Misbehaviour.SYNC_TIMEOUT) for _ in range(9))
 
 
 def test_router_scorer_counts_only_attributed_rejections() -> None:

@@ -1,0 +1,82 @@
+"""Block sync's rules about what peers claim, in process (no sockets): which head
+heights are believable, and which block announcements are relayed, ignored or banned
+(``NetworkService._check_announce``, docs/network.md "Block sync")."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+import rlp
+import trio
+
+from node.app import MAX_CLOCK_DRIFT_MS
+from node.network import ANNOUNCE_RELAY_LEAD, NetworkService, compute_max_plausible_height
+from p2p.host import Verdict
+
+HEAD = 100
+
+
+def test_no_chain_outruns_one_block_per_millisecond() -> None:
+    now_ms = 1_700_000_000_000
+    assert compute_max_plausible_height(HEAD, now_ms - 5_000, now_ms) == (
+        HEAD + 5_000 + MAX_CLOCK_DRIFT_MS)
+    # A head dated in the future (clock skew) still allows the drift, never less than ours.
+    assert compute_max_plausible_height(HEAD, now_ms + 60_000, now_ms) == HEAD
+    # The lying peer of issue 10 claimed 2**62: a head timestamp would have to be
+    # 146 million years ahead of ours.
+    assert compute_max_plausible_height(HEAD, 0, now_ms) < 2**62
+
+
+class FakeService:
+    """What ``_check_announce`` reads: our head (height, timestamp) and the sync trigger."""
+
+    def __init__(self, head_age_s: float = 10.0) -> None:
+        head = SimpleNamespace(height=HEAD, timestamp_ms=int((time.time() - head_age_s) * 1000))
+        self.store = SimpleNamespace(head_height=HEAD, head=head)
+        self._sync_wanted = trio.Event()
+
+    def _max_plausible_height(self) -> int:
+        return NetworkService._max_plausible_height(self)  # type: ignore[arg-type]
+
+    def check(self, data: bytes) -> Verdict:
+        return NetworkService._check_announce(self, "forwarder", data)  # type: ignore[arg-type]
+
+
+def announce(height: int) -> bytes:
+    return rlp.encode([height, b"\x11" * 32])
+
+
+@pytest.mark.parametrize(
+    ("height", "verdict", "wakes_sync"),
+    [
+        (HEAD - ANNOUNCE_RELAY_LEAD - 1, Verdict.IGNORE, False),  # old news
+        (HEAD - 1, Verdict.ACCEPT, False),
+        (HEAD, Verdict.ACCEPT, False),  # we decided it too
+        (HEAD + 1, Verdict.ACCEPT, False),  # we are about to decide it
+        (HEAD + ANNOUNCE_RELAY_LEAD, Verdict.ACCEPT, True),  # we are behind: sync
+        (HEAD + ANNOUNCE_RELAY_LEAD + 1, Verdict.IGNORE, True),  # far ahead: a hint only
+        (HEAD + 5_000, Verdict.IGNORE, True),  # 10 s of blocks at 1 ms: still possible
+        (2**62, Verdict.IGNORE, False),  # no chain gets there: not even a hint
+    ],
+)
+def test_announcements_far_ahead_are_not_relayed(height: int, verdict: Verdict,
+                                                 wakes_sync: bool) -> None:
+    service = FakeService()
+    assert service.check(announce(height)) is verdict
+    assert service._sync_wanted.is_set() is wakes_sync
+
+
+@pytest.mark.parametrize("data", [b"", b"\xc1garbage", rlp.encode([1]), rlp.encode([[1], b"x"]),
+                                  rlp.encode([1, b"short hash"])])
+def test_undecodable_announcements_ban_their_sender(data: bytes) -> None:
+    assert FakeService().check(data) is Verdict.MALFORMED
+
+
+def test_undecodable_consensus_messages_ban_their_sender() -> None:
+    # A message that fails to decode never reaches the checks that read our state.
+    service = SimpleNamespace()
+    for data in (b"\xc1garbage", rlp.encode([b"\x09", b"unknown tag"]), b"\x80" * 100):
+        verdict = NetworkService._check_consensus(service, "forwarder", data)  # type: ignore[arg-type]
+        assert verdict is Verdict.MALFORMED
