@@ -21,8 +21,8 @@ test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
-	$(BIN)/ruff check node consensus vm p2p genesis devnet bench tests
-	$(BIN)/mypy consensus vm genesis
+	$(BIN)/ruff check node consensus vm p2p genesis codec devnet bench tests
+	$(BIN)/mypy consensus vm genesis codec
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
