@@ -57,10 +57,11 @@ def json_depth_exceeds(data: bytes, max_depth: int) -> bool:
     return bool(brackets)
 
 
-def parse_json(data: bytes | str, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> Any:
+def parse_json(data: bytes | str, *, max_bytes: int | None, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """``json.loads(data)`` for text from an untrusted party, refused with
     :class:`JSONParseError` (``json_too_large``, ``json_too_deep``, ``json_malformed``)
-    before parsing when over ``max_bytes`` or nested deeper than ``max_depth``. Bytes
+    before parsing when over ``max_bytes`` (None: the caller bounded the size already)
+    or nested deeper than ``max_depth``. Bytes
     must be UTF-8 (an initial byte-order mark is skipped, as json.loads does)."""
     if isinstance(data, str):
         text, raw = data, None
@@ -69,7 +70,7 @@ def parse_json(data: bytes | str, *, max_bytes: int, max_depth: int = MAX_JSON_D
     else:
         raise JSONParseError("json_malformed", f"expected text, got {type(data).__name__}")
     size = len(raw) if raw is not None else len(text)  # type: ignore[arg-type]
-    if size > max_bytes:
+    if max_bytes is not None and size > max_bytes:
         raise JSONParseError("json_too_large", f"JSON of {size} bytes exceeds the limit of {max_bytes}")
     if raw is None:
         try:

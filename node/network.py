@@ -22,6 +22,7 @@ import rlp
 import trio
 from eth_hash.auto import keccak
 
+from codec.rlp import decode as decode_bounded
 from consensus.effects import InvalidMessage
 from consensus.errors import ConsensusError, InvalidEvidence
 from consensus.machine import (
@@ -405,7 +406,7 @@ class NetworkService:
 
     def _check_announce(self, peer: str, data: bytes) -> bool:
         try:
-            height, _ = rlp.decode(data, sedes=ANNOUNCE_SEDES)
+            height, _ = decode_bounded(data, ANNOUNCE_SEDES, max_depth=1, max_items=3)  # [height, hash]
         except Exception:
             return False
         if height > self.store.head_height + 1:
@@ -540,7 +541,7 @@ class NetworkService:
         assert self.p2p is not None
         head = self.store.head_height
         try:
-            raw, raw_commit = rlp.decode(item, sedes=SYNC_ITEM_SEDES)
+            raw, raw_commit = decode_bounded(item, SYNC_ITEM_SEDES, max_depth=1, max_items=3)  # [block, commit]
             block = Block.decode(raw)
             commit = Commit.decode(raw_commit)
             if block.height <= head and self.store.hash_at(block.height) == block.hash:

@@ -21,6 +21,7 @@ from eth.vm.forks.cancun.transactions import CancunTransactionBuilder
 from eth_typing import Address, BlockNumber, Hash32
 from toolz import merge
 
+from codec.transaction import check_transaction_shape
 from vm.block import rlp_uint
 from vm.modules import SYSTEM_MODULES
 
@@ -107,6 +108,11 @@ def make_state(db: AtomicDatabaseAPI, state_root: bytes, env: BlockEnv) -> Motus
 
 
 def decode_transaction(raw: bytes):
+    """py-evm's transaction for the envelope ``raw``, after the bounded shape check
+    (:func:`codec.transaction.check_transaction_shape`: a legacy list is flat, a typed
+    one at most 4 deep) so that py-evm's decoder never sees a nesting bomb. Raises
+    RLPDecodeError for a bad shape, else what py-evm raises."""
+    check_transaction_shape(raw)
     return TransactionBuilder.decode(raw)
 
 
