@@ -52,6 +52,13 @@ def rpc_call(
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise RPCError(None, f"cannot reach node at {url}: {reason}") from None
+    return read_answer(raw, url)
+
+
+def read_answer(raw: bytes, url: str) -> Any:
+    """The result of the JSON-RPC answer ``raw`` from the node at ``url``; raises only
+    RPCError: the node's error answer (its code), or code None for an answer that is
+    too large, not JSON within limits (codec.json), or not a JSON-RPC answer."""
     if len(raw) > MAX_ANSWER_BYTES:
         raise RPCError(None, f"answer from {url} exceeds {MAX_ANSWER_BYTES} bytes")
     try:
