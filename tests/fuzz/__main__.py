@@ -24,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTRUMENTED = ["codec", "consensus", "vm", "node", "p2p", "rlp", "json", "tests.fuzz"]
+ARTIFACTS = Path(tempfile.gettempdir()) / "motus-fuzz"  # inputs that broke a contract
 MEASURE_EVERY = 64  # inputs between two heap measurements (tracemalloc slows decoding ~3x)
 
 
@@ -37,6 +38,7 @@ def run_atheris(name: str, runs: int, corpus: Path) -> None:
         from tests.fuzz.targets import TARGETS
 
     target = TARGETS[name]
+    ARTIFACTS.mkdir(exist_ok=True)
     count = 0
 
     def one_input(data: bytes) -> None:
@@ -45,7 +47,8 @@ def run_atheris(name: str, runs: int, corpus: Path) -> None:
         check_one(target, data, measure_memory=count % MEASURE_EVERY == 0)
 
     atheris.Setup([sys.argv[0], f"-runs={runs}", "-timeout=10", "-rss_limit_mb=3072",
-                   f"-max_len={min(target.max_bytes, 64 * 1024)}", "-print_final_stats=1", str(corpus)],
+                   f"-max_len={min(target.max_bytes, 64 * 1024)}", "-print_final_stats=1",
+                   f"-artifact_prefix={ARTIFACTS}/{name}-", str(corpus)],
                   one_input)
     atheris.Fuzz()
 
@@ -85,11 +88,12 @@ def campaign(names: list[str], runs: int, engine: str) -> int:
                     env={**os.environ, "PYTHONPATH": str(ROOT)})
             took = time.perf_counter() - started
             executed = re.search(r"stat::number_of_executed_units: (\d+)", done.stderr)
-            rate = re.search(r"stat::average_exec_per_sec: +(\d+)", done.stderr)
+            seconds = re.search(r"Done \d+ runs in (\d+) second", done.stderr)
             n = int(executed.group(1)) if executed else 0
+            fuzz_s = max(1, int(seconds.group(1))) if seconds else took
             ok = done.returncode == 0
-            print(f"{name:20s} {'ok' if ok else 'FAILED':6s} {n:>10,d} inputs  "
-                  f"{int(rate.group(1)) if rate else 0:>7,d}/s  ({took:,.0f} s with start-up)", flush=True)
+            print(f"{name:20s} {'ok' if ok else 'FAILED':6s} {n:>10,d} inputs  {n / fuzz_s:>9,.0f}/s  "
+                  f"({took:,.0f} s with start-up)", flush=True)
             if not ok:
                 failed += 1
                 print(done.stderr[-4000:], file=sys.stderr)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from functools import cache
 
 import rlp
-from eth_utils import ValidationError as EthValidationError
 
 from codec import JSONParseError, RLPDecodeError
 from codec.json import parse_json
@@ -35,6 +34,13 @@ from node.block import Block, MalformedBlock
 from node.network import ANNOUNCE_SEDES, SYNC_ITEM_SEDES
 from node.rpc.client import MAX_ANSWER_BYTES, RPCError, read_answer
 from p2p.batch import decode_batch, decode_tx_batch, encode_batch
+from p2p.discovery import (
+    PeerAddrs,
+    decode_peers_request,
+    decode_peers_response,
+    encode_peers_request,
+    encode_peers_response,
+)
 from p2p.errors import BadRequest, BadResponse, BatchDecodeError
 from p2p.reqresp import (
     ChainStatus,
@@ -55,12 +61,13 @@ from vm.attestation import (
     encode_signals,
 )
 from vm.block import Header
-from vm.errors import InvalidBlock
+from vm.errors import InvalidBlock, MalformedTransaction
 from vm.state import decode_transaction
 
 MAX_REQUEST_BYTES = 5 * 1024 * 1024  # node/config.py rpc.max_request_bytes default
 KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
 CHAIN_ID = 7077
+PEER_ID = "16Uiu2HAmPcfDnXhaZ1zvLELJq6AkxHfHgYZbeUrnWzz6xD9oABiu"
 
 
 @dataclass(frozen=True)
@@ -169,11 +176,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
            _json_answers),
     Target("rlp", _rlp_differential, (RLPDecodeError,), 1 << 20,
            lambda: [rlp.encode([b"", [b"a" * 60, [[]]], b"\x7f"]), rlp.encode(b"x" * 100), _block().encode()]),
-    # the shape check raises RLPDecodeError; py-evm's decoder then its own rlp and
-    # validation errors, all of which the mempool answers as `malformed`
-    Target("transaction", decode_transaction,
-           (RLPDecodeError, rlp.exceptions.RLPException, EthValidationError, ValueError, TypeError),
-           128 * 1024, _transactions),
+    Target("transaction", decode_transaction, (MalformedTransaction,), 128 * 1024, _transactions),
     Target("header", Header.decode, (InvalidBlock,), 2048, lambda: [_header().encode()]),
     Target("block", Block.decode, (MalformedBlock,), 8 << 20, lambda: [_block().encode()]),
     Target("vote", Vote.decode, (MalformedMessage,), 64 * 1024, lambda: [_vote().encode()]),
@@ -203,6 +206,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
            lambda: [encode_status_response(ChainStatus(CHAIN_ID, 5, b"\x02" * 32))]),
     Target("blocks_request", decode_blocks_request, (BadRequest,), 256,
            lambda: [encode_blocks_request(1, 64)]),
+    Target("peers_request", decode_peers_request, (BadRequest,), 256, lambda: [encode_peers_request(16)]),
+    Target("peers_response", lambda d: decode_peers_response(d, 16), (BadResponse,), 32 * 1024,
+           lambda: [encode_peers_response([PeerAddrs(PEER_ID, ("/ip4/127.0.0.1/tcp/30333",))])]),
     Target("blocks_response", lambda d: decode_blocks_response(d, 4), (BadResponse,), 8 << 20,
            lambda: [encode_blocks_response([_block().encode()] * 2)]),
 ]}
