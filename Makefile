@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 VALIDATORS ?= 4
 DEVNET_HOME ?= .devnet
+FUZZ_RUNS ?= 1000000
 
-.PHONY: devnet test lint bench clean
+.PHONY: devnet test lint bench fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,11 +22,16 @@ test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
-	$(BIN)/ruff check node consensus vm p2p genesis devnet bench tests
-	$(BIN)/mypy consensus vm genesis
+	$(BIN)/ruff check node consensus vm p2p genesis codec devnet bench tests
+	$(BIN)/mypy consensus vm genesis codec
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Every decoder of untrusted bytes, FUZZ_RUNS inputs each (coverage-guided with atheris;
+# hours for the default 10^6: see docs/encoding.md). `make test` runs them briefly.
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz --runs $(FUZZ_RUNS)
 
 clean:
 	rm -rf $(VENV) $(DEVNET_HOME) build *.egg-info

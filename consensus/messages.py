@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import rlp
 from rlp.exceptions import RLPException
 
+from codec.rlp import decode_items
 from consensus.crypto import SIGNATURE_LENGTH
 from consensus.errors import MalformedMessage
 from consensus.types import VOTE_TYPES, Commit, Proposal, Vote
@@ -30,6 +31,11 @@ MAX_VALUE_BYTES = 2 * 1024 * 1024  # a block value, i.e. a whole encoded block
 MAX_COMMIT_SIGNATURES = 1000  # 1000 * ~90 bytes of CommitSig
 MAX_ENVELOPE_BYTES = MAX_VALUE_BYTES + 128 * 1024  # block + proposal or commit + framing
 MAX_HEIGHT = 2**63 - 1
+# [3, [height, round, block_hash, [[validator, signature], ...]], value]: a commit's
+# signature pairs sit 4 lists deep; the outer list, tag, commit list, its 3 fields, the
+# signature list and the value are 8 items, each signature pair 3.
+MESSAGE_MAX_DEPTH = 4
+MESSAGE_MAX_ITEMS = 8 + 3 * MAX_COMMIT_SIGNATURES
 MAX_ROUND = 2**31 - 1
 
 
@@ -87,13 +93,15 @@ def decode_message(data: bytes) -> ConsensusMessage:
     if len(data) > MAX_ENVELOPE_BYTES:
         raise MalformedMessage(f"consensus message: {len(data)} bytes exceeds {MAX_ENVELOPE_BYTES}")
     try:
-        message = _message_of_items(rlp.decode(data, strict=True))
+        message = _message_of_items(
+            decode_items(data, max_depth=MESSAGE_MAX_DEPTH, max_items=MESSAGE_MAX_ITEMS)
+        )
         canonical = encode_message(message) == data
     except MalformedMessage:
         raise
-    # rlp raises its own tree, plus plain errors from sedes on odd shapes; deep
-    # list nesting can exhaust the recursive decoder.
-    except (RLPException, ValueError, TypeError, IndexError, OverflowError, RecursionError) as exc:
+    # the bounded decoder raises RLPDecodeError (an RLPException), sedes their own tree
+    # plus plain errors on odd shapes
+    except (RLPException, ValueError, TypeError, IndexError, OverflowError) as exc:
         raise MalformedMessage(f"consensus message: {type(exc).__name__}: {exc}") from None
     if not canonical:
         raise MalformedMessage("consensus message: not in canonical encoding")

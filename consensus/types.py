@@ -14,6 +14,8 @@ import rlp
 from eth_hash.auto import keccak
 from rlp.sedes import Binary, CountableList, big_endian_int
 
+from codec import RLPDecodeError
+from codec import rlp as bounded_rlp
 from consensus.crypto import recover_address, sign_digest
 from consensus.errors import (
     BadSignature,
@@ -42,17 +44,29 @@ def chain_prefix(tag: bytes, chain_id: int) -> bytes:
     return b"\x19Motus " + tag + b":\n" + chain_id.to_bytes(8, "big")
 
 
-def _decode(data: bytes, sedes, limit: int, what: str):
+MAX_VALIDATORS = 10_000  # entries of a commit or a validator set
+
+# Shapes, decoded by the bounded decoder (codec.rlp, docs/encoding.md): the deepest list
+# nesting each needs and its most RLP items (every list and byte string counts one).
+VOTE_SHAPE = (1, 7)  # [type, height, round, block_hash, validator, signature]
+PROPOSAL_SHAPE = (1, 7)  # [height, round, pol_round+1, block_hash, proposer, signature]
+COMMIT_SHAPE = (3, 5 + 3 * MAX_VALIDATORS)  # [height, round, block_hash, [[validator, sig]...]]
+EVIDENCE_SHAPE = (2, 1 + 2 * VOTE_SHAPE[1])  # [vote, vote]
+VALIDATOR_SET_SHAPE = (2, 1 + 3 * MAX_VALIDATORS)  # [[address, power], ...]
+
+
+def _decode(data: bytes, sedes, limit: int, what: str, shape: tuple[int, int]):
+    """``sedes`` decoded from ``data`` by the bounded decoder: at most ``limit`` bytes,
+    nested and sized as ``shape`` (max depth, max items) allows. Raises MalformedMessage."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MalformedMessage(f"{what}: expected bytes")
     if len(data) > limit:
         raise MalformedMessage(f"{what}: {len(data)} bytes exceeds limit {limit}")
+    max_depth, max_items = shape
     try:
-        return rlp.decode(bytes(data), sedes=sedes)
-    except (rlp.exceptions.DecodingError, rlp.exceptions.DeserializationError) as exc:
-        raise MalformedMessage(f"{what}: {exc}") from None
-    except (ValueError, TypeError, IndexError, OverflowError) as exc:
-        raise MalformedMessage(f"{what}: {exc}") from None
+        return bounded_rlp.decode(bytes(data), sedes, max_depth=max_depth, max_items=max_items)
+    except RLPDecodeError as exc:
+        raise MalformedMessage(f"{what}: {exc.code}: {exc}") from None
 
 
 class Vote(rlp.Serializable):
@@ -94,7 +108,7 @@ class Vote(rlp.Serializable):
 
     @classmethod
     def decode(cls, data: bytes) -> Vote:
-        return _decode(data, cls, MAX_MESSAGE_BYTES, "vote")
+        return _decode(data, cls, MAX_MESSAGE_BYTES, "vote", VOTE_SHAPE)
 
 
 def vote_digest(chain_id: int, vote_type: int, height: int, round_: int, block_hash: bytes) -> bytes:
@@ -143,7 +157,7 @@ class Proposal(rlp.Serializable):
 
     @classmethod
     def decode(cls, data: bytes) -> Proposal:
-        return _decode(data, cls, MAX_MESSAGE_BYTES, "proposal")
+        return _decode(data, cls, MAX_MESSAGE_BYTES, "proposal", PROPOSAL_SHAPE)
 
 
 def proposal_digest(chain_id: int, height: int, round_: int, pol_round: int, block_hash: bytes) -> bytes:
@@ -163,7 +177,7 @@ class Commit(rlp.Serializable):
         ("height", big_endian_int),
         ("round", big_endian_int),
         ("block_hash", Binary.fixed_length(32)),
-        ("signatures", CountableList(CommitSig, max_length=10_000)),
+        ("signatures", CountableList(CommitSig, max_length=MAX_VALIDATORS)),
     ]
 
     def hash(self) -> bytes:
@@ -174,7 +188,7 @@ class Commit(rlp.Serializable):
 
     @classmethod
     def decode(cls, data: bytes) -> Commit:
-        return _decode(data, cls, MAX_COMMIT_BYTES, "commit")
+        return _decode(data, cls, MAX_COMMIT_BYTES, "commit", COMMIT_SHAPE)
 
     def votes(self) -> list[Vote]:
         return [
@@ -206,7 +220,7 @@ class DuplicateVoteEvidence(rlp.Serializable):
 
     @classmethod
     def decode(cls, data: bytes) -> DuplicateVoteEvidence:
-        return _decode(data, cls, MAX_MESSAGE_BYTES, "evidence")
+        return _decode(data, cls, MAX_MESSAGE_BYTES, "evidence", EVIDENCE_SHAPE)
 
     @property
     def validator(self) -> bytes:
@@ -289,8 +303,8 @@ class ValidatorSet:
 
     @classmethod
     def decode(cls, data: bytes) -> ValidatorSet:
-        items = _decode(data, CountableList(rlp.sedes.List([address, big_endian_int]), max_length=10_000),
-                        MAX_COMMIT_BYTES, "validator set")
+        items = _decode(data, CountableList(rlp.sedes.List([address, big_endian_int]), max_length=MAX_VALIDATORS),
+                        MAX_COMMIT_BYTES, "validator set", VALIDATOR_SET_SHAPE)
         return cls([Validator(a, p) for a, p in items])
 
     def copy(self) -> ValidatorSet:

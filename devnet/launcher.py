@@ -15,6 +15,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from codec.json import parse_json
 from consensus.crypto import address_of_private_key
 from genesis.devnet import new_genesis
 from genesis.spec import GenesisSpec
@@ -22,6 +23,7 @@ from node.cli_common import RED, paint, use_colour
 from node.config import Config
 from node.home import Home
 from node.keys import load_validator_key, new_validator_key, write_atomic
+from node.rpc.client import MAX_ANSWER_BYTES
 
 
 @dataclass
@@ -113,7 +115,7 @@ def _rpc(url: str, method: str, params: list | None = None, timeout: float = 1.0
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
     req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return json.loads(resp.read()).get("result")
+        return parse_json(resp.read(MAX_ANSWER_BYTES + 1), max_bytes=MAX_ANSWER_BYTES).get("result")
 
 
 def status_lines(members: list[Member], fleet: subprocess.Popen | None,

@@ -8,13 +8,32 @@ import rlp
 from eth_hash.auto import keccak
 from rlp.sedes import CountableList, binary
 
-from consensus.types import EMPTY_COMMIT, Commit, DuplicateVoteEvidence
+from codec import RLPDecodeError
+from codec import rlp as bounded_rlp
+from consensus.types import (
+    COMMIT_SHAPE,
+    EMPTY_COMMIT,
+    EVIDENCE_SHAPE,
+    Commit,
+    DuplicateVoteEvidence,
+)
 from vm.block import ZERO_HASH, Header
 
 MAX_BLOCK_BYTES = 8 * 1024 * 1024
 MAX_TXS = 10_000
 MAX_ATTESTATIONS = 20_000
 MAX_EVIDENCE = 100
+# The bounded decoder's limits (codec.rlp, docs/encoding.md): the deepest lists are the
+# signature pairs of last_commit and the votes of evidence, 4 levels down.
+BLOCK_MAX_DEPTH = 4
+BLOCK_MAX_ITEMS = (
+    1
+    + 1 + len(Header._meta.fields)  # header
+    + 1 + MAX_TXS
+    + 1 + MAX_ATTESTATIONS
+    + COMMIT_SHAPE[1]
+    + 1 + MAX_EVIDENCE * EVIDENCE_SHAPE[1]
+)
 
 
 class MalformedBlock(Exception):
@@ -46,9 +65,9 @@ class Block(rlp.Serializable):
         if len(data) > MAX_BLOCK_BYTES:
             raise MalformedBlock(f"block of {len(data)} bytes exceeds {MAX_BLOCK_BYTES}")
         try:
-            return rlp.decode(bytes(data), sedes=cls)
-        except Exception as exc:  # rlp raises several unrelated exception types
-            raise MalformedBlock(f"malformed block: {type(exc).__name__}: {exc}") from None
+            return bounded_rlp.decode(bytes(data), cls, max_depth=BLOCK_MAX_DEPTH, max_items=BLOCK_MAX_ITEMS)
+        except RLPDecodeError as exc:
+            raise MalformedBlock(f"malformed block: {exc.code}: {exc}") from None
 
 
 def commit_hash(commit: Commit) -> bytes:

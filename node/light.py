@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import rlp
 from eth_hash.auto import keccak
 
+from codec.rlp import decode_items
 from consensus.errors import BadSignature, InvalidCommit, MalformedMessage
 from consensus.types import Commit, Validator, ValidatorSet
 from vm.block import Header
@@ -481,10 +481,17 @@ def verify_skipping(trusted: Header, trusted_next: ValidatorSet, block: LightBlo
 
 # --- proofs ------------------------------------------------------------------------------------
 
+# A trie node is a 17-item branch, or a 2-item leaf or extension; nodes under 32 bytes
+# are embedded in their parent, so a few levels nest. Decoded by the bounded decoder
+# (docs/encoding.md) so a hostile node's proof costs O(size).
+TRIE_NODE_MAX_DEPTH = 16
+TRIE_NODE_MAX_ITEMS = 1024
+
 
 def _decode_nodes(items: Any, what: str) -> list[Any]:
     try:
-        return [rlp.decode(_unhex(n)) for n in items]
+        return [decode_items(_unhex(n), max_depth=TRIE_NODE_MAX_DEPTH, max_items=TRIE_NODE_MAX_ITEMS)
+                for n in items]
     except Exception as exc:  # rlp raises several unrelated types on garbage
         raise ProofInvalid(f"{what}: undecodable proof node: {exc}") from None
 
@@ -521,7 +528,7 @@ def verify_proof_answer(header: Header, address: bytes, slots: Sequence[int], an
                  "account proof")
     if raw:
         try:
-            fields = rlp.decode(raw)
+            fields = decode_items(raw, max_depth=1, max_items=5)  # [nonce, balance, root, code]
             nonce, balance = int.from_bytes(fields[0], "big"), int.from_bytes(fields[1], "big")
             storage_root, code_hash = bytes(fields[2]), bytes(fields[3])
         except Exception as exc:
@@ -549,7 +556,7 @@ def verify_proof_answer(header: Header, address: bytes, slots: Sequence[int], an
         raw_value = _prove(storage_root, slot.to_bytes(32, "big"), _decode_nodes(nodes, "storage proof"),
                            f"storage proof of slot {slot:#x}")
         try:
-            value = int.from_bytes(rlp.decode(raw_value), "big") if raw_value else 0
+            value = int.from_bytes(decode_items(raw_value, max_depth=0, max_items=1), "big") if raw_value else 0
         except Exception as exc:
             raise ProofInvalid(f"proven slot value is not RLP: {exc}") from None
         if value != claimed_value:

@@ -22,6 +22,7 @@ import rlp
 import trio
 from eth_hash.auto import keccak
 
+from codec.rlp import decode as decode_bounded
 from consensus.effects import InvalidMessage
 from consensus.errors import ConsensusError, InvalidEvidence
 from consensus.machine import (
@@ -432,7 +433,7 @@ class NetworkService:
         from p2p.host import Verdict
 
         try:
-            height, _ = rlp.decode(data, sedes=ANNOUNCE_SEDES)
+            height, _ = decode_bounded(data, ANNOUNCE_SEDES, max_depth=1, max_items=3)  # [height, hash]
         except Exception:
             return Verdict.MALFORMED
         head = self.store.head_height
@@ -666,7 +667,7 @@ class NetworkService:
         assert self.p2p is not None
         head = self.store.head_height
         try:
-            raw, raw_commit = rlp.decode(item, sedes=SYNC_ITEM_SEDES)
+            raw, raw_commit = decode_bounded(item, SYNC_ITEM_SEDES, max_depth=1, max_items=3)  # [block, commit]
             block = Block.decode(raw)
             commit = Commit.decode(raw_commit)
             if block.height <= head and self.store.hash_at(block.height) == block.hash:

@@ -5,7 +5,8 @@ key-value database, the system modules (precompiles at fixed addresses, see
 :data:`vm.modules.SYSTEM_MODULES`) and block execution
 (:func:`vm.execute.execute_block`).
 
-Must not import: ``p2p``, ``consensus``, ``node``. Callers hand it plain values
+Must not import: ``p2p``, ``consensus``, ``node`` (it may import the leaf ``codec``, whose
+bounded decoders check headers and transaction envelopes). Callers hand it plain values
 (the header, decoded transactions, attestation bytes, misbehaviour records).
 """
 

@@ -155,6 +155,12 @@ _PREFIXES: dict[int, bytes] = {}
 # --- decoding ----------------------------------------------------------------
 
 
+def _unpack_limits(max_bytes: int) -> dict[str, int]:
+    """msgpack limits for an input of at most ``max_bytes``: every element takes a byte,
+    so no container or string can be longer."""
+    return {f"max_{kind}_len": max_bytes for kind in ("bin", "str", "array", "map", "ext")}
+
+
 def _malformed(message: str) -> AttestationError:
     return AttestationError(RejectCode.MALFORMED, message)
 
@@ -202,7 +208,11 @@ def decode_attestation(raw: bytes) -> Attestation:
     try:
         # raw=True: msgpack str decodes to bytes, so a str where bin belongs fails the
         # canonical re-encoding below instead of being silently accepted.
-        obj = msgpack.unpackb(raw, raw=True, use_list=True, strict_map_key=False)
+        # Explicit limits (no container or string longer than the input allows), and
+        # msgpack's C unpacker stops at 1,024 nested levels with StackError (a
+        # ValueError) on a fixed stack of its own, whatever the recursion limit.
+        obj = msgpack.unpackb(raw, raw=True, use_list=True, strict_map_key=False,
+                              **_unpack_limits(MAX_ATTESTATION_BYTES))
     except Exception as exc:
         raise _malformed(f"not msgpack: {type(exc).__name__}") from None
     if type(obj) is not list or len(obj) != FIELD_COUNT:
@@ -397,7 +407,8 @@ def decode_signals(payload: bytes) -> dict[str, object]:
     if len(payload) > MAX_SIGNALS_BYTES:
         raise SignalsError(f"signal payload of {len(payload)} bytes, limit {MAX_SIGNALS_BYTES}")
     try:
-        signals = msgpack.unpackb(payload, raw=False, strict_map_key=True, use_list=True)
+        signals = msgpack.unpackb(payload, raw=False, strict_map_key=True, use_list=True,
+                                  **_unpack_limits(MAX_SIGNALS_BYTES))
     except Exception as exc:
         raise SignalsError(f"not msgpack: {type(exc).__name__}") from None
     if type(signals) is not dict or encode_signals(signals) != payload:

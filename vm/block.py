@@ -8,6 +8,8 @@ import rlp
 from eth_hash.auto import keccak
 from rlp.sedes import Binary, big_endian_int
 
+from codec import RLPDecodeError
+from codec import rlp as bounded_rlp
 from vm.errors import InvalidBlock
 
 hash32 = Binary.fixed_length(32)
@@ -15,6 +17,7 @@ address = Binary.fixed_length(20)
 bloom = Binary.fixed_length(256)
 
 MAX_HEADER_BYTES = 2048
+HEADER_SHAPE = (1, 18)  # a flat list of 17 fields: max depth, max RLP items (codec.rlp)
 EMPTY_ROOT = bytes.fromhex("56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421")
 ZERO_HASH = b"\x00" * 32
 ZERO_ADDRESS = b"\x00" * 20
@@ -63,9 +66,9 @@ class Header(rlp.Serializable):
         if len(data) > MAX_HEADER_BYTES:
             raise InvalidBlock(f"header of {len(data)} bytes exceeds {MAX_HEADER_BYTES}")
         try:
-            return rlp.decode(data, sedes=cls)
-        except Exception as exc:  # rlp raises several unrelated types
-            raise InvalidBlock(f"malformed header: {exc}") from None
+            return bounded_rlp.decode(data, cls, max_depth=HEADER_SHAPE[0], max_items=HEADER_SHAPE[1])
+        except RLPDecodeError as exc:
+            raise InvalidBlock(f"malformed header: {exc.code}: {exc}") from None
 
 
 def compute_list_root(items: Sequence[bytes]) -> bytes:

@@ -21,7 +21,10 @@ from eth.vm.forks.cancun.transactions import CancunTransactionBuilder
 from eth_typing import Address, BlockNumber, Hash32
 from toolz import merge
 
+from codec import RLPDecodeError
+from codec.transaction import check_transaction_shape
 from vm.block import rlp_uint
+from vm.errors import MalformedTransaction
 from vm.modules import SYSTEM_MODULES
 
 TransactionBuilder = CancunTransactionBuilder
@@ -107,7 +110,19 @@ def make_state(db: AtomicDatabaseAPI, state_root: bytes, env: BlockEnv) -> Motus
 
 
 def decode_transaction(raw: bytes):
-    return TransactionBuilder.decode(raw)
+    """py-evm's transaction for the envelope ``raw``, after the bounded shape check
+    (:func:`codec.transaction.check_transaction_shape`: a legacy list is flat, a typed
+    one at most 4 deep) so that py-evm's decoder never sees a nesting bomb. Raises only
+    MalformedTransaction (py-evm's own decoder raises rlp, validation and its own
+    errors, e.g. an unknown transaction type)."""
+    try:
+        check_transaction_shape(raw)
+    except RLPDecodeError as exc:
+        raise MalformedTransaction(f"{exc.code}: {exc}") from None
+    try:
+        return TransactionBuilder.decode(raw)
+    except Exception as exc:
+        raise MalformedTransaction(f"{type(exc).__name__}: {exc}") from None
 
 
 def system_addresses() -> Iterable[bytes]:

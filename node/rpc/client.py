@@ -1,4 +1,5 @@
-"""A small synchronous JSON-RPC client for the CLI and scripts (standard library only)."""
+"""A small synchronous JSON-RPC client for the CLI, the light client and scripts (standard
+library and the bounded JSON parser of :mod:`codec.json` only)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import urllib.error
 import urllib.request
 from typing import Any
+
+from codec.json import JSONParseError, parse_json
 
 _ids = itertools.count(1)
 # The largest answer read from a node: a full block with its transactions and receipts is
@@ -50,12 +53,20 @@ def rpc_call(
         reason = getattr(exc, "reason", exc)
         raise RPCError(None, f"cannot reach node at {url}: {reason}: is the node running "
                              f"(motus node start), and is this its RPC URL (--rpc)?") from None
+    return read_answer(raw, url)
+
+
+def read_answer(raw: bytes, url: str) -> Any:
+    """The result of the JSON-RPC answer ``raw`` from the node at ``url``; raises only
+    RPCError: the node's error answer (its code), or code None for an answer that is
+    too large, not JSON within limits (codec.json), or not a JSON-RPC answer."""
     if len(raw) > MAX_ANSWER_BYTES:
         raise RPCError(None, f"answer from {url} exceeds {MAX_ANSWER_BYTES} bytes")
     try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise RPCError(None, f"not a JSON-RPC answer from {url}") from None
+        doc = parse_json(raw, max_bytes=MAX_ANSWER_BYTES)  # depth-checked: codec.json
+    except JSONParseError as exc:
+        detail = "" if exc.code == "json_malformed" else f" ({exc})"
+        raise RPCError(None, f"not a JSON-RPC answer from {url}{detail}") from None
     if not isinstance(doc, dict):
         raise RPCError(None, f"unexpected answer from {url}")
     if "error" in doc:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from codec.json import JSONParseError, parse_json
 from node.rpc import metrics
 from node.rpc.errors import (
     PARSE_ERROR,
@@ -84,11 +85,15 @@ class Dispatcher:
     ) -> Reply:
         """Answer one HTTP body or WebSocket message."""
         try:
-            doc = json.loads(body)
-        except (ValueError, RecursionError):
+            # Depth-checked before json.loads (codec.json): nesting deeper than
+            # MAX_JSON_DEPTH is refused. The size is the transports' limit
+            # (rpc.max_request_bytes), checked before the body was read.
+            doc = parse_json(body, max_bytes=None)
+        except JSONParseError as exc:
             metrics.RPC_ERRORS.labels("unknown", str(PARSE_ERROR)).inc()
+            message = "parse error: invalid JSON" if exc.code == "json_malformed" else f"parse error: {exc}"
             return Reply(
-                _dumps(_error_doc(RPCError(PARSE_ERROR, "parse error: invalid JSON"))),
+                _dumps(_error_doc(RPCError(PARSE_ERROR, message, {"code": exc.code}))),
                 refused="parse_error",
             )
         is_batch = isinstance(doc, list)

@@ -19,7 +19,6 @@ the real protocols. In file order:
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
 from pathlib import Path
@@ -53,6 +52,7 @@ from tests.node.test_network_faults import (
     wait_meshed,
 )
 from tests.procs import NodeProcess
+from tests.security.bombs import rlp_bomb
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("peer_attacks")]
 
@@ -208,19 +208,8 @@ async def test_one_garbage_message_bans_its_sender_at_once(net: Network, tmp_pat
 # --- 2. the gossip RLP bomb -------------------------------------------------------------
 
 
-def rlp_bomb(depth: int = 400, size: int = 1_500_000) -> bytes:
-    """Issue 10's bomb: 1.5 MB of bytes inside 400 nested lists. pyrlp keeps a copy of
-    every sub-list's encoding while decoding, i.e. depth x size bytes."""
-    item: Any = b"\x00" * size
-    for _ in range(depth):
-        item = [item]
-    return rlp.encode(item)
-
-
-@pytest.mark.xfail(importlib.util.find_spec("codec") is None, strict=True,
-                   reason="needs the bounded RLP decoder (codec.rlp, issue 10)")
 async def test_gossip_rlp_bomb_does_not_inflate_any_node(net: Network, tmp_path: Path) -> None:
-    bomb = rlp_bomb()
+    bomb = rlp_bomb(400, 1_500_000)  # issue 10's: 1.5 MB of bytes in 400 nested lists
     assert 1_500_000 < len(bomb) < 2 * MIB
     before = {node.home.name: (await in_thread(proc_status, node))["VmHWM"]
               for node, _ in net.honest}

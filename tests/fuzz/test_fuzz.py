@@ -1,0 +1,35 @@
+"""Every decoder of untrusted bytes, fuzzed briefly in ``make test`` (hypothesis: random
+bytes and mutations of valid encodings); ``make fuzz`` runs the long campaign."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.fuzz.engine import check_one, mutate
+from tests.fuzz.targets import TARGETS
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_target_contract(name: str) -> None:
+    target = TARGETS[name]
+    seeds = target.seeds()
+    for seed in seeds:  # the seeds decode (the contract holds on valid input too)
+        check_one(target, seed, measure_memory=True)
+
+    @given(st.one_of(
+        st.binary(max_size=512),
+        st.tuples(st.sampled_from(seeds), st.integers(0, 2**32)).map(
+            lambda pair: mutate(pair[0], random.Random(pair[1]), seeds)),
+    ))
+    @settings(max_examples=300, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    def run(data: bytes) -> None:
+        check_one(target, data, measure_memory=True)
+
+    run()
