@@ -123,8 +123,9 @@ def hostile_url() -> Iterator[str]:
 
 
 @pytest.mark.parametrize(("command", "status"), [
-    (["status"], 1),  # node/cli.py main: an RPC failure is exit 1
-    # node/cli_common.py run: an RPC failure is a local problem, exit 2 (docs/cli.md)
+    # An answer the CLI cannot use is an RPC failure: exit 2, as an unreachable node
+    # (node/cli.py cmd_status, node/cli_common.py run; docs/cli.md)
+    (["status"], 2),
     (["light", "init", "--trust-height", "1", "--trust-hash", "0x" + "11" * 32, "--state", "STATE"], 2),
 ], ids=["status", "light-init"])
 def test_cli_reading_a_deeply_nested_answer_exits_with_one_line(
