@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 VALIDATORS ?= 4
 DEVNET_HOME ?= .devnet
+RESTART_CYCLES ?= 200
 
-.PHONY: devnet test lint bench clean
+.PHONY: devnet test lint bench clean restart-campaign
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +20,10 @@ devnet: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile
+
+# Long restart campaign of real validator processes (docs/consensus.md, "Restart").
+restart-campaign: $(STAMP)
+	MOTUS_RESTART_CYCLES=$(RESTART_CYCLES) $(BIN)/pytest -q -s -p no:xdist tests/node/test_restart_campaign.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check node consensus vm p2p genesis devnet bench tests
