@@ -534,6 +534,9 @@ class ConsensusMachine:
                 self._fire_once(f"timeout_{step.name.lower()}", effects, step)
                 return effects
             vote = recorded  # signed before a restart: peers must count that one
+            lock = self.signer.guard.lock_at(self.height)
+            if lock is not None:  # and a precommit for a block is a lock (line 36)
+                self.locked_round, self.locked_hash = lock
         self._get_vote_set(self.round, vote_type).add(vote)
         self._senders.setdefault(self.round, set()).add(vote.validator)
         if vote not in self._own:

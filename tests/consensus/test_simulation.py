@@ -109,11 +109,13 @@ def test_crash_restart_of_any_subset_resumes_safely_and_stays_live() -> None:
     assert sum(1 for r in results if r.resumed) > 500
 
 
+@pytest.mark.timeout(0)  # as long as N schedules take
 @pytest.mark.skipif(not LONG_RUN, reason="set MOTUS_SIM_SCHEDULES=N to run N more schedules")
 def test_long_run_with_restarts() -> None:
     _check(_restart_schedules(range(300_000, 300_000 + LONG_RUN)))
 
 
+@pytest.mark.timeout(0)  # as long as N schedules take
 @pytest.mark.skipif(not LONG_RUN, reason="set MOTUS_SIM_SCHEDULES=N to run N more schedules")
 def test_long_run() -> None:
     half = LONG_RUN // 2

@@ -1,6 +1,9 @@
 """A restart campaign of real processes: four validators (``motus node start``) under
 light transaction load; each cycle stops one, two or all four of them with SIGINT
 (Ctrl-C) or SIGKILL at a random instant, mid-height included, and starts them again.
+"All four, staggered" stops two first and the other two a few seconds later, when
+they have gone through rounds of a height they cannot finish alone: what Ctrl-C of
+``motus devnet up`` does, and the case that froze the devnet.
 After each cycle the chain must make a new block within ``NEXT_BLOCK_BOUND_S``; at the
 end every node has the same block hash at every height and ``motus db check`` passes
 on every home. Before validators resumed the round they had signed in, restarting all
@@ -34,11 +37,12 @@ from tests.node.test_network_faults import (
 from tests.procs import NodeProcess, free_port, motus
 
 CYCLES = int(os.environ.get("MOTUS_RESTART_CYCLES", "0"))
-SHORT_CYCLES = 4
+SHORT_CYCLES = 5
 BLOCK_INTERVAL_MS = 500
 NEXT_BLOCK_BOUND_S = 45.0  # from the last restarted node's RPC answering to a new block
-# (who, how): every kind of cycle, the short run does each once
-KINDS = [(1, signal.SIGKILL), (2, signal.SIGINT), (4, signal.SIGKILL), (4, signal.SIGINT)]
+# (how many, how, staggered): every kind of cycle; the short run does each once
+KINDS = [(1, signal.SIGKILL, False), (2, signal.SIGINT, False), (4, signal.SIGKILL, False),
+         (4, signal.SIGKILL, True), (4, signal.SIGINT, True)]
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("network"),
               pytest.mark.timeout(max(300, 60 * CYCLES))]
@@ -115,19 +119,21 @@ def run_campaign(root: Path, cycles: int, seed: int) -> dict:
         loader.start()
         kinds = [KINDS[i % len(KINDS)] for i in range(cycles)]
         rng.shuffle(kinds)
-        for cycle, (count, how) in enumerate(kinds):
+        for cycle, (count, how, staggered) in enumerate(kinds):
             victims = rng.sample(nodes, count)
             # a random instant: anywhere in the next few heights, mid-height included
             time.sleep(rng.uniform(0.0, 3 * BLOCK_INTERVAL_MS / 1000))
-            for node in victims:
+            for i, node in enumerate(victims):
+                if staggered and i == 2:  # the two left run rounds they cannot finish
+                    time.sleep(rng.uniform(0.5, 4.0))
                 _stop(node, how)
             time.sleep(rng.choice([0.0, rng.uniform(0.0, 2.0)]))
             _start_all(victims)
             before = _top(nodes)
             started = time.monotonic()
             wait_for(lambda b=before: _top(nodes) > b, NEXT_BLOCK_BOUND_S,
-                     f"seed {seed} cycle {cycle} ({count} x {how.name}): a block after "
-                     f"height {before}")
+                     f"seed {seed} cycle {cycle} ({count} x {how.name}, staggered={staggered}): "
+                     f"a block after height {before}")
             waits.append(time.monotonic() - started)
         stop.set()
         loader.join(10)
