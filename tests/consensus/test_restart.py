@@ -139,3 +139,15 @@ def test_the_message_log_cuts_a_torn_tail_and_restarts_at_a_new_height(tmp_path)
     assert path.read_bytes() == whole
     assert log.open_height(2) == [] and MessageLog.at(path).open_height(1) == []
     log.close()
+
+
+def test_a_proposer_whose_proposal_the_guard_refuses_still_has_its_propose_timeout(tmp_path) -> None:
+    t = _node(tmp_path, proposer_of_round=1)
+    t.machine.signer.sign_vote(PREVOTE, 1, 1, NIL)  # type: ignore[union-attr]
+    effects = t.skip_to(1)  # its turn to propose, but it already prevoted in round 1
+    assert _pending(effects, Step.PROPOSE, 1)
+    assert t.machine.round == 1 and t.machine.stats["double_sign_refused"] == 1
+    assert not [m for m in t.machine._own if isinstance(m, ProposalMessage)]
+    effects = t.machine.on_timeout(Step.PROPOSE, 1, 1)  # the timeout _start_round scheduled
+    assert votes_sent(effects) == [(PREVOTE, 1, NIL)]  # the prevote it had signed, re-sent
+    _crash(t)
