@@ -190,8 +190,7 @@ class ConsensusMachine:
         if not self._rebroadcast_scheduled:
             self._rebroadcast_scheduled = True
             effects.append(self._schedule(Step.REBROADCAST, 0))
-        resumed = self._resume(height)
-        effects += resumed if resumed is not None else self._start_round(0)
+        effects += self._resume(height)
         buffered, self._future, self._future_bytes = self._future, [], 0
         for message in buffered:
             if message.height == height:
@@ -262,25 +261,27 @@ class ConsensusMachine:
             return f"commit has {power} of {self.validators.total_power} voting power"
         return None
 
-    def _resume(self, height: int) -> list[Effect] | None:
-        """Rebuild this height from the message log and the guard's record; None if
-        this node never signed anything at ``height`` (then it starts round 0)."""
+    def _resume(self, height: int) -> list[Effect]:
+        """Rebuild this height from the message log and the guard's record, or start
+        round 0 if this node never signed anything at ``height``."""
         logged = self.message_log.open_height(height) if self.message_log is not None else []
         last = self.signer.guard.last if self.signer is not None else None
         if last is not None and last.height == height and self.is_validator():
             self.round = last.round  # before replaying, so no logged round is "too far ahead"
+        evidence: list[Effect] = []  # the crash may have come before it was reported
         self._replaying = True
         try:
             for message in logged:
                 if isinstance(message, ProposalMessage | Vote) and message.height == height:
-                    self._on_current_height_message(message, evaluate=False)
+                    evidence += [e for e in self._on_current_height_message(message, evaluate=False)
+                                 if isinstance(e, EvidenceFound)]
                     if self._is_own(message) and message not in self._own:
                         self._own.append(message)
         finally:
             self._replaying = False
         self.stats["log_replayed"] += len(logged)
         if last is None or last.height != height or not self.is_validator():
-            return None
+            return evidence + self._start_round(0)
         assert self.signer is not None
         recorded = self.signer.guard.recorded_vote(self.signer.address)
         if recorded is not None and recorded not in self._own:
@@ -291,7 +292,7 @@ class ConsensusMachine:
             self._log(recorded, essential=True)
         self.step = Step(last.step)
         self.stats["resumed"] += 1
-        effects: list[Effect] = []
+        effects = evidence
         if self.step == Step.PROPOSE:  # we proposed; prevote comes from the rules or the timeout
             effects.append(self._schedule(Step.PROPOSE, self.round))
         elif self.step == Step.PREVOTE:  # the quorum we waited for may need votes nobody has now
