@@ -292,13 +292,10 @@ class Simulation:
             return
         self.deliveries += 1
         machine = node.machine
-        if (isinstance(message, Vote) and message.validator == self.byzantine_address
-                and not node.byzantine
-                and message.height == machine.height
-                and message.round <= machine.round + MAX_ROUNDS_AHEAD):
-            seen = node.byzantine_votes_seen.setdefault(
-                (message.height, message.round, message.type), set())
-            seen.add(message.block_hash)
+        byzantine_vote = (isinstance(message, Vote) and message.validator == self.byzantine_address
+                          and not node.byzantine
+                          and message.height == machine.height
+                          and message.round <= machine.round + MAX_ROUNDS_AHEAD)
         if message.height > machine.height + 1 or (
                 message.height > machine.height and self._crashed):
             # a node fetches blocks when a peer is ahead; one height behind, the
@@ -306,6 +303,11 @@ class Simulation:
             # no longer has the decision to send, so the node's stall sync must
             self._request_sync(dst, src)
         self._apply(node, machine.on_message(message))
+        if byzantine_vote and not node.down:  # a node that crashed handling it reports nothing
+            assert isinstance(message, Vote)
+            seen = node.byzantine_votes_seen.setdefault(
+                (message.height, message.round, message.type), set())
+            seen.add(message.block_hash)
 
     def _apply(self, node: SimNode, effects: list[Effect]) -> None:
         if node.crash_on_next_event:
