@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed-stamp
 VALIDATORS ?= 4
 DEVNET_HOME ?= .devnet
 FUZZ_RUNS ?= 1000000
+RESTART_CYCLES ?= 200
 
-.PHONY: devnet test lint bench fuzz clean
+.PHONY: devnet test lint bench fuzz clean restart-campaign
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +21,10 @@ devnet: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile
+
+# Long restart campaign of real validator processes (docs/consensus.md, "Restart").
+restart-campaign: $(STAMP)
+	MOTUS_RESTART_CYCLES=$(RESTART_CYCLES) $(BIN)/pytest -q -s -p no:xdist tests/node/test_restart_campaign.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check node consensus vm p2p genesis codec devnet bench tests

@@ -56,7 +56,7 @@ from consensus.types import (
     vote_digest,
 )
 from consensus.votes import VoteSet
-from consensus.wal import Signer
+from consensus.wal import MessageLog, Signer
 
 # Bounds on what the machine stores for a peer; beyond them messages are dropped
 # (not penalised: an honest peer far ahead of us sends them too).
@@ -106,13 +106,15 @@ class ConsensusMachine:
 
     ``signer`` is None for a node that follows consensus without voting; a
     signer whose address is not in a height's validator set also only follows.
-    Call ``start_height`` first, and again with the next height's validator set
-    after each :class:`Decide`.
+    ``message_log`` is the validator's consensus WAL: with it (and the signer's
+    guard) a machine started at a height it had already voted at resumes the
+    round it was in (see ``start_height``). Call ``start_height`` first, and
+    again with the next height's validator set after each :class:`Decide`.
     """
 
     def __init__(
         self, chain_id: int, app: Application, signer: Signer | None = None,
-        timeouts: Timeouts | None = None,
+        timeouts: Timeouts | None = None, message_log: MessageLog | None = None,
     ) -> None:
         if signer is not None and signer.chain_id != chain_id:
             raise ValueError("signer is for another chain")
@@ -120,6 +122,8 @@ class ConsensusMachine:
         self.app = app
         self.signer = signer
         self.timeouts = timeouts or Timeouts()
+        self.message_log = message_log
+        self._replaying = False
         self.stats: Counter[str] = Counter()
         self.height = -1  # not started
         self.round = 0
@@ -154,7 +158,14 @@ class ConsensusMachine:
 
     def start_height(self, height: int, validators: ValidatorSet) -> list[Effect]:
         """Enter ``height`` (validated by the node: the next one after the last commit)
-        with its validator set, replay messages buffered for it and start round 0."""
+        with its validator set, replay messages buffered for it and start round 0.
+
+        After a restart in the middle of ``height`` the machine resumes instead:
+        it replays what its message log holds for the height, re-enters the round
+        and step of the last message its guard signed there (never a position the
+        guard would refuse), re-sends its own messages of that round and
+        schedules that step's timeout, so it can neither sit silent below its
+        own signatures nor wait for a quorum that needed a vote it lost."""
         if height <= self.height:
             raise ValueError(f"height {height} is not above the current height {self.height}")
         if not len(validators):
@@ -179,7 +190,7 @@ class ConsensusMachine:
         if not self._rebroadcast_scheduled:
             self._rebroadcast_scheduled = True
             effects.append(self._schedule(Step.REBROADCAST, 0))
-        effects += self._start_round(0)
+        effects += self._resume(height)
         buffered, self._future, self._future_bytes = self._future, [], 0
         for message in buffered:
             if message.height == height:
@@ -249,6 +260,58 @@ class ConsensusMachine:
         if power < self.validators.quorum():
             return f"commit has {power} of {self.validators.total_power} voting power"
         return None
+
+    def _resume(self, height: int) -> list[Effect]:
+        """Rebuild this height from the message log and the guard's record, or start
+        round 0 if this node never signed anything at ``height``."""
+        logged = self.message_log.open_height(height) if self.message_log is not None else []
+        last = self.signer.guard.last if self.signer is not None else None
+        if last is not None and last.height == height and self.is_validator():
+            self.round = last.round  # before replaying, so no logged round is "too far ahead"
+        evidence: list[Effect] = []  # the crash may have come before it was reported
+        self._replaying = True
+        try:
+            for message in logged:
+                if isinstance(message, ProposalMessage | Vote) and message.height == height:
+                    evidence += [e for e in self._on_current_height_message(message, evaluate=False)
+                                 if isinstance(e, EvidenceFound)]
+                    if self._is_own(message) and message not in self._own:
+                        self._own.append(message)
+        finally:
+            self._replaying = False
+        self.stats["log_replayed"] += len(logged)
+        if last is None or last.height != height or not self.is_validator():
+            return evidence + self._start_round(0)
+        assert self.signer is not None
+        recorded = self.signer.guard.recorded_vote(self.signer.address)
+        if recorded is not None and recorded not in self._own:
+            # signed, but the crash came before it was logged (or sent): it is ours all the same
+            self._get_vote_set(recorded.round, recorded.type).add(recorded)
+            self._senders.setdefault(recorded.round, set()).add(recorded.validator)
+            self._own.append(recorded)
+            self._log(recorded, essential=True)
+        self.step = Step(last.step)
+        self.stats["resumed"] += 1
+        effects = evidence
+        if self.step == Step.PROPOSE:  # we proposed; prevote comes from the rules or the timeout
+            effects.append(self._schedule(Step.PROPOSE, self.round))
+        elif self.step == Step.PREVOTE:  # the quorum we waited for may need votes nobody has now
+            self._fire_once("timeout_prevote", effects, Step.PREVOTE)
+        else:
+            self._fire_once("timeout_precommit", effects, Step.PRECOMMIT)
+        effects += self._own_messages_to_resend()
+        return effects
+
+    def _is_own(self, message: ProposalMessage | Vote) -> bool:
+        if self.signer is None:
+            return False
+        if isinstance(message, ProposalMessage):
+            return message.proposal.proposer == self.signer.address
+        return message.validator == self.signer.address
+
+    def _log(self, message: ProposalMessage | Vote, essential: bool = False) -> None:
+        if self.message_log is not None and not self._replaying:
+            self.message_log.append(message, essential)
 
     def on_timeout(self, step: Step, height: int, round_: int) -> list[Effect]:
         """A timeout scheduled earlier by ``ScheduleTimeout`` has expired."""
@@ -336,6 +399,8 @@ class ConsensusMachine:
             return self._reject(REJECT_BAD_SIGNATURE, "vote signature is not the validator's")
         added, evidence = vote_set.add(vote)
         self._senders.setdefault(vote.round, set()).add(vote.validator)
+        if added or evidence is not None:
+            self._log(vote)
         if evidence is not None:
             self.stats["evidence"] += 1
             return [EvidenceFound(evidence)]
@@ -372,6 +437,7 @@ class ConsensusMachine:
         known.append(message)
         self._proposal_by_hash.setdefault(proposal.block_hash, message)
         self._senders.setdefault(proposal.round, set()).add(proposal.proposer)
+        self._log(message)
         return []
 
     def _get_vote_set(self, round_: int, vote_type: int) -> VoteSet:
@@ -424,9 +490,11 @@ class ConsensusMachine:
         else:
             value = self.app.propose(self.height, self.round)
         block_hash = self.app.block_hash(value)
+        self._sync_log()
         try:
             proposal = self.signer.sign_proposal(self.height, self.round, self.valid_round, block_hash)
         except DoubleSignRefused:
+            # the propose timeout, scheduled by _start_round, still moves the round on
             self.stats["double_sign_refused"] += 1
             return []
         message = ProposalMessage(proposal, value)
@@ -434,6 +502,7 @@ class ConsensusMachine:
         self._proposal_by_hash.setdefault(block_hash, message)
         self._senders.setdefault(self.round, set()).add(proposal.proposer)
         self._own.append(message)
+        self._log(message, essential=True)
         effects: list[Effect] = [Broadcast(message)]
         # Relay the proof of lock with a re-proposal: peers that missed those
         # prevotes could not accept it (line 28) and the round would be lost.
@@ -447,18 +516,39 @@ class ConsensusMachine:
         return self._get_vote_set(pol_round, PREVOTE).get_votes_for(message.proposal.block_hash)
 
     def _vote(self, vote_type: int, block_hash: bytes) -> list[Effect]:
+        """Sign and send a vote of the current round. The caller moves to the next step
+        whatever happens, so a refusal by the guard must not leave the machine silent:
+        it sends the vote it did sign at this position, or schedules the step's timeout."""
         if not self.is_validator():
             return []
         assert self.signer is not None
+        self._sync_log()
         try:
             vote = self.signer.sign_vote(vote_type, self.height, self.round, block_hash)
         except DoubleSignRefused:
             self.stats["double_sign_refused"] += 1
-            return []
+            recorded = self.signer.guard.recorded_vote(self.signer.address)
+            if recorded is None or (recorded.height, recorded.round, recorded.type) != (
+                    self.height, self.round, vote_type):
+                step = Step.PREVOTE if vote_type == PREVOTE else Step.PRECOMMIT
+                effects: list[Effect] = []
+                self._fire_once(f"timeout_{step.name.lower()}", effects, step)
+                return effects
+            vote = recorded  # signed before a restart: peers must count that one
+            lock = self.signer.guard.lock_at(self.height)
+            if lock is not None:  # and a precommit for a block is a lock (line 36)
+                self.locked_round, self.locked_hash = lock
         self._get_vote_set(self.round, vote_type).add(vote)
         self._senders.setdefault(self.round, set()).add(vote.validator)
-        self._own.append(vote)
+        if vote not in self._own:
+            self._own.append(vote)
+            self._log(vote, essential=True)
         return [Broadcast(vote)]
+
+    def _sync_log(self) -> None:
+        # what a signature rests on (the proposal, the prevotes) is durable before it is
+        if self.message_log is not None:
+            self.message_log.sync()
 
     def _schedule(self, step: Step, round_: int) -> ScheduleTimeout:
         return ScheduleTimeout(step, self.height, round_, self.timeouts.compute_duration(step, round_))
@@ -556,6 +646,12 @@ class ConsensusMachine:
             return False
         self._fired.add(("lock", self.round))
         if self.step == Step.PREVOTE:
+            if self.message_log is not None and self.message_log.skipped:
+                # a full log may have skipped them: a restart must find what it locks on
+                message = self._proposal_by_hash[block_hash]
+                self._log(message, essential=True)
+                for vote in prevotes.get_votes_for(block_hash):
+                    self._log(vote, essential=True)
             self.locked_hash = block_hash
             self.locked_round = self.round
             effects += self._vote(PRECOMMIT, block_hash)
@@ -585,8 +681,10 @@ class ConsensusMachine:
 
     # --- gossip repair ------------------------------------------------------
 
-    def _on_rebroadcast_tick(self) -> list[Effect]:
-        effects: list[Effect] = [self._schedule(Step.REBROADCAST, self.round)]
+    def _own_messages_to_resend(self) -> list[Effect]:
+        """Our proposal of the current round (with its proof of lock) and our votes of
+        the last ``REBROADCAST_ROUNDS`` rounds."""
+        effects: list[Effect] = []
         oldest = self.round - REBROADCAST_ROUNDS + 1
         for message in self._own:
             if isinstance(message, ProposalMessage):
@@ -596,6 +694,11 @@ class ConsensusMachine:
                     effects += [Broadcast(v) for v in self._get_pol_votes(message)]
             elif message.round >= oldest:
                 effects.append(Broadcast(message))
+        return effects
+
+    def _on_rebroadcast_tick(self) -> list[Effect]:
+        effects: list[Effect] = [self._schedule(Step.REBROADCAST, self.round)]
+        effects += self._own_messages_to_resend()
         if self.valid_hash is not None:
             # Relay the proof of our valid value: a byzantine proposer re-proposing it
             # may show its own prevote to only some peers, and without the whole

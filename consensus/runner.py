@@ -151,7 +151,12 @@ class ConsensusRunner:
             if event.height <= machine.height:
                 return  # already there (the node jumped ahead by block sync)
             self._validators = event.validators
+            resumed, replayed = machine.stats["resumed"], machine.stats["log_replayed"]
             effects = machine.start_height(event.height, event.validators)
+            if machine.stats["resumed"] > resumed:
+                log.info("consensus resumed height %d at round %d, step %s (%d logged messages "
+                         "replayed)", machine.height, machine.round, machine.step.name.lower(),
+                         machine.stats["log_replayed"] - replayed)
         else:  # pragma: no cover - only this module sends events
             raise TypeError(f"unknown event {event!r}")
         await self._apply(effects, peer)

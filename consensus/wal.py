@@ -32,6 +32,12 @@ later signature of the same height, and drops it at the next height. A node
 restarted mid-height restores it (``lock_at``) instead of forgetting it, so it
 cannot prevote against its own lock in a later round. Files without these keys
 (no lock) stay valid.
+
+The guard holds one record; what else a restarted validator needs to resume a
+height (the proposals and votes it had seen, its own earlier messages of the
+height) is in the :class:`MessageLog`, the consensus write-ahead log. Both
+persist through a :class:`Disk`: a file for a node, memory for the simulation,
+with the same bytes and the same parsing either way.
 """
 
 from __future__ import annotations
@@ -39,15 +45,23 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import coincurve
 
 from consensus.crypto import address_of_public_key
 from consensus.effects import Step
-from consensus.errors import DoubleSignRefused, SigningStateCorrupt, SigningStateLocked
+from consensus.errors import (
+    DoubleSignRefused,
+    MalformedMessage,
+    SigningStateCorrupt,
+    SigningStateLocked,
+)
+from consensus.messages import ConsensusMessage, decode_message, encode_message
 from consensus.types import PRECOMMIT, PREVOTE, Proposal, Vote, proposal_digest, vote_digest
 
 FILE_FORMAT = "motus-signing-state/1"
@@ -122,18 +136,24 @@ class SigningGuard:
     """Remembers the last signed message and refuses conflicting ones.
 
     ``SigningGuard(path)`` persists to ``path`` (created on first signature);
-    ``SigningGuard()`` keeps the record in memory only, for simulations and
-    tests: it prevents double signing within one process lifetime but not
-    across restarts.
+    ``SigningGuard()`` keeps the record in memory only, for tests: it prevents
+    double signing within one process lifetime but not across restarts.
+    ``SigningGuard(memory=disk)`` keeps the record's JSON text in a
+    :class:`MemoryDisk` that outlives the guard, so a simulation can restart a
+    validator from exactly what a file would hold.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, *,
+                 memory: MemoryDisk | None = None) -> None:
         self.path = Path(path) if path is not None else None
         self.last: SignedRecord | None = None
         self._lock_fd: int | None = None
+        self._memory = memory
         if self.path is not None:
             self._lock_fd = _lock(self.path)
             self.last = _load(self.path)
+        elif memory is not None and memory.data:
+            self.last = SignedRecord.from_json(bytes(memory.data).decode("utf-8"))
 
     def close(self) -> None:
         """Release the file lock; the guard must not be used afterwards."""
@@ -185,9 +205,20 @@ class SigningGuard:
                               locked_round, locked_hash)
         if self.path is not None:
             _store(self.path, record)
+        elif self._memory is not None:
+            self._memory.replace(record.to_json().encode())
         self.last = record
         return record.signature
 
+    def recorded_vote(self, address: bytes) -> Vote | None:
+        """The last signed message as a :class:`Vote` of ``address``, or None if it was a
+        proposal (or nothing was signed): what a restarted validator re-sends so that
+        peers can count it."""
+        last = self.last
+        if last is None or last.step == Step.PROPOSE:
+            return None
+        vote_type = PREVOTE if last.step == Step.PREVOTE else PRECOMMIT
+        return Vote(vote_type, last.height, last.round, last.block_hash, address, last.signature)
 
     def lock_at(self, height: int) -> tuple[int, bytes] | None:
         """(locked round, locked block hash) recorded at ``height``, or None if the
@@ -271,11 +302,200 @@ def _load(path: Path) -> SignedRecord | None:
 
 
 def _store(path: Path, record: SignedRecord) -> None:
+    _write_atomic(path, record.to_json().encode())
+
+# --- the consensus write-ahead log -------------------------------------------------
+
+WAL_FORMAT = b"motus-consensus-wal/1"
+MAX_WAL_BYTES = 64 * 1024 * 1024  # beyond this only essential messages are logged
+_RECORD_HEADER = 8  # 4-byte big-endian payload length, 4-byte big-endian CRC-32 of the payload
+
+
+class Disk(Protocol):
+    """Where a :class:`MessageLog` keeps its bytes."""
+
+    def read(self) -> bytes: ...
+    def replace(self, data: bytes) -> None: ...
+    def append(self, data: bytes) -> None: ...
+    def truncate(self, size: int) -> None: ...
+    def sync(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class MemoryDisk:
+    """A disk in memory that outlives the guard or log using it (simulated restarts).
+
+    It models a process crash, not a power loss: everything written is kept."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def read(self) -> bytes:
+        return bytes(self.data)
+
+    def replace(self, data: bytes) -> None:
+        self.data = bytearray(data)
+
+    def append(self, data: bytes) -> None:
+        self.data += data
+
+    def truncate(self, size: int) -> None:
+        del self.data[size:]
+
+    def sync(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class FileDisk:
+    """A file: ``replace`` is atomic (temporary file, fsync, rename, fsync the directory),
+    ``append`` is a plain write (it survives a killed process), ``sync`` is fsync."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        return self._fd
+
+    def read(self) -> bytes:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return b""
+
+    def replace(self, data: bytes) -> None:
+        self.close()
+        _write_atomic(self.path, data)
+
+    def append(self, data: bytes) -> None:
+        fd = self._open()
+        written = 0
+        while written < len(data):
+            written += os.write(fd, data[written:])
+
+    def truncate(self, size: int) -> None:
+        os.truncate(self._open(), size)
+
+    def sync(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class MessageLog:
+    """The consensus messages of the current height, kept so that a validator restarted
+    mid-height resumes where it was instead of at round 0 (CometBFT's consensus WAL).
+
+    The machine appends every proposal and vote it accepts (peers' and its own)
+    and calls :meth:`sync` before each signature, so whatever a signature was
+    based on (the proposal it locks on, the prevotes that justify it) is
+    durable before the signature is. :meth:`open_height` returns what was
+    logged for a height and starts a fresh log when the height is new.
+
+    Bytes: a sequence of records, each ``length (4 bytes, big-endian) || crc32
+    (4 bytes) || payload``. The first payload is ``b"motus-consensus-wal/1"``
+    followed by the height as 8 big-endian bytes; each later payload is one
+    message in its wire encoding (:func:`consensus.messages.encode_message`). A
+    torn or corrupt tail (a crash mid-write) is cut off at the first bad record.
+    Past ``max_bytes`` only messages marked essential are appended.
+    """
+
+    def __init__(self, disk: Disk, max_bytes: int = MAX_WAL_BYTES) -> None:
+        self.disk = disk
+        self.max_bytes = max_bytes
+        self.height = -1
+        self.size = 0
+        self.skipped = 0  # messages not logged because the log was full
+        self.dropped_records = 0  # bad records cut off when the log was read
+
+    @classmethod
+    def at(cls, path: str | os.PathLike[str]) -> MessageLog:
+        return cls(FileDisk(path))
+
+    def open_height(self, height: int) -> list[ConsensusMessage]:
+        """The messages logged at ``height`` (after a restart mid-height), or [] after
+        starting an empty log for it."""
+        data = self.disk.read()
+        payloads, good = _read_records(data)
+        self.dropped_records += len(data) > good
+        if payloads and _header_height(payloads[0]) == height:
+            if good < len(data):
+                self.disk.truncate(good)
+            self.height, self.size = height, good
+            messages = []
+            for payload in payloads[1:]:
+                try:
+                    messages.append(decode_message(payload))
+                except MalformedMessage:
+                    self.dropped_records += 1
+            return messages
+        header = _record(WAL_FORMAT + height.to_bytes(8, "big"))
+        self.disk.replace(header)
+        self.height, self.size = height, len(header)
+        return []
+
+    def append(self, message: ConsensusMessage, essential: bool = False) -> None:
+        """Log ``message`` (of the open height); skipped when the log is full unless
+        ``essential`` (own messages, and what a lock rests on)."""
+        record = _record(encode_message(message))
+        if self.size + len(record) > self.max_bytes and not essential:
+            self.skipped += 1
+            return
+        self.disk.append(record)
+        self.size += len(record)
+
+    def extend(self, messages: Iterable[ConsensusMessage], essential: bool = False) -> None:
+        for message in messages:
+            self.append(message, essential)
+
+    def sync(self) -> None:
+        """Make every appended message durable (called before each signature)."""
+        self.disk.sync()
+
+    def close(self) -> None:
+        self.disk.close()
+
+
+def _record(payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "big") + zlib.crc32(payload).to_bytes(4, "big") + payload
+
+
+def _read_records(data: bytes) -> tuple[list[bytes], int]:
+    """The payloads of the well-formed records at the start of ``data``, and their length."""
+    payloads: list[bytes] = []
+    offset = 0
+    while offset + _RECORD_HEADER <= len(data):
+        length = int.from_bytes(data[offset:offset + 4], "big")
+        crc = int.from_bytes(data[offset + 4:offset + 8], "big")
+        end = offset + _RECORD_HEADER + length
+        payload = data[offset + _RECORD_HEADER:end]
+        if end > len(data) or zlib.crc32(payload) != crc:
+            break
+        payloads.append(payload)
+        offset = end
+    return payloads, offset
+
+
+def _header_height(payload: bytes) -> int:
+    if not payload.startswith(WAL_FORMAT) or len(payload) != len(WAL_FORMAT) + 8:
+        return -1
+    return int.from_bytes(payload[len(WAL_FORMAT):], "big")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, 0o600)  # O_CREAT's mode is filtered by umask; an old tmp keeps its mode
-        data = record.to_json().encode()
         written = 0
         while written < len(data):
             written += os.write(fd, data[written:])

@@ -41,3 +41,8 @@ class Home:
     @property
     def signing_state(self) -> Path:
         return self.root / "consensus" / "signing_state.json"
+
+    @property
+    def consensus_wal(self) -> Path:
+        """The consensus message log of the current height (consensus.wal.MessageLog)."""
+        return self.root / "consensus" / "wal"

@@ -35,7 +35,7 @@ from consensus.machine import (
 from consensus.messages import CommitMessage, ConsensusMessage, ProposalMessage, decode_message
 from consensus.runner import ConsensusRunner
 from consensus.types import Commit, DuplicateVoteEvidence, ValidatorSet, Vote
-from consensus.wal import Signer, SigningGuard
+from consensus.wal import MessageLog, Signer, SigningGuard
 from node.app import MAX_CLOCK_DRIFT_MS, Application
 from node.block import Block, MalformedBlock
 from node.mempool import TxRejected
@@ -166,10 +166,13 @@ class NetworkService:
             self.p2p.set_status_handler(self._serve_status)
             self.p2p.set_blocks_handler(self._serve_blocks)
         self.signer: Signer | None = None
+        message_log: MessageLog | None = None
         if node.validator_key is not None:
             node.home.signing_state.parent.mkdir(mode=0o700, exist_ok=True)
             guard = SigningGuard(node.home.signing_state)
             self.signer = Signer(node.validator_key, self.chain_id, guard)
+            # with the guard, what lets a restart resume the height it stopped in
+            message_log = MessageLog.at(node.home.consensus_wal)
         c = cfg.consensus
         delta = c.timeout_delta_ms / 1000
         self.timeouts = Timeouts(
@@ -180,7 +183,8 @@ class NetworkService:
         self.commit_wait_s = c.commit_wait_ms / 1000
         self.block_interval_s = c.block_interval_ms / 1000
         self.machine = ConsensusMachine(
-            self.chain_id, ConsensusApp(self.app, node.address), self.signer, self.timeouts)
+            self.chain_id, ConsensusApp(self.app, node.address), self.signer, self.timeouts,
+            message_log=message_log)
         # Built once the initial sync is done, at the height after the synced head.
         self.runner: ConsensusRunner | None = None
         self.syncing = False

@@ -12,6 +12,18 @@ sync: they fetch the decided values with their commits from a peer and feed
 them to ``ConsensusMachine.on_commit``. (One height behind is repaired by the
 machines themselves, which send a ``CommitMessage`` to peers still voting at
 the height they decided.)
+
+With ``restarts=k`` the schedule also crashes k random subsets of the
+validators (any subset, all of them included) at drawn instants and restarts
+them after a drawn downtime. A crash either falls between two events or in the
+middle of one: the machine has handled the event (and its guard has recorded
+what it signed) but the driver never carries out the effects, so nothing is
+sent, no timer is set and a decided block is not committed. A crashed node
+loses its machine, its timers and every message sent to it meanwhile; it keeps
+its committed blocks, its signing guard and its consensus message log, both
+held in a :class:`MemoryDisk` in exactly the bytes the node's files would
+hold, and restarts as a node does: a new machine over them, started at the
+height after its last committed block.
 """
 
 from __future__ import annotations
@@ -35,11 +47,13 @@ from consensus.effects import (
 from consensus.machine import MAX_ROUNDS_AHEAD, ConsensusMachine, Timeouts
 from consensus.messages import CommitMessage, ConsensusMessage, ProposalMessage
 from consensus.types import NIL, Commit, Proposal, Validator, ValidatorSet, Vote
-from consensus.wal import Signer
+from consensus.wal import MemoryDisk, MessageLog, Signer, SigningGuard
 
 CHAIN_ID = 7077
 COMMIT_WAIT_S = 0.2
 SYNC_RETRY_S = 1.0
+CRASH_WINDOW_S = 6.0  # crashes happen in the first seconds of a schedule
+MAX_DOWNTIME_S = 3.0
 KEYS = [keccak(b"motus consensus sim validator %d" % i) for i in range(16)]
 
 
@@ -104,11 +118,35 @@ class NetworkModel:
 
 
 @dataclass
+class Crash:
+    """Crash ``nodes`` at ``time`` (mid-event if ``mid_event``), restart them ``downtime`` later."""
+
+    time: float
+    nodes: frozenset[int]
+    downtime: float
+    mid_event: bool
+
+    @classmethod
+    def draw(cls, rng: random.Random, n: int) -> Crash:
+        nodes = frozenset(i for i in range(n) if rng.random() < 0.5) or frozenset(range(n))
+        return cls(time=rng.uniform(0.0, CRASH_WINDOW_S), nodes=nodes,
+                   downtime=rng.choice([0.0, rng.uniform(0.0, MAX_DOWNTIME_S)]),
+                   mid_event=rng.random() < 0.5)
+
+
+@dataclass
 class SimNode:
     index: int
     key: bytes
     machine: ConsensusMachine
     byzantine: bool
+    guard_disk: MemoryDisk = field(default_factory=MemoryDisk)
+    log_disk: MemoryDisk = field(default_factory=MemoryDisk)
+    epoch: int = 0  # incremented by each crash: timers and deliveries of older epochs are void
+    down: bool = False
+    crash_on_next_event: bool = False
+    refused: int = 0  # double_sign_refused over all the node's machines
+    resumed: int = 0  # machines that resumed a height from the guard and the log
     decided: dict[int, bytes] = field(default_factory=dict)  # height -> value
     decided_at: dict[int, float] = field(default_factory=dict)
     history: dict[int, tuple[bytes, Commit]] = field(default_factory=dict)
@@ -134,6 +172,10 @@ class ScheduleResult:
     evidence_expected: int
     evidence_found: int
     deliveries: int
+    crashes: tuple[Crash, ...] = ()
+    gst: float = 0.0  # when the network healed and the last crashed node restarted
+    first_decision_after_gst: float | None = None  # virtual seconds until all honest decided
+    resumed: int = 0
 
 
 class SafetyViolation(AssertionError):
@@ -144,7 +186,7 @@ class Simulation:
     def __init__(
         self, seed: int, powers: list[int], byzantine: int | None,
         target_height: int = 3, liveness_bound_s: float = 60.0,
-        timeouts: Timeouts | None = None,
+        timeouts: Timeouts | None = None, restarts: int = 0,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
@@ -163,12 +205,18 @@ class Simulation:
         self.validator_sets = [ValidatorSet([
             Validator(address_of_private_key(k), p) for k, p in zip(keys, powers, strict=True)
         ])]
-        self.nodes = [
-            SimNode(i, k, ConsensusMachine(
-                CHAIN_ID, SimApp(i), Signer.in_memory(k, CHAIN_ID), timeouts or Timeouts(),
-            ), byzantine=(i == byzantine))
-            for i, k in enumerate(keys)
-        ]
+        self.timeouts = timeouts or Timeouts()
+        self.crashes = tuple(sorted((Crash.draw(self.rng, self.n) for _ in range(restarts)),
+                                    key=lambda c: c.time))
+        self.gst = max([self.network.heal_time]
+                       + [c.time + c.downtime for c in self.crashes])
+        self.nodes = [SimNode(i, k, None, byzantine=(i == byzantine))  # type: ignore[arg-type]
+                      for i, k in enumerate(keys)]
+        for node in self.nodes:
+            node.machine = self._new_machine(node)
+        # validator address -> (height, round, step) -> digest-like identity of what it sent
+        self._signed: dict[bytes, dict[tuple[int, int, int], tuple[bytes, int]]] = {}
+        self._crashed = False
         self.decisions: dict[int, bytes] = {}  # height -> value decided by the honest nodes
         self.byzantine_address = self.nodes[byzantine].address if byzantine is not None else None
         self._equivocations: dict[tuple[int, int, int], ConsensusMessage] = {}
@@ -185,6 +233,49 @@ class Simulation:
         self._seq += 1
         heapq.heappush(self._queue, (time, self._seq, action))
 
+    def _new_machine(self, node: SimNode) -> ConsensusMachine:
+        """A machine over the node's persisted guard and message log, as a node builds it."""
+        guard = SigningGuard(memory=node.guard_disk)
+        return ConsensusMachine(CHAIN_ID, SimApp(node.index), Signer(node.key, CHAIN_ID, guard),
+                                self.timeouts, message_log=MessageLog(node.log_disk))
+
+    def _crash(self, node: SimNode) -> None:
+        if node.down:
+            return
+        node.refused += node.machine.stats["double_sign_refused"]
+        node.resumed += node.machine.stats["resumed"]
+        node.down, node.crash_on_next_event, node.syncing = True, False, False
+        node.epoch += 1
+        self._crashed = True
+
+    def _restart(self, node: SimNode) -> None:
+        if not node.down:
+            return
+        node.down = False
+        node.machine = self._new_machine(node)
+        self._start(node, max(node.decided, default=0) + 1)
+
+    def _schedule_crash(self, crash: Crash) -> None:
+        def begin() -> None:
+            for i in crash.nodes:
+                node = self.nodes[i]
+                if crash.mid_event and not node.down:
+                    node.crash_on_next_event = True  # the next event's effects are lost
+                else:
+                    self._crash(node)
+
+        def fallback() -> None:  # no event came: crash between events after all
+            for i in crash.nodes:
+                self._crash(self.nodes[i])
+
+        def end() -> None:
+            for i in crash.nodes:
+                self._restart(self.nodes[i])
+
+        self._at(crash.time, begin)
+        self._at(crash.time + min(crash.downtime, 0.5) / 2, fallback)
+        self._at(crash.time + crash.downtime, end)
+
     def _send(self, src: int, dst: int, message: ConsensusMessage) -> None:
         if self.network.is_cut(src, dst, self.now):
             return
@@ -196,23 +287,37 @@ class Simulation:
             self._at(self.now + delay, lambda: self._deliver(src, dst, message))
 
     def _deliver(self, src: int, dst: int, message: ConsensusMessage) -> None:
-        self.deliveries += 1
         node = self.nodes[dst]
+        if node.down:
+            return
+        self.deliveries += 1
         machine = node.machine
-        if (isinstance(message, Vote) and message.validator == self.byzantine_address
-                and not node.byzantine
-                and message.height == machine.height
-                and message.round <= machine.round + MAX_ROUNDS_AHEAD):
+        byzantine_vote = (isinstance(message, Vote) and message.validator == self.byzantine_address
+                          and not node.byzantine
+                          and message.height == machine.height
+                          and message.round <= machine.round + MAX_ROUNDS_AHEAD)
+        if message.height > machine.height + 1 or (
+                message.height > machine.height and self._crashed):
+            # a node fetches blocks when a peer is ahead; one height behind, the
+            # machines' catch-up commit usually does it sooner, but a restarted peer
+            # no longer has the decision to send, so the node's stall sync must
+            self._request_sync(dst, src)
+        self._apply(node, machine.on_message(message))
+        if byzantine_vote and not node.down:  # a node that crashed handling it reports nothing
+            assert isinstance(message, Vote)
             seen = node.byzantine_votes_seen.setdefault(
                 (message.height, message.round, message.type), set())
             seen.add(message.block_hash)
-        if message.height > machine.height + 1:
-            self._request_sync(dst, src)
-        self._apply(node, machine.on_message(message))
 
     def _apply(self, node: SimNode, effects: list[Effect]) -> None:
+        if node.crash_on_next_event:
+            self._crash(node)  # the machine handled the event; its effects never happen
+        if node.down:
+            return
         for effect in effects:
             if isinstance(effect, Broadcast):
+                if not node.byzantine:
+                    self._check_no_double_sign(node, effect.message)
                 for peer in range(self.n):
                     if peer != node.index:
                         message = effect.message
@@ -233,9 +338,31 @@ class Simulation:
             elif isinstance(effect, InvalidMessage):
                 raise AssertionError(f"seed {self.seed}: node {node.index} rejected {effect}")
 
+    def _check_no_double_sign(self, node: SimNode, message: ConsensusMessage) -> None:
+        if isinstance(message, Vote) and message.validator == node.address:
+            key = (message.height, message.round, message.type)
+            what = (message.block_hash, 0)
+        elif isinstance(message, ProposalMessage) and message.proposal.proposer == node.address:
+            p = message.proposal
+            key, what = (p.height, p.round, 0), (p.block_hash, p.pol_round)
+        else:
+            return
+        before = self._signed.setdefault(node.address, {}).setdefault(key, what)
+        if before != what:
+            raise SafetyViolation(f"seed {self.seed}: node {node.index} double-signed at {key}")
+
+    def _live(self, node: SimNode, action: Callable[[], None]) -> Callable[[], None]:
+        """``action``, unless the node crashed since it was scheduled."""
+        epoch = node.epoch
+
+        def run() -> None:
+            if not node.down and node.epoch == epoch:
+                action()
+        return run
+
     def _timeout_action(self, node: SimNode, effect: ScheduleTimeout) -> Callable[[], None]:
-        return lambda: self._apply(
-            node, node.machine.on_timeout(effect.step, effect.height, effect.round))
+        return self._live(node, lambda: self._apply(
+            node, node.machine.on_timeout(effect.step, effect.height, effect.round)))
 
     def _on_decide(self, node: SimNode, height: int, value: bytes, commit: Commit) -> None:
         # an independent check of the machine's commit, once per distinct commit
@@ -251,10 +378,10 @@ class Simulation:
             if agreed != value:
                 raise SafetyViolation(
                     f"seed {self.seed}: height {height} decided {agreed!r} and {value!r}")
-        self._at(self.now + COMMIT_WAIT_S, lambda: self._start(node, height + 1))
+        self._at(self.now + COMMIT_WAIT_S, self._live(node, lambda: self._start(node, height + 1)))
 
     def _start(self, node: SimNode, height: int) -> None:
-        if node.machine.height < height:
+        if not node.down and node.machine.height < height:
             self._apply(node, node.machine.start_height(height, self.get_validators(height)))
 
     def _request_sync(self, dst: int, src: int) -> None:
@@ -265,16 +392,17 @@ class Simulation:
 
         def respond() -> None:
             node.syncing = False
-            if self.network.is_cut(src, dst, self.now):
-                return
             peer = self.nodes[src]
+            if self.network.is_cut(src, dst, self.now) or peer.down:
+                return
             # like block sync: take each block with its commit, check it, commit, move on
-            while (height := node.machine.height) in peer.history and node.machine.decision is None:
+            while (not node.down and (height := node.machine.height) in peer.history
+                   and node.machine.decision is None):
                 value, commit = peer.history[height]
                 self._apply(node, node.machine.on_commit(commit, value))
                 self._start(node, height + 1)
 
-        self._at(self.now + SYNC_RETRY_S, respond)
+        self._at(self.now + SYNC_RETRY_S, self._live(node, respond))
 
     # --- the byzantine validator --------------------------------------------
 
@@ -325,19 +453,20 @@ class Simulation:
 
     def _is_done(self) -> bool:
         self._decided_since_check = False
-        heal = self.network.heal_time
         for node in self._honest():
-            if max(node.decided, default=0) < self.target_height:
+            if node.down or max(node.decided, default=0) < self.target_height:
                 return False
-            if not any(t >= heal for t in node.decided_at.values()):
+            if not any(t >= self.gst for t in node.decided_at.values()):
                 return False
         return True
 
     def run(self) -> ScheduleResult:
         for node in self.nodes:
             start = self.rng.uniform(0.0, 1.0)
-            self._at(start, lambda node=node: self._start(node, 1))
-        deadline = self.network.heal_time + self.liveness_bound_s
+            self._at(start, self._live(node, lambda node=node: self._start(node, 1)))
+        for crash in self.crashes:
+            self._schedule_crash(crash)
+        deadline = self.gst + self.liveness_bound_s
         live = False
         while self._queue:
             time, _, action = heapq.heappop(self._queue)
@@ -349,7 +478,7 @@ class Simulation:
                 live = True
                 break
         for node in self._honest():
-            refused = node.machine.stats["double_sign_refused"]
+            refused = node.refused + node.machine.stats["double_sign_refused"]
             if refused:
                 raise AssertionError(f"seed {self.seed}: honest machine tried to double-sign")
         expected = found = 0
@@ -365,10 +494,20 @@ class Simulation:
             seed=self.seed, network=self.network, byzantine=self.byzantine, end_time=self.now,
             live=live, heights=[max(n.decided, default=0) for n in self._honest()],
             decisions=dict(self.decisions), evidence_expected=expected, evidence_found=found,
-            deliveries=self.deliveries,
+            deliveries=self.deliveries, crashes=self.crashes, gst=self.gst,
+            first_decision_after_gst=self._first_decision_after_gst() if live else None,
+            resumed=sum(n.resumed + n.machine.stats["resumed"] for n in self.nodes),
         )
 
+    def _first_decision_after_gst(self) -> float:
+        """Virtual seconds from GST until every honest node had decided a new height."""
+        return max(min(t for t in n.decided_at.values() if t >= self.gst)
+                   for n in self._honest()) - self.gst
 
-def run_schedule(seed: int, powers: list[int], byzantine: int | None = None) -> ScheduleResult:
-    """Run one seeded schedule; raises SafetyViolation if honest nodes ever disagree."""
-    return Simulation(seed, powers, byzantine).run()
+
+def run_schedule(seed: int, powers: list[int], byzantine: int | None = None,
+                 restarts: int = 0, target_height: int = 3) -> ScheduleResult:
+    """Run one seeded schedule; raises SafetyViolation if honest nodes ever disagree or
+    an honest node signs two different messages at one height, round and step."""
+    return Simulation(seed, powers, byzantine, target_height=target_height,
+                      restarts=restarts).run()

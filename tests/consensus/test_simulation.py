@@ -12,8 +12,19 @@ a partition that heals at a drawn time. Checked for each schedule:
 - evidence: whenever an honest node processed both of the byzantine
   validator's conflicting votes, it reported the equivocation.
 
+Restart schedules add crashes of random subsets of the validators (all four
+at once included), between events or in the middle of one, each restarted
+from its persisted signing guard and consensus message log. Checked: no honest
+validator ever signs two different messages at one (height, round, step), its
+guard never has to refuse (the machine resumes at or above what it signed),
+no two decisions at a height, and after GST (the later of healing and the last
+restart) every honest validator decides a new height, within 60 virtual
+seconds. On the machine before resuming (restart at round 0) about 40 % of
+these schedules froze.
+
 ``MOTUS_SIM_SCHEDULES=10000 pytest tests/consensus/test_simulation.py`` runs
-the long variant (about 3 minutes on one core).
+the long variant: N more schedules without restarts and N with restarts
+(about 3 + 5 minutes on one core).
 """
 
 from __future__ import annotations
@@ -28,6 +39,17 @@ from tests.consensus.sim import SafetyViolation, ScheduleResult, run_schedule
 EQUAL_POWERS = [1, 1, 1, 1]
 UNEQUAL_POWERS = [5, 10, 20, 30]  # any one of the first three may be byzantine (< 1/3 of 65)
 LONG_RUN = int(os.environ.get("MOTUS_SIM_SCHEDULES", "0"))
+
+
+def _restart_schedules(seeds: range) -> list[ScheduleResult]:
+    """Four validators, one to three crash events each; every other schedule has an
+    equivocating validator; one in five has unequal powers."""
+    results = []
+    for seed in seeds:
+        powers = UNEQUAL_POWERS if seed % 5 == 0 else EQUAL_POWERS
+        byzantine = None if seed % 2 == 0 else seed % 3
+        results.append(run_schedule(seed, powers, byzantine, restarts=1 + seed % 3))
+    return results
 
 
 def _check(results: list[ScheduleResult]) -> None:
@@ -76,6 +98,24 @@ def test_the_safety_check_catches_a_broken_quorum(monkeypatch) -> None:
     pytest.fail("no fork found with a broken quorum rule")
 
 
+def test_crash_restart_of_any_subset_resumes_safely_and_stays_live() -> None:
+    results = _restart_schedules(range(30_000, 31_000))
+    _check(results)
+    assert all(r.first_decision_after_gst is not None for r in results)
+    # the crashes really hit every shape: all four at once, mid-event, resumed mid-height
+    crashes = [c for r in results for c in r.crashes]
+    assert sum(1 for c in crashes if len(c.nodes) == 4) > 100
+    assert sum(1 for c in crashes if c.mid_event) > 500
+    assert sum(1 for r in results if r.resumed) > 500
+
+
+@pytest.mark.timeout(0)  # as long as N schedules take
+@pytest.mark.skipif(not LONG_RUN, reason="set MOTUS_SIM_SCHEDULES=N to run N more schedules")
+def test_long_run_with_restarts() -> None:
+    _check(_restart_schedules(range(300_000, 300_000 + LONG_RUN)))
+
+
+@pytest.mark.timeout(0)  # as long as N schedules take
 @pytest.mark.skipif(not LONG_RUN, reason="set MOTUS_SIM_SCHEDULES=N to run N more schedules")
 def test_long_run() -> None:
     half = LONG_RUN // 2
