@@ -274,9 +274,10 @@ class AttestationService:
     async def check_gossip_batch(self, peer: str, data: bytes) -> Verdict:
         """Topic check of one attestation batch from ``peer`` (the forwarder).
 
-        Malformed envelope, or any item failing the stateless checks (every honest
-        node checked them before publishing or relaying): REJECT, the forwarder is
-        penalised. Otherwise every item goes through admission like an RPC one (the
+        Malformed envelope (no honest publisher or relay sends one): MALFORMED, the
+        forwarder is banned at once. Any item failing the stateless checks (every
+        honest node checked them before publishing or relaying): REJECT, the forwarder
+        is penalised. Otherwise every item goes through admission like an RPC one (the
         forwarder is the quota source); the batch is relayed (ACCEPT) when some item is
         in our pool, else dropped without penalty (IGNORE: refusals that depend on the
         head may differ between nodes)."""
@@ -289,7 +290,7 @@ class AttestationService:
             items = decode_batch(data, max_items=GOSSIP_MAX_ITEMS)
         except BatchDecodeError:
             self.gossip["batches_rejected"] += 1
-            return Verdict.REJECT
+            return Verdict.MALFORMED
         results = await self.submit(items, f"peer:{peer}", gossip=False)
         self.gossip["items_in"] += len(items)
         if any(r.code in STATELESS_CODES for r in results):

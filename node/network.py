@@ -363,8 +363,9 @@ class NetworkService:
     def _check_tx(self, peer: str, data: bytes) -> Verdict:
         """Topic check of a transaction batch; every transaction is offered to the pool.
 
-        REJECT (the forwarder is penalised) when the envelope is not a canonical batch
-        (or a transaction is over 128 KiB), or when one transaction is invalid whatever
+        MALFORMED (the forwarder is banned at once) when the envelope is not a canonical
+        batch (or a transaction is over 128 KiB): bytes no honest publisher or relay
+        sends. REJECT (the forwarder is penalised) when one transaction is invalid whatever
         the state (undecodable, bad signature, wrong chain, below intrinsic gas...):
         every honest node rejects the same batch, so an honest relay never forwards
         one. Otherwise ACCEPT (relay the batch) if at least one transaction was new to
@@ -378,7 +379,7 @@ class NetworkService:
         try:
             raws = decode_tx_batch(data)
         except BatchDecodeError:
-            return Verdict.REJECT
+            return Verdict.MALFORMED
         pooled = 0
         for raw in raws:
             try:

@@ -49,9 +49,9 @@ async def test_gossip_batch_verdicts(service: AttestationService) -> None:
     dev = Device.generate(CHAIN_ID, seed=b"gossip")
     unknown = reading(dev)  # signed, but no device NFT: refused by the head, not the bytes
     forged = unknown[:-1] + bytes([unknown[-1] ^ 1])
-    assert await service.check_gossip_batch("peer-a", b"\xc1 not msgpack") is Verdict.REJECT
+    assert await service.check_gossip_batch("peer-a", b"\xc1 not msgpack") is Verdict.MALFORMED
     not_canonical = b"\xdc\x00\x01" + encode_batch([unknown])[1:]  # array16 for one item
-    assert await service.check_gossip_batch("peer-a", not_canonical) is Verdict.REJECT
+    assert await service.check_gossip_batch("peer-a", not_canonical) is Verdict.MALFORMED
     assert await service.check_gossip_batch("peer-a", encode_batch([unknown])) is Verdict.IGNORE
     verdict = await service.check_gossip_batch("peer-a", encode_batch([unknown, forged]))
     assert verdict is Verdict.REJECT

@@ -74,11 +74,21 @@ def check(app: Application, data: bytes) -> Verdict:
     return NetworkService._check_tx(SimpleNamespace(app=app), "forwarder", data)  # type: ignore[arg-type]
 
 
-MALFORMED = {
+MALFORMED_ENVELOPE = {
     "not msgpack": lambda: b"\xc1garbage",
     "not an array of bin": lambda: msgpack.packb(["text"]),
     "non-canonical header": lambda: b"\xdc\x00\x01" + msgpack.packb(transfer(0, 0)),
     "transaction over 128 KiB": lambda: encode_batch([b"\x02" * (MAX_TX_BYTES + 1)]),
+}
+
+
+@pytest.mark.parametrize("why", list(MALFORMED_ENVELOPE))
+def test_malformed_envelopes_ban_the_forwarder(app: Application, why: str) -> None:
+    """No honest publisher or relay sends a batch that does not decode: MALFORMED."""
+    assert check(app, MALFORMED_ENVELOPE[why]()) is Verdict.MALFORMED
+
+
+MALFORMED = {
     "one undecodable transaction": lambda: encode_batch([transfer(0, 0), b"\x02garbage"]),
     "one with a bad signature": lambda: encode_batch([transfer(0, 0), with_zero_r(transfer(1, 0))]),
     "one for another chain": lambda: encode_batch([transfer(0, 0), transfer(1, 0, chain_id=1)]),

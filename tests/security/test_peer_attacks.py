@@ -182,7 +182,8 @@ def assert_no_honest_peer_banned(net: Network) -> None:
 
 async def test_one_garbage_message_bans_its_sender_at_once(net: Network, tmp_path: Path) -> None:
     garbage = {"consensus": b"\xc1" + b"garbage" * 40, "block": b"\xc1garbage",
-               "evidence": rlp.encode([b"not", [b"evidence"]])}
+               "evidence": rlp.encode([b"not", [b"evidence"]]),
+               "tx": b"\xc1not a batch", "attestation": b"\xc1not a batch"}
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             hostiles = {topic: await start_hostile(nursery, tmp_path, f"garbage-{topic}", net,
