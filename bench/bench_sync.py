@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         stop(procs)
         procs = []
         log = (late / "node.log").read_text()
-        rounds = re.findall(r"block sync: committed (\d+) blocks from \S+ in ([\d.]+) s", log)
+        rounds = re.findall(r"block sync: committed (\d+) blocks in ([\d.]+) s", log)
         raw_rate, txs = replay(source, source / "genesis.json", target)
     finally:
         stop(procs)
