@@ -6,7 +6,8 @@ Wiring (CometBFT's reactors, in one trio nursery):
                      ConsensusRunner.submit;  runner broadcast -> consensus topic
   runner decide   -> Application.commit -> block announcement on the block topic
   tx topic        -> Mempool (each transaction of a batch, before relay);
-                     RPC tx -> transaction batcher -> tx topic
+                     RPC tx -> node.localtxs (journal, announce) -> transaction batcher
+                     -> tx topic
   evidence topic  -> Application.add_evidence (verified before relay)
   status/blocks request-response -> block sync of a node that is behind, before it
                      joins consensus and whenever it falls behind or stalls
@@ -372,11 +373,6 @@ class NetworkService:
                 return Verdict.REJECT
             pooled += 1
         return Verdict.ACCEPT if pooled else Verdict.IGNORE
-
-    async def publish_tx(self, raw: bytes) -> None:
-        """Queue a transaction we pooled (from RPC) for the next batch on the tx topic."""
-        if self.p2p is not None:
-            self.p2p.transactions.add(raw)
 
     def _check_evidence(self, peer: str, data: bytes) -> Verdict:
         """Topic check of double-sign evidence (``Application.add_evidence``).
