@@ -149,6 +149,9 @@ def test_restarted_validator_gets_the_pending_pool_again(net: Net) -> None:
     future_tx = send(origin, transfer(2, 1))
     wait_for("the gapped transaction gossiped", lambda: pending(victim, future_tx), 30, [victim])
     victim.kill()
+    # Past gossipsub's message cache (5 heartbeats of 1 s): peers can no longer offer
+    # the old batch by IHAVE, only a re-announce brings the transaction back.
+    time.sleep(5)
     restart(victim)
     wait_for("the gapped transaction re-announced", lambda: pending(victim, future_tx), 30,
              [victim, origin])
