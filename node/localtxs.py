@@ -67,7 +67,11 @@ class LocalTransactions:
         if self.journal is None:
             return
         dropped: dict[str, int] = {}
-        raws = self.journal.load()
+        try:
+            raws = self.journal.load()
+        except OSError as exc:  # unreadable: start without it rather than not at all
+            log.error("transaction journal %s unreadable, not replayed: %s", self.journal.path, exc)
+            raws = []
         for raw in raws:
             try:
                 tx_hash = submit(raw)
