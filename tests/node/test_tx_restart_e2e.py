@@ -9,6 +9,7 @@ load ends with every accepted transaction mined."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import threading
 import time
@@ -32,7 +33,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("network"), pytest.mark.
 CHAIN_ID = 7077
 BLOCK_INTERVAL_MS = 500
 RECIPIENT = "0x" + "22" * 20
-CAMPAIGN_CYCLES = 3
+# A longer run: MOTUS_TX_CAMPAIGN_CYCLES=30 (docs/network.md, "Transactions").
+CAMPAIGN_CYCLES = int(os.environ.get("MOTUS_TX_CAMPAIGN_CYCLES", "3"))
 CAMPAIGN_SENDERS = range(3, 10)  # dev accounts 0-2 are the targeted tests'
 
 
@@ -203,6 +205,7 @@ class Load:
             time.sleep(0.03)
 
 
+@pytest.mark.timeout(240 + 10 * CAMPAIGN_CYCLES)
 def test_kill_restart_campaign_loses_nothing_accepted(net: Net) -> None:
     """SIGKILL a random validator right after its RPC accepted a transaction, send more
     to the others, restart it and send to it at once; after CAMPAIGN_CYCLES cycles every
