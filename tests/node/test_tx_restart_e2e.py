@@ -242,6 +242,10 @@ def test_kill_restart_campaign_loses_nothing_accepted(net: Net) -> None:
                 out += load.accepted[account] - count
         return out
 
-    wait_for("every accepted transaction mined everywhere", lambda: lost() == 0, 90, net.nodes)
+    try:
+        wait_for("every accepted transaction mined everywhere", lambda: lost() == 0, 90, net.nodes)
+    except AssertionError as exc:
+        raise AssertionError(f"{CAMPAIGN_CYCLES} cycles, {total} accepted, {lost()} missing "
+                             f"(summed over the 4 nodes)\n{exc}") from None
     print(f"campaign: {CAMPAIGN_CYCLES} kill/restart cycles, {total} transactions accepted, "
           f"0 lost")
