@@ -121,9 +121,11 @@ class Application:
 
     # --- propose ------------------------------------------------------------------------
 
-    def propose(self, height: int, proposer: bytes, *, max_txs: int = 5_000) -> bytes:
+    def propose(self, height: int, proposer: bytes, *, max_txs: int = 5_000,
+                max_attestations: int | None = None) -> bytes:
         """Build a block on the head: mempool transactions by tip (at most ``max_txs``), pool
-        attestations, evidence."""
+        attestations (at most ``max_attestations`` and the governed
+        ``max_block_attestations``), evidence."""
         parent = self.head
         if height != parent.height + 1:
             raise InvalidBlock(f"cannot propose height {height} on head {parent.height}")
@@ -133,7 +135,10 @@ class Application:
         txs = self.mempool.select(head_state, env.base_fee_per_gas, env.gas_limit, max_txs)
         attestations = []
         if self.attestation_pool is not None:
-            attestations = self.attestation_pool.take(get_param(head_state, "max_block_attestations"))
+            cap = get_param(head_state, "max_block_attestations")
+            if max_attestations is not None:
+                cap = min(cap, max_attestations)
+            attestations = self.attestation_pool.take(cap)
         evidence = self._evidence_for(height)
         last_commit = EMPTY_COMMIT if height == 1 else self.store.commit_at(height - 1)
         if last_commit is None:

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+JOURNAL_MIN_BYTES = 256 * 1024  # holds a largest (128 KiB) transaction, with room
+
 
 class ConfigError(Exception):
     code = "bad_config"
@@ -66,6 +68,10 @@ class ConsensusSection:
 class MempoolSection:
     max_per_sender: int = 64
     max_total: int = 10_000
+    # Transactions from this node's RPC clients are journaled (<home>/txpool/journal) and
+    # pooled again at start (docs/storage.md "Transaction journal").
+    journal: bool = True
+    journal_max_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass
@@ -118,6 +124,9 @@ class Config:
                     raise ConfigError(f"{section_name}.{key} must be {type(default).__name__}")
                 setattr(section, key, value)
         _check_rpc(cfg.rpc)
+        if cfg.mempool.journal_max_bytes < JOURNAL_MIN_BYTES:
+            raise ConfigError(f"mempool.journal_max_bytes must be at least {JOURNAL_MIN_BYTES} "
+                              "(one largest transaction)")
         return cfg
 
     def to_toml(self) -> str:

@@ -23,6 +23,10 @@ class Home:
         return self.root / "data"
 
     @property
+    def tx_journal(self) -> Path:
+        return self.root / "txpool" / "journal"
+
+    @property
     def signals(self) -> Path:
         return self.root / "signals"
 

@@ -81,15 +81,17 @@ class Mempool:
         """Check and insert a raw transaction; returns its hash or raises TxRejected."""
         if len(raw) > MAX_TX_BYTES:
             raise TxRejected("oversized", f"oversized data: {len(raw)} bytes exceeds {MAX_TX_BYTES}")
+        tx_hash = keccak(raw)  # the envelope's hash; saves py-evm re-encoding it
+        if tx_hash in self._by_hash:
+            # Before decoding: re-announced pools (docs/network.md) cost a receiver one
+            # hash per transaction it holds, not a signature recovery.
+            raise TxRejected("already_known", "already known")
         try:
             tx = decode_transaction(raw)
             tx.validate()
             sender = recover_sender(raw, tx)
-            tx_hash = keccak(raw)  # the envelope's hash; saves py-evm re-encoding it
         except Exception as exc:
             raise TxRejected("malformed", f"invalid transaction: {type(exc).__name__}: {exc}") from None
-        if tx_hash in self._by_hash:
-            raise TxRejected("already_known", "already known")
         if getattr(tx, "type_id", None) == BLOB_TX_TYPE:
             raise TxRejected("unsupported_type", "transaction type not supported: blob transactions")
         if tx.chain_id is None:

@@ -6,7 +6,8 @@ Wiring (CometBFT's reactors, in one trio nursery):
                      ConsensusRunner.submit;  runner broadcast -> consensus topic
   runner decide   -> Application.commit -> block announcement on the block topic
   tx topic        -> Mempool (each transaction of a batch, before relay);
-                     RPC tx -> transaction batcher -> tx topic
+                     RPC tx -> node.localtxs (journal, announce) -> transaction batcher
+                     -> tx topic
   evidence topic  -> Application.add_evidence (verified before relay)
   status/blocks request-response -> block sync of a node that is behind, before it
                      joins consensus and whenever it falls behind or stalls
@@ -75,6 +76,14 @@ PROPOSAL_MIN_TXS = 200  # the cap never goes below this (a slow moment must not 
 PROPOSAL_MAX_TXS = 5_000  # the pool's own bound on one selection
 PROPOSAL_START_TXS = 500  # measured here: ~0.3 s to build on a busy 2-core machine
 PROPOSAL_SAMPLE_TXS = 50  # smaller proposals say too little about per-transaction cost
+# Attestations too: each costs a signature check to build and as much to validate, and
+# after a restart the pool holds a backlog, so a block of the governed maximum (2000)
+# next to a full share of transactions can miss the propose timeout. Same rule: the
+# cap follows the measured build time, within [MIN, the governed max_block_attestations].
+PROPOSAL_MIN_ATTESTATIONS = 100
+PROPOSAL_MAX_ATTESTATIONS = 20_000  # the governed parameter's own upper bound
+PROPOSAL_START_ATTESTATIONS = 1_000
+PROPOSAL_SAMPLE_ATTESTATIONS = 50
 
 # Mempool reject codes that depend on the receiver's pool or head, not on the bytes:
 # the forwarder may have seen a different state, so they cost it nothing. The block
@@ -101,6 +110,7 @@ class ConsensusApp:
         # How many transactions a proposal may hold, learnt from how long the last
         # sizeable one took to build (execution speed on this machine, under its load).
         self.max_txs = PROPOSAL_START_TXS
+        self.max_attestations = PROPOSAL_START_ATTESTATIONS
 
     def propose(self, height: int, round_: int) -> bytes:
         if height <= self.app.head.height:
@@ -109,20 +119,29 @@ class ConsensusApp:
             return raw
         assert self.proposer is not None
         started = time.perf_counter()
-        value = self.app.propose(height, self.proposer, max_txs=self.max_txs)
+        value = self.app.propose(height, self.proposer, max_txs=self.max_txs,
+                                 max_attestations=self.max_attestations)
         self.learn_proposal_cost(value, time.perf_counter() - started)
         return value
 
     def learn_proposal_cost(self, value: bytes, elapsed_s: float) -> None:
-        """Size the next proposals so one takes about ``budget_s`` to build."""
+        """Size the next proposals so one takes about ``budget_s`` to build: transactions
+        and attestations are each scaled by budget / elapsed (so both together take the
+        budget), each only when the proposal held enough of them to measure."""
         try:
-            count = len(rlp.decode(value)[1])  # [header, transactions, ...]
+            fields = rlp.decode(value)  # [header, transactions, attestations, ...]
+            count, attestations = len(fields[1]), len(fields[2])
         except Exception:
             return
-        if count < PROPOSAL_SAMPLE_TXS or elapsed_s <= 0:
+        if elapsed_s <= 0:
             return
-        fits = int(self.budget_s * count / elapsed_s)
-        self.max_txs = max(PROPOSAL_MIN_TXS, min(PROPOSAL_MAX_TXS, fits))
+        scale = self.budget_s / elapsed_s
+        if count >= PROPOSAL_SAMPLE_TXS:
+            self.max_txs = max(PROPOSAL_MIN_TXS, min(PROPOSAL_MAX_TXS, int(count * scale)))
+        if attestations >= PROPOSAL_SAMPLE_ATTESTATIONS:
+            # Above the governed cap only matters if governance raises it later.
+            self.max_attestations = max(PROPOSAL_MIN_ATTESTATIONS,
+                                        min(PROPOSAL_MAX_ATTESTATIONS, int(attestations * scale)))
 
     def block_hash(self, value: bytes) -> bytes:
         try:
@@ -392,11 +411,6 @@ class NetworkService:
                 return Verdict.REJECT
             pooled += 1
         return Verdict.ACCEPT if pooled else Verdict.IGNORE
-
-    async def publish_tx(self, raw: bytes) -> None:
-        """Queue a transaction we pooled (from RPC) for the next batch on the tx topic."""
-        if self.p2p is not None:
-            self.p2p.transactions.add(raw)
 
     def _check_evidence(self, peer: str, data: bytes) -> Verdict:
         """Topic check of double-sign evidence (``Application.add_evidence``).

@@ -19,8 +19,10 @@ from node.db import Database
 from node.errors import ensure_port_free
 from node.home import Home
 from node.keys import load_validator_key
+from node.localtxs import LocalTransactions
 from node.mempool import Mempool
 from node.store import ChainStore
+from p2p.topics import TopicName
 from vm.modules.params import get_param
 
 log = logging.getLogger("motus.node")
@@ -48,6 +50,10 @@ class Node:
         self.attestations = AttestationService(self.store, self.chain_id, self.config.telemetry,
                                                self.home.signals)
         self.app = Application(self.store, self.mempool, attestation_pool=self.attestations)
+        mp = self.config.mempool
+        self.local_txs = LocalTransactions(
+            self.mempool, self.home.tx_journal if mp.journal else None,
+            journal_max_bytes=mp.journal_max_bytes)
         self.validator_key: bytes | None = None
         if self.home.validator_key.exists():
             self.validator_key = load_validator_key(self.home.validator_key)
@@ -72,30 +78,32 @@ class Node:
 
         log.info("starting %s chain %d at height %d", self.config.node.moniker, self.chain_id, self.store.head_height)
         try:
+            # Before the RPC opens: the journal's transactions are pending again, and
+            # every RPC accept is journaled (and queued for gossip) before its answer.
+            self.local_txs.replay(lambda raw: self.app.submit_transaction(raw, gossip=False))
+            self.app.tx_listeners.append(self.local_txs.accepted)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_signals, nursery.cancel_scope)
                 self.rpc_port = await nursery.start(serve_rpc, self)
                 self.network = NetworkService(self)
                 attestation_inbox = self.attestations.attach_gossip(self.network.p2p)
                 await nursery.start(self.attestations.run, attestation_inbox)
-                send, receive = trio.open_memory_channel[bytes](1024)
-                self.app.tx_listeners.append(lambda raw: _offer(send, raw))
+                p2p = self.network.p2p
+                if p2p is not None:
+                    # Gossip is up when the tx topic has a mesh, long before the initial
+                    # sync ends: what the RPC accepts meanwhile is published then.
+                    self.local_txs.attach(p2p.transactions.add,
+                                          lambda: p2p.mesh_peers(TopicName.TX))
+                nursery.start_soon(self.local_txs.run)
                 await nursery.start(self.network.run)
-                nursery.start_soon(self._gossip_txs, receive)
                 task_status.started()
                 await self.stopping.wait()
                 nursery.cancel_scope.cancel()
         finally:
+            self.local_txs.close()
             self.attestations.close()
             self.database.close()
             log.info("stopped at height %d", self._safe_head())
-
-    async def _gossip_txs(self, receive: trio.MemoryReceiveChannel[bytes]) -> None:
-        async for raw in receive:
-            try:
-                await self.network.publish_tx(raw)
-            except Exception:
-                log.exception("transaction gossip failed")
 
     def _safe_head(self) -> int:
         try:
@@ -118,9 +126,3 @@ def check_ports(cfg: Config) -> None:
     if cfg.p2p.enabled:
         ensure_port_free(cfg.p2p.host, cfg.p2p.port, "p2p", "--p2p-port (p2p.port)")
 
-
-def _offer(send: trio.MemorySendChannel[bytes], raw: bytes) -> None:
-    try:
-        send.send_nowait(raw)
-    except trio.WouldBlock:
-        log.warning("transaction gossip queue full: dropped one (it stays in our pool)")

@@ -529,6 +529,12 @@ class P2PNode:
         topic.stats.published += 1
         topic.stats.bytes_published += len(data)
 
+    def mesh_peers(self, name: str) -> set[str]:
+        """Peers our publishes on topic ``name`` reach now (its gossipsub mesh); empty
+        before ``run`` and until the first heartbeat after a peer subscribes."""
+        topic = self._topic(name)
+        return {peer.to_base58() for peer in self._gossipsub.mesh.get(topic.topic_id, ())}
+
     async def _wait_for_outbound_room(self) -> None:
         """Hold a publisher back while most peers' outbound queues are over half full.
 

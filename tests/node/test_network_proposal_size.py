@@ -13,7 +13,9 @@ import rlp
 
 from node.network import (
     PROPOSAL_MAX_TXS,
+    PROPOSAL_MIN_ATTESTATIONS,
     PROPOSAL_MIN_TXS,
+    PROPOSAL_START_ATTESTATIONS,
     PROPOSAL_START_TXS,
     ConsensusApp,
 )
@@ -39,13 +41,39 @@ def test_cap_follows_the_measured_build_time(count: int, elapsed_s: float, expec
     assert app.max_txs == expected
 
 
+def block_with_attestations(count: int, attestations: int) -> bytes:
+    return rlp.encode([[b"header"], [b"\x02tx%d" % i for i in range(count)],
+                       [b"att%d" % i for i in range(attestations)], [], []])
+
+
+@pytest.mark.parametrize(
+    ("count", "attestations", "elapsed_s", "txs_cap", "attestations_cap"),
+    [
+        # a restart's attestation backlog: 2000 of them and 500 transfers took 1.2 s,
+        # four times the budget: both shrink by four, so the next block fits it
+        (500, 2000, 1.2, PROPOSAL_MIN_TXS, 500),
+        (1000, 2000, 1.2, 250, 500),
+        (0, 1000, 0.15, PROPOSAL_START_TXS, 2000),  # no transactions: their cap stays
+        (500, 10, 0.6, 250, PROPOSAL_START_ATTESTATIONS),  # too few to learn from
+        (0, 2000, 100.0, PROPOSAL_START_TXS, PROPOSAL_MIN_ATTESTATIONS),
+    ],
+)
+def test_attestation_cap_follows_the_measured_build_time(
+    count: int, attestations: int, elapsed_s: float, txs_cap: int, attestations_cap: int,
+) -> None:
+    app = ConsensusApp(SimpleNamespace(), proposer=b"\x01" * 20, budget_s=0.3)  # type: ignore[arg-type]
+    app.learn_proposal_cost(block_with_attestations(count, attestations), elapsed_s)
+    assert (app.max_txs, app.max_attestations) == (txs_cap, attestations_cap)
+
+
 def test_propose_passes_the_cap_and_learns_from_the_result() -> None:
     calls: list[dict[str, Any]] = []
 
     class FakeApplication:
         head = SimpleNamespace(height=7)
 
-        def propose(self, height: int, proposer: bytes, *, max_txs: int) -> bytes:
+        def propose(self, height: int, proposer: bytes, *, max_txs: int,
+                    max_attestations: int) -> bytes:
             calls.append({"height": height, "max_txs": max_txs})
             return block_with(min(max_txs, 400))
 

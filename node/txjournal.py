@@ -1,0 +1,148 @@
+"""The journal of locally submitted transactions (``<home>/txpool/journal``), so that a
+transaction the RPC accepted survives a crash or restart of the node (geth's
+``transactions.rlp``; docs/storage.md "Transaction journal").
+
+Format: an 18-byte header ``b"motus-txjournal/1\\n"``, then records, each
+``length (u32 big-endian) | crc32 of the transaction (u32 big-endian) | raw transaction``.
+
+Crash behaviour: a record is appended with one ``write`` before the RPC answers, so a
+killed process (SIGKILL, OOM, crash) loses nothing it acknowledged: the bytes are in the
+kernel's page cache. ``sync`` (``fsync``) runs at most ``SYNC_INTERVAL_S`` after an append,
+so a power loss or kernel crash loses at most the transactions of that last interval. A
+torn or corrupt tail (short record, bad length or checksum) ends the replay: the records
+before it are kept, the rest is skipped and logged. A rewrite (compaction) goes to a
+temporary file that is fsynced and renamed over the journal, so a crash during it leaves
+the old journal or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+
+from vm.execute import MAX_TX_BYTES
+
+log = logging.getLogger("motus.txjournal")
+
+HEADER = b"motus-txjournal/1\n"
+_RECORD = struct.Struct(">II")  # length, crc32
+SYNC_INTERVAL_S = 1.0  # fsync at most this long after an append (power-loss window)
+
+
+def encode_record(raw: bytes) -> bytes:
+    return _RECORD.pack(len(raw), zlib.crc32(raw)) + raw
+
+
+def decode_journal(data: bytes) -> tuple[list[bytes], int]:
+    """The transactions of a journal's bytes, and how many trailing bytes were skipped
+    (a torn or corrupt tail). A file without the header yields nothing (all skipped)."""
+    if not data.startswith(HEADER):
+        return [], len(data)
+    out: list[bytes] = []
+    pos = len(HEADER)
+    while pos < len(data):
+        if pos + _RECORD.size > len(data):
+            break
+        length, crc = _RECORD.unpack_from(data, pos)
+        start, end = pos + _RECORD.size, pos + _RECORD.size + length
+        if not 0 < length <= MAX_TX_BYTES or end > len(data):
+            break
+        raw = data[start:end]
+        if zlib.crc32(raw) != crc:
+            break
+        out.append(raw)
+        pos = end
+    return out, len(data) - pos
+
+
+class TxJournal:
+    """Append-only file of raw transactions, compacted by ``rewrite``; at most
+    ``max_bytes`` (an append that would pass it is refused: ``append`` returns False)."""
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self._fd: int | None = None
+        self.size = 0
+        self.dirty = False  # written since the last fsync
+
+    def load(self) -> list[bytes]:
+        """The journal's transactions in the order they were accepted (nothing if none)."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        raws, skipped = decode_journal(data)
+        if skipped:
+            log.warning("transaction journal %s: %d trailing bytes skipped (torn or corrupt "
+                        "record); %d transactions read", self.path, skipped, len(raws))
+        return raws
+
+    def rewrite(self, raws: Iterable[bytes]) -> int:
+        """Replace the journal with ``raws`` (atomically, durably), within ``max_bytes``;
+        returns how many were written. Opens the journal for appends."""
+        self.close()
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        parts = [HEADER]
+        size = len(HEADER)
+        written = 0
+        for raw in raws:
+            record = encode_record(raw)
+            if size + len(record) > self.max_bytes:
+                break
+            parts.append(record)
+            size += len(record)
+            written += 1
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"".join(parts))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self.size = size
+        self.dirty = False
+        return written
+
+    def append(self, raw: bytes) -> bool:
+        """Append one transaction with a single write (durable against a process crash at
+        once, against power loss after the next ``sync``); False if over ``max_bytes``."""
+        if self._fd is None:
+            raise RuntimeError("journal not open: rewrite() opens it")
+        record = encode_record(raw)
+        if self.size + len(record) > self.max_bytes:
+            return False
+        os.write(self._fd, record)
+        self.size += len(record)
+        self.dirty = True
+        return True
+
+    def sync(self) -> None:
+        if self._fd is not None and self.dirty:
+            self.dirty = False
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            try:
+                if self.dirty:
+                    os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+                self.dirty = False
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
