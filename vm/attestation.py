@@ -161,6 +161,9 @@ def _unpack_limits(max_bytes: int) -> dict[str, int]:
     return {f"max_{kind}_len": max_bytes for kind in ("bin", "str", "array", "map", "ext")}
 
 
+_ATTESTATION_UNPACK_LIMITS = _unpack_limits(MAX_ATTESTATION_BYTES)  # built once: admission is hot
+
+
 def _malformed(message: str) -> AttestationError:
     return AttestationError(RejectCode.MALFORMED, message)
 
@@ -212,7 +215,7 @@ def decode_attestation(raw: bytes) -> Attestation:
         # msgpack's C unpacker stops at 1,024 nested levels with StackError (a
         # ValueError) on a fixed stack of its own, whatever the recursion limit.
         obj = msgpack.unpackb(raw, raw=True, use_list=True, strict_map_key=False,
-                              **_unpack_limits(MAX_ATTESTATION_BYTES))
+                              **_ATTESTATION_UNPACK_LIMITS)
     except Exception as exc:
         raise _malformed(f"not msgpack: {type(exc).__name__}") from None
     if type(obj) is not list or len(obj) != FIELD_COUNT:
@@ -363,6 +366,7 @@ def check_stateless_codes(raws: Sequence[bytes], chain_id: int) -> list[str]:
 # off-chain; the attestation carries keccak256 of their canonical encoding.
 
 MAX_SIGNALS_BYTES = 64 * 1024
+_SIGNALS_UNPACK_LIMITS = _unpack_limits(MAX_SIGNALS_BYTES)
 LOCATION_SIGNALS = frozenset({"lat", "lon"})  # degrees (WGS84); need a location permission
 
 
@@ -408,7 +412,7 @@ def decode_signals(payload: bytes) -> dict[str, object]:
         raise SignalsError(f"signal payload of {len(payload)} bytes, limit {MAX_SIGNALS_BYTES}")
     try:
         signals = msgpack.unpackb(payload, raw=False, strict_map_key=True, use_list=True,
-                                  **_unpack_limits(MAX_SIGNALS_BYTES))
+                                  **_SIGNALS_UNPACK_LIMITS)
     except Exception as exc:
         raise SignalsError(f"not msgpack: {type(exc).__name__}") from None
     if type(signals) is not dict or encode_signals(signals) != payload:
