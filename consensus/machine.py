@@ -710,7 +710,8 @@ class ConsensusMachine:
                 self.stats["proposal_rebroadcast"] += 1
                 self._proposal_resent_this_period = True
                 self._proposal_wanted = False
-                return [Broadcast(message)] + [Broadcast(v) for v in self._get_pol_votes(message)]
+                effects: list[Effect] = [Broadcast(message)]
+                return effects + [Broadcast(v) for v in self._get_pol_votes(message)]
         return []
 
     def _note_proposal_wanted(self, vote: Vote) -> list[Effect]:
