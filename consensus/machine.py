@@ -159,6 +159,7 @@ class ConsensusMachine:
         self._own: list[ConsensusMessage] = []
         self._proposers: dict[int, bytes] = {}
         self._proposal_wanted = False
+        self._proposal_check_on_tick = False
 
     # --- inputs -------------------------------------------------------------
 
@@ -484,6 +485,7 @@ class ConsensusMachine:
         self.round = round_
         self.step = Step.PROPOSE
         self._proposal_wanted = False
+        self._proposal_check_on_tick = False
         effects: list[Effect] = []
         if self.is_validator() and self.get_proposer(round_) == self.signer.address:  # type: ignore[union-attr]
             effects += self._propose()
@@ -513,6 +515,7 @@ class ConsensusMachine:
         self._log(message, essential=True)
         # a peer's nil vote right after this may cross it in flight: answer it on the next tick
         self._proposal_resent_this_period = True
+        self._proposal_check_on_tick = True
         effects: list[Effect] = [Broadcast(message)]
         # Relay the proof of lock with a re-proposal: peers that missed those
         # prevotes could not accept it (line 28) and the round would be lost.
@@ -722,7 +725,9 @@ class ConsensusMachine:
         for something else (nil, once its propose timeout expires) in that round,
         and that first vote is the request. It is answered at once, but at most
         once per rebroadcast period: a further request in the same period is
-        answered on the next tick. A peer that never votes (a follower) gets
+        answered on the next tick. Besides, the first tick after proposing sends
+        one more copy if the proposal has no quorum of prevotes yet (see
+        ``_on_rebroadcast_tick``). A peer that never votes (a follower) gets
         the block by block sync; one a height behind by the ``CommitMessage``."""
         if (vote.round != self.round or self.signer is None
                 or vote.validator == self.signer.address
@@ -737,9 +742,24 @@ class ConsensusMachine:
             return []
         return self._own_proposal_to_resend()
 
+    def _round_lacks_our_proposal(self) -> bool:
+        """Whether our proposal of the current round still lacks more than 2/3 prevotes
+        for it (if it has them, the round can decide without another copy)."""
+        for message in self._own:
+            if isinstance(message, ProposalMessage) and message.round == self.round:
+                prevotes = self._get_vote_set(self.round, PREVOTE)
+                return not prevotes.is_quorum_for(message.proposal.block_hash)
+        return False
+
     def _on_rebroadcast_tick(self) -> list[Effect]:
         effects: list[Effect] = [self._schedule(Step.REBROADCAST, self.round)]
         self._proposal_resent_this_period = False
+        if self._proposal_check_on_tick:
+            # One more copy on the first tick after proposing, before the others'
+            # propose timers expire, if the round is not yet safe: the first copy
+            # may have been lost, and waiting for the nil votes would lose the round.
+            self._proposal_check_on_tick = False
+            self._proposal_wanted = self._proposal_wanted or self._round_lacks_our_proposal()
         effects += self._own_messages_to_resend(with_proposal=self._proposal_wanted)
         if self.valid_hash is not None:
             # Relay the proof of our valid value: a byzantine proposer re-proposing it
