@@ -3,7 +3,9 @@ consensus timeouts, transfers submitted at a steady rate to every node in turn, 
 time from submission until the receipt is visible on the node it was submitted to (a
 ``newHeads`` notification carrying the transaction's block). Prints the throughput
 achieved, p50/p95 finality and blocks per second, with a single-validator node measured
-the same way in the same run as the baseline.
+the same way in the same run as the baseline, and, for the multi-validator devnet, the
+bytes per second each node published on the consensus gossip topic during the load
+(``motus_p2p_topic_published_bytes_total``) with the proposals it re-sent.
 
     python -m bench.bench_consensus [--rate 8] [--duration 40]
     python -m bench.bench_consensus --high-load          # 300 tx/s for 30 s
@@ -92,6 +94,20 @@ def wait_height(url: str, height: int, timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} did not reach height {height}")
         time.sleep(0.2)
+
+
+def consensus_gossip(url: str) -> tuple[float, float]:
+    """(payload bytes published on the consensus topic, proposals re-sent) so far,
+    read from the node's ``GET /metrics``."""
+    with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    published = resent = 0.0
+    for line in text.splitlines():
+        if line.startswith("motus_p2p_topic_published_bytes_total{") and "consensus" in line:
+            published += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("motus_consensus_proposal_rebroadcasts_total"):
+            resent += float(line.rsplit(" ", 1)[1])
+    return published, resent
 
 
 def sign_transfer(key: bytes, nonce: int, to: str, value: int) -> bytes:
@@ -373,8 +389,17 @@ def main(argv: list[str] | None = None) -> None:
         wait_rpc(urls)
         wait_height(urls[0], 2)  # consensus is running
         load.fund(urls[0])
+        gossip_before = [consensus_gossip(u) for u in urls]
+        gossip_t0 = time.monotonic()
         multi = measure(urls, load, rate)
+        gossip_s = time.monotonic() - gossip_t0
+        gossip = [(a[0] - b[0], a[1] - b[1])
+                  for a, b in zip([consensus_gossip(u) for u in urls], gossip_before, strict=True)]
         report(f"{args.validators} validators", multi, rate)
+        print("consensus gossip published per node: "
+              + ", ".join(f"{b / gossip_s / 1024:.0f} KiB/s" for b, _ in gossip)
+              + f"; proposals re-sent: {[int(r) for _, r in gossip]} in {gossip_s:.0f} s",
+              flush=True)
         stop(procs)
         procs = []
         single_urls, procs = single_validator(root, args.profile, args.log_level)

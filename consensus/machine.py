@@ -10,7 +10,9 @@ cannot double-sign even if its inputs are replayed after a crash.
 
 Line numbers in comments refer to Algorithm 1 of the paper. Two additions
 make the paper's gossip assumption hold over a lossy network: every node
-re-sends its own messages of the current height on a periodic timer, and a
+re-sends its own votes of the current height on a periodic timer (its
+proposal, which carries a whole block, only when a peer's vote shows it lacks
+it: see ``_note_proposal_wanted``), and a
 node that sees a peer still voting at the height it just decided sends the
 decided value with its commit (:class:`CommitMessage`), which the peer checks
 against its validator set and decides on. Peers further behind catch up by
@@ -130,6 +132,9 @@ class ConsensusMachine:
         self.step = Step.PROPOSE
         self.validators = ValidatorSet([])
         self._rebroadcast_scheduled = False
+        # our proposal is re-sent at most once per rebroadcast period (see _note_proposal_wanted)
+        self._proposal_resent_this_period = False
+        self._proposal_wanted = False
         self._future: list[ProposalMessage | Vote] = []
         self._future_bytes = 0
         # the last decision, re-sent to peers that missed it (see module docstring)
@@ -153,6 +158,8 @@ class ConsensusMachine:
         self._fired: set[tuple[str, int]] = set()  # "for the first time" rules already run
         self._own: list[ConsensusMessage] = []
         self._proposers: dict[int, bytes] = {}
+        self._proposal_wanted = False
+        self._proposal_check_on_tick = False
 
     # --- inputs -------------------------------------------------------------
 
@@ -406,7 +413,8 @@ class ConsensusMachine:
             return [EvidenceFound(evidence)]
         if not added:
             self.stats["duplicate_vote"] += 1
-        return []
+            return []
+        return self._note_proposal_wanted(vote)
 
     def _add_proposal(self, message: ProposalMessage) -> list[Effect]:
         proposal, value = message.proposal, message.value
@@ -476,6 +484,8 @@ class ConsensusMachine:
     def _start_round(self, round_: int) -> list[Effect]:  # StartRound, line 11
         self.round = round_
         self.step = Step.PROPOSE
+        self._proposal_wanted = False
+        self._proposal_check_on_tick = False
         effects: list[Effect] = []
         if self.is_validator() and self.get_proposer(round_) == self.signer.address:  # type: ignore[union-attr]
             effects += self._propose()
@@ -503,6 +513,9 @@ class ConsensusMachine:
         self._senders.setdefault(self.round, set()).add(proposal.proposer)
         self._own.append(message)
         self._log(message, essential=True)
+        # a peer's nil vote right after this may cross it in flight: answer it on the next tick
+        self._proposal_resent_this_period = True
+        self._proposal_check_on_tick = True
         effects: list[Effect] = [Broadcast(message)]
         # Relay the proof of lock with a re-proposal: peers that missed those
         # prevotes could not accept it (line 28) and the round would be lost.
@@ -681,24 +694,73 @@ class ConsensusMachine:
 
     # --- gossip repair ------------------------------------------------------
 
-    def _own_messages_to_resend(self) -> list[Effect]:
-        """Our proposal of the current round (with its proof of lock) and our votes of
-        the last ``REBROADCAST_ROUNDS`` rounds."""
+    def _own_messages_to_resend(self, with_proposal: bool = True) -> list[Effect]:
+        """Our votes of the last ``REBROADCAST_ROUNDS`` rounds and, if ``with_proposal``,
+        our proposal of the current round (with its proof of lock)."""
         effects: list[Effect] = []
+        if with_proposal:
+            effects += self._own_proposal_to_resend()
         oldest = self.round - REBROADCAST_ROUNDS + 1
         for message in self._own:
-            if isinstance(message, ProposalMessage):
-                if message.round == self.round:
-                    self.stats["proposal_rebroadcast"] += 1
-                    effects.append(Broadcast(message))
-                    effects += [Broadcast(v) for v in self._get_pol_votes(message)]
-            elif message.round >= oldest:
+            if isinstance(message, Vote) and message.round >= oldest:
                 effects.append(Broadcast(message))
         return effects
 
+    def _own_proposal_to_resend(self) -> list[Effect]:
+        """Our proposal of the current round with its proof of lock (empty if we have none)."""
+        for message in self._own:
+            if isinstance(message, ProposalMessage) and message.round == self.round:
+                self.stats["proposal_rebroadcast"] += 1
+                self._proposal_resent_this_period = True
+                self._proposal_wanted = False
+                effects: list[Effect] = [Broadcast(message)]
+                return effects + [Broadcast(v) for v in self._get_pol_votes(message)]
+        return []
+
+    def _note_proposal_wanted(self, vote: Vote) -> list[Effect]:
+        """Re-send our proposal when a peer's new vote shows it may lack it.
+
+        A proposal carries a whole block (up to ``MAX_VALUE_BYTES``), so unlike
+        votes it is not re-sent on every tick: a validator that missed it votes
+        for something else (nil, once its propose timeout expires) in that round,
+        and that first vote is the request. It is answered at once, but at most
+        once per rebroadcast period: a further request in the same period is
+        answered on the next tick. Besides, the first tick after proposing sends
+        one more copy if the proposal has no quorum of prevotes yet (see
+        ``_on_rebroadcast_tick``). A peer that never votes (a follower) gets
+        the block by block sync; one a height behind by the ``CommitMessage``."""
+        if (vote.round != self.round or self.signer is None
+                or vote.validator == self.signer.address
+                or self.get_proposer(self.round) != self.signer.address):
+            return []
+        if any(isinstance(m, ProposalMessage) and m.round == self.round
+               and m.proposal.block_hash == vote.block_hash for m in self._own):
+            return []  # it voted for our proposal, so it has it
+        self.stats["proposal_wanted"] += 1
+        if self._proposal_resent_this_period:
+            self._proposal_wanted = True
+            return []
+        return self._own_proposal_to_resend()
+
+    def _round_lacks_our_proposal(self) -> bool:
+        """Whether our proposal of the current round still lacks more than 2/3 prevotes
+        for it (if it has them, the round can decide without another copy)."""
+        for message in self._own:
+            if isinstance(message, ProposalMessage) and message.round == self.round:
+                prevotes = self._get_vote_set(self.round, PREVOTE)
+                return not prevotes.is_quorum_for(message.proposal.block_hash)
+        return False
+
     def _on_rebroadcast_tick(self) -> list[Effect]:
         effects: list[Effect] = [self._schedule(Step.REBROADCAST, self.round)]
-        effects += self._own_messages_to_resend()
+        self._proposal_resent_this_period = False
+        if self._proposal_check_on_tick:
+            # One more copy on the first tick after proposing, before the others'
+            # propose timers expire, if the round is not yet safe: the first copy
+            # may have been lost, and waiting for the nil votes would lose the round.
+            self._proposal_check_on_tick = False
+            self._proposal_wanted = self._proposal_wanted or self._round_lacks_our_proposal()
+        effects += self._own_messages_to_resend(with_proposal=self._proposal_wanted)
         if self.valid_hash is not None:
             # Relay the proof of our valid value: a byzantine proposer re-proposing it
             # may show its own prevote to only some peers, and without the whole

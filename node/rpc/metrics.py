@@ -160,7 +160,7 @@ class NodeCollector(Collector):
                                 value=sum(v.power for v in members))
         yield CounterMetricFamily(
             "motus_consensus_proposal_rebroadcasts",
-            "Own proposals re-sent on the rebroadcast timer (gossip repair)",
+            "Own proposals re-sent: a peer's vote showed it lacked them, or on resume",
             value=m.stats.get("proposal_rebroadcast", 0),
         )
         events = CounterMetricFamily(

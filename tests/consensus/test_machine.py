@@ -434,6 +434,47 @@ def test_rebroadcast_tick_resends_own_messages_and_reschedules() -> None:
     assert votes_sent(effects) == [(PREVOTE, 0, h(A))]
 
 
+def _proposals_sent(effects) -> list[ProposalMessage]:
+    return [m for m in broadcasts(effects) if isinstance(m, ProposalMessage)]
+
+
+def test_rebroadcast_tick_does_not_resend_a_proposal_nobody_asked_for() -> None:
+    t = Harness(proposer_of_round=0)
+    [proposal] = _proposals_sent(t.start_effects)
+    t.feed_votes(PREVOTE, 0, proposal.proposal.block_hash, t.others()[:2])  # a quorum has it
+    for _ in range(5):
+        effects = t.machine.on_timeout(Step.REBROADCAST, 1, 0)
+        assert _proposals_sent(effects) == []
+        assert (PREVOTE, 0, proposal.proposal.block_hash) in votes_sent(effects)  # votes are
+    assert t.machine.stats["proposal_rebroadcast"] == 0
+
+
+def test_the_first_tick_after_proposing_resends_once_while_the_proposal_lacks_a_quorum() -> None:
+    t = Harness(proposer_of_round=0)
+    [proposal] = _proposals_sent(t.start_effects)
+    t.feed_votes(PREVOTE, 0, proposal.proposal.block_hash, t.others()[:1])  # 2 of 4: no quorum
+    assert _proposals_sent(t.machine.on_timeout(Step.REBROADCAST, 1, 0)) == [proposal]
+    for _ in range(3):  # then only a peer's vote asks for it again
+        assert _proposals_sent(t.machine.on_timeout(Step.REBROADCAST, 1, 0)) == []
+
+
+def test_a_peer_voting_nil_in_our_round_gets_the_proposal_at_most_once_a_period() -> None:
+    t = Harness(proposer_of_round=0)
+    [proposal] = _proposals_sent(t.start_effects)
+    first, second, third = t.others()
+    # just proposed: a nil vote may have crossed it in flight, so wait for the tick
+    assert _proposals_sent(t.feed(t.vote(first, PREVOTE, 0, NIL))) == []
+    assert _proposals_sent(t.machine.on_timeout(Step.REBROADCAST, 1, 0)) == [proposal]
+    assert _proposals_sent(t.machine.on_timeout(Step.REBROADCAST, 1, 0)) == []  # answered
+    # a new request in a fresh period is answered at once, the next one on the tick
+    assert _proposals_sent(t.feed(t.vote(second, PREVOTE, 0, NIL))) == [proposal]
+    assert _proposals_sent(t.feed(t.vote(third, PREVOTE, 0, NIL))) == []
+    assert _proposals_sent(t.feed(t.vote(third, PREVOTE, 0, NIL))) == []  # a repeat asks nothing
+    assert _proposals_sent(t.machine.on_timeout(Step.REBROADCAST, 1, 0)) == [proposal]
+    assert _proposals_sent(t.machine.on_timeout(Step.REBROADCAST, 1, 0)) == []
+    assert t.machine.stats["proposal_rebroadcast"] == 3
+
+
 def test_a_peer_still_voting_at_our_decided_height_gets_the_commit() -> None:
     t = Harness()
     t.lock_on(A, 0)

@@ -151,3 +151,22 @@ def test_a_proposer_whose_proposal_the_guard_refuses_still_has_its_propose_timeo
     effects = t.machine.on_timeout(Step.PROPOSE, 1, 1)  # the timeout _start_round scheduled
     assert votes_sent(effects) == [(PREVOTE, 1, NIL)]  # the prevote it had signed, re-sent
     _crash(t)
+
+
+def test_a_restarted_proposer_resends_its_proposal_once_then_only_when_asked(tmp_path) -> None:
+    # the proposal carries a whole block: re-sent on resume, not on every tick
+    t = _node(tmp_path, proposer_of_round=0)
+    [proposal] = [m for m in broadcasts(t.start_effects) if isinstance(m, ProposalMessage)]
+    _crash(t)
+
+    again = _node(tmp_path, proposer_of_round=0)
+    assert (again.machine.round, again.machine.step) == (0, Step.PREVOTE)
+    assert proposal in broadcasts(again.start_effects)
+    tick = broadcasts(again.machine.on_timeout(Step.REBROADCAST, 1, 0))
+    assert not any(isinstance(m, ProposalMessage) for m in tick)
+    assert votes_sent(again.machine.on_timeout(Step.REBROADCAST, 1, 0)) == [
+        (PREVOTE, 0, proposal.proposal.block_hash)]
+    # a peer that lost it votes nil in the round: that asks for it again
+    asked = again.feed(again.vote(again.others()[0], PREVOTE, 0, NIL))
+    assert proposal in broadcasts(asked)
+    _crash(again)
