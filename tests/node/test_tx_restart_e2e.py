@@ -15,11 +15,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from eth_account import Account
+from eth_hash.auto import keccak
 
 from devnet.launcher import prepare
 from genesis.devnet import dev_accounts
@@ -164,15 +165,21 @@ def test_restarted_validator_gets_the_pending_pool_again(net: Net) -> None:
 
 
 class Load:
-    """Transfers from CAMPAIGN_SENDERS, each sender's nonces in order, sent to a random
-    running validator; a transaction counts as accepted once an RPC answered its hash
-    (or said it is already known); one refused is sent again, to another node, and
-    the refusal kept for the test to judge."""
+    """Transfers from ``senders`` (dev accounts), each sender's nonces in order, one every
+    ``pause`` seconds to a random running validator; a transaction counts as accepted
+    once an RPC answered its hash (or said it is already known), and its hash is kept in
+    ``hashes``; one refused is sent again, to another node, and the refusal kept for the
+    test to judge. Nonces kept here, not asked of a node, so no two accepted
+    transactions compete for one nonce: each one accepted can be mined."""
 
-    def __init__(self, nodes: list[NodeProcess]) -> None:
+    def __init__(self, nodes: list[NodeProcess], senders: Sequence[int] = CAMPAIGN_SENDERS,
+                 pause: float = 0.03) -> None:
         self.nodes = nodes
+        self.senders = list(senders)
+        self.pause = pause
         self.down: set[int] = set()
-        self.accepted: dict[int, int] = {a: 0 for a in CAMPAIGN_SENDERS}  # next nonce to send
+        self.accepted: dict[int, int] = {a: 0 for a in self.senders}  # next nonce to send
+        self.hashes: list[str] = []
         self.refused: list[str] = []
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -192,6 +199,7 @@ class Load:
         error = doc.get("error")
         if error is None or "already known" in error.get("message", ""):
             self.accepted[account] += 1
+            self.hashes.append("0x" + keccak(raw).hex())
             return True
         self.refused.append(error.get("message", str(error)))
         return False
@@ -201,8 +209,8 @@ class Load:
         while not self.stop.is_set():
             with self.lock:
                 up = [i for i in range(len(self.nodes)) if i not in self.down]
-                self.send_to(rng.choice(up), rng.choice(list(CAMPAIGN_SENDERS)))
-            time.sleep(0.03)
+                self.send_to(rng.choice(up), rng.choice(self.senders))
+            time.sleep(self.pause)
 
 
 @pytest.mark.timeout(240 + 10 * CAMPAIGN_CYCLES)
