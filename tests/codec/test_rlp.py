@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from codec import RLPDecodeError
 from codec.rlp import decode, decode_items
 from codec.transaction import check_transaction_shape
+from tests.security.bombs import rlp_bomb
 
 UNBOUNDED = {"max_depth": 10**9, "max_items": 10**9}
 
@@ -103,25 +104,8 @@ def test_depth_and_item_limits() -> None:
     assert err.value.code == "rlp_too_large"
 
 
-def deep_bomb(levels: int, size: int) -> bytes:
-    """A list nested ``levels`` deep around a ``size``-byte string: pyrlp copies the
-    encoding once per level."""
-    data = rlp.encode(b"\x00" * size)
-    for _ in range(levels):
-        data = _wrap(data)
-    return data
-
-
-def _wrap(payload: bytes) -> bytes:
-    n = len(payload)
-    if n < 56:
-        return bytes([0xC0 + n]) + payload
-    length = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0xF7 + len(length)]) + length + payload
-
-
 def test_deep_bomb_memory_is_bounded_by_size() -> None:
-    bomb = deep_bomb(400, 100_000)
+    bomb = rlp_bomb(400, 100_000)
     tracemalloc.start()
     try:
         with pytest.raises(RLPDecodeError):

@@ -14,6 +14,7 @@ import time
 import tracemalloc
 
 from tests.fuzz.targets import Target
+from tests.security.bombs import wrap_list
 
 MAX_SECONDS = 2.0  # per input; the largest seeds decode in milliseconds
 MEMORY_FACTOR = 32  # json.loads makes ~20 bytes of objects per byte of "[[],[],...]"
@@ -82,14 +83,6 @@ def mutate(data: bytes, rng: random.Random, seeds: list[bytes]) -> bytes:
             end = rng.randint(at, len(out))
             span = bytes(out[at:end])
             for _ in range(rng.randint(1, 40)):
-                span = _rlp_list(span)
+                span = wrap_list(span)
             out[at:end] = span
     return bytes(out)
-
-
-def _rlp_list(payload: bytes) -> bytes:
-    n = len(payload)
-    if n < 56:
-        return bytes([0xC0 + n]) + payload
-    length = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0xF7 + len(length)]) + length + payload

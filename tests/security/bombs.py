@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import rlp
 
+from vm.block import rlp_length_prefix
+
 
 def wrap_list(payload: bytes) -> bytes:
-    """``payload`` (one encoded item) as the only item of an RLP list."""
-    n = len(payload)
-    if n < 56:
-        return bytes([0xC0 + n]) + payload
-    length = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0xF7 + len(length)]) + length + payload
+    """``payload`` (already-encoded items) as the payload of one RLP list."""
+    return rlp_length_prefix(len(payload), 0xC0) + payload
 
 
 def rlp_bomb(levels: int, size: int) -> bytes:
