@@ -14,14 +14,20 @@ from codec.rlp import decode_items
 
 LEGACY_TX_DEPTH = 1  # [nonce, gas_price, gas, to, value, data, v, r, s]
 TYPED_TX_DEPTH = 4  # type || [..., access_list=[[address, [storage_key, ...]], ...], ...]
-MAX_TX_ITEMS = 16_384  # a 128 KiB transaction holds at most ~3,900 access-list keys (33 bytes each)
 
 
-def check_transaction_shape(raw: bytes, *, max_items: int = MAX_TX_ITEMS) -> None:
+def check_transaction_shape(raw: bytes, *, max_items: int | None = None) -> None:
     """Refuse an envelope that is not ``rlp(list)`` (legacy) or ``type || rlp(list)``
     (typed, type below 0x80) nested within the depth its kind needs, with at most
     ``max_items`` RLP items. Raises only :class:`RLPDecodeError`; says nothing about the
-    fields themselves (py-evm checks those)."""
+    fields themselves (py-evm checks those).
+
+    By default the item count is bounded only by the size (every item takes a byte):
+    any fixed count below that refuses valid transactions (an access-list entry with no
+    keys, ``[address, []]``, is 3 items in 23 bytes), and the depth bound already keeps
+    py-evm's cost linear in the size."""
+    if max_items is None:
+        max_items = len(raw) + 1
     if not isinstance(raw, bytes | bytearray | memoryview):
         raise RLPDecodeError("rlp_malformed", f"expected bytes, got {type(raw).__name__}")
     raw = bytes(raw)
