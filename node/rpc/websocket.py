@@ -168,11 +168,13 @@ class WebSocketSession:
                         body = b"".join(buffer)
                         buffer, size = [], 0
                         await self._answer(body)
-                elif isinstance(event, Ping):
-                    message_due = None
-                    self._enqueue(event.response())
-                elif isinstance(event, Pong):
-                    message_due = None
+                elif isinstance(event, Ping | Pong):
+                    # A control frame between the fragments of a message must not
+                    # restart that message's deadline: pings would hold it forever.
+                    if not buffer:
+                        message_due = None
+                    if isinstance(event, Ping):
+                        self._enqueue(event.response())
                 elif isinstance(event, CloseConnection):
                     # answer the client's close (the writer sends it), then stop
                     self.closing = True

@@ -38,6 +38,7 @@ from wsproto.events import (
     AcceptConnection,
     CloseConnection,
     Event,
+    Ping,
     RejectConnection,
     RejectData,
     Request,
@@ -366,6 +367,34 @@ def test_trickled_websocket_message_is_cut(node: NodeProcess) -> None:
         took = time.monotonic() - started
         assert cut is not None and cut.code == 1008, cut
         assert "message not complete" in cut.reason
+        assert took <= REQUEST_TIMEOUT + 2, took
+    finally:
+        ws.close()
+
+
+def test_pings_between_fragments_do_not_hold_a_message_open(node: NodeProcess) -> None:
+    """The first fragment of a message, then only pings: the message deadline still
+    runs (before, each ping restarted it, so a client could hold 5 MiB half-sent)."""
+    ws = RawWebSocket(node, HOG)
+    ws.sock.sendall(ws.ws.send(TextMessage('{"jsonrpc": "2.0", ', message_finished=False)))
+    ws.sock.settimeout(0.5)
+    started = time.monotonic()
+    cut: CloseConnection | None = None
+    try:
+        while cut is None and time.monotonic() - started < REQUEST_TIMEOUT + 5:
+            try:
+                ws.sock.sendall(ws.ws.send(Ping()))
+                data = ws.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            ws.ws.receive_data(data)
+            cut = next((e for e in ws.ws.events() if isinstance(e, CloseConnection)), None)
+        took = time.monotonic() - started
+        assert cut is not None and cut.code == 1008, cut
         assert took <= REQUEST_TIMEOUT + 2, took
     finally:
         ws.close()
