@@ -585,10 +585,7 @@ class P2PNode:
             if self.scoreboard.is_banned(forwarder.to_base58()):
                 topic.stats.ignored += 1
                 return Verdict.IGNORE
-            if len(msg.data) > topic.max_size:
-                self._on_rejected(forwarder, msg, topic, Misbehaviour.OVERSIZE_MESSAGE)
-                return Verdict.REJECT
-            return None
+            return None  # size and budget were checked at the gate (_admit)
 
         def conclude(forwarder: ID, msg: rpc_pb2.Message, answer: object) -> bool:
             verdict = _as_verdict(answer)
@@ -652,8 +649,14 @@ class P2PNode:
     def _admit(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
         """First gate for a peer's message, before its signature is checked or the
         validator decodes it: the topic's size limit and the peer's budget."""
-        if forwarder == self._host_id or len(msg.topicIDs) != 1:
-            return True  # our own publish; pubsub drops what we do not subscribe to
+        if forwarder == self._host_id:
+            return True  # our own publish
+        if len(msg.topicIDs) != 1:
+            # Our publishes carry exactly one topic. pubsub would run the validator once
+            # per topic and count the budget of none: a second topic ID (even the same
+            # one again) would bypass both. No honest peer sends it.
+            self.penalise(forwarder.to_base58(), Misbehaviour.MALFORMED_MESSAGE)
+            return False
         topic = self._topics_by_id.get(msg.topicIDs[0])
         if topic is None:
             return True

@@ -111,3 +111,25 @@ async def test_a_flooding_peer_is_cut_off_unchecked_and_banned(node_factory) -> 
                         break
             assert not victim.scoreboard.is_banned(honest.peer_id)
             nursery.cancel_scope.cancel()
+
+
+def test_a_message_for_more_than_one_topic_is_refused_at_the_gate(node_factory) -> None:  # type: ignore[no-untyped-def]
+    """pubsub validates a message once per topic it names and the budget counts one
+    topic: a second topic ID (even the same one twice) would slip past the budget and
+    the size limit. Our publishes name exactly one topic, so such a message is
+    malformed and bans its forwarder."""
+    from libp2p.crypto.secp256k1 import create_new_key_pair
+    from libp2p.peer.id import ID
+    from libp2p.pubsub.pb import rpc_pb2
+
+    from p2p.topics import TopicName
+    from tests.p2p.conftest import accept_all
+
+    victim = node_factory("victim")
+    victim.register_topic(TopicName.BLOCK, accept_all, budget=TopicBudget(1, 10_000))
+    tid = victim._topics[TopicName.BLOCK].topic_id
+    peer = ID.from_pubkey(create_new_key_pair().public_key)
+    assert victim._admit(peer, rpc_pb2.Message(data=b"one", topicIDs=[tid]))
+    doubled = rpc_pb2.Message(data=b"x" * 100_000, topicIDs=[tid, tid])
+    assert not victim._admit(peer, doubled)
+    assert victim.scoreboard.is_banned(peer.to_base58())
