@@ -51,7 +51,8 @@ class Database:
         try:
             self.db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True)
         except plyvel.IOError as exc:
-            if "lock" not in str(exc):
+            # Only LevelDB's own lock error, not any error whose path says "lock".
+            if "LOCK: already held" not in str(exc):
                 raise
             # LevelDB allows one process per database: a node runs on this home.
             raise DatabaseLocked(
