@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 from collections import OrderedDict
 from pathlib import Path
 
@@ -41,6 +42,9 @@ def _release_pinned_tries() -> None:
 atexit.register(_release_pinned_tries)
 
 
+_LOCK_ERROR = re.compile(r"IO error: lock .*/LOCK: ")
+
+
 class Database:
     """The node's LevelDB. ``batch()`` gives a write batch that is synced on exit."""
 
@@ -51,8 +55,9 @@ class Database:
         try:
             self.db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True)
         except plyvel.IOError as exc:
-            # Only LevelDB's own lock error, not any error whose path says "lock".
-            if "LOCK: already held" not in str(exc):
+            # Only LevelDB's own lock error ("IO error: lock <path>/LOCK: <why>": held by
+            # another process, or by this one), not any error whose path says "lock".
+            if not _LOCK_ERROR.search(str(exc)):
                 raise
             # LevelDB allows one process per database: a node runs on this home.
             raise DatabaseLocked(
