@@ -202,9 +202,14 @@ class Application:
 
     # --- validate ------------------------------------------------------------------------
 
+    def block_of(self, value: bytes) -> Block:
+        """The block ``value`` encodes: from the cache for a block this node built or
+        checked recently (no decoding), else decoded (raises MalformedBlock)."""
+        executed = self._by_value.get(value)
+        return executed.block if executed is not None else Block.decode(value)
+
     def block_hash(self, value: bytes) -> bytes:
-        executed = self._by_value.get(value)  # bytes cache their hash: cheap for our own proposals
-        return executed.block.hash if executed is not None else Block.decode(value).hash
+        return self.block_of(value).hash  # bytes cache their hash: cheap for our own proposals
 
     def validate(self, height: int, value: bytes, *, check_time: bool = True) -> bool:
         try:
