@@ -111,7 +111,8 @@ def test_add_evidence_names_invalid_evidence(app: Application) -> None:
     assert app.add_evidence(double_sign()) is False
 
 
-def test_evidence_is_recorded_in_the_blocks_own_batch(tmp_path: Path) -> None:
+def test_evidence_is_recorded_in_the_blocks_own_batch(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The committed-evidence record lands in the same write batch as the block: a crash
     can never leave a head that punished a validator without the record that stops the
     node from accepting, gossiping or proposing that evidence again."""
@@ -133,18 +134,33 @@ def test_evidence_is_recorded_in_the_blocks_own_batch(tmp_path: Path) -> None:
         commit_next()
         ev = double_sign(height=1)
         assert app.add_evidence(ev)
-        batches = []
+        batches: list[list[bytes]] = []  # the keys each write batch put
         real_batch = database.batch
 
-        def counting_batch(*args, **kwargs):
-            batches.append(1)
-            return real_batch(*args, **kwargs)
+        class RecordingBatch:
+            def __init__(self) -> None:
+                self.inner = real_batch()
+                self.keys: list[bytes] = []
+                batches.append(self.keys)
 
-        database.batch = counting_batch  # type: ignore[method-assign]
+            def __enter__(self) -> RecordingBatch:
+                self.inner.__enter__()
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                self.inner.__exit__(*exc)
+
+            def put(self, key: bytes, value: bytes) -> None:
+                self.keys.append(key)
+                self.inner.put(key, value)
+
+        monkeypatch.setattr(database, "batch", RecordingBatch)
         commit_next()
-        database.batch = real_batch  # type: ignore[method-assign]
+        monkeypatch.undo()
         assert app.head.height == 2
-        assert len(batches) == 1, "block and evidence record must be one write batch"
+        assert len(batches) == 1, "the block must be one write batch"
+        assert b"H" in batches[0] and b"E" + ev.hash() in batches[0], \
+            "the evidence record must be written with the new head, in the same batch"
         assert store.evidence_height(ev.hash()) == 2
         # A restarted node (same database, fresh application) knows the evidence is spent.
         again = Application(ChainStore(database), Mempool(CHAIN_ID))
