@@ -728,8 +728,9 @@ class ConsensusMachine:
         answered on the next tick. Besides, the first tick after proposing sends
         one more copy if the proposal has no quorum of prevotes yet (see
         ``_on_rebroadcast_tick``). A peer that never votes (a follower) gets
-        the block by block sync; one a height behind by the ``CommitMessage``."""
-        if (vote.round != self.round or self.signer is None
+        the block by block sync; one a height behind by the ``CommitMessage``.
+        Votes replayed from the log after a restart ask nothing: they are old."""
+        if (self._replaying or vote.round != self.round or self.signer is None
                 or vote.validator == self.signer.address
                 or self.get_proposer(self.round) != self.signer.address):
             return []

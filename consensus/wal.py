@@ -46,7 +46,7 @@ import fcntl
 import json
 import os
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -414,7 +414,7 @@ class MessageLog:
         self.max_bytes = max_bytes
         self.height = -1
         self.size = 0
-        self.skipped = 0  # messages not logged because the log was full
+        self.skipped = 0  # messages of the open height not logged because the log was full
         self.dropped_records = 0  # bad records cut off when the log was read
 
     @classmethod
@@ -424,6 +424,7 @@ class MessageLog:
     def open_height(self, height: int) -> list[ConsensusMessage]:
         """The messages logged at ``height`` (after a restart mid-height), or [] after
         starting an empty log for it."""
+        self.skipped = 0  # a new height's log starts with room (or is the one replayed)
         data = self.disk.read()
         payloads, good = _read_records(data)
         self.dropped_records += len(data) > good
@@ -452,10 +453,6 @@ class MessageLog:
             return
         self.disk.append(record)
         self.size += len(record)
-
-    def extend(self, messages: Iterable[ConsensusMessage], essential: bool = False) -> None:
-        for message in messages:
-            self.append(message, essential)
 
     def sync(self) -> None:
         """Make every appended message durable (called before each signature)."""

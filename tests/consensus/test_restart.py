@@ -10,7 +10,7 @@ from pathlib import Path
 from consensus.effects import Step
 from consensus.messages import ProposalMessage
 from consensus.types import NIL, PRECOMMIT, PREVOTE, Vote
-from consensus.wal import MessageLog, SigningGuard
+from consensus.wal import MemoryDisk, MessageLog, SigningGuard
 from tests.consensus.helpers import Harness, broadcasts, h, timeouts, votes_sent
 
 A = b"valid block A"
@@ -139,6 +139,20 @@ def test_the_message_log_cuts_a_torn_tail_and_restarts_at_a_new_height(tmp_path)
     assert path.read_bytes() == whole
     assert log.open_height(2) == [] and MessageLog.at(path).open_height(1) == []
     log.close()
+
+
+def test_a_full_log_counts_skips_per_height(tmp_path) -> None:
+    """``skipped`` says this height's log is full (the machine then logs what a lock
+    rests on as essential); it must not stay set for every later height."""
+    t = _node(tmp_path)  # only to sign a proposal
+    log = MessageLog(MemoryDisk(), max_bytes=64)
+    log.open_height(1)
+    proposal = t.proposal(0, A)
+    log.append(proposal)
+    assert log.skipped == 1
+    log.append(proposal, essential=True)
+    assert log.skipped == 1 and log.open_height(1)  # essential ones are logged anyway
+    assert log.open_height(2) == [] and log.skipped == 0
 
 
 def test_a_proposer_whose_proposal_the_guard_refuses_still_has_its_propose_timeout(tmp_path) -> None:
