@@ -45,7 +45,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +52,7 @@ from typing import Protocol
 
 import coincurve
 
+from codec.records import frame, read_frames
 from consensus.crypto import address_of_public_key
 from consensus.effects import Step
 from consensus.errors import (
@@ -308,7 +308,6 @@ def _store(path: Path, record: SignedRecord) -> None:
 
 WAL_FORMAT = b"motus-consensus-wal/1"
 MAX_WAL_BYTES = 64 * 1024 * 1024  # beyond this only essential messages are logged
-_RECORD_HEADER = 8  # 4-byte big-endian payload length, 4-byte big-endian CRC-32 of the payload
 
 
 class Disk(Protocol):
@@ -401,8 +400,8 @@ class MessageLog:
     durable before the signature is. :meth:`open_height` returns what was
     logged for a height and starts a fresh log when the height is new.
 
-    Bytes: a sequence of records, each ``length (4 bytes, big-endian) || crc32
-    (4 bytes) || payload``. The first payload is ``b"motus-consensus-wal/1"``
+    Bytes: a sequence of :mod:`codec.records` records, each ``length (4 bytes,
+    big-endian) || crc32 (4 bytes) || payload``. The first payload is ``b"motus-consensus-wal/1"``
     followed by the height as 8 big-endian bytes; each later payload is one
     message in its wire encoding (:func:`consensus.messages.encode_message`). A
     torn or corrupt tail (a crash mid-write) is cut off at the first bad record.
@@ -426,7 +425,7 @@ class MessageLog:
         starting an empty log for it."""
         self.skipped = 0  # a new height's log starts with room (or is the one replayed)
         data = self.disk.read()
-        payloads, good = _read_records(data)
+        payloads, good = read_frames(data)
         self.dropped_records += len(data) > good
         if payloads and _header_height(payloads[0]) == height:
             if good < len(data):
@@ -439,7 +438,7 @@ class MessageLog:
                 except MalformedMessage:
                     self.dropped_records += 1
             return messages
-        header = _record(WAL_FORMAT + height.to_bytes(8, "big"))
+        header = frame(WAL_FORMAT + height.to_bytes(8, "big"))
         self.disk.replace(header)
         self.height, self.size = height, len(header)
         return []
@@ -447,7 +446,7 @@ class MessageLog:
     def append(self, message: ConsensusMessage, essential: bool = False) -> None:
         """Log ``message`` (of the open height); skipped when the log is full unless
         ``essential`` (own messages, and what a lock rests on)."""
-        record = _record(encode_message(message))
+        record = frame(encode_message(message))
         if self.size + len(record) > self.max_bytes and not essential:
             self.skipped += 1
             return
@@ -460,26 +459,6 @@ class MessageLog:
 
     def close(self) -> None:
         self.disk.close()
-
-
-def _record(payload: bytes) -> bytes:
-    return len(payload).to_bytes(4, "big") + zlib.crc32(payload).to_bytes(4, "big") + payload
-
-
-def _read_records(data: bytes) -> tuple[list[bytes], int]:
-    """The payloads of the well-formed records at the start of ``data``, and their length."""
-    payloads: list[bytes] = []
-    offset = 0
-    while offset + _RECORD_HEADER <= len(data):
-        length = int.from_bytes(data[offset:offset + 4], "big")
-        crc = int.from_bytes(data[offset + 4:offset + 8], "big")
-        end = offset + _RECORD_HEADER + length
-        payload = data[offset + _RECORD_HEADER:end]
-        if end > len(data) or zlib.crc32(payload) != crc:
-            break
-        payloads.append(payload)
-        offset = end
-    return payloads, offset
 
 
 def _header_height(payload: bytes) -> int:

@@ -26,7 +26,9 @@ def write_atomic(path: str | Path, data: bytes, mode: int = 0o600) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.write(fd, data)
+        done = 0
+        while done < len(data):  # os.write may write less than asked
+            done += os.write(fd, data[done:])
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -131,7 +131,11 @@ class LocalTransactions:
                     self.journal.sync()
                     last_sync = now
                 if now - last_rewrite >= JOURNAL_REWRITE_S:
-                    self._rewrite()
+                    # Only when something left the pool: a journal that holds exactly
+                    # the pending local transactions is already compact (a rewrite is
+                    # up to 16 MiB and two fsyncs on the event loop).
+                    if self.journal.records != self.pending_locals():
+                        self._rewrite()
                     last_rewrite = now
             peers = self._mesh_peers() if self._mesh_peers is not None else set()
             if peers - known_peers:

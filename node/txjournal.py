@@ -19,22 +19,17 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
-import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from codec.records import frame, read_frames
+from node.keys import write_atomic
 from vm.execute import MAX_TX_BYTES
 
 log = logging.getLogger("motus.txjournal")
 
 HEADER = b"motus-txjournal/1\n"
-_RECORD = struct.Struct(">II")  # length, crc32
 SYNC_INTERVAL_S = 1.0  # fsync at most this long after an append (power-loss window)
-
-
-def encode_record(raw: bytes) -> bytes:
-    return _RECORD.pack(len(raw), zlib.crc32(raw)) + raw
 
 
 def decode_journal(data: bytes) -> tuple[list[bytes], int]:
@@ -42,21 +37,8 @@ def decode_journal(data: bytes) -> tuple[list[bytes], int]:
     (a torn or corrupt tail). A file without the header yields nothing (all skipped)."""
     if not data.startswith(HEADER):
         return [], len(data)
-    out: list[bytes] = []
-    pos = len(HEADER)
-    while pos < len(data):
-        if pos + _RECORD.size > len(data):
-            break
-        length, crc = _RECORD.unpack_from(data, pos)
-        start, end = pos + _RECORD.size, pos + _RECORD.size + length
-        if not 0 < length <= MAX_TX_BYTES or end > len(data):
-            break
-        raw = data[start:end]
-        if zlib.crc32(raw) != crc:
-            break
-        out.append(raw)
-        pos = end
-    return out, len(data) - pos
+    raws, end = read_frames(data, len(HEADER), max_payload=MAX_TX_BYTES)
+    return raws, len(data) - end
 
 
 class TxJournal:
@@ -68,6 +50,7 @@ class TxJournal:
         self.max_bytes = max_bytes
         self._fd: int | None = None
         self.size = 0
+        self.records = 0  # transactions in the file
         self.dirty = False  # written since the last fsync
 
     def load(self) -> list[bytes]:
@@ -86,28 +69,20 @@ class TxJournal:
         """Replace the journal with ``raws`` (atomically, durably), within ``max_bytes``;
         returns how many were written. Opens the journal for appends."""
         self.close()
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         parts = [HEADER]
         size = len(HEADER)
         written = 0
         for raw in raws:
-            record = encode_record(raw)
+            record = frame(raw)
             if size + len(record) > self.max_bytes:
                 break
             parts.append(record)
             size += len(record)
             written += 1
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, b"".join(parts))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+        write_atomic(self.path, b"".join(parts))
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self.size = size
+        self.records = written
         self.dirty = False
         return written
 
@@ -116,11 +91,14 @@ class TxJournal:
         once, against power loss after the next ``sync``); False if over ``max_bytes``."""
         if self._fd is None:
             raise RuntimeError("journal not open: rewrite() opens it")
-        record = encode_record(raw)
+        record = frame(raw)
         if self.size + len(record) > self.max_bytes:
             return False
-        os.write(self._fd, record)
+        done = 0
+        while done < len(record):  # a short write (a full disk) must not tear a record
+            done += os.write(self._fd, record[done:])
         self.size += len(record)
+        self.records += 1
         self.dirty = True
         return True
 
@@ -139,10 +117,3 @@ class TxJournal:
                 self._fd = None
                 self.dirty = False
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

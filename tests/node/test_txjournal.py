@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
+from codec.records import frame as encode_record
 from genesis.devnet import dev_accounts
 from node.localtxs import LocalTransactions
 from node.mempool import Mempool, TxRejected
-from node.txjournal import HEADER, TxJournal, decode_journal, encode_record
+from node.txjournal import HEADER, TxJournal, decode_journal
 from tests.harness import LocalChain
 
 CHAIN_ID = 7077
