@@ -58,6 +58,10 @@ SYNC_STATUS_TIMEOUT_S = 2.0  # peers are asked for their heads at once; slower a
 # asked again for this long, doubled for each failure in a row, up to SYNC_EXCLUDE_MAX_S.
 SYNC_EXCLUDE_S = 60.0
 SYNC_EXCLUDE_MAX_S = 900.0
+# A failure we cannot blame on the peer (an error answer, a lost connection, a
+# malformed answer that p2p already penalised) only skips it briefly, with no strike:
+# a follower whose one peer dropped a connection must not wait minutes to catch up.
+SYNC_RETRY_S = 5.0
 # Block announcements more than this many heights above our head are not relayed
 # (IGNORE): we cannot check them, and a lagging node vouches for nothing it has not
 # verified. They still wake the sync. Honest announcers are at most a height or two
@@ -602,11 +606,16 @@ class NetworkService:
         from p2p.scoring import Misbehaviour
 
         assert self.p2p is not None
-        strikes = self._sync_strikes.get(peer_id, 0)
-        self._sync_strikes[peer_id] = strikes + 1
-        if len(self._sync_strikes) > 4096:  # peer ids are free: keep the table bounded
-            self._sync_strikes.clear()
-        pause = min(SYNC_EXCLUDE_S * 2**strikes, SYNC_EXCLUDE_MAX_S)
+        faults = (Misbehaviour.SYNC_UNBACKED_HEAD, Misbehaviour.SYNC_BAD_BLOCK,
+                  Misbehaviour.SYNC_TIMEOUT)
+        if failure in faults:
+            strikes = self._sync_strikes.get(peer_id, 0)
+            self._sync_strikes[peer_id] = strikes + 1
+            if len(self._sync_strikes) > 4096:  # peer ids are free: keep the table bounded
+                self._sync_strikes.clear()
+            pause = min(SYNC_EXCLUDE_S * 2**strikes, SYNC_EXCLUDE_MAX_S)
+        else:
+            pause = SYNC_RETRY_S
         self._sync_excluded[peer_id] = time.monotonic() + pause
         log.warning("block sync: peer %s claimed head %d but %s; not asked again for %.0f s",
                     peer_id, claimed, failure, pause)
@@ -664,7 +673,7 @@ class NetworkService:
                     stopped.append(Misbehaviour.SYNC_TIMEOUT)
                     return
                 except P2PError as exc:
-                    stopped.append(f"failed: {exc}")
+                    stopped.append(f"failed: {getattr(exc, 'code', 'p2p_error')}: {exc}")
                     return
                 if not items:
                     # It claimed ``target`` and an honest node serves every height up

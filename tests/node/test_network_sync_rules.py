@@ -80,3 +80,25 @@ def test_undecodable_consensus_messages_ban_their_sender() -> None:
     for data in (b"\xc1garbage", rlp.encode([b"\x09", b"unknown tag"]), b"\x80" * 100):
         verdict = NetworkService._check_consensus(service, "forwarder", data)  # type: ignore[arg-type]
         assert verdict is Verdict.MALFORMED
+
+
+@pytest.mark.parametrize(("failures", "pause", "penalised"), [
+    # the peer's doing: left out 60 s, doubling per failure in a row
+    (["sync_unbacked_head"], 60, ["sync_unbacked_head"]),
+    (["sync_timeout", "sync_timeout", "sync_timeout"], 240, ["sync_timeout"] * 3),
+    (["sync_bad_block"], 60, []),  # penalised where the block was checked
+    # not its doing (a lost connection, an error answer): skipped briefly, no strike
+    (["failed: peer_unreachable: gone", "failed: remote_error: busy"], 5, []),
+])
+def test_only_a_peers_own_sync_failures_keep_it_out_for_long(
+    failures: list[str], pause: float, penalised: list[str],
+) -> None:
+    penalties: list[str] = []
+    service = SimpleNamespace(
+        p2p=SimpleNamespace(penalise=lambda peer, reason: penalties.append(str(reason))),
+        _sync_strikes={}, _sync_excluded={})
+    for failure in failures:
+        NetworkService._sync_failed(service, "peer", 500, failure)  # type: ignore[arg-type]
+    left_out_for = service._sync_excluded["peer"] - time.monotonic()
+    assert pause - 1 < left_out_for <= pause
+    assert penalties == penalised
