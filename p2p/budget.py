@@ -8,8 +8,9 @@ with messages that are never its fault. A ``TopicBudget`` caps, per peer and
 per topic, the messages and bytes per second that reach those checks: two token
 buckets, refilled continuously, ``burst_seconds`` deep. A message over budget
 is dropped before its signature is checked or its bytes are decoded, and each
-second in which a peer runs over budget costs it ``over_budget`` once (see
-``p2p.scoring``), so a peer that stays over budget for a few seconds is banned.
+second in which a peer sends at least a second's budget beyond it (twice the rate)
+costs it ``over_budget`` once (see ``p2p.scoring``), so a peer that floods for a few
+seconds is banned, while one merely over budget only loses what is over.
 
 Budgets count first deliveries only (a duplicate is dropped by pubsub's seen
 cache before this, for the price of a hash lookup), so they are sized against
@@ -26,10 +27,13 @@ from enum import Enum
 
 from p2p.errors import ConfigError
 
-# Buckets kept at most: one per (peer, topic) that sent anything recently. A
-# full bucket holds no state worth keeping, so those go first.
+# Buckets kept at most: one per (peer, topic) that sent anything recently; the ones
+# idle longest go first (a refilled bucket equals a new one).
 MAX_TRACKED_BUCKETS = 8192
-# A peer over budget is penalised at most once per this many seconds per topic.
+# A peer is penalised when, within one such window, it has sent another full second's
+# budget beyond it (at least twice the rate), at most once per window per topic. Just
+# over budget only drops: a relay on a network larger than the budgets were sized for
+# loses some messages (gossip has other paths) instead of being banned.
 PENALTY_INTERVAL = 1.0
 
 
@@ -63,7 +67,8 @@ class _Bucket:
     messages: float
     bytes: float
     updated_at: float
-    penalised_at: float = float("-inf")
+    window_start: float = float("-inf")  # the current penalty window
+    window_drops: int = 0  # messages dropped in it
 
 
 class GossipBudgets:
@@ -84,11 +89,6 @@ class GossipBudgets:
         message_depth = budget.messages_per_second * budget.burst_seconds
         byte_depth = max(budget.bytes_per_second * budget.burst_seconds, 2.0 * max_size)
         self._budgets[topic] = (budget, message_depth, byte_depth)
-
-    def budget(self, topic: str) -> TopicBudget | None:
-        """The budget of ``topic``, if it has one."""
-        entry = self._budgets.get(topic)
-        return entry[0] if entry is not None else None
 
     def admit(self, peer: Hashable, topic: str, size: int) -> Admission:
         """Charge one message of ``size`` bytes from ``peer`` on ``topic``."""
@@ -115,8 +115,10 @@ class GossipBudgets:
             bucket.bytes -= size
             return Admission.ADMIT
         self.dropped += 1
-        if now - bucket.penalised_at >= PENALTY_INTERVAL:
-            bucket.penalised_at = now
+        if now - bucket.window_start >= PENALTY_INTERVAL:
+            bucket.window_start, bucket.window_drops = now, 0
+        bucket.window_drops += 1
+        if bucket.window_drops == max(1, int(budget.messages_per_second * PENALTY_INTERVAL)):
             return Admission.DROP_AND_PENALISE
         return Admission.DROP
 

@@ -214,7 +214,7 @@ class NodeCollector(Collector):
         messages = CounterMetricFamily(
             "motus_p2p_topic_messages",
             "Gossip messages by topic and result (published, accepted, ignored, rejected, "
-            "delivered, dropped_inbox_full)",
+            "over_budget, delivered, dropped_inbox_full)",
             labels=["topic", "result"])
         received = CounterMetricFamily(
             "motus_p2p_topic_received_bytes",
@@ -226,7 +226,8 @@ class NodeCollector(Collector):
             labels=["topic"])
         stats = p2p.stats()
         for name, st in sorted(stats["topics"].items()):
-            for result in ("published", "accepted", "ignored", "delivered", "dropped_inbox_full"):
+            for result in ("published", "accepted", "ignored", "over_budget", "delivered",
+                           "dropped_inbox_full"):
                 messages.add_metric([name, result], getattr(st, result))
             messages.add_metric([name, "rejected"], sum(st.rejected.values()))
             received.add_metric([name], getattr(st, "bytes_received", 0))
