@@ -5,17 +5,14 @@ run, so a devnet can be stopped and resumed. Validator i serves JSON-RPC on
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from codec.json import parse_json
 from consensus.crypto import address_of_private_key
 from genesis.devnet import new_genesis
 from genesis.spec import GenesisSpec
@@ -23,7 +20,7 @@ from node.cli_common import RED, paint, use_colour
 from node.config import Config
 from node.home import Home
 from node.keys import load_validator_key, new_validator_key, write_atomic
-from node.rpc.client import MAX_ANSWER_BYTES
+from node.rpc.client import rpc_call
 
 
 @dataclass
@@ -112,10 +109,8 @@ def stop(procs: list[subprocess.Popen], timeout: float = 15) -> None:
 
 
 def _rpc(url: str, method: str, params: list | None = None, timeout: float = 1.0):
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
-    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return parse_json(resp.read(MAX_ANSWER_BYTES + 1), max_bytes=MAX_ANSWER_BYTES).get("result")
+    """A quick call for the status view: a slow or unreachable node shows as down."""
+    return rpc_call(url, method, params, timeout=timeout)
 
 
 def status_lines(members: list[Member], fleet: subprocess.Popen | None,
