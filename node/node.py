@@ -74,6 +74,7 @@ class Node:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         from node.network import NetworkService
+        from node.observer import BlockObserver
         from node.rpc.server import serve_rpc
 
         log.info("starting %s chain %d at height %d", self.config.node.moniker, self.chain_id, self.store.head_height)
@@ -82,6 +83,8 @@ class Node:
             # every RPC accept is journaled (and queued for gossip) before its answer.
             self.local_txs.replay(lambda raw: self.app.submit_transaction(raw, gossip=False))
             self.app.tx_listeners.append(self.local_txs.accepted)
+            # The per-block log line and metrics are the node's, with or without RPC.
+            self.app.commit_listeners.append(BlockObserver(self).on_commit)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_signals, nursery.cancel_scope)
                 self.rpc_port = await nursery.start(serve_rpc, self)

@@ -248,23 +248,6 @@ class NodeCollector(Collector):
         return []  # dynamic: nothing to check at registration time
 
 
-def register_node_metrics(node: Node) -> Callable[[], None]:
-    """Register the scrape-time collector and the per-block observer (node/observer.py)
-    for ``node``; returns the function that undoes both."""
-    from node.observer import BlockObserver
-
-    observer = BlockObserver(node)
-    node.app.commit_listeners.append(observer.on_commit)
-    unregister = register_collector(NodeCollector(node))
-
-    def undo() -> None:
-        unregister()
-        if observer.on_commit in node.app.commit_listeners:
-            node.app.commit_listeners.remove(observer.on_commit)
-
-    return undo
-
-
 def register_collector(collector: Collector) -> Callable[[], None]:
     """Register a scrape-time collector; returns the function that unregisters it."""
     REGISTRY.register(collector)

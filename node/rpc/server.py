@@ -15,7 +15,7 @@ import trio
 
 from node.rpc.dispatch import Dispatcher
 from node.rpc.http import HTTPServer
-from node.rpc.metrics import register_node_metrics
+from node.rpc.metrics import NodeCollector, register_collector
 from node.rpc.ratelimit import RateLimiter
 from node.rpc.registry import MethodTable, build_method_table
 from node.rpc.subscriptions import SubscriptionHub
@@ -43,7 +43,7 @@ async def serve_rpc(
     server = HTTPServer(node, dispatcher, hub, cfg)
     listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
     node.app.commit_listeners.append(hub.on_commit)
-    unregister = register_node_metrics(node)
+    unregister = register_collector(NodeCollector(node))
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(trio.serve_listeners, server.handle, listeners)
