@@ -103,14 +103,16 @@ class Dispatcher:
         if len(items) > self.max_batch:
             metrics.RPC_REFUSED.labels("batch_too_large").inc()
             err = limit_exceeded(
-                f"batch of {len(items)} requests exceeds max_batch {self.max_batch}"
+                f"batch of {len(items)} requests exceeds max_batch {self.max_batch}",
+                reason="batch_too_large",
             )
             return Reply(_dumps(_error_doc(err)), refused="batch_too_large")
         if self.rate_limiter is not None and not self.rate_limiter.take(client, len(items)):
             metrics.RPC_REFUSED.labels("rate_limited").inc()
             err = limit_exceeded(
                 f"rate limit of {self.rate_limiter.rate} requests per second "
-                "per client exceeded, retry later"
+                "per client exceeded, retry later",
+                reason="rate_limited",
             )
             req_id = doc.get("id") if isinstance(doc, dict) and _valid_id(doc.get("id")) else None
             return Reply(_dumps(_error_doc(err, req_id)), refused="rate_limited")

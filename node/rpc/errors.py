@@ -54,8 +54,11 @@ def not_found(message: str) -> RPCError:
     return RPCError(RESOURCE_NOT_FOUND, message)
 
 
-def limit_exceeded(message: str) -> RPCError:
-    return RPCError(LIMIT_EXCEEDED, f"limit exceeded: {message}")
+def limit_exceeded(message: str, *, reason: str) -> RPCError:
+    """``-32005``, with ``data.reason`` the limit's stable code (the same word as the
+    ``motus_rpc_refused_total`` label where there is one), so a client can tell the
+    rate limit from a connection cap or a range bound without parsing the message."""
+    return RPCError(LIMIT_EXCEEDED, f"limit exceeded: {message}", {"reason": reason})
 
 
 def method_not_found(name: str) -> RPCError:

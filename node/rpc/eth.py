@@ -601,7 +601,8 @@ def get_logs(ctx: RPCContext, flt: p.LogFilter) -> list[dict[str, Any]]:
             raise not_found(f"unknown block 0x{flt.block_hash.hex()}")
         logs = logs_of_block(ctx, block, flt)
         if len(logs) > cfg.max_log_results:
-            raise limit_exceeded(f"query returned more than {cfg.max_log_results} results")
+            raise limit_exceeded(f"query returned more than {cfg.max_log_results} results",
+                                 reason="too_many_results")
         return logs
     head = ctx.store.head_height
     start = resolve_height(ctx, flt.from_block)
@@ -617,7 +618,8 @@ def get_logs(ctx: RPCContext, flt: p.LogFilter) -> list[dict[str, Any]]:
     if end - start + 1 > cfg.max_log_blocks:
         raise limit_exceeded(
             f"block range of {end - start + 1} blocks exceeds max_log_blocks "
-            f"{cfg.max_log_blocks}; query a smaller range"
+            f"{cfg.max_log_blocks}; query a smaller range",
+            reason="block_range_too_large",
         )
     out: list[dict[str, Any]] = []
     for height in range(start, end + 1):
@@ -628,7 +630,8 @@ def get_logs(ctx: RPCContext, flt: p.LogFilter) -> list[dict[str, Any]]:
         if len(out) > cfg.max_log_results:
             raise limit_exceeded(
                 f"query returned more than {cfg.max_log_results} results; "
-                "narrow the block range or the filter"
+                "narrow the block range or the filter",
+                reason="too_many_results",
             )
     return out
 

@@ -34,7 +34,7 @@ import wsproto.utilities
 
 from node.health import health_document
 from node.rpc import metrics
-from node.rpc.errors import LIMIT_EXCEEDED, RPCError, limit_exceeded
+from node.rpc.errors import RPCError, limit_exceeded
 from node.rpc.websocket import WebSocketSession
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ class HTTPServer:
     ) -> None:
         # answered before reading the request, so without h11's bookkeeping
         body = _json_error(
-            RPCError(LIMIT_EXCEEDED, f"limit exceeded: {message}", {"reason": reason})
+            limit_exceeded(message, reason=reason)
         )
         head = (
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
@@ -337,7 +337,8 @@ class HTTPServer:
         metrics.RPC_REFUSED.labels("too_large").inc()
         err = limit_exceeded(
             f"request body of {size} bytes exceeds max_request_bytes "
-            f"{self.config.max_request_bytes}"
+            f"{self.config.max_request_bytes}",
+            reason="too_large",
         )
         await self._send(conn, stream, 413, _json_error(err), "application/json", close=True)
         await self._linger(stream)

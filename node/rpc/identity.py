@@ -135,7 +135,8 @@ def vehicles_of(ctx: RPCContext, owner: bytes, ref: p.BlockRef) -> list[int]:
     if held > MAX_VEHICLES_OF:
         raise limit_exceeded(
             f"owner holds {held} vehicles, more than {MAX_VEHICLES_OF}; "
-            "page with tokenOfOwnerByIndex through eth_call"
+            "page with tokenOfOwnerByIndex through eth_call",
+            reason="too_many_vehicles",
         )
     return identity.vehicles_of(state, owner)
 

@@ -144,7 +144,8 @@ def epoch_range(state: StateAPI, start: int | None, end: int | None) -> tuple[in
         raise invalid_params(f"invalid epoch range: fromEpoch {start} is after toEpoch {end}")
     if end - start + 1 > MAX_EPOCHS:
         raise limit_exceeded(
-            f"epoch range of {end - start + 1} epochs exceeds {MAX_EPOCHS}; ask for a smaller range"
+            f"epoch range of {end - start + 1} epochs exceeds {MAX_EPOCHS}; ask for a smaller range",
+            reason="epoch_range_too_large",
         )
     end = min(end, settled - 1)
     return None if end < start else (start, end)
@@ -175,7 +176,8 @@ def get_rewards(
         if span and len(vehicles) * (span[1] - span[0] + 1) > MAX_REWARD_READS:
             raise limit_exceeded(
                 f"{len(vehicles)} vehicles over {span[1] - span[0] + 1} epochs is more than "
-                f"{MAX_REWARD_READS} records; ask for a smaller epoch range"
+                f"{MAX_REWARD_READS} records; ask for a smaller epoch range",
+                reason="too_many_records",
             )
         for vid in vehicles:
             records += [
@@ -209,7 +211,8 @@ def audit_balances(ctx: RPCContext, state_root: bytes) -> dict[str, Any]:
     for value in NodeIterator(HexaryTrie(ctx.store.state_db, state_root)).values():
         count += 1
         if count > MAX_AUDIT_ACCOUNTS:
-            raise limit_exceeded(f"more than {MAX_AUDIT_ACCOUNTS} accounts: audit refused")
+            raise limit_exceeded(f"more than {MAX_AUDIT_ACCOUNTS} accounts: audit refused",
+                                 reason="too_many_accounts")
         total += rlp.decode(value, sedes=Account).balance
     return {"accounts": count, "sumOfBalances": str(total)}
 

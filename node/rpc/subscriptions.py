@@ -22,7 +22,6 @@ from node.block import Block
 from node.rpc import metrics
 from node.rpc import params as p
 from node.rpc.errors import (
-    LIMIT_EXCEEDED,
     METHOD_NOT_FOUND,
     RPCError,
     invalid_params,
@@ -159,16 +158,16 @@ def subscribe(ctx: RPCContext, kind: Any, options: Any) -> str:
         raise invalid_params("invalid argument 1 (options): newHeads takes no options")
     if len(session.subscriptions) >= MAX_SUBSCRIPTIONS_PER_SESSION:
         raise limit_exceeded(
-            f"at most {MAX_SUBSCRIPTIONS_PER_SESSION} subscriptions per connection"
+            f"at most {MAX_SUBSCRIPTIONS_PER_SESSION} subscriptions per connection",
+            reason="too_many_subscriptions_per_connection",
         )
     per_client = ctx.node.config.rpc.max_subscriptions_per_client
     assert ctx.hub is not None  # _require_session checked it
     if ctx.hub.subscriptions_of(session.client) >= per_client:
-        raise RPCError(
-            LIMIT_EXCEEDED,
-            f"limit exceeded: at most {per_client} subscriptions per client address "
+        raise limit_exceeded(
+            f"at most {per_client} subscriptions per client address "
             "(max_subscriptions_per_client)",
-            {"reason": "too_many_subscriptions_per_client"},
+            reason="too_many_subscriptions_per_client",
         )
     sub = Subscription("0x" + secrets.token_hex(16), kind, flt)
     session.subscriptions[sub.id] = sub

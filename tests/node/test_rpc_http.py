@@ -107,6 +107,7 @@ def test_batch_limits(node: NodeProcess) -> None:
     status, _, body = post(node, [item] * (MAX_BATCH + 1))
     code, message = error_of(json.loads(body))
     assert code == -32005 and f"exceeds max_batch {MAX_BATCH}" in message
+    assert json.loads(body)["error"]["data"] == {"reason": "batch_too_large"}
     status, _, body = post(node, [{"jsonrpc": "2.0", "method": "eth_chainId"}] * 2)
     assert status == 204 and body == b""  # only notifications: nothing to answer
 
@@ -319,6 +320,7 @@ def test_rate_limit_per_client(node: NodeProcess) -> None:
         if resp.status == 429:
             assert resp.getheader("retry-after") == "1"
             assert body["error"]["code"] == -32005 and "rate limit" in body["error"]["message"]
+            assert body["error"]["data"] == {"reason": "rate_limited"}
     conn.close()
     assert statuses[0] == 200 and 429 in statuses
     time.sleep(1.1)  # tokens come back
