@@ -1,4 +1,4 @@
-"""The long fuzz campaign: ``python -m tests.fuzz [--runs N] [--jobs J] [TARGET ...]``
+"""The long fuzz campaign: ``python -m tests.fuzz [--runs N] [TARGET ...]``
 (``make fuzz``: every target, 10^6 inputs each).
 
 With atheris installed (the ``dev`` extra), each target runs in its own process under

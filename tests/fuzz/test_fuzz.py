@@ -11,6 +11,14 @@ from hypothesis import strategies as st
 
 from tests.fuzz.engine import check_one, mutate
 from tests.fuzz.targets import TARGETS
+from tests.security.bombs import rlp_bomb
+
+BOMB_LEVELS = 400
+
+
+def _bomb_within(max_bytes: int) -> bytes:
+    """400 nested lists around as large a string as fits ``max_bytes`` (64 KiB at most)."""
+    return rlp_bomb(BOMB_LEVELS, max(0, min(64 * 1024, max_bytes - 4 * BOMB_LEVELS - 16)))
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -21,6 +29,9 @@ def test_target_contract(name: str) -> None:
     seeds = target.seeds()
     for seed in seeds:  # the seeds decode (the contract holds on valid input too)
         check_one(target, seed, measure_memory=True)
+    # A nesting bomb as large as the target takes: random inputs are too small for the
+    # memory bound to tell a bounded decoder from pyrlp (~levels x size bytes).
+    check_one(target, _bomb_within(target.max_bytes), measure_memory=True)
 
     @given(st.one_of(
         st.binary(max_size=512),
