@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ from consensus.errors import (
 )
 from consensus.messages import ConsensusMessage, decode_message, encode_message
 from consensus.types import PRECOMMIT, PREVOTE, Proposal, Vote, proposal_digest, vote_digest
+
+log = logging.getLogger(__name__)
 
 FILE_FORMAT = "motus-signing-state/1"
 MAX_FILE_BYTES = 4096
@@ -427,8 +430,14 @@ class MessageLog:
         data = self.disk.read()
         payloads, good = read_frames(data)
         self.dropped_records += len(data) > good
+        if payloads and not payloads[0].startswith(WAL_FORMAT):
+            # Another format (a newer node's?) is not ours to read: say so, then start over.
+            log.warning("consensus log: unknown header %r, starting a new log "
+                        "(wal_bad_header)", payloads[0][:32])
         if payloads and _header_height(payloads[0]) == height:
             if good < len(data):
+                log.warning("consensus log: %d bytes of torn or corrupt records cut off "
+                            "after %d good ones (wal_torn_tail)", len(data) - good, len(payloads))
                 self.disk.truncate(good)
             self.height, self.size = height, good
             messages = []
@@ -448,6 +457,10 @@ class MessageLog:
         ``essential`` (own messages, and what a lock rests on)."""
         record = frame(encode_message(message))
         if self.size + len(record) > self.max_bytes and not essential:
+            if not self.skipped:
+                log.warning("consensus log of height %d is full (%d bytes): only own messages "
+                            "and what a lock rests on are logged from now (wal_full)",
+                            self.height, self.size)
             self.skipped += 1
             return
         self.disk.append(record)

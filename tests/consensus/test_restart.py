@@ -125,7 +125,7 @@ def test_a_refused_vote_at_the_same_position_sends_the_one_signed_there(tmp_path
     _crash(t)
 
 
-def test_the_message_log_cuts_a_torn_tail_and_restarts_at_a_new_height(tmp_path) -> None:
+def test_the_message_log_cuts_a_torn_tail_and_restarts_at_a_new_height(tmp_path, caplog) -> None:
     t = _node(tmp_path)
     t.feed(t.proposal(0, A))
     t.feed_votes(PREVOTE, 0, h(A), t.others()[:1])
@@ -136,12 +136,13 @@ def test_the_message_log_cuts_a_torn_tail_and_restarts_at_a_new_height(tmp_path)
     log = MessageLog.at(path)
     logged = log.open_height(1)
     assert len(logged) == 3 and log.dropped_records == 1  # proposal, peer's prevote, own prevote
+    assert "wal_torn_tail" in caplog.text  # an operator is told, with a stable token
     assert path.read_bytes() == whole
     assert log.open_height(2) == [] and MessageLog.at(path).open_height(1) == []
     log.close()
 
 
-def test_a_full_log_counts_skips_per_height(tmp_path) -> None:
+def test_a_full_log_counts_skips_per_height(tmp_path, caplog) -> None:
     """``skipped`` says this height's log is full (the machine then logs what a lock
     rests on as essential); it must not stay set for every later height."""
     t = _node(tmp_path)  # only to sign a proposal
@@ -149,7 +150,7 @@ def test_a_full_log_counts_skips_per_height(tmp_path) -> None:
     log.open_height(1)
     proposal = t.proposal(0, A)
     log.append(proposal)
-    assert log.skipped == 1
+    assert log.skipped == 1 and "wal_full" in caplog.text
     log.append(proposal, essential=True)
     assert log.skipped == 1 and log.open_height(1)  # essential ones are logged anyway
     assert log.open_height(2) == [] and log.skipped == 0
