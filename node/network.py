@@ -69,6 +69,19 @@ SYNC_RETRY_S = 5.0
 ANNOUNCE_RELAY_LEAD = 2
 ANNOUNCE_SEDES = rlp.sedes.List([rlp.sedes.big_endian_int, rlp.sedes.Binary.fixed_length(32)])
 SYNC_ITEM_SEDES = rlp.sedes.List([rlp.sedes.binary, rlp.sedes.binary])
+
+
+def decode_announce(data: bytes) -> tuple[int, bytes]:
+    """``[height, hash]`` of a block announcement; raises RLPDecodeError."""
+    height, block_hash = decode_bounded(data, ANNOUNCE_SEDES, max_depth=1, max_items=3)
+    return height, block_hash
+
+
+def decode_sync_item(data: bytes) -> tuple[bytes, Block, Commit]:
+    """One ``/motus/blocks/1`` item, ``[block, commit]``: the block's bytes, the block and
+    its commit; raises RLPDecodeError, MalformedBlock or MalformedMessage."""
+    raw, raw_commit = decode_bounded(data, SYNC_ITEM_SEDES, max_depth=1, max_items=3)
+    return raw, Block.decode(raw), Commit.decode(raw_commit)
 EVIDENCE_MAX_BYTES = 64 * 1024
 # Proposal size, by time. A full 30 M-gas block of transfers (1428) takes ~0.85 s to
 # build here and as long again for every validator to check, on the same cores, so
@@ -453,7 +466,7 @@ class NetworkService:
         from p2p.host import Verdict
 
         try:
-            height, _ = decode_bounded(data, ANNOUNCE_SEDES, max_depth=1, max_items=3)  # [height, hash]
+            height, _ = decode_announce(data)
         except Exception:
             return Verdict.MALFORMED
         head = self.store.head_height
@@ -692,9 +705,7 @@ class NetworkService:
         assert self.p2p is not None
         head = self.store.head_height
         try:
-            raw, raw_commit = decode_bounded(item, SYNC_ITEM_SEDES, max_depth=1, max_items=3)  # [block, commit]
-            block = Block.decode(raw)
-            commit = Commit.decode(raw_commit)
+            raw, block, commit = decode_sync_item(item)
             if block.height <= head and self.store.hash_at(block.height) == block.hash:
                 return 0  # decided by consensus while the response was in flight
             if block.height != head + 1:

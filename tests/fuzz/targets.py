@@ -17,7 +17,6 @@ import rlp
 
 from codec import JSONParseError, RLPDecodeError
 from codec.json import parse_json
-from codec.rlp import decode as decode_bounded
 from codec.rlp import decode_items
 from consensus.errors import MalformedMessage
 from consensus.messages import CommitMessage, ProposalMessage, decode_message, encode_message
@@ -31,7 +30,7 @@ from consensus.types import (
     Vote,
 )
 from node.block import Block, MalformedBlock
-from node.network import ANNOUNCE_SEDES, SYNC_ITEM_SEDES
+from node.network import decode_announce, decode_sync_item
 from node.rpc.client import MAX_ANSWER_BYTES, RPCError, read_answer
 from p2p.batch import decode_batch, decode_tx_batch, encode_batch
 from p2p.discovery import (
@@ -160,11 +159,6 @@ def _rlp_differential(data: bytes) -> object:
     return ours
 
 
-def _sync_item(data: bytes) -> object:
-    raw, raw_commit = decode_bounded(data, SYNC_ITEM_SEDES, max_depth=1, max_items=3)
-    return Block.decode(raw), Commit.decode(raw_commit)
-
-
 def _status_response(data: bytes) -> object:
     return decode_status_response(data)
 
@@ -189,9 +183,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("consensus_message", decode_message, (MalformedMessage,), 2 << 20, lambda: [
         encode_message(_vote()), encode_message(ProposalMessage(_proposal(), _block().encode())),
         encode_message(CommitMessage(_commit(), _block().encode()))]),
-    Target("announce", lambda d: decode_bounded(d, ANNOUNCE_SEDES, max_depth=1, max_items=3),
+    Target("announce", decode_announce,
            (RLPDecodeError,), 1024, lambda: [rlp.encode([5, b"\x11" * 32])]),
-    Target("sync_item", _sync_item, (RLPDecodeError, MalformedBlock, MalformedMessage), 8 << 20,
+    Target("sync_item", decode_sync_item, (RLPDecodeError, MalformedBlock, MalformedMessage), 8 << 20,
            lambda: [rlp.encode([_block().encode(), _commit().encode()])]),
     Target("attestation", decode_attestation, (AttestationError,), 256, lambda: [_attestation()]),
     Target("signals", decode_signals, (SignalsError,), 64 * 1024,
