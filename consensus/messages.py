@@ -102,7 +102,8 @@ def decode_message(data: bytes) -> ConsensusMessage:
     # the bounded decoder raises RLPDecodeError (an RLPException), sedes their own tree
     # plus plain errors on odd shapes
     except (RLPException, ValueError, TypeError, IndexError, OverflowError) as exc:
-        raise MalformedMessage(f"consensus message: {type(exc).__name__}: {exc}") from None
+        code = getattr(exc, "code", type(exc).__name__)  # the bounded decoder's stable code
+        raise MalformedMessage(f"consensus message: {code}: {exc}") from None
     if not canonical:
         raise MalformedMessage("consensus message: not in canonical encoding")
     return message

@@ -20,7 +20,7 @@ from node.mempool import Mempool, effective_tip
 from node.store import ChainStore, TxExtra
 from vm.block import ZERO_HASH, Header, validators_hash
 from vm.db import OverlayDB
-from vm.errors import InvalidBlock
+from vm.errors import InvalidBlock, MalformedTransaction
 from vm.execute import (
     BlockBody,
     BlockResult,
@@ -250,10 +250,12 @@ class Application:
             raise InvalidBlock("gas limit or base fee differs from the chain rule")
         self._check_last_commit(block)
         misbehavior = self._check_evidence(block)
-        try:
-            txs = [decode_transaction(t) for t in block.transactions]
-        except Exception:
-            raise InvalidBlock("undecodable transaction") from None
+        txs = []
+        for i, raw_tx in enumerate(block.transactions):
+            try:
+                txs.append(decode_transaction(raw_tx))
+            except MalformedTransaction as exc:
+                raise InvalidBlock(f"undecodable transaction {i}: {exc}") from None
         overlay = OverlayDB(self.store.state_db)
         result = execute_block(overlay, parent.state_root, env,
                                BlockBody(txs, list(block.attestations), misbehavior,

@@ -24,7 +24,7 @@ from consensus.types import (
 from node.block import MAX_BLOCK_BYTES, Block, MalformedBlock
 from tests.security.bombs import rlp_bomb
 from vm.block import MAX_HEADER_BYTES, Header
-from vm.errors import InvalidBlock
+from vm.errors import InvalidBlock, MalformedTransaction
 from vm.execute import MAX_TX_BYTES
 from vm.state import decode_transaction
 
@@ -43,7 +43,7 @@ CASES: list[tuple[str, Callable[[bytes], object], int, type[Exception]]] = [
     ("consensus_message", decode_message, MAX_ENVELOPE_BYTES, MalformedMessage),
     ("header", Header.decode, MAX_HEADER_BYTES, InvalidBlock),
     ("block", Block.decode, MAX_BLOCK_BYTES, MalformedBlock),
-    ("transaction", decode_transaction, MAX_TX_BYTES, Exception),
+    ("transaction", decode_transaction, MAX_TX_BYTES, MalformedTransaction),
 ]
 
 
