@@ -125,6 +125,10 @@ class PeerScoreboard:
         self.config = config
         self._clock = clock
         self._peers: dict[str, _PeerRecord] = {}
+        # Process-wide totals, kept apart from the per-peer records (which are evicted):
+        # counters that never go down, for metrics.
+        self.bans_total = 0
+        self.penalties_total: dict[str, int] = {}
 
     def penalise(self, peer_id: str, reason: str) -> bool:
         """Lower ``peer_id``'s score for ``reason``; True if this starts a ban.
@@ -140,11 +144,13 @@ class PeerScoreboard:
         weight = self.config.weights.get(reason, self.config.unknown_reason_weight)
         record.score -= abs(weight)
         record.penalties[reason] = record.penalties.get(reason, 0) + 1
+        self.penalties_total[reason] = self.penalties_total.get(reason, 0) + 1
         if record.banned_until > now or record.score > self.config.ban_threshold:
             return False
         duration = min(self.config.ban_seconds * 2**record.bans, self.config.max_ban_seconds)
         record.banned_until = now + duration
         record.bans += 1
+        self.bans_total += 1
         # The ban is the punishment; starting clean afterwards (rather than at
         # the threshold) lets a peer that recovers from a bug rejoin for good.
         record.score = 0.0

@@ -197,18 +197,15 @@ class NodeCollector(Collector):
         yield GaugeMetricFamily(
             "motus_p2p_peer_score_min", "Lowest score among connected peers (0 with none)",
             value=min((p.score for p in peers), default=0.0))
-        snapshot = p2p.scoreboard.snapshot()
+        board = p2p.scoreboard
         yield GaugeMetricFamily("motus_p2p_banned_peers", "Peers serving a ban now",
-                                value=sum(1 for s in snapshot.values() if s.banned_for > 0))
-        yield CounterMetricFamily("motus_p2p_bans", "Bans handed out (peers still tracked)",
-                                  value=sum(s.bans for s in snapshot.values()))
+                                value=len(board.banned_peers()))
+        yield CounterMetricFamily("motus_p2p_bans", "Bans handed out since the node started",
+                                  value=board.bans_total)
         penalties = CounterMetricFamily(
-            "motus_p2p_penalties", "Penalties by reason (peers still tracked)", labels=["reason"])
-        by_reason: dict[str, int] = {}
-        for s in snapshot.values():
-            for reason, count in s.penalties.items():
-                by_reason[reason] = by_reason.get(reason, 0) + count
-        for reason, count in sorted(by_reason.items()):
+            "motus_p2p_penalties", "Penalties by reason since the node started",
+            labels=["reason"])
+        for reason, count in sorted(board.penalties_total.items()):
             penalties.add_metric([reason], count)
         yield penalties
         messages = CounterMetricFamily(

@@ -100,3 +100,17 @@ def test_table_is_bounded_and_keeps_banned_peers(monkeypatch: pytest.MonkeyPatch
         board.penalise(f"p{i}", Misbehaviour.REQUEST_FLOOD)  # -5: not banned
     assert len(board.snapshot()) <= 100
     assert board.is_banned("villain")
+
+
+def test_totals_never_go_down_when_records_are_evicted(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Metrics export the totals as counters: evicting an old peer's record (the table is
+    bounded) must not lower them, or Prometheus reads a reset."""
+    import p2p.scoring as scoring
+
+    monkeypatch.setattr(scoring, "MAX_TRACKED_PEERS", 10)
+    board = scoring.PeerScoreboard(scoring.ScoreConfig())
+    for i in range(50):
+        board.penalise(f"p{i}", scoring.Misbehaviour.MALFORMED_MESSAGE)  # bans at once
+    assert len(board.snapshot()) <= 10
+    assert board.bans_total == 50
+    assert board.penalties_total == {"malformed_message": 50}
