@@ -40,7 +40,6 @@ from consensus.wal import MessageLog, Signer, SigningGuard
 from node.app import MAX_CLOCK_DRIFT_MS, Application
 from node.block import Block, MalformedBlock
 from node.mempool import TxRejected
-from node.rpc import metrics
 
 if TYPE_CHECKING:
     from p2p.host import P2PNode, Verdict
@@ -658,7 +657,6 @@ class NetworkService:
                             nursery.cancel_scope.cancel()
                             break
                         committed += result
-                        metrics.SYNC_BLOCKS.inc(result)
                         self.sync_target = target  # the peer served a block that verified
                         await trio.sleep(0)  # let consensus and RPC breathe
         if stopped:

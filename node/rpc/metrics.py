@@ -48,11 +48,6 @@ ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
 GCCollector(registry=REGISTRY)
 
-SYNC_BLOCKS = Counter(
-    "motus_sync_blocks",
-    "Blocks committed by block sync (their rate is the sync speed in blocks/s)",
-    registry=REGISTRY,
-)
 
 RPC_CALLS = Counter(
     "motus_rpc_calls",
