@@ -84,7 +84,7 @@ class TelemetrySection:
 @dataclass
 class HealthSection:
     # What ``GET /health`` calls unhealthy (node/health.py, docs/rpc.md "Health").
-    max_head_age_s: int = 10  # head older than this: "stalled" (about 10 block intervals)
+    max_head_age_seconds: int = 10  # head older than this: "stalled" (about 10 block intervals)
     max_sync_lag_blocks: int = 10  # further behind than this while syncing: "syncing"
 
 
@@ -124,6 +124,9 @@ class Config:
                     raise ConfigError(f"{section_name}.{key} must be {type(default).__name__}")
                 setattr(section, key, value)
         _check_rpc(cfg.rpc)
+        for key in ("max_head_age_seconds", "max_sync_lag_blocks"):
+            if getattr(cfg.health, key) < 1:  # 0 would call every node unhealthy
+                raise ConfigError(f"health.{key} must be at least 1")
         if cfg.mempool.journal_max_bytes < JOURNAL_MIN_BYTES:
             raise ConfigError(f"mempool.journal_max_bytes must be at least {JOURNAL_MIN_BYTES} "
                               "(one largest transaction)")

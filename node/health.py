@@ -7,7 +7,7 @@ A node is unhealthy, in this order of precedence (the first that holds is report
   ``health.max_sync_lag_blocks`` behind the height that round's peer claims;
 - ``no_peers``: the network has other members (the validator set of the next height
   has more than one, or bootstrap peers are configured) but no peer is connected;
-- ``stalled``: the head block is older than ``health.max_head_age_s``.
+- ``stalled``: the head block is older than ``health.max_head_age_seconds``.
 Otherwise it is ``ok``. The order puts the cause before the symptom: a node with no
 peers also stalls, and a syncing node's head is old by nature.
 """
@@ -35,7 +35,7 @@ class Observation:
     sync_target: int | None
     peers: int
     expects_peers: bool  # other validators exist or bootstrap peers are configured
-    max_head_age_s: float
+    max_head_age_seconds: float
     max_sync_lag_blocks: int
 
 
@@ -64,9 +64,9 @@ def assess(o: Observation) -> Health:
         return Health(NO_PEERS, "no peers connected on a network with other validators or "
                                 "bootstrap peers: check p2p.bootstrap, the peers' p2p ports "
                                 "and the firewall")
-    if o.head_age_s > o.max_head_age_s:
+    if o.head_age_s > o.max_head_age_seconds:
         return Health(STALLED, f"chain stalled at height {o.height}: no new block for "
-                               f"{o.head_age_s:.0f} s (bound {o.max_head_age_s:g} s)")
+                               f"{o.head_age_s:.0f} s (bound {o.max_head_age_seconds:g} s)")
     return Health(OK, "")
 
 
@@ -87,7 +87,7 @@ def observe(node: Any, now: float | None = None) -> Observation:
         expects_peers=p2p_enabled and (
             bool(node.config.p2p.bootstrap)
             or (validators is not None and len(validators.validators) > 1)),
-        max_head_age_s=node.config.health.max_head_age_s,
+        max_head_age_seconds=node.config.health.max_head_age_seconds,
         max_sync_lag_blocks=node.config.health.max_sync_lag_blocks,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -128,13 +129,17 @@ def init_home(tmp: Path, name: str = "node", *extra: str) -> Path:
 
 
 def set_config(home: Path, **values: object) -> None:
-    """Replace ``key = old`` lines of ``config.toml``; values are TOML text. Only for keys
-    whose name is unique across sections (``port`` is not)."""
+    """Replace ``key = old`` lines of ``config.toml``: a Python ``str`` becomes a TOML
+    string, anything else is written as it is (a number, or TOML text such as an array).
+    Only for keys whose name is unique across sections (``port`` is not); a key that is
+    not there fails, so a typo cannot pass silently."""
     path = Path(home) / "config.toml"
-    lines = path.read_text().splitlines()
+    text = path.read_text()
     for key, value in values.items():
-        lines = [f"{key} = {value}" if line.split(" = ")[0] == key else line for line in lines]
-    path.write_text("\n".join(lines) + "\n")
+        rendered = f'"{value}"' if isinstance(value, str) and not value.startswith("[") else str(value)
+        text, n = re.subn(rf"(?m)^{key} = .*$", f"{key} = {rendered}", text)
+        assert n == 1, f"no config key {key} in {path}"
+    path.write_text(text)
 
 
 def validator_address(home: Path) -> str:

@@ -67,7 +67,7 @@ def home_with_validators(tmp_path: Path, name: str, *, include_own: bool,
 
 def observation(**changes) -> Observation:
     base = dict(height=100, head_age_s=1.0, syncing=False, sync_target=None, peers=3,
-                expects_peers=True, max_head_age_s=10, max_sync_lag_blocks=10)
+                expects_peers=True, max_head_age_seconds=10, max_sync_lag_blocks=10)
     return Observation(**{**base, **changes})
 
 
@@ -97,7 +97,7 @@ def test_stalled_chain_answers_503_with_the_reason(tmp_path) -> None:
     head ages past the bound."""
     home = home_with_validators(tmp_path, "follower", include_own=False,
                                 others=(RANDOM_VALIDATOR,))
-    set_config(home, max_head_age_s=2)
+    set_config(home, max_head_age_seconds=2)
     with NodeProcess(home) as node:
         status, doc = wait_health(node.url, STALLED, timeout=20)
         assert status == 503
