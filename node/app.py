@@ -76,7 +76,7 @@ class Application:
         self._by_value: OrderedDict[bytes, Executed] = OrderedDict()
         self.commit_listeners: list[Callable[[Block, BlockResult], None]] = []
         self._head_state: tuple[bytes, MotusState] | None = None
-        self.tx_listeners: list[Callable[[bytes], None]] = []
+        self.tx_listeners: list[Callable[[bytes, bytes], None]] = []  # (raw, tx hash)
 
     # --- reads -----------------------------------------------------------------------
 
@@ -116,7 +116,7 @@ class Application:
         tx_hash = self.mempool.add(raw, self.head_state())
         if gossip:
             for listener in list(self.tx_listeners):
-                listener(raw)
+                listener(raw, tx_hash)
         return tx_hash
 
     # --- propose ------------------------------------------------------------------------

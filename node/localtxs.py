@@ -96,10 +96,10 @@ class LocalTransactions:
 
     # --- accept ----------------------------------------------------------------------
 
-    def accepted(self, raw: bytes) -> None:
-        """A client's transaction was pooled: journal it, then announce it if gossip is up.
-        Called before the RPC answers, so an acknowledged transaction is on disk."""
-        tx_hash = keccak(raw)
+    def accepted(self, raw: bytes, tx_hash: bytes) -> None:
+        """A client's transaction (``tx_hash``, as the pool computed it) was pooled:
+        journal it, then announce it if gossip is up. Called before the RPC answers, so
+        an acknowledged transaction is on disk."""
         if self.journal is not None and (self._journal_full or not self._append(raw)):
             if not self._journal_full:
                 self._rewrite()  # compact now: mined transactions may free room
