@@ -17,6 +17,7 @@ anything left over is deeper, or unbalanced (which json would refuse anyway).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from codec.errors import JSONParseError
@@ -28,11 +29,17 @@ _ESCAPED_QUOTE = b'\\"'
 _KEPT = b'[]{}"'  # brackets, and the quotes that say which brackets are in strings
 _NOT_KEPT = bytes(b for b in range(256) if b not in _KEPT)
 _FOLD = bytes.maketrans(b"{}", b"[]")
+_OPENERS = re.compile(rb"\[+")
 
 
 def json_depth_exceeds(data: bytes, max_depth: int) -> bool:
     """Whether the JSON text ``data`` (UTF-8) nests brackets deeper than ``max_depth``
-    or has unbalanced brackets outside its strings.
+    or has unbalanced brackets outside its strings."""
+    return _bracket_fault(data, max_depth) is not None
+
+
+def _bracket_fault(data: bytes, max_depth: int) -> str | None:
+    """``"too_deep"``, ``"unbalanced"`` or None for the brackets of ``data``.
 
     Only C-speed bytes operations: escaped backslashes then escaped quotes are dropped
     (a JSON lexer pairs backslashes left to right, and a backslash outside a string is
@@ -40,21 +47,25 @@ def json_depth_exceeds(data: bytes, max_depth: int) -> bool:
     but brackets and quotes is deleted; adjacent quotes (strings without brackets) go;
     what is outside the remaining strings is every other piece between quotes."""
     if data.count(b"[") + data.count(b"{") <= max_depth:
-        return False  # cannot nest deeper, and balance is json.loads's business
+        return None  # cannot nest deeper, and balance is json.loads's business
     if b"\\" in data:
         data = data.replace(_ESCAPED_BACKSLASH, b"").replace(_ESCAPED_QUOTE, b"")
     brackets = data.translate(None, _NOT_KEPT).replace(b'""', b"")
     if b'"' in brackets:
         brackets = b"".join(brackets.split(b'"')[::2])
     brackets = brackets.translate(_FOLD)
-    for _ in range(max_depth):
+    for passes in range(max_depth):
         if not brackets:
-            return False
+            return None
         shorter = brackets.replace(b"[]", b"")
         if len(shorter) == len(brackets):
-            return True  # unbalanced
+            # No innermost pair left, yet brackets remain: unbalanced; and too deep as
+            # well when a run of unclosed openers alone goes past the bound (a body of
+            # nothing but "[" is refused as the nesting attack it is).
+            run = max(map(len, _OPENERS.findall(brackets)), default=0)
+            return "too_deep" if passes + run > max_depth else "unbalanced"
         brackets = shorter
-    return bool(brackets)
+    return "too_deep" if brackets else None
 
 
 def parse_json(data: bytes | str, *, max_bytes: int | None, max_depth: int = MAX_JSON_DEPTH) -> Any:
@@ -84,8 +95,11 @@ def parse_json(data: bytes | str, *, max_bytes: int | None, max_depth: int = MAX
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise JSONParseError("json_malformed", f"JSON text is not UTF-8: {exc.reason}") from None
-    if json_depth_exceeds(raw, max_depth):
-        raise JSONParseError("json_too_deep", f"JSON nested deeper than {max_depth} levels (or unbalanced)")
+    fault = _bracket_fault(raw, max_depth)
+    if fault == "too_deep":
+        raise JSONParseError("json_too_deep", f"JSON nested deeper than {max_depth} levels")
+    if fault == "unbalanced":
+        raise JSONParseError("json_malformed", "invalid JSON: unbalanced brackets")
     try:
         return json.loads(text)  # type: ignore[arg-type]
     except (ValueError, RecursionError) as exc:

@@ -93,6 +93,8 @@ def test_limits_and_errors() -> None:
         (b'"\xff"', "json_malformed"),
         (b"[\x00\x00\x00", "json_malformed"),
         (42, "json_malformed"),
+        (b"]" * 70, "json_malformed"),  # unbalanced, not deep
+        (b"[" * 30 + b"]" * 50, "json_malformed"),
     ]:
         with pytest.raises(JSONParseError) as err:
             parse_json(text, max_bytes=100)
