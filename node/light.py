@@ -492,7 +492,7 @@ def _decode_nodes(items: Any, what: str) -> list[Any]:
     try:
         return [decode_items(_unhex(n), max_depth=TRIE_NODE_MAX_DEPTH, max_items=TRIE_NODE_MAX_ITEMS)
                 for n in items]
-    except Exception as exc:  # rlp raises several unrelated types on garbage
+    except Exception as exc:  # bad hex (ValueError, TypeError) or RLPDecodeError
         raise ProofInvalid(f"{what}: undecodable proof node: {exc}") from None
 
 

@@ -63,7 +63,7 @@ def read_answer(raw: bytes, url: str) -> Any:
     if len(raw) > MAX_ANSWER_BYTES:
         raise RPCError(None, f"answer from {url} exceeds {MAX_ANSWER_BYTES} bytes")
     try:
-        doc = parse_json(raw, max_bytes=MAX_ANSWER_BYTES)  # depth-checked: codec.json
+        doc = parse_json(raw, max_bytes=None)  # size checked above; depth by codec.json
     except JSONParseError as exc:
         detail = "" if exc.code == "json_malformed" else f" ({exc})"
         raise RPCError(None, f"not a JSON-RPC answer from {url}{detail}") from None
