@@ -176,6 +176,7 @@ class ScheduleResult:
     gst: float = 0.0  # when the network healed and the last crashed node restarted
     first_decision_after_gst: float | None = None  # virtual seconds until all honest decided
     resumed: int = 0
+    mid_event_crashes: int = 0  # crashes that happened (not only drawn) mid-event
 
 
 class SafetyViolation(AssertionError):
@@ -201,6 +202,7 @@ class Simulation:
         self._decided_since_check = False
         self._verified_commits: set[tuple[int, bytes]] = set()
         self.deliveries = 0
+        self.mid_event_crashes = 0  # node crashes that really cut an event's effects
         keys = KEYS[: self.n]
         self.validator_sets = [ValidatorSet([
             Validator(address_of_private_key(k), p) for k, p in zip(keys, powers, strict=True)
@@ -311,6 +313,7 @@ class Simulation:
 
     def _apply(self, node: SimNode, effects: list[Effect]) -> None:
         if node.crash_on_next_event:
+            self.mid_event_crashes += 1
             self._crash(node)  # the machine handled the event; its effects never happen
         if node.down:
             return
@@ -497,6 +500,7 @@ class Simulation:
             deliveries=self.deliveries, crashes=self.crashes, gst=self.gst,
             first_decision_after_gst=self._first_decision_after_gst() if live else None,
             resumed=sum(n.resumed + n.machine.stats["resumed"] for n in self.nodes),
+            mid_event_crashes=self.mid_event_crashes,
         )
 
     def _first_decision_after_gst(self) -> float:

@@ -67,13 +67,8 @@ def test_a_restarted_locked_proposer_re_proposes_its_locked_value_with_the_proof
     assert (again.machine.locked_round, again.machine.locked_hash) == (0, h(A))
     assert (again.machine.round, again.machine.step) == (0, Step.PRECOMMIT)
     assert (again.machine.valid_round, again.machine.valid_hash) == (0, h(A))
-    again.skip_to(3)
-    sent = broadcasts(again.feed(*[again.vote(i, PRECOMMIT, 3, NIL) for i in again.others()]))
-    sent += broadcasts(again.machine.on_timeout(Step.PRECOMMIT, 1, 2))
-    proposals = [m for m in broadcasts(again.skip_to(3)) + sent if isinstance(m, ProposalMessage)]
-    if not proposals:  # the skip itself started round 3
-        proposals = [m for m in again.machine._own if isinstance(m, ProposalMessage)]
-    [proposal] = proposals
+    sent = broadcasts(again.skip_to(3))  # its turn to propose: round 3
+    [proposal] = [m for m in sent if isinstance(m, ProposalMessage)]  # broadcast, not only kept
     assert (proposal.value, proposal.proposal.pol_round) == (A, 0)
     assert all(v in again.machine._get_pol_votes(proposal) for v in pol)
     _crash(again)

@@ -105,7 +105,9 @@ def test_crash_restart_of_any_subset_resumes_safely_and_stays_live() -> None:
     # the crashes really hit every shape: all four at once, mid-event, resumed mid-height
     crashes = [c for r in results for c in r.crashes]
     assert sum(1 for c in crashes if len(c.nodes) == 4) > 100
-    assert sum(1 for c in crashes if c.mid_event) > 500
+    # counted where they happen, not where they were drawn (a drawn one falls back to a
+    # crash between events when no event comes in time)
+    assert sum(r.mid_event_crashes for r in results) > 300
     assert sum(1 for r in results if r.resumed) > 500
 
 
