@@ -15,8 +15,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from node.rpc import params as p
-from node.rpc.errors import INVALID_INPUT, METHOD_NOT_SUPPORTED, RPCError, invalid_params
-from node.rpc.errors import limit_exceeded as limit_error
+from node.rpc.errors import (
+    INVALID_INPUT,
+    METHOD_NOT_SUPPORTED,
+    RPCError,
+    invalid_params,
+    limit_exceeded,
+)
 from node.rpc.eth import resolve_block
 from node.rpc.ethjson import hexb
 from node.rpc.identity import BLOCK, parse_vehicle_id, state_for
@@ -50,7 +55,8 @@ def _hex_items(value: Any, name: str, *, nullable: bool = False) -> list[bytes |
     if not isinstance(value, list):
         raise invalid_params(f"invalid argument ({name}): expected an array of 0x-hex strings")
     if len(value) > MAX_SUBMIT:
-        raise limit_error(f"{len(value)} {name} in one call, at most {MAX_SUBMIT}")
+        raise limit_exceeded(f"{len(value)} {name} in one call, at most {MAX_SUBMIT}",
+                             reason="too_many_items")
     out: list[bytes | None] = []
     for i, item in enumerate(value):
         if item is None and nullable:
@@ -102,7 +108,8 @@ def submit_signals(ctx: RPCContext, items: Any) -> list[dict[str, Any]]:
         raise invalid_params("invalid argument 0 (items): expected an array of "
                              "{attestation, payload} objects")
     if len(items) > MAX_SUBMIT:
-        raise limit_error(f"{len(items)} items in one call, at most {MAX_SUBMIT}")
+        raise limit_exceeded(f"{len(items)} items in one call, at most {MAX_SUBMIT}",
+                             reason="too_many_items")
     pairs = []
     for i, item in enumerate(items):
         try:
