@@ -4,7 +4,7 @@
                            [--duration 0] [--seed "motus devnet fleet"] [--report 10]
 
 Setup, all through ordinary signed transactions (docs/fleet.md): with the development
-accounts of DESIGN.md section 13, account 1 (the licensed manufacturer) mints one device
+accounts of docs/protocol.md, account 1 (the licensed manufacturer) mints one device
 NFT per car; car i belongs to account ``2 + i % 8``, which mints the vehicle NFT, claims
 the device and pairs it with the car, each step carrying the device's own EIP-712
 signature. Device keys and VINs are derived from ``--seed``, so a rerun finds what an

@@ -1,5 +1,5 @@
 """``motus devnet up``: N validators (and the fleet simulator) as local processes
-(DESIGN.md section 13). Keys and genesis live under --home and are reused on the next
+(docs/protocol.md). Keys and genesis live under --home and are reused on the next
 run, so a devnet can be stopped and resumed. Validator i serves JSON-RPC on
 127.0.0.1:(rpc_base+i) and libp2p on 127.0.0.1:(p2p_base+i)."""
 

@@ -1,4 +1,4 @@
-"""Attestation pool: checked attestations waiting for a block (DESIGN.md section 6).
+"""Attestation pool: checked attestations waiting for a block (docs/telemetry.md).
 
 ``add``/``add_many`` run the stateless checks (decode, canonical form, size,
 signature; optionally in worker processes, see :class:`ProcessPoolChecker`)

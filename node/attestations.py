@@ -1,4 +1,4 @@
-"""The node's attestation service (DESIGN.md section 6, docs/telemetry.md "Node wiring").
+"""The node's attestation service (docs/telemetry.md, "Node wiring").
 
 Owns the attestation pool, the admission cache that follows the head, the reject
 counters and the off-chain signal store, and connects them to the rest of the node:
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("motus.attestations")
 
-MAX_SUBMIT = 1000  # attestations per motus_submitAttestations call (DESIGN.md section 6)
+MAX_SUBMIT = 1000  # attestations per motus_submitAttestations call (docs/telemetry.md)
 GOSSIP_MAX_ITEMS = 4096  # items one gossip batch may carry (a 1 MiB batch holds ~6,000)
 PRUNE_INTERVAL_S = 600.0  # signal store retention sweep
 THREAD_MIN_BATCH = 8  # below this the stateless checks run inline: a thread hop costs more

@@ -1,4 +1,4 @@
-"""``motus``: the one command-line tool (DESIGN.md section 12; docs/cli.md).
+"""``motus``: the one command-line tool (docs/cli.md).
 
   motus init --home DIR [--chain-id N] [--moniker NAME] [--genesis FILE]
   motus node start --home DIR

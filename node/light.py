@@ -1,4 +1,4 @@
-"""The light client (DESIGN.md section 11; docs/light.md): follow a Motus chain through
+"""The light client (docs/light.md): follow a Motus chain through
 an untrusted JSON-RPC node, verifying every answer it uses instead of believing it.
 
 Trust starts from a genesis file (its hash is computed here) or a checkpoint (height

@@ -1,4 +1,4 @@
-"""Block header (DESIGN.md section 3): RLP, fixed field order, hash = keccak(rlp)."""
+"""Block header (docs/protocol.md): RLP, fixed field order, hash = keccak(rlp)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Rewards module: at every epoch boundary, score the vehicles of the epoch that ended
-and mint their share of the epoch pool to their current owners (DESIGN.md section 6;
-formulas in :mod:`vm.scoring`, documented in docs/rewards.md).
+and mint their share of the epoch pool to their current owners (docs/rewards.md;
+formulas in :mod:`vm.scoring`).
 
 This runs in block execution, not in a transaction: every result is recorded in state
 (covered by the state root and ``eth_getProof``), readable with the views below or the
