@@ -1,4 +1,4 @@
-"""Telemetry attestations end to end on real node processes (DESIGN.md section 6).
+"""Telemetry attestations end to end on real node processes (docs/telemetry.md).
 
 One validator with short epochs (10 blocks of 200 ms, every device challenged, the
 whole epoch as challenge window) and one non-validator follower connected by p2p.
