@@ -304,7 +304,7 @@ class AttestationService:
                   task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Until cancelled: metrics on the node's registry, the gossip inbox drained,
         the signal store pruned every ``PRUNE_INTERVAL_S``."""
-        from node.rpc.metrics import register_collector
+        from node.metrics import register_collector
 
         unregister = register_collector(AttestationCollector(self))
         try:

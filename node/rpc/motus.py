@@ -18,6 +18,7 @@ from node.rpc.errors import invalid_params
 from node.rpc.eth import peer_count, resolve_height
 from node.rpc.ethjson import hexb
 from node.rpc.registry import MethodTable, Param, RPCContext
+from node.version import CLIENT_VERSION
 from vm.block import Header
 from vm.modules import addresses
 
@@ -38,7 +39,6 @@ HEIGHT = Param("height", height_or_tag, p.LATEST)
 def node_status(ctx: RPCContext) -> dict[str, Any]:
     """What an operator checks first: who am I, where is my head, am I connected."""
     from node.health import node_health
-    from node.node import CLIENT_VERSION
 
     node = ctx.node
     head = ctx.store.head
