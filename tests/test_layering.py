@@ -1,7 +1,9 @@
-"""Imports point one way (each package's ``__init__`` docstring states its rule):
-``node`` may use everything; ``genesis`` may use ``vm``; ``consensus``, ``vm`` and ``p2p``
-are leaves apart from ``codec``; ``codec`` uses none of ours. The leaves are what keep
-consensus testable in a simulated network and the VM without sockets."""
+"""Imports point one way (each package's ``__init__`` docstring states its rule; the map is
+docs/packages.md): ``cli`` and ``devnet`` may use everything; ``node`` (the daemon) all but
+the programs built on it (``cli``, ``light``, ``devnet``); ``light`` only the protocol's
+definitions and ``rpcclient``; ``genesis`` may use ``vm``; ``consensus``, ``vm`` and
+``p2p`` are leaves apart from ``codec``; ``codec`` uses none of ours. The leaves are what
+keep consensus testable in a simulated network and the VM without sockets."""
 
 from __future__ import annotations
 
@@ -11,13 +13,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS = {"node", "consensus", "vm", "p2p", "genesis", "codec", "devnet"}
+OURS = {"node", "cli", "light", "rpcclient", "consensus", "vm", "p2p", "genesis", "codec", "devnet"}
 MAY_IMPORT = {
     "codec": set(),
     "consensus": {"codec"},
     "vm": {"codec"},
     "p2p": set(),
     "genesis": {"vm", "codec"},
+    "rpcclient": {"codec"},
+    "node": {"consensus", "vm", "p2p", "genesis", "codec"},
+    # a light client trusts no node: the protocol's definitions and an RPC client only
+    "light": {"codec", "consensus", "vm", "genesis", "rpcclient"},
 }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["node", "consensus", "vm", "p2p", "genesis", "codec", "devnet"]
+PACKAGES = ["node", "cli", "light", "rpcclient", "consensus", "vm", "p2p", "genesis", "codec", "devnet"]
 
 
 @pytest.mark.timeout(180)

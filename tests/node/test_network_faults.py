@@ -30,6 +30,7 @@ from eth_account import Account
 from libp2p.peer.id import ID
 from libp2p.utils import encode_varint_prefixed
 
+from codec.files import write_atomic
 from consensus.effects import Step
 from consensus.messages import encode_message
 from consensus.types import PREVOTE, Commit, DuplicateVoteEvidence, Validator, ValidatorSet, Vote
@@ -37,7 +38,7 @@ from consensus.wal import SignedRecord
 from devnet.launcher import DEVNET_POWER, Member, prepare, status_lines
 from genesis.devnet import dev_accounts
 from node.config import Config
-from node.keys import load_validator_key, write_atomic
+from node.keys import load_validator_key
 from p2p.host import P2PConfig, P2PNode, Verdict
 from p2p.identity import node_multiaddr
 from p2p.topics import MIB, topic_id

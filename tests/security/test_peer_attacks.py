@@ -32,11 +32,11 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
 
+from codec.files import write_atomic
 from consensus.messages import encode_message
 from consensus.types import PREVOTE, Vote
 from node.config import Config
 from node.home import Home
-from node.keys import write_atomic
 from p2p.host import P2PNode
 from p2p.identity import load_or_create_node_key, node_multiaddr, peer_id_of
 from p2p.reqresp import Head
