@@ -15,10 +15,10 @@ from typing import Any
 
 from eth_abi.exceptions import EncodingError
 
-from cli.txsend import TxError
 from node.home import Home
 from node.keys import KeyError_, list_keystores, load_keystore, require_owner_only
 from rpcclient import RPCError
+from rpcclient.txsend import TxError
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
 

@@ -5,7 +5,7 @@ docs/rewards.md).
 Signing, sending and exit statuses are those of the identity commands
 (:mod:`cli.identity`): one transaction signed with ``--keystore``/``--from`` (+
 ``--password-file``/``MOTUS_PASSWORD``) or ``--private-key-file``, sent to ``--rpc`` with
-:func:`cli.txsend.send_call`; one JSON object on stdout; exit 1 with the revert reason
+:func:`rpcclient.txsend.send_call`; one JSON object on stdout; exit 1 with the revert reason
 when the chain refuses, 2 for a local problem.
 """
 
@@ -28,8 +28,8 @@ from cli.common import (
     signer_args,
     signer_key,
 )
-from cli.txsend import decode_logs, encode_call, send_call
 from rpcclient import rpc_call
+from rpcclient.txsend import decode_logs, encode_call, send_call
 
 GOVERNANCE = "0x00000000000000000000000000000000004d0706"  # vm.modules.addresses.GOVERNANCE
 WEI_PER_MOTUS = 10**18

@@ -2,7 +2,7 @@
 raw calldata to an address and wait for the receipt, look a transaction or its receipt up.
 
 Signing, sending and exit statuses are those of the identity and governance commands
-(:mod:`cli.common`, :func:`cli.txsend.send_call`): estimated first, so a call that
+(:mod:`cli.common`, :func:`rpcclient.txsend.send_call`): estimated first, so a call that
 would revert is refused with its reason and costs nothing; one JSON object on stdout;
 exit 1 when the chain refuses or the transaction is unknown, 2 for a local problem.
 """
@@ -22,8 +22,8 @@ from cli.common import (
     signer_key,
 )
 from cli.gov import parse_amount
-from cli.txsend import send_call
 from rpcclient import rpc_call
+from rpcclient.txsend import send_call
 
 
 def parse_value(text: str) -> int:

@@ -38,9 +38,9 @@ from eth_account import Account
 from eth_hash.auto import keccak
 from eth_utils import to_checksum_address
 
-from cli.txsend import TxError, decode_result, encode_call, eth_call, wait_for_receipt
 from devnet.device import Device, Drive
 from rpcclient import RPCError, rpc_call
+from rpcclient.txsend import TxError, decode_result, encode_call, eth_call, wait_for_receipt
 
 log = logging.getLogger("motus.fleet")
 

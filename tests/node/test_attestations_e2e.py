@@ -34,13 +34,13 @@ from typing import Any
 import pytest
 from eth_hash.auto import keccak
 
-from cli.txsend import decode_result, encode_call, eth_call
 from codec.files import write_atomic
 from devnet import fleet
 from devnet.device import Device, Drive
 from node.config import Config
 from node.signal_store import sign_request
 from p2p.identity import load_or_create_node_key, node_multiaddr, peer_id_of
+from rpcclient.txsend import decode_result, encode_call, eth_call
 from tests.procs import NodeProcess, free_port, init_home, motus, rpc
 from vm.attestation import Attestation
 

@@ -20,9 +20,9 @@ from eth_hash.auto import keccak
 
 from cli.common import UsageError, load_key_file, parse_id
 from cli.identity import parse_expiry, parse_permissions
-from cli.txsend import send_call
 from node.keys import KeyError_
 from rpcclient import rpc_call
+from rpcclient.txsend import send_call
 from tests.fixtures.rpc_node import MOTUS, dev_accounts, start_node
 from tests.procs import MOTUS as MOTUS_CMD
 from tests.procs import ROOT, NodeProcess, free_port

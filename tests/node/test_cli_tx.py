@@ -16,7 +16,7 @@ from eth_hash.auto import keccak
 
 from cli.main import main
 from cli.tx import parse_value
-from cli.txsend import encode_call
+from rpcclient.txsend import encode_call
 from tests.fixtures.rpc_node import MOTUS, dev_accounts
 from tests.procs import NodeProcess, init_home, motus, rpc
 

@@ -21,13 +21,13 @@ from eth_account import Account
 from eth_hash.auto import keccak
 from eth_utils import to_checksum_address
 
-from cli.txsend import decode_logs, encode_call
 from consensus.types import PRECOMMIT, Commit, Vote
 from devnet.device import Device, Drive
 from genesis.devnet import dev_accounts
 from node.node import Node
 from node.rpc.errors import INVALID_PARAMS, LIMIT_EXCEEDED, RPCError
 from node.rpc.registry import RPCContext, build_method_table
+from rpcclient.txsend import decode_logs, encode_call
 from tests.procs import init_home
 from vm.events import BlockEvent, block_events_slot, compute_block_events_hash
 from vm.modules import addresses
