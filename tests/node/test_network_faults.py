@@ -314,7 +314,7 @@ async def test_hostile_peers_are_banned_and_validators_keep_finalizing(
             for i in range(12):
                 if kind == "consensus_garbage":
                     if i % 2:  # over the 2 MiB topic limit: bypass our own size check
-                        await peer._pubsub.publish(consensus_id, os.urandom(2 * MIB + 1024))
+                        await peer.gossip.pubsub.publish(consensus_id, os.urandom(2 * MIB + 1024))
                     else:
                         await peer.publish("consensus", _garbage(rng, 300))
                 elif kind == "tx_garbage":
@@ -332,7 +332,7 @@ async def test_hostile_peers_are_banned_and_validators_keep_finalizing(
             await wait_meshed(peer, net.members, "consensus", 20)
             delivered = []
             for m in net.members:
-                stream = peer._pubsub.peers.get(ID.from_base58(m.peer_id))
+                stream = peer.gossip.pubsub.peers.get(ID.from_base58(m.peer_id))
                 if stream is not None:
                     with trio.move_on_after(5):
                         await stream.write(encode_varint_prefixed(b"\xff" * 200))
