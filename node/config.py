@@ -46,7 +46,7 @@ class RPCSection:
     max_filters_per_client: int = 500
     max_filter_changes: int = 5000  # changes held per filter between polls; beyond: oldest dropped
     # debug_trace* (docs/rpc.md "Tracing"): a trace still running after this long is refused
-    trace_timeout_seconds: int = 10
+    trace_timeout_seconds: int = 25  # under web3.py's 30 s default client timeout
 
 
 @dataclass

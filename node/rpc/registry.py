@@ -54,6 +54,7 @@ METHOD_MODULES: tuple[str, ...] = (
     "node.rpc.governance",
     "node.rpc.subscriptions",
     "node.rpc.filters",
+    "node.rpc.debug",
 )
 
 REQUIRED: Any = object()

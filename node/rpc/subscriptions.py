@@ -95,7 +95,10 @@ class SubscriptionHub:
 
     def publish(self, block: Block, result: BlockResult) -> None:
         if self.filters is not None:
-            self.filters.on_commit(block, result)
+            try:
+                self.filters.on_commit(block, result)
+            except Exception:  # a filter must never cost the subscribers their block
+                log.exception("filter update failed")
         subs = [(s, sub) for s in list(self.sessions) for sub in list(s.subscriptions.values())]
         if not subs:
             return
