@@ -253,7 +253,8 @@ class CallTracer(Tracer):
             "to": _hex(to),
             "gas": hex(message.gas),
             "gasUsed": "0x0",
-            "input": _hex(bytes(message.data)),
+            # a creation's input is its init code (py-evm keeps it as the message's code)
+            "input": _hex(bytes(message.code if message.is_create else message.data)),
         }
         if kind not in ("DELEGATECALL", "STATICCALL"):
             frame["value"] = hex(message.value)
