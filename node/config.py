@@ -47,6 +47,9 @@ class RPCSection:
     max_filter_changes: int = 5000  # changes held per filter between polls; beyond: oldest dropped
     # debug_trace* (docs/rpc.md "Tracing"): a trace still running after this long is refused
     trace_timeout_seconds: int = 25  # under web3.py's 30 s default client timeout
+    # debug_trace* re-execute EVM code for seconds of CPU each: a node whose RPC is open
+    # beyond the machine may switch them off (they then answer "method not found")
+    debug_api: bool = True
 
 
 @dataclass

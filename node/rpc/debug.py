@@ -20,7 +20,13 @@ from typing import Any
 
 from node.block import Block
 from node.rpc import params as p
-from node.rpc.errors import INVALID_INPUT, RPCError, invalid_params, limit_exceeded
+from node.rpc.errors import (
+    INVALID_INPUT,
+    RPCError,
+    invalid_params,
+    limit_exceeded,
+    method_not_found,
+)
 from node.rpc.ethjson import hexb
 from node.rpc.registry import MethodTable, Param, RPCContext
 from vm.call import CallError
@@ -76,6 +82,12 @@ class TraceOptions:
         config = value.get("tracerConfig") or {}
         if not isinstance(config, dict):
             raise p.ParamError("tracerConfig must be an object")
+        if set(config) - {"onlyTopCall"}:
+            # e.g. callTracer's withLog: refused rather than silently left out
+            raise p.ParamError(
+                f"tracerConfig {p.show(sorted(set(config) - {'onlyTopCall'})[0])} is not "
+                "supported (only onlyTopCall)"
+            )
         self.only_top_call = p.boolean(config.get("onlyTopCall", False))
         flags = {k: p.boolean(value.get(k, False)) for k in
                  ("disableStack", "disableStorage", "enableMemory", "enableReturnData")}
@@ -155,6 +167,12 @@ def _frames(frame: dict[str, Any]) -> int:
     return 1 + sum(_frames(c) for c in frame.get("calls", ()))
 
 
+def require_debug_api(ctx: RPCContext, name: str) -> None:
+    """``rpc.debug_api = false`` hides the tracing methods as geth hides a disabled API."""
+    if not ctx.node.config.rpc.debug_api:
+        raise method_not_found(name)
+
+
 def _run(ctx: RPCContext, opts: TraceOptions, work: Any) -> Any:
     """Run ``work(budget)`` alone, mapping the bounds to their errors."""
     budget = _budget(ctx, opts)
@@ -230,6 +248,7 @@ def _trace_block(ctx: RPCContext, block: Block, opts: TraceOptions,
 )
 def trace_transaction(ctx: RPCContext, tx_hash: bytes, opts: TraceOptions | None) -> Any:
     """The trace of a committed transaction."""
+    require_debug_api(ctx, "debug_traceTransaction")
     loc = ctx.store.tx_location(tx_hash)
     block = ctx.store.block_by_height(loc[0]) if loc is not None else None
     if loc is None or block is None:
@@ -253,6 +272,7 @@ def _block_traces(ctx: RPCContext, block: Block | None, ref: str, opts: TraceOpt
 )
 def trace_block_by_number(ctx: RPCContext, ref: p.BlockRef, opts: TraceOptions | None) -> list[Any]:
     """``[{txHash, result}]``: every transaction of the block, traced."""
+    require_debug_api(ctx, "debug_traceBlockByNumber")
     from node.rpc.eth import resolve_block
 
     return _block_traces(ctx, resolve_block(ctx, ref), ref.describe(), opts)
@@ -263,6 +283,7 @@ def trace_block_by_number(ctx: RPCContext, ref: p.BlockRef, opts: TraceOptions |
     blocking=True,
 )
 def trace_block_by_hash(ctx: RPCContext, block_hash: bytes, opts: TraceOptions | None) -> list[Any]:
+    require_debug_api(ctx, "debug_traceBlockByHash")
     return _block_traces(ctx, ctx.store.block_by_hash(block_hash), hexb(block_hash), opts)
 
 
@@ -274,6 +295,7 @@ def trace_block_by_hash(ctx: RPCContext, block_hash: bytes, opts: TraceOptions |
 def trace_call_method(ctx: RPCContext, req: p.CallRequest, ref: p.BlockRef,
                       opts: TraceOptions | None) -> Any:
     """The trace of a call run as ``eth_call`` runs it (same block context, gas price 0)."""
+    require_debug_api(ctx, "debug_traceCall")
     from node.rpc.eth import _cannot_start, call_env, resolve_header
 
     opts = opts or TraceOptions(None)

@@ -64,7 +64,6 @@ class Filter:
     criteria: p.LogFilter | None = None
     full_tx: bool = False  # pending filter: whole transactions instead of hashes
     changes: deque[Any] = field(default_factory=deque)
-    dropped: int = 0  # changes dropped since the last poll because the buffer was full
 
     def accepts_height(self, height: int) -> bool:
         """Whether a log of a block at ``height`` is in the criteria's block range (geth's
@@ -146,13 +145,11 @@ class FilterRegistry:
         f.deadline = self.clock() + self._cfg.filter_timeout_seconds
         out = list(f.changes)
         f.changes.clear()
-        f.dropped = 0
         return out
 
     def _push(self, f: Filter, item: Any) -> None:
         if len(f.changes) >= self._cfg.max_filter_changes:
             f.changes.popleft()
-            f.dropped += 1
             metrics.RPC_FILTER_CHANGES_DROPPED.labels(f.kind).inc()
         f.changes.append(item)
 

@@ -196,7 +196,8 @@ def test_bad_requests(node: NodeProcess, w3: Web3, contracts) -> None:
     unknown = w3.provider.make_request("debug_traceTransaction", ["0x" + "12" * 32])
     assert unknown["error"] == {"code": -32000, "message": "transaction not found"}
     for options in ({"tracer": "prestateTracer"}, {"nope": 1}, {"limit": -1},
-                    {"timeout": "soon"}, {"tracerConfig": 5}):
+                    {"timeout": "soon"}, {"tracerConfig": 5},
+                    {"tracer": "callTracer", "tracerConfig": {"withLog": True}}):
         err = w3.provider.make_request("debug_traceCall", [{"to": contracts[0]}, "latest", options])
         assert err["error"]["code"] == -32602, options
 
@@ -233,3 +234,21 @@ def test_heavy_transaction_bounds(node: NodeProcess, w3: Web3, contracts) -> Non
     assert time.monotonic() - started < 5
     assert rpc(w3.provider.endpoint_uri, "eth_blockNumber")  # the node still answers
 
+
+
+def test_debug_api_can_be_switched_off() -> None:
+    from types import SimpleNamespace
+
+    from node.config import Config
+    from node.rpc.debug import trace_call_method, trace_transaction
+    from node.rpc.errors import METHOD_NOT_FOUND, RPCError
+    from node.rpc.registry import RPCContext
+
+    config = Config()
+    config.rpc.debug_api = False
+    ctx = RPCContext(SimpleNamespace(config=config))  # type: ignore[arg-type]
+    for call in (lambda: trace_transaction(ctx, b"\x12" * 32, None),
+                 lambda: trace_call_method(ctx, None, None, None)):  # type: ignore[arg-type]
+        with pytest.raises(RPCError) as err:
+            call()
+        assert err.value.code == METHOD_NOT_FOUND and "does not exist" in err.value.message
