@@ -14,8 +14,9 @@ import pytest
 from web3 import Web3
 from web3.exceptions import Web3RPCError
 
-from tests.fixtures.rpc_node import CHAIN_ID, GWEI, dev_accounts, logbook, start_node
-from tests.procs import NodeProcess
+from tests.fixtures.rpc_node import CHAIN_ID, GWEI, dev_accounts, logbook
+from tests.procs import NodeProcess, init_home, set_config
+from vm.modules.addresses import REWARDS
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.xdist_group("rpc_filters"), pytest.mark.slow]
 
@@ -23,19 +24,25 @@ FILTER_TIMEOUT = 3  # seconds, instead of geth's 300, so that expiry is seen in 
 MAX_FILTERS = 12
 MAX_FILTERS_PER_CLIENT = 8
 MAX_FILTER_CHANGES = 4
+EPOCH = 10  # blocks; each epoch boundary emits block events (EpochSettled)
 TAG_A = b"A".ljust(32, b"\x00")
 TAG_B = b"B".ljust(32, b"\x00")
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    proc = start_node(
-        tmp_path_factory.mktemp("filters"),
+    home = init_home(tmp_path_factory.mktemp("filters"), "node")
+    set_config(
+        home,
         filter_timeout_seconds=FILTER_TIMEOUT,
         max_filters=MAX_FILTERS,
         max_filters_per_client=MAX_FILTERS_PER_CLIENT,
         max_filter_changes=MAX_FILTER_CHANGES,
     )
+    genesis = json.loads((home / "genesis.json").read_text())
+    genesis["params"]["epoch_length_blocks"] = EPOCH  # block events every 2 s
+    (home / "genesis.json").write_text(json.dumps(genesis, indent=2))
+    proc = NodeProcess(home).start()
     yield proc
     proc.stop()
 
@@ -156,6 +163,23 @@ def test_log_filter_changes_equal_get_logs_over_the_same_blocks(w3: Web3, book) 
     assert everything == w3.eth.get_logs({"fromBlock": start, "toBlock": end})
     for flt in (by_address, by_topic, every_log):
         w3.eth.uninstall_filter(flt.filter_id)
+
+
+def test_block_events_reach_log_filters_as_get_logs_serves_them(w3: Web3) -> None:
+    rewards = Web3.to_checksum_address(REWARDS)
+    flt = w3.eth.filter({"address": rewards})
+    start = w3.eth.block_number + 1
+    end = start + EPOCH  # crosses an epoch boundary
+    got: list = []
+    deadline = time.monotonic() + 20
+    while w3.eth.block_number < end:  # polling keeps the filter alive (FILTER_TIMEOUT)
+        assert time.monotonic() < deadline, "no new blocks"
+        got += w3.eth.get_filter_changes(flt.filter_id)
+        time.sleep(0.2)
+    got = [e for e in got + w3.eth.get_filter_changes(flt.filter_id) if e["blockNumber"] <= end]
+    assert got, "no block event in an epoch"
+    assert got == w3.eth.get_logs({"address": rewards, "fromBlock": start, "toBlock": end})
+    w3.eth.uninstall_filter(flt.filter_id)
 
 
 def test_get_filter_logs_is_get_logs_with_the_filters_criteria(w3: Web3, book) -> None:
