@@ -13,9 +13,9 @@ scratch state whose ``computation_class`` (an instance attribute) is a subclass 
   budget is checked (an EVM loop cannot run without jumping), so a long transaction is
   stopped at its deadline even when nothing else is recorded.
 
-A bound that is hit raises :class:`TraceLimitExceeded`, which is not a py-evm
-``VMError``: it is not taken for a failure of the transaction but unwinds the whole
-execution, and the caller answers with the reason.
+A bound that is hit raises :class:`TraceLimitExceeded`, which is neither a py-evm
+``VMError`` nor an ``Exception``: it is not taken for a failure of the transaction but
+unwinds the whole execution, and the caller answers with the reason.
 """
 
 from __future__ import annotations
@@ -54,8 +54,13 @@ ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
 
 
-class TraceLimitExceeded(Exception):
-    """A trace bound was hit; ``reason`` is stable (``trace_too_large``, ``trace_timeout``)."""
+class TraceLimitExceeded(BaseException):
+    """A trace bound was hit; ``reason`` is stable (``trace_too_large``, ``trace_timeout``).
+
+    A BaseException, like a cancellation: it aborts the whole execution, and code that
+    turns any ``Exception`` into a revert (a system module's last-resort handler around
+    a callback into EVM code, vm/modules/base.py) must not swallow it into a trace of a
+    revert that never happened."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
