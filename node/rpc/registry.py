@@ -53,6 +53,8 @@ METHOD_MODULES: tuple[str, ...] = (
     "node.rpc.rewards",
     "node.rpc.governance",
     "node.rpc.subscriptions",
+    "node.rpc.filters",
+    "node.rpc.debug",
 )
 
 REQUIRED: Any = object()
