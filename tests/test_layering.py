@@ -119,7 +119,7 @@ KNOWN_CIRCLES = [
     {"vm.epoch", "vm.events", "vm.modules", "vm.modules.base", "vm.modules.governance",
      "vm.modules.identity", "vm.modules.params", "vm.modules.rewards", "vm.modules.telemetry",
      "vm.modules.validators", "vm.supply"},
-    {"node.rpc.dispatch", "node.rpc.eth", "node.rpc.registry", "node.rpc.subscriptions",
+    {"node.rpc.dispatch", "node.rpc.eth", "node.rpc.filters", "node.rpc.registry", "node.rpc.subscriptions",
      "node.rpc.websocket"},
 ]
 

@@ -39,7 +39,7 @@ from node.rpc.registry import MethodTable, Param, RPCContext
 
 if TYPE_CHECKING:
     from node.block import Block
-    from node.node import Node
+    from node.rpc.nodeapi import NodeAPI
     from vm.execute import BlockResult
 
 KIND_LOGS = "logs"
@@ -85,7 +85,7 @@ def _bound(ref: p.BlockRef) -> int | None:
 class FilterRegistry:
     """The installed filters of one RPC server, fed by the node's commit and pool hooks."""
 
-    def __init__(self, node: Node, clock=time.monotonic) -> None:
+    def __init__(self, node: NodeAPI, clock=time.monotonic) -> None:
         self.node = node
         self.clock = clock
         self.filters: dict[str, Filter] = {}

@@ -38,7 +38,7 @@ from node.rpc.registry import MethodTable, Param, RPCContext
 from vm.execute import BlockResult
 
 if TYPE_CHECKING:
-    from node.node import Node
+    from node.rpc.nodeapi import NodeAPI
     from node.rpc.websocket import WebSocketSession
 
 log = logging.getLogger("motus.rpc")
@@ -64,7 +64,7 @@ class SubscriptionHub:
     """Knows the open WebSocket sessions and publishes each committed block to their
     subscriptions. ``on_commit`` is the callback put in ``app.commit_listeners``."""
 
-    def __init__(self, node: Node | None = None) -> None:
+    def __init__(self, node: NodeAPI | None = None) -> None:
         self.node = node
         self.sessions: set[WebSocketSession] = set()
         self._trio_token = trio.lowlevel.current_trio_token()
