@@ -43,11 +43,11 @@ from vm.modules.governance import locked_amount
 from vm.modules.params import get_all_params
 from vm.scoring import (
     EpochActivity,
-    compute_owner_split,
     Streak,
     VehicleScore,
     compute_epoch_pool,
     compute_next_streak,
+    compute_owner_split,
     compute_payouts,
     compute_streak_after_misses,
     compute_vehicle_score,
