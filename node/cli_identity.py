@@ -85,7 +85,7 @@ def parse_permissions(text: str) -> int:
         for part in s.replace("-", "_").split(","):
             name = part.strip()
             if name == "all":
-                bits |= (1 << len(names)) - 1
+                bits |= identity_module().PERMISSIONS_ALL
             elif name in names:
                 bits |= 1 << names[name]
             else:

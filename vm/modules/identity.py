@@ -79,17 +79,20 @@ PAIR_DEVICE = StructType(
 )
 
 # --- permission bits (DESIGN.md section 5, DIMO's privileges) -----------------
+# What each bit opens is in docs/privacy.md ("Who can read what"). DIMO's bits 1
+# (commands) and 4 (VIN credential) gate nothing on this chain (no command path, no
+# VIN credential is served): they are not granted, so a grant cannot promise them.
 PERMISSION_BITS: dict[str, int] = {
     "non_location_history": 0,
-    "commands": 1,
     "current_location": 2,
     "location_history": 3,
-    "vin_credential": 4,
     "live_data": 5,
     "raw_data": 6,
     "approximate_location": 7,
 }
-PERMISSIONS_ALL = (1 << len(PERMISSION_BITS)) - 1
+PERMISSIONS_ALL = sum(1 << bit for bit in PERMISSION_BITS.values())
+# bits that open something in motus_getTelemetry (live_data has no live stream yet)
+READ_PERMISSIONS = PERMISSIONS_ALL & ~(1 << PERMISSION_BITS["live_data"])
 
 # --- vehicle attribute bounds --------------------------------------------------
 MAX_LABEL_BYTES = 64  # make and model, UTF-8
@@ -419,6 +422,12 @@ def period_at(periods: list[OwnershipPeriod], timestamp_ms: int) -> OwnershipPer
         if period.from_ms <= timestamp_ms:
             return period
     return periods[0] if periods else None
+
+
+def get_permission(state: StateAPI, vehicle_id: int, grantee: bytes) -> tuple[int, int]:
+    """(bits, expiry) the current owner granted ``grantee`` (zeros when none; a transfer
+    resets every grant)."""
+    return _ledger(state).grant(vehicle_id, grantee)
 
 
 def has_permission(state: StateAPI, vehicle_id: int, grantee: bytes, bits: int, now: int) -> bool:
