@@ -161,8 +161,8 @@ class VehicleRecord:
 class OwnershipPeriod:
     """One owner's stretch of a vehicle's history: from the block that gave it the NFT
     (mint or transfer) to the block that took it away (transfer or burn); ``to_ms`` and
-    ``to_height`` are None while it lasts. Times are block times in unix ms, rounded
-    down to the second (what a transaction sees); a record with device timestamp ``t``
+    ``to_height`` are None while it lasts. Times are block times in unix ms (the
+    header's ``timestamp_ms``); a record with device timestamp ``t``
     belongs to the period with ``from_ms <= t < to_ms``. A burn opens a last period
     owned by the zero address (nobody reads it)."""
 
@@ -642,7 +642,7 @@ class IdentityModule(SystemModule):
         led.remove_owned(from_, vehicle_id)
         led.add_owned(to, vehicle_id)
         led.reset_permissions(vehicle_id)
-        led.open_period(vehicle_id, to, call.timestamp * 1000, call.block_number)
+        led.open_period(vehicle_id, to, call.timestamp_ms, call.block_number)
         call.emit("Transfer", from_, to, vehicle_id)
         call.emit("PermissionsReset", vehicle_id)
 
@@ -707,7 +707,7 @@ class IdentityModule(SystemModule):
         call.store.store(led.vehicle_field(vehicle_id, V_YEAR), year)
         call.store.store(led.vehicle_field(vehicle_id, V_VIN_HASH), int.from_bytes(vin_hash, "big"))
         call.store.store(mapping_slot(SLOT_VIN, vin_hash), vehicle_id)
-        led.open_period(vehicle_id, call.sender, call.timestamp * 1000, call.block_number)
+        led.open_period(vehicle_id, call.sender, call.timestamp_ms, call.block_number)
         call.emit("Transfer", ZERO_ADDRESS, call.sender, vehicle_id)
         call.emit("VehicleMinted", vehicle_id, call.sender, vin_hash, make, model, year)
         return vehicle_id
@@ -732,7 +732,7 @@ class IdentityModule(SystemModule):
         call.store.store(led.vehicle_field(vehicle_id, V_YEAR), 0)
         call.store.store(vin_slot, 0)
         led.reset_permissions(vehicle_id)
-        led.open_period(vehicle_id, ZERO_ADDRESS, call.timestamp * 1000, call.block_number)
+        led.open_period(vehicle_id, ZERO_ADDRESS, call.timestamp_ms, call.block_number)
         call.emit("Transfer", owner, ZERO_ADDRESS, vehicle_id)
         call.emit("PermissionsReset", vehicle_id)
 
