@@ -138,7 +138,9 @@ def ask(world, key, now=T0 + 10_000, ts=None, frm=T0, to=T0 + 10_000, node=NODE,
     (("approximate",), ["approximate"] * 3, True, False, False),
     (("history", "location_history", "raw"), ["exact"] * 3, True, True, True),
     (("raw",), ["none"] * 3, False, False, False),
-])
+], ids=["owner", "history", "history+approximate", "history+current",
+        "history+location_history", "location_history", "approximate",
+        "history+location_history+raw", "raw"])
 def test_each_permission_bit_opens_what_it_names(world, who, locations, cells, non_location,
                                                  raw):
     """docs/privacy.md, "Who can read what": the bit table, row by row."""
