@@ -28,6 +28,7 @@ from node.cli_common import RED, UsageError, paint, read_password, use_colour
 from node.cli_gov import register_gov_commands
 from node.cli_identity import register_identity_commands
 from node.cli_light import register_light_commands
+from node.cli_telemetry import register_telemetry_commands
 from node.cli_tx import register_tx_commands
 from node.config import Config
 from node.errors import InUse
@@ -249,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_gov_commands(sub)
     register_tx_commands(sub)
     register_light_commands(sub)
+    register_telemetry_commands(sub)
     return p
 
 

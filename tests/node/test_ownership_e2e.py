@@ -33,7 +33,15 @@ from devnet.device import Drive
 from node.signal_store import request_json, sign_request
 from node.txsend import encode_call, wait_for_receipt
 from p2p.identity import load_or_create_node_key, node_multiaddr, peer_id_of
-from tests.procs import NodeProcess, init_home, rpc, set_config, validator_address, write_genesis
+from tests.procs import (
+    NodeProcess,
+    init_home,
+    motus,
+    rpc,
+    set_config,
+    validator_address,
+    write_genesis,
+)
 from vm.scoring import compute_owner_split
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ownership_e2e"),
@@ -194,7 +202,7 @@ def test_payloads_sent_to_one_validator_are_readable_on_the_other(devnet: Devnet
 # --- 2. requests bound to a node and used once ------------------------------------------
 
 
-def test_a_request_is_answered_once_by_the_node_it_names(devnet: Devnet) -> None:
+def test_a_request_is_answered_once_by_the_node_it_names(devnet: Devnet, tmp_path: Path) -> None:
     key = devnet.car.owner_key
     for_node0 = devnet.read(key, node=0)
     assert len(rpc(devnet.nodes[0].url, "motus_getTelemetry", [for_node0])["records"]) >= 4
@@ -205,6 +213,18 @@ def test_a_request_is_answered_once_by_the_node_it_names(devnet: Devnet) -> None
     assert rpc(devnet.nodes[1].url, "motus_getTelemetry", [for_node1])["nodeId"] == \
         devnet.node_ids[1]
     assert refusal(devnet.nodes[1].url, for_node1) == "replayed"
+    # the CLI asks the node for its peer id and signs a fresh request each time
+    owner_file, stranger_file = tmp_path / "owner.key", tmp_path / "stranger.key"
+    for path, secret in ((owner_file, key), (stranger_file, b"\x77" * 32)):
+        path.write_text(secret.hex())
+        path.chmod(0o600)
+    for _ in range(2):
+        done = motus("telemetry", "read", "--vehicle", str(devnet.car.vehicle_id), "--rpc",
+                     devnet.nodes[1].url, "--private-key-file", str(owner_file))
+        assert len(json.loads(done.stdout)["records"]) >= 4
+    refused = motus("telemetry", "read", "--vehicle", str(devnet.car.vehicle_id), "--rpc",
+                    devnet.nodes[1].url, "--private-key-file", str(stranger_file), check=False)
+    assert refused.returncode == 1 and json.loads(refused.stdout)["code"] == "denied"
     # a request missing its audience says what to add
     old_style = {k: v for k, v in devnet.read(key).items() if k not in ("nodeId", "nonce")}
     with pytest.raises(RuntimeError) as info:
