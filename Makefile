@@ -27,8 +27,8 @@ restart-campaign: $(STAMP)
 	MOTUS_RESTART_CYCLES=$(RESTART_CYCLES) $(BIN)/pytest -q -s -p no:xdist tests/node/test_restart_campaign.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check node consensus vm p2p genesis codec devnet bench tests
-	$(BIN)/mypy consensus vm genesis codec
+	$(BIN)/ruff check node cli light rpcclient consensus vm p2p genesis codec devnet bench tests
+	$(BIN)/mypy consensus vm genesis codec rpcclient light
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

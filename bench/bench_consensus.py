@@ -305,7 +305,7 @@ def node_command(home: Path, rpc_port: int, p2p_port: int, profile: Path | None,
     prefix = [sys.executable]
     if profile is not None:
         prefix += ["-m", "cProfile", "-o", str(profile)]
-    return [*prefix, "-m", "node.cli", "node", "start", "--home", str(home), "--rpc-port",
+    return [*prefix, "-m", "cli.main", "node", "start", "--home", str(home), "--rpc-port",
             str(rpc_port), "--p2p-port", str(p2p_port), "--log-level", log_level]
 
 
@@ -328,7 +328,7 @@ def single_validator(root: Path, profile_dir: Path | None,
                      log_level: str) -> tuple[list[str], list[subprocess.Popen]]:
     """One validator on its own chain with the same (default) config."""
     home = root / "single"
-    subprocess.run([sys.executable, "-m", "node.cli", "init", "--home", str(home)], check=True,
+    subprocess.run([sys.executable, "-m", "cli.main", "init", "--home", str(home)], check=True,
                    capture_output=True)
     lift_rpc_rate_limit(home / "config.toml")
     rpc_port = free_port()

@@ -25,18 +25,18 @@ from pathlib import Path
 from eth_account import Account
 
 from bench.bench_consensus import CHAIN_ID, free_port, rpc, wait_rpc
+from codec.files import write_atomic
 from devnet.launcher import stop
 from genesis.devnet import dev_accounts
 from genesis.spec import GenesisSpec
 from node.app import Application
 from node.config import Config
 from node.db import Database
-from node.keys import write_atomic
 from node.mempool import Mempool
 from node.store import ChainStore
 from p2p.identity import load_or_create_node_key, node_multiaddr, peer_id_of
 
-MOTUS = [sys.executable, "-m", "node.cli"]
+MOTUS = [sys.executable, "-m", "cli.main"]
 
 
 def init_home(home: Path, genesis: Path | None, **consensus: int) -> None:

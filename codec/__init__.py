@@ -5,7 +5,8 @@ no recursion, bounded nesting depth and item count, one typed error), the shape 
 Ethereum transaction envelopes before py-evm decodes them (:mod:`codec.transaction`), and
 the JSON parser for documents from clients and nodes (:mod:`codec.json`: nesting depth
 and size checked before :func:`json.loads` runs), and the checksummed record framing of
-the node's append-only logs (:mod:`codec.records`: a torn tail is cut, never misread). The limits of each format are listed in
+the node's append-only logs (:mod:`codec.records`: a torn tail is cut, never misread), and the durable replacement
+of small state files (:mod:`codec.files`). The limits of each format are listed in
 docs/encoding.md.
 
 Must not import: ``node``, ``consensus``, ``vm``, ``p2p``, ``genesis``. It is a leaf that

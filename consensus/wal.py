@@ -53,6 +53,7 @@ from typing import Protocol
 
 import coincurve
 
+from codec.files import write_atomic
 from codec.records import frame, read_frames
 from consensus.crypto import address_of_public_key
 from consensus.effects import Step
@@ -305,7 +306,7 @@ def _load(path: Path) -> SignedRecord | None:
 
 
 def _store(path: Path, record: SignedRecord) -> None:
-    _write_atomic(path, record.to_json().encode())
+    write_atomic(path, record.to_json().encode())
 
 # --- the consensus write-ahead log -------------------------------------------------
 
@@ -372,7 +373,7 @@ class FileDisk:
 
     def replace(self, data: bytes) -> None:
         self.close()
-        _write_atomic(self.path, data)
+        write_atomic(self.path, data)
 
     def append(self, data: bytes) -> None:
         fd = self._open()
@@ -485,22 +486,3 @@ def _header_height(payload: bytes) -> int:
     if not payload.startswith(WAL_FORMAT) or len(payload) != len(WAL_FORMAT) + 8:
         return -1
     return int.from_bytes(payload[len(WAL_FORMAT):], "big")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # O_CREAT's mode is filtered by umask; an old tmp keeps its mode
-        written = 0
-        while written < len(data):
-            written += os.write(fd, data[written:])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)

@@ -2,7 +2,7 @@
 
 A :class:`Device` holds a secp256k1 key, counts ``seq`` up, maps a position to
 its H3 cell at the chain's resolution, hashes the full signal payload, signs
-the attestation exactly as DESIGN.md section 6 says and answers challenges::
+the attestation exactly as docs/telemetry.md says and answers challenges::
 
     dev = Device(private_key, chain_id=7077)
     reading = dev.attest(vehicle_id=1, timestamp_ms=t, lat=48.137, lon=11.575,

@@ -4,7 +4,7 @@
                            [--duration 0] [--seed "motus devnet fleet"] [--report 10]
 
 Setup, all through ordinary signed transactions (docs/fleet.md): with the development
-accounts of DESIGN.md section 13, account 1 (the licensed manufacturer) mints one device
+accounts of docs/protocol.md, account 1 (the licensed manufacturer) mints one device
 NFT per car; car i belongs to account ``2 + i % 8``, which mints the vehicle NFT, claims
 the device and pairs it with the car, each step carrying the device's own EIP-712
 signature. Device keys and VINs are derived from ``--seed``, so a rerun finds what an
@@ -39,8 +39,8 @@ from eth_hash.auto import keccak
 from eth_utils import to_checksum_address
 
 from devnet.device import Device, Drive
-from node.rpc.client import RPCError, rpc_call
-from node.txsend import TxError, decode_result, encode_call, eth_call, wait_for_receipt
+from rpcclient import RPCError, rpc_call
+from rpcclient.txsend import TxError, decode_result, encode_call, eth_call, wait_for_receipt
 
 log = logging.getLogger("motus.fleet")
 

@@ -1,5 +1,5 @@
 """``motus devnet up``: N validators (and the fleet simulator) as local processes
-(DESIGN.md section 13). Keys and genesis live under --home and are reused on the next
+(docs/protocol.md). Keys and genesis live under --home and are reused on the next
 run, so a devnet can be stopped and resumed. Validator i serves JSON-RPC on
 127.0.0.1:(rpc_base+i) and libp2p on 127.0.0.1:(p2p_base+i)."""
 
@@ -13,14 +13,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cli.common import RED, paint, use_colour
+from codec.files import write_atomic
 from consensus.crypto import address_of_private_key
 from genesis.devnet import new_genesis
 from genesis.spec import GenesisSpec
-from node.cli_common import RED, paint, use_colour
 from node.config import Config
 from node.home import Home
-from node.keys import load_validator_key, new_validator_key, write_atomic
-from node.rpc.client import rpc_call
+from node.keys import load_validator_key, new_validator_key
+from rpcclient import rpc_call
 
 
 @dataclass
@@ -89,7 +90,7 @@ def start(members: list[Member], log_level: str = "info") -> None:
     for m in members:
         log = open(m.home.root / "node.log", "ab")
         m.proc = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", "node", "start", "--home", str(m.home.root),
+            [sys.executable, "-m", "cli.main", "node", "start", "--home", str(m.home.root),
              "--rpc-port", str(m.rpc_port), "--p2p-port", str(m.p2p_port), "--log-level", log_level],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )

@@ -31,7 +31,7 @@ def build_genesis(db: AtomicDatabaseAPI, spec: GenesisSpec) -> Header:
             state.set_code(address, acct.code)
         for slot, value in sorted(acct.storage.items()):
             state.set_storage(address, slot, value)
-    # system accounts get nonce 1 so EIP-161 never deletes them (DESIGN.md section 4)
+    # system accounts get nonce 1 so EIP-161 never deletes them (docs/protocol.md)
     for system_address in SYSTEM_MODULES:
         address = Address(system_address)
         state.set_nonce(address, max(1, state.get_nonce(address)))

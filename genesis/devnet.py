@@ -1,4 +1,4 @@
-"""The bundled devnet genesis (DESIGN.md section 13): chain id 7077, the ten accounts
+"""The bundled devnet genesis (docs/protocol.md): chain id 7077, the ten accounts
 of the standard development mnemonic funded with 10,000 MOTUS each, account 1
 licensed as a device manufacturer. For local development only."""
 

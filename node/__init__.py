@@ -1,3 +1,5 @@
-"""The node process: config, CLI, chain store, mempool, attestation pool, block
-builder, sync, JSON-RPC server, light client. ``node/node.py`` is the composition
-root. May import ``consensus``, ``vm``, ``p2p``, ``genesis``."""
+"""The node daemon: config, chain store, mempool, attestation pool, block builder,
+consensus driver, sync, the JSON-RPC server (``node.rpc``). ``node/node.py`` is the
+composition root. May import ``consensus``, ``vm``, ``p2p``, ``genesis``, ``codec``;
+never the programs built on it (``cli``, ``light``, ``devnet``). Inside, ``node.rpc``
+sees the node only through :class:`node.rpc.nodeapi.NodeAPI` (docs/packages.md)."""

@@ -1,4 +1,4 @@
-"""Attestation pool: checked attestations waiting for a block (DESIGN.md section 6).
+"""Attestation pool: checked attestations waiting for a block (docs/telemetry.md).
 
 ``add``/``add_many`` run the stateless checks (decode, canonical form, size,
 signature; optionally in worker processes, see :class:`ProcessPoolChecker`)
@@ -665,7 +665,8 @@ class AttestationPool:
         past = self._history.get(att_id)
         if past is None:
             return None
-        if past.status == INCLUDED:
+        if past.status == INCLUDED:  # counted as the stateful check would count it
+            self.counters.add(RejectCode.REPLAY.value)
             return AddResult(att_id, False, RejectCode.REPLAY.value)
         if past.code in STATELESS_CODES:  # a pure function of the bytes: same answer
             self.counters.add(past.code)

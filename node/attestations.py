@@ -1,4 +1,4 @@
-"""The node's attestation service (DESIGN.md section 6, docs/telemetry.md "Node wiring").
+"""The node's attestation service (docs/telemetry.md, "Node wiring").
 
 Owns the attestation pool, the admission cache that follows the head, the reject
 counters and the off-chain signal store, and connects them to the rest of the node:
@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("motus.attestations")
 
-MAX_SUBMIT = 1000  # attestations per motus_submitAttestations call (DESIGN.md section 6)
+MAX_SUBMIT = 1000  # attestations per motus_submitAttestations call (docs/telemetry.md)
 GOSSIP_MAX_ITEMS = 4096  # items one gossip batch may carry (a 1 MiB batch holds ~6,000)
 SIGNAL_BATCH_BYTES = 256 * 1024  # a signals gossip batch closes at this size
 SIGNAL_ITEM_MAX_BYTES = 256 + MAX_SIGNALS_BYTES + 16  # [attestation, payload], msgpack
@@ -409,7 +409,7 @@ class AttestationService:
                   task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Until cancelled: metrics on the node's registry, the gossip inbox drained,
         the signal store pruned every ``PRUNE_INTERVAL_S``."""
-        from node.rpc.metrics import register_collector
+        from node.metrics import register_collector
 
         unregister = register_collector(AttestationCollector(self))
         try:

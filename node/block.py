@@ -1,5 +1,5 @@
-"""The block: ``[header, transactions, attestations, last_commit, evidence]`` (DESIGN.md
-section 3), RLP, hashed by its header. Transactions are the raw Ethereum envelopes
+"""The block: ``[header, transactions, attestations, last_commit, evidence]`` (docs/protocol.md),
+RLP, hashed by its header. Transactions are the raw Ethereum envelopes
 (legacy RLP or ``type || payload``), attestations the raw msgpack records."""
 
 from __future__ import annotations

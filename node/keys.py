@@ -5,40 +5,17 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
 
 from eth_account import Account
 
+from codec.files import write_atomic
 from consensus.crypto import address_of_private_key
 
 
 class KeyError_(Exception):
     code = "bad_key"
-
-
-def write_atomic(path: str | Path, data: bytes, mode: int = 0o600) -> None:
-    """Write temp, fsync, rename, fsync the directory: the file is old or new, never torn."""
-    path = Path(path)
-    if not path.parent.exists():
-        path.parent.mkdir(parents=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        done = 0
-        while done < len(data):  # os.write may write less than asked
-            done += os.write(fd, data[done:])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def new_validator_key(path: str | Path) -> bytes:

@@ -28,9 +28,6 @@ from vm.modules.params import get_param
 
 log = logging.getLogger("motus.node")
 
-VERSION = "0.1.0"
-CLIENT_VERSION = f"Motus/v{VERSION}/python"
-
 
 class Node:
     def __init__(self, home: str | Path, config: Config | None = None) -> None:

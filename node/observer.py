@@ -16,7 +16,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from node.rpc.metrics import REGISTRY
+from node.metrics import REGISTRY
 
 log = logging.getLogger("motus.chain")
 

@@ -1,5 +1,5 @@
 """Chain store: blocks, commits, receipts, indexes, validator sets and the head, on one
-LevelDB, with the rule of DESIGN.md section 10: everything a block changes (trie nodes,
+LevelDB, with the rule of docs/storage.md: everything a block changes (trie nodes,
 block, receipts, indexes, head pointer) lands in one synced write batch, so a crash at
 any instant leaves either the old head or the new one.
 

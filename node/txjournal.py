@@ -22,8 +22,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from codec.files import write_atomic
 from codec.records import frame, read_frames
-from node.keys import write_atomic
 from vm.execute import MAX_TX_BYTES
 
 log = logging.getLogger("motus.txjournal")

@@ -4,7 +4,9 @@ protocols, codecs, message validation and peer scoring.
 Must not import ``node``, ``vm`` or ``consensus``: the node hands in validators
 and handlers as callables, so p2p carries bytes and never decides what they mean.
 
-Modules: ``host`` (``P2PNode``, ``P2PConfig``: the entry point), ``topics``
+Modules: ``host`` (``P2PNode``: the entry point, wiring ``gossip`` (topics,
+the gate, validators, inboxes), ``peers`` (connections, bootstrap, peer exchange,
+bans) and ``requests`` (request/response)), ``config`` (``P2PConfig``), ``topics``
 (names, size limits), ``batch`` (attestation envelopes), ``reqresp`` (status
 and block-range protocols), ``scoring`` (peer scores and bans), ``identity``
 (the persistent node key), ``tuning`` (py-libp2p module-level limits),

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MOTUS = [sys.executable, "-m", "node.cli"]
+MOTUS = [sys.executable, "-m", "cli.main"]
 
 
 def free_port() -> int:

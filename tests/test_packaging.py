@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["node", "consensus", "vm", "p2p", "genesis", "codec", "devnet"]
+PACKAGES = ["node", "cli", "light", "rpcclient", "consensus", "vm", "p2p", "genesis", "codec", "devnet"]
 
 
 @pytest.mark.timeout(180)
@@ -28,6 +28,9 @@ def test_wheel_has_packages_and_abis(tmp_path):
     assert {"params.json", "validators.json", "identity.json", "telemetry.json", "rewards.json",
             "governance.json"} <= abis
     assert any(n.endswith("entry_points.txt") for n in names)
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    # PEP 639: an SPDX expression, not the deprecated license table (pip warned about it)
+    assert "License-Expression: Apache-2.0" in zipfile.ZipFile(wheel).read(metadata).decode()
 
 
 def test_dockerfile_copies_every_package():

@@ -1,4 +1,4 @@
-"""Telemetry attestations (DESIGN.md section 6): wire codec, signing digest, reject
+"""Telemetry attestations (docs/telemetry.md): wire codec, signing digest, reject
 codes and the stateless checks.
 
 An attestation is the canonical msgpack array
@@ -79,7 +79,7 @@ class AttestationError(VMError):
 
 class Attestation(NamedTuple):
     """One decoded attestation (immutable; ``att._replace(field=...)`` makes a changed copy).
-    Field meanings: DESIGN.md section 6 and docs/telemetry.md. A NamedTuple rather than a
+    Field meanings: docs/telemetry.md. A NamedTuple rather than a
     dataclass because every attestation a node sees builds one: it is the cheapest record."""
 
     version: int
@@ -129,7 +129,7 @@ def encode_signed_fields(fields: Sequence[int | bytes]) -> bytes:
 
 
 def compute_signing_digest(att: Attestation, chain_id: int) -> bytes:
-    """The 32-byte digest a device signs (DESIGN.md section 6, exactly)."""
+    """The 32-byte digest a device signs (docs/telemetry.md, exactly)."""
     if len(att.device) != 20 or len(att.signals_hash) != 32 or len(att.challenge) not in (0, 8):
         body = encode_signed_fields(att.signed_fields())  # odd shapes: the general encoder
     else:

@@ -1,8 +1,9 @@
-"""Block header (DESIGN.md section 3): RLP, fixed field order, hash = keccak(rlp)."""
+"""Block header (docs/protocol.md): RLP, fixed field order, hash = keccak(rlp)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import rlp
 from eth_hash.auto import keccak
@@ -69,6 +70,36 @@ class Header(rlp.Serializable):
             return bounded_rlp.decode(data, cls, max_depth=HEADER_SHAPE[0], max_items=HEADER_SHAPE[1])
         except RLPDecodeError as exc:
             raise InvalidBlock(f"malformed header: {exc.code}: {exc}") from None
+
+
+def header_fields(header: Header) -> dict[str, Any]:
+    """A Motus header with its own field names, in RLP order, plus its hash and raw RLP
+    (a light client hashes ``rlp`` with keccak256 and compares with ``hash``)."""
+    return {
+        "chainId": header.chain_id,
+        "height": header.height,
+        "timestampMs": header.timestamp_ms,
+        "parentHash": _hex(header.parent_hash),
+        "proposer": _hex(header.proposer),
+        "stateRoot": _hex(header.state_root),
+        "transactionsRoot": _hex(header.transactions_root),
+        "receiptsRoot": _hex(header.receipts_root),
+        "attestationsRoot": _hex(header.attestations_root),
+        "logsBloom": _hex(header.logs_bloom),
+        "gasLimit": header.gas_limit,
+        "gasUsed": header.gas_used,
+        "baseFeePerGas": str(header.base_fee_per_gas),
+        "validatorsHash": _hex(header.validators_hash),
+        "nextValidatorsHash": _hex(header.next_validators_hash),
+        "lastCommitHash": _hex(header.last_commit_hash),
+        "evidenceHash": _hex(header.evidence_hash),
+        "hash": _hex(header.hash),
+        "rlp": _hex(header.encode()),
+    }
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
 
 
 def compute_list_root(items: Sequence[bytes]) -> bytes:

@@ -1,6 +1,6 @@
 """Block execution: ``execute_block(db, parent_state_root, env, body) -> BlockResult``.
 
-Order inside a block (DESIGN.md section 3): (1) epoch boundary work, (2) evidence,
+Order inside a block (docs/protocol.md): (1) epoch boundary work, (2) evidence,
 (3) transactions, (4) attestations. The caller compares the result's roots with
 the header (``check_result``) and raises :class:`InvalidBlock` on a mismatch.
 """

@@ -33,7 +33,7 @@ _SPECS = [
     ParamSpec("min_base_fee_per_gas", 1_000_000_000, 0, 10**15, False,
               "Floor of the EIP-1559 base fee (wei), so empty blocks cannot make spam free."),
     ParamSpec("max_block_attestations", 2000, 0, 20_000, False, "Attestations a block may carry."),
-    # --- proof of coverage (DESIGN.md section 6) -----------------------------
+    # --- proof of coverage (docs/telemetry.md) -----------------------------
     ParamSpec("h3_resolution", 8, 5, 10, False, "H3 resolution of attestation cells (8: about 0.5 km edge)."),
     ParamSpec("attestation_stale_ms", 300_000, 10_000, 3_600_000, False,
               "Reject attestations older than this before block time."),
@@ -58,7 +58,7 @@ _SPECS = [
               "Tokens minted per epoch before decay (DIMO's weekly issuance scaled to 10-minute epochs)."),
     ParamSpec("decay_bps", 1_500, 0, 10_000, True, "Issuance cut every decay period (basis points)."),
     ParamSpec("decay_period_epochs", 52_560, 1, 10**8, True, "Epochs per decay step (a year of 10-minute epochs)."),
-    # --- governance (DESIGN.md section 7) -------------------------------------
+    # --- governance (docs/governance.md) -------------------------------------
     ParamSpec("gov_min_deposit", 1_000 * ETHER, 1, 10**9 * ETHER, True, "Deposit a proposal needs."),
     ParamSpec("gov_voting_period_blocks", 600, 10, 10_000_000, True, "Voting period."),
     ParamSpec("gov_execution_delay_blocks", 60, 0, 10_000_000, True,

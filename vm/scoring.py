@@ -1,5 +1,5 @@
 """Reward scoring: pure integer formulas for vehicle points, streaks, the epoch pool
-and the split of a pool (DESIGN.md section 6; documented in docs/rewards.md).
+and the split of a pool (docs/rewards.md).
 
 Nothing here reads state: :mod:`vm.modules.rewards` gathers the inputs (telemetry
 counters, identity records, governance locks, parameters) and records the results.

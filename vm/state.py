@@ -2,7 +2,7 @@
 
 The state reads and writes any py-evm ``AtomicDatabaseAPI``; the node hands it a
 buffered view over LevelDB so that a block's trie writes land in the same write
-batch as the block itself (DESIGN.md section 10).
+batch as the block itself (docs/storage.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""JSON-RPC 2.0 over HTTP/1.1 and WebSocket on one port (DESIGN.md section 11).
+"""JSON-RPC 2.0 over HTTP/1.1 and WebSocket on one port (docs/rpc.md).
 
 Owns: the HTTP/WebSocket server (``server``, ``http``, ``websocket``), request
 dispatch and limits (``dispatch``, ``ratelimit``), the method table other packages

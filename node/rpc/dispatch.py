@@ -29,7 +29,7 @@ from node.rpc.ratelimit import RateLimiter
 from node.rpc.registry import MethodTable, RPCContext
 
 if TYPE_CHECKING:
-    from node.node import Node
+    from node.rpc.nodeapi import NodeAPI
     from node.rpc.subscriptions import SubscriptionHub
     from node.rpc.websocket import WebSocketSession
 
@@ -66,7 +66,7 @@ def _valid_id(value: Any) -> bool:
 class Dispatcher:
     def __init__(
         self,
-        node: Node,
+        node: NodeAPI,
         table: MethodTable,
         *,
         max_batch: int,

@@ -33,6 +33,7 @@ from node.rpc.errors import (
 )
 from node.rpc.ethjson import block_json, block_logs, hexb, hexq, log_json, receipt_json, tx_json
 from node.rpc.registry import MethodTable, Param, RPCContext
+from node.version import CLIENT_VERSION
 from vm.block import EMPTY_ROOT, Header
 from vm.call import CallError, CallResult
 from vm.call import call as vm_call
@@ -98,8 +99,6 @@ def state_at(ctx: RPCContext, ref: p.BlockRef):
 
 @methods.method("web3_clientVersion")
 def client_version(ctx: RPCContext) -> str:
-    from node.node import CLIENT_VERSION
-
     return CLIENT_VERSION
 
 

@@ -39,8 +39,8 @@ from node.rpc.websocket import WebSocketSession
 
 if TYPE_CHECKING:
     from node.config import RPCSection
-    from node.node import Node
     from node.rpc.dispatch import Dispatcher
+    from node.rpc.nodeapi import NodeAPI
     from node.rpc.subscriptions import SubscriptionHub
 
 log = logging.getLogger("motus.rpc")
@@ -106,7 +106,7 @@ def _json_error(err: RPCError) -> bytes:
 
 class HTTPServer:
     def __init__(
-        self, node: Node, dispatcher: Dispatcher, hub: SubscriptionHub, config: RPCSection
+        self, node: NodeAPI, dispatcher: Dispatcher, hub: SubscriptionHub, config: RPCSection
     ) -> None:
         self.node = node
         self.dispatcher = dispatcher

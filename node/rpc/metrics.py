@@ -1,17 +1,7 @@
-"""Prometheus metrics served at ``GET /metrics``.
-
-``REGISTRY`` is the node's registry: any component adds its own metrics to it, e.g.
-
-    from prometheus_client import Counter
-    from node.rpc.metrics import REGISTRY
-
-    ATTESTATIONS = Counter("motus_attestations", "Attestations by result", ["code"],
-                           registry=REGISTRY)
-
-Values read from the node at scrape time (head height, mempool size) come from
-collectors registered with :func:`register_collector`, which the RPC server does for
-the node it serves. Method labels are limited to registered method names (others are
-counted as ``unknown``) so a client cannot blow up the number of time series.
+"""The RPC server's metrics and the node's scrape-time collector, served with the rest of
+the node's registry (:mod:`node.metrics`) at ``GET /metrics``. Method labels are limited
+to registered method names (others are counted as ``unknown``) so a client cannot blow
+up the number of time series.
 """
 
 from __future__ import annotations
@@ -19,34 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.gc_collector import GCCollector
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from node.metrics import CONTENT_TYPE, REGISTRY, register_collector, render
+
 if TYPE_CHECKING:
-    from node.node import Node
+    from node.rpc.nodeapi import NodeAPI
 
-# ``*_created`` series (a counter's creation time) double the series for no use here.
-disable_created_metrics()
-REGISTRY = CollectorRegistry()
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+__all__ = ["CONTENT_TYPE", "REGISTRY", "NodeCollector", "method_label", "register_collector", "render"]
 
-# The process (CPU, memory, open files, start time), the interpreter and its garbage
-# collector: prometheus_client's standard collectors, which it registers on its own
-# default registry only. ``process_*`` is empty where /proc is missing (not Linux).
-ProcessCollector(registry=REGISTRY)
-PlatformCollector(registry=REGISTRY)
-GCCollector(registry=REGISTRY)
 
 
 RPC_CALLS = Counter(
@@ -92,7 +65,7 @@ RPC_SLOW_SUBSCRIBERS = Counter(
 class NodeCollector(Collector):
     """Gauges and counters read from the node when scraped (docs/metrics.md)."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeAPI) -> None:
         self.node = node
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
@@ -240,15 +213,6 @@ class NodeCollector(Collector):
         return []  # dynamic: nothing to check at registration time
 
 
-def register_collector(collector: Collector) -> Callable[[], None]:
-    """Register a scrape-time collector; returns the function that unregisters it."""
-    REGISTRY.register(collector)
-    return lambda: REGISTRY.unregister(collector)
-
-
 def method_label(name: str, known: Callable[[str], bool]) -> str:
     return name if known(name) else "unknown"
 
-
-def render() -> bytes:
-    return generate_latest(REGISTRY)

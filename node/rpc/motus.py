@@ -18,7 +18,8 @@ from node.rpc.errors import invalid_params
 from node.rpc.eth import peer_count, resolve_height
 from node.rpc.ethjson import hexb
 from node.rpc.registry import MethodTable, Param, RPCContext
-from vm.block import Header
+from node.version import CLIENT_VERSION
+from vm.block import header_fields
 from vm.modules import addresses
 
 methods = MethodTable()
@@ -38,7 +39,6 @@ HEIGHT = Param("height", height_or_tag, p.LATEST)
 def node_status(ctx: RPCContext) -> dict[str, Any]:
     """What an operator checks first: who am I, where is my head, am I connected."""
     from node.health import node_health
-    from node.node import CLIENT_VERSION
 
     node = ctx.node
     head = ctx.store.head
@@ -71,32 +71,6 @@ def node_status(ctx: RPCContext) -> dict[str, Any]:
         "rpcPort": node.rpc_port,
         "peerId": getattr(node, "peer_id", None),
         "health": {"status": health.status, "reason": health.reason},
-    }
-
-
-def header_fields(header: Header) -> dict[str, Any]:
-    """A Motus header with its own field names, in RLP order, plus its hash and raw RLP
-    (a light client hashes ``rlp`` with keccak256 and compares with ``hash``)."""
-    return {
-        "chainId": header.chain_id,
-        "height": header.height,
-        "timestampMs": header.timestamp_ms,
-        "parentHash": hexb(header.parent_hash),
-        "proposer": hexb(header.proposer),
-        "stateRoot": hexb(header.state_root),
-        "transactionsRoot": hexb(header.transactions_root),
-        "receiptsRoot": hexb(header.receipts_root),
-        "attestationsRoot": hexb(header.attestations_root),
-        "logsBloom": hexb(header.logs_bloom),
-        "gasLimit": header.gas_limit,
-        "gasUsed": header.gas_used,
-        "baseFeePerGas": str(header.base_fee_per_gas),
-        "validatorsHash": hexb(header.validators_hash),
-        "nextValidatorsHash": hexb(header.next_validators_hash),
-        "lastCommitHash": hexb(header.last_commit_hash),
-        "evidenceHash": hexb(header.evidence_hash),
-        "hash": hexb(header.hash),
-        "rlp": hexb(header.encode()),
     }
 
 

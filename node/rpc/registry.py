@@ -40,7 +40,7 @@ from node.rpc.errors import RPCError, invalid_params
 from node.rpc.params import ParamError, show
 
 if TYPE_CHECKING:
-    from node.node import Node
+    from node.rpc.nodeapi import NodeAPI
     from node.rpc.subscriptions import SubscriptionHub
     from node.rpc.websocket import WebSocketSession
 
@@ -76,7 +76,7 @@ class RPCContext:
     ``node.config``...), the subscription hub, the WebSocket session (None over HTTP)
     and the client's address."""
 
-    node: Node
+    node: NodeAPI
     hub: SubscriptionHub | None = None
     session: WebSocketSession | None = None
     client: str = ""

@@ -21,13 +21,13 @@ from node.rpc.registry import MethodTable, build_method_table
 from node.rpc.subscriptions import SubscriptionHub
 
 if TYPE_CHECKING:
-    from node.node import Node
+    from node.rpc.nodeapi import NodeAPI
 
 log = logging.getLogger("motus.rpc")
 
 
 async def serve_rpc(
-    node: Node, *, methods: MethodTable | None = None, task_status=trio.TASK_STATUS_IGNORED
+    node: NodeAPI, *, methods: MethodTable | None = None, task_status=trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve JSON-RPC for ``node`` until cancelled; reports the bound port when listening."""
     cfg = node.config.rpc

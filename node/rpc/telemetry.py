@@ -1,11 +1,11 @@
-"""The telemetry methods of the ``motus_`` namespace (DESIGN.md section 6; docs/rpc.md,
+"""The telemetry methods of the ``motus_`` namespace (docs/telemetry.md; docs/rpc.md,
 "Methods: motus telemetry"): devices and gateways submit attestations (and the signal
 payloads behind them), anyone follows what became of them, reads per-vehicle epoch
 counters, challenges and reject counts, and a permissioned developer reads the signals.
 
 Conventions as for the identity methods: ids, heights, epochs and counts are JSON
 numbers; ids, addresses, hashes and raw bytes are 0x-hex; H3 cells are 0x-hex integers.
-Attestation results keep DESIGN.md's contract exactly: ``{"id", "accepted", "code"}``.
+Attestation results keep the documented contract exactly: ``{"id", "accepted", "code"}``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 methods = MethodTable()
 
-MAX_SUBMIT = 1000  # DESIGN.md section 6: at most 1000 attestations per call (else -32005)
+MAX_SUBMIT = 1000  # docs/telemetry.md: at most 1000 attestations per call (else -32005)
 BPS = 10_000
 
 

@@ -31,7 +31,6 @@ from consensus.types import (
 )
 from node.block import Block, MalformedBlock
 from node.network import decode_announce, decode_sync_item
-from node.rpc.client import MAX_ANSWER_BYTES, RPCError, read_answer
 from p2p.batch import decode_batch, decode_tx_batch, encode_batch
 from p2p.discovery import (
     PeerAddrs,
@@ -52,6 +51,7 @@ from p2p.reqresp import (
     encode_status_request,
     encode_status_response,
 )
+from rpcclient import MAX_ANSWER_BYTES, RPCError, read_answer
 from vm.attestation import (
     AttestationError,
     SignalsError,

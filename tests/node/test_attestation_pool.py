@@ -276,3 +276,16 @@ def test_admission_cache_answers_like_the_state_across_heads_and_identity_change
     # a root that does not follow on resets instead of serving stale answers
     cache.advance(b"\x01" * 32, chain.head.state_root, [])
     compare()
+
+
+def test_a_replay_counts_the_same_whether_or_not_the_pool_remembers_it(devices):
+    """A resubmitted included attestation is a ``replay`` in motus_getRejectCounts both
+    when the pool's history answers it and when the stateful check does (history gone)."""
+    counters = RejectCounters()
+    pool = AttestationPool(CHAIN_ID, counters=counters, history=1)
+    first, second = signed(devices[1], 1), signed(devices[1], 2)
+    ids = [r.id for r in pool.add_many([first, second], accept_all)]
+    pool.remove_included(ids, height=3)  # history of 1 keeps only the second id
+    assert pool.add(second, accept_all).code == "replay"  # answered from history
+    assert pool.add(first, lambda att: "replay").code == "replay"  # forgotten: checked again
+    assert counters.snapshot()["replay"] == 2

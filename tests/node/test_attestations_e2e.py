@@ -1,4 +1,4 @@
-"""Telemetry attestations end to end on real node processes (DESIGN.md section 6).
+"""Telemetry attestations end to end on real node processes (docs/telemetry.md).
 
 One validator with short epochs (10 blocks of 200 ms, every device challenged, the
 whole epoch as challenge window) and one non-validator follower connected by p2p.
@@ -34,13 +34,13 @@ from typing import Any
 import pytest
 from eth_hash.auto import keccak
 
+from codec.files import write_atomic
 from devnet import fleet
 from devnet.device import Device, Drive
 from node.config import Config
-from node.keys import write_atomic
 from node.signal_store import request_json, sign_request
-from node.txsend import decode_result, encode_call, eth_call
 from p2p.identity import load_or_create_node_key, node_multiaddr, peer_id_of
+from rpcclient.txsend import decode_result, encode_call, eth_call
 from tests.procs import NodeProcess, free_port, init_home, motus, rpc
 from vm.attestation import Attestation
 

@@ -7,8 +7,8 @@ import argparse
 
 import pytest
 
-from node.cli import build_parser
-from node.cli_gov import GOVERNANCE, OPTIONS, parse_amount, parse_uint
+from cli.gov import GOVERNANCE, OPTIONS, parse_amount, parse_uint
+from cli.main import build_parser
 from vm.modules import addresses
 from vm.modules.governance import OPTION_NAMES
 

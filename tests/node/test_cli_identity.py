@@ -18,11 +18,11 @@ import pytest
 from eth_account import Account
 from eth_hash.auto import keccak
 
-from node.cli_common import UsageError, load_key_file, parse_id
-from node.cli_identity import parse_expiry, parse_permissions
+from cli.common import UsageError, load_key_file, parse_id
+from cli.identity import parse_expiry, parse_permissions
 from node.keys import KeyError_
-from node.rpc.client import rpc_call
-from node.txsend import send_call
+from rpcclient import rpc_call
+from rpcclient.txsend import send_call
 from tests.fixtures.rpc_node import MOTUS, dev_accounts, start_node
 from tests.procs import MOTUS as MOTUS_CMD
 from tests.procs import ROOT, NodeProcess, free_port
@@ -101,7 +101,7 @@ def node(tmp_path_factory):
 
 
 def motus(*args: str, env: dict[str, str] | None = None) -> tuple[int, Any, str]:
-    """Run ``python -m node.cli ARGS``; (exit status, stdout as JSON or None, stderr)."""
+    """Run ``python -m cli.main ARGS``; (exit status, stdout as JSON or None, stderr)."""
     base = {k: v for k, v in os.environ.items() if k != "MOTUS_PASSWORD"}
     proc = subprocess.run(
         [*MOTUS_CMD, *args],

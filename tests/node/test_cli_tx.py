@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from eth_hash.auto import keccak
 
-from node.cli import main
-from node.cli_tx import parse_value
-from node.txsend import encode_call
+from cli.main import main
+from cli.tx import parse_value
+from rpcclient.txsend import encode_call
 from tests.fixtures.rpc_node import MOTUS, dev_accounts
 from tests.procs import NodeProcess, init_home, motus, rpc
 
@@ -91,7 +91,7 @@ def test_send_value_then_get_and_receipt(node: NodeProcess, key_file: str) -> No
 
 def test_send_calldata_to_a_module(node: NodeProcess, key_file: str) -> None:
     """Raw calldata (here identity's mintVehicle, encoded by hand) is a call like any other."""
-    from node.cli_identity import identity_abi
+    from cli.identity import identity_abi
 
     data = encode_call(identity_abi(), "mintVehicle", "Fiat", "500e", 2021, keccak(b"ZFA3120000J000001"))
     code, out, err = tx(node, "send", "--to", IDENTITY, "--data", "0x" + data.hex(),

@@ -1,7 +1,7 @@
 """The motus_ identity methods (motus_getVehicle, motus_getDevice, motus_vehiclesOf,
 motus_getPermissions) on a real node: answers at the head and at past blocks, every block
 form, null for what does not exist, -32001 for unknown blocks, -32602 naming the bad
-parameter; and node.txsend, which the state is made with (send, revert reasons before
+parameter; and rpcclient.txsend, which the state is made with (send, revert reasons before
 sending, node refusals, calls, ABI encoding and log decoding)."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from eth_account import Account
 from eth_hash.auto import keccak
 from web3 import Web3
 
-from node.rpc.client import RPCError, rpc_call
-from node.txsend import (
+from rpcclient import RPCError, rpc_call
+from rpcclient.txsend import (
     TxRejected,
     TxReverted,
     decode_logs,
@@ -55,7 +55,7 @@ def send(url: str, acct: Any, fn: str, *args: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def chain(node: NodeProcess) -> dict[str, Any]:
-    """Alice's vehicle paired with her device and one grant, made with node.txsend; the
+    """Alice's vehicle paired with her device and one grant, made with rpcclient.txsend; the
     heights before and after each step."""
     url = node.url
     device = Account.create()
@@ -200,7 +200,7 @@ def test_unknown_named_argument(node: NodeProcess) -> None:
     assert exc.value.code == -32602 and "unknown argument 'id'" in exc.value.message
 
 
-# --- node.txsend ----------------------------------------------------------------------
+# --- rpcclient.txsend ----------------------------------------------------------------------
 
 
 def test_txsend_refuses_a_reverting_call_before_sending(chain: dict[str, Any]) -> None:
@@ -223,12 +223,12 @@ def test_txsend_mined_failure_carries_receipt_and_reason(
 ) -> None:
     """A call that passed its estimate but failed when mined (state moved in between):
     simulated by an estimate that does not run the call."""
-    import node.txsend
+    import rpcclient.txsend
 
     def no_estimate(url: str, method: str, params: Any = None, timeout: float = 10.0) -> Any:
         return hex(300_000) if method == "eth_estimateGas" else rpc_call(url, method, params)
 
-    monkeypatch.setattr(node.txsend, "rpc_call", no_estimate)
+    monkeypatch.setattr(rpcclient.txsend, "rpc_call", no_estimate)
     with pytest.raises(TxReverted) as exc:
         send(chain["url"], ALICE, "mintVehicle", "Saab", "900", 1991, chain["vin_hash"])
     err = exc.value

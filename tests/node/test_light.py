@@ -1,8 +1,8 @@
-"""The light client's verification rules (node/light.py, docs/light.md), in process.
+"""The light client's verification rules (light/client.py, docs/light.md), in process.
 
 Headers, validator sets and commits are built with the project's own types and signed
 with real secp256k1 keys; an in-process ``rpc`` answers ``motus_getHeader`` (in the
-node's own JSON shape, node/rpc/motus.py ``header_fields``), ``motus_getCommit``,
+node's own JSON shape, vm/block.py ``header_fields``), ``motus_getCommit``,
 ``motus_getValidators`` and ``eth_getProof`` like a node would, and each test makes it
 lie in one way. State proofs come from a real chain executed in process (tests/harness.py)
 with real attestations and a paid epoch. The same client against a real node process is
@@ -22,10 +22,9 @@ from trie import HexaryTrie
 
 from consensus.crypto import address_of_private_key
 from consensus.types import PRECOMMIT, Commit, Validator, ValidatorSet, Vote
-from node import light
-from node.light import LightClient, TrustedState
-from node.rpc.motus import header_fields
-from vm.block import EMPTY_BLOOM, EMPTY_ROOT, ZERO_HASH, Header
+from light import client as light
+from light.client import LightClient, TrustedState
+from vm.block import EMPTY_BLOOM, EMPTY_ROOT, ZERO_HASH, Header, header_fields
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -463,7 +462,7 @@ def test_durations_must_be_finite(text: str) -> None:
     # int(inf * 1000) in the trusting-period check would raise OverflowError on every run
     import argparse
 
-    from node.cli_light import parse_duration
+    from cli.light import parse_duration
 
     with pytest.raises(argparse.ArgumentTypeError):
         parse_duration(text)
@@ -482,9 +481,9 @@ def test_a_head_below_the_trusted_header_does_not_move_reads_back() -> None:
 
 
 def test_a_sync_refused_half_way_keeps_what_it_verified(tmp_path, monkeypatch) -> None:
-    """The CLI saves the trusted state while a sync advances (node/cli_light.py), so a
+    """The CLI saves the trusted state while a sync advances (cli/light.py), so a
     node that fails at height 9 of a sequential sync leaves heights 1-8 trusted on disk."""
-    from node import cli_light
+    from cli import light as cli_light
 
     chain = SignedChain(12)
     chain.lies["motus_getCommit"] = lambda params, answer: None if params[0] == 9 else answer

@@ -20,11 +20,10 @@ from typing import Any
 
 import pytest
 
-from node.cli import main
-from node.rpc.motus import header_fields
+from cli.main import main
 from tests.fixtures.rpc_node import dev_accounts
 from tests.procs import NodeProcess, init_home, motus, rpc
-from vm.block import Header
+from vm.block import Header, header_fields
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.xdist_group("light_e2e")]
 

@@ -30,6 +30,7 @@ from eth_account import Account
 from libp2p.peer.id import ID
 from libp2p.utils import encode_varint_prefixed
 
+from codec.files import write_atomic
 from consensus.effects import Step
 from consensus.messages import encode_message
 from consensus.types import PREVOTE, Commit, DuplicateVoteEvidence, Validator, ValidatorSet, Vote
@@ -37,7 +38,7 @@ from consensus.wal import SignedRecord
 from devnet.launcher import DEVNET_POWER, Member, prepare, status_lines
 from genesis.devnet import dev_accounts
 from node.config import Config
-from node.keys import load_validator_key, write_atomic
+from node.keys import load_validator_key
 from p2p.host import P2PConfig, P2PNode, Verdict
 from p2p.identity import node_multiaddr
 from p2p.topics import MIB, topic_id
@@ -313,7 +314,7 @@ async def test_hostile_peers_are_banned_and_validators_keep_finalizing(
             for i in range(12):
                 if kind == "consensus_garbage":
                     if i % 2:  # over the 2 MiB topic limit: bypass our own size check
-                        await peer._pubsub.publish(consensus_id, os.urandom(2 * MIB + 1024))
+                        await peer.gossip.pubsub.publish(consensus_id, os.urandom(2 * MIB + 1024))
                     else:
                         await peer.publish("consensus", _garbage(rng, 300))
                 elif kind == "tx_garbage":
@@ -331,7 +332,7 @@ async def test_hostile_peers_are_banned_and_validators_keep_finalizing(
             await wait_meshed(peer, net.members, "consensus", 20)
             delivered = []
             for m in net.members:
-                stream = peer._pubsub.peers.get(ID.from_base58(m.peer_id))
+                stream = peer.gossip.pubsub.peers.get(ID.from_base58(m.peer_id))
                 if stream is not None:
                     with trio.move_on_after(5):
                         await stream.write(encode_varint_prefixed(b"\xff" * 200))

@@ -31,8 +31,8 @@ from eth_account import Account
 from devnet import fleet
 from devnet.device import Drive
 from node.signal_store import request_json, sign_request
-from node.txsend import encode_call, wait_for_receipt
 from p2p.identity import load_or_create_node_key, node_multiaddr, peer_id_of
+from rpcclient.txsend import encode_call, wait_for_receipt
 from tests.procs import (
     NodeProcess,
     init_home,

@@ -27,7 +27,7 @@ from genesis.devnet import dev_accounts
 from node.node import Node
 from node.rpc.errors import INVALID_PARAMS, LIMIT_EXCEEDED, RPCError
 from node.rpc.registry import RPCContext, build_method_table
-from node.txsend import decode_logs, encode_call
+from rpcclient.txsend import decode_logs, encode_call
 from tests.procs import init_home
 from vm.events import BlockEvent, block_events_slot, compute_block_events_hash
 from vm.modules import addresses

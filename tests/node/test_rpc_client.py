@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from node.rpc import client
-from node.rpc.client import RPCError, rpc_call
+import rpcclient as client
+from rpcclient import RPCError, rpc_call
 
 
 def _serve(body: bytes):

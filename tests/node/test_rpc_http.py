@@ -14,7 +14,7 @@ import rlp
 from eth_hash.auto import keccak
 
 from consensus.types import Commit
-from node.rpc.client import RPCError, rpc_call
+from rpcclient import RPCError, rpc_call
 from tests.fixtures.rpc_node import CHAIN_ID, start_node
 from tests.procs import NodeProcess, free_port, motus
 

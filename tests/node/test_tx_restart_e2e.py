@@ -22,10 +22,10 @@ import pytest
 from eth_account import Account
 from eth_hash.auto import keccak
 
+from codec.files import write_atomic
 from devnet.launcher import prepare
 from genesis.devnet import dev_accounts
 from node.config import Config
-from node.keys import write_atomic
 from p2p.identity import node_multiaddr
 from tests.procs import NodeProcess, free_port, motus, rpc
 

@@ -129,9 +129,9 @@ def test_a_message_for_more_than_one_topic_is_refused_at_the_gate(node_factory) 
 
     victim = node_factory("victim")
     victim.register_topic(TopicName.BLOCK, accept_all, budget=TopicBudget(1, 10_000))
-    tid = victim._topics[TopicName.BLOCK].topic_id
+    tid = victim.gossip.topics[TopicName.BLOCK].topic_id
     peer = ID.from_pubkey(create_new_key_pair().public_key)
-    assert victim._admit(peer, rpc_pb2.Message(data=b"one", topicIDs=[tid]))
+    assert victim.gossip.admit(peer, rpc_pb2.Message(data=b"one", topicIDs=[tid]))
     doubled = rpc_pb2.Message(data=b"x" * 100_000, topicIDs=[tid, tid])
-    assert not victim._admit(peer, doubled)
+    assert not victim.gossip.admit(peer, doubled)
     assert victim.scoreboard.is_banned(peer.to_base58())

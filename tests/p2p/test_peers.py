@@ -71,7 +71,7 @@ async def test_garbage_peer_is_banned_while_honest_traffic_flows(
             # first bans at once (no honest node sends one), the second is dropped.
             for i in range(3):
                 await attacker.publish(TopicName.TX, b"garbage %d" % i)
-            raw_pubsub = attacker._pubsub  # bypass P2PNode.publish's size check
+            raw_pubsub = attacker.gossip.pubsub  # bypass P2PNode.publish's size check
             tx_topic = topic_id(validator.config.chain_id, TopicName.TX)
             oversize = b"o" * (DEFAULT_MAX_MESSAGE_SIZE[TopicName.TX] + 1)
             await raw_pubsub.publish(tx_topic, oversize)

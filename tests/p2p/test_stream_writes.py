@@ -42,7 +42,7 @@ class _Reader:
 async def test_concurrent_writes_to_one_stream_do_not_interleave(
     node_factory: Callable[..., P2PNode],
 ) -> None:
-    pubsub = node_factory("writer")._pubsub
+    pubsub = node_factory("writer").gossip.pubsub
     stream = ChunkedStream()
     sent = [rpc_pb2.RPC(publish=[rpc_pb2.Message(data=bytes([i]) * 60, topicIDs=["t"])])
             for i in range(8)]

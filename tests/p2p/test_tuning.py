@@ -24,13 +24,13 @@ def test_stack_is_noise_yamux_gossipsub_v11(node_factory: Callable[..., P2PNode]
     upgrader = node.host.get_network().upgrader  # type: ignore[attr-defined]
     assert list(upgrader.security_multistream.transports) == ["/noise"]
     assert list(upgrader.muxer_multistream.transports) == ["/yamux/1.0.0"]
-    router = node._gossipsub
+    router = node.gossip.router
     assert router.protocols == ["/meshsub/1.1.0"]
     assert (router.degree, router.degree_low, router.degree_high) == (6, 4, 12)
     assert router.heartbeat_interval == 1 and not router.adaptive_gossip_enabled
     assert router.max_messages_per_topic_per_second >= 10_000
     assert router.scorer.params.p7_ip_colocation_weight == 0
-    assert node._pubsub.max_inbound_rpc_size == tuning.MAX_RPC_SIZE
+    assert node.gossip.pubsub.max_inbound_rpc_size == tuning.MAX_RPC_SIZE
 
 
 async def test_pubsub_queues_use_our_sizes(node_factory: Callable[..., P2PNode]) -> None:
@@ -44,7 +44,7 @@ async def test_pubsub_queues_use_our_sizes(node_factory: Callable[..., P2PNode])
             b.register_topic(TopicName.TX, accept_all)
             await nursery.start(b.run)
             await wait_until(lambda: meshed(a, b, TopicName.TX))
-            queue = a._pubsub.peer_queues[b.host.get_id()]
+            queue = a.gossip.pubsub.peer_queues[b.host.get_id()]
             assert queue._queue.max_size == tuning.OUTBOUND_QUEUE_SIZE
             assert queue.max_message_size == tuning.MAX_RPC_SIZE
             nursery.cancel_scope.cancel()
@@ -100,7 +100,7 @@ async def test_one_slow_or_stuck_peer_does_not_slow_publishing(
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
-            queues = node._pubsub.peer_queues
+            queues = node.gossip.pubsub.peer_queues
             stuck = queues[fake_peer()] = full_queue()
             stuck.last_pop = time.monotonic() - 5  # its writer took nothing for 5 s
             started = trio.current_time()

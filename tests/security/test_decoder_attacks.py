@@ -124,7 +124,7 @@ def hostile_url() -> Iterator[str]:
 
 @pytest.mark.parametrize(("command", "status"), [
     # An answer the CLI cannot use is an RPC failure: exit 2, as an unreachable node
-    # (node/cli.py cmd_status, node/cli_common.py run; docs/cli.md)
+    # (cli/main.py cmd_status, cli/common.py run; docs/cli.md)
     (["status"], 2),
     (["light", "init", "--trust-height", "1", "--trust-hash", "0x" + "11" * 32, "--state", "STATE"], 2),
 ], ids=["status", "light-init"])

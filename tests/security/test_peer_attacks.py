@@ -32,11 +32,11 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
 
+from codec.files import write_atomic
 from consensus.messages import encode_message
 from consensus.types import PREVOTE, Vote
 from node.config import Config
 from node.home import Home
-from node.keys import write_atomic
 from p2p.host import P2PNode
 from p2p.identity import load_or_create_node_key, node_multiaddr, peer_id_of
 from p2p.reqresp import Head
@@ -136,7 +136,7 @@ async def start_hostile(nursery: trio.Nursery, tmp_path: Path, name: str, net: N
 def signed(peer: P2PNode, topic: str, data: bytes) -> rpc_pb2.Message:
     """A pubsub message from ``peer``, signed as pubsub would (a fresh seqno each, so
     every one is new to the receiver even when ``data`` repeats)."""
-    pubsub = peer._pubsub
+    pubsub = peer.gossip.pubsub
     msg = rpc_pb2.Message(data=data, topicIDs=[topic], from_id=pubsub.my_id.to_bytes(),
                           seqno=pubsub._next_seqno())
     assert pubsub.sign_key is not None
@@ -160,11 +160,11 @@ async def blast(peer: P2PNode, frame: rpc_pb2.RPC, net: Network) -> int:
     count = len(frame.publish)
     written = 0
     for _, peer_id in net.honest:
-        stream = peer._pubsub.peers.get(ID.from_base58(peer_id))
+        stream = peer.gossip.pubsub.peers.get(ID.from_base58(peer_id))
         if stream is not None:
             with trio.move_on_after(1):
                 try:
-                    if await peer._pubsub.write_msg(stream, frame):
+                    if await peer.gossip.pubsub.write_msg(stream, frame):
                         written = count
                 except Exception:  # the node hung up on us (it banned us): that is the point
                     pass
@@ -217,7 +217,7 @@ async def test_gossip_rlp_bomb_does_not_inflate_any_node(net: Network, tmp_path:
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             peer = await start_hostile(nursery, tmp_path, "bomber", net, ("consensus",))
-            await peer._pubsub.publish(topic_id(CHAIN_ID, "consensus"), bomb)
+            await peer.gossip.pubsub.publish(topic_id(CHAIN_ID, "consensus"), bomb)
 
             def all_banned() -> bool:
                 return all(ban_line(node, peer.peer_id) for node, _ in net.honest)

@@ -32,7 +32,7 @@ from vm.attestation import (
 
 CHAIN_ID = 7077
 
-# --- the fixed vector: the contract with device firmware (DESIGN.md section 6) ---------
+# --- the fixed vector: the contract with device firmware (docs/telemetry.md) ---------
 VECTOR_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
 VECTOR_DEVICE = bytes.fromhex("2c7536e3605d9c16a7a3d7b1898e529396a65c23")
 VECTOR_FIELDS = dict(

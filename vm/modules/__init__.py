@@ -1,4 +1,4 @@
-"""System modules: one table from address to module (DESIGN.md section 4).
+"""System modules: one table from address to module (docs/protocol.md).
 
 Each module is a Python precompile with an ABI shipped in ``vm/abi/<name>.json``.
 Modules listed here are merged into py-evm's precompile table by

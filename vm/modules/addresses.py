@@ -1,4 +1,4 @@
-"""Fixed addresses of the system modules (DESIGN.md section 4).
+"""Fixed addresses of the system modules (docs/protocol.md).
 
 Outside Ethereum's precompile range (0x01..0x11, 0x100) so no fork collides.
 """

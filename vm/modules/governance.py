@@ -1,5 +1,5 @@
 """Governance module: token holders lock MOTUS for voting power, propose changes with a
-deposit, vote, and passed changes take effect at an epoch boundary (DESIGN.md section 7,
+deposit, vote, and passed changes take effect at an epoch boundary (docs/governance.md,
 documented in docs/governance.md).
 
 The module's account balance holds every locked, unlocking and deposited token; tokens

@@ -1,6 +1,6 @@
 """Identity module: vehicle NFTs, device NFTs, manufacturer licenses, pairing, permissions.
 
-Modelled on DIMO's identity contracts (DESIGN.md section 5):
+Modelled on DIMO's identity contracts (docs/identity.md):
 
 - Vehicles are an ERC-721 collection living at the module address. Anyone mints a
   vehicle for themselves with make, model, year and the keccak hash of the VIN (a VIN
@@ -78,7 +78,7 @@ PAIR_DEVICE = StructType(
     ),
 )
 
-# --- permission bits (DESIGN.md section 5, DIMO's privileges) -----------------
+# --- permission bits (docs/identity.md, DIMO's privileges) -----------------
 # What each bit opens is in docs/privacy.md ("Who can read what"). DIMO's bits 1
 # (commands) and 4 (VIN credential) gate nothing on this chain (no command path, no
 # VIN credential is served): they are not granted, so a grant cannot promise them.

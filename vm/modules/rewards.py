@@ -1,7 +1,7 @@
 """Rewards module: at every epoch boundary, score the vehicles of the epoch that ended
 and mint their share of the epoch pool to their owners, a vehicle's share split between
-the owners whose ownership periods produced the epoch's data (DESIGN.md section 6;
-formulas in :mod:`vm.scoring`, documented in docs/rewards.md).
+the owners whose ownership periods produced the epoch's data (docs/rewards.md;
+formulas in :mod:`vm.scoring`).
 
 This runs in block execution, not in a transaction: every result is recorded in state
 (covered by the state root and ``eth_getProof``), readable with the views below or the

@@ -1,4 +1,4 @@
-"""Telemetry module: proof of coverage over device attestations (DESIGN.md section 6).
+"""Telemetry module: proof of coverage over device attestations (docs/telemetry.md).
 
 Block execution step (4) calls :func:`process_attestations`: every attestation
 passes the stateless checks (:mod:`vm.attestation`) and then the stateful ones

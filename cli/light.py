@@ -1,12 +1,12 @@
 """``motus light ...``: the light client from the command line (docs/light.md; the
-verification itself is :mod:`node.light`).
+verification itself is :mod:`light.client`).
 
 ``init`` records a trust anchor (a genesis file, or a checkpoint height and hash) and the
 node to ask in a state file (JSON, mode 0600: ``--state FILE``, else ``--home DIR``'s
 ``light.json``, else ``~/.motus/light.json``). Every later command verifies what it reads
 from there, moves the trusted header forward when it verified a newer one, and saves it.
 
-Output is one JSON object. Exit statuses (node/cli_common.py): 0 verified; 1 the node's
+Output is one JSON object. Exit statuses (cli/common.py): 0 verified; 1 the node's
 answer was refused (``{"status": "refused", "code": ..., "reason": ...}``: ``bad_commit``,
 ``rpc_lied``, ``expired_trust``...) or ``vehicle --owner`` did not match; 2 a local problem
 (arguments, state file, genesis file, node not reachable).
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from node.cli_common import UsageError, parse_address, run
+from cli.common import UsageError, parse_address, run
 
 DEFAULT_STATE = Path("~/.motus/light.json")
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -88,9 +88,9 @@ def state_path(args: argparse.Namespace) -> Path:
 
 
 def light_run(handler: Callable[[argparse.Namespace], dict[str, Any]]) -> Callable[[argparse.Namespace], int]:
-    """:func:`node.cli_common.run` plus the light client's own outcomes: a refused answer
+    """:func:`cli.common.run` plus the light client's own outcomes: a refused answer
     prints its code and reason (exit 1), a bad state file is a local problem (exit 2)."""
-    from node.light import LightError, LightStateError
+    from light.client import LightError, LightStateError
 
     def guarded(args: argparse.Namespace) -> dict[str, Any]:
         try:
@@ -114,7 +114,7 @@ def light_run(handler: Callable[[argparse.Namespace], dict[str, Any]]) -> Callab
 
 def open_client(args: argparse.Namespace):
     """The client continuing from the state file, talking to ``--rpc`` or the recorded node."""
-    from node.light import LightClient, TrustedState, http_rpc
+    from light.client import LightClient, TrustedState, http_rpc
 
     path = state_path(args)
     state = TrustedState.load(path)
@@ -162,7 +162,7 @@ def trusted_json(header) -> dict[str, Any]:
 
 def cmd_init(args: argparse.Namespace) -> dict[str, Any]:
     """Record a trust anchor (genesis or checkpoint) checked against the node."""
-    from node.light import LightClient, http_rpc
+    from light.client import LightClient, http_rpc
 
     path = state_path(args)
     if path.exists() and not args.force:
@@ -194,7 +194,7 @@ def cmd_init(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
     """What the state file trusts (no network)."""
-    from node.light import TrustedState
+    from light.client import TrustedState
 
     path = state_path(args)
     st = TrustedState.load(path)
@@ -223,7 +223,7 @@ def cmd_sync(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_header(args: argparse.Namespace) -> dict[str, Any]:
     """A verified header (forward from the trusted one, or back along parent hashes)."""
-    from node.rpc.motus import header_fields
+    from vm.block import header_fields
 
     client, path = open_client(args)
     start = client.trusted.height
@@ -245,7 +245,7 @@ def cmd_storage(args: argparse.Namespace) -> dict[str, Any]:
     start = client.trusted.height
     value, account = client.get_storage(bytes.fromhex(args.address[2:]), args.slot, args.height)
     out = {"address": args.address, "slot": hex(args.slot), "value": "0x" + value.to_bytes(32, "big").hex()}
-    from node.light import proven_at
+    from light.client import proven_at
 
     return _finish(client, path, start, {**out, **proven_at(account.header)})
 
@@ -306,7 +306,7 @@ def _read_args(p: argparse.ArgumentParser) -> None:
 
 def register_light_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``light`` and its subcommands to the ``motus`` parser."""
-    from node.light import DEFAULT_MAX_CLOCK_DRIFT_S, DEFAULT_TRUSTING_PERIOD_S
+    from light.client import DEFAULT_MAX_CLOCK_DRIFT_S, DEFAULT_TRUSTING_PERIOD_S
 
     lc = sub.add_parser("light", help="light client: verify headers and state without trusting the node")
     ls = lc.add_subparsers(dest="light_cmd", required=True)

@@ -9,7 +9,7 @@ later). It holds no key beyond one call: the caller loads the key (keystore or k
 Errors: every refusal is a :class:`TxError` carrying a reason a person can act on
 (:class:`TxReverted` when the call's own code refused, :class:`TxRejected` when the node
 would not take the transaction, :class:`TxTimeout` when no receipt came in time). When
-no JSON-RPC answer came back at all, :class:`node.rpc.client.RPCError` (``code`` None)
+no JSON-RPC answer came back at all, :class:`rpcclient.RPCError` (``code`` None)
 propagates unchanged.
 """
 
@@ -24,7 +24,7 @@ from eth_account import Account
 from eth_hash.auto import keccak
 from eth_utils import to_checksum_address
 
-from node.rpc.client import RPCError, rpc_call
+from rpcclient import RPCError, rpc_call
 
 ERROR_SELECTOR = keccak(b"Error(string)")[:4]  # 0x08c379a0
 PANIC_SELECTOR = keccak(b"Panic(uint256)")[:4]  # 0x4e487b71

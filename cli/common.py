@@ -17,8 +17,8 @@ from eth_abi.exceptions import EncodingError
 
 from node.home import Home
 from node.keys import KeyError_, list_keystores, load_keystore, require_owner_only
-from node.rpc.client import RPCError
-from node.txsend import TxError
+from rpcclient import RPCError
+from rpcclient.txsend import TxError
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
 

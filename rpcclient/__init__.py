@@ -1,5 +1,8 @@
-"""A small synchronous JSON-RPC client for the CLI, the light client and scripts (standard
-library and the bounded JSON parser of :mod:`codec.json` only)."""
+"""A small synchronous JSON-RPC client for the CLI, the light client, the devnet's fleet
+and scripts (standard library and the bounded JSON parser of :mod:`codec.json` only).
+
+May import ``codec`` only: the light client uses it, and must not reach the daemon
+through it."""
 
 from __future__ import annotations
 

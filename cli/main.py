@@ -1,4 +1,4 @@
-"""``motus``: the one command-line tool (DESIGN.md section 12; docs/cli.md).
+"""``motus``: the one command-line tool (docs/cli.md).
 
   motus init --home DIR [--chain-id N] [--moniker NAME] [--genesis FILE]
   motus node start --home DIR
@@ -7,10 +7,10 @@
   motus status [--rpc URL]
   motus db check --home DIR
   motus devnet up --validators N --home DIR [--no-fleet] [--rpc-port B] [--p2p-port B]
-  motus vehicle|device ...   (node/cli_identity.py)
-  motus gov|rewards ...      (node/cli_gov.py)
-  motus tx send|get|receipt  (node/cli_tx.py)
-  motus light init|status|sync|header|balance|storage|vehicle|reward   (node/cli_light.py)
+  motus vehicle|device ...   (cli/identity.py)
+  motus gov|rewards ...      (cli/gov.py)
+  motus tx send|get|receipt  (cli/tx.py)
+  motus light init|status|sync|header|balance|storage|vehicle|reward   (cli/light.py)
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ import os
 import sys
 from pathlib import Path
 
+from cli.common import RED, UsageError, paint, read_password, use_colour
+from cli.gov import register_gov_commands
+from cli.identity import register_identity_commands
+from cli.light import register_light_commands
+from cli.telemetry import register_telemetry_commands
+from cli.tx import register_tx_commands
 from genesis.devnet import new_genesis
 from genesis.spec import DEV_CHAIN_ID, GenesisSpec
-from node.cli_common import RED, UsageError, paint, read_password, use_colour
-from node.cli_gov import register_gov_commands
-from node.cli_identity import register_identity_commands
-from node.cli_light import register_light_commands
-from node.cli_telemetry import register_telemetry_commands
-from node.cli_tx import register_tx_commands
 from node.config import Config
 from node.errors import InUse
 from node.home import Home
@@ -144,7 +144,7 @@ def cmd_genesis_new(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from node.rpc.client import RPCError, rpc_call
+    from rpcclient import RPCError, rpc_call
 
     try:
         status = rpc_call(args.rpc, "motus_nodeStatus", [])
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, InUse):
             print(f"motus: error: {exc}", file=sys.stderr)
             return 3
-        from node.rpc.client import RPCError
+        from rpcclient import RPCError
 
         code = getattr(exc, "code", None)  # typed errors of the node's packages carry one
         if not isinstance(exc, Exception) or (

@@ -16,9 +16,9 @@ import argparse
 import time
 from typing import Any
 
-from node.cli_common import parse_id, run, signer_args, signer_key
-from node.rpc.client import RPCError, rpc_call
-from node.txsend import TxError
+from cli.common import parse_id, run, signer_args, signer_key
+from rpcclient import RPCError, rpc_call
+from rpcclient.txsend import TxError
 
 DAY_MS = 86_400_000
 

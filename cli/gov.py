@@ -3,9 +3,9 @@ vote, show) and reward reads from the command line (docs/cli.md, docs/governance
 docs/rewards.md).
 
 Signing, sending and exit statuses are those of the identity commands
-(:mod:`node.cli_identity`): one transaction signed with ``--keystore``/``--from`` (+
+(:mod:`cli.identity`): one transaction signed with ``--keystore``/``--from`` (+
 ``--password-file``/``MOTUS_PASSWORD``) or ``--private-key-file``, sent to ``--rpc`` with
-:func:`node.txsend.send_call`; one JSON object on stdout; exit 1 with the revert reason
+:func:`rpcclient.txsend.send_call`; one JSON object on stdout; exit 1 with the revert reason
 when the chain refuses, 2 for a local problem.
 """
 
@@ -18,7 +18,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from node.cli_common import (
+from cli.common import (
     NotFound,
     UsageError,
     block_arg,
@@ -28,8 +28,8 @@ from node.cli_common import (
     signer_args,
     signer_key,
 )
-from node.rpc.client import rpc_call
-from node.txsend import decode_logs, encode_call, send_call
+from rpcclient import rpc_call
+from rpcclient.txsend import decode_logs, encode_call, send_call
 
 GOVERNANCE = "0x00000000000000000000000000000000004d0706"  # vm.modules.addresses.GOVERNANCE
 WEI_PER_MOTUS = 10**18

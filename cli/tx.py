@@ -2,7 +2,7 @@
 raw calldata to an address and wait for the receipt, look a transaction or its receipt up.
 
 Signing, sending and exit statuses are those of the identity and governance commands
-(:mod:`node.cli_common`, :func:`node.txsend.send_call`): estimated first, so a call that
+(:mod:`cli.common`, :func:`rpcclient.txsend.send_call`): estimated first, so a call that
 would revert is refused with its reason and costs nothing; one JSON object on stdout;
 exit 1 when the chain refuses or the transaction is unknown, 2 for a local problem.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from node.cli_common import (
+from cli.common import (
     NotFound,
     parse_address,
     parse_fixed_hex,
@@ -21,9 +21,9 @@ from node.cli_common import (
     signer_args,
     signer_key,
 )
-from node.cli_gov import parse_amount
-from node.rpc.client import rpc_call
-from node.txsend import send_call
+from cli.gov import parse_amount
+from rpcclient import rpc_call
+from rpcclient.txsend import send_call
 
 
 def parse_value(text: str) -> int:

@@ -1,4 +1,4 @@
-"""The light client (DESIGN.md section 11; docs/light.md): follow a Motus chain through
+"""The light client (docs/light.md): follow a Motus chain through
 an untrusted JSON-RPC node, verifying every answer it uses instead of believing it.
 
 Trust starts from a genesis file (its hash is computed here) or a checkpoint (height
@@ -221,7 +221,7 @@ class TrustedState:
 
     def save(self, path: str | Path) -> None:
         """Write atomically with mode 0600 (the trust anchor is worth protecting)."""
-        from node.keys import write_atomic
+        from codec.files import write_atomic
 
         write_atomic(path, (json.dumps(self.to_json(), indent=2) + "\n").encode(), mode=0o600)
 
@@ -529,8 +529,10 @@ def verify_proof_answer(header: Header, address: bytes, slots: Sequence[int], an
     if raw:
         try:
             fields = decode_items(raw, max_depth=1, max_items=5)  # [nonce, balance, root, code]
-            nonce, balance = int.from_bytes(fields[0], "big"), int.from_bytes(fields[1], "big")
-            storage_root, code_hash = bytes(fields[2]), bytes(fields[3])
+            if len(fields) != 4 or not all(isinstance(f, bytes) for f in fields):
+                raise ValueError("expected four byte strings")
+            nonce_b, balance_b, storage_root, code_hash = (bytes(f) for f in fields)  # type: ignore[arg-type]
+            nonce, balance = int.from_bytes(nonce_b, "big"), int.from_bytes(balance_b, "big")
         except Exception as exc:
             raise ProofInvalid(f"proven account is not an account: {exc}") from None
     else:  # proof of absence
@@ -665,8 +667,8 @@ def vehicle_reward_from(vehicle_id: int, epoch: int, account: Account) -> Vehicl
 
 
 def http_rpc(url: str, timeout: float = 10.0) -> RPC:
-    """An :data:`RPC` calling a node's JSON-RPC at ``url`` (node/rpc/client.py)."""
-    from node.rpc.client import rpc_call
+    """An :data:`RPC` calling a node's JSON-RPC at ``url`` (rpcclient/__init__.py)."""
+    from rpcclient import rpc_call
 
     def call(method: str, params: list[Any]) -> Any:
         return rpc_call(url, method, params, timeout=timeout)

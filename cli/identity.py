@@ -5,7 +5,7 @@ Commands that change state sign one transaction with an account key (an encrypte
 keystore from ``motus keys new``: ``--keystore FILE`` or ``--from ADDRESS --home DIR``,
 password from ``--password-file`` or ``MOTUS_PASSWORD``; or, for devnets and scripts, a
 mode-0600 file holding the raw hex key, ``--private-key-file``) and send it to the node at
-``--rpc`` with :func:`node.txsend.send_call`. Device signatures (claim, pair) are EIP-712
+``--rpc`` with :func:`rpcclient.txsend.send_call`. Device signatures (claim, pair) are EIP-712
 typed data signed with the device's key file (``--device-key-file``).
 
 Each command prints one JSON object on stdout. Exit status: 0 done; 1 the chain refused
@@ -29,7 +29,7 @@ from typing import Any
 from eth_account import Account
 from eth_hash.auto import keccak
 
-from node.cli_common import (
+from cli.common import (
     NotFound,
     UsageError,
     block_arg,
@@ -41,8 +41,8 @@ from node.cli_common import (
     signer_args,
     signer_key,
 )
-from node.rpc.client import rpc_call
-from node.txsend import decode_logs, encode_call, send_call
+from rpcclient import rpc_call
+from rpcclient.txsend import decode_logs, encode_call, send_call
 
 SIGNATURE_TTL_SECONDS = 600  # default validity of a device signature made here
 MIN_ABSOLUTE_EXPIRY = 1_000_000_000  # below this an --expires integer is surely a duration

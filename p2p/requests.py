@@ -1,0 +1,273 @@
+"""Request/response: one bounded request and one answer per stream.
+
+:class:`Requests` serves ``/motus/status/1``, ``/motus/blocks/1`` and ``/motus/peers/1``
+with the node's handlers (misbehaviour is scored: floods, oversize and malformed
+requests) and asks peers the same questions, decoding answers with the limits of
+:mod:`p2p.reqresp` and :mod:`p2p.discovery` (a bad answer penalises the peer).
+docs/p2p.md, "Request/response".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+
+from p2p import discovery, reqresp
+from p2p.discovery import PeerAddrs, PeerBook
+from p2p.errors import (
+    BadRequest,
+    BadResponse,
+    MessageTooLarge,
+    NotRunning,
+    PeerBanned,
+    PeerUnreachable,
+    RemoteError,
+    RequestError,
+    RequestTimeout,
+    WrongChain,
+)
+from p2p.reqresp import BlocksHandler, ChainStatus, StatusHandler
+from p2p.scoring import Misbehaviour, PeerScoreboard
+from p2p.streams import close, reset
+
+if TYPE_CHECKING:
+    from p2p.config import P2PConfig
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+class Requests:
+    """The request/response protocols of one host, both sides.
+
+    ``penalise(peer_id, reason)`` scores misbehaviour; ``running()`` says whether the
+    host runs (requests need it); ``peer_book`` answers peer-exchange requests.
+    """
+
+    def __init__(
+        self,
+        host: IHost,
+        config: P2PConfig,
+        *,
+        scoreboard: PeerScoreboard,
+        peer_book: PeerBook,
+        penalise: Callable[[str, str], None],
+        running: Callable[[], bool],
+    ) -> None:
+        self._host = host
+        self.config = config
+        self.scoreboard = scoreboard
+        self._peer_book = peer_book
+        self._penalise = penalise
+        self._running = running
+        self._status_handler: StatusHandler | None = None
+        self._blocks_handler: BlocksHandler | None = None
+        self._inbound_requests: dict[str, int] = {}
+        host.set_stream_handler(reqresp.STATUS_PROTOCOL, self.serve_status)
+        host.set_stream_handler(reqresp.BLOCKS_PROTOCOL, self.serve_blocks)
+        host.set_stream_handler(discovery.PEERS_PROTOCOL, self.serve_peers)
+
+    def set_status_handler(self, handler: StatusHandler) -> None:
+        """Serve ``/motus/status/1`` with ``async handler(peer_id) -> Head``."""
+        self._status_handler = handler
+
+    def set_blocks_handler(self, handler: BlocksHandler) -> None:
+        """Serve ``/motus/blocks/1`` with ``async handler(peer_id, start, end) -> [bytes]``."""
+        self._blocks_handler = handler
+
+    async def serve_status(self, stream: INetStream) -> None:
+        async def answer(peer: str, request: bytes) -> bytes:
+            # A peer on another chain gets our answer (with our chain id) and
+            # drops us itself; banning it here would cut the answer off.
+            reqresp.decode_status_request(request)
+            if self._status_handler is None:
+                return reqresp.encode_error(reqresp.ERR_UNAVAILABLE, "no status handler")
+            head = await self._status_handler(peer)
+            status = ChainStatus(self.config.chain_id, head.height, head.hash)
+            return reqresp.encode_status_response(status)
+
+        await self._serve(stream, answer)
+
+    async def serve_blocks(self, stream: INetStream) -> None:
+        async def answer(peer: str, request: bytes) -> bytes:
+            start, end = reqresp.compute_served_range(*reqresp.decode_blocks_request(request))
+            if self._blocks_handler is None:
+                return reqresp.encode_error(reqresp.ERR_UNAVAILABLE, "no blocks handler")
+            blocks = list(await self._blocks_handler(peer, start, end))
+            if len(blocks) > end - start + 1 or not all(isinstance(b, bytes) for b in blocks):
+                raise TypeError("blocks handler must return at most end-start+1 bytes items")
+            try:
+                return reqresp.encode_blocks_response(reqresp.fit_blocks_response(blocks))
+            except MessageTooLarge as exc:
+                return reqresp.encode_error(reqresp.ERR_TOO_LARGE, exc.message)
+
+        await self._serve(stream, answer)
+
+    async def _serve(
+        self, stream: INetStream, answer: Callable[[str, bytes], Awaitable[bytes]]
+    ) -> None:
+        """Read one bounded request, answer it, close. Misbehaviour is scored."""
+        peer = stream.muxed_conn.peer_id.to_base58()
+        if self.scoreboard.is_banned(peer):
+            await reset(stream)
+            return
+        in_flight = self._inbound_requests.get(peer, 0)
+        if in_flight >= self.config.max_inbound_requests_per_peer:
+            self._penalise(peer, Misbehaviour.REQUEST_FLOOD)
+            await reset(stream)
+            return
+        self._inbound_requests[peer] = in_flight + 1
+        try:
+            with trio.move_on_after(self.config.request_timeout) as scope:
+                try:
+                    request = await reqresp.read_frame(stream, reqresp.MAX_REQUEST_SIZE)
+                except MessageTooLarge:
+                    self._penalise(peer, Misbehaviour.OVERSIZE_REQUEST)
+                    await reset(stream)
+                    return
+                try:
+                    response = await answer(peer, request)
+                except BadRequest as exc:
+                    self._penalise(peer, Misbehaviour.MALFORMED_REQUEST)
+                    response = reqresp.encode_error(reqresp.ERR_BAD_REQUEST, exc.message)
+                except Exception:
+                    logger.exception("request handler failed for peer %s", peer)
+                    response = reqresp.encode_error(reqresp.ERR_INTERNAL, "handler failed")
+                await reqresp.write_frame(stream, response)
+                await stream.close()
+            if scope.cancelled_caught:
+                await reset(stream)
+        except Exception as exc:  # the peer hung up or reset mid-exchange
+            logger.debug("request stream from %s failed: %s", peer, exc)
+            await reset(stream)
+        finally:
+            remaining = self._inbound_requests.get(peer, 1) - 1
+            if remaining > 0:
+                self._inbound_requests[peer] = remaining
+            else:
+                self._inbound_requests.pop(peer, None)
+
+    async def serve_peers(self, stream: INetStream) -> None:
+        async def answer(peer: str, request: bytes) -> bytes:
+            wanted = discovery.decode_peers_request(request)
+            shared = self._peer_book.shareable(
+                wanted, exclude={peer}, is_banned=self.scoreboard.is_banned
+            )
+            return discovery.encode_peers_response(shared)
+
+        await self._serve(stream, answer)
+
+    async def request_peers(self, peer_id: str) -> list[PeerAddrs]:
+        """Ask ``peer_id`` for peers it reached recently (at most 32, with addresses).
+
+        Unusable addresses are dropped; a malformed or oversized answer raises
+        ``BadResponse`` and penalises the peer. Other failures raise a
+        ``RequestError`` subclass.
+        """
+        wanted = discovery.MAX_PEERS_PER_RESPONSE
+        raw = await self._request(
+            peer_id,
+            discovery.PEERS_PROTOCOL,
+            discovery.encode_peers_request(wanted),
+            discovery.MAX_PEERS_RESPONSE_SIZE,
+        )
+        return self._decode_or_penalise(
+            peer_id, lambda data: discovery.decode_peers_response(data, wanted), raw
+        )
+
+    async def request_status(self, peer_id: str) -> ChainStatus:
+        """Ask ``peer_id`` for its head. ``WrongChain`` if it is on another chain.
+
+        Raises a ``RequestError`` subclass on failure (timeout, unreachable,
+        banned, bad or error response).
+        """
+        payload = reqresp.encode_status_request(self.config.chain_id)
+        raw = await self._request(
+            peer_id, reqresp.STATUS_PROTOCOL, payload, reqresp.MAX_STATUS_RESPONSE_SIZE
+        )
+        status = self._decode_or_penalise(peer_id, reqresp.decode_status_response, raw)
+        if status.chain_id != self.config.chain_id:
+            self._penalise(peer_id, Misbehaviour.WRONG_CHAIN)
+            raise WrongChain(
+                f"peer is on chain {status.chain_id}, we are on {self.config.chain_id}"
+            )
+        return status
+
+    async def request_blocks(self, peer_id: str, start: int, end: int) -> list[bytes]:
+        """Ask ``peer_id`` for blocks ``start``..``end`` inclusive.
+
+        The answer holds consecutive blocks from ``start``: at most 128 and
+        8 MiB, possibly fewer (none if the peer lacks them); ask again from
+        where it stopped. Raises ``BadRequest`` for an invalid range, else a
+        ``RequestError`` subclass on failure.
+        """
+        if not 0 <= start <= end <= reqresp.MAX_UINT64:
+            raise BadRequest(f"invalid height range {start}..{end}")
+        served_start, served_end = reqresp.compute_served_range(start, end)
+        payload = reqresp.encode_blocks_request(start, end)
+        raw = await self._request(
+            peer_id, reqresp.BLOCKS_PROTOCOL, payload, reqresp.MAX_BLOCKS_RESPONSE_BYTES
+        )
+        requested = served_end - served_start + 1
+        return self._decode_or_penalise(
+            peer_id, lambda data: reqresp.decode_blocks_response(data, requested), raw
+        )
+
+    async def _request(
+        self, peer_id: str, protocol: TProtocol, payload: bytes, limit: int
+    ) -> bytes:
+        if not self._running():
+            raise NotRunning("requests need run() to be active")
+        if self.scoreboard.is_banned(peer_id):
+            raise PeerBanned(
+                f"peer {peer_id} is banned for {self.scoreboard.ban_remaining(peer_id):.0f} s"
+            )
+        try:
+            target = ID.from_base58(peer_id)
+        except Exception as exc:
+            raise BadRequest(f"not a peer id: {peer_id!r}") from exc
+        stream: INetStream | None = None
+        try:
+            with trio.fail_after(self.config.request_timeout):
+                try:
+                    stream = await self._host.new_stream(target, [protocol])
+                except Exception as exc:  # dial and negotiation failures vary
+                    raise PeerUnreachable(f"cannot open {protocol} to {peer_id}: {exc}") from exc
+                try:
+                    await reqresp.write_frame(stream, payload)
+                    raw = await reqresp.read_frame(stream, limit)
+                except MessageTooLarge as exc:
+                    self._penalise(peer_id, Misbehaviour.BAD_RESPONSE)
+                    raise BadResponse(f"response over {limit} bytes") from exc
+                except Exception as exc:  # reset, EOF, closed connection
+                    raise PeerUnreachable(
+                        f"{protocol} exchange with {peer_id} failed: {exc}"
+                    ) from exc
+        except trio.TooSlowError as exc:
+            if stream is not None:
+                await reset(stream)
+            raise RequestTimeout(
+                f"{protocol} to {peer_id}: no answer in {self.config.request_timeout} s"
+            ) from exc
+        except RequestError:
+            if stream is not None:
+                await reset(stream)
+            raise
+        await close(stream)
+        return raw
+
+    def _decode_or_penalise(self, peer_id: str, decode: Callable[[bytes], _T], raw: bytes) -> _T:
+        try:
+            return decode(raw)
+        except RemoteError:
+            raise
+        except BadResponse:
+            self._penalise(peer_id, Misbehaviour.BAD_RESPONSE)
+            raise
