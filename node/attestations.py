@@ -264,7 +264,7 @@ class AttestationService:
     def _store_payloads(self, raws: Sequence[bytes], results: Sequence[AddResult],
                         payloads: Sequence[bytes | None]) -> list[tuple[bytes, bytes]]:
         """Store the payloads of items that are in the pool or already on chain; returns
-        the (attestation, payload) pairs stored."""
+        the (attestation, payload) pairs stored now (not those held already)."""
         assert self.signals is not None
         stored = []
         for raw, result, payload in zip(raws, results, payloads, strict=True):
@@ -272,6 +272,8 @@ class AttestationService:
                 continue
             if not result.accepted and self.store.attestation_location(result.id) is None:
                 continue
+            if self.signals.get(result.id) is not None:
+                continue  # held already (and gossiped when it was first stored)
             try:
                 self.signals.put(raw, payload)
             except SignalStoreError as exc:  # checked before admission: a node bug
@@ -297,11 +299,13 @@ class AttestationService:
         status = self.status(compute_attestation_id(raw))
         if status is None or status.status == "rejected":
             return "unknown_attestation"
+        held = self.signals.get(compute_attestation_id(raw)) is not None
         try:
             self.signals.put(raw, payload)
         except SignalStoreError as exc:
             return exc.code
-        self._gossip_payloads([(raw, payload)])
+        if not held:
+            self._gossip_payloads([(raw, payload)])
         return OK
 
     def status(self, att_id: bytes) -> AttestationStatus | None:

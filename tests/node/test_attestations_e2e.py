@@ -473,7 +473,8 @@ def test_attestations_sent_to_a_follower_are_gossiped_and_included(chain: Chain)
     items_in = re.search(r'^motus_attestation_gossip_total\{kind="items_in"\} (\S+)$', metrics,
                          re.M)
     assert items_in and float(items_in.group(1)) >= 5
-    # the payloads stayed with the node they were given to
+    # the payloads were stored by the node they were given to (and gossiped to the others:
+    # tests/node/test_ownership_e2e.py)
     stored = rpc(chain.follower.url, "motus_submitSignals",
                  [[{"attestation": hexs(readings[0].raw), "payload": hexs(readings[0].payload)}]])
     assert stored == [{"id": hexs(readings[0].id), "stored": True, "code": "ok"}]
