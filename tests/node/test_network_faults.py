@@ -20,91 +20,53 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from eth_account import Account
 from libp2p.peer.id import ID
 from libp2p.utils import encode_varint_prefixed
 
-from codec.files import write_atomic
 from consensus.effects import Step
 from consensus.messages import encode_message
-from consensus.types import PREVOTE, Commit, DuplicateVoteEvidence, Validator, ValidatorSet, Vote
+from consensus.types import PREVOTE, DuplicateVoteEvidence, Vote
 from consensus.wal import SignedRecord
-from devnet.launcher import DEVNET_POWER, Member, prepare, status_lines
-from genesis.devnet import dev_accounts
-from node.config import Config
+from devnet.launcher import DEVNET_POWER
 from node.keys import load_validator_key
-from p2p.host import P2PConfig, P2PNode, Verdict
-from p2p.identity import node_multiaddr
+from p2p.host import P2PNode, Verdict
 from p2p.topics import MIB, topic_id
-from tests.procs import NodeProcess, free_port, motus, rpc
+from tests.devnet import (
+    CHAIN_ID,
+    ZERO_HASH,
+    Devnet,
+    accept_all,
+    assert_one_chain,
+    evidence_free,
+    head,
+    in_thread,
+    p2p_peer,
+    phase,
+    receipt_everywhere,
+    send_transfer,
+    signing_record,
+    status,
+    verify_commit,
+    wait_for,
+    wait_heads,
+    wait_meshed,
+)
+from tests.procs import rpc
 from vm.modules import addresses
 from vm.modules.base import mapping_slot
 from vm.modules.validators import SLASH_BPS
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("network")]
 
-CHAIN_ID = 7077
-BLOCK_INTERVAL_MS = 500  # faster than the default 1 s: the module makes many blocks
-ZERO_HASH = "0x" + "00" * 32
 
 
 # --- the shared devnet ---------------------------------------------------------------
-
-
-class Devnet:
-    """Four validators made by devnet.launcher.prepare, each on its own free ports."""
-
-    def __init__(self, root: Path, validators: int = 4) -> None:
-        self.root = root
-        ports = [(free_port(), free_port()) for _ in range(validators)]
-        self.members: list[Member] = prepare(root, validators, 0, 0, CHAIN_ID, BLOCK_INTERVAL_MS,
-                                             ports=ports)
-        self.bootstrap = [node_multiaddr("127.0.0.1", m.p2p_port, m.peer_id) for m in self.members]
-        self.nodes = [NodeProcess(m.home.root, m.rpc_port, m.p2p_port) for m in self.members]
-        self.follower: NodeProcess | None = None
-
-    def start(self) -> None:
-        for node in self.nodes:
-            node.start(wait=60)
-
-    def close(self) -> None:
-        for node in [*self.nodes, self.follower]:
-            if node is not None:
-                node.stop()
-
-    def running(self) -> list[NodeProcess]:
-        """Every node process that is up (validators and the follower)."""
-        nodes = [*self.nodes, self.follower]
-        return [n for n in nodes if n is not None and n.proc is not None and n.proc.poll() is None]
-
-    def start_follower(self) -> NodeProcess:
-        """A non-validator with its own home, the same genesis and the validators as
-        bootstrap peers (``motus init --genesis``, then ``p2p.bootstrap``)."""
-        if self.follower is None:
-            home = self.root / "follower"
-            motus("init", "--home", str(home), "--genesis", str(self.root / "genesis.json"))
-            cfg = Config.load(home / "config.toml")
-            cfg.p2p.bootstrap = list(self.bootstrap)
-            cfg.consensus.block_interval_ms = BLOCK_INTERVAL_MS
-            write_atomic(home / "config.toml", cfg.to_toml().encode(), mode=0o644)
-            self.follower = NodeProcess(home).start(wait=60)
-        return self.follower
-
-    def status_view(self) -> list[str]:
-        """The rows ``motus devnet up`` would show now, one per validator."""
-        for m, node in zip(self.members, self.nodes, strict=True):
-            m.proc = node.proc
-        return status_lines(self.members, None)[1:]
-
-    def logs(self) -> str:
-        return "\n".join(n.log_path.read_text(errors="replace") for n in [*self.nodes, self.follower]
-                         if n is not None and n.log_path.exists())
 
 
 @pytest.fixture(scope="module")
@@ -115,109 +77,6 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
         yield devnet
     finally:
         devnet.close()
-
-
-# --- helpers -----------------------------------------------------------------------------
-
-
-def head(node: NodeProcess) -> int:
-    return int(rpc(node.url, "eth_blockNumber", timeout=5), 16)
-
-
-def status(node: NodeProcess) -> dict[str, Any]:
-    return rpc(node.url, "motus_nodeStatus", timeout=5)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` (exceptions count as "not yet") until it returns a truthy value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def wait_heads(nodes: list[NodeProcess], height: int, timeout: float = 30) -> None:
-    for node in nodes:
-        wait_for(lambda n=node: head(n) >= height, timeout, f"{node.home.name} at height {height}")
-
-
-def assert_one_chain(nodes: list[NodeProcess], since: int = 1) -> int:
-    """Every node has the same block hash at every height they all have; returns that height."""
-    top = min(head(n) for n in nodes)
-    for height in range(since, top + 1):
-        hashes = {n.home.name: rpc(n.url, "motus_getHeader", [height])["hash"] for n in nodes}
-        assert len(set(hashes.values())) == 1, f"fork at height {height}: {hashes}"
-    return top
-
-
-def verify_commit(node: NodeProcess, height: int) -> tuple[dict[str, Any], Commit, ValidatorSet]:
-    """Check the commit of ``height`` served by ``node`` against the validator set it serves."""
-    header = rpc(node.url, "motus_getHeader", [height])
-    commit = Commit.decode(bytes.fromhex(rpc(node.url, "motus_getCommit", [height])["rlp"][2:]))
-    doc = rpc(node.url, "motus_getValidators", [height])
-    validators = ValidatorSet(
-        [Validator(bytes.fromhex(v["address"][2:]), v["power"]) for v in doc["validators"]])
-    assert "0x" + validators.hash().hex() == header["validatorsHash"] == doc["hash"]
-    validators.verify_commit(CHAIN_ID, height, bytes.fromhex(header["hash"][2:]), commit)
-    signed = sum(validators.get(s.validator).power for s in commit.signatures)  # type: ignore[union-attr]
-    assert 3 * signed > 2 * validators.total_power
-    return header, commit, validators
-
-
-def send_transfer(node: NodeProcess, account: int) -> str:
-    """Sign a 1-wei transfer from dev account ``account`` and submit it to ``node``."""
-    address, key = dev_accounts()[account]
-    nonce = int(rpc(node.url, "eth_getTransactionCount", ["0x" + address.hex(), "pending"]), 16)
-    tx = {"type": 2, "chainId": CHAIN_ID, "nonce": nonce, "to": Account.create().address,
-          "value": 1, "gas": 21_000, "maxFeePerGas": 100 * 10**9, "maxPriorityFeePerGas": 10**9}
-    raw = Account.sign_transaction(tx, key).raw_transaction
-    return rpc(node.url, "eth_sendRawTransaction", ["0x" + raw.hex()])
-
-
-def receipt_everywhere(nodes: list[NodeProcess], tx_hash: str, timeout: float = 30) -> dict:
-    receipts = [wait_for(lambda n=n: rpc(n.url, "eth_getTransactionReceipt", [tx_hash]), timeout,
-                         f"receipt of {tx_hash} on {n.home.name}") for n in nodes]
-    assert len({r["blockHash"] for r in receipts}) == 1, receipts
-    assert receipts[0]["status"] == "0x1"
-    return receipts[0]
-
-
-def signing_record(node: NodeProcess) -> SignedRecord | None:
-    path = node.home / "consensus" / "signing_state.json"
-    return SignedRecord.from_json(path.read_text()) if path.exists() else None
-
-
-def evidence_free(nodes: list[NodeProcess], since: int = 1) -> None:
-    top = min(head(n) for n in nodes)
-    for height in range(since, top + 1):
-        assert rpc(nodes[0].url, "motus_getHeader", [height])["evidenceHash"] == ZERO_HASH
-
-
-def p2p_peer(tmp_path: Path, name: str, bootstrap: list[str]) -> P2PNode:
-    return P2PNode(P2PConfig(key_path=tmp_path / f"{name}.key", chain_id=CHAIN_ID, listen_port=0,
-                             bootstrap=tuple(bootstrap), reconnect_max_backoff=1.0))
-
-
-async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run a blocking call (RPC, file reads) off the trio thread."""
-    return await trio.to_thread.run_sync(fn, *args)
-
-
-async def wait_meshed(peer: P2PNode, members: list[Member], topic: str, timeout: float) -> None:
-    wanted = {m.peer_id for m in members}
-    with trio.fail_after(timeout):
-        while not wanted <= {p.peer_id for p in peer.peers() if topic in p.mesh}:
-            await trio.sleep(0.1)
-
-
-def accept_all(peer: str, data: bytes) -> bool:
-    return True
 
 
 # --- 1. finality -------------------------------------------------------------------------
@@ -293,7 +152,10 @@ async def test_hostile_peers_are_banned_and_validators_keep_finalizing(
     import random
 
     rng = random.Random(7)
-    with trio.fail_after(90):
+    # 150 s in all: about 20 s of work on an idle 2-core machine, but the 90 s bound
+    # it had was missed on a fresh 2-core CI machine running the suite. A phase that
+    # overruns says which one (``phase``) instead of a bare TooSlowError.
+    with trio.fail_after(150):
         start = await in_thread(head, net.nodes[0])
         victim = net.members[0]
         hostiles = {kind: p2p_peer(tmp_path, kind, net.bootstrap)
@@ -345,18 +207,21 @@ async def test_hostile_peers_are_banned_and_validators_keep_finalizing(
             framer = p2p_peer(tmp_path, "broken_frames", net.bootstrap)
             framer.register_topic("consensus", accept_all)
             await nursery.start(framer.run)
-            await broken_frames(framer)
-            async with trio.open_nursery() as attacks:
-                for kind, peer in hostiles.items():
-                    attacks.start_soon(attack, kind, peer)
+            with phase("broken frames reach the validators", 40):
+                await broken_frames(framer)
+            with phase("the attacks are sent", 60):
+                async with trio.open_nursery() as attacks:
+                    for kind, peer in hostiles.items():
+                        attacks.start_soon(attack, kind, peer)
 
             def all_banned() -> bool:
                 logs = [n.log_path.read_text(errors="replace") for n in net.nodes]
                 return all(f"banning peer {p.peer_id}" in log for p in hostiles.values()
                            for log in logs)
 
-            while not await in_thread(all_banned):
-                await trio.sleep(0.2)
+            with phase("every validator bans every hostile peer", 60):
+                while not await in_thread(all_banned):
+                    await trio.sleep(0.2)
             # A banned peer keeps redialling (about once a second here); each time the
             # validator lets the connection up and cuts it at once. Count the peers the
             # validators hold for 3 s: honest ones, the framer, and at most a fraction

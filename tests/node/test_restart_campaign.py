@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from devnet.launcher import prepare
-from tests.node.test_network_faults import (
+from tests.devnet import (
     CHAIN_ID,
     assert_one_chain,
     head,

@@ -41,7 +41,7 @@ from p2p.host import P2PNode
 from p2p.identity import load_or_create_node_key, node_multiaddr, peer_id_of
 from p2p.reqresp import Head
 from p2p.topics import MIB, topic_id
-from tests.node.test_network_faults import (
+from tests.devnet import (
     CHAIN_ID,
     Devnet,
     accept_all,
