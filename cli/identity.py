@@ -75,7 +75,8 @@ def permission_names(bits: int) -> list[str]:
 
 def parse_permissions(text: str) -> int:
     """Permission bits: a number (``33``, ``0x21``), ``all``, or names joined by commas
-    (``live_data,raw_data``; ``-`` and ``_`` alike, any case; docs/identity.md)."""
+    (``non_location_history,location_history``; ``-`` and ``_`` alike, any case;
+    docs/identity.md)."""
     s = text.strip().lower()
     names: dict[str, int] = identity_module().PERMISSION_BITS
     try:
@@ -85,7 +86,7 @@ def parse_permissions(text: str) -> int:
         for part in s.replace("-", "_").split(","):
             name = part.strip()
             if name == "all":
-                bits |= (1 << len(names)) - 1
+                bits |= identity_module().PERMISSIONS_ALL
             elif name in names:
                 bits |= 1 << names[name]
             else:
@@ -385,7 +386,7 @@ def register_identity_commands(sub: argparse._SubParsersAction) -> None:
         "--perms",
         type=parse_permissions,
         required=True,
-        help="bits (33, 0x21), names (live_data,raw_data) or all",
+        help="bits (9, 0x09), names (non_location_history,location_history) or all",
     )
     grant.add_argument(
         "--expires",

@@ -26,6 +26,7 @@ from cli.common import RED, UsageError, paint, read_password, use_colour
 from cli.gov import register_gov_commands
 from cli.identity import register_identity_commands
 from cli.light import register_light_commands
+from cli.telemetry import register_telemetry_commands
 from cli.tx import register_tx_commands
 from genesis.devnet import new_genesis
 from genesis.spec import DEV_CHAIN_ID, GenesisSpec
@@ -249,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_gov_commands(sub)
     register_tx_commands(sub)
     register_light_commands(sub)
+    register_telemetry_commands(sub)
     return p
 
 

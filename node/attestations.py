@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgpack
 import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -43,8 +44,9 @@ from node.attestation_pool import (
     check_stateless_unshared,
     view_check,
 )
-from node.signal_store import SignalStore, SignalStoreError
+from node.signal_store import SignalStore, SignalStoreError, UsedNonces
 from vm.attestation import (
+    MAX_SIGNALS_BYTES,
     OK,
     AttestationError,
     SignalsError,
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
     from node.block import Block
     from node.config import TelemetrySection
     from node.store import ChainStore
+    from p2p.batch import Batcher
     from p2p.host import P2PNode, Verdict
     from vm.execute import BlockResult
 
@@ -66,6 +69,9 @@ log = logging.getLogger("motus.attestations")
 
 MAX_SUBMIT = 1000  # attestations per motus_submitAttestations call (docs/telemetry.md)
 GOSSIP_MAX_ITEMS = 4096  # items one gossip batch may carry (a 1 MiB batch holds ~6,000)
+SIGNAL_BATCH_BYTES = 256 * 1024  # a signals gossip batch closes at this size
+SIGNAL_ITEM_MAX_BYTES = 256 + MAX_SIGNALS_BYTES + 16  # [attestation, payload], msgpack
+SIGNAL_FLUSH_S = 0.1  # a signals batch leaves at most this long after its first item
 PRUNE_INTERVAL_S = 600.0  # signal store retention sweep
 THREAD_MIN_BATCH = 8  # below this the stateless checks run inline: a thread hop costs more
 # Codes that block building reports without the attestation being invalid for good:
@@ -99,6 +105,28 @@ def check_payload(raw: bytes, payload: bytes) -> None:
         raise PayloadError("bad_payload", str(exc)) from None
 
 
+def encode_signal_item(raw: bytes, payload: bytes) -> bytes:
+    """One item of the signals gossip topic: canonical msgpack ``[attestation, payload]``."""
+    return msgpack.packb([bytes(raw), bytes(payload)], use_bin_type=True)
+
+
+def decode_signal_item(item: bytes) -> tuple[bytes, bytes]:
+    """Inverse of :func:`encode_signal_item`; ValueError unless canonical and in bounds."""
+    if len(item) > SIGNAL_ITEM_MAX_BYTES:
+        raise ValueError(f"signal item of {len(item)} bytes")
+    try:
+        pair = msgpack.unpackb(item, raw=False, max_bin_len=MAX_SIGNALS_BYTES, max_str_len=0,
+                               max_array_len=2, max_map_len=0, max_ext_len=0)
+    except Exception as exc:  # msgpack raises ValueError, ExtraData, TypeError...
+        raise ValueError(f"signal item is not msgpack: {exc}") from None
+    if (not isinstance(pair, list) or len(pair) != 2
+            or not all(isinstance(x, bytes) for x in pair)):
+        raise ValueError("signal item is not [bin, bin]")
+    if encode_signal_item(*pair) != item:
+        raise ValueError("signal item is not canonical")
+    return pair[0], pair[1]
+
+
 class AttestationService:
     """Pool, admission cache, counters and signal store of one node (see module doc).
 
@@ -122,10 +150,13 @@ class AttestationService:
         if signals_path is not None:
             Path(signals_path).mkdir(parents=True, exist_ok=True)
             self.signals = SignalStore(str(signals_path), chain_id, config.signal_retention_days)
+        self.request_nonces = UsedNonces()  # motus_getTelemetry: each request answered once
         self.accepted = 0  # attestations admitted into the pool since start
         self.built_rejects = 0  # pending attestations that block building refused
         self.gossip: Counter[str] = Counter()  # batches in/out, items relayed
         self._publish: Callable[[bytes], bool] | None = None
+        self.signal_batcher: Batcher | None = None  # payloads to the signals topic
+        self._signal_inbox: Any = None
         self._admission = trio.Lock()  # FIFO: batches are admitted in arrival order
         self._view: Any = None
         self._check: StatefulCheck | None = None
@@ -178,6 +209,12 @@ class AttestationService:
                           header.height)
             self.cache = AdmissionCache(self.store.state_db)
             self._follow(header.state_root, header.height)
+        if self.signals is not None and result.attestations:
+            try:
+                self.signals.note_included(_included_keys(result))
+            except Exception:
+                log.exception("signal store could not note the attestations of block %d",
+                              header.height)
 
     # --- admission ----------------------------------------------------------------------
 
@@ -213,7 +250,9 @@ class AttestationService:
                 self._publish(raw)
             self.gossip["items_out"] += len(fresh)
         if payloads is not None and self.signals is not None:
-            self._store_payloads(raws, results, payloads)
+            stored = self._store_payloads(raws, results, payloads)
+            if gossip:
+                self._gossip_payloads(stored)
         return results
 
     def _check_stateless(self, raws: list[bytes]) -> list[Any]:
@@ -223,15 +262,33 @@ class AttestationService:
         return check_stateless_unshared(raws, self.chain_id)
 
     def _store_payloads(self, raws: Sequence[bytes], results: Sequence[AddResult],
-                        payloads: Sequence[bytes | None]) -> None:
+                        payloads: Sequence[bytes | None]) -> list[tuple[bytes, bytes]]:
+        """Store the payloads of items that are in the pool or already on chain; returns
+        the (attestation, payload) pairs stored now (not those held already)."""
         assert self.signals is not None
+        stored = []
         for raw, result, payload in zip(raws, results, payloads, strict=True):
-            if payload is None or not result.accepted:
+            if payload is None:
                 continue
+            if not result.accepted and self.store.attestation_location(result.id) is None:
+                continue
+            if self.signals.get(result.id) is not None:
+                continue  # held already (and gossiped when it was first stored)
             try:
                 self.signals.put(raw, payload)
             except SignalStoreError as exc:  # checked before admission: a node bug
                 log.warning("signal payload of 0x%s not stored: %s", result.id.hex(), exc)
+                continue
+            stored.append((raw, payload))
+        return stored
+
+    def _gossip_payloads(self, pairs: Sequence[tuple[bytes, bytes]]) -> None:
+        """Hand stored payloads to the signals topic, so every node holds them."""
+        if self.signal_batcher is None:
+            return
+        for raw, payload in pairs:
+            self.signal_batcher.add(encode_signal_item(raw, payload))
+        self.gossip["signals_out"] += len(pairs)
 
     def store_signals(self, raw: bytes, payload: bytes) -> str:
         """``motus_submitSignals``: store the payload of an attestation this node knows
@@ -242,10 +299,13 @@ class AttestationService:
         status = self.status(compute_attestation_id(raw))
         if status is None or status.status == "rejected":
             return "unknown_attestation"
+        held = self.signals.get(compute_attestation_id(raw)) is not None
         try:
             self.signals.put(raw, payload)
         except SignalStoreError as exc:
             return exc.code
+        if not held:
+            self._gossip_payloads([(raw, payload)])
         return OK
 
     def status(self, att_id: bytes) -> AttestationStatus | None:
@@ -269,6 +329,17 @@ class AttestationService:
             return None
         inbox = p2p.register_topic("attestation", self.check_gossip_batch)
         self._publish = p2p.attestations.add
+        if self.signals is not None:
+            from p2p.batch import Batcher
+
+            self._signal_inbox = p2p.register_topic("signals", self.check_signal_batch)
+
+            async def publish(data: bytes) -> None:
+                await p2p.publish("signals", data)
+
+            self.signal_batcher = Batcher(publish, flush_interval=SIGNAL_FLUSH_S,
+                                          max_batch_bytes=SIGNAL_BATCH_BYTES,
+                                          max_item_bytes=SIGNAL_ITEM_MAX_BYTES, name="signal")
         return inbox
 
     async def check_gossip_batch(self, peer: str, data: bytes) -> Verdict:
@@ -298,6 +369,44 @@ class AttestationService:
             return Verdict.REJECT
         return Verdict.ACCEPT if any(r.accepted for r in results) else Verdict.IGNORE
 
+    async def check_signal_batch(self, peer: str, data: bytes) -> Verdict:
+        """Topic check of one signals batch (``[attestation, payload]`` items) from
+        ``peer``. Envelope or item not canonical: MALFORMED. A payload that does not hash
+        to its attestation's ``signals_hash``, or an attestation failing the stateless
+        checks: REJECT (every honest publisher checked both). Otherwise each attestation
+        goes through admission like an RPC one and the payloads of those in the pool or
+        on chain are stored: ACCEPT (relayed) when one was, else IGNORE."""
+        from p2p.batch import decode_batch
+        from p2p.errors import BatchDecodeError
+        from p2p.host import Verdict
+
+        self.gossip["signal_batches_in"] += 1
+        try:
+            items = decode_batch(data, max_items=GOSSIP_MAX_ITEMS,
+                                 max_item_bytes=SIGNAL_ITEM_MAX_BYTES)
+            pairs = [decode_signal_item(item) for item in items]
+        except (BatchDecodeError, ValueError):
+            self.gossip["signal_batches_rejected"] += 1
+            return Verdict.MALFORMED
+        try:
+            for raw, payload in pairs:
+                check_payload(raw, payload)
+        except PayloadError:
+            self.gossip["signal_batches_rejected"] += 1
+            return Verdict.REJECT
+        raws = [raw for raw, _ in pairs]
+        results = await self.submit(raws, f"peer:{peer}", payloads=[p for _, p in pairs],
+                                    gossip=False)
+        if any(r.code in STATELESS_CODES for r in results):
+            self.gossip["signal_batches_rejected"] += 1
+            return Verdict.REJECT
+        held = sum(1 for r in results if self._holds(r.id))
+        self.gossip["signals_in"] += held
+        return Verdict.ACCEPT if held else Verdict.IGNORE
+
+    def _holds(self, att_id: bytes) -> bool:
+        return self.signals is not None and self.signals.get(att_id) is not None
+
     # --- lifecycle -------------------------------------------------------------------------
 
     async def run(self, inbox: trio.MemoryReceiveChannel[Any] | None = None, *,
@@ -311,6 +420,9 @@ class AttestationService:
             async with trio.open_nursery() as nursery:
                 if inbox is not None:
                     nursery.start_soon(_drain, inbox)
+                if self.signal_batcher is not None:
+                    nursery.start_soon(_drain, self._signal_inbox)
+                    nursery.start_soon(self.signal_batcher.run)
                 if self.signals is not None:
                     nursery.start_soon(self._prune_loop)
                 task_status.started()
@@ -350,6 +462,15 @@ def _included_ids(result: BlockResult) -> list[bytes]:
     return ids
 
 
+def _included_keys(result: BlockResult) -> list[tuple[bytes, int, int]]:
+    """``(id, vehicle_id, timestamp_ms)`` of the block's included attestations."""
+    out = []
+    for att_id, raw in zip(_included_ids(result), result.attestations, strict=True):
+        att = decode_attestation(bytes(raw))
+        out.append((att_id, att.vehicle_id, att.timestamp_ms))
+    return out
+
+
 async def _drain(inbox: trio.MemoryReceiveChannel[Any]) -> None:
     async for _ in inbox:
         pass  # admitted by the topic check already; keep the inbox from filling
@@ -376,9 +497,11 @@ class AttestationCollector(Collector):
         yield GaugeMetricFamily("motus_attestation_pool_bytes", "Bytes of pending attestations",
                                 value=s.pool.size_bytes)
         gossip = CounterMetricFamily("motus_attestation_gossip",
-                                     "Attestation gossip: batches in/rejected, items in/out",
+                                     "Attestation and signal gossip: batches in/rejected, items in/out",
                                      labels=["kind"])
-        for kind in ("batches_in", "batches_rejected", "items_in", "items_out"):
+        for kind in ("batches_in", "batches_rejected", "items_in", "items_out",
+                     "signal_batches_in", "signal_batches_rejected", "signals_in",
+                     "signals_out"):
             gossip.add_metric([kind], s.gossip[kind])
         yield gossip
 

@@ -22,6 +22,7 @@ from node.keys import load_validator_key
 from node.localtxs import LocalTransactions
 from node.mempool import Mempool
 from node.store import ChainStore
+from p2p.identity import load_or_create_node_key, peer_id_of
 from p2p.topics import TopicName
 from vm.modules.params import get_param
 
@@ -55,6 +56,8 @@ class Node:
         if self.home.validator_key.exists():
             self.validator_key = load_validator_key(self.home.validator_key)
         self.address = address_of_private_key(self.validator_key) if self.validator_key else None
+        # the node id telemetry requests name as their audience (docs/telemetry.md)
+        self.peer_id = peer_id_of(load_or_create_node_key(self.home.node_key))
         self.rpc_port: int | None = None
         self.stopping = trio.Event()
         self.network = None

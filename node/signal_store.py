@@ -3,20 +3,27 @@
 The chain keeps only the hash and the coarse cell of each reading; the owner's
 chosen node keeps the payload (exact position, battery, diagnostics...) here,
 verified against the attestation, indexed by vehicle and time, pruned after a
-retention period, and served by ``motus_getTelemetry`` to requesters that hold
-a data permission on the vehicle (see :func:`authorize_request`).
+retention period, and served by ``motus_getTelemetry`` to the owners of the ownership
+periods in which records were produced and to the current owner's grantees (see
+:func:`authorize_request`). Every node stores what it validated: payloads are
+gossiped (docs/telemetry.md, "Signal replication").
 
 LevelDB layout (one plyvel database, a directory of its own; integers are
 8-byte big-endian so keys sort by number):
 
 - ``b"v" + vehicle_id + timestamp_ms + id`` -> msgpack ``[attestation bytes, payload]``
 - ``b"a" + id`` -> ``vehicle_id + timestamp_ms`` (lookup by attestation id, de-duplication)
+- ``b"k" + vehicle_id + timestamp_ms + id`` -> empty: an attestation included on chain
+  whose payload this node does not hold (coverage answers)
 - ``b"t" + timestamp_ms + vehicle_id + id`` -> empty (retention scan in time order)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import heapq
+import secrets
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,16 +44,29 @@ from vm.attestation import (
     decode_signals,
 )
 from vm.geo import cell_to_latlng
+from vm.modules.identity import (
+    PERMISSIONS_ALL,
+    READ_PERMISSIONS,
+    OwnershipPeriod,
+    get_permission,
+    get_vehicle,
+    ownership_periods,
+)
 
 DAY_MS = 86_400_000
 REQUEST_FRESH_MS = 60_000  # a signed request is valid this long around its timestamp
 MAX_RANGE_MS = 31 * DAY_MS
 MAX_RECORDS = 10_000
+MAX_MISSING_LISTED = 100  # ids of records without a payload here, listed in ``coverage``
+NONCE_BYTES = 16
+NONCES_PER_SIGNER = 1_000  # answered requests one signer may have in flight (2 min window)
+NONCES_TOTAL = 100_000  # over all signers: ~15 MB at most
 
 # identity permission bits (vm.modules.identity.PERMISSION_BITS)
 BIT_NON_LOCATION_HISTORY = 0
 BIT_CURRENT_LOCATION = 2
 BIT_LOCATION_HISTORY = 3
+BIT_RAW_DATA = 6
 BIT_APPROXIMATE_LOCATION = 7
 
 EXACT, CURRENT, APPROXIMATE, NONE = "exact", "current", "approximate", "none"
@@ -62,8 +82,8 @@ class SignalStoreError(Exception):
 
 
 class TelemetryAccessError(Exception):
-    """A telemetry request refused; ``code`` is stable: bad_request, stale_request,
-    bad_signature, denied."""
+    """A telemetry request refused; ``code`` is stable: bad_request, wrong_audience,
+    expired, bad_signature, replayed, too_many_requests, busy, denied, period_mismatch."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -99,6 +119,12 @@ class SignalStore:
     def close(self) -> None:
         self._db.close()
 
+    def __enter__(self) -> SignalStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def put(self, raw_attestation: bytes, payload: bytes) -> bytes:
         """Store ``payload`` under its attestation after checking that the attestation is
         signed by its device and that ``keccak(payload) == signals_hash``; returns the
@@ -122,6 +148,7 @@ class SignalStore:
             return att_id
         with self._db.write_batch(transaction=True) as batch:
             record = msgpack.packb([raw_attestation, payload], use_bin_type=True)
+            batch.delete(b"k" + where + att_id)
             batch.put(b"v" + where + att_id, record)
             batch.put(b"a" + att_id, where)
             batch.put(b"t" + _u64(att.timestamp_ms) + _u64(att.vehicle_id) + att_id, b"")
@@ -144,13 +171,41 @@ class SignalStore:
     def query(self, vehicle_id: int, from_ms: int, to_ms: int,
               limit: int = MAX_RECORDS) -> list[StoredSignals]:
         """Records of ``vehicle_id`` with ``from_ms <= timestamp_ms <= to_ms``, oldest first."""
-        if to_ms < from_ms:
+        if to_ms < from_ms or limit <= 0:
             return []
         start = b"v" + _u64(vehicle_id) + _u64(from_ms)
         stop = b"v" + _u64(vehicle_id) + _u64(min(to_ms, 2**64 - 2) + 1)
         out = []
         for key, value in self._db.iterator(start=start, stop=stop):
             out.append(self._record(key[17:], value))
+            if len(out) >= limit:
+                break
+        return out
+
+    def note_included(self, attestations: Iterable[tuple[bytes, int, int]]) -> int:
+        """Remember attestations included on chain, ``(id, vehicle_id, timestamp_ms)``,
+        whose payload this node does not hold, so that reads can say what is missing;
+        returns how many were noted. Storing the payload later clears the note."""
+        n = 0
+        with self._db.write_batch(transaction=True) as batch:
+            for att_id, vehicle_id, timestamp_ms in attestations:
+                if self._db.get(b"a" + att_id) is not None:
+                    continue
+                batch.put(b"k" + _u64(vehicle_id) + _u64(timestamp_ms) + att_id, b"")
+                batch.put(b"t" + _u64(timestamp_ms) + _u64(vehicle_id) + att_id, b"")
+                n += 1
+        return n
+
+    def missing(self, vehicle_id: int, from_ms: int, to_ms: int, limit: int) -> list[bytes]:
+        """Ids of included attestations of the vehicle in the range (inclusive) whose
+        payload this node does not hold, oldest first, at most ``limit``."""
+        if to_ms < from_ms or limit <= 0:
+            return []
+        start = b"k" + _u64(vehicle_id) + _u64(from_ms)
+        stop = b"k" + _u64(vehicle_id) + _u64(min(to_ms, 2**64 - 2) + 1)
+        out = []
+        for key in self._db.iterator(start=start, stop=stop, include_value=False):
+            out.append(key[17:])
             if len(out) >= limit:
                 break
         return out
@@ -172,6 +227,7 @@ class SignalStore:
                 batch.delete(key)
                 batch.delete(b"a" + att_id)
                 batch.delete(b"v" + vehicle + ts + att_id)
+                batch.delete(b"k" + vehicle + ts + att_id)
                 n += 1
         return n
 
@@ -181,114 +237,260 @@ class SignalStore:
 
 @dataclass(frozen=True)
 class TelemetryRequest:
+    """A signed read request. ``node_id`` (the serving node's libp2p peer id) and
+    ``chain_id`` are its audience; ``nonce`` makes it usable once."""
+
     vehicle_id: int
     from_ms: int
     to_ms: int
     timestamp_ms: int  # when the requester signed; must be within 60 s of the node's clock
     signature: bytes  # EIP-191 personal_sign over request_message(...)
+    node_id: str = ""
+    nonce: bytes = b""
+    chain_id: int | None = None  # the chain the requester named; None: the node's own
 
 
 def request_message(chain_id: int, vehicle_id: int, from_ms: int, to_ms: int,
-                    timestamp_ms: int) -> str:
+                    timestamp_ms: int, node_id: str, nonce: bytes) -> str:
     """The exact text a requester signs with EIP-191 (``personal_sign``)."""
-    return (f"Motus telemetry request\nchain_id: {chain_id}\nvehicle_id: {vehicle_id}\n"
-            f"from_ms: {from_ms}\nto_ms: {to_ms}\ntimestamp_ms: {timestamp_ms}")
+    return (f"Motus telemetry request\nchain_id: {chain_id}\nnode_id: {node_id}\n"
+            f"vehicle_id: {vehicle_id}\nfrom_ms: {from_ms}\nto_ms: {to_ms}\n"
+            f"timestamp_ms: {timestamp_ms}\nnonce: 0x{nonce.hex()}")
 
 
-def sign_request(private_key: bytes, chain_id: int, vehicle_id: int, from_ms: int, to_ms: int,
-                 timestamp_ms: int) -> TelemetryRequest:
-    """Client side: a signed telemetry request."""
-    text = request_message(chain_id, vehicle_id, from_ms, to_ms, timestamp_ms)
-    message = encode_defunct(text=text)
-    signature = bytes(Account.sign_message(message, private_key).signature)
-    return TelemetryRequest(vehicle_id, from_ms, to_ms, timestamp_ms, signature)
+def sign_request(private_key: bytes, chain_id: int, node_id: str, vehicle_id: int, from_ms: int,
+                 to_ms: int, timestamp_ms: int, nonce: bytes | None = None) -> TelemetryRequest:
+    """Client side: a signed telemetry request for the node ``node_id`` (its peer id,
+    ``motus_nodeStatus().peerId``); a fresh random 16-byte nonce unless given."""
+    nonce = secrets.token_bytes(NONCE_BYTES) if nonce is None else nonce
+    text = request_message(chain_id, vehicle_id, from_ms, to_ms, timestamp_ms, node_id, nonce)
+    signature = bytes(Account.sign_message(encode_defunct(text=text), private_key).signature)
+    return TelemetryRequest(vehicle_id, from_ms, to_ms, timestamp_ms, signature, node_id, nonce,
+                            chain_id)
+
+
+def request_json(request: TelemetryRequest) -> dict[str, Any]:
+    """The ``motus_getTelemetry`` parameter for a signed request."""
+    return {"vehicleId": request.vehicle_id, "fromMs": request.from_ms, "toMs": request.to_ms,
+            "timestampMs": request.timestamp_ms, "chainId": request.chain_id,
+            "nodeId": request.node_id, "nonce": "0x" + request.nonce.hex(),
+            "signature": "0x" + request.signature.hex()}
+
+
+class UsedNonces:
+    """Nonces of answered requests, per signer, kept until their request expires
+    (timestamp + :data:`REQUEST_FRESH_MS`): a request is answered at most once per node.
+
+    Memory is bounded: at most ``per_signer`` live nonces per signer (a signer over it
+    is refused ``too_many_requests`` until some expire) and ``total`` overall (then every
+    new request is refused ``busy``). Nothing is evicted early, since an evicted nonce
+    could be replayed. Thread-safe (reads run on RPC worker threads)."""
+
+    def __init__(self, per_signer: int = NONCES_PER_SIGNER, total: int = NONCES_TOTAL) -> None:
+        self.per_signer = per_signer
+        self.total = total
+        self._by_signer: dict[bytes, dict[bytes, int]] = {}
+        self._expiries: list[tuple[int, bytes, bytes]] = []  # heap of (expiry, signer, nonce)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._expiries)
+
+    def _expire(self, now_ms: int) -> None:
+        while self._expiries and self._expiries[0][0] < now_ms:
+            _, signer, nonce = heapq.heappop(self._expiries)
+            live = self._by_signer.get(signer)
+            if live is not None:
+                live.pop(nonce, None)
+                if not live:
+                    del self._by_signer[signer]
+
+    def check(self, signer: bytes, nonce: bytes, now_ms: int) -> None:
+        """Raise ``replayed``, ``too_many_requests`` or ``busy``; records nothing."""
+        with self._lock:
+            self._expire(now_ms)
+            live = self._by_signer.get(signer, {})
+            if nonce in live:
+                raise TelemetryAccessError("replayed", "this request was answered already")
+            if len(live) >= self.per_signer:
+                raise TelemetryAccessError(
+                    "too_many_requests",
+                    f"{self.per_signer} requests of this signer in the last "
+                    f"{2 * REQUEST_FRESH_MS // 1000} s; try again later")
+            if len(self._expiries) >= self.total:
+                raise TelemetryAccessError("busy", "the node is tracking too many requests")
+
+    def use(self, signer: bytes, nonce: bytes, timestamp_ms: int, now_ms: int) -> None:
+        """Record an answered request (after :meth:`check`); ``replayed`` if another
+        thread answered the same one meanwhile."""
+        with self._lock:
+            live = self._by_signer.setdefault(signer, {})
+            if nonce in live:
+                raise TelemetryAccessError("replayed", "this request was answered already")
+            expiry = timestamp_ms + REQUEST_FRESH_MS
+            live[nonce] = expiry
+            heapq.heappush(self._expiries, (expiry, signer, nonce))
+
+
+@dataclass(frozen=True)
+class ReadablePeriod:
+    """An ownership period the requester may read, and what of it (permission bits)."""
+
+    period: OwnershipPeriod
+    bits: int
 
 
 @dataclass(frozen=True)
 class TelemetryAccess:
     requester: bytes
-    location: str  # exact, current, approximate or none
+    periods: tuple[ReadablePeriod, ...]  # the readable periods overlapping the range
 
 
-PermissionCheck = Callable[[Any, int, bytes, int, int], bool]  # identity.has_permission
+GrantLookup = Callable[[Any, int, bytes, int], int]  # (state, vehicle, grantee, now_s) -> bits
 
 
-def authorize_request(state: Any, request: TelemetryRequest, chain_id: int, now_ms: int,
-                      has_permission: PermissionCheck | None = None) -> TelemetryAccess:
-    """Check a signed request against the head state now; raises TelemetryAccessError.
+def granted_bits(state: Any, vehicle_id: int, grantee: bytes, now_s: int) -> int:
+    """The permission bits ``grantee`` holds on the vehicle now from its current owner
+    (0 when none or expired)."""
+    bits, expiry = get_permission(state, vehicle_id, grantee)
+    return bits if now_s < expiry else 0
 
-    Rule: the signer must hold non-location history (bit 0) on the vehicle now.
-    Location signals (``lat``, ``lon``) are then returned by the best location
-    permission held: location history (bit 3) exact on every record; current
-    location (bit 2) exact on the vehicle's newest record only; approximate
-    location (bit 7) replaced by the centre of the attestation's public H3 cell;
-    none of these: removed. Owners hold every permission.
+
+def authorize_request(state: Any, request: TelemetryRequest, chain_id: int, node_id: str,
+                      now_ms: int, nonces: UsedNonces | None = None,
+                      grants: GrantLookup = granted_bits) -> TelemetryAccess:
+    """Check a signed request against the head state now; raises TelemetryAccessError
+    (nothing is recorded then). On success its nonce is recorded in ``nonces``.
+
+    Rule (docs/privacy.md, "Who can read what"): records belong to the ownership period
+    in which they were produced. The requester reads every period it owned, with every
+    permission; a grantee of the current owner reads the current owner's periods with
+    the bits granted (ended by a transfer, which resets grants). Order of checks:
+    ``bad_request``, ``wrong_audience``, ``expired``, ``bad_signature``, ``replayed`` /
+    ``too_many_requests`` / ``busy``, ``denied`` (no readable period), ``period_mismatch``
+    (readable periods, none in the range).
     """
-    if has_permission is None:
-        from vm.modules.identity import has_permission as identity_has_permission
-
-        has_permission = identity_has_permission
     if not 0 <= request.from_ms <= request.to_ms or request.to_ms - request.from_ms > MAX_RANGE_MS:
         raise TelemetryAccessError(
             "bad_request", f"need 0 <= from_ms <= to_ms, range at most {MAX_RANGE_MS} ms")
+    if len(request.nonce) != NONCE_BYTES:
+        raise TelemetryAccessError("bad_request", f"nonce must be {NONCE_BYTES} bytes")
+    if request.chain_id not in (None, chain_id) or request.node_id != node_id:
+        raise TelemetryAccessError(
+            "wrong_audience", f"request is for chain {request.chain_id} node "
+                              f"{request.node_id or '(none)'}; this is chain {chain_id} node {node_id}")
     if abs(now_ms - request.timestamp_ms) > REQUEST_FRESH_MS:
         raise TelemetryAccessError(
-            "stale_request", "request timestamp is more than 60 s from the node's clock")
-    message = encode_defunct(text=request_message(chain_id, request.vehicle_id, request.from_ms,
-                                                  request.to_ms, request.timestamp_ms))
+            "expired", "request timestamp is more than 60 s from the node's clock")
+    text = request_message(chain_id, request.vehicle_id, request.from_ms, request.to_ms,
+                           request.timestamp_ms, node_id, request.nonce)
     try:
-        requester = bytes.fromhex(Account.recover_message(message, signature=request.signature)[2:])
+        recovered = Account.recover_message(encode_defunct(text=text), signature=request.signature)
+        requester = bytes.fromhex(recovered[2:])
     except Exception:
         raise TelemetryAccessError("bad_signature",
                                    "signature does not recover an address") from None
-    now_s = now_ms // 1000
+    if nonces is not None:
+        nonces.check(requester, request.nonce, now_ms)
+    periods = ownership_periods(state, request.vehicle_id)
+    vehicle = get_vehicle(state, request.vehicle_id)
+    current = vehicle.owner if vehicle is not None else None
+    granted = 0
+    if current is not None and requester != current:
+        granted = grants(state, request.vehicle_id, requester, now_ms // 1000) & READ_PERMISSIONS
+    readable = []
+    for period in periods:
+        if period.owner == requester:
+            readable.append(ReadablePeriod(period, PERMISSIONS_ALL))
+        elif granted and period.owner == current:
+            readable.append(ReadablePeriod(period, granted))
+    if not readable:
+        raise TelemetryAccessError("denied", f"0x{requester.hex()} may read no data of vehicle "
+                                             f"{request.vehicle_id}")
+    overlapping = tuple(r for r in readable if _window(r.period)[0] <= request.to_ms
+                        and (r.period.to_ms is None or request.from_ms < r.period.to_ms))
+    if not overlapping:
+        raise TelemetryAccessError(
+            "period_mismatch", "the range lies outside the ownership periods this signer may "
+                               "read: " + ", ".join(_period_text(r.period) for r in readable))
+    if nonces is not None:
+        nonces.use(requester, request.nonce, request.timestamp_ms, now_ms)
+    return TelemetryAccess(requester, overlapping)
 
-    def holds(bit: int) -> bool:
-        return bool(has_permission(state, request.vehicle_id, requester, 1 << bit, now_s))
 
-    if not holds(BIT_NON_LOCATION_HISTORY):
-        raise TelemetryAccessError("denied", f"0x{requester.hex()} holds no data permission on "
-                                             f"vehicle {request.vehicle_id}")
-    if holds(BIT_LOCATION_HISTORY):
-        location = EXACT
-    elif holds(BIT_CURRENT_LOCATION):
-        location = CURRENT
-    elif holds(BIT_APPROXIMATE_LOCATION):
-        location = APPROXIMATE
+def _window(period: OwnershipPeriod) -> tuple[int, int | None]:
+    """The device times of the records a period holds, ``[start, end)``: the first
+    period also holds readings older than the mint (a device may send them up to
+    ``attestation_stale_ms`` late)."""
+    return (0 if period.index == 0 else period.from_ms), period.to_ms
+
+
+def _period_text(period: OwnershipPeriod) -> str:
+    start, end = _window(period)
+    return f"[{start}, {'now' if end is None else end})"
+
+
+def filter_record(rec: StoredSignals, bits: int, newest: bool) -> dict[str, Any]:
+    """One record as the holder of ``bits`` sees it (docs/privacy.md, the bit table):
+    non-location signals with non-location history (bit 0); ``lat``/``lon`` exact with
+    location history (bit 3), or current location (bit 2) on the vehicle's newest record,
+    else the centre of the record's public H3 cell with approximate location (bit 7),
+    else removed; ``cell`` with any of those; ``payload`` (the raw bytes, verifiable
+    against the chain's ``signals_hash``) with raw data (bit 6) when nothing was removed."""
+    signals = rec.signals
+    has_location = any(k in signals for k in LOCATION_SIGNALS)
+    if bits & (1 << BIT_LOCATION_HISTORY) or (newest and bits & (1 << BIT_CURRENT_LOCATION)):
+        mode = EXACT
+    elif bits & (1 << BIT_APPROXIMATE_LOCATION):
+        mode = APPROXIMATE
     else:
-        location = NONE
-    return TelemetryAccess(requester, location)
+        mode = NONE
+    out: dict[str, Any] = {}
+    if bits & (1 << BIT_NON_LOCATION_HISTORY):
+        out = {k: v for k, v in signals.items() if k not in LOCATION_SIGNALS}
+    if mode == EXACT:
+        out.update((k, signals[k]) for k in LOCATION_SIGNALS if k in signals)
+    elif mode == APPROXIMATE and has_location:
+        out["lat"], out["lon"] = cell_to_latlng(rec.attestation.cell)
+    complete = len(out) == len(signals) and (mode == EXACT or not has_location)
+    return {
+        "id": "0x" + rec.id.hex(),
+        "vehicle_id": rec.vehicle_id,
+        "timestamp_ms": rec.timestamp_ms,
+        "cell": hex(rec.attestation.cell) if mode != NONE else None,
+        "location": mode if has_location else NONE,
+        "signals": out,
+        "payload": ("0x" + rec.payload.hex()
+                    if complete and bits & (1 << BIT_RAW_DATA) else None),
+    }
 
 
 def get_telemetry(store: SignalStore, state: Any, request: TelemetryRequest, now_ms: int,
-                  has_permission: PermissionCheck | None = None,
-                  limit: int = MAX_RECORDS) -> list[dict[str, Any]]:
-    """What ``motus_getTelemetry`` answers: the vehicle's records in the range with
-    location signals filtered by :func:`authorize_request`'s rule. ``payload`` (hex) is
-    present only when nothing was removed, so it can be checked against the chain's
-    ``signals_hash``."""
-    access = authorize_request(state, request, store.chain_id, now_ms, has_permission)
-    records = store.query(request.vehicle_id, request.from_ms, request.to_ms, limit)
-    newest = store.latest(request.vehicle_id) if access.location == CURRENT else None
-    out = []
-    for rec in records:
-        signals = rec.signals
-        mode = access.location
-        if mode == CURRENT:
-            mode = EXACT if newest is not None and rec.id == newest.id else NONE
-        has_location = any(k in signals for k in LOCATION_SIGNALS)
-        if mode != EXACT and has_location:
-            for key in LOCATION_SIGNALS:
-                signals.pop(key, None)
-            if mode == APPROXIMATE:
-                signals["lat"], signals["lon"] = cell_to_latlng(rec.attestation.cell)
-        out.append({
-            "id": "0x" + rec.id.hex(),
-            "vehicle_id": rec.vehicle_id,
-            "timestamp_ms": rec.timestamp_ms,
-            "cell": hex(rec.attestation.cell),
-            "location": mode if has_location else NONE,
-            "signals": signals,
-            "payload": "0x" + rec.payload.hex() if mode == EXACT or not has_location else None,
-        })
-    return out
+                  node_id: str = "", nonces: UsedNonces | None = None,
+                  grants: GrantLookup = granted_bits,
+                  limit: int = MAX_RECORDS) -> dict[str, Any]:
+    """What ``motus_getTelemetry`` answers: ``records`` of the vehicle in the range that
+    fall in the requester's readable ownership periods (each filtered by
+    :func:`filter_record` with that period's bits), the ``periods`` read, and
+    ``coverage``: how many records the chain has in those windows whose payload this node
+    does not hold (``complete`` is False then; ``missing`` lists up to 100 ids)."""
+    access = authorize_request(state, request, store.chain_id, node_id, now_ms, nonces, grants)
+    newest = store.latest(request.vehicle_id)
+    records: list[dict[str, Any]] = []
+    missing: list[bytes] = []
+    for readable in access.periods:
+        period = readable.period
+        start, end = _window(period)
+        lo = max(request.from_ms, start)
+        hi = request.to_ms if end is None else min(request.to_ms, end - 1)
+        for rec in store.query(request.vehicle_id, lo, hi, limit - len(records)):
+            is_newest = newest is not None and rec.id == newest.id
+            records.append(filter_record(rec, readable.bits, is_newest) | {"period": period.index})
+        missing += store.missing(request.vehicle_id, lo, hi, MAX_MISSING_LISTED - len(missing))
+    return {
+        "records": records,
+        "periods": [{"index": r.period.index, "owner": "0x" + r.period.owner.hex(),
+                     "from_ms": r.period.from_ms, "to_ms": r.period.to_ms}
+                    for r in access.periods],
+        "coverage": {"complete": not missing, "missing": ["0x" + m.hex() for m in missing]},
+    }

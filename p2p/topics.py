@@ -30,6 +30,7 @@ class TopicName(StrEnum):
     ATTESTATION = "attestation"
     CONSENSUS = "consensus"
     BLOCK = "block"
+    SIGNALS = "signals"
 
 
 # Topics whose encoding changed since the first release; the rest are at 1.
@@ -48,6 +49,7 @@ DEFAULT_MAX_MESSAGE_SIZE: dict[str, int] = {
     TopicName.ATTESTATION: 1 * MIB,
     TopicName.CONSENSUS: 2 * MIB,
     TopicName.BLOCK: 4 * KIB,
+    TopicName.SIGNALS: 512 * KIB,
 }
 
 # Per-peer budgets (p2p.budget): messages and bytes per second one peer may make
@@ -59,13 +61,17 @@ DEFAULT_MAX_MESSAGE_SIZE: dict[str, int] = {
 # tx: at the chain's ~600 tx/s ceiling, ~66 KB/s in at most ~20 batches/s per node;
 # attestation: each item (~160 B) costs a signature recovery (~60 us), so bytes are
 # the bound: 1 MiB/s is ~6,500 attestations/s, a third of what a node admits;
-# block: every node that commits a block announces it (~40 bytes).
+# block: every node that commits a block announces it (~40 bytes);
+# signals: off-chain payloads (up to 64 KiB, typically ~200 B) with their attestation,
+# in batches of up to 256 KiB; each item costs a signature recovery and a keccak of the
+# payload, so 2 MiB/s is ~10,000 typical payloads/s.
 # A bigger network (more validators, more relays) raises these in register_topic.
 DEFAULT_BUDGETS: dict[str, tuple[float, float]] = {  # (messages/s, bytes/s)
     TopicName.TX: (200, 1 * MIB),
     TopicName.ATTESTATION: (100, 1 * MIB),
     TopicName.CONSENSUS: (250, 8 * MIB),
     TopicName.BLOCK: (200, 256 * KIB),
+    TopicName.SIGNALS: (50, 2 * MIB),
 }
 # A topic without an entry: this many messages per second, and this many times its
 # size limit in bytes per second.

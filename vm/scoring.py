@@ -183,3 +183,30 @@ def compute_payouts(points: Sequence[int], pool: int) -> tuple[list[int], int]:
         return [0] * len(points), max(pool, 0)
     payouts = [p * pool // total for p in points]
     return payouts, pool - sum(payouts)
+
+
+def compute_owner_split(reward: int, produced: Sequence[tuple[bytes, int]],
+                        current_owner: bytes) -> list[tuple[bytes, int]]:
+    """Split one vehicle's epoch ``reward`` between the owners whose ownership periods
+    produced the epoch's accepted data: ``produced`` is ``(period owner, accepted
+    attestations)`` per period, oldest first. Each owner gets ``reward * its count //
+    total`` (periods of one owner are added up first); the rounding remainder (less
+    than the number of owners, in wei) goes to the owner with the most data, the later
+    one on a tie, so ``sum(amounts) == reward`` exactly. No data per period on record
+    (an epoch settled before periods were counted): everything to ``current_owner``.
+    Owners come out in the order of their first period."""
+    merged: dict[bytes, int] = {}
+    for owner, count in produced:
+        if count > 0:
+            merged[owner] = merged.get(owner, 0) + count
+    total = sum(merged.values())
+    if reward <= 0 or total == 0:
+        return [(current_owner, reward)]
+    shares = [(owner, reward * count // total) for owner, count in merged.items()]
+    remainder = reward - sum(amount for _, amount in shares)
+    if remainder:
+        counts = list(merged.values())
+        top = max(range(len(counts)), key=lambda i: (counts[i], i))
+        owner, amount = shares[top]
+        shares[top] = (owner, amount + remainder)
+    return shares

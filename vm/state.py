@@ -70,6 +70,7 @@ class MotusAccountDB(AccountDB):
 class MotusState(CancunState):
     computation_class = MotusComputation
     account_db_class = MotusAccountDB
+    block_timestamp_ms: int | None = None  # set by make_state
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,11 @@ def execution_context(env: BlockEnv) -> ExecutionContext:
 
 
 def make_state(db: AtomicDatabaseAPI, state_root: bytes, env: BlockEnv) -> MotusState:
-    return MotusState(db, execution_context(env), Hash32(state_root))
+    state = MotusState(db, execution_context(env), Hash32(state_root))
+    # the EVM sees whole seconds; system modules that order events against device
+    # times (ownership periods) need the block's milliseconds
+    state.block_timestamp_ms = env.timestamp_ms
+    return state
 
 
 def decode_transaction(raw: bytes):

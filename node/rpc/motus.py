@@ -69,6 +69,7 @@ def node_status(ctx: RPCContext) -> dict[str, Any]:
         "syncing": bool(getattr(network, "syncing", False)),
         "consensus": network.consensus_status() if network is not None else None,
         "rpcPort": node.rpc_port,
+        "peerId": getattr(node, "peer_id", None),
         "health": {"status": health.status, "reason": health.reason},
     }
 

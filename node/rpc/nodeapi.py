@@ -28,3 +28,4 @@ class NodeAPI(Protocol):
     address: bytes | None  # the validator address, None on a non-validator
     rpc_port: int | None
     network: Any  # node.network.NetworkService once it runs, else None
+    peer_id: str  # the libp2p peer id: the audience telemetry read requests name

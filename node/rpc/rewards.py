@@ -128,7 +128,15 @@ def reward_json(r: rewards.VehicleReward) -> dict[str, Any]:
         "lockLevel": r.lock_level,
         "penalized": r.penalized,
         "streak": r.streak,
+        "shares": [{"owner": hexb(o), "amount": str(a)} for o, a in r.shares],
     }
+
+
+def paid_to(r: rewards.VehicleReward, owner: bytes) -> int:
+    """What ``owner`` received of a vehicle's epoch reward (its ownership periods' share)."""
+    if r.shares:
+        return sum(amount for o, amount in r.shares if o == owner)
+    return r.reward if r.owner == owner else 0
 
 
 def epoch_range(state: StateAPI, start: int | None, end: int | None) -> tuple[int, int] | None:
@@ -183,7 +191,7 @@ def get_rewards(
             records += [
                 r
                 for r in rewards.get_vehicle_rewards(state, vid, *span)  # type: ignore[misc]
-                if r.owner == who
+                if r.owner == who or any(o == who for o, _ in r.shares)
             ]
         records.sort(key=lambda r: (r.epoch, r.vehicle_id))
     else:
@@ -193,7 +201,8 @@ def get_rewards(
     out.update(
         fromEpoch=span[0] if span else start,
         toEpoch=span[1] if span else end,
-        total=str(sum(r.reward for r in records)),
+        total=str(sum(paid_to(r, who) if isinstance(who, bytes) else r.reward
+                      for r in records)),
         rewards=[reward_json(r) for r in records],
         blockNumber=header.height,
     )

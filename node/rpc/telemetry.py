@@ -236,40 +236,67 @@ def get_reject_counts(ctx: RPCContext) -> dict[str, int]:
     return service(ctx).counters.snapshot()
 
 
+TELEMETRY_REQUEST_KEYS = {"vehicleId", "fromMs", "toMs", "timestampMs", "nodeId", "nonce",
+                          "signature"}
+
+
 def parse_telemetry_request(value: Any) -> TelemetryRequest:
-    """``{vehicleId, fromMs, toMs, timestampMs, signature}``: the EIP-191 signed request
-    of docs/telemetry.md (``node.signal_store.sign_request`` makes one)."""
+    """``{vehicleId, fromMs, toMs, timestampMs, chainId?, nodeId, nonce, signature}``: the
+    EIP-191 signed request of docs/telemetry.md (``node.signal_store.sign_request`` makes
+    one, ``request_json`` gives this object)."""
     if not isinstance(value, dict):
-        raise p.ParamError("expected {vehicleId, fromMs, toMs, timestampMs, signature}")
-    want = {"vehicleId", "fromMs", "toMs", "timestampMs", "signature"}
-    if set(value) != want:
-        missing, extra = sorted(want - set(value)), sorted(set(value) - want)
-        raise p.ParamError(f"missing {missing}" if missing else f"unknown keys {extra}")
-    numbers = {}
-    for key in ("fromMs", "toMs", "timestampMs"):
-        v = value[key]
+        raise p.ParamError("expected {vehicleId, fromMs, toMs, timestampMs, chainId, nodeId, "
+                           "nonce, signature}")
+    allowed = TELEMETRY_REQUEST_KEYS | {"chainId"}
+    if not TELEMETRY_REQUEST_KEYS <= set(value) or not set(value) <= allowed:
+        missing, extra = sorted(TELEMETRY_REQUEST_KEYS - set(value)), sorted(set(value) - allowed)
+        hint = " (nodeId: motus_nodeStatus().peerId; nonce: 16 random bytes)" if missing else ""
+        raise p.ParamError(f"missing {missing}{hint}" if missing else f"unknown keys {extra}")
+    numbers: dict[str, Any] = {}
+    for key in ("fromMs", "toMs", "timestampMs", "chainId"):
+        v = value.get(key)
+        if key == "chainId" and v is None:
+            numbers[key] = None
+            continue
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
-            raise p.ParamError(f"{key} must be a non-negative integer (unix ms)")
+            raise p.ParamError(f"{key} must be a non-negative integer")
         numbers[key] = v
+    node_id = value["nodeId"]
+    if not isinstance(node_id, str) or not 0 < len(node_id) <= 128:
+        raise p.ParamError("nodeId must be the node's peer id (a string)")
     return TelemetryRequest(parse_vehicle_id(value["vehicleId"]), numbers["fromMs"],
-                            numbers["toMs"], numbers["timestampMs"], p.data(value["signature"]))
+                            numbers["toMs"], numbers["timestampMs"], p.data(value["signature"]),
+                            node_id, p.data(value["nonce"]), numbers["chainId"])
 
 
 @methods.method("motus_getTelemetry", Param("request", parse_telemetry_request), blocking=True)
 def get_telemetry_records(ctx: RPCContext, request: TelemetryRequest) -> dict[str, Any]:
-    """The vehicle's stored signals in the range, filtered by what the signer may read
-    now (docs/telemetry.md, access rule). Refusals: -32000 with ``data.reason``
-    ``bad_request``, ``stale_request``, ``bad_signature`` or ``denied``."""
+    """The vehicle's stored signals in the range that the signer may read now, by
+    ownership period and permission bit (docs/privacy.md, "Who can read what"), with
+    the periods read and the node's ``coverage``. A request is for one node (its peer
+    id) and answered once. Refusals: -32000 with ``data.code`` (and ``data.reason``,
+    the same) one of ``bad_request``, ``wrong_audience``, ``expired``,
+    ``bad_signature``, ``replayed``, ``too_many_requests``, ``busy``, ``denied``,
+    ``period_mismatch``."""
     svc = service(ctx)
     if svc.signals is None:
         raise RPCError(METHOD_NOT_SUPPORTED, "this node keeps no signal store")
+    node_id = getattr(ctx.node, "peer_id", None) or ""
     state = ctx.app.state_at(ctx.store.head)  # a worker thread: not the shared head view
     try:
-        records = get_telemetry(svc.signals, state, request, int(time.time() * 1000))
+        answer = get_telemetry(svc.signals, state, request, int(time.time() * 1000),
+                               node_id=node_id, nonces=svc.request_nonces)
     except TelemetryAccessError as exc:
         raise RPCError(INVALID_INPUT, f"telemetry request refused: {exc}",
-                       {"reason": exc.code}) from None
-    return {"vehicleId": request.vehicle_id, "records": [_record_json(r) for r in records]}
+                       {"code": exc.code, "reason": exc.code}) from None
+    return {
+        "vehicleId": request.vehicle_id,
+        "nodeId": node_id,
+        "records": [_record_json(r) for r in answer["records"]],
+        "periods": [{"index": q["index"], "owner": q["owner"], "fromMs": q["from_ms"],
+                     "toMs": q["to_ms"]} for q in answer["periods"]],
+        "coverage": answer["coverage"],
+    }
 
 
 def _record_json(record: dict[str, Any]) -> dict[str, Any]:
@@ -277,6 +304,7 @@ def _record_json(record: dict[str, Any]) -> dict[str, Any]:
         "id": record["id"],
         "vehicleId": record["vehicle_id"],
         "timestampMs": record["timestamp_ms"],
+        "period": record["period"],
         "cell": record["cell"],
         "location": record["location"],
         "signals": _json_ready(record["signals"]),

@@ -38,7 +38,7 @@ from codec.files import write_atomic
 from devnet import fleet
 from devnet.device import Device, Drive
 from node.config import Config
-from node.signal_store import sign_request
+from node.signal_store import request_json, sign_request
 from p2p.identity import load_or_create_node_key, node_multiaddr, peer_id_of
 from rpcclient.txsend import decode_result, encode_call, eth_call
 from tests.procs import NodeProcess, free_port, init_home, motus, rpc
@@ -388,11 +388,11 @@ def test_permissioned_developer_reads_signals_and_unpermissioned_is_refused(
         abi("identity"), "grantPermissions", car.vehicle_id, hexs(developer), LOCATION_HISTORY,
         expiry)])])
     now = int(time.time() * 1000)
+    node_id = rpc(chain.url, "motus_nodeStatus")["peerId"]
 
     def request(key: bytes) -> dict[str, Any]:
-        req = sign_request(key, CHAIN_ID, car.vehicle_id, now - 600_000, now, now)
-        return {"vehicleId": req.vehicle_id, "fromMs": req.from_ms, "toMs": req.to_ms,
-                "timestampMs": req.timestamp_ms, "signature": hexs(req.signature)}
+        return request_json(sign_request(key, CHAIN_ID, node_id, car.vehicle_id, now - 600_000,
+                                         now, now))
 
     got = rpc(chain.url, "motus_getTelemetry", [request(developer_key)])
     records = got["records"]
@@ -400,15 +400,17 @@ def test_permissioned_developer_reads_signals_and_unpermissioned_is_refused(
     first = records[0]
     assert first["location"] == "exact" and {"lat", "lon", "soc"} <= set(first["signals"])
     assert first["signals"]["soc"] == 77.5
-    payload = bytes.fromhex(first["payload"][2:])
+    assert first["payload"] is None  # the raw bytes need raw_data
+    owner_view = rpc(chain.url, "motus_getTelemetry", [request(car.owner_key)])["records"][0]
+    payload = bytes.fromhex(owner_view["payload"][2:])
     block_atts = {a["id"]: a for h in chain.wait_included(chain.honest[0][:1])
                   for a in rpc(chain.url, "motus_getBlockAttestations", [h])}
     assert block_atts[first["id"]]["signalsHash"] == hexs(keccak(payload))
     err = rpc_error(chain.url, "motus_getTelemetry", [request(stranger_key)])
-    assert err["code"] == -32000 and err["data"]["reason"] == "denied"
+    assert err["code"] == -32000 and err["data"]["code"] == "denied"
     stale = request(developer_key) | {"timestampMs": now - 120_000}
     err = rpc_error(chain.url, "motus_getTelemetry", [stale])
-    assert err["data"]["reason"] in ("bad_signature", "stale_request")
+    assert err["data"]["code"] in ("bad_signature", "expired")
 
 
 # --- 6. a garbage burst -----------------------------------------------------------------------
@@ -471,7 +473,8 @@ def test_attestations_sent_to_a_follower_are_gossiped_and_included(chain: Chain)
     items_in = re.search(r'^motus_attestation_gossip_total\{kind="items_in"\} (\S+)$', metrics,
                          re.M)
     assert items_in and float(items_in.group(1)) >= 5
-    # the payloads stayed with the node they were given to
+    # the payloads were stored by the node they were given to (and gossiped to the others:
+    # tests/node/test_ownership_e2e.py)
     stored = rpc(chain.follower.url, "motus_submitSignals",
                  [[{"attestation": hexs(readings[0].raw), "payload": hexs(readings[0].payload)}]])
     assert stored == [{"id": hexs(readings[0].id), "stored": True, "code": "ok"}]

@@ -43,7 +43,7 @@ PASSWORD = "correct horse battery staple"
         ("live_data", 0x20),
         ("live-data, raw_data", 0x60),
         ("NON_LOCATION_HISTORY,approximate_location", 0x81),
-        ("all", 0xFF),
+        ("all", 0xED),  # bits 1 and 4 gate nothing: not granted
     ],
 )
 def test_parse_permissions(text: str, bits: int) -> None:

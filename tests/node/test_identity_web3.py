@@ -288,7 +288,7 @@ def test_permissions_end_at_expiry_by_block_time(w3: Web3, ident: Contract, node
     assert has(vehicle_id, bob.address, LIVE_DATA).call(block_identifier=at_grant) is True
     assert has(vehicle_id, bob.address, LIVE_DATA | RAW_DATA).call(block_identifier=at_grant)
     assert has(vehicle_id, bob.address, 1).call(block_identifier=at_grant) is False
-    assert has(vehicle_id, alice.address, 0xFF).call(block_identifier=at_grant) is True  # owner
+    assert has(vehicle_id, alice.address, 0xED).call(block_identifier=at_grant) is True  # owner
     assert rpc(node.url, "motus_getPermissions", [vehicle_id, at_grant]) == [
         {
             "grantee": bob.address.lower(),

@@ -298,8 +298,8 @@ def test_transfer_moves_ownership_clears_approval_and_permissions(w: World):
     assert vehicles_of(s, w.a2) == []
     assert balance_of(s, w.a0) == 3
     # the new owner grants afresh; the old grantee does not come back
-    m.send(w.k0, "grantPermissions", 2, w.a2, 0b10, now + 3600)
-    assert get_permissions(w.chain.state(), 2) == [(w.a2, 0b10, now + 3600)]
+    m.send(w.k0, "grantPermissions", 2, w.a2, 0b1000, now + 3600)
+    assert get_permissions(w.chain.state(), 2) == [(w.a2, 0b1000, now + 3600)]
 
 
 def test_operator_transfers_and_approval_events(w: World):
@@ -511,10 +511,11 @@ def test_permissions_grant_expire_by_block_time_and_revoke(w: World):
     assert m.call("getPermissions", 2) == ((cs(w.a3),), (0b1000_0001,), (expiry,))
     assert m.call("hasPermission", 2, w.a3, 0b1)
     assert m.call("hasPermission", 2, w.a3, 0b1000_0001)
-    assert not m.call("hasPermission", 2, w.a3, 0b11)  # commands were not granted
+    assert not m.call("hasPermission", 2, w.a3, 0b1001)  # location history was not granted
     assert not m.call("hasPermission", 2, w.a3, 0)
     assert not m.call("hasPermission", 2, w.a0, 0b1)
-    assert m.call("hasPermission", 2, w.a2, 0xFF)  # the owner always may
+    assert m.call("hasPermission", 2, w.a2, 0xED)  # the owner always may (every bit there is)
+    assert not m.call("hasPermission", 2, w.a2, 0xFF)  # bits 1 and 4 do not exist
     assert not m.call("hasPermission", 99, w.a3, 0b1)
     s = w.chain.state()
     assert has_permission(s, 2, w.a3, 0b1, expiry - 1)
@@ -531,12 +532,12 @@ def test_permissions_grant_expire_by_block_time_and_revoke(w: World):
     ]  # expired, still listed
 
     # re-granting replaces bits and expiry without listing the grantee twice
-    m.send(w.k2, "grantPermissions", 2, w.a3, 0b10, FAR)
+    m.send(w.k2, "grantPermissions", 2, w.a3, 0b1000, FAR)
     m.send(w.k2, "grantPermissions", 2, w.a0, 0b100, FAR)
-    assert get_permissions(w.chain.state(), 2) == [(w.a3, 0b10, FAR), (w.a0, 0b100, FAR)]
+    assert get_permissions(w.chain.state(), 2) == [(w.a3, 0b1000, FAR), (w.a0, 0b100, FAR)]
     r = m.send(w.k2, "revokePermissions", 2, w.a3)
     assert events(r, m) == [("PermissionsRevoked", {"vehicleId": 2, "grantee": cs(w.a3)})]
-    assert not m.call("hasPermission", 2, w.a3, 0b10)
+    assert not m.call("hasPermission", 2, w.a3, 0b1000)
     assert get_permissions(w.chain.state(), 2) == [(w.a0, 0b100, FAR)]
 
 
@@ -901,6 +902,16 @@ REFUSALS: list[Case] = [
     (
         "grant unknown bits",
         lambda w: (w.k0, "grantPermissions", (V1, w.a3, 0x1FF, FAR)),
+        "unknown permission bits",
+    ),
+    (
+        "grant commands (gates nothing: removed)",
+        lambda w: (w.k0, "grantPermissions", (V1, w.a3, 0b10, FAR)),
+        "unknown permission bits",
+    ),
+    (
+        "grant VIN credential (gates nothing: removed)",
+        lambda w: (w.k0, "grantPermissions", (V1, w.a3, 0b1_0000, FAR)),
         "unknown permission bits",
     ),
     (

@@ -256,6 +256,12 @@ class Call:
         return self.state.timestamp
 
     @property
+    def timestamp_ms(self) -> int:
+        """The block time in milliseconds (the EVM's ``timestamp`` is whole seconds)."""
+        ms = getattr(self.state, "block_timestamp_ms", None)
+        return self.state.timestamp * 1000 if ms is None else ms
+
+    @property
     def block_number(self) -> int:
         return self.state.block_number
 

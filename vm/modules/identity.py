@@ -10,6 +10,9 @@ Modelled on DIMO's identity contracts (docs/identity.md):
   the owner of both pairs a device with a vehicle, again with the device's signature.
   One device per vehicle, one vehicle per device; either owner unpairs.
 - The vehicle owner grants an address a permission bitmask until an expiry time.
+- Every mint, transfer and burn opens an **ownership period** (owner, from block time,
+  from height); records and rewards are attributed to the period in which they were
+  produced (docs/identity.md, "Ownership periods").
 
 Every refusal raises :class:`ModuleRevert` with a stable reason, so the whole call is
 rolled back. The storage layout (Solidity-style, one slot per struct field) is given
@@ -47,6 +50,7 @@ from vm.modules.base import (
 )
 
 ZERO_ADDRESS = b"\x00" * 20
+MASK64 = (1 << 64) - 1
 
 # --- ERC-721 identity of the vehicle collection ------------------------------
 NAME = "Motus Vehicle"
@@ -75,17 +79,20 @@ PAIR_DEVICE = StructType(
 )
 
 # --- permission bits (docs/identity.md, DIMO's privileges) -----------------
+# What each bit opens is in docs/privacy.md ("Who can read what"). DIMO's bits 1
+# (commands) and 4 (VIN credential) gate nothing on this chain (no command path, no
+# VIN credential is served): they are not granted, so a grant cannot promise them.
 PERMISSION_BITS: dict[str, int] = {
     "non_location_history": 0,
-    "commands": 1,
     "current_location": 2,
     "location_history": 3,
-    "vin_credential": 4,
     "live_data": 5,
     "raw_data": 6,
     "approximate_location": 7,
 }
-PERMISSIONS_ALL = (1 << len(PERMISSION_BITS)) - 1
+PERMISSIONS_ALL = sum(1 << bit for bit in PERMISSION_BITS.values())
+# bits that open something in motus_getTelemetry (live_data has no live stream yet)
+READ_PERMISSIONS = PERMISSIONS_ALL & ~(1 << PERMISSION_BITS["live_data"])
 
 # --- vehicle attribute bounds --------------------------------------------------
 MAX_LABEL_BYTES = 64  # make and model, UTF-8
@@ -117,12 +124,15 @@ SLOT_PERMISSION_GENERATION = 40  # mapping(uint256 vehicleId => uint256 generati
 SLOT_GRANT = 41  # mapping(vehicleId => mapping(generation => mapping(address grantee => Grant)))
 SLOT_GRANTEE = 42  # mapping(vehicleId => mapping(generation => mapping(uint256 index => address)))
 SLOT_GRANTEE_COUNT = 43  # mapping(vehicleId => mapping(generation => uint256))
+SLOT_PERIOD_COUNT = 44  # mapping(uint256 vehicleId => uint256 ownership periods opened)
+SLOT_PERIOD = 45  # mapping(vehicleId => mapping(uint256 index => Period))
 
 # struct field offsets from the struct's mapping slot
 V_MAKE, V_MODEL, V_YEAR, V_VIN_HASH, V_DEVICE = range(5)  # make/model: length + keccak(slot) chunks
 D_TOKEN_ID, D_MANUFACTURER, D_OWNER, D_VEHICLE, D_NONCE, D_CLAIMED = range(6)
 M_LICENSED, M_NAME, M_LISTED = range(3)  # listed = 1 + index in SLOT_MANUFACTURER_LIST
 G_BITS, G_EXPIRY, G_LISTED = range(3)  # listed = 1 + index in the grantee list
+P_OWNER, P_START = range(2)  # start = from_ms << 64 | from_height
 
 
 @dataclass(frozen=True)
@@ -145,6 +155,26 @@ class VehicleRecord:
     year: int
     vin_hash: bytes
     device: bytes  # 20 zero bytes = unpaired
+
+
+@dataclass(frozen=True)
+class OwnershipPeriod:
+    """One owner's stretch of a vehicle's history: from the block that gave it the NFT
+    (mint or transfer) to the block that took it away (transfer or burn); ``to_ms`` and
+    ``to_height`` are None while it lasts. Times are block times in unix ms (the
+    header's ``timestamp_ms``); a record with device timestamp ``t``
+    belongs to the period with ``from_ms <= t < to_ms``. A burn opens a last period
+    owned by the zero address (nobody reads it)."""
+
+    index: int
+    owner: bytes
+    from_ms: int
+    from_height: int
+    to_ms: int | None = None
+    to_height: int | None = None
+
+    def contains(self, timestamp_ms: int) -> bool:
+        return self.from_ms <= timestamp_ms and (self.to_ms is None or timestamp_ms < self.to_ms)
 
 
 def vehicle_owner_slot(vehicle_id: int) -> int:
@@ -268,6 +298,33 @@ class _Ledger:
             "utf-8", "replace"
         )
 
+    # ownership periods
+    def open_period(self, vehicle_id: int, owner: bytes, from_ms: int, height: int) -> None:
+        count_slot = mapping_slot(SLOT_PERIOD_COUNT, vehicle_id)
+        index = self.st.load(count_slot)
+        base = mapping_slot(SLOT_PERIOD, vehicle_id, index)
+        self.st.store_address(base + P_OWNER, owner)
+        self.st.store(base + P_START, from_ms << 64 | height)
+        self.st.store(count_slot, index + 1)
+
+    def periods(self, vehicle_id: int) -> list[OwnershipPeriod]:
+        count = self.st.load(mapping_slot(SLOT_PERIOD_COUNT, vehicle_id))
+        starts = []
+        for index in range(count):
+            base = mapping_slot(SLOT_PERIOD, vehicle_id, index)
+            start = self.st.load(base + P_START)
+            starts.append((self.st.load_address(base + P_OWNER), start >> 64, start & MASK64))
+        if not starts:
+            owner = self.owner(vehicle_id)
+            # minted before periods were recorded: one period since the beginning
+            return [OwnershipPeriod(0, owner, 0, 0)] if owner != ZERO_ADDRESS else []
+        out = []
+        for index, (owner, from_ms, from_height) in enumerate(starts):
+            nxt = starts[index + 1] if index + 1 < len(starts) else None
+            out.append(OwnershipPeriod(index, owner, from_ms, from_height,
+                                       nxt[1] if nxt else None, nxt[2] if nxt else None))
+        return out
+
     # permissions
     def generation(self, vehicle_id: int) -> int:
         return self.st.load(mapping_slot(SLOT_PERMISSION_GENERATION, vehicle_id))
@@ -350,6 +407,27 @@ def get_permissions(state: StateAPI, vehicle_id: int) -> list[tuple[bytes, int, 
     """(grantee, bits, expiry) of every grant made since the last transfer, live or expired,
     in the order grantees were first granted; revoked grants are left out."""
     return _ledger(state).grants(vehicle_id)
+
+
+def ownership_periods(state: StateAPI, vehicle_id: int) -> list[OwnershipPeriod]:
+    """The vehicle's ownership periods, oldest first (empty for an id never minted)."""
+    return _ledger(state).periods(vehicle_id)
+
+
+def period_at(periods: list[OwnershipPeriod], timestamp_ms: int) -> OwnershipPeriod | None:
+    """The period a record with device time ``timestamp_ms`` belongs to. A time before
+    the first period (a device may send readings up to ``attestation_stale_ms`` old)
+    belongs to the first; None only when there is no period at all."""
+    for period in reversed(periods):
+        if period.from_ms <= timestamp_ms:
+            return period
+    return periods[0] if periods else None
+
+
+def get_permission(state: StateAPI, vehicle_id: int, grantee: bytes) -> tuple[int, int]:
+    """(bits, expiry) the current owner granted ``grantee`` (zeros when none; a transfer
+    resets every grant)."""
+    return _ledger(state).grant(vehicle_id, grantee)
 
 
 def has_permission(state: StateAPI, vehicle_id: int, grantee: bytes, bits: int, now: int) -> bool:
@@ -564,6 +642,7 @@ class IdentityModule(SystemModule):
         led.remove_owned(from_, vehicle_id)
         led.add_owned(to, vehicle_id)
         led.reset_permissions(vehicle_id)
+        led.open_period(vehicle_id, to, call.timestamp_ms, call.block_number)
         call.emit("Transfer", from_, to, vehicle_id)
         call.emit("PermissionsReset", vehicle_id)
 
@@ -628,6 +707,7 @@ class IdentityModule(SystemModule):
         call.store.store(led.vehicle_field(vehicle_id, V_YEAR), year)
         call.store.store(led.vehicle_field(vehicle_id, V_VIN_HASH), int.from_bytes(vin_hash, "big"))
         call.store.store(mapping_slot(SLOT_VIN, vin_hash), vehicle_id)
+        led.open_period(vehicle_id, call.sender, call.timestamp_ms, call.block_number)
         call.emit("Transfer", ZERO_ADDRESS, call.sender, vehicle_id)
         call.emit("VehicleMinted", vehicle_id, call.sender, vin_hash, make, model, year)
         return vehicle_id
@@ -652,6 +732,7 @@ class IdentityModule(SystemModule):
         call.store.store(led.vehicle_field(vehicle_id, V_YEAR), 0)
         call.store.store(vin_slot, 0)
         led.reset_permissions(vehicle_id)
+        led.open_period(vehicle_id, ZERO_ADDRESS, call.timestamp_ms, call.block_number)
         call.emit("Transfer", owner, ZERO_ADDRESS, vehicle_id)
         call.emit("PermissionsReset", vehicle_id)
 
@@ -877,6 +958,15 @@ class IdentityModule(SystemModule):
         self._require_owner(led, vehicle_id)
         grants = led.grants(vehicle_id)
         return [_hex(g) for g, _, _ in grants], [b for _, b, _ in grants], [e for _, _, e in grants]
+
+    def getOwnershipPeriods(
+        self, call: Call, vehicle_id: int
+    ) -> tuple[list[str], list[int], list[int]]:
+        """(owners, fromMs, fromHeights), oldest first; period i ends where i + 1 starts."""
+        periods = _Ledger(call.store).periods(vehicle_id)
+        call.require(bool(periods), "nonexistent token")
+        return ([_hex(p.owner) for p in periods], [p.from_ms for p in periods],
+                [p.from_height for p in periods])
 
     # EIP-712 domain ----------------------------------------------------------------
 

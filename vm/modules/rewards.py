@@ -1,5 +1,6 @@
 """Rewards module: at every epoch boundary, score the vehicles of the epoch that ended
-and mint their share of the epoch pool to their current owners (docs/rewards.md;
+and mint their share of the epoch pool to their owners, a vehicle's share split between
+the owners whose ownership periods produced the epoch's data (docs/rewards.md;
 formulas in :mod:`vm.scoring`).
 
 This runs in block execution, not in a transaction: every result is recorded in state
@@ -21,6 +22,8 @@ Storage layout (Solidity-style, at :data:`vm.modules.addresses.REWARDS`):
   + 5 streak level, + 6 lock level, + 7 streak count after the epoch.
 - ``mapping_slot(13, vehicle_id)`` + 0 streak count, + 1 missed epochs in a row,
   + 2 last epoch with data + 1 (0: never seen).
+- ``mapping_slot(14, epoch, vehicle_id)``: number of owners the reward was split
+  between; ``mapping_slot(15, epoch, vehicle_id, i)`` + 0 owner, + 1 amount.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from vm.scoring import (
     VehicleScore,
     compute_epoch_pool,
     compute_next_streak,
+    compute_owner_split,
     compute_payouts,
     compute_streak_after_misses,
     compute_vehicle_score,
@@ -59,6 +63,8 @@ M_EPOCH = 10
 M_EPOCH_VEHICLE = 11
 M_REWARD = 12
 M_STREAK = 13
+M_SHARE_COUNT = 14
+M_SHARE = 15
 
 (E_PROCESSED, E_ISSUANCE, E_CARRY_IN, E_POOL, E_TOTAL_POINTS, E_MINTED, E_PAID_COUNT, E_CARRY_OUT,
  E_EVALUATED, E_SETTLED_AT) = range(10)
@@ -85,7 +91,7 @@ class EpochResult:
 class VehicleReward:
     epoch: int
     vehicle_id: int
-    owner: bytes  # who was paid (owner at the boundary); zero if the NFT was gone
+    owner: bytes  # owner at the boundary (whose lock counted); zero if the NFT was gone
     points: int
     reward: int
     qualified: bool
@@ -94,6 +100,7 @@ class VehicleReward:
     lock_level: int
     penalized: bool
     streak: int  # streak count after this epoch
+    shares: tuple[tuple[bytes, int], ...] = ()  # (owner, amount) paid, by ownership period
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,18 @@ def get_vehicle_owner(state: StateAPI, vehicle_id: int) -> tuple[bytes | None, b
     if record is None:
         return None, False
     return bytes(record.owner), bytes(record.device) != ZERO_ADDRESS
+
+
+def get_period_producers(state: StateAPI, epoch: int, vehicle_id: int) -> list[tuple[bytes, int]]:
+    """``(period owner, accepted attestations)`` of each ownership period of the vehicle
+    that produced data in ``epoch``, oldest first (telemetry counts them by device time)."""
+    telemetry = _module("vm.modules.telemetry")
+    identity = _module("vm.modules.identity")
+    if telemetry is None or identity is None:
+        return []
+    counts = telemetry.get_period_counts(state, epoch, vehicle_id)
+    periods = identity.ownership_periods(state, vehicle_id)
+    return [(p.owner, counts[p.index]) for p in periods if p.index in counts]
 
 
 # --- epoch processing ---------------------------------------------------------
@@ -190,9 +209,16 @@ def process_epoch_end(state: StateAPI, epoch: int,
         st.store(rbase + R_LOCK, score.lock_level)
         st.store(rbase + R_STREAK_COUNT, streak.count)
         if reward:
-            state.delta_balance(Address(owner), reward)
-            if emit is not None:
-                emit("RewardPaid", epoch, vid, owner, score.points, reward)
+            shares = compute_owner_split(reward, get_period_producers(state, epoch, vid), owner)
+            st.store(mapping_slot(M_SHARE_COUNT, epoch, vid), len(shares))
+            for j, (payee, amount) in enumerate(shares):
+                share = mapping_slot(M_SHARE, epoch, vid, j)
+                st.store_address(share, payee)
+                st.store(share + 1, amount)
+                if amount:
+                    state.delta_balance(Address(payee), amount)
+                    if emit is not None:
+                        emit("RewardPaid", epoch, vid, payee, score.points, amount)
     if minted:
         supply.record_minted(state, minted)
 
@@ -259,7 +285,16 @@ def get_vehicle_reward(state: StateAPI, epoch: int, vehicle_id: int) -> VehicleR
         qualified=bool(flags & FLAG_QUALIFIED), data_level=st.load(base + R_DATA),
         streak_level=st.load(base + R_STREAK), lock_level=st.load(base + R_LOCK),
         penalized=bool(flags & FLAG_PENALIZED), streak=st.load(base + R_STREAK_COUNT),
+        shares=_shares(st, epoch, vehicle_id),
     )
+
+
+def _shares(st: Store, epoch: int, vehicle_id: int) -> tuple[tuple[bytes, int], ...]:
+    out = []
+    for j in range(st.load(mapping_slot(M_SHARE_COUNT, epoch, vehicle_id))):
+        share = mapping_slot(M_SHARE, epoch, vehicle_id, j)
+        out.append((st.load_address(share), st.load(share + 1)))
+    return tuple(out)
 
 
 def get_epoch_vehicles(state: StateAPI, epoch: int, offset: int = 0, limit: int = MAX_LIST) -> list[int]:

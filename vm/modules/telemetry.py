@@ -28,6 +28,9 @@ Storage layout of the telemetry account (Solidity mapping slots, see
   (in order of first acceptance) at ``int(keccak(pad32(that slot))) + i``
 - ``mapping_slot(6, epoch)``: the epoch's challenge seed (zero: no seed, nobody challenged)
 - slot 7: number of deny-list changes so far
+- ``mapping_slot(8, epoch, vehicle_id, period_index)``: accepted attestations of the
+  vehicle in the epoch produced (device time) in that ownership period
+  (:func:`vm.modules.identity.period_at`); rewards split by these counts
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ SLOT_VEHICLE_EPOCH = 4
 SLOT_EPOCH_VEHICLES = 5
 SLOT_EPOCH_SEED = 6
 SLOT_DENY_VERSION = 7  # plain slot: counts deny-list changes (lets caches notice them)
+SLOT_PERIOD_EPOCH = 8  # mapping(epoch => vehicle => ownership period index => accepted)
 
 FLAG_DENIED = 1
 FLAG_CHALLENGED = 1
@@ -134,6 +138,20 @@ def get_vehicle_epoch(state: StateAPI, epoch: int, vehicle_id: int) -> VehicleEp
         _store(state).load(mapping_slot(SLOT_VEHICLE_EPOCH, epoch, vehicle_id)))
     return VehicleEpochStats(accepted, distance, moving, bool(flags & FLAG_CHALLENGED),
                              bool(flags & FLAG_PASSED))
+
+
+def get_period_counts(state: StateAPI, epoch: int, vehicle_id: int) -> dict[int, int]:
+    """Accepted attestations of ``vehicle_id`` in ``epoch`` per ownership period index
+    (periods with none left out): who produced the epoch's data."""
+    from vm.modules import identity  # sibling module: imported at use
+
+    st = _store(state)
+    out = {}
+    for period in identity.ownership_periods(state, vehicle_id):
+        n = st.load(mapping_slot(SLOT_PERIOD_EPOCH, epoch, vehicle_id, period.index))
+        if n:
+            out[period.index] = n
+    return out
 
 
 def _clock(state: StateAPI) -> tuple[int, int]:
@@ -329,6 +347,8 @@ class TelemetryView:
         self._dirty_tracks: set[bytes] = set()
         self._new_vehicles: list[int] = []
         self._challenges: dict[bytes, bytes | None] = {}
+        self._periods: dict[int, list[Any]] = {}  # vehicle -> ownership periods (this block)
+        self._period_counts: dict[tuple[int, int], int] = {}  # (vehicle, period) -> accepted
 
     # -- cached reads --
 
@@ -445,6 +465,7 @@ class TelemetryView:
                                lim.max_speed_cmps * elapsed_ms // 100_000)
         if tally.accepted == 0:
             self._new_vehicles.append(att.vehicle_id)
+        self._count_period(att)
         tally.accepted += 1
         tally.distance_m = min(tally.distance_m + distance, MASK64)
         tally.moving += moving
@@ -454,9 +475,29 @@ class TelemetryView:
             if self.in_challenge_window and att.challenge == nonce:
                 tally.flags |= FLAG_PASSED
 
+    def _count_period(self, att: Attestation) -> None:
+        """One more accepted attestation in the ownership period its device time falls in
+        (transactions run before attestations, so a transfer in this block counts)."""
+        from vm.modules import identity  # sibling module: imported at use
+
+        periods = self._periods.get(att.vehicle_id)
+        if periods is None:
+            periods = self._periods[att.vehicle_id] = identity.ownership_periods(
+                self.state, att.vehicle_id)
+        period = identity.period_at(periods, att.timestamp_ms)
+        if period is None:  # pragma: no cover - a paired device implies a minted vehicle
+            return
+        key = (att.vehicle_id, period.index)
+        count = self._period_counts.get(key)
+        if count is None:
+            count = self._store.load(mapping_slot(SLOT_PERIOD_EPOCH, self.epoch, *key))
+        self._period_counts[key] = count + 1
+
     def commit(self) -> None:
         """Write every applied change into the state (block execution only)."""
         st = self._store
+        for (vehicle_id, index), count in self._period_counts.items():
+            st.store(mapping_slot(SLOT_PERIOD_EPOCH, self.epoch, vehicle_id, index), count)
         for device in self._dirty_tracks:
             t = self._tracks[device]
             last, signals, meta = device_slots(device)

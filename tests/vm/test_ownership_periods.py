@@ -1,0 +1,67 @@
+"""Ownership periods in state (docs/identity.md, "Ownership periods") and the epoch reward
+split between the owners whose periods produced the epoch's data (docs/rewards.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.vm.test_rewards_telemetry import Road, new_fleet, owner_key
+from vm.epoch import get_epoch, get_epoch_start
+from vm.modules import SYSTEM_MODULES, addresses
+from vm.modules.identity import get_vehicle, ownership_periods, period_at
+from vm.modules.rewards import get_vehicle_reward
+from vm.modules.telemetry import get_period_counts, get_vehicle_epoch
+from vm.scoring import compute_owner_split
+
+pytestmark = pytest.mark.skipif(addresses.TELEMETRY not in SYSTEM_MODULES,
+                                reason="telemetry module not registered in vm.modules yet")
+
+A, B, C = b"\xaa" * 20, b"\xbb" * 20, b"\xcc" * 20
+
+
+def test_owner_split_is_exact_and_proportional() -> None:
+    assert compute_owner_split(1_001, [(A, 3), (B, 6)], B) == [(A, 333), (B, 668)]
+    assert compute_owner_split(1_000, [(A, 2), (B, 2), (A, 1)], B) == [(A, 600), (B, 400)]
+    assert compute_owner_split(10, [(A, 1), (B, 1), (C, 1)], C) == [(A, 3), (B, 3), (C, 4)]
+    assert compute_owner_split(77, [], C) == [(C, 77)]  # nothing on record: the owner
+    for reward in (0, 1, 7, 10**24 + 3):
+        split = compute_owner_split(reward, [(A, 5), (B, 7), (C, 1)], C)
+        assert sum(amount for _, amount in split) == reward
+
+
+def _attest(road: Road, count: int) -> None:
+    chain = road.fleet.chain
+    dev, vid = road.fleet.devices[0], road.fleet.vehicle_ids[0]
+    for _ in range(count):
+        lat, lon, odo, _ = road.drives[dev.address].step(1_000)
+        raw = dev.attest(vehicle_id=vid, timestamp_ms=chain.head.timestamp_ms + 500, lat=lat,
+                         lon=lon, odometer_m=odo, speed_cmps=1_500).raw
+        assert [c for _, c in chain.block(attestations=[raw]).attestation_results] == ["ok"]
+
+
+def test_mid_epoch_sale_splits_the_reward_by_the_data_each_owner_produced() -> None:
+    fleet, road = new_fleet(1)
+    chain, vid = fleet.chain, fleet.vehicle_ids[0]
+    seller = get_vehicle(chain.state(), vid).owner
+    buyer = chain.accounts[9][0]
+    epoch = get_epoch(chain.state())
+    _attest(road, 3)  # the seller's car
+    fleet.identity.send(owner_key(fleet, seller), "transferFrom", "0x" + seller.hex(),
+                        "0x" + buyer.hex(), vid)
+    sale_ms = chain.head.timestamp_ms
+    _attest(road, 4)  # the buyer's car
+    periods = ownership_periods(chain.state(), vid)
+    assert [(p.owner, p.to_ms) for p in periods[-2:]] == [(seller, sale_ms), (buyer, None)]
+    assert period_at(periods, sale_ms - 1).owner == seller
+    assert period_at(periods, sale_ms).owner == buyer
+    assert get_vehicle_epoch(chain.state(), epoch, vid).accepted == 7
+    assert get_period_counts(chain.state(), epoch, vid) == {periods[-2].index: 3,
+                                                             periods[-1].index: 4}
+    before = {who: chain.state().get_balance(who) for who in (seller, buyer)}
+    boundary = get_epoch_start(chain.state()) + chain.param("epoch_length_blocks")
+    chain.advance(boundary - chain.head.height)
+    r = get_vehicle_reward(chain.state(), epoch, vid)
+    assert r.reward == 1_001 and r.owner == buyer
+    assert r.shares == ((seller, 429), (buyer, 572))  # 3/7 and 4/7, remainder to the buyer
+    gained = {who: chain.state().get_balance(who) - before[who] for who in (seller, buyer)}
+    assert gained == {seller: 429, buyer: 572}
