@@ -27,7 +27,7 @@ restart-campaign: $(STAMP)
 	MOTUS_RESTART_CYCLES=$(RESTART_CYCLES) $(BIN)/pytest -q -s -p no:xdist tests/node/test_restart_campaign.py
 
 # The Docker devnet with a real engine (docs/docker.md): as root, installs and starts one
-# where missing; builds the base image once, the image offline; ~8 min cold on 2 cores.
+# where missing; builds the base image once, the image offline (times: docs/docker.md).
 test-docker: $(STAMP)
 	MOTUS_DOCKER_TEST=1 $(BIN)/pytest -q -s -rs -p no:xdist tests/docker/test_compose.py
 
