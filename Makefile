@@ -8,7 +8,7 @@ DEVNET_HOME ?= .devnet
 FUZZ_RUNS ?= 1000000
 RESTART_CYCLES ?= 200
 
-.PHONY: devnet test lint bench fuzz clean restart-campaign
+.PHONY: devnet test lint bench fuzz clean restart-campaign test-docker
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP)
 # Long restart campaign of real validator processes (docs/consensus.md, "Restart").
 restart-campaign: $(STAMP)
 	MOTUS_RESTART_CYCLES=$(RESTART_CYCLES) $(BIN)/pytest -q -s -p no:xdist tests/node/test_restart_campaign.py
+
+# The Docker devnet with a real engine (docs/docker.md): as root, installs and starts one
+# where missing; builds the base image once, the image offline (times: docs/docker.md).
+test-docker: $(STAMP)
+	MOTUS_DOCKER_TEST=1 $(BIN)/pytest -q -s -rs -p no:xdist tests/docker/test_compose.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check node cli light rpcclient consensus vm p2p genesis codec devnet bench tests

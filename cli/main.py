@@ -53,12 +53,20 @@ def _addr(s: str) -> bytes:
 def cmd_init(args: argparse.Namespace) -> int:
     home = Home(Path(args.home))
     home.root.mkdir(parents=True, exist_ok=True)
+    owner = home.root.stat().st_uid
+    if owner != os.getuid():
+        # chmod would fail with a bare EPERM; say whose directory it is instead
+        raise UsageError(f"home {home.root} belongs to uid {owner}, and this command runs as uid "
+                         f"{os.getuid()}: create the home as this user, or run as its owner "
+                         f"(in Docker: docs/docker.md, 'Volumes')")
     os.chmod(home.root, 0o700)
     if not home.config.exists():
         cfg = Config()
         cfg.node.moniker = args.moniker or home.root.name
         if args.rpc_port:
             cfg.rpc.port = args.rpc_port
+        if args.rpc_host:
+            cfg.rpc.host = args.rpc_host
         if args.p2p_port:
             cfg.p2p.port = args.p2p_port
         write_atomic(home.config, cfg.to_toml().encode(), mode=0o644)
@@ -90,6 +98,8 @@ def cmd_node_start(args: argparse.Namespace) -> int:
     cfg = Config.load(home.config)
     if args.rpc_port is not None:
         cfg.rpc.port = args.rpc_port
+    if args.rpc_host is not None:
+        cfg.rpc.host = args.rpc_host
     if args.p2p_port is not None:
         cfg.p2p.port = args.p2p_port
     check_ports(cfg)
@@ -183,6 +193,10 @@ def cmd_devnet_up(args: argparse.Namespace) -> int:
     return devnet_up(args)
 
 
+RPC_HOST_HELP = ("RPC bind address (rpc.host, default 127.0.0.1); 0.0.0.0 serves every interface, "
+                 "unauthenticated: docs/docker.md")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="motus", description="Motus app-chain node for vehicle data")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -195,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--no-dev-accounts", action="store_true")
     init.add_argument("--allow-dev-keys", action="store_true")
     init.add_argument("--rpc-port", type=int)
+    init.add_argument("--rpc-host", help=RPC_HOST_HELP)
     init.add_argument("--p2p-port", type=int)
     init.set_defaults(fn=cmd_init)
 
@@ -202,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     start = node.add_parser("start")
     start.add_argument("--home", required=True)
     start.add_argument("--rpc-port", type=int)
+    start.add_argument("--rpc-host", help=RPC_HOST_HELP)
     start.add_argument("--p2p-port", type=int)
     start.add_argument("--log-level")
     start.set_defaults(fn=cmd_node_start)

@@ -1,6 +1,6 @@
 """What can be checked of the release artefacts without a container engine: the wheel
 carries every package and the ABI files, and the Docker files agree with the devnet
-contract (ports, packages)."""
+contract (packages, addresses, ports); tests/docker runs them with an engine."""
 
 from __future__ import annotations
 
@@ -36,13 +36,32 @@ def test_wheel_has_packages_and_abis(tmp_path):
 def test_dockerfile_copies_every_package():
     text = (ROOT / "devnet" / "Dockerfile").read_text()
     for pkg in PACKAGES:
-        assert re.search(rf"^COPY {pkg} {pkg}$", text, re.M), pkg
+        assert re.search(rf"^COPY {pkg} /src/{pkg}$", text, re.M), pkg
     assert 'ENTRYPOINT ["motus"]' in text
+    assert re.search(r"^USER motus$", text, re.M)  # never root at run time
 
 
-def test_compose_matches_the_devnet_ports():
-    text = (ROOT / "devnet" / "docker-compose.yml").read_text()
+def test_dockerignore_sends_only_the_sources():
+    """Keys (.devnet) and the virtualenv never go to the Docker daemon: the ignore file
+    lets through a list, not everything but a list."""
+    lines = [ln for ln in (ROOT / ".dockerignore").read_text().splitlines()
+             if ln and not ln.startswith("#")]
+    assert lines[0] == "*"
+    allowed = {ln[1:] for ln in lines if ln.startswith("!")}
+    assert allowed == {"pyproject.toml", "README.md", *PACKAGES}
+
+
+def test_compose_gives_each_validator_an_address_and_a_local_port():
+    text = (ROOT / "docker-compose.yml").read_text()
+    net = "${MOTUS_NET:-10.77.77}"
+    hosts = [f"{net}.{10 + i}" for i in range(4)]
+    assert ",".join(hosts) in text  # the init service's --hosts: what bootstrap lists name
     for i in range(4):
-        assert f"validator-{i}:" in text
-        assert f'"--rpc-port", "{8545 + i}", "--p2p-port", "{30333 + i}"' in text
-    assert "network_mode: host" in text  # nothing published beyond 127.0.0.1
+        service = text[text.index(f"  validator-{i}:"):]
+        service = service[:service.index("\n\n")] if "\n\n" in service else service
+        assert f'"--home", "/homes/validator-{i}"' in service
+        assert f"ipv4_address: {hosts[i]}" in service
+        # published on the host's loopback only (docs/docker.md, "RPC bind address")
+        assert f'"127.0.0.1:${{MOTUS_RPC_PORT_{i}:-{8545 + i}}}:8545"' in service
+    assert "network_mode: host" not in text
+    assert "http://127.0.0.1:8545/health" in text  # the validators' healthcheck
