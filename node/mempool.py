@@ -79,6 +79,10 @@ class Mempool:
 
     def add(self, raw: bytes, state: StateAPI) -> bytes:
         """Check and insert a raw transaction; returns its hash or raises TxRejected."""
+        if raw[:1] == bytes([BLOB_TX_TYPE]):
+            # First: a blob transaction in its network form (blobs attached) is larger than
+            # any size bound, and the answer a sender can act on is that the type is refused.
+            raise TxRejected("unsupported_type", "transaction type not supported: blob transactions")
         if len(raw) > MAX_TX_BYTES:
             raise TxRejected("oversized", f"oversized data: {len(raw)} bytes exceeds {MAX_TX_BYTES}")
         tx_hash = keccak(raw)  # the envelope's hash; saves py-evm re-encoding it
