@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from eth.abc import AtomicDatabaseAPI
-from eth.exceptions import OutOfGas, Revert
+from eth.exceptions import OutOfGas, Revert, VMError
 from eth.vm.forks.shanghai.constants import INITCODE_WORD_COST
 from eth.vm.spoof import SpoofTransaction
 from eth_typing import Address
@@ -27,6 +27,7 @@ from eth_utils import ValidationError
 
 from vm.block import ZERO_ADDRESS
 from vm.db import OverlayDB
+from vm.execute import MAX_INITCODE_SIZE, initcode_too_large_message
 from vm.state import BlockEnv, MotusState, TransactionBuilder, make_state
 
 ERROR_SELECTOR = bytes.fromhex("08c379a0")
@@ -235,13 +236,15 @@ class CallView:
         want = compute_intrinsic_gas(msg.to, msg.data, msg.access_list)
         if gas < want:
             raise IntrinsicGasTooLow(gas, want)
+        if not msg.to and len(msg.data) > MAX_INITCODE_SIZE:
+            raise CallError(initcode_too_large_message(len(msg.data)))
         state = self.state()
         sender = msg.origin
         unsigned = _unsigned(msg, nonce=state.get_nonce(sender), gas=gas)
         tx = SpoofTransaction(unsigned, from_=sender, type_id=2)
         try:
             computation = state.apply_transaction(tx)  # type: ignore[arg-type]  # a spoof quacks alike
-        except ValidationError as exc:
+        except (ValidationError, VMError) as exc:  # refused before it ran
             raise CallError(" ".join(str(exc).split())) from None
         touched: list[bytes] = []
         if trace_access:

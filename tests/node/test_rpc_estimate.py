@@ -251,3 +251,23 @@ def test_access_list_nested(node: NodeProcess) -> None:
     plain = int(ok(url, "eth_estimateGas", {"from": A, "to": caller}), 16)
     listed = int(ok(url, "eth_estimateGas", {"from": A, "to": caller, "accessList": r["accessList"]}), 16)
     assert listed < plain  # warm accesses are cheaper than the list costs
+
+
+def test_oversized_initcode_is_refused_and_the_chain_goes_on(node: NodeProcess) -> None:
+    """EIP-3860 (more than 49,152 bytes of initcode): refused by eth_call, eth_estimateGas
+    and the mempool with geth's words. Before, the pooled transaction made the block
+    builder raise and the node stop."""
+    url = node.url
+    message = "max initcode size exceeded: code size 50000 limit 49152"
+    create = {"from": A, "data": "0x" + "00" * 50_000}
+    assert err(url, "eth_call", create, "latest") == {"code": -32000, "message": message}
+    assert err(url, "eth_estimateGas", create) == {"code": -32000, "message": message}
+    acct = ACCOUNTS[9]
+    nonce = int(ok(url, "eth_getTransactionCount", acct.address, "pending"), 16)
+    signed = acct.sign_transaction({"chainId": CHAIN_ID, "nonce": nonce, "gas": 2_000_000, "value": 0,
+                                    "maxFeePerGas": 100 * GWEI, "maxPriorityFeePerGas": GWEI,
+                                    "data": "0x" + "00" * 50_000})
+    e = err(url, "eth_sendRawTransaction", "0x" + bytes(signed.raw_transaction).hex())
+    assert e == {"code": -32000, "message": message, "data": {"reason": "initcode_too_large"}}
+    height = int(ok(url, "eth_blockNumber"), 16)
+    node.wait_height(height + 2, timeout=10)
