@@ -286,7 +286,9 @@ def _cannot_start(exc: CallError) -> RPCError:
     low" and "insufficient funds"). No ``data``: web3.py takes any error of eth_call
     with data for a revert."""
     text = " ".join(str(exc).split())
-    if not isinstance(exc, IntrinsicGasTooLow | InsufficientFunds) and "balance" in text.lower():
+    # py-evm's "Sender does not have enough balance to cover transaction value and gas";
+    # not any text with "balance" in it (an overridden balance's uint256 overflow is not)
+    if not isinstance(exc, IntrinsicGasTooLow | InsufficientFunds) and "enough balance" in text:
         return RPCError(INVALID_INPUT, f"insufficient funds for transfer: {text}")
     return RPCError(INVALID_INPUT, text)
 
