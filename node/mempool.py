@@ -332,13 +332,17 @@ class Mempool:
         return dropped + self.expire()
 
     def content(self) -> tuple[dict[bytes, list[PoolTx]], dict[bytes, list[PoolTx]]]:
-        """(pending, queued): each sender's transactions by nonce (geth's txpool content)."""
+        """(pending, queued): each sender's transactions by nonce (geth's txpool content).
+
+        Safe to call from a worker thread while the event loop changes the pool: it
+        reads one snapshot (``list`` of a dict's values runs without releasing the GIL),
+        and a transaction's pending flag is one attribute read."""
+        entries = list(self._by_hash.values())
+        entries.sort(key=lambda e: (e.sender, e.nonce))
         pending: dict[bytes, list[PoolTx]] = {}
         queued: dict[bytes, list[PoolTx]] = {}
-        for sender, acct in self._accounts.items():
-            for nonce in sorted(acct.txs):
-                entry = acct.txs[nonce]
-                (pending if entry.pending else queued).setdefault(sender, []).append(entry)
+        for entry in entries:
+            (pending if entry.pending else queued).setdefault(entry.sender, []).append(entry)
         return pending, queued
 
     def content_of(self, sender: bytes) -> tuple[list[PoolTx], list[PoolTx]]:

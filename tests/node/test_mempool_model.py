@@ -182,6 +182,7 @@ class Model:
                     return "underpriced"
                 self.remove(victim, EVICTED)
         self.seq += 1
+        self.fate.pop(h, None)
         self.txs[s][nonce] = ModelTx(h, raw, s, nonce, level, self.seq)
         self.classify(now)
         return ""
@@ -239,6 +240,7 @@ class MempoolMachine(RuleBasedStateMachine):
         assert expected == "", f"pool accepted what the model refuses ({expected})"
         self.local.accepted(raw, tx_hash)
         self.accepted.add(tx_hash)
+        self.left.pop(tx_hash, None)  # the same bytes may come back after they left
 
     @rule(s=st.integers(0, SENDERS - 1), offset=st.integers(-1, MAX_PER_SENDER),
           level=st.sampled_from(LEVELS), variant=st.integers(0, 1))
