@@ -8,7 +8,7 @@ DEVNET_HOME ?= .devnet
 FUZZ_RUNS ?= 1000000
 RESTART_CYCLES ?= 200
 
-.PHONY: devnet test lint bench fuzz clean restart-campaign
+.PHONY: devnet test lint bench fuzz clean restart-campaign mempool-model
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP)
 # Long restart campaign of real validator processes (docs/consensus.md, "Restart").
 restart-campaign: $(STAMP)
 	MOTUS_RESTART_CYCLES=$(RESTART_CYCLES) $(BIN)/pytest -q -s -p no:xdist tests/node/test_restart_campaign.py
+
+# The mempool model test with many more examples (docs/rpc.md, "Transaction pool").
+MEMPOOL_MODEL_EXAMPLES ?= 2000
+mempool-model: $(STAMP)
+	MOTUS_MEMPOOL_MODEL_EXAMPLES=$(MEMPOOL_MODEL_EXAMPLES) $(BIN)/pytest -q -p no:xdist tests/node/test_mempool_model.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check node consensus vm p2p genesis codec devnet bench tests
