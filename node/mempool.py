@@ -200,10 +200,24 @@ class Mempool:
         acct = self._accounts.get(entry.sender)
         if acct is None:
             acct = self._accounts[entry.sender] = _Account(state_nonce)
-        acct.state_nonce = state_nonce
         acct.txs[entry.nonce] = entry
         self._by_hash[entry.hash] = entry
-        self._classify(acct, self.clock())
+        if acct.state_nonce != state_nonce:  # a head the pool has not pruned for yet
+            acct.state_nonce = state_nonce
+            self._classify(acct, self.clock())
+            return
+        # What _classify would conclude, touching only the newcomer and the queued run it
+        # may promote: an add costs O(1) for a sender that sends in order, however many
+        # transactions it holds.
+        before = acct.txs.get(entry.nonce - 1)
+        if entry.nonce == state_nonce or (before is not None and before.pending):
+            entry.queued_since = None
+            n = entry.nonce + 1
+            while n in acct.txs and not acct.txs[n].pending:
+                acct.txs[n].queued_since = None  # the gap is filled
+                n += 1
+        else:
+            self._queue(entry, self.clock())
 
     def _drop(self, entry: PoolTx, reason: str) -> None:
         """Remove ``entry`` (which must be pooled); its sender's entry goes with its last
@@ -228,8 +242,11 @@ class Mempool:
             n += 1
         for entry in acct.txs.values():
             if entry.nonce > n and entry.queued_since is None:
-                entry.queued_since = now
-                self._next_expiry = min(self._next_expiry, now + self.queued_lifetime_s)
+                self._queue(entry, now)
+
+    def _queue(self, entry: PoolTx, now: float) -> None:
+        entry.queued_since = now
+        self._next_expiry = min(self._next_expiry, now + self.queued_lifetime_s)
 
     def expire(self) -> int:
         """Drop the transactions queued for ``queued_lifetime_s`` or longer; returns how
