@@ -8,7 +8,7 @@ DEVNET_HOME ?= .devnet
 FUZZ_RUNS ?= 1000000
 RESTART_CYCLES ?= 200
 
-.PHONY: devnet test lint bench fuzz clean restart-campaign test-docker
+.PHONY: devnet test lint bench fuzz clean restart-campaign test-docker mempool-model
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ restart-campaign: $(STAMP)
 # where missing; builds the base image once, the image offline (times: docs/docker.md).
 test-docker: $(STAMP)
 	MOTUS_DOCKER_TEST=1 $(BIN)/pytest -q -s -rs -p no:xdist tests/docker/test_compose.py
+
+# The mempool model test with many more examples (docs/rpc.md, "Transaction pool").
+MEMPOOL_MODEL_EXAMPLES ?= 2000
+mempool-model: $(STAMP)
+	MOTUS_MEMPOOL_MODEL_EXAMPLES=$(MEMPOOL_MODEL_EXAMPLES) $(BIN)/pytest -q -p no:xdist tests/node/test_mempool_model.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check node cli light rpcclient consensus vm p2p genesis codec devnet bench tests

@@ -55,6 +55,7 @@ METHOD_MODULES: tuple[str, ...] = (
     "node.rpc.subscriptions",
     "node.rpc.filters",
     "node.rpc.debug",
+    "node.rpc.txpool",
 )
 
 REQUIRED: Any = object()
