@@ -1,6 +1,6 @@
-"""Off-chain signal store: the full payloads behind attestations' ``signals_hash``.
+"""Off-chain signal store: the full payloads behind attestations' ``commitment``.
 
-The chain keeps only the hash and the coarse cell of each reading; the owner's
+The chain keeps only the salted commitment and the coarse cell of each reading; the owner's
 chosen node keeps the payload (exact position, battery, diagnostics...) here,
 verified against the attestation, indexed by vehicle and time, pruned after a
 retention period, and served by ``motus_getTelemetry`` to requesters that hold
@@ -32,9 +32,9 @@ from vm.attestation import (
     SignalsError,
     check_stateless,
     compute_attestation_id,
-    compute_signals_hash,
     decode_attestation,
     decode_signals,
+    open_commitment,
 )
 from vm.geo import cell_to_latlng
 
@@ -101,7 +101,8 @@ class SignalStore:
 
     def put(self, raw_attestation: bytes, payload: bytes) -> bytes:
         """Store ``payload`` under its attestation after checking that the attestation is
-        signed by its device and that ``keccak(payload) == signals_hash``; returns the
+        signed by its device and that ``payload`` (salt included) opens its commitment
+        (``vm.attestation.open_commitment``); returns the
         attestation id. Storing the same pair again is a no-op. Whether the attestation
         was accepted on chain is the caller's business (the node stores payloads of
         attestations its pool accepted)."""
@@ -109,13 +110,10 @@ class SignalStore:
             att = check_stateless(raw_attestation, self.chain_id)
         except AttestationError as exc:
             raise SignalStoreError("bad_attestation", str(exc)) from None
-        if compute_signals_hash(payload) != att.signals_hash:
-            raise SignalStoreError("hash_mismatch",
-                                   "keccak(payload) is not the attestation's signals_hash")
         try:
-            decode_signals(payload)
+            open_commitment(att, payload)
         except SignalsError as exc:
-            raise SignalStoreError("bad_payload", str(exc)) from None
+            raise SignalStoreError(exc.code, str(exc)) from None
         att_id = compute_attestation_id(raw_attestation)
         where = _u64(att.vehicle_id) + _u64(att.timestamp_ms)
         if self._db.get(b"a" + att_id) is not None:
@@ -266,7 +264,7 @@ def get_telemetry(store: SignalStore, state: Any, request: TelemetryRequest, now
     """What ``motus_getTelemetry`` answers: the vehicle's records in the range with
     location signals filtered by :func:`authorize_request`'s rule. ``payload`` (hex) is
     present only when nothing was removed, so it can be checked against the chain's
-    ``signals_hash``."""
+    ``commitment``."""
     access = authorize_request(state, request, store.chain_id, now_ms, has_permission)
     records = store.query(request.vehicle_id, request.from_ms, request.to_ms, limit)
     newest = store.latest(request.vehicle_id) if access.location == CURRENT else None

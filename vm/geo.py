@@ -85,3 +85,16 @@ def latlng_to_cell(lat: float, lng: float, resolution: int) -> int:
 def cell_to_latlng(cell: int) -> tuple[float, float]:
     """Off-chain display and simulation only."""
     return h3.cell_to_latlng(cell)
+
+
+def cell_is_inside(fine: int, resolution: int, coarse: int) -> bool:
+    """True when ``fine`` is a valid H3 cell at exactly ``resolution`` whose ancestor at
+    ``coarse``'s (lower) resolution is ``coarse``: the payload's fine cell lies in the
+    attestation's public cell."""
+    try:
+        if not is_valid_cell(fine, resolution) or not h3.is_valid_cell(coarse):
+            return False
+        coarse_res = h3.get_resolution(coarse)
+        return coarse_res <= resolution and h3.cell_to_parent(fine, coarse_res) == coarse
+    except Exception:  # H3 refuses odd integers with exceptions of its own
+        return False
