@@ -44,7 +44,7 @@ from vm.attestation import (
     encode_signals,
     keccak256,
 )
-from vm.geo import latlng_to_cell
+from vm.geo import coarse_cell_of, latlng_to_cell
 from vm.params import defaults as param_defaults
 
 EARTH_RADIUS_M = 6_371_008.8
@@ -94,7 +94,11 @@ class Device:
         self.challenge = bytes(nonce)
 
     def cell_of(self, lat: float, lon: float) -> int:
-        return latlng_to_cell(lat, lon, self.resolution)
+        """The public cell of a position: the ancestor, at the chain's resolution, of its
+        fine (resolution-8) cell. H3 cells do not nest exactly, so the position's own
+        coarse cell may differ near an edge; the ancestor is what the payload's fine cell
+        is checked against (``vm.attestation.open_commitment``)."""
+        return coarse_cell_of(lat, lon, self.resolution)
 
     def sign(self, att: Attestation) -> Attestation:
         """``att`` with the device's signature (r || s || v, v in {0, 1}, low s)."""

@@ -41,8 +41,9 @@ _SPECS = [
               "Reject attestations older than this before block time."),
     ParamSpec("attestation_future_ms", 10_000, 0, 600_000, False,
               "Reject attestations more than this after block time."),
-    ParamSpec("min_interval_ms", 1_000, 0, 3_600_000, False,
-              "Minimum time between two accepted attestations of one device."),
+    ParamSpec("min_interval_ms", 1_000, 1_000, 3_600_000, False,
+              "Minimum time between two accepted attestations of one device (at least 1 s: "
+              "the wire carries whole seconds)."),
     ParamSpec("max_speed_cmps", 7_000, 100, 100_000, False,
               "Implausible speed between consecutive cells (cm/s), 70 m/s."),
     ParamSpec("odometer_tolerance_bps", 2_000, 0, 10_000, False,

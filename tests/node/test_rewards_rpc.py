@@ -172,7 +172,7 @@ def fleet(chain: InProcessChain) -> dict[str, Any]:
     claimed and paired with the device's EIP-712 signatures); then the chain is run to
     the start of an epoch."""
     abi = load_abi("identity")
-    devices = [Device.generate(chain.app.chain_id, 8, seed=b"rpc %d" % i) for i in DRIVERS]
+    devices = [Device.generate(chain.app.chain_id, seed=b"rpc %d" % i) for i in DRIVERS]
     owners = [ACCOUNTS[i][0] for i in DRIVERS]
     chain.block(
         [

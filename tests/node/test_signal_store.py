@@ -16,7 +16,7 @@ from node.signal_store import (
     get_telemetry,
     sign_request,
 )
-from vm.attestation import VERSION, Attestation, compute_signals_hash
+from vm.attestation import VERSION, Attestation, compute_commitment
 
 CHAIN_ID = 7077
 T0 = 1_700_000_000_000
@@ -58,8 +58,8 @@ def test_payload_must_match_the_attestation(store):
     ]
     # a device that hashed a non-canonical payload: signed, hash matches, still refused
     loose = msgpack.packb({"z": 1, "a": 2})
-    att = dev.sign(Attestation(VERSION, dev.address, 5, 99, T0, 0x881F8D7A49FFFFF, 0, 0,
-                               compute_signals_hash(loose), b""))
+    att = dev.sign(Attestation(VERSION, dev.address, 5, 99, T0 // 1000, 0x871F8D7A4FFFFFF, 0,
+                               compute_commitment(loose), b""))
     cases.append((att.encode(), loose, "bad_payload"))
     for raw, payload, code in cases:
         with pytest.raises(SignalStoreError) as exc:
@@ -132,7 +132,7 @@ def test_location_signals_follow_the_permission_held(world, who, locations):
         assert a["id"] == "0x" + r.id.hex() and a["signals"]["soc"] == r.signals["soc"]
         if a["location"] == "exact":
             assert a["signals"]["lat"] == r.signals["lat"]
-            assert a["payload"] == "0x" + r.payload.hex()  # verifiable against signals_hash
+            assert a["payload"] == "0x" + r.payload.hex()  # verifiable against the commitment
         elif a["location"] == "approximate":
             assert a["signals"]["lat"] != r.signals["lat"]
             assert abs(a["signals"]["lat"] - r.signals["lat"]) < 0.02
