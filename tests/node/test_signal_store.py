@@ -133,11 +133,16 @@ def test_location_signals_follow_the_permission_held(world, who, locations):
         if a["location"] == "exact":
             assert a["signals"]["lat"] == r.signals["lat"]
             assert a["payload"] == "0x" + r.payload.hex()  # verifiable against the commitment
-        elif a["location"] == "approximate":
+            assert compute_commitment(r.payload) == r.attestation.commitment
+        else:
+            # the salt and the fine cell go with the location: with them a reader could
+            # brute-force the position against the public commitment
+            assert not {"salt", "cell"} & set(a["signals"])
+        if a["location"] == "approximate":
             assert a["signals"]["lat"] != r.signals["lat"]
             assert abs(a["signals"]["lat"] - r.signals["lat"]) < 0.02
             assert a["payload"] is None
-        else:
+        elif a["location"] == "none":
             assert "lat" not in a["signals"] and "lon" not in a["signals"] and a["payload"] is None
 
 
