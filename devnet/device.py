@@ -155,6 +155,16 @@ class Device:
                    "nonce": nonce, "deadline": deadline}
         return self.sign_typed_data(typed_data(CLAIM_DEVICE, self.chain_id, message))
 
+    def vin_signature(self, vin: str, owner: bytes, nonce: int, deadline: int) -> bytes:
+        """The device's signed reading of the car's VIN for ``owner`` (identity
+        ``mintVehicleWithDevice`` / ``reclaimVin``): firmware reads the VIN from the car
+        it is plugged into; ``vin`` must be normalised (``vm.vin.normalize_vin``)."""
+        from vm.modules.identity import VIN_READING, typed_data
+
+        message = {"vin": vin, "device": self.checksum_address,
+                   "owner": to_checksum_address(owner), "nonce": nonce, "deadline": deadline}
+        return self.sign_typed_data(typed_data(VIN_READING, self.chain_id, message))
+
     def pair_signature(self, vehicle_id: int, owner: bytes, nonce: int, deadline: int) -> bytes:
         """The device's consent to be paired with ``vehicle_id`` (identity ``pairDevice``)."""
         from vm.modules.identity import PAIR_DEVICE, typed_data

@@ -41,6 +41,7 @@ from eth_utils import to_checksum_address
 from devnet.device import Device, Drive
 from node.rpc.client import RPCError, rpc_call
 from node.txsend import TxError, decode_result, encode_call, eth_call, wait_for_receipt
+from vm.vin import vin_hash
 
 log = logging.getLogger("motus.fleet")
 
@@ -97,7 +98,8 @@ class Car:
     owner: bytes
     owner_key: bytes
     device: Device
-    vin_hash: bytes
+    vin: str  # normalised (vm.vin)
+    vin_hash: bytes  # the chain's hash of it (vm.vin.vin_hash)
     vehicle_id: int = 0
     drive: Drive | None = None
     rng: random.Random = field(default_factory=random.Random)
@@ -159,7 +161,7 @@ def plan_fleet(seed: str, count: int, chain_id: int, resolution: int) -> list[Ca
     for i in range(count):
         owner, owner_key = accounts[OWNER_ACCOUNTS[i % len(OWNER_ACCOUNTS)]]
         device = Device(device_key(seed, i), chain_id, resolution)
-        cars.append(Car(i, owner, owner_key, device, keccak(vin(seed, i).encode()),
+        cars.append(Car(i, owner, owner_key, device, vin(seed, i), vin_hash(vin(seed, i)),
                         rng=random.Random(f"{seed}/{i}")))
     return cars
 
@@ -190,7 +192,7 @@ def setup_fleet(rpc: str, cars: list[Car]) -> list[Car]:
     for c in cars:
         if c.vin_hash not in by_vin:
             batches.setdefault(c.owner_key, []).append(encode_call(
-                abi, "mintVehicle", "Motus", "Fleet Sim", 2018 + c.index % 8, c.vin_hash))
+                abi, "mintVehicle", "Motus", "Fleet Sim", 2018 + c.index % 8, c.vin))
     if any(batches.values()):
         log.info("minting %d devices and vehicles", sum(map(len, batches.values())))
         send_batches(rpc, identity, list(batches.items()))
