@@ -185,7 +185,7 @@ def fleet(node: NodeProcess, w3: Web3, contracts: dict[str, Contract]) -> Any:
     vehicles = []
     for i, driver in enumerate(drivers):
         receipt = send(
-            w3, driver, ident.functions.mintVehicle("Motus", "E2E", 2024, f"WMZGOVE2E{i:08d}")
+            w3, driver, ident.functions.mintVehicle("Motus", "E2E", 2024, f"WMZGV2E{i:010d}")
         )
         (minted,) = ident.events.VehicleMinted().process_receipt(receipt, errors=DISCARD)
         vehicles.append(minted["args"]["vehicleId"])
