@@ -27,7 +27,6 @@ from types import ModuleType
 from typing import Any
 
 from eth_account import Account
-from eth_hash.auto import keccak
 
 from cli.common import (
     NotFound,
@@ -187,24 +186,54 @@ def sign_device(
 # --- vehicle commands -----------------------------------------------------------------
 
 
+def parse_vin(text: str) -> str:
+    """The normalised VIN (``vm.vin``); a bad one is refused here, before anything is
+    signed or sent, with the chain's own code: ``bad_vin: ...``."""
+    from vm.vin import VinError, normalize_vin
+
+    try:
+        return normalize_vin(text)
+    except VinError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_vehicle_mint(args: argparse.Namespace) -> dict[str, Any]:
-    """Mint a vehicle NFT for the signer."""
-    if args.vin_hash:
-        try:
-            vin_hash = bytes.fromhex(args.vin_hash.removeprefix("0x"))
-        except ValueError:
-            vin_hash = b""
-        if len(vin_hash) != 32:
-            raise UsageError("--vin-hash must be 32 bytes (0x + 64 hex digits)")
-    elif args.vin:
-        vin_hash = keccak(args.vin.strip().upper().encode())
+    """Mint a vehicle NFT for the signer: with ``--device`` its VIN is backed by the
+    device's signed reading and the device is paired (``mintVehicleWithDevice``), else
+    the VIN is bound without evidence (``mintVehicle``) and can be reclaimed."""
+    return _mint_vehicle(args, reclaim=False)
+
+
+def cmd_vehicle_reclaim_vin(args: argparse.Namespace) -> dict[str, Any]:
+    """Reclaim a VIN bound without evidence, with the device's signed reading
+    (``reclaimVin``): a new vehicle NFT for the signer holds the VIN, paired with the
+    device."""
+    return _mint_vehicle(args, reclaim=True)
+
+
+def _mint_vehicle(args: argparse.Namespace, reclaim: bool) -> dict[str, Any]:
+    from vm.vin import vin_hash as compute_vin_hash
+
+    key = signer_key(args)
+    vin = parse_vin(args.vin)
+    if args.device is None:
+        out = transact(args, key, "mintVehicle", args.make, args.model, args.year, vin)
     else:
-        raise UsageError("give --vin or --vin-hash")
-    out = transact(
-        args, signer_key(args), "mintVehicle", args.make, args.model, args.year, vin_hash
-    )
+        if args.device_key_file is None:
+            raise UsageError("--device needs --device-key-file (the device signs the VIN)")
+        dkey, device = device_key(args)
+        owner = Account.from_key(key).address.lower()
+        nonce = device_nonce(args.rpc, device)
+        deadline = int(time.time()) + args.signature_ttl
+        message = {"vin": vin, "device": device, "owner": owner, "nonce": nonce,
+                   "deadline": deadline}
+        signature, _ = sign_device(args.rpc, dkey, identity_module().VIN_READING, message)
+        out = transact(args, key, "reclaimVin" if reclaim else "mintVehicleWithDevice",
+                       args.make, args.model, args.year, vin, device, nonce, deadline, signature)
+        out["device"] = device
     out["vehicleId"] = event_arg(out, "VehicleMinted", "vehicleId")
-    out["vinHash"] = "0x" + vin_hash.hex()
+    out["vinHash"] = "0x" + compute_vin_hash(vin).hex()
+    out["vinEvidence"] = "none" if args.device is None else "device"
     return out
 
 
@@ -336,6 +365,18 @@ def cmd_device_show(args: argparse.Namespace) -> dict[str, Any]:
 # --- parser ----------------------------------------------------------------------------
 
 
+def _vin_args(p: argparse.ArgumentParser, device_required: bool) -> None:
+    p.add_argument("--vin", required=True,
+                   help="the 17-character VIN (ISO 3779; upper-cased and checked here and on chain)")
+    p.add_argument("--device", type=parse_address, required=device_required, metavar="ADDRESS",
+                   help="your claimed, unpaired device: it signs the VIN as evidence and is "
+                        "paired with the new vehicle")
+    p.add_argument("--device-key-file", required=device_required, metavar="FILE",
+                   help="the device's raw hex private key, mode 0600")
+    p.add_argument("--signature-ttl", type=int, default=SIGNATURE_TTL_SECONDS, metavar="SECONDS",
+                   help=f"device signature deadline from now (default {SIGNATURE_TTL_SECONDS})")
+
+
 def _devicesigner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=parse_address, required=True, metavar="ADDRESS")
     p.add_argument(
@@ -362,11 +403,18 @@ def register_identity_commands(sub: argparse._SubParsersAction) -> None:
     mint.add_argument("--make", required=True)
     mint.add_argument("--model", required=True)
     mint.add_argument("--year", type=int, required=True)
-    vin = mint.add_mutually_exclusive_group(required=True)
-    vin.add_argument("--vin", help="the VIN; only keccak256(upper-case VIN) goes on chain")
-    vin.add_argument("--vin-hash", help="keccak256 of the VIN, 0x + 64 hex digits")
+    _vin_args(mint, device_required=False)
     signer_args(mint)
     mint.set_defaults(fn=run(cmd_vehicle_mint))
+
+    reclaim = vs.add_parser(
+        "reclaim-vin", help="take back a VIN bound without evidence, with your device's reading")
+    reclaim.add_argument("--make", required=True)
+    reclaim.add_argument("--model", required=True)
+    reclaim.add_argument("--year", type=int, required=True)
+    _vin_args(reclaim, device_required=True)
+    signer_args(reclaim)
+    reclaim.set_defaults(fn=run(cmd_vehicle_reclaim_vin))
 
     pair = vs.add_parser("pair", help="pair your claimed device with your vehicle")
     pair.add_argument("--vehicle", type=parse_id, required=True, metavar="ID")

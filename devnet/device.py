@@ -1,8 +1,9 @@
 """The device side of telemetry: what firmware (or the fleet simulator) does.
 
 A :class:`Device` holds a secp256k1 key, counts ``seq`` up, maps a position to
-its H3 cell at the chain's resolution, hashes the full signal payload, signs
-the attestation exactly as docs/telemetry.md says and answers challenges::
+its coarse H3 cell at the chain's resolution, commits to the full signal payload
+with a fresh random salt, signs the version-2 attestation (docs/telemetry.md) and
+answers challenges::
 
     dev = Device(private_key, chain_id=7077)
     reading = dev.attest(vehicle_id=1, timestamp_ms=t, lat=48.137, lon=11.575,
@@ -11,8 +12,9 @@ the attestation exactly as docs/telemetry.md says and answers challenges::
     # reading.payload goes to the owner's node, next to the attestation
 
 The signature is over ``keccak256(b"\\x19Motus Attestation:\\n" + chain_id (8 bytes)
-+ rlp([version, device, vehicle_id, seq, timestamp_ms, cell, odometer_m, speed_cmps,
-signals_hash, challenge]))``; ``vm.attestation`` holds the encoding both sides share.
++ rlp([version, device, vehicle_id, seq, timestamp_s, cell, odometer_hm, commitment,
+challenge]))``; ``vm.attestation`` holds the encoding both sides share. What goes on
+chain is coarse on purpose (docs/privacy.md); the exact values live in the payload.
 """
 
 from __future__ import annotations
@@ -28,22 +30,31 @@ from eth_account import Account
 from eth_utils import to_checksum_address
 
 from vm.attestation import (
+    FINE_CELL_RESOLUTION,
+    FINE_CELL_SIGNAL,
+    MIN_SALT_BYTES,
+    ODOMETER_UNIT_M,
+    SALT_SIGNAL,
+    TIME_UNIT_MS,
     VERSION,
     Attestation,
     compute_attestation_id,
-    compute_signals_hash,
+    compute_commitment,
     compute_signing_digest,
     encode_signals,
     keccak256,
 )
-from vm.geo import latlng_to_cell
+from vm.geo import coarse_cell_of, latlng_to_cell
+from vm.params import defaults as param_defaults
 
 EARTH_RADIUS_M = 6_371_008.8
+DEFAULT_RESOLUTION = param_defaults()["h3_resolution"]
 
 
 @dataclass(frozen=True)
 class SignedReading:
-    """One signed attestation and the off-chain payload its ``signals_hash`` commits to."""
+    """One signed attestation and the off-chain payload its ``commitment`` commits to
+    (the payload holds its salt: keep it, the owner's node needs it to verify)."""
 
     attestation: Attestation
     raw: bytes  # wire bytes for motus_submitAttestations / gossip
@@ -53,9 +64,10 @@ class SignedReading:
 
 
 class Device:
-    """A telemetry device: key, address, sequence counter, chain id and H3 resolution."""
+    """A telemetry device: key, address, sequence counter, chain id and the chain's public
+    H3 resolution (``h3_resolution``)."""
 
-    def __init__(self, private_key: bytes, chain_id: int, resolution: int = 8,
+    def __init__(self, private_key: bytes, chain_id: int, resolution: int = DEFAULT_RESOLUTION,
                  seq: int = 0) -> None:
         self._key = PrivateKey(private_key)
         self.private_key = private_key
@@ -66,7 +78,8 @@ class Device:
         self.challenge = b""  # nonce included while answering a challenge
 
     @classmethod
-    def generate(cls, chain_id: int, resolution: int = 8, seed: bytes | None = None) -> Device:
+    def generate(cls, chain_id: int, resolution: int = DEFAULT_RESOLUTION,
+                 seed: bytes | None = None) -> Device:
         """A new device with a random key (or one derived from ``seed``, for tests)."""
         key = keccak256(b"motus device " + seed) if seed is not None else os.urandom(32)
         return cls(key, chain_id, resolution)
@@ -81,7 +94,11 @@ class Device:
         self.challenge = bytes(nonce)
 
     def cell_of(self, lat: float, lon: float) -> int:
-        return latlng_to_cell(lat, lon, self.resolution)
+        """The public cell of a position: the ancestor, at the chain's resolution, of its
+        fine (resolution-8) cell. H3 cells do not nest exactly, so the position's own
+        coarse cell may differ near an edge; the ancestor is what the payload's fine cell
+        is checked against (``vm.attestation.open_commitment``)."""
+        return coarse_cell_of(lat, lon, self.resolution)
 
     def sign(self, att: Attestation) -> Attestation:
         """``att`` with the device's signature (r || s || v, v in {0, 1}, low s)."""
@@ -91,16 +108,22 @@ class Device:
 
     def attest(self, *, vehicle_id: int, timestamp_ms: int, lat: float, lon: float,
                odometer_m: int, speed_cmps: int = 0, signals: dict[str, Any] | None = None,
-               challenge: bytes | None = None, cell: int | None = None) -> SignedReading:
+               challenge: bytes | None = None, cell: int | None = None,
+               salt: bytes | None = None) -> SignedReading:
         """Build, sign and encode the next attestation (seq + 1).
 
-        The payload holds ``signals`` plus the exact position (``lat``, ``lon``),
-        ``timestamp_ms``, ``odometer_m`` and ``speed_cmps``; the chain only sees its
-        hash and the coarse cell. ``cell`` overrides the cell (tests).
+        The payload holds ``signals`` plus the exact position (``lat``, ``lon``), its
+        resolution-8 cell (``cell``), ``timestamp_ms``, ``odometer_m``, ``speed_cmps``
+        and ``salt`` (16 fresh random bytes unless given, for tests). The chain sees only
+        the coarse cell, the time in whole seconds, the odometer in whole hectometres
+        and the salted commitment. ``cell`` overrides the public cell (tests).
         """
         full = dict(signals or {})
-        full.update(lat=float(lat), lon=float(lon), timestamp_ms=timestamp_ms,
-                    odometer_m=odometer_m, speed_cmps=speed_cmps)
+        fine = latlng_to_cell(lat, lon, FINE_CELL_RESOLUTION)
+        full.update({"lat": float(lat), "lon": float(lon), "timestamp_ms": timestamp_ms,
+                     "odometer_m": odometer_m, "speed_cmps": speed_cmps,
+                     FINE_CELL_SIGNAL: fine,
+                     SALT_SIGNAL: os.urandom(MIN_SALT_BYTES) if salt is None else salt})
         payload = encode_signals(full)
         self.seq += 1
         att = self.sign(Attestation(
@@ -108,11 +131,10 @@ class Device:
             device=self.address,
             vehicle_id=vehicle_id,
             seq=self.seq,
-            timestamp_ms=timestamp_ms,
+            timestamp_s=timestamp_ms // TIME_UNIT_MS,
             cell=self.cell_of(lat, lon) if cell is None else cell,
-            odometer_m=odometer_m,
-            speed_cmps=speed_cmps,
-            signals_hash=compute_signals_hash(payload),
+            odometer_hm=odometer_m // ODOMETER_UNIT_M,
+            commitment=compute_commitment(payload),
             challenge=self.challenge if challenge is None else challenge,
         ))
         raw = att.encode()
@@ -132,6 +154,16 @@ class Device:
         message = {"device": self.checksum_address, "owner": to_checksum_address(owner),
                    "nonce": nonce, "deadline": deadline}
         return self.sign_typed_data(typed_data(CLAIM_DEVICE, self.chain_id, message))
+
+    def vin_signature(self, vin: str, owner: bytes, nonce: int, deadline: int) -> bytes:
+        """The device's signed reading of the car's VIN for ``owner`` (identity
+        ``mintVehicleWithDevice`` / ``reclaimVin``): firmware reads the VIN from the car
+        it is plugged into; ``vin`` must be normalised (``vm.vin.normalize_vin``)."""
+        from vm.modules.identity import VIN_READING, typed_data
+
+        message = {"vin": vin, "device": self.checksum_address,
+                   "owner": to_checksum_address(owner), "nonce": nonce, "deadline": deadline}
+        return self.sign_typed_data(typed_data(VIN_READING, self.chain_id, message))
 
     def pair_signature(self, vehicle_id: int, owner: bytes, nonce: int, deadline: int) -> bytes:
         """The device's consent to be paired with ``vehicle_id`` (identity ``pairDevice``)."""

@@ -5,9 +5,9 @@
 
 Setup, all through ordinary signed transactions (docs/fleet.md): with the development
 accounts of docs/protocol.md, account 1 (the licensed manufacturer) mints one device
-NFT per car; car i belongs to account ``2 + i % 8``, which mints the vehicle NFT, claims
-the device and pairs it with the car, each step carrying the device's own EIP-712
-signature. Device keys and VINs are derived from ``--seed``, so a rerun finds what an
+NFT per car; car i belongs to account ``2 + i % 8``, which claims the device and mints
+the vehicle NFT with the device's signed VIN reading (which pairs them), each step
+carrying the device's own EIP-712 signature. Device keys and VINs are derived from ``--seed``, so a rerun finds what an
 earlier run made and only does what is missing (idempotent restarts).
 
 Then every ``--interval`` seconds each car moves along a plausible loop
@@ -41,6 +41,7 @@ from eth_utils import to_checksum_address
 from devnet.device import Device, Drive
 from rpcclient import RPCError, rpc_call
 from rpcclient.txsend import TxError, decode_result, encode_call, eth_call, wait_for_receipt
+from vm.vin import vin_hash
 
 log = logging.getLogger("motus.fleet")
 
@@ -97,7 +98,8 @@ class Car:
     owner: bytes
     owner_key: bytes
     device: Device
-    vin_hash: bytes
+    vin: str  # normalised (vm.vin)
+    vin_hash: bytes  # the chain's hash of it (vm.vin.vin_hash)
     vehicle_id: int = 0
     drive: Drive | None = None
     rng: random.Random = field(default_factory=random.Random)
@@ -159,7 +161,7 @@ def plan_fleet(seed: str, count: int, chain_id: int, resolution: int) -> list[Ca
     for i in range(count):
         owner, owner_key = accounts[OWNER_ACCOUNTS[i % len(OWNER_ACCOUNTS)]]
         device = Device(device_key(seed, i), chain_id, resolution)
-        cars.append(Car(i, owner, owner_key, device, keccak(vin(seed, i).encode()),
+        cars.append(Car(i, owner, owner_key, device, vin(seed, i), vin_hash(vin(seed, i)),
                         rng=random.Random(f"{seed}/{i}")))
     return cars
 
@@ -177,33 +179,33 @@ def _vehicles_by_vin(rpc: str, owners: set[bytes]) -> dict[bytes, int]:
 def setup_fleet(rpc: str, cars: list[Car]) -> list[Car]:
     """Mint, claim and pair whatever the cars still lack; returns the cars ready to
     drive (a car whose device or vehicle belongs to someone else is left out, with a
-    warning). Idempotent: a second run sends nothing."""
+    warning). Idempotent: a second run sends nothing.
+
+    A car's vehicle NFT is minted with its device's signed VIN reading
+    (``mintVehicleWithDevice``), which pairs the device too: the VIN is bound with
+    device evidence and nobody can reclaim it (docs/identity.md, "VINs")."""
     identity = _address("IDENTITY")
     abi = _abi("identity")
     accounts = dev_accounts()
     manufacturer_key = accounts[MANUFACTURER_ACCOUNT][1]
-    # 1. device NFTs (manufacturer) and vehicle NFTs (owners)
+    # 1. device NFTs (manufacturer)
     records = {c.index: rpc_call(rpc, "motus_getDevice", [c.device_hex]) for c in cars}
+    missing = [encode_call(abi, "mintDevice", c.device_hex) for c in cars
+               if records[c.index] is None]
+    if missing:
+        log.info("minting %d devices", len(missing))
+        send_batches(rpc, identity, [(manufacturer_key, missing)])
+    # 2. claim (device signature), then the vehicle with the device's VIN reading, which
+    # pairs them; a vehicle minted earlier without its device is paired with pairDevice
     by_vin = _vehicles_by_vin(rpc, {c.owner for c in cars})
-    batches: dict[bytes, list[bytes]] = {manufacturer_key: [
-        encode_call(abi, "mintDevice", c.device_hex) for c in cars if records[c.index] is None]}
-    for c in cars:
-        if c.vin_hash not in by_vin:
-            batches.setdefault(c.owner_key, []).append(encode_call(
-                abi, "mintVehicle", "Motus", "Fleet Sim", 2018 + c.index % 8, c.vin_hash))
-    if any(batches.values()):
-        log.info("minting %d devices and vehicles", sum(map(len, batches.values())))
-        send_batches(rpc, identity, list(batches.items()))
-        by_vin = _vehicles_by_vin(rpc, {c.owner for c in cars})
-    # 2. claim and pair, with the devices' signatures
     ready: list[Car] = []
-    batches = {}
+    batches: dict[bytes, list[bytes]] = {}
     deadline = int(time.time()) + SIGNATURE_TTL_S
+    minting = 0
     for c in cars:
-        c.vehicle_id = by_vin.get(c.vin_hash, 0)
         record = rpc_call(rpc, "motus_getDevice", [c.device_hex])
-        if record is None or c.vehicle_id == 0:
-            log.warning("car %d: device or vehicle missing after minting; skipped", c.index)
+        if record is None:
+            log.warning("car %d: device missing after minting; skipped", c.index)
             continue
         owner_hex = "0x" + c.owner.hex()
         nonce = int(record["nonce"])
@@ -216,24 +218,39 @@ def setup_fleet(rpc: str, cars: list[Car]) -> list[Car]:
             signature = c.device.claim_signature(c.owner, nonce, deadline)
             calls.append(encode_call(abi, "claimDevice", c.device_hex, nonce, deadline, signature))
             nonce += 1
-        vehicle = rpc_call(rpc, "motus_getVehicle", [c.vehicle_id])
-        if vehicle["device"] != c.device_hex:
-            if vehicle["device"] is not None or record["vehicleId"] is not None:
-                log.warning("car %d: vehicle %d or its device is paired elsewhere; skipped",
-                            c.index, c.vehicle_id)
+        vehicle_id = by_vin.get(c.vin_hash, 0)
+        if vehicle_id == 0:
+            if record["vehicleId"] is not None:
+                log.warning("car %d: device %s is paired with vehicle %s; skipped", c.index,
+                            c.device_hex, record["vehicleId"])
                 continue
-            signature = c.device.pair_signature(c.vehicle_id, c.owner, nonce, deadline)
-            calls.append(encode_call(abi, "pairDevice", c.vehicle_id, c.device_hex, nonce,
-                                     deadline, signature))
+            signature = c.device.vin_signature(c.vin, c.owner, nonce, deadline)
+            calls.append(encode_call(abi, "mintVehicleWithDevice", "Motus", "Fleet Sim",
+                                     2018 + c.index % 8, c.vin, c.device_hex, nonce, deadline,
+                                     signature))
+            minting += 1
+        else:
+            vehicle = rpc_call(rpc, "motus_getVehicle", [vehicle_id])
+            if vehicle["device"] != c.device_hex:
+                if vehicle["device"] is not None or record["vehicleId"] is not None:
+                    log.warning("car %d: vehicle %d or its device is paired elsewhere; skipped",
+                                c.index, vehicle_id)
+                    continue
+                signature = c.device.pair_signature(vehicle_id, c.owner, nonce, deadline)
+                calls.append(encode_call(abi, "pairDevice", vehicle_id, c.device_hex, nonce,
+                                         deadline, signature))
         ready.append(c)
     if any(batches.values()):
-        log.info("claiming and pairing %d devices", len(ready))
+        log.info("claiming devices and minting %d vehicles with their devices' VIN readings",
+                 minting)
         send_batches(rpc, identity, list(batches.items()))
+        by_vin = _vehicles_by_vin(rpc, {c.owner for c in cars})
     for c in ready:
+        c.vehicle_id = by_vin.get(c.vin_hash, 0)
         record = rpc_call(rpc, "motus_getDevice", [c.device_hex])
-        if record is None or record["vehicleId"] != c.vehicle_id:
+        if c.vehicle_id == 0 or record is None or record["vehicleId"] != c.vehicle_id:
             raise SetupError(f"car {c.index}: device {c.device_hex} is not paired with "
-                             f"vehicle {c.vehicle_id} after setup")
+                             f"a vehicle holding its VIN after setup")
     return ready
 
 

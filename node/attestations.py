@@ -51,9 +51,8 @@ from vm.attestation import (
     AttestationError,
     SignalsError,
     compute_attestation_id,
-    compute_signals_hash,
     decode_attestation,
-    decode_signals,
+    open_commitment,
 )
 from vm.modules.telemetry import DEFERRED
 
@@ -90,19 +89,18 @@ class PayloadError(ValueError):
 
 
 def check_payload(raw: bytes, payload: bytes) -> None:
-    """Raise :class:`PayloadError` unless ``payload`` is canonical and hashes to the
-    attestation's ``signals_hash``. An undecodable attestation passes: the attestation
-    itself is refused (``malformed``) and its payload never stored."""
+    """Raise :class:`PayloadError` unless ``payload`` opens the attestation's salted
+    commitment and is consistent with it (``vm.attestation.open_commitment``). An
+    undecodable attestation passes: the attestation itself is refused (``malformed``)
+    and its payload never stored."""
     try:
         att = decode_attestation(raw)
     except AttestationError:
         return
-    if compute_signals_hash(payload) != att.signals_hash:
-        raise PayloadError("hash_mismatch", "keccak(payload) is not the attestation's signals_hash")
     try:
-        decode_signals(payload)
+        open_commitment(att, payload)
     except SignalsError as exc:
-        raise PayloadError("bad_payload", str(exc)) from None
+        raise PayloadError(exc.code, str(exc)) from None
 
 
 def encode_signal_item(raw: bytes, payload: bytes) -> bytes:

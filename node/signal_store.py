@@ -1,6 +1,6 @@
-"""Off-chain signal store: the full payloads behind attestations' ``signals_hash``.
+"""Off-chain signal store: the full payloads behind attestations' ``commitment``.
 
-The chain keeps only the hash and the coarse cell of each reading; the owner's
+The chain keeps only the salted commitment and the coarse cell of each reading; the owner's
 chosen node keeps the payload (exact position, battery, diagnostics...) here,
 verified against the attestation, indexed by vehicle and time, pruned after a
 retention period, and served by ``motus_getTelemetry`` to the owners of the ownership
@@ -39,9 +39,9 @@ from vm.attestation import (
     SignalsError,
     check_stateless,
     compute_attestation_id,
-    compute_signals_hash,
     decode_attestation,
     decode_signals,
+    open_commitment,
 )
 from vm.geo import cell_to_latlng
 from vm.modules.identity import (
@@ -127,7 +127,8 @@ class SignalStore:
 
     def put(self, raw_attestation: bytes, payload: bytes) -> bytes:
         """Store ``payload`` under its attestation after checking that the attestation is
-        signed by its device and that ``keccak(payload) == signals_hash``; returns the
+        signed by its device and that ``payload`` (salt included) opens its commitment
+        (``vm.attestation.open_commitment``); returns the
         attestation id. Storing the same pair again is a no-op. Whether the attestation
         was accepted on chain is the caller's business (the node stores payloads of
         attestations its pool accepted)."""
@@ -135,13 +136,10 @@ class SignalStore:
             att = check_stateless(raw_attestation, self.chain_id)
         except AttestationError as exc:
             raise SignalStoreError("bad_attestation", str(exc)) from None
-        if compute_signals_hash(payload) != att.signals_hash:
-            raise SignalStoreError("hash_mismatch",
-                                   "keccak(payload) is not the attestation's signals_hash")
         try:
-            decode_signals(payload)
+            open_commitment(att, payload)
         except SignalsError as exc:
-            raise SignalStoreError("bad_payload", str(exc)) from None
+            raise SignalStoreError(exc.code, str(exc)) from None
         att_id = compute_attestation_id(raw_attestation)
         where = _u64(att.vehicle_id) + _u64(att.timestamp_ms)
         if self._db.get(b"a" + att_id) is not None:
@@ -436,7 +434,7 @@ def filter_record(rec: StoredSignals, bits: int, newest: bool) -> dict[str, Any]
     location history (bit 3), or current location (bit 2) on the vehicle's newest record,
     else the centre of the record's public H3 cell with approximate location (bit 7),
     else removed; ``cell`` with any of those; ``payload`` (the raw bytes, verifiable
-    against the chain's ``signals_hash``) with raw data (bit 6) when nothing was removed."""
+    against the chain's ``commitment``) with raw data (bit 6) when nothing was removed."""
     signals = rec.signals
     has_location = any(k in signals for k in LOCATION_SIGNALS)
     if bits & (1 << BIT_LOCATION_HISTORY) or (newest and bits & (1 << BIT_CURRENT_LOCATION)):

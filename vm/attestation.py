@@ -1,11 +1,14 @@
 """Telemetry attestations (docs/telemetry.md): wire codec, signing digest, reject
 codes and the stateless checks.
 
-An attestation is the canonical msgpack array
-``[version, device, vehicle_id, seq, timestamp_ms, cell, odometer_m, speed_cmps,
-signals_hash, challenge, signature]``. The device signs
-``keccak256(b"\\x19Motus Attestation:\\n" + chain_id (8 bytes, big-endian) +
-rlp([first ten fields]))`` with secp256k1 and appends ``r || s || v`` (v 0 or 1).
+An attestation (version 2) is the canonical msgpack array
+``[version, device, vehicle_id, seq, timestamp_s, cell, odometer_hm, commitment,
+challenge, signature]``. It publishes no more location than proof of coverage needs
+(docs/privacy.md): a coarse H3 cell (the chain's ``h3_resolution``, 5..7), the time in
+whole seconds, the odometer in whole hectometres, and ``commitment``, a salted hash of
+the off-chain payload (exact position, fine cell, exact time, odometer, speed...). The
+device signs ``keccak256(b"\\x19Motus Attestation:\\n" + chain_id (8 bytes, big-endian)
++ rlp([first nine fields]))`` with secp256k1 and appends ``r || s || v`` (v 0 or 1).
 That digest is the contract with device firmware: changing it needs a new
 ``version``; ``tests/vm/test_attestation.py`` pins it with a fixed vector.
 
@@ -28,11 +31,14 @@ import msgpack
 from vm.block import rlp_encode, rlp_uint
 from vm.crypto import keccak256, recover_address
 from vm.errors import VMError
+from vm.geo import cell_is_inside, latlng_to_cell
 
-VERSION = 1
-MAX_ATTESTATION_BYTES = 256  # the largest valid attestation is 189 bytes
+VERSION = 2  # 1: fine cell, ms time, metre odometer, speed, unsalted hash (no longer accepted)
+MAX_ATTESTATION_BYTES = 256  # the largest valid attestation is 180 bytes
 DIGEST_PREFIX = b"\x19Motus Attestation:\n"
-FIELD_COUNT = 11
+FIELD_COUNT = 10
+ODOMETER_UNIT_M = 100  # on chain the odometer counts whole hectometres
+TIME_UNIT_MS = 1000  # on chain the reading's time counts whole seconds
 UINT64_LIMIT = 2**64  # msgpack integers end at 64 bits; so do ours
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 NONCE_BYTES = 8
@@ -86,17 +92,28 @@ class Attestation(NamedTuple):
     device: bytes  # 20-byte address of the device key
     vehicle_id: int  # vehicle NFT token id
     seq: int  # counts up per device, starting at 1
-    timestamp_ms: int
-    cell: int  # H3 index as an integer
-    odometer_m: int
-    speed_cmps: int
-    signals_hash: bytes  # keccak of the off-chain signal payload
+    timestamp_s: int  # when the reading was taken, unix seconds (floor)
+    cell: int  # H3 index (as an integer) at the chain's coarse h3_resolution
+    odometer_hm: int  # odometer in whole hectometres (floor)
+    commitment: bytes  # salted keccak of the off-chain payload (compute_commitment)
     challenge: bytes  # the epoch challenge nonce (8 bytes) or empty
     signature: bytes = b""  # 65 bytes r || s || v
 
+    @property
+    def timestamp_ms(self) -> int:
+        """The on-chain time in milliseconds: whole seconds, so always a multiple of 1000
+        (the exact time is in the payload)."""
+        return self.timestamp_s * TIME_UNIT_MS
+
+    @property
+    def odometer_m(self) -> int:
+        """The on-chain odometer in metres: whole hectometres (the exact value is in the
+        payload)."""
+        return self.odometer_hm * ODOMETER_UNIT_M
+
     def signed_fields(self) -> list[int | bytes]:
-        """The ten fields covered by the signature, in wire order."""
-        return list(self[:10])
+        """The nine fields covered by the signature, in wire order."""
+        return list(self[:9])
 
     def encode(self) -> bytes:
         """Canonical wire bytes (msgpack array, bytes as bin, shortest integers)."""
@@ -130,18 +147,18 @@ def encode_signed_fields(fields: Sequence[int | bytes]) -> bytes:
 
 def compute_signing_digest(att: Attestation, chain_id: int) -> bytes:
     """The 32-byte digest a device signs (docs/telemetry.md, exactly)."""
-    if len(att.device) != 20 or len(att.signals_hash) != 32 or len(att.challenge) not in (0, 8):
+    if len(att.device) != 20 or len(att.commitment) != 32 or len(att.challenge) not in (0, 8):
         body = encode_signed_fields(att.signed_fields())  # odd shapes: the general encoder
     else:
         # The usual shapes, spelled out (this runs for every attestation a node sees);
         # tests check it against the general encoder and the rlp package.
         payload = b"".join((
             rlp_uint(att.version), b"\x94", att.device, rlp_uint(att.vehicle_id),
-            rlp_uint(att.seq), rlp_uint(att.timestamp_ms), rlp_uint(att.cell),
-            rlp_uint(att.odometer_m), rlp_uint(att.speed_cmps), b"\xa0", att.signals_hash,
+            rlp_uint(att.seq), rlp_uint(att.timestamp_s), rlp_uint(att.cell),
+            rlp_uint(att.odometer_hm), b"\xa0", att.commitment,
             b"\x88" + att.challenge if att.challenge else b"\x80",
         ))
-        # at least 1 + 21 + 6 + 33 + 1 = 62 bytes and at most 118: one length byte
+        # at least 1 + 21 + 5 + 33 + 1 = 61 bytes and at most 109: one length byte
         body = bytes((0xF8, len(payload))) + payload
     prefix = _PREFIXES.get(chain_id)
     if prefix is None:
@@ -182,25 +199,25 @@ def _bin(value: object, name: str, *lengths: int) -> bytes:
     return value
 
 
-_FIELD_TYPES = (int, bytes, int, int, int, int, int, int, bytes, bytes, bytes)
+_FIELD_TYPES = (int, bytes, int, int, int, int, int, bytes, bytes, bytes)
 
 
 def _explain_types(obj: list) -> None:
     """Raise the malformed error naming the first badly typed field."""
     _uint(obj[0], "version")
     _bin(obj[1], "device", 20)
-    for i, name in ((2, "vehicle_id"), (3, "seq"), (4, "timestamp_ms"), (5, "cell"),
-                    (6, "odometer_m"), (7, "speed_cmps")):
+    for i, name in ((2, "vehicle_id"), (3, "seq"), (4, "timestamp_s"), (5, "cell"),
+                    (6, "odometer_hm")):
         _uint(obj[i], name)
-    _bin(obj[8], "signals_hash", 32)
-    _bin(obj[9], "challenge", 0, NONCE_BYTES)
-    _bin(obj[10], "signature", 65)
+    _bin(obj[7], "commitment", 32)
+    _bin(obj[8], "challenge", 0, NONCE_BYTES)
+    _bin(obj[9], "signature", 65)
     raise _malformed("badly typed field")  # pragma: no cover - one check above fails
 
 
 def decode_attestation(raw: bytes) -> Attestation:
     """Decode wire bytes; raises AttestationError(malformed) unless ``raw`` is exactly
-    the canonical encoding of a well-typed version-1 attestation. Never raises
+    the canonical encoding of a well-typed version-2 attestation. Never raises
     anything else."""
     if type(raw) is not bytes:
         raw = bytes(raw) if isinstance(raw, bytearray | memoryview) else b""
@@ -218,17 +235,20 @@ def decode_attestation(raw: bytes) -> Attestation:
                               **_ATTESTATION_UNPACK_LIMITS)
     except Exception as exc:
         raise _malformed(f"not msgpack: {type(exc).__name__}") from None
+    if type(obj) is list and obj and type(obj[0]) is int and obj[0] != VERSION:
+        # checked first: an old version-1 record has a different shape
+        raise _malformed(f"unsupported version {obj[0]} (this chain speaks {VERSION})")
     if type(obj) is not list or len(obj) != FIELD_COUNT:
         raise _malformed(f"must be a msgpack array of {FIELD_COUNT} elements")
     if tuple(map(type, obj)) != _FIELD_TYPES:
         _explain_types(obj)
     # msgpack integers are at most 64 bits; only negatives remain to refuse
-    if min(obj[0], obj[2], obj[3], obj[4], obj[5], obj[6], obj[7]) < 0:
+    if min(obj[0], obj[2], obj[3], obj[4], obj[5], obj[6]) < 0:
         _explain_types(obj)
     if obj[0] != VERSION:
         raise _malformed(f"unsupported version {obj[0]} (this chain speaks {VERSION})")
-    if (len(obj[1]) != 20 or len(obj[8]) != 32 or len(obj[9]) not in (0, NONCE_BYTES)
-            or len(obj[10]) != 65):
+    if (len(obj[1]) != 20 or len(obj[7]) != 32 or len(obj[8]) not in (0, NONCE_BYTES)
+            or len(obj[9]) != 65):
         _explain_types(obj)
     try:
         canonical = _packer().pack(obj) == raw
@@ -362,16 +382,33 @@ def check_stateless_codes(raws: Sequence[bytes], chain_id: int) -> list[str]:
 
 
 # --- off-chain signal payloads -------------------------------------------------
-# The full signals of one reading (exact position, battery, diagnostics...) stay
-# off-chain; the attestation carries keccak256 of their canonical encoding.
+# The full signals of one reading (exact position, fine cell, exact time and odometer,
+# speed, battery, diagnostics...) stay off-chain; the attestation carries a salted
+# commitment to their canonical encoding (docs/privacy.md says why the salt matters).
 
 MAX_SIGNALS_BYTES = 64 * 1024
 _SIGNALS_UNPACK_LIMITS = _unpack_limits(MAX_SIGNALS_BYTES)
-LOCATION_SIGNALS = frozenset({"lat", "lon"})  # degrees (WGS84); need a location permission
+COMMITMENT_DOMAIN = b"motus.signals.v2\x00"  # keccak256(domain ++ payload), never a bare keccak
+SALT_SIGNAL = "salt"  # bin, MIN_SALT_BYTES..MAX_SALT_BYTES random bytes, new for every payload
+MIN_SALT_BYTES = 16
+MAX_SALT_BYTES = 32
+FINE_CELL_SIGNAL = "cell"  # H3 cell at FINE_CELL_RESOLUTION, inside the attestation's cell
+FINE_CELL_RESOLUTION = 8
+# Signals that reveal where the car is: removed for a reader without a location
+# permission. The salt goes with them: whoever holds the salt and the other signals of
+# a record can test candidate positions against the public commitment (a brute force
+# over the coarse cell), so the salt is location data.
+LOCATION_SIGNALS = frozenset({"lat", "lon", FINE_CELL_SIGNAL, SALT_SIGNAL})
 
 
 class SignalsError(ValueError):
-    """A signal payload that is not canonical or too large."""
+    """A signal payload refused; ``code`` is stable: ``bad_payload`` (not canonical, too
+    large, no salt, fine cell or position inconsistent with the attestation) or
+    ``hash_mismatch`` (does not open the attestation's commitment)."""
+
+    def __init__(self, message: str, code: str = "bad_payload") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _canonical(value: object, depth: int = 0) -> object:
@@ -420,6 +457,40 @@ def decode_signals(payload: bytes) -> dict[str, object]:
     return signals
 
 
-def compute_signals_hash(payload: bytes) -> bytes:
-    """What an attestation's ``signals_hash`` must be for this payload."""
-    return keccak256(payload)
+def compute_commitment(payload: bytes) -> bytes:
+    """What an attestation's ``commitment`` must be for this payload:
+    ``keccak256(COMMITMENT_DOMAIN ++ payload)``. The payload carries its own random salt
+    (:data:`SALT_SIGNAL`), so the commitment hides the payload from anyone without it."""
+    return keccak256(COMMITMENT_DOMAIN + payload)
+
+
+def open_commitment(att: Attestation, payload: bytes) -> dict[str, object]:
+    """Check that ``payload`` is what ``att`` committed to, and consistent with it; return
+    the signals. Raises :class:`SignalsError`: ``hash_mismatch`` unless
+    ``compute_commitment(payload) == att.commitment``; ``bad_payload`` unless the payload
+    is canonical, carries a salt of 16..32 bytes, its fine cell (when present) is a
+    resolution-8 cell inside ``att.cell``, and its ``lat``/``lon`` (when present) lie in
+    that fine cell (which must then be present)."""
+    if compute_commitment(payload) != att.commitment:
+        raise SignalsError("the payload does not open the attestation's commitment",
+                           "hash_mismatch")
+    signals = decode_signals(payload)
+    salt = signals.get(SALT_SIGNAL)
+    if type(salt) is not bytes or not MIN_SALT_BYTES <= len(salt) <= MAX_SALT_BYTES:
+        raise SignalsError(f"the payload needs a random salt of {MIN_SALT_BYTES} to "
+                           f"{MAX_SALT_BYTES} bytes (signal {SALT_SIGNAL!r}, bin)")
+    fine = signals.get(FINE_CELL_SIGNAL)
+    has_position = "lat" in signals or "lon" in signals
+    if fine is None and has_position:
+        raise SignalsError(f"a payload with lat/lon needs its fine cell ({FINE_CELL_SIGNAL!r})")
+    if fine is not None:
+        if type(fine) is not int or not cell_is_inside(fine, FINE_CELL_RESOLUTION, att.cell):
+            raise SignalsError(f"fine cell is not a resolution-{FINE_CELL_RESOLUTION} cell "
+                               "inside the attestation's cell")
+    if has_position:
+        lat, lon = signals.get("lat"), signals.get("lon")
+        if (type(lat) is not float or type(lon) is not float
+                or not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0)
+                or latlng_to_cell(lat, lon, FINE_CELL_RESOLUTION) != fine):
+            raise SignalsError("lat/lon are not a position inside the payload's fine cell")
+    return signals

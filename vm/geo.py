@@ -82,6 +82,28 @@ def latlng_to_cell(lat: float, lng: float, resolution: int) -> int:
     return h3.latlng_to_cell(lat, lng, resolution)
 
 
+def coarse_cell_of(lat: float, lon: float, resolution: int, fine_resolution: int = 8) -> int:
+    """Device side: the public cell of a position, the ancestor at ``resolution`` of its
+    cell at ``fine_resolution`` (H3 cells do not nest exactly; the ancestor is always
+    within 1.1 average edges of the position, inside the margin of
+    :func:`cell_distance_lower_bound_m`)."""
+    fine = h3.latlng_to_cell(lat, lon, max(resolution, fine_resolution))
+    return fine if resolution >= fine_resolution else h3.cell_to_parent(fine, resolution)
+
+
 def cell_to_latlng(cell: int) -> tuple[float, float]:
     """Off-chain display and simulation only."""
     return h3.cell_to_latlng(cell)
+
+
+def cell_is_inside(fine: int, resolution: int, coarse: int) -> bool:
+    """True when ``fine`` is a valid H3 cell at exactly ``resolution`` whose ancestor at
+    ``coarse``'s (lower) resolution is ``coarse``: the payload's fine cell lies in the
+    attestation's public cell."""
+    try:
+        if not is_valid_cell(fine, resolution) or not h3.is_valid_cell(coarse):
+            return False
+        coarse_res = h3.get_resolution(coarse)
+        return coarse_res <= resolution and h3.cell_to_parent(fine, coarse_res) == coarse
+    except Exception:  # H3 refuses odd integers with exceptions of its own
+        return False

@@ -34,13 +34,16 @@ _SPECS = [
               "Floor of the EIP-1559 base fee (wei), so empty blocks cannot make spam free."),
     ParamSpec("max_block_attestations", 2000, 0, 20_000, False, "Attestations a block may carry."),
     # --- proof of coverage (docs/telemetry.md) -----------------------------
-    ParamSpec("h3_resolution", 8, 5, 10, False, "H3 resolution of attestation cells (8: about 0.5 km edge)."),
+    ParamSpec("h3_resolution", 7, 5, 7, False,
+              "H3 resolution of the public attestation cell (7: about 1.4 km edge, 5 km2); "
+              "at most 7 so the chain never publishes finer location (docs/privacy.md)."),
     ParamSpec("attestation_stale_ms", 300_000, 10_000, 3_600_000, False,
               "Reject attestations older than this before block time."),
     ParamSpec("attestation_future_ms", 10_000, 0, 600_000, False,
               "Reject attestations more than this after block time."),
-    ParamSpec("min_interval_ms", 1_000, 0, 3_600_000, False,
-              "Minimum time between two accepted attestations of one device."),
+    ParamSpec("min_interval_ms", 1_000, 1_000, 3_600_000, False,
+              "Minimum time between two accepted attestations of one device (at least 1 s: "
+              "the wire carries whole seconds)."),
     ParamSpec("max_speed_cmps", 7_000, 100, 100_000, False,
               "Implausible speed between consecutive cells (cm/s), 70 m/s."),
     ParamSpec("odometer_tolerance_bps", 2_000, 0, 10_000, False,

@@ -76,7 +76,7 @@ async def submit_attestations(ctx: RPCContext, attestations: Any,
     """Check each attestation against the head and pool it; one ``{id, accepted, code}``
     per item, in order (``accepted``: it entered the pool). ``payloads``: the signal
     payload of each item (or null), stored for accepted items once it is checked against
-    the attestation's ``signals_hash``; a payload that does not match refuses the whole
+    the attestation's salted ``commitment``; a payload that does not open it refuses the whole
     call (-32602) before anything is admitted."""
     raws = [r for r in _hex_items(attestations, "attestations") if r is not None]
     bodies: list[bytes | None] | None = None
@@ -159,7 +159,8 @@ def get_block_attestations(ctx: RPCContext, block: Any) -> list[dict[str, Any]] 
 
 
 def attestation_json(raw: bytes, height: int) -> dict[str, Any]:
-    """One included attestation with its fields (docs/telemetry.md, wire format)."""
+    """One included attestation with its public fields (docs/telemetry.md, wire format):
+    exactly what every observer of the chain sees."""
     att = decode_attestation(bytes(raw))
     return {
         "id": hexb(compute_attestation_id(bytes(raw))),
@@ -167,11 +168,10 @@ def attestation_json(raw: bytes, height: int) -> dict[str, Any]:
         "device": hexb(att.device),
         "vehicleId": att.vehicle_id,
         "seq": att.seq,
-        "timestampMs": att.timestamp_ms,
+        "timestampS": att.timestamp_s,
         "cell": hex(att.cell),
-        "odometerM": att.odometer_m,
-        "speedCmps": att.speed_cmps,
-        "signalsHash": hexb(att.signals_hash),
+        "odometerHm": att.odometer_hm,
+        "commitment": hexb(att.commitment),
         "challenge": hexb(att.challenge),
         "raw": hexb(bytes(raw)),
     }

@@ -27,7 +27,7 @@ def accept_all(att: Attestation) -> str | None:
 
 
 def signed(dev: Device, seq: int, ts: int = 1_000_000) -> bytes:
-    att = Attestation(VERSION, dev.address, 1, seq, ts + seq * 1_000, 0x881F8D7A49FFFFF, 1_000, 0,
+    att = Attestation(VERSION, dev.address, 1, seq, ts // 1000 + seq, 0x871F8D7A4FFFFFF, 10,
                       b"\x01" * 32, b"")
     return dev.sign(att).encode()
 

@@ -18,7 +18,7 @@ from node.db import Database
 from node.store import ChainStore
 from p2p.batch import encode_batch
 from p2p.host import Verdict
-from vm.attestation import compute_signals_hash, encode_signals
+from vm.attestation import compute_commitment, encode_signals
 
 CHAIN_ID = 7077
 VALIDATOR = b"\xa1" * 20
@@ -105,10 +105,16 @@ def test_payloads_must_belong_to_their_attestation() -> None:
                        odometer_m=5, signals={"soc": 50})
     # same hash, but not the canonical encoding of a signals map
     sneaky = msgpack.packb(["not", "a", "map"])
-    forged_hash = other.attestation._replace(signals_hash=compute_signals_hash(sneaky))
+    forged_hash = other.attestation._replace(commitment=compute_commitment(sneaky))
     with pytest.raises(PayloadError) as info:
         check_payload(dev.sign(forged_hash).encode(), sneaky)
     assert info.value.code == "bad_payload"
+    # canonical and committed to, but without a salt: refused (it could be brute-forced)
+    unsalted = encode_signals({"soc": 50})
+    with pytest.raises(PayloadError) as info:
+        check_payload(dev.sign(other.attestation._replace(
+            commitment=compute_commitment(unsalted))).encode(), unsalted)
+    assert info.value.code == "bad_payload" and "salt" in str(info.value)
     check_payload(b"\x00garbage", b"anything")  # the attestation itself is refused instead
 
 

@@ -42,7 +42,7 @@ from node.signal_store import request_json, sign_request
 from p2p.identity import load_or_create_node_key, node_multiaddr, peer_id_of
 from rpcclient.txsend import decode_result, encode_call, eth_call
 from tests.procs import NodeProcess, free_port, init_home, motus, rpc
-from vm.attestation import Attestation
+from vm.attestation import Attestation, compute_commitment
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("attest_node"), pytest.mark.timeout(180)]
 
@@ -177,7 +177,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     try:
         follower.start()
         validator.wait_height(1)
-        cars = fleet.setup_fleet(validator.url, fleet.plan_fleet(SEED, 4, CHAIN_ID, 8))
+        cars = fleet.setup_fleet(validator.url, fleet.plan_fleet(SEED, 4, CHAIN_ID, 7))
         assert [c.vehicle_id for c in cars] == [1, 2, 3, 4]
         # a device claimed by car 0's owner but paired with nothing
         unpaired = Device(fleet.device_key(SEED, 99), CHAIN_ID)
@@ -253,13 +253,13 @@ def _spoofs(chain: Chain) -> list[tuple[str, bytes]]:
     out.append(("implausible_speed", next_reading(lat=lat + 1.0).raw))  # 111 km in 5 s
     out.append(("stale", next_reading(timestamp_ms=now - 400_000).raw))
     out.append(("future", next_reading(timestamp_ms=now + 60_000).raw))
-    out.append(("too_frequent", next_reading(timestamp_ms=last_ts + 400).raw))
+    out.append(("too_frequent", next_reading(timestamp_ms=last_ts).raw))  # the same second
     out.append(("odometer_rollback", next_reading(odometer_m=last_odo - 500).raw))
     oversized = next_reading().raw + b"\x00" * 100
     out.append(("malformed", oversized))
     canonical = next_reading().raw
-    assert canonical[:2] == b"\x9b\x01"
-    out.append(("malformed", b"\x9b\xcc\x01" + canonical[2:]))  # version as uint8: not shortest
+    assert canonical[:2] == b"\x9a\x02"
+    out.append(("malformed", b"\x9a\xcc\x02" + canonical[2:]))  # version as uint8: not shortest
     out.append(("not_paired", chain.unpaired.attest(
         vehicle_id=car.vehicle_id, timestamp_ms=last_ts + 5_000, lat=lat, lon=lon,
         odometer_m=last_odo + 60).raw))
@@ -405,7 +405,7 @@ def test_permissioned_developer_reads_signals_and_unpermissioned_is_refused(
     payload = bytes.fromhex(owner_view["payload"][2:])
     block_atts = {a["id"]: a for h in chain.wait_included(chain.honest[0][:1])
                   for a in rpc(chain.url, "motus_getBlockAttestations", [h])}
-    assert block_atts[first["id"]]["signalsHash"] == hexs(keccak(payload))
+    assert block_atts[first["id"]]["commitment"] == hexs(compute_commitment(payload))
     err = rpc_error(chain.url, "motus_getTelemetry", [request(stranger_key)])
     assert err["code"] == -32000 and err["data"]["code"] == "denied"
     stale = request(developer_key) | {"timestampMs": now - 120_000}

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from eth_account import Account
-from eth_hash.auto import keccak
 
 from cli.common import UsageError, load_key_file, parse_id
 from cli.identity import parse_expiry, parse_permissions
@@ -26,6 +25,7 @@ from rpcclient.txsend import send_call
 from tests.fixtures.rpc_node import MOTUS, dev_accounts, start_node
 from tests.procs import MOTUS as MOTUS_CMD
 from tests.procs import ROOT, NodeProcess, free_port
+from vm.vin import vin_hash as compute_vin_hash
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.xdist_group("identity_node")]
 
@@ -175,7 +175,8 @@ def test_vehicle_and_device_lifecycle(node: NodeProcess, wallet: dict[str, Any])
     assert code == 0, err
     assert out["status"] == "success" and out["from"] == wallet["address"]
     assert out["txHash"].startswith("0x") and out["blockNumber"] > 0 and out["gasUsed"] > 21_000
-    assert out["vinHash"] == "0x" + keccak(b"VF1AG000X12345678").hex()  # upper-cased, hashed
+    # upper-cased, hashed with the chain's domain
+    assert out["vinHash"] == "0x" + compute_vin_hash("VF1AG000X12345678").hex()
     vid = out["vehicleId"]
     assert [e["event"] for e in out["events"]] == ["Transfer", "VehicleMinted"]
     assert out["events"][1]["args"] == {
@@ -274,8 +275,8 @@ def test_vehicle_and_device_lifecycle(node: NodeProcess, wallet: dict[str, Any])
         "VF1AG000X12345678",
         *by_from,
     )
-    assert code == 1 and out["reason"] == "VIN already registered"
-    assert "VIN already registered" in err
+    assert code == 1 and out["reason"] == "vin_taken: the VIN is bound to another vehicle"
+    assert "vin_taken" in err
     code, out, _ = motus("device", "claim", *device_args, *by_from)
     assert code == 1 and out["reason"] == "device already claimed"
     assert rpc_call(url, "eth_getTransactionCount", [wallet["address"], "pending"]) == nonce
@@ -299,7 +300,8 @@ def test_vehicle_and_device_lifecycle(node: NodeProcess, wallet: dict[str, Any])
 def test_local_problems_exit_2(node: NodeProcess, wallet: dict[str, Any], tmp_path: Path) -> None:
     wrong = tmp_path / "wrong"
     wrong.write_text("not the password")
-    mint = ["vehicle", "mint", "--make", "A", "--model", "B", "--year", "2000", "--vin", "X"]
+    mint = ["vehicle", "mint", "--make", "A", "--model", "B", "--year", "2000",
+            "--vin", "VF1AG000X12345679"]
     code, out, err = motus(
         *mint, "--keystore", wallet["keystore"], "--password-file", str(wrong), "--rpc", node.url
     )
@@ -332,6 +334,15 @@ def test_local_problems_exit_2(node: NodeProcess, wallet: dict[str, Any], tmp_pa
         f"http://127.0.0.1:{free_port()}",
     )
     assert code == 2 and "cannot reach node" in err
+    # a VIN that is no VIN is refused before anything is signed or sent
+    for bad in ("NOT-A-VIN", "1HGCM82643A004352", "VF1AG000O12345679"):
+        code, out, err = motus("vehicle", "mint", "--make", "A", "--model", "B", "--year", "2000",
+                               "--vin", bad, "--private-key-file", wallet["manufacturer_key"],
+                               "--rpc", node.url)
+        assert code == 2 and out is None and "bad_vin: " in err, (bad, err)
+    code, _, err = motus(*mint, "--vin-hash", "0x" + "11" * 32,
+                         "--private-key-file", wallet["manufacturer_key"], "--rpc", node.url)
+    assert code == 2 and "--vin-hash" in err  # a raw hash is no longer taken
     code, _, err = motus(
         "vehicle",
         "grant",

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from eth_hash.auto import keccak
 
 from cli.main import main
 from cli.tx import parse_value
@@ -93,7 +92,7 @@ def test_send_calldata_to_a_module(node: NodeProcess, key_file: str) -> None:
     """Raw calldata (here identity's mintVehicle, encoded by hand) is a call like any other."""
     from cli.identity import identity_abi
 
-    data = encode_call(identity_abi(), "mintVehicle", "Fiat", "500e", 2021, keccak(b"ZFA3120000J000001"))
+    data = encode_call(identity_abi(), "mintVehicle", "Fiat", "500e", 2021, "ZFA3120000J000001")
     code, out, err = tx(node, "send", "--to", IDENTITY, "--data", "0x" + data.hex(),
                         "--private-key-file", key_file)
     assert code == 0, err

@@ -13,7 +13,6 @@ from typing import Any
 import eth_abi
 import pytest
 from eth_account import Account
-from eth_hash.auto import keccak
 from web3 import Web3
 
 from rpcclient import RPCError, rpc_call
@@ -29,11 +28,13 @@ from rpcclient.txsend import (
 )
 from tests.fixtures.rpc_node import dev_accounts, start_node
 from tests.procs import NodeProcess
+from vm.vin import vin_hash as compute_vin_hash
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.xdist_group("identity_node"), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 IDENTITY = "0x00000000000000000000000000000000004d0703"
+VIN = "1HGCM82633A004352"  # a real North American VIN (check digit 3)
 ABI = json.loads((ROOT / "vm" / "abi" / "identity.json").read_text())
 ALICE, MANUFACTURER, GRANTEE = (dev_accounts()[i] for i in (0, 1, 2))
 
@@ -60,8 +61,8 @@ def chain(node: NodeProcess) -> dict[str, Any]:
     url = node.url
     device = Account.create()
     start = int(call(url, "eth_blockNumber"), 16)
-    vin_hash = keccak(b"1HGCM82633A004352")
-    minted = send(url, ALICE, "mintVehicle", "Saab", "900", 1991, vin_hash)
+    vin_hash = compute_vin_hash(VIN)
+    minted = send(url, ALICE, "mintVehicle", "Saab", "900", 1991, VIN)
     (event,) = [
         e for e in decode_logs(ABI, minted["logs"], IDENTITY) if e["event"] == "VehicleMinted"
     ]
@@ -207,12 +208,12 @@ def test_txsend_refuses_a_reverting_call_before_sending(chain: dict[str, Any]) -
     url = chain["url"]
     nonce = call(url, "eth_getTransactionCount", ALICE.address, "pending")
     with pytest.raises(TxReverted) as exc:
-        send(url, ALICE, "mintVehicle", "Saab", "900", 1991, chain["vin_hash"])
-    assert exc.value.reason == "VIN already registered"
+        send(url, ALICE, "mintVehicle", "Saab", "900", 1991, VIN)
+    assert exc.value.reason == "vin_taken: the VIN is bound to another vehicle"
     assert exc.value.tx_hash is None and exc.value.receipt is None
     assert exc.value.to_json() == {
         "status": "reverted",
-        "reason": "VIN already registered",
+        "reason": "vin_taken: the VIN is bound to another vehicle",
         "txHash": None,
     }
     assert call(url, "eth_getTransactionCount", ALICE.address, "pending") == nonce  # not sent
@@ -230,9 +231,9 @@ def test_txsend_mined_failure_carries_receipt_and_reason(
 
     monkeypatch.setattr(rpcclient.txsend, "rpc_call", no_estimate)
     with pytest.raises(TxReverted) as exc:
-        send(chain["url"], ALICE, "mintVehicle", "Saab", "900", 1991, chain["vin_hash"])
+        send(chain["url"], ALICE, "mintVehicle", "Saab", "900", 1991, VIN)
     err = exc.value
-    assert err.reason == "VIN already registered"
+    assert err.reason == "vin_taken: the VIN is bound to another vehicle"
     assert err.tx_hash is not None and err.receipt is not None
     assert int(err.receipt["status"], 16) == 0
     assert err.to_json()["txHash"] == err.tx_hash and err.to_json()["gasUsed"] > 21_000
@@ -241,7 +242,7 @@ def test_txsend_mined_failure_carries_receipt_and_reason(
 def test_txsend_reports_node_refusals(chain: dict[str, Any]) -> None:
     pauper = Account.create()  # no balance: calls run at gas price 0, the pool refuses
     with pytest.raises(TxRejected) as exc:
-        send(chain["url"], pauper, "mintVehicle", "Saab", "900", 1991, keccak(b"other vin"))
+        send(chain["url"], pauper, "mintVehicle", "Saab", "900", 1991, "WVWZZZ1JZXW000001")
     assert exc.value.reason.startswith("insufficient funds")
     assert exc.value.data == {"reason": "insufficient_funds"}
 
@@ -254,7 +255,7 @@ def test_txsend_calls_and_abi_helpers(chain: dict[str, Any]) -> None:
         eth_call(url, IDENTITY, encode_call(ABI, "ownerOf", 10**9))
     # the same calldata as web3.py's
     contract = Web3().eth.contract(address=Web3.to_checksum_address(IDENTITY), abi=ABI)
-    args = ("Saab", "900", 1991, chain["vin_hash"])
+    args = ("Saab", "900", 1991, VIN)
     assert encode_call(ABI, "mintVehicle", *args) == bytes.fromhex(
         contract.encode_abi("mintVehicle", args=args)[2:]
     )

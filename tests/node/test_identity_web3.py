@@ -30,6 +30,7 @@ from web3.logs import DISCARD
 from tests.eip712_types import CLAIM_TYPES, PAIR_TYPES
 from tests.fixtures.rpc_node import CHAIN_ID, dev_accounts, start_node
 from tests.procs import NodeProcess, rpc
+from vm.vin import vin_hash as compute_vin_hash
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.xdist_group("identity_node"), pytest.mark.slow]
 
@@ -81,9 +82,15 @@ def transact(w3: Web3, acct: LocalAccount, fn: Any) -> Any:
     return receipt
 
 
-def mint_vehicle(w3: Web3, ident: Contract, acct: LocalAccount = alice) -> tuple[int, bytes]:
-    vin_hash = keccak(("VIN" + uuid.uuid4().hex[:14]).upper().encode())
-    receipt = transact(w3, acct, ident.functions.mintVehicle("Volvo", "XC40", 2022, vin_hash))
+def new_vin() -> str:
+    return "WMZ" + uuid.uuid4().hex[:14].upper()  # Europe: no check digit
+
+
+def mint_vehicle(w3: Web3, ident: Contract, acct: LocalAccount = alice,
+                 vin: str | None = None) -> tuple[int, bytes]:
+    vin = vin or new_vin()
+    vin_hash = compute_vin_hash(vin)
+    receipt = transact(w3, acct, ident.functions.mintVehicle("Volvo", "XC40", 2022, vin))
     (minted,) = ident.events.VehicleMinted().process_receipt(receipt, errors=DISCARD)
     return minted["args"]["vehicleId"], vin_hash
 
@@ -144,11 +151,12 @@ def test_shipped_abi_is_what_the_node_serves(w3: Web3, ident: Contract, node: No
 
 def test_mint_vehicle_and_read_it_back(w3: Web3, ident: Contract, node: NodeProcess):
     before = rpc(node.url, "motus_vehiclesOf", [bob.address])
-    vehicle_id, vin_hash = mint_vehicle(w3, ident, bob)
+    vin = new_vin()
+    vehicle_id, vin_hash = mint_vehicle(w3, ident, bob, vin)
     assert ident.functions.ownerOf(vehicle_id).call() == bob.address
     assert ident.functions.vehicleIdByVin(vin_hash).call() == vehicle_id
-    owner, make, model, year, vin, device = ident.functions.getVehicle(vehicle_id).call()
-    assert (owner, make, model, year, vin) == (bob.address, "Volvo", "XC40", 2022, vin_hash)
+    owner, make, model, year, stored_hash, device = ident.functions.getVehicle(vehicle_id).call()
+    assert (owner, make, model, year, stored_hash) == (bob.address, "Volvo", "XC40", 2022, vin_hash)
     assert int(device, 16) == 0
     got = rpc(node.url, "motus_getVehicle", [vehicle_id])
     assert {k: got[k] for k in ("id", "owner", "make", "model", "year", "vinHash", "device")} == {
@@ -164,10 +172,14 @@ def test_mint_vehicle_and_read_it_back(w3: Web3, ident: Contract, node: NodeProc
     assert rpc(node.url, "motus_vehiclesOf", [bob.address]) == sorted([*before, vehicle_id])
     assert ident.functions.balanceOf(bob.address).call() == len(before) + 1
 
-    with pytest.raises(ContractLogicError, match="VIN already registered"):
-        transact(w3, alice, ident.functions.mintVehicle("Volvo", "XC40", 2022, vin_hash))
+    assert ident.functions.hashVin(vin.lower()).call() == vin_hash
+    with pytest.raises(ContractLogicError, match="vin_taken"):
+        transact(w3, alice, ident.functions.mintVehicle("Volvo", "XC40", 2022,
+                                                         vin.lower()))
+    with pytest.raises(ContractLogicError, match="bad_vin"):
+        ident.functions.mintVehicle("Volvo", "XC40", 2022, "NOT-A-VIN").call({"from": alice.address})
     with pytest.raises(ContractLogicError, match="invalid year"):
-        ident.functions.mintVehicle("Volvo", "XC40", 1800, keccak(b"x")).call(
+        ident.functions.mintVehicle("Volvo", "XC40", 1800, "WMZ00000000000001").call(
             {"from": alice.address}
         )
     with pytest.raises(ContractLogicError, match="nonexistent token"):

@@ -172,14 +172,14 @@ def fleet(chain: InProcessChain) -> dict[str, Any]:
     claimed and paired with the device's EIP-712 signatures); then the chain is run to
     the start of an epoch."""
     abi = load_abi("identity")
-    devices = [Device.generate(chain.app.chain_id, 8, seed=b"rpc %d" % i) for i in DRIVERS]
+    devices = [Device.generate(chain.app.chain_id, seed=b"rpc %d" % i) for i in DRIVERS]
     owners = [ACCOUNTS[i][0] for i in DRIVERS]
     chain.block(
         [
             chain.sign(
                 i,
                 IDENTITY,
-                encode_call(abi, "mintVehicle", "Motus", "Sim", 2024, keccak(b"VIN %d" % i)),
+                encode_call(abi, "mintVehicle", "Motus", "Sim", 2024, f"WMZRPC{i:011d}"),
             )
             for i in DRIVERS
         ]
@@ -259,7 +259,8 @@ def test_drivers_are_paid_and_every_read_agrees(chain, fleet):
     mint = chain.sign(
         9,
         IDENTITY,
-        encode_call(load_abi("identity"), "mintVehicle", "Motus", "Late", 2024, keccak(b"late")),
+        encode_call(load_abi("identity"), "mintVehicle", "Motus", "Late", 2024,
+                    "WMZLATE0000000001"),
     )
     epoch, boundary = run_to_boundary(chain, fleet, {0: 7, 1: 4}, [mint])
     info = chain.call("motus_getEpoch", epoch)

@@ -19,7 +19,7 @@ from node.signal_store import (
     get_telemetry,
     sign_request,
 )
-from vm.attestation import VERSION, Attestation, compute_signals_hash
+from vm.attestation import VERSION, Attestation, compute_commitment
 
 CHAIN_ID = 7077
 T0 = 1_700_000_000_000
@@ -61,8 +61,8 @@ def test_payload_must_match_the_attestation(store):
     ]
     # a device that hashed a non-canonical payload: signed, hash matches, still refused
     loose = msgpack.packb({"z": 1, "a": 2})
-    att = dev.sign(Attestation(VERSION, dev.address, 5, 99, T0, 0x881F8D7A49FFFFF, 0, 0,
-                               compute_signals_hash(loose), b""))
+    att = dev.sign(Attestation(VERSION, dev.address, 5, 99, T0 // 1000, 0x871F8D7A4FFFFFF, 0,
+                               compute_commitment(loose), b""))
     cases.append((att.encode(), loose, "bad_payload"))
     for raw, payload, code in cases:
         with pytest.raises(SignalStoreError) as exc:
@@ -167,8 +167,14 @@ def test_each_permission_bit_opens_what_it_names(world, who, locations, cells, n
         else:
             assert "lat" not in a["signals"] and "lon" not in a["signals"]
             assert a["cell"] is None
-        # the raw bytes, verifiable against signals_hash, only with raw_data and a full view
+        if a["location"] != "exact":
+            # the salt and the fine cell go with the location: with them a reader could
+            # brute-force the position against the public commitment
+            assert not {"salt", "cell"} & set(a["signals"])
+        # the raw bytes, verifiable against the commitment, only with raw_data and a full view
         assert (a["payload"] == "0x" + r.payload.hex()) if raw else a["payload"] is None
+        if raw:
+            assert compute_commitment(r.payload) == r.attestation.commitment
 
 
 @pytest.mark.parametrize("case,code", [

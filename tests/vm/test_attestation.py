@@ -21,7 +21,7 @@ from vm.attestation import (
     check_stateless,
     check_stateless_codes,
     compute_attestation_id,
-    compute_signals_hash,
+    compute_commitment,
     compute_signing_digest,
     decode_attestation,
     decode_signals,
@@ -36,25 +36,24 @@ CHAIN_ID = 7077
 VECTOR_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
 VECTOR_DEVICE = bytes.fromhex("2c7536e3605d9c16a7a3d7b1898e529396a65c23")
 VECTOR_FIELDS = dict(
-    version=1, device=VECTOR_DEVICE, vehicle_id=42, seq=7, timestamp_ms=1_700_000_000_000,
-    cell=0x881F8D7A49FFFFF,  # res 8, Munich Marienplatz
-    odometer_m=123_456, speed_cmps=1_500, signals_hash=bytes(range(32)),
+    version=2, device=VECTOR_DEVICE, vehicle_id=42, seq=7, timestamp_s=1_700_000_000,
+    cell=0x871F8D7A4FFFFFF,  # res 7, Munich Marienplatz
+    odometer_hm=1_234, commitment=bytes(range(32)),
     challenge=bytes.fromhex("0102030405060708"),
 )
 VECTOR_RLP = bytes.fromhex(
-    "f85901942c7536e3605d9c16a7a3d7b1898e529396a65c232a0786018bcfe56800880881f8d7a49fffff"
-    "8301e2408205dca0000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f8801"
-    "02030405060708")
-VECTOR_DIGEST = bytes.fromhex("f20552f882f72aebcf2aeeab1d73910fd5e0d187ab0c768cf31cadf45888e4a5")
+    "f85302942c7536e3605d9c16a7a3d7b1898e529396a65c232a07846553f100880871f8d7a4ffffff8204d2"
+    "a0000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f880102030405060708")
+VECTOR_DIGEST = bytes.fromhex("42645f32ae74a30b5a818af6476832efb02b6f420774b4146ccc643b38824588")
 VECTOR_SIGNATURE = bytes.fromhex(
-    "5c9beb6126e2398607a4c3afd8c036be6f176b81c2e26cb6a7ac986a922a8c26"
-    "33e1dc648ab58b9edb1b78831c83d3f8468288a26f8a5fce4f3a66131bef6d0f00")
+    "c3bfb46fe6274d6004f573b751677855149c70bfb7e11f04774216d2a8ac3c08"
+    "3dd48d8d76a5357e4ab491da384d677b3875b67b686556e083861f67a3c8db2500")
 VECTOR_RAW = bytes.fromhex(
-    "9b01c4142c7536e3605d9c16a7a3d7b1898e529396a65c232a07cf0000018bcfe56800cf0881f8d7a49fffff"
-    "ce0001e240cd05dcc420000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fc408"
-    "0102030405060708c4415c9beb6126e2398607a4c3afd8c036be6f176b81c2e26cb6a7ac986a922a8c2633e1"
-    "dc648ab58b9edb1b78831c83d3f8468288a26f8a5fce4f3a66131bef6d0f00")
-VECTOR_ID = bytes.fromhex("3269040894612c4eb7dee88fead94940fdbe39c142530b608ffeb52c99a9e768")
+    "9a02c4142c7536e3605d9c16a7a3d7b1898e529396a65c232a07ce6553f100cf0871f8d7a4ffffffcd04d2"
+    "c420000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fc4080102030405060708"
+    "c441c3bfb46fe6274d6004f573b751677855149c70bfb7e11f04774216d2a8ac3c083dd48d8d76a5357e4ab4"
+    "91da384d677b3875b67b686556e083861f67a3c8db2500")
+VECTOR_ID = bytes.fromhex("a68e3dcae64c685868f8e71681185f5739aac6e2c44efb45429bfcb9bdbb3482")
 
 
 def test_fixed_vector_digest_signature_bytes_and_id():
@@ -115,27 +114,28 @@ STATELESS_CASES = [
     ("trailing byte", VECTOR_RAW + b"\x00", "malformed"),
     ("too large", b"\x00" * (MAX_ATTESTATION_BYTES + 1), "malformed"),
     ("map not array", msgpack.packb({"a": 1}), "malformed"),
-    ("ten elements", _raw(_items()[:10]), "malformed"),
-    ("twelve elements", _raw([*_items(), 0]), "malformed"),
-    ("version 2", _with(0, 2), "malformed"),
+    ("nine elements", _raw(_items()[:9]), "malformed"),
+    ("eleven elements", _raw([*_items(), 0]), "malformed"),
+    ("version 1", _with(0, 1), "malformed"),
+    ("version 3", _with(0, 3), "malformed"),
     ("device 19 bytes", _with(1, VECTOR_DEVICE[:19]), "malformed"),
     ("device as str", _with(1, "0x" + VECTOR_DEVICE.hex()), "malformed"),
     ("negative seq", _with(3, -1), "malformed"),
     ("bool vehicle", _with(2, True), "malformed"),
     ("float timestamp", _with(4, 1.5), "malformed"),
-    ("signals_hash 31 bytes", _with(8, bytes(31)), "malformed"),
-    ("challenge 7 bytes", _with(9, bytes(7)), "malformed"),
-    ("signature 64 bytes", _with(10, VECTOR_SIGNATURE[:64]), "malformed"),
+    ("commitment 31 bytes", _with(7, bytes(31)), "malformed"),
+    ("challenge 7 bytes", _with(8, bytes(7)), "malformed"),
+    ("signature 64 bytes", _with(9, VECTOR_SIGNATURE[:64]), "malformed"),
     ("bin as str8", VECTOR_RAW.replace(bytes.fromhex("c408"), bytes.fromhex("d908"), 1),
      "malformed"),
     ("int not shortest", VECTOR_RAW.replace(bytes.fromhex("2a07"), bytes.fromhex("cc2a07"), 1),
      "malformed"),
-    ("v = 27", _with(10, VECTOR_SIGNATURE[:64] + b"\x1b"), "bad_signature"),
-    ("high s", _with(10, _flip_s(VECTOR_SIGNATURE)), "bad_signature"),
-    ("r = 0", _with(10, bytes(32) + VECTOR_SIGNATURE[32:]), "bad_signature"),
+    ("v = 27", _with(9, VECTOR_SIGNATURE[:64] + b"\x1b"), "bad_signature"),
+    ("high s", _with(9, _flip_s(VECTOR_SIGNATURE)), "bad_signature"),
+    ("r = 0", _with(9, bytes(32) + VECTOR_SIGNATURE[32:]), "bad_signature"),
     ("other field signed", _with(3, 8), "bad_signature"),
     ("other device", _with(1, b"\x11" * 20), "bad_signature"),
-    ("garbage signature", _with(10, b"\x42" * 64 + b"\x00"), "bad_signature"),
+    ("garbage signature", _with(9, b"\x42" * 64 + b"\x00"), "bad_signature"),
 ]
 
 
@@ -159,9 +159,9 @@ def test_reject_codes_are_the_documented_set():
 
 u64 = st.integers(min_value=0, max_value=2**64 - 1)
 fields = st.fixed_dictionaries(dict(
-    version=st.just(1), device=st.binary(min_size=20, max_size=20), vehicle_id=u64, seq=u64,
-    timestamp_ms=u64, cell=u64, odometer_m=u64, speed_cmps=u64,
-    signals_hash=st.binary(min_size=32, max_size=32),
+    version=st.just(2), device=st.binary(min_size=20, max_size=20), vehicle_id=u64, seq=u64,
+    timestamp_s=u64, cell=u64, odometer_hm=u64,
+    commitment=st.binary(min_size=32, max_size=32),
     challenge=st.one_of(st.just(b""), st.binary(min_size=8, max_size=8)),
     signature=st.binary(min_size=65, max_size=65),
 ))
@@ -209,10 +209,52 @@ def test_signals_are_canonical_and_hashed():
                         "soc": 81})
     assert a == b
     assert decode_signals(a)["soc"] == 81
-    assert compute_signals_hash(a) == keccak(a)
+    assert compute_commitment(a) == keccak(b"motus.signals.v2\x00" + a)
     unsorted = msgpack.packb({"z": 1, "a": 2})
     for bad in (unsorted, b"\xc1", msgpack.packb([1]), msgpack.packb({1: 2})):
         with pytest.raises(SignalsError):
             decode_signals(bad)
     with pytest.raises(SignalsError):
         encode_signals({"x": object()})
+
+
+def test_version_1_record_is_refused_as_unsupported():
+    """An old 11-field version-1 record (fine cell, ms time, speed, unsalted hash) names
+    its version, not its shape."""
+    old = _raw([1, VECTOR_DEVICE, 42, 7, 1_700_000_000_000, 0x881F8D7A49FFFFF, 123_456, 1_500,
+                bytes(32), b"", VECTOR_SIGNATURE])
+    with pytest.raises(AttestationError, match="unsupported version 1"):
+        check_stateless(old, CHAIN_ID)
+
+
+def _opened(**signals):
+    from vm.attestation import open_commitment
+
+    payload = encode_signals(signals)
+    att = Attestation(**{**VECTOR_FIELDS, "commitment": compute_commitment(payload)})
+    return open_commitment(att, payload)
+
+
+def test_payload_opens_the_commitment_only_with_salt_and_consistent_cells():
+    """open_commitment: the payload carries its salt, its fine cell lies in the public
+    cell and its position in the fine cell; each refusal has its stable code."""
+    import h3.api.basic_int as h3
+
+    lat, lon = h3.cell_to_latlng(0x881F8D7A49FFFFF)  # a resolution-8 child of the vector cell
+    good = dict(lat=lat, lon=lon, cell=0x881F8D7A49FFFFF, salt=b"s" * 16, soc=81)
+    assert _opened(**good)["soc"] == 81
+    payload = encode_signals(good)
+    from vm.attestation import open_commitment
+
+    with pytest.raises(SignalsError) as exc:
+        open_commitment(Attestation(**VECTOR_FIELDS), payload)  # commitment of something else
+    assert exc.value.code == "hash_mismatch"
+    other_res8 = h3.latlng_to_cell(52.52, 13.405, 8)  # Berlin: not inside the Munich cell
+    for bad in ({**good, "salt": b"s" * 15}, {k: v for k, v in good.items() if k != "salt"},
+                {**good, "salt": "s" * 16}, {**good, "cell": other_res8},
+                {**good, "cell": 0x871F8D7A4FFFFFF},  # the coarse cell itself, not res 8
+                {k: v for k, v in good.items() if k != "cell"},
+                {**good, "lat": 52.52, "lon": 13.405}):
+        with pytest.raises(SignalsError) as exc:
+            _opened(**bad)
+        assert exc.value.code == "bad_payload", bad

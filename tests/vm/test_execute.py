@@ -32,7 +32,7 @@ def test_params_module_answers_eth_call():
     params = Module(chain, "params", addresses.PARAMS)
     assert params.call("getParam", "epoch_length_blocks") == 20
     names, values = params.call("getParams")
-    assert dict(zip(names, values, strict=True))["h3_resolution"] == 8
+    assert dict(zip(names, values, strict=True))["h3_resolution"] == 7
 
 
 def test_system_accounts_survive_eip161():
@@ -40,7 +40,7 @@ def test_system_accounts_survive_eip161():
     _, k0 = chain.accounts[0]
     chain.transact(k0, addresses.PARAMS, data=b"", value=0)  # touch the account
     assert chain.state().get_nonce(addresses.PARAMS) == 1
-    assert Module(chain, "params", addresses.PARAMS).call("getParam", "h3_resolution") == 8
+    assert Module(chain, "params", addresses.PARAMS).call("getParam", "h3_resolution") == 7
 
 
 def test_epoch_clock_advances():

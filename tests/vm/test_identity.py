@@ -39,6 +39,7 @@ from vm.modules.identity import (
     vehicle_owner_slot,
     vehicles_of,
 )
+from vm.vin import vin_hash, with_check_digit
 
 IDENTITY = addresses.IDENTITY
 FAR = 2**40  # a deadline/expiry far beyond any block time in these tests
@@ -94,8 +95,14 @@ def device_key(i: int) -> LocalAccount:
     return Account.from_key(keccak(b"motus test device %d" % i))
 
 
+def vin_text(i: int) -> str:
+    """A valid North American VIN (its check digit computed), one per ``i``."""
+    return with_check_digit(f"1HGCM82603A{i:06d}")
+
+
 def vin(i: int) -> bytes:
-    return keccak(f"1HGCM82633A{i:06d}".encode())
+    """The chain's hash of ``vin_text(i)``."""
+    return vin_hash(vin_text(i))
 
 
 def addr(account: LocalAccount) -> bytes:
@@ -159,9 +166,9 @@ def make_world() -> World:
     m = Module(chain, "identity", IDENTITY)
     (a0, k0), (a1, k1), (a2, k2), (a3, k3) = chain.accounts[:4]
     d = [device_key(i) for i in range(4)]
-    m.send(k0, "mintVehicle", "Tesla", "Model 3", 2021, vin(1))
-    m.send(k2, "mintVehicle", "Renault", "Zoe", 2019, vin(2))
-    m.send(k0, "mintVehicle", "Fiat", "500", 2015, vin(3))
+    m.send(k0, "mintVehicle", "Tesla", "Model 3", 2021, vin_text(1))
+    m.send(k2, "mintVehicle", "Renault", "Zoe", 2019, vin_text(2))
+    m.send(k0, "mintVehicle", "Fiat", "500", 2015, vin_text(3))
     for dev in d:
         m.send(k1, "mintDevice", dev.address)
     m.send(k0, "claimDevice", d[0].address, 0, FAR, claim_sig(d[0], a0, 0))
@@ -200,8 +207,8 @@ def test_mint_vehicle_records_owner_attributes_and_events():
     chain = LocalChain()
     m = Module(chain, "identity", IDENTITY)
     a0, k0 = chain.accounts[0]
-    assert m.call("mintVehicle", "Tesla", "Model 3", 2021, vin(1), sender=a0) == 1
-    receipt = m.send(k0, "mintVehicle", "Tesla", "Model 3", 2021, vin(1))
+    assert m.call("mintVehicle", "Tesla", "Model 3", 2021, vin_text(1), sender=a0) == 1
+    receipt = m.send(k0, "mintVehicle", "Tesla", "Model 3", 2021, vin_text(1))
     assert receipt.gas_used > 200_000  # storage writes are charged: spam costs money
     transfer = receipt.logs[0]
     assert transfer.address == IDENTITY
@@ -233,7 +240,7 @@ def test_mint_vehicle_records_owner_attributes_and_events():
     assert vehicles_of(s, a0) == [1]
     assert vehicle_by_vin(s, vin(1)) == 1
     # ids count up from 1
-    assert m.send(k0, "mintVehicle", "Tesla", "Model Y", 2023, vin(2))
+    assert m.send(k0, "mintVehicle", "Tesla", "Model Y", 2023, vin_text(2))
     assert vehicles_of(chain.state(), a0) == [1, 2]
 
 
@@ -346,7 +353,7 @@ def test_burn_frees_vin_and_updates_supply(w: World):
     assert vehicle_by_vin(s, vin(3)) is None
     with pytest.raises(Reverted, match="nonexistent token"):
         m.call("ownerOf", 3)
-    m.send(w.k3, "mintVehicle", "Fiat", "500", 2015, vin(3))  # the VIN can be registered again
+    m.send(w.k3, "mintVehicle", "Fiat", "500", 2015, vin_text(3))  # the VIN can be registered again
     assert m.call("vehicleIdByVin", vin(3)) == 4  # ids are never reused
 
 
@@ -358,7 +365,7 @@ def test_device_lifecycle_mint_claim_pair_unpair():
     m = Module(chain, "identity", IDENTITY)
     (a0, k0), (maker, kmaker) = chain.accounts[:2]
     dev = device_key(7)
-    m.send(k0, "mintVehicle", "VW", "ID.3", 2022, vin(7))
+    m.send(k0, "mintVehicle", "VW", "ID.3", 2022, vin_text(7))
     r = m.send(kmaker, "mintDevice", dev.address)
     assert events(r, m) == [
         ("DeviceMinted", {"device": cs(addr(dev)), "tokenId": 1, "manufacturer": cs(maker)})
@@ -647,24 +654,33 @@ Case = tuple[str, Callable[[World], tuple[bytes, str, tuple[Any, ...]]], str]
 REFUSALS: list[Case] = [
     (
         "duplicate VIN",
-        lambda w: (w.k3, "mintVehicle", ("Tesla", "Model 3", 2021, vin(1))),
-        "VIN already registered",
+        lambda w: (w.k3, "mintVehicle", ("Tesla", "Model 3", 2021, vin_text(1))),
+        "vin_taken: the VIN is bound to another vehicle",
     ),
-    ("zero VIN", lambda w: (w.k3, "mintVehicle", ("Tesla", "S", 2021, bytes(32))), "zero VIN hash"),
+    (
+        "duplicate VIN in lower case",
+        lambda w: (w.k3, "mintVehicle", ("Tesla", "Model 3", 2021, vin_text(1).lower())),
+        "vin_taken: the VIN is bound to another vehicle",
+    ),
+    (
+        "not a VIN",
+        lambda w: (w.k3, "mintVehicle", ("Tesla", "S", 2021, "NOT-A-VIN")),
+        "bad_vin: 9 characters; a VIN has 17",
+    ),
     (
         "year too early",
-        lambda w: (w.k3, "mintVehicle", ("Tesla", "S", 1885, vin(9))),
+        lambda w: (w.k3, "mintVehicle", ("Tesla", "S", 1885, vin_text(9))),
         "invalid year",
     ),
     (
         "year too late",
-        lambda w: (w.k3, "mintVehicle", ("Tesla", "S", 2201, vin(9))),
+        lambda w: (w.k3, "mintVehicle", ("Tesla", "S", 2201, vin_text(9))),
         "invalid year",
     ),
-    ("empty make", lambda w: (w.k3, "mintVehicle", ("", "S", 2021, vin(9))), "invalid make"),
+    ("empty make", lambda w: (w.k3, "mintVehicle", ("", "S", 2021, vin_text(9))), "invalid make"),
     (
         "long model",
-        lambda w: (w.k3, "mintVehicle", ("Tesla", "S" * 65, 2021, vin(9))),
+        lambda w: (w.k3, "mintVehicle", ("Tesla", "S" * 65, 2021, vin_text(9))),
         "invalid model",
     ),
     ("burn paired", lambda w: (w.k0, "burnVehicle", (V1,)), "paired vehicle cannot be burned"),

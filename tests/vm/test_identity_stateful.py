@@ -30,6 +30,7 @@ from vm.modules.identity import (
     total_supply,
     vehicles_of,
 )
+from vm.vin import with_check_digit
 
 USERS = (0, 2, 3)  # dev accounts that own things; account 1 is the manufacturer
 DEVICES = 3
@@ -113,7 +114,7 @@ class IdentityMachine(RuleBasedStateMachine):
     def mint(self, who: int) -> None:
         owner = self.account(who)
         self.model.minted += 1
-        vin = keccak(b"vin %d" % self.model.minted)
+        vin = with_check_digit(f"1HGCM82603A{self.model.minted:06d}")
         self.send(owner, "mintVehicle", "Make", "Model", 2020, vin, expect=True)
         self.model.owners[self.model.minted] = owner
 
@@ -281,7 +282,7 @@ def test_abi_balance_and_supply_agree_with_python_api():
     m = Module(chain, "identity", addresses.IDENTITY)
     (a0, k0), _, (a2, k2) = chain.accounts[:3]
     for i in range(3):
-        m.send(k0, "mintVehicle", "Make", "Model", 2020, keccak(b"%d" % i))
+        m.send(k0, "mintVehicle", "Make", "Model", 2020, with_check_digit(f"1HGCM82603A{i:06d}"))
     m.send(k0, "transferFrom", a0, a2, 2)
     m.send(k0, "burnVehicle", 1)
     s = chain.state()

@@ -17,7 +17,7 @@ from tests.harness import CHAIN_ID
 from tests.vm.test_telemetry_fleet import HOME, Fleet, check_all
 from vm.attestation import VERSION, Attestation, RejectCode
 from vm.errors import InvalidBlock
-from vm.geo import cell_distance_lower_bound_m
+from vm.geo import CELL_SIZE_MM, cell_distance_lower_bound_m
 from vm.modules.params import set_param
 from vm.modules.telemetry import (
     VehicleEpochStats,
@@ -32,7 +32,7 @@ from vm.modules.telemetry import (
     set_denied,
 )
 
-RES = 8
+RES = 7
 CELL = h3.latlng_to_cell(*HOME, RES)
 ODO = 50_000
 
@@ -44,13 +44,14 @@ def fleet() -> Fleet:
 
 def make(dev: Device, vehicle_id: int, seq: int, ts: int, cell: int = CELL, odo: int = ODO,
          challenge: bytes = b"", signals: bytes = b"\x01" * 32) -> Attestation:
-    """A signed attestation with every field chosen by the test."""
-    return dev.sign(Attestation(VERSION, dev.address, vehicle_id, seq, ts, cell, odo, 1_000,
-                                signals, challenge))
+    """A signed attestation with every field chosen by the test; ``ts`` in ms and ``odo``
+    in metres, floored to the wire's whole seconds and hectometres."""
+    return dev.sign(Attestation(VERSION, dev.address, vehicle_id, seq, ts // 1000, cell,
+                                odo // 100, signals, challenge))
 
 
 def far_cell(k: int) -> int:
-    """A cell k rings (about k * 0.8 km at res 8) from CELL."""
+    """A cell k rings (about k * 2.4 km at res 7) from CELL."""
     return h3.grid_ring(CELL, k)[0]
 
 
@@ -65,7 +66,7 @@ def _row_malformed(f, now):
 def _row_bad_signature(f, now):
     d, v = f.devices[0], f.vehicle_ids[0]
     good = make(d, v, 1, now)
-    return None, [good._replace(odometer_m=ODO + 1).encode()]
+    return None, [good._replace(odometer_hm=ODO // 100 + 1).encode()]
 
 
 def _row_unknown_device(f, now):
@@ -91,7 +92,7 @@ def _row_stale(f, now):
 
 
 def _row_future(f, now):
-    return None, [make(f.devices[0], f.vehicle_ids[0], 1, now + 10_001)]
+    return None, [make(f.devices[0], f.vehicle_ids[0], 1, now + 11_000)]
 
 
 def _row_replay(f, now):
@@ -106,7 +107,7 @@ def _row_replay_lower_seq(f, now):
 
 def _row_too_frequent(f, now):
     d, v = f.devices[0], f.vehicle_ids[0]
-    return None, [make(d, v, 1, now - 999), make(d, v, 2, now)]
+    return None, [make(d, v, 1, now), make(d, v, 2, now)]  # the same whole second
 
 
 def _row_too_frequent_backwards(f, now):
@@ -119,19 +120,25 @@ def _row_bad_cell_garbage(f, now):
 
 
 def _row_bad_cell_resolution(f, now):
-    return None, [make(f.devices[0], f.vehicle_ids[0], 1, now, cell=h3.cell_to_parent(CELL, 7))]
+    return None, [make(f.devices[0], f.vehicle_ids[0], 1, now, cell=h3.cell_to_parent(CELL, 6))]
+
+
+def _row_bad_cell_fine(f, now):
+    # the old, finer resolution: the chain never takes more location than h3_resolution
+    fine = h3.cell_to_children(CELL, 8)[0]
+    return None, [make(f.devices[0], f.vehicle_ids[0], 1, now, cell=fine)]
 
 
 def _row_implausible_speed(f, now):
     d, v = f.devices[0], f.vehicle_ids[0]
-    # 20 rings (~16 km) in 10 s
+    # 20 rings (~48 km) in 10 s
     return None, [make(d, v, 1, now - 10_000),
                   make(d, v, 2, now, cell=far_cell(20), odo=ODO + 16_000)]
 
 
 def _row_odometer_rollback(f, now):
     d, v = f.devices[0], f.vehicle_ids[0]
-    return None, [make(d, v, 1, now - 10_000), make(d, v, 2, now, odo=ODO - 1)]
+    return None, [make(d, v, 1, now - 10_000), make(d, v, 2, now, odo=ODO - 100)]
 
 
 def _row_odometer_mismatch(f, now):
@@ -161,6 +168,7 @@ ROWS = [
     ("too_frequent", _row_too_frequent_backwards),
     ("bad_cell", _row_bad_cell_garbage),
     ("bad_cell", _row_bad_cell_resolution),
+    ("bad_cell", _row_bad_cell_fine),
     ("implausible_speed", _row_implausible_speed),
     ("odometer_rollback", _row_odometer_rollback),
     ("odometer_mismatch", _row_odometer_mismatch),
@@ -194,7 +202,10 @@ def test_every_reject_code_has_a_row():
 def test_stale_and_future_bounds_are_inclusive(fleet: Fleet):
     env = fleet.chain.env()
     d, v = fleet.devices[1], fleet.vehicle_ids[1]
-    atts = [make(d, v, 1, env.timestamp_ms - 300_000), make(d, v, 2, env.timestamp_ms + 10_000)]
+    # the wire's whole seconds nearest the bounds, inside them
+    oldest = -(-(env.timestamp_ms - 300_000) // 1000) * 1000
+    newest = (env.timestamp_ms + 10_000) // 1000 * 1000
+    atts = [make(d, v, 1, oldest), make(d, v, 2, newest)]
     _, results = process_attestations(fleet.chain.state(), env, [a.encode() for a in atts], True)
     assert [c for _, c in results] == ["ok", "ok"]
 
@@ -207,8 +218,8 @@ def test_odometer_anchor_expires_after_the_staleness_window(fleet: Fleet):
     assert check_all(view, [make(d, v, 1, 10**7)]) == [None]
     view.now_ms = 10**7 + 300_000
     assert view.check(make(d, v, 2, 10**7 + 300_000, cell=far_cell(8))) == "odometer_mismatch"
-    view.now_ms = 10**7 + 300_001
-    assert view.check(make(d, v, 2, 10**7 + 300_001, cell=far_cell(8))) is None
+    view.now_ms = 10**7 + 301_000
+    assert view.check(make(d, v, 2, 10**7 + 301_000, cell=far_cell(8))) is None
 
 
 def test_device_moved_to_another_vehicle_skips_odometer_rules(fleet: Fleet):
@@ -258,8 +269,8 @@ def test_honest_drive_is_always_accepted(fleet: Fleet, p):
     assert _run(fleet, atts) == [None] * len(atts)
 
 
-FIELDS = ["version", "device", "vehicle_id", "seq", "timestamp_ms", "cell", "odometer_m",
-          "speed_cmps", "signals_hash", "challenge"]
+FIELDS = ["version", "device", "vehicle_id", "seq", "timestamp_s", "cell", "odometer_hm",
+          "commitment", "challenge"]
 
 
 @DRIVE_SETTINGS
@@ -296,13 +307,13 @@ def test_inconsistent_drive_signed_by_its_own_device_is_refused(fleet: Fleet, p,
     if lie == "teleport":  # 200 km away in at most 60 s
         change = dict(cell=h3.latlng_to_cell(p["lat"] + 1.8, p["lon"], RES))
     elif lie == "rollback":
-        change = dict(odometer_m=prev.odometer_m - 1)
+        change = dict(odometer_hm=prev.odometer_hm - 1)
     elif lie == "replay":
         change = dict(seq=prev.seq)
     elif lie == "backwards":
-        change = dict(timestamp_ms=prev.timestamp_ms - 1)
+        change = dict(timestamp_s=prev.timestamp_s - 1)
     else:
-        change = dict(timestamp_ms=prev.timestamp_ms + 999)
+        change = dict(timestamp_s=prev.timestamp_s)  # less than a second after the previous
     atts[k] = dev.sign(att._replace(**change))
     codes = _run(fleet, atts)
     assert codes[:k] == [None] * k
@@ -321,7 +332,7 @@ def test_distance_bound_never_exceeds_true_distance():
         bound = cell_distance_lower_bound_m(a, b, RES)
         true = h3.great_circle_distance(h3.cell_to_latlng(a), h3.cell_to_latlng(b), "m")
         assert bound <= true
-        assert bound >= 0.55 * true - 1_300  # and it is not uselessly loose
+        assert bound >= 0.55 * true - CELL_SIZE_MM[RES] / 1000  # and it is not uselessly loose
     assert cell_distance_lower_bound_m(CELL, h3.grid_ring(CELL, 1)[0], RES) == 0
 
 

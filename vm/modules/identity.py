@@ -3,8 +3,13 @@
 Modelled on DIMO's identity contracts (docs/identity.md):
 
 - Vehicles are an ERC-721 collection living at the module address. Anyone mints a
-  vehicle for themselves with make, model, year and the keccak hash of the VIN (a VIN
-  hash is registered once). Transfers reset every data permission, as DIMO's SACD does.
+  vehicle for themselves with make, model, year and the VIN, which the module
+  normalises, validates and hashes itself (:mod:`vm.vin`); a VIN is bound to one live
+  vehicle, with the evidence it was minted with: none (``mintVehicle``) or a reading
+  signed by the owner's device, which is paired in the same call
+  (``mintVehicleWithDevice``). A VIN bound with weaker evidence is reclaimed with
+  stronger evidence (``reclaimVin``). Transfers reset every data permission, as DIMO's
+  SACD does.
 - Licensed manufacturers mint device NFTs bound to the device's key address. A buyer
   claims a device with the device's EIP-712 signature (proof of physical possession);
   the owner of both pairs a device with a vehicle, again with the device's signature.
@@ -48,6 +53,8 @@ from vm.modules.base import (
     SystemModule,
     mapping_slot,
 )
+from vm.vin import VinError, normalize_vin
+from vm.vin import vin_hash as compute_vin_hash
 
 ZERO_ADDRESS = b"\x00" * 20
 MASK64 = (1 << 64) - 1
@@ -66,6 +73,19 @@ DOMAIN_VERSION = "1"
 CLAIM_DEVICE = StructType(
     "ClaimDevice",
     (("address", "device"), ("address", "owner"), ("uint256", "nonce"), ("uint256", "deadline")),
+)
+# The device's reading of the VIN from the car it is plugged into, for ``owner``: the
+# evidence that binds a VIN to a vehicle NFT (docs/identity.md, "VINs"). The VIN is the
+# normalised one; chain id and module address are in the domain.
+VIN_READING = StructType(
+    "VinReading",
+    (
+        ("string", "vin"),
+        ("address", "device"),
+        ("address", "owner"),
+        ("uint256", "nonce"),
+        ("uint256", "deadline"),
+    ),
 )
 PAIR_DEVICE = StructType(
     "PairDevice",
@@ -93,6 +113,16 @@ PERMISSION_BITS: dict[str, int] = {
 PERMISSIONS_ALL = sum(1 << bit for bit in PERMISSION_BITS.values())
 # bits that open something in motus_getTelemetry (live_data has no live stream yet)
 READ_PERMISSIONS = PERMISSIONS_ALL & ~(1 << PERMISSION_BITS["live_data"])
+
+# --- VIN evidence, weakest first (a stronger one reclaims a VIN bound with a weaker) --
+EVIDENCE_NONE = 0  # mintVehicle: the minter's word
+EVIDENCE_DEVICE = 1  # mintVehicleWithDevice / reclaimVin: the paired device's signed reading
+EVIDENCE_NAMES = {EVIDENCE_NONE: "none", EVIDENCE_DEVICE: "device"}
+# stable refusal reasons of the VIN paths (docs/identity.md): "<code>: <sentence>"
+VIN_TAKEN = "vin_taken: the VIN is bound to another vehicle"
+VIN_TAKEN_RECLAIMABLE = ("vin_taken: the VIN is bound to another vehicle without evidence; "
+                         "reclaimVin moves it")
+VIN_TAKEN_WITH_EVIDENCE = "vin_taken: the VIN is bound with device evidence already"
 
 # --- vehicle attribute bounds --------------------------------------------------
 MAX_LABEL_BYTES = 64  # make and model, UTF-8
@@ -128,7 +158,8 @@ SLOT_PERIOD_COUNT = 44  # mapping(uint256 vehicleId => uint256 ownership periods
 SLOT_PERIOD = 45  # mapping(vehicleId => mapping(uint256 index => Period))
 
 # struct field offsets from the struct's mapping slot
-V_MAKE, V_MODEL, V_YEAR, V_VIN_HASH, V_DEVICE = range(5)  # make/model: length + keccak(slot) chunks
+# make/model: length + keccak(slot) chunks; vin evidence: EVIDENCE_* below
+V_MAKE, V_MODEL, V_YEAR, V_VIN_HASH, V_DEVICE, V_VIN_EVIDENCE = range(6)
 D_TOKEN_ID, D_MANUFACTURER, D_OWNER, D_VEHICLE, D_NONCE, D_CLAIMED = range(6)
 M_LICENSED, M_NAME, M_LISTED = range(3)  # listed = 1 + index in SLOT_MANUFACTURER_LIST
 G_BITS, G_EXPIRY, G_LISTED = range(3)  # listed = 1 + index in the grantee list
@@ -215,6 +246,9 @@ class _Ledger:
 
     def vehicle_by_vin(self, vin_hash: bytes) -> int:
         return self.st.load(mapping_slot(SLOT_VIN, vin_hash))
+
+    def vin_evidence(self, vehicle_id: int) -> int:
+        return self.st.load(self.vehicle_field(vehicle_id, V_VIN_EVIDENCE))
 
     def add_owned(self, owner: bytes, vehicle_id: int) -> None:
         count = self.balance(owner)
@@ -401,6 +435,12 @@ def total_supply(state: StateAPI) -> int:
 def vehicle_by_vin(state: StateAPI, vin_hash: bytes) -> int | None:
     """Id of the live vehicle registered with this VIN hash, or None."""
     return _ledger(state).vehicle_by_vin(vin_hash) or None
+
+
+def vin_evidence(state: StateAPI, vehicle_id: int) -> int:
+    """The evidence its VIN was bound with: EVIDENCE_NONE or EVIDENCE_DEVICE (0 for a
+    vehicle whose VIN was reclaimed, or that does not exist)."""
+    return _ledger(state).vin_evidence(vehicle_id)
 
 
 def get_permissions(state: StateAPI, vehicle_id: int) -> list[tuple[bytes, int, int]]:
@@ -690,27 +730,102 @@ class IdentityModule(SystemModule):
 
     # vehicles -------------------------------------------------------------------
 
-    def mintVehicle(self, call: Call, make: str, model: str, year: int, vin_hash: bytes) -> int:
-        led = _Ledger(call.store)
+    def _vin(self, call: Call, vin: str) -> tuple[str, bytes]:
+        """The normalised VIN and its hash, or the call reverts ``bad_vin: ...``."""
+        try:
+            normal = normalize_vin(vin)
+        except VinError as exc:
+            raise ModuleRevert(str(exc)) from None
+        return normal, compute_vin_hash(normal)
+
+    def _check_labels(self, call: Call, make: str, model: str, year: int) -> tuple[bytes, bytes]:
         make_b, model_b = make.encode(), model.encode()
         call.require(0 < len(make_b) <= MAX_LABEL_BYTES, "invalid make")
         call.require(0 < len(model_b) <= MAX_LABEL_BYTES, "invalid model")
         call.require(MIN_YEAR <= year <= MAX_YEAR, "invalid year")
-        call.require(any(vin_hash), "zero VIN hash")
-        call.require(led.vehicle_by_vin(vin_hash) == 0, "VIN already registered")
+        return make_b, model_b
+
+    def _mint(self, call: Call, led: _Ledger, make: str, model: str, year: int,
+              vin_hash: bytes, evidence: int) -> int:
         vehicle_id = call.store.load(SLOT_VEHICLE_COUNT) + 1
         call.store.store(SLOT_VEHICLE_COUNT, vehicle_id)
         call.store.store(SLOT_TOTAL_SUPPLY, call.store.load(SLOT_TOTAL_SUPPLY) + 1)
         led.add_owned(call.sender, vehicle_id)
-        call.store.store_bytes(led.vehicle_field(vehicle_id, V_MAKE), make_b)
-        call.store.store_bytes(led.vehicle_field(vehicle_id, V_MODEL), model_b)
+        call.store.store_bytes(led.vehicle_field(vehicle_id, V_MAKE), make.encode())
+        call.store.store_bytes(led.vehicle_field(vehicle_id, V_MODEL), model.encode())
         call.store.store(led.vehicle_field(vehicle_id, V_YEAR), year)
         call.store.store(led.vehicle_field(vehicle_id, V_VIN_HASH), int.from_bytes(vin_hash, "big"))
+        call.store.store(led.vehicle_field(vehicle_id, V_VIN_EVIDENCE), evidence)
         call.store.store(mapping_slot(SLOT_VIN, vin_hash), vehicle_id)
         led.open_period(vehicle_id, call.sender, call.timestamp_ms, call.block_number)
         call.emit("Transfer", ZERO_ADDRESS, call.sender, vehicle_id)
         call.emit("VehicleMinted", vehicle_id, call.sender, vin_hash, make, model, year)
         return vehicle_id
+
+    def mintVehicle(self, call: Call, make: str, model: str, year: int, vin: str) -> int:
+        """Mint a vehicle for the caller with no evidence for its VIN (it can be reclaimed
+        by anyone presenting the car's device reading)."""
+        led = _Ledger(call.store)
+        _, vin_hash = self._vin(call, vin)
+        self._check_labels(call, make, model, year)
+        call.require(led.vehicle_by_vin(vin_hash) == 0, VIN_TAKEN)
+        return self._mint(call, led, make, model, year, vin_hash, EVIDENCE_NONE)
+
+    def mintVehicleWithDevice(self, call: Call, make: str, model: str, year: int, vin: str,
+                              device: str, nonce: int, deadline: int, signature: bytes) -> int:
+        """Mint a vehicle for the caller, its VIN backed by the caller's own claimed,
+        unpaired device's signed reading (``VinReading``), and pair that device with it."""
+        return self._mint_with_device(call, make, model, year, vin, device, nonce, deadline,
+                                      signature, reclaim=False)
+
+    def reclaimVin(self, call: Call, make: str, model: str, year: int, vin: str,
+                   device: str, nonce: int, deadline: int, signature: bytes) -> int:
+        """As :meth:`mintVehicleWithDevice`, and a VIN bound with weaker evidence moves to
+        the new vehicle (the old one keeps existing, without a VIN)."""
+        return self._mint_with_device(call, make, model, year, vin, device, nonce, deadline,
+                                      signature, reclaim=True)
+
+    def _mint_with_device(self, call: Call, make: str, model: str, year: int, vin: str,
+                          device: str, nonce: int, deadline: int, signature: bytes,
+                          reclaim: bool) -> int:
+        led = _Ledger(call.store)
+        normal, vin_hash = self._vin(call, vin)
+        self._check_labels(call, make, model, year)
+        holder = led.vehicle_by_vin(vin_hash)
+        call.require(holder == 0 or reclaim, VIN_TAKEN_RECLAIMABLE
+                     if led.vin_evidence(holder) < EVIDENCE_DEVICE else VIN_TAKEN)
+        call.require(holder == 0 or led.vin_evidence(holder) < EVIDENCE_DEVICE,
+                     VIN_TAKEN_WITH_EVIDENCE)
+        device_b = _address(device)
+        call.require(led.device_token_id(device_b) != 0, "bad_evidence: unknown device")
+        call.require(led.device_claimed(device_b) and led.device_owner(device_b) == call.sender,
+                     "bad_evidence: the device is not claimed by the caller")
+        call.require(led.device_vehicle(device_b) == 0,
+                     "bad_evidence: the device is paired with another vehicle")
+        self._use_device_signature(
+            call, led, device_b, VIN_READING,
+            {"vin": normal, "device": device_b, "owner": call.sender, "nonce": nonce,
+             "deadline": deadline},
+            signature, reason_prefix="bad_evidence: ",
+        )
+        if holder != 0:  # reclaim: the squatting vehicle loses the VIN
+            call.store.store(led.vehicle_field(holder, V_VIN_HASH), 0)
+            call.store.store(led.vehicle_field(holder, V_VIN_EVIDENCE), 0)
+        vehicle_id = self._mint(call, led, make, model, year, vin_hash, EVIDENCE_DEVICE)
+        if holder != 0:
+            call.emit("VinReclaimed", vin_hash, holder, vehicle_id)
+        led.link(vehicle_id, device_b)
+        call.emit("DevicePaired", vehicle_id, device_b, call.sender)
+        return vehicle_id
+
+    def hashVin(self, call: Call, vin: str) -> bytes:
+        """The chain's hash of a VIN (docs/identity.md); reverts ``bad_vin`` for a bad one."""
+        return self._vin(call, vin)[1]
+
+    def getVinEvidence(self, call: Call, vehicle_id: int) -> int:
+        led = _Ledger(call.store)
+        self._require_owner(led, vehicle_id)
+        return led.vin_evidence(vehicle_id)
 
     def burnVehicle(self, call: Call, vehicle_id: int) -> None:
         led = _Ledger(call.store)
@@ -731,6 +846,7 @@ class IdentityModule(SystemModule):
         call.store.store_bytes(led.vehicle_field(vehicle_id, V_MODEL), b"")
         call.store.store(led.vehicle_field(vehicle_id, V_YEAR), 0)
         call.store.store(vin_slot, 0)
+        call.store.store(led.vehicle_field(vehicle_id, V_VIN_EVIDENCE), 0)
         led.reset_permissions(vehicle_id)
         led.open_period(vehicle_id, ZERO_ADDRESS, call.timestamp_ms, call.block_number)
         call.emit("Transfer", owner, ZERO_ADDRESS, vehicle_id)
@@ -889,19 +1005,22 @@ class IdentityModule(SystemModule):
         struct: StructType,
         message: dict[str, Any],
         signature: bytes,
+        reason_prefix: str = "",
     ) -> None:
         """Check a device's EIP-712 authorisation and consume its nonce: the deadline has not
         passed (inclusive, in block seconds), the nonce is the device's next one, and the
-        device key signed exactly this message on this chain for this module."""
-        call.require(call.timestamp <= message["deadline"], "signature expired")
+        device key signed exactly this message on this chain for this module. Refusal
+        reasons start with ``reason_prefix`` (a stable code, e.g. ``bad_evidence: ``)."""
+        call.require(call.timestamp <= message["deadline"], reason_prefix + "signature expired")
         expected = led.device_nonce(device)
-        call.require(message["nonce"] >= expected, "signature replay")
-        call.require(message["nonce"] == expected, "invalid nonce")
+        call.require(message["nonce"] >= expected, reason_prefix + "signature replay")
+        call.require(message["nonce"] == expected, reason_prefix + "invalid nonce")
         call.gas(G_ECRECOVER, "device signature")
         digest = compute_digest(
             compute_identity_domain_separator(call.chain_id), struct.hash_struct(message)
         )
-        call.require(recover_signer(digest, bytes(signature)) == device, "bad device signature")
+        call.require(recover_signer(digest, bytes(signature)) == device,
+                     reason_prefix + "bad device signature")
         call.store.store(led.device_field(device, D_NONCE), expected + 1)
 
     # permissions ---------------------------------------------------------------------

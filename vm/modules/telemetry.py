@@ -18,7 +18,8 @@ Storage layout of the telemetry account (Solidity mapping slots, see
 :func:`vm.modules.base.mapping_slot`; 64-bit fields packed high to low):
 
 - ``mapping_slot(1, device)``: last accepted ``seq | timestamp_ms | cell | odometer_m``
-- ``mapping_slot(2, device)``: last accepted ``signals_hash``
+  (the attestation's coarse values: whole seconds as ms, whole hectometres as metres)
+- ``mapping_slot(2, device)``: last accepted ``commitment``
 - ``mapping_slot(3, device)``: ``vehicle_id | epoch | accepted_in_epoch | flags`` where
   ``vehicle_id`` is the vehicle of the last accepted attestation, ``accepted_in_epoch``
   counts for ``epoch`` only, flags bit 0 = denied (governance deny list)
@@ -47,7 +48,9 @@ from eth_typing import Address
 
 from vm.attestation import (
     NONCE_BYTES,
+    ODOMETER_UNIT_M,
     OK,
+    TIME_UNIT_MS,
     Attestation,
     AttestationError,
     RejectCode,
@@ -98,7 +101,7 @@ class VehicleEpochStats:
 
     accepted: int  # accepted attestations
     distance_m: int  # odometer progress credited (capped by max_speed_cmps over elapsed time)
-    moving: int  # accepted attestations whose cell, odometer or signals changed vs the previous
+    moving: int  # accepted attestations whose cell, odometer or commitment changed vs the previous
     challenged: bool  # the vehicle's device was challenged this epoch
     challenge_passed: bool  # ... and answered in time
 
@@ -262,9 +265,11 @@ def device_slots(device: bytes) -> tuple[int, int, int]:
 
 
 class DeviceTrack:
-    """A device's last accepted attestation as the checks see it (mutable, in memory).
+    """A device's last accepted attestation as the checks see it (mutable, in memory):
+    time in ms and odometer in metres, as the attestation's coarse values scale them.
 
-    ``signals_hash`` is None until needed (only the epoch counters use it)."""
+    ``signals_hash`` (the last commitment) is None until needed (only the epoch counters
+    use it)."""
 
     __slots__ = ("seq", "timestamp_ms", "cell", "odometer_m", "signals_hash", "vehicle_id",
                  "epoch", "count", "flags")
@@ -293,8 +298,10 @@ class DeviceTrack:
         as the device's newest accepted attestation in ``epoch``."""
         self.count = (self.count if self.epoch == epoch else 0) + 1
         self.epoch = epoch
-        self.vehicle_id, self.seq, self.timestamp_ms, self.cell, self.odometer_m = att[2:7]
-        self.signals_hash = int.from_bytes(att[8], "big")
+        self.vehicle_id, self.seq = att[2], att[3]
+        self.timestamp_ms, self.cell = att[4] * TIME_UNIT_MS, att[5]
+        self.odometer_m = att[6] * ODOMETER_UNIT_M
+        self.signals_hash = int.from_bytes(att[7], "big")
 
 
 class _Tally:
@@ -406,30 +413,34 @@ class TelemetryView:
         track = self._track(att.device)
         if track.flags & FLAG_DENIED:
             return RejectCode.DENIED
-        if att.timestamp_ms + lim.stale_ms < self.now_ms:
+        timestamp_ms = att.timestamp_s * TIME_UNIT_MS
+        if timestamp_ms + lim.stale_ms < self.now_ms:
             return RejectCode.STALE
-        if att.timestamp_ms > self.now_ms + lim.future_ms:
+        if timestamp_ms > self.now_ms + lim.future_ms:
             return RejectCode.FUTURE
         if att.seq <= track.seq:
             return RejectCode.REPLAY
         has_previous = track.seq > 0
         # a timestamp before the previous one is "too frequent" too (negative interval)
-        if has_previous and att.timestamp_ms < track.timestamp_ms + lim.min_interval_ms:
+        if has_previous and timestamp_ms < track.timestamp_ms + lim.min_interval_ms:
             return RejectCode.TOO_FREQUENT
         if not is_valid_cell(att.cell, lim.resolution):
             return RejectCode.BAD_CELL
         if has_previous:
-            elapsed_ms = att.timestamp_ms - track.timestamp_ms
+            elapsed_ms = timestamp_ms - track.timestamp_ms
             moved_m = _moved_at_least_m(track.cell, att.cell, lim.resolution)
             # speed = moved_m * 100 cm / (elapsed_ms / 1000 s) > max_speed_cmps, without division
             if moved_m * 100_000 > lim.max_speed_cmps * elapsed_ms:
                 return RejectCode.IMPLAUSIBLE_SPEED
             if track.vehicle_id == att.vehicle_id:  # odometers of one car only
-                if att.odometer_m < track.odometer_m:
+                odometer_m = att.odometer_hm * ODOMETER_UNIT_M
+                if odometer_m < track.odometer_m:
                     return RejectCode.ODOMETER_ROLLBACK
-                delta = att.odometer_m - track.odometer_m
+                delta = odometer_m - track.odometer_m
+                # + one unit: both readings are floored to whole hectometres, so the
+                # published delta may be up to one unit short of the true one
                 allowed = (delta + delta * lim.odometer_tolerance_bps // BPS
-                           + lim.odometer_tolerance_m)
+                           + lim.odometer_tolerance_m + ODOMETER_UNIT_M)
                 # A previous record older than the staleness window no longer anchors
                 # the odometer: a car carried on a ferry or truck would otherwise be
                 # refused forever (refusals never update the record).
@@ -456,13 +467,16 @@ class TelemetryView:
         if track.seq > 0:
             if track.signals_hash is None:
                 track.signals_hash = self._store.load(device_slots(att.device)[1])
-            moving = int(att.cell != track.cell or att.odometer_m != track.odometer_m
-                         or int.from_bytes(att.signals_hash, "big") != track.signals_hash)
+            odometer_m = att.odometer_hm * ODOMETER_UNIT_M
+            moving = int(att.cell != track.cell or odometer_m != track.odometer_m
+                         or int.from_bytes(att.commitment, "big") != track.signals_hash)
             if track.vehicle_id == att.vehicle_id:
-                elapsed_ms = att.timestamp_ms - track.timestamp_ms
-                # credit no more than the car could plausibly have driven
-                distance = min(att.odometer_m - track.odometer_m,
-                               lim.max_speed_cmps * elapsed_ms // 100_000)
+                elapsed_ms = att.timestamp_s * TIME_UNIT_MS - track.timestamp_ms
+                # credit no more than the car could plausibly have driven, plus one
+                # odometer unit: whole hectometres make an honest delta up to one unit
+                # larger than the distance driven since the previous reading
+                distance = min(odometer_m - track.odometer_m,
+                               lim.max_speed_cmps * elapsed_ms // 100_000 + ODOMETER_UNIT_M)
         if tally.accepted == 0:
             self._new_vehicles.append(att.vehicle_id)
         self._count_period(att)
