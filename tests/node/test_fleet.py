@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from devnet import fleet
-from node.txsend import decode_result, encode_call, eth_call
+from rpcclient.txsend import decode_result, encode_call, eth_call
 from tests.procs import ROOT, NodeProcess, init_home, rpc
 from vm.modules.base import load_abi
 
@@ -99,7 +99,7 @@ def test_fleet_keys_and_vins_are_derived_from_the_seed() -> None:
     assert fleet.device_key("other", 0) != fleet.device_key(SEED, 0)
     vins = {fleet.vin(SEED, i) for i in range(100)}
     assert len(vins) == 100 and all(len(v) == 17 and v.isalnum() for v in vins)
-    cars = fleet.plan_fleet(SEED, 10, 7077, 8)
+    cars = fleet.plan_fleet(SEED, 10, 7077, 7)
     owners = [c.owner for c in cars]
     accounts = fleet.dev_accounts()
     assert owners[:8] == [accounts[i][0] for i in range(2, 10)] and owners[8] == owners[0]

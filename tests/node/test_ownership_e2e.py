@@ -158,7 +158,7 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
         # the two must also share the gossip topics before payloads can travel
         wait_for(lambda: all(rpc(n.url, "motus_nodeStatus")["peers"] >= 1 for n in nodes), 30,
                  "the validators to connect")
-        car = fleet.setup_fleet(nodes[0].url, fleet.plan_fleet(SEED, 1, CHAIN_ID, 8))[0]
+        car = fleet.setup_fleet(nodes[0].url, fleet.plan_fleet(SEED, 1, CHAIN_ID, 7))[0]
         drive = Drive(48.137, 11.575, heading_deg=45.0, odometer_m=20_000)
         yield Devnet(nodes, node_ids, car, drive, [], {})
     finally:

@@ -138,13 +138,13 @@ def test_brute_force_over_public_fields_recovers_no_position(node: NodeProcess) 
 
 
 def _call(url: str, key: bytes, fn: str, *args: Any) -> dict[str, Any]:
-    from node.txsend import encode_call, send_call
+    from rpcclient.txsend import encode_call, send_call
 
     return send_call(url, key, IDENTITY, encode_call(load_abi("identity"), fn, *args))
 
 
 def _refusal(url: str, key: bytes, fn: str, *args: Any) -> str:
-    from node.txsend import TxReverted
+    from rpcclient.txsend import TxReverted
 
     with pytest.raises(TxReverted) as exc:
         _call(url, key, fn, *args)

@@ -5,7 +5,6 @@ callback into EVM code (whose last-resort handler turns exceptions into reverts)
 from __future__ import annotations
 
 import pytest
-from eth_hash.auto import keccak
 
 from tests.harness import LocalChain, Module
 from vm.call import call
@@ -62,7 +61,7 @@ def test_a_bound_is_not_swallowed_by_a_system_module_callback() -> None:
     chain = LocalChain()
     a0, k0 = chain.accounts[0]
     identity = Module(chain, "identity", IDENTITY)
-    identity.send(k0, "mintVehicle", "Tesla", "Model 3", 2021, keccak(b"VIN-1"))
+    identity.send(k0, "mintVehicle", "Tesla", "Model 3", 2021, "ZFA3120000J000001")
     receiver = chain.block([chain.sign(k0, None, deploy_code(LOOP))]).contract_addresses[0]
     assert receiver is not None
     data = identity.data("safeTransferFrom", a0, receiver, 1, b"")
