@@ -19,6 +19,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures.rpc_node import CHAIN_ID, dev_accounts, start_node
 
 CLIENTS = Path(__file__).resolve().parent
@@ -91,3 +93,25 @@ def run_client(cmd: list[str], tmp: Path, timeout: float = SCRIPT_TIMEOUT) -> Cl
         return run
     finally:
         node.stop()
+
+
+def client_tests(script: Path, cmd: list[str], *, needs_npm: bool = True):
+    """The fixture and tests of one client module: ``run`` (module scope: one node, one
+    script run), ``test_case`` (one test per declared case) and ``test_no_undeclared_case``.
+    A module assigns the three to its own names so pytest collects them there."""
+
+    @pytest.fixture(scope="module")
+    def run(tmp_path_factory) -> ClientRun:
+        if needs_npm:
+            require_npm_packages()
+        return run_client(cmd, tmp_path_factory.mktemp(script.stem))
+
+    @pytest.mark.parametrize("case", case_names(script))
+    def test_case(run: ClientRun, case: str) -> None:
+        run.check(case)
+
+    def test_no_undeclared_case(run: ClientRun) -> None:
+        """Every line the script printed is a declared case (a typo cannot hide a result)."""
+        assert set(run.results) <= set(case_names(script))
+
+    return run, test_case, test_no_undeclared_case

@@ -37,9 +37,10 @@ function emit(name, ok, detail) {
 
 /** A case's failure message: the client's own error, with the RPC error it carries. */
 export function describe(e) {
-  if (!(e instanceof Error)) return String(e);
+  if (!(e instanceof Error)) return typeof e === "object" ? JSON.stringify(e) : String(e);
   const parts = [e.shortMessage || e.message];
-  const rpcErr = e.info?.error || e.error || e.cause?.cause || e.cause;
+  if (e.details) parts.push(`details: ${e.details}`); // viem: the node's own message
+  const rpcErr = e.info?.error || e.error; // ethers: the JSON-RPC error object
   if (rpcErr && rpcErr !== e && (rpcErr.message || rpcErr.code)) parts.push(`rpc: ${rpcErr.code ?? ""} ${rpcErr.message ?? ""}`);
   return parts.join(" | ");
 }
