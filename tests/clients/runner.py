@@ -21,11 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.rpc_node import CHAIN_ID, dev_accounts, start_node
+from tests.fixtures.rpc_node import CHAIN_ID, dev_accounts
+from tests.procs import NodeProcess, init_home
 
 CLIENTS = Path(__file__).resolve().parent
 NODE_MODULES = CLIENTS / "node_modules"
-CASE_RE = re.compile(r"""\bcheck\(\s*["']([a-z0-9_]+)["']""")
+CASE_RE = re.compile(r"""^\s*(?:await\s+)?check\(\s*["']([a-z0-9_]+)["']""", re.M)
 SCRIPT_TIMEOUT = 150  # seconds for one whole script; each case has its own bound inside
 
 
@@ -58,10 +59,23 @@ class ClientRun:
         assert ok, f"{name}: {detail}"
 
 
-def run_client(cmd: list[str], tmp: Path, timeout: float = SCRIPT_TIMEOUT) -> ClientRun:
+def start_client_node(tmp: Path, genesis_params: dict[str, int] | None = None) -> NodeProcess:
+    """A one-validator node with 200 ms blocks; ``genesis_params`` override chain
+    parameters of its genesis before the first start (e.g. short epochs)."""
+    home = init_home(tmp, "node")
+    if genesis_params:
+        path = home / "genesis.json"
+        genesis = json.loads(path.read_text())
+        genesis["params"].update(genesis_params)
+        path.write_text(json.dumps(genesis, indent=2))
+    return NodeProcess(home).start()
+
+
+def run_client(cmd: list[str], tmp: Path, timeout: float = SCRIPT_TIMEOUT,
+               genesis_params: dict[str, int] | None = None) -> ClientRun:
     """Start a node in ``tmp``, run ``cmd`` against it (cwd tests/clients) and collect the
     case lines. The node is stopped before returning."""
-    node = start_node(tmp, "node")
+    node = start_client_node(tmp, genesis_params)
     try:
         env = {
             **os.environ,
@@ -95,16 +109,15 @@ def run_client(cmd: list[str], tmp: Path, timeout: float = SCRIPT_TIMEOUT) -> Cl
         node.stop()
 
 
-def client_tests(script: Path, cmd: list[str], *, needs_npm: bool = True):
+def client_tests(script: Path, cmd: list[str], *, genesis_params: dict[str, int] | None = None):
     """The fixture and tests of one client module: ``run`` (module scope: one node, one
     script run), ``test_case`` (one test per declared case) and ``test_no_undeclared_case``.
     A module assigns the three to its own names so pytest collects them there."""
 
     @pytest.fixture(scope="module")
     def run(tmp_path_factory) -> ClientRun:
-        if needs_npm:
-            require_npm_packages()
-        return run_client(cmd, tmp_path_factory.mktemp(script.stem))
+        require_npm_packages()  # every script uses the contracts solc-js compiles
+        return run_client(cmd, tmp_path_factory.mktemp(script.stem), genesis_params=genesis_params)
 
     @pytest.mark.parametrize("case", case_names(script))
     def test_case(run: ClientRun, case: str) -> None:
