@@ -140,6 +140,31 @@ await check("replacement_cancel", async () => {
   assertEq(e.reason, "cancelled", "reason");
 });
 
+// ---- refusals ethers classifies by geth's wording (wallets branch on these codes) ----
+await check("error_nonce_expired", async () => {
+  const n = await provider.getTransactionCount(payer.address, "latest");
+  assert(n > 0, "payer has sent before");
+  const e = await rejects(() => payer.sendTransaction({ to: stranger, value: 1n, nonce: n - 1, gasLimit: 21000n }), "reused nonce");
+  assertEq(e.code, "NONCE_EXPIRED", `ethers' code (${e.message})`);
+});
+
+await check("error_replacement_underpriced", async () => {
+  const n = await provider.getTransactionCount(payer.address, "pending");
+  const fees = { gasLimit: 21000n, maxFeePerGas: 10n * GWEI, maxPriorityFeePerGas: GWEI };
+  // nonce n+1 waits for n, so the second send meets the first in the pool
+  const first = await payer.sendTransaction({ to: stranger, value: 1n, nonce: n + 1, ...fees });
+  const e = await rejects(() => payer.sendTransaction({ to: stranger, value: 2n, nonce: n + 1, ...fees }), "same fees");
+  assertEq(e.code, "REPLACEMENT_UNDERPRICED", `ethers' code (${e.message})`);
+  await (await payer.sendTransaction({ to: stranger, value: 1n, nonce: n, ...fees })).wait();
+  await first.wait(1, 8000);
+});
+
+await check("error_insufficient_funds", async () => {
+  const empty = Wallet.createRandom(provider);
+  const e = await rejects(() => empty.sendTransaction({ to: stranger, value: 1n, gasLimit: 21000n, maxFeePerGas: 10n * GWEI, maxPriorityFeePerGas: GWEI }), "no funds");
+  assertEq(e.code, "INSUFFICIENT_FUNDS", `ethers' code (${e.message})`);
+});
+
 // ---- reverts, decoded by ethers ----
 await check("revert_error_string", async () => {
   const e = await rejects(() => reverter.failString.staticCall(), "failString");
@@ -178,7 +203,7 @@ await check("get_logs_query_filter", async () => {
 
 async function expectEvent(contract, fire) {
   const seen = new Promise((resolve) => contract.once("Set", (who, value) => resolve(value)));
-  await sleep(300); // let the subscriber install its filter first
+  await sleep(500); // let the subscriber install its filter first
   await fire();
   const value = await Promise.race([seen, sleep(8000).then(() => { throw new Error("no Set event in 8 s"); })]);
   return value;

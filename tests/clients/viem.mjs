@@ -309,6 +309,16 @@ await check("create_access_list", async () => {
   assert(gasUsed > 21000n, `gasUsed ${gasUsed}`);
 }, { needs: ["deploy_minimal"] });
 
+await check("call_and_estimate_with_state_override", async () => {
+  // Minimal's code at a fresh address with slot 0 = 99: what a simulator or wallet preview sends.
+  const ghost = privateKeyToAccount(generatePrivateKey()).address;
+  const stateOverride = [{ address: ghost, code: C.Minimal.deployedBytecode, stateDiff: [{ slot: numberToHex(0, { size: 32 }), value: numberToHex(99, { size: 32 }) }] }];
+  const { data } = await client.call({ to: ghost, data: encodeFunctionData({ abi: C.Minimal.abi, functionName: "value" }), stateOverride });
+  assertEq(BigInt(data), 99n, "value() under the override");
+  const gas = await client.estimateGas({ account: emitter, to: ghost, data: encodeFunctionData({ abi: C.Minimal.abi, functionName: "set", args: [1n] }), stateOverride });
+  assert(gas > 21000n, `gas ${gas}`);
+});
+
 // ---- debug and txpool namespaces (what block explorers and wallets' debuggers call) ----
 await check("debug_trace_transaction", async () => {
   const r = await emitSet(51n);
