@@ -122,7 +122,7 @@ async function replaceScenario(wallet, makeReplacement) {
   const [r1, r2] = await Promise.all([first.wait(1, 8000), replacement.wait(1, 8000)]);
   assertEq(r1.status, 1, "nonce n");
   assertEq(r2.status, 1, "replacement");
-  const e = await rejects(() => later.wait(1, 3000), "the replaced transaction must not be mined");
+  const e = await rejects(() => later.wait(1, 6000), "the replaced transaction must not be mined");
   assertEq(await provider.getTransactionReceipt(later.hash), null, "receipt of the replaced tx");
   assertEq(await provider.getTransactionCount(wallet.address, "latest"), n + 2, "nonce after");
   return e;
@@ -243,7 +243,7 @@ await check("ws_new_heads", async () => {
   const ws = new WebSocketProvider(WS_URL, CHAIN_ID, { staticNetwork: true });
   try {
     const n = await new Promise((resolve, reject) => {
-      setTimeout(() => reject(new Error("no block in 5 s")), 5000);
+      setTimeout(() => reject(new Error("no block in 8 s")), 8000);
       ws.once("block", resolve);
     });
     assert(typeof n === "number" && n > 0, `block ${n}`);

@@ -165,7 +165,7 @@ await check("event_filter_changes_and_logs", async () => {
   const changes = await until(async () => {
     const c = await client.getFilterChanges({ filter });
     return c.length ? c : null;
-  }, 5000, "filter changes");
+  }, 8000, "filter changes");
   assertEq(changes[0].args.value, 31n, "change");
   assertEq((await client.getFilterChanges({ filter })).length, 0, "changes are consumed");
   const all = await client.getFilterLogs({ filter });
@@ -179,7 +179,7 @@ await check("block_filter", async () => {
   const hashes = await until(async () => {
     const c = await client.getFilterChanges({ filter });
     return c.length ? c : null;
-  }, 5000, "new block hashes");
+  }, 8000, "new block hashes");
   const b = await client.getBlock({ blockHash: hashes[0] });
   assertEq(b.hash, hashes[0], "block by the filter's hash");
   await client.uninstallFilter({ filter });
@@ -192,7 +192,7 @@ await check("pending_transaction_filter", async () => {
   await until(async () => {
     for (const h of await client.getFilterChanges({ filter })) seen.add(h);
     return seen.has(hash);
-  }, 5000, "the pending hash");
+  }, 8000, "the pending hash");
   await receipt(hash);
   await client.uninstallFilter({ filter });
 });
@@ -204,7 +204,7 @@ await check("watch_contract_event_polling", async () => {
   try {
     await sleep(400);
     await emitSet(32n);
-    await until(() => got.some((l) => l.args.value === 32n), 5000, "the Set event");
+    await until(() => got.some((l) => l.args.value === 32n), 8000, "the Set event");
     assert(methodsSeen.has("eth_newFilter") && methodsSeen.has("eth_getFilterChanges"), `methods used: ${[...methodsSeen]}`);
   } finally {
     unwatch();
@@ -219,7 +219,7 @@ await check("ws_watch_blocks", async () => {
   let unwatch;
   try {
     const block = await new Promise((resolve, reject) => {
-      setTimeout(() => reject(new Error("no block in 5 s")), 5000);
+      setTimeout(() => reject(new Error("no block in 8 s")), 8000);
       unwatch = ws.watchBlocks({ onBlock: resolve, onError: reject, emitOnBegin: false });
     });
     assert(block.number > 0n && block.hash, "block");
@@ -237,7 +237,7 @@ await check("ws_watch_contract_event", async () => {
   try {
     await sleep(400);
     await emitSet(33n);
-    await until(() => err || got.some((l) => l.args.value === 33n), 5000, "the Set event over WebSocket");
+    await until(() => err || got.some((l) => l.args.value === 33n), 8000, "the Set event over WebSocket");
     if (err) throw err;
   } finally {
     unwatch();
@@ -253,7 +253,7 @@ await check("ws_watch_pending_transactions", async () => {
   try {
     await sleep(400);
     const hash = await wallet(emitter).sendTransaction({ to: stranger, value: 1n });
-    await until(() => err || seen.has(hash), 5000, "the pending hash over WebSocket");
+    await until(() => err || seen.has(hash), 8000, "the pending hash over WebSocket");
     if (err) throw err;
     await receipt(hash);
   } finally {

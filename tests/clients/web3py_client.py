@@ -226,7 +226,7 @@ def set_value(v: int) -> dict:
     return transact(emitter, state["minimal"].functions.set(v))
 
 
-def poll(fn, seconds: float = 5):
+def poll(fn, seconds: float = 8):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         v = fn()
