@@ -80,6 +80,12 @@ await check("send_transfer", async () => {
   assertEq(await cast(["balance", stranger]), "1000000000000000000", "balance");
 });
 
+await check("send_legacy_transaction", async () => {
+  const r = await json(["send", "--legacy", stranger, "--value", "1"], { key: payer });
+  assertEq(r.status, "0x1", "status");
+  assertEq(r.type, "0x0", "legacy type");
+});
+
 await check("receipt_and_tx", async () => {
   const sent = await json(["send", stranger, "--value", "1"], { key: payer });
   const r = await json(["receipt", sent.transactionHash]);

@@ -75,6 +75,15 @@ await check("transfer_native", async () => {
   assertEq((await provider.getBalance(stranger)) - before, parseEther("1.5"), "received");
 });
 
+await check("transfer_eip2930_access_list", async () => {
+  const tx = await payer.sendTransaction({ type: 1, to: minimal.target, data: minimal.interface.encodeFunctionData("value"),
+    accessList: [{ address: minimal.target, storageKeys: [zeroPadValue("0x00", 32)] }] });
+  const receipt = await tx.wait();
+  assertEq(receipt.type, 1, "type");
+  const got = await provider.getTransaction(tx.hash);
+  assertEq(got.accessList?.[0]?.address, minimal.target, "access list echoed");
+}, { needs: ["deploy_minimal"] });
+
 await check("transfer_erc20", async () => {
   const receipt = await (await token.transfer(payer.address, 12345n)).wait();
   const ev = receipt.logs.map((l) => token.interface.parseLog(l)).find((e) => e?.name === "Transfer");
