@@ -27,7 +27,7 @@ from tests.procs import NodeProcess, init_home
 CLIENTS = Path(__file__).resolve().parent
 NODE_MODULES = CLIENTS / "node_modules"
 CASE_RE = re.compile(r"""^\s*(?:await\s+)?check\(\s*["']([a-z0-9_]+)["']""", re.M)
-SCRIPT_TIMEOUT = 150  # seconds for one whole script; each case has its own bound inside
+SCRIPT_TIMEOUT = 200  # seconds for one whole script; each case has its own bound inside
 
 
 def case_names(script: Path) -> list[str]:

@@ -8,6 +8,6 @@ import pytest
 from tests.clients.runner import CLIENTS, client_tests
 
 SCRIPT = CLIENTS / "ethers.mjs"
-pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 run, test_case, test_no_undeclared_case = client_tests(SCRIPT, ["node", str(SCRIPT)])

@@ -11,7 +11,7 @@ import pytest
 from tests.clients.runner import CLIENTS, client_tests
 
 SCRIPT = CLIENTS / "web3py_client.py"
-pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 run, test_case, test_no_undeclared_case = client_tests(
     SCRIPT, [sys.executable, str(SCRIPT)], genesis_params={"epoch_length_blocks": 10})
