@@ -91,6 +91,14 @@ await check("transfer_erc20", async () => {
   assertEq(await token.balanceOf(payer.address), 12345n, "balance");
 }, { needs: ["deploy_erc20"] });
 
+await check("block_with_transactions", async () => {
+  const receipt = await (await payer.sendTransaction({ to: stranger, value: 4n })).wait();
+  const block = await provider.getBlock(receipt.blockNumber, true);
+  const tx = block.prefetchedTransactions.find((t) => t.hash === receipt.hash);
+  assert(tx && tx.blockHash === block.hash && tx.from === payer.address, "the transfer, parsed by ethers");
+  assertEq(await receipt.confirmations() >= 1, true, "confirmations");
+});
+
 // ---- estimates of every shape ----
 await check("estimate_data_to_eoa", async () => {
   const gas = await provider.estimateGas({ from: estimator.address, to: stranger, data: "0xab" });

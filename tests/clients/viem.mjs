@@ -83,6 +83,14 @@ await check("transfer_erc20", async () => {
   assertEq(r.logs.length, 1, "one Transfer log");
 }, { needs: ["deploy_erc20"] });
 
+await check("block_with_transactions", async () => {
+  const r = await receipt(await wallet(payer).sendTransaction({ to: stranger, value: 3n }));
+  const block = await client.getBlock({ blockNumber: r.blockNumber, includeTransactions: true });
+  const tx = block.transactions.find((t) => t.hash === r.transactionHash);
+  assert(tx && tx.type === "eip1559" && tx.blockHash === block.hash, "the transfer, formatted by viem");
+  assertEq(await client.getTransactionConfirmations({ hash: r.transactionHash }) >= 1n, true, "confirmations");
+});
+
 // ---- estimates ----
 await check("estimate_data_to_eoa", async () => {
   const gas = await client.estimateGas({ account: estimator, to: stranger, data: "0xab" });

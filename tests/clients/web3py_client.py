@@ -146,7 +146,14 @@ def transfer_erc20():
     assert ev[0]["args"]["value"] == 999, ev
 
 
+def block_with_transactions():
+    r = wait(send(payer, {"to": stranger, "value": 7, "gas": 21000}))
+    block = w3.eth.get_block(r["blockNumber"], full_transactions=True)
+    assert any(t["hash"] == r["transactionHash"] and t["from"] == payer.address for t in block["transactions"])
+
+
 check("transfer_native", transfer_native)
+check("block_with_transactions", block_with_transactions)
 check("transfer_erc20", transfer_erc20, needs=("deploy_erc20",))
 
 # ---- estimates ----
