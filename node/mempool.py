@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from eth.abc import SignedTransactionAPI, StateAPI
 from eth_hash.auto import keccak
 
-from vm.execute import BLOB_TX_TYPE, MAX_TX_BYTES
+from vm.execute import BLOB_TX_TYPE, MAX_INITCODE_SIZE, MAX_TX_BYTES, initcode_too_large_message
 from vm.sender import recover_sender
 from vm.state import decode_transaction
 
@@ -79,6 +79,10 @@ class Mempool:
 
     def add(self, raw: bytes, state: StateAPI) -> bytes:
         """Check and insert a raw transaction; returns its hash or raises TxRejected."""
+        if raw[:1] == bytes([BLOB_TX_TYPE]):
+            # First: a blob transaction in its network form (blobs attached) is larger than
+            # any size bound, and the answer a sender can act on is that the type is refused.
+            raise TxRejected("unsupported_type", "transaction type not supported: blob transactions")
         if len(raw) > MAX_TX_BYTES:
             raise TxRejected("oversized", f"oversized data: {len(raw)} bytes exceeds {MAX_TX_BYTES}")
         tx_hash = keccak(raw)  # the envelope's hash; saves py-evm re-encoding it
@@ -102,6 +106,8 @@ class Mempool:
             raise TxRejected("gas_limit_exceeded", f"exceeds block gas limit: {tx.gas} > {self.block_gas_limit}")
         if tx.gas < tx.intrinsic_gas:
             raise TxRejected("intrinsic_gas", f"intrinsic gas too low: have {tx.gas}, want {tx.intrinsic_gas}")
+        if not tx.to and len(tx.data) > MAX_INITCODE_SIZE:  # EIP-3860: never includable
+            raise TxRejected("initcode_too_large", initcode_too_large_message(len(tx.data)))
         if tx.max_fee_per_gas < self.min_fee:
             raise TxRejected("fee_too_low", f"max fee per gas less than block base fee: {tx.max_fee_per_gas} < {self.min_fee}")
         if tx.max_priority_fee_per_gas > tx.max_fee_per_gas:

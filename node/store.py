@@ -36,7 +36,12 @@ from node.block import EMPTY_COMMIT, Block
 from node.db import TRIE, Database, StateDB
 from vm.block import Header
 from vm.db import OverlayDB
-from vm.events import BlockEvent, decode_block_events, encode_block_events
+from vm.events import (
+    BlockEvent,
+    compute_block_events_tx_hash,
+    decode_block_events,
+    encode_block_events,
+)
 from vm.execute import BlockResult, encode_receipt
 
 PRIORITY_OFFSET = 2**127
@@ -213,9 +218,12 @@ class ChainStore:
             wb.put(b"h" + _h(height), bh)
             wb.put(b"c" + _h(height), commit.encode())
             wb.put(b"r" + bh, rlp.encode(result.encoded_receipts or [encode_receipt(r) for r in result.receipts]))
+            extras = list(extras)
             if result.block_events:
                 wb.put(b"l" + bh, encode_block_events(result.block_events))
-            extras = list(extras)
+                # the block's system transaction (docs/rpc.md, "Block events") is found by
+                # hash like a transaction, one past the last one
+                wb.put(b"x" + compute_block_events_tx_hash(bh), rlp.encode([height, len(extras)]))
             wb.put(b"e" + bh, rlp.encode(
                 [[e.tx_hash, e.sender, e.contract_address, e.gas_used, e.effective_gas_price] for e in extras]))
             for i, e in enumerate(extras):

@@ -115,6 +115,8 @@ def get_block_events_hash(state: StateAPI, height: int) -> bytes | None:
 
 
 def compute_block_events_tx_hash(block_hash: bytes) -> bytes:
-    """The marker ``transactionHash`` of a block's events in ``eth_getLogs`` answers: no
-    transaction has it (a transaction hash is the keccak of a signed envelope)."""
+    """The ``transactionHash`` of a block's events: the hash of the block's system
+    transaction, which the RPC serves with the events as its receipt's logs (docs/rpc.md,
+    "System transactions"); no signed transaction has it (a transaction hash is the
+    keccak of a signed envelope)."""
     return keccak(BLOCK_EVENTS_TAG + block_hash)

@@ -13,6 +13,7 @@ from typing import Any
 
 import rlp
 from eth.abc import AtomicDatabaseAPI, ReceiptAPI, SignedTransactionAPI, StateAPI
+from eth.exceptions import VMError
 from eth.rlp.receipts import Receipt
 from eth.vm.forks.cancun import CancunVM
 from eth_bloom import BloomFilter
@@ -33,6 +34,7 @@ ELASTICITY = 2
 BASE_FEE_CHANGE_DENOMINATOR = 8
 BLOB_TX_TYPE = 3
 MAX_TX_BYTES = 128 * 1024
+MAX_INITCODE_SIZE = 49_152  # EIP-3860: twice the EIP-170 code size limit
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,15 @@ def check_transaction(state: StateAPI, tx: SignedTransactionAPI, env: BlockEnv, 
         raise _tx_error("insufficient_funds", f"balance below value + gas * max fee ({cost} wei)")
     if tx.intrinsic_gas > tx.gas:
         raise _tx_error("intrinsic_gas", f"gas {tx.gas} below intrinsic gas {tx.intrinsic_gas}")
+    if not tx.to and len(tx.data) > MAX_INITCODE_SIZE:
+        # EIP-3860: such a creation is invalid; py-evm raises OutOfGas out of
+        # apply_transaction for it, which no caller expects
+        raise _tx_error("initcode_too_large", initcode_too_large_message(len(tx.data)))
+
+
+def initcode_too_large_message(size: int) -> str:
+    """geth's words for ErrMaxInitCodeSizeExceeded."""
+    return f"max initcode size exceeded: code size {size} limit {MAX_INITCODE_SIZE}"
 
 
 def _tx_error(code: str, message: str) -> InvalidTransaction:
@@ -130,9 +141,14 @@ def _tx_error(code: str, message: str) -> InvalidTransaction:
 
 def apply_transaction(state: MotusState, tx: SignedTransactionAPI, gas_used_before: int) -> tuple[ReceiptAPI, Any]:
     state.lock_changes()
+    snapshot = state.snapshot()
     try:
         computation = state.apply_transaction(tx)
-    except ValidationError as exc:  # py-evm's own checks, after ours: treat alike
+    except (ValidationError, VMError) as exc:  # py-evm's own checks, after ours: treat alike
+        # A VMError escapes apply_transaction only from checks made after the fee was
+        # taken and the nonce bumped (e.g. EIP-3860's initcode size): undo them, or a
+        # builder that skips the transaction would build on a state nobody else computes.
+        state.revert(snapshot)
         raise _tx_error("invalid", str(exc)) from None
     receipt = CancunVM.make_receipt(_GasHeader(gas_used_before), tx, computation, state)  # type: ignore[arg-type]
     return receipt, computation

@@ -27,14 +27,31 @@ from node.rpc.errors import (
     INVALID_INPUT,
     INVALID_PARAMS,
     RPCError,
-    invalid_params,
     limit_exceeded,
     not_found,
 )
-from node.rpc.ethjson import block_json, block_logs, hexb, hexq, log_json, receipt_json, tx_json
+from node.rpc.ethjson import (
+    block_json,
+    block_logs,
+    hexb,
+    hexq,
+    log_json,
+    receipt_json,
+    system_receipt_json,
+    system_tx_json,
+    tx_json,
+)
 from node.rpc.registry import MethodTable, Param, RPCContext
 from vm.block import EMPTY_ROOT, Header
-from vm.call import CallError, CallResult
+from vm.call import (
+    AccountOverride,
+    CallError,
+    CallResult,
+    CallView,
+    InsufficientFunds,
+    IntrinsicGasTooLow,
+    Message,
+)
 from vm.call import call as vm_call
 from vm.call import estimate_gas as vm_estimate_gas
 from vm.events import BlockEvent, compute_block_events_tx_hash
@@ -53,6 +70,7 @@ MAX_PROOF_KEYS = 1_000
 EMPTY_CODE_HASH = keccak(b"")
 
 BLOCK = Param("block", p.block_ref, p.LATEST)
+ANY_LOG = p.log_filter({})  # matches every log
 
 
 # --- block references -------------------------------------------------------------------
@@ -85,6 +103,8 @@ def resolve_header(ctx: RPCContext, ref: p.BlockRef) -> Header:
         return ctx.store.head
     block = resolve_block(ctx, ref)
     if block is None:
+        if ref.hash is not None:  # geth's words and code for an unknown hash
+            raise RPCError(INVALID_INPUT, "header for hash not found")
         raise not_found(f"header not found: block {ref.describe()}")
     return block.header
 
@@ -253,72 +273,104 @@ def call_env(ctx: RPCContext, header: Header, ref: p.BlockRef) -> BlockEnv:
     )
 
 
-def _failure(result: CallResult, gas_limit: int) -> RPCError:
-    """geth's answers: a revert is code 3 with the revert bytes as data; other failures -32000."""
-    if result.error and result.error.startswith("execution reverted"):
-        return RPCError(EXECUTION_REVERTED, result.error, hexb(result.output))
-    if result.error == "out of gas":
-        return RPCError(INVALID_INPUT, f"gas required exceeds allowance ({gas_limit})")
+def _failure(result: CallResult) -> RPCError:
+    """geth's answers: a revert is code 3 "execution reverted: <reason>" with the revert
+    bytes as data; other failures -32000 with the EVM's error."""
+    if result.reverted:
+        return RPCError(EXECUTION_REVERTED, result.error or "execution reverted", hexb(result.output))
     return RPCError(INVALID_INPUT, result.error or "execution failed")
 
 
 def _cannot_start(exc: CallError) -> RPCError:
-    """A call py-evm refuses before running it. The one a user can cause, a value above the
-    sender's balance, gets geth's words (tools match on "insufficient funds"). No ``data``:
-    web3.py takes any error of eth_call with data for a revert."""
+    """A call refused before it runs, in geth's words (tools match on "intrinsic gas too
+    low" and "insufficient funds"). No ``data``: web3.py takes any error of eth_call
+    with data for a revert."""
     text = " ".join(str(exc).split())
-    if "balance" in text.lower():
+    # py-evm's "Sender does not have enough balance to cover transaction value and gas";
+    # not any text with "balance" in it (an overridden balance's uint256 overflow is not)
+    if not isinstance(exc, IntrinsicGasTooLow | InsufficientFunds) and "enough balance" in text:
         return RPCError(INVALID_INPUT, f"insufficient funds for transfer: {text}")
     return RPCError(INVALID_INPUT, text)
 
 
-def _no_overrides(overrides: Any) -> None:
-    if overrides is not None:
-        raise invalid_params(
-            "invalid argument 2 (stateOverrides): state overrides are not supported"
-        )
+OVERRIDES = Param("stateOverrides", p.state_overrides, None)
 
 
-@methods.method(
-    "eth_call",
-    Param("transaction", p.call_request),
-    BLOCK,
-    Param("stateOverrides", p.any_value, None),
-    blocking=True,
-)
-def eth_call(ctx: RPCContext, req: p.CallRequest, ref: p.BlockRef, overrides: Any) -> str:
-    result, env = _run_call(ctx, req, ref, overrides, vm_call, gas=req.gas)
+def _call_at(ctx: RPCContext, ref: p.BlockRef) -> tuple[Header, BlockEnv]:
+    header = resolve_header(ctx, ref)
+    return header, call_env(ctx, header, ref)
+
+
+@methods.method("eth_call", Param("transaction", p.call_request), BLOCK, OVERRIDES, blocking=True)
+def eth_call(ctx: RPCContext, req: p.CallRequest, ref: p.BlockRef,
+             overrides: dict[bytes, AccountOverride] | None) -> str:
+    """Run the call at the block (with the state overrides, never persisted); ``gas``
+    defaults to, and is capped at, the block gas limit."""
+    header, env = _call_at(ctx, ref)
+    try:
+        result = vm_call(ctx.store.state_db, header.state_root, env, sender=req.sender, to=req.to,
+                         data=req.data, value=req.value, gas=req.gas,
+                         access_list=req.access_list, overrides=overrides)
+    except CallError as exc:
+        raise _cannot_start(exc) from None
     if not result.success:
-        raise _failure(result, req.gas or env.gas_limit)
+        raise _failure(result)
     return hexb(result.output)
 
 
-def _run_call(ctx: RPCContext, req: p.CallRequest, ref: p.BlockRef, overrides: Any,
-              run: Any, **extra: Any) -> tuple[Any, Any]:
-    """Run ``vm.call.call`` or ``estimate_gas`` for a call request at a block."""
-    _no_overrides(overrides)
-    header = resolve_header(ctx, ref)
-    env = call_env(ctx, header, ref)
+@methods.method(
+    "eth_estimateGas", Param("transaction", p.call_request), BLOCK, OVERRIDES, blocking=True
+)
+def estimate_gas(ctx: RPCContext, req: p.CallRequest, ref: p.BlockRef,
+                 overrides: dict[bytes, AccountOverride] | None) -> str:
+    """The smallest gas limit that succeeds, searched as geth does (vm.call.estimate_gas):
+    between the intrinsic gas and the cap (block gas limit, ``gas``, and with a fee
+    given what the balance pays)."""
+    header, env = _call_at(ctx, ref)
     try:
-        result = run(ctx.store.state_db, header.state_root, env, sender=req.sender, to=req.to,
-                     data=req.data, value=req.value, **extra)
+        found = vm_estimate_gas(ctx.store.state_db, header.state_root, env, sender=req.sender,
+                                to=req.to, data=req.data, value=req.value, gas=req.gas,
+                                fee_cap=req.fee_cap, access_list=req.access_list,
+                                overrides=overrides)
     except CallError as exc:
         raise _cannot_start(exc) from None
-    return result, env
+    if found.gas is None:
+        if found.result is not None and found.result.reverted and not found.result.output:
+            raise RPCError(INVALID_INPUT, "execution reverted")  # geth: no data, no code 3
+        if found.result is not None:
+            raise _failure(found.result)
+        raise RPCError(INVALID_INPUT, f"gas required exceeds allowance ({found.cap})")
+    return hexq(found.gas)
 
 
 @methods.method(
-    "eth_estimateGas",
-    Param("transaction", p.call_request),
-    BLOCK,
-    Param("stateOverrides", p.any_value, None),
+    "eth_createAccessList", Param("transaction", p.call_request), Param("block", p.block_ref,
+                                                                        p.BlockRef(tag="pending")),
     blocking=True,
 )
-def estimate_gas(ctx: RPCContext, req: p.CallRequest, ref: p.BlockRef, overrides: Any) -> str:
-    result, env = _run_call(ctx, req, ref, overrides, vm_estimate_gas)
+def create_access_list(ctx: RPCContext, req: p.CallRequest, ref: p.BlockRef) -> dict[str, Any]:
+    """geth's eth_createAccessList: the addresses and storage keys the call touches (less
+    the sender, the recipient and the precompiles), found by re-running the call with the
+    list until it is stable; ``gasUsed`` of the last run with that list, and ``error``
+    when that run failed (a revert is reported there, not as an RPC error)."""
+    header, env = _call_at(ctx, ref)
+    gas = env.gas_limit if req.gas is None else min(req.gas, env.gas_limit)
+    view = CallView(ctx.store.state_db, header.state_root, env)
+    msg = Message(req.sender, req.to, req.data, req.value, req.access_list)
+    try:
+        found, result = view.access_list(msg, gas)
+    except CallError as exc:
+        raise _cannot_start(exc) from None
+    out: dict[str, Any] = {
+        "accessList": [
+            {"address": hexb(a), "storageKeys": [hexb(k.to_bytes(32, "big")) for k in keys]}
+            for a, keys in found
+        ],
+        "gasUsed": hexq(result.gas_used),
+    }
     if not result.success:
-        raise _failure(result, env.gas_limit)
-    return hexq(result.gas_used)
+        out["error"] = result.error
+    return out
 
 
 # --- fees -------------------------------------------------------------------------------
@@ -453,8 +505,23 @@ def get_transaction_by_hash(ctx: RPCContext, tx_hash: bytes) -> dict[str, Any] |
     return None
 
 
+@methods.method("eth_getRawTransactionByHash", Param("hash", p.hash32))
+def get_raw_transaction_by_hash(ctx: RPCContext, tx_hash: bytes) -> str | None:
+    """The signed envelope of a mined or pending transaction; null when unknown (and for
+    a block's system transaction, which has none)."""
+    found = _located(ctx, tx_hash)
+    if found is not None:
+        block, index = found
+        return hexb(block.transactions[index]) if index < len(block.transactions) else None
+    pending = ctx.mempool.get(tx_hash)
+    return None if pending is None else hexb(pending.raw)
+
+
 def _tx_in_block(ctx: RPCContext, block: Block, index: int) -> dict[str, Any] | None:
-    if index >= len(block.transactions):
+    if index == len(block.transactions):
+        events = ctx.store.block_events(block.hash)
+        return system_tx_json(block, compute_block_events_tx_hash(block.hash)) if events else None
+    if index > len(block.transactions):
         return None
     extra = ctx.store.tx_extras(block.hash)[index]
     return tx_json(
@@ -473,22 +540,40 @@ def get_transaction_receipt(ctx: RPCContext, tx_hash: bytes) -> dict[str, Any] |
     if found is None:
         return None
     block, index = found
+    if index == len(block.transactions):
+        return _system_receipt(ctx, block)
     tx = decode_transaction(block.transactions[index])
     return receipt_json(
         block.header, ctx.store.receipts(block.hash), ctx.store.tx_extras(block.hash), tx, index
     )
 
 
+def _system_receipt(ctx: RPCContext, block: Block) -> dict[str, Any] | None:
+    """The receipt of the block's system transaction: its block events as logs."""
+    events = ctx.store.block_events(block.hash)
+    if not events:
+        return None
+    receipts = ctx.store.receipts(block.hash) if block.transactions else []
+    first = sum(len(r.logs) for r in receipts)
+    logs = block_event_logs(block, events, first, ANY_LOG)
+    return system_receipt_json(block, compute_block_events_tx_hash(block.hash), events, logs)
+
+
 @methods.method("eth_getBlockReceipts", Param("block", p.block_ref))
 def get_block_receipts(ctx: RPCContext, ref: p.BlockRef) -> list[dict[str, Any]] | None:
+    """The block's receipts, then its system transaction's when it has block events."""
     block = resolve_block(ctx, ref)
     if block is None:
         return None
     receipts, extras = ctx.store.receipts(block.hash), ctx.store.tx_extras(block.hash)
-    return [
+    out = [
         receipt_json(block.header, receipts, extras, decode_transaction(raw), i)
         for i, raw in enumerate(block.transactions)
     ]
+    system = _system_receipt(ctx, block)
+    if system is not None:
+        out.append(system)
+    return out
 
 
 # --- blocks -----------------------------------------------------------------------------

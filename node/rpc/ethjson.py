@@ -13,6 +13,7 @@ from typing import Any
 
 import rlp
 from eth.abc import ReceiptAPI, SignedTransactionAPI
+from eth_bloom import BloomFilter
 from eth_hash.auto import keccak
 
 from node.block import Block
@@ -239,4 +240,58 @@ def receipt_json(
         "logsBloom": hexb(int(receipt.bloom).to_bytes(256, "big")),
         "type": hexq(getattr(tx, "type_id", None) or 0),
         "status": hexq(receipt_status(receipt)),
+    }
+
+
+SYSTEM_ADDRESS = bytes(20)  # from and to of a block's system transaction
+
+
+def system_tx_json(block: Block, tx_hash: bytes) -> dict[str, Any]:
+    """The pseudo-transaction that carries a block's events (docs/rpc.md, "Block
+    events"): from and to the zero address, nothing paid, no signature, one index past
+    the block's last transaction."""
+    return {
+        "type": "0x0",
+        "hash": hexb(tx_hash),
+        "nonce": "0x0",
+        "blockHash": hexb(block.hash),
+        "blockNumber": hexq(block.height),
+        "transactionIndex": hexq(len(block.transactions)),
+        "from": hexb(SYSTEM_ADDRESS),
+        "to": hexb(SYSTEM_ADDRESS),
+        "value": "0x0",
+        "gas": "0x0",
+        "gasPrice": "0x0",
+        "input": "0x",
+        "v": "0x0",
+        "r": "0x0",
+        "s": "0x0",
+    }
+
+
+def system_receipt_json(
+    block: Block, tx_hash: bytes, events: Sequence[Any], logs: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The receipt of a block's system transaction: status 1, no gas, the block events as
+    its logs and its own logs bloom (the header's does not cover them)."""
+    bloom = BloomFilter()
+    for ev in events:
+        bloom.add(ev.address)
+        for topic in ev.topics:
+            bloom.add(topic)
+    return {
+        "transactionHash": hexb(tx_hash),
+        "transactionIndex": hexq(len(block.transactions)),
+        "blockHash": hexb(block.hash),
+        "blockNumber": hexq(block.height),
+        "from": hexb(SYSTEM_ADDRESS),
+        "to": hexb(SYSTEM_ADDRESS),
+        "cumulativeGasUsed": hexq(block.header.gas_used),
+        "gasUsed": "0x0",
+        "effectiveGasPrice": "0x0",
+        "contractAddress": None,
+        "logs": logs,
+        "logsBloom": hexb(int(bloom).to_bytes(256, "big")),
+        "type": "0x0",
+        "status": "0x1",
     }

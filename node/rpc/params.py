@@ -18,6 +18,10 @@ UINT64_MAX = 2**64 - 1  # heights, epochs and counts: the store keys heights by 
 MAX_TOPIC_POSITIONS = 4
 MAX_FILTER_ADDRESSES = 1_000
 MAX_TOPIC_ALTERNATIVES = 1_000
+MAX_ACCESS_LIST_ADDRESSES = 1_000  # of a call request's accessList
+MAX_ACCESS_LIST_SLOTS = 1_000  # storage keys per access-list address
+MAX_OVERRIDE_ACCOUNTS = 1_000  # accounts of one state override set
+MAX_OVERRIDE_SLOTS = 10_000  # storage slots of one state override set, all accounts together
 
 BLOCK_TAGS = ("latest", "earliest", "pending", "safe", "finalized")
 
@@ -190,16 +194,38 @@ def block_number(value: Any) -> BlockRef:
 
 
 def block_ref(value: Any) -> BlockRef:
-    """A block number or tag, or an EIP-1898 object {"blockHash": ...} / {"blockNumber": ...}."""
+    """The spec's BlockNumberOrTagOrHash: a tag, a hex block number, a block hash (a hex
+    string of 66 characters, as geth reads one), or an EIP-1898 object
+    ``{"blockHash": h, "requireCanonical": bool}`` / ``{"blockNumber": n}``. Every
+    committed block is canonical (no reorgs), so ``requireCanonical`` changes nothing."""
     if isinstance(value, dict):
-        if "blockHash" in value and "blockNumber" in value:
-            raise ParamError("give blockHash or blockNumber, not both")
-        if "blockHash" in value:
+        unknown = set(value) - {"blockHash", "blockNumber", "requireCanonical"}
+        if unknown:
+            raise ParamError(f"unknown block object key {show(sorted(unknown)[0])}")
+        has_hash = value.get("blockHash") is not None
+        has_number = value.get("blockNumber") is not None
+        if has_hash and has_number:
+            raise ParamError(
+                "cannot specify both BlockHash and BlockNumber, choose one or the other"
+            )
+        if value.get("requireCanonical") is not None:
+            if not has_hash:
+                raise ParamError("requireCanonical is only allowed with blockHash")
+            boolean(value["requireCanonical"])
+        if has_hash:
             return BlockRef(hash=hash32(value["blockHash"]))
-        if "blockNumber" in value:
+        if has_number:
             return block_number(value["blockNumber"])
         raise ParamError("block object needs blockHash or blockNumber")
-    return block_number(value)
+    if is_hex(value) and len(value) == 66:
+        return BlockRef(hash=hash32(value))
+    try:
+        return block_number(value)
+    except ParamError:
+        raise ParamError(
+            f"expected a block number (hex), a block hash (0x + 64 hex digits) or one of "
+            f"{', '.join(BLOCK_TAGS)}, got {show(value)}"
+        ) from None
 
 
 # --- call requests -------------------------------------------------------------------------
@@ -207,14 +233,36 @@ def block_ref(value: Any) -> BlockRef:
 
 @dataclass(frozen=True)
 class CallRequest:
-    """The transaction-like object of eth_call / eth_estimateGas (fees are ignored:
-    calls run at gas price zero, so the sender needs no balance for gas)."""
+    """The transaction-like object of eth_call / eth_estimateGas / eth_createAccessList.
+    Calls run at gas price zero, so the sender needs no balance for gas; the fee given
+    (``fee_cap``: maxFeePerGas, else gasPrice) only caps eth_estimateGas's search at
+    what the sender's balance can pay, as geth does."""
 
     sender: bytes | None
     to: bytes | None
     gas: int | None
     value: int
     data: bytes
+    fee_cap: int = 0
+    access_list: tuple[tuple[bytes, tuple[int, ...]], ...] = ()
+
+
+def _access_list_entry(value: Any) -> tuple[bytes, tuple[int, ...]]:
+    if not isinstance(value, dict) or "address" not in value:
+        raise ParamError(f"expected {{address, storageKeys}}, got {show(value)}")
+    keys = value.get("storageKeys") or []
+    return address(value["address"]), tuple(list_of(hash_slot, MAX_ACCESS_LIST_SLOTS)(keys))
+
+
+def hash_slot(value: Any) -> int:
+    """A storage key of an access list: 32 bytes."""
+    return int.from_bytes(hash32(value), "big")
+
+
+def access_list(value: Any) -> tuple[tuple[bytes, tuple[int, ...]], ...]:
+    """An EIP-2930 access list: at most MAX_ACCESS_LIST_ADDRESSES entries of at most
+    MAX_ACCESS_LIST_SLOTS keys each."""
+    return tuple(list_of(_access_list_entry, MAX_ACCESS_LIST_ADDRESSES)(value))
 
 
 def call_request(value: Any) -> CallRequest:
@@ -234,15 +282,95 @@ def call_request(value: Any) -> CallRequest:
     legacy = field("data", data)
     if payload is not None and legacy is not None and payload != legacy:
         raise ParamError("both data and input are set and differ")
-    for fee in ("gasPrice", "maxFeePerGas", "maxPriorityFeePerGas", "nonce"):
-        field(fee, quantity)  # validated for the client's sake, not used
+    gas_price = field("gasPrice", quantity)
+    max_fee = field("maxFeePerGas", quantity)
+    field("maxPriorityFeePerGas", quantity)  # validated for the client's sake, not used
+    field("nonce", quantity)
+    if gas_price is not None and max_fee is not None:
+        raise ParamError("both gasPrice and maxFeePerGas specified")
     return CallRequest(
         sender=field("from", address),
         to=field("to", address),
         gas=field("gas", quantity),
         value=field("value", quantity) or 0,
         data=payload if payload is not None else (legacy or b""),
+        fee_cap=(max_fee if max_fee is not None else gas_price) or 0,
+        access_list=field("accessList", access_list) or (),
     )
+
+
+# --- state overrides ---------------------------------------------------------------------
+
+_OVERRIDE_KEYS = {"balance", "nonce", "code", "state", "stateDiff"}
+
+
+def _slots(value: Any, what: str) -> dict[int, int]:
+    if not isinstance(value, dict):
+        raise ParamError(f"{what}: expected an object of slot -> value, got {show(value)}")
+    out = {}
+    for slot, word in value.items():
+        try:
+            out[int.from_bytes(hash32(slot), "big")] = int.from_bytes(hash32(word), "big")
+        except ParamError as exc:
+            raise ParamError(f"{what}: {exc}") from None
+    return out
+
+
+def state_overrides(value: Any) -> dict[bytes, Any]:
+    """geth's state override set: address -> {balance, nonce, code, state, stateDiff}
+    (``state`` replaces the whole storage, ``stateDiff`` the slots it names; slots and
+    values are 32-byte hex). At most MAX_OVERRIDE_ACCOUNTS accounts and
+    MAX_OVERRIDE_SLOTS slots in all, else ``-32005`` with reason ``too_many_accounts``
+    / ``too_many_items``."""
+    from node.rpc.errors import limit_exceeded
+    from vm.call import AccountOverride
+
+    if not isinstance(value, dict):
+        raise ParamError(f"expected an object of address -> account override, got {show(value)}")
+    if len(value) > MAX_OVERRIDE_ACCOUNTS:
+        raise limit_exceeded(
+            f"state override of {len(value)} accounts exceeds {MAX_OVERRIDE_ACCOUNTS}",
+            reason="too_many_accounts",
+        )
+    slot_count = sum(
+        len(o.get(k) or {}) if isinstance(o, dict) and isinstance(o.get(k), dict) else 0
+        for o in value.values()
+        for k in ("state", "stateDiff")
+    )
+    if slot_count > MAX_OVERRIDE_SLOTS:
+        raise limit_exceeded(
+            f"state override of {slot_count} storage slots exceeds {MAX_OVERRIDE_SLOTS}",
+            reason="too_many_items",
+        )
+    out: dict[bytes, Any] = {}
+    for raw_addr, raw in value.items():
+        try:
+            addr = address(raw_addr)
+        except ParamError as exc:
+            raise ParamError(f"account {show(raw_addr)}: {exc}") from None
+        where = "account 0x" + addr.hex()
+        if not isinstance(raw, dict):
+            raise ParamError(f"{where}: expected an override object, got {show(raw)}")
+        unknown = set(raw) - _OVERRIDE_KEYS
+        if unknown:
+            raise ParamError(f"{where}: unknown override field {show(sorted(unknown)[0])}")
+        if raw.get("state") is not None and raw.get("stateDiff") is not None:
+            raise ParamError(f"{where} has both 'state' and 'stateDiff'")
+        try:
+            balance = None if raw.get("balance") is None else quantity(raw["balance"])
+            nonce = None if raw.get("nonce") is None else natural(raw["nonce"], "a nonce", UINT64_MAX)
+            code = None if raw.get("code") is None else data(raw["code"])
+        except ParamError as exc:
+            raise ParamError(f"{where}: {exc}") from None
+        out[addr] = AccountOverride(
+            balance=balance,
+            nonce=nonce,
+            code=code,
+            state=None if raw.get("state") is None else _slots(raw["state"], f"{where} state"),
+            state_diff=(None if raw.get("stateDiff") is None
+                        else _slots(raw["stateDiff"], f"{where} stateDiff")),
+        )
+    return out
 
 
 # --- log filters -------------------------------------------------------------------------

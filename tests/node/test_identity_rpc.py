@@ -175,7 +175,7 @@ def test_block_forms_and_params_by_name(chain: dict[str, Any]) -> None:
         ("motus_getVehicle", [1, {"blockHash": "0x12"}], -32602, "invalid argument 1 (block)"),
         ("motus_getVehicle", [1, "latest", 3], -32602, "too many arguments, want at most 2"),
         ("motus_getVehicle", [1, 10**9], -32001, "header not found"),
-        ("motus_getVehicle", [1, {"blockHash": "0x" + "ab" * 32}], -32001, "header not found"),
+        ("motus_getVehicle", [1, {"blockHash": "0x" + "ab" * 32}], -32000, "header for hash not found"),
         ("motus_getDevice", [], -32602, "missing value for required argument 0 (address)"),
         ("motus_getDevice", ["0x12"], -32602, "invalid argument 0 (address)"),
         ("motus_getDevice", ["0x" + "42" * 20, -5], -32602, "invalid argument 1 (block)"),

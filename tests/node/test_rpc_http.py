@@ -173,7 +173,7 @@ def test_envelope_errors(node: NodeProcess) -> None:
             "cannot be combined",
         ),
         ("eth_feeHistory", ["0x4", "latest", [75, 25]], "ascending"),
-        ("eth_call", [{"to": "0x" + "11" * 20}, "latest", {"0x00": {}}], "state overrides"),
+        ("eth_call", [{"to": "0x" + "11" * 20}, "latest", {"0x00": {}}], "argument 2 (stateOverrides)"),
     ],
 )
 def test_invalid_params_name_the_argument(

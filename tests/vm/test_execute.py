@@ -71,3 +71,30 @@ def test_receipt_encoding_matches_py_evm(status, gas, bloom, logs, type_id):
     if type_id is not None:
         receipt = CancunReceiptBuilder.typed_receipt_class(type_id, receipt)
     assert encode_receipt(receipt) == receipt.encode()
+
+
+def test_oversized_initcode_is_an_invalid_transaction_not_a_crash():
+    """EIP-3860: a creation with more than 49,152 bytes of initcode is invalid. py-evm
+    raises OutOfGas out of apply_transaction for it, after taking the fee and bumping
+    the nonce: that escaped block building and stopped the node."""
+    import pytest
+
+    from vm.errors import InvalidBlock, InvalidTransaction
+    from vm.execute import MAX_INITCODE_SIZE, apply_transaction
+    from vm.state import decode_transaction
+
+    chain, twin = LocalChain(), LocalChain()
+    (a0, k0), (a1, k1) = chain.accounts[:2]
+    big = chain.sign(k0, None, b"\x00" * (MAX_INITCODE_SIZE + 1), gas=2_000_000)
+    transfer = chain.sign(k1, a0, value=1)
+    with pytest.raises(InvalidBlock, match="initcode_too_large"):
+        chain.block([big])  # a block that carries it is refused
+    built = chain.block([big, transfer], skip_invalid=True)  # a builder leaves it out
+    assert [t.hash for t in built.transactions] == [decode_transaction(transfer).hash]
+    assert built.state_root == twin.block([transfer]).state_root
+    # py-evm's own refusal after the fee was taken leaves the state as it was
+    state = chain.state()
+    before = (state.get_nonce(a0), state.get_balance(a0))
+    with pytest.raises(InvalidTransaction):
+        apply_transaction(state, decode_transaction(chain.sign(k0, None, b"\x00" * 50_000, gas=2_000_000)), 0)
+    assert (state.get_nonce(a0), state.get_balance(a0)) == before
