@@ -10,7 +10,7 @@ RESTART_CYCLES ?= 200
 
 CLIENTS_STAMP := tests/clients/node_modules/.installed-stamp
 
-.PHONY: devnet test lint bench fuzz clean restart-campaign clients test-clients
+.PHONY: devnet test lint bench fuzz clean restart-campaign clients test-clients mempool-model
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ test-clients: $(STAMP) $(CLIENTS_STAMP)
 # Long restart campaign of real validator processes (docs/consensus.md, "Restart").
 restart-campaign: $(STAMP)
 	MOTUS_RESTART_CYCLES=$(RESTART_CYCLES) $(BIN)/pytest -q -s -p no:xdist tests/node/test_restart_campaign.py
+
+# The mempool model test with many more examples (docs/rpc.md, "Transaction pool").
+MEMPOOL_MODEL_EXAMPLES ?= 2000
+mempool-model: $(STAMP)
+	MOTUS_MEMPOOL_MODEL_EXAMPLES=$(MEMPOOL_MODEL_EXAMPLES) $(BIN)/pytest -q -p no:xdist tests/node/test_mempool_model.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check node consensus vm p2p genesis codec devnet bench tests

@@ -68,6 +68,9 @@ class ConsensusSection:
 class MempoolSection:
     max_per_sender: int = 64
     max_total: int = 10_000
+    # A transaction waiting behind a nonce gap is dropped after this long (docs/rpc.md,
+    # "Transaction pool").
+    queued_lifetime_seconds: int = 180
     # Transactions from this node's RPC clients are journaled (<home>/txpool/journal) and
     # pooled again at start (docs/storage.md "Transaction journal").
     journal: bool = True
@@ -127,6 +130,9 @@ class Config:
         for key in ("max_head_age_seconds", "max_sync_lag_blocks"):
             if getattr(cfg.health, key) < 1:  # 0 would call every node unhealthy
                 raise ConfigError(f"health.{key} must be at least 1")
+        for key in ("max_per_sender", "max_total", "queued_lifetime_seconds"):
+            if getattr(cfg.mempool, key) < 1:  # 0 would refuse or drop every transaction
+                raise ConfigError(f"mempool.{key} must be at least 1")
         if cfg.mempool.journal_max_bytes < JOURNAL_MIN_BYTES:
             raise ConfigError(f"mempool.journal_max_bytes must be at least {JOURNAL_MIN_BYTES} "
                               "(one largest transaction)")

@@ -1,6 +1,18 @@
 """Transaction pool: checked on entry against the head state, ordered per sender by
-nonce, bounded per sender and in total, replaced only by a >= 10 % higher fee, and
-pruned after every block of what the block made invalid.
+nonce, bounded per sender and in total, replaced only by a >= 10 % higher fee on both
+fee caps, and pruned after every block of what the block made invalid.
+
+Every pooled transaction is *pending* (executable: its nonce is the sender's next one,
+or follows a chain of pending predecessors in the pool) or *queued* (waiting behind a
+nonce gap). A queued transaction expires after ``queued_lifetime_s`` spent queued; when
+the pool is full a newcomer takes the place of another sender's last transaction,
+queued ones first (docs/rpc.md, "Transaction pool"). Every transaction that leaves the
+pool leaves with a reason (``REMOVAL_REASONS``), counted in ``Mempool.removed``.
+
+A sender's entry exists exactly while it holds a transaction: ``_insert`` and ``_drop``
+are the only writers of ``_accounts`` and ``_by_hash``, so no transaction can be
+counted by the pool without being reachable through its sender (the orphan of a
+replaced lone transaction, issue 12).
 
 Rejections carry a stable ``code`` and a message that starts like geth's, so wallets
 and ethers.js classify them ("nonce too low", "insufficient funds", ...).
@@ -9,7 +21,10 @@ and ethers.js classify them ("nonce too low", "insufficient funds", ...).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from eth.abc import SignedTransactionAPI, StateAPI
@@ -19,7 +34,22 @@ from vm.execute import BLOB_TX_TYPE, MAX_INITCODE_SIZE, MAX_TX_BYTES, initcode_t
 from vm.sender import recover_sender
 from vm.state import decode_transaction
 
-REPLACEMENT_BUMP_PCT = 10
+REPLACEMENT_BUMP_PCT = 10  # geth's txpool.pricebump
+# Time a transaction may wait behind a nonce gap. geth keeps queued transactions 3 hours
+# (txpool.lifetime), sized for wallets on a 12 s chain; here a block is ~1 s, so a gap
+# a wallet means to fill is filled within seconds (gossip reordering) or minutes (a
+# user sending n+1 before n), and a gap nobody fills (a nonce refused under load) must
+# not hold its sender's slots and the pool's room for hours.
+QUEUED_LIFETIME_S = 180.0
+
+# Why a transaction left the pool (``Mempool.removed``, metric label ``reason``).
+MINED = "mined"  # in a committed block
+REPLACED = "replaced"  # same sender and nonce, both fee caps raised by the bump
+EVICTED = "evicted"  # the pool was full and a newcomer took its place
+EXPIRED = "expired"  # queued behind a nonce gap for longer than the queued lifetime
+STALE = "stale"  # its nonce was used by another transaction of a committed block
+UNDERFUNDED = "underfunded"  # after a block the sender can no longer pay for it
+REMOVAL_REASONS = (MINED, REPLACED, EVICTED, EXPIRED, STALE, UNDERFUNDED)
 
 
 class TxRejected(Exception):
@@ -29,7 +59,7 @@ class TxRejected(Exception):
         self.message = message
 
 
-@dataclass
+@dataclass(eq=False)
 class PoolTx:
     tx: SignedTransactionAPI
     raw: bytes
@@ -37,10 +67,17 @@ class PoolTx:
     sender: bytes
     nonce: int
     seq: int  # arrival order, for FIFO among equal tips
+    # Pool clock time since which it has been queued (not executable); None while pending.
+    queued_since: float | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.queued_since is None
 
 
 @dataclass
 class _Account:
+    state_nonce: int  # the sender's nonce in the head state (updated on add and each block)
     txs: dict[int, PoolTx] = field(default_factory=dict)
 
 
@@ -48,17 +85,36 @@ def effective_tip(tx: SignedTransactionAPI, base_fee: int) -> int:
     return min(tx.max_priority_fee_per_gas, tx.max_fee_per_gas - base_fee)
 
 
+def outbids(new: SignedTransactionAPI, old: SignedTransactionAPI) -> bool:
+    """geth's replacement rule: both fee caps strictly higher, and each at least
+    ``old * (100 + bump) / 100`` (integer division, as geth computes the threshold)."""
+    bump = 100 + REPLACEMENT_BUMP_PCT
+    return (new.max_fee_per_gas > old.max_fee_per_gas
+            and new.max_priority_fee_per_gas > old.max_priority_fee_per_gas
+            and new.max_fee_per_gas >= old.max_fee_per_gas * bump // 100
+            and new.max_priority_fee_per_gas >= old.max_priority_fee_per_gas * bump // 100)
+
+
 class Mempool:
     def __init__(self, chain_id: int, *, max_per_sender: int = 64, max_total: int = 10_000,
-                 block_gas_limit: int = 30_000_000, min_fee: int = 0) -> None:
+                 block_gas_limit: int = 30_000_000, min_fee: int = 0,
+                 queued_lifetime_s: float = QUEUED_LIFETIME_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.chain_id = chain_id
         self.max_per_sender = max_per_sender
         self.max_total = max_total
         self.block_gas_limit = block_gas_limit
         self.min_fee = min_fee
+        self.queued_lifetime_s = queued_lifetime_s
+        self.clock = clock
         self._accounts: dict[bytes, _Account] = {}
         self._by_hash: dict[bytes, PoolTx] = {}
         self._seq = 0
+        self._next_expiry = math.inf  # no queued transaction is due before this
+        self.removed: Counter[str] = Counter()  # by REMOVAL_REASONS
+        self.refused: Counter[str] = Counter()  # by TxRejected code
+        # Called with (transaction, reason) whenever one leaves the pool.
+        self.removal_listeners: list[Callable[[PoolTx, str], None]] = []
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -79,6 +135,13 @@ class Mempool:
 
     def add(self, raw: bytes, state: StateAPI) -> bytes:
         """Check and insert a raw transaction; returns its hash or raises TxRejected."""
+        try:
+            return self._add(raw, state)
+        except TxRejected as exc:
+            self.refused[exc.code] += 1
+            raise
+
+    def _add(self, raw: bytes, state: StateAPI) -> bytes:
         if raw[:1] == bytes([BLOB_TX_TYPE]):
             # First: a blob transaction in its network form (blobs attached) is larger than
             # any size bound, and the answer a sender can act on is that the type is refused.
@@ -122,39 +185,124 @@ class Mempool:
         if balance < cost:
             raise TxRejected("insufficient_funds",
                              f"insufficient funds for gas * price + value: balance {balance}, tx cost {cost}")
-        acct = self._accounts.setdefault(sender, _Account())
-        old = acct.txs.get(tx.nonce)
+        acct = self._accounts.get(sender)
+        old = acct.txs.get(tx.nonce) if acct is not None else None
         if old is not None:
-            bump = 100 + REPLACEMENT_BUMP_PCT
-            if (tx.max_fee_per_gas * 100 < old.tx.max_fee_per_gas * bump
-                    or tx.max_priority_fee_per_gas * 100 < old.tx.max_priority_fee_per_gas * bump):
+            if not outbids(tx, old.tx):
                 raise TxRejected("replacement_underpriced", "replacement transaction underpriced")
-            self._remove(old)
         elif len(self._by_hash) >= self.max_total:
-            self._evict_for(tx)
+            executable = tx.nonce == self.pending_nonce(sender, state_nonce)
+            self._make_room(sender, tx.max_priority_fee_per_gas, executable)
         self._seq += 1
         entry = PoolTx(tx, bytes(raw), tx_hash, sender, tx.nonce, self._seq)
-        acct.txs[tx.nonce] = entry
-        self._by_hash[tx_hash] = entry
+        if old is not None:
+            self._drop(old, REPLACED)  # may drop the sender's entry: _insert makes it again
+        self._insert(entry, state_nonce)
         return tx_hash
 
-    def _evict_for(self, tx: SignedTransactionAPI) -> None:
-        # drop the highest-nonce tx of the cheapest sender, if the newcomer pays more
-        cheapest = min(
-            (max(a.txs.values(), key=lambda p: p.nonce) for a in self._accounts.values() if a.txs),
-            key=lambda p: p.tx.max_priority_fee_per_gas,
-        )
-        if cheapest.tx.max_priority_fee_per_gas >= tx.max_priority_fee_per_gas:
-            raise TxRejected("pool_full", "txpool is full")
-        self._remove(cheapest)
+    # --- the only writers of _accounts and _by_hash ----------------------------------------
 
-    def _remove(self, entry: PoolTx) -> None:
-        self._by_hash.pop(entry.hash, None)
+    def _insert(self, entry: PoolTx, state_nonce: int) -> None:
         acct = self._accounts.get(entry.sender)
-        if acct is not None:
-            acct.txs.pop(entry.nonce, None)
-            if not acct.txs:
-                del self._accounts[entry.sender]
+        if acct is None:
+            acct = self._accounts[entry.sender] = _Account(state_nonce)
+        acct.txs[entry.nonce] = entry
+        self._by_hash[entry.hash] = entry
+        if acct.state_nonce != state_nonce:  # a head the pool has not pruned for yet
+            acct.state_nonce = state_nonce
+            self._classify(acct, self.clock())
+            return
+        # What _classify would conclude, touching only the newcomer and the queued run it
+        # may promote: an add costs O(1) for a sender that sends in order, however many
+        # transactions it holds.
+        before = acct.txs.get(entry.nonce - 1)
+        if entry.nonce == state_nonce or (before is not None and before.pending):
+            entry.queued_since = None
+            n = entry.nonce + 1
+            while n in acct.txs and not acct.txs[n].pending:
+                acct.txs[n].queued_since = None  # the gap is filled
+                n += 1
+        else:
+            self._queue(entry, self.clock())
+
+    def _drop(self, entry: PoolTx, reason: str) -> None:
+        """Remove ``entry`` (which must be pooled); its sender's entry goes with its last
+        transaction. Callers re-classify the sender when a pending one may have left a gap."""
+        del self._by_hash[entry.hash]
+        acct = self._accounts[entry.sender]
+        del acct.txs[entry.nonce]
+        if not acct.txs:
+            del self._accounts[entry.sender]
+        self.removed[reason] += 1
+        for listener in list(self.removal_listeners):
+            listener(entry, reason)
+
+    # --- pending and queued ------------------------------------------------------------------
+
+    def _classify(self, acct: _Account, now: float) -> None:
+        """Mark the chain from the state nonce pending, the rest queued (since ``now`` if
+        it was pending until now)."""
+        n = acct.state_nonce
+        while n in acct.txs:
+            acct.txs[n].queued_since = None
+            n += 1
+        for entry in acct.txs.values():
+            if entry.nonce > n and entry.queued_since is None:
+                self._queue(entry, now)
+
+    def _queue(self, entry: PoolTx, now: float) -> None:
+        entry.queued_since = now
+        self._next_expiry = min(self._next_expiry, now + self.queued_lifetime_s)
+
+    def expire(self) -> int:
+        """Drop the transactions queued for ``queued_lifetime_s`` or longer; returns how
+        many. Cheap when none is due (one comparison)."""
+        now = self.clock()
+        if now < self._next_expiry:
+            return 0
+        expired = []
+        next_expiry = math.inf
+        for acct in self._accounts.values():
+            for entry in acct.txs.values():
+                if entry.queued_since is None:
+                    continue
+                due = entry.queued_since + self.queued_lifetime_s
+                if due <= now:
+                    expired.append(entry)
+                else:
+                    next_expiry = min(next_expiry, due)
+        # A queued transaction's successors are queued too: dropping it leaves no
+        # pending one behind a new gap.
+        for entry in expired:
+            self._drop(entry, EXPIRED)
+        self._next_expiry = next_expiry
+        return len(expired)
+
+    def _make_room(self, sender: bytes, tip: int, executable: bool) -> None:
+        """Free one place for a newcomer of ``sender`` paying ``tip``, or raise TxRejected.
+
+        Expired transactions go first. Then the victim is the last (highest-nonce)
+        transaction of another sender, so that no sender is left with a gap: a queued one
+        before a pending one, then the lowest priority fee, then the newest. A queued
+        victim gives way to an executable newcomer or a higher tip; a pending one only to
+        an executable newcomer with a higher tip."""
+        self.expire()
+        if len(self._by_hash) < self.max_total:
+            return
+        victim: PoolTx | None = None
+        victim_key: tuple[bool, int, int] | None = None
+        for other, acct in self._accounts.items():
+            if other == sender:
+                continue
+            last = acct.txs[max(acct.txs)]
+            key = (last.pending, last.tx.max_priority_fee_per_gas, -last.seq)
+            if victim_key is None or key < victim_key:
+                victim, victim_key = last, key
+        if victim is None or (victim.pending and not executable):
+            raise TxRejected("pool_full", "txpool is full")
+        if tip <= victim.tx.max_priority_fee_per_gas and not (executable and not victim.pending):
+            raise TxRejected("underpriced", "transaction underpriced")
+        self._drop(victim, EVICTED)
 
     def select(self, state: StateAPI, base_fee: int, gas_limit: int, max_txs: int = 5_000) -> list[PoolTx]:
         """Executable transactions by effective tip, nonce-contiguous per sender."""
@@ -180,22 +328,56 @@ class Mempool:
         return out
 
     def on_block(self, state: StateAPI, included: Iterable[bytes] = ()) -> int:
-        """Drop included transactions and those the new state makes invalid; returns how many left."""
+        """Drop included transactions (mined), those the new state makes invalid (stale
+        nonce, unaffordable) and the expired ones; returns how many were dropped other
+        than the mined."""
         for h in included:
             entry = self._by_hash.get(h)
             if entry is not None:
-                self._remove(entry)
+                self._drop(entry, MINED)
         dropped = 0
+        now = self.clock()
         for sender in list(self._accounts):
             acct = self._accounts[sender]
-            nonce = state.get_nonce(sender)
+            acct.state_nonce = nonce = state.get_nonce(sender)
             balance = state.get_balance(sender)
-            for entry in list(acct.txs.values()):
+            for entry in sorted(acct.txs.values(), key=lambda p: p.nonce):
                 tx = entry.tx
-                if entry.nonce < nonce or tx.value + tx.gas * tx.max_fee_per_gas > balance:
-                    self._remove(entry)
-                    dropped += 1
-        return dropped
+                if entry.nonce < nonce:
+                    self._drop(entry, STALE)
+                elif tx.value + tx.gas * tx.max_fee_per_gas > balance:
+                    self._drop(entry, UNDERFUNDED)
+                else:
+                    continue
+                dropped += 1
+            if sender in self._accounts:
+                self._classify(acct, now)
+        return dropped + self.expire()
+
+    def content(self) -> tuple[dict[bytes, list[PoolTx]], dict[bytes, list[PoolTx]]]:
+        """(pending, queued): each sender's transactions by nonce (geth's txpool content).
+
+        Safe to call from a worker thread while the event loop changes the pool: it
+        reads one snapshot (``list`` of a dict's values runs without releasing the GIL),
+        and a transaction's pending flag is one attribute read."""
+        entries = list(self._by_hash.values())
+        entries.sort(key=lambda e: (e.sender, e.nonce))
+        pending: dict[bytes, list[PoolTx]] = {}
+        queued: dict[bytes, list[PoolTx]] = {}
+        for entry in entries:
+            (pending if entry.pending else queued).setdefault(entry.sender, []).append(entry)
+        return pending, queued
+
+    def content_of(self, sender: bytes) -> tuple[list[PoolTx], list[PoolTx]]:
+        """(pending, queued) transactions of one sender, by nonce."""
+        acct = self._accounts.get(sender)
+        entries = [acct.txs[n] for n in sorted(acct.txs)] if acct is not None else []
+        return [e for e in entries if e.pending], [e for e in entries if not e.pending]
+
+    def stats(self) -> tuple[int, int]:
+        """(pending, queued) counts."""
+        queued = sum(1 for e in self._by_hash.values() if not e.pending)
+        return len(self._by_hash) - queued, queued
 
     def all(self) -> list[PoolTx]:
         return sorted(self._by_hash.values(), key=lambda p: p.seq)

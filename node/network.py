@@ -107,7 +107,7 @@ PROPOSAL_SAMPLE_ATTESTATIONS = 50
 # it may be fine for a node started since a change.
 STATE_DEPENDENT_TX_CODES = frozenset({
     "already_known", "nonce_too_low", "nonce_too_high", "pool_full", "replacement_underpriced",
-    "insufficient_funds", "fee_too_low", "gas_limit_exceeded",
+    "insufficient_funds", "fee_too_low", "gas_limit_exceeded", "underpriced",
 })
 
 

@@ -46,6 +46,7 @@ class Node:
             max_total=self.config.mempool.max_total,
             block_gas_limit=head_state_params["block_gas_limit"],
             min_fee=head_state_params["min_base_fee_per_gas"],
+            queued_lifetime_s=self.config.mempool.queued_lifetime_seconds,
         )
         self.attestations = AttestationService(self.store, self.chain_id, self.config.telemetry,
                                                self.home.signals)

@@ -113,6 +113,7 @@ class NodeCollector(Collector):
             "Transactions in the mempool",
             value=len(node.mempool),
         )
+        yield from self._mempool(node.mempool)
         observation = observe(node)
         health = assess(observation)
         yield GaugeMetricFamily(
@@ -133,6 +134,28 @@ class NodeCollector(Collector):
             yield from self._sync(network)
             if network.p2p is not None:
                 yield from self._p2p(network.p2p)
+
+    def _mempool(self, mempool: Any) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        from node.mempool import REMOVAL_REASONS
+
+        pending, queued = mempool.stats()
+        yield GaugeMetricFamily("motus_mempool_pending_transactions",
+                                "Executable transactions in the mempool", value=pending)
+        yield GaugeMetricFamily("motus_mempool_queued_transactions",
+                                "Mempool transactions waiting behind a nonce gap", value=queued)
+        removed = CounterMetricFamily(
+            "motus_mempool_removed",
+            "Transactions that left the mempool, by reason (mined, replaced, evicted, "
+            "expired, stale, underfunded)", labels=["reason"])
+        for reason in REMOVAL_REASONS:
+            removed.add_metric([reason], mempool.removed.get(reason, 0))
+        yield removed
+        refused = CounterMetricFamily(
+            "motus_mempool_refused",
+            "Transactions the mempool refused (RPC and gossip), by reason code", labels=["reason"])
+        for reason, count in sorted(mempool.refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
 
     def _consensus(self, network: Any) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         m = network.machine

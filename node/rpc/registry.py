@@ -53,6 +53,7 @@ METHOD_MODULES: tuple[str, ...] = (
     "node.rpc.rewards",
     "node.rpc.governance",
     "node.rpc.subscriptions",
+    "node.rpc.txpool",
 )
 
 REQUIRED: Any = object()

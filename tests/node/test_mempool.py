@@ -1,0 +1,102 @@
+"""The pool's rules at their edges, in process with real signed transactions
+(docs/rpc.md, "Transaction pool"); the model test (test_mempool_model.py) drives the
+same rules at random."""
+
+from __future__ import annotations
+
+import pytest
+from eth_account import Account
+
+from genesis.devnet import dev_accounts
+from node.config import Config, ConfigError
+from node.mempool import EVICTED, EXPIRED, REPLACED, Mempool, TxRejected
+from tests.harness import CHAIN_ID, LocalChain
+
+GWEI = 10**9
+
+
+def transfer(sender: int, nonce: int, tip: int, fee: int | None = None) -> bytes:
+    key = dev_accounts()[sender][1]
+    tx = {"type": 2, "chainId": CHAIN_ID, "nonce": nonce, "to": "0x" + "11" * 20, "value": 0,
+          "gas": 21_000, "maxFeePerGas": fee if fee is not None else 10 * tip,
+          "maxPriorityFeePerGas": tip}
+    return bytes(Account.sign_transaction(tx, key).raw_transaction)
+
+
+@pytest.fixture(scope="module")
+def state():
+    return LocalChain().state()
+
+
+def refusal(pool: Mempool, raw: bytes, state) -> TxRejected:
+    with pytest.raises(TxRejected) as exc:
+        pool.add(raw, state)
+    return exc.value
+
+
+def test_replacement_threshold_is_geths_integer_rule(state) -> None:
+    """Both caps strictly higher and at least old * 110 // 100: 15 -> 16 passes (geth's
+    threshold is 16), 10 -> 10 never does, a higher fee cap with the same tip does not."""
+    pool = Mempool(CHAIN_ID)
+    pool.add(transfer(0, 0, tip=15 * GWEI, fee=150 * GWEI), state)
+    assert refusal(pool, transfer(0, 0, tip=15 * GWEI, fee=200 * GWEI), state).message == \
+        "replacement transaction underpriced"
+    assert refusal(pool, transfer(0, 0, tip=16 * GWEI - 1, fee=200 * GWEI), state).code == \
+        "replacement_underpriced"
+    pool.add(transfer(0, 0, tip=int(16.5 * GWEI), fee=165 * GWEI), state)
+    assert len(pool) == 1 and pool.removed[REPLACED] == 1
+
+    small = Mempool(CHAIN_ID)
+    small.add(transfer(1, 0, tip=15, fee=10 * GWEI), state)
+    small.add(transfer(1, 0, tip=16, fee=11 * GWEI), state)  # 15 * 110 // 100 = 16
+    assert refusal(small, transfer(1, 0, tip=17, fee=11 * GWEI), state).code == \
+        "replacement_underpriced"  # the fee cap did not move
+
+
+def test_a_full_pool_names_why_it_refuses(state) -> None:
+    pool = Mempool(CHAIN_ID, max_total=2)
+    pool.add(transfer(0, 0, tip=2 * GWEI), state)
+    pool.add(transfer(0, 1, tip=2 * GWEI), state)
+    # only the newcomer's own sender holds transactions: nothing may give way
+    assert refusal(pool, transfer(0, 2, tip=5 * GWEI), state).message == "txpool is full"
+    # another sender's pending transaction gives way only to a better paying one
+    refused = refusal(pool, transfer(1, 0, tip=2 * GWEI), state)
+    assert (refused.code, refused.message) == ("underpriced", "transaction underpriced")
+    # a queued newcomer never pushes out a pending transaction
+    assert refusal(pool, transfer(1, 5, tip=9 * GWEI), state).code == "pool_full"
+    pool.add(transfer(1, 0, tip=3 * GWEI), state)  # takes sender 0's last place
+    assert pool.removed[EVICTED] == 1 and pool.pending_nonce(
+        bytes(dev_accounts()[0][0]), 0) == 1
+    assert pool.refused == {"pool_full": 2, "underpriced": 1}
+
+
+def test_a_queued_transaction_gives_way_to_an_executable_one(state) -> None:
+    pool = Mempool(CHAIN_ID, max_total=2)
+    pool.add(transfer(0, 3, tip=9 * GWEI), state)  # queued behind nonces 0-2, pays most
+    pool.add(transfer(1, 0, tip=GWEI), state)
+    pool.add(transfer(2, 0, tip=GWEI), state)  # executable: takes the queued one's place
+    assert pool.removed[EVICTED] == 1 and pool.stats() == (2, 0)
+
+
+def test_gap_expiry_counts_only_the_time_spent_queued(state) -> None:
+    now = [0.0]
+    pool = Mempool(CHAIN_ID, queued_lifetime_s=180, clock=lambda: now[0])
+    pool.add(transfer(0, 2, tip=GWEI), state)
+    now[0] = 100.0
+    pool.add(transfer(0, 1, tip=GWEI), state)
+    assert pool.stats() == (0, 2)
+    now[0] = 150.0
+    pool.add(transfer(0, 0, tip=GWEI), state)  # fills the gap: all pending, none expires
+    pool.add(transfer(1, 1, tip=GWEI), state)  # queued since 150
+    assert pool.stats() == (3, 1)
+    now[0] = 329.9
+    assert pool.expire() == 0
+    now[0] = 330.0
+    assert pool.expire() == 1 and pool.stats() == (3, 0) and pool.removed[EXPIRED] == 1
+
+
+def test_config_refuses_a_pool_that_refuses_everything() -> None:
+    for key in ("max_per_sender", "max_total", "queued_lifetime_seconds"):
+        with pytest.raises(ConfigError, match=f"mempool.{key} must be at least 1"):
+            Config.from_dict({"mempool": {key: 0}})
+    assert Config().mempool.queued_lifetime_seconds == 180
