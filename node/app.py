@@ -77,6 +77,9 @@ class Application:
         self.commit_listeners: list[Callable[[Block, BlockResult], None]] = []
         self._head_state: tuple[bytes, MotusState] | None = None
         self.tx_listeners: list[Callable[[bytes, bytes], None]] = []  # (raw, tx hash)
+        # (raw, tx hash) of every transaction the pool accepts, from RPC or gossip alike
+        # (RPC pending-transaction subscriptions and filters); must not raise
+        self.pool_listeners: list[Callable[[bytes, bytes], None]] = []
 
     # --- reads -----------------------------------------------------------------------
 
@@ -114,6 +117,8 @@ class Application:
         """Check a raw transaction against the head and pool it; raises TxRejected.
         With ``gossip`` (RPC submissions) the transaction is handed to the network."""
         tx_hash = self.mempool.add(raw, self.head_state())
+        for pool_listener in list(self.pool_listeners):
+            pool_listener(raw, tx_hash)
         if gossip:
             for listener in list(self.tx_listeners):
                 listener(raw, tx_hash)

@@ -40,6 +40,16 @@ class RPCSection:
     rate_limit_per_second: int = 500  # requests per client address; 0 disables
     max_log_blocks: int = 10_000  # eth_getLogs block range bound
     max_log_results: int = 10_000
+    # Polled filters (eth_newFilter & co., docs/rpc.md "Filters")
+    filter_timeout_seconds: int = 300  # an unpolled filter is dropped after this long (geth's 5 min)
+    max_filters: int = 1000  # installed filters on the node, all clients together
+    max_filters_per_client: int = 500
+    max_filter_changes: int = 5000  # changes held per filter between polls; beyond: oldest dropped
+    # debug_trace* (docs/rpc.md "Tracing"): a trace still running after this long is refused
+    trace_timeout_seconds: int = 25  # under web3.py's 30 s default client timeout
+    # debug_trace* re-execute EVM code for seconds of CPU each: a node whose RPC is open
+    # beyond the machine may switch them off (they then answer "method not found")
+    debug_api: bool = True
 
 
 @dataclass
@@ -156,6 +166,11 @@ _RPC_POSITIVE = (
     "request_timeout_seconds",
     "ws_ping_interval_seconds",
     "ws_idle_timeout_seconds",
+    "filter_timeout_seconds",
+    "max_filters",
+    "max_filters_per_client",
+    "max_filter_changes",
+    "trace_timeout_seconds",
 )
 
 

@@ -189,6 +189,23 @@ def encode_transaction(tx: SignedTransactionAPI) -> bytes:
     return enc() if enc is not None else rlp.encode(tx)
 
 
+def begin_block(state: MotusState, env: BlockEnv,
+                misbehavior: Sequence[Misbehavior]) -> tuple[list[BlockEvent], bool]:
+    """Steps (1) and (2), what runs before a block's transactions: the epoch boundary work
+    (whose events are the block's events) and the evidence. Returns (events, boundary).
+    Also what a trace replays before the block's transactions (node/rpc/debug.py)."""
+    # (1) epoch boundary; what the hooks emit are the block's events
+    with collect_block_events() as block_events:
+        boundary = advance_clock(state, env.height)
+        for module in SYSTEM_MODULES.values():
+            module.begin_block(state, env, boundary)
+
+    # (2) evidence
+    for m in misbehavior:
+        jail(state, m.validator)
+    return block_events, boundary
+
+
 def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv, body: BlockBody,
                   *, skip_invalid: bool = False) -> BlockResult:
     """Execute a block body on the parent state; persist trie nodes into ``db``.
@@ -199,16 +216,7 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
     transactions and attestations that were included.
     """
     state = make_state(db, parent_state_root, env)
-
-    # (1) epoch boundary; what the hooks emit are the block's events
-    with collect_block_events() as block_events:
-        boundary = advance_clock(state, env.height)
-        for module in SYSTEM_MODULES.values():
-            module.begin_block(state, env, boundary)
-
-    # (2) evidence
-    for m in body.misbehavior:
-        jail(state, m.validator)
+    block_events, boundary = begin_block(state, env, body.misbehavior)
 
     # (3) transactions
     receipts: list[ReceiptAPI] = []

@@ -87,6 +87,21 @@ RPC_SLOW_SUBSCRIBERS = Counter(
     "WebSocket connections closed because their outgoing queue was full",
     registry=REGISTRY,
 )
+RPC_FILTERS = Gauge(
+    "motus_rpc_filters", "Installed eth_newFilter / eth_newBlockFilter / pending filters",
+    registry=REGISTRY,
+)
+RPC_FILTER_CHANGES_DROPPED = Counter(
+    "motus_rpc_filter_changes_dropped",
+    "Filter changes dropped (oldest first) because a filter held rpc.max_filter_changes, by kind",
+    ["kind"],
+    registry=REGISTRY,
+)
+RPC_PENDING_TX_DROPPED = Counter(
+    "motus_rpc_pending_tx_notifications_dropped",
+    "newPendingTransactions notifications dropped because the session's queue was busy",
+    registry=REGISTRY,
+)
 
 
 class NodeCollector(Collector):

@@ -54,6 +54,8 @@ METHOD_MODULES: tuple[str, ...] = (
     "node.rpc.governance",
     "node.rpc.subscriptions",
     "node.rpc.txpool",
+    "node.rpc.filters",
+    "node.rpc.debug",
 )
 
 REQUIRED: Any = object()

@@ -32,7 +32,7 @@ async def serve_rpc(
     """Serve JSON-RPC for ``node`` until cancelled; reports the bound port when listening."""
     cfg = node.config.rpc
     table = methods if methods is not None else build_method_table()
-    hub = SubscriptionHub()
+    hub = SubscriptionHub(node)  # subscriptions and polled filters
     limiter = None
     if cfg.rate_limit_per_second > 0:
         # a full batch must fit in a burst, or batches could never pass
@@ -43,6 +43,7 @@ async def serve_rpc(
     server = HTTPServer(node, dispatcher, hub, cfg)
     listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
     node.app.commit_listeners.append(hub.on_commit)
+    node.app.pool_listeners.append(hub.on_pending_tx)
     unregister = register_collector(NodeCollector(node))
     try:
         async with trio.open_nursery() as nursery:
@@ -55,4 +56,6 @@ async def serve_rpc(
     finally:
         if hub.on_commit in node.app.commit_listeners:
             node.app.commit_listeners.remove(hub.on_commit)
+        if hub.on_pending_tx in node.app.pool_listeners:
+            node.app.pool_listeners.remove(hub.on_pending_tx)
         unregister()

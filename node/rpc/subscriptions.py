@@ -1,12 +1,17 @@
 """``eth_subscribe`` / ``eth_unsubscribe`` over WebSocket: ``newHeads`` and ``logs``
-(with address/topics filters), fed by the application's commit listeners.
+(with address/topics filters), fed by the application's commit listeners, and
+``newPendingTransactions`` (hashes, or whole transactions with ``true``), fed by its pool
+listeners.
 
 A session holds at most ``MAX_SUBSCRIPTIONS_PER_SESSION`` subscriptions, and all the
 sessions of one remote address together at most ``rpc.max_subscriptions_per_client``
 (each subscription costs work at every block). Notifications
 go to the session's bounded outgoing queue; a session whose queue is full is closed
 with a reason (its client reads too slowly) rather than letting memory grow or
-blocking block commits.
+blocking block commits. Pending transactions come faster than blocks and matter less:
+their notifications are dropped (and counted, ``motus_rpc_pending_tx_notifications_dropped``)
+while the session has ``PENDING_TX_QUEUE_LIMIT`` messages queued, so a busy pool never
+closes a subscriber nor waits for one.
 """
 
 from __future__ import annotations
@@ -27,17 +32,22 @@ from node.rpc.errors import (
     invalid_params,
     limit_exceeded,
 )
-from node.rpc.ethjson import block_logs, header_json
+from node.rpc.ethjson import block_logs, header_json, tx_json
+from node.rpc.filters import FilterRegistry
 from node.rpc.registry import MethodTable, Param, RPCContext
 from vm.execute import BlockResult
 
 if TYPE_CHECKING:
+    from node.node import Node
     from node.rpc.websocket import WebSocketSession
 
 log = logging.getLogger("motus.rpc")
 
 MAX_SUBSCRIPTIONS_PER_SESSION = 100
-KINDS = ("newHeads", "logs")
+KINDS = ("newHeads", "logs", "newPendingTransactions")
+# newPendingTransactions notifications are dropped while a session has this many messages
+# queued (of its OUTGOING_QUEUE), leaving room for answers and block notifications
+PENDING_TX_QUEUE_LIMIT = 500
 
 methods = MethodTable()
 
@@ -47,15 +57,19 @@ class Subscription:
     id: str
     kind: str
     filter: p.LogFilter | None = None
+    full_tx: bool = False  # newPendingTransactions: whole transactions instead of hashes
 
 
 class SubscriptionHub:
     """Knows the open WebSocket sessions and publishes each committed block to their
     subscriptions. ``on_commit`` is the callback put in ``app.commit_listeners``."""
 
-    def __init__(self) -> None:
+    def __init__(self, node: Node | None = None) -> None:
+        self.node = node
         self.sessions: set[WebSocketSession] = set()
         self._trio_token = trio.lowlevel.current_trio_token()
+        # the polled filters (node/rpc/filters.py), fed by the same hooks
+        self.filters: FilterRegistry | None = FilterRegistry(node) if node is not None else None
 
     def attach(self, session: WebSocketSession) -> None:
         self.sessions.add(session)
@@ -80,6 +94,11 @@ class SubscriptionHub:
         self.publish(block, result)
 
     def publish(self, block: Block, result: BlockResult) -> None:
+        if self.filters is not None:
+            try:
+                self.filters.on_commit(block, result)
+            except Exception:  # a filter must never cost the subscribers their block
+                log.exception("filter update failed")
         subs = [(s, sub) for s in list(self.sessions) for sub in list(s.subscriptions.values())]
         if not subs:
             return
@@ -87,6 +106,8 @@ class SubscriptionHub:
         logs: list[tuple[bytes, list[bytes], dict[str, Any]]] | None = None
         for session, sub in subs:
             if session.closing:
+                continue
+            if sub.kind == "newPendingTransactions":
                 continue
             if sub.kind == "newHeads":
                 if head is None:
@@ -99,6 +120,42 @@ class SubscriptionHub:
             for address, topics, doc in logs:
                 if sub.filter.matches(address, topics) and not session.notify(sub.id, doc):
                     break
+
+
+    def on_pending_tx(self, raw: bytes, tx_hash: bytes) -> None:
+        """Pool listener (``app.pool_listeners``): a transaction entered the pool. Never
+        raises, never blocks: a notification that does not fit is dropped and counted."""
+        try:
+            self._pending_tx(tx_hash)
+        except Exception:  # a subscriber must never make a submission fail
+            log.exception("pending transaction notification failed")
+
+    def _pending_tx(self, tx_hash: bytes) -> None:
+        full: dict[str, Any] | None = None
+        needs_full = self.filters is not None and self.filters.wants_full_pending()
+        subs = [
+            (s, sub) for s in list(self.sessions) for sub in list(s.subscriptions.values())
+            if sub.kind == "newPendingTransactions"
+        ]
+        if needs_full or any(sub.full_tx for _, sub in subs):
+            full = self._pending_json(tx_hash)
+        if self.filters is not None:
+            self.filters.on_pending(tx_hash, full)
+        hash_hex = "0x" + tx_hash.hex()
+        for session, sub in subs:
+            if session.closing:
+                continue
+            if session.queued() >= PENDING_TX_QUEUE_LIMIT:
+                metrics.RPC_PENDING_TX_DROPPED.inc()
+                continue
+            session.notify(sub.id, full if sub.full_tx and full is not None else hash_hex)
+
+    def _pending_json(self, tx_hash: bytes) -> dict[str, Any] | None:
+        """The pooled transaction as eth_getTransactionByHash shows a pending one."""
+        pooled = self.node.mempool.get(tx_hash) if self.node is not None else None
+        if pooled is None:
+            return None
+        return tx_json(pooled.tx, sender=pooled.sender, block_hash=None, height=None, index=None)
 
 
 def _block_logs(
@@ -149,7 +206,14 @@ def subscribe(ctx: RPCContext, kind: Any, options: Any) -> str:
             f"supported: {', '.join(KINDS)}"
         )
     flt = None
-    if kind == "logs":
+    full_tx = False
+    if kind == "newPendingTransactions":
+        if options is not None and not isinstance(options, bool):
+            raise invalid_params(
+                "invalid argument 1 (fullTx): newPendingTransactions takes true or false"
+            )
+        full_tx = bool(options)
+    elif kind == "logs":
         try:
             flt = p.log_filter(options or {}, allow_blocks=False)
         except p.ParamError as exc:
@@ -169,7 +233,7 @@ def subscribe(ctx: RPCContext, kind: Any, options: Any) -> str:
             "(max_subscriptions_per_client)",
             reason="too_many_subscriptions_per_client",
         )
-    sub = Subscription("0x" + secrets.token_hex(16), kind, flt)
+    sub = Subscription("0x" + secrets.token_hex(16), kind, flt, full_tx)
     session.subscriptions[sub.id] = sub
     metrics.RPC_SUBSCRIPTIONS.inc()
     return sub.id

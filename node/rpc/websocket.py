@@ -221,6 +221,10 @@ class WebSocketSession:
                 if self.ws.state == ConnectionState.OPEN:
                     self._enqueue(Ping(PING_PAYLOAD))
 
+    def queued(self) -> int:
+        """Messages waiting in the outgoing queue."""
+        return self._queue_in.statistics().current_buffer_used
+
     def _has_room(self) -> bool:
         return self._queue_in.statistics().current_buffer_used < OUTGOING_QUEUE
 
