@@ -8,7 +8,9 @@ DEVNET_HOME ?= .devnet
 FUZZ_RUNS ?= 1000000
 RESTART_CYCLES ?= 200
 
-.PHONY: devnet test lint bench fuzz clean restart-campaign test-docker mempool-model
+CLIENTS_STAMP := tests/clients/node_modules/.installed-stamp
+
+.PHONY: devnet test lint bench fuzz clean restart-campaign test-docker clients test-clients mempool-model
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +21,20 @@ $(STAMP): pyproject.toml
 devnet: $(STAMP)
 	$(BIN)/motus devnet up --validators $(VALIDATORS) --home $(DEVNET_HOME)
 
-test: $(STAMP)
+test: $(STAMP) $(CLIENTS_STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile
+
+# Third-party Ethereum clients (ethers, viem, Foundry's cast, solc-js, OpenZeppelin), pinned
+# by tests/clients/package-lock.json, for the client conformance suite (docs/rpc.md).
+$(CLIENTS_STAMP): tests/clients/package.json tests/clients/package-lock.json
+	command -v npm >/dev/null || { test "$$(id -u)" = 0 && apt-get update -q && apt-get install -y -q nodejs npm; }
+	cd tests/clients && npm ci --ignore-scripts --no-audit --no-fund
+	touch $(CLIENTS_STAMP)
+
+clients: $(CLIENTS_STAMP)
+
+test-clients: $(STAMP) $(CLIENTS_STAMP)
+	$(BIN)/pytest -q -n 2 --dist loadfile tests/clients
 
 # Long restart campaign of real validator processes (docs/consensus.md, "Restart").
 restart-campaign: $(STAMP)
@@ -49,4 +63,4 @@ fuzz: $(STAMP)
 	$(BIN)/python -m tests.fuzz --runs $(FUZZ_RUNS)
 
 clean:
-	rm -rf $(VENV) $(DEVNET_HOME) build *.egg-info
+	rm -rf $(VENV) $(DEVNET_HOME) build *.egg-info tests/clients/node_modules

@@ -117,7 +117,8 @@ class FilterRegistry:
                 "(max_filters_per_client); uninstall unused ones",
                 reason="too_many_filters_per_client",
             )
-        fid = "0x" + secrets.token_hex(16)
+        # A quantity as the spec's `uint` (and geth's rpc.NewID): 128 random bits, no leading zeros.
+        fid = hex(secrets.randbits(128))
         self.filters[fid] = Filter(fid, kind, client, self.clock() + cfg.filter_timeout_seconds, **kw)
         metrics.RPC_FILTERS.inc()
         return fid
