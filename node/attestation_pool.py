@@ -665,7 +665,8 @@ class AttestationPool:
         past = self._history.get(att_id)
         if past is None:
             return None
-        if past.status == INCLUDED:
+        if past.status == INCLUDED:  # the same bytes again: a replay, counted as one
+            self.counters.add(RejectCode.REPLAY.value)
             return AddResult(att_id, False, RejectCode.REPLAY.value)
         if past.code in STATELESS_CODES:  # a pure function of the bytes: same answer
             self.counters.add(past.code)

@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from genesis.devnet import new_genesis
+from genesis.devnet import new_genesis, parse_param_assignment
 from genesis.spec import DEV_CHAIN_ID, GenesisSpec
 from node.cli_common import RED, UsageError, paint, read_password, use_colour
 from node.cli_gov import register_gov_commands
@@ -127,10 +127,7 @@ def cmd_genesis_new(args: argparse.Namespace) -> int:
     for item in args.alloc or []:
         addr, _, amount = item.partition(":")
         alloc[_addr(addr)] = int(amount)
-    params = {}
-    for item in args.param or []:
-        name, _, value = item.partition("=")
-        params[name] = int(value)
+    params = dict(parse_param_assignment(item) for item in args.param or [])
     spec = new_genesis(args.chain_id, validators, fund_dev_accounts=not args.no_dev_accounts,
                        allow_dev_keys=args.allow_dev_keys, params=params, extra_alloc=alloc)
     spec = GenesisSpec.from_dict(spec.to_dict())  # validates params against their bounds
@@ -180,6 +177,12 @@ def cmd_devnet_up(args: argparse.Namespace) -> int:
     from devnet.launcher import devnet_up
 
     return devnet_up(args)
+
+
+def cmd_devnet_reset(args: argparse.Namespace) -> int:
+    from devnet.launcher import devnet_reset
+
+    return devnet_reset(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,7 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--p2p-port", type=int, default=30333)
     up.add_argument("--chain-id", type=int, default=DEV_CHAIN_ID)
     up.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
+    up.add_argument("--preset", choices=["standard", "fast"],
+                    help="chain parameters of a new devnet: fast = 30-block epochs, governance "
+                         "in seconds (docs/cli.md); default: keep the existing genesis, else standard")
+    up.add_argument("--param", action="append", metavar="NAME=VALUE",
+                    help="set a chain parameter of a new devnet (repeatable; motus gov params lists them)")
+    up.add_argument("--spoofers", type=int, default=1, metavar="N",
+                    help="fleet spoofers of each kind (docs/fleet.md; 0: honest cars only)")
     up.set_defaults(fn=cmd_devnet_up)
+    reset = dv.add_parser("reset", help="delete a stopped devnet's keys, genesis and chains")
+    reset.add_argument("--home", default=".devnet")
+    reset.set_defaults(fn=cmd_devnet_reset)
     register_identity_commands(sub)
     register_gov_commands(sub)
     register_tx_commands(sub)

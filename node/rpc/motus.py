@@ -70,7 +70,35 @@ def node_status(ctx: RPCContext) -> dict[str, Any]:
         "consensus": network.consensus_status() if network is not None else None,
         "rpcPort": node.rpc_port,
         "health": {"status": health.status, "reason": health.reason},
+        "peerId": _peer_id(network),
+        "listenAddrs": _listen_addrs(network),
+        "attestations": _attestation_totals(node),
     }
+
+
+def _peer_id(network: Any) -> str | None:
+    """Our libp2p peer id (None for a node without p2p)."""
+    p2p = getattr(network, "p2p", None)
+    return None if p2p is None else str(p2p.peer_id)
+
+
+def _listen_addrs(network: Any) -> list[str]:
+    """Full multiaddrs others dial to reach us (``/ip4/HOST/tcp/PORT/p2p/PEER_ID``); empty
+    before the host listens or without p2p."""
+    p2p = getattr(network, "p2p", None)
+    if p2p is None or not p2p.running:
+        return []
+    return [p2p.listen_multiaddr]
+
+
+def _attestation_totals(node: Any) -> dict[str, int] | None:
+    """Attestations admitted into the pool, refused, and pending, since the node started
+    (None on a node without an attestation pool)."""
+    svc = getattr(node, "attestations", None)
+    if svc is None:
+        return None
+    return {"accepted": svc.accepted, "refused": sum(svc.counters.snapshot().values()),
+            "pending": len(svc.pool)}
 
 
 def header_fields(header: Header) -> dict[str, Any]:
