@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 VALIDATORS ?= 4
 DEVNET_HOME ?= .devnet
+PRESET ?= fast  # devnet chain parameters: fast (30-block epochs) or standard (docs/cli.md)
 FUZZ_RUNS ?= 1000000
 RESTART_CYCLES ?= 200
 
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 devnet: $(STAMP)
-	$(BIN)/motus devnet up --validators $(VALIDATORS) --home $(DEVNET_HOME)
+	$(BIN)/motus devnet up --preset $(PRESET) --validators $(VALIDATORS) --home $(DEVNET_HOME)
 
 test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile

@@ -25,6 +25,7 @@ from pathlib import Path
 from genesis.devnet import new_genesis, parse_param_assignment
 from genesis.spec import DEV_CHAIN_ID, GenesisSpec
 from node.cli_common import RED, UsageError, paint, read_password, use_colour
+from node.cli_device import register_telemetry_commands
 from node.cli_gov import register_gov_commands
 from node.cli_identity import register_identity_commands
 from node.cli_light import register_light_commands
@@ -91,11 +92,28 @@ def cmd_node_start(args: argparse.Namespace) -> int:
         cfg.rpc.port = args.rpc_port
     if args.p2p_port is not None:
         cfg.p2p.port = args.p2p_port
+    for addr in args.bootstrap or []:
+        check_bootstrap(addr)
+        if addr not in cfg.p2p.bootstrap:
+            cfg.p2p.bootstrap.append(addr)
     check_ports(cfg)
     setup_logging(args.log_level or cfg.node.log_level, cfg.node.log_format)
     node = Node(home.root, cfg)
     trio.run(node.run)
     return 0
+
+
+def check_bootstrap(text: str) -> None:
+    """A peer's full multiaddr, ``/ip4/HOST/tcp/PORT/p2p/PEER_ID`` (what ``motus status``
+    prints as ``listenAddrs`` on that peer); UsageError otherwise."""
+    import multiaddr
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    try:
+        info_from_p2p_addr(multiaddr.Multiaddr(text))
+    except Exception as exc:
+        raise UsageError(f"--bootstrap {text!r} is not a peer multiaddr like "
+                         f"/ip4/192.0.2.7/tcp/30333/p2p/16Uiu2...: {exc}") from None
 
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
@@ -206,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--rpc-port", type=int)
     start.add_argument("--p2p-port", type=int)
     start.add_argument("--log-level")
+    start.add_argument("--bootstrap", action="append", metavar="MULTIADDR",
+                       help="a peer to dial, /ip4/HOST/tcp/PORT/p2p/PEER_ID (repeatable; added "
+                            "to p2p.bootstrap of config.toml for this run)")
     start.set_defaults(fn=cmd_node_start)
 
     keys = sub.add_parser("keys", help="account keystores").add_subparsers(dest="keys_cmd", required=True)
@@ -262,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_gov_commands(sub)
     register_tx_commands(sub)
     register_light_commands(sub)
+    register_telemetry_commands(sub)
     return p
 
 

@@ -449,3 +449,7 @@ def register_identity_commands(sub: argparse._SubParsersAction) -> None:
     block_arg(dshow)
     rpc_args(dshow)
     dshow.set_defaults(fn=run(cmd_device_show))
+
+    from node.cli_device import register_device_commands
+
+    register_device_commands(ds)

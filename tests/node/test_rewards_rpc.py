@@ -376,13 +376,19 @@ def test_a_governance_cut_of_the_issuance_changes_what_drivers_are_paid(chain, f
     assert chain.call("motus_getVotingPower", "0x" + ACCOUNTS[0][0].hex())["power"] == str(
         10 * MOTUS
     )
+    predicted = set()  # where the RPC said, at every step, the change would take effect
     while (prop := chain.call("motus_getProposal", pending["id"]))["status"] != "executed":
         assert prop["status"] in ("voting", "passed")
+        predicted.add(prop["effectiveAt"])
         if prop["status"] == "passed":
             assert chain.call("motus_getParams")["params"]["epoch_issuance"]["pending"] == [
-                {"proposalId": prop["id"], "value": str(new), "executableAt": prop["executableAt"]}
+                {"proposalId": prop["id"], "value": str(new), "executableAt": prop["executableAt"],
+                 "effectiveAt": prop["effectiveAt"]}
             ]
+            # the first epoch boundary at or after executableAt, not executableAt itself
+            assert prop["effectiveAt"] >= prop["executableAt"]
         run_to_boundary(chain, fleet, {0: 4, 1: 4})
+    assert predicted == {prop["executedAt"]} and prop["effectiveAt"] is None
     epoch, _ = run_to_boundary(chain, fleet, {0: 4, 1: 4})
     info = chain.call("motus_getEpoch", epoch)
     assert info["issuance"] == str(new)
