@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 VALIDATORS ?= 4
 DEVNET_HOME ?= .devnet
-PRESET ?= fast  # devnet chain parameters: fast (30-block epochs) or standard (docs/cli.md)
+# devnet chain parameters: fast (30-block epochs, governance in seconds) or standard
+PRESET ?= fast
 FUZZ_RUNS ?= 1000000
 RESTART_CYCLES ?= 200
 

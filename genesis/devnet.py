@@ -72,7 +72,7 @@ PRESETS: dict[str, dict[str, int]] = {
     "fast": {
         "epoch_length_blocks": 30,  # an epoch of about 30 s
         "min_attestations": 5,  # a car driving from mid-epoch still qualifies
-        "gov_voting_period_blocks": 10,  # the table's minimum
+        "gov_voting_period_blocks": 30,  # half a minute to vote
         "gov_execution_delay_blocks": 5,
         "gov_unlock_delay_blocks": 10,
     },

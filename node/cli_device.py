@@ -243,7 +243,7 @@ def register_telemetry_commands(sub: argparse._SubParsersAction) -> None:
     read = ts.add_parser("read", help="a vehicle's stored signals in a time range")
     read.add_argument("--vehicle", type=parse_id, required=True, metavar="ID")
     read.add_argument("--since", dest="from_ms", type=parse_time_ms, metavar="TIME",
-                      help="start: now, -30m, unix seconds or ISO time (default: an hour before --until)")
+                      help="start: now, -30m (write --since=-30m), unix seconds or ISO time (default: an hour before --until)")
     read.add_argument("--until", dest="to_ms", type=parse_time_ms, metavar="TIME",
                       help="end (default now)")
     signer_args(read)
