@@ -263,14 +263,14 @@ class ChainWatch:
 
     def rates(self) -> tuple[float, dict[str, float]] | None:
         """Attestations per second accepted, and refused by code, over the window."""
-        known = [s for s in self.samples if s.accepted is not None and s.refused is not None]
-        if len(known) < 2 or known[-1].at - known[0].at < 0.5:
+        known = [(s.at, s.accepted, s.refused) for s in self.samples
+                 if s.accepted is not None and s.refused is not None]
+        if len(known) < 2 or known[-1][0] - known[0][0] < 0.5:
             return None
-        first, last = known[0], known[-1]
-        span = last.at - first.at
-        refused = {code: (n - first.refused.get(code, 0)) / span  # type: ignore[union-attr]
-                   for code, n in last.refused.items()}  # type: ignore[union-attr]
-        return (last.accepted - first.accepted) / span, {c: r for c, r in refused.items() if r > 0}  # type: ignore[operator]
+        (t0, accepted0, refused0), (t1, accepted1, refused1) = known[0], known[-1]
+        span = t1 - t0
+        refused = {code: (n - refused0.get(code, 0)) / span for code, n in refused1.items()}
+        return (accepted1 - accepted0) / span, {c: r for c, r in refused.items() if r > 0}
 
     def _update_payouts(self, current: int) -> None:
         for epoch in range(max(0, current - 2), current):
@@ -369,8 +369,8 @@ def proposal_line(prop: dict, height: int) -> str:
     if prop["status"] == "voting":
         when = f"voting until block {prop['votingEndBlock']} (in {max(0, prop['votingEndBlock'] - height)})"
     else:
-        at = prop.get("effectiveAt") or prop.get("executableAt")
-        when = f"passed; applies at block {at} (in {max(0, int(at) - height)})"
+        at = int(prop.get("effectiveAt") or prop.get("executableAt") or height)
+        when = f"passed; applies at block {at} (in {max(0, at - height)})"
     return f"#{prop['id']} {what} [{prop['class']}]: {when}; {tally}"
 
 
@@ -504,7 +504,10 @@ def devnet_up(args) -> int:
             colour = use_colour(sys.stdout)
             rows = status_lines(members, fleet, colour=colour)
             if tty:
-                sys.stdout.write("\x1b[H\x1b[2J" + "\n".join(rows + watch.lines(None)) + "\n")
+                title = (f"Motus devnet: chain {args.chain_id}, {len(members)} validator(s), "
+                         f"epochs of {epoch_len} blocks, home {root} (accounts in "
+                         f"{ACCOUNTS_FILE}); Ctrl-C stops")
+                sys.stdout.write("\x1b[H\x1b[2J" + "\n".join([title, *rows, *watch.lines(None)]) + "\n")
             else:
                 sys.stdout.write("".join(line + "\n" for line in log.lines(rows, watch)))
             sys.stdout.flush()
