@@ -527,7 +527,8 @@ def devnet_up(args) -> int:
 
 class BlockLog:
     """The view without a terminal: the table once, then one line per new block (and
-    a line for each payout, proposal change or stall), never a repeated table."""
+    a line for each payout, proposal change or stall), each after the time of day;
+    never a repeated table."""
 
     def __init__(self) -> None:
         self.height = -1
@@ -564,7 +565,8 @@ class BlockLog:
             if key not in self.said:
                 out.append(text)
                 self.said.add(key)
-        return out
+        stamp = time.strftime("%H:%M:%S ")  # a log line says when (local time)
+        return [line if line in rows else stamp + line for line in out]
 
 
 def _fleet_available() -> bool:

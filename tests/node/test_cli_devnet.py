@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -142,9 +143,10 @@ def test_the_plain_log_is_a_line_per_block_and_says_each_event_once(tmp_path: Pa
         watch.samples.append(ChainSample(float(height), height, 10 * height, {"stale": height}, epoch))
         watch.payouts = {0: ["epoch 0: 3 vehicle(s) paid 1.00 MOTUS"]}
         out += log.lines(rows, watch)
-    blocks = [line for line in out if line.startswith("block ")]
+    assert all(re.match(r"\d\d:\d\d:\d\d ", line) for line in out if line not in rows)
+    blocks = [line[9:] for line in out if line[9:].startswith("block ")]
     assert [b.split()[1] for b in blocks] == ["40", "41", "43"]
     assert "block 43 epoch 1 (18 left)" in blocks[-1] and "ok=10.0 stale=1.0" in blocks[-1]
     assert out.count(rows[0]) == 1  # the table once
-    assert [x for x in out if x.startswith("payout")] == [
+    assert [x[9:] for x in out if x[9:].startswith("payout")] == [
         "payout epoch 0: 3 vehicle(s) paid 1.00 MOTUS"]

@@ -273,7 +273,7 @@ def test_reset_is_refused_while_running_and_the_log_is_a_line_per_block(devnet: 
     out = devnet.output()
     assert "DEVNET ONLY" in out and dev_accounts()[0][1].hex() in out  # anvil's manners
     assert out.count("validator    rpc") == 2  # the table at start and at the end, no more
-    blocks = [line for line in out.splitlines() if line.startswith("block ")]
+    blocks = [line for line in out.splitlines() if line[9:].startswith("block ")]
     assert len(blocks) >= 40 and all(len(line) < 200 for line in blocks)
     assert "payout epoch 0:" in out and "devnet: stopped" in out
     done = motus("devnet", "reset", "--home", str(devnet.home))
