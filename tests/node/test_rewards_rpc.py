@@ -251,6 +251,14 @@ def run_to_boundary(
     return epoch["epoch"], boundary
 
 
+def test_rewards_in_the_first_epoch_are_empty_not_an_error(chain):
+    """Runs before the fleet fixture moves the chain on: no epoch is settled yet."""
+    assert chain.call("motus_getEpoch")["epoch"] == 0
+    for who in (1, "0x" + ACCOUNTS[2][0].hex()):
+        got = chain.call("motus_getRewards", who)
+        assert got["rewards"] == [] and got["total"] == "0", got
+
+
 def test_drivers_are_paid_and_every_read_agrees(chain, fleet):
     owners, vehicles = fleet["owners"], fleet["vehicles"]
     before = [int(chain.call("eth_getBalance", "0x" + o.hex()), 16) for o in owners]
