@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 VALIDATORS ?= 4
 DEVNET_HOME ?= .devnet
+# devnet chain parameters: fast (30-block epochs, governance in seconds) or standard
+PRESET ?= fast
 FUZZ_RUNS ?= 1000000
 RESTART_CYCLES ?= 200
 
@@ -19,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 devnet: $(STAMP)
-	$(BIN)/motus devnet up --validators $(VALIDATORS) --home $(DEVNET_HOME)
+	$(BIN)/motus devnet up --preset $(PRESET) --validators $(VALIDATORS) --home $(DEVNET_HOME)
 
 test: $(STAMP) $(CLIENTS_STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile

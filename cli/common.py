@@ -33,6 +33,16 @@ class NotFound(Exception):
     """``show`` of something that does not exist (exit 1)."""
 
 
+class Refused(Exception):
+    """The node refused a read, e.g. telemetry without the permission (exit 1);
+    ``status`` is the node's stable reason code."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
 def parse_fixed_hex(text: str, length: int, what: str) -> str:
     """``length`` bytes as 0x-hex, returned lower-case; ``what`` names it in errors."""
     s = text.strip().lower()
@@ -148,6 +158,10 @@ def run(handler: Handler) -> Callable[[argparse.Namespace], int]:
             out = handler(args)
         except TxError as exc:
             print(json.dumps(exc.to_json(), indent=2))
+            print(f"motus: {exc.status}: {exc.reason}", file=sys.stderr)
+            return 1
+        except Refused as exc:
+            print(json.dumps({"status": exc.status, "code": exc.status, "reason": exc.reason}, indent=2))
             print(f"motus: {exc.status}: {exc.reason}", file=sys.stderr)
             return 1
         except NotFound as exc:

@@ -211,18 +211,48 @@ def cmd_params(args: argparse.Namespace) -> dict[str, Any]:
     return dict(rpc_call(args.rpc, "motus_getParams", [args.block]))
 
 
+def motus_text(wei: int | str) -> str:
+    """An amount of wei as an exact decimal number of MOTUS (``1.5``, ``0``)."""
+    text = f"{Decimal(int(wei)) / WEI_PER_MOTUS:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def in_unit(doc: dict[str, Any], keys: tuple[str, ...], wei: bool) -> dict[str, Any]:
+    """``doc`` with the amounts under ``keys`` in MOTUS (or left in wei when ``wei``),
+    and ``unit`` saying which."""
+    if not wei:
+        for key in keys:
+            if doc.get(key) is not None:
+                doc[key] = motus_text(doc[key])
+    doc["unit"] = "wei" if wei else "MOTUS"
+    return doc
+
+
 def cmd_rewards_show(args: argparse.Namespace) -> dict[str, Any]:
-    """What a vehicle or an owner earned per epoch (motus_getRewards)."""
+    """What a vehicle or an owner earned per epoch (motus_getRewards); amounts in MOTUS
+    (wei with --wei). With nothing earned yet, ``note`` says when the next epoch settles."""
     who: int | str = args.vehicle if args.vehicle is not None else args.owner
-    return dict(rpc_call(args.rpc, "motus_getRewards", [who, args.start, args.end, args.block]))
+    out = dict(rpc_call(args.rpc, "motus_getRewards", [who, args.start, args.end, args.block]))
+    out["rewards"] = [in_unit(dict(r), ("reward",), args.wei) for r in out["rewards"]]
+    out = in_unit(out, ("total",), args.wei)
+    if not out["rewards"]:
+        current = rpc_call(args.rpc, "motus_getEpoch", [None, args.block]) or {}
+        ends = current.get("endHeight")
+        out["note"] = (f"nothing yet: epoch {current.get('epoch')} is still running (it ends at "
+                       f"block {ends}; the head is {out['blockNumber']}), and no settled epoch "
+                       f"in the range paid this {'owner' if args.owner else 'vehicle'}")
+    return out
+
+
+EPOCH_AMOUNTS = ("issuance", "carryIn", "pool", "minted", "carryOut")
 
 
 def cmd_rewards_epoch(args: argparse.Namespace) -> dict[str, Any]:
-    """An epoch's pool and payout totals (motus_getEpoch)."""
+    """An epoch's pool and payout totals (motus_getEpoch); amounts in MOTUS (--wei)."""
     epoch = rpc_call(args.rpc, "motus_getEpoch", [args.epoch, args.block])
     if epoch is None:
         raise NotFound(f"epoch {args.epoch} has not started at block {args.block}")
-    return dict(epoch)
+    return in_unit(dict(epoch), EPOCH_AMOUNTS, args.wei)
 
 
 def cmd_rewards_supply(args: argparse.Namespace) -> dict[str, Any]:
@@ -335,12 +365,14 @@ def register_gov_commands(sub: argparse._SubParsersAction) -> None:
     who.add_argument("--owner", type=parse_address, metavar="ADDRESS")
     rshow.add_argument("--from", dest="start", type=parse_uint, metavar="EPOCH")
     rshow.add_argument("--to", dest="end", type=parse_uint, metavar="EPOCH")
+    rshow.add_argument("--wei", action="store_true", help="amounts in wei instead of MOTUS")
     block_arg(rshow)
     rpc_args(rshow)
     rshow.set_defaults(fn=run(cmd_rewards_show))
 
     repoch = rs.add_parser("epoch", help="an epoch's pool and totals (default: the current one)")
     repoch.add_argument("epoch", type=parse_uint, nargs="?")
+    repoch.add_argument("--wei", action="store_true", help="amounts in wei instead of MOTUS")
     block_arg(repoch)
     rpc_args(repoch)
     repoch.set_defaults(fn=run(cmd_rewards_epoch))

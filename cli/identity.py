@@ -498,3 +498,7 @@ def register_identity_commands(sub: argparse._SubParsersAction) -> None:
     block_arg(dshow)
     rpc_args(dshow)
     dshow.set_defaults(fn=run(cmd_device_show))
+
+    from cli.device import register_device_commands
+
+    register_device_commands(ds)

@@ -28,7 +28,7 @@ from cli.identity import register_identity_commands
 from cli.light import register_light_commands
 from cli.telemetry import register_telemetry_commands
 from cli.tx import register_tx_commands
-from genesis.devnet import new_genesis
+from genesis.devnet import new_genesis, parse_param_assignment
 from genesis.spec import DEV_CHAIN_ID, GenesisSpec
 from node.config import Config
 from node.errors import InUse
@@ -102,11 +102,28 @@ def cmd_node_start(args: argparse.Namespace) -> int:
         cfg.rpc.host = args.rpc_host
     if args.p2p_port is not None:
         cfg.p2p.port = args.p2p_port
+    for addr in args.bootstrap or []:
+        check_bootstrap(addr)
+        if addr not in cfg.p2p.bootstrap:
+            cfg.p2p.bootstrap.append(addr)
     check_ports(cfg)
     setup_logging(args.log_level or cfg.node.log_level, cfg.node.log_format)
     node = Node(home.root, cfg)
     trio.run(node.run)
     return 0
+
+
+def check_bootstrap(text: str) -> None:
+    """A peer's full multiaddr, ``/ip4/HOST/tcp/PORT/p2p/PEER_ID`` (what ``motus status``
+    prints as ``listenAddrs`` on that peer); UsageError otherwise."""
+    import multiaddr
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    try:
+        info_from_p2p_addr(multiaddr.Multiaddr(text))
+    except Exception as exc:
+        raise UsageError(f"--bootstrap {text!r} is not a peer multiaddr like "
+                         f"/ip4/192.0.2.7/tcp/30333/p2p/16Uiu2...: {exc}") from None
 
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
@@ -138,10 +155,7 @@ def cmd_genesis_new(args: argparse.Namespace) -> int:
     for item in args.alloc or []:
         addr, _, amount = item.partition(":")
         alloc[_addr(addr)] = int(amount)
-    params = {}
-    for item in args.param or []:
-        name, _, value = item.partition("=")
-        params[name] = int(value)
+    params = dict(parse_param_assignment(item) for item in args.param or [])
     spec = new_genesis(args.chain_id, validators, fund_dev_accounts=not args.no_dev_accounts,
                        allow_dev_keys=args.allow_dev_keys, params=params, extra_alloc=alloc)
     spec = GenesisSpec.from_dict(spec.to_dict())  # validates params against their bounds
@@ -197,6 +211,12 @@ RPC_HOST_HELP = ("RPC bind address (rpc.host, default 127.0.0.1); 0.0.0.0 serves
                  "unauthenticated: docs/docker.md")
 
 
+def cmd_devnet_reset(args: argparse.Namespace) -> int:
+    from devnet.launcher import devnet_reset
+
+    return devnet_reset(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="motus", description="Motus app-chain node for vehicle data")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -220,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--rpc-host", help=RPC_HOST_HELP)
     start.add_argument("--p2p-port", type=int)
     start.add_argument("--log-level")
+    start.add_argument("--bootstrap", action="append", metavar="MULTIADDR",
+                       help="a peer to dial, /ip4/HOST/tcp/PORT/p2p/PEER_ID (repeatable; added "
+                            "to p2p.bootstrap of config.toml for this run)")
     start.set_defaults(fn=cmd_node_start)
 
     keys = sub.add_parser("keys", help="account keystores").add_subparsers(dest="keys_cmd", required=True)
@@ -261,7 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--p2p-port", type=int, default=30333)
     up.add_argument("--chain-id", type=int, default=DEV_CHAIN_ID)
     up.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
+    up.add_argument("--preset", choices=["standard", "fast"],
+                    help="chain parameters of a new devnet: fast = 30-block epochs, governance "
+                         "in seconds (docs/cli.md); default: keep the existing genesis, else standard")
+    up.add_argument("--param", action="append", metavar="NAME=VALUE",
+                    help="set a chain parameter of a new devnet (repeatable; motus gov params lists them)")
+    up.add_argument("--spoofers", type=int, default=1, metavar="N",
+                    help="fleet spoofers of each kind (docs/fleet.md; 0: honest cars only)")
     up.set_defaults(fn=cmd_devnet_up)
+    reset = dv.add_parser("reset", help="delete a stopped devnet's keys, genesis and chains")
+    reset.add_argument("--home", default=".devnet")
+    reset.set_defaults(fn=cmd_devnet_reset)
     register_identity_commands(sub)
     register_gov_commands(sub)
     register_tx_commands(sub)

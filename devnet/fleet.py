@@ -39,6 +39,7 @@ from eth_hash.auto import keccak
 from eth_utils import to_checksum_address
 
 from devnet.device import Device, Drive
+from devnet.spoofers import STRATEGIES, Spoofer
 from rpcclient import RPCError, rpc_call
 from rpcclient.txsend import TxError, decode_result, encode_call, eth_call, wait_for_receipt
 from vm.vin import vin_hash
@@ -105,6 +106,8 @@ class Car:
     rng: random.Random = field(default_factory=random.Random)
     soc: float = 80.0
     challenge_epoch: int = -1
+    kind: str = "honest"  # or a spoofer kind (devnet.spoofers.STRATEGIES)
+    spoofer: Spoofer | None = None
 
     @property
     def device_hex(self) -> str:
@@ -287,12 +290,27 @@ def place_cars(rpc: str, cars: list[Car], now_ms: int) -> None:
 
 
 @dataclass
+class KindTally:
+    """What the cars of one kind (honest, or a spoofer kind) sent and got back."""
+
+    vehicle_ids: list[int] = field(default_factory=list)
+    sent: int = 0
+    accepted: int = 0
+    codes: Counter[str] = field(default_factory=Counter)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"vehicles": len(self.vehicle_ids), "vehicleIds": self.vehicle_ids,
+                "sent": self.sent, "accepted": self.accepted, "refused": dict(self.codes)}
+
+
+@dataclass
 class Tally:
     """What the fleet has done so far (the summary line)."""
 
     sent: int = 0
     accepted: int = 0
     codes: Counter[str] = field(default_factory=Counter)
+    kinds: dict[str, KindTally] = field(default_factory=dict)
     challenged: int = 0
     answered: int = 0
     errors: int = 0
@@ -332,11 +350,18 @@ def on_result(car: Car, code: str) -> None:
         car.drive.odometer_m += 2_000
 
 
-def submit_round(rpc: str, cars: list[Car], tally: Tally) -> None:
-    """One reading per car that is due, submitted in calls of at most 1000."""
+def submit_round(rpc: str, cars: list[Car], tally: Tally, interval_ms: int = 0) -> None:
+    """One reading per car that is due (at least ``interval_ms`` after its previous
+    one, less a little jitter; what a spoofer claims for a spoofer's car), submitted in
+    calls of at most 1000; answers are counted per kind."""
     now_ms = int(time.time() * 1000)
     due = []
     for car in cars:
+        if car.spoofer is not None:
+            due += [(car, reading) for reading in car.spoofer.readings(now_ms)]
+            continue
+        if car.drive is not None and now_ms - car.drive.timestamp_ms < interval_ms - 300:
+            continue
         reading = reading_of(car, now_ms)
         if reading is not None:
             due.append((car, reading))
@@ -347,11 +372,16 @@ def submit_round(rpc: str, cars: list[Car], tally: Tally) -> None:
         results = rpc_call(rpc, "motus_submitAttestations", [raws, payloads])
         tally.sent += len(chunk)
         for (car, _), result in zip(chunk, results, strict=True):
+            kind = tally.kinds.setdefault(car.kind, KindTally())
+            kind.sent += 1
             if result["accepted"]:
                 tally.accepted += 1
+                kind.accepted += 1
             else:
                 tally.codes[result["code"]] += 1
-                on_result(car, result["code"])
+                kind.codes[result["code"]] += 1
+                if car.spoofer is None:
+                    on_result(car, result["code"])
 
 
 def answer_challenges(rpc: str, cars: list[Car], tally: Tally) -> None:
@@ -370,12 +400,52 @@ def answer_challenges(rpc: str, cars: list[Car], tally: Tally) -> None:
             car.device.answer_challenge(b"")
 
 
+def plan_spoofers(seed: str, per_kind: int, chain_id: int, resolution: int) -> list[Car]:
+    """``per_kind`` cars of every spoofer kind, with their own devices and VINs (derived
+    from ``seed`` + " spoofers", so they never collide with the honest cars)."""
+    kinds = list(STRATEGIES)
+    cars = plan_fleet(f"{seed} spoofers", per_kind * len(kinds), chain_id, resolution)
+    for car in cars:
+        car.kind = kinds[car.index % len(kinds)]
+    return cars
+
+
+def arm_spoofers(cars: list[Car], interval_s: float) -> None:
+    """Give each spoofer car its strategy, starting from where the car was placed."""
+    for car in cars:
+        if car.kind != "honest" and car.drive is not None:
+            car.spoofer = STRATEGIES[car.kind](car.device, car.vehicle_id, car.drive, car.rng,
+                                               int(interval_s * 1000))
+
+
+def write_status(path: str, tally: Tally) -> None:
+    """The fleet's tally per kind as JSON, for ``motus devnet up``'s view (docs/fleet.md)."""
+    from node.keys import write_atomic
+
+    doc = {"updatedMs": int(time.time() * 1000), "height": tally.height, "epoch": tally.epoch,
+           "sent": tally.sent, "accepted": tally.accepted,
+           "kinds": {k: t.to_json() for k, t in tally.kinds.items()}}
+    write_atomic(path, json.dumps(doc).encode(), mode=0o644)
+
+
 def summary(tally: Tally, cars: int, prefix: str = "fleet") -> str:
     """One line: where the chain is and what the fleet got."""
     refused = " ".join(f"{code}={n}" for code, n in sorted(tally.codes.items())) or "none"
     return (f"{prefix}: height {tally.height} epoch {tally.epoch} vehicles {cars} "
             f"sent {tally.sent} accepted {tally.accepted} refused {refused} "
             f"challenged {tally.challenged} answered {tally.answered} errors {tally.errors}")
+
+
+def kind_lines(tally: Tally) -> list[str]:
+    """One line per spoofer kind: what its cars sent and the codes they earned."""
+    out = []
+    for kind, k in tally.kinds.items():
+        if kind == "honest":
+            continue
+        refused = " ".join(f"{c}={n}" for c, n in sorted(k.codes.items())) or "none"
+        out.append(f"fleet: spoofer {kind} (vehicles {', '.join(map(str, k.vehicle_ids))}): "
+                   f"sent {k.sent} accepted {k.accepted} refused {refused}")
+    return out
 
 
 def chain_problem(rpc: str) -> str | None:
@@ -432,7 +502,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         chain_id = wait_for_node(args.rpc, args.wait, args.report)
         resolution = chain_param(args.rpc, "h3_resolution")
-        cars = setup_fleet(args.rpc, plan_fleet(args.seed, args.vehicles, chain_id, resolution))
+        planned = plan_fleet(args.seed, args.vehicles, chain_id, resolution)
+        if args.spoofers:
+            planned += plan_spoofers(args.seed, args.spoofers, chain_id, resolution)
+        cars = setup_fleet(args.rpc, planned)
     except (SetupError, RPCError, TxError) as exc:
         print(f"fleet: setup failed: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -443,9 +516,17 @@ def run(args: argparse.Namespace) -> int:
     # each device (seq, position, odometer) is where we go on from
     wait_blocks(args.rpc, 2)
     place_cars(args.rpc, cars, int(time.time() * 1000))
-    print(f"fleet: {len(cars)} vehicles ready (ids "
-          f"{', '.join(str(c.vehicle_id) for c in cars)}) on chain {chain_id}", flush=True)
+    arm_spoofers(cars, args.interval)
+    honest = [c for c in cars if c.spoofer is None]
+    print(f"fleet: {len(honest)} vehicles ready (ids "
+          f"{', '.join(str(c.vehicle_id) for c in honest)}) on chain {chain_id}", flush=True)
     tally = Tally()
+    for c in cars:
+        tally.kinds.setdefault(c.kind, KindTally()).vehicle_ids.append(c.vehicle_id)
+    spoofers = [c for c in cars if c.spoofer is not None]
+    if spoofers:
+        print("fleet: spoofers ready: " + ", ".join(
+            f"{c.kind} (vehicle {c.vehicle_id})" for c in spoofers), flush=True)
     started = time.monotonic()
     next_round = next_report = started
     next_challenge = next_health = started
@@ -479,8 +560,11 @@ def run(args: argparse.Namespace) -> int:
                 answer_challenges(args.rpc, cars, tally)
                 next_challenge = now + CHALLENGE_POLL_S
             if now >= next_round:
-                submit_round(args.rpc, cars, tally)
-                next_round = now + args.interval
+                submit_round(args.rpc, cars, tally, int(args.interval * 1000))
+                # spoofers pace themselves (a clone sends between two rounds)
+                next_round = now + (min(args.interval, 0.5) if spoofers else args.interval)
+                if args.status_file:
+                    write_status(args.status_file, tally)
         except RPCError as exc:
             tally.errors += 1
             log.warning("fleet round failed: %s", exc)
@@ -490,6 +574,8 @@ def run(args: argparse.Namespace) -> int:
             except RPCError:
                 pass
             print(summary(tally, len(cars)), flush=True)
+            for line in kind_lines(tally):
+                print(line, flush=True)
             next_report = now + args.report
         time.sleep(max(0.0, min(0.1, next_round - time.monotonic())))
     try:
@@ -498,6 +584,10 @@ def run(args: argparse.Namespace) -> int:
     except RPCError:
         pass
     print(summary(tally, len(cars), prefix="fleet: done"), flush=True)
+    for line in kind_lines(tally):
+        print(line, flush=True)
+    if args.status_file:
+        write_status(args.status_file, tally)
     return 0
 
 
@@ -515,6 +605,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="derives device keys and VINs: the same seed finds the same cars")
     parser.add_argument("--report", type=float, default=10.0,
                         help="seconds between summary lines (default 10)")
+    parser.add_argument("--spoofers", type=int, default=0, metavar="N",
+                        help="N cars of each spoofer kind besides the honest ones (default 0; "
+                             "docs/fleet.md, devnet.spoofers)")
+    parser.add_argument("--status-file", metavar="FILE",
+                        help="write the tally per kind as JSON here after every round")
     parser.add_argument("--wait", type=float, default=120.0,
                         help="seconds to wait for the node at start (default 120)")
     return parser
@@ -522,8 +617,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.vehicles < 1 or args.interval < 1.0 or args.report <= 0:
-        print("fleet: need --vehicles >= 1, --interval >= 1, --report > 0", file=sys.stderr)
+    if args.vehicles < 1 or args.interval < 1.0 or args.report <= 0 or args.spoofers < 0:
+        print("fleet: need --vehicles >= 1, --interval >= 1, --report > 0, --spoofers >= 0",
+              file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     return run(args)

@@ -17,10 +17,11 @@ from node.rpc.eth import resolve_header
 from node.rpc.ethjson import hexb
 from node.rpc.identity import BLOCK, state_for
 from node.rpc.registry import MethodTable, Param, RPCContext
+from vm.epoch import get_epoch_start
 from vm.modules import addresses
 from vm.modules import governance as gov
 from vm.modules.base import Store
-from vm.modules.params import get_all_params
+from vm.modules.params import get_all_params, get_param
 from vm.params import PARAMS
 
 methods = MethodTable()
@@ -67,8 +68,25 @@ def change_json(prop: gov.Proposal) -> dict[str, Any]:
     return {"validator": hexb(prop.target), "power": prop.value}
 
 
-def proposal_json(prop: gov.Proposal) -> dict[str, Any]:
-    """A proposal as the RPC answers it; fields that are not set yet are null."""
+def compute_effective_at(state: Any, prop: gov.Proposal) -> int | None:
+    """The block at which the proposal's change takes effect: the first epoch boundary at
+    or after ``executableAt`` (for a proposal still voting: after its voting end plus
+    the execution delay, should it pass), with the epoch length as it stands at this
+    block; None once it is executed, rejected or failed. A passed change of the epoch
+    length that applies earlier moves the boundaries, and so this prediction."""
+    if prop.status == "passed":
+        target = prop.executable_at
+    elif prop.status == "voting":
+        target = prop.voting_end_block + get_param(state, "gov_execution_delay_blocks")
+    else:
+        return None
+    start, length = get_epoch_start(state), get_param(state, "epoch_length_blocks")
+    return start + length * max(1, -(-(target - start) // length))
+
+
+def proposal_json(prop: gov.Proposal, state: Any = None) -> dict[str, Any]:
+    """A proposal as the RPC answers it; fields that are not set yet are null.
+    ``effectiveAt`` (:func:`compute_effective_at`) needs the ``state`` it is read at."""
     return {
         "id": prop.id,
         "kind": prop.kind,
@@ -81,6 +99,7 @@ def proposal_json(prop: gov.Proposal) -> dict[str, Any]:
         "startBlock": prop.start_block,
         "votingEndBlock": prop.voting_end_block,
         "executableAt": _or_null(prop.executable_at),
+        "effectiveAt": None if state is None else compute_effective_at(state, prop),
         "votes": {
             "yes": str(prop.yes),
             "no": str(prop.no),
@@ -109,6 +128,7 @@ def get_params(ctx: RPCContext, ref: p.BlockRef) -> dict[str, Any]:
                     "proposalId": prop.id,
                     "value": str(prop.value),
                     "executableAt": prop.executable_at,
+                    "effectiveAt": compute_effective_at(state, prop),
                 }
             )
     return {
@@ -135,7 +155,7 @@ def get_proposal(ctx: RPCContext, pid: int, ref: p.BlockRef) -> dict[str, Any] |
     prop = gov.get_proposal(state, pid)
     if prop is None:
         return None
-    return {**proposal_json(prop), "blockNumber": header.height}
+    return {**proposal_json(prop, state), "blockNumber": header.height}
 
 
 @methods.method(
@@ -163,7 +183,7 @@ def list_proposals(
             found.append(prop)
         pid += 1
     return {
-        "proposals": [proposal_json(x) for x in found],
+        "proposals": [proposal_json(x, state) for x in found],
         "count": count,
         "nextId": pid if pid <= count else None,
         "blockNumber": header.height,

@@ -71,7 +71,28 @@ def node_status(ctx: RPCContext) -> dict[str, Any]:
         "rpcPort": node.rpc_port,
         "peerId": getattr(node, "peer_id", None),
         "health": {"status": health.status, "reason": health.reason},
+        "listenAddrs": _listen_addrs(network),
+        "attestations": _attestation_totals(node),
     }
+
+
+def _listen_addrs(network: Any) -> list[str]:
+    """Full multiaddrs others dial to reach us (``/ip4/HOST/tcp/PORT/p2p/PEER_ID``); empty
+    before the host listens or without p2p."""
+    p2p = getattr(network, "p2p", None)
+    if p2p is None or not p2p.running:
+        return []
+    return [p2p.listen_multiaddr]
+
+
+def _attestation_totals(node: Any) -> dict[str, int] | None:
+    """Attestations admitted into the pool, refused, and pending, since the node started
+    (None on a node without an attestation pool)."""
+    svc = getattr(node, "attestations", None)
+    if svc is None:
+        return None
+    return {"accepted": svc.accepted, "refused": sum(svc.counters.snapshot().values()),
+            "pending": len(svc.pool)}
 
 
 @methods.method("motus_getHeader", HEIGHT)

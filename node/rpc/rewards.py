@@ -144,6 +144,8 @@ def epoch_range(state: StateAPI, start: int | None, end: int | None) -> tuple[in
     the range is settled yet. Defaults: ``last`` the latest settled epoch, ``first`` so
     that the range holds :data:`MAX_EPOCHS`. A wider range answers ``-32005``."""
     settled = rewards.processed_epochs(state)
+    if settled == 0 and end is None:
+        return None  # the first epoch is still running: nothing settled yet, not an error
     if end is None:
         end = settled - 1 if start is None else start + MAX_EPOCHS - 1
     if start is None:

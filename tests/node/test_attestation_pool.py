@@ -50,6 +50,7 @@ def test_add_take_include_and_statuses(devices):
     assert pool.status(results[0].id) == AttestationStatus("included", height=7)
     assert pool.status(results[2].id) == AttestationStatus("pending")
     assert pool.add(raws[0], accept_all) == AddResult(results[0].id, False, "replay")
+    assert pool.counters.get("replay") == 1  # a refusal like any other: counted (RPC, metrics)
     assert pool.take(10) == raws[2:]
     assert pool.status(b"\x00" * 32) is None
 

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -288,13 +289,16 @@ def test_drivers_earn_rewards_for_their_attestations(node, w3, contracts, fleet)
             reward,
         )
         code, shown, _ = cli(
-            node, "rewards", "show", "--vehicle", str(vehicle), "--from", str(e), "--to", str(e)
+            node, "rewards", "show", "--vehicle", str(vehicle), "--from", str(e), "--to", str(e),
+            "--wei"
         )
         assert code == 0 and shown["total"] == str(reward)
         paid += reward
     assert int(info["minted"]) == paid == int(info["pool"]) - int(info["carryOut"])
-    code, shown, _ = cli(node, "rewards", "epoch", str(e))
-    assert code == 0 and shown["minted"] == str(paid)
+    code, shown, _ = cli(node, "rewards", "epoch", str(e), "--wei")
+    assert code == 0 and shown["minted"] == str(paid) and shown["unit"] == "wei"
+    code, shown, _ = cli(node, "rewards", "epoch", str(e))  # MOTUS by default, exact
+    assert code == 0 and Decimal(shown["minted"]) * 10**18 == paid and shown["unit"] == "MOTUS"
     supply = rpc(node.url, "motus_getSupply", [at, True])
     assert supply["audit"]["matchesTotal"] and int(supply["minted"]) >= paid
 

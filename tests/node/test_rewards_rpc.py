@@ -251,6 +251,14 @@ def run_to_boundary(
     return epoch["epoch"], boundary
 
 
+def test_rewards_in_the_first_epoch_are_empty_not_an_error(chain):
+    """Runs before the fleet fixture moves the chain on: no epoch is settled yet."""
+    assert chain.call("motus_getEpoch")["epoch"] == 0
+    for who in (1, "0x" + ACCOUNTS[2][0].hex()):
+        got = chain.call("motus_getRewards", who)
+        assert got["rewards"] == [] and got["total"] == "0", got
+
+
 def test_drivers_are_paid_and_every_read_agrees(chain, fleet):
     owners, vehicles = fleet["owners"], fleet["vehicles"]
     before = [int(chain.call("eth_getBalance", "0x" + o.hex()), 16) for o in owners]
@@ -377,13 +385,19 @@ def test_a_governance_cut_of_the_issuance_changes_what_drivers_are_paid(chain, f
     assert chain.call("motus_getVotingPower", "0x" + ACCOUNTS[0][0].hex())["power"] == str(
         10 * MOTUS
     )
+    predicted = set()  # where the RPC said, at every step, the change would take effect
     while (prop := chain.call("motus_getProposal", pending["id"]))["status"] != "executed":
         assert prop["status"] in ("voting", "passed")
+        predicted.add(prop["effectiveAt"])
         if prop["status"] == "passed":
             assert chain.call("motus_getParams")["params"]["epoch_issuance"]["pending"] == [
-                {"proposalId": prop["id"], "value": str(new), "executableAt": prop["executableAt"]}
+                {"proposalId": prop["id"], "value": str(new), "executableAt": prop["executableAt"],
+                 "effectiveAt": prop["effectiveAt"]}
             ]
+            # the first epoch boundary at or after executableAt, not executableAt itself
+            assert prop["effectiveAt"] >= prop["executableAt"]
         run_to_boundary(chain, fleet, {0: 4, 1: 4})
+    assert predicted == {prop["executedAt"]} and prop["effectiveAt"] is None
     epoch, _ = run_to_boundary(chain, fleet, {0: 4, 1: 4})
     info = chain.call("motus_getEpoch", epoch)
     assert info["issuance"] == str(new)
