@@ -26,7 +26,7 @@ from eth_account import Account
 from cli.common import NotFound, UsageError, load_key_file, parse_id, rpc_args, run
 from codec.files import write_atomic
 from node.home import Home
-from rpcclient import RPCError, rpc_call
+from rpcclient import rpc_call
 
 DEFAULT_INTERVAL_S = 2.0
 DEFAULT_SPEED_MPS = 13.9  # 50 km/h

@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cli.common import RED, UsageError, paint, use_colour
 from codec.files import write_atomic
 from consensus.crypto import address_of_private_key
 from genesis.devnet import new_genesis
 from genesis.spec import GenesisSpec
-from cli.common import RED, UsageError, paint, use_colour
 from node.config import Config
 from node.home import Home
 from node.keys import load_validator_key, new_validator_key

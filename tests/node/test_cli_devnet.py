@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
+from cli.telemetry import parse_time_ms
 from devnet.launcher import BlockLog, ChainSample, ChainWatch, DevnetError, prepare
 from devnet.routes import RouteDrive, RouteError, distance_m, load_gpx, load_route
 from genesis.devnet import PRESETS, parse_param_assignment, preset_params
-from cli.main import main
-from cli.telemetry import parse_time_ms
 from tests.procs import motus
 from vm.errors import InvalidGenesis
 

@@ -130,7 +130,7 @@ def own_car(devnet: Devnet) -> dict[str, Any]:
     assert oct(Path(key_file).stat().st_mode & 0o777) == "0o600"
     devnet.cli("device", "mint", "--device", device, "--private-key-file", str(maker))
     _, minted, _ = devnet.cli("vehicle", "mint", "--make", "Motus", "--model", "Mine",
-                              "--year", "2024", "--vin", "WMOTUS00000000042",
+                              "--year", "2024", "--vin", "WM0TUS00000000042",
                               "--private-key-file", str(owner))
     vehicle = minted["vehicleId"]
     devnet.cli("device", "claim", "--device", device, "--device-key-file", key_file,
