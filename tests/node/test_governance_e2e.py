@@ -268,7 +268,11 @@ def test_drivers_earn_rewards_for_their_attestations(node, w3, contracts, fleet)
     info = paid_epoch(node, rpc(node.url, "motus_getEpoch")["epoch"])
     e, at = info["epoch"], info["settledAt"]
     feeder = fleet["feeder"]
-    # nearly every reading is accepted (a late batch on a loaded machine may be refused)
+    # nearly every reading is accepted (a late batch on a loaded machine may be refused);
+    # at one reading a second an epoch can be paid before eight are in: wait for them
+    deadline = time.monotonic() + 30
+    while feeder.codes["ok"] < 8 and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert feeder.codes["ok"] >= 8 and feeder.codes["ok"] >= 0.9 * feeder.codes.total(), (
         feeder.codes
     )
