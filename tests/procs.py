@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -17,10 +18,26 @@ ROOT = Path(__file__).resolve().parent.parent
 MOTUS = [sys.executable, "-m", "cli.main"]
 
 
+# Below Linux's ephemeral range (32768-60999): a port the OS hands out for ``bind(0)`` is
+# also what it hands out as the local port of outgoing connections, so one chosen that way
+# could be taken by some client's connection before the node started here binds it (seen
+# once in CI: "p2p port ... is in use"). Ports from this range are only ever taken by a
+# bind, and a bind check below skips those in use.
+_PORT_RANGE = (20_000, 32_000)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port free now, outside the ephemeral range (for a process started
+    later to bind)."""
+    for _ in range(1000):
+        port = random.randint(*_PORT_RANGE)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORT_RANGE}")
 
 
 def motus(*args: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:

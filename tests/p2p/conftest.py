@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,15 +9,14 @@ import pytest
 import trio
 
 from p2p.host import GossipConfig, P2PConfig, P2PNode
+from tests.procs import free_port as procs_free_port
 
 CHAIN_ID = 7077
 
 
 def free_port() -> int:
-    """A TCP port the OS just handed out (for a node that must start later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port free now, for a node that must start later (tests/procs.py)."""
+    return procs_free_port()
 
 
 def make_config(tmp_path: Path, name: str, **overrides: object) -> P2PConfig:
