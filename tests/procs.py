@@ -12,7 +12,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 MOTUS = [sys.executable, "-m", "cli.main"]
@@ -38,6 +40,18 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError(f"no free port in {_PORT_RANGE}")
+
+
+def wait_until(what: Callable[[], Any], timeout: float, message: str) -> Any:
+    """Poll ``what`` every 0.1 s until it returns something truthy (returned); its
+    exceptions propagate (a failed assertion inside is a failure, not "not yet")."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = what()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {message}")
 
 
 def motus(*args: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:

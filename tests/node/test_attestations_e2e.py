@@ -25,7 +25,7 @@ import re
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +41,7 @@ from node.config import Config
 from node.signal_store import request_json, sign_request
 from p2p.identity import load_or_create_node_key, node_multiaddr, peer_id_of
 from rpcclient.txsend import decode_result, encode_call, eth_call
-from tests.procs import NodeProcess, free_port, init_home, motus, rpc
+from tests.procs import NodeProcess, free_port, init_home, motus, rpc, wait_until
 from vm.attestation import Attestation, compute_commitment
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("attest_node"), pytest.mark.timeout(180)]
@@ -62,16 +62,6 @@ LOCATION_HISTORY = (1 << 0) | (1 << 3)  # non-location history + location histor
 def abi(name: str) -> list[dict[str, Any]]:
     return json.loads((Path(__file__).resolve().parents[2] / "vm" / "abi" / f"{name}.json")
                       .read_text())
-
-
-def wait_for(what: Callable[[], Any], timeout: float, message: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = what()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 def rpc_error(url: str, method: str, params: list[Any]) -> dict[str, Any]:
@@ -150,7 +140,7 @@ class Chain:
                 out.append(st["height"])
             return out
 
-        return wait_for(heights, timeout, f"{len(ids)} attestations to be included")
+        return wait_until(heights, timeout, f"{len(ids)} attestations to be included")
 
 
 def write_genesis_params(home: Path) -> None:
@@ -458,7 +448,7 @@ def test_garbage_burst_from_one_client_does_not_stop_an_honest_device(chain: Cha
 
 def test_attestations_sent_to_a_follower_are_gossiped_and_included(chain: Chain) -> None:
     head = int(rpc(chain.url, "eth_blockNumber"), 16)
-    wait_for(lambda: int(rpc(chain.follower.url, "eth_blockNumber"), 16) >= head, 30,
+    wait_until(lambda: int(rpc(chain.follower.url, "eth_blockNumber"), 16) >= head, 30,
              "the follower to reach the validator's head")
     status = rpc(chain.follower.url, "motus_nodeStatus")
     assert status["isValidator"] is False and status["peers"] >= 1

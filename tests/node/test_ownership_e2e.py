@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from tests.procs import (
     rpc,
     set_config,
     validator_address,
+    wait_until,
     write_genesis,
 )
 from vm.scoring import compute_owner_split
@@ -63,16 +64,6 @@ def identity_abi() -> list[dict[str, Any]]:
 
 def hexs(data: bytes) -> str:
     return "0x" + data.hex()
-
-
-def wait_for(what: Callable[[], Any], timeout: float, message: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = what()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 def refusal(url: str, request: dict[str, Any]) -> str:
@@ -116,7 +107,7 @@ class Devnet:
                 out.append(st["height"])
             return out
 
-        heights = wait_for(look, timeout, f"{len(readings)} attestations to be included")
+        heights = wait_until(look, timeout, f"{len(readings)} attestations to be included")
         self.included.update((r.id, h) for r, h in zip(readings, heights, strict=True))
         return heights
 
@@ -156,7 +147,7 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
         for node in nodes:
             node.wait_height(2, timeout=60)
         # the two must also share the gossip topics before payloads can travel
-        wait_for(lambda: all(rpc(n.url, "motus_nodeStatus")["peers"] >= 1 for n in nodes), 30,
+        wait_until(lambda: all(rpc(n.url, "motus_nodeStatus")["peers"] >= 1 for n in nodes), 30,
                  "the validators to connect")
         car = fleet.setup_fleet(nodes[0].url, fleet.plan_fleet(SEED, 1, CHAIN_ID, 7))[0]
         drive = Drive(48.137, 11.575, heading_deg=45.0, odometer_m=20_000)
@@ -181,7 +172,7 @@ def test_payloads_sent_to_one_validator_are_readable_on_the_other(devnet: Devnet
         got = rpc(devnet.nodes[1].url, "motus_getTelemetry", [devnet.read(key)])
         return got if len(got["records"]) == len(readings) else None
 
-    got = wait_for(on_node1, 15, "validator 1 to hold the payloads sent to validator 0")
+    got = wait_until(on_node1, 15, "validator 1 to hold the payloads sent to validator 0")
     assert [r["id"] for r in got["records"]] == [hexs(r.id) for r in readings]
     assert got["coverage"] == {"complete": True, "missing": []}
     assert got["records"][0]["signals"]["soc"] == 64.0
@@ -191,7 +182,7 @@ def test_payloads_sent_to_one_validator_are_readable_on_the_other(devnet: Devnet
     devnet.send(withheld, payloads=False)
     devnet.heights(withheld)
     for node in (0, 1):
-        got = wait_for(lambda node=node: (
+        got = wait_until(lambda node=node: (
             lambda a: a if not a["coverage"]["complete"] else None)(
                 rpc(devnet.nodes[node].url, "motus_getTelemetry", [devnet.read(key, node)])),
             15, "the withheld payload to be reported")
@@ -277,7 +268,7 @@ def test_a_sale_splits_data_access_and_the_epoch_reward(devnet: Devnet) -> None:
     developer = Account.from_key(b"\x61" * 32)
     devnet.grant({bytes.fromhex(developer.address[2:]): BITS["non_location_history"]})
     # start early in an epoch so that the sale and the data around it share it
-    wait_for(lambda: (int(rpc(nodes[0].url, "eth_blockNumber"), 16) - 1) % EPOCH < EPOCH // 4,
+    wait_until(lambda: (int(rpc(nodes[0].url, "eth_blockNumber"), 16) - 1) % EPOCH < EPOCH // 4,
              90, "an epoch to begin")
     before = devnet.readings(4, int(time.time() * 1000) - 5_000)
     devnet.send(before)
@@ -305,7 +296,7 @@ def test_a_sale_splits_data_access_and_the_epoch_reward(devnet: Devnet) -> None:
         return seen[-1] if len(seen[-1]["records"]) == len(after) else None
 
     try:
-        buyer_view = wait_for(buyer_reads, 15, "the buyer's records on validator 1")
+        buyer_view = wait_until(buyer_reads, 15, "the buyer's records on validator 1")
     except AssertionError:
         raise AssertionError(f"buyer sees {[r['timestampMs'] for r in seen[-1]['records']]} "
                              f"{seen[-1]['periods']}; before "
@@ -331,7 +322,7 @@ def test_a_sale_splits_data_access_and_the_epoch_reward(devnet: Devnet) -> None:
     owner_of = {att_id: seller for att_id in devnet.included} | {r.id: buyer for r in after}
     epochs = {(h - 1) // EPOCH for h in devnet.included.values()}
     last = max(epochs)
-    wait_for(lambda: int(rpc(nodes[1].url, "eth_blockNumber"), 16) > (last + 1) * EPOCH + 1,
+    wait_until(lambda: int(rpc(nodes[1].url, "eth_blockNumber"), 16) > (last + 1) * EPOCH + 1,
              90, "the epochs to be settled")
     split_seen = False
     for epoch in sorted(epochs):

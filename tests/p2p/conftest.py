@@ -9,14 +9,9 @@ import pytest
 import trio
 
 from p2p.host import GossipConfig, P2PConfig, P2PNode
-from tests.procs import free_port as procs_free_port
+from tests.procs import free_port  # noqa: F401  (the p2p tests' fixtures use it)
 
 CHAIN_ID = 7077
-
-
-def free_port() -> int:
-    """A TCP port free now, for a node that must start later (tests/procs.py)."""
-    return procs_free_port()
 
 
 def make_config(tmp_path: Path, name: str, **overrides: object) -> P2PConfig:
