@@ -16,6 +16,10 @@ LevelDB layout (one plyvel database, a directory of its own; integers are
 - ``b"k" + vehicle_id + timestamp_ms + id`` -> empty: an attestation included on chain
   whose payload this node does not hold (coverage answers)
 - ``b"t" + timestamp_ms + vehicle_id + id`` -> empty (retention scan in time order)
+- ``b"m" + vehicle_id + minute_start_ms + signal name`` -> msgpack ``[count, sum, min,
+  max, last_timestamp_ms, last]``: per-minute aggregates of each numeric non-location
+  signal (``motus_aggregateSignals`` reads whole minutes from here, not the records)
+- ``b"M"`` -> the aggregate index's version (absent: rebuilt from the records on open)
 """
 
 from __future__ import annotations
@@ -72,6 +76,26 @@ BIT_APPROXIMATE_LOCATION = 7
 EXACT, CURRENT, APPROXIMATE, NONE = "exact", "current", "approximate", "none"
 
 
+MINUTE_MS = 60_000
+AGG_INDEX_VERSION = b"1"
+
+
+def numeric_signals(signals: dict[str, Any]) -> dict[str, float]:
+    """The signals aggregates are kept for: numbers (not booleans, not NaN) outside
+    the location set (lat/lon, fine cell, salt need location permissions)."""
+    return {k: v for k, v in signals.items()
+            if k not in LOCATION_SIGNALS and not isinstance(v, bool)
+            and isinstance(v, int | float) and v == v and abs(v) != float("inf")}
+
+
+def merge_aggregate(agg: list[Any], timestamp_ms: int, value: float) -> list[Any]:
+    """``[count, sum, min, max, last_ts, last]`` with one more sample."""
+    count, total, low, high, last_ts, last = agg
+    if timestamp_ms >= last_ts:
+        last_ts, last = timestamp_ms, value
+    return [count + 1, total + value, min(low, value), max(high, value), last_ts, last]
+
+
 class SignalStoreError(Exception):
     """A payload the store refuses; ``code`` is stable: bad_attestation, bad_payload,
     hash_mismatch."""
@@ -115,6 +139,8 @@ class SignalStore:
         self.chain_id = chain_id
         self.retention_ms = retention_days * DAY_MS
         self._db = plyvel.DB(path, create_if_missing=True)
+        if self._db.get(b"M") != AGG_INDEX_VERSION:
+            self._rebuild_aggregates()
 
     def close(self) -> None:
         self._db.close()
@@ -150,7 +176,45 @@ class SignalStore:
             batch.put(b"v" + where + att_id, record)
             batch.put(b"a" + att_id, where)
             batch.put(b"t" + _u64(att.timestamp_ms) + _u64(att.vehicle_id) + att_id, b"")
+            self._aggregate(batch, att.vehicle_id, att.timestamp_ms, payload)
         return att_id
+
+    def _aggregate(self, batch: Any, vehicle_id: int, timestamp_ms: int, payload: bytes) -> None:
+        """Fold one record's numeric signals into its minute's aggregates (in ``batch``).
+        Writers are the node's trio thread only, so read-modify-write is safe."""
+        minute = timestamp_ms - timestamp_ms % MINUTE_MS
+        prefix = b"m" + _u64(vehicle_id) + _u64(minute)
+        for name, value in numeric_signals(decode_signals(payload)).items():
+            key = prefix + name.encode()
+            old = self._db.get(key)
+            if old is None:
+                agg = [1, value, value, value, timestamp_ms, value]
+            else:
+                agg = merge_aggregate(msgpack.unpackb(old), timestamp_ms, value)
+            batch.put(key, msgpack.packb(agg))
+
+    def _rebuild_aggregates(self) -> None:
+        """Build the aggregate index from the records (a store written before it)."""
+        for key, _ in self._db.iterator(prefix=b"m"):
+            self._db.delete(key)
+        for key, value in self._db.iterator(prefix=b"v"):
+            _, payload = msgpack.unpackb(value, raw=False)
+            with self._db.write_batch(transaction=True) as batch:
+                self._aggregate(batch, int.from_bytes(key[1:9], "big"),
+                                int.from_bytes(key[9:17], "big"), payload)
+        self._db.put(b"M", AGG_INDEX_VERSION)
+
+    def minute_aggregates(self, vehicle_id: int, from_minute: int,
+                          to_minute: int) -> Iterable[tuple[int, str, list[Any]]]:
+        """``(minute_start_ms, signal, [count, sum, min, max, last_ts, last])`` of the
+        vehicle's whole minutes starting in ``[from_minute, to_minute]``, in key order."""
+        if to_minute < from_minute:
+            return
+        start = b"m" + _u64(vehicle_id) + _u64(from_minute)
+        stop = b"m" + _u64(vehicle_id) + _u64(min(to_minute, 2**64 - 2) + 1)
+        for key, value in self._db.iterator(start=start, stop=stop):
+            yield (int.from_bytes(key[9:17], "big"), key[17:].decode(),
+                   msgpack.unpackb(value))
 
     def get(self, att_id: bytes) -> StoredSignals | None:
         where = self._db.get(b"a" + att_id)
@@ -167,18 +231,35 @@ class SignalStore:
         return StoredSignals(att_id, att.vehicle_id, att.timestamp_ms, att, raw, payload)
 
     def query(self, vehicle_id: int, from_ms: int, to_ms: int,
-              limit: int = MAX_RECORDS) -> list[StoredSignals]:
-        """Records of ``vehicle_id`` with ``from_ms <= timestamp_ms <= to_ms``, oldest first."""
+              limit: int = MAX_RECORDS, reverse: bool = False) -> list[StoredSignals]:
+        """Records of ``vehicle_id`` with ``from_ms <= timestamp_ms <= to_ms``, oldest
+        first (newest first with ``reverse``)."""
         if to_ms < from_ms or limit <= 0:
             return []
         start = b"v" + _u64(vehicle_id) + _u64(from_ms)
         stop = b"v" + _u64(vehicle_id) + _u64(min(to_ms, 2**64 - 2) + 1)
         out = []
-        for key, value in self._db.iterator(start=start, stop=stop):
+        for key, value in self._db.iterator(start=start, stop=stop, reverse=reverse):
             out.append(self._record(key[17:], value))
             if len(out) >= limit:
                 break
         return out
+
+    def count(self, vehicle_id: int, from_ms: int, to_ms: int) -> int:
+        """How many records of the vehicle this store holds in ``[from_ms, to_ms]``."""
+        return self._count(b"v", vehicle_id, from_ms, to_ms)
+
+    def count_missing(self, vehicle_id: int, from_ms: int, to_ms: int) -> int:
+        """How many included attestations of the vehicle in ``[from_ms, to_ms]`` have no
+        payload here."""
+        return self._count(b"k", vehicle_id, from_ms, to_ms)
+
+    def _count(self, tag: bytes, vehicle_id: int, from_ms: int, to_ms: int) -> int:
+        if to_ms < from_ms:
+            return 0
+        start = tag + _u64(vehicle_id) + _u64(from_ms)
+        stop = tag + _u64(vehicle_id) + _u64(min(to_ms, 2**64 - 2) + 1)
+        return sum(1 for _ in self._db.iterator(start=start, stop=stop, include_value=False))
 
     def note_included(self, attestations: Iterable[tuple[bytes, int, int]]) -> int:
         """Remember attestations included on chain, ``(id, vehicle_id, timestamp_ms)``,
@@ -226,6 +307,12 @@ class SignalStore:
                 batch.delete(b"a" + att_id)
                 batch.delete(b"v" + vehicle + ts + att_id)
                 batch.delete(b"k" + vehicle + ts + att_id)
+                # a minute's aggregates go with its first pruned record (docs/developers.md)
+                minute = int.from_bytes(ts, "big")
+                minute -= minute % MINUTE_MS
+                for agg_key in self._db.iterator(prefix=b"m" + vehicle + _u64(minute),
+                                                 include_value=False):
+                    batch.delete(agg_key)
                 n += 1
         return n
 
