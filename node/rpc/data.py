@@ -11,15 +11,9 @@ from typing import Any
 
 from node.access import Scope, default_range
 from node.rpc import params as p
+from node.rpc.credentials import json_ready, parse_credential_param, refused
 from node.rpc.registry import MethodTable, Param, RPCContext
-from node.rpc.telemetry import (
-    checked_access,
-    json_ready,
-    parse_credential_param,
-    record_json,
-    refused,
-    signal_store,
-)
+from node.rpc.telemetry import checked_access, record_json, signal_store
 from node.signal_query import (
     DEFAULT_PAGE,
     MAX_PAGE,
