@@ -25,6 +25,7 @@ LevelDB layout (one plyvel database, a directory of its own; integers are
 from __future__ import annotations
 
 import heapq
+import math
 import secrets
 import threading
 from collections.abc import Callable, Iterable
@@ -317,6 +318,20 @@ class SignalStore:
         return n
 
 
+def json_ready(value: Any) -> Any:
+    """Signal values as JSON: bytes as 0x-hex, NaN and infinities as strings (JSON has
+    none), everything else as msgpack gave it."""
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_ready(v) for v in value]
+    return value
+
+
 # --- motus_getTelemetry: signed requests and the access rule ----------------------
 
 
@@ -449,20 +464,11 @@ def granted_bits(state: Any, vehicle_id: int, grantee: bytes, now_s: int) -> int
     return bits if now_s < expiry else 0
 
 
-def authorize_request(state: Any, request: TelemetryRequest, chain_id: int, node_id: str,
-                      now_ms: int, nonces: UsedNonces | None = None,
-                      grants: GrantLookup = granted_bits) -> TelemetryAccess:
-    """Check a signed request against the head state now; raises TelemetryAccessError
-    (nothing is recorded then). On success its nonce is recorded in ``nonces``.
-
-    Rule (docs/privacy.md, "Who can read what"): records belong to the ownership period
-    in which they were produced. The requester reads every period it owned, with every
-    permission; a grantee of the current owner reads the current owner's periods with
-    the bits granted (ended by a transfer, which resets grants). Order of checks:
-    ``bad_request``, ``wrong_audience``, ``expired``, ``bad_signature``, ``replayed`` /
-    ``too_many_requests`` / ``busy``, ``denied`` (no readable period), ``period_mismatch``
-    (readable periods, none in the range).
-    """
+def verify_request(request: TelemetryRequest, chain_id: int, node_id: str,
+                   now_ms: int) -> bytes:
+    """The signer of a well-formed, fresh request for this chain and node; raises
+    TelemetryAccessError ``bad_request``, ``wrong_audience``, ``expired`` or
+    ``bad_signature``. Checks no permission and spends no nonce."""
     if not 0 <= request.from_ms <= request.to_ms or request.to_ms - request.from_ms > MAX_RANGE_MS:
         raise TelemetryAccessError(
             "bad_request", f"need 0 <= from_ms <= to_ms, range at most {MAX_RANGE_MS} ms")
@@ -483,6 +489,24 @@ def authorize_request(state: Any, request: TelemetryRequest, chain_id: int, node
     except Exception:
         raise TelemetryAccessError("bad_signature",
                                    "signature does not recover an address") from None
+    return requester
+
+
+def authorize_request(state: Any, request: TelemetryRequest, chain_id: int, node_id: str,
+                      now_ms: int, nonces: UsedNonces | None = None,
+                      grants: GrantLookup = granted_bits) -> TelemetryAccess:
+    """Check a signed request against the head state now; raises TelemetryAccessError
+    (nothing is recorded then). On success its nonce is recorded in ``nonces``.
+
+    Rule (docs/privacy.md, "Who can read what"): records belong to the ownership period
+    in which they were produced. The requester reads every period it owned, with every
+    permission; a grantee of the current owner reads the current owner's periods with
+    the bits granted (ended by a transfer, which resets grants). Order of checks:
+    ``bad_request``, ``wrong_audience``, ``expired``, ``bad_signature``, ``replayed`` /
+    ``too_many_requests`` / ``busy``, ``denied`` (no readable period), ``period_mismatch``
+    (readable periods, none in the range).
+    """
+    requester = verify_request(request, chain_id, node_id, now_ms)
     if nonces is not None:
         nonces.check(requester, request.nonce, now_ms)
     periods = ownership_periods(state, request.vehicle_id)

@@ -5,14 +5,12 @@ the ``eth`` namespace."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from node.access import Credential, parse_credential
 from node.rpc import params as p
 from node.rpc.errors import INVALID_INPUT, RPCError
-from node.rpc.ethjson import hexb
-from node.signal_store import TelemetryAccessError, TelemetryRequest
+from node.signal_store import TelemetryAccessError, TelemetryRequest, json_ready  # noqa: F401
 
 
 def parse_vehicle_id(value: Any) -> int:
@@ -72,18 +70,3 @@ def refused(exc: TelemetryAccessError) -> RPCError:
     the same)."""
     return RPCError(INVALID_INPUT, f"telemetry request refused: {exc}",
                     {"code": exc.code, "reason": exc.code})
-
-
-
-def json_ready(value: Any) -> Any:
-    """Signal values as JSON: bytes as 0x-hex, NaN and infinities as strings (JSON has
-    none), everything else as msgpack gave it."""
-    if isinstance(value, bytes):
-        return hexb(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_ready(v) for v in value]
-    return value

@@ -100,7 +100,7 @@ RANGE_KEYS = ("fromMs", "toMs", "vehicleId")
 
 
 @methods.method("motus_getLatestSignals", CREDENTIAL,
-                Param("options", options_param("signals", *RANGE_KEYS), None), blocking=True)
+                Param("options", options_param("signals", *RANGE_KEYS), {}), blocking=True)
 def get_latest_signals(ctx: RPCContext, credential: Any, options: dict[str, Any]) -> dict:
     """The newest value the reader may see of each signal (or of the named ones):
     ``{vehicleId, signals: {name: {value, timestampMs, id, period}}, complete}``."""
@@ -114,7 +114,7 @@ def get_latest_signals(ctx: RPCContext, credential: Any, options: dict[str, Any]
 
 
 @methods.method("motus_querySignals", CREDENTIAL,
-                Param("options", options_param("signals", "cursor", "limit", *RANGE_KEYS), None),
+                Param("options", options_param("signals", "cursor", "limit", *RANGE_KEYS), {}),
                 blocking=True)
 def query_signals(ctx: RPCContext, credential: Any, options: dict[str, Any]) -> dict:
     """One page (``limit``, default 100, at most 1000) of the records in the range,
@@ -162,7 +162,7 @@ def aggregate_signals(ctx: RPCContext, credential: Any, options: dict[str, Any])
 
 
 @methods.method("motus_getCoverage", CREDENTIAL,
-                Param("options", options_param("intervalMs", *RANGE_KEYS), None),
+                Param("options", options_param("intervalMs", *RANGE_KEYS), {}),
                 blocking=True)
 def get_coverage(ctx: RPCContext, credential: Any, options: dict[str, Any]) -> dict:
     """Which intervals of the range this node holds, lacks, has pruned, or the chain has

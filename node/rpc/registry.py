@@ -57,6 +57,7 @@ METHOD_MODULES: tuple[str, ...] = (
     "node.rpc.debug",
     "node.rpc.txpool",
     "node.rpc.data",
+    "node.rpc.webhooks",
 )
 
 REQUIRED: Any = object()
