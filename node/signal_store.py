@@ -37,6 +37,7 @@ import plyvel
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
+from codec.developer import NONCE_BYTES, request_message  # noqa: F401  (re-exported)
 from vm.attestation import (
     LOCATION_SIGNALS,
     Attestation,
@@ -63,7 +64,6 @@ REQUEST_FRESH_MS = 60_000  # a signed request is valid this long around its time
 MAX_RANGE_MS = 31 * DAY_MS
 MAX_RECORDS = 10_000
 MAX_MISSING_LISTED = 100  # ids of records without a payload here, listed in ``coverage``
-NONCE_BYTES = 16
 NONCES_PER_SIGNER = 1_000  # answered requests one signer may have in flight (2 min window)
 NONCES_TOTAL = 100_000  # over all signers: ~15 MB at most
 
@@ -348,14 +348,6 @@ class TelemetryRequest:
     node_id: str = ""
     nonce: bytes = b""
     chain_id: int | None = None  # the chain the requester named; None: the node's own
-
-
-def request_message(chain_id: int, vehicle_id: int, from_ms: int, to_ms: int,
-                    timestamp_ms: int, node_id: str, nonce: bytes) -> str:
-    """The exact text a requester signs with EIP-191 (``personal_sign``)."""
-    return (f"Motus telemetry request\nchain_id: {chain_id}\nnode_id: {node_id}\n"
-            f"vehicle_id: {vehicle_id}\nfrom_ms: {from_ms}\nto_ms: {to_ms}\n"
-            f"timestamp_ms: {timestamp_ms}\nnonce: 0x{nonce.hex()}")
 
 
 def sign_request(private_key: bytes, chain_id: int, node_id: str, vehicle_id: int, from_ms: int,

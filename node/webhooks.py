@@ -28,8 +28,6 @@ and stops its deliveries.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import json
 import logging
@@ -46,6 +44,11 @@ import h3.api.basic_int as h3
 import plyvel
 import trio
 
+from codec.developer import (  # noqa: F401  (verify_webhook_signature: the receivers')
+    SIGNATURE_HEADER,
+    verify_webhook_signature,
+    webhook_signature,
+)
 from node.access import recheck
 from node.config import WebhooksSection
 from node.signal_store import (
@@ -72,7 +75,6 @@ OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
 }
 MOVING_SIGNALS = ("speed_kmh", "speed_cmps")
-SIGNATURE_HEADER = "X-Motus-Signature"
 
 
 class WebhookError(Exception):
@@ -375,26 +377,6 @@ class WebhookStore:
 # --- delivery ------------------------------------------------------------------------------
 
 
-def sign(secret: bytes, timestamp_ms: int, body: bytes) -> str:
-    """The signature header's value: ``t=<ms>,v1=<hex HMAC-SHA256(secret, "<ms>." + body)>``."""
-    mac = hmac.new(secret, str(timestamp_ms).encode() + b"." + body, hashlib.sha256)
-    return f"t={timestamp_ms},v1={mac.hexdigest()}"
-
-
-def verify_signature(secret: bytes, header: str, body: bytes, now_ms: int,
-                     tolerance_ms: int = 300_000) -> bool:
-    """Receiver side: the header is a valid signature of ``body`` made within
-    ``tolerance_ms`` of ``now_ms``."""
-    try:
-        fields = dict(part.split("=", 1) for part in header.split(","))
-        timestamp = int(fields["t"])
-    except (KeyError, ValueError):
-        return False
-    if abs(now_ms - timestamp) > tolerance_ms:
-        return False
-    return hmac.compare_digest(sign(secret, timestamp, body), header)
-
-
 async def post(scheme: str, host: str, address: str, port: int, path: str, body: bytes,
                headers: dict[str, str], timeout: float) -> int:
     """POST ``body``; the receiver's status code. Raises OSError / trio errors /
@@ -662,7 +644,7 @@ class WebhookService:
         """One POST: (status, None), or (None, why it failed)."""
         body = event["body"].encode()
         now_ms = int(time.time() * 1000)
-        headers = {SIGNATURE_HEADER: sign(bytes.fromhex(hook.secret[2:]), now_ms, body),
+        headers = {SIGNATURE_HEADER: webhook_signature(bytes.fromhex(hook.secret[2:]), now_ms, body),
                    "X-Motus-Webhook": hook.id,
                    "X-Motus-Delivery": str(json.loads(event["body"])["seq"])}
         try:

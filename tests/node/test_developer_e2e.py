@@ -15,6 +15,9 @@ In file order, on one chain:
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,9 +30,9 @@ import pytest
 from eth_account import Account
 from websockets.sync.client import connect
 
+from codec.developer import SIGNATURE_HEADER, verify_webhook_signature
 from devnet import fleet
 from node.signal_store import request_json, sign_request
-from node.webhooks import SIGNATURE_HEADER, verify_signature
 from rpcclient.txsend import encode_call
 from tests.procs import NodeProcess, free_port, init_home, rpc, set_config, wait_until
 
@@ -194,6 +197,44 @@ def test_a_live_stream_delivers_the_fleets_signals(world: World) -> None:
         assert answer["error"]["data"]["code"] == "denied"
 
 
+# --- the SDK and the example app ------------------------------------------------------------
+
+
+def test_the_sdk_and_the_example_app(world: World, tmp_path: Path) -> None:
+    from rpcclient.sdk import Motus, MotusError
+
+    car = world.car
+    motus = Motus(world.node.url, bytes(world.developer.key))
+    shared = motus.shared_vehicles("0x" + car.owner.hex())
+    assert [s["vehicleId"] for s in shared] == [car.vehicle_id]
+    assert set(shared[0]["bitNames"]) == {"live_data", "non_location_history",
+                                          "approximate_location"}
+    now = int(time.time() * 1000)
+    every = list(motus.records(car.vehicle_id, now - 3_600_000, now, ["soc"], page_size=4))
+    assert len(every) >= 8 and len({r["id"] for r in every}) == len(every)
+    live = []
+    for record in motus.stream(car.vehicle_id, ["soc"], timeout=20):
+        live.append(record)
+        if len(live) == 2:
+            break
+    assert len(live) == 2 and all(set(r["signals"]) == {"soc"} for r in live)
+    with pytest.raises(MotusError) as info:
+        Motus(world.node.url, b"\x66" * 32).latest(car.vehicle_id)
+    assert info.value.code == "denied"
+    key_file = tmp_path / "developer.key"
+    key_file.write_text(bytes(world.developer.key).hex())
+    out_svg = tmp_path / "soc.svg"
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "shared_vehicles.py"
+    done = subprocess.run(
+        [sys.executable, str(example), "--rpc", world.node.url, "--key-file", str(key_file),
+         "--owner", "0x" + car.owner.hex(), "--signal", "soc", "--minutes", "10",
+         "--out", str(out_svg)], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(example.parents[2])})
+    assert done.returncode == 0, done.stderr
+    assert "1 vehicle(s) shared" in done.stdout and f"vehicle {car.vehicle_id}:" in done.stdout
+    assert "<polyline" in out_svg.read_text()
+
+
 # --- 3. webhooks -----------------------------------------------------------------------------
 
 
@@ -212,7 +253,7 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 mode = receiver.mode
-                signed = verify_signature(receiver.secret, self.headers[SIGNATURE_HEADER],
+                signed = verify_webhook_signature(receiver.secret, self.headers[SIGNATURE_HEADER],
                                           body, int(time.time() * 1000))
                 with receiver.lock:
                     receiver.got.append((time.time(), json.loads(body), signed, mode))
