@@ -16,6 +16,7 @@ and node-wide (``motus_rpc_telemetry_notifications_dropped``).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -113,14 +114,13 @@ class TelemetryStreams:
                     continue
                 rec = StoredSignals(compute_attestation_id(raw), att.vehicle_id,
                                     att.timestamp_ms, att, raw, payload)
-                shown: dict[int, dict[str, Any]] = {}  # one filtering per bit set
+                shown: dict[Any, str] = {}  # one JSON per (bits, signals) view
                 for stream in list(streams):
                     self._deliver(stream, rec, shown)
         except Exception:  # a subscriber must never make storing a payload fail
             log.exception("telemetry stream notification failed")
 
-    def _deliver(self, stream: Stream, rec: StoredSignals,
-                 shown: dict[int, dict[str, Any]]) -> None:
+    def _deliver(self, stream: Stream, rec: StoredSignals, shown: dict[Any, str]) -> None:
         session = stream.session
         if session.closing or stream.sub_id not in session.subscriptions:
             self.close(stream)
@@ -129,13 +129,14 @@ class TelemetryStreams:
             stream.dropped += 1
             metrics.RPC_TELEMETRY_DROPPED.inc()
             return
-        doc = shown.get(stream.bits)
-        if doc is None:
-            doc = shown[stream.bits] = record_doc(rec, stream.bits)
-        if stream.names is not None:
-            doc = doc | {"signals": {k: v for k, v in doc["signals"].items()
-                                     if k in stream.names}}
-        if session.notify(stream.sub_id, doc | {"dropped": stream.dropped}):
+        key = (stream.bits, stream.names)
+        encoded = shown.get(key)
+        if encoded is None:  # one encoding per distinct view, shared by its streams
+            doc = record_doc(rec, stream.bits)
+            if stream.names is not None:
+                doc["signals"] = {k: v for k, v in doc["signals"].items() if k in stream.names}
+            encoded = shown[key] = json.dumps(doc, separators=(",", ":"))[:-1]
+        if session.notify_json(stream.sub_id, f'{encoded},"dropped":{stream.dropped}}}'):
             stream.sent += 1
             metrics.RPC_TELEMETRY_SENT.inc()
 

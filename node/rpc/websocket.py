@@ -97,6 +97,13 @@ class WebSocketSession:
         }
         return self._enqueue(TextMessage(json.dumps(doc, separators=(",", ":"))))
 
+    def notify_json(self, sub_id: str, result_json: str) -> bool:
+        """:meth:`notify` with the result already JSON (a fan-out encodes it once for
+        every subscriber); ``sub_id`` is one this server made (hex)."""
+        return self._enqueue(TextMessage(
+            '{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"'
+            + sub_id + '","result":' + result_json + "}}"))
+
     def _enqueue(self, event: Event) -> bool:
         if self.closing:
             return False
