@@ -111,7 +111,7 @@ PERMISSION_BITS: dict[str, int] = {
     "approximate_location": 7,
 }
 PERMISSIONS_ALL = sum(1 << bit for bit in PERMISSION_BITS.values())
-# bits that open something in motus_getTelemetry (live_data has no live stream yet)
+# bits that open something in stored reads (live_data opens live streams and webhooks only)
 READ_PERMISSIONS = PERMISSIONS_ALL & ~(1 << PERMISSION_BITS["live_data"])
 
 # --- VIN evidence, weakest first (a stronger one reclaims a VIN bound with a weaker) --
