@@ -85,7 +85,10 @@ class AccessContext:
 
 
 # (state, token bytes, scope or None, context) -> TelemetryAccess; raises
-# TelemetryAccessError. None until the license work plugs token verification in.
+# TelemetryAccessError. None until the license work plugs token verification in. The
+# access it returns must fill requester (the grantee the token stands for), periods (with
+# the token's bits), vehicle_id, from_ms/to_ms (the scope, or a default range when
+# scope is None), via="token", owner_at_grant and expires_ms.
 TokenVerifier = Callable[[Any, bytes, "Scope | None", AccessContext], TelemetryAccess]
 TOKEN_VERIFIER: TokenVerifier | None = None
 # (state, access, now_ms) -> bits held now; raises TelemetryAccessError. How a standing

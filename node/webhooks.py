@@ -184,7 +184,8 @@ def parse_condition(value: Any, bits: int, public_resolution: int) -> dict[str, 
             raise WebhookError("bad_condition", "change needs non_location_history (bit 0)")
         return dict(value)
     if kind == "threshold":
-        if set(value) != {"type", "signal", "op", "value"} or value["op"] not in OPS \
+        if set(value) != {"type", "signal", "op", "value"} or not isinstance(value["op"], str) \
+                or value["op"] not in OPS \
                 or not isinstance(value["signal"], str) or not 0 < len(value["signal"]) <= 64 \
                 or isinstance(value["value"], bool) \
                 or not isinstance(value["value"], int | float):
@@ -196,12 +197,14 @@ def parse_condition(value: Any, bits: int, public_resolution: int) -> dict[str, 
             raise WebhookError("bad_condition", "thresholds need non_location_history (bit 0)")
         return dict(value)
     if kind == "trip":
-        if set(value) != {"type", "event"} or value["event"] not in ("start", "stop"):
+        if set(value) != {"type", "event"} or not isinstance(value["event"], str) \
+                or value["event"] not in ("start", "stop"):
             raise WebhookError("bad_condition", "trip: {type, event: start|stop}")
         if not bits & (1 << BIT_NON_LOCATION_HISTORY):
             raise WebhookError("bad_condition", "trips need non_location_history (bit 0: speed)")
         return dict(value)
-    if set(value) != {"type", "cells", "event"} or value["event"] not in ("enter", "exit") \
+    if set(value) != {"type", "cells", "event"} or not isinstance(value["event"], str) \
+            or value["event"] not in ("enter", "exit") \
             or not isinstance(value["cells"], list) or not 0 < len(value["cells"]) <= MAX_CELLS:
         raise WebhookError("bad_condition", f"geofence: {{type, cells: 1..{MAX_CELLS} H3 cells "
                                             "(0x-hex), event: enter|exit}")
@@ -428,6 +431,7 @@ class WebhookService:
         self.hooks: dict[str, Webhook] = {h.id: h for h in self.store.webhooks()}
         self._wake: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
         self.stats = {"delivered": 0, "failed_attempts": 0, "events": 0}
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -435,6 +439,7 @@ class WebhookService:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """One delivery task per webhook until cancelled."""
         try:
+            self._token = trio.lowlevel.current_trio_token()
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 for hook_id in list(self.hooks):
@@ -570,7 +575,14 @@ class WebhookService:
 
     def on_commit(self, *_: Any) -> None:
         """Commit listener: re-check every enabled webhook at the new head; disable those
-        refused. Never raises."""
+        refused. Never raises; hops to the trio thread if a block is ever committed from
+        another one."""
+        if self._token is not None:
+            try:
+                trio.lowlevel.current_task()
+            except RuntimeError:
+                self._token.run_sync_soon(self.on_commit)
+                return
         try:
             self._recheck_all()
         except Exception:

@@ -46,6 +46,7 @@ VALID_CANDIDATES: tuple[Any, ...] = (
     "latest", "0x1", 1, ADDRESS, HASH, "0x", False,
     {"to": ADDRESS, "data": "0x"}, {"fromBlock": "0x0", "toBlock": "latest"},
     [HASH], [], {}, "newHeads", "voting",
+    {"token": "0x01"},  # a read credential (node/access.py), refused only by the handler
 )
 
 # Shapes of the objects some parsers take, so their members get hostile values too.
@@ -58,6 +59,10 @@ OBJECT_SHAPES: tuple[dict[str, Any], ...] = (
     {"blockNumber": "0x1"},
     {"vehicleId": 1, "fromMs": 0, "toMs": 1, "timestampMs": 0, "signature": "0x" + "00" * 65},
     {"attestation": "0x00", "payload": "0x00"},
+    {"request": {"vehicleId": 1, "fromMs": 0, "toMs": 1, "timestampMs": 0, "nodeId": "x",
+                 "nonce": "0x" + "00" * 16, "signature": "0x" + "00" * 65}},
+    {"url": "http://127.0.0.1/", "condition": {"type": "threshold", "signal": "soc",
+                                               "op": "<", "value": 1}},
 )
 
 
