@@ -24,7 +24,7 @@ import heapq
 import secrets
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
@@ -340,8 +340,16 @@ class ReadablePeriod:
 
 @dataclass(frozen=True)
 class TelemetryAccess:
-    requester: bytes
+    """What a checked credential may read (node/access.py makes these)."""
+
+    requester: bytes  # the signer (or, for a token, the grantee it stands for)
     periods: tuple[ReadablePeriod, ...]  # the readable periods overlapping the range
+    vehicle_id: int = 0
+    from_ms: int = 0  # the scope read: device times [from_ms, to_ms]
+    to_ms: int = 0
+    via: str = "request"  # the credential kind: "request" or "token"
+    owner_at_grant: bytes | None = None  # the vehicle's owner when access was given
+    expires_ms: int | None = None  # a token's expiry (None: a signed request's own rule)
 
 
 GrantLookup = Callable[[Any, int, bytes, int], int]  # (state, vehicle, grantee, now_s) -> bits
@@ -473,18 +481,35 @@ def get_telemetry(store: SignalStore, state: Any, request: TelemetryRequest, now
     ``coverage``: how many records the chain has in those windows whose payload this node
     does not hold (``complete`` is False then; ``missing`` lists up to 100 ids)."""
     access = authorize_request(state, request, store.chain_id, node_id, now_ms, nonces, grants)
-    newest = store.latest(request.vehicle_id)
+    return read_telemetry(store, replace(access, vehicle_id=request.vehicle_id,
+                                         from_ms=request.from_ms, to_ms=request.to_ms), limit)
+
+
+def readable_windows(access: TelemetryAccess) -> list[tuple[ReadablePeriod, int, int]]:
+    """Each readable period of ``access`` with the device times of its scope it covers,
+    ``(period, lo, hi)`` inclusive, oldest first; empty windows are left out."""
+    out = []
+    for readable in access.periods:
+        start, end = _window(readable.period)
+        lo = max(access.from_ms, start)
+        hi = access.to_ms if end is None else min(access.to_ms, end - 1)
+        if lo <= hi:
+            out.append((readable, lo, hi))
+    return out
+
+
+def read_telemetry(store: SignalStore, access: TelemetryAccess,
+                   limit: int = MAX_RECORDS) -> dict[str, Any]:
+    """The ``motus_getTelemetry`` answer for a checked ``access`` (see get_telemetry)."""
+    newest = store.latest(access.vehicle_id)
     records: list[dict[str, Any]] = []
     missing: list[bytes] = []
-    for readable in access.periods:
+    for readable, lo, hi in readable_windows(access):
         period = readable.period
-        start, end = _window(period)
-        lo = max(request.from_ms, start)
-        hi = request.to_ms if end is None else min(request.to_ms, end - 1)
-        for rec in store.query(request.vehicle_id, lo, hi, limit - len(records)):
+        for rec in store.query(access.vehicle_id, lo, hi, limit - len(records)):
             is_newest = newest is not None and rec.id == newest.id
             records.append(filter_record(rec, readable.bits, is_newest) | {"period": period.index})
-        missing += store.missing(request.vehicle_id, lo, hi, MAX_MISSING_LISTED - len(missing))
+        missing += store.missing(access.vehicle_id, lo, hi, MAX_MISSING_LISTED - len(missing))
     return {
         "records": records,
         "periods": [{"index": r.period.index, "owner": "0x" + r.period.owner.hex(),

@@ -14,6 +14,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
+from node.access import AccessContext, Credential, Scope, authorize, parse_credential
 from node.rpc import params as p
 from node.rpc.errors import (
     INVALID_INPUT,
@@ -26,7 +27,13 @@ from node.rpc.eth import resolve_block
 from node.rpc.ethjson import hexb
 from node.rpc.identity import BLOCK, parse_vehicle_id, state_for
 from node.rpc.registry import MethodTable, Param, RPCContext
-from node.signal_store import TelemetryAccessError, TelemetryRequest, get_telemetry
+from node.signal_store import (
+    SignalStore,
+    TelemetryAccess,
+    TelemetryAccessError,
+    TelemetryRequest,
+    read_telemetry,
+)
 from vm.attestation import compute_attestation_id, decode_attestation
 from vm.epoch import get_epoch, get_epoch_start
 from vm.modules import telemetry
@@ -269,8 +276,54 @@ def parse_telemetry_request(value: Any) -> TelemetryRequest:
                             node_id, p.data(value["nonce"]), numbers["chainId"])
 
 
-@methods.method("motus_getTelemetry", Param("request", parse_telemetry_request), blocking=True)
-def get_telemetry_records(ctx: RPCContext, request: TelemetryRequest) -> dict[str, Any]:
+def parse_credential_param(value: Any) -> Credential:
+    """A read credential (node/access.py): ``{"request": {signed request}}``,
+    ``{"token": "0x..."}``, or, as ``motus_getTelemetry`` always took, the bare signed
+    request."""
+    if isinstance(value, dict) and "signature" in value:
+        value = {"request": value}
+    if isinstance(value, dict) and isinstance(value.get("request"), dict) and len(value) == 1:
+        value = {"request": parse_telemetry_request(value["request"])}
+    try:
+        return parse_credential(value)
+    except TelemetryAccessError as exc:
+        raise p.ParamError(str(exc)) from None
+
+
+def refused(exc: TelemetryAccessError) -> RPCError:
+    """A refused credential as JSON-RPC: -32000 with ``data.code`` (and ``data.reason``,
+    the same)."""
+    return RPCError(INVALID_INPUT, f"telemetry request refused: {exc}",
+                    {"code": exc.code, "reason": exc.code})
+
+
+def access_context(ctx: RPCContext) -> AccessContext:
+    """The node's side of a credential check: chain, peer id, clock, used nonces."""
+    return AccessContext(ctx.node.chain_id, getattr(ctx.node, "peer_id", None) or "",
+                         int(time.time() * 1000), service(ctx).request_nonces)
+
+
+def checked_access(ctx: RPCContext, credential: Credential,
+                   scope: Scope | None = None) -> tuple[Any, TelemetryAccess]:
+    """Head state (its own view: handlers run on worker threads) and the access the
+    credential gives, through node.access.authorize; refusals as :func:`refused`."""
+    state = ctx.app.state_at(ctx.store.head)
+    try:
+        return state, authorize(state, credential, access_context(ctx), scope)
+    except TelemetryAccessError as exc:
+        raise refused(exc) from None
+
+
+def signal_store(ctx: RPCContext) -> SignalStore:
+    """The node's signal store; -32004 on a node that keeps none."""
+    store = service(ctx).signals
+    if store is None:
+        raise RPCError(METHOD_NOT_SUPPORTED, "this node keeps no signal store")
+    return store
+
+
+@methods.method("motus_getTelemetry", Param("request", parse_credential_param), blocking=True)
+def get_telemetry_records(ctx: RPCContext, credential: Credential) -> dict[str, Any]:
     """The vehicle's stored signals in the range that the signer may read now, by
     ownership period and permission bit (docs/privacy.md, "Who can read what"), with
     the periods read and the node's ``coverage``. A request is for one node (its peer
@@ -278,28 +331,20 @@ def get_telemetry_records(ctx: RPCContext, request: TelemetryRequest) -> dict[st
     the same) one of ``bad_request``, ``wrong_audience``, ``expired``,
     ``bad_signature``, ``replayed``, ``too_many_requests``, ``busy``, ``denied``,
     ``period_mismatch``."""
-    svc = service(ctx)
-    if svc.signals is None:
-        raise RPCError(METHOD_NOT_SUPPORTED, "this node keeps no signal store")
-    node_id = getattr(ctx.node, "peer_id", None) or ""
-    state = ctx.app.state_at(ctx.store.head)  # a worker thread: not the shared head view
-    try:
-        answer = get_telemetry(svc.signals, state, request, int(time.time() * 1000),
-                               node_id=node_id, nonces=svc.request_nonces)
-    except TelemetryAccessError as exc:
-        raise RPCError(INVALID_INPUT, f"telemetry request refused: {exc}",
-                       {"code": exc.code, "reason": exc.code}) from None
+    store = signal_store(ctx)
+    _, access = checked_access(ctx, credential)
+    answer = read_telemetry(store, access)
     return {
-        "vehicleId": request.vehicle_id,
-        "nodeId": node_id,
-        "records": [_record_json(r) for r in answer["records"]],
+        "vehicleId": access.vehicle_id,
+        "nodeId": getattr(ctx.node, "peer_id", None) or "",
+        "records": [record_json(r) for r in answer["records"]],
         "periods": [{"index": q["index"], "owner": q["owner"], "fromMs": q["from_ms"],
                      "toMs": q["to_ms"]} for q in answer["periods"]],
         "coverage": answer["coverage"],
     }
 
 
-def _record_json(record: dict[str, Any]) -> dict[str, Any]:
+def record_json(record: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": record["id"],
         "vehicleId": record["vehicle_id"],
@@ -307,12 +352,12 @@ def _record_json(record: dict[str, Any]) -> dict[str, Any]:
         "period": record["period"],
         "cell": record["cell"],
         "location": record["location"],
-        "signals": _json_ready(record["signals"]),
+        "signals": json_ready(record["signals"]),
         "payload": record["payload"],
     }
 
 
-def _json_ready(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
     """Signal values as JSON: bytes as 0x-hex, NaN and infinities as strings (JSON has
     none), everything else as msgpack gave it."""
     if isinstance(value, bytes):
@@ -320,9 +365,9 @@ def _json_ready(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
+        return {k: json_ready(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_ready(v) for v in value]
+        return [json_ready(v) for v in value]
     return value
 
 
