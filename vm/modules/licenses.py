@@ -29,15 +29,18 @@ from eth_hash.auto import keccak
 
 from vm.modules import addresses
 from vm.modules.base import Call, ModuleRevert, Store, SystemModule, mapping_slot
+from vm.modules.erc721 import (
+    INTERFACE_ERC165,
+    INTERFACE_ERC721,
+    INTERFACE_ERC721_METADATA,
+    check_erc721_receiver,
+)
 from vm.modules.params import get_param
 
 ZERO_ADDRESS = b"\x00" * 20
 
 NAME = "Motus Developer License"
 SYMBOL = "MDL"
-INTERFACE_ERC165 = bytes.fromhex("01ffc9a7")
-INTERFACE_ERC721 = bytes.fromhex("80ac58cd")
-INTERFACE_ERC721_METADATA = bytes.fromhex("5b5e139f")
 
 # --- bounds (docs/developers.md, "Licenses") --------------------------------------
 MAX_NAME_BYTES = 64
@@ -350,8 +353,6 @@ class LicensesModule(SystemModule):
     def safeTransferFrom(self, call: Call, from_: str, to: str, license_id: int,
                          data: bytes = b"") -> None:
         """Both ERC-721 overloads; a receiver with code must accept (onERC721Received)."""
-        from vm.modules.identity import check_erc721_receiver  # identity imports this module
-
         from_b, to_b = _address(from_), _address(to)
         self._transfer(call, from_b, to_b, license_id)
         check_erc721_receiver(call, from_b, to_b, license_id, data)

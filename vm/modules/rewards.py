@@ -146,7 +146,9 @@ def is_synthetic_vehicle(state: StateAPI, vehicle_id: int) -> bool:
     """True when the device paired with the vehicle now is synthetic (a licensed
     integration's key, docs/developers.md): its data level is capped."""
     identity = _module("vm.modules.identity")
-    record = identity.get_vehicle(state, vehicle_id) if identity is not None else None
+    if identity is None:
+        return False
+    record = identity.get_vehicle(state, vehicle_id)
     if record is None or bytes(record.device) == ZERO_ADDRESS:
         return False
     device = identity.get_device(state, bytes(record.device))
