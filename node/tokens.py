@@ -34,11 +34,12 @@ from node.access import AccessContext, Scope, default_range
 from node.signal_store import ReadablePeriod, TelemetryAccess, TelemetryAccessError
 from vm.modules.identity import (
     PERMISSIONS_ALL,
+    GrantState,
     get_grant_state,
-    get_vehicle,
+    get_owner,
     ownership_periods,
 )
-from vm.modules.licenses import is_license_signer, license_grantee, license_owner
+from vm.modules.licenses import is_license_signer, license_grantee
 from vm.modules.validators import active_validators
 
 TOKEN_VERSION = 1
@@ -79,6 +80,22 @@ class AccessToken:
 def compute_token_digest(token: AccessToken) -> bytes:
     """The 32 bytes the issuer signs (the module docstring gives the formula)."""
     return keccak(TOKEN_DOMAIN + token.chain_id.to_bytes(8, "big") + rlp.encode(token.fields()))
+
+
+def _list_prefix(length: int) -> bytes:
+    if length < 56:
+        return bytes([0xC0 + length])
+    size = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0xF7 + len(size)]) + size
+
+
+def _digest_of_raw(raw: bytes, chain_id: int) -> bytes:
+    """compute_token_digest from a strictly decoded token's bytes, without re-encoding:
+    the signed list is the token's list minus its last item (the 65-byte signature,
+    encoded in 67 bytes)."""
+    header = 1 if raw[0] <= 0xF7 else 1 + raw[0] - 0xF7
+    body = raw[header:-67]
+    return keccak(TOKEN_DOMAIN + chain_id.to_bytes(8, "big") + _list_prefix(len(body)) + body)
 
 
 def sign_token(token: AccessToken, private_key: bytes) -> AccessToken:
@@ -125,15 +142,10 @@ def decode_token(raw: bytes) -> AccessToken:
 # --- the grant rule, shared by issuing and verifying --------------------------------
 
 
-def grant_bits(state: Any, license_id: int, vehicle_id: int, now_ms: int) -> int:
-    """The bits the license holds on the vehicle now; raises ``no_grant`` (never granted
-    since the vehicle's last transfer, or no such license/vehicle), ``revoked`` (granted,
-    then revoked) or ``expired_grant``."""
-    if license_owner(state, license_id) is None:
-        raise TelemetryAccessError("no_grant", f"license {license_id} does not exist")
-    if get_vehicle(state, vehicle_id) is None:
-        raise TelemetryAccessError("no_grant", f"vehicle {vehicle_id} does not exist")
-    grant = get_grant_state(state, vehicle_id, license_grantee(license_id))
+def check_grant(grant: GrantState, license_id: int, vehicle_id: int, now_ms: int) -> int:
+    """The bits of a license's grant on a vehicle now (:func:`get_grant_state`); raises
+    ``no_grant`` (never granted since the vehicle's last transfer: no such license or
+    vehicle either), ``revoked`` (granted, then revoked) or ``expired_grant``."""
     if not grant.listed:
         raise TelemetryAccessError("no_grant", f"vehicle {vehicle_id}'s owner granted license "
                                                f"{license_id} nothing")
@@ -222,17 +234,17 @@ def issue_token(state: Any, request: TokenRequest, chain_id: int, issuer_key: by
     if not is_license_signer(state, request.license_id, signer):
         raise TelemetryAccessError("not_signer", f"0x{signer.hex()} is not a current signer of "
                                                  f"license {request.license_id}")
-    granted = grant_bits(state, request.license_id, request.vehicle_id, now_ms)
+    owner = get_owner(state, request.vehicle_id)
+    grant = get_grant_state(state, request.vehicle_id, license_grantee(request.license_id))
+    granted = check_grant(grant, request.license_id, request.vehicle_id, now_ms)
     bits = request.bits or granted
     if bits & ~granted:
         raise TelemetryAccessError("insufficient_grant", f"asked bits {bits} but the grant holds "
                                                          f"{granted}")
-    vehicle = get_vehicle(state, request.vehicle_id)
-    assert vehicle is not None  # grant_bits checked it
-    grant = get_grant_state(state, request.vehicle_id, license_grantee(request.license_id))
+    assert owner is not None  # a listed grant is on a live vehicle (burning resets grants)
     expires_ms = min(now_ms + request.ttl_ms, grant.expiry * 1000)
     token = AccessToken(chain_id, request.license_id, request.vehicle_id, bits,
-                        request.audience, vehicle.owner, grant.generation, now_ms, expires_ms,
+                        request.audience, owner, grant.generation, now_ms, expires_ms,
                         address_of_private_key(issuer_key))
     return sign_token(token, issuer_key)
 
@@ -259,7 +271,7 @@ def verify_token(state: Any, raw: bytes, chain_id: int, node_id: str, now_ms: in
         raise TelemetryAccessError("wrong_audience", f"token is for chain {token.chain_id}, "
                                                      f"this is chain {chain_id}")
     try:
-        signer = recover_address(compute_token_digest(token), token.signature)
+        signer = recover_address(_digest_of_raw(raw, chain_id), token.signature)
     except Exception:
         raise TelemetryAccessError("bad_token", "signature does not recover") from None
     if signer != token.issuer:
@@ -278,18 +290,16 @@ def verify_token(state: Any, raw: bytes, chain_id: int, node_id: str, now_ms: in
 def check_standing(state: Any, token: AccessToken, now_ms: int) -> int:
     """What a token gives at the head now: ``token_expired``, ``vehicle_transferred``
     (another owner or a new permission generation: the car changed hands, or was
-    burned), then the grant (:func:`grant_bits`); the bits are the token's narrowed to
+    burned), then the grant (:func:`check_grant`); the bits are the token's narrowed to
     the grant's (``revoked`` when nothing is left)."""
     if now_ms >= token.expires_ms:
         raise TelemetryAccessError("token_expired", f"token expired at {token.expires_ms} ms; "
                                                     "ask for a new one (no re-consent needed)")
-    vehicle = get_vehicle(state, token.vehicle_id)
-    if (vehicle is None or vehicle.owner != token.owner
-            or get_grant_state(state, token.vehicle_id, license_grantee(token.license_id)).generation
-            != token.generation):
+    grant = get_grant_state(state, token.vehicle_id, license_grantee(token.license_id))
+    if get_owner(state, token.vehicle_id) != token.owner or grant.generation != token.generation:
         raise TelemetryAccessError("vehicle_transferred", f"vehicle {token.vehicle_id} changed "
                                                           "hands since the token was issued")
-    bits = token.bits & grant_bits(state, token.license_id, token.vehicle_id, now_ms)
+    bits = token.bits & check_grant(grant, token.license_id, token.vehicle_id, now_ms)
     if bits == 0:
         raise TelemetryAccessError("revoked", "the grant no longer holds any of the token's bits")
     return bits

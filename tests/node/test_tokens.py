@@ -199,3 +199,11 @@ def test_tokens_plug_into_the_access_choke_point(world: World) -> None:
         assert refusal(recheck, world.chain.state(), got, world.now()) == "revoked"
     finally:
         access.TOKEN_VERIFIER = access.TOKEN_RECHECK = None
+
+
+def test_digest_from_raw_bytes_is_the_signed_digest(world: World) -> None:
+    from node.tokens import _digest_of_raw, compute_token_digest
+
+    for audience in ("*", "x" * 128):
+        token = world.issue(audience=audience)
+        assert _digest_of_raw(token.encode(), 7077) == compute_token_digest(token)

@@ -457,6 +457,12 @@ def get_device(state: StateAPI, device_address: bytes) -> DeviceRecord | None:
     return _ledger(state).device(device_address)
 
 
+def get_owner(state: StateAPI, vehicle_id: int) -> bytes | None:
+    """The vehicle's current owner (one storage read), None if it does not exist."""
+    owner = _ledger(state).owner(vehicle_id)
+    return None if owner == ZERO_ADDRESS else owner
+
+
 def get_vehicle(state: StateAPI, vehicle_id: int) -> VehicleRecord | None:
     """The vehicle with this id, or None if it was never minted or was burned."""
     return _ledger(state).vehicle(vehicle_id)
