@@ -5,7 +5,7 @@ grant, all read from the head state) against raw coincurve
 ``PublicKey.from_signature_and_message`` on the same signatures, in the same run. Prints
 both rates, the ratio and the load average.
 
-Setup: a LocalChain with one validator (the issuing key), a license, and ``--vehicles``
+Setup: a LocalChain with four validators (one is the issuing key), a license, and ``--vehicles``
 vehicles whose owner granted the license the full template; one token per vehicle,
 verified ``--rounds`` times each against one head-state view (as an RPC handler holds).
 
@@ -32,7 +32,9 @@ CHAIN_ID = 7077
 
 
 def setup(vehicles: int) -> tuple[LocalChain, list[bytes]]:
-    chain = LocalChain(validators=((address_of_private_key(VALIDATOR_KEY), 10),))
+    # four validators, as the devnet: the issuer is checked against the whole active set
+    others = [(bytes([0xA0 + i]) * 20, 10) for i in range(3)]
+    chain = LocalChain(validators=((address_of_private_key(VALIDATOR_KEY), 10), *others))
     lic = Module(chain, "licenses", addresses.LICENSES)
     ident = Module(chain, "identity", addresses.IDENTITY)
     developer, owner, signer = chain.accounts[2][1], chain.accounts[4][1], chain.accounts[5][1]

@@ -20,6 +20,7 @@ chain_id as 8 bytes big-endian || rlp(the first eleven fields))``.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,6 +253,23 @@ def issue_token(state: Any, request: TokenRequest, chain_id: int, issuer_key: by
 # --- verifying ---------------------------------------------------------------------------
 
 
+_ISSUERS: OrderedDict[bytes, frozenset[bytes]] = OrderedDict()
+_ISSUERS_KEPT = 8  # heads remembered; a read holds one head, so a few cover every thread
+
+
+def issuers_at(state: Any) -> frozenset[bytes]:
+    """The addresses that may issue tokens at ``state``: its active validator set (3
+    storage reads per validator), remembered by state root so each head pays once."""
+    root = bytes(state.state_root)
+    found = _ISSUERS.get(root)
+    if found is None:
+        found = frozenset(address for address, _ in active_validators(state))
+        _ISSUERS[root] = found
+        while len(_ISSUERS) > _ISSUERS_KEPT:
+            _ISSUERS.popitem(last=False)
+    return found
+
+
 @dataclass(frozen=True)
 class TokenAccess(TelemetryAccess):
     """A TelemetryAccess given by a token; keeps the token for re-checks."""
@@ -279,7 +297,7 @@ def verify_token(state: Any, raw: bytes, chain_id: int, node_id: str, now_ms: in
     if token.audience not in (ANY_AUDIENCE, node_id):
         raise TelemetryAccessError("wrong_audience", f"token is for {token.audience!r}, this "
                                                      f"node is {node_id!r}")
-    if token.issuer not in {address for address, _ in active_validators(state)}:
+    if token.issuer not in issuers_at(state):
         raise TelemetryAccessError("unknown_issuer", f"issuer 0x{token.issuer.hex()} is not an "
                                                      "active validator")
     if token.issued_ms > now_ms + CLOCK_SKEW_MS:

@@ -207,3 +207,24 @@ def test_digest_from_raw_bytes_is_the_signed_digest(world: World) -> None:
     for audience in ("*", "x" * 128):
         token = world.issue(audience=audience)
         assert _digest_of_raw(token.encode(), 7077) == compute_token_digest(token)
+
+
+# the vector of docs/developers.md ("Token bytes"): any change to the format breaks it
+VECTOR_RAW = (
+    "f88501821ba5012a81ed2a9490f79bf6eb2c4f870365e785982e1f101e93b9068086019af232b20086019af2"
+    "406da09419e7e376e7c213b7e7e7e46cc70a5dd086daff2ab841d6dc3720fc654bc4ddc7d8d78c05c768ce73"
+    "f41fee8ac061ff46030d0cb01bee339fdd6f47183bbbdb1161d303218565f96aca6c5721b7e3d7f7194c89ac"
+    "bc1e00")
+VECTOR_DIGEST = "e86ae5bde33abdf8addca6811ce4f135bc8128dfe2cdb5d1cbf183accdf36716"
+
+
+def test_token_vector_is_pinned() -> None:
+    from node.tokens import compute_token_digest
+
+    token = AccessToken(7077, 1, 42, 0xED, "*",
+                        bytes.fromhex("90f79bf6eb2c4f870365e785982e1f101e93b906"), 0,
+                        1_765_000_000_000, 1_765_000_900_000, address_of_private_key(VALIDATOR_KEY))
+    assert compute_token_digest(token).hex() == VECTOR_DIGEST
+    signed = sign_token(token, VALIDATOR_KEY)  # RFC 6979: deterministic
+    assert signed.encode().hex() == VECTOR_RAW
+    assert decode_token(bytes.fromhex(VECTOR_RAW)) == signed

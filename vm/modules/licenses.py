@@ -225,7 +225,7 @@ class LicensesModule(SystemModule):
         name_b, client_b = name.encode(), client_id.encode()
         call.require(0 < len(name_b) <= MAX_NAME_BYTES,
                      f"bad_name: 1 to {MAX_NAME_BYTES} bytes")
-        call.require(0 < len(client_b) <= MAX_CLIENT_ID_BYTES and CLIENT_ID_RE.match(client_id),
+        call.require(0 < len(client_b) <= MAX_CLIENT_ID_BYTES and CLIENT_ID_RE.fullmatch(client_id),
                      f"bad_client_id: 1 to {MAX_CLIENT_ID_BYTES} of A-Z a-z 0-9 . _ -")
         id_slot = mapping_slot(SLOT_CLIENT_ID, keccak(client_b))
         call.require(call.store.load(id_slot) == 0, "client_id_taken: another license has it")
