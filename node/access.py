@@ -33,12 +33,14 @@ from typing import Any
 from node.signal_store import (
     MAX_RANGE_MS,
     GrantLookup,
+    ReadablePeriod,
     TelemetryAccess,
     TelemetryAccessError,
     TelemetryRequest,
     UsedNonces,
     authorize_request,
     granted_bits,
+    verify_request,
 )
 from vm.modules.identity import (
     PERMISSION_BITS,
@@ -190,14 +192,50 @@ def recheck(state: Any, access: TelemetryAccess, now_ms: int, *,
 
 
 def live_access(state: Any, credential: Credential, ctx: AccessContext) -> TelemetryAccess:
-    """:func:`authorize` for a standing read (stream, webhook registration): it must hold
-    the live-data bit now (:func:`recheck`), and delivers only the current period."""
-    access = authorize(state, credential, ctx)
-    recheck(state, access, ctx.now_ms, need_live=True)
+    """The access of a standing read (stream, webhook registration): the vehicle's
+    current owner, or a grantee holding the live-data bit now (:func:`recheck`; a
+    live-data grant alone suffices: it reads nothing stored). Its periods are the
+    current one only, with the bits held; a signed request's nonce is spent."""
+    if credential.kind == "token":
+        access = authorize(state, credential, ctx)
+    else:
+        request = credential.request
+        assert request is not None
+        requester = verify_request(request, ctx.chain_id, ctx.node_id, ctx.now_ms)
+        if ctx.nonces is not None:
+            ctx.nonces.check(requester, request.nonce, ctx.now_ms)
+        access = TelemetryAccess(requester, (), request.vehicle_id, request.from_ms,
+                                 request.to_ms, "request",
+                                 _current_owner(state, request.vehicle_id))
+    try:
+        bits = recheck(state, access, ctx.now_ms, need_live=True)
+    except TelemetryAccessError as exc:
+        if exc.code in ("revoked", "vehicle_transferred"):  # never had it, for a new read
+            raise TelemetryAccessError("denied", f"0x{access.requester.hex()} may not stream "
+                                                 f"vehicle {access.vehicle_id}") from None
+        raise
     periods = ownership_periods(state, access.vehicle_id)
-    if not periods:
-        raise TelemetryAccessError("denied", f"vehicle {access.vehicle_id} does not exist")
-    return access
+    if credential.kind == "request":
+        assert credential.request is not None
+        if ctx.nonces is not None:
+            ctx.nonces.use(access.requester, credential.request.nonce,
+                           credential.request.timestamp_ms, ctx.now_ms)
+    return replace(access, periods=(ReadablePeriod(periods[-1], bits),))
+
+
+def identify(state: Any, credential: Credential, ctx: AccessContext) -> bytes:
+    """Who presents ``credential`` (managing what it registered: webhooks), with no
+    permission checked: a valid signed request's signer (its nonce spent), or a valid
+    token's grantee. Raises TelemetryAccessError."""
+    if credential.kind == "token":
+        return authorize(state, credential, ctx).requester
+    request = credential.request
+    assert request is not None
+    requester = verify_request(request, ctx.chain_id, ctx.node_id, ctx.now_ms)
+    if ctx.nonces is not None:
+        ctx.nonces.check(requester, request.nonce, ctx.now_ms)
+        ctx.nonces.use(requester, request.nonce, request.timestamp_ms, ctx.now_ms)
+    return requester
 
 
 def default_range(now_ms: int) -> tuple[int, int]:

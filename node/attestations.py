@@ -149,6 +149,9 @@ class AttestationService:
             Path(signals_path).mkdir(parents=True, exist_ok=True)
             self.signals = SignalStore(str(signals_path), chain_id, config.signal_retention_days)
         self.request_nonces = UsedNonces()  # motus_getTelemetry: each request answered once
+        # called with the (attestation, payload) pairs stored now, on the trio thread, after
+        # they are in the store (live streams, webhooks); a listener must not block or raise
+        self.signal_listeners: list[Callable[[list[tuple[bytes, bytes]]], None]] = []
         self.accepted = 0  # attestations admitted into the pool since start
         self.built_rejects = 0  # pending attestations that block building refused
         self.gossip: Counter[str] = Counter()  # batches in/out, items relayed
@@ -278,7 +281,18 @@ class AttestationService:
                 log.warning("signal payload of 0x%s not stored: %s", result.id.hex(), exc)
                 continue
             stored.append((raw, payload))
+        self._announce(stored)
         return stored
+
+    def _announce(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        """Tell the signal listeners about payloads stored now."""
+        if not pairs:
+            return
+        for listener in list(self.signal_listeners):
+            try:
+                listener(pairs)
+            except Exception:  # a listener's bug must not cost the store its payloads
+                log.exception("signal listener failed")
 
     def _gossip_payloads(self, pairs: Sequence[tuple[bytes, bytes]]) -> None:
         """Hand stored payloads to the signals topic, so every node holds them."""
@@ -304,6 +318,7 @@ class AttestationService:
             return exc.code
         if not held:
             self._gossip_payloads([(raw, payload)])
+            self._announce([(raw, payload)])
         return OK
 
     def status(self, att_id: bytes) -> AttestationStatus | None:

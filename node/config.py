@@ -95,6 +95,21 @@ class TelemetrySection:
 
 
 @dataclass
+class WebhooksSection:
+    """Webhook delivery (docs/developers.md, "Webhooks")."""
+
+    # where a node may POST: IP networks ("127.0.0.1", "10.0.0.0/8") and host names;
+    # empty (the default): no webhook can be registered, so a node is never made to
+    # reach into the network it runs in (SSRF)
+    allowed_targets: list[str] = field(default_factory=list)
+    max_webhooks: int = 1_000  # on this node, all owners together
+    max_per_owner: int = 50
+    timeout_seconds: int = 5  # one POST: connect, send, status line
+    retry_initial_ms: int = 1_000  # first retry after this; doubling
+    retry_max_ms: int = 300_000  # at most this between retries
+
+
+@dataclass
 class HealthSection:
     # What ``GET /health`` calls unhealthy (node/health.py, docs/rpc.md "Health").
     max_head_age_seconds: int = 10  # head older than this: "stalled" (about 10 block intervals)
@@ -110,6 +125,7 @@ class Config:
     mempool: MempoolSection = field(default_factory=MempoolSection)
     telemetry: TelemetrySection = field(default_factory=TelemetrySection)
     health: HealthSection = field(default_factory=HealthSection)
+    webhooks: WebhooksSection = field(default_factory=WebhooksSection)
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
@@ -143,6 +159,13 @@ class Config:
         for key in ("max_per_sender", "max_total", "queued_lifetime_seconds"):
             if getattr(cfg.mempool, key) < 1:  # 0 would refuse or drop every transaction
                 raise ConfigError(f"mempool.{key} must be at least 1")
+        for key in ("max_webhooks", "max_per_owner", "timeout_seconds", "retry_initial_ms",
+                    "retry_max_ms"):
+            if getattr(cfg.webhooks, key) < 1:
+                raise ConfigError(f"webhooks.{key} must be at least 1")
+        if not isinstance(cfg.webhooks.allowed_targets, list) or not all(
+                isinstance(t, str) for t in cfg.webhooks.allowed_targets):
+            raise ConfigError("webhooks.allowed_targets must be a list of strings")
         if cfg.mempool.journal_max_bytes < JOURNAL_MIN_BYTES:
             raise ConfigError(f"mempool.journal_max_bytes must be at least {JOURNAL_MIN_BYTES} "
                               "(one largest transaction)")

@@ -23,6 +23,7 @@ from node.keys import load_validator_key
 from node.localtxs import LocalTransactions
 from node.mempool import Mempool
 from node.store import ChainStore
+from node.webhooks import WebhookService
 from p2p.identity import load_or_create_node_key, peer_id_of
 from p2p.topics import TopicName
 from vm.modules.params import get_param
@@ -50,6 +51,10 @@ class Node:
         self.attestations = AttestationService(self.store, self.chain_id, self.config.telemetry,
                                                self.home.signals)
         self.app = Application(self.store, self.mempool, attestation_pool=self.attestations)
+        # developers' webhooks on signals (node/webhooks.py), kept in the home
+        self.webhooks = WebhookService(
+            self.home.root / "webhooks", self.config.webhooks, self.app.head_state,
+            lambda: get_param(self.app.head_state(), "h3_resolution"))
         mp = self.config.mempool
         self.local_txs = LocalTransactions(
             self.mempool, self.home.tx_journal if mp.journal else None,
@@ -89,8 +94,11 @@ class Node:
             self.app.tx_listeners.append(self.local_txs.accepted)
             # The per-block log line and metrics are the node's, with or without RPC.
             self.app.commit_listeners.append(BlockObserver(self).on_commit)
+            self.app.commit_listeners.append(self.webhooks.on_commit)
+            self.attestations.signal_listeners.append(self.webhooks.on_signals)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_signals, nursery.cancel_scope)
+                await nursery.start(self.webhooks.run)
                 self.rpc_port = await nursery.start(serve_rpc, self)
                 self.network = NetworkService(self)
                 attestation_inbox = self.attestations.attach_gossip(self.network.p2p)
@@ -108,6 +116,7 @@ class Node:
                 nursery.cancel_scope.cancel()
         finally:
             self.local_txs.close()
+            self.webhooks.close()
             self.attestations.close()
             self.database.close()
             log.info("stopped at height %d", self._safe_head())

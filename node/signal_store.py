@@ -16,11 +16,16 @@ LevelDB layout (one plyvel database, a directory of its own; integers are
 - ``b"k" + vehicle_id + timestamp_ms + id`` -> empty: an attestation included on chain
   whose payload this node does not hold (coverage answers)
 - ``b"t" + timestamp_ms + vehicle_id + id`` -> empty (retention scan in time order)
+- ``b"m" + vehicle_id + minute_start_ms + signal name`` -> msgpack ``[count, sum, min,
+  max, last_timestamp_ms, last]``: per-minute aggregates of each numeric non-location
+  signal (``motus_aggregateSignals`` reads whole minutes from here, not the records)
+- ``b"M"`` -> the aggregate index's version (absent: rebuilt from the records on open)
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import secrets
 import threading
 from collections.abc import Callable, Iterable
@@ -32,6 +37,7 @@ import plyvel
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
+from codec.developer import NONCE_BYTES, request_message  # noqa: F401  (re-exported)
 from vm.attestation import (
     LOCATION_SIGNALS,
     Attestation,
@@ -58,7 +64,6 @@ REQUEST_FRESH_MS = 60_000  # a signed request is valid this long around its time
 MAX_RANGE_MS = 31 * DAY_MS
 MAX_RECORDS = 10_000
 MAX_MISSING_LISTED = 100  # ids of records without a payload here, listed in ``coverage``
-NONCE_BYTES = 16
 NONCES_PER_SIGNER = 1_000  # answered requests one signer may have in flight (2 min window)
 NONCES_TOTAL = 100_000  # over all signers: ~15 MB at most
 
@@ -70,6 +75,26 @@ BIT_RAW_DATA = 6
 BIT_APPROXIMATE_LOCATION = 7
 
 EXACT, CURRENT, APPROXIMATE, NONE = "exact", "current", "approximate", "none"
+
+
+MINUTE_MS = 60_000
+AGG_INDEX_VERSION = b"1"
+
+
+def numeric_signals(signals: dict[str, Any]) -> dict[str, float]:
+    """The signals aggregates are kept for: numbers (not booleans, not NaN) outside
+    the location set (lat/lon, fine cell, salt need location permissions)."""
+    return {k: v for k, v in signals.items()
+            if k not in LOCATION_SIGNALS and not isinstance(v, bool)
+            and isinstance(v, int | float) and v == v and abs(v) != float("inf")}
+
+
+def merge_aggregate(agg: list[Any], timestamp_ms: int, value: float) -> list[Any]:
+    """``[count, sum, min, max, last_ts, last]`` with one more sample."""
+    count, total, low, high, last_ts, last = agg
+    if timestamp_ms >= last_ts:
+        last_ts, last = timestamp_ms, value
+    return [count + 1, total + value, min(low, value), max(high, value), last_ts, last]
 
 
 class SignalStoreError(Exception):
@@ -115,6 +140,8 @@ class SignalStore:
         self.chain_id = chain_id
         self.retention_ms = retention_days * DAY_MS
         self._db = plyvel.DB(path, create_if_missing=True)
+        if self._db.get(b"M") != AGG_INDEX_VERSION:
+            self._rebuild_aggregates()
 
     def close(self) -> None:
         self._db.close()
@@ -150,7 +177,45 @@ class SignalStore:
             batch.put(b"v" + where + att_id, record)
             batch.put(b"a" + att_id, where)
             batch.put(b"t" + _u64(att.timestamp_ms) + _u64(att.vehicle_id) + att_id, b"")
+            self._aggregate(batch, att.vehicle_id, att.timestamp_ms, payload)
         return att_id
+
+    def _aggregate(self, batch: Any, vehicle_id: int, timestamp_ms: int, payload: bytes) -> None:
+        """Fold one record's numeric signals into its minute's aggregates (in ``batch``).
+        Writers are the node's trio thread only, so read-modify-write is safe."""
+        minute = timestamp_ms - timestamp_ms % MINUTE_MS
+        prefix = b"m" + _u64(vehicle_id) + _u64(minute)
+        for name, value in numeric_signals(decode_signals(payload)).items():
+            key = prefix + name.encode()
+            old = self._db.get(key)
+            if old is None:
+                agg = [1, value, value, value, timestamp_ms, value]
+            else:
+                agg = merge_aggregate(msgpack.unpackb(old), timestamp_ms, value)
+            batch.put(key, msgpack.packb(agg))
+
+    def _rebuild_aggregates(self) -> None:
+        """Build the aggregate index from the records (a store written before it)."""
+        for key, _ in self._db.iterator(prefix=b"m"):
+            self._db.delete(key)
+        for key, value in self._db.iterator(prefix=b"v"):
+            _, payload = msgpack.unpackb(value, raw=False)
+            with self._db.write_batch(transaction=True) as batch:
+                self._aggregate(batch, int.from_bytes(key[1:9], "big"),
+                                int.from_bytes(key[9:17], "big"), payload)
+        self._db.put(b"M", AGG_INDEX_VERSION)
+
+    def minute_aggregates(self, vehicle_id: int, from_minute: int,
+                          to_minute: int) -> Iterable[tuple[int, str, list[Any]]]:
+        """``(minute_start_ms, signal, [count, sum, min, max, last_ts, last])`` of the
+        vehicle's whole minutes starting in ``[from_minute, to_minute]``, in key order."""
+        if to_minute < from_minute:
+            return
+        start = b"m" + _u64(vehicle_id) + _u64(from_minute)
+        stop = b"m" + _u64(vehicle_id) + _u64(min(to_minute, 2**64 - 2) + 1)
+        for key, value in self._db.iterator(start=start, stop=stop):
+            yield (int.from_bytes(key[9:17], "big"), key[17:].decode(),
+                   msgpack.unpackb(value))
 
     def get(self, att_id: bytes) -> StoredSignals | None:
         where = self._db.get(b"a" + att_id)
@@ -167,18 +232,35 @@ class SignalStore:
         return StoredSignals(att_id, att.vehicle_id, att.timestamp_ms, att, raw, payload)
 
     def query(self, vehicle_id: int, from_ms: int, to_ms: int,
-              limit: int = MAX_RECORDS) -> list[StoredSignals]:
-        """Records of ``vehicle_id`` with ``from_ms <= timestamp_ms <= to_ms``, oldest first."""
+              limit: int = MAX_RECORDS, reverse: bool = False) -> list[StoredSignals]:
+        """Records of ``vehicle_id`` with ``from_ms <= timestamp_ms <= to_ms``, oldest
+        first (newest first with ``reverse``)."""
         if to_ms < from_ms or limit <= 0:
             return []
         start = b"v" + _u64(vehicle_id) + _u64(from_ms)
         stop = b"v" + _u64(vehicle_id) + _u64(min(to_ms, 2**64 - 2) + 1)
         out = []
-        for key, value in self._db.iterator(start=start, stop=stop):
+        for key, value in self._db.iterator(start=start, stop=stop, reverse=reverse):
             out.append(self._record(key[17:], value))
             if len(out) >= limit:
                 break
         return out
+
+    def count(self, vehicle_id: int, from_ms: int, to_ms: int) -> int:
+        """How many records of the vehicle this store holds in ``[from_ms, to_ms]``."""
+        return self._count(b"v", vehicle_id, from_ms, to_ms)
+
+    def count_missing(self, vehicle_id: int, from_ms: int, to_ms: int) -> int:
+        """How many included attestations of the vehicle in ``[from_ms, to_ms]`` have no
+        payload here."""
+        return self._count(b"k", vehicle_id, from_ms, to_ms)
+
+    def _count(self, tag: bytes, vehicle_id: int, from_ms: int, to_ms: int) -> int:
+        if to_ms < from_ms:
+            return 0
+        start = tag + _u64(vehicle_id) + _u64(from_ms)
+        stop = tag + _u64(vehicle_id) + _u64(min(to_ms, 2**64 - 2) + 1)
+        return sum(1 for _ in self._db.iterator(start=start, stop=stop, include_value=False))
 
     def note_included(self, attestations: Iterable[tuple[bytes, int, int]]) -> int:
         """Remember attestations included on chain, ``(id, vehicle_id, timestamp_ms)``,
@@ -226,8 +308,28 @@ class SignalStore:
                 batch.delete(b"a" + att_id)
                 batch.delete(b"v" + vehicle + ts + att_id)
                 batch.delete(b"k" + vehicle + ts + att_id)
+                # a minute's aggregates go with its first pruned record (docs/developers.md)
+                minute = int.from_bytes(ts, "big")
+                minute -= minute % MINUTE_MS
+                for agg_key in self._db.iterator(prefix=b"m" + vehicle + _u64(minute),
+                                                 include_value=False):
+                    batch.delete(agg_key)
                 n += 1
         return n
+
+
+def json_ready(value: Any) -> Any:
+    """Signal values as JSON: bytes as 0x-hex, NaN and infinities as strings (JSON has
+    none), everything else as msgpack gave it."""
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_ready(v) for v in value]
+    return value
 
 
 # --- motus_getTelemetry: signed requests and the access rule ----------------------
@@ -246,14 +348,6 @@ class TelemetryRequest:
     node_id: str = ""
     nonce: bytes = b""
     chain_id: int | None = None  # the chain the requester named; None: the node's own
-
-
-def request_message(chain_id: int, vehicle_id: int, from_ms: int, to_ms: int,
-                    timestamp_ms: int, node_id: str, nonce: bytes) -> str:
-    """The exact text a requester signs with EIP-191 (``personal_sign``)."""
-    return (f"Motus telemetry request\nchain_id: {chain_id}\nnode_id: {node_id}\n"
-            f"vehicle_id: {vehicle_id}\nfrom_ms: {from_ms}\nto_ms: {to_ms}\n"
-            f"timestamp_ms: {timestamp_ms}\nnonce: 0x{nonce.hex()}")
 
 
 def sign_request(private_key: bytes, chain_id: int, node_id: str, vehicle_id: int, from_ms: int,
@@ -362,20 +456,11 @@ def granted_bits(state: Any, vehicle_id: int, grantee: bytes, now_s: int) -> int
     return bits if now_s < expiry else 0
 
 
-def authorize_request(state: Any, request: TelemetryRequest, chain_id: int, node_id: str,
-                      now_ms: int, nonces: UsedNonces | None = None,
-                      grants: GrantLookup = granted_bits) -> TelemetryAccess:
-    """Check a signed request against the head state now; raises TelemetryAccessError
-    (nothing is recorded then). On success its nonce is recorded in ``nonces``.
-
-    Rule (docs/privacy.md, "Who can read what"): records belong to the ownership period
-    in which they were produced. The requester reads every period it owned, with every
-    permission; a grantee of the current owner reads the current owner's periods with
-    the bits granted (ended by a transfer, which resets grants). Order of checks:
-    ``bad_request``, ``wrong_audience``, ``expired``, ``bad_signature``, ``replayed`` /
-    ``too_many_requests`` / ``busy``, ``denied`` (no readable period), ``period_mismatch``
-    (readable periods, none in the range).
-    """
+def verify_request(request: TelemetryRequest, chain_id: int, node_id: str,
+                   now_ms: int) -> bytes:
+    """The signer of a well-formed, fresh request for this chain and node; raises
+    TelemetryAccessError ``bad_request``, ``wrong_audience``, ``expired`` or
+    ``bad_signature``. Checks no permission and spends no nonce."""
     if not 0 <= request.from_ms <= request.to_ms or request.to_ms - request.from_ms > MAX_RANGE_MS:
         raise TelemetryAccessError(
             "bad_request", f"need 0 <= from_ms <= to_ms, range at most {MAX_RANGE_MS} ms")
@@ -396,6 +481,24 @@ def authorize_request(state: Any, request: TelemetryRequest, chain_id: int, node
     except Exception:
         raise TelemetryAccessError("bad_signature",
                                    "signature does not recover an address") from None
+    return requester
+
+
+def authorize_request(state: Any, request: TelemetryRequest, chain_id: int, node_id: str,
+                      now_ms: int, nonces: UsedNonces | None = None,
+                      grants: GrantLookup = granted_bits) -> TelemetryAccess:
+    """Check a signed request against the head state now; raises TelemetryAccessError
+    (nothing is recorded then). On success its nonce is recorded in ``nonces``.
+
+    Rule (docs/privacy.md, "Who can read what"): records belong to the ownership period
+    in which they were produced. The requester reads every period it owned, with every
+    permission; a grantee of the current owner reads the current owner's periods with
+    the bits granted (ended by a transfer, which resets grants). Order of checks:
+    ``bad_request``, ``wrong_audience``, ``expired``, ``bad_signature``, ``replayed`` /
+    ``too_many_requests`` / ``busy``, ``denied`` (no readable period), ``period_mismatch``
+    (readable periods, none in the range).
+    """
+    requester = verify_request(request, chain_id, node_id, now_ms)
     if nonces is not None:
         nonces.check(requester, request.nonce, now_ms)
     periods = ownership_periods(state, request.vehicle_id)

@@ -16,6 +16,7 @@ from typing import Any
 from eth.abc import StateAPI
 
 from node.rpc import params as p
+from node.rpc.credentials import parse_vehicle_id  # noqa: F401  (its old home)
 from node.rpc.errors import limit_exceeded
 from node.rpc.eth import resolve_header
 from node.rpc.ethjson import hexb
@@ -29,9 +30,6 @@ ZERO_ADDRESS = b"\x00" * 20
 MAX_VEHICLES_OF = 10_000  # a larger fleet answers -32005 rather than a slow, huge answer
 
 
-def parse_vehicle_id(value: Any) -> int:
-    """A vehicle id: a JSON integer, a decimal string or a hex quantity, within 0..2^256-1."""
-    return p.natural(value, "a vehicle id", p.UINT256_MAX)
 
 
 def block_param(value: Any) -> p.BlockRef:

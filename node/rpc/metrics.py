@@ -75,6 +75,16 @@ RPC_PENDING_TX_DROPPED = Counter(
     "newPendingTransactions notifications dropped because the session's queue was busy",
     registry=REGISTRY,
 )
+RPC_TELEMETRY_DROPPED = Counter(
+    "motus_rpc_telemetry_notifications_dropped",
+    "motus_telemetry notifications dropped because the session's queue was busy",
+    registry=REGISTRY,
+)
+RPC_TELEMETRY_SENT = Counter(
+    "motus_rpc_telemetry_notifications",
+    "motus_telemetry notifications queued to subscribers",
+    registry=REGISTRY,
+)
 
 
 class NodeCollector(Collector):

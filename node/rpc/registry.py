@@ -57,6 +57,8 @@ METHOD_MODULES: tuple[str, ...] = (
     "node.rpc.debug",
     "node.rpc.txpool",
     "node.rpc.licenses",
+    "node.rpc.data",
+    "node.rpc.webhooks",
 )
 
 REQUIRED: Any = object()

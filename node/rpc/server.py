@@ -44,6 +44,9 @@ async def serve_rpc(
     listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
     node.app.commit_listeners.append(hub.on_commit)
     node.app.pool_listeners.append(hub.on_pending_tx)
+    signal_listeners = getattr(node.attestations, "signal_listeners", None)
+    if signal_listeners is not None:
+        signal_listeners.append(hub.on_signals)
     unregister = register_collector(NodeCollector(node))
     try:
         async with trio.open_nursery() as nursery:
@@ -58,4 +61,6 @@ async def serve_rpc(
             node.app.commit_listeners.remove(hub.on_commit)
         if hub.on_pending_tx in node.app.pool_listeners:
             node.app.pool_listeners.remove(hub.on_pending_tx)
+        if signal_listeners is not None and hub.on_signals in signal_listeners:
+            signal_listeners.remove(hub.on_signals)
         unregister()

@@ -35,6 +35,7 @@ from node.rpc.errors import (
 from node.rpc.ethjson import block_logs, header_json, tx_json
 from node.rpc.filters import FilterRegistry
 from node.rpc.registry import MethodTable, Param, RPCContext
+from node.rpc.streams import TelemetryStreams
 from vm.execute import BlockResult
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("motus.rpc")
 
 MAX_SUBSCRIPTIONS_PER_SESSION = 100
-KINDS = ("newHeads", "logs", "newPendingTransactions")
+KINDS = ("newHeads", "logs", "newPendingTransactions", "motus_telemetry")
 # newPendingTransactions notifications are dropped while a session has this many messages
 # queued (of its OUTGOING_QUEUE), leaving room for answers and block notifications
 PENDING_TX_QUEUE_LIMIT = 500
@@ -58,6 +59,7 @@ class Subscription:
     kind: str
     filter: p.LogFilter | None = None
     full_tx: bool = False  # newPendingTransactions: whole transactions instead of hashes
+    stream: Any = None  # motus_telemetry: its node.rpc.streams.Stream
 
 
 class SubscriptionHub:
@@ -70,6 +72,8 @@ class SubscriptionHub:
         self._trio_token = trio.lowlevel.current_trio_token()
         # the polled filters (node/rpc/filters.py), fed by the same hooks
         self.filters: FilterRegistry | None = FilterRegistry(node) if node is not None else None
+        # live telemetry streams (node/rpc/streams.py), fed by stored signal payloads
+        self.streams = TelemetryStreams(node)
 
     def attach(self, session: WebSocketSession) -> None:
         self.sessions.add(session)
@@ -80,6 +84,9 @@ class SubscriptionHub:
 
     def detach(self, session: WebSocketSession) -> None:
         self.sessions.discard(session)
+        for sub in session.subscriptions.values():
+            if sub.stream is not None:
+                self.streams.close(sub.stream)
         metrics.RPC_SUBSCRIPTIONS.dec(len(session.subscriptions))
         session.subscriptions.clear()
 
@@ -93,7 +100,16 @@ class SubscriptionHub:
             return
         self.publish(block, result)
 
+    def on_signals(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        """Signal listener (``attestations.signal_listeners``): payloads just stored go
+        to the telemetry streams. Never raises, never blocks."""
+        self.streams.on_signals(pairs)
+
     def publish(self, block: Block, result: BlockResult) -> None:
+        try:
+            self.streams.on_commit()
+        except Exception:  # a stream's re-check must never cost the others their block
+            log.exception("telemetry stream re-check failed")
         if self.filters is not None:
             try:
                 self.filters.on_commit(block, result)
@@ -107,7 +123,7 @@ class SubscriptionHub:
         for session, sub in subs:
             if session.closing:
                 continue
-            if sub.kind == "newPendingTransactions":
+            if sub.kind in ("newPendingTransactions", "motus_telemetry"):
                 continue
             if sub.kind == "newHeads":
                 if head is None:
@@ -218,8 +234,49 @@ def subscribe(ctx: RPCContext, kind: Any, options: Any) -> str:
             flt = p.log_filter(options or {}, allow_blocks=False)
         except p.ParamError as exc:
             raise invalid_params(f"invalid argument 1 (options): {exc}") from None
+    elif kind == "motus_telemetry":
+        return _subscribe_telemetry(ctx, session, options)
     elif options is not None:
         raise invalid_params("invalid argument 1 (options): newHeads takes no options")
+    _check_room(ctx, session)
+    sub = Subscription("0x" + secrets.token_hex(16), kind, flt, full_tx)
+    session.subscriptions[sub.id] = sub
+    metrics.RPC_SUBSCRIPTIONS.inc()
+    return sub.id
+
+
+def _subscribe_telemetry(ctx: RPCContext, session: WebSocketSession, options: Any) -> str:
+    """``{vehicleId, signals?, credential}``: a live stream of the vehicle's signals for a
+    holder of the live-data permission (node/rpc/streams.py)."""
+    from node.rpc.credentials import parse_credential_param, parse_vehicle_id, refused
+    from node.signal_query import names_param
+    from node.signal_store import TelemetryAccessError
+
+    keys = {"vehicleId", "signals", "credential"}
+    if not isinstance(options, dict) or not {"vehicleId", "credential"} <= set(options) \
+            or not set(options) <= keys:
+        raise invalid_params("invalid argument 1 (options): motus_telemetry takes "
+                             "{vehicleId, signals?, credential}")
+    try:
+        vehicle_id = parse_vehicle_id(options["vehicleId"])
+        credential = parse_credential_param(options["credential"])
+    except p.ParamError as exc:
+        raise invalid_params(f"invalid argument 1 (options): {exc}") from None
+    _check_room(ctx, session)
+    sub_id = "0x" + secrets.token_hex(16)
+    assert ctx.hub is not None
+    try:
+        names = names_param(options.get("signals"))
+        stream = ctx.hub.streams.open(session, sub_id, credential, vehicle_id, names)
+    except TelemetryAccessError as exc:
+        raise refused(exc) from None
+    session.subscriptions[sub_id] = Subscription(sub_id, "motus_telemetry", stream=stream)
+    metrics.RPC_SUBSCRIPTIONS.inc()
+    return sub_id
+
+
+def _check_room(ctx: RPCContext, session: WebSocketSession) -> None:
+    """-32005 when the session or its client address holds its most subscriptions."""
     if len(session.subscriptions) >= MAX_SUBSCRIPTIONS_PER_SESSION:
         raise limit_exceeded(
             f"at most {MAX_SUBSCRIPTIONS_PER_SESSION} subscriptions per connection",
@@ -233,18 +290,17 @@ def subscribe(ctx: RPCContext, kind: Any, options: Any) -> str:
             "(max_subscriptions_per_client)",
             reason="too_many_subscriptions_per_client",
         )
-    sub = Subscription("0x" + secrets.token_hex(16), kind, flt, full_tx)
-    session.subscriptions[sub.id] = sub
-    metrics.RPC_SUBSCRIPTIONS.inc()
-    return sub.id
 
 
 @methods.method("eth_unsubscribe", Param("id", p.any_value))
 def unsubscribe(ctx: RPCContext, sub_id: Any) -> bool:
     """End a subscription of this session; false if it has no such subscription."""
     session = _require_session(ctx)
-    if not isinstance(sub_id, str) or session.subscriptions.pop(sub_id, None) is None:
+    sub = session.subscriptions.pop(sub_id, None) if isinstance(sub_id, str) else None
+    if sub is None:
         return False
+    if sub.stream is not None and ctx.hub is not None:
+        ctx.hub.streams.close(sub.stream)
     metrics.RPC_SUBSCRIPTIONS.dec()
     return True
 

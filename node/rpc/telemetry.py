@@ -10,14 +10,18 @@ Attestation results keep the documented contract exactly: ``{"id", "accepted", "
 
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from node.access import AccessContext, Credential, Scope, authorize, parse_credential
+from node.access import AccessContext, Credential, Scope, authorize
 from node.rpc import params as p
+from node.rpc.credentials import (  # noqa: F401  (parse_telemetry_request: its old home)
+    json_ready,
+    parse_credential_param,
+    parse_telemetry_request,
+    refused,
+)
 from node.rpc.errors import (
-    INVALID_INPUT,
     METHOD_NOT_SUPPORTED,
     RPCError,
     invalid_params,
@@ -31,7 +35,6 @@ from node.signal_store import (
     SignalStore,
     TelemetryAccess,
     TelemetryAccessError,
-    TelemetryRequest,
     read_telemetry,
 )
 from vm.attestation import compute_attestation_id, decode_attestation
@@ -243,60 +246,6 @@ def get_reject_counts(ctx: RPCContext) -> dict[str, int]:
     return service(ctx).counters.snapshot()
 
 
-TELEMETRY_REQUEST_KEYS = {"vehicleId", "fromMs", "toMs", "timestampMs", "nodeId", "nonce",
-                          "signature"}
-
-
-def parse_telemetry_request(value: Any) -> TelemetryRequest:
-    """``{vehicleId, fromMs, toMs, timestampMs, chainId?, nodeId, nonce, signature}``: the
-    EIP-191 signed request of docs/telemetry.md (``node.signal_store.sign_request`` makes
-    one, ``request_json`` gives this object)."""
-    if not isinstance(value, dict):
-        raise p.ParamError("expected {vehicleId, fromMs, toMs, timestampMs, chainId, nodeId, "
-                           "nonce, signature}")
-    allowed = TELEMETRY_REQUEST_KEYS | {"chainId"}
-    if not TELEMETRY_REQUEST_KEYS <= set(value) or not set(value) <= allowed:
-        missing, extra = sorted(TELEMETRY_REQUEST_KEYS - set(value)), sorted(set(value) - allowed)
-        hint = " (nodeId: motus_nodeStatus().peerId; nonce: 16 random bytes)" if missing else ""
-        raise p.ParamError(f"missing {missing}{hint}" if missing else f"unknown keys {extra}")
-    numbers: dict[str, Any] = {}
-    for key in ("fromMs", "toMs", "timestampMs", "chainId"):
-        v = value.get(key)
-        if key == "chainId" and v is None:
-            numbers[key] = None
-            continue
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
-            raise p.ParamError(f"{key} must be a non-negative integer")
-        numbers[key] = v
-    node_id = value["nodeId"]
-    if not isinstance(node_id, str) or not 0 < len(node_id) <= 128:
-        raise p.ParamError("nodeId must be the node's peer id (a string)")
-    return TelemetryRequest(parse_vehicle_id(value["vehicleId"]), numbers["fromMs"],
-                            numbers["toMs"], numbers["timestampMs"], p.data(value["signature"]),
-                            node_id, p.data(value["nonce"]), numbers["chainId"])
-
-
-def parse_credential_param(value: Any) -> Credential:
-    """A read credential (node/access.py): ``{"request": {signed request}}``,
-    ``{"token": "0x..."}``, or, as ``motus_getTelemetry`` always took, the bare signed
-    request."""
-    if isinstance(value, dict) and "signature" in value:
-        value = {"request": value}
-    if isinstance(value, dict) and isinstance(value.get("request"), dict) and len(value) == 1:
-        value = {"request": parse_telemetry_request(value["request"])}
-    try:
-        return parse_credential(value)
-    except TelemetryAccessError as exc:
-        raise p.ParamError(str(exc)) from None
-
-
-def refused(exc: TelemetryAccessError) -> RPCError:
-    """A refused credential as JSON-RPC: -32000 with ``data.code`` (and ``data.reason``,
-    the same)."""
-    return RPCError(INVALID_INPUT, f"telemetry request refused: {exc}",
-                    {"code": exc.code, "reason": exc.code})
-
-
 def access_context(ctx: RPCContext) -> AccessContext:
     """The node's side of a credential check: chain, peer id, clock, used nonces."""
     return AccessContext(ctx.node.chain_id, getattr(ctx.node, "peer_id", None) or "",
@@ -355,20 +304,6 @@ def record_json(record: dict[str, Any]) -> dict[str, Any]:
         "signals": json_ready(record["signals"]),
         "payload": record["payload"],
     }
-
-
-def json_ready(value: Any) -> Any:
-    """Signal values as JSON: bytes as 0x-hex, NaN and infinities as strings (JSON has
-    none), everything else as msgpack gave it."""
-    if isinstance(value, bytes):
-        return hexb(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_ready(v) for v in value]
-    return value
 
 
 def register(table: MethodTable) -> None:
