@@ -189,6 +189,10 @@ def test_token_issued_by_one_validator_reads_on_the_other(world: World) -> None:
     got = wait_until(on_node1, 30, "validator 1 to serve the car's readings to the token")
     assert got["records"][0]["signals"]["soc"] == 71.0
     assert rpc(world.nodes[1].url, "motus_verifyToken", [world.token])["bitsNow"] == 0xED
+    # the query API takes the same credential
+    latest = rpc(world.nodes[1].url, "motus_getLatestSignals",
+                 [{"token": world.token}, {"vehicleId": world.vehicle_id}])
+    assert latest["vehicleId"] == world.vehicle_id and latest["signals"]["soc"]["value"] == 71.0
     # a token for validator 0 only
     only0 = world.cli("token", "issue", "--license", "1", "--vehicle", str(world.vehicle_id),
                       "--signer-key-file", str(world.keys[SIGNER]), "--audience",
