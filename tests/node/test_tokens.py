@@ -7,6 +7,8 @@ from dataclasses import replace
 
 import pytest
 import rlp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consensus.crypto import address_of_private_key
 from node import access
@@ -230,3 +232,33 @@ def test_token_vector_is_pinned() -> None:
     signed = sign_token(token, VALIDATOR_KEY)  # RFC 6979: deterministic
     assert signed.encode().hex() == VECTOR_RAW
     assert decode_token(bytes.fromhex(VECTOR_RAW)) == signed
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=700))
+def test_decoding_any_bytes_is_a_token_or_bad_token(raw: bytes) -> None:
+    try:
+        decode_token(raw)
+    except TelemetryAccessError as exc:
+        assert exc.code == "bad_token"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 134), st.integers(0, 255))
+def test_a_changed_byte_never_verifies_as_another_token(position: int, value: int) -> None:
+    raw = bytearray.fromhex(VECTOR_RAW)
+    if raw[position] == value:
+        return
+    raw[position] = value
+    try:
+        token = decode_token(bytes(raw))
+    except TelemetryAccessError:
+        return
+    from consensus.crypto import recover_address
+    from node.tokens import _digest_of_raw
+
+    try:
+        signer = recover_address(_digest_of_raw(bytes(raw), token.chain_id), token.signature)
+    except Exception:
+        return
+    assert signer != token.issuer or token.encode() == bytes.fromhex(VECTOR_RAW)
