@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eth_account import Account
 from web3 import Web3
 
 from devnet.device import Device, Drive
@@ -40,6 +41,7 @@ from tests.procs import (
     wait_until,
     write_genesis,
 )
+from vm.modules.identity import SYNTHETIC_DEVICE, typed_data
 from vm.vin import with_check_digit
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("licenses_e2e"),
@@ -156,10 +158,16 @@ def test_owner_connects_the_car_and_consents_in_one_transaction(world: World) ->
     minted = [e for e in decode_logs(abi("identity"), receipt["logs"], IDENTITY)
               if e["event"] == "VehicleMinted"]
     world.vehicle_id = minted[0]["args"]["vehicleId"]
+    # the integration (its license's signer key) consents to connect this car with its key
     device = Device(INTEGRATION_KEY, CHAIN_ID)
+    deadline = int(time.time()) + 600
+    doc = typed_data(SYNTHETIC_DEVICE, CHAIN_ID, {
+        "vehicleId": world.vehicle_id, "licenseId": 1, "device": hexs(device.address),
+        "owner": hexs(world.account(OWNER)[0]), "deadline": deadline})
+    consent = bytes(Account.sign_typed_data(world.account(SIGNER)[1], full_message=doc).signature)
     send_call(world.nodes[0].url, owner_key, IDENTITY,
               encode_call(abi("identity"), "mintSyntheticDevice", world.vehicle_id, 1,
-                          hexs(device.address)))
+                          hexs(device.address), deadline, consent))
     out = world.cli("grant", "--license", "1", "--vehicle", str(world.vehicle_id),
                     "--template", "full", "--expires", "+1d",
                     "--private-key-file", str(world.keys[OWNER]))

@@ -5,10 +5,17 @@ index of motus_getGrants, synthetic devices and their capped data level."""
 from __future__ import annotations
 
 import pytest
+from eth_account import Account
 
-from tests.harness import LocalChain, Module, Reverted
+from tests.harness import CHAIN_ID, LocalChain, Module, Reverted
 from vm.modules import addresses
-from vm.modules.identity import PERMISSION_TEMPLATES, get_device, get_grants_of
+from vm.modules.identity import (
+    PERMISSION_TEMPLATES,
+    SYNTHETIC_DEVICE,
+    get_device,
+    get_grants_of,
+    typed_data,
+)
 from vm.modules.licenses import get_license, license_grantee
 from vm.scoring import Streak, compute_vehicle_score
 from vm.vin import with_check_digit
@@ -127,21 +134,43 @@ def test_consent_by_template_in_one_transaction_and_revocation(chain: LocalChain
         ident.send(key(chain, 7), "grantLicenseTemplate", [v2], 1, 9, FAR)
 
 
+def consent(signer: bytes, vid: int, license_id: int, device: str, owner: str,
+            deadline: int = FAR) -> bytes:
+    """The integration's EIP-712 consent to a synthetic device, signed by ``signer``."""
+    message = {"vehicleId": vid, "licenseId": license_id, "device": device, "owner": owner,
+               "deadline": deadline}
+    doc = typed_data(SYNTHETIC_DEVICE, CHAIN_ID, message)
+    return bytes(Account.sign_typed_data(signer, full_message=doc).signature)
+
+
 def test_synthetic_device_is_marked_and_paired(chain: LocalChain) -> None:
     lic, ident = mods(chain)
-    lic.send(key(chain, 2), "mintLicense", "Integration", "oem-api", [], ZERO, value=FEE)
+    lic.send(key(chain, 2), "mintLicense", "Integration", "oem-api", [], addr(chain, 5),
+             value=FEE)
     vid = mint_vehicle(chain, 4, 3)
     device = "0x" + "5e" * 20
+    good = consent(key(chain, 5), vid, 1, device, addr(chain, 4))
     with pytest.raises(Reverted, match="not owner"):
-        ident.send(key(chain, 2), "mintSyntheticDevice", vid, 1, device)
-    ident.send(key(chain, 4), "mintSyntheticDevice", vid, 1, device)
+        ident.send(key(chain, 2), "mintSyntheticDevice", vid, 1, device, FAR, good)
+    # an owner cannot claim a synthetic device in an integration's name by itself
+    own = consent(key(chain, 4), vid, 1, device, addr(chain, 4))
+    with pytest.raises(Reverted, match="bad_consent"):
+        ident.send(key(chain, 4), "mintSyntheticDevice", vid, 1, device, FAR, own)
+    other_car = consent(key(chain, 5), vid + 1, 1, device, addr(chain, 4))
+    with pytest.raises(Reverted, match="bad_consent"):
+        ident.send(key(chain, 4), "mintSyntheticDevice", vid, 1, device, FAR, other_car)
+    late = consent(key(chain, 5), vid, 1, device, addr(chain, 4), deadline=1)
+    with pytest.raises(Reverted, match="bad_consent: signature expired"):
+        ident.send(key(chain, 4), "mintSyntheticDevice", vid, 1, device, 1, late)
+    ident.send(key(chain, 4), "mintSyntheticDevice", vid, 1, device, FAR, good)
     record = get_device(chain.state(), bytes.fromhex(device[2:]))
     assert record is not None and record.synthetic and record.synthetic_license == 1
     assert record.vehicle_id == vid and record.owner == chain.accounts[4][0]
     assert record.manufacturer == chain.accounts[2][0]  # the integration
     assert ident.call("syntheticLicenseOf", device) == 1
     with pytest.raises(Reverted, match="vehicle already paired"):
-        ident.send(key(chain, 4), "mintSyntheticDevice", vid, 1, "0x" + "5f" * 20)
+        ident.send(key(chain, 4), "mintSyntheticDevice", vid, 1, "0x" + "5f" * 20, FAR,
+                   consent(key(chain, 5), vid, 1, "0x" + "5f" * 20, addr(chain, 4)))
 
 
 def test_synthetic_data_level_is_capped() -> None:

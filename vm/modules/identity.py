@@ -96,6 +96,20 @@ PAIR_DEVICE = StructType(
     ),
 )
 
+# A licensed integration's consent to connect one car through its key ``device``: signed
+# by a current signer of the license, so nobody can claim a synthetic device in the name
+# of an integration that did not agree (docs/developers.md, "Synthetic devices").
+SYNTHETIC_DEVICE = StructType(
+    "SyntheticDevice",
+    (
+        ("uint256", "vehicleId"),
+        ("uint256", "licenseId"),
+        ("address", "device"),
+        ("address", "owner"),
+        ("uint256", "deadline"),
+    ),
+)
+
 # --- permission bits (docs/identity.md, DIMO's privileges) -----------------
 # What each bit opens is in docs/privacy.md ("Who can read what"). DIMO's bits 1
 # (commands) and 4 (VIN credential) gate nothing on this chain (no command path, no
@@ -1155,13 +1169,16 @@ class IdentityModule(SystemModule):
     # synthetic devices (docs/developers.md, "Synthetic devices") -------------------
 
     def mintSyntheticDevice(self, call: Call, vehicle_id: int, license_id: int,
-                            device: str) -> int:
+                            device: str, deadline: int, signature: bytes) -> int:
         """The vehicle owner connects the car through a licensed integration: mints a
         device NFT for the integration's key ``device``, marked synthetic with the
-        license, owned by the caller and paired with the vehicle at once. The integration
-        signs attestations with that key; rewards cap the vehicle's data level at
+        license, owned by the caller and paired with the vehicle at once. ``signature``
+        is the integration's consent: an EIP-712 SYNTHETIC_DEVICE signed by a current
+        signer of the license, valid until ``deadline`` (block seconds; the device
+        address can be minted once, so it cannot be replayed). The integration signs
+        attestations with that key; rewards cap the vehicle's data level at
         ``synthetic_max_data_level``."""
-        from vm.modules.licenses import license_owner
+        from vm.modules.licenses import is_license_signer, license_owner
 
         led = _Ledger(call.store)
         device_b = _address(device)
@@ -1172,6 +1189,16 @@ class IdentityModule(SystemModule):
         call.require(device_b != ZERO_ADDRESS, "zero address")
         call.require(led.device_token_id(device_b) == 0, "device already minted")
         call.require(led.vehicle_device(vehicle_id) == ZERO_ADDRESS, "vehicle already paired")
+        call.require(call.timestamp <= deadline, "bad_consent: signature expired")
+        call.gas(G_ECRECOVER, "integration signature")
+        digest = compute_digest(
+            compute_identity_domain_separator(call.chain_id),
+            SYNTHETIC_DEVICE.hash_struct({"vehicleId": vehicle_id, "licenseId": license_id,
+                                          "device": device_b, "owner": call.sender,
+                                          "deadline": deadline}))
+        signer = recover_signer(digest, bytes(signature))
+        call.require(signer is not None and is_license_signer(call.state, license_id, signer),
+                     "bad_consent: not signed by a signer of the license")
         token_id = call.store.load(SLOT_DEVICE_COUNT) + 1
         call.store.store(SLOT_DEVICE_COUNT, token_id)
         call.store.store(led.device_field(device_b, D_TOKEN_ID), token_id)
