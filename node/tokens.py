@@ -20,6 +20,7 @@ chain_id as 8 bytes big-endian || rlp(the first eleven fields))``.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -255,18 +256,21 @@ def issue_token(state: Any, request: TokenRequest, chain_id: int, issuer_key: by
 
 _ISSUERS: OrderedDict[bytes, frozenset[bytes]] = OrderedDict()
 _ISSUERS_KEPT = 8  # heads remembered; a read holds one head, so a few cover every thread
+_ISSUERS_LOCK = threading.Lock()  # reads run on RPC worker threads too
 
 
 def issuers_at(state: Any) -> frozenset[bytes]:
     """The addresses that may issue tokens at ``state``: its active validator set (3
     storage reads per validator), remembered by state root so each head pays once."""
     root = bytes(state.state_root)
-    found = _ISSUERS.get(root)
+    with _ISSUERS_LOCK:
+        found = _ISSUERS.get(root)
     if found is None:
         found = frozenset(address for address, _ in active_validators(state))
-        _ISSUERS[root] = found
-        while len(_ISSUERS) > _ISSUERS_KEPT:
-            _ISSUERS.popitem(last=False)
+        with _ISSUERS_LOCK:
+            _ISSUERS[root] = found
+            while len(_ISSUERS) > _ISSUERS_KEPT:
+                _ISSUERS.popitem(last=False)
     return found
 
 
