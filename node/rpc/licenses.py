@@ -37,7 +37,7 @@ def permission_names(bits: int) -> list[str]:
 
 def parse_license_ref(value: Any) -> int | str:
     """A license: its id (number, decimal or hex quantity) or its client id (string)."""
-    if isinstance(value, str) and value and not value.isdigit() and not value.startswith("0x"):
+    if isinstance(value, str) and value[:1].isalpha() and not value.startswith("0x"):
         if len(value.encode()) > 64:
             raise p.ParamError("client id at most 64 bytes")
         return value

@@ -65,6 +65,9 @@ def test_mint_needs_the_exact_fee_and_a_unique_client_id(chain: LocalChain) -> N
                  value=FEE)
     with pytest.raises(Reverted, match="bad_client_id"):
         lic.send(key(chain, 3), "mintLicense", "Other", "has space", [], ZERO, value=FEE)
+    for bad in ("42", "0xabc", "app\n", ""):
+        with pytest.raises(Reverted, match="bad_client_id"):
+            lic.send(key(chain, 3), "mintLicense", "Other", bad, [], ZERO, value=FEE)
     assert chain.state().get_balance(addresses.LICENSES) == FEE
     owner, name, client_id, uris, signers = lic.call("getLicense", 1)
     assert (owner, name, client_id, list(uris)) == (addr(chain, 2), "App", "app-1",

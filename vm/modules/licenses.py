@@ -45,7 +45,8 @@ SYMBOL = "MDL"
 # --- bounds (docs/developers.md, "Licenses") --------------------------------------
 MAX_NAME_BYTES = 64
 MAX_CLIENT_ID_BYTES = 64
-CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# starts with a letter, so a client id never reads as a license id (a number or 0x-hex)
+CLIENT_ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
 MAX_REDIRECT_URIS = 8
 MAX_URI_BYTES = 256
 # OAuth 2.0 practice (RFC 8252): https, or plain http only to the developer's own machine
@@ -226,7 +227,8 @@ class LicensesModule(SystemModule):
         call.require(0 < len(name_b) <= MAX_NAME_BYTES,
                      f"bad_name: 1 to {MAX_NAME_BYTES} bytes")
         call.require(0 < len(client_b) <= MAX_CLIENT_ID_BYTES and CLIENT_ID_RE.fullmatch(client_id),
-                     f"bad_client_id: 1 to {MAX_CLIENT_ID_BYTES} of A-Z a-z 0-9 . _ -")
+                     f"bad_client_id: 1 to {MAX_CLIENT_ID_BYTES} of A-Z a-z 0-9 . _ -, "
+                     "starting with a letter")
         id_slot = mapping_slot(SLOT_CLIENT_ID, keccak(client_b))
         call.require(call.store.load(id_slot) == 0, "client_id_taken: another license has it")
         led = _Ledger(call.store)
