@@ -25,6 +25,7 @@ from pathlib import Path
 from cli.common import RED, UsageError, paint, read_password, use_colour
 from cli.gov import register_gov_commands
 from cli.identity import register_identity_commands
+from cli.license import register_license_commands
 from cli.light import register_light_commands
 from cli.telemetry import register_telemetry_commands
 from cli.tx import register_tx_commands
@@ -300,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_tx_commands(sub)
     register_light_commands(sub)
     register_telemetry_commands(sub)
+    register_license_commands(sub)
     return p
 
 

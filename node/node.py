@@ -12,6 +12,7 @@ import trio
 
 from consensus.crypto import address_of_private_key
 from genesis.spec import GenesisSpec
+from node import tokens
 from node.app import Application
 from node.attestations import AttestationService
 from node.config import Config
@@ -64,6 +65,8 @@ class Node:
         self.address = address_of_private_key(self.validator_key) if self.validator_key else None
         # the node id telemetry requests name as their audience (docs/telemetry.md)
         self.peer_id = peer_id_of(load_or_create_node_key(self.home.node_key))
+        # access tokens (developer licenses) are one more credential of node/access.py
+        tokens.install()
         self.rpc_port: int | None = None
         self.stopping = trio.Event()
         self.network = None

@@ -118,7 +118,7 @@ def import_circles(graph: dict[str, set[str]]) -> list[set[str]]:
 KNOWN_CIRCLES = [
     {"vm.epoch", "vm.events", "vm.modules", "vm.modules.base", "vm.modules.governance",
      "vm.modules.identity", "vm.modules.params", "vm.modules.rewards", "vm.modules.telemetry",
-     "vm.modules.validators", "vm.supply"},
+     "vm.modules.validators", "vm.supply", "vm.modules.licenses", "vm.modules.erc721"},
     {"node.rpc.dispatch", "node.rpc.eth", "node.rpc.filters", "node.rpc.registry", "node.rpc.subscriptions",
      "node.rpc.websocket"},
 ]

@@ -71,6 +71,13 @@ _SPECS = [
     ParamSpec("gov_threshold_bps", 5_000, 5_000, 10_000, True, "Yes share of non-abstain votes, ordinary class."),
     ParamSpec("gov_critical_threshold_bps", 6_667, 5_000, 10_000, True, "Yes share, critical class."),
     ParamSpec("gov_veto_bps", 3_334, 1, 10_000, True, "Veto share above which the deposit is burned."),
+    # --- developer platform (docs/developers.md) -------------------------------
+    ParamSpec("license_fee", 100 * ETHER, 0, 10**9 * ETHER, False,
+              "MOTUS a developer license costs to mint (kept by the licenses module "
+              "account, which nobody can spend: it leaves circulation)."),
+    ParamSpec("synthetic_max_data_level", 1, 0, 3, False,
+              "Highest data level a vehicle reporting through a synthetic device "
+              "(a licensed software integration) reaches (docs/rewards.md)."),
 ]
 
 PARAMS: dict[str, ParamSpec] = {s.name: s for s in _SPECS}

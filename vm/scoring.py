@@ -134,12 +134,16 @@ def compute_points(data_level: int, streak_level: int, lock_level: int, penalize
 
 
 def compute_vehicle_score(activity: EpochActivity, *, min_attestations: int, registered: bool,
-                          paired: bool, streak: Streak, locked: int) -> VehicleScore:
+                          paired: bool, streak: Streak, locked: int,
+                          max_data_level: int = len(DATA_LEVEL_MULTIPLES)) -> VehicleScore:
     """Score of one vehicle for one epoch. ``streak`` is the streak AFTER this epoch
-    (see :func:`compute_next_streak`). A vehicle that does not qualify scores 0."""
+    (see :func:`compute_next_streak`). A vehicle that does not qualify scores 0.
+    ``max_data_level`` caps the data level: a vehicle reporting through a synthetic
+    device (a software integration) is held at ``synthetic_max_data_level``."""
     if not is_qualifying(activity, min_attestations, registered, paired):
         return VehicleScore(False, 0, 0, 0, False, 0)
-    data_level = compute_data_level(compute_useful_attestations(activity), min_attestations)
+    data_level = min(max(0, max_data_level),
+                     compute_data_level(compute_useful_attestations(activity), min_attestations))
     lock_level = compute_lock_level(locked)
     penalized = bool(activity.challenged and not activity.challenge_passed)
     points = compute_points(data_level, streak.level, lock_level, penalized)

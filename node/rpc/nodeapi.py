@@ -26,6 +26,7 @@ class NodeAPI(Protocol):
     mempool: Mempool
     attestations: AttestationService
     address: bytes | None  # the validator address, None on a non-validator
+    validator_key: bytes | None  # signs access tokens (node/tokens.py); None on a non-validator
     rpc_port: int | None
     network: Any  # node.network.NetworkService once it runs, else None
     peer_id: str  # the libp2p peer id: the audience telemetry read requests name

@@ -11,6 +11,7 @@ from __future__ import annotations
 from vm.modules.base import SystemModule
 from vm.modules.governance import GovernanceModule
 from vm.modules.identity import IdentityModule
+from vm.modules.licenses import LicensesModule
 from vm.modules.params import ParamsModule
 from vm.modules.rewards import RewardsModule
 from vm.modules.telemetry import TelemetryModule
@@ -25,6 +26,7 @@ SYSTEM_MODULES: dict[bytes, SystemModule] = {
         RewardsModule(),
         GovernanceModule(),
         TelemetryModule(),
+        LicensesModule(),
     )
 }
 

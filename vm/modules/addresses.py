@@ -17,6 +17,7 @@ IDENTITY = _addr(3)
 TELEMETRY = _addr(4)
 REWARDS = _addr(5)
 GOVERNANCE = _addr(6)
+LICENSES = _addr(7)
 
 ALL = {
     "params": PARAMS,
@@ -25,4 +26,5 @@ ALL = {
     "telemetry": TELEMETRY,
     "rewards": REWARDS,
     "governance": GOVERNANCE,
+    "licenses": LICENSES,
 }

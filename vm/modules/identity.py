@@ -36,22 +36,24 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import eth_abi
 from eth.abc import StateAPI
-from eth.constants import STACK_DEPTH_LIMIT
-from eth_typing import Address
 
 from vm.eip712 import StructType, compute_digest, compute_domain_separator, recover_signer
 from vm.errors import InvalidGenesis
 from vm.modules import addresses
 from vm.modules.base import (
-    ERROR_SELECTOR,
     G_ECRECOVER,
     Call,
     ModuleRevert,
     Store,
     SystemModule,
     mapping_slot,
+)
+from vm.modules.erc721 import (
+    INTERFACE_ERC165,
+    INTERFACE_ERC721,
+    INTERFACE_ERC721_METADATA,
+    check_erc721_receiver,
 )
 from vm.vin import VinError, normalize_vin
 from vm.vin import vin_hash as compute_vin_hash
@@ -62,10 +64,6 @@ MASK64 = (1 << 64) - 1
 # --- ERC-721 identity of the vehicle collection ------------------------------
 NAME = "Motus Vehicle"
 SYMBOL = "MVEH"
-INTERFACE_ERC165 = bytes.fromhex("01ffc9a7")
-INTERFACE_ERC721 = bytes.fromhex("80ac58cd")
-INTERFACE_ERC721_METADATA = bytes.fromhex("5b5e139f")
-ERC721_RECEIVED = bytes.fromhex("150b7a02")  # onERC721Received(address,address,uint256,bytes)
 
 # --- EIP-712 ------------------------------------------------------------------
 DOMAIN_NAME = "Motus Identity"
@@ -98,6 +96,20 @@ PAIR_DEVICE = StructType(
     ),
 )
 
+# A licensed integration's consent to connect one car through its key ``device``: signed
+# by a current signer of the license, so nobody can claim a synthetic device in the name
+# of an integration that did not agree (docs/developers.md, "Synthetic devices").
+SYNTHETIC_DEVICE = StructType(
+    "SyntheticDevice",
+    (
+        ("uint256", "vehicleId"),
+        ("uint256", "licenseId"),
+        ("address", "device"),
+        ("address", "owner"),
+        ("uint256", "deadline"),
+    ),
+)
+
 # --- permission bits (docs/identity.md, DIMO's privileges) -----------------
 # What each bit opens is in docs/privacy.md ("Who can read what"). DIMO's bits 1
 # (commands) and 4 (VIN credential) gate nothing on this chain (no command path, no
@@ -113,6 +125,22 @@ PERMISSION_BITS: dict[str, int] = {
 PERMISSIONS_ALL = sum(1 << bit for bit in PERMISSION_BITS.values())
 # bits that open something in stored reads (live_data opens live streams and webhooks only)
 READ_PERMISSIONS = PERMISSIONS_ALL & ~(1 << PERMISSION_BITS["live_data"])
+
+
+def _bits(*names: str) -> int:
+    return sum(1 << PERMISSION_BITS[n] for n in names)
+
+
+# Permission templates: the common grants by number, one click in a consent screen
+# (docs/developers.md, "Consent"). Fixed by the protocol: a template's meaning never changes.
+PERMISSION_TEMPLATES: dict[int, tuple[str, int]] = {
+    1: ("basic", _bits("non_location_history", "approximate_location")),
+    2: ("history", _bits("non_location_history", "location_history", "approximate_location")),
+    3: ("live", _bits("non_location_history", "current_location", "live_data",
+                      "approximate_location")),
+    4: ("full", PERMISSIONS_ALL),
+}
+MAX_GRANT_VEHICLES = 100  # vehicles one grantLicense/revokeLicense call may name
 
 # --- VIN evidence, weakest first (a stronger one reclaims a VIN bound with a weaker) --
 EVIDENCE_NONE = 0  # mintVehicle: the minter's word
@@ -130,8 +158,6 @@ MIN_YEAR = 1886  # Benz Patent-Motorwagen
 MAX_YEAR = 2200
 
 # --- gas beyond the framework's storage/log/call charges ----------------------
-G_COLD_ACCOUNT = 2_600  # EIP-2929 cost of reaching a receiver contract, as CALL pays
-G_WARM_ACCOUNT = 100
 
 # --- storage layout (see docs/identity.md) ------------------------------------
 SLOT_VEHICLE_COUNT = 0  # uint256: last vehicle id minted (ids start at 1, never reused)
@@ -156,11 +182,17 @@ SLOT_GRANTEE = 42  # mapping(vehicleId => mapping(generation => mapping(uint256 
 SLOT_GRANTEE_COUNT = 43  # mapping(vehicleId => mapping(generation => uint256))
 SLOT_PERIOD_COUNT = 44  # mapping(uint256 vehicleId => uint256 ownership periods opened)
 SLOT_PERIOD = 45  # mapping(vehicleId => mapping(uint256 index => Period))
+# every vehicle a grantee was ever granted on (append-only; readers keep the live grants):
+# what motus_getGrants lists for a license or an address
+SLOT_GRANTED_VEHICLE = 46  # mapping(address grantee => mapping(uint256 index => vehicleId))
+SLOT_GRANTED_COUNT = 47  # mapping(address grantee => uint256)
+SLOT_GRANTED_LISTED = 48  # mapping(address grantee => mapping(uint256 vehicleId => bool))
 
 # struct field offsets from the struct's mapping slot
 # make/model: length + keccak(slot) chunks; vin evidence: EVIDENCE_* below
 V_MAKE, V_MODEL, V_YEAR, V_VIN_HASH, V_DEVICE, V_VIN_EVIDENCE = range(6)
-D_TOKEN_ID, D_MANUFACTURER, D_OWNER, D_VEHICLE, D_NONCE, D_CLAIMED = range(6)
+# synthetic: the id of the license whose integration holds the device key (0: hardware)
+D_TOKEN_ID, D_MANUFACTURER, D_OWNER, D_VEHICLE, D_NONCE, D_CLAIMED, D_SYNTHETIC = range(7)
 M_LICENSED, M_NAME, M_LISTED = range(3)  # listed = 1 + index in SLOT_MANUFACTURER_LIST
 G_BITS, G_EXPIRY, G_LISTED = range(3)  # listed = 1 + index in the grantee list
 P_OWNER, P_START = range(2)  # start = from_ms << 64 | from_height
@@ -175,6 +207,11 @@ class DeviceRecord:
     vehicle_id: int  # 0 = unpaired
     claimed: bool = False
     nonce: int = 0  # next nonce a device signature must carry
+    synthetic_license: int = 0  # a synthetic device: the license of its integration
+
+    @property
+    def synthetic(self) -> bool:
+        return self.synthetic_license != 0
 
 
 @dataclass(frozen=True)
@@ -206,6 +243,18 @@ class OwnershipPeriod:
 
     def contains(self, timestamp_ms: int) -> bool:
         return self.from_ms <= timestamp_ms and (self.to_ms is None or timestamp_ms < self.to_ms)
+
+
+@dataclass(frozen=True)
+class GrantState:
+    """A grantee's standing on a vehicle in the current permission generation:
+    ``listed`` once granted since the last transfer (a revocation leaves it listed with
+    zero bits, which tells "revoked" from "never granted")."""
+
+    generation: int
+    listed: bool
+    bits: int
+    expiry: int
 
 
 def vehicle_owner_slot(vehicle_id: int) -> int:
@@ -316,6 +365,7 @@ class _Ledger:
             vehicle_id=self.device_vehicle(device),
             claimed=self.device_claimed(device),
             nonce=self.device_nonce(device),
+            synthetic_license=self.st.load(self.device_field(device, D_SYNTHETIC)),
         )
 
     def link(self, vehicle_id: int, device: bytes) -> None:
@@ -372,6 +422,16 @@ class _Ledger:
     def grant_slot(self, vehicle_id: int, generation: int, grantee: bytes) -> int:
         return mapping_slot(SLOT_GRANT, vehicle_id, generation, grantee)
 
+    def grant_state(self, vehicle_id: int, grantee: bytes) -> GrantState:
+        generation = self.generation(vehicle_id)
+        base = self.grant_slot(vehicle_id, generation, grantee)
+        return GrantState(generation, self.st.load(base + G_LISTED) != 0,
+                          self.st.load(base + G_BITS), self.st.load(base + G_EXPIRY))
+
+    def granted_vehicles(self, grantee: bytes) -> list[int]:
+        count = self.st.load(mapping_slot(SLOT_GRANTED_COUNT, grantee))
+        return [self.st.load(mapping_slot(SLOT_GRANTED_VEHICLE, grantee, i)) for i in range(count)]
+
     def grant(self, vehicle_id: int, grantee: bytes) -> tuple[int, int]:
         base = self.grant_slot(vehicle_id, self.generation(vehicle_id), grantee)
         return self.st.load(base + G_BITS), self.st.load(base + G_EXPIRY)
@@ -409,6 +469,12 @@ def _ledger(state: StateAPI) -> _Ledger:
 def get_device(state: StateAPI, device_address: bytes) -> DeviceRecord | None:
     """The device NFT bound to ``device_address``, or None if no manufacturer minted one."""
     return _ledger(state).device(device_address)
+
+
+def get_owner(state: StateAPI, vehicle_id: int) -> bytes | None:
+    """The vehicle's current owner (one storage read), None if it does not exist."""
+    owner = _ledger(state).owner(vehicle_id)
+    return None if owner == ZERO_ADDRESS else owner
 
 
 def get_vehicle(state: StateAPI, vehicle_id: int) -> VehicleRecord | None:
@@ -475,6 +541,25 @@ def has_permission(state: StateAPI, vehicle_id: int, grantee: bytes, bits: int, 
     ``now`` (seconds, as block timestamps): it is the current owner, or holds a grant with
     all those bits and ``now < expiry``. False for zero or unknown bits and missing vehicles."""
     return _ledger(state).has_permission(vehicle_id, grantee, bits, now)
+
+
+def get_grant_state(state: StateAPI, vehicle_id: int, grantee: bytes) -> GrantState:
+    """``grantee``'s grant on the vehicle in its current permission generation."""
+    return _ledger(state).grant_state(vehicle_id, grantee)
+
+
+def get_grants_of(state: StateAPI, grantee: bytes, now: int) -> list[tuple[int, int, int]]:
+    """``(vehicleId, bits, expiry)`` of every live grant ``grantee`` holds now (block time
+    ``now`` in seconds), ascending by vehicle id: what motus_getGrants answers."""
+    led = _ledger(state)
+    out = []
+    for vehicle_id in sorted(set(led.granted_vehicles(grantee))):
+        if led.owner(vehicle_id) == ZERO_ADDRESS:
+            continue
+        bits, expiry = led.grant(vehicle_id, grantee)
+        if bits and now < expiry:
+            out.append((vehicle_id, bits, expiry))
+    return out
 
 
 def is_manufacturer(state: StateAPI, address: bytes) -> bool:
@@ -689,44 +774,7 @@ class IdentityModule(SystemModule):
     def _check_receiver(
         self, call: Call, from_: bytes, to: bytes, vehicle_id: int, data: bytes
     ) -> None:
-        """ERC-721 safe transfer: a receiver with code must answer onERC721Received with its
-        selector. Runs after the transfer's writes (checks-effects-interactions), as a real
-        EVM child call from the module address, so a refusal rolls everything back."""
-        receiver = Address(to)
-        code = call.state.get_code(receiver)
-        if not code:
-            return  # externally owned accounts (and code-less system modules) accept tokens
-        comp = call.computation
-        cold = not call.state.is_address_warm(receiver)
-        if cold:
-            call.state.mark_address_warm(receiver)
-        call.gas(G_COLD_ACCOUNT if cold else G_WARM_ACCOUNT, "receiver account access")
-        if comp.msg.depth + 1 > STACK_DEPTH_LIMIT:
-            raise ModuleRevert("call depth exceeded")
-        calldata = ERC721_RECEIVED + eth_abi.encode(
-            ["address", "address", "uint256", "bytes"],
-            [call.sender, from_, vehicle_id, bytes(data)],
-        )
-        remaining = comp.get_gas_remaining()
-        child_gas = remaining - remaining // 64  # EIP-150: keep a 64th to finish this call
-        comp.consume_gas(child_gas, "onERC721Received")
-        message = comp.prepare_child_message(
-            gas=child_gas,
-            to=receiver,
-            value=0,
-            data=calldata,
-            code=code,
-            is_static=comp.msg.is_static,
-        )
-        child = comp.apply_child_computation(message)
-        if child.should_return_gas:
-            comp.return_gas(child.get_gas_remaining())
-        default = "transfer to non ERC721Receiver implementer"
-        out = bytes(child.output)
-        if child.is_error:
-            raise ModuleRevert(_error_reason(out) or default)
-        if len(out) < 32 or out[:4] != ERC721_RECEIVED or any(out[4:32]):
-            raise ModuleRevert(default)
+        check_erc721_receiver(call, from_, to, vehicle_id, data)
 
     # vehicles -------------------------------------------------------------------
 
@@ -1034,6 +1082,10 @@ class IdentityModule(SystemModule):
         owner = self._require_owner(led, vehicle_id)
         call.require(call.sender == owner, "not owner")
         call.require(grantee_b != ZERO_ADDRESS, "zero address")
+        self._set_grant(call, led, vehicle_id, grantee_b, bits, expiry)
+
+    def _set_grant(self, call: Call, led: _Ledger, vehicle_id: int, grantee_b: bytes,
+                   bits: int, expiry: int) -> None:
         call.require(bits != 0, "no permission bits")
         call.require(bits & ~PERMISSIONS_ALL == 0, "unknown permission bits")
         call.require(expiry > call.timestamp, "expiry in the past")
@@ -1047,9 +1099,124 @@ class IdentityModule(SystemModule):
             )
             call.store.store(count_slot, count + 1)
             call.store.store(base + G_LISTED, count + 1)
+        listed_slot = mapping_slot(SLOT_GRANTED_LISTED, grantee_b, vehicle_id)
+        if call.store.load(listed_slot) == 0:  # the grantee's reverse index, once per vehicle
+            count_slot = mapping_slot(SLOT_GRANTED_COUNT, grantee_b)
+            count = call.store.load(count_slot)
+            call.store.store(mapping_slot(SLOT_GRANTED_VEHICLE, grantee_b, count), vehicle_id)
+            call.store.store(count_slot, count + 1)
+            call.store.store(listed_slot, 1)
         call.store.store(base + G_BITS, bits)
         call.store.store(base + G_EXPIRY, expiry)
         call.emit("PermissionsGranted", vehicle_id, grantee_b, bits, expiry)
+
+    # consent to developer licenses (docs/developers.md, "Consent") ----------------
+
+    def _license_vehicles(self, call: Call, vehicle_ids: list[int], license_id: int
+                          ) -> tuple[_Ledger, bytes]:
+        from vm.modules.licenses import license_grantee, license_owner
+
+        call.require(0 < len(vehicle_ids) <= MAX_GRANT_VEHICLES,
+                     f"bad_vehicles: 1 to {MAX_GRANT_VEHICLES} vehicle ids")
+        call.require(len(set(vehicle_ids)) == len(vehicle_ids), "bad_vehicles: duplicate id")
+        call.require(license_owner(call.state, license_id) is not None, "unknown_license")
+        led = _Ledger(call.store)
+        for vehicle_id in vehicle_ids:
+            call.require(self._require_owner(led, vehicle_id) == call.sender,
+                         f"not owner of vehicle {vehicle_id}")
+        return led, license_grantee(license_id)
+
+    def grantLicense(self, call: Call, vehicle_ids: list[int], license_id: int, bits: int,
+                     expiry: int) -> None:
+        """Grant a license ``bits`` until ``expiry`` on each of the caller's vehicles, in
+        one transaction; replaces earlier grants to it on those vehicles."""
+        led, grantee = self._license_vehicles(call, list(vehicle_ids), license_id)
+        for vehicle_id in vehicle_ids:
+            self._set_grant(call, led, vehicle_id, grantee, bits, expiry)
+            call.emit("LicenseGranted", vehicle_id, license_id, bits, expiry)
+
+    def grantLicenseTemplate(self, call: Call, vehicle_ids: list[int], license_id: int,
+                             template: int, expiry: int) -> None:
+        """grantLicense with the bits of a permission template (PERMISSION_TEMPLATES)."""
+        call.require(template in PERMISSION_TEMPLATES,
+                     f"unknown_template: one of {sorted(PERMISSION_TEMPLATES)}")
+        self.grantLicense(call, vehicle_ids, license_id, PERMISSION_TEMPLATES[template][1],
+                          expiry)
+
+    def revokeLicense(self, call: Call, vehicle_ids: list[int], license_id: int) -> None:
+        """Revoke a license's grants on the caller's vehicles; effective from this block:
+        tokens issued for them are refused ``revoked`` from then on."""
+        led, grantee = self._license_vehicles(call, list(vehicle_ids), license_id)
+        for vehicle_id in vehicle_ids:
+            base = led.grant_slot(vehicle_id, led.generation(vehicle_id), grantee)
+            call.require(call.store.load(base + G_BITS) != 0,
+                         f"no permissions granted on vehicle {vehicle_id}")
+            call.store.store(base + G_BITS, 0)
+            call.store.store(base + G_EXPIRY, 0)
+            call.emit("PermissionsRevoked", vehicle_id, grantee)
+            call.emit("LicenseRevoked", vehicle_id, license_id)
+
+    def getLicenseGrant(self, call: Call, vehicle_id: int, license_id: int) -> tuple[int, int]:
+        """(bits, expiry) the current owner granted the license (zeros when none)."""
+        from vm.modules.licenses import license_grantee
+
+        return _Ledger(call.store).grant(vehicle_id, license_grantee(license_id))
+
+    def getTemplate(self, call: Call, template: int) -> tuple[str, int]:
+        call.require(template in PERMISSION_TEMPLATES, "unknown_template")
+        return PERMISSION_TEMPLATES[template]
+
+    # synthetic devices (docs/developers.md, "Synthetic devices") -------------------
+
+    def mintSyntheticDevice(self, call: Call, vehicle_id: int, license_id: int,
+                            device: str, deadline: int, signature: bytes) -> int:
+        """The vehicle owner connects the car through a licensed integration: mints a
+        device NFT for the integration's key ``device``, marked synthetic with the
+        license, owned by the caller and paired with the vehicle at once. ``signature``
+        is the integration's consent: an EIP-712 SYNTHETIC_DEVICE signed by a current
+        signer of the license, valid until ``deadline`` (block seconds; the device
+        address can be minted once, so it cannot be replayed). The integration signs
+        attestations with that key; rewards cap the vehicle's data level at
+        ``synthetic_max_data_level``."""
+        from vm.modules.licenses import is_license_signer, license_owner
+
+        led = _Ledger(call.store)
+        device_b = _address(device)
+        call.require(self._require_owner(led, vehicle_id) == call.sender, "not owner")
+        integration = license_owner(call.state, license_id)
+        if integration is None:
+            raise ModuleRevert("unknown_license")
+        call.require(device_b != ZERO_ADDRESS, "zero address")
+        call.require(led.device_token_id(device_b) == 0, "device already minted")
+        call.require(led.vehicle_device(vehicle_id) == ZERO_ADDRESS, "vehicle already paired")
+        call.require(call.timestamp <= deadline, "bad_consent: signature expired")
+        call.gas(G_ECRECOVER, "integration signature")
+        digest = compute_digest(
+            compute_identity_domain_separator(call.chain_id),
+            SYNTHETIC_DEVICE.hash_struct({"vehicleId": vehicle_id, "licenseId": license_id,
+                                          "device": device_b, "owner": call.sender,
+                                          "deadline": deadline}))
+        signer = recover_signer(digest, bytes(signature))
+        call.require(signer is not None and is_license_signer(call.state, license_id, signer),
+                     "bad_consent: not signed by a signer of the license")
+        token_id = call.store.load(SLOT_DEVICE_COUNT) + 1
+        call.store.store(SLOT_DEVICE_COUNT, token_id)
+        call.store.store(led.device_field(device_b, D_TOKEN_ID), token_id)
+        # the integration stands where a hardware device has its manufacturer
+        call.store.store_address(led.device_field(device_b, D_MANUFACTURER), integration)
+        call.store.store_address(led.device_field(device_b, D_OWNER), call.sender)
+        call.store.store(led.device_field(device_b, D_CLAIMED), 1)
+        call.store.store(led.device_field(device_b, D_SYNTHETIC), license_id)
+        call.store.store_address(mapping_slot(SLOT_DEVICE_BY_ID, token_id), device_b)
+        led.link(vehicle_id, device_b)
+        call.emit("DeviceMinted", device_b, token_id, integration)
+        call.emit("SyntheticDeviceMinted", device_b, vehicle_id, license_id)
+        call.emit("DevicePaired", vehicle_id, device_b, call.sender)
+        return token_id
+
+    def syntheticLicenseOf(self, call: Call, device: str) -> int:
+        """The license of a synthetic device's integration; 0 for a hardware device."""
+        return call.store.load(_Ledger(call.store).device_field(_address(device), D_SYNTHETIC))
 
     def revokePermissions(self, call: Call, vehicle_id: int, grantee: str) -> None:
         led = _Ledger(call.store)
@@ -1104,12 +1271,3 @@ class IdentityModule(SystemModule):
             b"\x00" * 32,
             [],
         )
-
-
-def _error_reason(output: bytes) -> str | None:
-    if output[:4] != ERROR_SELECTOR:
-        return None
-    try:
-        return eth_abi.decode(["string"], output[4:])[0]
-    except Exception:
-        return None

@@ -42,6 +42,7 @@ from vm.modules.base import Call, Store, SystemModule, mapping_slot
 from vm.modules.governance import locked_amount
 from vm.modules.params import get_all_params
 from vm.scoring import (
+    DATA_LEVEL_MULTIPLES,
     EpochActivity,
     Streak,
     VehicleScore,
@@ -141,6 +142,19 @@ def get_vehicle_owner(state: StateAPI, vehicle_id: int) -> tuple[bytes | None, b
     return bytes(record.owner), bytes(record.device) != ZERO_ADDRESS
 
 
+def is_synthetic_vehicle(state: StateAPI, vehicle_id: int) -> bool:
+    """True when the device paired with the vehicle now is synthetic (a licensed
+    integration's key, docs/developers.md): its data level is capped."""
+    identity = _module("vm.modules.identity")
+    if identity is None:
+        return False
+    record = identity.get_vehicle(state, vehicle_id)
+    if record is None or bytes(record.device) == ZERO_ADDRESS:
+        return False
+    device = identity.get_device(state, bytes(record.device))
+    return device is not None and device.synthetic
+
+
 def get_period_producers(state: StateAPI, epoch: int, vehicle_id: int) -> list[tuple[bytes, int]]:
     """``(period owner, accepted attestations)`` of each ownership period of the vehicle
     that produced data in ``epoch``, oldest first (telemetry counts them by device time)."""
@@ -183,7 +197,9 @@ def process_epoch_end(state: StateAPI, epoch: int,
         streak = compute_next_streak(_advance_streak(st, vid, epoch), qualified)
         score = compute_vehicle_score(
             activity, min_attestations=params["min_attestations"], registered=owner is not None,
-            paired=paired, streak=streak, locked=locked_amount(state, owner) if owner else 0)
+            paired=paired, streak=streak, locked=locked_amount(state, owner) if owner else 0,
+            max_data_level=(params["synthetic_max_data_level"] if is_synthetic_vehicle(state, vid)
+                            else len(DATA_LEVEL_MULTIPLES)))
         sbase = mapping_slot(M_STREAK, vid)
         st.store(sbase + 0, streak.count)
         st.store(sbase + 1, streak.missed)
