@@ -136,6 +136,7 @@ class Pruner:
         old_floor = 0 if raw_floor is None else int.from_bytes(raw_floor, "big")
         floor = max(old_floor, head - self.keep_states + 1, 0)
         report = SweepReport(head, floor)
+        log.info("pruning: sweep keeping states %d..%d begins", floor, head)
         t0 = time.thread_time()
         self._slice_start = time.monotonic()
         marked = self._mark(snapshot, [self._state_root(snapshot, h) for h in range(head, floor - 1, -1)],
