@@ -217,3 +217,53 @@ def test_a_node_a_block_recreates_during_a_sweep_survives(chain: Chain) -> None:
             assert not present  # the bug the recording prevents
             assert not check_database(ChainStore(chain.store.database)).ok
         chain.store.trie_listener = None
+
+
+def test_storage_config_defaults_and_refusals() -> None:
+    from node.config import Config, ConfigError
+
+    storage = Config().storage
+    assert (storage.mode, storage.keep_states) == ("pruned", 128)
+    assert Config.from_dict({"storage": {"mode": "archive"}}).storage.mode == "archive"
+    for bad, why in (({"mode": "full"}, "storage.mode must be one of pruned, archive"),
+                     ({"mode": 1}, "storage.mode must be one of"),
+                     ({"keep_states": 0}, "storage.keep_states must be at least 1"),
+                     ({"sweep_min_bytes": -1}, "storage.sweep_min_bytes must be at least 0"),
+                     ({"sweep_growth_percent": 0}, "storage.sweep_growth_percent must be at least 1")):
+        with pytest.raises(ConfigError, match=why):
+            Config.from_dict({"storage": bad})
+    assert "[storage]" in Config().to_toml()
+
+
+def test_a_read_overtaken_by_a_sweep_answers_state_pruned(chain: Chain) -> None:
+    """A read that passed the floor check and then met nodes a sweep deleted (here: the
+    floor is set back to 0 after the sweep, so reads go ahead on the deleted states) gets
+    the same ``state_pruned`` answer through the real dispatcher and method table, for
+    every kind of state read, never ``-32603``."""
+    import json
+
+    import trio
+
+    from node.rpc.dispatch import Dispatcher
+    from node.rpc.registry import build_method_table
+    from node.store import PRUNED_FLOOR
+
+    chain.transfers(12)
+    Pruner(chain.store, keep_states=2, pace=False).sweep()
+    chain.store.database.put(PRUNED_FLOOR, (0).to_bytes(8, "big"))
+    chain.store.state_db._cache.clear()  # what a node cached before the sweep stays right, and readable
+    node = SimpleNamespace(store=chain.store, app=chain.app, chain_id=CHAIN_ID, mempool=chain.app.mempool)
+    dispatcher = Dispatcher(node, build_method_table(), max_batch=10, rate_limiter=None)  # type: ignore[arg-type]
+    who = "0x" + dev_accounts()[0][0].hex()
+
+    async def ask(method: str, params: list) -> dict:
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+        return json.loads((await dispatcher.handle(body, transport="http", client="t")).body)
+
+    for method, params in (("eth_getBalance", [who, "0x3"]), ("eth_getProof", [who, [], "0x3"]),
+                           ("eth_getTransactionCount", [who, "0x3"]),
+                           ("eth_call", [{"to": who, "data": "0x"}, "0x3"])):
+        answer = trio.run(ask, method, params)
+        assert answer["error"]["code"] == -32000, (method, answer)
+        assert answer["error"]["data"]["reason"] == "state_pruned", (method, answer)
+    assert trio.run(ask, "eth_getBalance", [who, "latest"])["result"] != "0x0"
