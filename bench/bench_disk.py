@@ -9,7 +9,7 @@ fully compacted LevelDB holds, before its compression) and the directory's bytes
 after a full compaction. Prints the ratio pruned/archive, and the sweeps' CPU per block
 against the CPU of committing a block (the same-run baseline).
 
-    python -m bench.bench_disk [--accounts 1000] [--blocks 2000] [--txs 10] [--keep 128]
+    python -m bench.bench_disk [--accounts 1000] [--blocks 2000] [--txs 10] [--keep 128] [--growth 50]
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sweep-min-mib", type=float, default=1.0,
                     help="storage.sweep_min_bytes in MiB (the node's default is 64: at these "
                          "sizes it would sweep once or never; 1 shows the steady state)")
+    ap.add_argument("--growth", type=int, default=50, help="storage.sweep_growth_percent")
     args = ap.parse_args(argv or [])
 
     rng = random.Random(15)
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             genesis_keys, genesis_bytes = trie_bytes(store)
             app = Application(store, Mempool(CHAIN_ID, min_fee=0, max_per_sender=64))
             pruner = Pruner(store, args.keep, sweep_min_bytes=int(args.sweep_min_mib * 2**20),
-                            pace=False) if mode == "pruned" else None
+                            sweep_growth_percent=args.growth, pace=False) if mode == "pruned" else None
             commit_cpu = sweep_cpu = 0.0
             sweeps = 0
             t_start = time.perf_counter()
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     accounts = len(everyone)
     load = os.getloadavg()[0]
     print(f"accounts {accounts}, blocks {args.blocks} x {args.txs} transfers, keep_states {args.keep}, "
-          f"sweep_min {args.sweep_min_mib} MiB, load average {load:.1f}")
+          f"sweep_min {args.sweep_min_mib} MiB, growth {args.growth} %, load average {load:.1f}")
     print(f"genesis trie: {a['genesis_bytes'] / accounts:.0f} bytes/account ({a['genesis_keys']} keys)")
     for name, r in (("archive", a), ("pruned", p)):
         grown = r["bytes"] - r["genesis_bytes"]

@@ -110,7 +110,7 @@ class StorageSection:
     # A sweep starts once the trie written since the last one reaches sweep_growth_percent
     # of the live state, and at least sweep_min_bytes (0: after every block, for tests).
     sweep_min_bytes: int = 64 * 1024 * 1024
-    sweep_growth_percent: int = 25
+    sweep_growth_percent: int = 50
 
 
 STORAGE_MODES = ("pruned", "archive")

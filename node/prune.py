@@ -68,7 +68,7 @@ class Pruner:
     thread that sweeps when due). Only one sweep runs at a time."""
 
     def __init__(self, store: ChainStore, keep_states: int, *, sweep_min_bytes: int = 64 * 1024 * 1024,
-                 sweep_growth_percent: int = 25, pace: bool = True) -> None:
+                 sweep_growth_percent: int = 50, pace: bool = True) -> None:
         if keep_states < 1:
             raise ValueError("keep_states must be at least 1")
         self.store = store
