@@ -117,6 +117,21 @@ class HealthSection:
 
 
 @dataclass
+class StorageSection:
+    # docs/storage.md, "Pruning": "pruned" keeps the states of the last keep_states blocks
+    # (blocks, receipts and indexes are always kept whole); "archive" keeps every state.
+    mode: str = "pruned"
+    keep_states: int = 128  # geth's number: about two minutes of blocks at one a second
+    # A sweep starts once the trie written since the last one reaches sweep_growth_percent
+    # of the live state, and at least sweep_min_bytes (0: after every block, for tests).
+    sweep_min_bytes: int = 64 * 1024 * 1024
+    sweep_growth_percent: int = 50
+
+
+STORAGE_MODES = ("pruned", "archive")
+
+
+@dataclass
 class Config:
     node: NodeSection = field(default_factory=NodeSection)
     rpc: RPCSection = field(default_factory=RPCSection)
@@ -126,6 +141,7 @@ class Config:
     telemetry: TelemetrySection = field(default_factory=TelemetrySection)
     health: HealthSection = field(default_factory=HealthSection)
     webhooks: WebhooksSection = field(default_factory=WebhooksSection)
+    storage: StorageSection = field(default_factory=StorageSection)
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
@@ -169,6 +185,7 @@ class Config:
         if cfg.mempool.journal_max_bytes < JOURNAL_MIN_BYTES:
             raise ConfigError(f"mempool.journal_max_bytes must be at least {JOURNAL_MIN_BYTES} "
                               "(one largest transaction)")
+        _check_storage(cfg.storage)
         return cfg
 
     def to_toml(self) -> str:
@@ -205,6 +222,17 @@ def _check_rpc(rpc: RPCSection) -> None:
     if rpc.ws_idle_timeout_seconds <= rpc.ws_ping_interval_seconds:
         # a client that answers every ping must never look idle
         raise ConfigError("rpc.ws_idle_timeout_seconds must exceed rpc.ws_ping_interval_seconds")
+
+
+def _check_storage(storage: StorageSection) -> None:
+    if storage.mode not in STORAGE_MODES:
+        raise ConfigError(f"storage.mode must be one of {', '.join(STORAGE_MODES)}")
+    if storage.keep_states < 1:  # the head's state is what the node runs on
+        raise ConfigError("storage.keep_states must be at least 1")
+    if storage.sweep_min_bytes < 0:
+        raise ConfigError("storage.sweep_min_bytes must be at least 0")
+    if storage.sweep_growth_percent < 1:
+        raise ConfigError("storage.sweep_growth_percent must be at least 1")
 
 
 def _toml_value(v: Any) -> str:

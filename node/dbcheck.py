@@ -1,6 +1,8 @@
 """``motus db check``: walk the head's state trie from its root, checking that every node
 is present and hashes to its reference, every account's storage trie likewise, and
-every contract's code is present. Also checks the head block and its indexes agree."""
+every contract's code is present. Also checks the head block and its indexes agree, and,
+on a node that prunes (node.prune), the oldest state it claims to keep: walked the same
+way, without entering the subtrees the head's walk checked."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ class CheckReport:
     nodes: int = 0
     accounts: int = 0
     storage_slots: int = 0
+    oldest_state: int = 0  # the lowest height whose state is kept (checked too when below the head)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -37,6 +40,8 @@ def check_database(store: ChainStore, max_problems: int = 20) -> CheckReport:
     if store.validators_for(head.height + 1) is None:
         report.problems.append("no validator set stored for the next height")
     db = store.state_db
+    checked: set[bytes] = set()  # nodes the head's walk verified
+    skip_checked = False  # set for the oldest state's walk
 
     def walk(root: bytes, on_leaf) -> None:
         if root == BLANK_ROOT_HASH:
@@ -45,6 +50,8 @@ def check_database(store: ChainStore, max_problems: int = 20) -> CheckReport:
         while stack and len(report.problems) < max_problems:
             ref = stack.pop()
             if isinstance(ref, bytes) and len(ref) == 32:
+                if skip_checked and ref in checked:
+                    continue
                 try:
                     raw = db[ref]
                 except KeyError:
@@ -54,6 +61,7 @@ def check_database(store: ChainStore, max_problems: int = 20) -> CheckReport:
                     report.problems.append(f"trie node {ref.hex()} does not hash to its key")
                     continue
                 report.nodes += 1
+                checked.add(ref)
                 node = rlp.decode(raw)
             else:
                 node = ref if isinstance(ref, list) else rlp.decode(ref)
@@ -94,6 +102,16 @@ def check_database(store: ChainStore, max_problems: int = 20) -> CheckReport:
         walk(storage_root, on_slot)
 
     walk(head.state_root, on_account)
+    report.oldest_state = min(store.oldest_state_height, head.height)
+    if report.oldest_state < head.height and len(report.problems) < max_problems:
+        oldest = store.header_by_height(report.oldest_state)
+        if oldest is None:
+            report.problems.append(f"no block at the oldest kept height {report.oldest_state}")
+        else:
+            skip_checked = True
+            counts = report.nodes, report.accounts, report.storage_slots  # the head's
+            walk(oldest.state_root, on_account)
+            report.nodes, report.accounts, report.storage_slots = counts
     return report
 
 

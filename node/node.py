@@ -70,6 +70,13 @@ class Node:
         self.rpc_port: int | None = None
         self.stopping = trio.Event()
         self.network = None
+        self.pruner = None
+        st = self.config.storage
+        if st.mode == "pruned":
+            from node.prune import Pruner
+
+            self.pruner = Pruner(self.store, st.keep_states, sweep_min_bytes=st.sweep_min_bytes,
+                                 sweep_growth_percent=st.sweep_growth_percent)
 
     def _head_params(self) -> dict[str, int]:
         from vm.db import OverlayDB
@@ -88,6 +95,8 @@ class Node:
 
         log.info("starting %s chain %d at height %d", self.config.node.moniker, self.chain_id, self.store.head_height)
         try:
+            if self.pruner is not None:
+                self.pruner.start()
             # Before the RPC opens: the journal's transactions are pending again, and
             # every RPC accept is journaled (and queued for gossip) before its answer.
             self.local_txs.replay(lambda raw: self.app.submit_transaction(raw, gossip=False))
@@ -118,6 +127,8 @@ class Node:
             self.local_txs.close()
             self.webhooks.close()
             self.attestations.close()
+            if self.pruner is not None:
+                self.pruner.stop()  # before the database closes under its snapshot
             self.database.close()
             log.info("stopped at height %d", self._safe_head())
 

@@ -17,11 +17,13 @@ Key layout (one-byte prefixes):
   v<height:8>       validator set (with proposer priorities) for height
   H                 head height
   G                 genesis hash
+  P                 lowest height whose state is kept whole (node.prune); absent: 0
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import rlp
@@ -45,6 +47,7 @@ from vm.events import (
 from vm.execute import BlockResult, encode_receipt
 
 PRIORITY_OFFSET = 2**127
+PRUNED_FLOOR = b"P"
 
 
 class StoreError(Exception):
@@ -77,6 +80,11 @@ class ChainStore:
         self.state_db = StateDB(database)
         self._head: Header | None = None
         self._genesis_hash: bytes | None = self.db.get(b"G")
+        # node.prune: block commits and the pruner's delete batches take turns under this
+        # lock, and the pruner hears of every trie key a commit writes (docs/storage.md,
+        # "Pruning"): a node re-created by a block while a sweep runs is never deleted.
+        self.commit_lock = threading.Lock()
+        self.trie_listener: Callable[[dict[bytes, bytes]], None] | None = None
 
     # --- initialisation ---------------------------------------------------------
 
@@ -189,6 +197,13 @@ class ChainStore:
         raw = self.db.get(b"v" + _h(height))
         return None if raw is None else decode_validator_set(raw)
 
+    @property
+    def oldest_state_height(self) -> int:
+        """The lowest height whose state is whole: below it a pruning node may have deleted
+        trie nodes (node.prune); 0 on an archive node that never pruned."""
+        raw = self.db.get(PRUNED_FLOOR)
+        return 0 if raw is None else int.from_bytes(raw, "big")
+
     def recent_hashes(self, height: int, count: int = 256) -> tuple[bytes, ...]:
         """Hashes of blocks ``height-1, height-2, ...`` (newest first) for BLOCKHASH."""
         out = []
@@ -211,7 +226,7 @@ class ChainStore:
             raise StoreError("block does not extend the head")
         puts, _ = overlay.pending()
         bh = block.hash
-        with self.database.batch() as wb:
+        with self.commit_lock, self.database.batch() as wb:
             for k, v in puts.items():
                 wb.put(TRIE + k, v)
             wb.put(b"b" + bh, block.encode())
@@ -236,6 +251,8 @@ class ChainStore:
                 wb.put(b"E" + ev.hash(), _h(height))
             wb.put(b"v" + _h(height + 1), encode_validator_set(next_validators))
             wb.put(b"H", _h(height))
+            if self.trie_listener is not None:
+                self.trie_listener(puts)
         self._head = block.header
 
     def evidence_height(self, evidence_hash: bytes) -> int | None:

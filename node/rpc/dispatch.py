@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
+from eth.vm.interrupt import EVMMissingData
+from trie.exceptions import MissingTrieNode
 
 from codec.json import JSONParseError, parse_json
 from node.rpc import metrics
@@ -24,6 +26,7 @@ from node.rpc.errors import (
     invalid_request,
     limit_exceeded,
     method_not_found,
+    state_pruned,
 )
 from node.rpc.ratelimit import RateLimiter
 from node.rpc.registry import MethodTable, RPCContext
@@ -167,6 +170,13 @@ class Dispatcher:
                 None if notification else _dumps({"jsonrpc": "2.0", "id": req_id, "result": result})
             )
         except RPCError as err:
+            metrics.RPC_ERRORS.labels(label, str(err.code)).inc()
+            answer = None if notification else _dumps(_error_doc(err, req_id))
+        except (MissingTrieNode, EVMMissingData):
+            # A read that began on a kept state whose nodes a pruning sweep deleted as the
+            # window moved on (docs/storage.md, "Pruning"); reads below the floor are
+            # refused before they start (node/rpc/eth.py).
+            err = state_pruned(ctx.store.oldest_state_height, "the requested state is no longer kept")
             metrics.RPC_ERRORS.labels(label, str(err.code)).inc()
             answer = None if notification else _dumps(_error_doc(err, req_id))
         except Exception:

@@ -68,3 +68,12 @@ def method_not_found(name: str) -> RPCError:
 
 def internal_error() -> RPCError:
     return RPCError(INTERNAL_ERROR, "internal error")
+
+
+def state_pruned(oldest: int, what: str) -> RPCError:
+    """A state this node no longer keeps (docs/storage.md, "Pruning"): geth's "missing
+    trie node" words and code, with ``data.reason`` ``state_pruned`` and the oldest block
+    whose state the node serves."""
+    return RPCError(INVALID_INPUT, f"missing trie node: {what} (state_pruned: this node keeps the "
+                    f"states of blocks {oldest} and later; ask an archive node)",
+                    {"reason": "state_pruned", "oldestState": hex(oldest)})

@@ -29,6 +29,7 @@ from node.rpc.errors import (
     RPCError,
     limit_exceeded,
     not_found,
+    state_pruned,
 )
 from node.rpc.ethjson import (
     block_json,
@@ -110,8 +111,18 @@ def resolve_header(ctx: RPCContext, ref: p.BlockRef) -> Header:
     return block.header
 
 
+def state_header(ctx: RPCContext, ref: p.BlockRef) -> Header:
+    """The header ``ref`` names, for a read of its state: ``state_pruned`` (errors.py) if
+    this node no longer keeps that state (docs/storage.md, "Pruning")."""
+    header = resolve_header(ctx, ref)
+    oldest = ctx.store.oldest_state_height
+    if header.height < oldest:
+        raise state_pruned(oldest, f"state of block {header.height} is pruned")
+    return header
+
+
 def state_at(ctx: RPCContext, ref: p.BlockRef):
-    return ctx.app.state_at(resolve_header(ctx, ref))
+    return ctx.app.state_at(state_header(ctx, ref))
 
 
 # --- node and chain ---------------------------------------------------------------------
@@ -212,7 +223,7 @@ def get_storage_at(ctx: RPCContext, address: bytes, slot: int, ref: p.BlockRef) 
 )
 def get_proof(ctx: RPCContext, address: bytes, slots: list[int], ref: p.BlockRef) -> dict[str, Any]:
     """EIP-1186 account and storage proofs against the block's state root."""
-    header = resolve_header(ctx, ref)
+    header = state_header(ctx, ref)
     db = ctx.store.state_db
     account_trie = HexaryTrie(db, header.state_root)
     account_key = keccak(address)
@@ -296,7 +307,7 @@ OVERRIDES = Param("stateOverrides", p.state_overrides, None)
 
 
 def _call_at(ctx: RPCContext, ref: p.BlockRef) -> tuple[Header, BlockEnv]:
-    header = resolve_header(ctx, ref)
+    header = state_header(ctx, ref)
     return header, call_env(ctx, header, ref)
 
 
