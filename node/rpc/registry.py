@@ -56,6 +56,7 @@ METHOD_MODULES: tuple[str, ...] = (
     "node.rpc.filters",
     "node.rpc.debug",
     "node.rpc.txpool",
+    "node.rpc.explorer",
 )
 
 REQUIRED: Any = object()
