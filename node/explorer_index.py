@@ -20,7 +20,9 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from vm.attestation import AttestationError, decode_attestation
+import msgpack
+
+CELL_FIELD = 5  # the public cell's place in the attestation array (docs/telemetry.md)
 
 PREFIX_ADDRESS = b"Xa"
 PREFIX_CELL = b"Xc"
@@ -46,14 +48,25 @@ def index_block(db: Any, batch: Any, height: int, epoch: int, extras: Sequence[A
             batch.put(PREFIX_ADDRESS + party + _u(height, 8) + _u(i, 4), tx_hash)
     cells: Counter[int] = Counter()
     for raw in attestations:
-        try:
-            cells[decode_attestation(bytes(raw)).cell] += 1
-        except AttestationError:  # cannot happen for an executed block; never fail a commit
-            continue
+        cell = _cell_of(bytes(raw))
+        if cell is not None:
+            cells[cell] += 1
     for cell, n in cells.items():
         key = PREFIX_CELL + _u(epoch, 8) + _u(cell, 8)
         old = db.get(key)
         batch.put(key, _u((int.from_bytes(old, "big") if old else 0) + n, 8))
+
+
+def _cell_of(raw: bytes) -> int | None:
+    """The public cell of an attestation the block's execution has already accepted
+    (so canonical and well typed): read straight from its msgpack array, at a fifth of
+    a full decode's cost; None for anything else (never fails a commit)."""
+    try:
+        fields = msgpack.unpackb(raw, raw=True, strict_map_key=True, use_list=False)
+        cell = fields[CELL_FIELD]
+    except Exception:
+        return None
+    return cell if type(cell) is int and cell >= 0 else None
 
 
 def address_transactions(db: Any, address: bytes, limit: int) -> list[tuple[int, int, bytes]]:

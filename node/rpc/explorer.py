@@ -51,6 +51,7 @@ MAX_CELLS = 5_000  # cells the coverage map draws
 MAX_GRID_BLOCKS = 100  # blocks in the validators' signing grid
 MAX_PROPOSALS = 50  # proposals on the governance page (newest first)
 ISSUANCE_POINTS = 60  # points of the issuance chart
+SCHEDULE_PERIODS = 10  # decay periods of the issuance schedule chart
 VOTE_SCAN = 200  # newest proposals looked at for an address's votes
 
 MODULE_NAMES = {addr: name for name, addr in addresses.ALL.items()}
@@ -412,6 +413,7 @@ def explorer_governance(ctx: RPCContext) -> dict[str, Any]:
                             "executedAt": prop.executed_at})
         if len(props) >= MAX_PROPOSALS and pid < count - 10 * MAX_PROPOSALS:
             break
+    period = max(1, params["decay_period_epochs"])
     current = get_epoch(state)
     step = max(1, (current + 1) // ISSUANCE_POINTS) if current >= ISSUANCE_POINTS else 1
     issuance = []
@@ -427,6 +429,8 @@ def explorer_governance(ctx: RPCContext) -> dict[str, Any]:
         "history": history,
         "params": {k: str(v) for k, v in params.items()},
         "issuance": issuance, "decayBps": params["decay_bps"],
+        "schedule": [{"epoch": k * period, "pool": str(compute_epoch_pool(params, k * period))}
+                     for k in range(SCHEDULE_PERIODS + 1)],
         "decayPeriodEpochs": params["decay_period_epochs"],
         "currentEpoch": current, "blockNumber": header.height,
     }

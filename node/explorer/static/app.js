@@ -103,7 +103,7 @@ const card = (title, ...body) => h("section", { class: "card" }, title ? h("h2",
 function barChart(points, opts) {
   // points: [{x: label, y: number, cls?}]
   const W = 600, H = 170, L = 44, B = 22, T = 10;
-  const max = Math.max(1e-9, ...points.map((p) => p.y || 0));
+  const max = Math.max(1e-9, ...points.map((p) => p.y || 0), ...(opts.line || []).map((q) => q.y || 0));
   const bw = (W - L - 8) / Math.max(1, points.length);
   const chart = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none",
     role: "img", "aria-label": opts.label, "data-chart": opts.id });
@@ -122,10 +122,11 @@ function barChart(points, opts) {
       chart.append(s("text", { x: x + bw / 2 - 4, y: H - 6 }, String(p.x)));
   });
   if (opts.line) {
-    const lmax = Math.max(max, ...opts.line.map((q) => q.y));
-    const pts = opts.line.map((q, i) => `${L + i * bw + bw / 2},${H - B - (q.y / lmax) * (H - T - B)}`);
-    chart.append(s("polyline", { points: pts.join(" "), fill: "none", stroke: "#d1495b", "stroke-width": 2,
-      "data-series": "scheduled" }));
+    const pts = opts.line.map((q, i) => [L + i * bw + bw / 2, H - B - (q.y / max) * (H - T - B)]);
+    chart.append(s("polyline", { points: pts.map((q) => q.join(",")).join(" "), fill: "none", stroke: "#d1495b",
+      "stroke-width": 2, "data-series": "scheduled" }));
+    pts.forEach(([x, y], i) => chart.append(s("circle", { cx: x, cy: y, r: 3, fill: "#d1495b" },
+      s("title", {}, `${opts.xname} ${points[i] ? points[i].x : i}: scheduled ${fmtNum(opts.line[i].y)}`))));
   }
   return chart;
 }
@@ -284,6 +285,7 @@ async function vehiclePage(id) {
   if (!d) return notFound(`vehicle ${id}`);
   const now = Date.now() / 1000;
   const settled = d.epochs.filter((e) => e.settled);
+  const lastPaid = settled.filter((e) => e.reward && BigInt(e.reward) > 0n).map((e) => e.epoch).pop();
   return [
     h("h1", {}, `Vehicle ${d.id}: `, `${d.make} ${d.model} (${d.year})`),
     card(null, kv([["Owner", addrLink(d.owner)], ["VIN hash", mono(d.vinHash)],
@@ -291,7 +293,11 @@ async function vehiclePage(id) {
       d.device && ["Device token", h("span", {}, `#${d.device.tokenId} by manufacturer `, addrLink(d.device.manufacturer))],
       ["Streak", `${d.streak.count} qualifying epochs in a row (level ${d.streak.level})`],
       ["Earned (shown epochs)", h("b", { id: "total-reward" }, motus(d.totalReward))],
-      ["Source", h("span", { class: "muted" }, `node state at block ${d.blockNumber}, not independently verified (docs/explorer.md)`)]])),
+      ["Source", h("span", { class: "muted" }, `this node's state at block ${d.blockNumber}: shown, not verified by this page`)],
+      ["Verify it yourself", h("span", { id: "verify" }, "with the light client, which checks the validators' signatures and the Merkle proofs: ",
+        h("code", {}, `motus light vehicle ${d.id} --owner ${d.owner} --rpc ${location.origin}`),
+        lastPaid !== undefined ? [" and ", h("code", {}, `motus light reward ${d.id} ${lastPaid} --rpc ${location.origin}`)] : null,
+        h("span", { class: "muted" }, " (after motus light init, docs/light.md)"))]])),
     h("div", { class: "grid" },
       card("Accepted attestations per epoch", barChart(d.epochs.map((e) => ({ x: e.epoch, y: e.accepted,
         color: e.settled ? "#0e7c66" : "#7fc4b4" })), { id: "attestations", label: "accepted attestations per epoch", xname: "epoch" })),
@@ -367,6 +373,10 @@ async function governancePage(focus) {
       card("Issuance per epoch", h("p", { class: "muted" }, "Bars: minted; line: the schedule with its decay."),
         barChart(issuance.map((e) => ({ x: e.epoch, y: e.minted === null ? 0 : toMotus(e.minted), label: e.minted === null ? "running" : motus(e.minted) })),
           { id: "issuance", label: "issuance per epoch", xname: "epoch", line: issuance.map((e) => ({ y: toMotus(e.scheduled) })) })),
+      card(`Issuance schedule: ${g.decayBps / 100}% less every ${g.decayPeriodEpochs} epochs`,
+        h("p", { class: "muted" }, "The pool of each decay period, as the parameters stand now (MOTUS per epoch)."),
+        barChart(g.schedule.map((e) => ({ x: e.epoch, y: toMotus(e.pool), label: motus(e.pool) })),
+          { id: "schedule", label: "issuance schedule", xname: "from epoch", color: "#d1495b" })),
       card("Parameter history", table(["Parameter", "Value", "Proposal", "Executed at"], g.history.map((x) =>
         h("tr", {}, h("td", {}, x.param), h("td", {}, x.value), h("td", {}, `#${x.proposal}`), h("td", {}, blockLink(x.executedAt))))))),
     card("Parameters now", table(["Name", "Value"], Object.entries(g.params).map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", { class: "mono" }, v))))),
