@@ -208,10 +208,18 @@ def explorer_home(ctx: RPCContext) -> dict[str, Any]:
     blocks = []
     txs: list[dict[str, Any]] = []
     for height in range(head, max(-1, head - HOME_TX_SCAN), -1):
-        block = store.block_by_height(height)
+        block_hash = store.hash_at(height)
+        if block_hash is None:
+            break
+        wanted = len(blocks) < HOME_BLOCKS
+        # past the newest blocks, only blocks with transactions are decoded (their
+        # extras record is small; a block of attestations is not)
+        if not wanted and not store.tx_extras(block_hash):
+            continue
+        block = store.block_by_hash(block_hash)
         if block is None:
             break
-        if len(blocks) < HOME_BLOCKS:
+        if wanted:
             blocks.append(_block_row(block))
         if len(txs) < HOME_TXS and block.transactions:
             txs += list(reversed(_tx_rows(ctx, block)))[: HOME_TXS - len(txs)]
@@ -367,12 +375,13 @@ def explorer_vehicle(ctx: RPCContext, vid: int, epochs: int) -> dict[str, Any] |
     }
 
 
-@methods.method("motus_explorerCoverage", EPOCHS)
+@methods.method("motus_explorerCoverage", EPOCHS, blocking=True)
 def explorer_coverage(ctx: RPCContext, epochs: int) -> dict[str, Any]:
     """The coverage map: every public H3 cell with accepted attestations in the last
     ``epochs`` epochs (the running one included), with its boundary (lat, lng pairs from
     ``h3``) and its count per epoch; at most MAX_CELLS cells, the busiest kept."""
-    state = ctx.app.head_state()
+    header = ctx.store.head
+    state = ctx.app.state_at(header)  # a private view: this runs in a worker thread
     current = get_epoch(state)
     first = max(0, current - epochs + 1)
     cells: dict[int, dict[int, int]] = {}
@@ -388,7 +397,7 @@ def explorer_coverage(ctx: RPCContext, epochs: int) -> dict[str, Any]:
                     "total": sum(per.values()), "current": per.get(current, 0),
                     "perEpoch": {str(e): n for e, n in sorted(per.items())}})
     return {"fromEpoch": first, "toEpoch": current, "cells": out, "truncated": len(ranked) > MAX_CELLS,
-            "resolution": get_all_params(state).get("h3_resolution"), "blockNumber": ctx.store.head_height}
+            "resolution": get_all_params(state).get("h3_resolution"), "blockNumber": header.height}
 
 
 @methods.method("motus_explorerGovernance")
@@ -443,13 +452,14 @@ def _blocks_param(value: Any) -> int:
     return n
 
 
-@methods.method("motus_explorerValidators", Param("blocks", _blocks_param, 50))
+@methods.method("motus_explorerValidators", Param("blocks", _blocks_param, 50), blocking=True)
 def explorer_validators(ctx: RPCContext, blocks: int) -> dict[str, Any]:
     """The validators page: every validator with power and jail flag, the signing grid
     of the last ``blocks`` commits (who signed each), and the evidence they carried."""
-    state = ctx.app.head_state()
     store = ctx.store
-    head = store.head_height
+    header = store.head
+    state = ctx.app.state_at(header)  # a private view: this runs in a worker thread
+    head = header.height
     vs = store.validators_for(head + 1)
     priorities = vs.priorities if vs is not None else {}
     grid = []
