@@ -149,10 +149,12 @@ def test_home_is_live_and_refusals_show_their_codes(devnet: Devnet, ex: Explorer
     # the fleet's spoofers are refused: each refusal is listed with its code
     row = page.locator("#refusals tr.refusal").first
     row.wait_for()
-    code = row.locator(".code").inner_text()
+    # read in one go: the live page may re-render between two reads
+    href, code = row.evaluate("r => [r.querySelector('a').getAttribute('href'), "
+                              "r.querySelector('.code').textContent]")
     assert code in set(EXPECTED_CODE.values()) | {"replay", "too_frequent", "stale", "future"}
     ex.shot("home")
-    row.locator("a").click()
+    page = ex.open(href.removeprefix("#/"))  # where the row's link leads
     page.wait_for_selector("#reject-code")
     assert ex.text("#reject-code") == code
     assert "rejected" in page.locator("main .badge").first.inner_text()
@@ -315,3 +317,16 @@ def test_explorer_methods_answer_null_for_what_does_not_exist(devnet: Devnet) ->
     assert rpc(devnet.url, "motus_explorerTx", ["0x" + "00" * 32]) is None
     assert rpc(devnet.url, "motus_explorerAttestation", ["0x" + "00" * 32]) is None
     assert rpc(devnet.url, "motus_explorerSearch", ["0x" + "00" * 32])["kind"] == "none"
+
+
+def test_text_from_the_chain_is_shown_as_text(devnet: Devnet, ex: Explorer) -> None:
+    """Anyone can mint a vehicle named with markup: the page shows it, never runs it."""
+    hostile = "<img src=x onerror=\"document.title='owned'\">"
+    _, minted, _ = devnet.cli("vehicle", "mint", "--make", hostile, "--model", "<b>Zoe</b>",
+                              "--year", "2019", "--vin", "VF1AG000X12345678",
+                              "--private-key-file", str(devnet.key_file(7)))
+    page = ex.open(f"vehicle/{minted['vehicleId']}")
+    assert hostile in ex.text("main h1") and "<b>Zoe</b>" in ex.text("main h1")
+    assert page.locator("main img, main b:text('Zoe')").count() == 0
+    assert page.title() == "Motus explorer"
+    ex.shot("vehicle-hostile-name")

@@ -470,7 +470,7 @@ async function mapPage(focusCell) {
   };
   svgEl.addEventListener("wheel", (ev) => { ev.preventDefault(); zoom(ev.deltaY > 0 ? 1.25 : 0.8, ...toWorld(ev)); }, { passive: false });
   let drag = null;
-  svgEl.addEventListener("pointerdown", (ev) => { drag = { x: ev.clientX, y: ev.clientY, moved: false }; });
+  svgEl.addEventListener("pointerdown", (ev) => { drag = { x: ev.clientX, y: ev.clientY, moved: false }; holding = true; });
   svgEl.addEventListener("pointermove", (ev) => {
     if (!drag) return;
     const r = svgEl.getBoundingClientRect(), v = mapState.view, k = Math.max(v.w / r.width, v.h / r.height);
@@ -479,7 +479,7 @@ async function mapPage(focusCell) {
     drag.moved = true; svgEl.classList.add("dragging");
     v.x -= dx * k; v.y -= dy * k; drag.x = ev.clientX; drag.y = ev.clientY; apply();
   });
-  const end = () => { drag = null; svgEl.classList.remove("dragging"); };
+  const end = () => { drag = null; holding = false; svgEl.classList.remove("dragging"); };
   svgEl.addEventListener("pointerup", end); svgEl.addEventListener("pointerleave", end);
   const info = h("div", { class: "cellinfo", id: "cellinfo" }, h("span", { class: "muted" }, "Click a cell for its counts."));
   function showCell(c) {
@@ -577,16 +577,19 @@ window.addEventListener("hashchange", () => {
 });
 
 let lastHead = 0, pendingRefresh = null;
+let holding = false; // a drag on the map is under way: a refresh would drop it
 function onHead(height) {
   lastHead = height;
   const name = location.hash.replace(/^#\/?/, "").split("/")[0];
   if (!(ROUTES[name] || ROUTES[""])[1] || pendingRefresh) return;
   // at most one refresh a second, never while one is running
-  pendingRefresh = setTimeout(async () => {
+  const refresh = async () => {
+    if (holding) { pendingRefresh = setTimeout(refresh, 500); return; }
     if (rendering) await rendering.catch(() => {});
     pendingRefresh = null;
     render(true);
-  }, 1000);
+  };
+  pendingRefresh = setTimeout(refresh, 1000);
 }
 
 function connect(backoff = 1000) {
