@@ -56,7 +56,7 @@ def wait(what: str, check: Callable[[], Any], timeout: float) -> Any:
 def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
     net = Devnet(tmp_path_factory.mktemp("explorer"))
     try:
-        net.wait("RPC up", lambda: net.height() >= 1, 40)
+        net.wait("RPC up", lambda: net.height() >= 1, 90)  # node start under load
         yield net
     finally:
         net.stop()
@@ -171,14 +171,15 @@ def test_map_draws_hexagons_for_cells_with_attestations(devnet: Devnet, ex: Expl
     # a hexagon: six corners, all resolution-7 (the chain's public cells)
     assert len(cells.first.get_attribute("points").split()) == 6
     assert all(c["resolution"] == 7 for c in coverage)
-    box = cells.first.bounding_box()
-    assert box and box["width"] > 5 and box["height"] > 5
+    box = wait("a hexagon's box", lambda: cells.first.bounding_box(), 10)
+    assert box["width"] > 5 and box["height"] > 5
     # zoom and pan move the view
     view = page.locator("#map").get_attribute("viewBox")
     page.click("#zoom-in")
     zoomed = page.locator("#map").get_attribute("viewBox")
     assert float(zoomed.split()[2]) < float(view.split()[2])
-    mp = page.locator("#map").bounding_box()
+    # the live page re-renders on each head: ask again if the map is being replaced
+    mp = wait("the map's box", lambda: page.locator("#map").bounding_box(), 10)
     page.mouse.move(mp["x"] + 200, mp["y"] + 200)
     page.mouse.down()
     page.mouse.move(mp["x"] + 320, mp["y"] + 260, steps=5)

@@ -455,7 +455,11 @@ async function mapPage(focusCell) {
   }
   world.append(...polys);
   const pad = Math.max(maxX - minX, maxY - minY) * 0.15 + 20;
-  if (!mapState.view) mapState.view = { x: minX - pad, y: minY - pad, w: maxX - minX + 2 * pad, h: maxY - minY + 2 * pad };
+  // fit once; again when the first cells arrive on a map that was fitted empty
+  if (!mapState.view || (mapState.fittedEmpty && cells.length)) {
+    mapState.view = { x: minX - pad, y: minY - pad, w: maxX - minX + 2 * pad, h: maxY - minY + 2 * pad };
+    mapState.fittedEmpty = !cells.length;
+  }
   const apply = () => svgEl.setAttribute("viewBox", `${mapState.view.x} ${mapState.view.y} ${mapState.view.w} ${mapState.view.h}`);
   apply();
   const zoom = (f, cx, cy) => {
