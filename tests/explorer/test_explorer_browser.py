@@ -269,7 +269,7 @@ def test_search_reaches_each_kind_of_page(devnet: Devnet, ex: Explorer) -> None:
                            (home["transactions"][0]["hash"], "Transaction")]:
         page.fill("#q", query)
         page.press("#q", "Enter")
-        page.locator("main h1", has_text=heading).wait_for()
+        page.locator("main h1", has_text=heading).wait_for(timeout=2 * UI_TIMEOUT_MS)
     page.fill("#q", "no such thing")
     page.press("#q", "Enter")
     page.locator("main h1", has_text="Not found").wait_for()
