@@ -493,6 +493,8 @@ def devnet_up(args) -> int:
     print(f"devnet: {len(members)} validator(s) under {root}; chain id {args.chain_id}; "
           f"epochs of {epoch_len} blocks; RPC {members[0].url}; accounts in "
           f"{root / ACCOUNTS_FILE}; Ctrl-C stops", flush=True)
+    # every validator serves the explorer on its RPC port (docs/explorer.md)
+    print(f"devnet: explorer {members[0].url}/ (open it in a browser)", flush=True)
     started = time.monotonic()
     tty = sys.stdout.isatty()
     watch = ChainWatch(root, members[0].url)

@@ -758,3 +758,15 @@ class AttestationPool:
         if att_id in self._pending:
             return AttestationStatus(PENDING)
         return self._history.get(att_id)
+
+    def recent_rejections(self, limit: int, scan: int) -> list[tuple[bytes, str]]:
+        """The newest refusals (id, reject code), newest first: at most ``limit``, among
+        the newest ``scan`` history entries (which also hold inclusions), so the cost is
+        bounded whatever the history's size (the explorer's front page)."""
+        out: list[tuple[bytes, str]] = []
+        for i, (att_id, status) in enumerate(reversed(self._history.items())):
+            if i >= scan or len(out) >= limit:
+                break
+            if status.status == REJECTED and status.code is not None:
+                out.append((att_id, status.code))
+        return out

@@ -50,6 +50,8 @@ class RPCSection:
     # debug_trace* re-execute EVM code for seconds of CPU each: a node whose RPC is open
     # beyond the machine may switch them off (they then answer "method not found")
     debug_api: bool = True
+    # the web explorer's pages on GET / (docs/explorer.md); false: GET / answers 405 again
+    explorer: bool = True
 
 
 @dataclass

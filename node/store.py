@@ -18,6 +18,7 @@ Key layout (one-byte prefixes):
   H                 head height
   G                 genesis hash
   P                 lowest height whose state is kept whole (node.prune); absent: 0
+  X...              the explorer's indexes (node.explorer_index)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from rlp.sedes import Binary, CountableList, big_endian_int, binary
 from consensus.types import Commit, Validator, ValidatorSet
 from genesis.builder import build_genesis
 from genesis.spec import GenesisSpec
+from node import explorer_index
 from node.block import EMPTY_COMMIT, Block
 from node.db import TRIE, Database, StateDB
 from vm.block import Header
@@ -250,6 +252,8 @@ class ChainStore:
             for ev in block.evidence:
                 wb.put(b"E" + ev.hash(), _h(height))
             wb.put(b"v" + _h(height + 1), encode_validator_set(next_validators))
+            explorer_index.index_block(self.db, wb, height, result.epoch, extras,
+                                       result.transactions, result.attestations)
             wb.put(b"H", _h(height))
             if self.trie_listener is not None:
                 self.trie_listener(puts)

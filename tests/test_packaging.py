@@ -28,6 +28,9 @@ def test_wheel_has_packages_and_abis(tmp_path):
     assert {"params.json", "validators.json", "identity.json", "telemetry.json", "rewards.json",
             "governance.json"} <= abis
     assert any(n.endswith("entry_points.txt") for n in names)
+    # the explorer works offline from the wheel alone (docs/explorer.md)
+    assert {f"node/explorer/static/{f}" for f in ("index.html", "app.js", "style.css",
+                                                  "favicon.svg")} <= names
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     # PEP 639: an SPDX expression, not the deprecated license table (pip warned about it)
     assert "License-Expression: Apache-2.0" in zipfile.ZipFile(wheel).read(metadata).decode()

@@ -1,5 +1,6 @@
-"""HTTP/1.1 on trio with h11: JSON-RPC on POST, ``GET /health``, ``GET /metrics``, CORS,
-keep-alive, and the upgrade to WebSocket on the same port.
+"""HTTP/1.1 on trio with h11: JSON-RPC on POST, ``GET /health``, ``GET /metrics``, the web
+explorer's files on GET (``node.explorer``, docs/explorer.md), CORS, keep-alive, and the
+upgrade to WebSocket on the same port.
 
 Limits, each answered with a clear status instead of a hang or a crash:
 - connections beyond ``rpc.max_connections``: 503 and close; beyond
@@ -32,6 +33,7 @@ import h11
 import trio
 import wsproto.utilities
 
+from node import explorer
 from node.health import health_document
 from node.rpc import metrics
 from node.rpc.errors import RPCError, limit_exceeded
@@ -267,6 +269,17 @@ class HTTPServer:
             await self._drain(conn, stream)
             await self._send(conn, stream, 200, metrics.render(), metrics.CONTENT_TYPE)
             return True
+        if method == b"GET" and self.config.explorer:
+            if len(path) > explorer.MAX_PATH_BYTES:
+                await self._drain(conn, stream)
+                await self._send(conn, stream, 414, b"path too long", "text/plain")
+                return True
+            found = explorer.asset(path)
+            if found is not None:
+                await self._drain(conn, stream)
+                await self._send(conn, stream, 200, found[0], found[1],
+                                 extra=explorer.SECURITY_HEADERS)
+                return True
         if method == b"HEAD":  # a HEAD answer has no body, whatever its status
             await self._drain(conn, stream)
             await self._send(
@@ -275,7 +288,8 @@ class HTTPServer:
             return True
         if method != b"POST":
             await self._drain(conn, stream)
-            body = b'{"error":"send JSON-RPC requests with POST; GET serves /health and /metrics"}'
+            body = (b'{"error":"send JSON-RPC requests with POST; GET serves the explorer at /, '
+                    b'/health and /metrics"}')
             await self._send(
                 conn,
                 stream,

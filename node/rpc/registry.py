@@ -59,6 +59,7 @@ METHOD_MODULES: tuple[str, ...] = (
     "node.rpc.licenses",
     "node.rpc.data",
     "node.rpc.webhooks",
+    "node.rpc.explorer",
 )
 
 REQUIRED: Any = object()

@@ -234,8 +234,21 @@ def test_health_metrics_and_other_paths(node: NodeProcess) -> None:
     assert 'motus_rpc_calls_total{method="eth_chainId",transport="http"}' in text
     assert 'motus_rpc_errors_total{code="-32601",method="unknown"}' in text
     assert "made_up_method_123" not in text  # unknown names do not become label values
-    status, _, body = post(node, b"", method="GET", path="/")
+    # GET / is the explorer (docs/explorer.md), with its security headers; other paths
+    # still answer 405 naming POST, and a path beyond the explorer's bound 414
+    status, headers, body = post(node, b"", method="GET", path="/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert b"/explorer/app.js" in body
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
+    status, headers, _ = post(node, b"", method="GET", path="/explorer/app.js?v=1")
+    assert status == 200 and headers["content-type"].startswith("text/javascript")
+    status, _, body = post(node, b"", method="GET", path="/explorer/../../etc/passwd")
     assert status == 405 and b"POST" in body
+    status, _, body = post(node, b"", method="GET", path="/nothing-here")
+    assert status == 405 and b"POST" in body
+    status, _, _ = post(node, b"", method="GET", path="/" + "a" * 300)
+    assert status == 414
 
 
 def test_connection_limit(node: NodeProcess) -> None:
