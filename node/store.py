@@ -23,6 +23,8 @@ Key layout (one-byte prefixes):
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -48,6 +50,7 @@ from vm.execute import BlockResult, encode_receipt
 from vm.flat import iter_trie_items
 
 PRIORITY_OFFSET = 2**127
+log = logging.getLogger("motus.store")
 
 
 class StoreError(Exception):
@@ -74,13 +77,15 @@ def _h(height: int) -> bytes:
 
 
 class ChainStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, rebuild_flat: bool = True) -> None:
+        """``rebuild_flat``: rebuild the flat account snapshot now if it is not the
+        head's (an upgraded node); ``motus db check`` opens without, to report it."""
         self.database = database
         self.db = database.db
         self.state_db = StateDB(database)
         self._head: Header | None = None
         self._genesis_hash: bytes | None = self.db.get(b"G")
-        if self.initialised and self.state_db.flat.root != self.head.state_root:
+        if rebuild_flat and self.initialised and self.state_db.flat.root != self.head.state_root:
             self.rebuild_flat_state()
 
     # --- initialisation ---------------------------------------------------------
@@ -122,6 +127,8 @@ class ChainStore:
         node, or a snapshot a commit could not update); returns the number of accounts.
         The root marker goes first and comes back last, each step synced, so a crash
         midway leaves no marker and the next start rebuilds again."""
+        started = time.monotonic()
+        log.info("building the flat account snapshot of the head state (one pass over the state trie)")
         flat = self.state_db.flat
         flat.root = None
         self.db.delete(FLAT_ROOT, sync=True)
@@ -144,6 +151,7 @@ class ChainStore:
         wb.write()
         self.db.put(FLAT_ROOT, root, sync=True)
         flat.root = root
+        log.info("flat account snapshot built: %d accounts in %.1f s", count, time.monotonic() - started)
         return count
 
     # --- reads ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ the node implements, the per-block diff a state publishes for the node to commit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -132,7 +132,7 @@ def _root_of(node: list | None, nodes: MutableMapping[bytes, bytes] | None) -> b
     return root
 
 
-def _check_ascending(keyed: list[tuple[bytes, object]]) -> None:
+def _check_ascending(keyed: Sequence[tuple[bytes, object]]) -> None:
     for i in range(1, len(keyed)):
         if keyed[i - 1][0] >= keyed[i][0]:
             raise ValueError("keys are not in strictly ascending order")

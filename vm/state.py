@@ -94,7 +94,7 @@ class _FlatAccountLookup:
             if hashed in changed:
                 return changed[hashed] or b""
             reader, base = adb._flat_reader, adb._flat_base
-            if reader.root == base:
+            if reader is not None and reader.root == base:
                 value = reader.account(hashed)
                 if reader.root == base:  # no commit rewrote the snapshot meanwhile
                     return value or b""
@@ -182,8 +182,8 @@ class MotusAccountDB(AccountDB):
         self._journaldb.persist()
         diff = self._journaltrie.diff()
         changes: dict[bytes, bytes | None] = {keccak256(a): None for a in diff.deleted_keys()}
-        for address, value in diff.pending_items():
-            changes[keccak256(address)] = value or None
+        for key, value in diff.pending_items():
+            changes[keccak256(key)] = value or None
         if changes:
             nodes: dict[bytes, bytes] = {}
             root = update_trie_sorted(self._batchtrie.__getitem__, self._trie.root_hash,
