@@ -21,6 +21,7 @@ from trie.hexary import HexaryTrie
 from node.errors import DatabaseLocked
 
 TRIE = b"t"
+LEVELDB_BLOCK_CACHE = 64 * 2**20
 FLAT_ACCOUNT = b"s"  # s<keccak(address)> -> account RLP of the head state (vm.flat)
 FLAT_ROOT = b"S"  # the state root the s-entries hold; absent while they are rebuilt
 
@@ -55,7 +56,10 @@ class Database:
         os.chmod(path, 0o700)
         self.path = Path(path)
         try:
-            self.db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True)
+            # a larger block cache and bloom filters: at a million accounts the head's
+            # flat snapshot and trie leaves are random reads (docs/storage.md, "Caches")
+            self.db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True,
+                                lru_cache_size=LEVELDB_BLOCK_CACHE, bloom_filter_bits=10)
         except plyvel.IOError as exc:
             # Only LevelDB's own lock error ("IO error: lock <path>/LOCK: <why>": held by
             # another process, or by this one), not any error whose path says "lock".

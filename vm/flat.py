@@ -13,7 +13,7 @@ the node implements, the per-block diff a state publishes for the node to commit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -151,20 +151,51 @@ def trie_root_from_sorted(items: Iterable[tuple[bytes, bytes]],
 
 def update_trie_sorted(get: Callable[[bytes], bytes], root: bytes,
                        changes: Iterable[tuple[bytes, bytes | None]],
-                       nodes: MutableMapping[bytes, bytes]) -> bytes:
+                       nodes: MutableMapping[bytes, bytes],
+                       old_values: Mapping[bytes, bytes] | None = None) -> bytes:
     """The root after applying ``changes`` (key, new value or None to delete; keys of the
     trie's one key length, ascending) to the trie at ``root``, whose nodes ``get(hash)``
     reads. New nodes go to ``nodes``; none is deleted (old roots stay readable).
 
     One pass over the sorted keys: every node on the changed paths is read once and
     encoded and hashed once per block, where setting the keys one by one re-hashes the
-    upper levels once per key. Same root as ``HexaryTrie`` (tests/vm/test_flat.py)."""
+    upper levels once per key. Same root as ``HexaryTrie`` (tests/vm/test_flat.py).
+
+    ``old_values`` (key -> value before the change, for keys that had one; the flat
+    snapshot knows them) saves reading the leaf of a changed key: a leaf is known
+    from its key and value, so when the hash of that leaf is the branch's reference the
+    node is not read. A wrong or missing old value only costs the read."""
     keyed = [(_nibbles(k), v) for k, v in changes]
     _check_ascending(keyed)
     if not keyed:
         return root
+    if old_values:
+        olds = {_nibbles(k): v for k, v in old_values.items() if v}
+        resolve = _leaf_guessing_resolver(get, olds)
+    else:
+        resolve = _resolve_with(get)
     node = None if root == BLANK_ROOT_HASH else decode_node(get(root))
-    return _root_of(_update(get, node, keyed, 0, len(keyed), 0, nodes), nodes)
+    return _root_of(_update(resolve, node, keyed, 0, len(keyed), 0, nodes), nodes)
+
+
+def _resolve_with(get: Callable[[bytes], bytes]) -> Callable[[object, bytes, int, int], list | None]:
+    def resolve(ref: object, key: bytes, depth: int, count: int) -> list | None:
+        return _resolve(get, ref)
+    return resolve
+
+
+def _leaf_guessing_resolver(get: Callable[[bytes], bytes],
+                            olds: dict[bytes, bytes]) -> Callable[[object, bytes, int, int], list | None]:
+    def resolve(ref: object, key: bytes, depth: int, count: int) -> list | None:
+        # one changed key below a hash reference: if it is that key's leaf, no read
+        if count == 1 and isinstance(ref, bytes) and len(ref) == 32:
+            old = olds.get(key)
+            if old is not None:
+                leaf = [_hex_prefix(key[depth:], True), old]
+                if keccak256(rlp_encode(leaf)) == ref:
+                    return leaf
+        return _resolve(get, ref)
+    return resolve
 
 
 def _resolve(get: Callable[[bytes], bytes], ref: object) -> list | None:
@@ -210,8 +241,8 @@ def _decode_path(encoded: bytes) -> tuple[bytes, bool]:
     return nibbles, bool(flag & 2)
 
 
-def _update(get: Callable[[bytes], bytes], node: list | None, keyed: list, lo: int, hi: int,
-            depth: int, nodes: MutableMapping[bytes, bytes]) -> list | None:
+def _update(resolve: Callable[[object, bytes, int, int], list | None], node: list | None, keyed: list,
+            lo: int, hi: int, depth: int, nodes: MutableMapping[bytes, bytes]) -> list | None:
     """``node`` (at ``depth`` nibbles) with ``keyed[lo:hi]`` applied; None when empty."""
     if node is None or len(node) == 2 and _decode_path(node[0])[1]:
         # empty or a leaf: the few keys here are rebuilt from scratch
@@ -232,11 +263,13 @@ def _update(get: Callable[[bytes], bytes], node: list | None, keyed: list, lo: i
         path, _ = _decode_path(node[0])
         n = len(path)
         if all(keyed[i][0][depth:depth + n] == path for i in (lo, hi - 1)):
-            child = _update(get, _resolve(get, node[1]), keyed, lo, hi, depth + n, nodes)
+            child = _update(resolve, resolve(node[1], keyed[lo][0], depth + n, hi - lo), keyed, lo, hi,
+                            depth + n, nodes)
             return _with_prefix(path, child, nodes)
         # a key leaves the extension: look at it as the branch it starts with
         branch: list = [b""] * 17
-        branch[path[0]] = node[1] if n == 1 else _ref([_hex_prefix(path[1:], False), node[1]], nodes)
+        # (the shortened extension stays a structure: hashed below only if still there)
+        branch[path[0]] = node[1] if n == 1 else [_hex_prefix(path[1:], False), node[1]]
         node = branch
     children = list(node)
     start = lo
@@ -245,16 +278,17 @@ def _update(get: Callable[[bytes], bytes], node: list | None, keyed: list, lo: i
         end = start + 1
         while end < hi and keyed[end][0][depth] == nibble:
             end += 1
-        child = _update(get, _resolve(get, children[nibble]), keyed, start, end, depth + 1, nodes)
-        children[nibble] = b"" if child is None else _ref(child, nodes)
+        child = _update(resolve, resolve(children[nibble], keyed[start][0], depth + 1, end - start),
+                        keyed, start, end, depth + 1, nodes)
+        children[nibble] = b"" if child is None else child  # hashed at the end, if kept
         start = end
     present = [i for i in range(16) if children[i] != b""]
     if children[16] != b"" or len(present) > 1:
-        return children
+        return [_ref(c, nodes) if isinstance(c, list) else c for c in children]
     if not present:
         return None
     only = present[0]
-    return _with_prefix(bytes((only,)), _resolve(get, children[only]), nodes)
+    return _with_prefix(bytes((only,)), resolve(children[only], b"", depth + 1, 0), nodes)
 
 
 def _with_prefix(prefix: bytes, child: list | None, nodes: MutableMapping[bytes, bytes]) -> list | None:

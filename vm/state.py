@@ -186,8 +186,12 @@ class MotusAccountDB(AccountDB):
             changes[keccak256(key)] = value or None
         if changes:
             nodes: dict[bytes, bytes] = {}
+            olds = None
+            if self._flat_root is not None:
+                # the values before this persist, as the block's reads cached them
+                olds = {keccak256(a): self._trie_cache[a] for a in (*diff.deleted_keys(), *diff.pending_keys())}
             root = update_trie_sorted(self._batchtrie.__getitem__, self._trie.root_hash,
-                                      sorted(changes.items()), nodes)
+                                      sorted(changes.items()), nodes, olds)
             for key, node in nodes.items():
                 self._batchtrie[key] = node
             self._trie.root_hash = root

@@ -59,12 +59,32 @@ def test_build_update_and_iterate_match_hexary_trie(key_len: int) -> None:
             else:
                 reference[k] = v
         before = dict(nodes)
-        new_root = update_trie_sorted(nodes.__getitem__, root, sorted(changes.items()), nodes)
+        # the old values let the updater skip leaf reads; wrong ones only cost the read
+        olds = {k: base[k] for k in changes if k in base}
+        wrong = {k: b"x" + v for k, v in olds.items()}
+        # new nodes go to a separate map, as in MotusAccountDB: the update never reads them back
+        assert update_trie_sorted(nodes.__getitem__, root, sorted(changes.items()), {}, wrong) == reference.root_hash
+        assert update_trie_sorted(nodes.__getitem__, root, sorted(changes.items()), {}) == reference.root_hash
+        reads: list[bytes] = []
+        counting_get = _counting(nodes, reads)
+
+        assert update_trie_sorted(counting_get, root, sorted(changes.items()), {}, olds) == reference.root_hash
+        guessed_reads = len(reads)
+        reads.clear()
+        new_root = update_trie_sorted(counting_get, root, sorted(changes.items()), nodes)
         assert new_root == reference.root_hash
+        assert guessed_reads <= len(reads)
         assert list(iter_trie_items(nodes.__getitem__, new_root)) == sorted(expected.items())
         # the old root stays readable: nothing was overwritten or deleted
         assert all(nodes[k] == v for k, v in before.items())
         assert list(iter_trie_items(nodes.__getitem__, root)) == sorted(base.items())
+
+
+def _counting(nodes: dict[bytes, bytes], reads: list[bytes]):
+    def get(key: bytes) -> bytes:
+        reads.append(key)
+        return nodes[key]
+    return get
 
 
 def test_delete_everything_gives_the_blank_root() -> None:
