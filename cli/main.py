@@ -191,12 +191,13 @@ def cmd_db_check(args: argparse.Namespace) -> int:
     home = Home(Path(args.home))
     database = Database(home.data)
     try:
-        report = check_database(ChainStore(database))
+        report = check_database(ChainStore(database, rebuild_flat=False))
     finally:
         database.close()
     print(json.dumps({
         "ok": report.ok, "head": report.head, "state_root": "0x" + report.state_root.hex(),
         "trie_nodes": report.nodes, "accounts": report.accounts, "storage_slots": report.storage_slots,
+        "flat_accounts": report.flat_accounts, "flat_state": report.flat_state,
         "problems": report.problems, "oldest_state": report.oldest_state,
     }, indent=2))
     return 0 if report.ok else 1

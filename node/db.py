@@ -21,6 +21,9 @@ from trie.hexary import HexaryTrie
 from node.errors import DatabaseLocked
 
 TRIE = b"t"
+LEVELDB_BLOCK_CACHE = 64 * 2**20
+FLAT_ACCOUNT = b"s"  # s<keccak(address)> -> account RLP of the head state (vm.flat)
+FLAT_ROOT = b"S"  # the state root the s-entries hold; absent while they are rebuilt
 
 
 def _release_pinned_tries() -> None:
@@ -53,7 +56,10 @@ class Database:
         os.chmod(path, 0o700)
         self.path = Path(path)
         try:
-            self.db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True)
+            # a larger block cache and bloom filters: at a million accounts the head's
+            # flat snapshot and trie leaves are random reads (docs/storage.md, "Caches")
+            self.db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True,
+                                lru_cache_size=LEVELDB_BLOCK_CACHE, bloom_filter_bits=10)
         except plyvel.IOError as exc:
             # Only LevelDB's own lock error ("IO error: lock <path>/LOCK: <why>": held by
             # another process, or by this one), not any error whose path says "lock".
@@ -81,6 +87,19 @@ class Database:
             self.db.close()
 
 
+class FlatAccounts:
+    """The flat account snapshot on LevelDB (:class:`vm.flat.FlatReader`). ``root`` is
+    the state root the ``s`` entries hold, or None: not built yet, being rebuilt, or a
+    commit is rewriting them (see ``ChainStore.commit_block``)."""
+
+    def __init__(self, database: Database) -> None:
+        self._get = database.db.get
+        self.root: bytes | None = database.db.get(FLAT_ROOT)
+
+    def account(self, hashed_address: bytes) -> bytes | None:
+        return self._get(FLAT_ACCOUNT + hashed_address)
+
+
 class StateDB(BaseDB):
     """Read side of the state trie for py-evm (keys are trie node hashes and code hashes).
 
@@ -91,6 +110,8 @@ class StateDB(BaseDB):
         self._db = database.db
         self._cache: OrderedDict[bytes, bytes] = OrderedDict()
         self._cache_size = cache_size
+        # read by states made over this database (vm.flat.flat_reader_of)
+        self.flat = FlatAccounts(database)
 
     def __getitem__(self, key: bytes) -> bytes:
         cache = self._cache

@@ -1,8 +1,10 @@
 """``motus db check``: walk the head's state trie from its root, checking that every node
 is present and hashes to its reference, every account's storage trie likewise, and
-every contract's code is present. Also checks the head block and its indexes agree, and,
-on a node that prunes (node.prune), the oldest state it claims to keep: walked the same
-way, without entering the subtrees the head's walk checked."""
+every contract's code is present. Also checks the head block and its indexes agree; on a
+node that prunes (node.prune), the oldest state it claims to keep, walked the same way
+without entering the subtrees the head's walk checked; and that the flat account snapshot
+holds exactly the head's accounts: the trie root rebuilt from all its entries must equal
+the head's state root (a full check, not a sample)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ import rlp
 from eth.constants import BLANK_ROOT_HASH, EMPTY_SHA3
 from eth_hash.auto import keccak
 
+from node.db import FLAT_ACCOUNT
 from node.store import ChainStore
+from vm.flat import trie_root_from_sorted
 
 
 @dataclass
@@ -23,6 +27,8 @@ class CheckReport:
     accounts: int = 0
     storage_slots: int = 0
     oldest_state: int = 0  # the lowest height whose state is kept (checked too when below the head)
+    flat_accounts: int = 0
+    flat_state: str = "ok"  # or "absent": not built yet (an upgraded node builds it at start)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -112,7 +118,32 @@ def check_database(store: ChainStore, max_problems: int = 20) -> CheckReport:
             counts = report.nodes, report.accounts, report.storage_slots  # the head's
             walk(oldest.state_root, on_account)
             report.nodes, report.accounts, report.storage_slots = counts
+    check_flat_state(store, report)
     return report
+
+
+def check_flat_state(store: ChainStore, report: CheckReport) -> None:
+    """The flat snapshot's marker names the head's state root, and its entries are the
+    head's accounts, no more, no fewer, same bytes: the root of a trie built from them
+    is the head's state root."""
+    marker = store.state_db.flat.root
+    if marker is None:
+        report.flat_state = "absent"
+        return
+    if marker != report.state_root:
+        report.problems.append(f"flat account snapshot is of state root {marker.hex()}, not the head's")
+        return
+    entries = []
+    for key, value in store.db.iterator(prefix=FLAT_ACCOUNT):
+        entries.append((key[1:], value))
+    report.flat_accounts = len(entries)
+    if any(len(k) != 32 or not v for k, v in entries):
+        report.problems.append("flat account snapshot has a malformed entry")
+        return
+    if trie_root_from_sorted(entries) != report.state_root:
+        report.problems.append(
+            f"flat account snapshot ({len(entries)} accounts) does not match the head's state trie "
+            f"({report.accounts} accounts)")
 
 
 def _is_leaf(encoded_path: bytes) -> bool:

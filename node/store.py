@@ -5,6 +5,8 @@ any instant leaves either the old head or the new one.
 
 Key layout (one-byte prefixes):
   t<key>            state trie nodes and code (see node.db.StateDB)
+  s<keccak(addr)>   flat account snapshot of the head state: account RLP (vm.flat)
+  S                 state root the s-entries hold (absent while they are rebuilt)
   h<height:8>       block hash at height
   b<hash>           block RLP
   c<height:8>       commit that finalised the block at height ("seen commit")
@@ -23,7 +25,9 @@ Key layout (one-byte prefixes):
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -37,7 +41,7 @@ from genesis.builder import build_genesis
 from genesis.spec import GenesisSpec
 from node import explorer_index
 from node.block import EMPTY_COMMIT, Block
-from node.db import TRIE, Database, StateDB
+from node.db import FLAT_ACCOUNT, FLAT_ROOT, TRIE, Database, StateDB
 from vm.block import Header
 from vm.db import OverlayDB
 from vm.events import (
@@ -47,9 +51,11 @@ from vm.events import (
     encode_block_events,
 )
 from vm.execute import BlockResult, encode_receipt
+from vm.flat import iter_trie_items
 
 PRIORITY_OFFSET = 2**127
 PRUNED_FLOOR = b"P"
+log = logging.getLogger("motus.store")
 
 
 class StoreError(Exception):
@@ -76,7 +82,9 @@ def _h(height: int) -> bytes:
 
 
 class ChainStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, rebuild_flat: bool = True) -> None:
+        """``rebuild_flat``: rebuild the flat account snapshot now if it is not the
+        head's (an upgraded node); ``motus db check`` opens without, to report it."""
         self.database = database
         self.db = database.db
         self.state_db = StateDB(database)
@@ -87,6 +95,8 @@ class ChainStore:
         # "Pruning"): a node re-created by a block while a sweep runs is never deleted.
         self.commit_lock = threading.Lock()
         self.trie_listener: Callable[[dict[bytes, bytes]], None] | None = None
+        if rebuild_flat and self.initialised and self.state_db.flat.root != self.head.state_root:
+            self.rebuild_flat_state()
 
     # --- initialisation ---------------------------------------------------------
 
@@ -94,10 +104,11 @@ class ChainStore:
     def initialised(self) -> bool:
         return self.db.get(b"H") is not None
 
-    def init_genesis(self, spec: GenesisSpec) -> Header:
-        """Write genesis state, block and validator set in one batch (idempotent for the same spec)."""
+    def init_genesis(self, spec: GenesisSpec, build=build_genesis) -> Header:
+        """Write genesis state, block and validator set in one batch (idempotent for the
+        same spec). ``build(db, spec) -> Header`` makes the state (benchmarks add to it)."""
         overlay = OverlayDB(self.state_db)
-        header = build_genesis(overlay, spec)
+        header = build(overlay, spec)
         if self.initialised:
             if self.genesis_hash != header.hash:
                 raise StoreError("database holds a different chain (genesis hash mismatch)")
@@ -108,6 +119,9 @@ class ChainStore:
         with self.database.batch() as wb:
             for k, v in puts.items():
                 wb.put(TRIE + k, v)
+            for hashed, account in iter_trie_items(overlay.__getitem__, header.state_root):
+                wb.put(FLAT_ACCOUNT + hashed, account)
+            wb.put(FLAT_ROOT, header.state_root)
             wb.put(b"b" + header.hash, block.encode())
             wb.put(b"h" + _h(0), header.hash)
             wb.put(b"v" + _h(1), encode_validator_set(valset))
@@ -115,7 +129,40 @@ class ChainStore:
             wb.put(b"H", _h(0))
         self._genesis_hash = header.hash
         self._head = header
+        self.state_db.flat.root = header.state_root
         return header
+
+    def rebuild_flat_state(self, batch_entries: int = 20_000) -> int:
+        """Rebuild the flat account snapshot from the head's state trie (an upgraded
+        node, or a snapshot a commit could not update); returns the number of accounts.
+        The root marker goes first and comes back last, each step synced, so a crash
+        midway leaves no marker and the next start rebuilds again."""
+        started = time.monotonic()
+        log.info("building the flat account snapshot of the head state (one pass over the state trie)")
+        flat = self.state_db.flat
+        flat.root = None
+        self.db.delete(FLAT_ROOT, sync=True)
+        wb = self.db.write_batch()
+        for n, (key, _) in enumerate(self.db.iterator(prefix=FLAT_ACCOUNT)):
+            wb.delete(key)
+            if n % batch_entries == batch_entries - 1:
+                wb.write()
+                wb = self.db.write_batch()
+        wb.write()
+        root = self.head.state_root
+        count = 0
+        wb = self.db.write_batch()
+        for hashed, account in iter_trie_items(self.state_db.__getitem__, root):
+            wb.put(FLAT_ACCOUNT + hashed, account)
+            count += 1
+            if count % batch_entries == 0:
+                wb.write()
+                wb = self.db.write_batch()
+        wb.write()
+        self.db.put(FLAT_ROOT, root, sync=True)
+        flat.root = root
+        log.info("flat account snapshot built: %d accounts in %.1f s", count, time.monotonic() - started)
+        return count
 
     # --- reads ---------------------------------------------------------------------
 
@@ -228,9 +275,26 @@ class ChainStore:
             raise StoreError("block does not extend the head")
         puts, _ = overlay.pending()
         bh = block.hash
+        # the flat snapshot moves with the head in the same batch (docs/storage.md);
+        # without the block's diff from the snapshot's root it is dropped, and rebuilt
+        # at the next start, rather than left holding another state
+        flat = self.state_db.flat
+        parent_root, flat_diff = flat.root, overlay.flat_diffs.get(block.header.state_root)
+        if flat_diff is not None and (parent_root is None or flat_diff.parent_root != parent_root):
+            flat_diff = None
+        flat.root = None  # readers fall back to the trie until the batch is on disk
         with self.commit_lock, self.database.batch() as wb:
             for k, v in puts.items():
                 wb.put(TRIE + k, v)
+            if flat_diff is not None:
+                for hashed, account in flat_diff.accounts.items():
+                    if account is None:
+                        wb.delete(FLAT_ACCOUNT + hashed)
+                    else:
+                        wb.put(FLAT_ACCOUNT + hashed, account)
+                wb.put(FLAT_ROOT, block.header.state_root)
+            else:
+                wb.delete(FLAT_ROOT)
             wb.put(b"b" + bh, block.encode())
             wb.put(b"h" + _h(height), bh)
             wb.put(b"c" + _h(height), commit.encode())
@@ -258,6 +322,8 @@ class ChainStore:
             if self.trie_listener is not None:
                 self.trie_listener(puts)
         self._head = block.header
+        if flat_diff is not None:
+            flat.root = block.header.state_root
 
     def evidence_height(self, evidence_hash: bytes) -> int | None:
         """Height of the block that committed this evidence, or None if none has."""

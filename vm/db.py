@@ -13,6 +13,8 @@ from eth.abc import AtomicWriteBatchAPI, DatabaseAPI
 from eth.db.atomic import AtomicDBWriteBatch
 from eth.db.backends.base import BaseAtomicDB
 
+from vm.flat import FlatDiff
+
 _DELETED = object()
 
 
@@ -20,6 +22,9 @@ class OverlayDB(BaseAtomicDB):
     def __init__(self, base: DatabaseAPI) -> None:
         self._base = base
         self._writes: dict[bytes, object] = {}
+        # state root -> the flat-snapshot diff of the state that reached it (vm.flat);
+        # the node commits the one of the block's root with the block
+        self.flat_diffs: dict[bytes, FlatDiff] = {}
 
     def __getitem__(self, key: bytes) -> bytes:
         value = self._writes.get(key)
@@ -56,3 +61,4 @@ class OverlayDB(BaseAtomicDB):
 
     def clear(self) -> None:
         self._writes.clear()
+        self.flat_diffs.clear()

@@ -10,8 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import rlp
 from eth.abc import AtomicDatabaseAPI
+from eth.constants import BLANK_ROOT_HASH
 from eth.db.account import AccountDB
+from eth.db.cache import CacheDB
+from eth.db.journal import JournalDB
 from eth.rlp.accounts import Account
 from eth.validation import validate_canonical_address, validate_uint64, validate_uint256
 from eth.vm.execution_context import ExecutionContext
@@ -24,7 +28,9 @@ from toolz import merge
 from codec import RLPDecodeError
 from codec.transaction import check_transaction_shape
 from vm.block import rlp_uint
+from vm.crypto import keccak256
 from vm.errors import MalformedTransaction
+from vm.flat import FlatDiff, flat_reader_of, publish_diff, update_trie_sorted
 from vm.modules import SYSTEM_MODULES
 
 TransactionBuilder = CancunTransactionBuilder
@@ -43,12 +49,88 @@ def encode_account(account: Account) -> bytes:
     return bytes((0xF8, n)) + payload
 
 
+def decode_account(raw: bytes) -> Account:
+    """``rlp.decode(raw, sedes=Account)`` for the canonical shape :func:`encode_account`
+    writes, without the generic decoder; anything else goes to the generic decoder."""
+    try:
+        b0 = raw[0]
+        i = 1 if b0 < 0xF8 else 1 + b0 - 0xF7
+        ints = []
+        for _ in range(2):
+            c = raw[i]
+            if c < 0x80:
+                ints.append(c)
+                i += 1
+            elif c <= 0xB7 and c != 0x81:
+                n = c - 0x80
+                if n and raw[i + 1] == 0:
+                    raise ValueError("leading zero")
+                ints.append(int.from_bytes(raw[i + 1:i + 1 + n], "big"))
+                i += 1 + n
+            else:
+                raise ValueError("not a short integer")
+        if raw[i] != 0xA0 or raw[i + 33] != 0xA0 or i + 66 != len(raw):
+            raise ValueError("not two hashes")
+        return Account(ints[0], ints[1], raw[i + 1:i + 33], raw[i + 34:i + 66])
+    except (IndexError, ValueError):
+        return rlp.decode(raw, sedes=Account)  # type: ignore[no-any-return]
+
+
+class _FlatAccountLookup:
+    """Where MotusAccountDB's account cache reads from: the flat snapshot (vm.flat) plus
+    this state's own persisted changes while the state is on the snapshot's root, else
+    the trie. Answers b"" for a missing account, as the trie does."""
+
+    __slots__ = ("_adb",)
+
+    def __init__(self, adb: MotusAccountDB) -> None:
+        self._adb = adb
+
+    def __getitem__(self, address: bytes) -> bytes:
+        adb = self._adb
+        if adb._flat_root is not None:
+            hashed = keccak256(address)
+            changed = adb._flat_changed
+            if hashed in changed:
+                return changed[hashed] or b""
+            reader, base = adb._flat_reader, adb._flat_base
+            if reader is not None and reader.root == base:
+                value = reader.account(hashed)
+                if reader.root == base:  # no commit rewrote the snapshot meanwhile
+                    return value or b""
+            adb._flat_root = None  # the head moved on: the trie answers from now on
+        return adb._trie_logger[address]  # type: ignore[no-any-return]
+
+    def __contains__(self, address: bytes) -> bool:
+        return bool(self[address])
+
+
 class MotusAccountDB(AccountDB):
     """py-evm's AccountDB with the writes every transaction makes (balance and nonce,
     several per transfer) built and encoded directly: ``Account.copy`` deep-copies every
     unchanged field and ``rlp.encode`` infers sedes, ~15 us a write against ~4 us here.
     Same values, same validation, same bytes (tests/vm/test_state_accounts.py checks the
-    state roots against stock py-evm)."""
+    state roots against stock py-evm).
+
+    On the head's root, account reads come from the node's flat snapshot (one lookup by
+    hashed address) instead of a walk down the trie; each ``make_state_root`` hands the
+    accounts it changed to the overlay as a :class:`vm.flat.FlatDiff`, which the node
+    commits with the block (docs/storage.md, "Flat state snapshot"). Any other root, or
+    a snapshot that moves on under a long-lived state, reads the trie as before."""
+
+    def __init__(self, db: AtomicDatabaseAPI, state_root: Hash32 = BLANK_ROOT_HASH) -> None:
+        super().__init__(db, state_root)
+        self._flat_db = db
+        reader = flat_reader_of(db)
+        self._flat_reader = reader
+        self._flat_base = state_root
+        self._flat_changed: dict[bytes, bytes | None] = {}
+        # the root that snapshot + _flat_changed hold, None when the trie is the source
+        self._flat_root: bytes | None = (
+            state_root if reader is not None and reader.root == state_root else None)
+        if self._flat_root is not None:
+            self._trie_cache = CacheDB(_FlatAccountLookup(self))  # type: ignore[arg-type]
+            self._journaltrie = JournalDB(self._trie_cache)
 
     def set_balance(self, address, balance: int) -> None:  # type: ignore[no-untyped-def]
         validate_canonical_address(address, title="Storage Address")
@@ -65,6 +147,62 @@ class MotusAccountDB(AccountDB):
     def _set_account(self, address, account: Account) -> None:  # type: ignore[no-untyped-def]
         self._account_cache[address] = account
         self._journaltrie[address] = encode_account(account)
+
+    def _get_account(self, address, from_journal: bool = True) -> Account:  # type: ignore[no-untyped-def]
+        if from_journal:
+            cached = self._account_cache.get(address)
+            if cached is not None:
+                return cached
+        raw = self._get_encoded_account(address, from_journal)
+        account = decode_account(raw) if raw else Account()
+        if from_journal:
+            self._account_cache[address] = account
+        return account
+
+    @property
+    def state_root(self) -> Hash32:
+        return self._trie.root_hash
+
+    @state_root.setter
+    def state_root(self, value: Hash32) -> None:
+        if value != self._flat_root:
+            self._flat_root = None
+        AccountDB.state_root.fset(self, value)  # type: ignore[attr-defined]
+
+    def make_state_root(self) -> Hash32:
+        """py-evm's make_state_root, with the account trie updated in one pass over the
+        block's changed accounts sorted by hashed address (vm.flat.update_trie_sorted)
+        instead of one HexaryTrie.set each: same root, a fraction of the node reads,
+        encodings and hashes."""
+        for _address, store in self._dirty_account_stores():
+            store.make_storage_root()
+        for address, storage_root in self._get_changed_roots():
+            if self.account_exists(address) or storage_root != BLANK_ROOT_HASH:
+                self._set_storage_root(address, storage_root)
+        self._journaldb.persist()
+        diff = self._journaltrie.diff()
+        changes: dict[bytes, bytes | None] = {keccak256(a): None for a in diff.deleted_keys()}
+        for key, value in diff.pending_items():
+            changes[keccak256(key)] = value or None
+        if changes:
+            nodes: dict[bytes, bytes] = {}
+            olds = None
+            if self._flat_root is not None:
+                # the values before this persist, as the block's reads cached them
+                olds = {keccak256(a): self._trie_cache[a] for a in (*diff.deleted_keys(), *diff.pending_keys())}
+            root = update_trie_sorted(self._batchtrie.__getitem__, self._trie.root_hash,
+                                      sorted(changes.items()), nodes, olds)
+            for key, node in nodes.items():
+                self._batchtrie[key] = node
+            self._trie.root_hash = root
+        self._journaltrie.reset()
+        self._trie_cache.reset_cache()
+        root = self.state_root
+        if self._flat_root is not None:
+            self._flat_changed.update(changes)
+            self._flat_root = root
+            publish_diff(self._flat_db, FlatDiff(self._flat_base, root, dict(self._flat_changed)))
+        return root
 
 
 class MotusState(CancunState):
