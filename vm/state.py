@@ -26,6 +26,7 @@ from codec.transaction import check_transaction_shape
 from vm.block import rlp_uint
 from vm.errors import MalformedTransaction
 from vm.modules import SYSTEM_MODULES
+from vm.trie import FastAccountStorageDB
 
 TransactionBuilder = CancunTransactionBuilder
 
@@ -65,6 +66,15 @@ class MotusAccountDB(AccountDB):
     def _set_account(self, address, account: Account) -> None:  # type: ignore[no-untyped-def]
         self._account_cache[address] = account
         self._journaltrie[address] = encode_account(account)
+
+    def _get_address_store(self, address):  # type: ignore[no-untyped-def]
+        # storage tries read through decoded nodes kept by hash and written in one batch
+        # per block (vm.trie: same values, roots and nodes as py-trie's)
+        store = self._account_stores.get(address)
+        if store is None:
+            store = self._account_stores[address] = FastAccountStorageDB(
+                self._raw_store_db, self._get_storage_root(address), address)
+        return store
 
 
 class MotusState(CancunState):
