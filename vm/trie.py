@@ -18,11 +18,14 @@ system-module storage slots, and that walking was most of its execution time
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from eth.db.cache import CacheDB
 from eth.db.journal import JournalDB
 from eth.db.storage import AccountStorageDB, StorageLookup
+from eth.vm.interrupt import MissingStorageTrieNode
+from eth_utils import int_to_big_endian
 
 from vm.block import rlp_length_prefix
 from vm.crypto import keccak256
@@ -254,42 +257,52 @@ def _rlp_bytes(item: bytes) -> bytes:
 _EMPTY_ITEM = b"\x80"
 
 
-def _encode(nodes: TrieNodes, node: Any, writes: dict[bytes, bytes]) -> bytes:
-    """RLP of ``node``; its changed descendants' encodings go to ``writes`` by hash."""
+def _encode(nodes: TrieNodes, node: Any, writes: dict[bytes, bytes]) -> tuple[bytes, Any]:
+    """(RLP of ``node``, its decoded-tuple form as TrieNodes keeps it); the changed
+    descendants' encodings go to ``writes`` by hash (and to the node cache)."""
     kind = node[0]
     if kind == _BRANCH:
-        payload = b"".join(_ref(nodes, c, writes) for c in node[1]) + _rlp_bytes(node[2])
+        refs: list[bytes] = []
+        frozen: list[Any] = []
+        for child in node[1]:
+            if child is None:
+                refs.append(_EMPTY_ITEM)
+                frozen.append(None)
+            elif type(child) is bytes:
+                refs.append(b"\xa0" + child)
+                frozen.append(child)
+            else:
+                ref, kept = _ref(nodes, child, writes)
+                refs.append(ref)
+                frozen.append(kept)
+        payload = b"".join(refs) + _rlp_bytes(node[2])
+        form: Any = (_BRANCH, tuple(frozen), node[2])
     elif kind == _LEAF:
         payload = _rlp_bytes(_hex_prefix(node[1], True)) + _rlp_bytes(node[2])
+        form = (_LEAF, node[1], node[2])
     else:
-        payload = _rlp_bytes(_hex_prefix(node[1], False)) + _ref(nodes, node[2], writes)
-    return rlp_length_prefix(len(payload), 0xC0) + payload
+        child = node[2]
+        if type(child) is bytes:
+            ref, kept = b"\xa0" + child, child
+        else:
+            ref, kept = _ref(nodes, child, writes)
+        payload = _rlp_bytes(_hex_prefix(node[1], False)) + ref
+        form = (_EXT, node[1], kept)
+    return rlp_length_prefix(len(payload), 0xC0) + payload, form
 
 
-def _ref(nodes: TrieNodes, child: Any, writes: dict[bytes, bytes]) -> bytes:
-    """How a branch or extension refers to ``child``: its hash, or the child itself
-    when its encoding is shorter than 32 bytes (as the trie specification says)."""
-    if child is None:
-        return _EMPTY_ITEM
-    if type(child) is bytes:
-        return b"\xa0" + child
-    encoded = _encode(nodes, child, writes)
+def _ref(nodes: TrieNodes, child: Any, writes: dict[bytes, bytes]) -> tuple[bytes, Any]:
+    """How a branch or extension refers to a node child (a list or a decoded tuple): its
+    hash, or the child itself when its encoding is shorter than 32 bytes (as the trie
+    specification says); with what the parent keeps in its decoded form."""
+    encoded, form = _encode(nodes, child, writes)
     if len(encoded) < 32:
-        return encoded
+        return encoded, form
     digest = keccak256(encoded)
     if type(child) is list:
         writes[digest] = encoded
-        nodes.keep(digest, _freeze(child))
-    return b"\xa0" + digest
-
-
-def _freeze(node: list) -> tuple:
-    """The decoded-tuple form of a changed node (what TrieNodes keeps)."""
-    if node[0] == _BRANCH:
-        return (_BRANCH, tuple(_freeze(c) if type(c) is list else c for c in node[1]), node[2])
-    if node[0] == _EXT and type(node[2]) is list:
-        return (_EXT, node[1], _freeze(node[2]))
-    return (node[0], node[1], node[2])
+        nodes.keep(digest, form)
+    return b"\xa0" + digest, digest
 
 
 def update_root(nodes: TrieNodes, root: bytes, items: dict[bytes, bytes]
@@ -308,10 +321,10 @@ def update_root(nodes: TrieNodes, root: bytes, items: dict[bytes, bytes]
         return BLANK_ROOT, writes
     if type(node) is bytes:
         return node, writes
-    encoded = _encode(nodes, node, writes)
+    encoded, form = _encode(nodes, node, writes)
     digest = keccak256(encoded)
     writes[digest] = encoded
-    nodes.keep(digest, _freeze(node) if type(node) is list else node)
+    nodes.keep(digest, form)
     return digest, writes
 
 
@@ -329,6 +342,9 @@ class FastStorageLookup(StorageLookup):
 
     def _nodes(self) -> TrieNodes:
         return TrieNodes(self._db, SHARED_MAX_NODES, SHARED_NODES)
+
+    def _decode_key(self, key: bytes) -> bytes:
+        return _hashed_slot(key)
 
     def __getitem__(self, key: bytes) -> bytes:
         hashed = self._decode_key(key)
@@ -404,6 +420,14 @@ class FastStorageLookup(StorageLookup):
         super().rollback_trie(trie_index)
 
 
+@lru_cache(maxsize=1 << 18)
+def _hashed_slot(key: bytes) -> bytes:
+    """The trie key of a storage slot: keccak of the slot as 32 bytes (py-evm's
+    ``_decode_key``, with the C Keccak, memoised: system modules read the same slots
+    block after block)."""
+    return keccak256(key.rjust(32, b"\x00"))
+
+
 class FastAccountStorageDB(AccountStorageDB):
     """py-evm's ``AccountStorageDB`` over a :class:`FastStorageLookup` (the layers above
     the lookup rebuilt on it, as py-evm's own constructor builds them)."""
@@ -414,3 +438,19 @@ class FastAccountStorageDB(AccountStorageDB):
         self._storage_cache = CacheDB(self._storage_lookup)
         self._locked_changes = JournalDB(self._storage_cache)
         self._journal_storage = JournalDB(self._locked_changes)
+
+    def get(self, slot: int, from_journal: bool = True) -> int:
+        """py-evm's ``get`` with the stored value (RLP of a big-endian integer of at most
+        32 bytes, written by py-evm itself) decoded directly rather than through ``rlp``."""
+        self._accessed_slots.add(slot)
+        lookup_db = self._journal_storage if from_journal else self._locked_changes
+        try:
+            encoded = lookup_db[int_to_big_endian(slot)]
+        except MissingStorageTrieNode:
+            raise
+        except KeyError:
+            return 0
+        if not encoded:
+            return 0
+        first = encoded[0]
+        return first if first < 0x80 else int.from_bytes(encoded[1:], "big")

@@ -411,6 +411,21 @@ def get_device(state: StateAPI, device_address: bytes) -> DeviceRecord | None:
     return _ledger(state).device(device_address)
 
 
+def device_pairing(state: StateAPI, device_address: bytes) -> int | None:
+    """The vehicle the device is paired with (0: none), or None if no manufacturer minted
+    it: the two fields of :func:`get_device` that attestation checks use, in two reads."""
+    led = _ledger(state)
+    if led.device_token_id(device_address) == 0:
+        return None
+    return led.device_vehicle(device_address)
+
+
+def period_count(state: StateAPI, vehicle_id: int) -> int:
+    """Number of ownership periods recorded for the vehicle (0 for one minted before
+    periods were recorded, or never minted); one read."""
+    return _ledger(state).st.load(mapping_slot(SLOT_PERIOD_COUNT, vehicle_id))
+
+
 def get_vehicle(state: StateAPI, vehicle_id: int) -> VehicleRecord | None:
     """The vehicle with this id, or None if it was never minted or was burned."""
     return _ledger(state).vehicle(vehicle_id)
