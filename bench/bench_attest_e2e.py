@@ -14,7 +14,7 @@ threads, and the clock stops when the blocks' ``attestationCount`` adds up to al
 them.
 
 Run: ``python -m bench.bench_attest_e2e [--validators 1] [--cars 1000] [--readings 20]
-[--block-attestations 10000]``.
+[--block-attestations 10000] [--profile DIR]``.
 """
 
 from __future__ import annotations
@@ -31,10 +31,17 @@ from pathlib import Path
 from coincurve import PublicKey
 
 import vm.attestation as attestation
-from bench.bench_consensus import free_port, lift_rpc_rate_limit, rpc, wait_height, wait_rpc
+from bench.bench_consensus import (
+    free_port,
+    lift_rpc_rate_limit,
+    rpc,
+    start_devnet,
+    wait_height,
+    wait_rpc,
+)
 from devnet import fleet
 from devnet.device import Drive
-from devnet.launcher import prepare, start, stop
+from devnet.launcher import prepare, stop
 
 CHAIN_ID = 7077
 SEED = "bench attest e2e"
@@ -79,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="chain parameter max_block_attestations")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--keep", action="store_true", help="keep homes and logs")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="directory for a cProfile of each validator process")
     args = parser.parse_args(argv or [])
 
     root = Path(tempfile.mkdtemp(prefix="motus-bench-attest-"))
@@ -89,8 +98,9 @@ def main(argv: list[str] | None = None) -> None:
                           params={"max_block_attestations": args.block_attestations})
         for m in members:
             lift_rpc_rate_limit(m.home.config)
-        start(members, log_level="warning")
-        procs = [m.proc for m in members if m.proc is not None]
+        if args.profile is not None:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        procs = start_devnet(members, args.profile, "warning")
         urls = [m.url for m in members]
         wait_rpc(urls)
         wait_height(urls[0], 2)
