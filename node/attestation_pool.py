@@ -320,6 +320,10 @@ class AdmissionCache:
                 self._watched_roots[address] = state.storage_root(address)
         return record
 
+    def head(self) -> HeadState | None:
+        """The head state the cache follows (None before the first ``advance``)."""
+        return self._head
+
     def view(self, state_root: bytes, now_ms: int, height: int):
         """A TelemetryView for admission at the head with ``state_root``."""
         from vm.modules.telemetry import TelemetryView
@@ -408,6 +412,7 @@ class AttestationPool:
         self.checker: StatelessChecker = checker or InlineChecker()
         self.counters = counters or RejectCounters()
         self._pending: OrderedDict[bytes, _Entry] = OrderedDict()
+        self.dropped = 0  # pending attestations that left other than by inclusion, ever
         self._bytes = 0
         self._per_source: dict[str, int] = {}
         self._per_device: dict[bytes, int] = {}
@@ -547,6 +552,7 @@ class AttestationPool:
         entry = self._pending.pop(att_id, None)
         if entry is None:
             return None
+        self.dropped += 1  # left without being included (an admission view may hold it)
         self._bytes -= len(entry.raw)
         _decrement(self._per_source, entry.source)
         _decrement(self._per_device, entry.att.device)
@@ -608,6 +614,38 @@ class AttestationPool:
         for att_id, entry in list(self._pending.items()):
             code = check(entry.att)
             if code is not None:
+                self._drop(att_id)
+                self._reject(att_id, code)
+                dropped.append((att_id, code))
+        return dropped
+
+    def is_oldest_pending(self, ids: Sequence[bytes]) -> bool:
+        """Whether ``ids`` are all pending and, for each device, its oldest pending ones
+        (what a block built from this pool includes). Then what stays pending of every
+        device was checked after exactly those, in that order."""
+        left = set(ids)
+        if not left or len(left) != len(ids) or not left <= self._pending.keys():
+            return not left
+        passed: set[bytes] = set()  # devices with a pending attestation not in ``ids``
+        for att_id, entry in self._pending.items():
+            device = entry.att.device
+            if att_id in left:
+                if device in passed:
+                    return False
+                left.discard(att_id)
+                if not left:
+                    return True
+            else:
+                passed.add(device)
+        return not left
+
+    def drop_stale(self, now_ms: int, stale_ms: int) -> list[tuple[bytes, str]]:
+        """Drop and return (id, ``stale``) of pending attestations older than ``stale_ms``
+        before ``now_ms`` (the one check whose answer changes with time alone)."""
+        dropped = []
+        code = RejectCode.STALE.value
+        for att_id, entry in list(self._pending.items()):
+            if entry.att.timestamp_s * 1000 + stale_ms < now_ms:
                 self._drop(att_id)
                 self._reject(att_id, code)
                 dropped.append((att_id, code))
