@@ -42,6 +42,7 @@ from vm.attestation import (
     mark_verified,
     verify_signature,
 )
+from vm.trie import BLANK_ROOT, TrieNodes, rlp_decode
 
 POOL_FULL = "pool_full"  # not a reject: the pool is at a limit, submit again later
 PENDING, INCLUDED, REJECTED = "pending", "included", "rejected"
@@ -189,143 +190,12 @@ class ProcessPoolChecker:
 # Admission reads a few storage slots per attestation (the device's identity record and
 # its telemetry track). Through py-evm each read walks the trie decoding RLP nodes in
 # Python, which costs several times a signature recovery. Here trie nodes are decoded
-# once and kept by hash (content-addressed: always valid), identity records are
+# once and kept by hash (vm.trie.TrieNodes; content-addressed: always valid), identity records are
 # memoised across heads and dropped exactly when a slot they read changes (found by
 # diffing the storage tries of consecutive heads), and device tracks are carried to
 # the next head by replaying the block's included attestations, which is what
-# execution did to them. Block execution never uses any of this.
-
-_BRANCH, _LEAF, _EXT = 0, 1, 2
-_HEX = "0123456789abcdef"
-BLANK_ROOT = bytes.fromhex("56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421")
-
-
-def _rlp_at(data: bytes, pos: int) -> tuple[Any, int]:
-    b = data[pos]
-    if b < 0x80:
-        return data[pos:pos + 1], pos + 1
-    if b < 0xB8:
-        end = pos + 1 + b - 0x80
-        return data[pos + 1:end], end
-    if b < 0xC0:
-        start = pos + 1 + b - 0xB7
-        end = start + int.from_bytes(data[pos + 1:start], "big")
-        return data[start:end], end
-    if b < 0xF8:
-        start, end = pos + 1, pos + 1 + b - 0xC0
-    else:
-        start = pos + 1 + b - 0xF7
-        end = start + int.from_bytes(data[pos + 1:start], "big")
-    items = []
-    while start < end:
-        item, start = _rlp_at(data, start)
-        items.append(item)
-    return items, end
-
-
-def rlp_decode(data: bytes) -> Any:
-    """RLP decoding of trusted data (trie nodes this node wrote): no validation."""
-    return _rlp_at(data, 0)[0]
-
-
-def _compile(raw: Any) -> Any:
-    """A decoded trie node as (kind, ...) with its path in hex nibbles."""
-    if raw == b"" or raw == []:
-        return None
-    if len(raw) == 17:
-        return (_BRANCH, tuple(_child(c) for c in raw[:16]), raw[16])
-    hp = raw[0].hex()
-    path = hp[2:] if hp[0] in "02" else hp[1:]
-    if hp[0] in "23":
-        return (_LEAF, path, raw[1])
-    return (_EXT, path, _child(raw[1]))
-
-
-def _child(ref: Any) -> Any:
-    if isinstance(ref, list):
-        return _compile(ref)  # embedded node (< 32 bytes)
-    return ref or None  # node hash, or None for an empty slot
-
-
-class TrieNodes:
-    """Decoded Merkle Patricia trie nodes by hash, over any mapping of hash -> node bytes."""
-
-    def __init__(self, db: Any, max_nodes: int = 500_000) -> None:
-        self.db = db
-        self.max_nodes = max_nodes
-        self._nodes: dict[bytes, Any] = {}
-
-    def node(self, ref: Any) -> Any:
-        if type(ref) is not bytes:
-            return ref  # embedded or None
-        node = self._nodes.get(ref)
-        if node is None:
-            node = _compile(rlp_decode(self.db[ref]))
-            if len(self._nodes) >= self.max_nodes:
-                self._nodes.clear()  # crude but safe: entries are only ever re-decoded
-            self._nodes[ref] = node
-        return node
-
-    def get(self, root: bytes, key: bytes) -> bytes:
-        """The value at ``key`` in the trie with ``root`` (b"" if absent)."""
-        if root == BLANK_ROOT:
-            return b""
-        node = self.node(root)
-        path = key.hex()
-        while node is not None:
-            if type(node) is bytes:
-                node = self.node(node)
-                continue
-            kind = node[0]
-            if kind == _BRANCH:
-                if not path:
-                    return node[2]
-                node, path = node[1][_HEX.index(path[0])], path[1:]
-            elif kind == _LEAF:
-                return node[2] if node[1] == path else b""
-            else:
-                if not path.startswith(node[1]):
-                    return b""
-                node, path = node[2], path[len(node[1]):]
-        return b""
-
-    def changed_keys(self, old_root: bytes, new_root: bytes) -> set[str]:
-        """Keys (hex) whose value differs between two tries; walks only the parts that
-        differ (equal hashes are equal subtrees)."""
-        out: set[str] = set()
-        self._diff(None if old_root == BLANK_ROOT else old_root,
-                   None if new_root == BLANK_ROOT else new_root, "", out)
-        return out
-
-    def _diff(self, a: Any, b: Any, prefix: str, out: set[str]) -> None:
-        if a == b:
-            return
-        a, b = self.node(a), self.node(b)
-        if a is not None and b is not None and a[0] == b[0] == _BRANCH:
-            if a[2] != b[2]:
-                out.add(prefix)
-            for i in range(16):
-                self._diff(a[1][i], b[1][i], prefix + _HEX[i], out)
-            return
-        if a is not None and b is not None and a[0] == b[0] == _EXT and a[1] == b[1]:
-            self._diff(a[2], b[2], prefix + a[1], out)
-            return
-        left, right = dict(self._leaves(a, prefix)), dict(self._leaves(b, prefix))
-        out.update(k for k in left.keys() | right.keys() if left.get(k) != right.get(k))
-
-    def _leaves(self, node: Any, prefix: str):
-        node = self.node(node)
-        if node is None:
-            return
-        if node[0] == _LEAF:
-            yield prefix + node[1], node[2]
-        elif node[0] == _EXT:
-            yield from self._leaves(node[2], prefix + node[1])
-        else:
-            if node[2]:
-                yield prefix, node[2]
-            for i, child in enumerate(node[1]):
-                yield from self._leaves(child, prefix + _HEX[i])
+# execution did to them. Block execution reads through vm.trie too, but never through
+# this cache.
 
 
 @lru_cache(maxsize=1 << 18)
@@ -450,6 +320,10 @@ class AdmissionCache:
                 self._watched_roots[address] = state.storage_root(address)
         return record
 
+    def head(self) -> HeadState | None:
+        """The head state the cache follows (None before the first ``advance``)."""
+        return self._head
+
     def view(self, state_root: bytes, now_ms: int, height: int):
         """A TelemetryView for admission at the head with ``state_root``."""
         from vm.modules.telemetry import TelemetryView
@@ -538,6 +412,7 @@ class AttestationPool:
         self.checker: StatelessChecker = checker or InlineChecker()
         self.counters = counters or RejectCounters()
         self._pending: OrderedDict[bytes, _Entry] = OrderedDict()
+        self.dropped = 0  # pending attestations that left other than by inclusion, ever
         self._bytes = 0
         self._per_source: dict[str, int] = {}
         self._per_device: dict[bytes, int] = {}
@@ -677,6 +552,7 @@ class AttestationPool:
         entry = self._pending.pop(att_id, None)
         if entry is None:
             return None
+        self.dropped += 1  # left without being included (an admission view may hold it)
         self._bytes -= len(entry.raw)
         _decrement(self._per_source, entry.source)
         _decrement(self._per_device, entry.att.device)
@@ -738,6 +614,38 @@ class AttestationPool:
         for att_id, entry in list(self._pending.items()):
             code = check(entry.att)
             if code is not None:
+                self._drop(att_id)
+                self._reject(att_id, code)
+                dropped.append((att_id, code))
+        return dropped
+
+    def is_oldest_pending(self, ids: Sequence[bytes]) -> bool:
+        """Whether ``ids`` are all pending and, for each device, its oldest pending ones
+        (what a block built from this pool includes). Then what stays pending of every
+        device was checked after exactly those, in that order."""
+        left = set(ids)
+        if not left or len(left) != len(ids) or not left <= self._pending.keys():
+            return not left
+        passed: set[bytes] = set()  # devices with a pending attestation not in ``ids``
+        for att_id, entry in self._pending.items():
+            device = entry.att.device
+            if att_id in left:
+                if device in passed:
+                    return False
+                left.discard(att_id)
+                if not left:
+                    return True
+            else:
+                passed.add(device)
+        return not left
+
+    def drop_stale(self, now_ms: int, stale_ms: int) -> list[tuple[bytes, str]]:
+        """Drop and return (id, ``stale``) of pending attestations older than ``stale_ms``
+        before ``now_ms`` (the one check whose answer changes with time alone)."""
+        dropped = []
+        code = RejectCode.STALE.value
+        for att_id, entry in list(self._pending.items()):
+            if entry.att.timestamp_s * 1000 + stale_ms < now_ms:
                 self._drop(att_id)
                 self._reject(att_id, code)
                 dropped.append((att_id, code))

@@ -160,6 +160,8 @@ class AttestationService:
         self._signal_inbox: Any = None
         self._admission = trio.Lock()  # FIFO: batches are admitted in arrival order
         self._view: Any = None
+        self._view_dropped = 0  # pool.dropped when the view was last rebuilt
+        self.light_rechecks = 0  # new heads followed without rechecking the pool (tests)
         self._check: StatefulCheck | None = None
         self._follow(self.store.head.state_root, self.store.head.height)
 
@@ -169,6 +171,21 @@ class AttestationService:
         """A fresh admission view on the head with ``state_root`` (block ``height``)."""
         self._view = self.cache.view(state_root, self._now_ms(), height + 1)
         self._check = view_check(self._view)
+
+    def _rule_inputs(self) -> tuple[Any, ...] | None:
+        """What the stateful checks read besides device records in telemetry: the epoch,
+        the deny-list version, and the storage roots of identity (pairings), params (the
+        limits) and governance, at the cache's head."""
+        from vm.epoch import get_epoch
+        from vm.modules import addresses
+        from vm.modules.telemetry import get_deny_version
+
+        head = self.cache.head()
+        if head is None:
+            return None
+        return (get_epoch(head), get_deny_version(head),  # type: ignore[arg-type]
+                head.storage_root(addresses.IDENTITY), head.storage_root(addresses.PARAMS),
+                head.storage_root(addresses.GOVERNANCE))
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -198,10 +215,27 @@ class AttestationService:
         on an internal failure the cache restarts from the head."""
         header = block.header
         try:
-            self.pool.remove_included(_included_ids(result), header.height)
+            included = _included_ids(result)
+            before = self._rule_inputs() if self.cache.state_root == parent_state_root else None
+            quiet = before is not None and self.pool.is_oldest_pending(included)
+            self.pool.remove_included(included, header.height)
             self.cache.advance(parent_state_root, header.state_root, result.attestations)
-            self._follow(header.state_root, header.height)
-            dropped = self.pool.recheck(self._head_check())
+            dropped = []
+            light = False
+            if (quiet and self._view is not None and self.pool.dropped == self._view_dropped
+                    and self._rule_inputs() == before):
+                # The block applied to each device exactly what the view had applied first,
+                # nothing the view applied left the pool otherwise, and nothing else the
+                # rules read changed: the view (head + what is still pending, in order) is
+                # what a full recheck would build; only time can have changed an answer.
+                self._view.height = header.height + 1
+                dropped = self.pool.drop_stale(self._now_ms(), self._view.limits.stale_ms)
+                light = not dropped  # a stale one is still applied in the view: rebuild it
+                self.light_rechecks += light
+            if not light:
+                self._follow(header.state_root, header.height)
+                dropped += self.pool.recheck(self._head_check())
+                self._view_dropped = self.pool.dropped
             if dropped:
                 log.debug("%d pending attestations refused by the head at %d",
                           len(dropped), header.height)

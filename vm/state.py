@@ -32,6 +32,7 @@ from vm.crypto import keccak256
 from vm.errors import MalformedTransaction
 from vm.flat import FlatDiff, flat_reader_of, publish_diff, update_trie_sorted
 from vm.modules import SYSTEM_MODULES
+from vm.trie import FastAccountStorageDB
 
 TransactionBuilder = CancunTransactionBuilder
 
@@ -203,6 +204,14 @@ class MotusAccountDB(AccountDB):
             self._flat_root = root
             publish_diff(self._flat_db, FlatDiff(self._flat_base, root, dict(self._flat_changed)))
         return root
+    def _get_address_store(self, address):  # type: ignore[no-untyped-def]
+        # storage tries read through decoded nodes kept by hash and written in one batch
+        # per block (vm.trie: same values, roots and nodes as py-trie's)
+        store = self._account_stores.get(address)
+        if store is None:
+            store = self._account_stores[address] = FastAccountStorageDB(
+                self._raw_store_db, self._get_storage_root(address), address)
+        return store
 
 
 class MotusState(CancunState):

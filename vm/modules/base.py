@@ -26,6 +26,8 @@ from eth_hash.auto import keccak
 from eth_typing import Address
 from eth_utils import function_abi_to_4byte_selector
 
+from vm.crypto import keccak256
+
 # --- gas schedule of system modules (documented in docs/modules.md) ---------
 G_CALL = 1_000
 G_SLOAD = 2_100
@@ -62,7 +64,8 @@ def mapping_slot(base: int, *keys: bytes | int) -> int:
     """Solidity mapping slot; several keys nest (mapping of mapping)."""
     slot = base
     for key in keys:
-        slot = int.from_bytes(keccak(pad32(key) + pad32(slot)), "big")
+        # the C Keccak (vm.crypto): every attestation computes several of these
+        slot = int.from_bytes(keccak256(pad32(key) + slot.to_bytes(32, "big")), "big")
     return slot
 
 

@@ -475,6 +475,19 @@ def get_owner(state: StateAPI, vehicle_id: int) -> bytes | None:
     """The vehicle's current owner (one storage read), None if it does not exist."""
     owner = _ledger(state).owner(vehicle_id)
     return None if owner == ZERO_ADDRESS else owner
+def device_pairing(state: StateAPI, device_address: bytes) -> int | None:
+    """The vehicle the device is paired with (0: none), or None if no manufacturer minted
+    it: the two fields of :func:`get_device` that attestation checks use, in two reads."""
+    led = _ledger(state)
+    if led.device_token_id(device_address) == 0:
+        return None
+    return led.device_vehicle(device_address)
+
+
+def period_count(state: StateAPI, vehicle_id: int) -> int:
+    """Number of ownership periods recorded for the vehicle (0 for one minted before
+    periods were recorded, or never minted); one read."""
+    return _ledger(state).st.load(mapping_slot(SLOT_PERIOD_COUNT, vehicle_id))
 
 
 def get_vehicle(state: StateAPI, vehicle_id: int) -> VehicleRecord | None:

@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import h3.api.basic_int as h3
 from eth.abc import StateAPI
@@ -81,7 +81,21 @@ BPS = 10_000
 ZERO_HASH = b"\x00" * 32
 DEFERRED = "deferred"  # result of an attestation left for a later block (block full); not a reject
 
-DeviceLookup = Callable[[StateAPI, bytes], Any]  # identity.get_device
+# identity.get_device, or anything returning None (no device NFT) or a record with
+# ``vehicle_id`` (the paired vehicle, 0 for none): all the checks read of it
+DeviceLookup = Callable[[StateAPI, bytes], Any]
+
+
+class _Pairing(NamedTuple):
+    vehicle_id: int
+
+
+def _device_pairing(state: StateAPI, device: bytes) -> _Pairing | None:
+    """The default DeviceLookup: two reads where ``get_device`` makes six."""
+    from vm.modules import identity  # imported late: identity is a sibling module
+
+    vehicle_id = identity.device_pairing(state, device)
+    return None if vehicle_id is None else _Pairing(vehicle_id)
 
 
 def _pack(a: int, b: int, c: int, d: int) -> int:
@@ -305,10 +319,11 @@ class DeviceTrack:
 
 
 class _Tally:
-    __slots__ = ("accepted", "distance_m", "moving", "flags")
+    __slots__ = ("accepted", "distance_m", "moving", "flags", "slot", "loaded")
 
-    def __init__(self, value: int) -> None:
+    def __init__(self, value: int, slot: int = 0) -> None:
         self.accepted, self.distance_m, self.moving, self.flags = _unpack(value)
+        self.slot, self.loaded = slot, value
 
 
 class TelemetryView:
@@ -340,11 +355,7 @@ class TelemetryView:
         self.seed = get_epoch_seed(state, self.epoch)
         window = self.limits.epoch_length_blocks * self.limits.challenge_window_bps // BPS
         self.in_challenge_window = height < epoch_start + window
-        if get_device is None:
-            from vm.modules import identity  # imported late: identity is a sibling module
-
-            get_device = identity.get_device
-        self._get_device = get_device
+        self._get_device = _device_pairing if get_device is None else get_device
         self._track_cache = track_cache
         self.tallies = tallies
         self._store = _store(state)
@@ -356,6 +367,11 @@ class TelemetryView:
         self._challenges: dict[bytes, bytes | None] = {}
         self._periods: dict[int, list[Any]] = {}  # vehicle -> ownership periods (this block)
         self._period_counts: dict[tuple[int, int], int] = {}  # (vehicle, period) -> accepted
+        # what was read, to write only what changed: device -> (last, meta) as loaded,
+        # device -> signals as loaded, (vehicle, period) -> count as loaded
+        self._loaded: dict[bytes, tuple[int, int]] = {}
+        self._loaded_signals: dict[bytes, int] = {}
+        self._loaded_periods: dict[tuple[int, int], int] = {}
 
     # -- cached reads --
 
@@ -372,6 +388,10 @@ class TelemetryView:
             shared = self._track_cache
             if shared is None:
                 track = DeviceTrack.load(self.state, device)
+                self._loaded[device] = (_pack(track.seq, track.timestamp_ms, track.cell,
+                                              track.odometer_m),
+                                        _pack(track.vehicle_id, track.epoch, track.count,
+                                              track.flags))
             else:
                 base = shared.get(device)
                 if base is None:
@@ -383,8 +403,8 @@ class TelemetryView:
     def _tally(self, vehicle_id: int) -> _Tally:
         tally = self._tallies.get(vehicle_id)
         if tally is None:
-            tally = self._tallies[vehicle_id] = _Tally(
-                self._store.load(mapping_slot(SLOT_VEHICLE_EPOCH, self.epoch, vehicle_id)))
+            slot = mapping_slot(SLOT_VEHICLE_EPOCH, self.epoch, vehicle_id)
+            tally = self._tallies[vehicle_id] = _Tally(self._store.load(slot), slot)
         return tally
 
     def challenge_nonce(self, device: bytes) -> bytes | None:
@@ -467,6 +487,7 @@ class TelemetryView:
         if track.seq > 0:
             if track.signals_hash is None:
                 track.signals_hash = self._store.load(device_slots(att.device)[1])
+                self._loaded_signals[att.device] = track.signals_hash
             odometer_m = att.odometer_hm * ODOMETER_UNIT_M
             moving = int(att.cell != track.cell or odometer_m != track.odometer_m
                          or int.from_bytes(att.commitment, "big") != track.signals_hash)
@@ -496,40 +517,67 @@ class TelemetryView:
 
         periods = self._periods.get(att.vehicle_id)
         if periods is None:
-            periods = self._periods[att.vehicle_id] = identity.ownership_periods(
-                self.state, att.vehicle_id)
-        period = identity.period_at(periods, att.timestamp_ms)
-        if period is None:  # pragma: no cover - a paired device implies a minted vehicle
+            # one recorded period (the usual case) holds every record: no need to read it
+            periods = self._periods[att.vehicle_id] = (
+                _ONLY_PERIOD if identity.period_count(self.state, att.vehicle_id) == 1
+                else identity.ownership_periods(self.state, att.vehicle_id))
+        index = 0 if periods is _ONLY_PERIOD else _period_index(periods, att.timestamp_ms)
+        if index is None:  # pragma: no cover - a paired device implies a minted vehicle
             return
-        key = (att.vehicle_id, period.index)
+        key = (att.vehicle_id, index)
         count = self._period_counts.get(key)
         if count is None:
             count = self._store.load(mapping_slot(SLOT_PERIOD_EPOCH, self.epoch, *key))
+            self._loaded_periods[key] = count
         self._period_counts[key] = count + 1
 
     def commit(self) -> None:
-        """Write every applied change into the state (block execution only)."""
-        st = self._store
-        for (vehicle_id, index), count in self._period_counts.items():
-            st.store(mapping_slot(SLOT_PERIOD_EPOCH, self.epoch, vehicle_id, index), count)
+        """Write every applied change into the state (block execution only): each slot
+        once, and only when its value changed (the values read are known, so nothing is
+        read again; no gas is metered here)."""
+        state, address = self.state, Address(addresses.TELEMETRY)
+        set_storage = state.set_storage
+        for key, count in self._period_counts.items():
+            if count != self._loaded_periods.get(key):
+                set_storage(address, mapping_slot(SLOT_PERIOD_EPOCH, self.epoch, *key), count)
         for device in self._dirty_tracks:
             t = self._tracks[device]
-            last, signals, meta = device_slots(device)
-            st.store(last, _pack(t.seq, t.timestamp_ms, t.cell, t.odometer_m))
-            st.store(signals, t.signals_hash or 0)
-            st.store(meta, _pack(t.vehicle_id, t.epoch, t.count, t.flags))
+            last_slot, signals_slot, meta_slot = device_slots(device)
+            last = _pack(t.seq, t.timestamp_ms, t.cell, t.odometer_m)
+            meta = _pack(t.vehicle_id, t.epoch, t.count, t.flags)
+            loaded = self._loaded.get(device)
+            if loaded is None or last != loaded[0]:
+                set_storage(address, last_slot, last)
+            signals = t.signals_hash or 0
+            if signals != self._loaded_signals.get(device):
+                set_storage(address, signals_slot, signals)
+            if loaded is None or meta != loaded[1]:
+                set_storage(address, meta_slot, meta)
         for vehicle_id, tally in self._tallies.items():
             if tally.accepted:
-                st.store(mapping_slot(SLOT_VEHICLE_EPOCH, self.epoch, vehicle_id),
-                         _pack(tally.accepted, tally.distance_m, tally.moving, tally.flags))
+                value = _pack(tally.accepted, tally.distance_m, tally.moving, tally.flags)
+                if value != tally.loaded:
+                    set_storage(address, tally.slot or mapping_slot(
+                        SLOT_VEHICLE_EPOCH, self.epoch, vehicle_id), value)
         if self._new_vehicles:
+            st = self._store
             length_slot, base = _list_base(self.epoch)
             n = st.load(length_slot)
             for i, vehicle_id in enumerate(self._new_vehicles):
-                st.store(base + n + i, vehicle_id)
-            st.store(length_slot, n + len(self._new_vehicles))
+                set_storage(address, base + n + i, vehicle_id)
+            set_storage(address, length_slot, n + len(self._new_vehicles))
         self._dirty_tracks.clear()
         self._new_vehicles.clear()
+
+
+_ONLY_PERIOD: list[Any] = []  # marker: the vehicle has exactly one ownership period
+
+
+def _period_index(periods: list[Any], timestamp_ms: int) -> int | None:
+    from vm.modules import identity  # sibling module: imported at use
+
+    period = identity.period_at(periods, timestamp_ms)
+    return None if period is None else period.index
 
 
 def _moved_at_least_m(previous_cell: int, cell: int, resolution: int) -> int:
