@@ -72,6 +72,10 @@ class ConsensusSection:
     timeout_delta_ms: int = 500  # added per round to each timeout
     commit_wait_ms: int = 200
     block_interval_ms: int = 1000  # minimum time between blocks
+    # CPU time a proposal may take to build, in percent of timeout_propose_ms: every
+    # validator executes it again within its own propose timeout (docs/consensus.md
+    # "Proposal budget").
+    proposal_budget_pct: int = 30
 
 
 @dataclass
@@ -143,6 +147,8 @@ class Config:
         for key in ("max_per_sender", "max_total", "queued_lifetime_seconds"):
             if getattr(cfg.mempool, key) < 1:  # 0 would refuse or drop every transaction
                 raise ConfigError(f"mempool.{key} must be at least 1")
+        if not 1 <= cfg.consensus.proposal_budget_pct <= 100:  # 0 builds empty blocks only
+            raise ConfigError("consensus.proposal_budget_pct must be between 1 and 100")
         if cfg.mempool.journal_max_bytes < JOURNAL_MIN_BYTES:
             raise ConfigError(f"mempool.journal_max_bytes must be at least {JOURNAL_MIN_BYTES} "
                               "(one largest transaction)")

@@ -217,13 +217,15 @@ def begin_block(state: MotusState, env: BlockEnv,
 
 def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv, body: BlockBody,
                   *, skip_invalid: bool = False,
-                  should_stop: Callable[[], bool] | None = None) -> BlockResult:
+                  should_stop: Callable[[str], bool] | None = None) -> BlockResult:
     """Execute a block body on the parent state; persist trie nodes into ``db``.
 
     With ``skip_invalid`` (block building) transactions and attestations that fail
     their checks, or would take the block over ``max_block_cost`` (vm/cost.py), are
-    left out and the included ones returned; once ``should_stop()`` (the builder's
-    time budget, asked between items) is true the rest are left out too. Otherwise
+    left out and the included ones returned; once ``should_stop(kind)`` (the builder's
+    time budget, asked between items with ``kind`` "transactions" or "attestations")
+    is true the rest of that kind are left out too, though never the first one tried,
+    so a slow moment cannot starve the chain. Otherwise
     (block checking) any invalid item raises :class:`InvalidBlock`, and a block over
     its cost :class:`BlockTooCostly` as soon as the running cost passes the cap. The
     result lists the transactions and attestations that were included.
@@ -240,10 +242,8 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
     tx_gas: list[int] = []
     created: list[bytes | None] = []
     gas_used = 0
-    stopped = False
     for index, tx in enumerate(body.transactions):
-        if skip_invalid and should_stop is not None and should_stop():
-            stopped = True
+        if skip_invalid and should_stop is not None and index and should_stop("transactions"):
             break
         try:
             sender = check_transaction(state, tx, env, env.gas_limit - gas_used,
@@ -280,7 +280,7 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
             raise InvalidBlock("attestations are not accepted by this chain version")
         if skip_invalid:
             attestations, att_results = _build_attestations(
-                state, env, telemetry, attestations, cost, None if stopped else should_stop)
+                state, env, telemetry, attestations, cost, should_stop)
         else:
             cost.add_attestations(len(attestations))  # known before executing any of them
             attestations, att_results = telemetry.process_attestations(state, env, attestations, False)
@@ -318,7 +318,7 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
 
 
 def _build_attestations(state: MotusState, env: BlockEnv, telemetry: Any, attestations: list[bytes],
-                        cost: BlockCost, should_stop: Callable[[], bool] | None,
+                        cost: BlockCost, should_stop: Callable[[str], bool] | None,
                         ) -> tuple[list[bytes], list[Any]]:
     """Block building's step (4): as many attestations as the block's cost leaves room
     for, in runs between which the time budget is asked; the rest are deferred (one
@@ -331,7 +331,7 @@ def _build_attestations(state: MotusState, env: BlockEnv, telemetry: Any, attest
         included, results = telemetry.process_attestations(state, env, todo, True)
         done = len(todo)
     else:
-        while done < len(todo) and not should_stop():
+        while done < len(todo) and not (done and should_stop("attestations")):
             run = todo[done:done + BUILD_ATTESTATION_RUN]
             run_included, run_results = telemetry.process_attestations(state, env, run, True)
             included.extend(run_included)
