@@ -182,10 +182,11 @@ class Application:
         return compute_base_fee(h.gas_used, h.gas_limit, h.base_fee_per_gas,
                                 get_param(self.head_state(), "min_base_fee_per_gas"))
 
-    def submit_transaction(self, raw: bytes, *, gossip: bool = True) -> bytes:
+    def submit_transaction(self, raw: bytes, *, gossip: bool = True, source: str = "") -> bytes:
         """Check a raw transaction against the head and pool it; raises TxRejected.
-        With ``gossip`` (RPC submissions) the transaction is handed to the network."""
-        tx_hash = self.mempool.add(raw, self.head_state())
+        With ``gossip`` (RPC submissions) the transaction is handed to the network.
+        ``source`` (``rpc:<client>``) pays for refused transactions (node/fairness.py)."""
+        tx_hash = self.mempool.add(raw, self.head_state(), source)
         for pool_listener in list(self.pool_listeners):
             pool_listener(raw, tx_hash)
         if gossip:
