@@ -87,9 +87,10 @@ class RejectCounters:
         return self._counts[code]
 
     def snapshot(self) -> dict[str, int]:
-        """Every reject code (zero included) and ``pool_full``, with its count."""
+        """Every reject code (zero included), ``pool_full`` and ``throttled``, with its count."""
         out = {c.value: self._counts[c.value] for c in RejectCode}
         out[POOL_FULL] = self._counts[POOL_FULL]
+        out[THROTTLED] = self._counts[THROTTLED]
         return out
 
 
