@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from eth_hash.auto import keccak
+from prometheus_client import Histogram
 
 from consensus.errors import InvalidEvidence
 from consensus.types import EMPTY_COMMIT, Commit, DuplicateVoteEvidence, Validator, ValidatorSet
 from node.block import Block, MalformedBlock, commit_hash, evidence_hash
 from node.mempool import Mempool, effective_tip
+from node.metrics import REGISTRY
 from node.store import ChainStore, TxExtra
 from vm.block import ZERO_HASH, Header, validators_hash
 from vm.db import OverlayDB
@@ -35,6 +37,73 @@ from vm.state import BlockEnv, MotusState, decode_transaction, make_state
 log = logging.getLogger("motus.app")
 
 MAX_CLOCK_DRIFT_MS = 10_000
+
+BLOCK_EXECUTION_CPU = Histogram(
+    "motus_block_execution_cpu_seconds",
+    "CPU time of executing a block: building a proposal, or checking a peer's",
+    ["kind"],
+    registry=REGISTRY,
+    buckets=(0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0),
+)
+BLOCK_COST = Histogram(
+    "motus_block_cost",
+    "Deterministic cost of the blocks built or checked (vm/cost.py; max_block_cost caps it)",
+    ["kind"],
+    registry=REGISTRY,
+    buckets=(10_000, 50_000, 100_000, 200_000, 300_000, 500_000, 750_000, 1_000_000),
+)
+
+
+class ProposalBudget:
+    """The time a proposal may take to build, so that every validator, executing it
+    again on the same kind of machine, checks it within the propose timeout
+    (docs/consensus.md, "Proposal budget").
+
+    Measured in wall time, not CPU time: the propose timeout is wall time, and on a
+    loaded machine executing a block takes several times its CPU time for the builder
+    and its peers alike (at load 12 on two cores, blocks sized to 0.3 s of CPU took
+    over 1 s and rounds failed). A busy moment therefore makes blocks smaller.
+
+    The clock starts when execution starts (choosing from the pools is not what a
+    validator repeats). Building fills the block while ``exhausted(kind)`` is false; it
+    is asked between items (transactions, runs of attestations). What follows the
+    filling (the state root, the receipts, the attestations' write-back) is paid after
+    the last item, so filling stops at ``fill_share`` of the budget; the share is learnt
+    from every build the budget cut short: scaled by budget / measured total, within
+    [0.1, 1]. When the block has attestations to take, transactions stop at half the
+    fill time, so neither kind can crowd the other out."""
+
+    MIN_SHARE, MAX_SHARE, START_SHARE = 0.1, 1.0, 0.5
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self.fill_share = self.START_SHARE
+        self._deadline = self._tx_deadline = 0.0
+        self._started = 0.0
+        self.stopped = False  # the last build was cut short by the budget
+
+    def start(self, with_attestations: bool = False) -> None:
+        self._started = self.clock()
+        fill = self.seconds * self.fill_share
+        self._deadline = self._started + fill
+        self._tx_deadline = self._started + (fill / 2 if with_attestations else fill)
+        self.stopped = False
+
+    def exhausted(self, kind: str = "transactions") -> bool:
+        now = self.clock()
+        if now >= (self._tx_deadline if kind == "transactions" else self._deadline):
+            self.stopped = True
+            return True
+        return False
+
+    def finish(self) -> float:
+        """End of a build: its CPU seconds; learns the fill share from it."""
+        elapsed = self.clock() - self._started
+        if self.stopped and elapsed > 0:
+            share = self.fill_share * self.seconds / elapsed
+            self.fill_share = min(self.MAX_SHARE, max(self.MIN_SHARE, share))
+        return elapsed
 
 
 @dataclass
@@ -113,10 +182,11 @@ class Application:
         return compute_base_fee(h.gas_used, h.gas_limit, h.base_fee_per_gas,
                                 get_param(self.head_state(), "min_base_fee_per_gas"))
 
-    def submit_transaction(self, raw: bytes, *, gossip: bool = True) -> bytes:
+    def submit_transaction(self, raw: bytes, *, gossip: bool = True, source: str = "") -> bytes:
         """Check a raw transaction against the head and pool it; raises TxRejected.
-        With ``gossip`` (RPC submissions) the transaction is handed to the network."""
-        tx_hash = self.mempool.add(raw, self.head_state())
+        With ``gossip`` (RPC submissions) the transaction is handed to the network.
+        ``source`` (``rpc:<client>``) pays for refused transactions (node/fairness.py)."""
+        tx_hash = self.mempool.add(raw, self.head_state(), source)
         for pool_listener in list(self.pool_listeners):
             pool_listener(raw, tx_hash)
         if gossip:
@@ -127,10 +197,11 @@ class Application:
     # --- propose ------------------------------------------------------------------------
 
     def propose(self, height: int, proposer: bytes, *, max_txs: int = 5_000,
-                max_attestations: int | None = None) -> bytes:
+                max_attestations: int | None = None, budget: ProposalBudget | None = None) -> bytes:
         """Build a block on the head: mempool transactions by tip (at most ``max_txs``), pool
         attestations (at most ``max_attestations`` and the governed
-        ``max_block_attestations``), evidence."""
+        ``max_block_attestations``), evidence; never more than ``max_block_cost``
+        (vm/cost.py), and with a ``budget`` only what fits its CPU time."""
         parent = self.head
         if height != parent.height + 1:
             raise InvalidBlock(f"cannot propose height {height} on head {parent.height}")
@@ -151,7 +222,11 @@ class Application:
         overlay = OverlayDB(self.store.state_db)
         body = BlockBody([p.tx for p in txs], attestations, [Misbehavior(e.validator, e.height) for e in evidence],
                          raw_transactions=[p.raw for p in txs])
-        result = execute_block(overlay, parent.state_root, env, body, skip_invalid=True)
+        cpu_started = time.thread_time()
+        if budget is not None:
+            budget.start(with_attestations=bool(attestations))
+        result = execute_block(overlay, parent.state_root, env, body, skip_invalid=True,
+                               should_stop=budget.exhausted if budget is not None else None)
         if self.attestation_pool is not None and attestations:
             self.attestation_pool.on_built(result.attestation_results)
         valset = self.store.validators_for(height)
@@ -167,6 +242,10 @@ class Application:
         block = Block(header, result.raw_transactions, result.attestations, last_commit, evidence)
         value = block.encode()
         self._remember(Executed(block, result, overlay), value)
+        if budget is not None:
+            budget.finish()
+        BLOCK_EXECUTION_CPU.labels("build").observe(time.thread_time() - cpu_started)
+        BLOCK_COST.labels("build").observe(result.cost)
         return value
 
     def _evidence_for(self, height: int) -> list[DuplicateVoteEvidence]:
@@ -221,7 +300,7 @@ class Application:
             self.check_block(height, value, check_time=check_time)
             return True
         except (InvalidBlock, MalformedBlock) as exc:
-            log.warning("invalid block at height %d: %s", height, exc)
+            log.warning("invalid block at height %d: %s: %s", height, exc.code, exc)
             return False
 
     def check_block(self, height: int, value: bytes, *, check_time: bool = True) -> Executed:
@@ -262,9 +341,12 @@ class Application:
             except MalformedTransaction as exc:
                 raise InvalidBlock(f"undecodable transaction {i}: {exc}") from None
         overlay = OverlayDB(self.store.state_db)
+        cpu_started = time.thread_time()
         result = execute_block(overlay, parent.state_root, env,
                                BlockBody(txs, list(block.attestations), misbehavior,
                                          raw_transactions=list(block.transactions)))
+        BLOCK_EXECUTION_CPU.labels("check").observe(time.thread_time() - cpu_started)
+        BLOCK_COST.labels("check").observe(result.cost)
         check_result(h, result, validators_hash)
         executed = Executed(block, result, overlay)
         self._remember(executed, value)

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple, Protocol
 
 import msgpack
 
+from node.fairness import THROTTLED, SourceCredit
 from vm.attestation import (
     OK,
     Attestation,
@@ -45,6 +46,11 @@ from vm.attestation import (
 from vm.trie import BLANK_ROOT, TrieNodes, rlp_decode
 
 POOL_FULL = "pool_full"  # not a reject: the pool is at a limit, submit again later
+# Refused attestations a source may have checked per second, and at once (node/fairness.py,
+# docs/rpc.md "Fair admission"): admission checks ~17,000/s per core, so a garbage source
+# held to 500/s takes ~3 % of a core; the burst is one full motus_submitAttestations call.
+REJECT_CREDIT_PER_S = 500
+REJECT_CREDIT_BURST = 1_000
 PENDING, INCLUDED, REJECTED = "pending", "included", "rejected"
 STATELESS_CODES = frozenset({RejectCode.MALFORMED.value, RejectCode.BAD_SIGNATURE.value})
 
@@ -82,9 +88,10 @@ class RejectCounters:
         return self._counts[code]
 
     def snapshot(self) -> dict[str, int]:
-        """Every reject code (zero included) and ``pool_full``, with its count."""
+        """Every reject code (zero included), ``pool_full`` and ``throttled``, with its count."""
         out = {c.value: self._counts[c.value] for c in RejectCode}
         out[POOL_FULL] = self._counts[POOL_FULL]
+        out[THROTTLED] = self._counts[THROTTLED]
         return out
 
 
@@ -402,8 +409,11 @@ class AttestationPool:
     def __init__(self, chain_id: int, *, max_items: int = 100_000, max_bytes: int = 32 << 20,
                  max_per_source: int = 20_000, max_per_device: int = 256,
                  history: int = 200_000, checker: StatelessChecker | None = None,
-                 counters: RejectCounters | None = None) -> None:
+                 counters: RejectCounters | None = None,
+                 credit: SourceCredit | None = None) -> None:
         self.chain_id = chain_id
+        # refused items per source (sources named "" are the node's own: not limited)
+        self.credit = credit or SourceCredit(REJECT_CREDIT_PER_S, REJECT_CREDIT_BURST)
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.max_per_source = max_per_source
@@ -452,6 +462,9 @@ class AttestationPool:
         raws = [r if type(r) is bytes else bytes(r) for r in raws]
         if ids is None:
             ids = list(map(compute_attestation_id, raws))
+        if not self.admits(source, len(raws)):
+            self.counters.add(THROTTLED, len(raws))
+            return [AddResult(att_id, False, THROTTLED) for att_id in ids]
         n = len(raws)
         results: list[AddResult | None] = [None] * n
         duplicates: list[tuple[int, int]] = []
@@ -511,7 +524,15 @@ class AttestationPool:
             results[i] = _accepted(att_id)
         for i, j in duplicates:
             results[i] = results[j]
+        if source:
+            self.credit.charge(source, sum(1 for i in todo if not results[i].accepted  # type: ignore[union-attr]
+                                           and results[i].code != POOL_FULL))  # type: ignore[union-attr]
         return results  # type: ignore[return-value]  # every slot is filled above
+
+    def admits(self, source: str, items: int = 1) -> bool:
+        """False while ``source`` has no credit of refused items left (node/fairness.py):
+        its items are then refused unchecked with code ``throttled``."""
+        return not source or self.credit.allows(source, items)
 
     def _prechecked(self, todo: Sequence[int], raws: Sequence[bytes], ids: Sequence[bytes],
                     stateless: Sequence[Attestation | str | None]) -> Iterator[Attestation | str]:

@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 
 from node.attestation_pool import (
     STATELESS_CODES,
+    THROTTLED,
     AddResult,
     AdmissionCache,
     AttestationPool,
@@ -268,6 +269,9 @@ class AttestationService:
         raws = [bytes(r) for r in raws]
         async with self._admission:
             ids = [compute_attestation_id(r) for r in raws]
+            if not self.pool.admits(source, len(raws)):  # before any signature is checked
+                self.counters.add(THROTTLED, len(raws))
+                return [AddResult(att_id, False, THROTTLED) for att_id in ids]
             todo = [i for i, att_id in enumerate(ids) if self.pool.needs_check(att_id)]
             stateless: list[Any] = [None] * len(raws)
             if len(todo) >= THREAD_MIN_BATCH:

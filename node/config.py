@@ -74,6 +74,10 @@ class ConsensusSection:
     timeout_delta_ms: int = 500  # added per round to each timeout
     commit_wait_ms: int = 200
     block_interval_ms: int = 1000  # minimum time between blocks
+    # CPU time a proposal may take to build, in percent of timeout_propose_ms: every
+    # validator executes it again within its own propose timeout (docs/consensus.md
+    # "Proposal budget").
+    proposal_budget_pct: int = 30
 
 
 @dataclass
@@ -184,6 +188,8 @@ class Config:
         if not isinstance(cfg.webhooks.allowed_targets, list) or not all(
                 isinstance(t, str) for t in cfg.webhooks.allowed_targets):
             raise ConfigError("webhooks.allowed_targets must be a list of strings")
+        if not 1 <= cfg.consensus.proposal_budget_pct <= 100:  # 0 builds empty blocks only
+            raise ConfigError("consensus.proposal_budget_pct must be between 1 and 100")
         if cfg.mempool.journal_max_bytes < JOURNAL_MIN_BYTES:
             raise ConfigError(f"mempool.journal_max_bytes must be at least {JOURNAL_MIN_BYTES} "
                               "(one largest transaction)")

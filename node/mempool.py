@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from eth.abc import SignedTransactionAPI, StateAPI
 from eth_hash.auto import keccak
 
+from node.fairness import THROTTLED, SourceCredit
 from vm.execute import BLOB_TX_TYPE, MAX_INITCODE_SIZE, MAX_TX_BYTES, initcode_too_large_message
 from vm.sender import recover_sender
 from vm.state import decode_transaction
@@ -41,6 +42,15 @@ REPLACEMENT_BUMP_PCT = 10  # geth's txpool.pricebump
 # user sending n+1 before n), and a gap nobody fills (a nonce refused under load) must
 # not hold its sender's slots and the pool's room for hours.
 QUEUED_LIFETIME_S = 180.0
+# Refused transactions one source (an RPC client address) may have checked per second,
+# and at once (node/fairness.py, docs/rpc.md "Fair admission"): a check costs a
+# signature recovery and a state read (~0.1-0.3 ms), so a source of garbage held to
+# 100/s takes a few % of a core. Refusals that depend on the pool, not the transaction
+# (already known, pool full, underpriced) are not charged.
+TX_REJECT_CREDIT_PER_S = 100
+TX_REJECT_CREDIT_BURST = 200
+NOT_THE_SOURCES_FAULT = frozenset({"already_known", "pool_full", "underpriced", "replacement_underpriced",
+                                   THROTTLED})
 
 # Why a transaction left the pool (``Mempool.removed``, metric label ``reason``).
 MINED = "mined"  # in a committed block
@@ -115,6 +125,7 @@ class Mempool:
         self.refused: Counter[str] = Counter()  # by TxRejected code
         # Called with (transaction, reason) whenever one leaves the pool.
         self.removal_listeners: list[Callable[[PoolTx, str], None]] = []
+        self.credit = SourceCredit(TX_REJECT_CREDIT_PER_S, TX_REJECT_CREDIT_BURST, clock=clock)
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -133,15 +144,21 @@ class Mempool:
             n += 1
         return n
 
-    def add(self, raw: bytes, state: StateAPI) -> bytes:
-        """Check and insert a raw transaction; returns its hash or raises TxRejected."""
+    def add(self, raw: bytes, state: StateAPI, source: str = "") -> bytes:
+        """Check and insert a raw transaction; returns its hash or raises TxRejected.
+        ``source`` (``rpc:<client>``; "" for the node's own and gossip, which peer
+        scoring covers) is charged for a refusal that is the transaction's fault, and
+        while it has no credit left its transactions are refused unchecked
+        (``throttled``)."""
         try:
-            return self._add(raw, state)
+            return self._add(raw, state, source)
         except TxRejected as exc:
             self.refused[exc.code] += 1
+            if source and exc.code not in NOT_THE_SOURCES_FAULT:
+                self.credit.charge(source, 1)
             raise
 
-    def _add(self, raw: bytes, state: StateAPI) -> bytes:
+    def _add(self, raw: bytes, state: StateAPI, source: str = "") -> bytes:
         if raw[:1] == bytes([BLOB_TX_TYPE]):
             # First: a blob transaction in its network form (blobs attached) is larger than
             # any size bound, and the answer a sender can act on is that the type is refused.
@@ -153,6 +170,8 @@ class Mempool:
             # Before decoding: re-announced pools (docs/network.md) cost a receiver one
             # hash per transaction it holds, not a signature recovery.
             raise TxRejected("already_known", "already known")
+        if source and not self.credit.allows(source):  # before the signature recovery
+            raise TxRejected(THROTTLED, "too many invalid transactions from this client, retry later")
         try:
             tx = decode_transaction(raw)
             tx.validate()

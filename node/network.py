@@ -37,7 +37,7 @@ from consensus.messages import CommitMessage, ConsensusMessage, ProposalMessage,
 from consensus.runner import ConsensusRunner
 from consensus.types import Commit, DuplicateVoteEvidence, ValidatorSet, Vote
 from consensus.wal import MessageLog, Signer, SigningGuard
-from node.app import MAX_CLOCK_DRIFT_MS, Application
+from node.app import MAX_CLOCK_DRIFT_MS, Application, ProposalBudget
 from node.block import Block, MalformedBlock
 from node.mempool import TxRejected
 
@@ -111,6 +111,12 @@ STATE_DEPENDENT_TX_CODES = frozenset({
 })
 
 
+def proposal_budget_s(consensus: Any) -> float:
+    """The proposal budget of a ``[consensus]`` config section: ``proposal_budget_pct`` of
+    the round-0 propose timeout (docs/config.md)."""
+    return consensus.timeout_propose_ms * consensus.proposal_budget_pct / 100_000
+
+
 class ConsensusApp:
     """The application as the consensus machine sees it (consensus.app.Application).
 
@@ -127,6 +133,9 @@ class ConsensusApp:
         # sizeable one took to build (execution speed on this machine, under its load).
         self.max_txs = PROPOSAL_START_TXS
         self.max_attestations = PROPOSAL_START_ATTESTATIONS
+        # The hard stop inside one build (CPU time, docs/consensus.md "Proposal budget");
+        # the count caps above are the first guess it refines.
+        self.budget = ProposalBudget(budget_s)
 
     def propose(self, height: int, round_: int) -> bytes:
         if height <= self.app.head.height:
@@ -136,7 +145,7 @@ class ConsensusApp:
         assert self.proposer is not None
         started = time.perf_counter()
         value = self.app.propose(height, self.proposer, max_txs=self.max_txs,
-                                 max_attestations=self.max_attestations)
+                                 max_attestations=self.max_attestations, budget=self.budget)
         elapsed_s = time.perf_counter() - started
         block = self.app.block_of(value)  # just built: from the cache, not decoded again
         self.learn_proposal_cost(len(block.transactions), len(block.attestations), elapsed_s)
@@ -215,7 +224,7 @@ class NetworkService:
         self.commit_wait_s = c.commit_wait_ms / 1000
         self.block_interval_s = c.block_interval_ms / 1000
         self.machine = ConsensusMachine(
-            self.chain_id, ConsensusApp(self.app, node.address), self.signer, self.timeouts,
+            self.chain_id, ConsensusApp(self.app, node.address, proposal_budget_s(c)), self.signer, self.timeouts,
             message_log=message_log)
         # Built once the initial sync is done, at the height after the synced head.
         self.runner: ConsensusRunner | None = None

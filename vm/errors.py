@@ -21,3 +21,9 @@ class MalformedTransaction(InvalidTransaction):
 
 class InvalidGenesis(VMError):
     code = "invalid_genesis"
+
+
+class BlockTooCostly(InvalidBlock):
+    """A block whose deterministic execution cost exceeds ``max_block_cost`` (vm/cost.py)."""
+
+    code = "block_cost_exceeded"

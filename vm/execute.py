@@ -7,7 +7,7 @@ the header (``check_result``) and raises :class:`InvalidBlock` on a mismatch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +19,15 @@ from eth.vm.forks.cancun import CancunVM
 from eth_bloom import BloomFilter
 from eth_utils import ValidationError
 
+from vm.attestation import compute_attestation_id
 from vm.block import Header, compute_list_root, rlp_encode
+from vm.cost import BlockCost, CostWeights
 from vm.epoch import advance_clock, get_epoch
 from vm.errors import InvalidBlock, InvalidTransaction
 from vm.events import BlockEvent, collect_block_events, record_block_events
 from vm.modules import SYSTEM_MODULES, addresses
 from vm.modules.params import get_param
+from vm.modules.telemetry import DEFERRED
 from vm.modules.validators import active_validators, jail
 from vm.sender import recover_sender
 from vm.state import BlockEnv, MotusState, make_state
@@ -35,6 +38,10 @@ BASE_FEE_CHANGE_DENOMINATOR = 8
 BLOB_TX_TYPE = 3
 MAX_TX_BYTES = 128 * 1024
 MAX_INITCODE_SIZE = 49_152  # EIP-3860: twice the EIP-170 code size limit
+# Block building with a time budget executes attestations in runs of this many, asking
+# the budget between runs: small enough to stop near the budget, large enough that the
+# per-run write-back of the telemetry view stays a small share.
+BUILD_ATTESTATION_RUN = 100
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,7 @@ class BlockResult:
     attestations: list[bytes] = field(default_factory=list)
     # logs of the epoch work, outside any transaction (vm.events); committed by the state root
     block_events: list[BlockEvent] = field(default_factory=list)
+    cost: int = 0  # the block's deterministic cost (vm/cost.py)
 
 
 def compute_base_fee(parent_gas_used: int, parent_gas_limit: int, parent_base_fee: int, floor: int) -> int:
@@ -91,10 +99,10 @@ def compute_base_fee(parent_gas_used: int, parent_gas_limit: int, parent_base_fe
 
 
 def check_transaction(state: StateAPI, tx: SignedTransactionAPI, env: BlockEnv, gas_available: int,
-                      raw: bytes | None = None) -> None:
+                      raw: bytes | None = None) -> bytes:
     """Checks a transaction must pass before it is applied; raises InvalidTransaction
-    with a stable code. With the envelope ``raw`` the sender is recovered from it
-    (:mod:`vm.sender`, the fast path)."""
+    with a stable code, else returns the sender. With the envelope ``raw`` the sender
+    is recovered from it (:mod:`vm.sender`, the fast path)."""
     if getattr(tx, "type_id", None) == BLOB_TX_TYPE:
         raise _tx_error("unsupported_type", "blob transactions are not supported on Motus")
     if tx.chain_id is None:
@@ -126,6 +134,7 @@ def check_transaction(state: StateAPI, tx: SignedTransactionAPI, env: BlockEnv, 
         # EIP-3860: such a creation is invalid; py-evm raises OutOfGas out of
         # apply_transaction for it, which no caller expects
         raise _tx_error("initcode_too_large", initcode_too_large_message(len(tx.data)))
+    return sender
 
 
 def initcode_too_large_message(size: int) -> str:
@@ -207,16 +216,23 @@ def begin_block(state: MotusState, env: BlockEnv,
 
 
 def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv, body: BlockBody,
-                  *, skip_invalid: bool = False) -> BlockResult:
+                  *, skip_invalid: bool = False,
+                  should_stop: Callable[[str], bool] | None = None) -> BlockResult:
     """Execute a block body on the parent state; persist trie nodes into ``db``.
 
     With ``skip_invalid`` (block building) transactions and attestations that fail
-    their checks are left out and the included ones returned; otherwise (block
-    checking) any invalid item raises :class:`InvalidBlock`. The result lists the
-    transactions and attestations that were included.
+    their checks, or would take the block over ``max_block_cost`` (vm/cost.py), are
+    left out and the included ones returned; once ``should_stop(kind)`` (the builder's
+    time budget, asked between items with ``kind`` "transactions" or "attestations")
+    is true the rest of that kind are left out too, though never the first one tried,
+    so a slow moment cannot starve the chain. Otherwise
+    (block checking) any invalid item raises :class:`InvalidBlock`, and a block over
+    its cost :class:`BlockTooCostly` as soon as the running cost passes the cap. The
+    result lists the transactions and attestations that were included.
     """
     state = make_state(db, parent_state_root, env)
     block_events, boundary = begin_block(state, env, body.misbehavior)
+    cost = BlockCost(CostWeights.of(state))
 
     # (3) transactions
     receipts: list[ReceiptAPI] = []
@@ -227,19 +243,27 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
     created: list[bytes | None] = []
     gas_used = 0
     for index, tx in enumerate(body.transactions):
+        if skip_invalid and should_stop is not None and index and should_stop("transactions"):
+            break
         try:
-            check_transaction(state, tx, env, env.gas_limit - gas_used, raws[index] if raws is not None else None)
+            sender = check_transaction(state, tx, env, env.gas_limit - gas_used,
+                                       raws[index] if raws is not None else None)
+            if skip_invalid and cost.transaction_bound(tx, sender) > cost.room:
+                continue  # might take the block over its cost: left for a later block
             receipt, computation = apply_transaction(state, tx, gas_used)
         except InvalidTransaction as exc:
             if skip_invalid:
                 continue
             raise InvalidBlock(f"transaction {index}: {exc.code}: {exc}") from None
+        contract = computation.msg.storage_address if computation.msg.is_create else None
+        cost.add_transaction(tx, sender, receipt.gas_used - gas_used, contract,
+                             len(state.get_code(contract)) if contract is not None else 0)
         tx_gas.append(receipt.gas_used - gas_used)
         gas_used = receipt.gas_used
         receipts.append(receipt)
         included.append(tx)
         included_raw.append(raws[index] if raws is not None else encode_transaction(tx))
-        created.append(computation.msg.storage_address if computation.msg.is_create else None)
+        created.append(contract)
 
     # EIP-1559: the base fee is burned (priority fees went to the proposer)
     if gas_used:
@@ -254,7 +278,12 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
             raise InvalidBlock("too many attestations in block")
         if telemetry is None or not hasattr(telemetry, "process_attestations"):
             raise InvalidBlock("attestations are not accepted by this chain version")
-        attestations, att_results = telemetry.process_attestations(state, env, attestations, skip_invalid)
+        if skip_invalid:
+            attestations, att_results = _build_attestations(
+                state, env, telemetry, attestations, cost, should_stop)
+        else:
+            cost.add_attestations(len(attestations))  # known before executing any of them
+            attestations, att_results = telemetry.process_attestations(state, env, attestations, False)
 
     record_block_events(state, env.height, block_events)
     state.persist()
@@ -283,8 +312,34 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
         raw_transactions=included_raw,
         attestations=list(attestations),
         block_events=block_events,
+        cost=cost.total,
     )
     return result
+
+
+def _build_attestations(state: MotusState, env: BlockEnv, telemetry: Any, attestations: list[bytes],
+                        cost: BlockCost, should_stop: Callable[[str], bool] | None,
+                        ) -> tuple[list[bytes], list[Any]]:
+    """Block building's step (4): as many attestations as the block's cost leaves room
+    for, in runs between which the time budget is asked; the rest are deferred (one
+    result per input, in order, as ``process_attestations`` gives)."""
+    todo = attestations[:cost.attestations_that_fit(len(attestations))]
+    included: list[bytes] = []
+    results: list[Any] = []
+    done = 0
+    if should_stop is None:
+        included, results = telemetry.process_attestations(state, env, todo, True)
+        done = len(todo)
+    else:
+        while done < len(todo) and not (done and should_stop("attestations")):
+            run = todo[done:done + BUILD_ATTESTATION_RUN]
+            run_included, run_results = telemetry.process_attestations(state, env, run, True)
+            included.extend(run_included)
+            results.extend(run_results)
+            done += len(run)
+    cost.add_attestations(len(included))  # fits: the included are among those that fit
+    results.extend((compute_attestation_id(bytes(raw)), DEFERRED) for raw in attestations[done:])
+    return included, results
 
 
 def check_result(header: Header, result: BlockResult, validators_hash_of) -> None:

@@ -33,6 +33,22 @@ _SPECS = [
     ParamSpec("min_base_fee_per_gas", 1_000_000_000, 0, 10**15, False,
               "Floor of the EIP-1559 base fee (wei), so empty blocks cannot make spam free."),
     ParamSpec("max_block_attestations", 2000, 0, 20_000, False, "Attestations a block may carry."),
+    # --- block cost (vm/cost.py, docs/consensus.md "Block cost"): units are microseconds
+    # of CPU to execute on the reference machine (a 2-core x86 VM, measured 2026-12 by
+    # bench/bench_block_cost.py); a block whose cost exceeds max_block_cost is invalid.
+    ParamSpec("max_block_cost", 1_000_000, 0, 100_000_000, True,
+              "Deterministic cap on a block's execution cost (units: us on the reference "
+              "machine; the 1 s propose timeout). 0: no cap."),
+    ParamSpec("tx_cost", 160, 0, 1_000_000, False,
+              "Cost of a transaction itself: decode, signature, nonce and fee, receipt."),
+    ParamSpec("account_cost", 360, 0, 1_000_000, False,
+              "Cost of each distinct account a block's transactions name (sender, recipient): "
+              "a state read and write that no cache holds."),
+    ParamSpec("attestation_cost", 2_200, 0, 1_000_000, False, "Cost of an included attestation."),
+    ParamSpec("evm_gas_cost", 250, 0, 1_000_000, False,
+              "Cost per 1000 gas a transaction spends beyond its intrinsic gas in EVM code."),
+    ParamSpec("module_gas_cost", 40, 0, 1_000_000, False,
+              "Cost per 1000 gas a transaction to a system module spends beyond its intrinsic gas."),
     # --- proof of coverage (docs/telemetry.md) -----------------------------
     ParamSpec("h3_resolution", 7, 5, 7, False,
               "H3 resolution of the public attestation cell (7: about 1.4 km edge, 5 km2); "

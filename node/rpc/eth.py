@@ -489,7 +489,7 @@ def send_raw_transaction(ctx: RPCContext, raw: bytes) -> str:
     message (wallets and ethers classify errors by that text) and
     ``data: {"reason": <stable code>}``."""
     try:
-        tx_hash = ctx.app.submit_transaction(raw)  # pools it and hands it to gossip
+        tx_hash = ctx.app.submit_transaction(raw, source=f"rpc:{ctx.client}")  # pools it, gossips it
     except TxRejected as exc:
         raise RPCError(INVALID_INPUT, exc.message, {"reason": exc.code}) from None
     return hexb(tx_hash)

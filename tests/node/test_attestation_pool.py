@@ -17,6 +17,7 @@ from node.attestation_pool import (
     RejectCounters,
     view_check,
 )
+from node.fairness import SourceCredit
 from vm.attestation import VERSION, Attestation
 
 CHAIN_ID = 7077
@@ -290,3 +291,24 @@ def test_a_replay_counts_the_same_whether_or_not_the_pool_remembers_it(devices):
     assert pool.add(second, accept_all).code == "replay"  # answered from history
     assert pool.add(first, lambda att: "replay").code == "replay"  # forgotten: checked again
     assert counters.snapshot()["replay"] == 2
+
+
+def test_a_source_of_garbage_is_throttled_before_its_signatures_are_checked(devices):
+    """Fair admission (node/fairness.py): a source's refused items use up its credit;
+    then its batches are refused unchecked (``throttled``) while another source's
+    items are admitted as ever."""
+    now = [0.0]
+    pool = AttestationPool(CHAIN_ID, credit=SourceCredit(10, 100, clock=lambda: now[0]),
+                           counters=RejectCounters())
+    forged = [signed(devices[2], s)[:-2] + b"\x00\x00" for s in range(1, 301)]
+    first = pool.add_many(forged[:150], accept_all, source="rpc:attacker")
+    assert {r.code for r in first} == {"bad_signature"}  # had credit: checked, all refused
+    second = pool.add_many(forged[150:], accept_all, source="rpc:attacker")
+    assert {r.code for r in second} == {"throttled"}
+    snap = pool.counters.snapshot()
+    assert snap["bad_signature"] == 150 and snap["throttled"] == 150  # nothing more was checked
+    honest = pool.add_many([signed(devices[3], s) for s in (1, 2)], accept_all, source="rpc:honest")
+    assert all(r.accepted for r in honest)
+    now[0] = 5.0 + 0.1  # the debt (-50) is repaid at 10/s, then there is credit again
+    assert {r.code for r in pool.add_many(forged[150:151], accept_all, source="rpc:attacker")} \
+        == {"bad_signature"}

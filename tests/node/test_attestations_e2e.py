@@ -436,11 +436,14 @@ def test_garbage_burst_from_one_client_does_not_stop_an_honest_device(chain: Cha
     assert answered_in < 10
     for items, out in zip(calls, outcomes, strict=True):
         assert len(out) == len(items) and not any(r["accepted"] for r in out)
-        assert {r["code"] for r in out} <= {"malformed", "bad_signature"}
+        assert {r["code"] for r in out} <= {"malformed", "bad_signature", "throttled"}
     after = rpc(chain.url, "motus_getRejectCounts")
-    # each distinct item is checked (and counted) once; resubmissions answer from memory
-    assert after["bad_signature"] - before["bad_signature"] >= 1_000
-    assert after["malformed"] - before["malformed"] >= 1_000
+    # Fair admission (docs/rpc.md): the client's first call is checked (its credit of
+    # refused items is one call); once it has used it up, its further calls are refused
+    # unchecked, so the flood costs the node hashes, not signature recoveries
+    checked = sum(after[c] - before[c] for c in ("bad_signature", "malformed"))
+    assert checked >= 1_000
+    assert after["throttled"] - before["throttled"] >= 1_000
 
 
 # --- 7. gossip to the proposer -----------------------------------------------------------------

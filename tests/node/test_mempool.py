@@ -100,3 +100,58 @@ def test_config_refuses_a_pool_that_refuses_everything() -> None:
         with pytest.raises(ConfigError, match=f"mempool.{key} must be at least 1"):
             Config.from_dict({"mempool": {key: 0}})
     assert Config().mempool.queued_lifetime_seconds == 180
+
+
+def test_a_sender_refused_at_its_limit_recovers_when_the_pool_drains_or_the_gap_expires() -> None:
+    """The issue-15 stall: a sender that ran into ``max_per_sender`` (nonce_too_high) and
+    lost nonces to it must be able to send again, once its pooled transactions are mined
+    and, for those stuck behind a lost nonce, once they expire (docs/rpc.md)."""
+    chain = LocalChain()
+    now = [0.0]
+    pool = Mempool(CHAIN_ID, max_per_sender=4, queued_lifetime_s=180, clock=lambda: now[0])
+
+    def mine(n: int) -> None:
+        txs = [e for e in pool.select(chain.state(), 0, 30_000_000) if e.sender == chain.accounts[0][0]][:n]
+        chain.block([e.raw for e in txs])
+        pool.on_block(chain.state(), [e.hash for e in txs])
+
+    for nonce in range(4):
+        pool.add(transfer(0, nonce, tip=GWEI), chain.state())
+    assert refusal(pool, transfer(0, 4, tip=GWEI), chain.state()).code == "nonce_too_high"  # the limit
+    mine(4)  # the pool drains: the limit moves with the account's nonce
+    pool.add(transfer(0, 4, tip=GWEI), chain.state())
+    # nonce 5 is lost (say refused under load); 6 and 7 wait behind the gap
+    pool.add(transfer(0, 6, tip=GWEI), chain.state())
+    pool.add(transfer(0, 7, tip=GWEI), chain.state())
+    mine(1)  # 4 is mined; the account's next nonce is 5
+    assert pool.content_of(chain.accounts[0][0])[1] and pool.stats() == (0, 2)
+    assert refusal(pool, transfer(0, 9, tip=GWEI), chain.state()).code == "nonce_too_high"
+    now[0] = 181.0  # the queued ones expire
+    mine(0)
+    assert len(pool) == 0 and pool.removed[EXPIRED] == 2
+    for nonce in range(5, 9):  # the sender starts again from its next nonce, up to the limit
+        pool.add(transfer(0, nonce, tip=GWEI), chain.state())
+    assert pool.stats() == (4, 0)
+
+
+def test_a_source_of_refused_transactions_is_throttled_and_others_are_not(state) -> None:
+    """Fair admission (node/fairness.py): refusals that are the transaction's fault charge
+    its source; out of credit, its transactions are refused unchecked ("throttled")
+    while another source's are checked as ever."""
+    now = [0.0]
+    pool = Mempool(CHAIN_ID, clock=lambda: now[0])
+    burst = int(pool.credit.burst)
+    for i in range(burst):
+        assert refusal_from(pool, transfer(0, 1_000 + i, tip=GWEI), state, "rpc:attacker") == "nonce_too_high"
+    assert refusal_from(pool, transfer(0, 5_000, tip=GWEI), state, "rpc:attacker") == "throttled"
+    assert pool.refused["throttled"] == 1
+    pool.add(transfer(1, 0, tip=GWEI), state, "rpc:honest")  # another source: checked, pooled
+    assert refusal_from(pool, transfer(1, 0, tip=GWEI), state, "rpc:honest") == "already_known"
+    now[0] += 1.0  # the credit refills at its rate
+    assert refusal_from(pool, transfer(0, 5_001, tip=GWEI), state, "rpc:attacker") == "nonce_too_high"
+
+
+def refusal_from(pool: Mempool, raw: bytes, state, source: str) -> str:
+    with pytest.raises(TxRejected) as exc:
+        pool.add(raw, state, source)
+    return exc.value.code

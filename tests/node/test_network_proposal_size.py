@@ -63,7 +63,7 @@ def test_propose_passes_the_cap_and_learns_from_the_result() -> None:
         head = SimpleNamespace(height=7)
 
         def propose(self, height: int, proposer: bytes, *, max_txs: int,
-                    max_attestations: int) -> bytes:
+                    max_attestations: int, budget: Any) -> bytes:
             calls.append({"height": height, "max_txs": max_txs,
                           "max_attestations": max_attestations})
             return b"block %d" % height

@@ -1,0 +1,142 @@
+"""Blocks never outgrow the propose timeout, on four real validator processes
+(docs/consensus.md, "Proposal budget"): a backlog of transfers among hundreds of fresh
+accounts (~0.9 ms of CPU each to execute, over a second in all, far more than one
+block's budget) next to the fleet simulator's attestations. The proposers split the
+backlog over many blocks; every node checks every block within the propose timeout
+(its own ``motus_block_execution_cpu_seconds{kind="check"}``), and the chain keeps one
+round per height while the backlog drains.
+
+Before the proposal budget the first proposal took 500 of them (the count cap's start)
+and the cap only shrank after a slow block had been proposed."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from eth_account import Account
+from eth_hash.auto import keccak
+from eth_utils import to_checksum_address
+
+from consensus.types import Commit
+from genesis.devnet import dev_accounts
+from tests.devnet import CHAIN_ID, Devnet, head, wait_for
+from tests.procs import rpc, set_config
+
+FUNDED = 120  # fresh senders, funded by the dev accounts the fleet does not use
+PER_SENDER = 10  # transfers each, every one to a fresh account: 1,200 in all
+FUNDERS = (0, 4, 5, 6, 7, 8, 9)
+BATCH = 100  # rpc.max_batch
+
+
+def sign(key: bytes, nonce: int, to: bytes, value: int) -> str:
+    tx = {"type": 2, "chainId": CHAIN_ID, "nonce": nonce, "to": to_checksum_address(to), "value": value,
+          "gas": 21_000, "maxFeePerGas": 100 * 10**9, "maxPriorityFeePerGas": 10**9}
+    return "0x" + bytes(Account.sign_transaction(tx, key).raw_transaction).hex()
+
+
+def send_batch(url: str, raws: list[str]) -> None:
+    """One JSON-RPC batch of eth_sendRawTransaction; every one must be accepted."""
+    import json
+
+    body = json.dumps([{"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": [r]}
+                       for i, r in enumerate(raws)]).encode()
+    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        answers = json.loads(resp.read())
+    assert isinstance(answers, list), answers
+    errors = [a["error"] for a in answers if "error" in a]
+    assert not errors, errors[:3]
+
+
+def check_cpu_histogram(url: str) -> tuple[int, int]:
+    """(checks within the propose timeout, all checks) from the node's /metrics."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    within = re.search(r'motus_block_execution_cpu_seconds_bucket\{kind="check",le="1\.0"\} (\S+)', text)
+    total = re.search(r'motus_block_execution_cpu_seconds_count\{kind="check"\} (\S+)', text)
+    return (int(float(within.group(1))) if within else 0), (int(float(total.group(1))) if total else 0)
+
+
+def commit_round(url: str, height: int) -> int:
+    return Commit.decode(bytes.fromhex(rpc(url, "motus_getCommit", [height])["rlp"][2:])).round
+
+
+def test_a_backlog_among_fresh_accounts_keeps_one_round_per_height(tmp_path: Path) -> None:
+    net = Devnet(tmp_path)
+    for m in net.members:
+        set_config(m.home.root, rate_limit_per_second=0, max_per_sender=64)
+    fleet: subprocess.Popen | None = None
+    fleet_log = tmp_path / "fleet.log"
+    try:
+        net.start()
+        urls = [n.url for n in net.nodes]
+        wait_for(lambda: head(net.nodes[0]) >= 2, 60, "the first blocks")
+        fleet = subprocess.Popen(
+            [sys.executable, "-m", "devnet.fleet", "--rpc", urls[0], "--vehicles", "6",
+             "--interval", "1", "--report", "5"],
+            stdout=fleet_log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+        keys = [keccak(b"budget devnet sender %d" % i) for i in range(FUNDED)]
+        nonces = {f: int(rpc(urls[0], "eth_getTransactionCount", ["0x" + dev_accounts()[f][0].hex(), "pending"]), 16)
+                  for f in FUNDERS}
+        raws = []
+        for i, key in enumerate(keys):
+            funder = FUNDERS[i % len(FUNDERS)]
+            raws.append(sign(dev_accounts()[funder][1], nonces[funder], bytes.fromhex(Account.from_key(key).address[2:]), 10**18))
+            nonces[funder] += 1
+        for k in range(0, len(raws), BATCH):
+            send_batch(urls[0], raws[k:k + BATCH])
+        last = keys[-1]
+        wait_for(lambda: int(rpc(urls[0], "eth_getBalance", [Account.from_key(last).address, "latest"]), 16) > 0,
+                 60, "the fresh senders funded")
+
+        backlog = [sign(key, n, keccak(b"fresh %d %d" % (i, n))[:20], 1)
+                   for i, key in enumerate(keys) for n in range(PER_SENDER)]
+        start_height = head(net.nodes[0]) + 1
+        rng = random.Random(7)
+        for k in range(0, len(backlog), BATCH):
+            send_batch(rng.choice(urls), backlog[k:k + BATCH])
+
+        counted: dict[int, int] = {}  # height -> transfers, each block read once
+
+        def mined_since_start() -> int:
+            # Polled gently: RPC reads run on the node's event loop, next to consensus,
+            # and a test reading every block ten times a second made node 0 miss its turns.
+            time.sleep(1.0)
+            for h in range(start_height, head(net.nodes[3]) + 1):
+                if h not in counted:
+                    counted[h] = len(rpc(urls[3], "eth_getBlockByNumber", [hex(h), False])["transactions"])
+            return sum(counted.values())
+
+        wait_for(lambda: mined_since_start() >= len(backlog), 150,
+                 f"the backlog of {len(backlog)} transfers mined")
+        end_height = max(counted)
+
+        counts = [counted[h] for h in range(start_height, end_height + 1)]
+        rounds = [commit_round(urls[0], h) for h in range(start_height, end_height + 1)]
+        print(f"heights {start_height}-{end_height}: transfers per block {counts}, rounds {rounds}, "
+              f"load {os.getloadavg()}")
+        assert sum(counts) >= len(backlog)
+        assert max(counts) < len(backlog) // 3, "the backlog was not split over blocks"
+        # one round per height while draining; a loaded machine may lose an odd round
+        late = [h for h, r in zip(range(start_height, end_height + 1), rounds, strict=True) if r > 0]
+        assert len(late) <= max(1, len(rounds) // 20), f"heights decided after round 0: {late}"
+        for node in net.nodes:
+            within, total = check_cpu_histogram(node.url)
+            assert total > 0 and within == total, f"{node.home.name}: {total - within} checks over 1 s"
+    finally:
+        if fleet is not None and fleet.poll() is None:
+            os.killpg(fleet.pid, signal.SIGINT)
+            try:
+                fleet.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(fleet.pid, signal.SIGKILL)
+        net.close()
