@@ -39,12 +39,12 @@ _SPECS = [
     ParamSpec("max_block_cost", 1_000_000, 0, 100_000_000, True,
               "Deterministic cap on a block's execution cost (units: us on the reference "
               "machine; the 1 s propose timeout). 0: no cap."),
-    ParamSpec("tx_cost", 160, 0, 1_000_000, False,
+    ParamSpec("tx_cost", 200, 0, 1_000_000, False,
               "Cost of a transaction itself: decode, signature, nonce and fee, receipt."),
-    ParamSpec("account_cost", 360, 0, 1_000_000, False,
+    ParamSpec("account_cost", 200, 0, 1_000_000, False,
               "Cost of each distinct account a block's transactions name (sender, recipient): "
               "a state read and write that no cache holds."),
-    ParamSpec("attestation_cost", 2_200, 0, 1_000_000, False, "Cost of an included attestation."),
+    ParamSpec("attestation_cost", 150, 0, 1_000_000, False, "Cost of an included attestation."),
     ParamSpec("evm_gas_cost", 250, 0, 1_000_000, False,
               "Cost per 1000 gas a transaction spends beyond its intrinsic gas in EVM code."),
     ParamSpec("module_gas_cost", 40, 0, 1_000_000, False,
