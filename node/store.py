@@ -14,6 +14,7 @@ Key layout (one-byte prefixes):
   x<tx_hash>        [height, index]
   a<attestation id> [height, index]
   E<evidence hash>  height of the block that committed the evidence
+  L...              the log index (node.logindex: La address, Lt topic, Ln any log, LF coverage)
   v<height:8>       validator set (with proposer priorities) for height
   H                 head height
   G                 genesis hash
@@ -34,6 +35,7 @@ from genesis.builder import build_genesis
 from genesis.spec import GenesisSpec
 from node.block import EMPTY_COMMIT, Block
 from node.db import TRIE, Database, StateDB
+from node.logindex import LogIndex, put_block_logs
 from vm.block import Header
 from vm.db import OverlayDB
 from vm.events import (
@@ -77,6 +79,12 @@ class ChainStore:
         self.state_db = StateDB(database)
         self._head: Header | None = None
         self._genesis_hash: bytes | None = self.db.get(b"G")
+        self.log_index = LogIndex(database)
+        if self.initialised and self.log_index.indexed_from() is None:
+            # a database from before the log index: index from the next block on, the
+            # node builds the older part in the background (node.logindex)
+            with database.batch() as wb:
+                self.log_index.mark_start(wb, self.head_height + 1)
 
     # --- initialisation ---------------------------------------------------------
 
@@ -103,6 +111,7 @@ class ChainStore:
             wb.put(b"v" + _h(1), encode_validator_set(valset))
             wb.put(b"G", header.hash)
             wb.put(b"H", _h(0))
+            self.log_index.mark_start(wb, 0)
         self._genesis_hash = header.hash
         self._head = header
         return header
@@ -228,6 +237,7 @@ class ChainStore:
                 [[e.tx_hash, e.sender, e.contract_address, e.gas_used, e.effective_gas_price] for e in extras]))
             for i, e in enumerate(extras):
                 wb.put(b"x" + e.tx_hash, rlp.encode([height, i]))
+            put_block_logs(wb, height, result.receipts, result.block_events)
             for i, att_id in enumerate(attestation_ids):
                 wb.put(b"a" + att_id, rlp.encode([height, i]))
             # In the block's own batch: a crash between two batches would let the node

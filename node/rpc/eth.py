@@ -10,6 +10,7 @@ for ``eth_getTransactionCount`` (counts mempool transactions) and ``eth_call`` /
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import rlp
@@ -673,6 +674,18 @@ def block_event_logs(
     ]
 
 
+def heights_to_read(ctx: RPCContext, flt: p.LogFilter, start: int, end: int) -> Iterator[int]:
+    """Ascending heights in ``[start, end]`` whose blocks may hold a matching log: every
+    one below the log index's coverage (docs/storage.md, "Log index"), and above it only
+    those the index names."""
+    index = ctx.store.log_index
+    covered = index.indexed_from()
+    if covered is None:
+        covered = end + 1
+    yield from range(start, min(end, covered - 1) + 1)
+    yield from index.candidate_heights(flt.addresses, flt.topics, max(start, covered), end)
+
+
 @methods.method("eth_getLogs", Param("filter", p.log_filter), blocking=True)
 def get_logs(ctx: RPCContext, flt: p.LogFilter) -> list[dict[str, Any]]:
     """Logs matching the filter, bounded by ``rpc.max_log_blocks`` (range) and
@@ -706,7 +719,7 @@ def get_logs(ctx: RPCContext, flt: p.LogFilter) -> list[dict[str, Any]]:
             reason="block_range_too_large",
         )
     out: list[dict[str, Any]] = []
-    for height in range(start, end + 1):
+    for height in heights_to_read(ctx, flt, start, end):
         block = ctx.store.block_by_height(height)
         if block is None:
             break
