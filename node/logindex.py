@@ -81,6 +81,75 @@ def put_block_logs(wb: _Writer, height: int, receipts: Iterable[Any], events: It
         wb.put(key, b"")
 
 
+# --- reading a block's logs without decoding its receipts whole -------------------------
+
+
+def _item(data: bytes, pos: int) -> tuple[int, int]:
+    """(payload start, payload end) of the RLP item at ``pos``."""
+    b = data[pos]
+    if b < 0x80:
+        return pos, pos + 1
+    if b < 0xB8:
+        return pos + 1, pos + 1 + b - 0x80
+    if b < 0xC0:
+        n = b - 0xB7
+        start = pos + 1 + n
+        return start, start + int.from_bytes(data[pos + 1:start], "big")
+    if b < 0xF8:
+        return pos + 1, pos + 1 + b - 0xC0
+    n = b - 0xF7
+    start = pos + 1 + n
+    return start, start + int.from_bytes(data[pos + 1:start], "big")
+
+
+def _list_items(data: bytes, start: int, end: int) -> list[tuple[int, int]]:
+    """(payload start, payload end) of each item of the list payload ``data[start:end]``."""
+    out = []
+    pos = start
+    while pos < end:
+        s, e = _item(data, pos)
+        out.append((s, e))
+        pos = e
+    return out
+
+
+def receipts_logs(raw: bytes | None) -> list[list[tuple[bytes, list[bytes], bytes]]]:
+    """The logs of each receipt of a block's stored receipts (``r<hash>``: the RLP list of
+    the receipts' consensus encodings), as (address, topics, data); the status, gas and
+    bloom fields are skipped, not decoded. For the node's own database only."""
+    if not raw:
+        return []
+    out = []
+    s, e = _item(raw, 0)
+    for rs, re_ in _list_items(raw, s, e):
+        body = raw[rs:re_]
+        if body[0] < 0xC0:  # typed receipt: type || rlp([...])
+            body = body[1:]
+        ls, le = _item(body, 0)
+        fields = _list_items(body, ls, le)
+        logs_s, logs_e = fields[3]
+        logs = []
+        for gs, ge in _list_items(body, logs_s, logs_e):
+            (a_s, a_e), (t_s, t_e), (d_s, d_e) = _list_items(body, gs, ge)
+            topics = [body[x:y] for x, y in _list_items(body, t_s, t_e)]
+            logs.append((body[a_s:a_e], topics, body[d_s:d_e]))
+        out.append(logs)
+    return out
+
+
+def tx_hashes_of_extras(raw: bytes | None) -> list[bytes]:
+    """The transaction hashes of a block's per-transaction extras (``e<hash>``, rows
+    whose first field is the 32-byte hash)."""
+    if not raw:
+        return []
+    s, e = _item(raw, 0)
+    out = []
+    for rs, _ in _list_items(raw, s, e):
+        hs, he = _item(raw, rs)
+        out.append(raw[hs:he])
+    return out
+
+
 class LogIndex:
     def __init__(self, database: Database) -> None:
         self.database = database

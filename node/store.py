@@ -169,6 +169,14 @@ class ChainStore:
             return []
         return [CancunReceiptBuilder.decode(r) for r in rlp.decode(raw, sedes=CountableList(binary))]
 
+    def raw_receipts(self, block_hash: bytes) -> bytes | None:
+        """The stored receipts of the block undecoded (``node.logindex.receipts_logs``)."""
+        return self.db.get(b"r" + block_hash)
+
+    def raw_tx_extras(self, block_hash: bytes) -> bytes | None:
+        """The stored per-transaction extras undecoded (``node.logindex.tx_hashes_of_extras``)."""
+        return self.db.get(b"e" + block_hash)
+
     def block_events(self, block_hash: bytes) -> list[BlockEvent]:
         """The events of the block's epoch work (logs without a transaction), in order."""
         raw = self.db.get(b"l" + block_hash)

@@ -1,0 +1,274 @@
+"""Reads: cheap calls over HTTP against their handlers, and ``eth_getLogs`` over 10,000
+blocks with the log index against the full scan, each pair measured in the same run.
+
+    python -m bench bench_rpc                       # both parts
+    python -m bench.bench_rpc --part http [--clients 64 --duration 5]
+    python -m bench.bench_rpc --part logs [--blocks 10000]
+    python -m bench.bench_rpc --part consensus      # rounds per height with / without RPC load
+
+http: a real node process (one validator, making blocks) serves ``eth_chainId``,
+``eth_blockNumber`` and ``eth_getBalance`` to ``--clients`` keep-alive connections,
+driven by two load processes that send pre-encoded requests with raw sockets (so the
+clients cost little of the machine). The baseline is the same method's handler called
+in this process on a node of the same genesis (``handler``), and its whole JSON-RPC
+processing without a socket (``Dispatcher.handle`` on the request bytes: ``dispatch``).
+Goal: HTTP rate >= 0.5 of the handler rate.
+
+logs: a 10,000-block chain with random logs (tests/logchain.py: real LevelDB, blocks
+committed through ``ChainStore.commit_block``, so with the index the node writes),
+queried over the whole range with a selective filter (one address that logs in 1 % of
+the blocks), a topic at position 1, and an unfiltered query on a range of 1,000 blocks,
+with the index and with the full scan it replaces. Goal: >= 10x on 10,000 blocks.
+
+consensus: a four-validator devnet (the default consensus timeouts) runs 30 s idle and
+30 s while RPC clients read from every node (cheap reads, eth_getLogs, eth_call); rounds
+per height and the block interval of both phases are printed side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import selectors
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHEAP = [
+    ("eth_chainId", []),
+    ("eth_blockNumber", []),
+    ("eth_getBalance", ["0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266", "latest"]),
+]
+
+
+def load_average() -> str:
+    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+# --- the HTTP load generator -------------------------------------------------------------
+
+
+def request_bytes(port: int, method: str, params: list) -> bytes:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+    return (b"POST / HTTP/1.1\r\nhost: 127.0.0.1:%d\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (port, len(body), body))
+
+
+def hammer(port: int, request: bytes, connections: int, duration: float, out) -> None:
+    """Keep ``connections`` keep-alive connections busy with ``request`` (one in flight
+    each) for ``duration`` seconds; put (answers, errors) on ``out``."""
+    sel = selectors.DefaultSelector()
+    bufs: dict[socket.socket, bytearray] = {}
+    for _ in range(connections):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.setblocking(False)
+        s.send(request)
+        bufs[s] = bytearray()
+        sel.register(s, selectors.EVENT_READ)
+    done = errors = 0
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        for key, _ in sel.select(0.5):
+            s = key.fileobj
+            buf = bufs[s]
+            data = s.recv(65536)
+            if not data:
+                raise RuntimeError("server closed a keep-alive connection")
+            buf += data
+            while True:  # one or more whole answers in the buffer
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    break
+                head = bytes(buf[:end]).lower()
+                i = head.find(b"content-length:")
+                length = int(head[i + 15:head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None])
+                if len(buf) < end + 4 + length:
+                    break
+                if not head.startswith(b"http/1.1 200") or b'"error"' in buf[end + 4:end + 4 + length]:
+                    errors += 1
+                del buf[:end + 4 + length]
+                done += 1
+                s.send(request)
+    for s in bufs:
+        s.close()
+    out.put((done, errors))
+
+
+def http_rate(port: int, method: str, params: list, clients: int, duration: float,
+              procs: int = 2) -> float:
+    """Answers per second the node at ``port`` gives ``clients`` connections."""
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    request = request_bytes(port, method, params)
+    workers = [ctx.Process(target=hammer, args=(port, request, max(1, clients // procs), duration, out))
+               for _ in range(procs)]
+    t0 = time.monotonic()
+    for w in workers:
+        w.start()
+    results = [out.get(timeout=duration + 60) for _ in workers]
+    elapsed = time.monotonic() - t0
+    for w in workers:
+        w.join(10)
+    done = sum(d for d, _ in results)
+    errors = sum(e for _, e in results)
+    if errors:
+        raise RuntimeError(f"{method}: {errors} error answers of {done}")
+    # the processes' start-up (spawn, imports) is not serving time: subtract it roughly
+    return done / max(duration, elapsed - 1.0) if elapsed > duration + 1.0 else done / duration
+
+
+# --- handler and dispatch rates in this process ------------------------------------------
+
+
+def in_process_rates(home: Path, method: str, params: list, seconds: float = 1.0) -> tuple[float, float]:
+    """(handler calls per second, Dispatcher.handle calls per second) for one request."""
+    import trio
+
+    from node.node import Node
+    from node.rpc.dispatch import Dispatcher
+    from node.rpc.registry import RPCContext, build_method_table
+
+    node = Node(home)
+    try:
+        table = build_method_table()
+        m = table.get(method)
+        assert m is not None
+        ctx = RPCContext(node)
+        args = m.bind(params)
+
+        def loop(fn) -> float:
+            n, t0 = 0, time.perf_counter()
+            while True:
+                for _ in range(200):
+                    fn()
+                n += 200
+                if (elapsed := time.perf_counter() - t0) >= seconds:
+                    return n / elapsed
+
+        handler_rate = loop(lambda: m.handler(ctx, *args))
+        dispatcher = Dispatcher(node, table, max_batch=100, rate_limiter=None)
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+
+        async def dispatch_rate() -> float:
+            n, t0 = 0, time.perf_counter()
+            while True:
+                for _ in range(200):
+                    await dispatcher.handle(body, transport="http", client="127.0.0.1")
+                n += 200
+                if (elapsed := time.perf_counter() - t0) >= seconds:
+                    return n / elapsed
+
+        return handler_rate, trio.run(dispatch_rate)
+    finally:
+        node.database.close()
+
+
+def start_node(root: Path, name: str = "node"):
+    from tests.procs import NodeProcess, motus, set_config
+
+    home = root / name
+    motus("init", "--home", str(home))
+    set_config(home, rate_limit_per_second=0, max_connections_per_client=1024)
+    return NodeProcess(home).start(wait=60)
+
+
+def http_part(clients: int, duration: float) -> None:
+    root = Path(tempfile.mkdtemp(prefix="motus-bench-rpc-"))
+    try:
+        node = start_node(root)
+        try:
+            node.wait_height(2, timeout=60)
+            from tests.procs import motus
+
+            motus("init", "--home", str(root / "local"))  # same genesis, for the handlers
+            print(f"cheap reads, {clients} keep-alive clients, {duration:g} s each, {load_average()}",
+                  flush=True)
+            for method, params in CHEAP:
+                over_http = http_rate(node.rpc_port, method, params, clients, duration)
+                handler, dispatch = in_process_rates(root / "local", method, params)
+                print(f"  {method:<16} http {over_http:8.0f}/s  dispatch {dispatch:8.0f}/s  "
+                      f"handler {handler:9.0f}/s  http/handler {over_http / handler:.3f}  "
+                      f"http/dispatch {over_http / dispatch:.2f}", flush=True)
+        finally:
+            node.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# --- eth_getLogs -----------------------------------------------------------------------
+
+
+def logs_part(blocks: int, repeat: int) -> None:
+    from node.logindex import PREFIX
+    from node.rpc import params as p
+    from node.rpc.eth import get_logs
+    from tests.logchain import LogMix, append_blocks, full_scan, open_store, rpc_context
+
+    root = tempfile.mkdtemp(prefix="motus-bench-logs-")
+    try:
+        database, store = open_store(root)
+        mix = LogMix.default(seed=3)
+        t0 = time.perf_counter()
+        append_blocks(store, blocks, mix)
+        build_s = time.perf_counter() - t0
+        size = sum(len(k) for k in database.db.iterator(prefix=PREFIX, include_value=False))
+        ctx = rpc_context(store)
+        head = store.head_height
+        print(f"eth_getLogs on {blocks} blocks ({blocks / build_s:.0f} blocks/s committed; "
+              f"index keys {size / blocks:.0f} bytes per block before compression), {load_average()}",
+              flush=True)
+        queries = [
+            ("1 % address, 10,000 blocks",
+             {"fromBlock": hex(head - 9_999 if head >= 9_999 else 0), "toBlock": "latest",
+              "address": "0x" + mix.rare.hex()}),
+            ("topic at position 1, 10,000 blocks",
+             {"fromBlock": hex(max(0, head - 9_999)), "toBlock": "latest",
+              "address": "0x" + mix.addresses[0].hex(),
+              "topics": [None, ["0x" + mix.topics[1].hex()], ["0x" + mix.topics[2].hex()]]}),
+            ("no filter, 1,000 blocks",
+             {"fromBlock": hex(max(0, head - 999)), "toBlock": "latest"}),
+        ]
+        for name, doc in queries:
+            flt = p.log_filter(doc)
+            best_old = best_new = float("inf")
+            for _ in range(repeat):  # interleaved, the best of each kept
+                t0 = time.perf_counter()
+                old = full_scan(ctx, flt)
+                best_old = min(best_old, time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                new = get_logs(ctx, flt)
+                best_new = min(best_new, time.perf_counter() - t0)
+                assert new == old, name
+            print(f"  {name:<36} {len(new):5d} logs  full scan {best_old * 1000:8.1f} ms  "
+                  f"index {best_new * 1000:7.1f} ms  speed-up {best_old / best_new:6.1f}x", flush=True)
+        database.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.bench_rpc")
+    ap.add_argument("--part", choices=("http", "logs", "consensus", "all"), default="all")
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--blocks", type=int, default=10_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args(argv or [])
+    if args.part in ("logs", "all"):
+        logs_part(args.blocks, args.repeat)
+    if args.part in ("http", "all"):
+        http_part(args.clients, args.duration)
+    if args.part in ("consensus", "all"):
+        from bench.bench_rpc_consensus import consensus_part
+
+        consensus_part()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
