@@ -72,7 +72,8 @@ def hammer(port: int, request: bytes, connections: int, duration: float, out) ->
         bufs[s] = bytearray()
         sel.register(s, selectors.EVENT_READ)
     done = errors = 0
-    deadline = time.monotonic() + duration
+    began = time.monotonic()
+    deadline = began + duration
     while time.monotonic() < deadline:
         for key, _ in sel.select(0.5):
             s = key.fileobj
@@ -95,9 +96,10 @@ def hammer(port: int, request: bytes, connections: int, duration: float, out) ->
                 del buf[:end + 4 + length]
                 done += 1
                 s.send(request)
+    elapsed = time.monotonic() - began
     for s in bufs:
         s.close()
-    out.put((done, errors))
+    out.put((done, errors, elapsed))
 
 
 def http_rate(port: int, method: str, params: list, clients: int, duration: float,
@@ -108,19 +110,16 @@ def http_rate(port: int, method: str, params: list, clients: int, duration: floa
     request = request_bytes(port, method, params)
     workers = [ctx.Process(target=hammer, args=(port, request, max(1, clients // procs), duration, out))
                for _ in range(procs)]
-    t0 = time.monotonic()
     for w in workers:
         w.start()
     results = [out.get(timeout=duration + 60) for _ in workers]
-    elapsed = time.monotonic() - t0
     for w in workers:
         w.join(10)
-    done = sum(d for d, _ in results)
-    errors = sum(e for _, e in results)
+    errors = sum(e for _, e, _ in results)
     if errors:
-        raise RuntimeError(f"{method}: {errors} error answers of {done}")
-    # the processes' start-up (spawn, imports) is not serving time: subtract it roughly
-    return done / max(duration, elapsed - 1.0) if elapsed > duration + 1.0 else done / duration
+        raise RuntimeError(f"{method}: {errors} error answers")
+    # each process counts over its own window: the processes' start-up is not counted
+    return sum(done / elapsed for done, _, elapsed in results)
 
 
 # --- handler and dispatch rates in this process ------------------------------------------
