@@ -29,6 +29,7 @@ from node.rpc.ratelimit import RateLimiter
 from node.rpc.registry import MethodTable, RPCContext
 
 if TYPE_CHECKING:
+    from node.rpc.loopguard import LoopGuard
     from node.rpc.nodeapi import NodeAPI
     from node.rpc.subscriptions import SubscriptionHub
     from node.rpc.websocket import WebSocketSession
@@ -72,8 +73,10 @@ class Dispatcher:
         max_batch: int,
         rate_limiter: RateLimiter | None,
         hub: SubscriptionHub | None = None,
+        guard: LoopGuard | None = None,
     ) -> None:
         self.node = node
+        self.guard = guard  # when set, requests wait while the event loop is behind
         self.table = table
         self.max_batch = max_batch
         self.rate_limiter = rate_limiter
@@ -85,6 +88,8 @@ class Dispatcher:
         self, body: bytes, *, transport: str, client: str, session: WebSocketSession | None = None
     ) -> Reply:
         """Answer one HTTP body or WebSocket message."""
+        if self.guard is not None:
+            await self.guard.admit()
         try:
             # Depth-checked before json.loads (codec.json): nesting deeper than
             # MAX_JSON_DEPTH is refused. The size is the transports' limit
