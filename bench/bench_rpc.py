@@ -23,6 +23,8 @@ with the index and with the full scan it replaces. Goal: >= 10x on 10,000 blocks
 consensus: a four-validator devnet (the default consensus timeouts) runs 30 s idle and
 30 s while RPC clients read from every node (cheap reads, eth_getLogs, eth_call); rounds
 per height and the block interval of both phases are printed side by side.
+``BENCH_RPC_MIX=cheap`` (or ``heavy``) sends only one kind; ``BENCH_RPC_KEEP=1`` keeps
+the homes and logs, ``BENCH_RPC_LOG_LEVEL=info`` makes the nodes log each block.
 """
 
 from __future__ import annotations
