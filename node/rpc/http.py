@@ -220,7 +220,12 @@ class HTTPServer:
         # yields once per request (waiting for it to be readable, or a checkpoint for
         # a pipelined one), so a client cannot hold the event loop.
         sock = stream.socket
-        raw = socket.socket(sock.family, sock.type, fileno=os.dup(sock.fileno()))
+        try:
+            raw = socket.socket(sock.family, sock.type, fileno=os.dup(sock.fileno()))
+        except OSError:  # out of descriptors: serve this connection through h11 alone
+            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+            await self._serve_h11(conn, stream, client, waiting_since + self.idle_timeout)
+            return
         try:
             # One cancel scope for the connection, its deadline moved instead of a scope
             # per wait: the idle timeout while waiting for a request, WRITE_TIMEOUT while
