@@ -89,6 +89,7 @@ class Node:
         return {n: get_param(state, n) for n in ("block_gas_limit", "min_base_fee_per_gas")}
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        from node.logindex import build_in_background
         from node.network import NetworkService
         from node.observer import BlockObserver
         from node.rpc.server import serve_rpc
@@ -119,6 +120,7 @@ class Node:
                     self.local_txs.attach(p2p.transactions.add,
                                           lambda: p2p.mesh_peers(TopicName.TX))
                 nursery.start_soon(self.local_txs.run)
+                nursery.start_soon(build_in_background, self.store)  # a pre-index database
                 await nursery.start(self.network.run)
                 task_status.started()
                 await self.stopping.wait()

@@ -16,6 +16,7 @@ Key layout (one-byte prefixes):
   x<tx_hash>        [height, index]
   a<attestation id> [height, index]
   E<evidence hash>  height of the block that committed the evidence
+  L...              the log index (node.logindex: La address, Lt topic, Ln any log, LF coverage)
   v<height:8>       validator set (with proposer priorities) for height
   H                 head height
   G                 genesis hash
@@ -42,6 +43,7 @@ from genesis.spec import GenesisSpec
 from node import explorer_index
 from node.block import EMPTY_COMMIT, Block
 from node.db import FLAT_ACCOUNT, FLAT_ROOT, TRIE, Database, StateDB
+from node.logindex import LogIndex, put_block_logs
 from vm.block import Header
 from vm.db import OverlayDB
 from vm.events import (
@@ -97,6 +99,12 @@ class ChainStore:
         self.trie_listener: Callable[[dict[bytes, bytes]], None] | None = None
         if rebuild_flat and self.initialised and self.state_db.flat.root != self.head.state_root:
             self.rebuild_flat_state()
+        self.log_index = LogIndex(database)
+        if self.initialised and self.log_index.indexed_from() is None:
+            # a database from before the log index: index from the next block on, the
+            # node builds the older part in the background (node.logindex)
+            with database.batch() as wb:
+                self.log_index.mark_start(wb, self.head_height + 1)
 
     # --- initialisation ---------------------------------------------------------
 
@@ -127,6 +135,7 @@ class ChainStore:
             wb.put(b"v" + _h(1), encode_validator_set(valset))
             wb.put(b"G", header.hash)
             wb.put(b"H", _h(0))
+            self.log_index.mark_start(wb, 0)
         self._genesis_hash = header.hash
         self._head = header
         self.state_db.flat.root = header.state_root
@@ -216,6 +225,14 @@ class ChainStore:
         if raw is None:
             return []
         return [CancunReceiptBuilder.decode(r) for r in rlp.decode(raw, sedes=CountableList(binary))]
+
+    def raw_receipts(self, block_hash: bytes) -> bytes | None:
+        """The stored receipts of the block undecoded (``node.logindex.receipts_logs``)."""
+        return self.db.get(b"r" + block_hash)
+
+    def raw_tx_extras(self, block_hash: bytes) -> bytes | None:
+        """The stored per-transaction extras undecoded (``node.logindex.tx_hashes_of_extras``)."""
+        return self.db.get(b"e" + block_hash)
 
     def block_events(self, block_hash: bytes) -> list[BlockEvent]:
         """The events of the block's epoch work (logs without a transaction), in order."""
@@ -309,6 +326,7 @@ class ChainStore:
                 [[e.tx_hash, e.sender, e.contract_address, e.gas_used, e.effective_gas_price] for e in extras]))
             for i, e in enumerate(extras):
                 wb.put(b"x" + e.tx_hash, rlp.encode([height, i]))
+            put_block_logs(wb, height, result.receipts, result.block_events)
             for i, att_id in enumerate(attestation_ids):
                 wb.put(b"a" + att_id, rlp.encode([height, i]))
             # In the block's own batch: a crash between two batches would let the node

@@ -32,6 +32,7 @@ from node.rpc.ratelimit import RateLimiter
 from node.rpc.registry import MethodTable, RPCContext
 
 if TYPE_CHECKING:
+    from node.rpc.loopguard import LoopGuard
     from node.rpc.nodeapi import NodeAPI
     from node.rpc.subscriptions import SubscriptionHub
     from node.rpc.websocket import WebSocketSession
@@ -75,18 +76,23 @@ class Dispatcher:
         max_batch: int,
         rate_limiter: RateLimiter | None,
         hub: SubscriptionHub | None = None,
+        guard: LoopGuard | None = None,
     ) -> None:
         self.node = node
+        self.guard = guard  # when set, requests wait while the event loop is behind
         self.table = table
         self.max_batch = max_batch
         self.rate_limiter = rate_limiter
         self.hub = hub
         self.threads = trio.CapacityLimiter(WORKER_THREADS)
+        self._metric_children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     async def handle(
         self, body: bytes, *, transport: str, client: str, session: WebSocketSession | None = None
     ) -> Reply:
         """Answer one HTTP body or WebSocket message."""
+        if self.guard is not None:
+            await self.guard.admit()
         try:
             # Depth-checked before json.loads (codec.json): nesting deeper than
             # MAX_JSON_DEPTH is refused. The size is the transports' limit
@@ -152,7 +158,8 @@ class Dispatcher:
             return None if notification else _dumps(_error_doc(err, req_id))
         method = self.table.get(name)
         label = name if method is not None else "unknown"
-        metrics.RPC_CALLS.labels(label, transport).inc()
+        calls, seconds = self._metrics(label, transport)
+        calls.inc()
         started = time.perf_counter()
         try:
             if method is None:
@@ -185,5 +192,16 @@ class Dispatcher:
             metrics.RPC_ERRORS.labels(label, str(failure.code)).inc()
             answer = None if notification else _dumps(_error_doc(failure, req_id))
         finally:
-            metrics.RPC_SECONDS.labels(label).observe(time.perf_counter() - started)
+            seconds.observe(time.perf_counter() - started)
         return answer
+
+    def _metrics(self, label: str, transport: str) -> tuple[Any, Any]:
+        """The call counter and the timing histogram of (method, transport), looked up
+        once: ``labels()`` takes a lock and builds a key on every call. Labels are
+        registered method names or ``unknown``, so the cache is bounded."""
+        key = (label, transport)
+        found = self._metric_children.get(key)
+        if found is None:
+            found = (metrics.RPC_CALLS.labels(label, transport), metrics.RPC_SECONDS.labels(label))
+            self._metric_children[key] = found
+        return found

@@ -10,6 +10,7 @@ for ``eth_getTransactionCount`` (counts mempool transactions) and ``eth_call`` /
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import rlp
@@ -20,6 +21,7 @@ from rlp.sedes import big_endian_int
 from trie import HexaryTrie
 
 from node.block import Block
+from node.logindex import receipts_logs, tx_hashes_of_extras
 from node.mempool import TxRejected
 from node.rpc import params as p
 from node.rpc.errors import (
@@ -33,10 +35,10 @@ from node.rpc.errors import (
 )
 from node.rpc.ethjson import (
     block_json,
-    block_logs,
     hexb,
     hexq,
     log_json,
+    log_parts_json,
     receipt_json,
     system_receipt_json,
     system_tx_json,
@@ -654,18 +656,47 @@ def bloom_may_match(bloom_bytes: bytes, flt: p.LogFilter) -> bool:
 def logs_of_block(ctx: RPCContext, block: Block, flt: p.LogFilter) -> list[dict[str, Any]]:
     """The block's logs matching the filter: its receipts' logs, then its block events
     (docs/rpc.md, "Block events"), which the header's logs bloom does not cover."""
+    bloom_ok = bool(block.transactions) and bloom_may_match(block.header.logs_bloom, flt)
+    return logs_at(ctx, block.hash, block.height, flt, receipts=bloom_ok)
+
+
+def logs_at(
+    ctx: RPCContext, block_hash: bytes, height: int, flt: p.LogFilter, *, receipts: bool = True
+) -> list[dict[str, Any]]:
+    """``logs_of_block`` from the stored receipts and events of the block, without
+    decoding the block (its transaction count is its receipt count). ``receipts=False``
+    when the bloom ruled out the receipts' logs: only block events are then matched,
+    their ``logIndex`` still counting the receipts' logs."""
+    store = ctx.store
+    events = store.block_events(block_hash)
+    if not receipts and not events:
+        return []
+    per_receipt = receipts_logs(store.raw_receipts(block_hash))
     out: list[dict[str, Any]] = []
-    receipts = None
-    if block.transactions and bloom_may_match(block.header.logs_bloom, flt):
-        tx_hashes = [e.tx_hash for e in ctx.store.tx_extras(block.hash)]
-        receipts = ctx.store.receipts(block.hash)
-        out = block_logs(block.header, receipts, tx_hashes, flt.matches)
-    events = ctx.store.block_events(block.hash)
+    log_index = 0
+    tx_hashes: list[bytes] | None = None
+    matches = flt.matches
+    for tx_index, logs in enumerate(per_receipt):
+        if not receipts:
+            log_index += len(logs)
+            continue
+        for address, topics, data in logs:
+            if matches(address, topics):
+                if tx_hashes is None:
+                    tx_hashes = tx_hashes_of_extras(store.raw_tx_extras(block_hash))
+                out.append(log_parts_json(address, topics, data, block_hash=block_hash,
+                                          height=height, tx_hash=tx_hashes[tx_index],
+                                          tx_index=tx_index, log_index=log_index))
+            log_index += 1
     if events:
-        if receipts is None:
-            receipts = ctx.store.receipts(block.hash) if block.transactions else []
-        first = sum(len(r.logs) for r in receipts)
-        out.extend(block_event_logs(block, events, first, flt))
+        tx_hash = compute_block_events_tx_hash(block_hash)
+        out.extend(
+            log_parts_json(ev.address, list(ev.topics), ev.data, block_hash=block_hash,
+                           height=height, tx_hash=tx_hash, tx_index=len(per_receipt),
+                           log_index=log_index + i)
+            for i, ev in enumerate(events)
+            if matches(ev.address, list(ev.topics))
+        )
     return out
 
 
@@ -682,6 +713,19 @@ def block_event_logs(
         for i, ev in enumerate(events)
         if flt.matches(ev.address, list(ev.topics))
     ]
+
+
+def heights_to_read(
+    ctx: RPCContext, flt: p.LogFilter, start: int, end: int, covered: int | None
+) -> Iterator[int]:
+    """Ascending heights in ``[start, end]`` whose blocks may hold a matching log: every
+    one below ``covered``, the log index's coverage (docs/storage.md, "Log index"), and
+    from it up only those the index names."""
+    if covered is None:
+        covered = end + 1
+    yield from range(start, min(end, covered - 1) + 1)
+    yield from ctx.store.log_index.candidate_heights(
+        flt.addresses, flt.topics, max(start, covered), end)
 
 
 @methods.method("eth_getLogs", Param("filter", p.log_filter), blocking=True)
@@ -717,11 +761,19 @@ def get_logs(ctx: RPCContext, flt: p.LogFilter) -> list[dict[str, Any]]:
             reason="block_range_too_large",
         )
     out: list[dict[str, Any]] = []
-    for height in range(start, end + 1):
-        block = ctx.store.block_by_height(height)
-        if block is None:
-            break
-        out.extend(logs_of_block(ctx, block, flt))
+    covered = ctx.store.log_index.indexed_from()
+    for height in heights_to_read(ctx, flt, start, end, covered):
+        if covered is not None and height >= covered:
+            # named by the index: read without decoding the block
+            block_hash = ctx.store.hash_at(height)
+            if block_hash is None:
+                break
+            out.extend(logs_at(ctx, block_hash, height, flt))
+        else:
+            block = ctx.store.block_by_height(height)
+            if block is None:
+                break
+            out.extend(logs_of_block(ctx, block, flt))
         if len(out) > cfg.max_log_results:
             raise limit_exceeded(
                 f"query returned more than {cfg.max_log_results} results; "

@@ -161,10 +161,21 @@ def tx_json(
 def log_json(
     log: Any, *, block_hash: bytes, height: int, tx_hash: bytes, tx_index: int, log_index: int
 ) -> dict[str, Any]:
+    return log_parts_json(
+        log.address, [_topic_bytes(t) for t in log.topics], log.data, block_hash=block_hash,
+        height=height, tx_hash=tx_hash, tx_index=tx_index, log_index=log_index,
+    )
+
+
+def log_parts_json(
+    address: bytes, topics: list[bytes], data: bytes, *, block_hash: bytes, height: int,
+    tx_hash: bytes, tx_index: int, log_index: int,
+) -> dict[str, Any]:
+    """A log as JSON from its address, 32-byte topics and data."""
     return {
-        "address": hexb(log.address),
-        "topics": [hexb(_topic_bytes(t)) for t in log.topics],
-        "data": hexb(log.data),
+        "address": hexb(address),
+        "topics": [hexb(t) for t in topics],
+        "data": hexb(data),
         "blockNumber": hexq(height),
         "blockHash": hexb(block_hash),
         "transactionHash": hexb(tx_hash),

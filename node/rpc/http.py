@@ -25,6 +25,10 @@ import hashlib
 import ipaddress
 import json
 import logging
+import math
+import os
+import re
+import socket
 from collections import Counter
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -41,7 +45,7 @@ from node.rpc.websocket import WebSocketSession
 
 if TYPE_CHECKING:
     from node.config import RPCSection
-    from node.rpc.dispatch import Dispatcher
+    from node.rpc.dispatch import Dispatcher, Reply
     from node.rpc.nodeapi import NodeAPI
     from node.rpc.subscriptions import SubscriptionHub
 
@@ -206,10 +210,86 @@ class HTTPServer:
     # --- one connection ---------------------------------------------------------------
 
     async def _serve(self, stream: trio.SocketStream, client: str) -> None:
+        """Serve simple JSON-RPC POSTs on the fast path (:func:`simple_post`) as long as
+        every request is one; the first that is not, and the rest of the connection,
+        go through h11 (everything else: GET, chunked bodies, 100-continue, upgrades,
+        bad requests, a request split across reads)."""
+        buf = bytearray()
+        waiting_since = trio.current_time()  # for the request being waited for
+        # The fast path reads and writes a duplicate of the socket's descriptor
+        # directly: an answer that fits the socket buffer (all of them, in practice)
+        # costs one send(2) and no pass through trio's scheduler. The task still
+        # yields once per request (waiting for it to be readable, or a checkpoint for
+        # a pipelined one), so a client cannot hold the event loop.
+        sock = stream.socket
+        try:
+            raw = socket.socket(sock.family, sock.type, fileno=os.dup(sock.fileno()))
+        except OSError:  # out of descriptors: serve this connection through h11 alone
+            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+            await self._serve_h11(conn, stream, client, waiting_since + self.idle_timeout)
+            return
+        try:
+            # One cancel scope for the connection, its deadline moved instead of a scope
+            # per wait: the idle timeout while waiting for a request, WRITE_TIMEOUT while
+            # an answer does not fit the socket buffer; none while the dispatcher runs.
+            # Either expiry ends the connection.
+            with trio.CancelScope() as scope:
+                while True:
+                    if not buf:
+                        scope.deadline = waiting_since + self.idle_timeout
+                        await trio.lowlevel.wait_readable(sock)
+                        try:
+                            data = raw.recv(RECEIVE_CHUNK)
+                        except BlockingIOError:  # woken without data
+                            continue
+                        if not data:
+                            return
+                        buf += data
+                    else:
+                        await trio.lowlevel.checkpoint()
+                    request = simple_post(buf, self.config.max_request_bytes)
+                    if request is None:
+                        break
+                    body, consumed = request
+                    del buf[:consumed]
+                    scope.deadline = math.inf
+                    reply = await self.dispatcher.handle(body, transport="http", client=client)
+                    answer = self._fast_answer(reply)
+                    try:
+                        sent = raw.send(answer)
+                    except BlockingIOError:
+                        sent = 0
+                    if sent < len(answer):
+                        scope.deadline = trio.current_time() + WRITE_TIMEOUT
+                        await stream.send_all(answer[sent:])
+                    waiting_since = trio.current_time()
+        finally:
+            raw.close()
+        if scope.cancelled_caught:
+            return
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        conn.receive_data(bytes(buf))
+        # the idle timeout of the request h11 takes over runs from when it was awaited
+        await self._serve_h11(conn, stream, client, waiting_since + self.idle_timeout)
+
+    def _fast_answer(self, reply: Reply) -> bytes:
+        """The bytes h11 would send for the dispatcher's reply (the same status line
+        and headers, tests/node/test_rpc_fast_http.py compares them)."""
+        if reply.body is None:
+            return _HEAD_204
+        if reply.refused == "rate_limited":
+            head = _HEAD_429
+        else:
+            head = _HEAD_200
+        return head % len(reply.body) + reply.body
+
+    async def _serve_h11(
+        self, conn: h11.Connection, stream: trio.SocketStream, client: str, first_deadline: float
+    ) -> None:
+        deadline = first_deadline
         while True:
             try:
-                with trio.move_on_after(self.idle_timeout) as idle:
+                with trio.move_on_at(deadline) as idle:
                     event = await self._next_event(conn, stream)
                 if idle.cancelled_caught:
                     if conn.their_state is not h11.IDLE:
@@ -238,6 +318,7 @@ class HTTPServer:
                 conn.start_next_cycle()
             except h11.LocalProtocolError:
                 return
+            deadline = trio.current_time() + self.idle_timeout
 
     async def _next_event(self, conn: h11.Connection, stream: trio.SocketStream) -> Any:
         while True:
@@ -470,6 +551,74 @@ class HTTPServer:
             await session.run(received)
         finally:
             metrics.RPC_CONNECTIONS.labels("http").inc()
+
+
+# --- the fast path: a complete, simple HTTP/1.1 POST in the buffer -------------------------
+
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_REQUEST_LINE = re.compile(rb"POST (/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*) HTTP/1\.1\Z")
+_HEADER_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?[ \t]*\Z")
+_DIGITS = re.compile(rb"[0-9]{1,10}\Z")
+# headers whose meaning the fast path leaves to h11
+_NOT_SIMPLE = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+
+
+def simple_post(buf: bytearray, max_body: int) -> tuple[bytes, int] | None:
+    """(body, bytes consumed) when ``buf`` starts with a whole HTTP/1.1 POST that h11
+    would accept and serve as a plain keep-alive request: a request line with an
+    origin-form target, well-formed headers with ``host``, one ``content-length`` of at
+    most ``max_body``, no transfer-encoding, expect or upgrade, ``connection`` absent
+    or keep-alive, and the whole body present. None otherwise: the caller hands the
+    connection to h11, which answers everything else as before."""
+    end = buf.find(b"\r\n\r\n", 0, MAX_HEADER_BYTES)
+    if end < 0:
+        return None
+    lines = bytes(buf[:end]).split(b"\r\n")
+    if _REQUEST_LINE.match(lines[0]) is None:
+        return None
+    length = None
+    host = False
+    for line in lines[1:]:
+        m = _HEADER_LINE.match(line)
+        if m is None:
+            return None
+        name = m.group(1).lower()
+        if name == b"content-length":
+            if length is not None or m.group(2) is None or _DIGITS.match(m.group(2)) is None:
+                return None
+            length = int(m.group(2))
+        elif name == b"host":
+            if host:
+                return None
+            host = True
+        elif name == b"connection":
+            if (m.group(2) or b"").lower() != b"keep-alive":
+                return None
+        elif name in _NOT_SIMPLE:
+            return None
+    if length is None or not host or length > max_body:
+        return None
+    start = end + 4
+    if len(buf) < start + length:
+        return None
+    return bytes(buf[start:start + length]), start + length
+
+
+def _response_head(status: int, content_type: bytes | None, with_length: bool) -> bytes:
+    lines = [b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode()),
+             b"server: " + SERVER_HEADER, *(k + b": " + v for k, v in CORS_HEADERS)]
+    if content_type is not None:
+        lines.append(b"content-type: " + content_type)
+    if with_length:
+        lines.append(b"content-length: %d")
+    if status == 429:
+        lines.append(b"retry-after: 1")
+    return b"\r\n".join(lines) + b"\r\n\r\n"  # "%d": the body's length
+
+
+_HEAD_200 = _response_head(200, b"application/json", True)
+_HEAD_429 = _response_head(429, b"application/json", True)
+_HEAD_204 = _response_head(204, None, False)
 
 
 def _first_cause(exc: BaseException) -> str:

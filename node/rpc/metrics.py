@@ -49,6 +49,12 @@ RPC_REFUSED = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+RPC_DEFERRED = Counter(
+    "motus_rpc_deferred",
+    "JSON-RPC requests held back because the event loop was behind (consensus first, "
+    "node/rpc/loopguard.py)",
+    registry=REGISTRY,
+)
 RPC_CONNECTIONS = Gauge(
     "motus_rpc_connections", "Open RPC connections, by transport", ["transport"], registry=REGISTRY
 )

@@ -15,6 +15,7 @@ import trio
 
 from node.rpc.dispatch import Dispatcher
 from node.rpc.http import HTTPServer
+from node.rpc.loopguard import LoopGuard
 from node.rpc.metrics import NodeCollector, register_collector
 from node.rpc.ratelimit import RateLimiter
 from node.rpc.registry import MethodTable, build_method_table
@@ -39,7 +40,9 @@ async def serve_rpc(
         limiter = RateLimiter(
             cfg.rate_limit_per_second, burst=max(cfg.rate_limit_per_second, cfg.max_batch)
         )
-    dispatcher = Dispatcher(node, table, max_batch=cfg.max_batch, rate_limiter=limiter, hub=hub)
+    guard = LoopGuard()  # consensus first: requests wait while the loop is behind
+    dispatcher = Dispatcher(node, table, max_batch=cfg.max_batch, rate_limiter=limiter, hub=hub,
+                            guard=guard)
     server = HTTPServer(node, dispatcher, hub, cfg)
     listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
     node.app.commit_listeners.append(hub.on_commit)
@@ -50,6 +53,7 @@ async def serve_rpc(
     unregister = register_collector(NodeCollector(node))
     try:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(guard.run)
             await nursery.start(trio.serve_listeners, server.handle, listeners)
             port = listeners[0].socket.getsockname()[1]
             log.info(

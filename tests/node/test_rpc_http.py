@@ -338,3 +338,52 @@ def test_rate_limit_per_client(node: NodeProcess) -> None:
     assert statuses[0] == 200 and 429 in statuses
     time.sleep(1.1)  # tokens come back
     assert call(node, "eth_chainId")["result"] == hex(CHAIN_ID)
+
+
+def test_one_connection_through_the_fast_path_and_h11(node: NodeProcess) -> None:
+    """Pipelined simple POSTs are answered on the fast path; a request split across
+    reads, a chunked one and a GET on the same connection go through h11, which keeps
+    serving the connection afterwards (node/rpc/http.py, ``simple_post``)."""
+
+    def post_bytes(req_id: int, extra: bytes = b"") -> bytes:
+        body = json.dumps({"jsonrpc": "2.0", "id": req_id, "method": "eth_chainId"}).encode()
+        return (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%s"
+                b"Content-Length: %d\r\n\r\n%s" % (extra, len(body), body))
+
+    def answers(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
+        data, out = b"", []
+        while len(out) < count:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed early"
+            data += chunk
+            while b"\r\n\r\n" in data:
+                head, rest = data.split(b"\r\n\r\n", 1)
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.lower() == b"content-length":
+                        length = int(value)
+                if len(rest) < length:
+                    break
+                out.append((int(head.split(b" ")[1]), rest[:length]))
+                data = rest[length:]
+        return out
+
+    with socket.create_connection(("127.0.0.1", node.rpc_port), timeout=10) as sock:
+        sock.sendall(post_bytes(1) + post_bytes(2) + post_bytes(3))  # pipelined
+        got = answers(sock, 3)
+        assert [json.loads(b)["id"] for _, b in got] == [1, 2, 3]
+        split = post_bytes(4)
+        sock.sendall(split[:20])
+        time.sleep(0.2)
+        sock.sendall(split[20:])  # h11 takes over from here
+        body = json.dumps({"jsonrpc": "2.0", "id": 5, "method": "eth_chainId"}).encode()
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" + post_bytes(6))
+        got = answers(sock, 4)
+        assert [s for s, _ in got][:2] == [200, 200] and got[3][0] == 200
+        assert [json.loads(b)["id"] for _, b in (got[0], got[1], got[3])] == [4, 5, 6]
+        assert got[2][0] in (200, 503) and b"status" in got[2][1]  # /health
+        chain_ids = {json.loads(b)["result"] for _, b in (got[0], got[1], got[3])}
+        assert chain_ids == {hex(CHAIN_ID)}
