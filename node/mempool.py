@@ -31,6 +31,7 @@ from eth.abc import SignedTransactionAPI, StateAPI
 from eth_hash.auto import keccak
 
 from node.fairness import THROTTLED, SourceCredit
+from vm.cost import BlockCost, CostWeights
 from vm.execute import BLOB_TX_TYPE, MAX_INITCODE_SIZE, MAX_TX_BYTES, initcode_too_large_message
 from vm.sender import recover_sender
 from vm.state import decode_transaction
@@ -188,6 +189,15 @@ class Mempool:
             raise TxRejected("gas_limit_exceeded", f"exceeds block gas limit: {tx.gas} > {self.block_gas_limit}")
         if tx.gas < tx.intrinsic_gas:
             raise TxRejected("intrinsic_gas", f"intrinsic gas too low: have {tx.gas}, want {tx.intrinsic_gas}")
+        # a transaction that could cost more than a whole block (docs/consensus.md, "Proposal
+        # budget") is never tried by block building: refused here rather than left pending
+        weights = CostWeights.of(state)
+        bound = BlockCost(weights).transaction_bound(tx, sender)
+        cap = weights.max_block_cost
+        if cap and bound > cap:
+            raise TxRejected("gas_limit_exceeded",
+                             f"exceeds block gas limit: {tx.gas} gas may cost {bound} of the block "
+                             f"cost cap max_block_cost {cap} (docs/consensus.md)")
         if not tx.to and len(tx.data) > MAX_INITCODE_SIZE:  # EIP-3860: never includable
             raise TxRejected("initcode_too_large", initcode_too_large_message(len(tx.data)))
         if tx.max_fee_per_gas < self.min_fee:

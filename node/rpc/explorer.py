@@ -480,6 +480,11 @@ def explorer_validators(ctx: RPCContext, blocks: int) -> dict[str, Any]:
     }
 
 
+def _is_number(q: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes "²" and other digits int() refuses."""
+    return q.isascii() and q.isdigit()
+
+
 @methods.method("motus_explorerSearch", Param("query", p.any_value))
 def explorer_search(ctx: RPCContext, query: Any) -> dict[str, Any]:
     """Where a search leads: ``{kind, value}`` with kind block (number or hash),
@@ -490,11 +495,11 @@ def explorer_search(ctx: RPCContext, query: Any) -> dict[str, Any]:
     q = query.strip().lower()
     if q.startswith("vehicle:") or q.startswith("v:"):
         q = q.split(":", 1)[1].strip()
-        if q.isdigit():
+        if _is_number(q):
             return {"kind": "vehicle", "value": int(q)}
     if q.startswith("vin:"):
         q = q[4:].strip()
-    if q.isdigit() and len(q) < 20:
+    if _is_number(q) and len(q) < 20:
         return {"kind": "block", "value": int(q)}
     if q.startswith("0x") and len(q) == 42:
         try:

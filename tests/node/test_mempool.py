@@ -155,3 +155,22 @@ def refusal_from(pool: Mempool, raw: bytes, state, source: str) -> str:
     with pytest.raises(TxRejected) as exc:
         pool.add(raw, state, source)
     return exc.value.code
+
+
+def test_gas_that_could_outcost_a_whole_block_is_refused_not_left_pending(state) -> None:
+    """Block building never tries a transaction whose cost at full gas exceeds the block
+    cost cap (docs/consensus.md, "Proposal budget"), so the pool refuses it up front with
+    geth's code for a transaction over the block's limit: 3.5 M gas of EVM code fits the
+    default cap, 5 M does not (both are under the header's 30 M gas limit)."""
+    key = dev_accounts()[2][1]
+
+    def call(nonce: int, gas: int) -> bytes:
+        tx = {"type": 2, "chainId": CHAIN_ID, "nonce": nonce, "to": "0x" + "22" * 20, "value": 0,
+              "gas": gas, "maxFeePerGas": 20 * GWEI, "maxPriorityFeePerGas": GWEI}
+        return bytes(Account.sign_transaction(tx, key).raw_transaction)
+
+    pool = Mempool(CHAIN_ID)
+    refused = refusal(pool, call(0, 5_000_000), state)
+    assert refused.code == "gas_limit_exceeded" and "max_block_cost" in refused.message
+    pool.add(call(0, 3_500_000), state)
+    assert len(pool) == 1

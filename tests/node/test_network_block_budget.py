@@ -1,8 +1,8 @@
 """Blocks never outgrow the propose timeout, on four real validator processes
 (docs/consensus.md, "Proposal budget"): a backlog of transfers among hundreds of fresh
-accounts (~0.9 ms of CPU each to execute, over a second in all, far more than one
-block's budget) next to the fleet simulator's attestations. The proposers split the
-backlog over many blocks; every node checks every block within the propose timeout
+accounts (0.9 ms of CPU each to execute before the flat account snapshot, ~0.5 ms after)
+next to the fleet simulator's attestations. The proposers take what fits their budget,
+splitting the backlog over blocks as this machine's speed requires; every node checks every block within the propose timeout
 (its own ``motus_block_execution_cpu_seconds{kind="check"}``), and the chain keeps one
 round per height while the backlog drains.
 
@@ -125,7 +125,8 @@ def test_a_backlog_among_fresh_accounts_keeps_one_round_per_height(tmp_path: Pat
         print(f"heights {start_height}-{end_height}: transfers per block {counts}, rounds {rounds}, "
               f"load {os.getloadavg()}")
         assert sum(counts) >= len(backlog)
-        assert max(counts) < len(backlog) // 3, "the backlog was not split over blocks"
+        # how the backlog splits depends on how fast this machine executes (after the flat
+        # state it fits in a few blocks); what must hold is below: round 0, checks in time
         # one round per height while draining; a loaded machine may lose an odd round
         late = [h for h, r in zip(range(start_height, end_height + 1), rounds, strict=True) if r > 0]
         assert len(late) <= max(1, len(rounds) // 20), f"heights decided after round 0: {late}"
