@@ -171,7 +171,9 @@ def in_process_rates(home: Path, method: str, params: list, seconds: float = 1.0
                     return n / elapsed
 
         return handler_rate, trio.run(dispatch_rate)
-    finally:
+    finally:  # what Node.run's own shutdown releases: each store holds a LevelDB lock
+        node.webhooks.close()
+        node.attestations.close()
         node.database.close()
 
 
