@@ -115,6 +115,9 @@ class Mempool:
         self.max_per_sender = max_per_sender
         self.max_total = max_total
         self.block_gas_limit = block_gas_limit
+        # the block cost weights of the last state seen, by its root: params change only
+        # with a block, and reading them is six storage reads (~17 us) per admission
+        self._weights: tuple[bytes, CostWeights] | None = None
         self.min_fee = min_fee
         self.queued_lifetime_s = queued_lifetime_s
         self.clock = clock
@@ -144,6 +147,12 @@ class Mempool:
         while acct is not None and n in acct.txs:
             n += 1
         return n
+
+    def _cost_weights(self, state: StateAPI) -> CostWeights:
+        root = state.state_root
+        if self._weights is None or self._weights[0] != root:
+            self._weights = (root, CostWeights.of(state))
+        return self._weights[1]
 
     def add(self, raw: bytes, state: StateAPI, source: str = "") -> bytes:
         """Check and insert a raw transaction; returns its hash or raises TxRejected.
@@ -191,7 +200,7 @@ class Mempool:
             raise TxRejected("intrinsic_gas", f"intrinsic gas too low: have {tx.gas}, want {tx.intrinsic_gas}")
         # a transaction that could cost more than a whole block (docs/consensus.md, "Proposal
         # budget") is never tried by block building: refused here rather than left pending
-        weights = CostWeights.of(state)
+        weights = self._cost_weights(state)
         bound = BlockCost(weights).transaction_bound(tx, sender)
         cap = weights.max_block_cost
         if cap and bound > cap:

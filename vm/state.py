@@ -204,6 +204,7 @@ class MotusAccountDB(AccountDB):
             self._flat_root = root
             publish_diff(self._flat_db, FlatDiff(self._flat_base, root, dict(self._flat_changed)))
         return root
+
     def _get_address_store(self, address):  # type: ignore[no-untyped-def]
         # storage tries read through decoded nodes kept by hash and written in one batch
         # per block (vm.trie: same values, roots and nodes as py-trie's)

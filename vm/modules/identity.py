@@ -475,6 +475,8 @@ def get_owner(state: StateAPI, vehicle_id: int) -> bytes | None:
     """The vehicle's current owner (one storage read), None if it does not exist."""
     owner = _ledger(state).owner(vehicle_id)
     return None if owner == ZERO_ADDRESS else owner
+
+
 def device_pairing(state: StateAPI, device_address: bytes) -> int | None:
     """The vehicle the device is paired with (0: none), or None if no manufacturer minted
     it: the two fields of :func:`get_device` that attestation checks use, in two reads."""
