@@ -21,6 +21,7 @@ signed-request codes (``bad_request``, ``wrong_audience``, ``expired``,
 ``bad_signature``, ``replayed``, ``too_many_requests``, ``busy``, ``denied``,
 ``period_mismatch``), and for standing reads ``revoked``, ``expired_grant``,
 ``vehicle_transferred``, ``no_live_data``; tokens add ``no_grant``, ``token_expired``,
+``signer_removed``, ``outdated_token``, ``bad_token``, ``unknown_issuer``,
 ``wrong_audience``.
 """
 

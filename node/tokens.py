@@ -5,17 +5,19 @@ A developer signs a *token request* with one of its license's signer keys; a val
 node checks it against the head state (the signer is a current signer of the license,
 the license holds a live grant on the vehicle) and answers a *token* bound to (chain,
 license, vehicle, permission bits, audience, the vehicle's owner and permission
-generation, expiry), signed with the node's validator key. Any node verifies a token
-from chain state alone: the issuer must be in the active validator set at the head, and
-every use re-reads the grant at the head, so a revocation, an expiry or a transfer
-refuses outstanding tokens from the next block on. Refreshing is asking again: no owner
-action is needed while the grant lasts.
+generation, expiry, the signer key that asked), signed with the node's validator key.
+Any node verifies a token from chain state alone: the issuer must be in the active
+validator set at the head, the signer still one of the license's signers, and every use
+re-reads the grant at the head, so a revocation, an expiry, a transfer or the signer's
+rotation refuses outstanding tokens from the next block on. Refreshing is asking again:
+no owner action is needed while the grant lasts.
 
-Token bytes (version 1) are the RLP list
+Token bytes (version 2) are the RLP list
 ``[version, chain_id, license_id, vehicle_id, bits, audience, owner, generation,
-issued_ms, expires_ms, issuer, signature]``; the signature is a recoverable secp256k1
-``r || s || v`` (v in {0, 1}) over ``keccak256(b"\\x19Motus Access Token:\\n" ||
-chain_id as 8 bytes big-endian || rlp(the first eleven fields))``.
+issued_ms, expires_ms, issuer, signer, signature]``; the signature is a recoverable
+secp256k1 ``r || s || v`` (v in {0, 1}) over ``keccak256(b"\\x19Motus Access Token:\\n" ||
+chain_id as 8 bytes big-endian || rlp(the first twelve fields))``. Version 1 (no
+``signer``) is refused as ``outdated_token``.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ from vm.modules.identity import (
 from vm.modules.licenses import is_license_signer, license_grantee
 from vm.modules.validators import active_validators
 
-TOKEN_VERSION = 1
+TOKEN_VERSION = 2
+OUTDATED_TOKEN_VERSIONS = (1,)  # refused as ``outdated_token``: they name no signer
 TOKEN_DOMAIN = b"\x19Motus Access Token:\n"
 MAX_TOKEN_BYTES = 512
 MAX_AUDIENCE_BYTES = 128
@@ -68,12 +71,13 @@ class AccessToken:
     issued_ms: int
     expires_ms: int
     issuer: bytes  # the issuing validator's address
+    signer: bytes  # the license signer key whose request the token answers
     signature: bytes = b""
 
     def fields(self) -> list[Any]:
         return [TOKEN_VERSION, self.chain_id, self.license_id, self.vehicle_id, self.bits,
                 self.audience.encode(), self.owner, self.generation, self.issued_ms,
-                self.expires_ms, self.issuer]
+                self.expires_ms, self.issuer, self.signer]
 
     def encode(self) -> bytes:
         return rlp.encode([*self.fields(), self.signature])
@@ -122,13 +126,19 @@ def decode_token(raw: bytes) -> AccessToken:
         items = rlp.decode(raw, strict=True)
     except Exception:
         raise TelemetryAccessError("bad_token", "not an RLP list") from None
-    if not isinstance(items, list) or len(items) != 12 or any(not isinstance(i, bytes) for i in items):
-        raise TelemetryAccessError("bad_token", "expected a list of 12 byte strings")
-    if _int(items[0], "version") != TOKEN_VERSION:
+    if not isinstance(items, list) or not items or not isinstance(items[0], bytes):
+        raise TelemetryAccessError("bad_token", "expected a list of 13 byte strings")
+    version = _int(items[0], "version")
+    if version in OUTDATED_TOKEN_VERSIONS:
+        raise TelemetryAccessError("outdated_token", f"a version {version} token names no signer "
+                                                     "and is no longer accepted: ask for a new one")
+    if version != TOKEN_VERSION:
         raise TelemetryAccessError("bad_token", f"version must be {TOKEN_VERSION}")
-    owner, issuer, signature = items[6], items[10], items[11]
-    if len(owner) != 20 or len(issuer) != 20 or len(signature) != 65:
-        raise TelemetryAccessError("bad_token", "owner/issuer 20 bytes, signature 65 bytes")
+    if len(items) != 13 or any(not isinstance(i, bytes) for i in items):
+        raise TelemetryAccessError("bad_token", "expected a list of 13 byte strings")
+    owner, issuer, signer, signature = items[6], items[10], items[11], items[12]
+    if len(owner) != 20 or len(issuer) != 20 or len(signer) != 20 or len(signature) != 65:
+        raise TelemetryAccessError("bad_token", "owner/issuer/signer 20 bytes, signature 65 bytes")
     try:
         audience = items[5].decode()
     except UnicodeDecodeError:
@@ -138,7 +148,7 @@ def decode_token(raw: bytes) -> AccessToken:
     return AccessToken(_int(items[1], "chain_id"), _int(items[2], "license_id"),
                        _int(items[3], "vehicle_id"), _int(items[4], "bits"), audience, owner,
                        _int(items[7], "generation"), _int(items[8], "issued_ms"),
-                       _int(items[9], "expires_ms"), issuer, signature)
+                       _int(items[9], "expires_ms"), issuer, signer, signature)
 
 
 # --- the grant rule, shared by issuing and verifying --------------------------------
@@ -247,7 +257,7 @@ def issue_token(state: Any, request: TokenRequest, chain_id: int, issuer_key: by
     expires_ms = min(now_ms + request.ttl_ms, grant.expiry * 1000)
     token = AccessToken(chain_id, request.license_id, request.vehicle_id, bits,
                         request.audience, owner, grant.generation, now_ms, expires_ms,
-                        address_of_private_key(issuer_key))
+                        address_of_private_key(issuer_key), signer)
     return sign_token(token, issuer_key)
 
 
@@ -284,10 +294,10 @@ class TokenAccess(TelemetryAccess):
 def verify_token(state: Any, raw: bytes, chain_id: int, node_id: str, now_ms: int) -> tuple[AccessToken, int]:
     """Check a token against the head ``state`` now; returns it and the bits it gives now
     (its bits narrowed to the grant's current bits). Refusals, in this order:
-    ``bad_token`` (shape, signature), ``wrong_audience`` (another chain, or a node other
-    than the audience), ``unknown_issuer`` (not an active validator now),
-    ``token_expired``, then :func:`check_standing`'s ``vehicle_transferred``,
-    ``no_grant``, ``revoked``, ``expired_grant``."""
+    ``outdated_token`` (version 1), ``bad_token`` (shape, signature), ``wrong_audience``
+    (another chain, or a node other than the audience), ``unknown_issuer`` (not an active
+    validator now), then :func:`check_standing`'s ``token_expired``, ``signer_removed``,
+    ``vehicle_transferred``, ``no_grant``, ``revoked``, ``expired_grant``."""
     token = decode_token(raw)
     if token.chain_id != chain_id:
         raise TelemetryAccessError("wrong_audience", f"token is for chain {token.chain_id}, "
@@ -310,13 +320,18 @@ def verify_token(state: Any, raw: bytes, chain_id: int, node_id: str, now_ms: in
 
 
 def check_standing(state: Any, token: AccessToken, now_ms: int) -> int:
-    """What a token gives at the head now: ``token_expired``, ``vehicle_transferred``
-    (another owner or a new permission generation: the car changed hands, or was
-    burned), then the grant (:func:`check_grant`); the bits are the token's narrowed to
-    the grant's (``revoked`` when nothing is left)."""
+    """What a token gives at the head now: ``token_expired``, ``signer_removed`` (the
+    signer key that asked for it was rotated out of the license: a leaked key's tokens
+    die with it), ``vehicle_transferred`` (another owner or a new permission generation:
+    the car changed hands, or was burned), then the grant (:func:`check_grant`); the bits
+    are the token's narrowed to the grant's (``revoked`` when nothing is left)."""
     if now_ms >= token.expires_ms:
         raise TelemetryAccessError("token_expired", f"token expired at {token.expires_ms} ms; "
                                                     "ask for a new one (no re-consent needed)")
+    if not is_license_signer(state, token.license_id, token.signer):
+        raise TelemetryAccessError("signer_removed", f"0x{token.signer.hex()}, which asked for "
+                                                     "this token, is no longer a signer of "
+                                                     f"license {token.license_id}")
     grant = get_grant_state(state, token.vehicle_id, license_grantee(token.license_id))
     if get_owner(state, token.vehicle_id) != token.owner or grant.generation != token.generation:
         raise TelemetryAccessError("vehicle_transferred", f"vehicle {token.vehicle_id} changed "
@@ -363,4 +378,4 @@ def token_json(token: AccessToken) -> dict[str, Any]:
             "vehicleId": token.vehicle_id, "bits": token.bits, "audience": token.audience,
             "owner": "0x" + token.owner.hex(), "generation": token.generation,
             "issuedMs": token.issued_ms, "expiresMs": token.expires_ms,
-            "issuer": "0x" + token.issuer.hex()}
+            "issuer": "0x" + token.issuer.hex(), "signer": "0x" + token.signer.hex()}

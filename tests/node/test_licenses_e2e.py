@@ -11,7 +11,9 @@ drives. The module's tests share that chain and run in file order:
    validator 1; a token for validator 0 only is ``wrong_audience`` on validator 1;
 4. the synthetic device is rewarded at its own data level (``synthetic_max_data_level``);
 5. a revocation ends the token on both nodes in the block that carries it (``revoked``);
-6. a transfer does the same for a fresh token (``vehicle_transferred``).
+6. a transfer does the same for a fresh token (``vehicle_transferred``);
+7. rotating the signer key out of the license does the same for the tokens that key
+   asked for (``signer_removed``), while the new key's tokens read.
 """
 
 from __future__ import annotations
@@ -259,3 +261,28 @@ def test_transfer_ends_outstanding_tokens_within_one_block(world: World) -> None
     for node in (0, 1):
         world.at_least(node, height)
         assert world.refusal(node, token) == "vehicle_transferred"
+
+
+def test_rotating_a_signer_out_ends_its_tokens_within_one_block(world: World) -> None:
+    # the buyer consents to the same license; the old signer key asks for a token
+    world.cli("grant", "--license", "1", "--vehicle", str(world.vehicle_id), "--template",
+              "basic", "--expires", "+1d", "--private-key-file", str(world.keys[BUYER]))
+    old = world.cli("token", "issue", "--license", "1", "--vehicle", str(world.vehicle_id),
+                    "--signer-key-file", str(world.keys[SIGNER]), node=0)
+    assert old["signer"] == hexs(world.account(SIGNER)[0])
+    wait_until(lambda: rpc(world.nodes[1].url, "motus_verifyToken", [old["token"]]), 15,
+               "validator 1 to accept the old signer's token")
+    new_signer = world.account(OWNER)  # any key the developer trusts
+    out = world.cli("license", "rotate-signer", "--license", "1",
+                    "--old", hexs(world.account(SIGNER)[0]), "--new", hexs(new_signer[0]),
+                    "--private-key-file", str(world.keys[DEVELOPER]))
+    height = out["blockNumber"]
+    for node in (0, 1):
+        world.at_least(node, height)
+        assert world.refusal(node, old["token"]) == "signer_removed"
+    with pytest.raises(RuntimeError) as info:
+        rpc(world.nodes[1].url, "motus_getTelemetry", [{"token": old["token"]}])
+    assert info.value.args[0]["data"]["code"] == "signer_removed"
+    fresh = world.cli("token", "issue", "--license", "1", "--vehicle", str(world.vehicle_id),
+                      "--signer-key-file", str(world.keys[OWNER]), node=0)
+    assert rpc(world.nodes[0].url, "motus_verifyToken", [fresh["token"]])["bitsNow"] == 0x81

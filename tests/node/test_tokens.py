@@ -16,6 +16,7 @@ from node.access import AccessContext, Credential, Scope, authorize, recheck
 from node.signal_store import TelemetryAccessError
 from node.tokens import (
     AccessToken,
+    check_standing,
     decode_token,
     issue_token,
     sign_token,
@@ -185,6 +186,32 @@ def test_bad_and_foreign_tokens(world: World) -> None:
     assert refusal(world.verify, stranger) == "unknown_issuer"
 
 
+def test_a_rotated_out_signer_takes_its_tokens_with_it(world: World) -> None:
+    token = world.issue()
+    assert token.signer == world.chain.accounts[5][0]
+    world.lic.send(world.chain.accounts[2][1], "rotateSigner", 1, world.addr(5), world.addr(6))
+    assert refusal(world.verify, token) == "signer_removed"  # the next block on
+    # standing reads (streams, webhooks) re-check the same rule before each delivery
+    assert refusal(check_standing, world.chain.state(), token, world.now()) == "signer_removed"
+    assert refusal(world.issue) == "not_signer"
+    fresh = world.issue(key=world.chain.accounts[6][1])
+    assert world.verify(fresh) == FULL
+    # put back, the key's old tokens are good again: the rule is "a current signer"
+    world.lic.send(world.chain.accounts[2][1], "addSigner", 1, world.addr(5))
+    assert world.verify(token) == FULL
+    world.lic.send(world.chain.accounts[2][1], "removeSigner", 1, world.addr(6))
+    assert refusal(world.verify, fresh) == "signer_removed"
+
+
+def test_version_1_tokens_are_refused_as_outdated(world: World) -> None:
+    token = world.issue()
+    items = rlp.decode(token.encode())
+    v1 = [b"\x01", *items[1:11], items[12]]  # the version 1 layout: no signer field
+    assert refusal(world.verify, rlp.encode(v1)) == "outdated_token"
+    # an unknown version stays a plain bad token
+    assert refusal(world.verify, rlp.encode([b"\x03", *items[1:]])) == "bad_token"
+
+
 def test_tokens_plug_into_the_access_choke_point(world: World) -> None:
     from node import tokens
 
@@ -215,11 +242,11 @@ def test_digest_from_raw_bytes_is_the_signed_digest(world: World) -> None:
 
 # the vector of docs/developers.md ("Token bytes"): any change to the format breaks it
 VECTOR_RAW = (
-    "f88501821ba5012a81ed2a9490f79bf6eb2c4f870365e785982e1f101e93b9068086019af232b20086019af2"
-    "406da09419e7e376e7c213b7e7e7e46cc70a5dd086daff2ab841d6dc3720fc654bc4ddc7d8d78c05c768ce73"
-    "f41fee8ac061ff46030d0cb01bee339fdd6f47183bbbdb1161d303218565f96aca6c5721b7e3d7f7194c89ac"
-    "bc1e00")
-VECTOR_DIGEST = "e86ae5bde33abdf8addca6811ce4f135bc8128dfe2cdb5d1cbf183accdf36716"
+    "f89a02821ba5012a81ed2a9490f79bf6eb2c4f870365e785982e1f101e93b9068086019af232b20086019af2"
+    "406da09419e7e376e7c213b7e7e7e46cc70a5dd086daff2a941563915e194d8cfba1943570603f7606a31155"
+    "08b841053bfa1e66bde48c85737c30b05f48786d636020e1ea35aa68151bea3a09b9842c8cc564328bb2ef68"
+    "51503b9afb971699c5be403fb03203d94020ed6102e1cb00")
+VECTOR_DIGEST = "e5d459d2d4d2efd6fb263405f1a96ce6ad0d4df44850ca6f9844ae26ab82b949"
 
 
 def test_token_vector_is_pinned() -> None:
@@ -227,7 +254,8 @@ def test_token_vector_is_pinned() -> None:
 
     token = AccessToken(7077, 1, 42, 0xED, "*",
                         bytes.fromhex("90f79bf6eb2c4f870365e785982e1f101e93b906"), 0,
-                        1_765_000_000_000, 1_765_000_900_000, address_of_private_key(VALIDATOR_KEY))
+                        1_765_000_000_000, 1_765_000_900_000, address_of_private_key(VALIDATOR_KEY),
+                        address_of_private_key(OTHER_KEY))
     assert compute_token_digest(token).hex() == VECTOR_DIGEST
     signed = sign_token(token, VALIDATOR_KEY)  # RFC 6979: deterministic
     assert signed.encode().hex() == VECTOR_RAW
@@ -244,7 +272,7 @@ def test_decoding_any_bytes_is_a_token_or_bad_token(raw: bytes) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.integers(0, 134), st.integers(0, 255))
+@given(st.integers(0, 155), st.integers(0, 255))
 def test_a_changed_byte_never_verifies_as_another_token(position: int, value: int) -> None:
     raw = bytearray.fromhex(VECTOR_RAW)
     if raw[position] == value:

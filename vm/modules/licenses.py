@@ -265,8 +265,9 @@ class LicensesModule(SystemModule):
         call.emit("SignerRemoved", license_id, _address(signer))
 
     def rotateSigner(self, call: Call, license_id: int, old: str, new: str) -> None:
-        """Replace signer ``old`` by ``new`` in one call: tokens ``old`` obtained stay
-        valid until they expire; ``old`` gets no new ones."""
+        """Replace signer ``old`` by ``new`` in one call: ``old`` gets no new tokens, and
+        nodes refuse the ones it obtained from this block on (node/tokens.py checks each
+        token's signer is still a signer on every use)."""
         led = self._owned(call, license_id)
         led.remove_signer(license_id, _address(old))
         led.add_signer(license_id, _address(new))
