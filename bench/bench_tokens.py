@@ -49,8 +49,9 @@ def setup(vehicles: int) -> tuple[LocalChain, list[bytes]]:
     ident.send(owner, "grantLicenseTemplate", ids, 1, 4, far, gas=30_000_000)
     now = chain.head.timestamp_ms
     state = chain.state()
-    tokens = [issue_token(state, sign_token_request(signer, CHAIN_ID, 1, vid, now), CHAIN_ID,
-                          VALIDATOR_KEY, now).encode() for vid in ids]
+    issuer = address_of_private_key(VALIDATOR_KEY)
+    tokens = [issue_token(state, sign_token_request(signer, CHAIN_ID, issuer, 1, vid, now),
+                          CHAIN_ID, VALIDATOR_KEY, now).encode() for vid in ids]
     return chain, tokens
 
 

@@ -125,8 +125,13 @@ def cmd_token_issue(args: argparse.Namespace) -> dict[str, Any]:
 
     key = load_key_file(args.signer_key_file)
     chain_id = int(rpc_call(args.rpc, "eth_chainId"), 16)
-    request = sign_token_request(key, chain_id, args.license, args.vehicle,
-                                 int(time.time() * 1000), bits=args.perms or 0,
+    validator = rpc_call(args.rpc, "motus_nodeStatus")["validator"]
+    if validator is None:
+        raise Refused("not_validator", f"{args.rpc} is not a validator: ask a validator for "
+                                       "tokens (any node verifies them)")
+    # the request names the validator asked, so no other validator answers a copy of it
+    request = sign_token_request(key, chain_id, bytes.fromhex(validator[2:]), args.license,
+                                 args.vehicle, int(time.time() * 1000), bits=args.perms or 0,
                                  audience=args.audience, ttl_ms=args.ttl * 1000)
     return _token_call(args.rpc, "motus_issueToken", [token_request_json(request)])
 

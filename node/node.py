@@ -67,6 +67,7 @@ class Node:
         self.peer_id = peer_id_of(load_or_create_node_key(self.home.node_key))
         # access tokens (developer licenses) are one more credential of node/access.py
         tokens.install()
+        self.token_requests = tokens.TokenRequests()  # motus_issueToken: each request answered once
         self.rpc_port: int | None = None
         self.stopping = trio.Event()
         self.network = None

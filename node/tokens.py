@@ -35,7 +35,13 @@ from eth_hash.auto import keccak
 from consensus.crypto import address_of_private_key, recover_address, sign_digest
 from node import access
 from node.access import AccessContext, Scope, default_range
-from node.signal_store import ReadablePeriod, TelemetryAccess, TelemetryAccessError
+from node.signal_store import (
+    REQUEST_FRESH_MS,
+    ReadablePeriod,
+    TelemetryAccess,
+    TelemetryAccessError,
+    UsedNonces,
+)
 from vm.modules.identity import (
     PERMISSIONS_ALL,
     GrantState,
@@ -55,7 +61,10 @@ ANY_AUDIENCE = "*"  # every node of the chain
 DEFAULT_TTL_MS = 15 * 60_000
 MAX_TTL_MS = 60 * 60_000
 MIN_TTL_MS = 10_000
-REQUEST_FRESH_MS = 60_000  # a token request is valid this long around its timestamp
+# a token request is valid REQUEST_FRESH_MS (60 s) around its timestamp, as a signed read
+# request, and each node answers it once (TokenRequests)
+TOKEN_REQUESTS_PER_SIGNER = 10_000  # answered requests of one signer key in the 2 min window
+TOKEN_REQUESTS_TOTAL = 100_000  # over all signers: ~15 MB at most
 CLOCK_SKEW_MS = 60_000  # a token issued further in a verifier's future is refused
 
 
@@ -175,7 +184,8 @@ def check_grant(grant: GrantState, license_id: int, vehicle_id: int, now_ms: int
 
 @dataclass(frozen=True)
 class TokenRequest:
-    """A developer's signed ask for a token; ``bits`` 0 asks for every bit granted."""
+    """A developer's signed ask for a token; ``bits`` 0 asks for every bit granted.
+    ``issuer`` is the validator asked (its address): no other validator answers it."""
 
     license_id: int
     vehicle_id: int
@@ -185,24 +195,27 @@ class TokenRequest:
     timestamp_ms: int
     signature: bytes = b""
     chain_id: int | None = None
+    issuer: bytes = b""
 
 
 def token_request_message(chain_id: int, request: TokenRequest) -> str:
     """The exact text a license signer signs with EIP-191 (``personal_sign``)."""
     return (f"Motus access token request\nchain_id: {chain_id}\n"
+            f"issuer: 0x{request.issuer.hex()}\n"
             f"license_id: {request.license_id}\nvehicle_id: {request.vehicle_id}\n"
             f"bits: {request.bits}\naudience: {request.audience}\nttl_ms: {request.ttl_ms}\n"
             f"timestamp_ms: {request.timestamp_ms}")
 
 
-def sign_token_request(private_key: bytes, chain_id: int, license_id: int, vehicle_id: int,
-                       timestamp_ms: int, bits: int = 0, audience: str = ANY_AUDIENCE,
-                       ttl_ms: int = DEFAULT_TTL_MS) -> TokenRequest:
-    """Client side: a token request signed by a license signer key."""
+def sign_token_request(private_key: bytes, chain_id: int, issuer: bytes, license_id: int,
+                       vehicle_id: int, timestamp_ms: int, bits: int = 0,
+                       audience: str = ANY_AUDIENCE, ttl_ms: int = DEFAULT_TTL_MS) -> TokenRequest:
+    """Client side: a token request for the validator ``issuer`` (its address,
+    ``motus_nodeStatus().validator``) signed by a license signer key."""
     from dataclasses import replace
 
     request = TokenRequest(license_id, vehicle_id, bits, audience, ttl_ms, timestamp_ms,
-                           chain_id=chain_id)
+                           chain_id=chain_id, issuer=issuer)
     text = token_request_message(chain_id, request)
     signature = bytes(Account.sign_message(encode_defunct(text=text), private_key).signature)
     return replace(request, signature=signature)
@@ -212,16 +225,30 @@ def token_request_json(request: TokenRequest) -> dict[str, Any]:
     return {"licenseId": request.license_id, "vehicleId": request.vehicle_id,
             "bits": request.bits, "audience": request.audience, "ttlMs": request.ttl_ms,
             "timestampMs": request.timestamp_ms, "chainId": request.chain_id,
-            "signature": "0x" + request.signature.hex()}
+            "issuer": "0x" + request.issuer.hex(), "signature": "0x" + request.signature.hex()}
+
+
+class TokenRequests(UsedNonces):
+    """The token requests this node answered, kept until they expire (timestamp + 60 s):
+    each request is answered at most once per node, and names the one validator that
+    may answer it, so a copy of a request (a log, a proxy) mints nothing. Keyed by the
+    signer and the keccak of the signed text; bounded per signer and in total (then
+    ``too_many_requests`` / ``busy``; nothing is evicted early)."""
+
+    def __init__(self, per_signer: int = TOKEN_REQUESTS_PER_SIGNER,
+                 total: int = TOKEN_REQUESTS_TOTAL) -> None:
+        super().__init__(per_signer, total)
 
 
 def issue_token(state: Any, request: TokenRequest, chain_id: int, issuer_key: bytes,
-                now_ms: int) -> AccessToken:
+                now_ms: int, answered: TokenRequests | None = None) -> AccessToken:
     """Check a token request against the head state and sign the token. Refusals, in
-    this order: ``bad_request``, ``wrong_audience`` (another chain), ``expired`` (request
-    timestamp over 60 s from the clock), ``bad_signature``, ``not_signer``, ``no_grant`` /
-    ``revoked`` / ``expired_grant``, ``insufficient_grant`` (asked bits beyond the grant).
-    The token lasts ``ttl_ms`` but never past the grant's expiry."""
+    this order: ``bad_request``, ``wrong_audience`` (another chain, or another validator
+    than ``issuer_key``'s), ``expired`` (request timestamp over 60 s from the clock),
+    ``bad_signature``, ``not_signer``, then with ``answered`` (the node's memory of
+    answered requests) ``replayed`` / ``too_many_requests`` / ``busy``, then
+    ``no_grant`` / ``revoked`` / ``expired_grant``, ``insufficient_grant`` (asked bits
+    beyond the grant). The token lasts ``ttl_ms`` but never past the grant's expiry."""
     if not MIN_TTL_MS <= request.ttl_ms <= MAX_TTL_MS:
         raise TelemetryAccessError("bad_request", f"ttl_ms from {MIN_TTL_MS} to {MAX_TTL_MS}")
     if request.bits & ~PERMISSIONS_ALL:
@@ -233,19 +260,26 @@ def issue_token(state: Any, request: TokenRequest, chain_id: int, issuer_key: by
     if request.chain_id not in (None, chain_id):
         raise TelemetryAccessError("wrong_audience", f"request is for chain {request.chain_id}, "
                                                      f"this is chain {chain_id}")
+    issuer = address_of_private_key(issuer_key)
+    if request.issuer != issuer:
+        raise TelemetryAccessError("wrong_audience", f"request is for validator "
+                                                     f"0x{request.issuer.hex()}, this is "
+                                                     f"0x{issuer.hex()}")
     if abs(now_ms - request.timestamp_ms) > REQUEST_FRESH_MS:
         raise TelemetryAccessError("expired", "request timestamp is more than 60 s from the "
                                               "node's clock")
+    text = token_request_message(chain_id, request)
     try:
-        recovered = Account.recover_message(
-            encode_defunct(text=token_request_message(chain_id, request)),
-            signature=request.signature)
+        recovered = Account.recover_message(encode_defunct(text=text), signature=request.signature)
         signer = bytes.fromhex(recovered[2:])
     except Exception:
         raise TelemetryAccessError("bad_signature", "signature does not recover an address") from None
     if not is_license_signer(state, request.license_id, signer):
         raise TelemetryAccessError("not_signer", f"0x{signer.hex()} is not a current signer of "
                                                  f"license {request.license_id}")
+    request_id = keccak(text.encode())
+    if answered is not None:
+        answered.check(signer, request_id, now_ms)
     owner = get_owner(state, request.vehicle_id)
     grant = get_grant_state(state, request.vehicle_id, license_grantee(request.license_id))
     granted = check_grant(grant, request.license_id, request.vehicle_id, now_ms)
@@ -256,9 +290,12 @@ def issue_token(state: Any, request: TokenRequest, chain_id: int, issuer_key: by
     assert owner is not None  # a listed grant is on a live vehicle (burning resets grants)
     expires_ms = min(now_ms + request.ttl_ms, grant.expiry * 1000)
     token = AccessToken(chain_id, request.license_id, request.vehicle_id, bits,
-                        request.audience, owner, grant.generation, now_ms, expires_ms,
-                        address_of_private_key(issuer_key), signer)
-    return sign_token(token, issuer_key)
+                        request.audience, owner, grant.generation, now_ms, expires_ms, issuer,
+                        signer)
+    signed = sign_token(token, issuer_key)
+    if answered is not None:
+        answered.use(signer, request_id, request.timestamp_ms, now_ms)
+    return signed
 
 
 # --- verifying ---------------------------------------------------------------------------

@@ -85,23 +85,25 @@ def get_grants(ctx: RPCContext, ref: int | str, offset: int, limit: int,
                         "expiry": e} for v, b, e in page]}
 
 
-TOKEN_REQUEST_KEYS = {"licenseId", "vehicleId", "timestampMs", "signature"}
+TOKEN_REQUEST_KEYS = {"licenseId", "vehicleId", "timestampMs", "issuer", "signature"}
 TOKEN_REQUEST_OPTIONAL = {"bits", "audience", "ttlMs", "chainId"}
 
 
 def parse_token_request(value: Any) -> TokenRequest:
-    """``{licenseId, vehicleId, bits?, audience?, ttlMs?, timestampMs, chainId?,
+    """``{licenseId, vehicleId, bits?, audience?, ttlMs?, timestampMs, chainId?, issuer,
     signature}`` (node.tokens.sign_token_request / token_request_json make one)."""
     from node.tokens import ANY_AUDIENCE, DEFAULT_TTL_MS
 
     if not isinstance(value, dict):
         raise p.ParamError("expected {licenseId, vehicleId, bits, audience, ttlMs, timestampMs, "
-                           "chainId, signature}")
+                           "chainId, issuer, signature}")
     keys = set(value)
     if not TOKEN_REQUEST_KEYS <= keys or not keys <= TOKEN_REQUEST_KEYS | TOKEN_REQUEST_OPTIONAL:
         missing = sorted(TOKEN_REQUEST_KEYS - keys)
         extra = sorted(keys - TOKEN_REQUEST_KEYS - TOKEN_REQUEST_OPTIONAL)
-        raise p.ParamError(f"missing {missing}" if missing else f"unknown keys {extra}")
+        hint = " (issuer: the validator's address, motus_nodeStatus().validator)" \
+            if "issuer" in missing else ""
+        raise p.ParamError(f"missing {missing}{hint}" if missing else f"unknown keys {extra}")
     numbers: dict[str, int | None] = {}
     for key, default in (("bits", 0), ("ttlMs", DEFAULT_TTL_MS), ("timestampMs", None),
                          ("chainId", None)):
@@ -118,7 +120,7 @@ def parse_token_request(value: Any) -> TokenRequest:
     license_id = p.natural(value["licenseId"], "a license id", p.UINT256_MAX)
     return TokenRequest(license_id, parse_vehicle_id(value["vehicleId"]), int(numbers["bits"] or 0),
                         audience, int(numbers["ttlMs"] or 0), int(numbers["timestampMs"] or 0),
-                        p.data(value["signature"]), numbers["chainId"])
+                        p.data(value["signature"]), numbers["chainId"], p.address(value["issuer"]))
 
 
 def _refused(exc: TelemetryAccessError) -> RPCError:
@@ -136,7 +138,8 @@ def issue(ctx: RPCContext, request: TokenRequest) -> dict[str, Any]:
                                              "for tokens (any node verifies them)")
     state = ctx.app.head_state()
     try:
-        token = issue_token(state, request, ctx.node.chain_id, key, int(time.time() * 1000))
+        token = issue_token(state, request, ctx.node.chain_id, key, int(time.time() * 1000),
+                            getattr(ctx.node, "token_requests", None))
     except TelemetryAccessError as exc:
         raise _refused(exc) from None
     out = token_json(token)

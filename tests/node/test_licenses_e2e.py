@@ -8,7 +8,8 @@ drives. The module's tests share that chain and run in file order:
 1. web3.py sees the license as an ERC-721 (balanceOf, ownerOf, tokenURI, name, symbol);
 2. ``motus_getGrants`` lists the consented vehicle with its bits;
 3. a token issued by validator 0 (``motus token issue``) reads the car's telemetry on
-   validator 1; a token for validator 0 only is ``wrong_audience`` on validator 1;
+   validator 1; a token for validator 0 only is ``wrong_audience`` on validator 1; a
+   signed request is answered once, by the validator it names;
 4. the synthetic device is rewarded at its own data level (``synthetic_max_data_level``);
 5. a revocation ends the token on both nodes in the block that carries it (``revoked``);
 6. a transfer does the same for a fresh token (``vehicle_transferred``);
@@ -31,6 +32,7 @@ from web3 import Web3
 
 from devnet.device import Device, Drive
 from genesis.devnet import dev_accounts
+from node.tokens import sign_token_request, token_request_json
 from p2p.identity import load_or_create_node_key, node_multiaddr, peer_id_of
 from rpcclient.txsend import decode_logs, encode_call, send_call
 from tests.procs import (
@@ -214,6 +216,17 @@ def test_token_issued_by_one_validator_reads_on_the_other(world: World) -> None:
                  "--signer-key-file", str(world.keys[OWNER]), "--rpc", world.nodes[0].url,
                  check=False)
     assert done.returncode == 1 and json.loads(done.stdout)["code"] == "not_signer"
+    # a copy of a signed request mints nothing: not again here, not at the other validator
+    validator0 = bytes.fromhex(rpc(world.nodes[0].url, "motus_nodeStatus")["validator"][2:])
+    request = token_request_json(sign_token_request(
+        world.account(SIGNER)[1], CHAIN_ID, validator0, 1, world.vehicle_id,
+        int(time.time() * 1000)))
+    assert rpc(world.nodes[0].url, "motus_issueToken", [request])["signer"] == \
+        hexs(world.account(SIGNER)[0])
+    for node, code in ((0, "replayed"), (1, "wrong_audience")):
+        with pytest.raises(RuntimeError) as info:
+            rpc(world.nodes[node].url, "motus_issueToken", [request])
+        assert info.value.args[0]["data"]["code"] == code
 
 
 def test_synthetic_device_is_rewarded_at_its_own_data_level(world: World) -> None:

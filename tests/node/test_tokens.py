@@ -16,6 +16,7 @@ from node.access import AccessContext, Credential, Scope, authorize, recheck
 from node.signal_store import TelemetryAccessError
 from node.tokens import (
     AccessToken,
+    TokenRequests,
     check_standing,
     decode_token,
     issue_token,
@@ -31,6 +32,7 @@ from vm.vin import with_check_digit
 ETHER = 10**18
 VALIDATOR_KEY = bytes.fromhex("11" * 32)
 OTHER_KEY = bytes.fromhex("22" * 32)
+ISSUER = address_of_private_key(VALIDATOR_KEY)
 NODE = "12D3KooWNodeA"
 FULL = PERMISSION_TEMPLATES[4][1]
 
@@ -64,7 +66,7 @@ class World:
     def issue(self, *, key: bytes | None = None, bits: int = 0, audience: str = "*",
               ttl_ms: int = 600_000, at: int | None = None, license_id: int = 1) -> AccessToken:
         now = self.now() if at is None else at
-        request = sign_token_request(key or self.signer_key, 7077, license_id, self.vid, now,
+        request = sign_token_request(key or self.signer_key, 7077, ISSUER, license_id, self.vid, now,
                                      bits=bits, audience=audience, ttl_ms=ttl_ms)
         return issue_token(self.chain.state(), request, 7077, VALIDATOR_KEY, now)
 
@@ -111,10 +113,10 @@ def test_issue_refusals(world: World) -> None:
     assert refusal(world.issue, bits=1 << 1) == "bad_request"  # bit 1 is not grantable
     assert refusal(world.issue, ttl_ms=1) == "bad_request"
     now = world.now()
-    request = sign_token_request(world.signer_key, 7077, 1, world.vid, now - 120_000)
+    request = sign_token_request(world.signer_key, 7077, ISSUER, 1, world.vid, now - 120_000)
     assert refusal(issue_token, world.chain.state(), request, 7077, VALIDATOR_KEY, now) == "expired"
     # a request changed after signing recovers another address: not a signer
-    forged = replace(sign_token_request(world.signer_key, 7077, 1, world.vid, now), bits=1)
+    forged = replace(sign_token_request(world.signer_key, 7077, ISSUER, 1, world.vid, now), bits=1)
     assert refusal(issue_token, world.chain.state(), forged, 7077, VALIDATOR_KEY, now) == "not_signer"
     garbled = replace(forged, signature=b"\x00" * 65)
     assert refusal(issue_token, world.chain.state(), garbled, 7077, VALIDATOR_KEY, now) == "bad_signature"
@@ -122,11 +124,60 @@ def test_issue_refusals(world: World) -> None:
     assert refusal(world.issue, bits=FULL) == "insufficient_grant"
 
 
+def test_a_request_is_answered_once_and_by_the_validator_it_names(world: World) -> None:
+    now = world.now()
+    answered = TokenRequests()
+    request = sign_token_request(world.signer_key, 7077, ISSUER, 1, world.vid, now)
+    state = world.chain.state()
+    issue_token(state, request, 7077, VALIDATOR_KEY, now, answered)
+    # the same signed bytes again, at once or later in their window: nothing new is minted
+    assert refusal(issue_token, state, request, 7077, VALIDATOR_KEY, now, answered) == "replayed"
+    assert refusal(issue_token, state, request, 7077, VALIDATOR_KEY, now + 59_000,
+                   answered) == "replayed"
+    # past the window the request is stale, and the node forgets it
+    assert refusal(issue_token, state, request, 7077, VALIDATOR_KEY, now + 61_000,
+                   answered) == "expired"
+    assert len(answered) == 1
+    issue_token(state, sign_token_request(world.signer_key, 7077, ISSUER, 1, world.vid,
+                                          now + 61_000), 7077, VALIDATOR_KEY, now + 61_000, answered)
+    assert len(answered) == 1  # the first one expired when the second was recorded
+    # another validator does not answer a copy: the request names its issuer
+    assert refusal(issue_token, state, request, 7077, OTHER_KEY, now,
+                   TokenRequests()) == "wrong_audience"
+    # a refused request is not recorded (the node remembers only what it answered)
+    answered = TokenRequests()
+    narrow = sign_token_request(world.signer_key, 7077, ISSUER, 1, world.vid, now, bits=1 << 1)
+    assert refusal(issue_token, state, narrow, 7077, VALIDATOR_KEY, now, answered) == "bad_request"
+    assert len(answered) == 0
+
+
+def test_answered_requests_are_bounded_per_signer_and_in_total(world: World) -> None:
+    now = world.now()
+    state = world.chain.state()
+    answered = TokenRequests(per_signer=2, total=3)
+    for i in range(2):
+        issue_token(state, sign_token_request(world.signer_key, 7077, ISSUER, 1, world.vid,
+                                              now + i), 7077, VALIDATOR_KEY, now, answered)
+    third = sign_token_request(world.signer_key, 7077, ISSUER, 1, world.vid, now + 2)
+    assert refusal(issue_token, state, third, 7077, VALIDATOR_KEY, now,
+                   answered) == "too_many_requests"
+    world.lic.send(world.chain.accounts[2][1], "addSigner", 1, world.addr(6))
+    state = world.chain.state()
+    other = world.chain.accounts[6][1]
+    issue_token(state, sign_token_request(other, 7077, ISSUER, 1, world.vid, now), 7077,
+                VALIDATOR_KEY, now, answered)
+    fourth = sign_token_request(other, 7077, ISSUER, 1, world.vid, now + 1)
+    assert refusal(issue_token, state, fourth, 7077, VALIDATOR_KEY, now, answered) == "busy"
+    # an outsider's requests are refused before they reach the memory (not_signer)
+    stranger = sign_token_request(world.chain.accounts[7][1], 7077, ISSUER, 1, world.vid, now)
+    assert refusal(issue_token, state, stranger, 7077, VALIDATOR_KEY, now, answered) == "not_signer"
+
+
 def test_no_grant(world: World) -> None:
     vin = with_check_digit("1HGCM82630A000002")
     world.ident.send(world.owner_key, "mintVehicle", "Make", "Model", 2020, vin)
     other = world.ident.call("vehicleIdByVin", world.ident.call("hashVin", vin))
-    request = sign_token_request(world.signer_key, 7077, 1, other, world.now())
+    request = sign_token_request(world.signer_key, 7077, ISSUER, 1, other, world.now())
     assert refusal(issue_token, world.chain.state(), request, 7077, VALIDATOR_KEY,
                    world.now()) == "no_grant"
 
