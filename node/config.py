@@ -113,6 +113,9 @@ class WebhooksSection:
     timeout_seconds: int = 5  # one POST: connect, send, status line
     retry_initial_ms: int = 1_000  # first retry after this; doubling
     retry_max_ms: int = 300_000  # at most this between retries
+    # PEM file of CA certificates trusted for https targets besides the system's (a
+    # private CA of the operator's receivers); a relative path is under the node's home
+    ca_file: str = ""
 
 
 @dataclass
@@ -188,6 +191,8 @@ class Config:
         if not isinstance(cfg.webhooks.allowed_targets, list) or not all(
                 isinstance(t, str) for t in cfg.webhooks.allowed_targets):
             raise ConfigError("webhooks.allowed_targets must be a list of strings")
+        if not isinstance(cfg.webhooks.ca_file, str):
+            raise ConfigError("webhooks.ca_file must be a string (a PEM file's path)")
         if not 1 <= cfg.consensus.proposal_budget_pct <= 100:  # 0 builds empty blocks only
             raise ConfigError("consensus.proposal_budget_pct must be between 1 and 100")
         if cfg.mempool.journal_max_bytes < JOURNAL_MIN_BYTES:

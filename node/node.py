@@ -23,7 +23,7 @@ from node.keys import load_validator_key
 from node.localtxs import LocalTransactions
 from node.mempool import Mempool
 from node.store import ChainStore
-from node.webhooks import WebhookService
+from node.webhooks import WebhookService, tls_context
 from p2p.identity import load_or_create_node_key, peer_id_of
 from p2p.topics import TopicName
 from vm.modules.params import get_param
@@ -52,9 +52,11 @@ class Node:
                                                self.home.signals)
         self.app = Application(self.store, self.mempool, attestation_pool=self.attestations)
         # developers' webhooks on signals (node/webhooks.py), kept in the home
+        ca_file = self.config.webhooks.ca_file
         self.webhooks = WebhookService(
             self.home.root / "webhooks", self.config.webhooks, self.app.head_state,
-            lambda: get_param(self.app.head_state(), "h3_resolution"))
+            lambda: get_param(self.app.head_state(), "h3_resolution"),
+            tls_context(self.home.root / ca_file if ca_file else None))
         mp = self.config.mempool
         self.local_txs = LocalTransactions(
             self.mempool, self.home.tx_journal if mp.journal else None,

@@ -50,7 +50,7 @@ from codec.developer import (  # noqa: F401  (verify_webhook_signature: the rece
     webhook_signature,
 )
 from node.access import recheck
-from node.config import WebhooksSection
+from node.config import ConfigError, WebhooksSection
 from node.signal_store import (
     BIT_APPROXIMATE_LOCATION,
     BIT_CURRENT_LOCATION,
@@ -380,10 +380,51 @@ class WebhookStore:
 # --- delivery ------------------------------------------------------------------------------
 
 
+class TLSFailure(Exception):
+    """An https target's TLS handshake failed; ``code`` is ``bad_certificate`` (the
+    certificate does not verify: unknown issuer, self-signed, expired, another host's)
+    or ``tls`` (any other handshake failure), ``detail`` the library's reason."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+def tls_context(ca_file: Path | None = None) -> ssl.SSLContext:
+    """The client context of https deliveries: the system's CAs, plus the certificates
+    of ``ca_file`` (PEM) when given; hostname checks on. ConfigError on an unreadable
+    or invalid file, so a node with a bad ``webhooks.ca_file`` does not start."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"webhooks.ca_file {ca_file}: not a readable PEM file of CA "
+                              f"certificates ({exc})") from None
+    return context
+
+
+def _tls_failure(exc: BaseException) -> TLSFailure | None:
+    """The TLS failure behind ``exc`` (trio wraps the ssl error of a handshake in
+    BrokenResourceError), or None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return TLSFailure("bad_certificate", seen.verify_message or str(seen))
+        if isinstance(seen, ssl.SSLError):
+            return TLSFailure("tls", seen.reason or str(seen))
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 async def post(scheme: str, host: str, address: str, port: int, path: str, body: bytes,
-               headers: dict[str, str], timeout: float) -> int:
-    """POST ``body``; the receiver's status code. Raises OSError / trio errors /
-    TooSlowError (past ``timeout``: connect, send and the status line together)."""
+               headers: dict[str, str], timeout: float,
+               tls: ssl.SSLContext | None = None) -> int:
+    """POST ``body``; the receiver's status code. Raises TLSFailure (an https target's
+    handshake), OSError / trio errors, TooSlowError (past ``timeout``: connect, send and
+    the status line together). ``tls``: the context for https (default: the system's
+    CAs)."""
     head = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close",
             "Content-Type: application/json", f"Content-Length: {len(body)}",
             "User-Agent: motus-webhooks/1"]
@@ -393,9 +434,15 @@ async def post(scheme: str, host: str, address: str, port: int, path: str, body:
         stream: Any = await trio.open_tcp_stream(address, port)
         try:
             if scheme == "https":
-                stream = trio.SSLStream(stream, ssl.create_default_context(),
+                stream = trio.SSLStream(stream, tls or ssl.create_default_context(),
                                         server_hostname=host)
-                await stream.do_handshake()
+                try:
+                    await stream.do_handshake()
+                except (trio.BrokenResourceError, ssl.SSLError) as exc:
+                    failure = _tls_failure(exc)
+                    if failure is None:
+                        raise
+                    raise failure from None
             await stream.send_all(request)
             received = b""
             while b"\r\n" not in received and len(received) < MAX_RESPONSE_HEAD:
@@ -422,8 +469,9 @@ class WebhookService:
     """Registrations, logs and delivery tasks of one node. The trio thread only."""
 
     def __init__(self, path: Path, limits: WebhooksSection, head_state: Callable[[], Any],
-                 public_resolution: Callable[[], int]) -> None:
+                 public_resolution: Callable[[], int], tls: ssl.SSLContext | None = None) -> None:
         self.limits = limits
+        self.tls = tls or tls_context()
         self.policy = TargetPolicy.parse(list(limits.allowed_targets))
         self.store = WebhookStore(path)
         self.head_state = head_state
@@ -663,9 +711,11 @@ class WebhookService:
             scheme, host, port, path = self.policy.check_url(hook.url)
             address = await self.policy.address_for(host, port)
             return await post(scheme, host, address, port, path, body, headers,
-                              self.limits.timeout_seconds), None
+                              self.limits.timeout_seconds, self.tls), None
         except WebhookError as exc:
             return None, exc.code
+        except TLSFailure as exc:
+            return None, str(exc)
         except trio.TooSlowError:
             return None, "timeout"
         except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:

@@ -9,6 +9,9 @@ In file order, on one chain:
 3. webhooks to local HTTP receivers (127.0.0.1, free ports): a receiver that answers 500
    and then hangs gets every delivery in order once it recovers, signed with the
    webhook's secret, while a healthy receiver is not slowed; the log and replay work;
+   https receivers: one whose certificate the node's ``webhooks.ca_file`` CA signed gets
+   its deliveries, one with a self-signed certificate is refused (``bad_certificate``)
+   and retried on the retry schedule;
 4. a revocation ends the stream and disables the webhooks: nothing is delivered after.
 """
 
@@ -35,6 +38,7 @@ from devnet import fleet
 from node.signal_store import request_json, sign_request
 from rpcclient.txsend import encode_call
 from tests.procs import NodeProcess, free_port, init_home, rpc, set_config, wait_until
+from tests.tls import ServerCert, make_ca_and_certs
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("developer_e2e"),
               pytest.mark.timeout(240)]
@@ -43,6 +47,7 @@ SEED = "developer e2e"
 IDENTITY = "0x00000000000000000000000000000000004d0703"
 LIVE, HISTORY, APPROXIMATE = 1 << 5, 1 << 0, 1 << 7
 TIMEOUT_S = 2  # [webhooks] timeout_seconds of the node
+RETRY_INITIAL_MS, RETRY_MAX_MS = 200, 1_000  # [webhooks] retry_initial_ms, retry_max_ms
 
 
 def identity_abi() -> list[dict[str, Any]]:
@@ -58,6 +63,7 @@ class World:
     cars: list[Any]
     developer: Any
     stop: threading.Event
+    certs: tuple[ServerCert, ServerCert]  # signed by the node's webhooks.ca_file, self-signed
     driver: threading.Thread
     errors: list[BaseException] = field(default_factory=list)
 
@@ -86,8 +92,11 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     home = init_home(tmp_path_factory.mktemp("developer_e2e"))
+    ca_file, signed, self_signed = make_ca_and_certs(home / "tls")
     set_config(home, allowed_targets='["127.0.0.1"]', timeout_seconds=TIMEOUT_S,
-               retry_initial_ms=200, retry_max_ms=1_000)
+               retry_initial_ms=RETRY_INITIAL_MS, retry_max_ms=RETRY_MAX_MS,
+               ca_file="tls/ca.pem")  # relative: under the home
+    assert ca_file == home / "tls" / "ca.pem"
     node = NodeProcess(home).start()
     stop = threading.Event()
     try:
@@ -102,7 +111,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         fleet.send_batches(node.url, IDENTITY, [(car.owner_key, [encode_call(
             identity_abi(), "grantPermissions", car.vehicle_id, developer.address,
             LIVE | HISTORY | APPROXIMATE, int(time.time()) + 3_600)])])
-        world = World(node, chain_id, node_id, cars, developer, stop, threading.Thread())
+        world = World(node, chain_id, node_id, cars, developer, stop, (signed, self_signed),
+                      threading.Thread())
 
         def drive() -> None:  # the fleet simulator's rounds, one a second
             tally = fleet.Tally()
@@ -242,8 +252,9 @@ class Receiver:
     """An HTTP receiver on 127.0.0.1: records each POST (its body, when it came, whether
     the signature checked); ``mode`` says how it answers: ok, fail (500) or hang."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ServerCert | None = None) -> None:
         self.mode = "ok"
+        self.scheme = "https" if tls else "http"
         self.secret = b""
         self.got: list[tuple[float, dict[str, Any], bool, str]] = []
         self.lock = threading.Lock()
@@ -268,13 +279,17 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        if tls is not None:
+            # a failed handshake raises ssl.SSLError (an OSError) in accept: the server skips it
+            self.server.socket = tls.server_context().wrap_socket(self.server.socket,
+                                                                 server_side=True)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}/hook"
 
     def accepted(self) -> list[dict[str, Any]]:
         """Bodies this receiver answered 200 to, in arrival order."""
@@ -362,6 +377,47 @@ def test_a_failing_receiver_gets_everything_in_order_and_slows_nobody(
     # another address cannot read or replay this webhook
     assert world.refusal("motus_replayWebhook", world.credential(b"\x66" * 32),
                          bad_hook["id"], 1) == "not_yours"
+
+
+def attempts_possible(seconds: float) -> int:
+    """The most attempts of one event the retry rule allows within ``seconds``: the first
+    at once, then after waits of min(retry_max_ms, retry_initial_ms x 2^(n-1))."""
+    attempts, waited = 1, 0
+    while True:
+        waited += min(RETRY_MAX_MS, RETRY_INITIAL_MS * 2 ** (attempts - 1))
+        if waited > seconds * 1000:
+            return attempts
+        attempts += 1
+
+
+def test_https_targets_must_present_a_certificate_the_node_trusts(world: World) -> None:
+    trusted, untrusted = Receiver(world.certs[0]), Receiver(world.certs[1])
+    try:
+        good, bad = register(world, trusted), register(world, untrusted)
+        started = time.monotonic()
+        assert good["url"].startswith("https://127.0.0.1:")
+        wait_until(lambda: len([b for b in trusted.accepted() if b["webhookId"] == good["id"]])
+                   >= 2, 30, "deliveries over https to the receiver the CA file vouches for")
+        with trusted.lock:
+            assert all(signed for _, _, signed, _ in trusted.got)
+
+        def failing() -> dict[str, Any] | None:
+            log = world.call("motus_getWebhookDeliveries", world.credential(), bad["id"],
+                             {"limit": 10})["deliveries"]
+            return log[0] if log and log[0]["attempts"] >= 3 else None
+
+        first = wait_until(failing, 30, "three refused attempts at the self-signed receiver")
+        elapsed = time.monotonic() - started
+        assert first["status"] == "failing" and first["lastStatus"] is None
+        assert first["lastError"].startswith("bad_certificate: "), first["lastError"]
+        assert first["attempts"] <= attempts_possible(elapsed), (first, elapsed)
+        with untrusted.lock:
+            assert untrusted.got == []  # no request ever reached it
+        for hook in (good, bad):
+            world.call("motus_deleteWebhook", world.credential(), hook["id"])
+    finally:
+        trusted.close()
+        untrusted.close()
 
 
 # --- 4. revocation ---------------------------------------------------------------------------

@@ -238,3 +238,19 @@ def test_a_stream_needs_live_data(chain):
     with pytest.raises(TelemetryAccessError) as exc:
         owner_live_access(fleet, vid, bytes(stranger.key))
     assert exc.value.code == "denied"
+
+
+def test_a_bad_ca_file_stops_the_node_with_a_clear_error(tmp_path):
+    from node.config import Config, ConfigError
+    from node.webhooks import tls_context
+    from tests.tls import make_ca_and_certs
+
+    ca_file, signed, _ = make_ca_and_certs(tmp_path / "tls")
+    assert tls_context(ca_file).cert_store_stats()["x509_ca"] >= 1
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    for bad in (tmp_path / "missing.pem", tmp_path / "junk.pem"):
+        with pytest.raises(ConfigError, match="webhooks.ca_file"):
+            tls_context(bad)
+    with pytest.raises(ConfigError, match="webhooks.ca_file must be a string"):
+        Config.from_dict({"webhooks": {"ca_file": 1}})
+    assert Config.from_dict({"webhooks": {"ca_file": "tls/ca.pem"}}).webhooks.ca_file == "tls/ca.pem"
