@@ -1,6 +1,6 @@
 """``motus``: the one command-line tool (docs/cli.md).
 
-  motus init --home DIR [--chain-id N] [--moniker NAME] [--genesis FILE]
+  motus init --home DIR [--chain-id N] [--moniker NAME] [--genesis FILE] [--param NAME=VALUE]
   motus node start --home DIR
   motus keys new|list --home DIR
   motus genesis new --chain-id N --validator 0xADDR:POWER ... --out FILE
@@ -53,6 +53,13 @@ def _addr(s: str) -> bytes:
 
 def cmd_init(args: argparse.Namespace) -> int:
     home = Home(Path(args.home))
+    # chain parameters are checked before anything is made (exit 2, one line)
+    params = dict(parse_param_assignment(item) for item in args.param or [])
+    if params and args.genesis:
+        raise UsageError("--param shapes the genesis init makes; with --genesis FILE, set the "
+                         "parameters in FILE (motus genesis new --param ...)")
+    if params and home.genesis.exists():
+        _check_existing_params(home.genesis, params)
     home.root.mkdir(parents=True, exist_ok=True)
     owner = home.root.stat().st_uid
     if owner != os.getuid():
@@ -83,10 +90,22 @@ def cmd_init(args: argparse.Namespace) -> int:
         write_atomic(home.genesis, spec.to_json().encode(), mode=0o644)
     elif not home.genesis.exists():
         spec = new_genesis(args.chain_id, [(address, 10)], fund_dev_accounts=not args.no_dev_accounts,
-                           allow_dev_keys=args.allow_dev_keys)
+                           allow_dev_keys=args.allow_dev_keys, params=params)
         write_atomic(home.genesis, spec.to_json().encode(), mode=0o644)
     print(json.dumps({"home": str(home.root), "validator": "0x" + address.hex()}))
     return 0
+
+
+def _check_existing_params(path: Path, wanted: dict[str, int]) -> None:
+    """A rerun of ``init --param`` keeps the home's genesis: refuse, naming the
+    differences, when it was made with other values (they would silently not apply)."""
+    have = GenesisSpec.load(path).params
+    differ = [f"{name}={have[name]} (asked {value})" for name, value in wanted.items()
+              if have[name] != value]
+    if differ:
+        raise UsageError(f"{path} exists with {', '.join(differ)}; init keeps an existing "
+                         "genesis: use a new home, or delete that genesis.json before the "
+                         "node's first start")
 
 
 def cmd_node_start(args: argparse.Namespace) -> int:
@@ -233,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--rpc-port", type=int)
     init.add_argument("--rpc-host", help=RPC_HOST_HELP)
     init.add_argument("--p2p-port", type=int)
+    init.add_argument("--param", action="append", metavar="NAME=VALUE",
+                      help="a chain parameter of the new genesis (repeatable; docs/cli.md)")
     init.set_defaults(fn=cmd_init)
 
     node = sub.add_parser("node", help="run a node").add_subparsers(dest="node_cmd", required=True)

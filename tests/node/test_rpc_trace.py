@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("rpc_trace"), py
 
 FULL_BLOCK = os.environ.get("MOTUS_TRACE_30M") == "1"
 # the block cost cap (docs/consensus.md) bounds EVM gas per block: ~3.9 M gas at the default
-# weights; the 30 M mode needs a chain without the cap (max_block_cost = 0)
+# weights; the 30 M mode runs a chain without the cap (motus init --param max_block_cost=0)
 HEAVY_GAS = 29_900_000 if FULL_BLOCK else 3_500_000
 TRACE_TIMEOUT = 25  # rpc.trace_timeout_seconds's default
 # loop(n): while n: n -= 1  (10 opcodes, 40 gas a turn)
@@ -47,7 +47,8 @@ def proxy_code(target: bytes) -> bytes:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    proc = start_node(tmp_path_factory.mktemp("trace"))
+    proc = start_node(tmp_path_factory.mktemp("trace"),
+                      init_args=("--param", "max_block_cost=0") if FULL_BLOCK else ())
     yield proc
     proc.stop()
 
