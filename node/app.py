@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from eth_hash.auto import keccak
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from consensus.errors import InvalidEvidence
 from consensus.types import EMPTY_COMMIT, Commit, DuplicateVoteEvidence, Validator, ValidatorSet
@@ -51,6 +51,19 @@ BLOCK_COST = Histogram(
     ["kind"],
     registry=REGISTRY,
     buckets=(10_000, 50_000, 100_000, 200_000, 300_000, 500_000, 750_000, 1_000_000),
+)
+# the budget is wall time (ProposalBudget), so its outcome is measured in wall time too
+PROPOSAL_BUILD_SECONDS = Histogram(
+    "motus_proposal_build_seconds",
+    "Wall time of building a proposal under the proposal budget (execution start to the "
+    "encoded block)",
+    registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0),
+)
+PROPOSAL_BUDGET_STOPS = Counter(
+    "motus_proposal_budget_stops",
+    "Proposals whose filling the proposal budget cut short (items were left in the pools)",
+    registry=REGISTRY,
 )
 
 
@@ -98,7 +111,7 @@ class ProposalBudget:
         return False
 
     def finish(self) -> float:
-        """End of a build: its CPU seconds; learns the fill share from it."""
+        """End of a build: its wall seconds since start; learns the fill share from it."""
         elapsed = self.clock() - self._started
         if self.stopped and elapsed > 0:
             share = self.fill_share * self.seconds / elapsed
@@ -243,7 +256,9 @@ class Application:
         value = block.encode()
         self._remember(Executed(block, result, overlay), value)
         if budget is not None:
-            budget.finish()
+            PROPOSAL_BUILD_SECONDS.observe(budget.finish())
+            if budget.stopped:
+                PROPOSAL_BUDGET_STOPS.inc()
         BLOCK_EXECUTION_CPU.labels("build").observe(time.thread_time() - cpu_started)
         BLOCK_COST.labels("build").observe(result.cost)
         return value
