@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +190,36 @@ def write_genesis(path: Path, validators: list[tuple[str, int]]) -> None:
 
     spec = new_genesis(DEV_CHAIN_ID, [(bytes.fromhex(a[2:]), p) for a, p in validators])
     Path(path).write_text(spec.to_json())
+
+
+@contextlib.contextmanager
+def validator_pair(root: Path, params: dict[str, int] | None = None
+                   ) -> Iterator[tuple[list[NodeProcess], list[str]]]:
+    """Two validators of power 10 as real processes: homes ``root/v0`` and ``root/v1``
+    (200 ms blocks), one genesis with ``params`` over the default chain parameters,
+    validator 1 bootstrapping from validator 0. Yields (the processes, their libp2p peer
+    ids) once both are at height 2 and connected (so gossip can travel); stops both on
+    exit. The setup of the 2-validator e2e tests (licenses, data ownership)."""
+    from p2p.identity import load_or_create_node_key, node_multiaddr, peer_id_of
+
+    homes = [init_home(root, f"v{i}") for i in range(2)]
+    genesis = Path(root) / "genesis.json"
+    write_genesis(genesis, [(validator_address(h), 10) for h in homes])
+    doc = json.loads(genesis.read_text())
+    doc["params"].update(params or {})
+    for home in homes:
+        (home / "genesis.json").write_text(json.dumps(doc))
+    node_ids = [peer_id_of(load_or_create_node_key(h / "keys" / "node.key")) for h in homes]
+    nodes = [NodeProcess(h) for h in homes]
+    set_config(homes[1], bootstrap=f'["{node_multiaddr("127.0.0.1", nodes[0].p2p_port, node_ids[0])}"]')
+    try:
+        for node in nodes:
+            node.start()
+        for node in nodes:
+            node.wait_height(2, timeout=60)
+        wait_until(lambda: all(rpc(n.url, "motus_nodeStatus")["peers"] >= 1 for n in nodes), 30,
+                   "the validators to connect")
+        yield nodes, node_ids
+    finally:
+        for node in nodes:
+            node.stop()

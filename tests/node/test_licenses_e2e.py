@@ -33,18 +33,9 @@ from web3 import Web3
 from devnet.device import Device, Drive
 from genesis.devnet import dev_accounts
 from node.tokens import sign_token_request, token_request_json
-from p2p.identity import load_or_create_node_key, node_multiaddr, peer_id_of
 from rpcclient.txsend import decode_logs, encode_call, send_call
-from tests.procs import (
-    NodeProcess,
-    init_home,
-    motus,
-    rpc,
-    set_config,
-    validator_address,
-    wait_until,
-    write_genesis,
-)
+from tests.procs import NodeProcess, motus, rpc, validator_pair, wait_until
+from vm.modules.base import load_abi
 from vm.modules.identity import SYNTHETIC_DEVICE, typed_data
 from vm.vin import with_check_digit
 
@@ -59,10 +50,6 @@ LICENSES = "0x00000000000000000000000000000000004d0707"
 DEVELOPER, OWNER, SIGNER, BUYER = 2, 3, 5, 6  # dev accounts
 READINGS = 12  # 4x min_attestations: data level 3 for a hardware device
 INTEGRATION_KEY = bytes.fromhex("5e" * 32)
-
-
-def abi(name: str) -> list[dict[str, Any]]:
-    return json.loads((Path(__file__).resolve().parents[2] / "vm" / "abi" / f"{name}.json").read_text())
 
 
 def hexs(data: bytes) -> str:
@@ -102,33 +89,14 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("licenses_e2e")
-    homes = [init_home(root, f"v{i}") for i in range(2)]
-    genesis = root / "genesis.json"
-    write_genesis(genesis, [(validator_address(h), 10) for h in homes])
-    doc = json.loads(genesis.read_text())
-    doc["params"].update(GENESIS_PARAMS)
-    for home in homes:
-        (home / "genesis.json").write_text(json.dumps(doc))
-    node_ids = [peer_id_of(load_or_create_node_key(h / "keys" / "node.key")) for h in homes]
-    nodes = [NodeProcess(h) for h in homes]
-    set_config(homes[1], bootstrap=f'["{node_multiaddr("127.0.0.1", nodes[0].p2p_port, node_ids[0])}"]')
     keys = {}
     for i in (DEVELOPER, OWNER, SIGNER, BUYER):
         path = root / f"dev{i}.key"
         path.write_text(dev_accounts()[i][1].hex())
         path.chmod(0o600)
         keys[i] = path
-    try:
-        for node in nodes:
-            node.start()
-        for node in nodes:
-            node.wait_height(2, timeout=60)
-        wait_until(lambda: all(rpc(n.url, "motus_nodeStatus")["peers"] >= 1 for n in nodes), 30,
-                   "the validators to connect")
+    with validator_pair(root, GENESIS_PARAMS) as (nodes, node_ids):
         yield World(nodes, node_ids, keys)
-    finally:
-        for node in nodes:
-            node.stop()
 
 
 def test_license_is_an_erc721_a_wallet_sees(world: World) -> None:
@@ -138,7 +106,7 @@ def test_license_is_an_erc721_a_wallet_sees(world: World) -> None:
                     "--private-key-file", str(world.keys[DEVELOPER]))
     assert out["licenseId"] == 1 and out["feeWei"] == str(100 * 10**18)
     w3 = Web3(Web3.HTTPProvider(world.nodes[1].url, request_kwargs={"timeout": 10}))
-    lic = w3.eth.contract(address=Web3.to_checksum_address(LICENSES), abi=abi("licenses"))
+    lic = w3.eth.contract(address=Web3.to_checksum_address(LICENSES), abi=load_abi("licenses"))
     developer = Web3.to_checksum_address(world.account(DEVELOPER)[0])
     wait_until(lambda: lic.functions.balanceOf(developer).call() == 1, 15,
                "validator 1 to see the license")
@@ -158,8 +126,8 @@ def test_owner_connects_the_car_and_consents_in_one_transaction(world: World) ->
     _, owner_key = world.account(OWNER)
     vin = with_check_digit("1FTFW1E50A0000017")
     receipt = send_call(world.nodes[0].url, owner_key, IDENTITY,
-                        encode_call(abi("identity"), "mintVehicle", "Make", "Model", 2024, vin))
-    minted = [e for e in decode_logs(abi("identity"), receipt["logs"], IDENTITY)
+                        encode_call(load_abi("identity"), "mintVehicle", "Make", "Model", 2024, vin))
+    minted = [e for e in decode_logs(load_abi("identity"), receipt["logs"], IDENTITY)
               if e["event"] == "VehicleMinted"]
     world.vehicle_id = minted[0]["args"]["vehicleId"]
     # the integration (its license's signer key) consents to connect this car with its key
@@ -170,7 +138,7 @@ def test_owner_connects_the_car_and_consents_in_one_transaction(world: World) ->
         "owner": hexs(world.account(OWNER)[0]), "deadline": deadline})
     consent = bytes(Account.sign_typed_data(world.account(SIGNER)[1], full_message=doc).signature)
     send_call(world.nodes[0].url, owner_key, IDENTITY,
-              encode_call(abi("identity"), "mintSyntheticDevice", world.vehicle_id, 1,
+              encode_call(load_abi("identity"), "mintSyntheticDevice", world.vehicle_id, 1,
                           hexs(device.address), deadline, consent))
     out = world.cli("grant", "--license", "1", "--vehicle", str(world.vehicle_id),
                     "--template", "full", "--expires", "+1d",
@@ -268,7 +236,7 @@ def test_transfer_ends_outstanding_tokens_within_one_block(world: World) -> None
                "validator 1 to accept the fresh token")
     owner, owner_key = world.account(OWNER)
     receipt = send_call(world.nodes[0].url, owner_key, IDENTITY,
-                        encode_call(abi("identity"), "transferFrom", hexs(owner),
+                        encode_call(load_abi("identity"), "transferFrom", hexs(owner),
                                     hexs(world.account(BUYER)[0]), world.vehicle_id))
     height = int(receipt["blockNumber"], 16)
     for node in (0, 1):

@@ -31,18 +31,9 @@ from eth_account import Account
 from devnet import fleet
 from devnet.device import Drive
 from node.signal_store import request_json, sign_request
-from p2p.identity import load_or_create_node_key, node_multiaddr, peer_id_of
 from rpcclient.txsend import encode_call, wait_for_receipt
-from tests.procs import (
-    NodeProcess,
-    init_home,
-    motus,
-    rpc,
-    set_config,
-    validator_address,
-    wait_until,
-    write_genesis,
-)
+from tests.procs import NodeProcess, motus, rpc, validator_pair, wait_until
+from vm.modules.base import load_abi
 from vm.scoring import compute_owner_split
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ownership_e2e"),
@@ -55,11 +46,6 @@ GENESIS_PARAMS = {"epoch_length_blocks": EPOCH, "min_attestations": 3}
 IDENTITY = "0x00000000000000000000000000000000004d0703"
 BITS = {"non_location_history": 1 << 0, "current_location": 1 << 2, "location_history": 1 << 3,
         "live_data": 1 << 5, "raw_data": 1 << 6, "approximate_location": 1 << 7}
-
-
-def identity_abi() -> list[dict[str, Any]]:
-    path = Path(__file__).resolve().parents[2] / "vm" / "abi" / "identity.json"
-    return json.loads(path.read_text())
 
 
 def hexs(data: bytes) -> str:
@@ -124,37 +110,17 @@ class Devnet:
     def grant(self, grants: dict[bytes, int]) -> None:
         expiry = int(time.time()) + 3_600
         fleet.send_batches(self.nodes[0].url, IDENTITY, [(self.car.owner_key, [
-            encode_call(identity_abi(), "grantPermissions", self.car.vehicle_id, hexs(who), bits,
+            encode_call(load_abi("identity"), "grantPermissions", self.car.vehicle_id, hexs(who), bits,
                         expiry) for who, bits in grants.items()])])
 
 
 @pytest.fixture(scope="module")
 def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
-    root = tmp_path_factory.mktemp("ownership_e2e")
-    homes = [init_home(root, f"v{i}") for i in range(2)]
-    genesis = root / "genesis.json"
-    write_genesis(genesis, [(validator_address(h), 10) for h in homes])
-    doc = json.loads(genesis.read_text())
-    doc["params"].update(GENESIS_PARAMS)
-    for home in homes:
-        (home / "genesis.json").write_text(json.dumps(doc))
-    node_ids = [peer_id_of(load_or_create_node_key(h / "keys" / "node.key")) for h in homes]
-    nodes = [NodeProcess(h) for h in homes]
-    set_config(homes[1], bootstrap=f'["{node_multiaddr("127.0.0.1", nodes[0].p2p_port, node_ids[0])}"]')
-    try:
-        for node in nodes:
-            node.start()
-        for node in nodes:
-            node.wait_height(2, timeout=60)
-        # the two must also share the gossip topics before payloads can travel
-        wait_until(lambda: all(rpc(n.url, "motus_nodeStatus")["peers"] >= 1 for n in nodes), 30,
-                 "the validators to connect")
+    with validator_pair(tmp_path_factory.mktemp("ownership_e2e"), GENESIS_PARAMS) as (
+            nodes, node_ids):
         car = fleet.setup_fleet(nodes[0].url, fleet.plan_fleet(SEED, 1, CHAIN_ID, 7))[0]
         drive = Drive(48.137, 11.575, heading_deg=45.0, odometer_m=20_000)
         yield Devnet(nodes, node_ids, car, drive, [], {})
-    finally:
-        for node in nodes:
-            node.stop()
 
 
 # --- 1. where data lives ----------------------------------------------------------------
@@ -276,7 +242,7 @@ def test_a_sale_splits_data_access_and_the_epoch_reward(devnet: Devnet) -> None:
     # the sale comes after the seller's last reading by the device's own clock
     time.sleep(max(0.0, before[-1].attestation.timestamp_ms / 1000 - time.time() + 0.2))
     tx = fleet.queue_calls(nodes[0].url, car.owner_key, IDENTITY, [encode_call(
-        identity_abi(), "transferFrom", hexs(seller), hexs(buyer), car.vehicle_id)])[0]
+        load_abi("identity"), "transferFrom", hexs(seller), hexs(buyer), car.vehicle_id)])[0]
     receipt = wait_for_receipt(nodes[0].url, tx, 30)
     assert int(receipt["status"], 16) == 1
     block = rpc(nodes[0].url, "eth_getBlockByNumber", [receipt["blockNumber"], False])
