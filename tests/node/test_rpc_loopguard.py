@@ -75,3 +75,78 @@ def test_a_request_waits_at_most_max_wait() -> None:
         return waited
 
     assert 0.4 <= trio.run(main) < 2.5
+
+
+def _busy(seconds: float) -> None:
+    """Hold the loop as a request's parse, handler and answer would."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+async def _passes_under_rpc(guard: LoopGuard, connections: int, work_s: float,
+                            seconds: float) -> tuple[list[float], int]:
+    """(the gaps between a consensus-like task's turns, requests served) while
+    ``connections`` tasks each serve requests of ``work_s`` back to back."""
+    served = 0
+    gaps: list[float] = []
+
+    async def connection() -> None:
+        nonlocal served
+        while True:
+            await guard.admit()
+            _busy(work_s)
+            served += 1
+            await trio.sleep(0)  # the next request arrives: one turn per request
+
+    async def consensus_step() -> None:
+        last = time.perf_counter()
+        while True:
+            await trio.sleep(0)  # a message moving to its next task
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(connections):
+            nursery.start_soon(connection)
+        nursery.start_soon(consensus_step)
+        await trio.sleep(seconds)
+        nursery.cancel_scope.cancel()
+    return gaps, served
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def test_rpc_takes_a_bounded_share_of_each_loop_pass() -> None:
+    """40 connections of 0.5 ms requests made every pass of the loop 20 ms long before
+    the per-pass budget, so each step of a consensus message waited 20 ms; with it a
+    step waits for about the budget (2 ms), and RPC is still served."""
+    budgeted = LoopGuard(target=10.0)  # the lag part out of the way: the pass budget alone
+    gaps, served = trio.run(_passes_under_rpc, budgeted, 40, 0.0005, 1.0)
+    unbounded = LoopGuard(target=10.0, turn_budget=float("inf"))  # the code before
+    old_gaps, old_served = trio.run(_passes_under_rpc, unbounded, 40, 0.0005, 1.0)
+    assert _median(old_gaps) > 0.015, _median(old_gaps)
+    assert _median(gaps) < 0.008, _median(gaps)
+    # the loop time RPC gives up goes to the other task's turns, not to idling
+    assert served > 0.5 * old_served, (served, old_served)
+
+
+def test_rpc_alone_is_not_slowed_by_the_pass_budget() -> None:
+    async def serve(guard: LoopGuard) -> float:
+        t0 = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                async def connection() -> None:
+                    for _ in range(50):
+                        await guard.admit()
+                        _busy(0.0002)
+                        await trio.sleep(0)
+                nursery.start_soon(connection)
+        return time.perf_counter() - t0
+
+    with_budget = min(trio.run(serve, LoopGuard(target=10.0)) for _ in range(3))
+    without = min(trio.run(serve, LoopGuard(target=10.0, turn_budget=float("inf"))) for _ in range(3))
+    assert with_budget < 1.3 * without + 0.05, (with_budget, without)
