@@ -26,6 +26,19 @@ starts the next pass's budget. A message's step through a task then waits for at
 ~``turn_budget`` of RPC work instead of all of it. With nothing else runnable the
 deferred requests run in the very next pass: RPC alone loses one checkpoint per
 ``turn_budget``, nothing measurable.
+
+Both act inside the process. When the machine itself is short of CPU (validators and
+RPC clients on the same cores), a node busy with RPC all the time is also the last
+process the kernel runs when a consensus message for it arrives, and its proposals
+and votes go out late however its own loop is ordered (timestamped: a proposer's
+6 ms of CPU for a block took 90-125 ms of wall time at load average 14 on 2 cores).
+So while the loop runs late by more than ``share_lag`` (the sign that the process
+waits for a CPU), RPC requests may use at most ``cpu_share`` of a core
+(``rpc.cpu_share_percent``, measured as the process's CPU time over windows of ``window``
+seconds): beyond it they wait for the next window and the process sleeps, which
+leaves the CPU to the other processes and lets the kernel run this one promptly when
+its consensus messages arrive. With CPUs to spare the lag stays under ``share_lag``
+and RPC is not capped.
 """
 
 from __future__ import annotations
@@ -41,11 +54,15 @@ INTERVAL = 0.01  # how often the lag is sampled (s)
 TARGET = 0.02  # loop lag above which new RPC requests wait (s)
 MAX_WAIT = 1.0  # the longest one request waits for the loop (s)
 TURN_BUDGET = 0.002  # wall time RPC requests may take of one pass of the loop (s)
+SHARE_LAG = 0.005  # loop lag above which RPC is held to its CPU share (s)
+SHARE_WINDOW = 0.1  # the CPU share is counted over windows this long (s)
 
 
 class LoopGuard:
     def __init__(self, target: float = TARGET, max_wait: float = MAX_WAIT,
-                 interval: float = INTERVAL, turn_budget: float = TURN_BUDGET) -> None:
+                 interval: float = INTERVAL, turn_budget: float = TURN_BUDGET,
+                 cpu_share: float = 1.0, share_lag: float = SHARE_LAG,
+                 window: float = SHARE_WINDOW) -> None:
         self.target = target
         self.max_wait = max_wait
         self.interval = interval
@@ -53,6 +70,11 @@ class LoopGuard:
         self.lag = 0.0
         self.turn_started = -math.inf  # perf_counter() at the first request of this pass
         self.turn = 0  # which pass of the loop RPC is in, as counted by the deferred requests
+        self.cpu_share = cpu_share  # 1.0 or more: never capped
+        self.share_lag = share_lag
+        self.window = window
+        self.window_started = time.perf_counter()
+        self.window_cpu = time.process_time()  # the process's CPU time when it began
 
     async def run(self) -> None:
         """Sample the loop's lag until cancelled."""
@@ -69,7 +91,22 @@ class LoopGuard:
             give_up = trio.current_time() + self.max_wait
             while self.lag > self.target and trio.current_time() < give_up:
                 await trio.sleep(self.interval)
+        if self.cpu_share < 1.0:
+            await self._within_share()
         await self._take_turn()
+
+    async def _within_share(self) -> None:
+        while True:
+            now = time.perf_counter()
+            elapsed = now - self.window_started
+            if elapsed >= self.window:
+                self.window_started, self.window_cpu = now, time.process_time()
+                return
+            if self.lag <= self.share_lag:
+                return  # the process gets a CPU when it wants one: no cap
+            if time.process_time() - self.window_cpu <= self.cpu_share * self.window:
+                return
+            await trio.sleep(self.window - elapsed)
 
     async def _take_turn(self) -> None:
         if time.perf_counter() - self.turn_started <= self.turn_budget:

@@ -41,7 +41,9 @@ async def serve_rpc(
         limiter = RateLimiter(
             cfg.rate_limit_per_second, burst=max(cfg.rate_limit_per_second, cfg.max_batch)
         )
-    guard = LoopGuard()  # consensus first: requests wait while the loop is behind
+    # consensus first: requests wait while the loop is behind, take a bounded share of
+    # each pass of the loop, and of the CPU while the machine is short of it
+    guard = LoopGuard(cpu_share=cfg.cpu_share_percent / 100)
     cache = AnswerCache(cfg.answer_cache_bytes) if cfg.answer_cache_bytes > 0 else None
     dispatcher = Dispatcher(node, table, max_batch=cfg.max_batch, rate_limiter=limiter, hub=hub,
                             guard=guard, answer_cache=cache)

@@ -150,3 +150,46 @@ def test_rpc_alone_is_not_slowed_by_the_pass_budget() -> None:
     with_budget = min(trio.run(serve, LoopGuard(target=10.0)) for _ in range(3))
     without = min(trio.run(serve, LoopGuard(target=10.0, turn_budget=float("inf"))) for _ in range(3))
     assert with_budget < 1.3 * without + 0.05, (with_budget, without)
+
+
+def test_rpc_cpu_is_capped_only_while_the_process_waits_for_a_cpu() -> None:
+    """While the loop runs late (the machine is short of CPU), RPC requests stop once
+    the process has used ``cpu_share`` of a core in the current window and the process
+    sleeps; with the loop on time they are never held."""
+
+    async def serve(guard: LoopGuard, seconds: float) -> tuple[float, int]:
+        served = 0
+
+        async def connection() -> None:
+            nonlocal served
+            while True:
+                await guard.admit()
+                _busy(0.0005)
+                served += 1
+                await trio.sleep(0)
+
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(8):
+                nursery.start_soon(connection)
+            await trio.sleep(seconds)
+            nursery.cancel_scope.cancel()
+        return (time.process_time() - cpu0) / (time.perf_counter() - t0), served
+
+    late = LoopGuard(target=100.0, cpu_share=0.3)
+    late.lag = 0.05  # as the sampler reads it when the process waits for a CPU
+    share, served = trio.run(serve, late, 1.5)
+    assert share < 0.45, share  # ~0.3 of a core, whatever the machine's load
+    assert served > 0  # capped, not stopped
+
+    on_time = LoopGuard(target=100.0, cpu_share=0.3)
+    on_time.lag = 0.0
+
+    async def never_held() -> None:
+        _busy(0.2)  # far over the share of the window
+        t0 = trio.current_time()
+        for _ in range(100):
+            await on_time.admit()
+        assert trio.current_time() - t0 < 0.05
+
+    trio.run(never_held)
