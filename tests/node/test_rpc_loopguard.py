@@ -121,15 +121,18 @@ def _median(values: list[float]) -> float:
 
 
 def test_rpc_takes_a_bounded_share_of_each_loop_pass() -> None:
-    """40 connections of 0.5 ms requests made every pass of the loop 20 ms long before
-    the per-pass budget, so each step of a consensus message waited 20 ms; with it a
-    step waits for about the budget (2 ms), and RPC is still served."""
+    """80 connections of 0.5 ms requests made every pass of the loop 40 ms long before
+    the per-pass budget, so each step of a consensus message waited 40 ms; with it a
+    step waits for about the budget (2 ms) plus what the kernel takes from the
+    process, and RPC is still served."""
     budgeted = LoopGuard(target=10.0)  # the lag part out of the way: the pass budget alone
-    gaps, served = trio.run(_passes_under_rpc, budgeted, 40, 0.0005, 1.0)
+    gaps, served = trio.run(_passes_under_rpc, budgeted, 80, 0.0005, 1.0)
     unbounded = LoopGuard(target=10.0, turn_budget=float("inf"))  # the code before
-    old_gaps, old_served = trio.run(_passes_under_rpc, unbounded, 40, 0.0005, 1.0)
-    assert _median(old_gaps) > 0.015, _median(old_gaps)
-    assert _median(gaps) < 0.008, _median(gaps)
+    old_gaps, old_served = trio.run(_passes_under_rpc, unbounded, 80, 0.0005, 1.0)
+    assert _median(old_gaps) > 0.035, _median(old_gaps)
+    # relative, so that a loaded machine (the process preempted between passes) moves
+    # both alike: ~0.1 on a quiet one
+    assert _median(gaps) < 0.5 * _median(old_gaps), (_median(gaps), _median(old_gaps))
     # the loop time RPC gives up goes to the other task's turns, not to idling
     assert served > 0.5 * old_served, (served, old_served)
 
@@ -190,6 +193,6 @@ def test_rpc_cpu_is_capped_only_while_the_process_waits_for_a_cpu() -> None:
         t0 = trio.current_time()
         for _ in range(100):
             await on_time.admit()
-        assert trio.current_time() - t0 < 0.05
+        assert trio.current_time() - t0 < 0.5  # held, it would wait ~5 s (50 windows)
 
     trio.run(never_held)
