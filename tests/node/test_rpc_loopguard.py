@@ -152,7 +152,7 @@ def test_rpc_alone_is_not_slowed_by_the_pass_budget() -> None:
 
     with_budget = min(trio.run(serve, LoopGuard(target=10.0)) for _ in range(3))
     without = min(trio.run(serve, LoopGuard(target=10.0, turn_budget=float("inf"))) for _ in range(3))
-    assert with_budget < 1.3 * without + 0.05, (with_budget, without)
+    assert with_budget < 1.5 * without + 0.1, (with_budget, without)  # ~1.0 on a quiet machine
 
 
 def test_rpc_cpu_is_capped_only_while_the_process_waits_for_a_cpu() -> None:
