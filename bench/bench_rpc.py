@@ -6,13 +6,14 @@ blocks with the log index against the full scan, each pair measured in the same 
     python -m bench.bench_rpc --part logs [--blocks 10000]
     python -m bench.bench_rpc --part consensus      # rounds per height with / without RPC load
 
-http: a real node process (one validator, making blocks) serves ``eth_chainId``,
-``eth_blockNumber`` and ``eth_getBalance`` to ``--clients`` keep-alive connections,
-driven by two load processes that send pre-encoded requests with raw sockets (so the
-clients cost little of the machine). The baseline is the same method's handler called
-in this process on a node of the same genesis (``handler``), and its whole JSON-RPC
-processing without a socket (``Dispatcher.handle`` on the request bytes: ``dispatch``).
-Goal: HTTP rate >= 0.5 of the handler rate.
+http: a real node process (one validator, making blocks) serves the cheap reads of
+``CHEAP`` to ``--clients`` keep-alive connections, driven by two load processes that
+send pre-encoded requests with raw sockets (so the clients cost little of the
+machine), as single requests and as JSON-RPC batches of ``--batch`` calls, on a node
+with the answer cache off and on one with it on (see ``http_part``). The baseline is
+the same method's handler called in a loop in this process on a node of the same
+genesis with the same parameters (``handler``, CPU time), against the node's CPU time
+per call. Goal: HTTP rate >= 0.5 of the handler rate.
 
 logs: a 10,000-block chain with random logs (tests/logchain.py: real LevelDB, blocks
 committed through ``ChainStore.commit_block``, so with the index the node writes),
@@ -46,6 +47,8 @@ CHEAP = [
     ("eth_chainId", []),
     ("eth_blockNumber", []),
     ("eth_getBalance", ["0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266", "latest"]),
+    ("eth_getTransactionCount", ["0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266", "latest"]),
+    ("eth_getBlockByNumber", ["latest", False]),
 ]
 
 
@@ -109,13 +112,13 @@ def hammer(port: int, request: bytes | list[bytes], connections: int, duration: 
     out.put((done, errors, elapsed))
 
 
-def http_rate(port: int, method: str, params: list, clients: int, duration: float,
+def http_rate(port: int, requests: list[bytes], clients: int, duration: float,
               procs: int = 2) -> tuple[float, int]:
-    """(answers per second, answers) the node at ``port`` gives ``clients`` connections."""
+    """(answers per second, answers) the node at ``port`` gives ``clients`` connections,
+    connection i of each load process sending ``requests[i % len]``."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    request = request_bytes(port, method, params)
-    workers = [ctx.Process(target=hammer, args=(port, request, max(1, clients // procs), duration, out))
+    workers = [ctx.Process(target=hammer, args=(port, requests, max(1, clients // procs), duration, out))
                for _ in range(procs)]
     for w in workers:
         w.start()
@@ -124,7 +127,7 @@ def http_rate(port: int, method: str, params: list, clients: int, duration: floa
         w.join(10)
     errors = sum(e for _, e, _ in results)
     if errors:
-        raise RuntimeError(f"{method}: {errors} error answers")
+        raise RuntimeError(f"{errors} error answers")
     # each process counts over its own window: the processes' start-up is not counted
     return sum(done / elapsed for done, _, elapsed in results), sum(d for d, _, _ in results)
 
@@ -132,8 +135,9 @@ def http_rate(port: int, method: str, params: list, clients: int, duration: floa
 # --- handler and dispatch rates in this process ------------------------------------------
 
 
-def in_process_rates(home: Path, method: str, params: list, seconds: float = 1.0) -> tuple[float, float]:
-    """(handler calls, Dispatcher.handle calls) per CPU second of this process."""
+def in_process_rates(home: Path, method: str, calls: list[list], seconds: float = 1.0) -> tuple[float, float]:
+    """(handler calls, Dispatcher.handle calls) per CPU second of this process, cycling
+    through the parameter lists ``calls``; the dispatcher without the answer cache."""
     import trio
 
     from node.node import Node
@@ -146,26 +150,28 @@ def in_process_rates(home: Path, method: str, params: list, seconds: float = 1.0
         m = table.get(method)
         assert m is not None
         ctx = RPCContext(node)
-        args = m.bind(params)
+        bound = [m.bind(params) for params in calls]
 
         def loop(fn) -> float:
             n, t0 = 0, time.process_time()
             while True:
-                for _ in range(200):
-                    fn()
+                for i in range(200):
+                    fn(i)
                 n += 200
                 if (elapsed := time.process_time() - t0) >= seconds:
                     return n / elapsed
 
-        handler_rate = loop(lambda: m.handler(ctx, *args))
+        handler_rate = loop(lambda i: m.handler(ctx, *bound[i % len(bound)]))
         dispatcher = Dispatcher(node, table, max_batch=100, rate_limiter=None)
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+        bodies = [json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+                  for params in calls]
 
         async def dispatch_rate() -> float:
             n, t0 = 0, time.process_time()
             while True:
-                for _ in range(200):
-                    await dispatcher.handle(body, transport="http", client="127.0.0.1")
+                for i in range(200):
+                    await dispatcher.handle(bodies[i % len(bodies)], transport="http",
+                                            client="127.0.0.1")
                 n += 200
                 if (elapsed := time.process_time() - t0) >= seconds:
                     return n / elapsed
@@ -183,48 +189,85 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_node(root: Path, name: str = "node"):
+def start_node(root: Path, name: str = "node", **config: object):
     from tests.procs import NodeProcess, motus, set_config
 
     home = root / name
     motus("init", "--home", str(home))
-    set_config(home, rate_limit_per_second=0, max_connections_per_client=1024)
+    set_config(home, rate_limit_per_second=0, max_connections_per_client=1024, **config)
     return NodeProcess(home).start(wait=60)
 
 
-def http_part(clients: int, duration: float) -> None:
-    """The node's CPU per answer, against the handler's CPU per call: both are CPU time,
+def batch_bytes(port: int, method: str, calls: list[list]) -> bytes:
+    body = json.dumps([{"jsonrpc": "2.0", "id": i, "method": method, "params": params}
+                       for i, params in enumerate(calls)]).encode()
+    return (b"POST / HTTP/1.1\r\nhost: 127.0.0.1:%d\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (port, len(body), body))
+
+
+def batch_calls(method: str, params: list, size: int) -> list[list]:
+    """``size`` calls of ``method`` for one batch: distinct accounts where the method
+    takes one (so no two calls share an answer), else ``params`` repeated."""
+    if method in ("eth_getBalance", "eth_getTransactionCount"):
+        return [["0x%040x" % (0x1000 + i), "latest"] for i in range(size)]
+    return [params] * size
+
+
+def http_part(clients: int, duration: float, batch: int = 20) -> None:
+    """The node's CPU per call, against the handler's CPU per call: both are CPU time,
     so the other processes sharing the machine (the load generator, other jobs) change
-    neither much. The wall-clock rate is printed too, for what this machine gave."""
+    neither much. The wall-clock rate is printed too, for what this machine gave.
+
+    Each method is measured as single requests (every connection asking the same
+    call) and as JSON-RPC batches of ``batch`` calls (distinct accounts where the
+    method takes one), on a node with the answer cache off (every call runs its
+    handler: the honest comparison with the handler) and on one with it on (the
+    default; identical calls on one head are answered from the cache, which is what
+    many clients polling the same reads get)."""
+    from tests.procs import motus
+
     root = Path(tempfile.mkdtemp(prefix="motus-bench-rpc-"))
     try:
-        node = start_node(root)
-        try:
-            node.wait_height(2, timeout=60)
-            from tests.procs import motus
-
-            motus("init", "--home", str(root / "local"))  # same genesis, for the handlers
-            print(f"cheap reads, {clients} keep-alive clients, {duration:g} s each, {load_average()}",
-                  flush=True)
-            assert node.proc is not None
-            # what the node spends without RPC load (consensus, a block a second) is
-            # subtracted from its CPU time under load
-            cpu0, t0 = cpu_seconds(node.proc.pid), time.monotonic()
-            time.sleep(duration)
-            idle = (cpu_seconds(node.proc.pid) - cpu0) / (time.monotonic() - t0)
-            print(f"  node CPU without RPC load: {idle * 100:.1f} % of a core", flush=True)
-            for method, params in CHEAP:
+        motus("init", "--home", str(root / "local"))  # same genesis, for the handlers
+        print(f"cheap reads, {clients} keep-alive clients, {duration:g} s each, batches of {batch}, "
+              f"{load_average()}", flush=True)
+        baselines: dict[tuple[str, str], float] = {}
+        for method, params in CHEAP:
+            for mode in ("single", "batch"):
+                calls = [params] if mode == "single" else batch_calls(method, params, batch)
+                baselines[(method, mode)] = in_process_rates(root / "local", method, calls)[0]
+        for cache_bytes in (0, 8 * 1024 * 1024):
+            node = start_node(root, f"node-cache-{cache_bytes}", answer_cache_bytes=cache_bytes)
+            try:
+                node.wait_height(2, timeout=60)
+                assert node.proc is not None
+                # what the node spends without RPC load (consensus, a block a second) is
+                # subtracted from its CPU time under load
                 cpu0, t0 = cpu_seconds(node.proc.pid), time.monotonic()
-                wall_rate, served = http_rate(node.rpc_port, method, params, clients, duration)
-                cpu = cpu_seconds(node.proc.pid) - cpu0 - idle * (time.monotonic() - t0)
-                per_cpu = served / cpu
-                handler, dispatch = in_process_rates(root / "local", method, params)
-                print(f"  {method:<16} http {wall_rate:7.0f}/s wall, {per_cpu:7.0f} per node CPU-s "
-                      f"({1e6 / per_cpu:5.0f} us each) | dispatch {dispatch:7.0f}/CPU-s | handler "
-                      f"{handler:9.0f}/CPU-s | http/handler {per_cpu / handler:.3f}  "
-                      f"http/dispatch {per_cpu / dispatch:.2f}", flush=True)
-        finally:
-            node.stop()
+                time.sleep(duration)
+                idle = (cpu_seconds(node.proc.pid) - cpu0) / (time.monotonic() - t0)
+                print(f"  answer cache {'on' if cache_bytes else 'off'} "
+                      f"(node CPU without RPC load: {idle * 100:.1f} % of a core), {load_average()}",
+                      flush=True)
+                for method, params in CHEAP:
+                    for mode in ("single", "batch"):
+                        if mode == "single":
+                            request, per = request_bytes(node.rpc_port, method, params), 1
+                        else:
+                            calls = batch_calls(method, params, batch)
+                            request, per = batch_bytes(node.rpc_port, method, calls), batch
+                        cpu0, t0 = cpu_seconds(node.proc.pid), time.monotonic()
+                        wall_rate, served = http_rate(node.rpc_port, [request], clients, duration)
+                        cpu = cpu_seconds(node.proc.pid) - cpu0 - idle * (time.monotonic() - t0)
+                        per_cpu = served * per / cpu
+                        handler = baselines[(method, mode)]
+                        label = "single" if mode == "single" else f"batch {batch}"
+                        print(f"    {method:<24} {label:<9} http {wall_rate * per:7.0f} calls/s wall, "
+                              f"{per_cpu:7.0f} per node CPU-s ({1e6 / per_cpu:5.0f} us each) | "
+                              f"handler {handler:9.0f}/CPU-s ({1e6 / handler:6.1f} us) | "
+                              f"http/handler {per_cpu / handler:.3f}", flush=True)
+            finally:
+                node.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -296,7 +339,7 @@ def consensus_part(validators: int = 4, seconds: float = 30.0, clients: int = 16
                      request_bytes(m.rpc_port, "eth_call", [{"to": "0x" + "00" * 19 + "01",
                                                              "data": "0x"}, "latest"]),
                      request_bytes(m.rpc_port, "eth_getBlockByNumber", ["latest", True])]
-            cheap = [request_bytes(m.rpc_port, method, params) for method, params in CHEAP]
+            cheap = [request_bytes(m.rpc_port, method, params) for method, params in CHEAP[:3]]
             mix = [heavy[i % 3] if i % 4 == 0 else cheap[i % 3] for i in range(clients)]
             if os.environ.get("BENCH_RPC_MIX") == "cheap":
                 mix = cheap
@@ -383,6 +426,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--part", choices=("http", "logs", "consensus", "all"), default="all")
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--batch", type=int, default=20, help="calls per JSON-RPC batch (http part)")
     ap.add_argument("--blocks", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--consensus-seconds", type=float, default=30.0)
@@ -390,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.part in ("logs", "all"):
         logs_part(args.blocks, args.repeat)
     if args.part in ("http", "all"):
-        http_part(args.clients, args.duration)
+        http_part(args.clients, args.duration, args.batch)
     if args.part in ("consensus", "all"):
         consensus_part(seconds=args.consensus_seconds)
 

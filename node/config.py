@@ -52,6 +52,10 @@ class RPCSection:
     debug_api: bool = True
     # the web explorer's pages on GET / (docs/explorer.md); false: GET / answers 405 again
     explorer: bool = True
+    # results of head-dependent reads kept until the next block (node/rpc/answercache.py); 0: off
+    answer_cache_bytes: int = 8 * 1024 * 1024
+    # while the machine is short of CPU, RPC uses at most this % of a core (node/rpc/loopguard.py)
+    cpu_share_percent: int = 50
 
 
 @dataclass
@@ -232,6 +236,10 @@ def _check_rpc(rpc: RPCSection) -> None:
     for key in _RPC_POSITIVE:
         if getattr(rpc, key) < 1:
             raise ConfigError(f"rpc.{key} must be at least 1")
+    if not 5 <= rpc.cpu_share_percent <= 100:
+        raise ConfigError("rpc.cpu_share_percent must be between 5 and 100 (100: never capped)")
+    if rpc.answer_cache_bytes < 0:
+        raise ConfigError("rpc.answer_cache_bytes must be 0 (off) or more")
     if rpc.ws_idle_timeout_seconds <= rpc.ws_ping_interval_seconds:
         # a client that answers every ping must never look idle
         raise ConfigError("rpc.ws_idle_timeout_seconds must exceed rpc.ws_ping_interval_seconds")

@@ -19,6 +19,7 @@ from trie.exceptions import MissingTrieNode
 
 from codec.json import JSONParseError, parse_json
 from node.rpc import metrics
+from node.rpc.answercache import CACHED_METHODS, AnswerCache, cache_key
 from node.rpc.errors import (
     PARSE_ERROR,
     RPCError,
@@ -55,6 +56,11 @@ def _dumps(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
 
 
+def _result_answer(req_id: Any, result: bytes) -> bytes:
+    """The bytes ``_dumps`` gives for a result object, from the encoded result."""
+    return b'{"jsonrpc":"2.0","id":' + _dumps(req_id) + b',"result":' + result + b"}"
+
+
 def _error_doc(err: RPCError, req_id: Any = None) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": req_id, "error": err.to_json()}
 
@@ -77,10 +83,17 @@ class Dispatcher:
         rate_limiter: RateLimiter | None,
         hub: SubscriptionHub | None = None,
         guard: LoopGuard | None = None,
+        answer_cache: AnswerCache | None = None,
     ) -> None:
         self.node = node
         self.guard = guard  # when set, requests wait while the event loop is behind
         self.table = table
+        self.answer_cache = answer_cache
+        # cached only where the handler runs on the loop's thread, as commits do
+        self.cached_methods = frozenset(
+            name for name in CACHED_METHODS
+            if (m := table.get(name)) is not None and not m.blocking and not m.is_async
+        )
         self.max_batch = max_batch
         self.rate_limiter = rate_limiter
         self.hub = hub
@@ -164,7 +177,16 @@ class Dispatcher:
         try:
             if method is None:
                 raise method_not_found(name)
-            args = method.bind(item.get("params"))
+            params = item.get("params")
+            key = None
+            if self.answer_cache is not None and name in self.cached_methods:
+                key = cache_key(name, params)
+                if key is not None:
+                    head = self.node.store.head
+                    cached = self.answer_cache.get(head, key)
+                    if cached is not None:
+                        return None if notification else _result_answer(req_id, cached)
+            args = method.bind(params)
             if method.blocking:
                 result = await trio.to_thread.run_sync(
                     method.handler, ctx, *args, limiter=self.threads
@@ -173,9 +195,10 @@ class Dispatcher:
                 result = await method.handler(ctx, *args)
             else:
                 result = method.handler(ctx, *args)
-            answer = (
-                None if notification else _dumps({"jsonrpc": "2.0", "id": req_id, "result": result})
-            )
+            encoded = _dumps(result)
+            if key is not None:
+                self.answer_cache.put(head, key, encoded)  # type: ignore[union-attr]
+            answer = None if notification else _result_answer(req_id, encoded)
         except RPCError as err:
             metrics.RPC_ERRORS.labels(label, str(err.code)).inc()
             answer = None if notification else _dumps(_error_doc(err, req_id))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from node.rpc.answercache import AnswerCache
 from node.rpc.dispatch import Dispatcher
 from node.rpc.http import HTTPServer
 from node.rpc.loopguard import LoopGuard
@@ -40,9 +41,12 @@ async def serve_rpc(
         limiter = RateLimiter(
             cfg.rate_limit_per_second, burst=max(cfg.rate_limit_per_second, cfg.max_batch)
         )
-    guard = LoopGuard()  # consensus first: requests wait while the loop is behind
+    # consensus first: requests wait while the loop is behind, take a bounded share of
+    # each pass of the loop, and of the CPU while the machine is short of it
+    guard = LoopGuard(cpu_share=cfg.cpu_share_percent / 100)
+    cache = AnswerCache(cfg.answer_cache_bytes) if cfg.answer_cache_bytes > 0 else None
     dispatcher = Dispatcher(node, table, max_batch=cfg.max_batch, rate_limiter=limiter, hub=hub,
-                            guard=guard)
+                            guard=guard, answer_cache=cache)
     server = HTTPServer(node, dispatcher, hub, cfg)
     listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
     node.app.commit_listeners.append(hub.on_commit)
