@@ -8,9 +8,12 @@ default consensus config, RPC rate limit lifted: one client address sends everyt
 (devnet.fleet.setup_fleet). Every car's device then signs ``--readings`` honest
 readings one second apart, backdated inside ``attestation_stale_ms`` so that all of
 them are valid now (the pool chains a device's pending readings); all are signed
-before the clock starts, so the bench process spends the cores only on sending. They
-are sent in calls of 1,000 (the RPC limit) spread over the validators, from two
-threads, and the clock stops when the blocks' ``attestationCount`` adds up to all of
+before the clock starts, so the bench process spends the cores only on sending. The
+cars are split into lanes (two, or one per validator), each sending its cars' readings
+in calls of 1,000 (the RPC limit), oldest first and one call after the other, as a
+gateway would (a device's readings must arrive in order: sent concurrently, a later
+call could overtake an earlier one and make its readings replays); the lanes run at once
+and spread over the validators, and the clock stops when the blocks' ``attestationCount`` adds up to all of
 them.
 
 Run: ``python -m bench.bench_attest_e2e [--validators 1] [--cars 1000] [--readings 20]
@@ -57,9 +60,9 @@ SEED = "bench attest e2e"
 CALL_ITEMS = 1_000  # motus_submitAttestations takes at most this many
 
 
-def sign_readings(cars: list[fleet.Car], readings: int, now_ms: int) -> list[bytes]:
-    """``readings`` per car, one second apart, the newest a few seconds old; interleaved
-    (round by round) as a fleet would send them. Sequence numbers and odometers start
+def sign_readings(cars: list[fleet.Car], readings: int, now_ms: int) -> list[list[bytes]]:
+    """``readings`` per car, one second apart, the newest a few seconds old: one list per
+    car. Sequence numbers and odometers start
     from the clock (100 a second, 20 m a second: above what any earlier run reached),
     so a kept devnet takes the new readings too."""
     start_ms = now_ms - 5_000 - 1_000 * readings
@@ -76,7 +79,19 @@ def sign_readings(cars: list[fleet.Car], readings: int, now_ms: int) -> list[byt
             out.append(c.device.attest(vehicle_id=c.vehicle_id, timestamp_ms=ts, lat=lat,
                                        lon=lon, odometer_m=odometer, speed_cmps=1_200).raw)
         per_car.append(out)
-    return [per_car[i][r] for r in range(readings) for i in range(len(cars))]
+    return per_car
+
+
+def lane_calls(per_car: list[list[bytes]], lanes: int) -> list[list[list[bytes]]]:
+    """The calls each lane sends in turn: lane i has every lanes-th car; its readings go
+    round by round (all its cars' first readings, then the second ones...), cut into
+    calls of CALL_ITEMS."""
+    out = []
+    for lane in range(lanes):
+        cars = per_car[lane::lanes]
+        items = [car[r] for r in range(len(cars[0]) if cars else 0) for car in cars]
+        out.append([items[i:i + CALL_ITEMS] for i in range(0, len(items), CALL_ITEMS)])
+    return out
 
 
 def recovery_rate(raws: list[bytes]) -> float:
@@ -183,20 +198,21 @@ def main(argv: list[str] | None = None) -> None:
                                                            resolution))
         print(f"setup: {args.validators} validator(s), {len(cars)} cars paired through "
               f"transactions ({time.perf_counter() - t0:.0f} s)", flush=True)
-        raws = sign_readings(cars, args.readings, int(time.time() * 1000))
-        total = len(raws)
-        baseline = recovery_rate(raws)
-        chunks = [raws[i:i + CALL_ITEMS] for i in range(0, total, CALL_ITEMS)]
+        per_car = sign_readings(cars, args.readings, int(time.time() * 1000))
+        total = sum(map(len, per_car))
+        baseline = recovery_rate(per_car[0] + [car[0] for car in per_car])
+        lanes = lane_calls(per_car, max(2, args.validators))
         refused: dict[str, int] = {}
         lock = threading.Lock()
 
-        def submit(k: int) -> None:
-            results = rpc(urls[k % len(urls)], "motus_submitAttestations",
-                          [["0x" + r.hex() for r in chunks[k]]], timeout=120)
-            with lock:
-                for r in results:
-                    if not r["accepted"]:
-                        refused[r["code"]] = refused.get(r["code"], 0) + 1
+        def submit(lane: int) -> None:
+            for call in lanes[lane]:
+                results = rpc(urls[lane % len(urls)], "motus_submitAttestations",
+                              [["0x" + r.hex() for r in call]], timeout=120)
+                with lock:
+                    for r in results:
+                        if not r["accepted"]:
+                            refused[r["code"]] = refused.get(r["code"], 0) + 1
 
         start_height = int(rpc(urls[0], "eth_blockNumber"), 16)
         cpu_before = [process_cpu(p.pid) for p in procs]
@@ -205,8 +221,8 @@ def main(argv: list[str] | None = None) -> None:
         t_start = time.perf_counter()
         sizes: list[int] = []
         stamps: list[int] = []
-        with ThreadPoolExecutor(2) as pool:
-            sending = [pool.submit(submit, k) for k in range(len(chunks))]
+        with ThreadPoolExecutor(len(lanes)) as pool:
+            sending = [pool.submit(submit, lane) for lane in range(len(lanes))]
             included, height = 0, start_height
             deadline = t_start + args.timeout
             t_sent = None
