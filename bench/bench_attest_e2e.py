@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         t_start = time.perf_counter()
         sizes: list[int] = []
         stamps: list[int] = []
+        slowest_poll = 0.0  # the longest eth_blockNumber answer: how long the node's loop stalled
         with ThreadPoolExecutor(len(lanes)) as pool:
             sending = [pool.submit(submit, lane) for lane in range(len(lanes))]
             included, height = 0, start_height
@@ -231,7 +232,9 @@ def main(argv: list[str] | None = None) -> None:
                     t_sent = time.perf_counter()
                     for f in sending:
                         f.result()
-                head = int(rpc(urls[0], "eth_blockNumber"), 16)
+                asked = time.perf_counter()
+                head = int(rpc(urls[0], "eth_blockNumber", timeout=60), 16)
+                slowest_poll = max(slowest_poll, time.perf_counter() - asked)
                 while height < head:
                     height += 1
                     block = rpc(urls[0], "eth_getBlockByNumber", [hex(height), False])
@@ -257,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{'met' if rate >= goal else 'not met'}")
         report_time(elapsed, client_cpu, cpu_before, cpu_after, metrics_before, metrics_after,
                     sizes, stamps)
+        print(f"  slowest eth_blockNumber answer during the run: {slowest_poll:.2f} s")
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         print(f"({os.cpu_count()} CPUs, load average {load:.1f}: the validators, this client "
               "and any other job share the cores, so the rate is only meaningful on an idle "
