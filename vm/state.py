@@ -30,9 +30,9 @@ from codec.transaction import check_transaction_shape
 from vm.block import rlp_uint
 from vm.crypto import keccak256
 from vm.errors import MalformedTransaction
-from vm.flat import FlatDiff, flat_reader_of, publish_diff, update_trie_sorted
+from vm.flat import FlatDiff, flat_reader_of, publish_diff
 from vm.modules import SYSTEM_MODULES
-from vm.trie import FastAccountStorageDB
+from vm.trie import FastAccountStorageDB, TrieNodes, update_trie
 
 TransactionBuilder = CancunTransactionBuilder
 
@@ -172,7 +172,7 @@ class MotusAccountDB(AccountDB):
 
     def make_state_root(self) -> Hash32:
         """py-evm's make_state_root, with the account trie updated in one pass over the
-        block's changed accounts sorted by hashed address (vm.flat.update_trie_sorted)
+        block's changed accounts sorted by hashed address (vm.trie.update_trie)
         instead of one HexaryTrie.set each: same root, a fraction of the node reads,
         encodings and hashes."""
         for _address, store in self._dirty_account_stores():
@@ -186,13 +186,14 @@ class MotusAccountDB(AccountDB):
         for key, value in diff.pending_items():
             changes[keccak256(key)] = value or None
         if changes:
-            nodes: dict[bytes, bytes] = {}
             olds = None
             if self._flat_root is not None:
                 # the values before this persist, as the block's reads cached them
                 olds = {keccak256(a): self._trie_cache[a] for a in (*diff.deleted_keys(), *diff.pending_keys())}
-            root = update_trie_sorted(self._batchtrie.__getitem__, self._trie.root_hash,
-                                      sorted(changes.items()), nodes, olds)
+            # account trie nodes decoded for this update only: the flat snapshot serves
+            # account reads, so there is little to gain from keeping them
+            root, nodes = update_trie(TrieNodes(self._batchtrie, cache={}), self._trie.root_hash,
+                                      sorted(changes.items()), olds, keep=False)
             for key, node in nodes.items():
                 self._batchtrie[key] = node
             self._trie.root_hash = root
