@@ -488,7 +488,7 @@ class FastStorageLookup(StorageLookup):
     py-trie as before (after the collected writes), so every path ends in the same trie."""
 
     _pending: dict[bytes, bytes] | None = None
-    _fast_result: tuple[bytes, dict[bytes, bytes]] | None = None
+    _fast_result: tuple[bytes, MutableMapping[bytes, bytes]] | None = None
 
     def _nodes(self) -> TrieNodes:
         return TrieNodes(self._db, SHARED_MAX_NODES, SHARED_NODES)
@@ -544,7 +544,7 @@ class FastStorageLookup(StorageLookup):
                 else:
                     del trie[hashed]
 
-    def _fast(self) -> tuple[bytes, dict[bytes, bytes]]:
+    def _fast(self) -> tuple[bytes, MutableMapping[bytes, bytes]]:
         if self._fast_result is None:
             self._fast_result = update_trie(self._nodes(), self._starting_root_hash,
                                             sorted((self._pending or {}).items()))

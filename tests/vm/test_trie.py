@@ -7,10 +7,10 @@ from __future__ import annotations
 import random
 
 from eth.constants import BLANK_ROOT_HASH
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from eth.db.account import AccountDB
 from eth.db.atomic import AtomicDB
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from trie import HexaryTrie
 
 from tests.harness import LocalChain
