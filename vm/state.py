@@ -35,6 +35,7 @@ from vm.modules import SYSTEM_MODULES
 from vm.trie import FastAccountStorageDB, TrieNodes, update_trie
 
 TransactionBuilder = CancunTransactionBuilder
+_UINT256_LIMIT = 2**256
 
 
 class MotusComputation(CancunComputation):
@@ -205,6 +206,28 @@ class MotusAccountDB(AccountDB):
             self._flat_root = root
             publish_diff(self._flat_db, FlatDiff(self._flat_base, root, dict(self._flat_changed)))
         return root
+
+    # Storage reads and writes by system modules run thousands of times a block: the same
+    # checks as py-evm's (same errors), with the common case (an int slot and value, a
+    # 20-byte address) tested inline before py-evm's validators run.
+
+    def get_storage(self, address, slot: int, from_journal: bool = True) -> int:  # type: ignore[no-untyped-def]
+        if not (type(slot) is int and 0 <= slot < _UINT256_LIMIT
+                and type(address) is bytes and len(address) == 20):
+            validate_canonical_address(address, title="Storage Address")
+            validate_uint256(slot, title="Storage Slot")
+        return self._get_address_store(address).get(slot, from_journal)  # type: ignore[no-any-return]
+
+    def set_storage(self, address, slot: int, value: int) -> None:  # type: ignore[no-untyped-def]
+        if not (type(value) is int and 0 <= value < _UINT256_LIMIT
+                and type(slot) is int and 0 <= slot < _UINT256_LIMIT
+                and type(address) is bytes and len(address) == 20):
+            validate_uint256(value, title="Storage Value")
+            validate_uint256(slot, title="Storage Slot")
+            validate_canonical_address(address, title="Storage Address")
+        store = self._get_address_store(address)
+        self._dirty_accounts.add(address)
+        store.set(slot, value)
 
     def _get_address_store(self, address):  # type: ignore[no-untyped-def]
         # storage tries read through decoded nodes kept by hash and written in one batch

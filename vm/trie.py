@@ -33,7 +33,7 @@ from eth.db.storage import AccountStorageDB, StorageLookup
 from eth.vm.interrupt import MissingStorageTrieNode
 from eth_utils import int_to_big_endian
 
-from vm.block import rlp_length_prefix
+from vm.block import rlp_length_prefix, rlp_uint
 from vm.crypto import keccak256
 
 BLANK_ROOT = bytes.fromhex("56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421")
@@ -310,6 +310,9 @@ class _Writer:
             return self._build_present(keys, values, lo, hi, depth)
         kind = node[0]
         if kind == _LEAF:
+            if hi - lo == 1 and keys[lo][depth:] == node[1]:  # the usual case: its own key
+                value = values[lo]
+                return (_LEAF, node[1], value) if value else None
             # a leaf and the few keys changed around it: rebuilt from scratch
             leaf_key = keys[lo][:depth] + node[1]
             ks, vs = keys[lo:hi], values[lo:hi]
@@ -602,6 +605,14 @@ class FastAccountStorageDB(AccountStorageDB):
         self._storage_cache = CacheDB(self._storage_lookup)
         self._locked_changes = JournalDB(self._storage_cache)
         self._journal_storage = JournalDB(self._locked_changes)
+
+    def set(self, slot: int, value: int) -> None:
+        """py-evm's ``set`` with a value encoded by :func:`vm.block.rlp_uint` (the bytes
+        ``rlp.encode`` gives, without its sedes inference)."""
+        if value:
+            self._journal_storage[int_to_big_endian(slot)] = rlp_uint(value)
+        else:
+            super().set(slot, value)
 
     def get(self, slot: int, from_journal: bool = True) -> int:
         """py-evm's ``get`` with the stored value (RLP of a big-endian integer of at most
