@@ -21,7 +21,7 @@ from typing import Protocol
 
 from eth.constants import BLANK_ROOT_HASH
 
-from vm.trie import NODE_EXTENSION, NODE_LEAF, TrieNodes, update_trie
+from vm.trie import DISCARD, NODE_EXTENSION, NODE_LEAF, TrieNodes, update_trie
 
 
 class FlatReader(Protocol):
@@ -67,13 +67,6 @@ def publish_diff(db: object, diff: FlatDiff) -> None:
 # --- the root of a sorted key set ----------------------------------------------------
 
 
-class _Discard(dict):  # type: ignore[type-arg]
-    """A node sink that keeps nothing (a root computed only to be compared)."""
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        pass
-
-
 def trie_root_from_sorted(items: Iterable[tuple[bytes, bytes]],
                           nodes: MutableMapping[bytes, bytes] | None = None) -> bytes:
     """Root of the hexary Merkle Patricia trie holding ``items`` (key, value) whose keys
@@ -82,7 +75,7 @@ def trie_root_from_sorted(items: Iterable[tuple[bytes, bytes]],
     With ``nodes``, every node of 32 bytes or more is stored there under its hash (as
     HexaryTrie stores them), and the root node."""
     root, _ = update_trie(TrieNodes({}), BLANK_ROOT_HASH, items, keep=False,
-                          writes=_Discard() if nodes is None else nodes)
+                          writes=DISCARD if nodes is None else nodes)
     return root
 
 

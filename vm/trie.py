@@ -206,35 +206,48 @@ def hex_prefix(path: str, leaf: bool) -> bytes:
 
 def _rlp_bytes(item: bytes) -> bytes:
     n = len(item)
-    if n == 1 and item[0] < 0x80:
-        return item
+    if n < 56:
+        if n == 1 and item[0] < 0x80:
+            return item
+        return _STRING_PREFIX[n] + item
     return rlp_length_prefix(n, 0x80) + item
 
 
-def _child_ref(child: Any) -> bytes:
-    if child is None:
-        return b"\x80"
-    if type(child) is bytes:
-        return b"\xa0" + child
-    return encode_node(child)  # embedded: under 32 bytes
+_STRING_PREFIX = tuple(bytes((0x80 + n,)) for n in range(56))
+_LIST_PREFIX = tuple(bytes((0xC0 + n,)) for n in range(56))
 
 
 def encode_node(node: Any) -> bytes:
-    """The RLP of a node in TrieNodes' decoded form (children sealed: hash or embedded)."""
+    """The RLP of a node in TrieNodes' decoded form (children sealed: hash or embedded).
+    Written out without helper calls: every new node of every block is encoded here."""
     kind = node[0]
-    if kind == _LEAF:
-        payload = _rlp_bytes(hex_prefix(node[1], True)) + _rlp_bytes(node[2])
-    elif kind == _EXT:
-        payload = _rlp_bytes(hex_prefix(node[1], False)) + _child_ref(node[2])
+    if kind == _BRANCH:
+        payload = b"".join([
+            b"\x80" if c is None else b"\xa0" + c if type(c) is bytes else encode_node(c)
+            for c in node[1]]) + _rlp_bytes(node[2])
     else:
-        payload = b"".join([_child_ref(c) for c in node[1]]) + _rlp_bytes(node[2])
-    return rlp_length_prefix(len(payload), 0xC0) + payload
+        path = node[1]
+        if kind == _LEAF:
+            hp = bytes.fromhex("3" + path if len(path) & 1 else "20" + path)
+            tail = _rlp_bytes(node[2])
+        else:
+            hp = bytes.fromhex("1" + path if len(path) & 1 else "00" + path)
+            child = node[2]
+            tail = b"\xa0" + child if type(child) is bytes else encode_node(child)
+        n = len(hp)  # at least 1 byte
+        if n == 1 and hp[0] < 0x80:
+            payload = hp + tail
+        elif n < 56:
+            payload = _STRING_PREFIX[n] + hp + tail
+        else:
+            payload = rlp_length_prefix(n, 0x80) + hp + tail
+    n = len(payload)
+    return (_LIST_PREFIX[n] if n < 56 else rlp_length_prefix(n, 0xC0)) + payload
 
 
-def _next_nibble(nibble: str) -> str:
-    # the smallest string above every key with this nibble at this depth: "9" -> ":",
-    # which sorts between "9" and "a"
-    return chr(ord(nibble) + 1)
+# nibble -> the smallest string above every key with this nibble at a given depth:
+# "9" -> ":", which sorts between "9" and "a"
+_NEXT = {c: chr(ord(c) + 1) for c in _HEX}
 
 
 class _Writer:
@@ -256,7 +269,10 @@ class _Writer:
         digest = keccak256(encoded)
         self.writes[digest] = encoded
         if self.keep:
-            self.nodes.keep(digest, node)
+            nodes = self.nodes
+            if len(nodes._nodes) >= nodes.max_nodes:
+                nodes._nodes.clear()  # as TrieNodes.keep
+            nodes._nodes[digest] = node
         return digest
 
     def resolve(self, ref: Any, key: str, depth: int, count: int) -> Any:
@@ -296,7 +312,7 @@ class _Writer:
             i += 1
         while i < hi:
             nibble = keys[i][depth]
-            j = bisect_left(keys, keys[i][:depth] + _next_nibble(nibble), i + 1, hi)
+            j = bisect_left(keys, keys[i][:depth] + _NEXT[nibble], i + 1, hi)
             children[_NIBBLE[nibble]] = self.seal(self.build(keys, values, i, j, depth + 1))
             i = j
         return (_BRANCH, tuple(children), value)
@@ -337,21 +353,36 @@ class _Writer:
         if len(keys[i]) == depth:
             value = values[i]
             i += 1
+        cached = self.nodes._nodes
+        below = depth + 1
         while i < hi:
-            nibble = keys[i][depth]
-            j = bisect_left(keys, keys[i][:depth] + _next_nibble(nibble), i + 1, hi)
+            key = keys[i]
+            nibble = key[depth]
+            j = i + 1 if i + 1 == hi else bisect_left(keys, key[:depth] + _NEXT[nibble], i + 1, hi)
             slot = _NIBBLE[nibble]
-            children[slot] = self.update(children[slot], keys, values, i, j, depth + 1)
+            child = children[slot]
+            if j == i + 1 and type(child) is bytes:
+                # the usual case, one key changed below a stored leaf of its own: the new
+                # leaf without a call down (what update does for it)
+                node = cached.get(child)
+                if node is not None and node[0] == _LEAF and node[1] == key[below:]:
+                    new = values[i]
+                    children[slot] = (_LEAF, node[1], new) if new else None
+                    i = j
+                    continue
+            children[slot] = self.update(child, keys, values, i, j, below)
             i = j
-        present = [i for i in range(16) if children[i] is not None]
-        if len(present) > 1 or value and present:
-            return (_BRANCH, tuple([c if c is None or type(c) is bytes else self.seal(c)
+        empty = children.count(None)
+        if empty < 15 or value and empty == 15:
+            seal = self.seal
+            return (_BRANCH, tuple([c if c is None or type(c) is bytes else seal(c)
                                     for c in children]), value)
         if value:
             return (_LEAF, "", value)
-        if not present:
+        if empty == 16:
             return None
-        only = present[0]  # a branch of one child: merged into it
+        only = next(i for i in range(16) if children[i] is not None)
+        # a branch of one child: merged into it
         return self._prefixed(_HEX[only], self.resolve(children[only], "", 0, 0))
 
     def _build_present(self, keys: list[str], values: list[bytes], lo: int, hi: int,
@@ -368,6 +399,16 @@ class _Writer:
         if node[0] == _BRANCH:
             return (_EXT, prefix, self.seal(node))
         return (node[0], prefix + node[1], node[2])
+
+
+class _Discard(dict):  # type: ignore[type-arg]
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        pass
+
+
+DISCARD: MutableMapping[bytes, bytes] = _Discard()
+"""A node sink for :func:`update_trie` that keeps nothing (a root computed only to be
+compared: list roots, ``motus db check``)."""
 
 
 def update_trie(nodes: TrieNodes, root: bytes, changes: Iterable[tuple[bytes, bytes | None]],
