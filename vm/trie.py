@@ -657,11 +657,11 @@ class FastAccountStorageDB(AccountStorageDB):
 
     def get(self, slot: int, from_journal: bool = True) -> int:
         """py-evm's ``get`` with the stored value (RLP of a big-endian integer of at most
-        32 bytes, written by py-evm itself) decoded directly rather than through ``rlp``."""
+        32 bytes, written by py-evm itself) decoded directly rather than through ``rlp``,
+        and the journals looked into directly (:meth:`_read`)."""
         self._accessed_slots.add(slot)
-        lookup_db = self._journal_storage if from_journal else self._locked_changes
         try:
-            encoded = lookup_db[int_to_big_endian(slot)]
+            encoded = self._read(int_to_big_endian(slot), from_journal)
         except MissingStorageTrieNode:
             raise
         except KeyError:
@@ -670,3 +670,23 @@ class FastAccountStorageDB(AccountStorageDB):
             return 0
         first = encoded[0]
         return first if first < 0x80 else int.from_bytes(encoded[1:], "big")
+
+    def _read(self, key: bytes, from_journal: bool) -> bytes:
+        """What ``self._journal_storage[key]`` (``self._locked_changes[key]`` when not
+        ``from_journal``) answers, without the four wrapper calls: a value one of the two
+        journals holds, else the lookup's. The cache between the journals and the lookup
+        is write-through (py-evm resets it whenever the lookup's trie is swapped), so it
+        always holds what the lookup answers. Anything unusual (a journal cleared by a
+        storage wipe, a deletion marker) takes py-evm's own path."""
+        upper = self._journal_storage._journal if from_journal else None
+        lower = self._locked_changes._journal
+        if not lower._ignore_wrapped_db and (upper is None or not upper._ignore_wrapped_db):
+            value = None if upper is None else upper._current_values.get(key)
+            if value is None:
+                value = lower._current_values.get(key)
+                if value is None:
+                    return self._storage_lookup[key]  # type: ignore[no-any-return]
+            if type(value) is bytes:
+                return value
+        lookup_db = self._journal_storage if from_journal else self._locked_changes
+        return lookup_db[key]  # type: ignore[no-any-return]

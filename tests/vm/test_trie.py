@@ -108,16 +108,17 @@ def test_update_trie_against_hexary_trie(base, changes, deletes, one_length):
     assert update_trie(TrieNodes({}), BLANK_ROOT, final)[0] == root
 
 
-def _run_storage_script(state_class, seed: int) -> list[bytes]:
+def _run_storage_script(state_class, seed: int) -> list[object]:
     """Random storage writes (zeros delete), reverts and account wipes over several
-    blocks; the state root after each."""
+    blocks; the state root after each, then every value read in between."""
     rng = random.Random(seed)
     db = AtomicDB()
     chain = LocalChain()
     env = chain.env()
     root = BLANK_ROOT_HASH
     addresses = [bytes([i]) * 20 for i in range(1, 4)]
-    roots = []
+    roots: list[object] = []
+    seen: list[int] = []
     for _ in range(6):
         state = state_class(db, make_state(db, root, env).execution_context, root)
         for _ in range(rng.choice([1, 30, 200])):
@@ -137,10 +138,13 @@ def _run_storage_script(state_class, seed: int) -> list[bytes]:
             # reads in between see every write
             probe = rng.choice(addresses)
             state.get_storage(probe, rng.getrandbits(4))
+            # the committed value too (py-evm's SSTORE gas reads it): same on both paths
+            seen.append(state.get_storage(probe, rng.getrandbits(4), from_journal=False))
+            seen.append(state.get_storage(probe, rng.getrandbits(4)))
         state.persist()
         root = state.state_root
         roots.append(root)
-    return roots
+    return roots + seen
 
 
 def test_fast_storage_gives_the_stock_state_roots():
