@@ -153,10 +153,12 @@ def configure(members: list, verify_workers: int | None, budget_pct: int | None)
     for m in members:
         lift_rpc_rate_limit(m.home.config)
         cfg = Config.load(m.home.config)
-        if verify_workers is not None:
-            cfg.telemetry.verify_workers = verify_workers
-        if budget_pct is not None:
-            cfg.consensus.proposal_budget_pct = budget_pct
+        # a kept home keeps the last run's config: unset options go back to the defaults
+        defaults = Config()
+        cfg.telemetry.verify_workers = (defaults.telemetry.verify_workers
+                                        if verify_workers is None else verify_workers)
+        cfg.consensus.proposal_budget_pct = (defaults.consensus.proposal_budget_pct
+                                             if budget_pct is None else budget_pct)
         m.home.config.write_text(cfg.to_toml())
 
 
