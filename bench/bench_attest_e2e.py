@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -134,7 +135,8 @@ def process_cpu(pid: int) -> tuple[float, float, float]:
 
 
 def metric_sums(url: str) -> dict[str, float]:
-    """The node's block execution CPU sums and counts by kind (build/check)."""
+    """The node's block execution CPU sums and counts by kind (build/check), and its
+    attestation refusals by code."""
     import urllib.request
 
     out: dict[str, float] = {}
@@ -143,6 +145,9 @@ def metric_sums(url: str) -> dict[str, float]:
             if line.startswith("motus_block_execution_cpu_seconds_"):
                 name, value = line.rsplit(" ", 1)
                 out[name.replace("motus_block_execution_cpu_seconds_", "")] = float(value)
+            elif line.startswith("motus_attestation_rejects_total{"):
+                name, value = line.rsplit(" ", 1)
+                out["reject " + name.split('"')[1]] = float(value)
     return out
 
 
@@ -193,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         procs = start_devnet(members, args.profile, "warning")
         urls = [m.url for m in members]
         wait_rpc(urls)
-        wait_height(urls[0], int(rpc(urls[0], "eth_blockNumber"), 16) + 2)
+        wait_height(urls[0], int(rpc(urls[0], "eth_blockNumber"), 16) + 2, timeout=180)
         t0 = time.perf_counter()
         resolution = fleet.chain_param(urls[0], "h3_resolution")
         cars = fleet.setup_fleet(urls[0], fleet.plan_fleet(SEED, args.cars, CHAIN_ID,
@@ -290,9 +295,12 @@ def report_time(elapsed: float, client_cpu: float, cpu_before: list, cpu_after: 
             cpu = m1.get(f'sum{{kind="{kind}"}}', 0) - m0.get(f'sum{{kind="{kind}"}}', 0)
             if n:
                 kinds.append(f"{kind} {n:.0f} blocks {cpu:.1f} s ({1000 * cpu / n:.0f} ms each)")
+        refusals = {k[7:]: m1[k] - m0.get(k, 0) for k in m1
+                     if k.startswith("reject ") and m1[k] > m0.get(k, 0)}
         print(f"  validator {i}: main thread {main:.1f} s ({main / elapsed:.0%} busy), "
               f"other threads {others:.1f} s, workers {children:.1f} s; "
-              + ("; ".join(kinds) or "no blocks executed"))
+              + ("; ".join(kinds) or "no blocks executed")
+              + (f"; refused {refusals}" if refusals else ""))
     if len(stamps) > 1:
         gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
         print(f"  blocks with attestations: {len(sizes)}, mean {sum(sizes) / len(sizes):.0f} "
@@ -301,6 +309,4 @@ def report_time(elapsed: float, client_cpu: float, cpu_before: list, cpu_after: 
 
 
 if __name__ == "__main__":
-    import sys
-
     main(sys.argv[1:])
