@@ -8,6 +8,7 @@ docs/p2p.md, "Tuning"). Every value here is a measured trap, not a guess.
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import libp2p.pubsub.pubsub as libp2p_pubsub
@@ -34,6 +35,15 @@ MAX_RPC_SIZE = 2 * MAX_TOPIC_MESSAGE_SIZE
 SUBSCRIPTION_CHANNEL_SIZE = 1024
 
 assert MAX_RPC_SIZE >= MAX_TOPIC_MESSAGE_SIZE + 1 * MIB
+# Yamux flow control: the library's default (PY_YAMUX_RELEASE_ON_READ=1) answers almost
+# every read with a WINDOW_UPDATE frame (noise-encrypted, one more socket write). In a
+# four-validator devnet under attestation load a validator's trio loop wrote 215,000
+# window updates against 285,000 frames received, ~8 % of its time plus the writes. With
+# "0" the receiver grants window the go-yamux way, once half the window was consumed,
+# and the validators' main-thread CPU for the same 20,000 attestations fell by about a
+# quarter (bench_attest_e2e --validators 4, docs/benchmarks.md). An operator's own
+# PY_YAMUX_RELEASE_ON_READ wins (the library reads it on every call).
+YAMUX_RELEASE_ON_READ = "0"
 
 
 class TunedRpcQueue(RpcQueue):
@@ -81,8 +91,10 @@ def apply_library_tuning() -> None:
     ``rpc_queue.OutBoundQueueSize`` cannot be tuned by assignment: it is bound
     as ``RpcQueue.__init__``'s default argument when the module is imported.
     Pubsub creates each peer's queue with a bare ``RpcQueue()`` looked up in its
-    own module, so we substitute our subclass there.
+    own module, so we substitute our subclass there. The yamux window behaviour is an
+    environment variable the library reads on every call (YAMUX_RELEASE_ON_READ).
     """
+    os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", YAMUX_RELEASE_ON_READ)
     if libp2p_pubsub.RpcQueue is not TunedRpcQueue:
         libp2p_pubsub.RpcQueue = TunedRpcQueue  # type: ignore[misc]
         libp2p_pubsub.SUBSCRIPTION_CHANNEL_SIZE = SUBSCRIPTION_CHANNEL_SIZE
