@@ -157,3 +157,36 @@ async def test_yamux_grants_window_by_half_windows_and_large_messages_still_flow
             assert streams and all(isinstance(s.muxed_conn, Yamux) for s in streams)
             assert sum(s._window_update_bytes_read_only for s in streams) == 0
             nursery.cancel_scope.cancel()
+
+
+def test_a_peer_record_is_verified_once_per_host_peer_and_record(
+    node_factory: Callable[..., P2PNode], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pubsub verifies the sender's signed record on every RPC, twice; the same bytes from
+    the same peer are verified once (until the refresh), while a forged or misattributed
+    record is refused every time and never remembered."""
+    import libp2p.pubsub.utils as pubsub_utils
+    from libp2p.peer.peerstore import env_to_send_in_RPC
+
+    a, b = node_factory("a"), node_factory("b")
+    assert libp2p_pubsub.maybe_consume_signed_record is tuning.consume_signed_record_once
+    checks = []
+    real = pubsub_utils.consume_envelope
+
+    def counted(*args: object) -> object:
+        checks.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(pubsub_utils, "consume_envelope", counted)
+    rpc = rpc_pb2.RPC()
+    rpc.senderRecord = env_to_send_in_RPC(a.host)[0]
+    for _ in range(5):
+        assert tuning.consume_signed_record_once(rpc, b.host, a.host.get_id())
+    assert len(checks) == 1
+    assert not tuning.consume_signed_record_once(rpc, b.host, b.host.get_id())  # not b's
+    forged = rpc_pb2.RPC()
+    forged.senderRecord = rpc.senderRecord[:-1] + bytes([rpc.senderRecord[-1] ^ 1])
+    for _ in range(2):
+        assert not tuning.consume_signed_record_once(forged, b.host, a.host.get_id())
+    assert len(checks) == 4  # the misattributed one and each forged one were checked
+    assert tuning.consume_signed_record_once(rpc_pb2.RPC(), b.host, a.host.get_id())
