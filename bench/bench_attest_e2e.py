@@ -8,13 +8,25 @@ default consensus config, RPC rate limit lifted: one client address sends everyt
 (devnet.fleet.setup_fleet). Every car's device then signs ``--readings`` honest
 readings one second apart, backdated inside ``attestation_stale_ms`` so that all of
 them are valid now (the pool chains a device's pending readings); all are signed
-before the clock starts, so the bench process spends the cores only on sending. They
-are sent in calls of 1,000 (the RPC limit) spread over the validators, from two
-threads, and the clock stops when the blocks' ``attestationCount`` adds up to all of
+before the clock starts, so the bench process spends the cores only on sending. The
+cars are split into lanes (two, or one per validator), each sending its cars' readings
+in calls of 1,000 (the RPC limit), oldest first and one call after the other, as a
+gateway would (a device's readings must arrive in order: sent concurrently, a later
+call could overtake an earlier one and make its readings replays); the lanes run at once
+and spread over the validators, and the clock stops when the blocks' ``attestationCount`` adds up to all of
 them.
 
 Run: ``python -m bench.bench_attest_e2e [--validators 1] [--cars 1000] [--readings 20]
-[--block-attestations 10000] [--profile DIR]``.
+[--block-attestations 10000] [--verify-workers N] [--profile DIR] [--home DIR]``.
+
+Where the time went is printed after the rate: per validator process, the CPU seconds
+of its main (trio) thread, of its other threads and of its worker processes over the
+measured window, with the share of the window each kept busy; the blocks' mean size
+and interval (header timestamps); the CPU that building and checking blocks took (the
+node's ``motus_block_execution_cpu_seconds``). ``--home DIR`` keeps the devnet (keys,
+chain, paired cars) for the next run, which then skips the two-minute fleet setup; its
+devices' sequence numbers and odometers start from the clock, so earlier runs' readings
+never make the new ones replays.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -48,23 +61,38 @@ SEED = "bench attest e2e"
 CALL_ITEMS = 1_000  # motus_submitAttestations takes at most this many
 
 
-def sign_readings(cars: list[fleet.Car], readings: int, now_ms: int) -> list[bytes]:
-    """``readings`` per car, one second apart, the newest a few seconds old; interleaved
-    (round by round) as a fleet would send them."""
+def sign_readings(cars: list[fleet.Car], readings: int, now_ms: int) -> list[list[bytes]]:
+    """``readings`` per car, one second apart, the newest a few seconds old: one list per
+    car. Sequence numbers and odometers start
+    from the clock (100 a second, 20 m a second: above what any earlier run reached),
+    so a kept devnet takes the new readings too."""
     start_ms = now_ms - 5_000 - 1_000 * readings
     per_car = []
     for c in cars:
+        c.device.seq = start_ms // 10
         drive = Drive(fleet.HOME[0] + 0.01 * (c.index % 7 - 3),
                       fleet.HOME[1] + 0.015 * (c.index // 7 % 7 - 3),
                       heading_deg=(37.0 * c.index) % 360, speed_mps=12.0,
-                      odometer_m=10_000 + 1_000 * c.index, timestamp_ms=start_ms)
+                      odometer_m=start_ms // 50 + 1_000 * c.index, timestamp_ms=start_ms)
         out = []
         for _ in range(readings):
             lat, lon, odometer, ts = drive.step(1_000)
             out.append(c.device.attest(vehicle_id=c.vehicle_id, timestamp_ms=ts, lat=lat,
                                        lon=lon, odometer_m=odometer, speed_cmps=1_200).raw)
         per_car.append(out)
-    return [per_car[i][r] for r in range(readings) for i in range(len(cars))]
+    return per_car
+
+
+def lane_calls(per_car: list[list[bytes]], lanes: int) -> list[list[list[bytes]]]:
+    """The calls each lane sends in turn: lane i has every lanes-th car; its readings go
+    round by round (all its cars' first readings, then the second ones...), cut into
+    calls of CALL_ITEMS."""
+    out = []
+    for lane in range(lanes):
+        cars = per_car[lane::lanes]
+        items = [car[r] for r in range(len(cars[0]) if cars else 0) for car in cars]
+        out.append([items[i:i + CALL_ITEMS] for i in range(0, len(items), CALL_ITEMS)])
+    return out
 
 
 def recovery_rate(raws: list[bytes]) -> float:
@@ -77,6 +105,68 @@ def recovery_rate(raws: list[bytes]) -> float:
     return len(work) / (time.process_time() - c0)
 
 
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_of(stat_path: Path) -> float:
+    """utime + stime of a /proc stat file, in seconds (0 when it is gone)."""
+    try:
+        fields = stat_path.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def process_cpu(pid: int) -> tuple[float, float, float]:
+    """CPU seconds so far of process ``pid``: its main thread, its other threads, and its
+    child processes (attestation workers) with their own threads; Linux /proc only."""
+    task = Path(f"/proc/{pid}/task")
+    main = _cpu_of(task / str(pid) / "stat")
+    others = sum(_cpu_of(t / "stat") for t in task.glob("*") if t.name != str(pid))
+    children = 0.0
+    for t in task.glob("*"):
+        try:
+            kids = (t / "children").read_text().split()
+        except OSError:
+            continue
+        for kid in kids:
+            children += sum(_cpu_of(k / "stat") for k in Path(f"/proc/{kid}/task").glob("*"))
+    return main, others, children
+
+
+def metric_sums(url: str) -> dict[str, float]:
+    """The node's block execution CPU sums and counts by kind (build/check), and its
+    attestation refusals by code."""
+    import urllib.request
+
+    out: dict[str, float] = {}
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith("motus_block_execution_cpu_seconds_"):
+                name, value = line.rsplit(" ", 1)
+                out[name.replace("motus_block_execution_cpu_seconds_", "")] = float(value)
+            elif line.startswith("motus_attestation_rejects_total{"):
+                name, value = line.rsplit(" ", 1)
+                out["reject " + name.split('"')[1]] = float(value)
+    return out
+
+
+def configure(members: list, verify_workers: int | None, budget_pct: int | None) -> None:
+    """Node config for the run: RPC rate limit lifted, and the options asked for."""
+    from node.config import Config
+
+    for m in members:
+        lift_rpc_rate_limit(m.home.config)
+        cfg = Config.load(m.home.config)
+        # a kept home keeps the last run's config: unset options go back to the defaults
+        defaults = Config()
+        cfg.telemetry.verify_workers = (defaults.telemetry.verify_workers
+                                        if verify_workers is None else verify_workers)
+        cfg.consensus.proposal_budget_pct = (defaults.consensus.proposal_budget_pct
+                                             if budget_pct is None else budget_pct)
+        m.home.config.write_text(cfg.to_toml())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--validators", type=int, default=1)
@@ -84,52 +174,64 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--readings", type=int, default=20, help="per car (<= 250)")
     parser.add_argument("--block-attestations", type=int, default=10_000,
                         help="chain parameter max_block_attestations")
+    parser.add_argument("--verify-workers", type=int, default=None,
+                        help="telemetry.verify_workers of the nodes (default: the node's)")
+    parser.add_argument("--budget-pct", type=int, default=None,
+                        help="consensus.proposal_budget_pct of the nodes (default: the node's)")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--keep", action="store_true", help="keep homes and logs")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="devnet directory kept between runs (made on the first)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="directory for a cProfile of each validator process")
     args = parser.parse_args(argv or [])
 
-    root = Path(tempfile.mkdtemp(prefix="motus-bench-attest-"))
+    root = args.home or Path(tempfile.mkdtemp(prefix="motus-bench-attest-"))
     procs = []
     try:
         ports = [(free_port(), free_port()) for _ in range(args.validators)]
         members = prepare(root / "devnet", args.validators, 0, 0, CHAIN_ID, ports=ports,
                           params={"max_block_attestations": args.block_attestations})
-        for m in members:
-            lift_rpc_rate_limit(m.home.config)
+        configure(members, args.verify_workers, args.budget_pct)
         if args.profile is not None:
             args.profile.mkdir(parents=True, exist_ok=True)
         procs = start_devnet(members, args.profile, "warning")
         urls = [m.url for m in members]
         wait_rpc(urls)
-        wait_height(urls[0], 2)
+        wait_height(urls[0], int(rpc(urls[0], "eth_blockNumber"), 16) + 2, timeout=180)
         t0 = time.perf_counter()
         resolution = fleet.chain_param(urls[0], "h3_resolution")
         cars = fleet.setup_fleet(urls[0], fleet.plan_fleet(SEED, args.cars, CHAIN_ID,
                                                            resolution))
         print(f"setup: {args.validators} validator(s), {len(cars)} cars paired through "
               f"transactions ({time.perf_counter() - t0:.0f} s)", flush=True)
-        raws = sign_readings(cars, args.readings, int(time.time() * 1000))
-        total = len(raws)
-        baseline = recovery_rate(raws)
-        chunks = [raws[i:i + CALL_ITEMS] for i in range(0, total, CALL_ITEMS)]
+        per_car = sign_readings(cars, args.readings, int(time.time() * 1000))
+        total = sum(map(len, per_car))
+        baseline = recovery_rate(per_car[0] + [car[0] for car in per_car])
+        lanes = lane_calls(per_car, max(2, args.validators))
         refused: dict[str, int] = {}
         lock = threading.Lock()
 
-        def submit(k: int) -> None:
-            results = rpc(urls[k % len(urls)], "motus_submitAttestations",
-                          [["0x" + r.hex() for r in chunks[k]]], timeout=120)
-            with lock:
-                for r in results:
-                    if not r["accepted"]:
-                        refused[r["code"]] = refused.get(r["code"], 0) + 1
+        def submit(lane: int) -> None:
+            for call in lanes[lane]:
+                results = rpc(urls[lane % len(urls)], "motus_submitAttestations",
+                              [["0x" + r.hex() for r in call]], timeout=120)
+                with lock:
+                    for r in results:
+                        if not r["accepted"]:
+                            refused[r["code"]] = refused.get(r["code"], 0) + 1
 
         start_height = int(rpc(urls[0], "eth_blockNumber"), 16)
+        cpu_before = [process_cpu(p.pid) for p in procs]
+        metrics_before = [metric_sums(u) for u in urls]
+        client_before = time.process_time()
         t_start = time.perf_counter()
-        with ThreadPoolExecutor(2) as pool:
-            sending = [pool.submit(submit, k) for k in range(len(chunks))]
-            included, height, blocks = 0, start_height, 0
+        sizes: list[int] = []
+        stamps: list[int] = []
+        slowest_poll = 0.0  # the longest eth_blockNumber answer: how long the node's loop stalled
+        with ThreadPoolExecutor(len(lanes)) as pool:
+            sending = [pool.submit(submit, lane) for lane in range(len(lanes))]
+            included, height = 0, start_height
             deadline = t_start + args.timeout
             t_sent = None
             while included < total - sum(refused.values()) and time.perf_counter() < deadline:
@@ -137,37 +239,74 @@ def main(argv: list[str] | None = None) -> None:
                     t_sent = time.perf_counter()
                     for f in sending:
                         f.result()
-                head = int(rpc(urls[0], "eth_blockNumber"), 16)
+                asked = time.perf_counter()
+                head = int(rpc(urls[0], "eth_blockNumber", timeout=60), 16)
+                slowest_poll = max(slowest_poll, time.perf_counter() - asked)
                 while height < head:
                     height += 1
                     block = rpc(urls[0], "eth_getBlockByNumber", [hex(height), False])
-                    included += int(block["attestationCount"], 16)
-                    blocks += 1 if int(block["attestationCount"], 16) else 0
+                    count = int(block["attestationCount"], 16)
+                    included += count
+                    if count:
+                        sizes.append(count)
+                        stamps.append(int(block["timestampMs"], 16))
                 time.sleep(0.05)
         elapsed = time.perf_counter() - t_start
+        client_cpu = time.process_time() - client_before
+        cpu_after = [process_cpu(p.pid) for p in procs]
+        metrics_after = [metric_sums(u) for u in urls]
         t_sent = t_sent or elapsed + t_start
         rate = included / elapsed
         print(f"raw coincurve recovery (this process, 1 core)   {baseline:8.0f} /s")
         print(f"admitted over RPC (all calls answered)           {total / (t_sent - t_start):8.0f} /s")
         print(f"end to end, in finalized blocks                  {rate:8.0f} /s  "
               f"= {rate / baseline:.2f} x recovery  ({included} of {total} in {elapsed:.1f} s, "
-              f"{blocks} blocks{', refused ' + str(refused) if refused else ''})")
+              f"{len(sizes)} blocks{', refused ' + str(refused) if refused else ''})")
         goal = 10_000 if args.validators == 1 else 2_500
         print(f"goal >= {goal:,} /s with {args.validators} validator(s) on this machine: "
               f"{'met' if rate >= goal else 'not met'}")
+        report_time(elapsed, client_cpu, cpu_before, cpu_after, metrics_before, metrics_after,
+                    sizes, stamps)
+        print(f"  slowest eth_blockNumber answer during the run: {slowest_poll:.2f} s")
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         print(f"({os.cpu_count()} CPUs, load average {load:.1f}: the validators, this client "
               "and any other job share the cores, so the rate is only meaningful on an idle "
               "machine; the ratio shows how far recovery alone would go)")
     finally:
         stop(procs)
-        if args.keep:
+        if args.keep or args.home is not None:
             print(f"homes and logs kept in {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
 
 
-if __name__ == "__main__":
-    import sys
+def report_time(elapsed: float, client_cpu: float, cpu_before: list, cpu_after: list,
+                metrics_before: list, metrics_after: list, sizes: list[int],
+                stamps: list[int]) -> None:
+    """Where the window's time went (see the module doc)."""
+    print(f"where the time went ({elapsed:.1f} s window; busy = CPU / window):")
+    print(f"  bench client (signing done before): {client_cpu:.1f} s CPU")
+    for i, (before, after) in enumerate(zip(cpu_before, cpu_after, strict=True)):
+        main, others, children = (a - b for a, b in zip(after, before, strict=True))
+        m0, m1 = metrics_before[i], metrics_after[i]
+        kinds = []
+        for kind in ("build", "check"):
+            n = m1.get(f'count{{kind="{kind}"}}', 0) - m0.get(f'count{{kind="{kind}"}}', 0)
+            cpu = m1.get(f'sum{{kind="{kind}"}}', 0) - m0.get(f'sum{{kind="{kind}"}}', 0)
+            if n:
+                kinds.append(f"{kind} {n:.0f} blocks {cpu:.1f} s ({1000 * cpu / n:.0f} ms each)")
+        refusals = {k[7:]: m1[k] - m0.get(k, 0) for k in m1
+                     if k.startswith("reject ") and m1[k] > m0.get(k, 0)}
+        print(f"  validator {i}: main thread {main:.1f} s ({main / elapsed:.0%} busy), "
+              f"other threads {others:.1f} s, workers {children:.1f} s; "
+              + ("; ".join(kinds) or "no blocks executed")
+              + (f"; refused {refusals}" if refusals else ""))
+    if len(stamps) > 1:
+        gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+        print(f"  blocks with attestations: {len(sizes)}, mean {sum(sizes) / len(sizes):.0f} "
+              f"(max {max(sizes)}), mean interval {sum(gaps) / len(gaps):.0f} ms "
+              f"(max {max(gaps)} ms)")
 
+
+if __name__ == "__main__":
     main(sys.argv[1:])

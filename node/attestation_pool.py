@@ -17,12 +17,14 @@ rejected (code), from a bounded history.
 
 from __future__ import annotations
 
+import heapq
 import multiprocessing
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from heapq import heappush
 from itertools import repeat
 from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
@@ -427,6 +429,11 @@ class AttestationPool:
         self._per_source: dict[str, int] = {}
         self._per_device: dict[bytes, int] = {}
         self._history: OrderedDict[bytes, AttestationStatus] = OrderedDict()
+        # (timestamp_s, id) of pending items, oldest first, so that ``drop_stale`` after
+        # each block looks only at what is stale, not at the whole pool (a scan of 20,000
+        # pending items was ~80 ms a block on the trio thread). Items that left the pool
+        # stay in it until popped or until ``_compact_times`` rebuilds it.
+        self._by_time: list[tuple[int, bytes]] = []
 
     # -- sizes --
 
@@ -496,6 +503,7 @@ class AttestationPool:
         per_source, per_device = self._per_source, self._per_device
         max_items, max_bytes = self.max_items, self.max_bytes
         max_per_source, max_per_device = self.max_per_source, self.max_per_device
+        by_time = self._by_time
         # the admission loop runs for every attestation: checks and insertion written inline
         for i, outcome in zip(todo, checked, strict=True):
             att_id = ids[i]
@@ -516,6 +524,7 @@ class AttestationPool:
                 results[i] = AddResult(att_id, False, code)
                 continue
             pending[att_id] = _new_tuple(_Entry, (raw, outcome, source))  # _Entry(...), faster
+            heappush(by_time, (outcome.timestamp_s, att_id))
             self._bytes += len(raw)
             per_source[source] = per_source.get(source, 0) + 1
             per_device[device] = per_device.get(device, 0) + 1
@@ -524,6 +533,7 @@ class AttestationPool:
             results[i] = _accepted(att_id)
         for i, j in duplicates:
             results[i] = results[j]
+        self._compact_times()
         if source:
             self.credit.charge(source, sum(1 for i in todo if not results[i].accepted  # type: ignore[union-attr]
                                            and results[i].code != POOL_FULL))  # type: ignore[union-attr]
@@ -662,15 +672,26 @@ class AttestationPool:
 
     def drop_stale(self, now_ms: int, stale_ms: int) -> list[tuple[bytes, str]]:
         """Drop and return (id, ``stale``) of pending attestations older than ``stale_ms``
-        before ``now_ms`` (the one check whose answer changes with time alone)."""
+        before ``now_ms`` (the one check whose answer changes with time alone), oldest
+        first. Costs what is dropped (and the pool's departed items it passes), not the
+        size of the pool."""
         dropped = []
         code = RejectCode.STALE.value
-        for att_id, entry in list(self._pending.items()):
-            if entry.att.timestamp_s * 1000 + stale_ms < now_ms:
+        heap, pending = self._by_time, self._pending
+        while heap and heap[0][0] * 1000 + stale_ms < now_ms:
+            _, att_id = heapq.heappop(heap)
+            if att_id in pending:
                 self._drop(att_id)
                 self._reject(att_id, code)
                 dropped.append((att_id, code))
         return dropped
+
+    def _compact_times(self) -> None:
+        """Rebuild the time order from the pending items when departed ones dominate it
+        (amortised: at most once per as many departures as there are pending items)."""
+        if len(self._by_time) > 2 * len(self._pending) + 4_096:
+            self._by_time = [(e.att.timestamp_s, att_id) for att_id, e in self._pending.items()]
+            heapq.heapify(self._by_time)
 
     def reject_pending(self, rejected: Iterable[tuple[bytes, str]]) -> int:
         """Drop pending attestations that block building refused, recording and counting

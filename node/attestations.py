@@ -12,10 +12,12 @@ counters and the off-chain signal store, and connects them to the rest of the no
                            (consensus and block sync alike): included items leave the
                            pool, the cache advances, the rest is rechecked on the new head
 
-Admission runs one batch at a time, in arrival order (a FIFO lock), so attestations of
-one device chain in the order they came. The CPU-heavy part (signature recovery) runs
-off the trio thread, which also runs consensus; only the cheap stateful checks and the
-pool bookkeeping (~12 us an attestation) run on it.
+The CPU-heavy part (signature recovery) runs off the trio thread, which also runs
+consensus, for up to ADMISSION_CHECKS_AT_ONCE batches at a time (both cores: while one
+batch's signatures are checked, the next one's are too, and the trio thread does the
+stateful part of an earlier one); only the cheap stateful checks and the pool
+bookkeeping (~12 us an attestation) run on it, one batch at a time in arrival order
+(:class:`ArrivalOrder`), so attestations of one device chain in the order they came.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +77,10 @@ SIGNAL_ITEM_MAX_BYTES = 256 + MAX_SIGNALS_BYTES + 16  # [attestation, payload], 
 SIGNAL_FLUSH_S = 0.1  # a signals batch leaves at most this long after its first item
 PRUNE_INTERVAL_S = 600.0  # signal store retention sweep
 THREAD_MIN_BATCH = 8  # below this the stateless checks run inline: a thread hop costs more
+# Batches whose stateless checks may run at once (threads, or feeding the worker
+# processes): one per core of the 2-core reference machine. More only queue for the
+# same cores while holding their batches in memory.
+ADMISSION_CHECKS_AT_ONCE = 2
 # Codes that block building reports without the attestation being invalid for good:
 # the block was full, or its time is still before the attestation's (the node admitted
 # it by its own clock, up to attestation_future_ms ahead).
@@ -126,6 +133,38 @@ def decode_signal_item(item: bytes) -> tuple[bytes, bytes]:
     return pair[0], pair[1]
 
 
+class ArrivalOrder:
+    """Admits tasks to a section one at a time, in the order they arrived (took their
+    place), whatever order they become ready in; a task that leaves before its turn
+    (cancelled, or done early) gives up its turn without holding up those behind it."""
+
+    def __init__(self) -> None:
+        self._issued = 0  # places handed out
+        self._next = 0  # the place whose turn it is
+        self._left: set[int] = set()  # places given up, not yet passed
+        self._lot = trio.lowlevel.ParkingLot()
+
+    @asynccontextmanager
+    async def place(self) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+        """Take the next place; yields ``turn()``, which returns once every earlier place
+        has been left. The turn lasts until the block exits."""
+        ticket = self._issued
+        self._issued += 1
+
+        async def turn() -> None:
+            while self._next != ticket:
+                await self._lot.park()
+
+        try:
+            yield turn
+        finally:
+            self._left.add(ticket)
+            while self._next in self._left:
+                self._left.discard(self._next)
+                self._next += 1
+            self._lot.unpark_all()
+
+
 class AttestationService:
     """Pool, admission cache, counters and signal store of one node (see module doc).
 
@@ -159,7 +198,8 @@ class AttestationService:
         self._publish: Callable[[bytes], bool] | None = None
         self.signal_batcher: Batcher | None = None  # payloads to the signals topic
         self._signal_inbox: Any = None
-        self._admission = trio.Lock()  # FIFO: batches are admitted in arrival order
+        self._order = ArrivalOrder()  # the stateful part of admission, in arrival order
+        self._checking = trio.CapacityLimiter(ADMISSION_CHECKS_AT_ONCE)
         self._view: Any = None
         self._view_dropped = 0  # pool.dropped when the view was last rebuilt
         self.light_rechecks = 0  # new heads followed without rechecking the pool (tests)
@@ -259,26 +299,32 @@ class AttestationService:
                      gossip: bool = True) -> list[AddResult]:
         """Admit attestations; one :class:`AddResult` per item, in order.
 
-        Signatures are checked off the trio thread; the stateful checks against the head
-        and the insertion run on it, one batch at a time in arrival order. ``source``
-        (``rpc:<address>`` or ``peer:<id>``) is charged for the pool's per-source quota.
+        Signatures are checked off the trio thread, several batches at once; the stateful
+        checks against the head and the insertion run on it, one batch at a time in
+        arrival order. ``source`` (``rpc:<address>`` or ``peer:<id>``) is charged for
+        the pool's per-source quota.
         ``payloads`` (per item, or None) are stored in the signal store for accepted
         items; they must have passed :func:`check_payload`. With ``gossip``, items that
         entered the pool now are handed to the gossip batcher.
         """
         raws = [bytes(r) for r in raws]
-        async with self._admission:
+        async with self._order.place() as turn:
             ids = [compute_attestation_id(r) for r in raws]
             if not self.pool.admits(source, len(raws)):  # before any signature is checked
                 self.counters.add(THROTTLED, len(raws))
                 return [AddResult(att_id, False, THROTTLED) for att_id in ids]
+            # What is pending or refused for its bytes now is not checked again; the pool
+            # may change before our turn, and add_many checks inline whatever then
+            # needs it and has no outcome here.
             todo = [i for i, att_id in enumerate(ids) if self.pool.needs_check(att_id)]
             stateless: list[Any] = [None] * len(raws)
             if len(todo) >= THREAD_MIN_BATCH:
                 work = [raws[i] for i in todo]
-                outcomes = await trio.to_thread.run_sync(self._check_stateless, work)
+                outcomes = await trio.to_thread.run_sync(self._check_stateless, work,
+                                                         limiter=self._checking)
                 for i, outcome in zip(todo, outcomes, strict=True):
                     stateless[i] = outcome
+            await turn()
             was_pending = [att_id in self.pool for att_id in ids]
             results = self.pool.add_many(raws, self._head_check(), source,
                                          stateless=stateless, ids=ids)

@@ -100,6 +100,14 @@ PROPOSAL_MIN_ATTESTATIONS = 100
 PROPOSAL_MAX_ATTESTATIONS = 20_000  # the governed parameter's own upper bound
 PROPOSAL_START_ATTESTATIONS = 1_000
 PROPOSAL_SAMPLE_ATTESTATIONS = 50
+# A proposer holding a quorum of the voting power alone (a single-validator chain)
+# decides its block on its own votes: no peer executes it on the way to the decision,
+# so the propose timeout does not bound its build. What bounds it is the block interval:
+# building, committing and the RPC/admission work of the trio thread must fit in it, and
+# a follower must check a block within it to keep up (it takes about the build time).
+# This share of the interval is the build budget then (if above the usual one): at the
+# default 1 s interval 0.6 s, twice the attestations of the 0.3 s budget per block.
+ALONE_BUDGET_SHARE = 0.6
 
 # Mempool reject codes that depend on the receiver's pool or head, not on the bytes:
 # the forwarder may have seen a different state, so they cost it nothing. The block
@@ -125,10 +133,12 @@ class ConsensusApp:
     valid value, so a lagging machine can still finish the height harmlessly."""
 
     def __init__(self, app: Application, proposer: bytes | None,
-                 budget_s: float = PROPOSAL_BUDGET_S) -> None:
+                 budget_s: float = PROPOSAL_BUDGET_S, alone_budget_s: float | None = None) -> None:
         self.app = app
         self.proposer = proposer
         self.budget_s = budget_s
+        # the budget while this proposer decides alone (ALONE_BUDGET_SHARE); None: never
+        self.alone_budget_s = alone_budget_s
         # How many transactions a proposal may hold, learnt from how long the last
         # sizeable one took to build (execution speed on this machine, under its load).
         self.max_txs = PROPOSAL_START_TXS
@@ -143,21 +153,38 @@ class ConsensusApp:
             assert raw is not None
             return raw
         assert self.proposer is not None
+        budget_s = self.budget_for(height)
+        self.budget.seconds = budget_s  # the learnt fill share is a ratio: it carries over
         started = time.perf_counter()
         value = self.app.propose(height, self.proposer, max_txs=self.max_txs,
                                  max_attestations=self.max_attestations, budget=self.budget)
         elapsed_s = time.perf_counter() - started
         block = self.app.block_of(value)  # just built: from the cache, not decoded again
-        self.learn_proposal_cost(len(block.transactions), len(block.attestations), elapsed_s)
+        self.learn_proposal_cost(len(block.transactions), len(block.attestations), elapsed_s,
+                                 budget_s)
         return value
 
-    def learn_proposal_cost(self, count: int, attestations: int, elapsed_s: float) -> None:
-        """Size the next proposals so one takes about ``budget_s`` to build: transactions
-        and attestations are each scaled by budget / elapsed (so both together take the
-        budget), each only when the proposal held enough of them to measure."""
+    def budget_for(self, height: int) -> float:
+        """The build budget of a proposal at ``height``: ``budget_s``, or the larger
+        ``alone_budget_s`` when this proposer holds a quorum of that height's voting
+        power by itself (no peer's check is on the way to the decision)."""
+        if self.alone_budget_s is None or self.alone_budget_s <= self.budget_s:
+            return self.budget_s
+        validators = self.app.store.validators_for(height)
+        me = validators.get(self.proposer) if validators is not None else None
+        if me is not None and me.power >= validators.quorum():
+            return self.alone_budget_s
+        return self.budget_s
+
+    def learn_proposal_cost(self, count: int, attestations: int, elapsed_s: float,
+                            budget_s: float | None = None) -> None:
+        """Size the next proposals so one takes about ``budget_s`` (default: the usual
+        budget) to build: transactions and attestations are each scaled by budget /
+        elapsed (so both together take the budget), each only when the proposal held
+        enough of them to measure."""
         if elapsed_s <= 0:
             return
-        scale = self.budget_s / elapsed_s
+        scale = (budget_s or self.budget_s) / elapsed_s
         if count >= PROPOSAL_SAMPLE_TXS:
             self.max_txs = max(PROPOSAL_MIN_TXS, min(PROPOSAL_MAX_TXS, int(count * scale)))
         if attestations >= PROPOSAL_SAMPLE_ATTESTATIONS:
@@ -224,7 +251,10 @@ class NetworkService:
         self.commit_wait_s = c.commit_wait_ms / 1000
         self.block_interval_s = c.block_interval_ms / 1000
         self.machine = ConsensusMachine(
-            self.chain_id, ConsensusApp(self.app, node.address, proposal_budget_s(c)), self.signer, self.timeouts,
+            self.chain_id,
+            ConsensusApp(self.app, node.address, proposal_budget_s(c),
+                         alone_budget_s=ALONE_BUDGET_SHARE * c.block_interval_ms / 1000),
+            self.signer, self.timeouts,
             message_log=message_log)
         # Built once the initial sync is done, at the height after the synced head.
         self.runner: ConsensusRunner | None = None

@@ -8,9 +8,13 @@ docs/p2p.md, "Tuning"). Every value here is a measured trap, not a guess.
 from __future__ import annotations
 
 import logging
+import os
 import time
+from typing import Any
 
+import libp2p.pubsub.gossipsub as libp2p_gossipsub
 import libp2p.pubsub.pubsub as libp2p_pubsub
+import libp2p.pubsub.utils as libp2p_pubsub_utils
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.rpc_queue import RpcQueue
 
@@ -34,6 +38,44 @@ MAX_RPC_SIZE = 2 * MAX_TOPIC_MESSAGE_SIZE
 SUBSCRIPTION_CHANNEL_SIZE = 1024
 
 assert MAX_RPC_SIZE >= MAX_TOPIC_MESSAGE_SIZE + 1 * MIB
+# Yamux flow control: the library's default (PY_YAMUX_RELEASE_ON_READ=1) answers almost
+# every read with a WINDOW_UPDATE frame (noise-encrypted, one more socket write). In a
+# four-validator devnet under attestation load a validator's trio loop wrote 215,000
+# window updates against 285,000 frames received, ~8 % of its time plus the writes. With
+# "0" the receiver grants window the go-yamux way, once half the window was consumed,
+# and the validators' main-thread CPU for the same 20,000 attestations fell by about a
+# quarter (bench_attest_e2e --validators 4, docs/benchmarks.md). An operator's own
+# PY_YAMUX_RELEASE_ON_READ wins (the library reads it on every call).
+YAMUX_RELEASE_ON_READ = "0"
+# Signed peer records: every pubsub RPC carries its sender's, and the library verifies it
+# (an ed25519 check and a peerstore update) twice per RPC received, once in pubsub and
+# once in gossipsub: ~7 % of a validator's loop in the four-validator attestation
+# bench. The same bytes from the same peer verify the same way, so a record verified by
+# a host is taken again without the check for SIGNED_RECORD_REFRESH_S (then checked and
+# stored again, well inside the 2 h the library keeps it); a changed record (new
+# addresses, new sequence number) is other bytes, checked as before. At most
+# SIGNED_RECORD_MEMO records are remembered (all forgotten when full).
+SIGNED_RECORD_REFRESH_S = 600.0
+SIGNED_RECORD_MEMO = 4096
+_verified_records: dict[tuple[int, bytes, bytes], float] = {}
+
+
+def consume_signed_record_once(msg: rpc_pb2.RPC, host: Any, peer_id: Any) -> bool:
+    """The library's ``maybe_consume_signed_record``, skipping records this host
+    verified from this peer in the last SIGNED_RECORD_REFRESH_S (see above)."""
+    if not msg.HasField("senderRecord"):
+        return True
+    key = (id(host), peer_id.to_bytes(), msg.senderRecord)
+    now = time.monotonic()
+    verified_at = _verified_records.get(key)
+    if verified_at is not None and now - verified_at < SIGNED_RECORD_REFRESH_S:
+        return True
+    ok = libp2p_pubsub_utils.maybe_consume_signed_record(msg, host, peer_id)
+    if ok:
+        if len(_verified_records) >= SIGNED_RECORD_MEMO:
+            _verified_records.clear()
+        _verified_records[key] = now
+    return ok
 
 
 class TunedRpcQueue(RpcQueue):
@@ -81,10 +123,17 @@ def apply_library_tuning() -> None:
     ``rpc_queue.OutBoundQueueSize`` cannot be tuned by assignment: it is bound
     as ``RpcQueue.__init__``'s default argument when the module is imported.
     Pubsub creates each peer's queue with a bare ``RpcQueue()`` looked up in its
-    own module, so we substitute our subclass there.
+    own module, so we substitute our subclass there. The yamux window behaviour is an
+    environment variable the library reads on every call (YAMUX_RELEASE_ON_READ).
+    Signed peer records are verified once per host, peer and record
+    (``consume_signed_record_once``).
     """
+    os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", YAMUX_RELEASE_ON_READ)
     if libp2p_pubsub.RpcQueue is not TunedRpcQueue:
         libp2p_pubsub.RpcQueue = TunedRpcQueue  # type: ignore[misc]
+        # both modules bound the function by name at import
+        libp2p_pubsub.maybe_consume_signed_record = consume_signed_record_once
+        libp2p_gossipsub.maybe_consume_signed_record = consume_signed_record_once
         libp2p_pubsub.SUBSCRIPTION_CHANNEL_SIZE = SUBSCRIPTION_CHANNEL_SIZE
         logger.debug(
             "py-libp2p tuned: outbound queue %d RPCs, RPC frame %d bytes, subscription buffer %d",

@@ -30,11 +30,12 @@ from codec.transaction import check_transaction_shape
 from vm.block import rlp_uint
 from vm.crypto import keccak256
 from vm.errors import MalformedTransaction
-from vm.flat import FlatDiff, flat_reader_of, publish_diff, update_trie_sorted
+from vm.flat import FlatDiff, flat_reader_of, publish_diff
 from vm.modules import SYSTEM_MODULES
-from vm.trie import FastAccountStorageDB
+from vm.trie import FastAccountStorageDB, TrieNodes, update_trie
 
 TransactionBuilder = CancunTransactionBuilder
+_UINT256_LIMIT = 2**256
 
 
 class MotusComputation(CancunComputation):
@@ -172,7 +173,7 @@ class MotusAccountDB(AccountDB):
 
     def make_state_root(self) -> Hash32:
         """py-evm's make_state_root, with the account trie updated in one pass over the
-        block's changed accounts sorted by hashed address (vm.flat.update_trie_sorted)
+        block's changed accounts sorted by hashed address (vm.trie.update_trie)
         instead of one HexaryTrie.set each: same root, a fraction of the node reads,
         encodings and hashes."""
         for _address, store in self._dirty_account_stores():
@@ -186,13 +187,14 @@ class MotusAccountDB(AccountDB):
         for key, value in diff.pending_items():
             changes[keccak256(key)] = value or None
         if changes:
-            nodes: dict[bytes, bytes] = {}
             olds = None
             if self._flat_root is not None:
                 # the values before this persist, as the block's reads cached them
                 olds = {keccak256(a): self._trie_cache[a] for a in (*diff.deleted_keys(), *diff.pending_keys())}
-            root = update_trie_sorted(self._batchtrie.__getitem__, self._trie.root_hash,
-                                      sorted(changes.items()), nodes, olds)
+            # account trie nodes decoded for this update only: the flat snapshot serves
+            # account reads, so there is little to gain from keeping them
+            root, nodes = update_trie(TrieNodes(self._batchtrie, cache={}), self._trie.root_hash,
+                                      sorted(changes.items()), olds, keep=False)
             for key, node in nodes.items():
                 self._batchtrie[key] = node
             self._trie.root_hash = root
@@ -204,6 +206,28 @@ class MotusAccountDB(AccountDB):
             self._flat_root = root
             publish_diff(self._flat_db, FlatDiff(self._flat_base, root, dict(self._flat_changed)))
         return root
+
+    # Storage reads and writes by system modules run thousands of times a block: the same
+    # checks as py-evm's (same errors), with the common case (an int slot and value, a
+    # 20-byte address) tested inline before py-evm's validators run.
+
+    def get_storage(self, address, slot: int, from_journal: bool = True) -> int:  # type: ignore[no-untyped-def]
+        if not (type(slot) is int and 0 <= slot < _UINT256_LIMIT
+                and type(address) is bytes and len(address) == 20):
+            validate_canonical_address(address, title="Storage Address")
+            validate_uint256(slot, title="Storage Slot")
+        return self._get_address_store(address).get(slot, from_journal)  # type: ignore[no-any-return]
+
+    def set_storage(self, address, slot: int, value: int) -> None:  # type: ignore[no-untyped-def]
+        if not (type(value) is int and 0 <= value < _UINT256_LIMIT
+                and type(slot) is int and 0 <= slot < _UINT256_LIMIT
+                and type(address) is bytes and len(address) == 20):
+            validate_uint256(value, title="Storage Value")
+            validate_uint256(slot, title="Storage Slot")
+            validate_canonical_address(address, title="Storage Address")
+        store = self._get_address_store(address)
+        self._dirty_accounts.add(address)
+        store.set(slot, value)
 
     def _get_address_store(self, address):  # type: ignore[no-untyped-def]
         # storage tries read through decoded nodes kept by hash and written in one batch

@@ -8,16 +8,22 @@ system-module storage slots, and that walking was most of its execution time
 - :class:`TrieNodes` decodes a node once and keeps it by hash. Nodes are
   content-addressed, so a kept node is always the node with that hash: the cache can
   never serve a stale value, only save work.
-- :func:`update_root` applies a batch of inserted or changed keys to a trie in memory
-  and hashes each changed node once, bottom-up, instead of once per key.
+- :func:`update_trie` is the node's one trie writer (storage tries, the account trie,
+  whole tries built from sorted keys): a sorted batch of inserted, changed or deleted
+  keys applied in one walk, each changed node encoded and hashed once, bottom-up,
+  instead of once per key.
 - :class:`FastStorageLookup` puts both under py-evm's account storage (vm/state.py):
   same values, same roots, same node bytes as py-trie (tests/vm/test_trie.py compares
-  them on random tries), with py-trie still doing what is rare here (deleting a slot,
-  wiping an account's storage).
+  them on random tries), with py-trie still doing what is rare here (wiping an
+  account's storage). Slot values are also kept by storage root in "slot layers", so a
+  block reads what its parent block wrote or read without walking the trie.
 """
 
 from __future__ import annotations
 
+import threading
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, MutableMapping
 from functools import lru_cache
 from typing import Any
 
@@ -27,11 +33,13 @@ from eth.db.storage import AccountStorageDB, StorageLookup
 from eth.vm.interrupt import MissingStorageTrieNode
 from eth_utils import int_to_big_endian
 
-from vm.block import rlp_length_prefix
+from vm.block import rlp_length_prefix, rlp_uint
 from vm.crypto import keccak256
 
 BLANK_ROOT = bytes.fromhex("56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421")
 _BRANCH, _LEAF, _EXT = 0, 1, 2
+# the kinds of a decoded node (its first element)
+NODE_BRANCH, NODE_LEAF, NODE_EXTENSION = _BRANCH, _LEAF, _EXT
 _HEX = "0123456789abcdef"
 _NIBBLE = {c: i for i, c in enumerate(_HEX)}
 
@@ -181,164 +189,350 @@ class TrieNodes:
 
 
 # --- batch writing ---------------------------------------------------------------
-# In memory a node being changed is a list [kind, a, b] (a branch's children a list of
-# 16); an unchanged one stays a hash or a decoded tuple. Nothing is hashed until all
-# keys are in.
+# The one trie writer of the node (storage tries, the account trie, whole tries built
+# from scratch): the changed keys, sorted, are applied in one walk down the trie, each
+# node on a changed path read once (decoded through TrieNodes), and each new node encoded
+# and hashed once, bottom-up. Nodes being built are the decoded-tuple forms TrieNodes
+# keeps; a child that is a tuple is either embedded (under 32 bytes) or new, and is
+# hashed ("sealed") when its parent is final.
 
 
-def _common_prefix(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-def _open(nodes: TrieNodes, node: Any) -> Any:
-    """``node`` as a mutable list (loading it when it is a hash)."""
-    if type(node) is bytes:
-        node = nodes.node(node)
-    if type(node) is tuple:
-        if node[0] == _BRANCH:
-            return [_BRANCH, list(node[1]), node[2]]
-        return [node[0], node[1], node[2]]
-    return node
-
-
-def _insert(nodes: TrieNodes, node: Any, path: str, value: bytes) -> Any:
-    """The node after putting ``value`` at ``path`` (hex nibbles) below it."""
-    if node is None:
-        return [_LEAF, path, value]
-    node = _open(nodes, node)
-    kind = node[0]
-    if kind == _BRANCH:
-        if not path:
-            node[2] = value
-        else:
-            i = _NIBBLE[path[0]]
-            node[1][i] = _insert(nodes, node[1][i], path[1:], value)
-        return node
-    npath = node[1]
-    if kind == _LEAF and npath == path:
-        node[2] = value
-        return node
-    n = _common_prefix(npath, path)
-    if kind == _EXT and n == len(npath):
-        node[2] = _insert(nodes, node[2], path[n:], value)
-        return node
-    children: list[Any] = [None] * 16
-    branch: list[Any] = [_BRANCH, children, b""]
-    rest = npath[n:]  # what the old node keeps below the new branch
-    if kind == _LEAF:
-        if rest:
-            children[_NIBBLE[rest[0]]] = [_LEAF, rest[1:], node[2]]
-        else:
-            branch[2] = node[2]
-    else:  # an extension: rest is not empty (n < len(npath))
-        children[_NIBBLE[rest[0]]] = [_EXT, rest[1:], node[2]] if len(rest) > 1 else node[2]
-    branch = _insert(nodes, branch, path[n:], value)
-    return [_EXT, npath[:n], branch] if n else branch
-
-
-def _hex_prefix(path: str, leaf: bool) -> bytes:
-    flag = 2 if leaf else 0
+def hex_prefix(path: str, leaf: bool) -> bytes:
+    """The hex-prefix (compact) encoding of a path of hex nibbles (yellow paper, app. C)."""
     if len(path) % 2:
-        return bytes.fromhex(_HEX[flag + 1] + path)
-    return bytes.fromhex(_HEX[flag] + "0" + path)
+        return bytes.fromhex(("3" if leaf else "1") + path)
+    return bytes.fromhex(("20" if leaf else "00") + path)
 
 
 def _rlp_bytes(item: bytes) -> bytes:
     n = len(item)
-    if n == 1 and item[0] < 0x80:
-        return item
+    if n < 56:
+        if n == 1 and item[0] < 0x80:
+            return item
+        return _STRING_PREFIX[n] + item
     return rlp_length_prefix(n, 0x80) + item
 
 
-_EMPTY_ITEM = b"\x80"
+_STRING_PREFIX = tuple(bytes((0x80 + n,)) for n in range(56))
+_LIST_PREFIX = tuple(bytes((0xC0 + n,)) for n in range(56))
 
 
-def _encode(nodes: TrieNodes, node: Any, writes: dict[bytes, bytes]) -> tuple[bytes, Any]:
-    """(RLP of ``node``, its decoded-tuple form as TrieNodes keeps it); the changed
-    descendants' encodings go to ``writes`` by hash (and to the node cache)."""
+def encode_node(node: Any) -> bytes:
+    """The RLP of a node in TrieNodes' decoded form (children sealed: hash or embedded).
+    Written out without helper calls: every new node of every block is encoded here."""
     kind = node[0]
     if kind == _BRANCH:
-        refs: list[bytes] = []
-        frozen: list[Any] = []
-        for child in node[1]:
-            if child is None:
-                refs.append(_EMPTY_ITEM)
-                frozen.append(None)
-            elif type(child) is bytes:
-                refs.append(b"\xa0" + child)
-                frozen.append(child)
-            else:
-                ref, kept = _ref(nodes, child, writes)
-                refs.append(ref)
-                frozen.append(kept)
-        payload = b"".join(refs) + _rlp_bytes(node[2])
-        form: Any = (_BRANCH, tuple(frozen), node[2])
-    elif kind == _LEAF:
-        payload = _rlp_bytes(_hex_prefix(node[1], True)) + _rlp_bytes(node[2])
-        form = (_LEAF, node[1], node[2])
+        payload = b"".join([
+            b"\x80" if c is None else b"\xa0" + c if type(c) is bytes else encode_node(c)
+            for c in node[1]]) + _rlp_bytes(node[2])
     else:
-        child = node[2]
-        if type(child) is bytes:
-            ref, kept = b"\xa0" + child, child
+        path = node[1]
+        if kind == _LEAF:
+            hp = bytes.fromhex("3" + path if len(path) & 1 else "20" + path)
+            tail = _rlp_bytes(node[2])
         else:
-            ref, kept = _ref(nodes, child, writes)
-        payload = _rlp_bytes(_hex_prefix(node[1], False)) + ref
-        form = (_EXT, node[1], kept)
-    return rlp_length_prefix(len(payload), 0xC0) + payload, form
+            hp = bytes.fromhex("1" + path if len(path) & 1 else "00" + path)
+            child = node[2]
+            tail = b"\xa0" + child if type(child) is bytes else encode_node(child)
+        n = len(hp)  # at least 1 byte
+        if n == 1 and hp[0] < 0x80:
+            payload = hp + tail
+        elif n < 56:
+            payload = _STRING_PREFIX[n] + hp + tail
+        else:
+            payload = rlp_length_prefix(n, 0x80) + hp + tail
+    n = len(payload)
+    return (_LIST_PREFIX[n] if n < 56 else rlp_length_prefix(n, 0xC0)) + payload
 
 
-def _ref(nodes: TrieNodes, child: Any, writes: dict[bytes, bytes]) -> tuple[bytes, Any]:
-    """How a branch or extension refers to a node child (a list or a decoded tuple): its
-    hash, or the child itself when its encoding is shorter than 32 bytes (as the trie
-    specification says); with what the parent keeps in its decoded form."""
-    encoded, form = _encode(nodes, child, writes)
-    if len(encoded) < 32:
-        return encoded, form
-    digest = keccak256(encoded)
-    if type(child) is list:
-        writes[digest] = encoded
-        nodes.keep(digest, form)
-    return b"\xa0" + digest, digest
+# nibble -> the smallest string above every key with this nibble at a given depth:
+# "9" -> ":", which sorts between "9" and "a"
+_NEXT = {c: chr(ord(c) + 1) for c in _HEX}
 
 
-def update_root(nodes: TrieNodes, root: bytes, items: dict[bytes, bytes]
-                ) -> tuple[bytes, dict[bytes, bytes]]:
-    """Put ``items`` (32-byte key -> non-empty value) into the trie with ``root``; returns
-    (new root, new nodes by hash). The nodes are what py-trie would write for the same
-    final trie (the root node is always written, even when shorter than 32 bytes)."""
-    node: Any = None if root == BLANK_ROOT else root
-    for key in sorted(items):
-        value = items[key]
-        if not value:
-            raise ValueError("update_root only inserts and changes keys")
-        node = _insert(nodes, node, key.hex(), value)
-    writes: dict[bytes, bytes] = {}
+class _Writer:
+    __slots__ = ("nodes", "writes", "keep", "olds")
+
+    def __init__(self, nodes: TrieNodes, keep: bool, olds: dict[str, bytes] | None,
+                 writes: MutableMapping[bytes, bytes]) -> None:
+        self.nodes = nodes
+        self.writes = writes
+        self.keep = keep
+        self.olds = olds
+
+    def seal(self, node: Any) -> Any:
+        """How a parent refers to a final node: the node itself under 32 encoded bytes,
+        else its hash (the node then written)."""
+        encoded = encode_node(node)
+        if len(encoded) < 32:
+            return node
+        digest = keccak256(encoded)
+        self.writes[digest] = encoded
+        if self.keep:
+            nodes = self.nodes
+            if len(nodes._nodes) >= nodes.max_nodes:
+                nodes._nodes.clear()  # as TrieNodes.keep
+            nodes._nodes[digest] = node
+        return digest
+
+    def resolve(self, ref: Any, key: str, depth: int, count: int) -> Any:
+        if type(ref) is not bytes:
+            return ref  # None, or a node in memory (embedded or new)
+        nodes = self.nodes
+        node = nodes._nodes.get(ref)
+        if node is not None:
+            return node
+        olds = self.olds
+        if olds is not None and count == 1:
+            # one changed key below this hash: if the node is that key's old leaf (the
+            # caller knows the old value), it is known without a read
+            old = olds.get(key)
+            if old:
+                leaf = (_LEAF, key[depth:], old)
+                if keccak256(encode_node(leaf)) == ref:
+                    return leaf
+        return nodes.node(ref)
+
+    def build(self, keys: list[str], values: list[bytes], lo: int, hi: int, depth: int) -> Any:
+        """The node holding ``keys[lo:hi]`` (ascending, distinct, values non-empty), which
+        agree on their first ``depth`` nibbles."""
+        if hi - lo == 1:
+            return (_LEAF, keys[lo][depth:], values[lo])
+        first, last = keys[lo], keys[hi - 1]
+        n, end = depth, min(len(first), len(last))
+        while n < end and first[n] == last[n]:
+            n += 1
+        if n > depth:
+            return (_EXT, first[depth:n], self.seal(self.build(keys, values, lo, hi, n)))
+        children: list[Any] = [None] * 16
+        value = b""
+        i = lo
+        if len(keys[i]) == depth:
+            value = values[i]
+            i += 1
+        while i < hi:
+            nibble = keys[i][depth]
+            j = bisect_left(keys, keys[i][:depth] + _NEXT[nibble], i + 1, hi)
+            children[_NIBBLE[nibble]] = self.seal(self.build(keys, values, i, j, depth + 1))
+            i = j
+        return (_BRANCH, tuple(children), value)
+
+    def update(self, ref: Any, keys: list[str], values: list[bytes], lo: int, hi: int,
+               depth: int) -> Any:
+        """The node at ``ref`` (``depth`` nibbles down) with ``keys[lo:hi]`` set to
+        ``values[lo:hi]`` (b"" deletes); None when nothing is left."""
+        node = self.resolve(ref, keys[lo], depth, hi - lo)
+        if node is None:
+            return self._build_present(keys, values, lo, hi, depth)
+        kind = node[0]
+        if kind == _LEAF:
+            if hi - lo == 1 and keys[lo][depth:] == node[1]:  # the usual case: its own key
+                value = values[lo]
+                return (_LEAF, node[1], value) if value else None
+            # a leaf and the few keys changed around it: rebuilt from scratch
+            leaf_key = keys[lo][:depth] + node[1]
+            ks, vs = keys[lo:hi], values[lo:hi]
+            i = bisect_left(ks, leaf_key)
+            if i == len(ks) or ks[i] != leaf_key:
+                ks.insert(i, leaf_key)
+                vs.insert(i, node[2])
+            return self._build_present(ks, vs, 0, len(ks), depth)
+        if kind == _EXT:
+            path = node[1]
+            n = len(path)
+            if keys[lo][depth:depth + n] == path and keys[hi - 1][depth:depth + n] == path:
+                child = self.update(node[2], keys, values, lo, hi, depth + n)
+                return None if child is None else self._prefixed(path, child)
+            # a key leaves the extension: look at it as the branch it starts with
+            children: list[Any] = [None] * 16
+            children[_NIBBLE[path[0]]] = node[2] if n == 1 else (_EXT, path[1:], node[2])
+            value = b""
+        else:
+            children, value = list(node[1]), node[2]
+        i = lo
+        if len(keys[i]) == depth:
+            value = values[i]
+            i += 1
+        cached = self.nodes._nodes
+        below = depth + 1
+        while i < hi:
+            key = keys[i]
+            nibble = key[depth]
+            j = i + 1 if i + 1 == hi else bisect_left(keys, key[:depth] + _NEXT[nibble], i + 1, hi)
+            slot = _NIBBLE[nibble]
+            child = children[slot]
+            if j == i + 1 and type(child) is bytes:
+                # the usual case, one key changed below a stored leaf of its own: the new
+                # leaf without a call down (what update does for it)
+                node = cached.get(child)
+                if node is not None and node[0] == _LEAF and node[1] == key[below:]:
+                    new = values[i]
+                    children[slot] = (_LEAF, node[1], new) if new else None
+                    i = j
+                    continue
+            children[slot] = self.update(child, keys, values, i, j, below)
+            i = j
+        empty = children.count(None)
+        if empty < 15 or value and empty == 15:
+            seal = self.seal
+            return (_BRANCH, tuple([c if c is None or type(c) is bytes else seal(c)
+                                    for c in children]), value)
+        if value:
+            return (_LEAF, "", value)
+        if empty == 16:
+            return None
+        only = next(i for i in range(16) if children[i] is not None)
+        # a branch of one child: merged into it
+        return self._prefixed(_HEX[only], self.resolve(children[only], "", 0, 0))
+
+    def _build_present(self, keys: list[str], values: list[bytes], lo: int, hi: int,
+                       depth: int) -> Any:
+        if any(not values[i] for i in range(lo, hi)):
+            kept = [i for i in range(lo, hi) if values[i]]
+            keys, values = [keys[i] for i in kept], [values[i] for i in kept]
+            lo, hi = 0, len(kept)
+        return self.build(keys, values, lo, hi, depth) if hi > lo else None
+
+    def _prefixed(self, prefix: str, node: Any) -> Any:
+        """``node`` reached through ``prefix`` nibbles, in canonical form: a leaf or an
+        extension absorbs the prefix, a branch gets an extension in front."""
+        if node[0] == _BRANCH:
+            return (_EXT, prefix, self.seal(node))
+        return (node[0], prefix + node[1], node[2])
+
+
+class _Discard(dict):  # type: ignore[type-arg]
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        pass
+
+
+DISCARD: MutableMapping[bytes, bytes] = _Discard()
+"""A node sink for :func:`update_trie` that keeps nothing (a root computed only to be
+compared: list roots, ``motus db check``)."""
+
+
+def update_trie(nodes: TrieNodes, root: bytes, changes: Iterable[tuple[bytes, bytes | None]],
+                old_values: Mapping[bytes, bytes] | None = None, *, keep: bool = True,
+                writes: MutableMapping[bytes, bytes] | None = None,
+                ) -> tuple[bytes, MutableMapping[bytes, bytes]]:
+    """Apply ``changes`` (key, new value; None or b"" deletes; keys strictly ascending)
+    to the trie at ``root``, whose nodes ``nodes`` reads; returns (new root, new nodes by
+    hash). Nothing is deleted from the database (old roots stay readable). Same root and
+    nodes as py-trie's HexaryTrie for the same final key set (tests/vm/test_trie.py); the
+    root node is always written, even when shorter than 32 bytes, as py-trie does.
+
+    ``old_values`` (key -> value before the change, for keys that had one; the flat
+    account snapshot knows them) saves reading the leaf of a changed key: a leaf is known
+    from its key and value, so when its hash is the parent's reference the node is not
+    read. A wrong or missing old value only costs the read. ``keep``: whether the new
+    nodes' decoded forms go into ``nodes`` (off for one-off bulk builds). ``writes``:
+    where the new nodes go (default: a new dict), returned."""
+    keys: list[str] = []
+    values: list[bytes] = []
+    for key, value in changes:
+        hex_key = key.hex()
+        if keys and hex_key <= keys[-1]:
+            raise ValueError("keys are not in strictly ascending order")
+        keys.append(hex_key)
+        values.append(value or b"")
+    out: MutableMapping[bytes, bytes] = {} if writes is None else writes
+    if not keys:
+        return root, out
+    olds = {k.hex(): v for k, v in old_values.items() if v} if old_values else None
+    writer = _Writer(nodes, keep, olds, out)
+    node = writer.update(None if root == BLANK_ROOT else root, keys, values, 0, len(keys), 0)
     if node is None:
-        return BLANK_ROOT, writes
-    if type(node) is bytes:
-        return node, writes
-    encoded, form = _encode(nodes, node, writes)
+        return BLANK_ROOT, writer.writes
+    encoded = encode_node(node)
     digest = keccak256(encoded)
-    writes[digest] = encoded
-    nodes.keep(digest, form)
-    return digest, writes
+    writer.writes[digest] = encoded
+    if keep:
+        nodes.keep(digest, node)
+    return digest, writer.writes
 
 
 # --- under py-evm's account storage ---------------------------------------------------
 
 
+# Slot values by storage root, "layers" as geth's snapshot diff layers: a layer holds the
+# values read at its root and those written to reach it from its parent's root; a value
+# not in a layer is the parent's. Roots are content hashes, so a layer can only ever
+# answer the value the trie holds: the cache saves the walk down the trie, never changes
+# a result. A block's writes land in a new layer on top of its parent's, so the next
+# block reads the slots this block wrote or read (each device's records, every block)
+# without a walk. Bounded: SLOT_LAYERS_MAX roots, chains cut at SLOT_LAYER_DEPTH, at most
+# SLOT_LAYER_MAX_READS values read into one layer (docs/storage.md).
+
+
+class _SlotLayer:
+    __slots__ = ("values", "parent", "reads")
+
+    def __init__(self, values: dict[bytes, bytes], parent: _SlotLayer | None) -> None:
+        self.values = values  # hashed slot -> the stored RLP, b"" when absent
+        self.parent = parent
+        self.reads = 0
+
+
+SLOT_LAYERS: dict[bytes, _SlotLayer] = {}  # storage root -> its layer, oldest first
+SLOT_LAYERS_MAX = 64
+SLOT_LAYER_DEPTH = 16
+SLOT_LAYER_MAX_READS = 200_000
+_layers_lock = threading.Lock()
+
+
+def _layer_value(root: bytes, hashed: bytes) -> bytes | None:
+    layer = SLOT_LAYERS.get(root)
+    while layer is not None:
+        value = layer.values.get(hashed)
+        if value is not None:
+            return value
+        layer = layer.parent
+    return None
+
+
+def _add_layer(root: bytes, layer: _SlotLayer) -> _SlotLayer:
+    with _layers_lock:
+        SLOT_LAYERS.pop(root, None)
+        SLOT_LAYERS[root] = layer
+        while len(SLOT_LAYERS) > SLOT_LAYERS_MAX:
+            del SLOT_LAYERS[next(iter(SLOT_LAYERS))]
+        below = layer
+        for _ in range(SLOT_LAYER_DEPTH - 1):
+            if below.parent is None:
+                break
+            below = below.parent
+        below.parent = None  # older values: read from the trie again
+    return layer
+
+
+def _remember_read(root: bytes, hashed: bytes, value: bytes) -> None:
+    layer = SLOT_LAYERS.get(root)
+    if layer is None:
+        layer = _add_layer(root, _SlotLayer({}, None))
+    if layer.reads < SLOT_LAYER_MAX_READS:
+        layer.reads += 1
+        layer.values[hashed] = value
+
+
+def _remember_writes(parent_root: bytes, root: bytes, writes: dict[bytes, bytes]) -> None:
+    if root != parent_root:
+        _add_layer(root, _SlotLayer(dict(writes), SLOT_LAYERS.get(parent_root)))
+
+
+def clear_slot_layers() -> None:
+    """Forget every cached slot value (what a restarted node starts with)."""
+    with _layers_lock:
+        SLOT_LAYERS.clear()
+
+
 class FastStorageLookup(StorageLookup):
-    """py-evm's ``StorageLookup`` (one account's storage trie) with reads through
-    :class:`TrieNodes` and writes collected and applied with :func:`update_root` when the
-    root is asked for. Deletions and storage wipes go to py-trie as before (after the
-    collected writes), so every path ends in the same trie."""
+    """py-evm's ``StorageLookup`` (one account's storage trie) with reads through the
+    slot layers and :class:`TrieNodes`, and writes (deletions included) collected and
+    applied with :func:`update_trie` when the root is asked for. A storage wipe goes to
+    py-trie as before (after the collected writes), so every path ends in the same trie."""
 
     _pending: dict[bytes, bytes] | None = None
-    _fast_result: tuple[bytes, dict[bytes, bytes]] | None = None
+    _fast_result: tuple[bytes, MutableMapping[bytes, bytes]] | None = None
 
     def _nodes(self) -> TrieNodes:
         return TrieNodes(self._db, SHARED_MAX_NODES, SHARED_NODES)
@@ -352,15 +546,21 @@ class FastStorageLookup(StorageLookup):
         if pending and hashed in pending:
             return pending[hashed]
         if self._write_trie is None:
+            root = self._starting_root_hash
+            value = _layer_value(root, hashed)
+            if value is not None:
+                return value
             try:
-                return self._nodes().get(self._starting_root_hash, hashed)
+                value = self._nodes().get(root, hashed)
             except KeyError:  # a missing node: let py-trie raise its own error
                 pass
+            else:
+                _remember_read(root, hashed, value)
+                return value
         return super().__getitem__(key)
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
-        if self._write_trie is not None or not value:
-            self._flush()
+        if self._write_trie is not None:
             super().__setitem__(key, value)
             return
         if self._pending is None:
@@ -369,22 +569,29 @@ class FastStorageLookup(StorageLookup):
         self._fast_result = None
 
     def __delitem__(self, key: bytes) -> None:
-        self._flush()
-        super().__delitem__(key)
+        if self._write_trie is not None:
+            super().__delitem__(key)
+            return
+        self[key] = b""  # absent at the new root; the writer deletes it
 
     def _exists(self, key: bytes) -> bool:
         return self[key] != b""
 
     def _flush(self) -> None:
-        """Hand the collected writes to py-trie (before a deletion or a wipe)."""
+        """Hand the collected writes to py-trie (before a wipe)."""
         pending, self._pending, self._fast_result = self._pending, None, None
-        for hashed, value in (pending or {}).items():
-            self._get_write_trie()[hashed] = value
+        if pending:
+            trie = self._get_write_trie()
+            for hashed, value in pending.items():
+                if value:
+                    trie[hashed] = value
+                else:
+                    del trie[hashed]
 
-    def _fast(self) -> tuple[bytes, dict[bytes, bytes]]:
+    def _fast(self) -> tuple[bytes, MutableMapping[bytes, bytes]]:
         if self._fast_result is None:
-            self._fast_result = update_root(self._nodes(), self._starting_root_hash,
-                                            self._pending or {})
+            self._fast_result = update_trie(self._nodes(), self._starting_root_hash,
+                                            sorted((self._pending or {}).items()))
         return self._fast_result
 
     @property
@@ -401,6 +608,7 @@ class FastStorageLookup(StorageLookup):
             root, writes = self._fast()
             for digest, encoded in writes.items():
                 db[digest] = encoded
+            _remember_writes(self._starting_root_hash, root, self._pending)
             self._initialize_to_root_hash(root)
             return
         super().commit_to(db)
@@ -439,13 +647,21 @@ class FastAccountStorageDB(AccountStorageDB):
         self._locked_changes = JournalDB(self._storage_cache)
         self._journal_storage = JournalDB(self._locked_changes)
 
+    def set(self, slot: int, value: int) -> None:
+        """py-evm's ``set`` with a value encoded by :func:`vm.block.rlp_uint` (the bytes
+        ``rlp.encode`` gives, without its sedes inference)."""
+        if value:
+            self._journal_storage[int_to_big_endian(slot)] = rlp_uint(value)
+        else:
+            super().set(slot, value)
+
     def get(self, slot: int, from_journal: bool = True) -> int:
         """py-evm's ``get`` with the stored value (RLP of a big-endian integer of at most
-        32 bytes, written by py-evm itself) decoded directly rather than through ``rlp``."""
+        32 bytes, written by py-evm itself) decoded directly rather than through ``rlp``,
+        and the journals looked into directly (:meth:`_read`)."""
         self._accessed_slots.add(slot)
-        lookup_db = self._journal_storage if from_journal else self._locked_changes
         try:
-            encoded = lookup_db[int_to_big_endian(slot)]
+            encoded = self._read(int_to_big_endian(slot), from_journal)
         except MissingStorageTrieNode:
             raise
         except KeyError:
@@ -454,3 +670,23 @@ class FastAccountStorageDB(AccountStorageDB):
             return 0
         first = encoded[0]
         return first if first < 0x80 else int.from_bytes(encoded[1:], "big")
+
+    def _read(self, key: bytes, from_journal: bool) -> bytes:
+        """What ``self._journal_storage[key]`` (``self._locked_changes[key]`` when not
+        ``from_journal``) answers, without the four wrapper calls: a value one of the two
+        journals holds, else the lookup's. The cache between the journals and the lookup
+        is write-through (py-evm resets it whenever the lookup's trie is swapped), so it
+        always holds what the lookup answers. Anything unusual (a journal cleared by a
+        storage wipe, a deletion marker) takes py-evm's own path."""
+        upper = self._journal_storage._journal if from_journal else None
+        lower = self._locked_changes._journal
+        if not lower._ignore_wrapped_db and (upper is None or not upper._ignore_wrapped_db):
+            value = None if upper is None else upper._current_values.get(key)
+            if value is None:
+                value = lower._current_values.get(key)
+                if value is None:
+                    return self._storage_lookup[key]  # type: ignore[no-any-return]
+            if type(value) is bytes:
+                return value
+        lookup_db = self._journal_storage if from_journal else self._locked_changes
+        return lookup_db[key]  # type: ignore[no-any-return]

@@ -312,3 +312,34 @@ def test_a_source_of_garbage_is_throttled_before_its_signatures_are_checked(devi
     now[0] = 5.0 + 0.1  # the debt (-50) is repaid at 10/s, then there is credit again
     assert {r.code for r in pool.add_many(forged[150:151], accept_all, source="rpc:attacker")} \
         == {"bad_signature"}
+
+
+def test_drop_stale_drops_exactly_the_stale_whatever_the_arrival_order(devices):
+    """Staleness after a block looks at the oldest timestamps first, not at every pending
+    item: what it drops is exactly what a scan of the pool would drop; items included
+    before going stale are never reported; the time order stays bounded by the pool."""
+    pool = AttestationPool(CHAIN_ID)
+    rng = random.Random(5)
+    stamps = {}  # id -> timestamp_s; arrival order shuffled against time order
+    for dev in devices:
+        for seq in rng.sample(range(1, 60), 30):
+            r = pool.add(signed(dev, seq, ts=1_000_000 + 1_000 * rng.randrange(0, 100)),
+                         accept_all)
+            assert r.accepted
+            stamps[r.id] = pool._pending[r.id].att.timestamp_s
+    included = [i for i in stamps if stamps[i] < 1_100][:10]
+    pool.remove_included(included, height=3)
+    stale_ms, now_ms = 60_000, 1_160_000
+    expected = {i for i, ts in stamps.items() if ts * 1000 + stale_ms < now_ms} - set(included)
+    dropped = pool.drop_stale(now_ms, stale_ms)
+    assert {i for i, _ in dropped} == expected and all(c == "stale" for _, c in dropped)
+    assert [stamps[i] for i, _ in dropped] == sorted(stamps[i] for i, _ in dropped)
+    assert all(pool.status(i) == AttestationStatus("rejected", code="stale") for i in expected)
+    assert len(pool) == len(stamps) - len(included) - len(expected)
+    assert pool.drop_stale(now_ms, stale_ms) == []  # nothing left to drop
+    # many departures without a stale drop: the time order is rebuilt, not left to grow
+    dev = Device.generate(CHAIN_ID, seed=b"pool churn")
+    for seq in range(1, 4_500):
+        r = pool.add(signed(dev, seq, ts=2_000_000), accept_all, source="churn")
+        pool.remove_included([r.id], height=4 + seq)
+    assert len(pool._by_time) <= 2 * len(pool) + 4_096

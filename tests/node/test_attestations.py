@@ -129,3 +129,96 @@ def test_status_of_unknown_ids_and_signals_of_unknown_attestations(
     assert service.store_signals(r.raw, r.payload + b"\x00") == "hash_mismatch"
     assert service.store_signals(r.raw, r.payload) == "ok"
     assert service.signals is not None and service.signals.get(r.id) is not None
+
+
+async def test_arrival_order_lets_tasks_through_in_the_order_they_came() -> None:
+    """Tasks ready in the reverse order still pass in arrival order; one that leaves
+    before its turn (cancelled) does not hold up those behind it."""
+    import trio
+
+    from node.attestations import ArrivalOrder
+
+    order = ArrivalOrder()
+    passed: list[int] = []
+
+    async def task(n: int, ready_after: float, started: trio.Event) -> None:
+        async with order.place() as turn:
+            started.set()
+            await trio.sleep(ready_after)
+            await turn()
+            passed.append(n)
+            await trio.sleep(0.01)  # the turn lasts until the block exits
+
+    async with trio.open_nursery() as nursery:
+        cancel_me = trio.CancelScope()
+
+        async def cancelled(started: trio.Event) -> None:
+            with cancel_me:
+                await task(99, 10.0, started)
+
+        for n, delay in enumerate((0.3, 0.2)):
+            started = trio.Event()
+            nursery.start_soon(task, n, delay, started)
+            await started.wait()
+        started = trio.Event()
+        nursery.start_soon(cancelled, started)
+        await started.wait()
+        for n, delay in ((2, 0.0), (3, 0.1)):
+            started = trio.Event()
+            nursery.start_soon(task, n, delay, started)
+            await started.wait()
+        await trio.sleep(0.05)
+        cancel_me.cancel()
+    assert passed == [0, 1, 2, 3]
+
+
+async def test_submit_checks_batches_at_once_but_admits_them_in_arrival_order(
+        service: AttestationService) -> None:
+    """Two large batches of one device's chained readings: the second one's signatures
+    are checked while the first one's are (both cores), but it enters the pool after the
+    first (its readings chain on the first's; admitted before them they would make the
+    first batch replays)."""
+    import threading
+    import time
+
+    import trio
+
+    dev = Device.generate(CHAIN_ID, seed=b"chained")
+    first = [reading(dev, seq) for seq in range(1, 121)]
+    second = [reading(dev, seq) for seq in range(121, 241)]
+    last_seq: dict[bytes, int] = {}
+
+    def chained(att) -> str | None:  # the replay rule of the head view, alone
+        if att.seq <= last_seq.get(att.device, 0):
+            return "replay"
+        last_seq[att.device] = att.seq
+        return None
+
+    service._check = chained
+    check = service._check_stateless
+    spans: list[tuple[int, float, float]] = []
+    lock = threading.Lock()
+
+    def timed(raws: list[bytes]) -> list:
+        started = time.monotonic()
+        if raws[0] == first[0]:
+            time.sleep(0.5)  # the first batch's checks are slower than the second's
+        out = check(raws)
+        with lock:
+            spans.append((len(spans), started, time.monotonic()))
+        return out
+
+    service._check_stateless = timed  # type: ignore[method-assign]
+    results: dict[str, list] = {}
+
+    async def send(name: str, raws: list[bytes]) -> None:
+        results[name] = await service.submit(raws, "rpc:127.0.0.1", gossip=False)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send, "first", first)
+        await trio.sleep(0.05)
+        nursery.start_soon(send, "second", second)
+    assert all(r.accepted for r in results["first"] + results["second"])
+    assert service.pool.take(300) == first + second
+    (_, start_a, end_a), (_, start_b, end_b) = sorted(spans, key=lambda s: s[1])
+    assert start_b < end_a  # the second batch was checked while the first one was

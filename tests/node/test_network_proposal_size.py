@@ -78,3 +78,31 @@ def test_propose_passes_the_cap_and_learns_from_the_result() -> None:
     assert calls[0] == {"height": 8, "max_txs": PROPOSAL_START_TXS,
                         "max_attestations": PROPOSAL_START_ATTESTATIONS}
     assert calls[1]["max_txs"] == PROPOSAL_MAX_TXS  # built fast: the cap opened up
+
+
+@pytest.mark.parametrize(
+    ("powers", "alone"),
+    [
+        ([100], True),  # a single-validator chain
+        ([70, 20, 10], True),  # our 70 of 100 is a quorum (67) by itself
+        ([25, 25, 25, 25], False),  # the others' checks are on the way to the decision
+        ([66, 34], False),  # 66 of 100: just short of a quorum
+    ],
+)
+def test_a_proposer_deciding_alone_gets_the_interval_budget(powers: list[int], alone: bool) -> None:
+    from consensus.types import Validator, ValidatorSet
+
+    me = b"\x01" * 20
+    validators = ValidatorSet([Validator(me, powers[0])]
+                              + [Validator(bytes([2 + i]) * 20, p) for i, p in enumerate(powers[1:])])
+    store = SimpleNamespace(validators_for=lambda height: validators)
+    app = ConsensusApp(SimpleNamespace(store=store), proposer=me, budget_s=0.3,  # type: ignore[arg-type]
+                       alone_budget_s=0.6)
+    assert app.budget_for(5) == (0.6 if alone else 0.3)
+    # learning scales to the budget the proposal was built under
+    app.learn_proposal_cost(0, 2_000, 0.3, app.budget_for(5))
+    assert app.max_attestations == (4_000 if alone else 2_000)
+    # an interval shorter than the propose-timeout budget never shrinks it
+    short = ConsensusApp(SimpleNamespace(store=store), proposer=me, budget_s=0.3,  # type: ignore[arg-type]
+                         alone_budget_s=0.06)
+    assert short.budget_for(5) == 0.3

@@ -122,3 +122,71 @@ async def test_one_slow_or_stuck_peer_does_not_slow_publishing(
             await node.publish(TopicName.TX, b"tx")
             assert trio.current_time() - started < 0.2
             nursery.cancel_scope.cancel()
+
+
+async def test_yamux_grants_window_by_half_windows_and_large_messages_still_flow(
+    node_factory: Callable[..., P2PNode],
+) -> None:
+    """With window updates once half the receive window is consumed (not after every
+    read, the library's default), consensus-sized messages and a run of full attestation
+    batches still arrive whole and in order, and the receiver sent no per-read update."""
+    import os
+
+    from libp2p.stream_muxer.yamux.yamux import Yamux
+
+    with trio.fail_after(60):
+        a = node_factory("a")
+        a.register_topic(TopicName.CONSENSUS, accept_all)
+        assert os.environ["PY_YAMUX_RELEASE_ON_READ"] == tuning.YAMUX_RELEASE_ON_READ == "0"
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(a.run)
+            b = node_factory("b", bootstrap=(address,))
+            inbox = b.register_topic(TopicName.CONSENSUS, accept_all,
+                                     budget=TopicBudget(1_000, 64 << 20, burst_seconds=4))
+            await nursery.start(b.run)
+            await wait_until(lambda: meshed(a, b, TopicName.CONSENSUS))
+            sizes = [1_900_000, *[64 * 1024] * 40, 1_500_000]
+            for i, size in enumerate(sizes):
+                await a.publish(TopicName.CONSENSUS, i.to_bytes(4, "big") * (size // 4))
+            got = [(await inbox.receive()).data for _ in sizes]
+            assert [len(d) for d in got] == [s // 4 * 4 for s in sizes]
+            assert [int.from_bytes(d[:4], "big") for d in got] == list(range(len(sizes)))
+            streams = [s for conn in b.host.get_network().connections.values()
+                       for c in (conn if isinstance(conn, list) else [conn])
+                       for s in getattr(getattr(c, "muxed_conn", None), "streams", {}).values()]
+            assert streams and all(isinstance(s.muxed_conn, Yamux) for s in streams)
+            assert sum(s._window_update_bytes_read_only for s in streams) == 0
+            nursery.cancel_scope.cancel()
+
+
+def test_a_peer_record_is_verified_once_per_host_peer_and_record(
+    node_factory: Callable[..., P2PNode], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pubsub verifies the sender's signed record on every RPC, twice; the same bytes from
+    the same peer are verified once (until the refresh), while a forged or misattributed
+    record is refused every time and never remembered."""
+    import libp2p.pubsub.utils as pubsub_utils
+    from libp2p.peer.peerstore import env_to_send_in_RPC
+
+    a, b = node_factory("a"), node_factory("b")
+    assert libp2p_pubsub.maybe_consume_signed_record is tuning.consume_signed_record_once
+    checks = []
+    real = pubsub_utils.consume_envelope
+
+    def counted(*args: object) -> object:
+        checks.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(pubsub_utils, "consume_envelope", counted)
+    rpc = rpc_pb2.RPC()
+    rpc.senderRecord = env_to_send_in_RPC(a.host)[0]
+    for _ in range(5):
+        assert tuning.consume_signed_record_once(rpc, b.host, a.host.get_id())
+    assert len(checks) == 1
+    assert not tuning.consume_signed_record_once(rpc, b.host, b.host.get_id())  # not b's
+    forged = rpc_pb2.RPC()
+    forged.senderRecord = rpc.senderRecord[:-1] + bytes([rpc.senderRecord[-1] ^ 1])
+    for _ in range(2):
+        assert not tuning.consume_signed_record_once(forged, b.host, a.host.get_id())
+    assert len(checks) == 4  # the misattributed one and each forged one were checked
+    assert tuning.consume_signed_record_once(rpc_pb2.RPC(), b.host, a.host.get_id())

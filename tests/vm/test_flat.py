@@ -12,8 +12,24 @@ from eth.constants import BLANK_ROOT_HASH
 from eth.rlp.accounts import Account
 from trie import HexaryTrie
 
-from vm.flat import decode_node, iter_trie_items, trie_root_from_sorted, update_trie_sorted
+from vm.flat import iter_trie_items, trie_root_from_sorted
 from vm.state import decode_account, encode_account
+from vm.trie import TrieNodes, rlp_decode, update_trie
+
+
+class _Get:
+    def __init__(self, get):
+        self.get = get
+
+    def __getitem__(self, key):
+        return self.get(key)
+
+
+def update_trie_sorted(get, root, changes, nodes, old_values=None):
+    """vm.trie.update_trie as the account trie uses it: nodes read with ``get``,
+    decoded for this update only, new nodes into ``nodes``."""
+    return update_trie(TrieNodes(_Get(get), cache={}), root, changes, old_values, keep=False,
+                       writes=nodes)[0]
 
 
 def _bytes(rng: random.Random, n: int) -> bytes:
@@ -33,7 +49,7 @@ def test_build_update_and_iterate_match_hexary_trie(key_len: int) -> None:
             reference[k] = v
         assert root == reference.root_hash
         for raw in nodes.values():
-            assert decode_node(raw) == rlp.decode(raw)
+            assert rlp_decode(raw) == rlp.decode(raw)
         assert list(iter_trie_items(nodes.__getitem__, root)) == sorted(base.items())
 
         changes: dict[bytes, bytes | None] = {}

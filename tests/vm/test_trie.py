@@ -9,11 +9,13 @@ import random
 from eth.constants import BLANK_ROOT_HASH
 from eth.db.account import AccountDB
 from eth.db.atomic import AtomicDB
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from trie import HexaryTrie
 
 from tests.harness import LocalChain
 from vm.state import MotusAccountDB, MotusState, make_state
-from vm.trie import BLANK_ROOT, TrieNodes, update_root
+from vm.trie import BLANK_ROOT, TrieNodes, update_trie
 
 
 class StockAccountDB(MotusAccountDB):
@@ -30,7 +32,15 @@ def _rand_bytes(rng: random.Random, n: int) -> bytes:
     return bytes(rng.getrandbits(8) for _ in range(n))
 
 
-def test_update_root_matches_py_trie_on_random_tries():
+def _apply(trie: HexaryTrie, changes: dict[bytes, bytes | None]) -> None:
+    for k, v in changes.items():
+        if v:
+            trie[k] = v
+        else:
+            del trie[k]
+
+
+def test_update_trie_matches_py_trie_on_random_tries():
     rng = random.Random(7)
     for _ in range(200):
         db: dict[bytes, bytes] = {}
@@ -40,13 +50,12 @@ def test_update_root_matches_py_trie_on_random_tries():
         for k in keys:
             trie[k] = _rand_bytes(rng, rng.choice([1, 3, 33]))
         root0 = trie.root_hash
-        items = {}
+        items: dict[bytes, bytes | None] = {}
         for _ in range(rng.choice([1, 2, 9, 120])):
             k = rng.choice(keys) if keys and rng.random() < 0.3 else _rand_bytes(rng, keylen)
-            items[k] = _rand_bytes(rng, rng.choice([1, 2, 5, 40]))
-        root, writes = update_root(TrieNodes(dict(db)), root0, items)
-        for k, v in items.items():
-            trie[k] = v
+            items[k] = None if rng.random() < 0.2 else _rand_bytes(rng, rng.choice([1, 2, 5, 40]))
+        root, writes = update_trie(TrieNodes(dict(db)), root0, sorted(items.items()))
+        _apply(trie, items)
         assert root == trie.root_hash
         # every node of the new trie is in the old nodes or the new ones: py-trie reads it
         merged = {**db, **writes}
@@ -55,20 +64,61 @@ def test_update_root_matches_py_trie_on_random_tries():
             assert after[k] == trie[k]
 
 
-def test_update_root_of_nothing_keeps_the_root():
-    assert update_root(TrieNodes({}), BLANK_ROOT, {}) == (BLANK_ROOT, {})
+def test_update_trie_of_nothing_keeps_the_root():
+    assert update_trie(TrieNodes({}), BLANK_ROOT, []) == (BLANK_ROOT, {})
 
 
-def _run_storage_script(state_class, seed: int) -> list[bytes]:
+_key = st.binary(min_size=1, max_size=3) | st.binary(min_size=32, max_size=32)
+_value = st.binary(min_size=1, max_size=40)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(base=st.dictionaries(_key, _value, max_size=60),
+       changes=st.dictionaries(_key, st.none() | _value, max_size=40),
+       deletes=st.sets(st.integers(0, 59), max_size=20),
+       one_length=st.booleans())
+def test_update_trie_against_hexary_trie(base, changes, deletes, one_length):
+    """Random insert, update and delete sets (keys of one length or mixed, so that keys
+    end inside the trie: branch values), against py-trie: the same root, the new trie
+    readable from the old and new nodes, and py-trie's proofs of it verifying."""
+    if one_length:
+        base = {k.rjust(32, b"\0"): v for k, v in base.items()}
+        changes = {k.rjust(32, b"\0"): v for k, v in changes.items()}
+    existing = sorted(base)
+    for i in deletes:  # deletes and updates of keys that are there
+        if i < len(existing):
+            changes[existing[i]] = None
+    db: dict[bytes, bytes] = {}
+    reference = HexaryTrie(db)
+    for k, v in base.items():
+        reference[k] = v
+    root0 = reference.root_hash
+    old_nodes = dict(db)
+    root, writes = update_trie(TrieNodes(old_nodes), root0, sorted(changes.items()))
+    _apply(reference, changes)
+    assert root == reference.root_hash
+    built = HexaryTrie({**old_nodes, **writes}, root_hash=root)
+    expected = {**base, **changes}
+    for k, v in expected.items():
+        assert built[k] == (v or b"")
+        proof = built.get_proof(k)
+        assert HexaryTrie.get_from_proof(root, k, proof) == (v or b"")
+    # the same final set built from nothing gives the same root
+    final = sorted((k, v) for k, v in expected.items() if v)
+    assert update_trie(TrieNodes({}), BLANK_ROOT, final)[0] == root
+
+
+def _run_storage_script(state_class, seed: int) -> list[object]:
     """Random storage writes (zeros delete), reverts and account wipes over several
-    blocks; the state root after each."""
+    blocks; the state root after each, then every value read in between."""
     rng = random.Random(seed)
     db = AtomicDB()
     chain = LocalChain()
     env = chain.env()
     root = BLANK_ROOT_HASH
     addresses = [bytes([i]) * 20 for i in range(1, 4)]
-    roots = []
+    roots: list[object] = []
+    seen: list[int] = []
     for _ in range(6):
         state = state_class(db, make_state(db, root, env).execution_context, root)
         for _ in range(rng.choice([1, 30, 200])):
@@ -88,10 +138,13 @@ def _run_storage_script(state_class, seed: int) -> list[bytes]:
             # reads in between see every write
             probe = rng.choice(addresses)
             state.get_storage(probe, rng.getrandbits(4))
+            # the committed value too (py-evm's SSTORE gas reads it): same on both paths
+            seen.append(state.get_storage(probe, rng.getrandbits(4), from_journal=False))
+            seen.append(state.get_storage(probe, rng.getrandbits(4)))
         state.persist()
         root = state.state_root
         roots.append(root)
-    return roots
+    return roots + seen
 
 
 def test_fast_storage_gives_the_stock_state_roots():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import lru_cache
 from importlib import resources
 from typing import Any
 
@@ -60,8 +61,10 @@ def pad32(value: bytes | int) -> bytes:
     return value.rjust(32, b"\x00")
 
 
+@lru_cache(maxsize=1 << 17, typed=True)
 def mapping_slot(base: int, *keys: bytes | int) -> int:
-    """Solidity mapping slot; several keys nest (mapping of mapping)."""
+    """Solidity mapping slot; several keys nest (mapping of mapping). Memoised (a pure
+    function; block execution computes the same device and vehicle slots every block)."""
     slot = base
     for key in keys:
         # the C Keccak (vm.crypto): every attestation computes several of these
