@@ -541,7 +541,7 @@ class FastStorageLookup(StorageLookup):
         return _hashed_slot(key)
 
     def __getitem__(self, key: bytes) -> bytes:
-        hashed = self._decode_key(key)
+        hashed = _hashed_slot(key)  # (what _decode_key gives, one call less)
         pending = self._pending
         if pending and hashed in pending:
             return pending[hashed]
@@ -565,7 +565,7 @@ class FastStorageLookup(StorageLookup):
             return
         if self._pending is None:
             self._pending = {}
-        self._pending[self._decode_key(key)] = value
+        self._pending[_hashed_slot(key)] = value
         self._fast_result = None
 
     def __delitem__(self, key: bytes) -> None:
@@ -661,7 +661,8 @@ class FastAccountStorageDB(AccountStorageDB):
         and the journals looked into directly (:meth:`_read`)."""
         self._accessed_slots.add(slot)
         try:
-            encoded = self._read(int_to_big_endian(slot), from_journal)
+            encoded = self._read(slot.to_bytes((slot.bit_length() + 7) // 8 or 1, "big"),
+                                 from_journal)  # int_to_big_endian, inline
         except MissingStorageTrieNode:
             raise
         except KeyError:

@@ -43,7 +43,6 @@ from typing import Any, NamedTuple
 
 import h3.api.basic_int as h3
 from eth.abc import StateAPI
-from eth_hash.auto import keccak
 from eth_typing import Address
 
 from vm.attestation import (
@@ -180,7 +179,7 @@ def _clock(state: StateAPI) -> tuple[int, int]:
 
 def _list_base(epoch: int) -> tuple[int, int]:
     length_slot = mapping_slot(SLOT_EPOCH_VEHICLES, epoch)
-    return length_slot, int.from_bytes(keccak(pad32(length_slot)), "big")
+    return length_slot, int.from_bytes(keccak256(pad32(length_slot)), "big")
 
 
 def epoch_vehicles(state: StateAPI, epoch: int) -> list[int]:
@@ -199,12 +198,12 @@ def is_challenged(seed: bytes, device: bytes, fraction_bps: int) -> bool:
     """Pure: whether ``device`` is challenged in the epoch with ``seed``."""
     if seed == ZERO_HASH:
         return False
-    return int.from_bytes(keccak(seed + device), "big") < fraction_bps * 2**256 // BPS
+    return int.from_bytes(keccak256(seed + device), "big") < fraction_bps * 2**256 // BPS
 
 
 def compute_challenge_nonce(seed: bytes, device: bytes) -> bytes:
     """Pure: the 8-byte nonce a challenged device must include."""
-    return keccak(seed + device + b"nonce")[:NONCE_BYTES]
+    return keccak256(seed + device + b"nonce")[:NONCE_BYTES]
 
 
 def get_challenge(state: StateAPI, device: bytes, epoch: int) -> tuple[bool, bytes]:
