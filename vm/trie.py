@@ -568,6 +568,15 @@ class FastStorageLookup(StorageLookup):
         self._pending[_hashed_slot(key)] = value
         self._fast_result = None
 
+    def put_pending(self, values: dict[bytes, bytes]) -> None:
+        """``self[key] = value`` for every item (while no py-trie write trie exists)."""
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = {}
+        for key, value in values.items():
+            pending[_hashed_slot(key)] = value
+        self._fast_result = None
+
     def __delitem__(self, key: bytes) -> None:
         if self._write_trie is not None:
             super().__delitem__(key)
@@ -646,6 +655,26 @@ class FastAccountStorageDB(AccountStorageDB):
         self._storage_cache = CacheDB(self._storage_lookup)
         self._locked_changes = JournalDB(self._storage_cache)
         self._journal_storage = JournalDB(self._locked_changes)
+
+    def make_storage_root(self) -> None:
+        """py-evm's ``make_storage_root`` (lock the journal's changes, then persist them
+        into the lookup) in one step when neither journal holds anything unusual (a clear
+        from a storage wipe, a deletion marker): the final value of every changed slot,
+        the locked journal's overlaid by the newer one, goes straight to the lookup's
+        pending writes and both journals start afresh, as the two persists leave them.
+        The cache between them is write-through; it is emptied rather than updated."""
+        upper, lower = self._journal_storage._journal, self._locked_changes._journal
+        lookup = self._storage_lookup
+        if (lookup._write_trie is None and not upper._clears_at and not lower._clears_at
+                and not upper._ignore_wrapped_db and not lower._ignore_wrapped_db):
+            changes = {**lower._current_values, **upper._current_values}
+            if all(type(value) is bytes for value in changes.values()):
+                upper.pop_all()
+                lower.pop_all()
+                self._storage_cache.reset_cache()
+                lookup.put_pending(changes)
+                return
+        super().make_storage_root()
 
     def set(self, slot: int, value: int) -> None:
         """py-evm's ``set`` with a value encoded by :func:`vm.block.rlp_uint` (the bytes
