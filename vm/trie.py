@@ -460,8 +460,10 @@ def update_trie(nodes: TrieNodes, root: bytes, changes: Iterable[tuple[bytes, by
 # answer the value the trie holds: the cache saves the walk down the trie, never changes
 # a result. A block's writes land in a new layer on top of its parent's, so the next
 # block reads the slots this block wrote or read (each device's records, every block)
-# without a walk. Bounded: SLOT_LAYERS_MAX roots, chains cut at SLOT_LAYER_DEPTH, at most
-# SLOT_LAYER_MAX_READS values read into one layer (docs/storage.md).
+# without a walk. Bounded (docs/storage.md, "Caches"): at most SLOT_LAYERS_MAX_VALUES
+# values in all layers (the oldest layers emptied and dropped first), SLOT_LAYERS_MAX
+# layers, chains cut at SLOT_LAYER_DEPTH, at most SLOT_LAYER_MAX_READS values read into
+# one layer.
 
 
 class _SlotLayer:
@@ -475,8 +477,10 @@ class _SlotLayer:
 
 SLOT_LAYERS: dict[bytes, _SlotLayer] = {}  # storage root -> its layer, oldest first
 SLOT_LAYERS_MAX = 64
+SLOT_LAYERS_MAX_VALUES = 500_000
 SLOT_LAYER_DEPTH = 16
-SLOT_LAYER_MAX_READS = 200_000
+SLOT_LAYER_MAX_READS = 100_000
+_layer_values = 0  # values held by the layers in SLOT_LAYERS
 _layers_lock = threading.Lock()
 
 
@@ -490,39 +494,66 @@ def _layer_value(root: bytes, hashed: bytes) -> bytes | None:
     return None
 
 
-def _add_layer(root: bytes, layer: _SlotLayer) -> _SlotLayer:
-    with _layers_lock:
-        SLOT_LAYERS.pop(root, None)
-        SLOT_LAYERS[root] = layer
-        while len(SLOT_LAYERS) > SLOT_LAYERS_MAX:
-            del SLOT_LAYERS[next(iter(SLOT_LAYERS))]
-        below = layer
+def _drop_oldest_layers() -> None:
+    """Under the lock: drop the oldest layers until within the bounds; a dropped layer
+    is emptied, since newer layers may still name it as their parent."""
+    global _layer_values
+    while len(SLOT_LAYERS) > SLOT_LAYERS_MAX or (
+            _layer_values > SLOT_LAYERS_MAX_VALUES and len(SLOT_LAYERS) > 1):
+        old = SLOT_LAYERS.pop(next(iter(SLOT_LAYERS)))
+        _layer_values -= len(old.values)
+        old.values, old.parent = {}, None
+
+
+def _layer_at(root: bytes, parent: _SlotLayer | None) -> _SlotLayer:
+    """Under the lock: the layer of ``root``, made (on ``parent``) if there is none."""
+    layer = SLOT_LAYERS.get(root)
+    if layer is None:
+        layer = SLOT_LAYERS[root] = _SlotLayer({}, parent)
+        below = layer  # cut the chain: older values are read from the trie again
         for _ in range(SLOT_LAYER_DEPTH - 1):
             if below.parent is None:
                 break
             below = below.parent
-        below.parent = None  # older values: read from the trie again
+        below.parent = None
+    # (an existing layer keeps its parent: a layer's parent is always older than it, so
+    # a chain never loops, even when a block takes a storage trie back to an older root)
     return layer
 
 
 def _remember_read(root: bytes, hashed: bytes, value: bytes) -> None:
+    global _layer_values
     layer = SLOT_LAYERS.get(root)
-    if layer is None:
-        layer = _add_layer(root, _SlotLayer({}, None))
-    if layer.reads < SLOT_LAYER_MAX_READS:
-        layer.reads += 1
-        layer.values[hashed] = value
+    if layer is not None and (layer.reads >= SLOT_LAYER_MAX_READS or hashed in layer.values):
+        return
+    with _layers_lock:
+        layer = _layer_at(root, None)
+        if layer.reads < SLOT_LAYER_MAX_READS and hashed not in layer.values:
+            layer.reads += 1
+            layer.values[hashed] = value
+            _layer_values += 1
+            if _layer_values > SLOT_LAYERS_MAX_VALUES:
+                _drop_oldest_layers()
 
 
 def _remember_writes(parent_root: bytes, root: bytes, writes: dict[bytes, bytes]) -> None:
-    if root != parent_root:
-        _add_layer(root, _SlotLayer(dict(writes), SLOT_LAYERS.get(parent_root)))
+    global _layer_values
+    if root == parent_root:
+        return
+    with _layers_lock:
+        layer = _layer_at(root, SLOT_LAYERS.get(parent_root))
+        before = len(layer.values)
+        layer.values.update(writes)
+        _layer_values += len(layer.values) - before
+        _drop_oldest_layers()
 
 
 def clear_slot_layers() -> None:
     """Forget every cached slot value (what a restarted node starts with)."""
+    global _layer_values
     with _layers_lock:
         SLOT_LAYERS.clear()
+        _layer_values = 0
 
 
 class FastStorageLookup(StorageLookup):
