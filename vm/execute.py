@@ -21,7 +21,7 @@ from eth_bloom import BloomFilter
 from eth_utils import ValidationError
 
 from vm.attestation import compute_attestation_id
-from vm.block import Header, compute_list_root, rlp_encode
+from vm.block import Header, rlp_encode
 from vm.cost import BlockCost, CostWeights
 from vm.epoch import advance_clock, get_epoch
 from vm.errors import InvalidBlock, InvalidTransaction
@@ -33,6 +33,7 @@ from vm.modules.validators import active_validators, jail
 from vm.sender import recover_sender
 from vm.state import BlockEnv, MotusState, make_state
 from vm.supply import record_burned_fees
+from vm.trie import compute_list_root
 
 ELASTICITY = 2
 BASE_FEE_CHANGE_DENOMINATOR = 8

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -449,6 +449,19 @@ def update_trie(nodes: TrieNodes, root: bytes, changes: Iterable[tuple[bytes, by
     if keep:
         nodes.keep(digest, node)
     return digest, writer.writes
+
+
+def compute_list_root(items: Sequence[bytes]) -> bytes:
+    """Ethereum-style ordered trie root over ``rlp(index) -> item`` (transactions, receipts,
+    attestations), by :func:`update_trie` in one pass over the sorted keys: the root
+    py-trie gives. Items are never empty (a block's items are checked before its roots
+    are computed); an empty one is refused."""
+    if not items:
+        return BLANK_ROOT
+    keyed = sorted((rlp_uint(i), bytes(item)) for i, item in enumerate(items))
+    if not all(item for _, item in keyed):
+        raise ValueError("an empty item has no place in a list root")
+    return update_trie(TrieNodes({}), BLANK_ROOT, keyed, keep=False, writes=DISCARD)[0]
 
 
 # --- under py-evm's account storage ---------------------------------------------------
