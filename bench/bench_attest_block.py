@@ -9,7 +9,10 @@ commit, state root) a block holding one attestation from each of N paired device
   per slot: how storage was done before vm.trie), which gives the same state root.
 
 "warm" is the block as a validator executes it after its pool admitted the attestations
-(signatures already verified in this process); "cold" verifies every signature too.
+(signatures already verified in this process) and after it executed the parent block
+(whose slot values it keeps: vm.trie's slot layers); "cold" verifies every signature
+too; "restart" is a node that has just started: no verified signatures, no decoded trie
+nodes, no slot values kept (every slot read walks the trie from LevelDB's bytes).
 Every figure is the best of ``--repeat`` tries from the same parent state.
 
 Run: ``python -m bench.bench_attest_block [--devices N] [--repeat R] [--profile]``.
@@ -27,6 +30,7 @@ from coincurve import PublicKey
 from eth.db.account import AccountDB
 
 import vm.attestation as attestation
+import vm.trie as trie
 from bench.bench_attestations import make_rounds
 from tests.vm.test_telemetry_fleet import Fleet
 from vm.db import OverlayDB
@@ -74,6 +78,12 @@ def main(argv: list[str] | None = None) -> None:
         attestation._VERIFIED.clear()
         execute()
 
+    def restart() -> None:
+        attestation._VERIFIED.clear()
+        trie.SHARED_NODES.clear()
+        trie.clear_slot_layers()
+        execute()
+
     atts = [attestation.decode_attestation(raw) for raw in raws]
     work = [(a.signature, attestation.compute_signing_digest(a, chain.head.chain_id)) for a in atts]
 
@@ -81,10 +91,11 @@ def main(argv: list[str] | None = None) -> None:
         for signature, digest in work:
             PublicKey.from_signature_and_message(signature, digest, hasher=None)
 
-    best = {"recover": float("inf"), "cold": float("inf"), "warm": float("inf"),
-            "stock": float("inf")}
+    best = {"recover": float("inf"), "restart": float("inf"), "cold": float("inf"),
+            "warm": float("inf"), "stock": float("inf")}
     for _ in range(args.repeat):  # interleaved: every figure sees the same machine
         best["recover"] = min(best["recover"], _cpu(recover))
+        best["restart"] = min(best["restart"], _cpu(restart))
         best["cold"] = min(best["cold"], _cpu(cold))
         best["warm"] = min(best["warm"], _cpu(execute))
         MotusState.account_db_class = StockAccountDB
@@ -98,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"raw coincurve recovery of {n} signatures   {rec:7.3f} s CPU  ({n / rec:7.0f} /s)")
     for name, label in (("warm", "block, signatures verified at admission"),
                         ("cold", "block, signatures verified in execution"),
+                        ("restart", "block, just after a restart (no caches)"),
                         ("stock", "block, py-evm storage path (before)")):
         sec = best[name]
         print(f"{label:42s} {sec:7.3f} s CPU  ({n / sec:7.0f} /s)  = {sec / rec:5.2f} x recovery"

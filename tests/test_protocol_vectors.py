@@ -20,7 +20,8 @@ from consensus.types import (
     proposal_digest,
     vote_digest,
 )
-from vm.block import EMPTY_BLOOM, EMPTY_ROOT, ZERO_HASH, Header, compute_list_root
+from vm.block import EMPTY_BLOOM, EMPTY_ROOT, ZERO_HASH, Header
+from vm.trie import compute_list_root
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 KEY = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")

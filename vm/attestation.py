@@ -314,10 +314,12 @@ def verify_signature(att: Attestation, chain_id: int) -> None:
 # --- stateless checks --------------------------------------------------------
 
 # Ids of attestations whose signature already verified for a chain id in this
-# process (pool admission, then block execution re-checks the same bytes). The
-# id is the hash of every byte, signature included, so a hit proves the same
-# check passed before; results are unchanged, only time is saved.
-_VERIFIED: dict[bytes, None] = {}
+# process (pool admission, then block execution re-checks the same bytes), with the
+# decoded attestation when this process decoded it (None when a worker process did the
+# check). The id is the hash of every byte, signature included, so a hit proves the
+# same checks passed before and decoding the same bytes gives the same record again;
+# results are unchanged, only time is saved.
+_VERIFIED: dict[bytes, Attestation | None] = {}
 _VERIFIED_MAX = 200_000
 
 
@@ -349,18 +351,25 @@ def check_stateless(raw: bytes, chain_id: int, att_id: bytes | None = None) -> A
     ``bad_signature``; never raises anything else. ``att_id`` (keccak of ``raw``)
     may be passed when the caller already computed it.
     """
-    att = decode_attestation(raw)
     suffix = _CHAIN_SUFFIXES.get(chain_id)
     if suffix is None:
         suffix = _CHAIN_SUFFIXES[chain_id] = chain_id.to_bytes(8, "big")
     key = (compute_attestation_id(raw) if att_id is None else att_id) + suffix
-    if key not in _VERIFIED:
+    known = _VERIFIED.get(key, _UNSEEN)
+    if known is _UNSEEN:
+        att = decode_attestation(raw)
         verify_signature(att, chain_id)
         if len(_VERIFIED) >= _VERIFIED_MAX:
             for old in list(_VERIFIED)[: _VERIFIED_MAX // 2]:  # the oldest half
                 del _VERIFIED[old]
-        _VERIFIED[key] = None
-    return att
+        _VERIFIED[key] = att
+        return att
+    if known is None:  # verified by a worker process: decoded here the first time
+        known = _VERIFIED[key] = decode_attestation(raw)
+    return known  # type: ignore[return-value]
+
+
+_UNSEEN = object()
 
 
 def check_stateless_codes(raws: Sequence[bytes], chain_id: int) -> list[str]:

@@ -102,22 +102,6 @@ def _hex(data: bytes) -> str:
     return "0x" + data.hex()
 
 
-def compute_list_root(items: Sequence[bytes]) -> bytes:
-    """Ethereum-style ordered trie root over ``rlp(index) -> item`` (transactions, receipts,
-    attestations), built by the node's one trie writer (:func:`vm.trie.update_trie`) in
-    one pass over the sorted keys: the root py-trie gives. Items are never empty (a block's
-    items are checked before its roots are computed); an empty one is refused."""
-    if not items:
-        return EMPTY_ROOT
-    from vm.trie import DISCARD, TrieNodes, update_trie  # vm.trie builds on this module
-
-    keyed = sorted((rlp_uint(i), bytes(item)) for i, item in enumerate(items))
-    if not all(item for _, item in keyed):
-        raise ValueError("an empty item has no place in a list root")
-    root, _ = update_trie(TrieNodes({}), EMPTY_ROOT, keyed, keep=False, writes=DISCARD)
-    return root
-
-
 def rlp_encode(item) -> bytes:
     """Minimal RLP of bytes and nested lists (the only shapes trie nodes have); several
     times faster than the generic ``rlp.encode`` with its sedes inference."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -451,6 +451,19 @@ def update_trie(nodes: TrieNodes, root: bytes, changes: Iterable[tuple[bytes, by
     return digest, writer.writes
 
 
+def compute_list_root(items: Sequence[bytes]) -> bytes:
+    """Ethereum-style ordered trie root over ``rlp(index) -> item`` (transactions, receipts,
+    attestations), by :func:`update_trie` in one pass over the sorted keys: the root
+    py-trie gives. Items are never empty (a block's items are checked before its roots
+    are computed); an empty one is refused."""
+    if not items:
+        return BLANK_ROOT
+    keyed = sorted((rlp_uint(i), bytes(item)) for i, item in enumerate(items))
+    if not all(item for _, item in keyed):
+        raise ValueError("an empty item has no place in a list root")
+    return update_trie(TrieNodes({}), BLANK_ROOT, keyed, keep=False, writes=DISCARD)[0]
+
+
 # --- under py-evm's account storage ---------------------------------------------------
 
 
@@ -460,8 +473,10 @@ def update_trie(nodes: TrieNodes, root: bytes, changes: Iterable[tuple[bytes, by
 # answer the value the trie holds: the cache saves the walk down the trie, never changes
 # a result. A block's writes land in a new layer on top of its parent's, so the next
 # block reads the slots this block wrote or read (each device's records, every block)
-# without a walk. Bounded: SLOT_LAYERS_MAX roots, chains cut at SLOT_LAYER_DEPTH, at most
-# SLOT_LAYER_MAX_READS values read into one layer (docs/storage.md).
+# without a walk. Bounded (docs/storage.md, "Caches"): at most SLOT_LAYERS_MAX_VALUES
+# values in all layers (the oldest layers emptied and dropped first), SLOT_LAYERS_MAX
+# layers, chains cut at SLOT_LAYER_DEPTH, at most SLOT_LAYER_MAX_READS values read into
+# one layer.
 
 
 class _SlotLayer:
@@ -475,8 +490,10 @@ class _SlotLayer:
 
 SLOT_LAYERS: dict[bytes, _SlotLayer] = {}  # storage root -> its layer, oldest first
 SLOT_LAYERS_MAX = 64
+SLOT_LAYERS_MAX_VALUES = 500_000
 SLOT_LAYER_DEPTH = 16
-SLOT_LAYER_MAX_READS = 200_000
+SLOT_LAYER_MAX_READS = 100_000
+_layer_values = 0  # values held by the layers in SLOT_LAYERS
 _layers_lock = threading.Lock()
 
 
@@ -490,39 +507,66 @@ def _layer_value(root: bytes, hashed: bytes) -> bytes | None:
     return None
 
 
-def _add_layer(root: bytes, layer: _SlotLayer) -> _SlotLayer:
-    with _layers_lock:
-        SLOT_LAYERS.pop(root, None)
-        SLOT_LAYERS[root] = layer
-        while len(SLOT_LAYERS) > SLOT_LAYERS_MAX:
-            del SLOT_LAYERS[next(iter(SLOT_LAYERS))]
-        below = layer
+def _drop_oldest_layers() -> None:
+    """Under the lock: drop the oldest layers until within the bounds; a dropped layer
+    is emptied, since newer layers may still name it as their parent."""
+    global _layer_values
+    while len(SLOT_LAYERS) > SLOT_LAYERS_MAX or (
+            _layer_values > SLOT_LAYERS_MAX_VALUES and len(SLOT_LAYERS) > 1):
+        old = SLOT_LAYERS.pop(next(iter(SLOT_LAYERS)))
+        _layer_values -= len(old.values)
+        old.values, old.parent = {}, None
+
+
+def _layer_at(root: bytes, parent: _SlotLayer | None) -> _SlotLayer:
+    """Under the lock: the layer of ``root``, made (on ``parent``) if there is none."""
+    layer = SLOT_LAYERS.get(root)
+    if layer is None:
+        layer = SLOT_LAYERS[root] = _SlotLayer({}, parent)
+        below = layer  # cut the chain: older values are read from the trie again
         for _ in range(SLOT_LAYER_DEPTH - 1):
             if below.parent is None:
                 break
             below = below.parent
-        below.parent = None  # older values: read from the trie again
+        below.parent = None
+    # (an existing layer keeps its parent: a layer's parent is always older than it, so
+    # a chain never loops, even when a block takes a storage trie back to an older root)
     return layer
 
 
 def _remember_read(root: bytes, hashed: bytes, value: bytes) -> None:
+    global _layer_values
     layer = SLOT_LAYERS.get(root)
-    if layer is None:
-        layer = _add_layer(root, _SlotLayer({}, None))
-    if layer.reads < SLOT_LAYER_MAX_READS:
-        layer.reads += 1
-        layer.values[hashed] = value
+    if layer is not None and (layer.reads >= SLOT_LAYER_MAX_READS or hashed in layer.values):
+        return
+    with _layers_lock:
+        layer = _layer_at(root, None)
+        if layer.reads < SLOT_LAYER_MAX_READS and hashed not in layer.values:
+            layer.reads += 1
+            layer.values[hashed] = value
+            _layer_values += 1
+            if _layer_values > SLOT_LAYERS_MAX_VALUES:
+                _drop_oldest_layers()
 
 
 def _remember_writes(parent_root: bytes, root: bytes, writes: dict[bytes, bytes]) -> None:
-    if root != parent_root:
-        _add_layer(root, _SlotLayer(dict(writes), SLOT_LAYERS.get(parent_root)))
+    global _layer_values
+    if root == parent_root:
+        return
+    with _layers_lock:
+        layer = _layer_at(root, SLOT_LAYERS.get(parent_root))
+        before = len(layer.values)
+        layer.values.update(writes)
+        _layer_values += len(layer.values) - before
+        _drop_oldest_layers()
 
 
 def clear_slot_layers() -> None:
     """Forget every cached slot value (what a restarted node starts with)."""
+    global _layer_values
     with _layers_lock:
         SLOT_LAYERS.clear()
+        _layer_values = 0
 
 
 class FastStorageLookup(StorageLookup):
@@ -541,7 +585,7 @@ class FastStorageLookup(StorageLookup):
         return _hashed_slot(key)
 
     def __getitem__(self, key: bytes) -> bytes:
-        hashed = self._decode_key(key)
+        hashed = _hashed_slot(key)  # (what _decode_key gives, one call less)
         pending = self._pending
         if pending and hashed in pending:
             return pending[hashed]
@@ -565,7 +609,16 @@ class FastStorageLookup(StorageLookup):
             return
         if self._pending is None:
             self._pending = {}
-        self._pending[self._decode_key(key)] = value
+        self._pending[_hashed_slot(key)] = value
+        self._fast_result = None
+
+    def put_pending(self, values: dict[bytes, bytes]) -> None:
+        """``self[key] = value`` for every item (while no py-trie write trie exists)."""
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = {}
+        for key, value in values.items():
+            pending[_hashed_slot(key)] = value
         self._fast_result = None
 
     def __delitem__(self, key: bytes) -> None:
@@ -647,6 +700,26 @@ class FastAccountStorageDB(AccountStorageDB):
         self._locked_changes = JournalDB(self._storage_cache)
         self._journal_storage = JournalDB(self._locked_changes)
 
+    def make_storage_root(self) -> None:
+        """py-evm's ``make_storage_root`` (lock the journal's changes, then persist them
+        into the lookup) in one step when neither journal holds anything unusual (a clear
+        from a storage wipe, a deletion marker): the final value of every changed slot,
+        the locked journal's overlaid by the newer one, goes straight to the lookup's
+        pending writes and both journals start afresh, as the two persists leave them.
+        The cache between them is write-through; it is emptied rather than updated."""
+        upper, lower = self._journal_storage._journal, self._locked_changes._journal
+        lookup = self._storage_lookup
+        if (lookup._write_trie is None and not upper._clears_at and not lower._clears_at
+                and not upper._ignore_wrapped_db and not lower._ignore_wrapped_db):
+            changes = {**lower._current_values, **upper._current_values}
+            if all(type(value) is bytes for value in changes.values()):
+                upper.pop_all()
+                lower.pop_all()
+                self._storage_cache.reset_cache()
+                lookup.put_pending(changes)
+                return
+        super().make_storage_root()
+
     def set(self, slot: int, value: int) -> None:
         """py-evm's ``set`` with a value encoded by :func:`vm.block.rlp_uint` (the bytes
         ``rlp.encode`` gives, without its sedes inference)."""
@@ -661,7 +734,8 @@ class FastAccountStorageDB(AccountStorageDB):
         and the journals looked into directly (:meth:`_read`)."""
         self._accessed_slots.add(slot)
         try:
-            encoded = self._read(int_to_big_endian(slot), from_journal)
+            encoded = self._read(slot.to_bytes((slot.bit_length() + 7) // 8 or 1, "big"),
+                                 from_journal)  # int_to_big_endian, inline
         except MissingStorageTrieNode:
             raise
         except KeyError:

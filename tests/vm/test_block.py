@@ -5,8 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consensus.types import Validator, ValidatorSet
-from vm.block import EMPTY_ROOT, Header, compute_list_root, rlp_uint, validators_hash
+from vm.block import EMPTY_ROOT, Header, rlp_uint, validators_hash
 from vm.errors import InvalidBlock
+from vm.trie import compute_list_root
 
 
 class _Raw:

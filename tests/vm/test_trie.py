@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trie import HexaryTrie
 
+import vm.trie as trie
 from tests.harness import LocalChain
 from vm.state import MotusAccountDB, MotusState, make_state
 from vm.trie import BLANK_ROOT, TrieNodes, update_trie
@@ -42,7 +43,7 @@ def _apply(trie: HexaryTrie, changes: dict[bytes, bytes | None]) -> None:
 
 def test_update_trie_matches_py_trie_on_random_tries():
     rng = random.Random(7)
-    for _ in range(200):
+    for _ in range(100):  # (the hypothesis test below covers more shapes)
         db: dict[bytes, bytes] = {}
         trie = HexaryTrie(db)
         keylen = rng.choice([32, 32, 1, 2, 3])  # short keys make embedded nodes
@@ -150,3 +151,41 @@ def _run_storage_script(state_class, seed: int) -> list[object]:
 def test_fast_storage_gives_the_stock_state_roots():
     for seed in range(12):
         assert _run_storage_script(MotusState, seed) == _run_storage_script(StockState, seed)
+
+
+def test_fast_storage_with_tiny_slot_layers_gives_the_stock_results(monkeypatch):
+    """The slot layers' bounds (layers dropped and emptied, chains cut, reads not kept)
+    only cost trie walks: the same roots and values read as py-evm's storage path."""
+    monkeypatch.setattr(trie, "SLOT_LAYERS_MAX", 3)
+    monkeypatch.setattr(trie, "SLOT_LAYERS_MAX_VALUES", 40)
+    monkeypatch.setattr(trie, "SLOT_LAYER_DEPTH", 2)
+    monkeypatch.setattr(trie, "SLOT_LAYER_MAX_READS", 5)
+    trie.clear_slot_layers()
+    try:
+        for seed in range(4):
+            assert _run_storage_script(MotusState, seed) == _run_storage_script(StockState, seed)
+            assert len(trie.SLOT_LAYERS) <= 3
+            assert sum(len(layer.values) for layer in trie.SLOT_LAYERS.values()) <= 40 + 200
+    finally:
+        trie.clear_slot_layers()
+
+
+def test_a_storage_root_seen_again_reads_right():
+    """A block that takes a storage trie back to an older root (a slot set, then unset):
+    the layers never form a loop, and every value read is the trie's."""
+    trie.clear_slot_layers()
+    db = AtomicDB()
+    env = LocalChain().env()
+    address = b"\x07" * 20
+    root = BLANK_ROOT_HASH
+    for value in (1, 2, 1, 0, 1, 2):
+        state = make_state(db, root, env)
+        assert state.get_storage(address, 1) in (0, 1, 2)
+        state.set_storage(address, 1, value)
+        state.set_storage(address, 2, 5)
+        state.persist()
+        root = state.state_root
+        after = make_state(db, root, env)
+        assert after.get_storage(address, 1) == value
+        assert after.get_storage(address, 2) == 5
+        assert after.get_storage(address, 3) == 0  # a miss in every layer: ends, reads 0

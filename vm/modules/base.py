@@ -93,7 +93,8 @@ class Store:
             self.computation.consume_gas(amount, reason)
 
     def load(self, slot: int) -> int:
-        self._gas(G_SLOAD, "module sload")
+        if self.computation is not None:  # (inline: block execution loads thousands a block)
+            self.computation.consume_gas(G_SLOAD, "module sload")
         return self.state.get_storage(self.address, slot)
 
     def store(self, slot: int, value: int) -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -484,6 +485,17 @@ def device_pairing(state: StateAPI, device_address: bytes) -> int | None:
     if led.device_token_id(device_address) == 0:
         return None
     return led.device_vehicle(device_address)
+
+
+def pairing_reader(state: StateAPI) -> Callable[[bytes], int | None]:
+    """:func:`device_pairing` for many devices of one state (one ledger for all)."""
+    led = _ledger(state)
+    token_id, vehicle = led.device_token_id, led.device_vehicle
+
+    def pairing(device_address: bytes) -> int | None:
+        return None if token_id(device_address) == 0 else vehicle(device_address)
+
+    return pairing
 
 
 def period_count(state: StateAPI, vehicle_id: int) -> int:

@@ -43,7 +43,6 @@ from typing import Any, NamedTuple
 
 import h3.api.basic_int as h3
 from eth.abc import StateAPI
-from eth_hash.auto import keccak
 from eth_typing import Address
 
 from vm.attestation import (
@@ -96,6 +95,23 @@ def _device_pairing(state: StateAPI, device: bytes) -> _Pairing | None:
 
     vehicle_id = identity.device_pairing(state, device)
     return None if vehicle_id is None else _Pairing(vehicle_id)
+
+
+_DEFAULT_DEVICE_PAIRING = _device_pairing
+
+
+def _pairings_of(state: StateAPI) -> DeviceLookup:
+    """The default DeviceLookup for one view's state: the same answers, read through one
+    identity ledger and without the per-call import."""
+    from vm.modules import identity  # sibling module: imported at use
+
+    pairing = identity.pairing_reader(state)
+
+    def lookup(_state: StateAPI, device: bytes) -> _Pairing | None:
+        vehicle_id = pairing(device)
+        return None if vehicle_id is None else _Pairing(vehicle_id)
+
+    return lookup
 
 
 def _pack(a: int, b: int, c: int, d: int) -> int:
@@ -180,7 +196,7 @@ def _clock(state: StateAPI) -> tuple[int, int]:
 
 def _list_base(epoch: int) -> tuple[int, int]:
     length_slot = mapping_slot(SLOT_EPOCH_VEHICLES, epoch)
-    return length_slot, int.from_bytes(keccak(pad32(length_slot)), "big")
+    return length_slot, int.from_bytes(keccak256(pad32(length_slot)), "big")
 
 
 def epoch_vehicles(state: StateAPI, epoch: int) -> list[int]:
@@ -199,12 +215,12 @@ def is_challenged(seed: bytes, device: bytes, fraction_bps: int) -> bool:
     """Pure: whether ``device`` is challenged in the epoch with ``seed``."""
     if seed == ZERO_HASH:
         return False
-    return int.from_bytes(keccak(seed + device), "big") < fraction_bps * 2**256 // BPS
+    return int.from_bytes(keccak256(seed + device), "big") < fraction_bps * 2**256 // BPS
 
 
 def compute_challenge_nonce(seed: bytes, device: bytes) -> bytes:
     """Pure: the 8-byte nonce a challenged device must include."""
-    return keccak(seed + device + b"nonce")[:NONCE_BYTES]
+    return keccak256(seed + device + b"nonce")[:NONCE_BYTES]
 
 
 def get_challenge(state: StateAPI, device: bytes, epoch: int) -> tuple[bool, bytes]:
@@ -355,7 +371,11 @@ class TelemetryView:
         self.seed = get_epoch_seed(state, self.epoch)
         window = self.limits.epoch_length_blocks * self.limits.challenge_window_bps // BPS
         self.in_challenge_window = height < epoch_start + window
-        self._get_device = _device_pairing if get_device is None else get_device
+        if get_device is None:
+            get_device = _device_pairing
+            if get_device is _DEFAULT_DEVICE_PAIRING:  # (a test may put a reference in)
+                get_device = _pairings_of(state)
+        self._get_device = get_device
         self._track_cache = track_cache
         self.tallies = tallies
         self._store = _store(state)
