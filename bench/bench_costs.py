@@ -558,6 +558,92 @@ def report(r: dict[str, Any]) -> None:
           flush=True)
 
 
+# (label, unit, how 1,000,000 is extrapolated from the two largest measured sizes:
+# "per-vehicle" slope (totals that grow with the fleet), "total" (a total / N: the total
+# by its per-vehicle slope, divided by N), "log" (per-item costs that grow with the tries'
+# depth: one more level per 16x), "same")
+SUMMARY = [
+    ("state per vehicle: identity (NFT, device, pairing, ownership period)", "B", "log"),
+    ("state per vehicle: telemetry (device record + one epoch's counters)", "B", "log"),
+    ("state per vehicle: owner (reward) account, trie + flat snapshot", "B", "log"),
+    ("state per vehicle: rewards records added by one epoch's payout", "B", "log"),
+    ("plain account: account trie + flat snapshot (baseline)", "B", "log"),
+    ("state per vehicle / plain account", "x", "log"),
+    ("store per vehicle after the run, pruned (compacted)", "B", "total"),
+    ("store per vehicle after the run, archive (compacted)", "B", "total"),
+    ("block of 1,000 transfers: execution (CPU)", "s", "log"),
+    ("block of 2,000 attestations: execution, signatures checked (CPU)", "s", "log"),
+    ("block of 2,000 attestations: execution, pre-verified (CPU)", "s", "log"),
+    ("time per attestation / per transfer", "x", "log"),
+    ("attestation: bytes in the block", "B", "same"),
+    ("attestation: history bytes in the store (block, index)", "B", "same"),
+    ("attestation: trie bytes written (archive growth)", "B", "log"),
+    ("transfer: history bytes in the store", "B", "same"),
+    ("transfer: trie bytes written (archive growth)", "B", "log"),
+    ("epoch payout block: build (CPU)", "s", "per-vehicle"),
+    ("epoch payout block / empty block", "x", "per-vehicle"),
+    ("epoch payout: history bytes per vehicle (events, log index)", "B", "same"),
+    ("open the store", "s", "per-vehicle"),
+    ("rebuild the flat snapshot", "s", "per-vehicle"),
+    ("motus db check", "s", "per-vehicle"),
+]
+
+
+def summary_values(r: dict[str, Any]) -> list[float]:
+    n, g = r["n"], r["genesis_live"]
+    per_account = g["account trie"][1] / g["accounts"][0] + 108
+    bp, ap = r["before_payout"], r["after_payout"]
+    payout_bytes = sum(ap[k][1] for k in ap if k != "accounts") - sum(bp[k][1] for k in bp if k != "accounts")
+    state = (g["identity"][1] + g["telemetry"][1]) / n + per_account
+    t, a, pay, empty = (r["blocks"][k] for k in ("transfers", "attestations", "payout", "empty"))
+
+    def history(row: dict[str, Any], count: int) -> float:
+        return sum(v for p, v in row["prefixes"].items() if p != b"s") / count
+
+    return [g["identity"][1] / n, g["telemetry"][1] / n, per_account, payout_bytes / n, per_account,
+            state / per_account, r["disk_pruned"] / n, r["disk_archive"] / n,
+            t["cold"], a["cold"], a["warm"], (a["cold"] / ATTESTATIONS) / (t["cold"] / TRANSFERS),
+            a["block_bytes"] / ATTESTATIONS, history(a, ATTESTATIONS), a["trie_written"] / ATTESTATIONS,
+            history(t, TRANSFERS), t["trie_written"] / TRANSFERS,
+            pay["build_cpu"], pay["build_cpu"] / empty["build_cpu"], history(pay, n),
+            r["open_s"], r["rebuild_flat_s"], r["check_s"]]
+
+
+def extrapolate(rule: str, n0: int, v0: float, n1: int, v1: float, n: int) -> float:
+    if rule == "per-vehicle":  # never below the largest measured: noise must not shrink it
+        return max(v1, v1 + (v1 - v0) / (n1 - n0) * (n - n1))
+    if rule == "total":
+        return (v1 * n1 + (v1 * n1 - v0 * n0) / (n1 - n0) * (n - n1)) / n
+    if rule == "log":
+        import math
+        return v1 + (v1 - v0) * math.log(n / n1) / math.log(n1 / n0)
+    return v1
+
+
+def print_summary(results: list[dict[str, Any]], target: int = 1_000_000) -> None:
+    """The table for docs/storage.md; a 1,000,000 column extrapolated (labelled) when the
+    largest size measured is smaller."""
+    sizes = [r["n"] for r in results]
+    values = [summary_values(r) for r in results]
+    extra = len(results) >= 2 and max(sizes) < target
+    head = [f"{n:,}" for n in sizes] + ([f"{target:,} (extrapolated)"] if extra else [])
+    print("\n| | " + " | ".join(head) + " |")
+    print("|---|" + "---|" * len(head))
+    for i, (label, unit, rule) in enumerate(SUMMARY):
+        row = [v[i] for v in values]
+        if extra:
+            row.append(extrapolate(rule, sizes[-2], row[-2], sizes[-1], row[-1], target))
+
+        def fmt(x: float, unit: str = unit) -> str:
+            if unit == "B":
+                return f"{x:,.0f} B"
+            if unit == "x":
+                return f"{x:,.2f}" if x < 10 else f"{x:,.0f}"
+            return f"{x:.3f} s" if x < 10 else f"{x:,.0f} s"
+
+        print(f"| {label} | " + " | ".join(fmt(x) for x in row) + " |")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.bench_costs", description=__doc__.splitlines()[0])
     p.add_argument("--vehicles", type=lambda s: [int(x) for x in s.split(",")], default=[1_000, 10_000, 100_000],
@@ -571,8 +657,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"signal store, one vehicle, one day at one reading a minute: records {day.get('v', 0) / 1e3:.0f} KB, "
           f"minute index {day.get('m', 0) / 1e3:.0f} KB, id and time keys {(day.get('a', 0) + day.get('t', 0)) / 1e3:.0f} KB; "
           f"{day['disk'] / 1e3:.0f} KB on disk compacted", flush=True)
+    results = []
     for n in args.vehicles:
-        report(measure(n, args.repeat, args.batch, args.keep_dir))
+        results.append(measure(n, args.repeat, args.batch, args.keep_dir))
+        report(results[-1])
+    print_summary(results)
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 
