@@ -19,6 +19,11 @@ own blocks wrote (recorded): a block that re-creates a node the snapshot holds a
 writes it again, and that write protects it. Deleting only unreachable nodes makes every
 step crash-safe: a kill at any instant leaves every kept state whole, and the next sweep
 (one starts after each restart) finishes the job.
+
+The record of keys written during a sweep is bounded (``max_recorded_keys``): a sweep whose
+record would pass it is abandoned at once, before its next delete batch (``SweepAbandoned``),
+and tried again ``ABANDONED_RETRY_S`` later. Without a complete record no further key may be
+deleted; the batches already deleted were checked against a record complete at their time.
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ from node.store import PRUNED_FLOOR, ChainStore
 log = logging.getLogger("motus.prune")
 
 DELETE_BATCH = 5_000  # keys per delete batch: the commit lock is held for one batch's write
+# Trie keys blocks may write during one sweep before it is abandoned: the record costs ~110
+# bytes a key, so ~110 MB at most (a sweep of a 1,000,000-account state, ~46 s, records
+# ~200,000 keys at 300 transfers a second). docs/storage.md, "Pruning".
+MAX_RECORDED_KEYS = 1_000_000
+ABANDONED_RETRY_S = 60.0  # wait after an abandoned sweep: the write burst that filled it may pass
 # The sweep runs beside consensus in the same process: after this much work it pauses as
 # long, so it takes at most half of the interpreter (the GIL) from the event loop.
 WORK_SLICE_S = 0.02
@@ -44,6 +54,11 @@ WORK_SLICE_S = 0.02
 
 class IncompleteState(Exception):
     """A node of a state that should be kept is missing: the sweep stops, deleting nothing."""
+
+
+class SweepAbandoned(Exception):
+    """Blocks wrote more trie keys during the sweep than it may record: it stopped before its
+    next delete (deleting only what a complete record allowed) and will be tried again."""
 
 
 class _Stopped(Exception):
@@ -68,9 +83,11 @@ class Pruner:
     thread that sweeps when due). Only one sweep runs at a time."""
 
     def __init__(self, store: ChainStore, keep_states: int, *, sweep_min_bytes: int = 64 * 1024 * 1024,
-                 sweep_growth_percent: int = 50, pace: bool = True) -> None:
+                 sweep_growth_percent: int = 50, pace: bool = True,
+                 max_recorded_keys: int = MAX_RECORDED_KEYS) -> None:
         if keep_states < 1:
             raise ValueError("keep_states must be at least 1")
+        self.max_recorded_keys = max_recorded_keys
         self.store = store
         self.keep_states = keep_states
         self.sweep_min_bytes = sweep_min_bytes
@@ -79,6 +96,8 @@ class Pruner:
         self._written_bytes = 0  # trie bytes committed since the last sweep began
         self._live_bytes: int | None = None  # of the last sweep; None: none since start
         self._recent: set[bytes] | None = None  # trie keys committed during a sweep
+        self._abandoned = False  # the running sweep's record overflowed: it must delete nothing more
+        self.abandoned = 0  # sweeps abandoned since start
         self._sweep_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -93,7 +112,13 @@ class Pruner:
     def _on_trie_writes(self, puts: dict[bytes, bytes]) -> None:
         self._written_bytes += sum(len(k) + len(v) + 1 for k, v in puts.items())
         if self._recent is not None:
-            self._recent.update(puts)
+            if len(self._recent) + len(puts) > self.max_recorded_keys:
+                # past the cap the record would be incomplete: the sweep must not delete
+                # again (checked under this same commit lock); free the record now
+                self._abandoned = True
+                self._recent = None
+            else:
+                self._recent.update(puts)
         self._wake.set()
 
     # --- when ---------------------------------------------------------------------------
@@ -115,11 +140,14 @@ class Pruner:
 
     def sweep(self) -> SweepReport:
         """One mark-and-sweep (module docstring). Raises IncompleteState, having deleted
-        nothing, if a kept state misses a node."""
+        nothing, if a kept state misses a node; SweepAbandoned, having deleted only what a
+        complete record of the blocks' writes allowed, if that record passed
+        ``max_recorded_keys``."""
         with self._sweep_lock:
             store = self.store
             with store.commit_lock:
                 self._recent = set()
+                self._abandoned = False
                 self._written_bytes = 0
                 snapshot = store.db.snapshot()
             try:
@@ -235,7 +263,10 @@ class Pruner:
             return
         store = self.store
         with store.commit_lock:
-            recent = self._recent or set()
+            if self._abandoned or self._recent is None:
+                raise SweepAbandoned(f"blocks wrote over {self.max_recorded_keys} trie keys during "
+                                     f"the sweep ({report.deleted} keys deleted before)")
+            recent = self._recent
             # Not synced: a delete lost in a crash leaves garbage the next sweep finds.
             with store.db.write_batch(sync=False) as wb:
                 for key in keys:
@@ -248,6 +279,8 @@ class Pruner:
     def _breathe(self) -> None:
         if self._stop.is_set():
             raise _Stopped
+        if self._abandoned:
+            raise SweepAbandoned(f"blocks wrote over {self.max_recorded_keys} trie keys during the sweep")
         if self.pace and time.monotonic() - self._slice_start >= WORK_SLICE_S:
             time.sleep(WORK_SLICE_S)
             self._slice_start = time.monotonic()
@@ -273,6 +306,10 @@ class Pruner:
                     self.sweep()
             except _Stopped:
                 return
+            except SweepAbandoned as exc:
+                self.abandoned += 1
+                log.warning("pruning sweep abandoned: %s; retrying in %.0f s", exc, ABANDONED_RETRY_S)
+                self._stop.wait(ABANDONED_RETRY_S)
             except IncompleteState as exc:
                 log.error("pruning stopped: %s; run `motus db check`", exc)
                 return

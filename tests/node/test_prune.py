@@ -28,7 +28,7 @@ from node.block import EMPTY_COMMIT
 from node.db import TRIE, Database
 from node.dbcheck import check_database
 from node.mempool import Mempool
-from node.prune import Pruner
+from node.prune import Pruner, SweepAbandoned
 from node.rpc import eth as rpc_eth
 from node.rpc import params as p
 from node.rpc.errors import RPCError
@@ -217,6 +217,79 @@ def test_a_node_a_block_recreates_during_a_sweep_survives(chain: Chain) -> None:
             assert not present  # the bug the recording prevents
             assert not check_database(ChainStore(chain.store.database)).ok
         chain.store.trie_listener = None
+
+
+def test_a_sweep_whose_record_overflows_is_abandoned_and_deletes_nothing_more(chain: Chain) -> None:
+    """The record of keys written during a sweep is capped (``max_recorded_keys``). Here the
+    block that re-creates a garbage node (as above) also passes the cap: the record is
+    dropped, so the sweep must delete nothing more (a sweep that went on deleting would
+    take that node, and the head's state would break). The sweep is abandoned, the node
+    and every kept state are whole (``db check``), and the next sweep completes."""
+    chain.send(0, None, data=INIT, gas=200_000)
+    chain.block()
+    creator = dev_accounts()[0][0]
+    address = keccak(rlp.encode([creator, 0]))[12:]
+
+    def set_slot(value: int) -> None:
+        chain.send(1, address, value=0, data=value.to_bytes(32, "big"), gas=100_000)
+        chain.block()
+
+    def storage_root() -> bytes:
+        raw = HexaryTrie(chain.store.state_db, chain.store.head.state_root).get(keccak(address))
+        return rlp.decode(raw, sedes=StateAccount).storage_root
+
+    set_slot(1)
+    leaf = storage_root()
+    set_slot(2)
+    # a block writes ~5 trie keys (accounts, storage root, their branches): 2 is passed by one
+    pruner = Pruner(chain.store, keep_states=1, sweep_min_bytes=0, pace=False, max_recorded_keys=2)
+    mark = pruner._mark
+
+    def mark_then_commit(*args, **kw):
+        marked = mark(*args, **kw)
+        assert leaf not in marked  # garbage in the snapshot
+        set_slot(1)  # re-creates it after the snapshot, and overflows the record
+        return marked
+
+    pruner._mark = mark_then_commit  # type: ignore[method-assign]
+    keys_before = trie_keys(chain.store)
+    with pytest.raises(SweepAbandoned):
+        pruner.sweep()
+    assert pruner._recent is None  # the record is freed
+    assert storage_root() == leaf and chain.store.db.get(TRIE + leaf) is not None
+    assert keys_before <= trie_keys(chain.store)  # nothing deleted
+    assert check_database(ChainStore(chain.store.database)).ok  # a cold node cache
+    assert chain.app.state_at(chain.store.head).get_storage(address, 0) == 1
+
+    pruner._mark = mark  # type: ignore[method-assign]  # a quiet sweep, later
+    report = pruner.sweep()
+    assert report.deleted > 0
+    assert check_database(ChainStore(chain.store.database)).ok
+    assert chain.app.state_at(chain.store.head).get_storage(address, 0) == 1
+
+
+def test_a_record_overflow_between_delete_batches_stops_the_deletes(
+        chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cap passed after some delete batches: the batches done stay done (each was
+    checked against a complete record), the next one is never written."""
+    import node.prune as prune
+
+    chain.transfers(6)
+    monkeypatch.setattr(prune, "DELETE_BATCH", 2)
+    pruner = Pruner(chain.store, keep_states=1, sweep_min_bytes=0, pace=False, max_recorded_keys=2)
+    delete = pruner._delete
+    batches = []
+
+    def delete_then_commit(keys, report):
+        delete(keys, report)
+        batches.append(len(keys))
+        if len(batches) == 1:
+            chain.transfers(1)  # overflows the record after the first batch
+    pruner._delete = delete_then_commit  # type: ignore[method-assign]
+    with pytest.raises(SweepAbandoned):
+        pruner.sweep()
+    assert batches == [2]
+    assert check_database(ChainStore(chain.store.database)).ok
 
 
 def test_storage_config_defaults_and_refusals() -> None:
