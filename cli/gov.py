@@ -12,10 +12,7 @@ when the chain refuses, 2 for a local problem.
 from __future__ import annotations
 
 import argparse
-import json
 from decimal import Decimal, InvalidOperation
-from functools import cache
-from importlib import resources
 from typing import Any
 
 from cli.common import (
@@ -30,16 +27,16 @@ from cli.common import (
 )
 from rpcclient import rpc_call
 from rpcclient.txsend import decode_logs, encode_call, send_call
+from vm.modules.base import load_abi
 
 GOVERNANCE = "0x00000000000000000000000000000000004d0706"  # vm.modules.addresses.GOVERNANCE
 WEI_PER_MOTUS = 10**18
 OPTIONS = {"yes": 1, "no": 2, "abstain": 3, "veto": 4}  # docs/governance.md, "Voting"
 
 
-@cache
 def governance_abi() -> list[dict[str, Any]]:
     """The governance module's shipped ABI (vm/abi/governance.json)."""
-    return json.loads(resources.files("vm.abi").joinpath("governance.json").read_text())
+    return load_abi("governance")
 
 
 # --- argument parsing ---------------------------------------------------------------------

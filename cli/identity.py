@@ -19,10 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
-import json
 import time
-from functools import cache
-from importlib import resources
 from types import ModuleType
 from typing import Any
 
@@ -42,15 +39,15 @@ from cli.common import (
 )
 from rpcclient import rpc_call
 from rpcclient.txsend import decode_logs, encode_call, send_call
+from vm.modules.base import load_abi
 
 SIGNATURE_TTL_SECONDS = 600  # default validity of a device signature made here
 MIN_ABSOLUTE_EXPIRY = 1_000_000_000  # below this an --expires integer is surely a duration
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
-@cache
 def identity_abi() -> list[dict[str, Any]]:
     """The identity module's shipped ABI (vm/abi/identity.json)."""
-    return json.loads(resources.files("vm.abi").joinpath("identity.json").read_text())
+    return load_abi("identity")
 
 
 def identity_module() -> ModuleType:

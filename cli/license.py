@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import time
-from functools import cache
-from importlib import resources
 from typing import Any
 
 from cli.common import (
@@ -32,13 +29,12 @@ from cli.common import (
 from cli.identity import parse_expiry, parse_permissions, permission_names
 from rpcclient import RPCError, rpc_call
 from rpcclient.txsend import decode_logs, encode_call, send_call
+from vm.modules.base import load_abi
 
 ZERO_ADDRESS = "0x" + "00" * 20
 
 
-@cache
-def abi(name: str) -> list[dict[str, Any]]:
-    return json.loads(resources.files("vm.abi").joinpath(f"{name}.json").read_text())
+abi = load_abi  # the shipped module ABIs (vm/abi)
 
 
 def module_address(name: str) -> str:

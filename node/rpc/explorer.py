@@ -10,9 +10,7 @@ lower-case 0x-hex, as in the other ``motus_`` methods.
 
 from __future__ import annotations
 
-import json
 from functools import cache
-from importlib import resources
 from typing import Any
 
 import h3
@@ -33,6 +31,7 @@ from node.rpc.telemetry import attestation_json
 from vm.epoch import get_epoch
 from vm.modules import addresses, identity, rewards, telemetry, validators
 from vm.modules import governance as gov
+from vm.modules.base import shipped_abi
 from vm.modules.params import get_all_params
 from vm.scoring import compute_epoch_pool
 from vm.state import decode_transaction
@@ -64,9 +63,9 @@ MODULE_NAMES = {addr: name for name, addr in addresses.ALL.items()}
 def _abis() -> dict[bytes, list[dict[str, Any]]]:
     out = {}
     for name, addr in addresses.ALL.items():
-        path = resources.files("vm.abi").joinpath(f"{name}.json")
-        if path.is_file():
-            out[bytes(addr)] = json.loads(path.read_text())
+        abi = shipped_abi(name)
+        if abi is not None:
+            out[bytes(addr)] = abi
     return out
 
 

@@ -9,8 +9,6 @@ can exceed 2^53, are decimal strings.
 
 from __future__ import annotations
 
-import json
-from importlib import resources
 from typing import Any
 
 from node.rpc import params as p
@@ -21,6 +19,7 @@ from node.rpc.registry import MethodTable, Param, RPCContext
 from node.version import CLIENT_VERSION
 from vm.block import header_fields
 from vm.modules import addresses
+from vm.modules.base import shipped_abi
 
 methods = MethodTable()
 
@@ -156,16 +155,11 @@ def get_validators(ctx: RPCContext, ref: p.BlockRef) -> dict[str, Any] | None:
     }
 
 
-def _abi(name: str) -> list[dict[str, Any]] | None:
-    path = resources.files("vm.abi").joinpath(f"{name}.json")
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 @methods.method("motus_systemContracts")
 def system_contracts(ctx: RPCContext) -> dict[str, Any]:
     """Each system module's address and, when shipped, its ABI (for web3.py/ethers)."""
     return {
-        name: {"address": hexb(addr), "abi": _abi(name)} for name, addr in addresses.ALL.items()
+        name: {"address": hexb(addr), "abi": shipped_abi(name)} for name, addr in addresses.ALL.items()
     }
 
 

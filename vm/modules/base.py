@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -72,8 +72,20 @@ def mapping_slot(base: int, *keys: bytes | int) -> int:
     return slot
 
 
+@cache
+def shipped_abi(name: str) -> list[dict[str, Any]] | None:
+    """The ABI shipped for module ``name`` (vm/abi/NAME.json), or None when there is none.
+    Read once per process; callers must not change the list."""
+    path = resources.files("vm.abi").joinpath(f"{name}.json")
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def load_abi(name: str) -> list[dict[str, Any]]:
-    return json.loads(resources.files("vm.abi").joinpath(f"{name}.json").read_text())
+    """The ABI shipped for module ``name``; FileNotFoundError when there is none."""
+    abi = shipped_abi(name)
+    if abi is None:
+        raise FileNotFoundError(f"no ABI shipped for module {name!r} (vm/abi/{name}.json)")
+    return abi
 
 
 class Store:
