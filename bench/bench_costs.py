@@ -72,8 +72,8 @@ from vm.crypto import keccak256
 from vm.db import OverlayDB
 from vm.execute import BlockBody, execute_block
 from vm.geo import coarse_cell_of
-from vm.modules import SYSTEM_MODULES, addresses
-from vm.modules.base import Store
+from vm.modules import SYSTEM_MODULES, addresses, rewards
+from vm.modules.base import Store, mapping_slot
 from vm.modules.identity import D_NONCE
 from vm.modules.params import get_param
 from vm.modules.rewards import get_epoch_result
@@ -447,7 +447,25 @@ def measure(n: int, repeat: int, batch: int, keep_dir: bool) -> dict[str, Any]:
         while store.head_height < EPOCH_BLOCKS:
             blocks["empty"] = make_block("empty")
         before_payout = live_state(store, store.head.state_root)
+        empties = [blocks["empty"]["build_cpu"]]
         blocks["payout"] = make_block("payout")
+        # the boundary block opened epoch 0 and settled its first slice; the next blocks
+        # settle the rest (docs/rewards.md "Settlement"): each one's CPU and its steps
+        settling = [(blocks["payout"], settled_steps(app.head_state()))]
+        while not get_epoch_result(app.head_state(), 0).processed:
+            before_steps = settled_steps(app.head_state())
+            row = make_block("settlement")
+            settling.append((row, settled_steps(app.head_state()) - before_steps))
+        blocks["empty"] = make_block("empty")  # after the settlement: the baseline again
+        empties.append(blocks["empty"]["build_cpu"])
+        blocks["empty"]["build_cpu"] = min(empties)
+        out["settling"] = [(row["build_cpu"], steps) for row, steps in settling]
+        # what the payout writes is the sum over the blocks that settled it
+        pay = blocks["payout"]
+        for row, _ in settling[1:]:
+            pay["trie_written"] += row["trie_written"]
+            for prefix, size in row["prefixes"].items():
+                pay["prefixes"][prefix] = pay["prefixes"].get(prefix, 0) + size
         result = get_epoch_result(app.head_state(), 0)
         out["paid"], out["evaluated"] = result.vehicle_count, result.evaluated
         after_payout = live_state(store, store.head.state_root)
@@ -485,6 +503,14 @@ def measure(n: int, repeat: int, batch: int, keep_dir: bool) -> dict[str, Any]:
         if not keep_dir:
             shutil.rmtree(root_dir, ignore_errors=True)
     return out
+
+
+def settled_steps(state: Any) -> int:
+    """Vehicle-steps of epoch 0's settlement done so far (scored + paid + finalized)."""
+    st = Store(state, addresses.REWARDS)
+    base = mapping_slot(rewards.M_EPOCH, 0)
+    return (st.load(base + rewards.E_SCORED) + st.load(base + rewards.E_PAID)
+            + st.load(base + rewards.E_PROCESSED))
 
 
 def signal_day() -> dict[str, int]:
@@ -535,6 +561,13 @@ def report(r: dict[str, Any]) -> None:
           f"us/vehicle; empty block {empty['build_cpu'] * 1e3:.1f} ms, ratio {pay['build_cpu'] / empty['build_cpu']:.0f}x); "
           f"live state +{payout_bytes / n:.0f} B/vehicle; trie written {pay['trie_written'] / n:.0f} B/vehicle; "
           f"vehicles paid {r.get('paid')}")
+    rows = r["settling"]
+    steps = sum(k for _, k in rows)
+    per_step = (sum(c for c, _ in rows) - len(rows) * empty["build_cpu"]) / max(1, steps)
+    print(f"  epoch settlement: {len(rows)} blocks of at most {max(k for _, k in rows)} vehicle-steps "
+          f"({steps:,} steps); max block CPU {max(c for c, _ in rows):.3f} s "
+          f"({max(c for c, _ in rows) / empty['build_cpu']:.0f}x an empty block); "
+          f"{per_step * 1e6:.0f} us CPU per vehicle-step beyond an empty block")
     hist = {PREFIX_NAMES.get(p, p.decode()): v for p, v in pay["prefixes"].items() if v and p != b"s"}
     print(f"  payout block history: {pay['block_bytes'] / n:.0f} B/vehicle in the block; in store "
           f"{', '.join(f'{k} {v / n:.0f}' for k, v in sorted(hist.items()))} B/vehicle")

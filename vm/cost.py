@@ -6,7 +6,8 @@ all, and one gas of EVM code costs ten times one gas of a system module. So ever
 block carries a cost that any validator computes the same way from what it executes
 (docs/consensus.md, "Block cost"):
 
-    cost = tx_cost * transactions
+    cost = settle_cost * settlement steps (epoch settlement, docs/rewards.md)
+         + tx_cost * transactions
          + account_cost * distinct accounts the transactions name (sender, recipient)
          + attestation_cost * attestations
          + sum over transactions of gas beyond intrinsic (and code deposit)
@@ -40,13 +41,23 @@ class CostWeights:
     attestation_cost: int
     evm_gas_cost: int  # per 1000 gas
     module_gas_cost: int  # per 1000 gas
+    settle_cost: int = 0  # per vehicle-step of epoch settlement
 
     @classmethod
     def of(cls, state: StateAPI) -> CostWeights:
         """The weights in force in ``state`` (the parent's, for the block on top of it)."""
         return cls(*(get_param(state, name) for name in (
             "max_block_cost", "tx_cost", "account_cost", "attestation_cost", "evm_gas_cost",
-            "module_gas_cost")))
+            "module_gas_cost", "settle_cost")))
+
+    def settlement_steps(self, per_block: int) -> int:
+        """Vehicle-steps of settlement a block does: ``per_block``
+        (``settle_vehicles_per_block``), and never more than half the cap's worth, so the
+        settlement alone can never make a block invalid and always leaves room for
+        transactions, whatever governance sets (docs/rewards.md "Settlement")."""
+        if self.max_block_cost > 0 and self.settle_cost > 0:
+            return min(per_block, self.max_block_cost // 2 // self.settle_cost)
+        return per_block
 
 
 @dataclass
@@ -95,6 +106,11 @@ class BlockCost:
         cost = self.weights.tx_cost + accounts + spent * self._gas_weight(to) // 1000
         self.accounts.update(new)
         return self._add(cost, "transaction")
+
+    def add_settlement(self, steps: int) -> int:
+        """Count the block's epoch settlement work (done first, before any transaction);
+        raises BlockTooCostly when over the cap (it cannot be, see ``settlement_steps``)."""
+        return self._add(steps * self.weights.settle_cost, f"{steps} settlement steps")
 
     def attestations_that_fit(self, count: int) -> int:
         """How many of ``count`` attestations fit in the room left."""

@@ -1,6 +1,7 @@
 """Block execution: ``execute_block(db, parent_state_root, env, body) -> BlockResult``.
 
-Order inside a block (docs/protocol.md): (1) epoch boundary work, (2) evidence,
+Order inside a block (docs/protocol.md): (1) epoch boundary work and a bounded slice of
+epoch settlement, (2) evidence,
 (3) transactions, (4) attestations. The caller compares the result's roots with
 the header (``check_result``) and raises :class:`InvalidBlock` on a mismatch.
 """
@@ -201,20 +202,28 @@ def encode_transaction(tx: SignedTransactionAPI) -> bytes:
 
 
 def begin_block(state: MotusState, env: BlockEnv,
-                misbehavior: Sequence[Misbehavior]) -> tuple[list[BlockEvent], bool]:
+                misbehavior: Sequence[Misbehavior]) -> tuple[list[BlockEvent], bool, int]:
     """Steps (1) and (2), what runs before a block's transactions: the epoch boundary work
-    (whose events are the block's events) and the evidence. Returns (events, boundary).
-    Also what a trace replays before the block's transactions (node/rpc/debug.py)."""
+    and this block's slice of epoch settlement (whose events are the block's events), and
+    the evidence. Returns (events, boundary, settlement steps done). Also what a trace
+    replays before the block's transactions (node/rpc/debug.py)."""
     # (1) epoch boundary; what the hooks emit are the block's events
     with collect_block_events() as block_events:
         boundary = advance_clock(state, env.height)
         for module in SYSTEM_MODULES.values():
             module.begin_block(state, env, boundary)
+        # then every block settles ended epochs a bounded slice at a time, with the
+        # weights the block's cost is counted with (read after the hooks, as below)
+        rewards = SYSTEM_MODULES.get(addresses.REWARDS)
+        steps = 0
+        if rewards is not None and hasattr(rewards, "settle"):
+            limit = CostWeights.of(state).settlement_steps(get_param(state, "settle_vehicles_per_block"))
+            steps = rewards.settle(state, limit)
 
     # (2) evidence
     for m in misbehavior:
         jail(state, m.validator)
-    return block_events, boundary
+    return block_events, boundary, steps
 
 
 def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv, body: BlockBody,
@@ -253,8 +262,9 @@ def _execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEn
                    should_stop: Callable[[str], bool] | None = None) -> BlockResult:
     """What :func:`execute_block` does, garbage collection aside."""
     state = make_state(db, parent_state_root, env)
-    block_events, boundary = begin_block(state, env, body.misbehavior)
+    block_events, boundary, settle_steps = begin_block(state, env, body.misbehavior)
     cost = BlockCost(CostWeights.of(state))
+    cost.add_settlement(settle_steps)  # before any transaction: the room left is what they get
 
     # (3) transactions
     receipts: list[ReceiptAPI] = []

@@ -185,8 +185,17 @@ def compute_payouts(points: Sequence[int], pool: int) -> tuple[list[int], int]:
     total = sum(points)
     if total <= 0 or pool <= 0:
         return [0] * len(points), max(pool, 0)
-    payouts = [p * pool // total for p in points]
+    payouts = [compute_payout(p, pool, total) for p in points]
     return payouts, pool - sum(payouts)
+
+
+def compute_payout(points: int, pool: int, total_points: int) -> int:
+    """One vehicle's share of ``pool``: ``points * pool // total_points`` (0 when there
+    are no points or no pool). What :func:`compute_payouts` gives each vehicle; block
+    settlement pays vehicles one at a time with it, once ``total_points`` is known."""
+    if total_points <= 0 or pool <= 0:
+        return 0
+    return points * pool // total_points
 
 
 def compute_owner_split(reward: int, produced: Sequence[tuple[bytes, int]],

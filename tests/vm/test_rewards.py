@@ -53,8 +53,11 @@ class FakeWorld:
     activity: dict[int, dict[int, Activity]] = field(default_factory=dict)
     vehicles: dict[int, tuple[bytes, bool]] = field(default_factory=dict)
 
-    def epoch_activity(self, state, epoch):
-        return sorted(self.activity.get(epoch, {}).items())
+    def vehicle_count(self, state, epoch):
+        return len(self.activity.get(epoch, {}))
+
+    def vehicle_at(self, state, epoch, index):
+        return sorted(self.activity[epoch].items())[index]
 
     def vehicle_owner(self, state, vehicle_id):
         return self.vehicles.get(vehicle_id, (None, False))
@@ -62,7 +65,8 @@ class FakeWorld:
 
 @contextmanager
 def fake_world(world: FakeWorld) -> Iterator[FakeWorld]:
-    with mock.patch("vm.modules.rewards.get_epoch_activity", world.epoch_activity), \
+    with mock.patch("vm.modules.rewards.epoch_vehicle_count", world.vehicle_count), \
+            mock.patch("vm.modules.rewards.epoch_vehicle_at", world.vehicle_at), \
             mock.patch("vm.modules.rewards.get_vehicle_owner", world.vehicle_owner):
         yield world
 

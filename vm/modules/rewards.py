@@ -40,16 +40,15 @@ from vm import supply  # module import: vm.supply imports vm.modules (cycle)
 from vm.modules import addresses
 from vm.modules.base import Call, Store, SystemModule, mapping_slot
 from vm.modules.governance import locked_amount
-from vm.modules.params import get_all_params
+from vm.modules.params import get_all_params, get_param
 from vm.scoring import (
     DATA_LEVEL_MULTIPLES,
     EpochActivity,
     Streak,
-    VehicleScore,
     compute_epoch_pool,
     compute_next_streak,
     compute_owner_split,
-    compute_payouts,
+    compute_payout,
     compute_streak_after_misses,
     compute_vehicle_score,
     is_qualifying,
@@ -60,6 +59,8 @@ MAX_LIST = 1_000
 
 S_CARRY = 0
 S_PROCESSED = 1
+S_CLEARED = 2  # epochs 0 .. n-1 have had their per-vehicle records cleared
+S_CLEAR_CURSOR = 3  # index reached in epoch n's list while clearing it
 M_EPOCH = 10
 M_EPOCH_VEHICLE = 11
 M_REWARD = 12
@@ -68,7 +69,10 @@ M_SHARE_COUNT = 14
 M_SHARE = 15
 
 (E_PROCESSED, E_ISSUANCE, E_CARRY_IN, E_POOL, E_TOTAL_POINTS, E_MINTED, E_PAID_COUNT, E_CARRY_OUT,
- E_EVALUATED, E_SETTLED_AT) = range(10)
+ E_EVALUATED, E_SETTLED_AT, E_PHASE, E_MIN_ATTESTATIONS, E_SYNTHETIC_MAX, E_LISTED, E_SCORED, E_PAID,
+ E_ENDED_AT) = range(17)
+# settlement phase of an epoch (E_PHASE): not opened, scoring, paying, to finalize, done
+PHASE_NONE, PHASE_SCORING, PHASE_PAYING, PHASE_FINAL, PHASE_DONE = range(5)
 R_FLAGS, R_POINTS, R_REWARD, R_OWNER, R_DATA, R_STREAK, R_LOCK, R_STREAK_COUNT = range(8)
 FLAG_RECORDED, FLAG_QUALIFIED, FLAG_PENALIZED = 1, 2, 4
 
@@ -85,7 +89,9 @@ class EpochResult:
     vehicle_count: int  # vehicles paid (points > 0)
     carry_out: int  # dust carried to the next epoch
     evaluated: int  # vehicles with data in the epoch (paid or not)
-    settled_at: int = 0  # height of the block that settled it (0: not yet)
+    settled_at: int = 0  # height of the block that finished settling it (0: not yet)
+    ended_at: int = 0  # height of the boundary block that ended it (first of the next epoch)
+    settling: bool = False  # opened, not finished: the sums so far are partial
 
 
 @dataclass(frozen=True)
@@ -124,13 +130,19 @@ def _module(name: str) -> Any | None:
         return None
 
 
-def get_epoch_activity(state: StateAPI, epoch: int) -> list[tuple[int, EpochActivity]]:
-    """Vehicles with accepted attestations in ``epoch`` (ascending, unique) and their counters."""
+def epoch_vehicle_count(state: StateAPI, epoch: int) -> int:
+    """How many vehicles telemetry listed in ``epoch`` (had an accepted attestation)."""
     telemetry = _module("vm.modules.telemetry")
-    if telemetry is None:
-        return []
-    ids = sorted(set(telemetry.epoch_vehicles(state, epoch)))
-    return [(vid, telemetry.get_vehicle_epoch(state, epoch, vid)) for vid in ids]
+    return telemetry.epoch_vehicle_count(state, epoch) if telemetry is not None else 0
+
+
+def epoch_vehicle_at(state: StateAPI, epoch: int, index: int) -> tuple[int, EpochActivity]:
+    """The ``index``-th vehicle of telemetry's list for ``epoch`` (the order in which
+    vehicles first had an accepted attestation in it) and its counters."""
+    telemetry = _module("vm.modules.telemetry")
+    assert telemetry is not None  # a listed vehicle implies the module
+    vid = telemetry.epoch_vehicle_at(state, epoch, index)
+    return vid, telemetry.get_vehicle_epoch(state, epoch, vid)
 
 
 def get_vehicle_owner(state: StateAPI, vehicle_id: int) -> tuple[bytes | None, bool]:
@@ -167,93 +179,235 @@ def get_period_producers(state: StateAPI, epoch: int, vehicle_id: int) -> list[t
     return [(p.owner, counts[p.index]) for p in periods if p.index in counts]
 
 
-# --- epoch processing ---------------------------------------------------------
+# --- epoch settlement (spread over blocks) -------------------------------------
 
-def process_epoch_end(state: StateAPI, epoch: int,
-                      emit: Callable[..., None] | None = None) -> EpochResult:
-    """Score, pay and record ``epoch`` once (a second call changes nothing).
-
-    Uses the parameters in force now, before any governance activation of this
-    boundary block (the rewards module runs before governance). Mints exactly the
-    sum of the rewards; the rounding remainder is carried to the next epoch; an epoch
-    where no vehicle qualifies mints nothing and keeps the carry for later. ``emit(event,
-    *args)``, when given, announces each payout (``RewardPaid``) and then the epoch
-    (``EpochSettled``)."""
+def open_epoch(state: StateAPI, epoch: int, height: int) -> None:
+    """Open ``epoch`` (just ended) for settlement, in the boundary block ``height`` that
+    ended it: snapshot what its rules read (the issuance and the scoring parameters in
+    force now, before this boundary's governance activations) and how many vehicles
+    telemetry listed in it. Opening twice changes nothing."""
     st = Store(state, addresses.REWARDS)
     ebase = mapping_slot(M_EPOCH, epoch)
-    if st.load(ebase + E_PROCESSED):
-        return get_epoch_result(state, epoch)
+    if st.load(ebase + E_PROCESSED) or st.load(ebase + E_PHASE):
+        return
     params = get_all_params(state)
-    issuance = compute_epoch_pool(params, epoch)
-    carry_in = st.load(S_CARRY)
+    st.store(ebase + E_PHASE, PHASE_SCORING)
+    st.store(ebase + E_ISSUANCE, compute_epoch_pool(params, epoch))
+    st.store(ebase + E_MIN_ATTESTATIONS, params["min_attestations"])
+    st.store(ebase + E_SYNTHETIC_MAX, params["synthetic_max_data_level"])
+    st.store(ebase + E_LISTED, epoch_vehicle_count(state, epoch))
+    st.store(ebase + E_ENDED_AT, height)
 
-    entries: list[tuple[int, bytes, VehicleScore, Streak]] = []
-    for vid, activity in get_epoch_activity(state, epoch):
-        if st.load(mapping_slot(M_REWARD, epoch, vid) + R_FLAGS):
+
+def settle(state: StateAPI, max_steps: int, emit: Callable[..., None] | None = None) -> int:
+    """Do at most ``max_steps`` vehicle-steps of settlement work, in order: the oldest
+    opened, unfinished epoch first (epochs finish strictly in order); returns the steps
+    done. A step scores one vehicle (phase 1), pays one (phase 2) or finalizes an epoch."""
+    st = Store(state, addresses.REWARDS)
+    done = 0
+    while done < max_steps:
+        epoch = st.load(S_PROCESSED)
+        ebase = mapping_slot(M_EPOCH, epoch)
+        phase = st.load(ebase + E_PHASE)
+        if phase == PHASE_SCORING:
+            done += _score_vehicles(state, st, epoch, ebase, max_steps - done)
+        elif phase == PHASE_PAYING:
+            done += _pay_vehicles(state, st, epoch, ebase, max_steps - done, emit)
+        elif phase == PHASE_FINAL:
+            _finalize(state, st, epoch, ebase, emit)
+            done += 1
+        else:
+            break  # not opened yet: nothing to settle
+    if done < max_steps:
+        done += _clear_old_epochs(state, st, max_steps - done)
+    return done
+
+
+def settlement_backlog(state: StateAPI) -> int:
+    """Ended epochs not yet finalized (0 when settlement keeps up; 1 while one settles)."""
+    from vm.epoch import get_epoch  # vm.epoch imports vm.modules: import at use
+
+    return max(0, get_epoch(state) - processed_epochs(state))
+
+
+def _score_vehicles(state: StateAPI, st: Store, epoch: int, ebase: int, budget: int) -> int:
+    """Phase 1: score the epoch's vehicles from the cursor, in telemetry's list order,
+    recording each and adding up the points; when all are scored, take the pool."""
+    listed, cursor = st.load(ebase + E_LISTED), st.load(ebase + E_SCORED)
+    end = min(listed, cursor + budget)
+    min_attestations = st.load(ebase + E_MIN_ATTESTATIONS)
+    synthetic_max = st.load(ebase + E_SYNTHETIC_MAX)
+    evaluated, total = st.load(ebase + E_EVALUATED), st.load(ebase + E_TOTAL_POINTS)
+    for i in range(cursor, end):
+        vid, activity = epoch_vehicle_at(state, epoch, i)
+        rbase = mapping_slot(M_REWARD, epoch, vid)
+        if st.load(rbase + R_FLAGS):
             continue  # never score (or pay) a vehicle twice for one epoch
         owner, paired = get_vehicle_owner(state, vid)
-        qualified = is_qualifying(activity, params["min_attestations"], owner is not None, paired)
+        qualified = is_qualifying(activity, min_attestations, owner is not None, paired)
         # the streak level of the score counts this epoch
         streak = compute_next_streak(_advance_streak(st, vid, epoch), qualified)
         score = compute_vehicle_score(
-            activity, min_attestations=params["min_attestations"], registered=owner is not None,
+            activity, min_attestations=min_attestations, registered=owner is not None,
             paired=paired, streak=streak, locked=locked_amount(state, owner) if owner else 0,
-            max_data_level=(params["synthetic_max_data_level"] if is_synthetic_vehicle(state, vid)
+            max_data_level=(synthetic_max if is_synthetic_vehicle(state, vid)
                             else len(DATA_LEVEL_MULTIPLES)))
         sbase = mapping_slot(M_STREAK, vid)
         st.store(sbase + 0, streak.count)
         st.store(sbase + 1, streak.missed)
         st.store(sbase + 2, epoch + 1)
-        entries.append((vid, owner or ZERO_ADDRESS, score, streak))
-
-    pool = issuance + carry_in
-    payouts, remainder = compute_payouts([s.points for _, _, s, _ in entries], pool)
-    minted = sum(payouts)
-    carry_out = remainder if minted else carry_in  # an unpaid epoch's issuance is not minted
-
-    for i, ((vid, owner, score, streak), reward) in enumerate(zip(entries, payouts, strict=True)):
-        rbase = mapping_slot(M_REWARD, epoch, vid)
         flags = (FLAG_RECORDED | (FLAG_QUALIFIED if score.qualified else 0)
                  | (FLAG_PENALIZED if score.penalized else 0))
-        st.store(mapping_slot(M_EPOCH_VEHICLE, epoch, i), vid)
+        st.store(mapping_slot(M_EPOCH_VEHICLE, epoch, evaluated), vid)
         st.store(rbase + R_FLAGS, flags)
         st.store(rbase + R_POINTS, score.points)
-        st.store(rbase + R_REWARD, reward)
-        st.store_address(rbase + R_OWNER, owner)
+        st.store_address(rbase + R_OWNER, owner or ZERO_ADDRESS)
         st.store(rbase + R_DATA, score.data_level)
         st.store(rbase + R_STREAK, score.streak_level)
         st.store(rbase + R_LOCK, score.lock_level)
         st.store(rbase + R_STREAK_COUNT, streak.count)
-        if reward:
-            shares = compute_owner_split(reward, get_period_producers(state, epoch, vid), owner)
-            st.store(mapping_slot(M_SHARE_COUNT, epoch, vid), len(shares))
-            for j, (payee, amount) in enumerate(shares):
-                share = mapping_slot(M_SHARE, epoch, vid, j)
-                st.store_address(share, payee)
-                st.store(share + 1, amount)
-                if amount:
-                    state.delta_balance(Address(payee), amount)
-                    if emit is not None:
-                        emit("RewardPaid", epoch, vid, payee, score.points, amount)
-    if minted:
-        supply.record_minted(state, minted)
+        evaluated += 1
+        total += score.points
+    st.store(ebase + E_SCORED, end)
+    st.store(ebase + E_EVALUATED, evaluated)
+    st.store(ebase + E_TOTAL_POINTS, total)
+    if end == listed:  # every vehicle scored: the pool is known now (carry of the epoch before)
+        carry_in = st.load(S_CARRY)
+        st.store(ebase + E_CARRY_IN, carry_in)
+        st.store(ebase + E_POOL, st.load(ebase + E_ISSUANCE) + carry_in)
+        st.store(ebase + E_PHASE, PHASE_PAYING)
+    return end - cursor
 
-    st.store(ebase + E_PROCESSED, 1)
-    st.store(ebase + E_ISSUANCE, issuance)
-    st.store(ebase + E_CARRY_IN, carry_in)
-    st.store(ebase + E_POOL, pool)
-    st.store(ebase + E_TOTAL_POINTS, sum(s.points for _, _, s, _ in entries))
+
+def _pay_vehicles(state: StateAPI, st: Store, epoch: int, ebase: int, budget: int,
+                  emit: Callable[..., None] | None) -> int:
+    """Phase 2: pay the scored vehicles from the cursor, in the order they were scored:
+    ``points * pool // total_points`` each, split between the owners who produced the data."""
+    evaluated, cursor = st.load(ebase + E_EVALUATED), st.load(ebase + E_PAID)
+    end = min(evaluated, cursor + budget)
+    pool, total = st.load(ebase + E_POOL), st.load(ebase + E_TOTAL_POINTS)
+    minted, paid_count = st.load(ebase + E_MINTED), st.load(ebase + E_PAID_COUNT)
+    for i in range(cursor, end):
+        vid = st.load(mapping_slot(M_EPOCH_VEHICLE, epoch, i))
+        rbase = mapping_slot(M_REWARD, epoch, vid)
+        points = st.load(rbase + R_POINTS)
+        reward = compute_payout(points, pool, total)
+        if not reward:
+            continue
+        st.store(rbase + R_REWARD, reward)
+        owner = st.load_address(rbase + R_OWNER)
+        shares = compute_owner_split(reward, get_period_producers(state, epoch, vid), owner)
+        st.store(mapping_slot(M_SHARE_COUNT, epoch, vid), len(shares))
+        for j, (payee, amount) in enumerate(shares):
+            share = mapping_slot(M_SHARE, epoch, vid, j)
+            st.store_address(share, payee)
+            st.store(share + 1, amount)
+            if amount:
+                state.delta_balance(Address(payee), amount)
+                if emit is not None:
+                    emit("RewardPaid", epoch, vid, payee, points, amount)
+        supply.record_minted(state, reward)
+        minted += reward
+        paid_count += 1
+    st.store(ebase + E_PAID, end)
     st.store(ebase + E_MINTED, minted)
-    st.store(ebase + E_PAID_COUNT, sum(1 for r in payouts if r))
+    st.store(ebase + E_PAID_COUNT, paid_count)
+    if end == evaluated:
+        st.store(ebase + E_PHASE, PHASE_FINAL)
+    return end - cursor
+
+
+def _finalize(state: StateAPI, st: Store, epoch: int, ebase: int,
+              emit: Callable[..., None] | None) -> None:
+    """Close a fully paid epoch: the carry, the processed flag and counter, the event."""
+    minted = st.load(ebase + E_MINTED)
+    carry_in = st.load(ebase + E_CARRY_IN)
+    # the rounding dust is carried; an unpaid epoch's issuance is not minted
+    carry_out = st.load(ebase + E_POOL) - minted if minted else carry_in
     st.store(ebase + E_CARRY_OUT, carry_out)
-    st.store(ebase + E_EVALUATED, len(entries))
+    st.store(ebase + E_PROCESSED, 1)
+    st.store(ebase + E_PHASE, PHASE_DONE)
     st.store(ebase + E_SETTLED_AT, state.block_number)
     st.store(S_CARRY, carry_out)
-    st.store(S_PROCESSED, max(st.load(S_PROCESSED), epoch + 1))
-    result = get_epoch_result(state, epoch)
+    st.store(S_PROCESSED, epoch + 1)
     if emit is not None:
-        emit("EpochSettled", epoch, pool, result.total_points, minted, carry_out)
-    return result
+        emit("EpochSettled", epoch, st.load(ebase + E_POOL), st.load(ebase + E_TOTAL_POINTS),
+             minted, carry_out)
+
+
+def _clear_old_epochs(state: StateAPI, st: Store, budget: int) -> int:
+    """Clear the per-vehicle records of epochs that left the history window (epoch ``X``
+    once ``X + reward_history_epochs`` epochs are settled): rewards' records, shares and
+    vehicle list, and telemetry's counters, period counts and vehicle list of ``X``. One
+    step per listed vehicle, one to close the epoch. Returns the steps done."""
+    keep = get_param(state, "reward_history_epochs")
+    processed = st.load(S_PROCESSED)
+    done = 0
+    telemetry = _module("vm.modules.telemetry")
+    while done < budget:
+        epoch = st.load(S_CLEARED)
+        if epoch + keep >= processed:
+            break
+        ebase = mapping_slot(M_EPOCH, epoch)
+        evaluated = st.load(ebase + E_EVALUATED)
+        listed = max(st.load(ebase + E_LISTED), evaluated)
+        cursor = st.load(S_CLEAR_CURSOR)
+        end = min(listed, cursor + budget - done)
+        for i in range(cursor, end):
+            if telemetry is not None:
+                telemetry.clear_epoch_vehicle(state, epoch, i)
+            if i < evaluated:
+                _clear_vehicle_record(st, epoch, i)
+        done += end - cursor
+        if end < listed:
+            st.store(S_CLEAR_CURSOR, end)
+            break
+        if done >= budget:  # closing the epoch is a step of its own
+            st.store(S_CLEAR_CURSOR, end)
+            break
+        if telemetry is not None:
+            telemetry.clear_epoch_list(state, epoch)
+        st.store(S_CLEAR_CURSOR, 0)
+        st.store(S_CLEARED, epoch + 1)
+        done += 1
+    return done
+
+
+def _clear_vehicle_record(st: Store, epoch: int, index: int) -> None:
+    """Zero the ``index``-th evaluated vehicle's record of ``epoch`` (its slot in the
+    epoch's list, the record, the owners it was split between)."""
+    slot = mapping_slot(M_EPOCH_VEHICLE, epoch, index)
+    vid = st.load(slot)
+    st.store(slot, 0)
+    rbase = mapping_slot(M_REWARD, epoch, vid)
+    for k in range(R_STREAK_COUNT + 1):
+        st.store(rbase + k, 0)
+    count_slot = mapping_slot(M_SHARE_COUNT, epoch, vid)
+    for j in range(st.load(count_slot)):
+        share = mapping_slot(M_SHARE, epoch, vid, j)
+        st.store(share, 0)
+        st.store(share + 1, 0)
+    st.store(count_slot, 0)
+
+
+def history_start(state: StateAPI) -> int:
+    """First epoch whose per-vehicle records are still in state (older ones were cleared:
+    their ``RewardPaid`` events and archive states still hold them)."""
+    st = Store(state, addresses.REWARDS)
+    return st.load(S_CLEARED) + (1 if st.load(S_CLEAR_CURSOR) else 0)
+
+
+def process_epoch_end(state: StateAPI, epoch: int,
+                      emit: Callable[..., None] | None = None) -> EpochResult:
+    """Open ``epoch`` if needed and settle everything up to and including it in one go
+    (no step limit): the one-shot settlement, by the same code as the spread one. A
+    second call changes nothing."""
+    for e in range(processed_epochs(state), epoch + 1):
+        open_epoch(state, e, state.block_number)
+    while not get_epoch_result(state, epoch).processed:
+        if not settle(state, 1 << 62, emit):
+            break
+    return get_epoch_result(state, epoch)
 
 
 def _advance_streak(st: Store, vehicle_id: int, epoch: int) -> Streak:
@@ -282,17 +436,18 @@ def get_epoch_result(state: StateAPI, epoch: int) -> EpochResult:
     """Recorded result of ``epoch`` (``processed`` False and zeros if not yet processed)."""
     st = Store(state, addresses.REWARDS)
     base = mapping_slot(M_EPOCH, epoch)
-    v = [st.load(base + i) for i in range(E_SETTLED_AT + 1)]
+    v = [st.load(base + i) for i in range(E_ENDED_AT + 1)]
     return EpochResult(epoch, bool(v[E_PROCESSED]), v[E_ISSUANCE], v[E_CARRY_IN], v[E_POOL],
                        v[E_TOTAL_POINTS], v[E_MINTED], v[E_PAID_COUNT], v[E_CARRY_OUT], v[E_EVALUATED],
-                       v[E_SETTLED_AT])
+                       v[E_SETTLED_AT], v[E_ENDED_AT] or v[E_SETTLED_AT],
+                       PHASE_SCORING <= v[E_PHASE] <= PHASE_FINAL)
 
 
 def get_vehicle_reward(state: StateAPI, epoch: int, vehicle_id: int) -> VehicleReward | None:
     """What ``vehicle_id`` scored and was paid for ``epoch``; None if it had no data then."""
     st = Store(state, addresses.REWARDS)
     base = mapping_slot(M_REWARD, epoch, vehicle_id)
-    flags = st.load(base + R_FLAGS)
+    flags = st.load(base + R_FLAGS) if epoch >= history_start(state) else 0
     if not flags & FLAG_RECORDED:
         return None
     return VehicleReward(
@@ -316,6 +471,8 @@ def _shares(st: Store, epoch: int, vehicle_id: int) -> tuple[tuple[bytes, int], 
 def get_epoch_vehicles(state: StateAPI, epoch: int, offset: int = 0, limit: int = MAX_LIST) -> list[int]:
     """Vehicle ids evaluated in ``epoch`` (had data), ascending, paged."""
     st = Store(state, addresses.REWARDS)
+    if epoch < history_start(state):
+        return []  # cleared (docs/rewards.md "History window")
     n = st.load(mapping_slot(M_EPOCH, epoch) + E_EVALUATED)
     return [st.load(mapping_slot(M_EPOCH_VEHICLE, epoch, i)) for i in range(offset, min(n, offset + limit))]
 
@@ -393,9 +550,15 @@ class RewardsModule(SystemModule):
         return call.store.load(S_CARRY)
 
     def begin_block(self, state: StateAPI, env: Any, epoch_boundary: bool) -> None:
+        # opened here, before governance's hook: a parameter change activating at this
+        # boundary does not reach the ended epoch's snapshot
         if epoch_boundary:
             from vm.epoch import get_epoch  # vm.epoch imports vm.modules: import at use
 
-            process_epoch_end(state, get_epoch(state) - 1,
-                              lambda event, *args: self.emit(state, None, event, *args))
+            open_epoch(state, get_epoch(state) - 1, env.height)
+
+    def settle(self, state: StateAPI, max_steps: int) -> int:
+        """This block's settlement work (block order step 1, after every module's
+        hook): at most ``max_steps`` vehicle-steps; returns the steps done."""
+        return settle(state, max_steps, lambda event, *args: self.emit(state, None, event, *args))
 

@@ -206,6 +206,37 @@ def epoch_vehicles(state: StateAPI, epoch: int) -> list[int]:
     return sorted(st.load(base + i) for i in range(st.load(length_slot)))
 
 
+def epoch_vehicle_count(state: StateAPI, epoch: int) -> int:
+    """Length of ``epoch``'s vehicle list (vehicles with an accepted attestation in it)."""
+    return _store(state).load(_list_base(epoch)[0])
+
+
+def epoch_vehicle_at(state: StateAPI, epoch: int, index: int) -> int:
+    """The ``index``-th vehicle of ``epoch``'s list: the order in which vehicles had their
+    first accepted attestation of the epoch (what rewards settle in)."""
+    return _store(state).load(_list_base(epoch)[1] + index)
+
+
+def clear_epoch_vehicle(state: StateAPI, epoch: int, index: int) -> None:
+    """Zero the ``index``-th entry of ``epoch``'s vehicle list and that vehicle's counters
+    and per-period counts of ``epoch``: rewards clears an epoch once it has left the
+    history window (docs/rewards.md "History window"); nothing reads them after that."""
+    from vm.modules import identity  # sibling module: imported at use
+
+    st = _store(state)
+    slot = _list_base(epoch)[1] + index
+    vehicle_id = st.load(slot)
+    st.store(slot, 0)
+    st.store(mapping_slot(SLOT_VEHICLE_EPOCH, epoch, vehicle_id), 0)
+    for period in identity.ownership_periods(state, vehicle_id):
+        st.store(mapping_slot(SLOT_PERIOD_EPOCH, epoch, vehicle_id, period.index), 0)
+
+
+def clear_epoch_list(state: StateAPI, epoch: int) -> None:
+    """Zero the length of ``epoch``'s vehicle list (its entries were cleared one by one)."""
+    _store(state).store(_list_base(epoch)[0], 0)
+
+
 def get_epoch_seed(state: StateAPI, epoch: int) -> bytes:
     """The challenge seed of ``epoch`` (32 zero bytes if the epoch has not started)."""
     return _store(state).load(mapping_slot(SLOT_EPOCH_SEED, epoch)).to_bytes(32, "big")
