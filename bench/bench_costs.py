@@ -455,11 +455,12 @@ def measure(n: int, repeat: int, batch: int, keep_dir: bool) -> dict[str, Any]:
         while not get_epoch_result(app.head_state(), 0).processed:
             before_steps = settled_steps(app.head_state())
             row = make_block("settlement")
-            settling.append((row, settled_steps(app.head_state()) - before_steps))
+            settling.append((row, tuple(a - b for a, b in zip(settled_steps(app.head_state()),
+                                                              before_steps, strict=True))))
         blocks["empty"] = make_block("empty")  # after the settlement: the baseline again
         empties.append(blocks["empty"]["build_cpu"])
         blocks["empty"]["build_cpu"] = min(empties)
-        out["settling"] = [(row["build_cpu"], steps) for row, steps in settling]
+        out["settling"] = [(row["build_cpu"], steps) for row, steps in settling]  # steps by phase
         # what the payout writes is the sum over the blocks that settled it
         pay = blocks["payout"]
         for row, _ in settling[1:]:
@@ -505,12 +506,12 @@ def measure(n: int, repeat: int, batch: int, keep_dir: bool) -> dict[str, Any]:
     return out
 
 
-def settled_steps(state: Any) -> int:
-    """Vehicle-steps of epoch 0's settlement done so far (scored + paid + finalized)."""
+def settled_steps(state: Any) -> tuple[int, int, int]:
+    """Vehicle-steps of epoch 0's settlement done so far: (scored, paid, finalized)."""
     st = Store(state, addresses.REWARDS)
     base = mapping_slot(rewards.M_EPOCH, 0)
-    return (st.load(base + rewards.E_SCORED) + st.load(base + rewards.E_PAID)
-            + st.load(base + rewards.E_PROCESSED))
+    return (st.load(base + rewards.E_SCORED), st.load(base + rewards.E_PAID),
+            st.load(base + rewards.E_PROCESSED))
 
 
 def signal_day() -> dict[str, int]:
@@ -561,13 +562,20 @@ def report(r: dict[str, Any]) -> None:
           f"us/vehicle; empty block {empty['build_cpu'] * 1e3:.1f} ms, ratio {pay['build_cpu'] / empty['build_cpu']:.0f}x); "
           f"live state +{payout_bytes / n:.0f} B/vehicle; trie written {pay['trie_written'] / n:.0f} B/vehicle; "
           f"vehicles paid {r.get('paid')}")
-    rows = r["settling"]
-    steps = sum(k for _, k in rows)
-    per_step = (sum(c for c, _ in rows) - len(rows) * empty["build_cpu"]) / max(1, steps)
-    print(f"  epoch settlement: {len(rows)} blocks of at most {max(k for _, k in rows)} vehicle-steps "
-          f"({steps:,} steps); max block CPU {max(c for c, _ in rows):.3f} s "
-          f"({max(c for c, _ in rows) / empty['build_cpu']:.0f}x an empty block); "
-          f"{per_step * 1e6:.0f} us CPU per vehicle-step beyond an empty block")
+    rows = [(c, sum(k), k) for c, k in r["settling"]]
+    steps = sum(k for _, k, _ in rows)
+    per_step = (sum(c for c, _, _ in rows) - len(rows) * empty["build_cpu"]) / max(1, steps)
+
+    def phase(i: int) -> str:  # blocks that did only scoring (0) or only paying (1) steps
+        only = [(c - empty["build_cpu"]) / k for c, k, by in rows if by[i] == k and k]
+        return f"{sum(only) / len(only) * 1e6:.0f} us" if only else "-"
+
+    cpus = sorted(c for c, _, _ in rows)
+    print(f"  epoch settlement: {len(rows)} blocks of at most {max(k for _, k, _ in rows)} vehicle-steps "
+          f"({steps:,} steps); max block CPU {cpus[-1]:.3f} s (median {cpus[len(cpus) // 2]:.3f}; "
+          f"{cpus[-1] / empty['build_cpu']:.0f}x an empty block); "
+          f"{per_step * 1e6:.0f} us CPU per vehicle-step beyond an empty block (scoring {phase(0)}, "
+          f"paying {phase(1)})")
     hist = {PREFIX_NAMES.get(p, p.decode()): v for p, v in pay["prefixes"].items() if v and p != b"s"}
     print(f"  payout block history: {pay['block_bytes'] / n:.0f} B/vehicle in the block; in store "
           f"{', '.join(f'{k} {v / n:.0f}' for k, v in sorted(hist.items()))} B/vehicle")

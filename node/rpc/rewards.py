@@ -19,7 +19,7 @@ from trie import HexaryTrie
 from trie.iter import NodeIterator
 
 from node.rpc import params as p
-from node.rpc.errors import invalid_params, limit_exceeded
+from node.rpc.errors import LIMIT_EXCEEDED, RPCError, invalid_params, limit_exceeded
 from node.rpc.eth import resolve_header
 from node.rpc.ethjson import hexb
 from node.rpc.identity import BLOCK, parse_vehicle_id, state_for
@@ -84,13 +84,13 @@ def epoch_json(state: StateAPI, epoch: int, height: int) -> dict[str, Any] | Non
             "blockNumber": height,
         }
     r = rewards.get_epoch_result(state, epoch)
-    start = 1 if epoch == 0 else rewards.get_epoch_result(state, epoch - 1).settled_at
-    return {
+    start = 1 if epoch == 0 else rewards.get_epoch_result(state, epoch - 1).ended_at
+    out = {
         "epoch": epoch,
         "status": "settled",
         "currentEpoch": current,
         "startHeight": start or None,  # None: settled before heights were recorded
-        "endHeight": r.settled_at - 1 if r.settled_at else None,
+        "endHeight": r.ended_at - 1 if r.ended_at else None,
         "settledAt": r.settled_at or None,
         "issuance": str(r.issuance),
         "carryIn": str(r.carry_in),
@@ -102,6 +102,15 @@ def epoch_json(state: StateAPI, epoch: int, height: int) -> dict[str, Any] | Non
         "vehiclesWithData": r.evaluated,
         "blockNumber": height,
     }
+    if not r.processed:
+        # ended, its settlement not finished (docs/rewards.md "Settlement"): the sums are
+        # partial, so they are not given; the progress is
+        listed, scored, paid = rewards.settlement_progress(state, epoch)
+        out.update(status="settling", carryIn=None, pool=None, totalPoints=None, minted=None,
+                   carryOut=None, vehicles=None, vehiclesWithData=listed or None,
+                   settlement={"scored": scored, "paid": paid, "vehicles": listed,
+                               "backlog": rewards.settlement_backlog(state)})
+    return out
 
 
 @methods.method("motus_getEpoch", EPOCH, BLOCK)
@@ -144,6 +153,7 @@ def epoch_range(state: StateAPI, start: int | None, end: int | None) -> tuple[in
     the range is settled yet. Defaults: ``last`` the latest settled epoch, ``first`` so
     that the range holds :data:`MAX_EPOCHS`. A wider range answers ``-32005``."""
     settled = rewards.processed_epochs(state)
+    explicit_start = start is not None
     if settled == 0 and end is None:
         return None  # the first epoch is still running: nothing settled yet, not an error
     if end is None:
@@ -158,7 +168,21 @@ def epoch_range(state: StateAPI, start: int | None, end: int | None) -> tuple[in
             reason="epoch_range_too_large",
         )
     end = min(end, settled - 1)
+    oldest = rewards.history_start(state)
+    if start < oldest:
+        if explicit_start:
+            raise history_cleared(start, oldest)
+        start = oldest  # the default range starts where the records still are
     return None if end < start else (start, end)
+
+
+def history_cleared(epoch: int, oldest: int) -> RPCError:
+    """``-32005`` for an epoch whose per-vehicle records left the state's history window
+    (docs/rewards.md "History window"); ``data.historyStart`` is the oldest epoch kept."""
+    return RPCError(LIMIT_EXCEEDED, f"limit exceeded: reward records of epoch {epoch} were cleared from "
+                    f"state (the oldest kept is epoch {oldest}); read the RewardPaid logs "
+                    "(eth_getLogs) or an archive state", {"reason": "reward_history_cleared",
+                                                          "historyStart": oldest})
 
 
 @methods.method(

@@ -1,7 +1,13 @@
-"""Rewards module: at every epoch boundary, score the vehicles of the epoch that ended
-and mint their share of the epoch pool to their owners, a vehicle's share split between
-the owners whose ownership periods produced the epoch's data (docs/rewards.md;
-formulas in :mod:`vm.scoring`).
+"""Rewards module: every epoch, score the vehicles of the epoch that ended and mint
+their share of the epoch pool to their owners, a vehicle's share split between the
+owners whose ownership periods produced the epoch's data (docs/rewards.md; formulas in
+:mod:`vm.scoring`).
+
+The boundary block opens the ended epoch (a snapshot of what its rules read); every
+block then settles a bounded number of vehicle-steps (:func:`settle`, block order step
+1, charged to the block cost): scoring from a cursor, then paying from a cursor, then
+finalizing; epochs strictly in order; then clearing the per-vehicle records of epochs
+older than ``reward_history_epochs`` (docs/rewards.md "Settlement", "History window").
 
 This runs in block execution, not in a transaction: every result is recorded in state
 (covered by the state root and ``eth_getProof``), readable with the views below or the
@@ -11,14 +17,17 @@ payout, then ``EpochSettled``.
 Storage layout (Solidity-style, at :data:`vm.modules.addresses.REWARDS`):
 
 - slot 0: carry (dust not yet paid, added to the next paying epoch's pool);
-  slot 1: processed epochs (epochs ``0 .. n-1`` are done).
+  slot 1: processed epochs (epochs ``0 .. n-1`` are done; ``n`` settles next);
+  slot 2: cleared epochs (no per-vehicle records below it); slot 3: clearing cursor.
 - ``mapping_slot(10, epoch)`` + 0 processed, + 1 issuance, + 2 carry in, + 3 pool,
   + 4 total points, + 5 minted, + 6 paid vehicle count, + 7 carry out,
   + 8 evaluated vehicle count (vehicles with data in the epoch), + 9 height of the block
-  that settled it (the first block of the next epoch).
-- ``mapping_slot(11, epoch, i)``: vehicle id of the i-th evaluated vehicle (ascending).
+  that finished settling it, + 10 phase, + 11 min_attestations and + 12
+  synthetic_max_data_level at the boundary, + 13 vehicles listed by telemetry, + 14
+  scoring cursor, + 15 paying cursor, + 16 height of the boundary block that ended it.
+- ``mapping_slot(11, epoch, i)``: vehicle id of the i-th evaluated vehicle (scoring order).
 - ``mapping_slot(12, epoch, vehicle_id)`` + 0 flags (1 recorded, 2 qualified,
-  4 penalized), + 1 points, + 2 reward, + 3 owner paid, + 4 data level,
+  4 penalized), + 1 points, + 2 reward, + 3 owner when scored, + 4 data level,
   + 5 streak level, + 6 lock level, + 7 streak count after the epoch.
 - ``mapping_slot(13, vehicle_id)`` + 0 streak count, + 1 missed epochs in a row,
   + 2 last epoch with data + 1 (0: never seen).
@@ -98,7 +107,7 @@ class EpochResult:
 class VehicleReward:
     epoch: int
     vehicle_id: int
-    owner: bytes  # owner at the boundary (whose lock counted); zero if the NFT was gone
+    owner: bytes  # owner when scored (whose lock counted); zero if the NFT was gone
     points: int
     reward: int
     qualified: bool
@@ -221,6 +230,13 @@ def settle(state: StateAPI, max_steps: int, emit: Callable[..., None] | None = N
     if done < max_steps:
         done += _clear_old_epochs(state, st, max_steps - done)
     return done
+
+
+def settlement_progress(state: StateAPI, epoch: int) -> tuple[int, int, int]:
+    """``(vehicles listed, scored, paid)`` of ``epoch``'s settlement so far."""
+    st = Store(state, addresses.REWARDS)
+    base = mapping_slot(M_EPOCH, epoch)
+    return st.load(base + E_LISTED), st.load(base + E_SCORED), st.load(base + E_PAID)
 
 
 def settlement_backlog(state: StateAPI) -> int:
