@@ -368,7 +368,8 @@ def measure(n: int, repeat: int, batch: int, keep_dir: bool) -> dict[str, Any]:
     try:
         proposer = address_of_private_key(VALIDATOR_KEY)
         senders = [(address_of_private_key(k), k) for k in (sender_key(i) for i in range(TRANSFERS))]
-        spec = new_genesis(CHAIN_ID, [(proposer, 10)], params={"epoch_length_blocks": EPOCH_BLOCKS},
+        spec = new_genesis(CHAIN_ID, [(proposer, 10)],
+                           params={"epoch_length_blocks": EPOCH_BLOCKS, "reward_history_epochs": 1},
                            extra_alloc={a: SENDER_BALANCE for a, _ in senders}, genesis_time_ms=GENESIS_MS)
         database = Database(path)
         store = ChainStore(database)
@@ -457,6 +458,16 @@ def measure(n: int, repeat: int, batch: int, keep_dir: bool) -> dict[str, Any]:
             row = make_block("settlement")
             settling.append((row, tuple(a - b for a, b in zip(settled_steps(app.head_state()),
                                                               before_steps, strict=True))))
+        after_payout = live_state(store, store.head.state_root)
+        # with reward_history_epochs = 1, epoch 0's records are cleared once epoch 1 is
+        # settled (docs/rewards.md "History window"): the blocks that clear them
+        clearing = []
+        while not Store(app.head_state(), addresses.REWARDS).load(rewards.S_CLEARED):
+            before_steps = cleared_steps(app.head_state())
+            row = make_block("clearing")
+            clearing.append((row["build_cpu"], cleared_steps(app.head_state()) - before_steps))
+        out["clearing"] = clearing
+        out["after_clearing"] = live_state(store, store.head.state_root)
         blocks["empty"] = make_block("empty")  # after the settlement: the baseline again
         empties.append(blocks["empty"]["build_cpu"])
         blocks["empty"]["build_cpu"] = min(empties)
@@ -469,7 +480,6 @@ def measure(n: int, repeat: int, batch: int, keep_dir: bool) -> dict[str, Any]:
                 pay["prefixes"][prefix] = pay["prefixes"].get(prefix, 0) + size
         result = get_epoch_result(app.head_state(), 0)
         out["paid"], out["evaluated"] = result.vehicle_count, result.evaluated
-        after_payout = live_state(store, store.head.state_root)
         out["before_payout"], out["after_payout"] = before_payout, after_payout
         out["blocks"] = blocks
         assert get_param(app.head_state(), "epoch_length_blocks") == EPOCH_BLOCKS
@@ -512,6 +522,15 @@ def settled_steps(state: Any) -> tuple[int, int, int]:
     base = mapping_slot(rewards.M_EPOCH, 0)
     return (st.load(base + rewards.E_SCORED), st.load(base + rewards.E_PAID),
             st.load(base + rewards.E_PROCESSED))
+
+
+def cleared_steps(state: Any) -> int:
+    """Clearing steps done so far on epoch 0 (entries, plus one once it is closed)."""
+    st = Store(state, addresses.REWARDS)
+    if st.load(rewards.S_CLEARED):
+        return max(st.load(mapping_slot(rewards.M_EPOCH, 0) + rewards.E_LISTED),
+                   st.load(mapping_slot(rewards.M_EPOCH, 0) + rewards.E_EVALUATED)) + 1
+    return st.load(rewards.S_CLEAR_CURSOR)
 
 
 def signal_day() -> dict[str, int]:
@@ -576,6 +595,14 @@ def report(r: dict[str, Any]) -> None:
           f"{cpus[-1] / empty['build_cpu']:.0f}x an empty block); "
           f"{per_step * 1e6:.0f} us CPU per vehicle-step beyond an empty block (scoring {phase(0)}, "
           f"paying {phase(1)})")
+    clear = [(c, k) for c, k in r["clearing"] if k]
+    if clear:
+        per_clear = (sum(c for c, _ in clear) - len(clear) * empty["build_cpu"]) / sum(k for _, k in clear)
+        left = sum(r["after_clearing"][k][1] for k in r["after_clearing"] if k != "accounts") - sum(
+            bp[k][1] for k in bp if k != "accounts")
+        print(f"  history clearing (reward_history_epochs 1): {len(clear)} blocks, max block CPU "
+              f"{max(c for c, _ in clear):.3f} s; {per_clear * 1e6:.0f} us CPU per vehicle-step beyond an "
+              f"empty block; live state left by the epoch after clearing {left / n:+.0f} B/vehicle")
     hist = {PREFIX_NAMES.get(p, p.decode()): v for p, v in pay["prefixes"].items() if v and p != b"s"}
     print(f"  payout block history: {pay['block_bytes'] / n:.0f} B/vehicle in the block; in store "
           f"{', '.join(f'{k} {v / n:.0f}' for k, v in sorted(hist.items()))} B/vehicle")
