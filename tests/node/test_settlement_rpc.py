@@ -1,5 +1,5 @@
 """Epoch settlement spread over blocks on a real node's store (LevelDB), in-process as
-test_rewards_rpc.py: with one settlement step a block, two vehicles take five blocks to
+test_rewards_rpc.py: with two settlement steps a block, two vehicles take three blocks to
 settle (docs/rewards.md "Settlement"). While they do, motus_getEpoch says "settling" with
 the progress and motus_getRewards serves settled epochs only; the node is closed in the
 middle and reopened from its store, finishes the epoch and reaches the same state root
@@ -16,12 +16,18 @@ import pytest
 
 from consensus.types import Commit
 from node.rpc.errors import LIMIT_EXCEEDED
-from tests.node.test_rewards_rpc import PARAMS, InProcessChain, make_fleet, rpc_error, run_to_boundary
+from tests.node.test_rewards_rpc import (
+    PARAMS,
+    InProcessChain,
+    make_fleet,
+    rpc_error,
+    run_to_boundary,
+)
 from tests.procs import init_home
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.xdist_group("rewards_inproc")]
 
-SPREAD = {**PARAMS, "settle_vehicles_per_block": 1, "reward_history_epochs": 1}
+SPREAD = {**PARAMS, "settle_vehicles_per_block": 2, "reward_history_epochs": 1}
 PLAN = {0: 5, 1: 4}
 
 
@@ -60,16 +66,16 @@ def test_a_spread_settlement_reads_truthfully_survives_a_restart_and_ages_out(tm
     info = chain.call("motus_getEpoch", epoch)
     assert info["status"] == "settling" and info["settledAt"] is None
     assert info["endHeight"] == boundary - 1 and info["minted"] is None
-    assert info["settlement"] == {"scored": 1, "paid": 0, "vehicles": 2, "backlog": 1}
+    assert info["settlement"] == {"scored": 2, "paid": 0, "vehicles": 2, "backlog": 1}
     vehicle = fleet["vehicles"][0]
     assert chain.call("motus_getRewards", vehicle)["rewards"] == []  # not settled: not served
-    chain.block()  # the second vehicle scored; then stop the node in the middle
-    assert chain.call("motus_getEpoch", epoch)["settlement"]["scored"] == 2
+    chain.block()  # both vehicles paid, not finalized; then stop the node in the middle
+    assert chain.call("motus_getEpoch", epoch)["settlement"]["paid"] == 2
     chain.close()
 
     chain = InProcessChain(home)  # reopened from its LevelDB store
     settled_at = settle(chain, epoch)
-    assert settled_at == boundary + 4  # 2 scoring + 2 paying + 1 finalizing steps, one a block
+    assert settled_at == boundary + 2  # 2 scoring + 2 paying + 1 finalizing steps, two a block
     info = chain.call("motus_getEpoch", epoch)
     assert int(info["minted"]) > 0 and info["vehicles"] == 2 and "settlement" not in info
     paid = chain.call("motus_getRewards", vehicle, epoch, epoch)["rewards"]
@@ -88,7 +94,7 @@ def test_a_spread_settlement_reads_truthfully_survives_a_restart_and_ages_out(tm
     chain.nonces.clear()
     next_epoch, _ = run_to_boundary(chain, fleet, {}, settles=False)
     settle(chain, next_epoch)
-    chain.block()  # the clearing: 2 vehicles + closing = 3 steps, one a block
+    chain.block()  # the clearing: 2 steps a vehicle + 1 closing, two a block
     chain.block()
     chain.block()
     err = rpc_error(chain, "motus_getRewards", vehicle, epoch, epoch)

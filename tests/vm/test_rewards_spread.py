@@ -189,3 +189,18 @@ def test_history_window_clears_old_epochs() -> None:
         assert get_vehicle_reward(s, 0, 1) is None and list_epoch_rewards(s, 1) == []
         assert get_vehicle_reward(s, 2, 1) is not None and len(list_epoch_rewards(s, 3)) == 8
         assert get_epoch_result(s, 0).processed and get_epoch_result(s, 0).minted > 0
+
+
+def test_event_words_are_what_eth_abi_encodes() -> None:
+    """Block events encode one-word values without eth_abi (a settlement emits one a
+    paid vehicle): the bytes must be eth_abi's."""
+    import eth_abi
+
+    from vm.modules.base import _encode_static, _encode_word
+
+    for t, v in (("uint256", 0), ("uint256", 2**256 - 1), ("uint256", 12345),
+                 ("address", b"\x01" * 20), ("address", "0x" + "ab" * 20), ("bool", True)):
+        assert _encode_word(t, v) == eth_abi.encode([t], [v])[:32]
+    types, values = ["uint256", "address", "uint256"], [7, b"\xee" * 20, 2**200]
+    assert _encode_static(types, values) == eth_abi.encode(types, values)
+    assert _encode_static(["string"], ["x"]) == eth_abi.encode(["string"], ["x"])

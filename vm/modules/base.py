@@ -218,17 +218,16 @@ class SystemModule:
     def emit(self, state: StateAPI, computation: ComputationAPI | None, event: str, *args: Any) -> None:
         """Emit an ABI event: inside a computation as an EVM log of the transaction,
         without one (block execution: epoch hooks) as a block event (:mod:`vm.events`)."""
-        ev = self._events[event]
-        signature = f"{event}({','.join(_abi_type(i) for i in ev['inputs'])})"
-        topics = [int.from_bytes(keccak(signature.encode()), "big")]
+        signature_topic, inputs = self._event_spec(event)
+        topics = [signature_topic]
         data_types, data_values = [], []
-        for spec, value in zip(ev["inputs"], args, strict=True):
-            if spec.get("indexed"):
-                topics.append(int.from_bytes(eth_abi.encode([_abi_type(spec)], [value])[:32], "big"))
+        for (abi_type, indexed), value in zip(inputs, args, strict=True):
+            if indexed:
+                topics.append(int.from_bytes(_encode_word(abi_type, value), "big"))
             else:
-                data_types.append(_abi_type(spec))
+                data_types.append(abi_type)
                 data_values.append(value)
-        data = eth_abi.encode(data_types, data_values) if data_types else b""
+        data = _encode_static(data_types, data_values) if data_types else b""
         if computation is not None:
             computation.consume_gas(G_LOG + G_LOG_TOPIC * len(topics) + G_LOG_BYTE * len(data), "module log")
             computation.add_log_entry(Address(self.address), tuple(topics), data)
@@ -236,6 +235,17 @@ class SystemModule:
             from vm.events import emit_block_event  # vm.events imports vm.modules: import at use
 
             emit_block_event(self.address, topics, data)
+
+    def _event_spec(self, event: str) -> tuple[int, list[tuple[str, bool]]]:
+        """(signature topic, [(ABI type, indexed)]) of ``event``, computed once."""
+        cache = self.__dict__.setdefault("_event_specs", {})
+        spec = cache.get(event)
+        if spec is None:
+            ev = self._events[event]
+            signature = f"{event}({','.join(_abi_type(i) for i in ev['inputs'])})"
+            spec = cache[event] = (int.from_bytes(keccak(signature.encode()), "big"),
+                                   [(_abi_type(i), bool(i.get("indexed"))) for i in ev["inputs"]])
+        return spec
 
     # block-execution hook (see vm.execute): called at the start of every block,
     # after the epoch clock advanced; ``epoch_boundary`` is True when ``env.height``
@@ -247,6 +257,23 @@ class SystemModule:
     # (``spec.modules.get(self.name, {})`` holds its own section).
     def init_genesis(self, state: StateAPI, spec: Any) -> None:
         return None
+
+
+def _encode_word(abi_type: str, value: Any) -> bytes:
+    """``eth_abi.encode([abi_type], [value])[:32]``, without eth_abi for the one-word types
+    block events use most (a settlement emits one event per paid vehicle)."""
+    if abi_type == "uint256" and type(value) is int and 0 <= value < 1 << 256:
+        return value.to_bytes(32, "big")
+    if abi_type == "address" and type(value) is bytes and len(value) == 20:
+        return value.rjust(32, b"\0")
+    return eth_abi.encode([abi_type], [value])[:32]
+
+
+def _encode_static(types: list[str], values: list[Any]) -> bytes:
+    """``eth_abi.encode(types, values)``: word by word when every type is one word."""
+    if all(t in ("uint256", "address") for t in types):
+        return b"".join(_encode_word(t, v) for t, v in zip(types, values, strict=True))
+    return eth_abi.encode(types, values)
 
 
 def _abi_type(spec: dict[str, Any]) -> str:

@@ -84,6 +84,10 @@ M_SHARE = 15
 PHASE_NONE, PHASE_SCORING, PHASE_PAYING, PHASE_FINAL, PHASE_DONE = range(5)
 R_FLAGS, R_POINTS, R_REWARD, R_OWNER, R_DATA, R_STREAK, R_LOCK, R_STREAK_COUNT = range(8)
 FLAG_RECORDED, FLAG_QUALIFIED, FLAG_PENALIZED = 1, 2, 4
+# Vehicle-steps clearing one vehicle's records of an old epoch counts for: deleting its
+# ~15 slots from the tries cost ~1.7x a scoring or paying step at 10,000 vehicles
+# (bench_costs, docs/benchmarks.md "Epoch settlement").
+CLEAR_STEPS = 2
 
 
 @dataclass(frozen=True)
@@ -260,14 +264,14 @@ def _score_vehicles(state: StateAPI, st: Store, epoch: int, ebase: int, budget: 
         if st.load(rbase + R_FLAGS):
             continue  # never score (or pay) a vehicle twice for one epoch
         owner, paired = get_vehicle_owner(state, vid)
+        synthetic = paired and is_synthetic_vehicle(state, vid)
         qualified = is_qualifying(activity, min_attestations, owner is not None, paired)
         # the streak level of the score counts this epoch
         streak = compute_next_streak(_advance_streak(st, vid, epoch), qualified)
         score = compute_vehicle_score(
             activity, min_attestations=min_attestations, registered=owner is not None,
             paired=paired, streak=streak, locked=locked_amount(state, owner) if owner else 0,
-            max_data_level=(synthetic_max if is_synthetic_vehicle(state, vid)
-                            else len(DATA_LEVEL_MULTIPLES)))
+            max_data_level=synthetic_max if synthetic else len(DATA_LEVEL_MULTIPLES))
         sbase = mapping_slot(M_STREAK, vid)
         st.store(sbase + 0, streak.count)
         st.store(sbase + 1, streak.missed)
@@ -354,8 +358,9 @@ def _finalize(state: StateAPI, st: Store, epoch: int, ebase: int,
 def _clear_old_epochs(state: StateAPI, st: Store, budget: int) -> int:
     """Clear the per-vehicle records of epochs that left the history window (epoch ``X``
     once ``X + reward_history_epochs`` epochs are settled): rewards' records, shares and
-    vehicle list, and telemetry's counters, period counts and vehicle list of ``X``. One
-    step per listed vehicle, one to close the epoch. Returns the steps done."""
+    vehicle list, and telemetry's counters, period counts and vehicle list of ``X``.
+    :data:`CLEAR_STEPS` steps per listed vehicle, one to close the epoch. Returns the
+    steps done."""
     keep = get_param(state, "reward_history_epochs")
     processed = st.load(S_PROCESSED)
     done = 0
@@ -368,17 +373,14 @@ def _clear_old_epochs(state: StateAPI, st: Store, budget: int) -> int:
         evaluated = st.load(ebase + E_EVALUATED)
         listed = max(st.load(ebase + E_LISTED), evaluated)
         cursor = st.load(S_CLEAR_CURSOR)
-        end = min(listed, cursor + budget - done)
+        end = min(listed, cursor + (budget - done) // CLEAR_STEPS)
         for i in range(cursor, end):
             if telemetry is not None:
                 telemetry.clear_epoch_vehicle(state, epoch, i)
             if i < evaluated:
                 _clear_vehicle_record(st, epoch, i)
-        done += end - cursor
-        if end < listed:
-            st.store(S_CLEAR_CURSOR, end)
-            break
-        if done >= budget:  # closing the epoch is a step of its own
+        done += (end - cursor) * CLEAR_STEPS
+        if end < listed or done >= budget:  # closing the epoch is a step of its own
             st.store(S_CLEAR_CURSOR, end)
             break
         if telemetry is not None:
