@@ -18,7 +18,9 @@ store opened by the node's ``ChainStore`` and driven by its ``Application``:
 2. Blocks through ``Application.propose``/``commit``: 1,000 transfers (1,000 funded senders
    to random owner accounts), 2,000 attestations (signed by ``min(N, 2000)`` real device
    keys paired in step 1), empty blocks to the end of epoch 0, then the epoch boundary
-   block, which pays every vehicle's owner (``rewards.process_epoch_end``).
+   block, which opens epoch 0's settlement, and the blocks that settle it
+   (``settle_vehicles_per_block`` vehicle-steps each, docs/rewards.md "Settlement"), then,
+   with ``reward_history_epochs`` 1, the blocks that clear its records again.
 3. Execution time of the transfer and attestation blocks: CPU of ``vm.execute_block`` on
    their parent state, best of ``--repeat`` (the path a validator checks a block on).
    Bytes each block adds to the store, by key prefix; trie bytes it writes (what an
@@ -30,7 +32,8 @@ store opened by the node's ``ChainStore`` and driven by its ``Application``:
 
 Ratios against same-run baselines: bytes per vehicle / bytes per plain account (account
 trie and flat snapshot bytes per account of this very state), time per attestation / time
-per transfer at the same scale, the payout block / an empty block. Separately, the owner's
+per transfer at the same scale, the payout block / an empty block; each settlement block's
+CPU beyond an empty block per vehicle-step (the ``settle_cost`` weight's measurement). Separately, the owner's
 node's signal store for one vehicle over a day at one reading a minute (records and the
 minute index).
 
@@ -525,12 +528,12 @@ def settled_steps(state: Any) -> tuple[int, int, int]:
 
 
 def cleared_steps(state: Any) -> int:
-    """Clearing steps done so far on epoch 0 (entries, plus one once it is closed)."""
+    """Clearing steps done so far on epoch 0 (CLEAR_STEPS an entry, one to close it)."""
     st = Store(state, addresses.REWARDS)
     if st.load(rewards.S_CLEARED):
         return max(st.load(mapping_slot(rewards.M_EPOCH, 0) + rewards.E_LISTED),
-                   st.load(mapping_slot(rewards.M_EPOCH, 0) + rewards.E_EVALUATED)) + 1
-    return st.load(rewards.S_CLEAR_CURSOR)
+                   st.load(mapping_slot(rewards.M_EPOCH, 0) + rewards.E_EVALUATED)) * rewards.CLEAR_STEPS + 1
+    return st.load(rewards.S_CLEAR_CURSOR) * rewards.CLEAR_STEPS
 
 
 def signal_day() -> dict[str, int]:
@@ -655,6 +658,9 @@ SUMMARY = [
     ("open the store (CPU)", "s", "same"),
     ("rebuild the flat snapshot (CPU)", "s", "per-vehicle"),
     ("motus db check (CPU)", "s", "per-vehicle"),
+    ("epoch settlement: largest block (CPU)", "s", "log"),
+    ("epoch settlement: CPU per vehicle-step beyond an empty block", "s", "log"),
+    ("epoch settlement: blocks at the default settle_vehicles_per_block", "x", "per-vehicle"),
 ]
 
 
@@ -675,7 +681,15 @@ def summary_values(r: dict[str, Any]) -> list[float]:
             a["block_bytes"] / ATTESTATIONS, history(a, ATTESTATIONS), a["trie_written"] / ATTESTATIONS,
             history(t, TRANSFERS), t["trie_written"] / TRANSFERS,
             pay["build_cpu"], pay["build_cpu"] / empty["build_cpu"], history(pay, n),
-            r["open_s"], r["rebuild_flat_s"], r["check_s"]]
+            r["open_s"], r["rebuild_flat_s"], r["check_s"], *settlement_values(r, empty["build_cpu"])]
+
+
+def settlement_values(r: dict[str, Any], empty_cpu: float) -> list[float]:
+    """Largest settlement block's CPU, CPU per vehicle-step beyond an empty block, blocks."""
+    rows = [(c, sum(k)) for c, k in r["settling"]]
+    steps = sum(k for _, k in rows)
+    return [max(c for c, _ in rows), (sum(c for c, _ in rows) - len(rows) * empty_cpu) / max(1, steps),
+            float(len(rows))]
 
 
 def extrapolate(rule: str, n0: int, v0: float, n1: int, v1: float, n: int) -> float:
@@ -708,6 +722,8 @@ def print_summary(results: list[dict[str, Any]], target: int = 1_000_000) -> Non
                 return f"{x:,.0f} B"
             if unit == "x":
                 return f"{x:,.2f}" if x < 10 else f"{x:,.0f}"
+            if x < 0.01:
+                return f"{x * 1e6:,.0f} us"
             return f"{x:.3f} s" if x < 10 else f"{x:,.0f} s"
 
         print(f"| {label} | " + " | ".join(fmt(x) for x in row) + " |")
