@@ -346,16 +346,17 @@ def explorer_vehicle(ctx: RPCContext, vid: int, epochs: int) -> dict[str, Any] |
     if vehicle is None:
         return None
     current = get_epoch(state)
+    settled = rewards.processed_epochs(state)  # an ended epoch may still be settling
     series = []
     for e in range(max(0, current - epochs + 1), current + 1):
         stats = telemetry.get_vehicle_epoch(state, e, vid)
-        reward = rewards.get_vehicle_reward(state, e, vid) if e < current else None
+        reward = rewards.get_vehicle_reward(state, e, vid) if e < settled else None
         series.append({"epoch": e, "accepted": stats.accepted, "moving": stats.moving,
                        "challenged": stats.challenged, "challengePassed": stats.challenge_passed,
                        "points": reward.points if reward else None,
                        "reward": str(reward.reward) if reward else None,
                        "qualified": reward.qualified if reward else None,
-                       "settled": e < current})
+                       "settled": e < settled})
     streak = rewards.get_streak(state, vid)
     device = None
     if vehicle.device != b"\x00" * 20:
