@@ -145,6 +145,10 @@ def metric_sums(url: str) -> dict[str, float]:
             if line.startswith("motus_block_execution_cpu_seconds_"):
                 name, value = line.rsplit(" ", 1)
                 out[name.replace("motus_block_execution_cpu_seconds_", "")] = float(value)
+            elif line.startswith("motus_consensus_phase_seconds_"):
+                name, value = line.rsplit(" ", 1)
+                if "_bucket" not in name:
+                    out["phase " + name.replace("motus_consensus_phase_seconds_", "")] = float(value)
             elif line.startswith("motus_attestation_rejects_total{"):
                 name, value = line.rsplit(" ", 1)
                 out["reject " + name.split('"')[1]] = float(value)
@@ -297,10 +301,20 @@ def report_time(elapsed: float, client_cpu: float, cpu_before: list, cpu_after: 
                 kinds.append(f"{kind} {n:.0f} blocks {cpu:.1f} s ({1000 * cpu / n:.0f} ms each)")
         refusals = {k[7:]: m1[k] - m0.get(k, 0) for k in m1
                      if k.startswith("reject ") and m1[k] > m0.get(k, 0)}
+        phases = []
+        for phase in ("proposal", "proposal_handled", "prevote", "precommit", "decide",
+                      "committed", "interval", "durable"):
+            key = f'phase {{}}{{{{phase="{phase}"}}}}'
+            n = m1.get(key.format("count"), 0) - m0.get(key.format("count"), 0)
+            total = m1.get(key.format("sum"), 0) - m0.get(key.format("sum"), 0)
+            if n:
+                phases.append(f"{phase} {1000 * total / n:.0f}")
         print(f"  validator {i}: main thread {main:.1f} s ({main / elapsed:.0%} busy), "
               f"other threads {others:.1f} s, workers {children:.1f} s; "
               + ("; ".join(kinds) or "no blocks executed")
               + (f"; refused {refusals}" if refusals else ""))
+        if phases:
+            print(f"    height phases, mean ms after the height's start: {', '.join(phases)}")
     if len(stamps) > 1:
         gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
         print(f"  blocks with attestations: {len(sizes)}, mean {sum(sizes) / len(sizes):.0f} "

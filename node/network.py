@@ -16,12 +16,14 @@ Wiring (CometBFT's reactors, in one trio nursery):
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
 import rlp
 import trio
 from eth_hash.auto import keccak
+from prometheus_client import Histogram
 
 from codec.rlp import decode as decode_bounded
 from consensus.effects import InvalidMessage
@@ -34,17 +36,41 @@ from consensus.machine import (
     compute_vote_signer,
 )
 from consensus.messages import CommitMessage, ConsensusMessage, ProposalMessage, decode_message
-from consensus.runner import ConsensusRunner
+from consensus.runner import TIMELINE_PHASES, ConsensusRunner, HeightTimeline
 from consensus.types import Commit, DuplicateVoteEvidence, ValidatorSet, Vote
 from consensus.wal import MessageLog, Signer, SigningGuard
 from node.app import MAX_CLOCK_DRIFT_MS, Application, ProposalBudget
 from node.block import Block, MalformedBlock
 from node.mempool import TxRejected
+from node.metrics import REGISTRY
 
 if TYPE_CHECKING:
     from p2p.host import P2PNode, Verdict
 
 log = logging.getLogger("motus.network")
+# One line per decided height with its phases (docs/network.md, "Where a height's time
+# goes"), whatever the node's log level, when MOTUS_CONSENSUS_TIMELINE is set.
+timeline_log = logging.getLogger("motus.consensus.timeline")
+if os.environ.get("MOTUS_CONSENSUS_TIMELINE"):
+    timeline_log.setLevel(logging.DEBUG)
+
+# Where a height's time goes at this node (consensus.runner.HeightTimeline): each phase in
+# seconds after the height started here; "interval" the whole height, start to next start;
+# "durable" the fsyncs of the consensus log and signing guard in it.
+CONSENSUS_PHASE_SECONDS = Histogram(
+    "motus_consensus_phase_seconds",
+    "When each phase of a decided height happened, in seconds after the height started at "
+    "this node (interval: to the next height's start; durable: time in fsyncs)",
+    ["phase"],
+    registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+)
+CONSENSUS_ROUNDS = Histogram(
+    "motus_consensus_decided_round",
+    "The round in which each height was decided (0: the first proposal)",
+    registry=REGISTRY,
+    buckets=(0, 1, 2, 4, 8),
+)
 
 SYNC_BATCH = 64  # blocks asked for per request (the protocol serves at most 128)
 SYNC_POLL_S = 1.0  # how often the sync loop looks at the head
@@ -284,7 +310,7 @@ class NetworkService:
                 self.machine, height, self.store.validators_for(height),
                 broadcast=self._broadcast, on_decide=self._on_decide,
                 next_validators=self._validators_for, on_evidence=self._on_evidence,
-                on_invalid=self._on_invalid,
+                on_invalid=self._on_invalid, on_timeline=self._on_timeline,
                 commit_wait_s=max(self.commit_wait_s, self.block_interval_s),
             )
             await nursery.start(self.runner.run)
@@ -318,6 +344,22 @@ class NetworkService:
         if self.runner is not None:
             self.runner.commit_wait_s = self._next_height_wait(block.header.timestamp_ms)
         await self._announce(height, block.hash)
+
+    def _on_timeline(self, timeline: HeightTimeline) -> None:
+        phases = timeline.phases or {}
+        for phase in TIMELINE_PHASES:
+            if phase in phases:
+                CONSENSUS_PHASE_SECONDS.labels(phase).observe(phases[phase])
+        if timeline.interval_s is not None:
+            CONSENSUS_PHASE_SECONDS.labels("interval").observe(timeline.interval_s)
+        CONSENSUS_PHASE_SECONDS.labels("durable").observe(timeline.durable_s)
+        CONSENSUS_ROUNDS.observe(timeline.round)
+        if timeline_log.isEnabledFor(logging.DEBUG):
+            timeline_log.debug(
+                "height %d round %d started %.3f: %s; interval %.3f s, durable %.3f s",
+                timeline.height, timeline.round, timeline.started,
+                " ".join(f"{k}={v:.3f}" for k, v in phases.items()),
+                timeline.interval_s or 0.0, timeline.durable_s)
 
     def _next_height_wait(self, timestamp_ms: int) -> float:
         """How long to wait before starting the next height: the block interval counted
