@@ -149,6 +149,10 @@ def metric_sums(url: str) -> dict[str, float]:
                 name, value = line.rsplit(" ", 1)
                 if "_bucket" not in name:
                     out["phase " + name.replace("motus_consensus_phase_seconds_", "")] = float(value)
+            elif line.startswith(("motus_compact_proposals_total{",
+                                   "motus_compact_missing_attestations_total ")):
+                name, value = line.rsplit(" ", 1)
+                out["compact " + (name.split('"')[1] if '"' in name else "missing")] = float(value)
             elif line.startswith("motus_attestation_rejects_total{"):
                 name, value = line.rsplit(" ", 1)
                 out["reject " + name.split('"')[1]] = float(value)
@@ -313,6 +317,10 @@ def report_time(elapsed: float, client_cpu: float, cpu_before: list, cpu_after: 
               f"other threads {others:.1f} s, workers {children:.1f} s; "
               + ("; ".join(kinds) or "no blocks executed")
               + (f"; refused {refusals}" if refusals else ""))
+        compact = {k[8:]: m1[k] - m0.get(k, 0) for k in m1
+                   if k.startswith("compact ") and m1[k] > m0.get(k, 0)}
+        if compact:
+            phases.append(f"compact proposals {compact}")
         if phases:
             print(f"    height phases, mean ms after the height's start: {', '.join(phases)}")
     if len(stamps) > 1:

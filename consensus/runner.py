@@ -114,6 +114,8 @@ class ConsensusRunner:
         proposer priorities advanced one height).
       ``on_evidence(evidence)``: hand evidence to the evidence pool.
       ``on_invalid(peer, effect)``: penalise the peer that sent a bad message.
+      ``encode(message) -> bytes``: the wire bytes of a message to broadcast (default
+        ``encode_message``; the node sends proposals in compact form).
       ``on_timeline(timeline)``: a finished height's :class:`HeightTimeline`, when the
         next height starts (for metrics).
     """
@@ -130,6 +132,7 @@ class ConsensusRunner:
         on_evidence: Callable[[DuplicateVoteEvidence], Awaitable[None]] | None = None,
         on_invalid: Callable[[Any, InvalidMessage], None] | None = None,
         on_timeline: Callable[[HeightTimeline], None] | None = None,
+        encode: Callable[[ConsensusMessage], bytes] = encode_message,
         commit_wait_s: float = DEFAULT_COMMIT_WAIT_S,
         inbox_size: int = DEFAULT_INBOX_SIZE,
     ) -> None:
@@ -143,6 +146,7 @@ class ConsensusRunner:
         self._on_evidence = on_evidence
         self._on_invalid = on_invalid
         self._on_timeline = on_timeline
+        self._encode = encode
         self.timeline: HeightTimeline | None = None
         self.commit_wait_s = commit_wait_s
         self._send, self._receive = trio.open_memory_channel[Any](inbox_size)
@@ -255,7 +259,7 @@ class ConsensusRunner:
             if isinstance(effect, Broadcast):
                 self._mark_broadcast(effect.message)
                 try:
-                    await self._broadcast(encode_message(effect.message))
+                    await self._broadcast(self._encode(effect.message))
                 except Exception:  # a network hiccup must not stop consensus
                     self.stats["broadcast_failed"] += 1
                     log.exception("consensus broadcast failed")

@@ -18,11 +18,13 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import rlp
 import trio
 from eth_hash.auto import keccak
+from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
 from codec.rlp import decode as decode_bounded
@@ -35,12 +37,27 @@ from consensus.machine import (
     compute_proposal_signer,
     compute_vote_signer,
 )
-from consensus.messages import CommitMessage, ConsensusMessage, ProposalMessage, decode_message
+from consensus.messages import (
+    CommitMessage,
+    ConsensusMessage,
+    ProposalMessage,
+    decode_message,
+    encode_message,
+)
 from consensus.runner import TIMELINE_PHASES, ConsensusRunner, HeightTimeline
 from consensus.types import Commit, DuplicateVoteEvidence, ValidatorSet, Vote
 from consensus.wal import MessageLog, Signer, SigningGuard
 from node.app import MAX_CLOCK_DRIFT_MS, Application, ProposalBudget
 from node.block import Block, MalformedBlock
+from node.compact import (
+    CompactProposal,
+    assemble,
+    decode_compact,
+    encode_compact,
+    fill,
+    gather,
+    is_compact,
+)
 from node.mempool import TxRejected
 from node.metrics import REGISTRY
 
@@ -64,6 +81,19 @@ CONSENSUS_PHASE_SECONDS = Histogram(
     ["phase"],
     registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+)
+COMPACT_PROPOSALS = PromCounter(
+    "motus_compact_proposals",
+    "Compact proposals received, by how their block was rebuilt: pool (every attestation "
+    "was in our pool), parts (some fetched from peers), whole (the whole block fetched), "
+    "dropped (not rebuilt)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+COMPACT_MISSING = PromCounter(
+    "motus_compact_missing_attestations",
+    "Attestations of compact proposals our pool lacked (asked of peers)",
+    registry=REGISTRY,
 )
 CONSENSUS_ROUNDS = Histogram(
     "motus_consensus_decided_round",
@@ -108,6 +138,16 @@ def decode_sync_item(data: bytes) -> tuple[bytes, Block, Commit]:
     raw, raw_commit = decode_bounded(data, SYNC_ITEM_SEDES, max_depth=1, max_items=3)
     return raw, Block.decode(raw), Commit.decode(raw_commit)
 EVIDENCE_MAX_BYTES = 64 * 1024
+# Compact proposals (node/compact.py, docs/network.md "Compact proposals"). A receiver
+# asks at most this many peers for the attestations its pool lacks, each within the
+# fetch timeout, then (or when the ids do not make the block) for the whole block; what
+# is not rebuilt by then is dropped and the propose timeout moves the round on.
+COMPACT_FETCH_PEERS = 4
+COMPACT_FETCH_TIMEOUT_S = 2.0
+# A peer asked for a proposal it is rebuilding itself answers once it has it, within this.
+COMPACT_SERVE_WAIT_S = 1.0
+COMPACT_KEEP_PROPOSALS = 8  # proposals (whole blocks) kept to serve peers' requests
+COMPACT_DECODED_MEMO = 16  # compact messages decoded by the topic check, for the pump
 # Proposal size, by time. A full 30 M-gas block of transfers (1428) takes ~0.85 s to
 # build here and as long again for every validator to check, on the same cores, so
 # under load a full block misses the 1 s propose timeout, rounds fail, the backlog
@@ -259,6 +299,18 @@ class NetworkService:
             self._block_inbox = self.p2p.register_topic("block", self._check_announce)
             self.p2p.set_status_handler(self._serve_status)
             self.p2p.set_blocks_handler(self._serve_blocks)
+            self.p2p.set_proposal_handler(self._serve_proposal)
+        self.compact_proposals = cfg.p2p.compact_proposals
+        # Compact proposals: whole proposals held (block hash -> (block, value)), ours and
+        # those rebuilt, to serve peers; wire bytes of our proposals (by signature, so a
+        # re-send costs nothing); compact messages the topic check decoded; the proposals
+        # being rebuilt (block hash -> set once held) and those handled (by signature).
+        self._held: OrderedDict[bytes, tuple[Block, bytes]] = OrderedDict()
+        self._compact_wire: OrderedDict[bytes, bytes] = OrderedDict()
+        self._compact_decoded: OrderedDict[bytes, CompactProposal] = OrderedDict()
+        self._rebuilding: dict[bytes, trio.Event] = {}
+        self._compact_seen: OrderedDict[bytes, None] = OrderedDict()
+        self._nursery: trio.Nursery | None = None
         self.signer: Signer | None = None
         message_log: MessageLog | None = None
         if node.validator_key is not None:
@@ -298,6 +350,7 @@ class NetworkService:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run p2p, sync and consensus until cancelled; started once consensus runs."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             if self.p2p is not None:
                 await nursery.start(self.p2p.run)
                 nursery.start_soon(self._pump_consensus)
@@ -311,6 +364,7 @@ class NetworkService:
                 broadcast=self._broadcast, on_decide=self._on_decide,
                 next_validators=self._validators_for, on_evidence=self._on_evidence,
                 on_invalid=self._on_invalid, on_timeline=self._on_timeline,
+                encode=self._encode_for_wire,
                 commit_wait_s=max(self.commit_wait_s, self.block_interval_s),
             )
             await nursery.start(self.runner.run)
@@ -409,6 +463,192 @@ class NetworkService:
         if origin is not None and origin == forwarder:
             self.p2p.penalise(origin, f"consensus:{effect.code}")
 
+    # --- compact proposals (node/compact.py) --------------------------------------------
+
+    def _encode_for_wire(self, message: ConsensusMessage) -> bytes:
+        """A message's consensus-topic bytes: our proposals in compact form (when
+        enabled), everything else as consensus.messages encodes it."""
+        if not (self.compact_proposals and isinstance(message, ProposalMessage)):
+            return encode_message(message)
+        key = message.proposal.signature
+        wire = self._compact_wire.get(key)
+        if wire is None:
+            block = self.app.block_of(message.value)
+            self._hold(block, message.value)
+            wire = encode_compact(message.proposal, block)
+            _remember(self._compact_wire, key, wire, COMPACT_KEEP_PROPOSALS)
+        return wire
+
+    def _hold(self, block: Block, value: bytes) -> None:
+        _remember(self._held, block.hash, (block, value), COMPACT_KEEP_PROPOSALS)
+        event = self._rebuilding.pop(block.hash, None)
+        if event is not None:
+            event.set()
+
+    def _pool_lookup(self) -> Any:
+        service = getattr(self.node, "attestations", None)
+        pool = getattr(service, "pool", None)
+        return pool.pending_raw if pool is not None else (lambda att_id: None)
+
+    async def _serve_proposal(self, peer: str, block_hash: bytes,
+                              indices: list[int]) -> list[bytes] | None:
+        """``/motus/proposal/1``: parts of a proposal we hold (ours, or one we rebuilt);
+        one we are rebuilding is answered once rebuilt (within COMPACT_SERVE_WAIT_S)."""
+        from p2p.errors import BadRequest
+
+        held = self._held.get(block_hash)
+        if held is None and block_hash in self._rebuilding:
+            with trio.move_on_after(COMPACT_SERVE_WAIT_S):
+                await self._rebuilding[block_hash].wait()
+            held = self._held.get(block_hash)
+        if held is None:
+            return None
+        block, value = held
+        if not indices:
+            return [value]
+        if max(indices) >= len(block.attestations):
+            raise BadRequest(f"the proposal has {len(block.attestations)} attestations")
+        return [block.attestations[i] for i in indices]
+
+    def _fetch_candidates(self, origin: str | None, forwarder: str | None) -> list[str]:
+        """Who to ask for a proposal's parts: its author first (it holds the proposal),
+        then whoever forwarded it, then the other connected peers."""
+        assert self.p2p is not None
+        connected = [p.peer_id for p in self.p2p.peers()]
+        ordered = [p for p in (origin, forwarder) if p is not None and p in connected]
+        ordered += [p for p in connected if p not in ordered]
+        return list(dict.fromkeys(ordered))[:COMPACT_FETCH_PEERS]
+
+    async def _receive_compact(self, compact: CompactProposal, origin: str | None,
+                               forwarder: str | None) -> None:
+        """Rebuild a compact proposal's block (our pool, then peers), then hand the whole
+        proposal to consensus; a proposal that cannot be rebuilt is dropped."""
+        assert self.p2p is not None and self.runner is not None
+        block_hash = compact.proposal.block_hash
+        held = self._held.get(block_hash)
+        if held is None:
+            self._rebuilding.setdefault(block_hash, trio.Event())
+            try:
+                held = await self._rebuild(compact, origin, forwarder)
+            finally:
+                event = self._rebuilding.pop(block_hash, None)
+                if event is not None:
+                    event.set()  # peers waiting on us get "unknown" rather than wait on
+            if held is None:
+                log.warning("compact proposal %d/%d (%s) from %s could not be rebuilt: dropped",
+                            compact.height, compact.round, block_hash.hex()[:16], origin)
+                return
+        await self.runner.submit(ProposalMessage(compact.proposal, held[1]),
+                                 peer=(origin, forwarder))
+
+    async def _rebuild(self, compact: CompactProposal, origin: str | None,
+                       forwarder: str | None) -> tuple[Block, bytes] | None:
+        """The whole proposal: its attestations from our pool, those we lack from peers
+        (its author first), or, when that fails or the ids do not make the header's
+        attestation root, the whole block from a peer. None once every peer asked has
+        failed, or the height was committed meanwhile."""
+        from p2p.errors import P2PError
+        from p2p.scoring import Misbehaviour
+
+        assert self.p2p is not None
+        block_hash = compact.proposal.block_hash
+        found, missing = gather(compact.block, self._pool_lookup())
+        candidates = self._fetch_candidates(origin, forwarder)
+        outcome = "parts" if missing else "pool"
+        COMPACT_MISSING.inc(len(missing))
+        for peer in candidates:
+            if not missing or self.store.head_height >= compact.height:
+                break
+            started = time.monotonic()
+            try:
+                items = await self.p2p.request_proposal(peer, block_hash, missing,
+                                                        COMPACT_FETCH_TIMEOUT_S)
+            except P2PError as exc:
+                self._note_unserved(peer, origin, exc, time.monotonic() - started)
+                continue
+            bad = fill(compact.block, found, missing, items)
+            if bad:
+                log.warning("peer %s served %d attestations that are not the ones asked for "
+                            "(proposal %s)", peer, len(bad), block_hash.hex()[:16])
+                self.p2p.penalise(peer, Misbehaviour.COMPACT_BAD_PART)
+            missing = bad
+        if not missing:
+            built = assemble(compact.block, found)  # type: ignore[arg-type]
+            if built is not None:
+                value, block = built
+                COMPACT_PROPOSALS.labels(outcome).inc()
+                self.app.note_assembled(value, block)
+                self._hold(block, value)
+                return block, value
+            log.warning("compact proposal %d/%d from %s: its ids do not hash to the header's "
+                        "attestations root", compact.height, compact.round, origin)
+            if origin is not None:
+                self.p2p.penalise(origin, Misbehaviour.COMPACT_WRONG_IDS)
+        # Fall back to the whole block, from whoever has it.
+        for peer in candidates:
+            if self.store.head_height >= compact.height:
+                break
+            started = time.monotonic()
+            try:
+                items = await self.p2p.request_proposal(peer, block_hash, [],
+                                                        COMPACT_FETCH_TIMEOUT_S)
+                block = Block.decode(items[0])
+            except P2PError as exc:
+                self._note_unserved(peer, origin, exc, time.monotonic() - started)
+                continue
+            except MalformedBlock:
+                block = None
+            if block is None or block.hash != block_hash:
+                log.warning("peer %s served a block that is not proposal %s", peer,
+                            block_hash.hex()[:16])
+                self.p2p.penalise(peer, Misbehaviour.COMPACT_BAD_PART)
+                continue
+            COMPACT_PROPOSALS.labels("whole").inc()
+            self.app.note_assembled(items[0], block)
+            self._hold(block, items[0])
+            return block, items[0]
+        COMPACT_PROPOSALS.labels("dropped").inc()
+        return None
+
+    def _note_unserved(self, peer: str, origin: str | None, exc: Exception,
+                       elapsed_s: float) -> None:
+        """A request for a proposal's parts failed: a relay may simply not hold it (yet);
+        its author always does, so the author is penalised."""
+        from p2p.scoring import Misbehaviour
+
+        assert self.p2p is not None
+        if peer != origin:
+            log.info("proposal parts from relay %s: %s (%.2f s)", peer, exc, elapsed_s)
+            return
+        log.warning("proposal parts from their proposer %s: %s (%.2f s)", peer, exc, elapsed_s)
+        self.p2p.penalise(peer, Misbehaviour.COMPACT_UNSERVED)
+
+    def _check_compact(self, data: bytes) -> Verdict:
+        """Topic check of a compact proposal: as a proposal's (signed by the round's
+        proposer, at a height we can check), and its header must be the block the
+        proposal signs (REJECT otherwise: no honest proposer or relay sends that)."""
+        from p2p.host import Verdict
+
+        try:
+            compact = decode_compact(data)
+        except ConsensusError:
+            return Verdict.MALFORMED
+        proposal = compact.proposal
+        head = self.store.head_height
+        if not head < proposal.height <= head + 1:
+            return Verdict.IGNORE  # a proposal for a height we have is of no use
+        if proposal.round > max(self.machine.round, 0) + MAX_ROUNDS_AHEAD:
+            return Verdict.IGNORE
+        validators = self.store.validators_for(proposal.height)
+        if validators is None:
+            return Verdict.IGNORE
+        if not self._is_signed_by_set(ProposalMessage(proposal, b""), validators):
+            return Verdict.REJECT
+        if compact.block.header.hash != proposal.block_hash:
+            return Verdict.REJECT
+        _remember(self._compact_decoded, data, compact, COMPACT_DECODED_MEMO)
+        return Verdict.ACCEPT
+
     def _check_consensus(self, peer: str, data: bytes) -> Verdict:
         """Topic check: relay only messages every honest node would accept.
 
@@ -419,6 +659,8 @@ class NetworkService:
         heights we cannot check (older, or beyond head + 1) and rounds far ahead."""
         from p2p.host import Verdict
 
+        if is_compact(data):
+            return self._check_compact(data)
         try:
             message = decode_message(data)
         except ConsensusError:
@@ -465,7 +707,24 @@ class NetworkService:
         async for msg in self._consensus_inbox:
             if self.runner is None:
                 continue  # still syncing: the machine starts after the synced head
+            if is_compact(msg.data):
+                self._start_compact(msg.data, msg.origin, msg.forwarder)
+                continue
             await self.runner.submit(msg.data, peer=(msg.origin, msg.forwarder))
+
+    def _start_compact(self, data: bytes, origin: str | None, forwarder: str | None) -> None:
+        compact = self._compact_decoded.pop(data, None)
+        if compact is None:
+            try:
+                compact = decode_compact(data)
+            except ConsensusError:
+                return  # the topic check let it through, so it cannot be malformed
+        key = compact.proposal.signature
+        if key in self._compact_seen:
+            return  # a re-send: the first copy is rebuilt (or was dropped) already
+        _remember(self._compact_seen, key, None, 64)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._receive_compact, compact, origin, forwarder)
 
     async def _drain(self, inbox: trio.MemoryReceiveChannel[Any]) -> None:
         async for _ in inbox:
@@ -797,6 +1056,14 @@ class NetworkService:
             self.p2p.penalise(peer_id, Misbehaviour.SYNC_BAD_BLOCK)
             return None
         return 1
+
+
+def _remember(memo: OrderedDict[Any, Any], key: Any, value: Any, size: int) -> None:
+    """Put ``key`` in an insertion-ordered memo of at most ``size`` entries."""
+    memo[key] = value
+    memo.move_to_end(key)
+    while len(memo) > size:
+        memo.popitem(last=False)
 
 
 def compute_max_plausible_height(head_height: int, head_timestamp_ms: int, now_ms: int) -> int:
