@@ -17,7 +17,8 @@ and spread over the validators, and the clock stops when the blocks' ``attestati
 them.
 
 Run: ``python -m bench.bench_attest_e2e [--validators 1] [--cars 1000] [--readings 20]
-[--block-attestations 10000] [--verify-workers N] [--profile DIR] [--home DIR]``.
+[--block-attestations 10000] [--verify-workers N] [--whole-proposals] [--profile DIR]
+[--home DIR]``.
 
 Where the time went is printed after the rate: per validator process, the CPU seconds
 of its main (trio) thread, of its other threads and of its worker processes over the
@@ -159,7 +160,8 @@ def metric_sums(url: str) -> dict[str, float]:
     return out
 
 
-def configure(members: list, verify_workers: int | None, budget_pct: int | None) -> None:
+def configure(members: list, verify_workers: int | None, budget_pct: int | None,
+              compact: bool = True) -> None:
     """Node config for the run: RPC rate limit lifted, and the options asked for."""
     from node.config import Config
 
@@ -172,6 +174,7 @@ def configure(members: list, verify_workers: int | None, budget_pct: int | None)
                                         if verify_workers is None else verify_workers)
         cfg.consensus.proposal_budget_pct = (defaults.consensus.proposal_budget_pct
                                              if budget_pct is None else budget_pct)
+        cfg.p2p.compact_proposals = compact
         m.home.config.write_text(cfg.to_toml())
 
 
@@ -186,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="telemetry.verify_workers of the nodes (default: the node's)")
     parser.add_argument("--budget-pct", type=int, default=None,
                         help="consensus.proposal_budget_pct of the nodes (default: the node's)")
+    parser.add_argument("--whole-proposals", action="store_true",
+                        help="p2p.compact_proposals = false: proposals carry whole blocks")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--keep", action="store_true", help="keep homes and logs")
     parser.add_argument("--home", type=Path, default=None,
@@ -200,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         ports = [(free_port(), free_port()) for _ in range(args.validators)]
         members = prepare(root / "devnet", args.validators, 0, 0, CHAIN_ID, ports=ports,
                           params={"max_block_attestations": args.block_attestations})
-        configure(members, args.verify_workers, args.budget_pct)
+        configure(members, args.verify_workers, args.budget_pct, not args.whole_proposals)
         if args.profile is not None:
             args.profile.mkdir(parents=True, exist_ok=True)
         procs = start_devnet(members, args.profile, "warning")

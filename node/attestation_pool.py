@@ -453,6 +453,12 @@ class AttestationPool:
         entry = self._pending.get(att_id)
         return entry.raw if entry is not None else None
 
+    def pending_source(self, att_id: bytes) -> str | None:
+        """Where the pending attestation ``att_id`` came from (``rpc:...``, ``peer:...``,
+        "" for the node's own), or None if it is not pending."""
+        entry = self._pending.get(att_id)
+        return entry.source if entry is not None else None
+
     # -- admission --
 
     def add(self, raw: bytes, check: StatefulCheck, source: str = "") -> AddResult:

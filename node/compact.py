@@ -9,12 +9,16 @@ own pool, asking peers over ``/motus/proposal/1`` only for what it lacks, as Bit
 compact blocks (BIP 152) do. The block, its encoding and its hash do not change: only
 the consensus topic message does.
 
-Wire (RLP): ``[4, proposal, [header, transactions, attestation_ids, last_commit,
+Wire (RLP): ``[4, proposal, [header, transactions, attestations, last_commit,
 evidence]]``: tag 4 next to consensus.messages' tags 1-3; ``proposal`` the signed
-:class:`consensus.types.Proposal`; the block's fields in block order, the attestations
-replaced by their 32-byte ids in the same order. The header's hash is the block hash
-the proposal signs, so a receiver checks it before anything else; the ids are only
-believed once the rebuilt list hashes to the header's ``attestations_root``.
+:class:`consensus.types.Proposal`; the block's fields in block order, where each item of
+``attestations`` is either the attestation's 32-byte id or, "prefilled", the attestation
+itself (an attestation is never 32 bytes long: its signature alone is 65). The proposer
+prefills what its peers may not have yet (what it admitted itself rather than received
+by gossip); the rest every peer of the gossip mesh has seen. The header's hash is the
+block hash the proposal signs, so a receiver checks it before anything else; the list
+is only believed once the rebuilt attestations hash to the header's
+``attestations_root``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 
 import rlp
 from eth_hash.auto import keccak
-from rlp.sedes import Binary, CountableList, big_endian_int, binary
+from rlp.sedes import CountableList, big_endian_int, binary
 
 from codec import RLPDecodeError
 from codec import rlp as bounded_rlp
@@ -36,7 +40,7 @@ from vm.block import Header
 from vm.trie import compute_list_root
 
 TAG_COMPACT_PROPOSAL = 4
-ATTESTATION_ID_BYTES = 32
+ATTESTATION_ID_BYTES = 32  # an item of this length is an id; an attestation is longer
 # A compact proposal is smaller than the block it names (ids are shorter than the
 # attestations), so the consensus topic's limit still bounds it; this is the decoder's.
 MAX_COMPACT_BYTES = 2 * 1024 * 1024
@@ -54,13 +58,13 @@ COMPACT_MAX_ITEMS = (
 
 
 class CompactBlock(rlp.Serializable):
-    """A block with its attestations named by id (same field order as node.block.Block)."""
+    """A block with its attestations named by id or prefilled (same field order as
+    node.block.Block)."""
 
     fields = [
         ("header", Header),
         ("transactions", CountableList(binary, max_length=MAX_TXS)),
-        ("attestation_ids", CountableList(Binary.fixed_length(ATTESTATION_ID_BYTES),
-                                          max_length=MAX_ATTESTATIONS)),
+        ("attestations", CountableList(binary, max_length=MAX_ATTESTATIONS)),
         ("last_commit", Commit),
         ("evidence", CountableList(DuplicateVoteEvidence, max_length=MAX_EVIDENCE)),
     ]
@@ -97,17 +101,21 @@ def is_compact(data: bytes) -> bool:
     return len(data) > offset and data[offset] == TAG_COMPACT_PROPOSAL
 
 
-def attestation_ids(block: Block) -> list[bytes]:
-    """The ids of a block's attestations, in block order (the pool's key: keccak)."""
-    return [keccak(a) for a in block.attestations]
+def is_id(item: bytes) -> bool:
+    """Whether a compact block's attestation item is an id (else the attestation)."""
+    return len(item) == ATTESTATION_ID_BYTES
 
 
-def encode_compact(proposal: Proposal, block: Block, ids: Sequence[bytes] | None = None) -> bytes:
-    """The wire bytes of ``proposal`` with ``block`` in compact form (``ids``: the
-    attestations' ids if known, else computed)."""
-    compact = CompactBlock(block.header, block.transactions,
-                           list(ids) if ids is not None else attestation_ids(block),
-                           block.last_commit, block.evidence)
+def encode_compact(proposal: Proposal, block: Block,
+                   prefill: Callable[[bytes], bool] | None = None) -> bytes:
+    """The wire bytes of ``proposal`` with ``block`` in compact form: each attestation by
+    its id (keccak), or in full where ``prefill(id)`` says so."""
+    items = []
+    for raw in block.attestations:
+        att_id = keccak(raw)
+        items.append(raw if prefill is not None and prefill(att_id) else att_id)
+    compact = CompactBlock(block.header, block.transactions, items, block.last_commit,
+                           block.evidence)
     return rlp.encode([TAG_COMPACT_PROPOSAL, proposal, compact])
 
 
@@ -130,9 +138,9 @@ def decode_compact(data: bytes) -> CompactProposal:
 
 
 def gather(block: CompactBlock, lookup: Callable[[bytes], bytes | None]) -> tuple[list[bytes | None], list[int]]:
-    """The block's attestations as far as ``lookup`` (id -> bytes) knows them, and the
-    indices of those it does not."""
-    found = [lookup(att_id) for att_id in block.attestation_ids]
+    """The block's attestations as far as they are prefilled or ``lookup`` (id -> bytes)
+    knows them, and the indices of those it does not."""
+    found = [lookup(item) if is_id(item) else item for item in block.attestations]
     return found, [i for i, raw in enumerate(found) if raw is None]
 
 
@@ -142,7 +150,7 @@ def fill(block: CompactBlock, found: list[bytes | None], indices: Sequence[int],
     the id it was asked for; returns the indices whose item did not (left unfilled)."""
     bad = []
     for index, item in zip(indices, items, strict=True):
-        if keccak(item) == block.attestation_ids[index]:
+        if keccak(item) == block.attestations[index]:
             found[index] = item
         else:
             bad.append(index)

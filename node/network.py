@@ -475,7 +475,7 @@ class NetworkService:
         if wire is None:
             block = self.app.block_of(message.value)
             self._hold(block, message.value)
-            wire = encode_compact(message.proposal, block)
+            wire = encode_compact(message.proposal, block, prefill=self._not_from_gossip())
             _remember(self._compact_wire, key, wire, COMPACT_KEEP_PROPOSALS)
         return wire
 
@@ -484,6 +484,21 @@ class NetworkService:
         event = self._rebuilding.pop(block.hash, None)
         if event is not None:
             event.set()
+
+    def _not_from_gossip(self) -> Any:
+        """Which of our proposal's attestations go in full: those that did not reach us
+        by gossip (admitted over RPC, or unknown to the pool), which our peers may not
+        have received yet; what a peer gossiped to us, every peer of the mesh has seen."""
+        service = getattr(self.node, "attestations", None)
+        pool = getattr(service, "pool", None)
+        if pool is None:
+            return lambda att_id: True
+
+        def prefill(att_id: bytes) -> bool:
+            source = pool.pending_source(att_id)
+            return source is None or not source.startswith("peer:")
+
+        return prefill
 
     def _pool_lookup(self) -> Any:
         service = getattr(self.node, "attestations", None)
