@@ -468,8 +468,9 @@ class NetworkService:
     def _encode_for_wire(self, message: ConsensusMessage) -> bytes:
         """A message's consensus-topic bytes: our proposals in compact form (when
         enabled), everything else as consensus.messages encodes it."""
-        if not (self.compact_proposals and isinstance(message, ProposalMessage)):
-            return encode_message(message)
+        if not (self.compact_proposals and isinstance(message, ProposalMessage)
+                and self.p2p is not None and self.p2p.peers()):
+            return encode_message(message)  # (with no peer, nobody needs the ids)
         key = message.proposal.signature
         wire = self._compact_wire.get(key)
         if wire is None:
