@@ -31,6 +31,7 @@ from codec.rlp import decode as decode_bounded
 from consensus.effects import InvalidMessage
 from consensus.errors import ConsensusError, InvalidEvidence
 from consensus.machine import (
+    MAX_PROPOSALS_PER_ROUND,
     MAX_ROUNDS_AHEAD,
     ConsensusMachine,
     Timeouts,
@@ -174,6 +175,15 @@ PROPOSAL_SAMPLE_ATTESTATIONS = 50
 # This share of the interval is the build budget then (if above the usual one): at the
 # default 1 s interval 0.6 s, twice the attestations of the 0.3 s budget per block.
 ALONE_BUDGET_SHARE = 0.6
+# A proposer that starts its height late (it decided the last one after its peers, whose
+# propose timers started on time) must still reach them within their propose timeout,
+# or the round is lost (3-6 s here): measured in four-validator runs under attestation
+# load, a validator deciding 0.6-1 s after the others then proposed 1.1-1.3 s after their
+# start and every such round failed. Its round-0 build budget is cut to what is left of
+# the peers' propose timeout after its lateness and this margin for the proposal's
+# transit and check-in (at least LATE_MIN_BUDGET_S: a small block rather than none).
+LATE_ARRIVAL_MARGIN_S = 0.25
+LATE_MIN_BUDGET_S = 0.02
 
 # Mempool reject codes that depend on the receiver's pool or head, not on the bytes:
 # the forwarder may have seen a different state, so they cost it nothing. The block
@@ -199,8 +209,15 @@ class ConsensusApp:
     valid value, so a lagging machine can still finish the height harmlessly."""
 
     def __init__(self, app: Application, proposer: bytes | None,
-                 budget_s: float = PROPOSAL_BUDGET_S, alone_budget_s: float | None = None) -> None:
+                 budget_s: float = PROPOSAL_BUDGET_S, alone_budget_s: float | None = None,
+                 interval_s: float | None = None, propose_timeout_s: float | None = None,
+                 clock: Any = time.time) -> None:
         self.app = app
+        # the block interval and round-0 propose timeout, for a late start's budget
+        # (LATE_ARRIVAL_MARGIN_S); None: not cut
+        self.interval_s = interval_s
+        self.propose_timeout_s = propose_timeout_s
+        self.clock = clock
         self.proposer = proposer
         self.budget_s = budget_s
         # the budget while this proposer decides alone (ALONE_BUDGET_SHARE); None: never
@@ -220,7 +237,8 @@ class ConsensusApp:
             return raw
         assert self.proposer is not None
         budget_s = self.budget_for(height)
-        self.budget.seconds = budget_s  # the learnt fill share is a ratio: it carries over
+        # the learnt fill share is a ratio: it carries over
+        self.budget.seconds = self.late_budget(budget_s, height) if round_ == 0 else budget_s
         started = time.perf_counter()
         value = self.app.propose(height, self.proposer, max_txs=self.max_txs,
                                  max_attestations=self.max_attestations, budget=self.budget)
@@ -236,11 +254,35 @@ class ConsensusApp:
         power by itself (no peer's check is on the way to the decision)."""
         if self.alone_budget_s is None or self.alone_budget_s <= self.budget_s:
             return self.budget_s
+        return self.alone_budget_s if self.decides_alone(height) else self.budget_s
+
+    def decides_alone(self, height: int) -> bool:
+        """Whether this proposer holds a quorum of ``height``'s voting power by itself."""
         validators = self.app.store.validators_for(height)
         me = validators.get(self.proposer) if validators is not None else None
-        if me is not None and me.power >= validators.quorum():
-            return self.alone_budget_s
-        return self.budget_s
+        return me is not None and me.power >= validators.quorum()
+
+    def late_budget(self, budget_s: float, height: int) -> float:
+        """``budget_s``, cut when this node starts its height late: the peers started
+        theirs at the last block's timestamp plus the block interval (where every node
+        aims) and prevote nil ``propose_timeout_s`` later, so the proposal must be built
+        and on its way before then (LATE_ARRIVAL_MARGIN_S). Not cut for a proposer that
+        decides alone (nobody waits for it) or without the interval and timeout."""
+        if self.interval_s is None or self.propose_timeout_s is None:
+            return budget_s
+        if self.decides_alone(height):
+            return budget_s
+        aimed_start = self.app.head.timestamp_ms / 1000 + self.interval_s
+        late_s = self.clock() - aimed_start
+        if late_s <= 0:
+            return budget_s
+        left = self.propose_timeout_s - late_s - LATE_ARRIVAL_MARGIN_S
+        if left >= budget_s:
+            return budget_s
+        cut = max(LATE_MIN_BUDGET_S, left)
+        log.info("late by %.2f s for a proposal: build budget %.2f s instead of %.2f s",
+                 late_s, cut, budget_s)
+        return cut
 
     def learn_proposal_cost(self, count: int, attestations: int, elapsed_s: float,
                             budget_s: float | None = None) -> None:
@@ -310,6 +352,7 @@ class NetworkService:
         self._compact_decoded: OrderedDict[bytes, CompactProposal] = OrderedDict()
         self._rebuilding: dict[bytes, trio.Event] = {}
         self._compact_seen: OrderedDict[bytes, None] = OrderedDict()
+        self._compact_rounds: OrderedDict[tuple[int, int], int] = OrderedDict()
         self._nursery: trio.Nursery | None = None
         self.signer: Signer | None = None
         message_log: MessageLog | None = None
@@ -331,7 +374,9 @@ class NetworkService:
         self.machine = ConsensusMachine(
             self.chain_id,
             ConsensusApp(self.app, node.address, proposal_budget_s(c),
-                         alone_budget_s=ALONE_BUDGET_SHARE * c.block_interval_ms / 1000),
+                         alone_budget_s=ALONE_BUDGET_SHARE * c.block_interval_ms / 1000,
+                         interval_s=c.block_interval_ms / 1000,
+                         propose_timeout_s=c.timeout_propose_ms / 1000),
             self.signer, self.timeouts,
             message_log=message_log)
         # Built once the initial sync is done, at the height after the synced head.
@@ -738,9 +783,26 @@ class NetworkService:
         key = compact.proposal.signature
         if key in self._compact_seen:
             return  # a re-send: the first copy is rebuilt (or was dropped) already
+        # An equivocating proposer signs as many proposals as it likes: rebuild no more
+        # per round than the machine would keep (the rest it would drop anyway).
+        slot = (compact.height, compact.round)
+        if self._compact_rounds.get(slot, 0) >= MAX_PROPOSALS_PER_ROUND:
+            return
+        _remember(self._compact_rounds, slot, self._compact_rounds.get(slot, 0) + 1, 64)
         _remember(self._compact_seen, key, None, 64)
         assert self._nursery is not None
-        self._nursery.start_soon(self._receive_compact, compact, origin, forwarder)
+        self._nursery.start_soon(self._receive_compact_safely, compact, origin, forwarder)
+
+    async def _receive_compact_safely(self, compact: CompactProposal, origin: str | None,
+                                      forwarder: str | None) -> None:
+        # A task of the network nursery: whatever a peer's bytes make go wrong in it must
+        # drop that one proposal, never the node.
+        try:
+            await self._receive_compact(compact, origin, forwarder)
+        except Exception:
+            COMPACT_PROPOSALS.labels("dropped").inc()
+            log.exception("compact proposal %d/%d from %s could not be handled",
+                          compact.height, compact.round, origin)
 
     async def _drain(self, inbox: trio.MemoryReceiveChannel[Any]) -> None:
         async for _ in inbox:
