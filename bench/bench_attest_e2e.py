@@ -150,6 +150,8 @@ def metric_sums(url: str) -> dict[str, float]:
                 name, value = line.rsplit(" ", 1)
                 if "_bucket" not in name:
                     out["phase " + name.replace("motus_consensus_phase_seconds_", "")] = float(value)
+            elif line.startswith("motus_proposal_late_cuts_total "):
+                out["compact late_cuts"] = float(line.rsplit(" ", 1)[1])
             elif line.startswith(("motus_compact_proposals_total{",
                                    "motus_compact_missing_attestations_total ")):
                 name, value = line.rsplit(" ", 1)

@@ -96,6 +96,12 @@ COMPACT_MISSING = PromCounter(
     "Attestations of compact proposals our pool lacked (asked of peers)",
     registry=REGISTRY,
 )
+LATE_PROPOSALS = PromCounter(
+    "motus_proposal_late_cuts",
+    "Round-0 proposals whose build budget was cut because this node started the height "
+    "late (LATE_ARRIVAL_MARGIN_S)",
+    registry=REGISTRY,
+)
 CONSENSUS_ROUNDS = Histogram(
     "motus_consensus_decided_round",
     "The round in which each height was decided (0: the first proposal)",
@@ -280,6 +286,7 @@ class ConsensusApp:
         if left >= budget_s:
             return budget_s
         cut = max(LATE_MIN_BUDGET_S, left)
+        LATE_PROPOSALS.inc()
         log.info("late by %.2f s for a proposal: build budget %.2f s instead of %.2f s",
                  late_s, cut, budget_s)
         return cut
