@@ -17,7 +17,8 @@ and spread over the validators, and the clock stops when the blocks' ``attestati
 them.
 
 Run: ``python -m bench.bench_attest_e2e [--validators 1] [--cars 1000] [--readings 20]
-[--block-attestations 10000] [--verify-workers N] [--profile DIR] [--home DIR]``.
+[--block-attestations 10000] [--verify-workers N] [--whole-proposals] [--profile DIR]
+[--home DIR]``.
 
 Where the time went is printed after the rate: per validator process, the CPU seconds
 of its main (trio) thread, of its other threads and of its worker processes over the
@@ -145,13 +146,24 @@ def metric_sums(url: str) -> dict[str, float]:
             if line.startswith("motus_block_execution_cpu_seconds_"):
                 name, value = line.rsplit(" ", 1)
                 out[name.replace("motus_block_execution_cpu_seconds_", "")] = float(value)
+            elif line.startswith("motus_consensus_phase_seconds_"):
+                name, value = line.rsplit(" ", 1)
+                if "_bucket" not in name:
+                    out["phase " + name.replace("motus_consensus_phase_seconds_", "")] = float(value)
+            elif line.startswith("motus_proposal_late_cuts_total "):
+                out["compact late_cuts"] = float(line.rsplit(" ", 1)[1])
+            elif line.startswith(("motus_compact_proposals_total{",
+                                   "motus_compact_missing_attestations_total ")):
+                name, value = line.rsplit(" ", 1)
+                out["compact " + (name.split('"')[1] if '"' in name else "missing")] = float(value)
             elif line.startswith("motus_attestation_rejects_total{"):
                 name, value = line.rsplit(" ", 1)
                 out["reject " + name.split('"')[1]] = float(value)
     return out
 
 
-def configure(members: list, verify_workers: int | None, budget_pct: int | None) -> None:
+def configure(members: list, verify_workers: int | None, budget_pct: int | None,
+              compact: bool = True) -> None:
     """Node config for the run: RPC rate limit lifted, and the options asked for."""
     from node.config import Config
 
@@ -164,6 +176,7 @@ def configure(members: list, verify_workers: int | None, budget_pct: int | None)
                                         if verify_workers is None else verify_workers)
         cfg.consensus.proposal_budget_pct = (defaults.consensus.proposal_budget_pct
                                              if budget_pct is None else budget_pct)
+        cfg.p2p.compact_proposals = compact
         m.home.config.write_text(cfg.to_toml())
 
 
@@ -178,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="telemetry.verify_workers of the nodes (default: the node's)")
     parser.add_argument("--budget-pct", type=int, default=None,
                         help="consensus.proposal_budget_pct of the nodes (default: the node's)")
+    parser.add_argument("--whole-proposals", action="store_true",
+                        help="p2p.compact_proposals = false: proposals carry whole blocks")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--keep", action="store_true", help="keep homes and logs")
     parser.add_argument("--home", type=Path, default=None,
@@ -192,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         ports = [(free_port(), free_port()) for _ in range(args.validators)]
         members = prepare(root / "devnet", args.validators, 0, 0, CHAIN_ID, ports=ports,
                           params={"max_block_attestations": args.block_attestations})
-        configure(members, args.verify_workers, args.budget_pct)
+        configure(members, args.verify_workers, args.budget_pct, not args.whole_proposals)
         if args.profile is not None:
             args.profile.mkdir(parents=True, exist_ok=True)
         procs = start_devnet(members, args.profile, "warning")
@@ -297,10 +312,24 @@ def report_time(elapsed: float, client_cpu: float, cpu_before: list, cpu_after: 
                 kinds.append(f"{kind} {n:.0f} blocks {cpu:.1f} s ({1000 * cpu / n:.0f} ms each)")
         refusals = {k[7:]: m1[k] - m0.get(k, 0) for k in m1
                      if k.startswith("reject ") and m1[k] > m0.get(k, 0)}
+        phases = []
+        for phase in ("proposal", "proposal_handled", "prevote", "precommit", "decide",
+                      "committed", "interval", "durable"):
+            key = f'phase {{}}{{{{phase="{phase}"}}}}'
+            n = m1.get(key.format("count"), 0) - m0.get(key.format("count"), 0)
+            total = m1.get(key.format("sum"), 0) - m0.get(key.format("sum"), 0)
+            if n:
+                phases.append(f"{phase} {1000 * total / n:.0f}")
         print(f"  validator {i}: main thread {main:.1f} s ({main / elapsed:.0%} busy), "
               f"other threads {others:.1f} s, workers {children:.1f} s; "
               + ("; ".join(kinds) or "no blocks executed")
               + (f"; refused {refusals}" if refusals else ""))
+        compact = {k[8:]: m1[k] - m0.get(k, 0) for k in m1
+                   if k.startswith("compact ") and m1[k] > m0.get(k, 0)}
+        if compact:
+            phases.append(f"compact proposals {compact}")
+        if phases:
+            print(f"    height phases, mean ms after the height's start: {', '.join(phases)}")
     if len(stamps) > 1:
         gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
         print(f"  blocks with attestations: {len(sizes)}, mean {sum(sizes) / len(sizes):.0f} "

@@ -16,6 +16,7 @@ Wire bytes are produced and parsed by :mod:`consensus.messages`
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -34,8 +35,13 @@ from consensus.effects import (
 )
 from consensus.errors import MalformedMessage
 from consensus.machine import ConsensusMachine
-from consensus.messages import ConsensusMessage, decode_message, encode_message
-from consensus.types import Commit, DuplicateVoteEvidence, ValidatorSet
+from consensus.messages import (
+    ConsensusMessage,
+    ProposalMessage,
+    decode_message,
+    encode_message,
+)
+from consensus.types import PRECOMMIT, PREVOTE, Commit, DuplicateVoteEvidence, ValidatorSet, Vote
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,36 @@ DEFAULT_INBOX_SIZE = 1024
 __all__ = [
     "ConsensusRunner", "decode_message", "encode_message", "DEFAULT_COMMIT_WAIT_S",
 ]
+
+
+# The phases of a height a timeline records, in the order they usually happen.
+TIMELINE_PHASES = ("proposal", "proposal_handled", "prevote", "precommit", "decide",
+                   "committed")
+
+
+@dataclass
+class HeightTimeline:
+    """When each phase of one height happened at this node, in seconds after the height
+    started here (``phases``), and what the height cost: ``durable_s``, the seconds spent
+    making the consensus log and the signing guard durable (fsyncs); ``round``, the round
+    decided. Phases: ``proposal`` the first proposal of the decided round arrived (for
+    its proposer: built, signed and handed to the network); ``proposal_handled`` the
+    machine finished with it (checking the block, voting); ``prevote`` / ``precommit``
+    our own vote of the decided round was sent; ``decide`` a quorum of precommits was
+    seen; ``committed`` the block was stored. ``interval_s`` is set when the next height
+    starts: the whole time from this height's start to the next one's."""
+
+    height: int
+    started: float  # time.time() at the start
+    round: int = 0
+    phases: dict[str, float] | None = None
+    durable_s: float = 0.0
+    interval_s: float | None = None
+
+    def mark(self, phase: str, now: float) -> None:
+        if self.phases is None:
+            self.phases = {}
+        self.phases.setdefault(phase, now - self.started)
 
 
 @dataclass(frozen=True)
@@ -78,6 +114,10 @@ class ConsensusRunner:
         proposer priorities advanced one height).
       ``on_evidence(evidence)``: hand evidence to the evidence pool.
       ``on_invalid(peer, effect)``: penalise the peer that sent a bad message.
+      ``encode(message) -> bytes``: the wire bytes of a message to broadcast (default
+        ``encode_message``; the node sends proposals in compact form).
+      ``on_timeline(timeline)``: a finished height's :class:`HeightTimeline`, when the
+        next height starts (for metrics).
     """
 
     def __init__(
@@ -91,6 +131,8 @@ class ConsensusRunner:
         next_validators: Callable[[int], ValidatorSet] | None = None,
         on_evidence: Callable[[DuplicateVoteEvidence], Awaitable[None]] | None = None,
         on_invalid: Callable[[Any, InvalidMessage], None] | None = None,
+        on_timeline: Callable[[HeightTimeline], None] | None = None,
+        encode: Callable[[ConsensusMessage], bytes] = encode_message,
         commit_wait_s: float = DEFAULT_COMMIT_WAIT_S,
         inbox_size: int = DEFAULT_INBOX_SIZE,
     ) -> None:
@@ -103,6 +145,9 @@ class ConsensusRunner:
         self._next_validators = next_validators
         self._on_evidence = on_evidence
         self._on_invalid = on_invalid
+        self._on_timeline = on_timeline
+        self._encode = encode
+        self.timeline: HeightTimeline | None = None
         self.commit_wait_s = commit_wait_s
         self._send, self._receive = trio.open_memory_channel[Any](inbox_size)
         self._nursery: trio.Nursery | None = None
@@ -144,13 +189,22 @@ class ConsensusRunner:
     async def _handle(self, event: Any, peer: Any) -> None:
         machine = self.machine
         if isinstance(event, _Incoming):
-            effects = machine.on_message(event.message)
+            message = event.message
+            timeline = self.timeline
+            is_proposal = (timeline is not None and isinstance(message, ProposalMessage)
+                           and message.height == timeline.height)
+            if is_proposal:
+                timeline.mark(f"proposal@{message.round}", time.time())  # type: ignore[union-attr]
+            effects = machine.on_message(message)
+            if is_proposal:
+                timeline.mark(f"proposal_handled@{message.round}", time.time())  # type: ignore[union-attr]
         elif isinstance(event, _Timeout):
             effects = machine.on_timeout(event.step, event.height, event.round)
         elif isinstance(event, _StartHeight):
             if event.height <= machine.height:
                 return  # already there (the node jumped ahead by block sync)
             self._validators = event.validators
+            self._start_timeline(event.height)
             resumed, replayed = machine.stats["resumed"], machine.stats["log_replayed"]
             effects = machine.start_height(event.height, event.validators)
             if machine.stats["resumed"] > resumed:
@@ -161,11 +215,51 @@ class ConsensusRunner:
             raise TypeError(f"unknown event {event!r}")
         await self._apply(effects, peer)
 
+    def _durable_s(self) -> float:
+        """Seconds this machine's log and guard spent making records durable, so far."""
+        total = 0.0
+        if self.machine.message_log is not None:
+            total += self.machine.message_log.durable_s
+        if self.machine.signer is not None:
+            total += self.machine.signer.guard.durable_s
+        return total
+
+    def _start_timeline(self, height: int) -> None:
+        now = time.time()
+        done, self.timeline = self.timeline, HeightTimeline(height, now)
+        self.timeline.durable_s = -self._durable_s()
+        if done is None or done.phases is None or "decide" not in done.phases:
+            return
+        done.interval_s = now - done.started
+        # keep the phases of the decided round only
+        suffix = f"@{done.round}"
+        done.phases = {name.removesuffix(suffix): at for name, at in done.phases.items()
+                       if "@" not in name or name.endswith(suffix)}
+        if self._on_timeline is not None:
+            try:
+                self._on_timeline(done)
+            except Exception:  # metrics must never stop consensus
+                log.exception("timeline callback failed")
+
+    def _mark_broadcast(self, message: Any) -> None:
+        timeline, signer = self.timeline, self.machine.signer
+        if timeline is None or signer is None or message.height != timeline.height:
+            return
+        now = time.time()
+        if isinstance(message, ProposalMessage) and message.proposal.proposer == signer.address:
+            timeline.mark(f"proposal@{message.round}", now)
+            timeline.mark(f"proposal_handled@{message.round}", now)
+        elif isinstance(message, Vote) and message.validator == signer.address:
+            kind = {PREVOTE: "prevote", PRECOMMIT: "precommit"}.get(message.type)
+            if kind is not None:
+                timeline.mark(f"{kind}@{message.round}", now)
+
     async def _apply(self, effects: list[Effect], peer: Any) -> None:
         for effect in effects:
             if isinstance(effect, Broadcast):
+                self._mark_broadcast(effect.message)
                 try:
-                    await self._broadcast(encode_message(effect.message))
+                    await self._broadcast(self._encode(effect.message))
                 except Exception:  # a network hiccup must not stop consensus
                     self.stats["broadcast_failed"] += 1
                     log.exception("consensus broadcast failed")
@@ -174,7 +268,14 @@ class ConsensusRunner:
                     effect.duration_s, _Timeout(effect.step, effect.height, effect.round)
                 )
             elif isinstance(effect, Decide):
+                timeline = self.timeline
+                if timeline is not None and timeline.height == effect.height:
+                    timeline.round = effect.round
+                    timeline.mark("decide", time.time())
                 await self._on_decide(effect.height, effect.value, effect.commit)
+                if timeline is not None and timeline.height == effect.height:
+                    timeline.mark("committed", time.time())
+                    timeline.durable_s += self._durable_s()
                 next_height = effect.height + 1
                 if self._next_validators is not None:
                     validators = self._next_validators(next_height)

@@ -46,6 +46,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,7 @@ class SigningGuard:
         self.last: SignedRecord | None = None
         self._lock_fd: int | None = None
         self._memory = memory
+        self.durable_s = 0.0  # seconds spent writing records durably, ever (metrics)
         if self.path is not None:
             self._lock_fd = _lock(self.path)
             self.last = _load(self.path)
@@ -208,7 +210,9 @@ class SigningGuard:
         record = SignedRecord(height, round_, step, block_hash, digest, sign(digest),
                               locked_round, locked_hash)
         if self.path is not None:
+            started = time.perf_counter()
             _store(self.path, record)
+            self.durable_s += time.perf_counter() - started
         elif self._memory is not None:
             self._memory.replace(record.to_json().encode())
         self.last = record
@@ -419,6 +423,7 @@ class MessageLog:
         self.size = 0
         self.skipped = 0  # messages of the open height not logged because the log was full
         self.dropped_records = 0  # bad records cut off when the log was read
+        self.durable_s = 0.0  # seconds spent in fsync and atomic replaces, ever (metrics)
 
     @classmethod
     def at(cls, path: str | os.PathLike[str]) -> MessageLog:
@@ -456,7 +461,9 @@ class MessageLog:
 
     def _start(self, height: int) -> list[ConsensusMessage]:
         header = frame(WAL_FORMAT + height.to_bytes(8, "big"))
+        started = time.perf_counter()
         self.disk.replace(header)
+        self.durable_s += time.perf_counter() - started
         self.height, self.size = height, len(header)
         return []
 
@@ -476,7 +483,9 @@ class MessageLog:
 
     def sync(self) -> None:
         """Make every appended message durable (called before each signature)."""
+        started = time.perf_counter()
         self.disk.sync()
+        self.durable_s += time.perf_counter() - started
 
     def close(self) -> None:
         self.disk.close()

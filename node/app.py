@@ -156,6 +156,7 @@ class Application:
         self.pending_evidence: dict[bytes, DuplicateVoteEvidence] = {}
         self._executed: OrderedDict[bytes, Executed] = OrderedDict()
         self._by_value: OrderedDict[bytes, Executed] = OrderedDict()
+        self._assembled: OrderedDict[bytes, Block] = OrderedDict()  # note_assembled
         self.commit_listeners: list[Callable[[Block, BlockResult], None]] = []
         self._head_state: tuple[bytes, MotusState] | None = None
         self.tx_listeners: list[Callable[[bytes, bytes], None]] = []  # (raw, tx hash)
@@ -305,7 +306,17 @@ class Application:
         """The block ``value`` encodes: from the cache for a block this node built or
         checked recently (no decoding), else decoded (raises MalformedBlock)."""
         executed = self._by_value.get(value)
-        return executed.block if executed is not None else Block.decode(value)
+        if executed is not None:
+            return executed.block
+        known = self._assembled.get(value)
+        return known if known is not None else Block.decode(value)
+
+    def note_assembled(self, value: bytes, block: Block) -> None:
+        """``block`` encodes to ``value`` (the node assembled it, e.g. from a compact
+        proposal): checks of ``value`` take it instead of decoding the bytes again."""
+        self._assembled[value] = block
+        while len(self._assembled) > 4:
+            self._assembled.popitem(last=False)
 
     def block_hash(self, value: bytes) -> bytes:
         return self.block_of(value).hash  # bytes cache their hash: cheap for our own proposals
@@ -323,7 +334,7 @@ class Application:
         executed = self._by_value.get(value)
         if executed is not None:
             return executed
-        block = Block.decode(value)
+        block = self.block_of(value)
         cached = self._executed.get(block.hash)
         if cached is not None:
             return cached
@@ -429,6 +440,7 @@ class Application:
         self.store.commit_block(block, result, commit, executed.overlay, next_set, extras, att_ids)
         self._executed.clear()
         self._by_value.clear()
+        self._assembled.clear()
         head_state = self.head_state()
         self.mempool.on_block(head_state, [e.tx_hash for e in extras])
         if self.attestation_pool is not None:

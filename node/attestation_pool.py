@@ -447,6 +447,18 @@ class AttestationPool:
     def __contains__(self, att_id: bytes) -> bool:
         return att_id in self._pending
 
+    def pending_raw(self, att_id: bytes) -> bytes | None:
+        """The bytes of the pending attestation ``att_id`` (its keccak), or None: how a
+        compact proposal's block is rebuilt (node/compact.py)."""
+        entry = self._pending.get(att_id)
+        return entry.raw if entry is not None else None
+
+    def pending_source(self, att_id: bytes) -> str | None:
+        """Where the pending attestation ``att_id`` came from (``rpc:...``, ``peer:...``,
+        "" for the node's own), or None if it is not pending."""
+        entry = self._pending.get(att_id)
+        return entry.source if entry is not None else None
+
     # -- admission --
 
     def add(self, raw: bytes, check: StatefulCheck, source: str = "") -> AddResult:

@@ -68,6 +68,10 @@ class P2PSection:
     # while fewer than target_peers are connected; inbound ones beyond max_peers are closed.
     target_peers: int = 8
     max_peers: int = 32
+    # Proposals go on the consensus topic with their attestations named by id, each
+    # validator rebuilding the block from its own pool (docs/network.md, "Compact
+    # proposals"); false sends whole blocks (every node reads both).
+    compact_proposals: bool = True
 
 
 @dataclass

@@ -16,35 +16,98 @@ Wiring (CometBFT's reactors, in one trio nursery):
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import rlp
 import trio
 from eth_hash.auto import keccak
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram
 
 from codec.rlp import decode as decode_bounded
 from consensus.effects import InvalidMessage
 from consensus.errors import ConsensusError, InvalidEvidence
 from consensus.machine import (
+    MAX_PROPOSALS_PER_ROUND,
     MAX_ROUNDS_AHEAD,
     ConsensusMachine,
     Timeouts,
     compute_proposal_signer,
     compute_vote_signer,
 )
-from consensus.messages import CommitMessage, ConsensusMessage, ProposalMessage, decode_message
-from consensus.runner import ConsensusRunner
+from consensus.messages import (
+    CommitMessage,
+    ConsensusMessage,
+    ProposalMessage,
+    decode_message,
+    encode_message,
+)
+from consensus.runner import TIMELINE_PHASES, ConsensusRunner, HeightTimeline
 from consensus.types import Commit, DuplicateVoteEvidence, ValidatorSet, Vote
 from consensus.wal import MessageLog, Signer, SigningGuard
 from node.app import MAX_CLOCK_DRIFT_MS, Application, ProposalBudget
 from node.block import Block, MalformedBlock
+from node.compact import (
+    CompactProposal,
+    assemble,
+    decode_compact,
+    encode_compact,
+    fill,
+    gather,
+    is_compact,
+)
 from node.mempool import TxRejected
+from node.metrics import REGISTRY
 
 if TYPE_CHECKING:
     from p2p.host import P2PNode, Verdict
 
 log = logging.getLogger("motus.network")
+# One line per decided height with its phases (docs/network.md, "Where a height's time
+# goes"), whatever the node's log level, when MOTUS_CONSENSUS_TIMELINE is set.
+timeline_log = logging.getLogger("motus.consensus.timeline")
+if os.environ.get("MOTUS_CONSENSUS_TIMELINE"):
+    timeline_log.setLevel(logging.DEBUG)
+
+# Where a height's time goes at this node (consensus.runner.HeightTimeline): each phase in
+# seconds after the height started here; "interval" the whole height, start to next start;
+# "durable" the fsyncs of the consensus log and signing guard in it.
+CONSENSUS_PHASE_SECONDS = Histogram(
+    "motus_consensus_phase_seconds",
+    "When each phase of a decided height happened, in seconds after the height started at "
+    "this node (interval: to the next height's start; durable: time in fsyncs)",
+    ["phase"],
+    registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+)
+COMPACT_PROPOSALS = PromCounter(
+    "motus_compact_proposals",
+    "Compact proposals received, by how their block was rebuilt: pool (every attestation "
+    "was in our pool), parts (some fetched from peers), whole (the whole block fetched), "
+    "dropped (not rebuilt)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+COMPACT_MISSING = PromCounter(
+    "motus_compact_missing_attestations",
+    "Attestations of compact proposals our pool lacked (asked of peers)",
+    registry=REGISTRY,
+)
+LATE_PROPOSALS = PromCounter(
+    "motus_proposal_late_cuts",
+    "Round-0 proposals whose build budget was cut because this node started the height "
+    "late (LATE_ARRIVAL_MARGIN_S)",
+    registry=REGISTRY,
+)
+CONSENSUS_ROUNDS = Histogram(
+    "motus_consensus_decided_round",
+    "The round in which each height was decided (0: the first proposal)",
+    registry=REGISTRY,
+    buckets=(0, 1, 2, 4, 8),
+)
 
 SYNC_BATCH = 64  # blocks asked for per request (the protocol serves at most 128)
 SYNC_POLL_S = 1.0  # how often the sync loop looks at the head
@@ -82,6 +145,16 @@ def decode_sync_item(data: bytes) -> tuple[bytes, Block, Commit]:
     raw, raw_commit = decode_bounded(data, SYNC_ITEM_SEDES, max_depth=1, max_items=3)
     return raw, Block.decode(raw), Commit.decode(raw_commit)
 EVIDENCE_MAX_BYTES = 64 * 1024
+# Compact proposals (node/compact.py, docs/network.md "Compact proposals"). A receiver
+# asks at most this many peers for the attestations its pool lacks, each within the
+# fetch timeout, then (or when the ids do not make the block) for the whole block; what
+# is not rebuilt by then is dropped and the propose timeout moves the round on.
+COMPACT_FETCH_PEERS = 4
+COMPACT_FETCH_TIMEOUT_S = 2.0
+# A peer asked for a proposal it is rebuilding itself answers once it has it, within this.
+COMPACT_SERVE_WAIT_S = 1.0
+COMPACT_KEEP_PROPOSALS = 8  # proposals (whole blocks) kept to serve peers' requests
+COMPACT_DECODED_MEMO = 16  # compact messages decoded by the topic check, for the pump
 # Proposal size, by time. A full 30 M-gas block of transfers (1428) takes ~0.85 s to
 # build here and as long again for every validator to check, on the same cores, so
 # under load a full block misses the 1 s propose timeout, rounds fail, the backlog
@@ -108,6 +181,15 @@ PROPOSAL_SAMPLE_ATTESTATIONS = 50
 # This share of the interval is the build budget then (if above the usual one): at the
 # default 1 s interval 0.6 s, twice the attestations of the 0.3 s budget per block.
 ALONE_BUDGET_SHARE = 0.6
+# A proposer that starts its height late (it decided the last one after its peers, whose
+# propose timers started on time) must still reach them within their propose timeout,
+# or the round is lost (3-6 s here): measured in four-validator runs under attestation
+# load, a validator deciding 0.6-1 s after the others then proposed 1.1-1.3 s after their
+# start and every such round failed. Its round-0 build budget is cut to what is left of
+# the peers' propose timeout after its lateness and this margin for the proposal's
+# transit and check-in (at least LATE_MIN_BUDGET_S: a small block rather than none).
+LATE_ARRIVAL_MARGIN_S = 0.25
+LATE_MIN_BUDGET_S = 0.02
 
 # Mempool reject codes that depend on the receiver's pool or head, not on the bytes:
 # the forwarder may have seen a different state, so they cost it nothing. The block
@@ -133,8 +215,15 @@ class ConsensusApp:
     valid value, so a lagging machine can still finish the height harmlessly."""
 
     def __init__(self, app: Application, proposer: bytes | None,
-                 budget_s: float = PROPOSAL_BUDGET_S, alone_budget_s: float | None = None) -> None:
+                 budget_s: float = PROPOSAL_BUDGET_S, alone_budget_s: float | None = None,
+                 interval_s: float | None = None, propose_timeout_s: float | None = None,
+                 clock: Any = time.time) -> None:
         self.app = app
+        # the block interval and round-0 propose timeout, for a late start's budget
+        # (LATE_ARRIVAL_MARGIN_S); None: not cut
+        self.interval_s = interval_s
+        self.propose_timeout_s = propose_timeout_s
+        self.clock = clock
         self.proposer = proposer
         self.budget_s = budget_s
         # the budget while this proposer decides alone (ALONE_BUDGET_SHARE); None: never
@@ -154,7 +243,8 @@ class ConsensusApp:
             return raw
         assert self.proposer is not None
         budget_s = self.budget_for(height)
-        self.budget.seconds = budget_s  # the learnt fill share is a ratio: it carries over
+        # the learnt fill share is a ratio: it carries over
+        self.budget.seconds = self.late_budget(budget_s, height) if round_ == 0 else budget_s
         started = time.perf_counter()
         value = self.app.propose(height, self.proposer, max_txs=self.max_txs,
                                  max_attestations=self.max_attestations, budget=self.budget)
@@ -170,11 +260,36 @@ class ConsensusApp:
         power by itself (no peer's check is on the way to the decision)."""
         if self.alone_budget_s is None or self.alone_budget_s <= self.budget_s:
             return self.budget_s
+        return self.alone_budget_s if self.decides_alone(height) else self.budget_s
+
+    def decides_alone(self, height: int) -> bool:
+        """Whether this proposer holds a quorum of ``height``'s voting power by itself."""
         validators = self.app.store.validators_for(height)
         me = validators.get(self.proposer) if validators is not None else None
-        if me is not None and me.power >= validators.quorum():
-            return self.alone_budget_s
-        return self.budget_s
+        return me is not None and me.power >= validators.quorum()
+
+    def late_budget(self, budget_s: float, height: int) -> float:
+        """``budget_s``, cut when this node starts its height late: the peers started
+        theirs at the last block's timestamp plus the block interval (where every node
+        aims) and prevote nil ``propose_timeout_s`` later, so the proposal must be built
+        and on its way before then (LATE_ARRIVAL_MARGIN_S). Not cut for a proposer that
+        decides alone (nobody waits for it) or without the interval and timeout."""
+        if self.interval_s is None or self.propose_timeout_s is None:
+            return budget_s
+        if self.decides_alone(height):
+            return budget_s
+        aimed_start = self.app.head.timestamp_ms / 1000 + self.interval_s
+        late_s = self.clock() - aimed_start
+        if late_s <= 0:
+            return budget_s
+        left = self.propose_timeout_s - late_s - LATE_ARRIVAL_MARGIN_S
+        if left >= budget_s:
+            return budget_s
+        cut = max(LATE_MIN_BUDGET_S, left)
+        LATE_PROPOSALS.inc()
+        log.info("late by %.2f s for a proposal: build budget %.2f s instead of %.2f s",
+                 late_s, cut, budget_s)
+        return cut
 
     def learn_proposal_cost(self, count: int, attestations: int, elapsed_s: float,
                             budget_s: float | None = None) -> None:
@@ -233,6 +348,19 @@ class NetworkService:
             self._block_inbox = self.p2p.register_topic("block", self._check_announce)
             self.p2p.set_status_handler(self._serve_status)
             self.p2p.set_blocks_handler(self._serve_blocks)
+            self.p2p.set_proposal_handler(self._serve_proposal)
+        self.compact_proposals = cfg.p2p.compact_proposals
+        # Compact proposals: whole proposals held (block hash -> (block, value)), ours and
+        # those rebuilt, to serve peers; wire bytes of our proposals (by signature, so a
+        # re-send costs nothing); compact messages the topic check decoded; the proposals
+        # being rebuilt (block hash -> set once held) and those handled (by signature).
+        self._held: OrderedDict[bytes, tuple[Block, bytes]] = OrderedDict()
+        self._compact_wire: OrderedDict[bytes, bytes] = OrderedDict()
+        self._compact_decoded: OrderedDict[bytes, CompactProposal] = OrderedDict()
+        self._rebuilding: dict[bytes, trio.Event] = {}
+        self._compact_seen: OrderedDict[bytes, None] = OrderedDict()
+        self._compact_rounds: OrderedDict[tuple[int, int], int] = OrderedDict()
+        self._nursery: trio.Nursery | None = None
         self.signer: Signer | None = None
         message_log: MessageLog | None = None
         if node.validator_key is not None:
@@ -253,7 +381,9 @@ class NetworkService:
         self.machine = ConsensusMachine(
             self.chain_id,
             ConsensusApp(self.app, node.address, proposal_budget_s(c),
-                         alone_budget_s=ALONE_BUDGET_SHARE * c.block_interval_ms / 1000),
+                         alone_budget_s=ALONE_BUDGET_SHARE * c.block_interval_ms / 1000,
+                         interval_s=c.block_interval_ms / 1000,
+                         propose_timeout_s=c.timeout_propose_ms / 1000),
             self.signer, self.timeouts,
             message_log=message_log)
         # Built once the initial sync is done, at the height after the synced head.
@@ -272,6 +402,7 @@ class NetworkService:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run p2p, sync and consensus until cancelled; started once consensus runs."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             if self.p2p is not None:
                 await nursery.start(self.p2p.run)
                 nursery.start_soon(self._pump_consensus)
@@ -284,7 +415,8 @@ class NetworkService:
                 self.machine, height, self.store.validators_for(height),
                 broadcast=self._broadcast, on_decide=self._on_decide,
                 next_validators=self._validators_for, on_evidence=self._on_evidence,
-                on_invalid=self._on_invalid,
+                on_invalid=self._on_invalid, on_timeline=self._on_timeline,
+                encode=self._encode_for_wire,
                 commit_wait_s=max(self.commit_wait_s, self.block_interval_s),
             )
             await nursery.start(self.runner.run)
@@ -318,6 +450,22 @@ class NetworkService:
         if self.runner is not None:
             self.runner.commit_wait_s = self._next_height_wait(block.header.timestamp_ms)
         await self._announce(height, block.hash)
+
+    def _on_timeline(self, timeline: HeightTimeline) -> None:
+        phases = timeline.phases or {}
+        for phase in TIMELINE_PHASES:
+            if phase in phases:
+                CONSENSUS_PHASE_SECONDS.labels(phase).observe(phases[phase])
+        if timeline.interval_s is not None:
+            CONSENSUS_PHASE_SECONDS.labels("interval").observe(timeline.interval_s)
+        CONSENSUS_PHASE_SECONDS.labels("durable").observe(timeline.durable_s)
+        CONSENSUS_ROUNDS.observe(timeline.round)
+        if timeline_log.isEnabledFor(logging.DEBUG):
+            timeline_log.debug(
+                "height %d round %d started %.3f: %s; interval %.3f s, durable %.3f s",
+                timeline.height, timeline.round, timeline.started,
+                " ".join(f"{k}={v:.3f}" for k, v in phases.items()),
+                timeline.interval_s or 0.0, timeline.durable_s)
 
     def _next_height_wait(self, timestamp_ms: int) -> float:
         """How long to wait before starting the next height: the block interval counted
@@ -367,6 +515,208 @@ class NetworkService:
         if origin is not None and origin == forwarder:
             self.p2p.penalise(origin, f"consensus:{effect.code}")
 
+    # --- compact proposals (node/compact.py) --------------------------------------------
+
+    def _encode_for_wire(self, message: ConsensusMessage) -> bytes:
+        """A message's consensus-topic bytes: our proposals in compact form (when
+        enabled), everything else as consensus.messages encodes it."""
+        if not (self.compact_proposals and isinstance(message, ProposalMessage)
+                and self.p2p is not None and self.p2p.peers()):
+            return encode_message(message)  # (with no peer, nobody needs the ids)
+        key = message.proposal.signature
+        wire = self._compact_wire.get(key)
+        if wire is None:
+            block = self.app.block_of(message.value)
+            self._hold(block, message.value)
+            wire = encode_compact(message.proposal, block, prefill=self._not_from_gossip())
+            _remember(self._compact_wire, key, wire, COMPACT_KEEP_PROPOSALS)
+        return wire
+
+    def _hold(self, block: Block, value: bytes) -> None:
+        _remember(self._held, block.hash, (block, value), COMPACT_KEEP_PROPOSALS)
+        event = self._rebuilding.pop(block.hash, None)
+        if event is not None:
+            event.set()
+
+    def _not_from_gossip(self) -> Any:
+        """Which of our proposal's attestations go in full: those that did not reach us
+        by gossip (admitted over RPC, or unknown to the pool), which our peers may not
+        have received yet; what a peer gossiped to us, every peer of the mesh has seen."""
+        service = getattr(self.node, "attestations", None)
+        pool = getattr(service, "pool", None)
+        if pool is None:
+            return lambda att_id: True
+
+        def prefill(att_id: bytes) -> bool:
+            source = pool.pending_source(att_id)
+            return source is None or not source.startswith("peer:")
+
+        return prefill
+
+    def _pool_lookup(self) -> Any:
+        service = getattr(self.node, "attestations", None)
+        pool = getattr(service, "pool", None)
+        return pool.pending_raw if pool is not None else (lambda att_id: None)
+
+    async def _serve_proposal(self, peer: str, block_hash: bytes,
+                              indices: list[int]) -> list[bytes] | None:
+        """``/motus/proposal/1``: parts of a proposal we hold (ours, or one we rebuilt);
+        one we are rebuilding is answered once rebuilt (within COMPACT_SERVE_WAIT_S)."""
+        from p2p.errors import BadRequest
+
+        held = self._held.get(block_hash)
+        if held is None and block_hash in self._rebuilding:
+            with trio.move_on_after(COMPACT_SERVE_WAIT_S):
+                await self._rebuilding[block_hash].wait()
+            held = self._held.get(block_hash)
+        if held is None:
+            return None
+        block, value = held
+        if not indices:
+            return [value]
+        if max(indices) >= len(block.attestations):
+            raise BadRequest(f"the proposal has {len(block.attestations)} attestations")
+        return [block.attestations[i] for i in indices]
+
+    def _fetch_candidates(self, origin: str | None, forwarder: str | None) -> list[str]:
+        """Who to ask for a proposal's parts: its author first (it holds the proposal),
+        then whoever forwarded it, then the other connected peers."""
+        assert self.p2p is not None
+        connected = [p.peer_id for p in self.p2p.peers()]
+        ordered = [p for p in (origin, forwarder) if p is not None and p in connected]
+        ordered += [p for p in connected if p not in ordered]
+        return list(dict.fromkeys(ordered))[:COMPACT_FETCH_PEERS]
+
+    async def _receive_compact(self, compact: CompactProposal, origin: str | None,
+                               forwarder: str | None) -> None:
+        """Rebuild a compact proposal's block (our pool, then peers), then hand the whole
+        proposal to consensus; a proposal that cannot be rebuilt is dropped."""
+        assert self.p2p is not None and self.runner is not None
+        block_hash = compact.proposal.block_hash
+        held = self._held.get(block_hash)
+        if held is None:
+            self._rebuilding.setdefault(block_hash, trio.Event())
+            try:
+                held = await self._rebuild(compact, origin, forwarder)
+            finally:
+                event = self._rebuilding.pop(block_hash, None)
+                if event is not None:
+                    event.set()  # peers waiting on us get "unknown" rather than wait on
+            if held is None:
+                log.warning("compact proposal %d/%d (%s) from %s could not be rebuilt: dropped",
+                            compact.height, compact.round, block_hash.hex()[:16], origin)
+                return
+        await self.runner.submit(ProposalMessage(compact.proposal, held[1]),
+                                 peer=(origin, forwarder))
+
+    async def _rebuild(self, compact: CompactProposal, origin: str | None,
+                       forwarder: str | None) -> tuple[Block, bytes] | None:
+        """The whole proposal: its attestations from our pool, those we lack from peers
+        (its author first), or, when that fails or the ids do not make the header's
+        attestation root, the whole block from a peer. None once every peer asked has
+        failed, or the height was committed meanwhile."""
+        from p2p.errors import P2PError
+        from p2p.scoring import Misbehaviour
+
+        assert self.p2p is not None
+        block_hash = compact.proposal.block_hash
+        found, missing = gather(compact.block, self._pool_lookup())
+        candidates = self._fetch_candidates(origin, forwarder)
+        outcome = "parts" if missing else "pool"
+        COMPACT_MISSING.inc(len(missing))
+        for peer in candidates:
+            if not missing or self.store.head_height >= compact.height:
+                break
+            started = time.monotonic()
+            try:
+                items = await self.p2p.request_proposal(peer, block_hash, missing,
+                                                        COMPACT_FETCH_TIMEOUT_S)
+            except P2PError as exc:
+                self._note_unserved(peer, origin, exc, time.monotonic() - started)
+                continue
+            bad = fill(compact.block, found, missing, items)
+            if bad:
+                log.warning("peer %s served %d attestations that are not the ones asked for "
+                            "(proposal %s)", peer, len(bad), block_hash.hex()[:16])
+                self.p2p.penalise(peer, Misbehaviour.COMPACT_BAD_PART)
+            missing = bad
+        if not missing:
+            built = assemble(compact.block, found)  # type: ignore[arg-type]
+            if built is not None:
+                value, block = built
+                COMPACT_PROPOSALS.labels(outcome).inc()
+                self.app.note_assembled(value, block)
+                self._hold(block, value)
+                return block, value
+            log.warning("compact proposal %d/%d from %s: its ids do not hash to the header's "
+                        "attestations root", compact.height, compact.round, origin)
+            if origin is not None:
+                self.p2p.penalise(origin, Misbehaviour.COMPACT_WRONG_IDS)
+        # Fall back to the whole block, from whoever has it.
+        for peer in candidates:
+            if self.store.head_height >= compact.height:
+                break
+            started = time.monotonic()
+            try:
+                items = await self.p2p.request_proposal(peer, block_hash, [],
+                                                        COMPACT_FETCH_TIMEOUT_S)
+                block = Block.decode(items[0])
+            except P2PError as exc:
+                self._note_unserved(peer, origin, exc, time.monotonic() - started)
+                continue
+            except MalformedBlock:
+                block = None
+            if block is None or block.hash != block_hash:
+                log.warning("peer %s served a block that is not proposal %s", peer,
+                            block_hash.hex()[:16])
+                self.p2p.penalise(peer, Misbehaviour.COMPACT_BAD_PART)
+                continue
+            COMPACT_PROPOSALS.labels("whole").inc()
+            self.app.note_assembled(items[0], block)
+            self._hold(block, items[0])
+            return block, items[0]
+        COMPACT_PROPOSALS.labels("dropped").inc()
+        return None
+
+    def _note_unserved(self, peer: str, origin: str | None, exc: Exception,
+                       elapsed_s: float) -> None:
+        """A request for a proposal's parts failed: a relay may simply not hold it (yet);
+        its author always does, so the author is penalised."""
+        from p2p.scoring import Misbehaviour
+
+        assert self.p2p is not None
+        if peer != origin:
+            log.info("proposal parts from relay %s: %s (%.2f s)", peer, exc, elapsed_s)
+            return
+        log.warning("proposal parts from their proposer %s: %s (%.2f s)", peer, exc, elapsed_s)
+        self.p2p.penalise(peer, Misbehaviour.COMPACT_UNSERVED)
+
+    def _check_compact(self, data: bytes) -> Verdict:
+        """Topic check of a compact proposal: as a proposal's (signed by the round's
+        proposer, at a height we can check), and its header must be the block the
+        proposal signs (REJECT otherwise: no honest proposer or relay sends that)."""
+        from p2p.host import Verdict
+
+        try:
+            compact = decode_compact(data)
+        except ConsensusError:
+            return Verdict.MALFORMED
+        proposal = compact.proposal
+        head = self.store.head_height
+        if not head < proposal.height <= head + 1:
+            return Verdict.IGNORE  # a proposal for a height we have is of no use
+        if proposal.round > max(self.machine.round, 0) + MAX_ROUNDS_AHEAD:
+            return Verdict.IGNORE
+        validators = self.store.validators_for(proposal.height)
+        if validators is None:
+            return Verdict.IGNORE
+        if not self._is_signed_by_set(ProposalMessage(proposal, b""), validators):
+            return Verdict.REJECT
+        if compact.block.header.hash != proposal.block_hash:
+            return Verdict.REJECT
+        _remember(self._compact_decoded, data, compact, COMPACT_DECODED_MEMO)
+        return Verdict.ACCEPT
+
     def _check_consensus(self, peer: str, data: bytes) -> Verdict:
         """Topic check: relay only messages every honest node would accept.
 
@@ -377,6 +727,8 @@ class NetworkService:
         heights we cannot check (older, or beyond head + 1) and rounds far ahead."""
         from p2p.host import Verdict
 
+        if is_compact(data):
+            return self._check_compact(data)
         try:
             message = decode_message(data)
         except ConsensusError:
@@ -423,7 +775,41 @@ class NetworkService:
         async for msg in self._consensus_inbox:
             if self.runner is None:
                 continue  # still syncing: the machine starts after the synced head
+            if is_compact(msg.data):
+                self._start_compact(msg.data, msg.origin, msg.forwarder)
+                continue
             await self.runner.submit(msg.data, peer=(msg.origin, msg.forwarder))
+
+    def _start_compact(self, data: bytes, origin: str | None, forwarder: str | None) -> None:
+        compact = self._compact_decoded.pop(data, None)
+        if compact is None:
+            try:
+                compact = decode_compact(data)
+            except ConsensusError:
+                return  # the topic check let it through, so it cannot be malformed
+        key = compact.proposal.signature
+        if key in self._compact_seen:
+            return  # a re-send: the first copy is rebuilt (or was dropped) already
+        # An equivocating proposer signs as many proposals as it likes: rebuild no more
+        # per round than the machine would keep (the rest it would drop anyway).
+        slot = (compact.height, compact.round)
+        if self._compact_rounds.get(slot, 0) >= MAX_PROPOSALS_PER_ROUND:
+            return
+        _remember(self._compact_rounds, slot, self._compact_rounds.get(slot, 0) + 1, 64)
+        _remember(self._compact_seen, key, None, 64)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._receive_compact_safely, compact, origin, forwarder)
+
+    async def _receive_compact_safely(self, compact: CompactProposal, origin: str | None,
+                                      forwarder: str | None) -> None:
+        # A task of the network nursery: whatever a peer's bytes make go wrong in it must
+        # drop that one proposal, never the node.
+        try:
+            await self._receive_compact(compact, origin, forwarder)
+        except Exception:
+            COMPACT_PROPOSALS.labels("dropped").inc()
+            log.exception("compact proposal %d/%d from %s could not be handled",
+                          compact.height, compact.round, origin)
 
     async def _drain(self, inbox: trio.MemoryReceiveChannel[Any]) -> None:
         async for _ in inbox:
@@ -755,6 +1141,14 @@ class NetworkService:
             self.p2p.penalise(peer_id, Misbehaviour.SYNC_BAD_BLOCK)
             return None
         return 1
+
+
+def _remember(memo: OrderedDict[Any, Any], key: Any, value: Any, size: int) -> None:
+    """Put ``key`` in an insertion-ordered memo of at most ``size`` entries."""
+    memo[key] = value
+    memo.move_to_end(key)
+    while len(memo) > size:
+        memo.popitem(last=False)
 
 
 def compute_max_plausible_height(head_height: int, head_timestamp_ms: int, now_ms: int) -> int:

@@ -57,7 +57,7 @@ from p2p.gossip import (
 )
 from p2p.identity import load_or_create_node_key, node_multiaddr, peer_id_of
 from p2p.peers import ConnectedPeer, PeerManager
-from p2p.reqresp import BlocksHandler, ChainStatus, Head, StatusHandler
+from p2p.reqresp import BlocksHandler, ChainStatus, Head, ProposalHandler, StatusHandler
 from p2p.requests import Requests
 from p2p.scoring import PeerScore, PeerScoreboard
 from p2p.topics import TopicName
@@ -282,6 +282,15 @@ class P2PNode:
     async def request_status(self, peer_id: str) -> ChainStatus:
         """Ask ``peer_id`` for its head; see :meth:`Requests.request_status`."""
         return await self.requests.request_status(peer_id)
+
+    def set_proposal_handler(self, handler: ProposalHandler) -> None:
+        """Serve ``/motus/proposal/1`` with ``async handler(peer_id, hash, indices)``."""
+        self.requests.set_proposal_handler(handler)
+
+    async def request_proposal(self, peer_id: str, block_hash: bytes, indices: list[int],
+                               timeout: float | None = None) -> list[bytes]:
+        """Ask ``peer_id`` for parts of a proposal; see :meth:`Requests.request_proposal`."""
+        return await self.requests.request_proposal(peer_id, block_hash, indices, timeout)
 
     async def request_blocks(self, peer_id: str, start: int, end: int) -> list[bytes]:
         """Ask ``peer_id`` for blocks ``start``..``end``; see :meth:`Requests.request_blocks`."""

@@ -1,4 +1,5 @@
-"""Request/response protocols: ``/motus/status/1`` and ``/motus/blocks/1``.
+"""Request/response protocols: ``/motus/status/1``, ``/motus/blocks/1`` and
+``/motus/proposal/1``.
 
 One request and one response per stream. Each is a frame: an unsigned varint
 length, then a msgpack map. Both sides read with a hard frame limit, so a peer
@@ -8,7 +9,11 @@ status   request  {"chain_id": int}
          response {"chain_id": int, "height": int, "head_hash": bin}
 blocks   request  {"start": int, "end": int}            heights, inclusive
          response {"blocks": [bin, ...]}                 consecutive from start
-error    response {"error": str, "message": str}        instead of either
+proposal request  {"hash": bin, "indices": [int, ...]}  a proposal's attestations by
+                                                         position; [] asks for the block
+         response {"items": [bin, ...]}                  those attestations in order, or
+                                                         [the whole block]
+error    response {"error": str, "message": str}        instead of any of them
 
 A blocks response holds at most ``MAX_BLOCKS_PER_RESPONSE`` items and
 ``MAX_BLOCKS_RESPONSE_BYTES`` bytes. It may be shorter than asked for (the
@@ -39,6 +44,9 @@ from p2p.topics import KIB, MIB
 
 STATUS_PROTOCOL = TProtocol("/motus/status/1")
 BLOCKS_PROTOCOL = TProtocol("/motus/blocks/1")
+# The parts of a compact proposal a node could not rebuild from its own pool
+# (docs/network.md, "Compact proposals").
+PROPOSAL_PROTOCOL = TProtocol("/motus/proposal/1")
 
 MAX_REQUEST_SIZE = 256  # both requests are two small integers
 MAX_STATUS_RESPONSE_SIZE = 1 * KIB
@@ -54,6 +62,13 @@ ERR_BAD_REQUEST = "bad_request"
 ERR_UNAVAILABLE = "unavailable"  # no handler registered on the serving node
 ERR_INTERNAL = "internal"  # the serving node's handler failed
 ERR_TOO_LARGE = "too_large"  # a single block exceeds the response budget
+ERR_UNKNOWN_PROPOSAL = "unknown_proposal"  # the server holds no proposal with that hash
+
+# A proposal request names at most this many attestations (a block's maximum,
+# node.block.MAX_ATTESTATIONS); its frame is bounded accordingly (5 bytes an index).
+MAX_PROPOSAL_INDICES = 20_000
+MAX_PROPOSAL_REQUEST_SIZE = 64 + 5 * MAX_PROPOSAL_INDICES
+MAX_PROPOSAL_RESPONSE_BYTES = 8 * MIB  # a whole block (node.block.MAX_BLOCK_BYTES)
 
 # Bytes of a blocks response besides its items: fixmap(1) + fixstr "blocks"(7)
 # + array header (3 for up to 65535 items).
@@ -79,6 +94,12 @@ class ChainStatus:
 
 StatusHandler = Callable[[str], Awaitable[Head]]
 """``async (peer_id) -> Head``: the node's committed head, for the asking peer."""
+
+ProposalHandler = Callable[[str, bytes, Sequence[int]], Awaitable[Sequence[bytes] | None]]
+"""``async (peer_id, block_hash, indices) -> [bytes] | None``: the attestations at
+``indices`` of the proposal ``block_hash`` in order, or ``[block]`` for no indices;
+None when the node does not hold that proposal. Raise BadRequest for an index out of
+range."""
 
 BlocksHandler = Callable[[str, int, int], Awaitable[Sequence[bytes]]]
 """``async (peer_id, start, end) -> [encoded block+commit, ...]`` for heights
@@ -197,6 +218,49 @@ def decode_blocks_response(data: bytes, requested: int) -> list[bytes]:
     return blocks
 
 
+def encode_proposal_request(block_hash: bytes, indices: Sequence[int]) -> bytes:
+    """Frame body of a request for the attestations at ``indices`` of a proposal
+    (none: the whole block)."""
+    return pack_fields({"hash": block_hash, "indices": list(indices)})
+
+
+def decode_proposal_request(data: bytes) -> tuple[bytes, list[int]]:
+    """Return (block hash, indices); ``BadRequest`` if malformed, an index repeats or
+    there are more than MAX_PROPOSAL_INDICES."""
+    fields = unpack_fields(data, {"hash", "indices"}, BadRequest, MAX_PROPOSAL_REQUEST_SIZE,
+                           max_array=MAX_PROPOSAL_INDICES)
+    block_hash, indices = fields["hash"], fields["indices"]
+    if not isinstance(block_hash, bytes) or len(block_hash) != 32:
+        raise BadRequest("hash must be bin of 32 bytes")
+    if not isinstance(indices, list):
+        raise BadRequest("indices must be an array")
+    if not all(type(i) is int and 0 <= i < MAX_PROPOSAL_INDICES for i in indices):
+        raise BadRequest(f"indices must be integers in [0, {MAX_PROPOSAL_INDICES})")
+    if len(set(indices)) != len(indices):
+        raise BadRequest("indices repeat")
+    return block_hash, indices
+
+
+def encode_proposal_response(items: Sequence[bytes]) -> bytes:
+    """Frame body of a proposal response."""
+    return pack_fields({"items": list(items)})
+
+
+def decode_proposal_response(data: bytes, requested: int) -> list[bytes]:
+    """The items of an answer to a request for ``requested`` indices (0: the block).
+
+    ``RemoteError`` for an error answer; ``BadResponse`` when malformed or when the
+    count is not the one asked for (one item for the whole block)."""
+    fields = unpack_response(data, {"items"}, MAX_PROPOSAL_RESPONSE_BYTES,
+                             max_array=MAX_PROPOSAL_INDICES)
+    items = fields["items"]
+    if not isinstance(items, list) or len(items) != max(requested, 1):
+        raise BadResponse(f"expected {max(requested, 1)} items")
+    if not all(isinstance(item, bytes) and item for item in items):
+        raise BadResponse("items must be non-empty bins")
+    return items
+
+
 def encode_error(code: str, message: str) -> bytes:
     """Frame body of an error response."""
     return pack_fields({"error": code, "message": message[:MAX_ERROR_MESSAGE]})
@@ -208,10 +272,11 @@ def pack_fields(fields: dict[str, Any]) -> bytes:
 
 
 def unpack_fields(
-    data: bytes, keys: set[str], error: type[BadRequest] | type[BadResponse], limit: int
+    data: bytes, keys: set[str], error: type[BadRequest] | type[BadResponse], limit: int,
+    max_array: int = MAX_BLOCKS_PER_RESPONSE,
 ) -> dict[str, Any]:
-    """Decode a body of at most ``limit`` bytes that must be a map with exactly ``keys``;
-    anything else raises ``error``."""
+    """Decode a body of at most ``limit`` bytes that must be a map with exactly ``keys``
+    (arrays of at most ``max_array`` items); anything else raises ``error``."""
     if len(data) > limit:
         raise error(f"message of {len(data)} bytes, limit {limit}")
     try:
@@ -221,7 +286,7 @@ def unpack_fields(
             strict_map_key=True,
             max_bin_len=limit,
             max_str_len=limit,
-            max_array_len=MAX_BLOCKS_PER_RESPONSE,
+            max_array_len=max_array,
             max_map_len=8,
             max_ext_len=0,
         )
@@ -232,10 +297,11 @@ def unpack_fields(
     return fields
 
 
-def unpack_response(data: bytes, keys: set[str], limit: int) -> dict[str, Any]:
+def unpack_response(data: bytes, keys: set[str], limit: int,
+                    max_array: int = MAX_BLOCKS_PER_RESPONSE) -> dict[str, Any]:
     """A response map with ``keys``, or the peer's error answer raised as RemoteError."""
     try:
-        return unpack_fields(data, keys, BadResponse, limit)
+        return unpack_fields(data, keys, BadResponse, limit, max_array)
     except BadResponse:
         fields = unpack_fields(data, {"error", "message"}, BadResponse, limit)
         code, message = fields["error"], fields["message"]

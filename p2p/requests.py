@@ -32,7 +32,7 @@ from p2p.errors import (
     RequestTimeout,
     WrongChain,
 )
-from p2p.reqresp import BlocksHandler, ChainStatus, StatusHandler
+from p2p.reqresp import BlocksHandler, ChainStatus, ProposalHandler, StatusHandler
 from p2p.scoring import Misbehaviour, PeerScoreboard
 from p2p.streams import close, reset
 
@@ -69,10 +69,12 @@ class Requests:
         self._running = running
         self._status_handler: StatusHandler | None = None
         self._blocks_handler: BlocksHandler | None = None
+        self._proposal_handler: ProposalHandler | None = None
         self._inbound_requests: dict[str, int] = {}
         host.set_stream_handler(reqresp.STATUS_PROTOCOL, self.serve_status)
         host.set_stream_handler(reqresp.BLOCKS_PROTOCOL, self.serve_blocks)
         host.set_stream_handler(discovery.PEERS_PROTOCOL, self.serve_peers)
+        host.set_stream_handler(reqresp.PROPOSAL_PROTOCOL, self.serve_proposal)
 
     def set_status_handler(self, handler: StatusHandler) -> None:
         """Serve ``/motus/status/1`` with ``async handler(peer_id) -> Head``."""
@@ -81,6 +83,24 @@ class Requests:
     def set_blocks_handler(self, handler: BlocksHandler) -> None:
         """Serve ``/motus/blocks/1`` with ``async handler(peer_id, start, end) -> [bytes]``."""
         self._blocks_handler = handler
+
+    def set_proposal_handler(self, handler: ProposalHandler) -> None:
+        """Serve ``/motus/proposal/1`` with ``async handler(peer_id, hash, indices)``."""
+        self._proposal_handler = handler
+
+    async def serve_proposal(self, stream: INetStream) -> None:
+        async def answer(peer: str, request: bytes) -> bytes:
+            block_hash, indices = reqresp.decode_proposal_request(request)
+            if self._proposal_handler is None:
+                return reqresp.encode_error(reqresp.ERR_UNAVAILABLE, "no proposal handler")
+            items = await self._proposal_handler(peer, block_hash, indices)
+            if items is None:
+                return reqresp.encode_error(reqresp.ERR_UNKNOWN_PROPOSAL, block_hash.hex())
+            if len(items) != max(len(indices), 1):
+                raise TypeError("proposal handler must return one item per index")
+            return reqresp.encode_proposal_response(items)
+
+        await self._serve(stream, answer, reqresp.MAX_PROPOSAL_REQUEST_SIZE)
 
     async def serve_status(self, stream: INetStream) -> None:
         async def answer(peer: str, request: bytes) -> bytes:
@@ -111,7 +131,8 @@ class Requests:
         await self._serve(stream, answer)
 
     async def _serve(
-        self, stream: INetStream, answer: Callable[[str, bytes], Awaitable[bytes]]
+        self, stream: INetStream, answer: Callable[[str, bytes], Awaitable[bytes]],
+        request_limit: int = reqresp.MAX_REQUEST_SIZE,
     ) -> None:
         """Read one bounded request, answer it, close. Misbehaviour is scored."""
         peer = stream.muxed_conn.peer_id.to_base58()
@@ -127,7 +148,7 @@ class Requests:
         try:
             with trio.move_on_after(self.config.request_timeout) as scope:
                 try:
-                    request = await reqresp.read_frame(stream, reqresp.MAX_REQUEST_SIZE)
+                    request = await reqresp.read_frame(stream, request_limit)
                 except MessageTooLarge:
                     self._penalise(peer, Misbehaviour.OVERSIZE_REQUEST)
                     await reset(stream)
@@ -220,9 +241,27 @@ class Requests:
             peer_id, lambda data: reqresp.decode_blocks_response(data, requested), raw
         )
 
+    async def request_proposal(
+        self, peer_id: str, block_hash: bytes, indices: list[int], timeout: float | None = None,
+    ) -> list[bytes]:
+        """Ask ``peer_id`` for the attestations at ``indices`` of proposal ``block_hash``,
+        or for the whole block when ``indices`` is empty; one item per index (one for
+        the block). p2p does not check the items against the proposal (the node does).
+        ``RemoteError`` ``unknown_proposal`` when the peer does not hold it; other
+        failures raise a ``RequestError`` subclass."""
+        if len(indices) > reqresp.MAX_PROPOSAL_INDICES:
+            raise BadRequest(f"more than {reqresp.MAX_PROPOSAL_INDICES} indices")
+        payload = reqresp.encode_proposal_request(block_hash, indices)
+        raw = await self._request(peer_id, reqresp.PROPOSAL_PROTOCOL, payload,
+                                  reqresp.MAX_PROPOSAL_RESPONSE_BYTES, timeout)
+        return self._decode_or_penalise(
+            peer_id, lambda data: reqresp.decode_proposal_response(data, len(indices)), raw)
+
     async def _request(
-        self, peer_id: str, protocol: TProtocol, payload: bytes, limit: int
+        self, peer_id: str, protocol: TProtocol, payload: bytes, limit: int,
+        timeout: float | None = None,
     ) -> bytes:
+        timeout = self.config.request_timeout if timeout is None else timeout
         if not self._running():
             raise NotRunning("requests need run() to be active")
         if self.scoreboard.is_banned(peer_id):
@@ -235,7 +274,7 @@ class Requests:
             raise BadRequest(f"not a peer id: {peer_id!r}") from exc
         stream: INetStream | None = None
         try:
-            with trio.fail_after(self.config.request_timeout):
+            with trio.fail_after(timeout):
                 try:
                     stream = await self._host.new_stream(target, [protocol])
                 except Exception as exc:  # dial and negotiation failures vary
@@ -254,7 +293,7 @@ class Requests:
             if stream is not None:
                 await reset(stream)
             raise RequestTimeout(
-                f"{protocol} to {peer_id}: no answer in {self.config.request_timeout} s"
+                f"{protocol} to {peer_id}: no answer in {timeout} s"
             ) from exc
         except RequestError:
             if stream is not None:

@@ -53,6 +53,10 @@ class Misbehaviour(StrEnum):
     SYNC_UNBACKED_HEAD = "sync_unbacked_head"  # claimed a head, then served no block of it
     SYNC_BAD_BLOCK = "sync_bad_block"  # served a block that fails verification
     SYNC_TIMEOUT = "sync_timeout"  # did not answer a block request in time
+    # Compact proposals (node/network.py, docs/network.md "Compact proposals").
+    COMPACT_UNSERVED = "compact_unserved"  # a proposer did not serve its own proposal's parts
+    COMPACT_BAD_PART = "compact_bad_part"  # served a part that is not what was asked for
+    COMPACT_WRONG_IDS = "compact_wrong_ids"  # a proposal whose ids do not make its block
 
 
 DEFAULT_WEIGHTS: dict[str, float] = {
@@ -74,6 +78,12 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     # An honest peer can be slow (loaded, far away): the sync skips it for a while
     # (node/network.py) and only a habit of it bans.
     Misbehaviour.SYNC_TIMEOUT: 10.0,
+    # A proposer may be slow to answer (loaded): only a habit of it bans.
+    Misbehaviour.COMPACT_UNSERVED: 10.0,
+    # Bytes that do not hash to the id asked for, a block that is not the one named,
+    # ids that do not hash to the signed header's root: no honest node sends them.
+    Misbehaviour.COMPACT_BAD_PART: 50.0,
+    Misbehaviour.COMPACT_WRONG_IDS: 50.0,
 }
 # Weight of a reason the node names that is not in ``weights``.
 DEFAULT_UNKNOWN_REASON_WEIGHT = 20.0

@@ -14,7 +14,8 @@ The module's tests run in file order and share that chain:
 4. a challenged device answers with its nonce and passes;
 5. a permissioned developer reads the signals, an unpermissioned one is refused;
 6. a garbage burst from one client does not stop an honest device;
-7. attestations submitted to the follower reach the validator by gossip and are included.
+7. attestations submitted to the follower reach the validator by gossip and are included;
+   the proposals reach the follower in compact form and are rebuilt from its pool.
 """
 
 from __future__ import annotations
@@ -466,6 +467,14 @@ def test_attestations_sent_to_a_follower_are_gossiped_and_included(chain: Chain)
     items_in = re.search(r'^motus_attestation_gossip_total\{kind="items_in"\} (\S+)$', metrics,
                          re.M)
     assert items_in and float(items_in.group(1)) >= 5
+    # the validator's proposals reach the follower in compact form (docs/network.md,
+    # "Compact proposals"): these five by id, since they reached the validator by gossip,
+    # and the follower rebuilt every block from its own pool, fetching nothing
+    follower_metrics = scrape(chain.follower.url)
+    rebuilt = re.search(r'^motus_compact_proposals_total\{outcome="pool"\} (\S+)$',
+                        follower_metrics, re.M)
+    assert rebuilt and float(rebuilt.group(1)) >= 1
+    assert 'motus_compact_proposals_total{outcome="dropped"}' not in follower_metrics
     # the payloads were stored by the node they were given to (and gossiped to the others:
     # tests/node/test_ownership_e2e.py)
     stored = rpc(chain.follower.url, "motus_submitSignals",

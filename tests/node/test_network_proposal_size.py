@@ -106,3 +106,33 @@ def test_a_proposer_deciding_alone_gets_the_interval_budget(powers: list[int], a
     short = ConsensusApp(SimpleNamespace(store=store), proposer=me, budget_s=0.3,  # type: ignore[arg-type]
                          alone_budget_s=0.06)
     assert short.budget_for(5) == 0.3
+
+
+@pytest.mark.parametrize(
+    ("late_s", "budget_s"),
+    [
+        (-0.2, 0.3),  # early: the peers' timers start after ours
+        (0.3, 0.3),  # 1.0 - 0.3 - 0.25 = 0.45 left: the budget fits
+        (0.6, 0.15),  # 1.0 - 0.6 - 0.25: cut
+        (0.9, 0.02),  # nothing left: the smallest budget, a small block rather than none
+    ],
+)
+def test_a_late_proposer_builds_within_its_peers_propose_timeout(late_s: float,
+                                                                 budget_s: float) -> None:
+    """A proposer that starts its height ``late_s`` after the instant every node aims at
+    (the last block's timestamp + the interval) builds only what still reaches its peers
+    before their propose timeout (1 s here): its round is not lost to a slow build."""
+    from consensus.types import Validator, ValidatorSet
+
+    me = b"\x01" * 20
+    validators = ValidatorSet([Validator(bytes([1 + i]) * 20, 25) for i in range(4)])
+    head = SimpleNamespace(timestamp_ms=1_000_000)
+    app = ConsensusApp(
+        SimpleNamespace(store=SimpleNamespace(validators_for=lambda h: validators), head=head),  # type: ignore[arg-type]
+        proposer=me, budget_s=0.3, alone_budget_s=0.6, interval_s=1.0, propose_timeout_s=1.0,
+        clock=lambda: 1_000 + 1.0 + late_s)
+    assert app.late_budget(0.3, 5) == pytest.approx(budget_s)
+    # a proposer deciding alone has nobody waiting for it
+    alone = ValidatorSet([Validator(me, 100)])
+    app.app.store = SimpleNamespace(validators_for=lambda h: alone)
+    assert app.late_budget(0.6, 5) == 0.6

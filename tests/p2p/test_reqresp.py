@@ -140,3 +140,38 @@ async def test_malformed_and_oversized_requests_cost_the_requester(
                 await raw_exchange(reqresp.STATUS_PROTOCOL, b"x" * 10_000)
             await wait_until(lambda: not server.is_connected(client.peer_id))
             assert server.scoreboard.is_banned(client.peer_id)
+
+
+async def test_proposal_parts_by_index_whole_block_unknown_and_bad_requests(
+    node_factory: Callable[..., P2PNode],
+) -> None:
+    """/motus/proposal/1: the attestations at the asked positions, in order; the whole
+    block for no positions; ``unknown_proposal`` for a proposal the server does not hold;
+    a malformed request (repeated positions) is refused and scored."""
+    block_hash = bytes(range(32))
+    parts = [i.to_bytes(2, "big") * 75 for i in range(3000)]
+
+    async def proposal(peer_id: str, wanted: bytes, indices: list[int]) -> list[bytes] | None:
+        if wanted != block_hash:
+            return None
+        if not indices:
+            return [b"the whole block"]
+        if max(indices) >= len(parts):
+            raise BadRequest("out of range")
+        return [parts[i] for i in indices]
+
+    with trio.fail_after(30):
+        async with serving_pair(node_factory, None) as (server, client):
+            server.set_proposal_handler(proposal)
+            wanted = list(range(0, 3000, 2))  # 1,500 positions: a request of a few KiB
+            assert await client.request_proposal(server.peer_id, block_hash, wanted) == [
+                parts[i] for i in wanted]
+            assert await client.request_proposal(server.peer_id, block_hash, []) == [
+                b"the whole block"]
+            with pytest.raises(RemoteError) as unknown:
+                await client.request_proposal(server.peer_id, bytes(32), [1])
+            assert unknown.value.remote_code == reqresp.ERR_UNKNOWN_PROPOSAL
+            with pytest.raises(RemoteError) as bad:
+                await client.request_proposal(server.peer_id, block_hash, [1, 1])
+            assert bad.value.remote_code == reqresp.ERR_BAD_REQUEST
+            assert server.peer_scores()[client.peer_id].penalties == {"malformed_request": 1}

@@ -190,3 +190,23 @@ def test_a_peer_record_is_verified_once_per_host_peer_and_record(
         assert not tuning.consume_signed_record_once(forged, b.host, a.host.get_id())
     assert len(checks) == 4  # the misattributed one and each forged one were checked
     assert tuning.consume_signed_record_once(rpc_pb2.RPC(), b.host, a.host.get_id())
+
+
+async def test_consensus_messages_jump_the_outbound_queue() -> None:
+    """A vote published after a backlog of attestation batches is written first (the
+    queue's priority tier); an RPC with any other topic in it waits its turn."""
+
+    def rpc(*topics: str) -> rpc_pb2.RPC:
+        return rpc_pb2.RPC(publish=[rpc_pb2.Message(data=b"x", topicIDs=[t]) for t in topics])
+
+    attestations, consensus = "/motus/7077/attestation/1", "/motus/7077/consensus/1"
+    assert tuning.is_priority_rpc(rpc(consensus))
+    assert not tuning.is_priority_rpc(rpc(attestations))
+    assert not tuning.is_priority_rpc(rpc(consensus, attestations))
+    assert not tuning.is_priority_rpc(rpc_pb2.RPC())
+    queue = tuning.TunedRpcQueue(max_size=8)
+    for _ in range(3):
+        assert queue.push(rpc(attestations))
+    assert queue.push(rpc(consensus))
+    first = await queue.pop()
+    assert first is not None and list(first.publish[0].topicIDs) == [consensus]
