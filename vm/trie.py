@@ -577,6 +577,13 @@ class FastStorageLookup(StorageLookup):
 
     _pending: dict[bytes, bytes] | None = None
     _fast_result: tuple[bytes, MutableMapping[bytes, bytes]] | None = None
+    # The account state this storage belongs to while it stands on the node's flat
+    # snapshot (vm.state.MotusAccountDB.flat_slot answers, or None when it cannot), and
+    # whether the storage went through py-trie (a wipe, even one rolled back): its slots
+    # are then rewritten in the snapshot from the final trie.
+    _flat: Any = None
+    _flat_address = b""  # keccak(address)
+    _wiped = False
 
     def _nodes(self) -> TrieNodes:
         return TrieNodes(self._db, SHARED_MAX_NODES, SHARED_NODES)
@@ -594,6 +601,12 @@ class FastStorageLookup(StorageLookup):
             value = _layer_value(root, hashed)
             if value is not None:
                 return value
+            flat = self._flat
+            if flat is not None:
+                value = flat.flat_slot(self._address, self._flat_address, hashed)
+                if value is not None:
+                    _remember_read(root, hashed, value)
+                    return value
             try:
                 value = self._nodes().get(root, hashed)
             except KeyError:  # a missing node: let py-trie raise its own error
@@ -643,8 +656,15 @@ class FastStorageLookup(StorageLookup):
 
     def _fast(self) -> tuple[bytes, MutableMapping[bytes, bytes]]:
         if self._fast_result is None:
-            self._fast_result = update_trie(self._nodes(), self._starting_root_hash,
-                                            sorted((self._pending or {}).items()))
+            root, pending = self._starting_root_hash, self._pending or {}
+            # the values the block read before writing (the root's slot layer keeps
+            # them): the writer then knows each changed leaf without reading it
+            olds = {}
+            for hashed in pending:
+                old = _layer_value(root, hashed)
+                if old:
+                    olds[hashed] = old
+            self._fast_result = update_trie(self._nodes(), root, sorted(pending.items()), olds)
         return self._fast_result
 
     @property
@@ -673,6 +693,7 @@ class FastStorageLookup(StorageLookup):
 
     def new_trie(self) -> int:
         self._flush()
+        self._wiped = True
         return super().new_trie()
 
     def rollback_trie(self, trie_index: int) -> None:
