@@ -33,7 +33,7 @@ from vm.crypto import keccak256
 from vm.errors import MalformedTransaction
 from vm.flat import FlatDiff, flat_reader_of, publish_diff
 from vm.modules import SYSTEM_MODULES
-from vm.trie import FastAccountStorageDB, TrieNodes, update_trie
+from vm.trie import FastAccountStorageDB, TrieNodes, update_trie, warm_shared_nodes
 
 TransactionBuilder = CancunTransactionBuilder
 _UINT256_LIMIT = 2**256
@@ -354,3 +354,17 @@ def decode_transaction(raw: bytes):
 
 def system_addresses() -> Iterable[bytes]:
     return SYSTEM_MODULES.keys()
+
+
+# The upper levels of the system modules' storage tries decoded at start (a full level
+# 3 of a large trie is 4,096 nodes, level 4 65,536: levels 0-3 of the large ones fit).
+STARTUP_WARM_NODES = 20_000
+
+
+def warm_system_storage(state: MotusState, max_nodes: int = STARTUP_WARM_NODES) -> int:
+    """Decode the upper levels of every system module's storage trie in ``state`` into the
+    shared node cache (vm.trie.warm_shared_nodes); returns the number of nodes."""
+    adb: Any = state._account_db
+    roots = [bytes(adb._get_storage_root(Address(a))) for a in system_addresses()]
+    return warm_shared_nodes(adb._raw_store_db, roots, max_nodes)
+

@@ -188,6 +188,34 @@ class TrieNodes:
                 yield from self._leaves(child, prefix + _HEX[i])
 
 
+def warm_shared_nodes(db: Any, roots: Iterable[bytes], max_nodes: int) -> int:
+    """Decode the upper levels of the tries at ``roots`` into :data:`SHARED_NODES`, level
+    by level across all of them, stopping before a level that would take the total past
+    ``max_nodes``; returns the number of nodes decoded. A node that has just started
+    (no decoded nodes) thus pays for the upper levels of its system modules' storage
+    tries, which every block's writes walk, once at start rather than in its first
+    blocks. Nodes missing from ``db`` are skipped (a pruned or partial store)."""
+    nodes = TrieNodes(db, SHARED_MAX_NODES, SHARED_NODES)
+    level = [r for r in roots if r != BLANK_ROOT]
+    done = 0
+    while level and done + len(level) <= max_nodes:
+        below: list[Any] = []
+        for ref in level:
+            try:
+                node = nodes.node(ref)
+            except KeyError:
+                continue
+            done += 1
+            if node is None:
+                continue
+            if node[0] == _BRANCH:
+                below.extend(c for c in node[1] if type(c) is bytes)
+            elif node[0] == _EXT and type(node[2]) is bytes:
+                below.append(node[2])
+        level = below
+    return done
+
+
 # --- batch writing ---------------------------------------------------------------
 # The one trie writer of the node (storage tries, the account trie, whole tries built
 # from scratch): the changed keys, sorted, are applied in one walk down the trie, each
@@ -214,7 +242,8 @@ def _rlp_bytes(item: bytes) -> bytes:
 
 
 _STRING_PREFIX = tuple(bytes((0x80 + n,)) for n in range(56))
-_LIST_PREFIX = tuple(bytes((0xC0 + n,)) for n in range(56))
+# list prefixes by payload length, up to the largest branch (16 hashes and a value)
+_LIST_PREFIX = tuple(rlp_length_prefix(n, 0xC0) for n in range(1024))
 
 
 def encode_node(node: Any) -> bytes:
@@ -222,9 +251,19 @@ def encode_node(node: Any) -> bytes:
     Written out without helper calls: every new node of every block is encoded here."""
     kind = node[0]
     if kind == _BRANCH:
-        payload = b"".join([
-            b"\x80" if c is None else b"\xa0" + c if type(c) is bytes else encode_node(c)
-            for c in node[1]]) + _rlp_bytes(node[2])
+        parts: list[bytes] = []
+        add = parts.append
+        for c in node[1]:
+            if c is None:
+                add(b"\x80")
+            elif type(c) is bytes:
+                add(b"\xa0")
+                add(c)
+            else:
+                add(encode_node(c))
+        value = node[2]
+        add(_rlp_bytes(value) if value else b"\x80")
+        payload = b"".join(parts)
     else:
         path = node[1]
         if kind == _LEAF:
@@ -242,7 +281,7 @@ def encode_node(node: Any) -> bytes:
         else:
             payload = rlp_length_prefix(n, 0x80) + hp + tail
     n = len(payload)
-    return (_LIST_PREFIX[n] if n < 56 else rlp_length_prefix(n, 0xC0)) + payload
+    return (_LIST_PREFIX[n] if n < 1024 else rlp_length_prefix(n, 0xC0)) + payload
 
 
 # nibble -> the smallest string above every key with this nibble at a given depth:
