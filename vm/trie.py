@@ -393,6 +393,7 @@ class _Writer:
             value = values[i]
             i += 1
         cached = self.nodes._nodes
+        olds = self.olds
         below = depth + 1
         while i < hi:
             key = keys[i]
@@ -402,13 +403,22 @@ class _Writer:
             child = children[slot]
             if j == i + 1 and type(child) is bytes:
                 # the usual case, one key changed below a stored leaf of its own: the new
-                # leaf without a call down (what update does for it)
+                # leaf without a call down (what update does for it), the old leaf known
+                # decoded or from its old value (as resolve knows it)
                 node = cached.get(child)
-                if node is not None and node[0] == _LEAF and node[1] == key[below:]:
-                    new = values[i]
-                    children[slot] = (_LEAF, node[1], new) if new else None
-                    i = j
-                    continue
+                if node is None and olds is not None:
+                    old = olds.get(key)
+                    if old:
+                        guess = (_LEAF, key[below:], old)
+                        node = (guess if keccak256(encode_node(guess)) == child
+                                else self.nodes.node(child))
+                if node is not None:
+                    if node[0] == _LEAF and node[1] == key[below:]:
+                        new = values[i]
+                        children[slot] = (_LEAF, node[1], new) if new else None
+                        i = j
+                        continue
+                    child = node  # decoded: the call down need not resolve it again
             children[slot] = self.update(child, keys, values, i, j, below)
             i = j
         empty = children.count(None)
