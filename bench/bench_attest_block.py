@@ -15,7 +15,18 @@ too; "restart" is a node that has just started: no verified signatures, no decod
 nodes, no slot values kept (every slot read walks the trie from LevelDB's bytes).
 Every figure is the best of ``--repeat`` tries from the same parent state.
 
-Run: ``python -m bench.bench_attest_block [--devices N] [--repeat R] [--profile]``.
+``--fleet N`` runs the same block on a fleet of N vehicles (each with its device, owner
+and twelve earlier readings: ``bench.bench_costs.Fleet``, built through the modules' own
+functions into a real LevelDB store opened by the node's ``ChainStore``); the first 2,000
+devices sign the block, read through the store as a validator reads its head state. At
+that scale a device attests every N / 2,000 blocks, so its slots are no longer in the
+parent's slot layers: "fresh" is the pre-verified block with the slot layers emptied
+(decoded trie nodes kept), what a validator of a large fleet meets every block.
+``--keep-dir DIR`` keeps the built store in DIR and reuses it on the next run (the
+100,000-vehicle build takes minutes).
+
+Run: ``python -m bench.bench_attest_block [--devices N | --fleet N [--keep-dir DIR]]
+[--repeat R] [--profile]``.
 """
 
 from __future__ import annotations
@@ -24,7 +35,11 @@ import argparse
 import cProfile
 import os
 import pstats
+import shutil
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 from coincurve import PublicKey
 from eth.db.account import AccountDB
@@ -35,7 +50,7 @@ from bench.bench_attestations import make_rounds
 from tests.vm.test_telemetry_fleet import Fleet
 from vm.db import OverlayDB
 from vm.execute import BlockBody, execute_block
-from vm.state import MotusAccountDB, MotusState
+from vm.state import MotusAccountDB, MotusState, make_state, warm_system_storage
 
 
 class StockAccountDB(MotusAccountDB):
@@ -50,12 +65,69 @@ def _cpu(fn) -> float:
     return time.process_time() - c0
 
 
+def fleet_block(n: int, keep_dir: str | None) -> tuple[Any, bytes, Any, list[bytes], Any]:
+    """(state db, parent root, env, 2,000 signed attestations, cleanup) for a block on a
+    fleet of ``n`` vehicles in a LevelDB store (built, or reopened from ``keep_dir``)."""
+    from bench import bench_costs as costs
+    from genesis.devnet import new_genesis
+    from node.db import Database
+    from node.prune import Pruner
+    from node.store import ChainStore
+    from vm.execute import compute_base_fee
+    from vm.modules.params import get_param
+    from vm.state import BlockEnv
+
+    root_dir = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(
+        prefix="motus-bench-attest-", dir=os.environ.get("MOTUS_BENCH_DIR")))
+    root_dir.mkdir(parents=True, exist_ok=True)
+    path = root_dir / f"fleet-{n}"
+    proposer = costs.address_of_private_key(costs.VALIDATOR_KEY)
+    spec = new_genesis(costs.CHAIN_ID, [(proposer, 10)], genesis_time_ms=costs.GENESIS_MS)
+    fleet = costs.Fleet(n, spec.params.get("h3_resolution", 7))
+    t0 = time.perf_counter()
+    built = path.exists()
+    database = Database(path)
+    store = ChainStore(database)
+    if not built:
+        log: list[str] = []
+        store.init_genesis(spec, build=fleet.builder(store, 5_000, log))
+        Pruner(store, 1, pace=False).sweep()  # the build's intermediate nodes
+        store.trie_listener = None
+    print(f"setup: fleet of {n:,} vehicles {'reopened from' if built else 'built in'} {path} "
+          f"({time.perf_counter() - t0:.1f} s)", flush=True)
+    parent = store.head
+    timestamp_ms = parent.timestamp_ms + 1_000
+    state = make_state(costs.OverlayDB(store.state_db), parent.state_root, BlockEnv(
+        costs.CHAIN_ID, parent.height + 1, timestamp_ms, proposer, parent.gas_limit,
+        parent.base_fee_per_gas, parent.hash))
+    base_fee = compute_base_fee(parent.gas_used, parent.gas_limit, parent.base_fee_per_gas,
+                                get_param(state, "min_base_fee_per_gas"))
+    env = BlockEnv(costs.CHAIN_ID, parent.height + 1, timestamp_ms, proposer,
+                   get_param(state, "block_gas_limit"), base_fee, parent.hash,
+                   store.recent_hashes(parent.height + 1))
+    raws = fleet.attestations(timestamp_ms)
+
+    def cleanup() -> None:
+        database.close()
+        if not keep_dir:
+            shutil.rmtree(root_dir, ignore_errors=True)
+
+    return store.state_db, parent.state_root, env, raws, cleanup
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=2_000)
+    parser.add_argument("--fleet", type=int, default=0,
+                        help="vehicles of a fleet in a LevelDB store (2,000 of them sign)")
+    parser.add_argument("--keep-dir", default=None, help="keep (and reuse) the fleet's store here")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--profile", action="store_true", help="print a cProfile of one warm run")
+    parser.add_argument("--profile", default=None, const="warm", nargs="?",
+                        help="print a cProfile of one run of this kind (default warm)")
     args = parser.parse_args(argv or [])
+    if args.fleet:
+        run_fleet(args)
+        return
     n = args.devices
 
     t0 = time.perf_counter()
@@ -122,11 +194,93 @@ def main(argv: list[str] | None = None) -> None:
     print(f"(best of {args.repeat}; {os.cpu_count()} CPUs, load average {load:.1f}; CPU time of "
           "this process, so other jobs on the machine inflate it only through shared caches)")
     if args.profile:
-        profile = cProfile.Profile()
-        profile.enable()
-        execute()
-        profile.disable()
-        pstats.Stats(profile).sort_stats("tottime").print_stats(20)
+        _profile({"warm": execute, "cold": cold, "restart": restart}[args.profile])
+
+
+def _profile(run) -> None:
+    profile = cProfile.Profile()
+    profile.enable()
+    run()
+    profile.disable()
+    pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+
+
+def run_fleet(args: argparse.Namespace) -> None:
+    """The 2,000-attestation block on a fleet of ``args.fleet`` vehicles."""
+    db, parent, env, raws, cleanup = fleet_block(args.fleet, args.keep_dir)
+    n = len(raws)
+    try:
+        roots = set()
+
+        def execute() -> None:
+            result = execute_block(OverlayDB(db), parent, env, BlockBody([], list(raws)))
+            assert len(result.attestations) == n, {c for _, c in result.attestation_results}
+            roots.add(result.state_root)
+
+        def no_layers() -> None:
+            trie.clear_slot_layers()
+
+        def unverified() -> None:
+            attestation._VERIFIED.clear()
+
+        def no_caches() -> None:
+            attestation._VERIFIED.clear()
+            trie.SHARED_NODES.clear()
+            trie.clear_slot_layers()
+
+        warmed = [0, 0.0]
+
+        def warmed_up() -> None:  # what the node does when it starts (node.node)
+            no_caches()
+            t0 = time.process_time()
+            warmed[0] = warm_system_storage(make_state(OverlayDB(db), parent, env))
+            warmed[1] = time.process_time() - t0
+
+        def restart() -> None:
+            no_caches()
+            execute()
+
+        atts = [attestation.decode_attestation(raw) for raw in raws]
+        work = [(a.signature, attestation.compute_signing_digest(a, env.chain_id)) for a in atts]
+
+        def recover() -> None:
+            for signature, digest in work:
+                PublicKey.from_signature_and_message(signature, digest, hasher=None)
+
+        restart()  # every signature verified once, every node read once: the warm-up
+        # (what to do untimed before, what is timed)
+        runs = {"recover": (None, recover), "restart": (no_caches, execute),
+                "warmed": (warmed_up, execute), "cold": (unverified, execute),
+                "fresh": (no_layers, execute), "warm": (None, execute)}
+        best = dict.fromkeys(runs, float("inf"))
+        for _ in range(args.repeat):  # interleaved: every figure sees the same machine
+            for name, (prepare, run) in runs.items():
+                if prepare is not None:
+                    prepare()
+                best[name] = min(best[name], _cpu(run))
+        assert len(roots) == 1, "every run must give the same state root"
+        rec = best["recover"]
+        print(f"fleet of {args.fleet:,} vehicles, a block of {n:,} attestations")
+        print(f"raw coincurve recovery of {n} signatures   {rec:7.3f} s CPU  ({n / rec:7.0f} /s)")
+        for name, label in (("warm", "pre-verified, slots in the layers"),
+                            ("fresh", "pre-verified, slots not in the layers"),
+                            ("cold", "signatures verified in execution, slots in layers"),
+                            ("restart", "just after a restart (no caches)"),
+                            ("warmed", "after a restart and the start's warm-up")):
+            sec = best[name]
+            print(f"{label:42s} {sec:7.3f} s CPU  ({n / sec:7.0f} /s)  = {sec / rec:5.2f} x recovery"
+                  f"  {1e3 * sec / n:6.3f} ms each")
+        print(f"(the start's warm-up: {warmed[0]:,} upper storage trie nodes decoded in "
+              f"{warmed[1]:.2f} s CPU)")
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"(best of {args.repeat}; {os.cpu_count()} CPUs, load average {load:.1f})")
+        if args.profile:
+            prepare, run = runs[args.profile]
+            if prepare is not None:
+                prepare()
+            _profile(run)
+    finally:
+        cleanup()
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ GENESIS_MS = 1_700_000_000_000
 PREFIX_NAMES = {b"b": "block", b"r": "receipts", b"e": "tx extras", b"l": "block events",
                 b"x": "tx index", b"a": "attestation index", b"X": "explorer index",
                 b"L": "log index", b"c": "commit", b"h": "height index", b"v": "validator set",
-                b"s": "flat snapshot"}
+                b"s": "flat snapshot", b"o": "flat storage snapshot"}
 
 
 # --- building the fleet through the modules' own functions ------------------------------

@@ -216,7 +216,8 @@ def cmd_db_check(args: argparse.Namespace) -> int:
     print(json.dumps({
         "ok": report.ok, "head": report.head, "state_root": "0x" + report.state_root.hex(),
         "trie_nodes": report.nodes, "accounts": report.accounts, "storage_slots": report.storage_slots,
-        "flat_accounts": report.flat_accounts, "flat_state": report.flat_state,
+        "flat_accounts": report.flat_accounts, "flat_slots": report.flat_slots,
+        "flat_state": report.flat_state,
         "problems": report.problems, "oldest_state": report.oldest_state,
     }, indent=2))
     return 0 if report.ok else 1

@@ -57,6 +57,7 @@ from vm.attestation import (
     compute_attestation_id,
     decode_attestation,
     open_commitment,
+    set_verified_capacity,
 )
 from vm.modules.telemetry import DEFERRED
 
@@ -180,6 +181,7 @@ class AttestationService:
         self.clock = clock
         self.counters = RejectCounters()
         self.pool = AttestationPool(chain_id, max_items=config.pool_max, counters=self.counters)
+        set_verified_capacity(config.pool_max)  # the memo holds what the pool may hold
         self.cache = AdmissionCache(store.state_db)
         self.workers: ProcessPoolChecker | None = None
         if config.verify_workers > 0:

@@ -24,6 +24,9 @@ TRIE = b"t"
 LEVELDB_BLOCK_CACHE = 64 * 2**20
 FLAT_ACCOUNT = b"s"  # s<keccak(address)> -> account RLP of the head state (vm.flat)
 FLAT_ROOT = b"S"  # the state root the s-entries hold; absent while they are rebuilt
+# o<keccak(address)><keccak(slot)> -> the storage slot's RLP in the head state (vm.flat)
+FLAT_SLOT = b"o"
+FLAT_SLOT_ROOT = b"O"  # the state root the o-entries hold; the snapshot is whole when O == S
 
 
 def _release_pinned_tries() -> None:
@@ -88,16 +91,21 @@ class Database:
 
 
 class FlatAccounts:
-    """The flat account snapshot on LevelDB (:class:`vm.flat.FlatReader`). ``root`` is
-    the state root the ``s`` entries hold, or None: not built yet, being rebuilt, or a
-    commit is rewriting them (see ``ChainStore.commit_block``)."""
+    """The flat state snapshot on LevelDB (:class:`vm.flat.FlatReader`): accounts and
+    storage slots. ``root`` is the state root the ``s`` and ``o`` entries hold, or None:
+    not built yet (a store from before the slot entries has ``S`` but no ``O``), being
+    rebuilt, or a commit is rewriting them (see ``ChainStore.commit_block``)."""
 
     def __init__(self, database: Database) -> None:
         self._get = database.db.get
-        self.root: bytes | None = database.db.get(FLAT_ROOT)
+        root = database.db.get(FLAT_ROOT)
+        self.root: bytes | None = root if root == database.db.get(FLAT_SLOT_ROOT) else None
 
     def account(self, hashed_address: bytes) -> bytes | None:
         return self._get(FLAT_ACCOUNT + hashed_address)
+
+    def slot(self, hashed_address: bytes, hashed_slot: bytes) -> bytes | None:
+        return self._get(FLAT_SLOT + hashed_address + hashed_slot)
 
 
 class StateDB(BaseDB):

@@ -2,9 +2,10 @@
 is present and hashes to its reference, every account's storage trie likewise, and
 every contract's code is present. Also checks the head block and its indexes agree; on a
 node that prunes (node.prune), the oldest state it claims to keep, walked the same way
-without entering the subtrees the head's walk checked; and that the flat account snapshot
-holds exactly the head's accounts: the trie root rebuilt from all its entries must equal
-the head's state root (a full check, not a sample)."""
+without entering the subtrees the head's walk checked; and that the flat state snapshot
+holds exactly the head's accounts and storage slots: the trie root rebuilt from all its
+account entries must equal the head's state root, and the root rebuilt from each
+account's slot entries its storage root (a full check, not a sample)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import rlp
 from eth.constants import BLANK_ROOT_HASH, EMPTY_SHA3
 from eth_hash.auto import keccak
 
-from node.db import FLAT_ACCOUNT
+from node.db import FLAT_ACCOUNT, FLAT_SLOT
 from node.store import ChainStore
 from vm.flat import trie_root_from_sorted
 
@@ -28,6 +29,7 @@ class CheckReport:
     storage_slots: int = 0
     oldest_state: int = 0  # the lowest height whose state is kept (checked too when below the head)
     flat_accounts: int = 0
+    flat_slots: int = 0
     flat_state: str = "ok"  # or "absent": not built yet (an upgraded node builds it at start)
     problems: list[str] = field(default_factory=list)
 
@@ -144,6 +146,42 @@ def check_flat_state(store: ChainStore, report: CheckReport) -> None:
         report.problems.append(
             f"flat account snapshot ({len(entries)} accounts) does not match the head's state trie "
             f"({report.accounts} accounts)")
+        return
+    check_flat_slots(store, report, {k: rlp.decode(v)[2] for k, v in entries})
+
+
+def check_flat_slots(store: ChainStore, report: CheckReport, storage_roots: dict[bytes, bytes]) -> None:
+    """Each account's slot entries rebuild its storage root; no entries of other accounts.
+    One account's entries in memory at a time (they come grouped, in key order)."""
+    done: set[bytes] = set()
+    current: bytes | None = None
+    items: list[tuple[bytes, bytes]] = []
+
+    def finish() -> None:
+        if current is None:
+            return
+        done.add(current)
+        if storage_roots.get(current) is None:
+            report.problems.append(f"flat storage snapshot has slots of a missing account {current.hex()}")
+        elif trie_root_from_sorted(items) != storage_roots[current]:
+            report.problems.append(
+                f"flat storage snapshot of account {current.hex()} ({len(items)} slots) does "
+                "not match its storage trie")
+
+    for key, value in store.db.iterator(prefix=FLAT_SLOT):
+        if len(key) != 65 or not value:
+            report.problems.append("flat storage snapshot has a malformed entry")
+            return
+        report.flat_slots += 1
+        hashed = key[1:33]
+        if hashed != current:
+            finish()
+            current, items = hashed, []
+        items.append((key[33:], value))
+    finish()
+    missing = [h for h, r in storage_roots.items() if r != BLANK_ROOT_HASH and h not in done]
+    if missing:
+        report.problems.append(f"flat storage snapshot lacks the slots of {len(missing)} accounts")
 
 
 def _is_leaf(encoded_path: bytes) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from pathlib import Path
 
 import trio
@@ -27,6 +28,7 @@ from node.webhooks import WebhookService, tls_context
 from p2p.identity import load_or_create_node_key, peer_id_of
 from p2p.topics import TopicName
 from vm.modules.params import get_param
+from vm.state import warm_system_storage
 
 log = logging.getLogger("motus.node")
 
@@ -51,6 +53,11 @@ class Node:
         self.attestations = AttestationService(self.store, self.chain_id, self.config.telemetry,
                                                self.home.signals)
         self.app = Application(self.store, self.mempool, attestation_pool=self.attestations)
+        # the first blocks' storage writes then find the upper trie levels decoded
+        started = time.monotonic()
+        warmed = warm_system_storage(self.app.head_state())
+        log.info("decoded %d upper storage trie nodes of the system modules in %.2f s",
+                 warmed, time.monotonic() - started)
         # developers' webhooks on signals (node/webhooks.py), kept in the home
         ca_file = self.config.webhooks.ca_file
         self.webhooks = WebhookService(

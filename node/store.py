@@ -7,6 +7,8 @@ Key layout (one-byte prefixes):
   t<key>            state trie nodes and code (see node.db.StateDB)
   s<keccak(addr)>   flat account snapshot of the head state: account RLP (vm.flat)
   S                 state root the s-entries hold (absent while they are rebuilt)
+  o<keccak(addr)><keccak(slot)>  flat storage snapshot of the head state: the slot's RLP
+  O                 state root the o-entries hold (the snapshot is used when O == S)
   h<height:8>       block hash at height
   b<hash>           block RLP
   c<height:8>       commit that finalised the block at height ("seen commit")
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 
 import rlp
 from eth.abc import ReceiptAPI
+from eth.constants import BLANK_ROOT_HASH
 from eth.vm.forks.cancun.receipts import CancunReceiptBuilder
 from rlp.sedes import Binary, CountableList, big_endian_int, binary
 
@@ -42,7 +45,7 @@ from genesis.builder import build_genesis
 from genesis.spec import GenesisSpec
 from node import explorer_index
 from node.block import EMPTY_COMMIT, Block
-from node.db import FLAT_ACCOUNT, FLAT_ROOT, TRIE, Database, StateDB
+from node.db import FLAT_ACCOUNT, FLAT_ROOT, FLAT_SLOT, FLAT_SLOT_ROOT, TRIE, Database, StateDB
 from node.logindex import LogIndex, put_block_logs
 from vm.block import Header
 from vm.db import OverlayDB
@@ -54,6 +57,7 @@ from vm.events import (
 )
 from vm.execute import BlockResult, encode_receipt
 from vm.flat import iter_trie_items
+from vm.state import decode_account
 
 PRIORITY_OFFSET = 2**127
 PRUNED_FLOOR = b"P"
@@ -129,7 +133,10 @@ class ChainStore:
                 wb.put(TRIE + k, v)
             for hashed, account in iter_trie_items(overlay.__getitem__, header.state_root):
                 wb.put(FLAT_ACCOUNT + hashed, account)
+                for slot, value in _storage_items(overlay.__getitem__, account):
+                    wb.put(FLAT_SLOT + hashed + slot, value)
             wb.put(FLAT_ROOT, header.state_root)
+            wb.put(FLAT_SLOT_ROOT, header.state_root)
             wb.put(b"b" + header.hash, block.encode())
             wb.put(b"h" + _h(0), header.hash)
             wb.put(b"v" + _h(1), encode_validator_set(valset))
@@ -151,26 +158,39 @@ class ChainStore:
         flat = self.state_db.flat
         flat.root = None
         self.db.delete(FLAT_ROOT, sync=True)
+        self.db.delete(FLAT_SLOT_ROOT, sync=True)
         wb = self.db.write_batch()
-        for n, (key, _) in enumerate(self.db.iterator(prefix=FLAT_ACCOUNT)):
-            wb.delete(key)
-            if n % batch_entries == batch_entries - 1:
-                wb.write()
-                wb = self.db.write_batch()
+        n = 0
+        for prefix in (FLAT_ACCOUNT, FLAT_SLOT):
+            for key in self.db.iterator(prefix=prefix, include_value=False):
+                wb.delete(key)
+                n += 1
+                if n % batch_entries == 0:
+                    wb.write()
+                    wb = self.db.write_batch()
         wb.write()
         root = self.head.state_root
-        count = 0
+        count = slots = 0
         wb = self.db.write_batch()
-        for hashed, account in iter_trie_items(self.state_db.__getitem__, root):
+        get = self.state_db.__getitem__
+        for hashed, account in iter_trie_items(get, root):
             wb.put(FLAT_ACCOUNT + hashed, account)
             count += 1
+            for slot, value in _storage_items(get, account):
+                wb.put(FLAT_SLOT + hashed + slot, value)
+                slots += 1
+                if slots % batch_entries == 0:
+                    wb.write()
+                    wb = self.db.write_batch()
             if count % batch_entries == 0:
                 wb.write()
                 wb = self.db.write_batch()
         wb.write()
+        self.db.put(FLAT_SLOT_ROOT, root, sync=True)
         self.db.put(FLAT_ROOT, root, sync=True)
         flat.root = root
-        log.info("flat account snapshot built: %d accounts in %.1f s", count, time.monotonic() - started)
+        log.info("flat state snapshot built: %d accounts, %d storage slots in %.1f s",
+                 count, slots, time.monotonic() - started)
         return count
 
     # --- reads ---------------------------------------------------------------------
@@ -309,9 +329,29 @@ class ChainStore:
                         wb.delete(FLAT_ACCOUNT + hashed)
                     else:
                         wb.put(FLAT_ACCOUNT + hashed, account)
+                for hashed, storage_root in flat_diff.wiped.items():
+                    # a wiped storage (rare: an account deleted, a contract created
+                    # over one): its entries replaced by the final trie's, which holds
+                    # only what was written since the wipe
+                    for key in self.db.iterator(prefix=FLAT_SLOT + hashed, include_value=False):
+                        wb.delete(key)
+                    if storage_root != BLANK_ROOT_HASH:
+                        for slot, value in iter_trie_items(overlay.__getitem__, storage_root):
+                            wb.put(FLAT_SLOT + hashed + slot, value)
+                for hashed, slots in flat_diff.slots.items():
+                    if hashed in flat_diff.wiped:
+                        continue
+                    prefix = FLAT_SLOT + hashed
+                    for slot, value in slots.items():
+                        if value:
+                            wb.put(prefix + slot, value)
+                        else:
+                            wb.delete(prefix + slot)
                 wb.put(FLAT_ROOT, block.header.state_root)
+                wb.put(FLAT_SLOT_ROOT, block.header.state_root)
             else:
                 wb.delete(FLAT_ROOT)
+                wb.delete(FLAT_SLOT_ROOT)
             wb.put(b"b" + bh, block.encode())
             wb.put(b"h" + _h(height), bh)
             wb.put(b"c" + _h(height), commit.encode())
@@ -351,6 +391,14 @@ class ChainStore:
     def put_commit(self, height: int, commit: Commit) -> None:
         """Replace the stored commit of a block (e.g. with a fuller one); never changes the block."""
         self.database.put(b"c" + _h(height), commit.encode())
+
+
+def _storage_items(get, account: bytes):
+    """Every (hashed slot, RLP) of the account's storage trie, in key order."""
+    storage_root = decode_account(account).storage_root
+    if storage_root == BLANK_ROOT_HASH:
+        return iter(())
+    return iter_trie_items(get, storage_root)
 
 
 def encode_validator_set(vs: ValidatorSet) -> bytes:

@@ -319,8 +319,30 @@ def verify_signature(att: Attestation, chain_id: int) -> None:
 # check). The id is the hash of every byte, signature included, so a hit proves the
 # same checks passed before and decoding the same bytes gives the same record again;
 # results are unchanged, only time is saved.
+# Bounded by the attestation pool's capacity (``telemetry.pool_max``, 100,000 by default;
+# the node sets it with set_verified_capacity): every pending attestation keeps its entry
+# until a block executes it; each entry is ~650 bytes (the id and the decoded record),
+# ~65 MB when full. When full, the oldest tenth goes (those most likely already
+# included): dropping a pending attestation's entry only costs its signature check again.
 _VERIFIED: dict[bytes, Attestation | None] = {}
-_VERIFIED_MAX = 200_000
+_VERIFIED_MAX = 100_000
+VERIFIED_MIN = 1_000  # (the memo must hold at least a block's attestations to be of use)
+
+
+def set_verified_capacity(pool_capacity: int) -> None:
+    """Size the verified-id memo to the attestation pool's capacity (at least
+    VERIFIED_MIN entries); entries beyond the new size go, oldest first."""
+    global _VERIFIED_MAX
+    _VERIFIED_MAX = max(VERIFIED_MIN, pool_capacity)
+    _make_room()
+
+
+def _make_room() -> None:
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        drop = max(1, _VERIFIED_MAX // 10, len(_VERIFIED) - _VERIFIED_MAX + 1)
+        # dicts keep insertion order: the first keys are the oldest
+        for key in list(_VERIFIED)[:drop]:
+            del _VERIFIED[key]
 
 
 def _verified_key(att_id: bytes, chain_id: int) -> bytes:
@@ -330,10 +352,7 @@ def _verified_key(att_id: bytes, chain_id: int) -> bytes:
 def mark_verified(att_id: bytes, chain_id: int) -> None:
     """Record that the attestation with ``att_id`` passed :func:`check_stateless` for
     ``chain_id`` (used when a worker process did the check)."""
-    if len(_VERIFIED) >= _VERIFIED_MAX:
-        # drop the oldest half: dicts keep insertion order
-        for key in list(_VERIFIED)[: _VERIFIED_MAX // 2]:
-            del _VERIFIED[key]
+    _make_room()
     _VERIFIED[_verified_key(att_id, chain_id)] = None
 
 
@@ -359,9 +378,7 @@ def check_stateless(raw: bytes, chain_id: int, att_id: bytes | None = None) -> A
     if known is _UNSEEN:
         att = decode_attestation(raw)
         verify_signature(att, chain_id)
-        if len(_VERIFIED) >= _VERIFIED_MAX:
-            for old in list(_VERIFIED)[: _VERIFIED_MAX // 2]:  # the oldest half
-                del _VERIFIED[old]
+        _make_room()
         _VERIFIED[key] = att
         return att
     if known is None:  # verified by a worker process: decoded here the first time

@@ -25,24 +25,34 @@ from vm.trie import DISCARD, NODE_EXTENSION, NODE_LEAF, TrieNodes, update_trie
 
 
 class FlatReader(Protocol):
-    """The head state's accounts by hashed address. ``root`` is the state root they are
-    the accounts of; it is ``None`` while a commit is rewriting them, so a reader that
-    checks ``root`` before and after a read never takes a value of another state."""
+    """The head state's accounts by hashed address, and their storage slots. ``root`` is
+    the state root they are the accounts of; it is ``None`` while a commit is rewriting
+    them, so a reader that checks ``root`` before and after a read never takes a value
+    of another state."""
 
     root: bytes | None
 
     def account(self, hashed_address: bytes) -> bytes | None:
         """The account's RLP, or None if the account does not exist."""
 
+    def slot(self, hashed_address: bytes, hashed_slot: bytes) -> bytes | None:
+        """The storage slot's RLP (the value its storage trie holds at ``hashed_slot``),
+        or None if the slot is empty."""
+
 
 @dataclass
 class FlatDiff:
-    """What a block changed in the flat accounts: hashed address -> new RLP (None when
-    deleted), from the state ``parent_root`` to ``root``."""
+    """What a block changed in the flat snapshot, from the state ``parent_root`` to
+    ``root``: ``accounts``: hashed address -> new RLP (None when deleted); ``slots``:
+    hashed address -> hashed slot -> new RLP (b"" when emptied); ``wiped``: hashed
+    address -> the account's storage root at ``root``, for an account whose storage was
+    wiped (its slot entries are replaced by that trie's)."""
 
     parent_root: bytes
     root: bytes
     accounts: dict[bytes, bytes | None] = field(default_factory=dict)
+    slots: dict[bytes, dict[bytes, bytes]] = field(default_factory=dict)
+    wiped: dict[bytes, bytes] = field(default_factory=dict)
 
 
 def flat_reader_of(db: object) -> FlatReader | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import rlp
 from eth.abc import AtomicDatabaseAPI
@@ -32,7 +33,7 @@ from vm.crypto import keccak256
 from vm.errors import MalformedTransaction
 from vm.flat import FlatDiff, flat_reader_of, publish_diff
 from vm.modules import SYSTEM_MODULES
-from vm.trie import FastAccountStorageDB, TrieNodes, update_trie
+from vm.trie import FastAccountStorageDB, TrieNodes, update_trie, warm_shared_nodes
 
 TransactionBuilder = CancunTransactionBuilder
 _UINT256_LIMIT = 2**256
@@ -127,6 +128,11 @@ class MotusAccountDB(AccountDB):
         self._flat_reader = reader
         self._flat_base = state_root
         self._flat_changed: dict[bytes, bytes | None] = {}
+        # storage changed since the snapshot's root: address -> hashed slot -> RLP (b""
+        # emptied), and the addresses whose storage went through a wipe (read from the
+        # trie from then on, rewritten whole in the snapshot by the node's commit)
+        self._flat_slots: dict[bytes, dict[bytes, bytes]] = {}
+        self._flat_wiped: set[bytes] = set()
         # the root that snapshot + _flat_changed hold, None when the trie is the source
         self._flat_root: bytes | None = (
             state_root if reader is not None and reader.root == state_root else None)
@@ -171,6 +177,40 @@ class MotusAccountDB(AccountDB):
             self._flat_root = None
         AccountDB.state_root.fset(self, value)  # type: ignore[attr-defined]
 
+    def flat_slot(self, address: bytes, hashed_address: bytes, hashed_slot: bytes) -> bytes | None:
+        """The storage slot's RLP (b"" when empty) in this state, from the flat snapshot
+        and this state's own persisted storage changes, or None when the snapshot cannot
+        answer (another root, the head moved on, the storage was wiped): the trie then
+        answers. Only for storage created on this state's current root (vm.trie's
+        FastStorageLookup, which asks after its own pending writes)."""
+        if self._flat_root is None or address in self._flat_wiped:
+            return None
+        changed = self._flat_slots.get(address)
+        if changed is not None:
+            value = changed.get(hashed_slot)
+            if value is not None:
+                return value
+        reader, base = self._flat_reader, self._flat_base
+        if reader is None or reader.root != base:
+            return None
+        value = reader.slot(hashed_address, hashed_slot)
+        if reader.root != base:  # a commit rewrote the snapshot meanwhile
+            return None
+        return value or b""
+
+    def _note_flat_storage(self) -> None:
+        """Record the storage changes the dirty stores are about to persist."""
+        for address, store in self._dirty_account_stores():
+            lookup: Any = getattr(store, "_storage_lookup", None)
+            if getattr(lookup, "_wiped", True) or lookup._write_trie is not None:
+                self._flat_wiped.add(address)  # (py-evm's own storage: treated alike)
+                self._flat_slots.pop(address, None)
+            elif lookup._pending and address not in self._flat_wiped:
+                slots = self._flat_slots.get(address)
+                if slots is None:
+                    slots = self._flat_slots[address] = {}
+                slots.update(lookup._pending)
+
     def make_state_root(self) -> Hash32:
         """py-evm's make_state_root, with the account trie updated in one pass over the
         block's changed accounts sorted by hashed address (vm.trie.update_trie)
@@ -178,6 +218,8 @@ class MotusAccountDB(AccountDB):
         encodings and hashes."""
         for _address, store in self._dirty_account_stores():
             store.make_storage_root()
+        if self._flat_root is not None:
+            self._note_flat_storage()
         for address, storage_root in self._get_changed_roots():
             if self.account_exists(address) or storage_root != BLANK_ROOT_HASH:
                 self._set_storage_root(address, storage_root)
@@ -204,7 +246,10 @@ class MotusAccountDB(AccountDB):
         if self._flat_root is not None:
             self._flat_changed.update(changes)
             self._flat_root = root
-            publish_diff(self._flat_db, FlatDiff(self._flat_base, root, dict(self._flat_changed)))
+            publish_diff(self._flat_db, FlatDiff(
+                self._flat_base, root, dict(self._flat_changed),
+                {keccak256(a): dict(v) for a, v in self._flat_slots.items()},
+                {keccak256(a): bytes(self._get_storage_root(Address(a))) for a in self._flat_wiped}))
         return root
 
     # Storage reads and writes by system modules run thousands of times a block: the same
@@ -236,6 +281,11 @@ class MotusAccountDB(AccountDB):
         if store is None:
             store = self._account_stores[address] = FastAccountStorageDB(
                 self._raw_store_db, self._get_storage_root(address), address)
+            if self._flat_root is not None and address not in self._flat_wiped:
+                # on the snapshot's root (with this state's changes): slot reads the
+                # layers miss come from the snapshot, one lookup instead of a trie walk
+                lookup = store._storage_lookup
+                lookup._flat, lookup._flat_address = self, keccak256(address)
         return store
 
 
@@ -304,3 +354,17 @@ def decode_transaction(raw: bytes):
 
 def system_addresses() -> Iterable[bytes]:
     return SYSTEM_MODULES.keys()
+
+
+# The upper levels of the system modules' storage tries decoded at start (a full level
+# 3 of a large trie is 4,096 nodes, level 4 65,536: levels 0-3 of the large ones fit).
+STARTUP_WARM_NODES = 20_000
+
+
+def warm_system_storage(state: MotusState, max_nodes: int = STARTUP_WARM_NODES) -> int:
+    """Decode the upper levels of every system module's storage trie in ``state`` into the
+    shared node cache (vm.trie.warm_shared_nodes); returns the number of nodes."""
+    adb: Any = state._account_db
+    roots = [bytes(adb._get_storage_root(Address(a))) for a in system_addresses()]
+    return warm_shared_nodes(adb._raw_store_db, roots, max_nodes)
+

@@ -188,6 +188,34 @@ class TrieNodes:
                 yield from self._leaves(child, prefix + _HEX[i])
 
 
+def warm_shared_nodes(db: Any, roots: Iterable[bytes], max_nodes: int) -> int:
+    """Decode the upper levels of the tries at ``roots`` into :data:`SHARED_NODES`, level
+    by level across all of them, stopping before a level that would take the total past
+    ``max_nodes``; returns the number of nodes decoded. A node that has just started
+    (no decoded nodes) thus pays for the upper levels of its system modules' storage
+    tries, which every block's writes walk, once at start rather than in its first
+    blocks. Nodes missing from ``db`` are skipped (a pruned or partial store)."""
+    nodes = TrieNodes(db, SHARED_MAX_NODES, SHARED_NODES)
+    level = [r for r in roots if r != BLANK_ROOT]
+    done = 0
+    while level and done + len(level) <= max_nodes:
+        below: list[Any] = []
+        for ref in level:
+            try:
+                node = nodes.node(ref)
+            except KeyError:
+                continue
+            done += 1
+            if node is None:
+                continue
+            if node[0] == _BRANCH:
+                below.extend(c for c in node[1] if type(c) is bytes)
+            elif node[0] == _EXT and type(node[2]) is bytes:
+                below.append(node[2])
+        level = below
+    return done
+
+
 # --- batch writing ---------------------------------------------------------------
 # The one trie writer of the node (storage tries, the account trie, whole tries built
 # from scratch): the changed keys, sorted, are applied in one walk down the trie, each
@@ -214,7 +242,8 @@ def _rlp_bytes(item: bytes) -> bytes:
 
 
 _STRING_PREFIX = tuple(bytes((0x80 + n,)) for n in range(56))
-_LIST_PREFIX = tuple(bytes((0xC0 + n,)) for n in range(56))
+# list prefixes by payload length, up to the largest branch (16 hashes and a value)
+_LIST_PREFIX = tuple(rlp_length_prefix(n, 0xC0) for n in range(1024))
 
 
 def encode_node(node: Any) -> bytes:
@@ -222,9 +251,19 @@ def encode_node(node: Any) -> bytes:
     Written out without helper calls: every new node of every block is encoded here."""
     kind = node[0]
     if kind == _BRANCH:
-        payload = b"".join([
-            b"\x80" if c is None else b"\xa0" + c if type(c) is bytes else encode_node(c)
-            for c in node[1]]) + _rlp_bytes(node[2])
+        parts: list[bytes] = []
+        add = parts.append
+        for c in node[1]:
+            if c is None:
+                add(b"\x80")
+            elif type(c) is bytes:
+                add(b"\xa0")
+                add(c)
+            else:
+                add(encode_node(c))
+        value = node[2]
+        add(_rlp_bytes(value) if value else b"\x80")
+        payload = b"".join(parts)
     else:
         path = node[1]
         if kind == _LEAF:
@@ -242,7 +281,7 @@ def encode_node(node: Any) -> bytes:
         else:
             payload = rlp_length_prefix(n, 0x80) + hp + tail
     n = len(payload)
-    return (_LIST_PREFIX[n] if n < 56 else rlp_length_prefix(n, 0xC0)) + payload
+    return (_LIST_PREFIX[n] if n < 1024 else rlp_length_prefix(n, 0xC0)) + payload
 
 
 # nibble -> the smallest string above every key with this nibble at a given depth:
@@ -354,6 +393,7 @@ class _Writer:
             value = values[i]
             i += 1
         cached = self.nodes._nodes
+        olds = self.olds
         below = depth + 1
         while i < hi:
             key = keys[i]
@@ -363,13 +403,22 @@ class _Writer:
             child = children[slot]
             if j == i + 1 and type(child) is bytes:
                 # the usual case, one key changed below a stored leaf of its own: the new
-                # leaf without a call down (what update does for it)
+                # leaf without a call down (what update does for it), the old leaf known
+                # decoded or from its old value (as resolve knows it)
                 node = cached.get(child)
-                if node is not None and node[0] == _LEAF and node[1] == key[below:]:
-                    new = values[i]
-                    children[slot] = (_LEAF, node[1], new) if new else None
-                    i = j
-                    continue
+                if node is None and olds is not None:
+                    old = olds.get(key)
+                    if old:
+                        guess = (_LEAF, key[below:], old)
+                        node = (guess if keccak256(encode_node(guess)) == child
+                                else self.nodes.node(child))
+                if node is not None:
+                    if node[0] == _LEAF and node[1] == key[below:]:
+                        new = values[i]
+                        children[slot] = (_LEAF, node[1], new) if new else None
+                        i = j
+                        continue
+                    child = node  # decoded: the call down need not resolve it again
             children[slot] = self.update(child, keys, values, i, j, below)
             i = j
         empty = children.count(None)
@@ -577,6 +626,13 @@ class FastStorageLookup(StorageLookup):
 
     _pending: dict[bytes, bytes] | None = None
     _fast_result: tuple[bytes, MutableMapping[bytes, bytes]] | None = None
+    # The account state this storage belongs to while it stands on the node's flat
+    # snapshot (vm.state.MotusAccountDB.flat_slot answers, or None when it cannot), and
+    # whether the storage went through py-trie (a wipe, even one rolled back): its slots
+    # are then rewritten in the snapshot from the final trie.
+    _flat: Any = None
+    _flat_address = b""  # keccak(address)
+    _wiped = False
 
     def _nodes(self) -> TrieNodes:
         return TrieNodes(self._db, SHARED_MAX_NODES, SHARED_NODES)
@@ -594,6 +650,12 @@ class FastStorageLookup(StorageLookup):
             value = _layer_value(root, hashed)
             if value is not None:
                 return value
+            flat = self._flat
+            if flat is not None:
+                value = flat.flat_slot(self._address, self._flat_address, hashed)
+                if value is not None:
+                    _remember_read(root, hashed, value)
+                    return value
             try:
                 value = self._nodes().get(root, hashed)
             except KeyError:  # a missing node: let py-trie raise its own error
@@ -643,8 +705,15 @@ class FastStorageLookup(StorageLookup):
 
     def _fast(self) -> tuple[bytes, MutableMapping[bytes, bytes]]:
         if self._fast_result is None:
-            self._fast_result = update_trie(self._nodes(), self._starting_root_hash,
-                                            sorted((self._pending or {}).items()))
+            root, pending = self._starting_root_hash, self._pending or {}
+            # the values the block read before writing (the root's slot layer keeps
+            # them): the writer then knows each changed leaf without reading it
+            olds = {}
+            for hashed in pending:
+                old = _layer_value(root, hashed)
+                if old:
+                    olds[hashed] = old
+            self._fast_result = update_trie(self._nodes(), root, sorted(pending.items()), olds)
         return self._fast_result
 
     @property
@@ -673,6 +742,7 @@ class FastStorageLookup(StorageLookup):
 
     def new_trie(self) -> int:
         self._flush()
+        self._wiped = True
         return super().new_trie()
 
     def rollback_trie(self, trie_index: int) -> None:

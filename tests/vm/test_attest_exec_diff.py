@@ -48,6 +48,8 @@ class ReferenceView(TelemetryView):
         if periods is None:
             periods = self._periods[att.vehicle_id] = identity.ownership_periods(
                 self.state, att.vehicle_id)
+        if identity.period_count(self.state, att.vehicle_id) == 1:
+            return  # one recorded period: counted by the epoch counters alone (docs/telemetry.md)
         period = identity.period_at(periods, att.timestamp_ms)
         if period is None:
             return

@@ -258,3 +258,25 @@ def test_payload_opens_the_commitment_only_with_salt_and_consistent_cells():
         with pytest.raises(SignalsError) as exc:
             _opened(**bad)
         assert exc.value.code == "bad_payload", bad
+
+
+def test_verified_memo_is_sized_to_the_pool_and_drops_the_oldest() -> None:
+    from vm import attestation as memo
+
+    saved = memo._VERIFIED_MAX
+    try:
+        memo._VERIFIED.clear()
+        memo.set_verified_capacity(10)  # below the floor: a block's worth at least
+        assert memo._VERIFIED_MAX == memo.VERIFIED_MIN == 1_000
+        ids = [i.to_bytes(32, "big") for i in range(1_050)]
+        for att_id in ids:
+            memo.mark_verified(att_id, 7)
+        assert len(memo._VERIFIED) <= 1_000
+        assert memo.is_verified(ids[-1], 7) and not memo.is_verified(ids[0], 7)
+        assert memo.is_verified(ids[200], 7)  # a tenth goes at a time, not half
+        memo.set_verified_capacity(1_000)
+        memo.set_verified_capacity(100_000)
+        assert memo._VERIFIED_MAX == 100_000 and memo.is_verified(ids[-1], 7)
+    finally:
+        memo._VERIFIED.clear()
+        memo._VERIFIED_MAX = saved

@@ -8,9 +8,10 @@ import pytest
 from tests.vm.test_rewards_telemetry import Road, new_fleet, owner_key
 from vm.epoch import get_epoch, get_epoch_start
 from vm.modules import SYSTEM_MODULES, addresses
+from vm.modules.base import Store, mapping_slot
 from vm.modules.identity import get_vehicle, ownership_periods, period_at
 from vm.modules.rewards import get_vehicle_reward
-from vm.modules.telemetry import get_period_counts, get_vehicle_epoch
+from vm.modules.telemetry import SLOT_PERIOD_EPOCH, get_period_counts, get_vehicle_epoch
 from vm.scoring import compute_owner_split
 
 pytestmark = pytest.mark.skipif(addresses.TELEMETRY not in SYSTEM_MODULES,
@@ -65,3 +66,20 @@ def test_mid_epoch_sale_splits_the_reward_by_the_data_each_owner_produced() -> N
     assert r.shares == ((seller, 429), (buyer, 572))  # 3/7 and 4/7, remainder to the buyer
     gained = {who: chain.state().get_balance(who) - before[who] for who in (seller, buyer)}
     assert gained == {seller: 429, buyer: 572}
+
+
+def test_one_period_counts_are_not_stored_and_survive_a_later_sale() -> None:
+    """While the vehicle has one ownership period its per-period count is the epoch's
+    accepted count (no slot written); a sale after the readings keeps them the seller's."""
+    fleet, road = new_fleet(1)
+    chain, vid = fleet.chain, fleet.vehicle_ids[0]
+    seller = get_vehicle(chain.state(), vid).owner
+    epoch = get_epoch(chain.state())
+    _attest(road, 3)
+    store = Store(chain.state(), addresses.TELEMETRY)
+    assert store.load(mapping_slot(SLOT_PERIOD_EPOCH, epoch, vid, 0)) == 0
+    assert get_period_counts(chain.state(), epoch, vid) == {0: 3}
+    fleet.identity.send(owner_key(fleet, seller), "transferFrom", "0x" + seller.hex(),
+                        "0x" + chain.accounts[9][0].hex(), vid)
+    assert len(ownership_periods(chain.state(), vid)) == 2
+    assert get_period_counts(chain.state(), epoch, vid) == {0: 3}

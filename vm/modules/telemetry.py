@@ -31,7 +31,10 @@ Storage layout of the telemetry account (Solidity mapping slots, see
 - slot 7: number of deny-list changes so far
 - ``mapping_slot(8, epoch, vehicle_id, period_index)``: accepted attestations of the
   vehicle in the epoch produced (device time) in that ownership period
-  (:func:`vm.modules.identity.period_at`); rewards split by these counts
+  (:func:`vm.modules.identity.period_at`), counted only while the vehicle has more than
+  one recorded period; those accepted while it had exactly one (period 0) are not
+  written: period 0's count is its stored count plus the epoch's accepted count minus
+  the sum of the stored counts (:func:`get_period_counts`; rewards split by these)
 """
 
 from __future__ import annotations
@@ -175,15 +178,24 @@ def get_vehicle_epoch(state: StateAPI, epoch: int, vehicle_id: int) -> VehicleEp
 
 def get_period_counts(state: StateAPI, epoch: int, vehicle_id: int) -> dict[int, int]:
     """Accepted attestations of ``vehicle_id`` in ``epoch`` per ownership period index
-    (periods with none left out): who produced the epoch's data."""
+    (periods with none left out): who produced the epoch's data. The attestations
+    accepted while the vehicle had one recorded period are not stored per period (one
+    write less per attestation): they are the epoch's accepted count minus the stored
+    counts, and all in period 0, the only period there was then."""
     from vm.modules import identity  # sibling module: imported at use
 
     st = _store(state)
     out = {}
-    for period in identity.ownership_periods(state, vehicle_id):
+    stored = 0
+    periods = identity.ownership_periods(state, vehicle_id)
+    for period in periods:
         n = st.load(mapping_slot(SLOT_PERIOD_EPOCH, epoch, vehicle_id, period.index))
         if n:
             out[period.index] = n
+            stored += n
+    implicit = get_vehicle_epoch(state, epoch, vehicle_id).accepted - stored
+    if implicit > 0 and periods:
+        out[0] = out.get(0, 0) + implicit
     return out
 
 
@@ -572,7 +584,9 @@ class TelemetryView:
             periods = self._periods[att.vehicle_id] = (
                 _ONLY_PERIOD if identity.period_count(self.state, att.vehicle_id) == 1
                 else identity.ownership_periods(self.state, att.vehicle_id))
-        index = 0 if periods is _ONLY_PERIOD else _period_index(periods, att.timestamp_ms)
+        if periods is _ONLY_PERIOD:
+            return  # period 0's share of the epoch's accepted count: not stored (get_period_counts)
+        index = _period_index(periods, att.timestamp_ms)
         if index is None:  # pragma: no cover - a paired device implies a minted vehicle
             return
         key = (att.vehicle_id, index)
