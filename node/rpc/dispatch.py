@@ -63,8 +63,9 @@ def _dumps(doc: Any) -> bytes:
     header ~2 us instead of ~30 us); integers beyond 64 bits and non-string keys, which
     it refuses, go through json's encoder, which writes them as before. Differences a
     JSON parser does not see: non-ASCII characters are sent as UTF-8, not ``\\u``
-    escapes, and a non-finite float (no handler returns one) becomes ``null``, as in
-    JavaScript's JSON.stringify, instead of failing the call (docs/rpc.md)."""
+    escapes, and a non-finite float (a device may sign a NaN signal value) becomes
+    ``null``, as in JavaScript's JSON.stringify, where json failed the whole call with
+    -32603 (docs/rpc.md)."""
     try:
         return orjson.dumps(doc)
     except TypeError:
