@@ -26,7 +26,10 @@ import json
 import re
 from typing import Any
 
-import orjson
+try:
+    import orjson
+except ImportError:  # codec without the node's dependencies (the SDK alone): json only
+    orjson = None  # type: ignore[assignment]
 
 from codec.errors import JSONParseError
 
@@ -100,7 +103,8 @@ def parse_json(data: bytes | str, *, max_bytes: int | None, max_depth: int = MAX
             raw = text.encode("utf-8")  # type: ignore[union-attr]
         except UnicodeEncodeError:
             raise JSONParseError("json_malformed", "JSON text is not valid Unicode") from None
-    if _bracket_fault(raw, max_depth) is None and _LONG_NUMBER.search(raw) is None:
+    if (orjson is not None and _bracket_fault(raw, max_depth) is None
+            and _LONG_NUMBER.search(raw) is None):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:

@@ -127,3 +127,14 @@ def test_the_fast_parser_refuses_what_json_refuses(text: bytes) -> None:
     with pytest.raises(JSONParseError) as err:
         parse_json(text, max_bytes=None)
     assert err.value.code == "json_malformed"
+
+
+def test_without_orjson_json_alone_parses(monkeypatch) -> None:
+    """codec is also used without the node's dependencies (the SDK): json alone."""
+    import codec.json
+
+    monkeypatch.setattr(codec.json, "orjson", None)
+    assert parse_json(b'{"id": 18446744073709551616, "a": [1.5, "x"]}', max_bytes=None) == {
+        "id": 18446744073709551616, "a": [1.5, "x"]}
+    with pytest.raises(JSONParseError):
+        parse_json(b"[1,]", max_bytes=None)
