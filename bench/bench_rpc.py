@@ -10,10 +10,11 @@ http: a real node process (one validator, making blocks) serves the cheap reads 
 ``CHEAP`` to ``--clients`` keep-alive connections, driven by two load processes that
 send pre-encoded requests with raw sockets (so the clients cost little of the
 machine), as single requests and as JSON-RPC batches of ``--batch`` calls, on a node
-with the answer cache off and on one with it on (see ``http_part``). The baseline is
-the same method's handler called in a loop in this process on a node of the same
-genesis with the same parameters (``handler``, CPU time), against the node's CPU time
-per call. Goal: HTTP rate >= 0.5 of the handler rate.
+with the answer cache off (account reads spread over ``ACCOUNTS`` distinct accounts)
+and on one with it on (see ``http_part``). The baseline is the same method's handler
+called in a loop in this process on a node of the same genesis with the same
+parameters (``handler``, CPU time), against the node's CPU time per call. Goal: HTTP
+rate >= 0.5 of the handler rate.
 
 logs: a 10,000-block chain with random logs (tests/logchain.py: real LevelDB, blocks
 committed through ``ChainStore.commit_block``, so with the index the node writes),
@@ -65,20 +66,25 @@ def request_bytes(port: int, method: str, params: list) -> bytes:
             b"content-length: %d\r\n\r\n%s" % (port, len(body), body))
 
 
-def hammer(port: int, request: bytes | list[bytes], connections: int, duration: float, out) -> None:
+def hammer(port: int, request: bytes | list[bytes], connections: int, duration: float, out,
+           offset: int = 0) -> None:
     """Keep ``connections`` keep-alive connections busy with ``request`` (one in flight
-    each; with a list, connection i sends ``request[i % len]``) for ``duration``
-    seconds; put (answers, errors, seconds) on ``out``."""
+    each; with a list, connection i sends ``request[(offset + i) % len]``, or, when the
+    list is longer than the connections, cycles through every ``connections``-th of
+    it from there) for ``duration`` seconds; put (answers, errors, seconds) on ``out``."""
     requests = request if isinstance(request, list) else [request]
     sel = selectors.DefaultSelector()
     bufs: dict[socket.socket, bytearray] = {}
-    mine: dict[socket.socket, bytes] = {}
+    cycles: dict[socket.socket, list[bytes]] = {}
+    turn: dict[socket.socket, int] = {}
     for i in range(connections):
         s = socket.create_connection(("127.0.0.1", port))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.setblocking(False)
-        mine[s] = requests[i % len(requests)]
-        s.send(mine[s])
+        first = (offset + i) % len(requests)
+        cycles[s] = requests[first::connections] if len(requests) > connections else [requests[first]]
+        turn[s] = 0
+        s.send(cycles[s][0])
         bufs[s] = bytearray()
         sel.register(s, selectors.EVENT_READ)
     done = errors = 0
@@ -105,7 +111,9 @@ def hammer(port: int, request: bytes | list[bytes], connections: int, duration: 
                     errors += 1
                 del buf[:end + 4 + length]
                 done += 1
-                s.sendall(mine[s])
+                turn[s] += 1
+                mine = cycles[s]
+                s.sendall(mine[turn[s] % len(mine)])
     elapsed = time.monotonic() - began
     for s in bufs:
         s.close()
@@ -118,8 +126,9 @@ def http_rate(port: int, requests: list[bytes], clients: int, duration: float,
     connection i of each load process sending ``requests[i % len]``."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    workers = [ctx.Process(target=hammer, args=(port, requests, max(1, clients // procs), duration, out))
-               for _ in range(procs)]
+    per = max(1, clients // procs)
+    workers = [ctx.Process(target=hammer, args=(port, requests, per, duration, out, k * per))
+               for k in range(procs)]
     for w in workers:
         w.start()
     results = [out.get(timeout=duration + 60) for _ in workers]
@@ -155,7 +164,7 @@ def in_process_rates(home: Path, method: str, calls: list[list], seconds: float 
         def loop(fn) -> float:
             n, t0 = 0, time.process_time()
             while True:
-                for i in range(200):
+                for i in range(n, n + 200):  # every call of ``calls`` in turn
                     fn(i)
                 n += 200
                 if (elapsed := time.process_time() - t0) >= seconds:
@@ -169,7 +178,7 @@ def in_process_rates(home: Path, method: str, calls: list[list], seconds: float 
         async def dispatch_rate() -> float:
             n, t0 = 0, time.process_time()
             while True:
-                for i in range(200):
+                for i in range(n, n + 200):
                     await dispatcher.handle(bodies[i % len(bodies)], transport="http",
                                             client="127.0.0.1")
                 n += 200
@@ -205,12 +214,16 @@ def batch_bytes(port: int, method: str, calls: list[list]) -> bytes:
             b"content-length: %d\r\n\r\n%s" % (port, len(body), body))
 
 
-def batch_calls(method: str, params: list, size: int) -> list[list]:
-    """``size`` calls of ``method`` for one batch: distinct accounts where the method
-    takes one (so no two calls share an answer), else ``params`` repeated."""
+ACCOUNTS = 8192  # distinct accounts read, 4x py-evm's account cache (an LRU of 2,048)
+
+
+def distinct_calls(method: str, params: list, count: int = ACCOUNTS) -> list[list]:
+    """Calls of ``method`` on ``count`` distinct accounts where it takes one (no two
+    share an answer, and the head view's account cache misses nearly always), else
+    ``params`` alone."""
     if method in ("eth_getBalance", "eth_getTransactionCount"):
-        return [["0x%040x" % (0x1000 + i), "latest"] for i in range(size)]
-    return [params] * size
+        return [["0x%040x" % (0x1000 + i), "latest"] for i in range(count)]
+    return [params]
 
 
 def http_part(clients: int, duration: float, batch: int = 20) -> None:
@@ -218,26 +231,25 @@ def http_part(clients: int, duration: float, batch: int = 20) -> None:
     so the other processes sharing the machine (the load generator, other jobs) change
     neither much. The wall-clock rate is printed too, for what this machine gave.
 
-    Each method is measured as single requests (every connection asking the same
-    call) and as JSON-RPC batches of ``batch`` calls (distinct accounts where the
-    method takes one), on a node with the answer cache off (every call runs its
-    handler: the honest comparison with the handler) and on one with it on (the
-    default; identical calls on one head are answered from the cache, which is what
-    many clients polling the same reads get)."""
-    from tests.procs import motus
+    Each method is measured as single requests and as JSON-RPC batches of ``batch``
+    calls, on a node with the answer cache off and on one with it on (the default).
+    Cache off: every call runs its handler, and the reads of an account go to
+    ``ACCOUNTS`` distinct accounts (``distinct_calls``), so that neither the answer
+    cache nor the head view's account cache answers them: the honest comparison with
+    the handler, which cycles through the same calls. Cache on: every client asks the
+    same call, and identical calls on one head are answered from the cache, which is
+    what many clients polling the same reads get.
 
+    The handler runs on the served node's own database once it has stopped, so on the
+    same chain and head block (a genesis block has no transactions and no commit:
+    ``eth_getBlockByNumber`` of it costs half of a real block's)."""
     root = Path(tempfile.mkdtemp(prefix="motus-bench-rpc-"))
     try:
-        motus("init", "--home", str(root / "local"))  # same genesis, for the handlers
         print(f"cheap reads, {clients} keep-alive clients, {duration:g} s each, batches of {batch}, "
-              f"{load_average()}", flush=True)
-        baselines: dict[tuple[str, str], float] = {}
-        for method, params in CHEAP:
-            for mode in ("single", "batch"):
-                calls = [params] if mode == "single" else batch_calls(method, params, batch)
-                baselines[(method, mode)] = in_process_rates(root / "local", method, calls)[0]
+              f"{load_average()}; * = {ACCOUNTS} distinct accounts, handler on the same", flush=True)
         for cache_bytes in (0, 8 * 1024 * 1024):
             node = start_node(root, f"node-cache-{cache_bytes}", answer_cache_bytes=cache_bytes)
+            served_rates: list[tuple[str, str, list[list], float, float]] = []
             try:
                 node.wait_height(2, timeout=60)
                 assert node.proc is not None
@@ -250,24 +262,35 @@ def http_part(clients: int, duration: float, batch: int = 20) -> None:
                       f"(node CPU without RPC load: {idle * 100:.1f} % of a core), {load_average()}",
                       flush=True)
                 for method, params in CHEAP:
+                    # without the cache every call reads distinct accounts (where the method
+                    # takes one); with it, every client asks the same call (what the cache
+                    # is for: many clients polling the same reads)
+                    calls = distinct_calls(method, params) if not cache_bytes else [params]
                     for mode in ("single", "batch"):
                         if mode == "single":
-                            request, per = request_bytes(node.rpc_port, method, params), 1
+                            requests = [request_bytes(node.rpc_port, method, c) for c in calls]
+                            per = 1
                         else:
-                            calls = batch_calls(method, params, batch)
-                            request, per = batch_bytes(node.rpc_port, method, calls), batch
+                            groups = ([calls[i:i + batch] for i in range(0, len(calls), batch)]
+                                      if len(calls) > 1 else [[params] * batch])
+                            requests = [batch_bytes(node.rpc_port, method, g) for g in groups]
+                            per = batch
                         cpu0, t0 = cpu_seconds(node.proc.pid), time.monotonic()
-                        wall_rate, served = http_rate(node.rpc_port, [request], clients, duration)
+                        wall_rate, served = http_rate(node.rpc_port, requests, clients, duration)
                         cpu = cpu_seconds(node.proc.pid) - cpu0 - idle * (time.monotonic() - t0)
-                        per_cpu = served * per / cpu
-                        handler = baselines[(method, mode)]
-                        label = "single" if mode == "single" else f"batch {batch}"
-                        print(f"    {method:<24} {label:<9} http {wall_rate * per:7.0f} calls/s wall, "
-                              f"{per_cpu:7.0f} per node CPU-s ({1e6 / per_cpu:5.0f} us each) | "
-                              f"handler {handler:9.0f}/CPU-s ({1e6 / handler:6.1f} us) | "
-                              f"http/handler {per_cpu / handler:.3f}", flush=True)
+                        served_rates.append((method, mode, calls, wall_rate * per, served * per / cpu))
             finally:
                 node.stop()
+            handlers: dict[tuple[str, int], float] = {}
+            for method, mode, calls, wall_rate, per_cpu in served_rates:
+                if (method, len(calls)) not in handlers:
+                    handlers[(method, len(calls))] = in_process_rates(node.home, method, calls)[0]
+                handler = handlers[(method, len(calls))]
+                label = ("single" if mode == "single" else f"batch {batch}") + (" *" if len(calls) > 1 else "")
+                print(f"    {method:<24} {label:<11} http {wall_rate:7.0f} calls/s wall, "
+                      f"{per_cpu:7.0f} per node CPU-s ({1e6 / per_cpu:5.0f} us each) | "
+                      f"handler {handler:9.0f}/CPU-s ({1e6 / handler:6.1f} us) | "
+                      f"http/handler {per_cpu / handler:.3f}", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -12,6 +12,12 @@ literals with a few C-speed bytes operations, folds ``{}`` into ``[]``, then rem
 innermost ``[]`` pairs with :meth:`bytes.replace`, one nesting level per pass. A
 balanced sequence at most ``max_depth`` deep is empty after ``max_depth`` passes;
 anything left over is deeper, or unbalanced (which json would refuse anyway).
+
+Documents within the depth bound are parsed by ``orjson`` (~5x faster than
+``json.loads`` on a JSON-RPC request); whatever orjson refuses (a byte-order mark,
+lone surrogates, NaN, numbers out of a double's range) and any document with an
+integer that may exceed 64 bits goes to ``json.loads`` as before, so the accepted
+documents, their values and the error messages are json's.
 """
 
 from __future__ import annotations
@@ -19,6 +25,11 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+
+try:
+    import orjson
+except ImportError:  # codec without the node's dependencies (the SDK alone): json only
+    orjson = None  # type: ignore[assignment]
 
 from codec.errors import JSONParseError
 
@@ -30,6 +41,10 @@ _KEPT = b'[]{}"'  # brackets, and the quotes that say which brackets are in stri
 _NOT_KEPT = bytes(b for b in range(256) if b not in _KEPT)
 _FOLD = bytes.maketrans(b"{}", b"[]")
 _OPENERS = re.compile(rb"\[+")
+_BOM = b"\xef\xbb\xbf"
+# A run of 19+ digits may be an integer beyond 64 bits, which orjson reads as a float
+# (json.loads keeps it exact): such documents go to json.loads.
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
 
 
 def json_depth_exceeds(data: bytes, max_depth: int) -> bool:
@@ -88,11 +103,18 @@ def parse_json(data: bytes | str, *, max_bytes: int | None, max_depth: int = MAX
             raw = text.encode("utf-8")  # type: ignore[union-attr]
         except UnicodeEncodeError:
             raise JSONParseError("json_malformed", "JSON text is not valid Unicode") from None
-    elif text is None:
+    if (orjson is not None and _bracket_fault(raw, max_depth) is None
+            and _LONG_NUMBER.search(raw) is None):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # json.loads below decides, and words the error, as it always did
+    if text is None:
         try:
             # Decoded here, not by json.loads: json guesses UTF-16/32 from NUL bytes, and
-            # the depth check below reads the bytes as UTF-8.
-            text = raw.decode("utf-8-sig")
+            # the depth check below reads the bytes as UTF-8. The BOM is stripped by
+            # hand: the "utf-8-sig" codec is Python code, ~3 us a call.
+            text = (raw[3:] if raw.startswith(_BOM) else raw).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise JSONParseError("json_malformed", f"JSON text is not UTF-8: {exc.reason}") from None
     fault = _bracket_fault(raw, max_depth)

@@ -37,6 +37,11 @@ from vm.state import BlockEnv, MotusState, decode_transaction, make_state
 log = logging.getLogger("motus.app")
 
 MAX_CLOCK_DRIFT_MS = 10_000
+# The shared head view (``Application.head_state``) keeps one storage view per account
+# whose storage it read (py-evm keeps them without bound; its account and trie-node
+# caches are LRUs of 2,048): beyond this many it is replaced by a fresh view, so reads of
+# many contracts' storage between two blocks cannot grow it without bound.
+HEAD_STATE_MAX_STORAGE_VIEWS = 1024
 
 BLOCK_EXECUTION_CPU = Histogram(
     "motus_block_execution_cpu_seconds",
@@ -187,9 +192,12 @@ class Application:
         """A read view of the head state, shared until the next commit. Callers must only
         read from it (mempool checks, RPC); anything that executes uses ``state_at``."""
         head = self.head
-        if self._head_state is None or self._head_state[0] != head.hash:
-            self._head_state = (head.hash, self.state_at(head))
-        return self._head_state[1]
+        cached = self._head_state
+        if (cached is None or cached[0] != head.hash
+                # py-evm's per-account storage views, which it never drops (see the limit)
+                or len(cached[1]._account_db._account_stores) > HEAD_STATE_MAX_STORAGE_VIEWS):
+            cached = self._head_state = (head.hash, self.state_at(head))
+        return cached[1]
 
     def next_base_fee(self) -> int:
         h = self.head

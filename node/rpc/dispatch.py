@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import trio
 from eth.vm.interrupt import EVMMissingData
 from trie.exceptions import MissingTrieNode
@@ -52,8 +53,23 @@ class Reply:
     refused: str | None = None  # "rate_limited" / "batch_too_large" / "parse_error"
 
 
+# json's encoder for what orjson does not take; one instance: json.dumps with any
+# non-default option builds a new JSONEncoder per call (~2 us)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def _dumps(doc: Any) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    """Compact UTF-8 JSON. orjson encodes an answer ~10-20x faster than json (a block's
+    header ~2 us instead of ~30 us); integers beyond 64 bits and non-string keys, which
+    it refuses, go through json's encoder, which writes them as before. Differences a
+    JSON parser does not see: non-ASCII characters are sent as UTF-8, not ``\\u``
+    escapes, and a non-finite float (a device may sign a NaN signal value) becomes
+    ``null``, as in JavaScript's JSON.stringify, where json failed the whole call with
+    -32603 (docs/rpc.md)."""
+    try:
+        return orjson.dumps(doc)
+    except TypeError:
+        return _ENCODER.encode(doc).encode()
 
 
 def _result_answer(req_id: Any, result: bytes) -> bytes:
@@ -104,7 +120,7 @@ class Dispatcher:
         self, body: bytes, *, transport: str, client: str, session: WebSocketSession | None = None
     ) -> Reply:
         """Answer one HTTP body or WebSocket message."""
-        if self.guard is not None:
+        if self.guard is not None and not self.guard.may_run():
             await self.guard.admit()
         try:
             # Depth-checked before json.loads (codec.json): nesting deeper than

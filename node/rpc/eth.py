@@ -124,7 +124,17 @@ def state_header(ctx: RPCContext, ref: p.BlockRef) -> Header:
 
 
 def state_at(ctx: RPCContext, ref: p.BlockRef):
-    return ctx.app.state_at(state_header(ctx, ref))
+    """A read view of the state ``ref`` names. The head's is the node's shared head view
+    (``Application.head_state``, renewed by each commit): building a py-evm state costs
+    ~30 us, more than the read itself, and its account cache serves repeated reads
+    between two blocks. Handlers that run in worker threads must not use this (they
+    build their own with ``ctx.app.state_at``)."""
+    if ref.tag is not None and ref.tag != "earliest":  # latest, pending, safe, finalized
+        return ctx.app.head_state()
+    header = state_header(ctx, ref)
+    if header.hash == ctx.store.head.hash:
+        return ctx.app.head_state()
+    return ctx.app.state_at(header)
 
 
 # --- node and chain ---------------------------------------------------------------------

@@ -83,6 +83,21 @@ class LoopGuard:
             await trio.sleep_until(asked)
             self.lag = max(0.0, trio.current_time() - asked)
 
+    def may_run(self) -> bool:
+        """True when a request may run at once, without awaiting :meth:`admit` (the loop
+        is not behind, RPC is within its CPU share and this pass's budget): the common
+        case, checked without a coroutine. False: await :meth:`admit`."""
+        if self.lag > self.target:
+            return False
+        if self.cpu_share < 1.0:
+            now = time.perf_counter()
+            if now - self.window_started >= self.window:
+                self.window_started, self.window_cpu = now, time.process_time()
+            elif (self.lag > self.share_lag
+                  and time.process_time() - self.window_cpu > self.cpu_share * self.window):
+                return False
+        return time.perf_counter() - self.turn_started <= self.turn_budget
+
     async def admit(self) -> None:
         """Return when the loop is not behind (or after ``max_wait``) and this pass of
         the loop has RPC budget left (else in a later pass)."""

@@ -58,6 +58,7 @@ async def serve_rpc(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(guard.run)
+            nursery.start_soon(server.sweep_idle)
             await nursery.start(trio.serve_listeners, server.handle, listeners)
             port = listeners[0].socket.getsockname()[1]
             log.info(

@@ -100,3 +100,41 @@ def test_limits_and_errors() -> None:
             parse_json(text, max_bytes=100)
         assert err.value.code == code
         assert isinstance(err.value, ValueError)
+
+
+@pytest.mark.parametrize("text", [
+    b'{"id": 18446744073709551616, "v": -9223372036854775809}',  # beyond 64 bits: exact ints
+    b'[123456789012345678901234567890, 1.2345678901234567890123]',
+    b'\xef\xbb\xbf{"a": 1}',  # a byte-order mark
+    b'"\\ud800"',  # a lone surrogate escape
+    b'[NaN, Infinity, -Infinity, 1e400]',
+    b'{"a": 1, "a": 2}',
+    '{"caf\u00e9": "\u4e2d\u6587 \U0001f697"}'.encode(),
+    b'[-0, -0.0, 1E2, 0.1, 1.7976931348623157e308, 5e-324]',
+    b'{"jsonrpc": "2.0", "id": null, "method": "eth_chainId", "params": []}',
+])
+def test_the_fast_parser_reads_what_json_reads(text: bytes) -> None:
+    """parse_json hands most documents to orjson: its values (ints stay ints, however
+    large) and its refusals are json.loads's."""
+    expected = json.loads(text.decode("utf-8-sig"))
+    got = parse_json(text, max_bytes=None)
+    assert json.dumps(got) == json.dumps(expected)  # NaN-safe, and int vs float visible
+    assert json.dumps(parse_json(text.decode("utf-8-sig"), max_bytes=None)) == json.dumps(got)
+
+
+@pytest.mark.parametrize("text", [b'[1,]', b'{"a":1}x', b'01', b'"a\x01b"', b'\xff', b'"\xed\xa0\x80"', b''])
+def test_the_fast_parser_refuses_what_json_refuses(text: bytes) -> None:
+    with pytest.raises(JSONParseError) as err:
+        parse_json(text, max_bytes=None)
+    assert err.value.code == "json_malformed"
+
+
+def test_without_orjson_json_alone_parses(monkeypatch) -> None:
+    """codec is also used without the node's dependencies (the SDK): json alone."""
+    import codec.json
+
+    monkeypatch.setattr(codec.json, "orjson", None)
+    assert parse_json(b'{"id": 18446744073709551616, "a": [1.5, "x"]}', max_bytes=None) == {
+        "id": 18446744073709551616, "a": [1.5, "x"]}
+    with pytest.raises(JSONParseError):
+        parse_json(b"[1,]", max_bytes=None)

@@ -245,3 +245,26 @@ def test_per_client_limits_count_an_ipv6_host_by_its_64() -> None:
     assert client_of("::1") == "::1"
     assert client_of("::ffff:10.0.0.1") == "10.0.0.1"
     assert client_of("2001:db8:1:2:3:4:5:6") == client_of("2001:db8:1:2::9") == "2001:db8:1:2::/64"
+
+
+async def test_answers_keep_ids_and_values_of_any_kind() -> None:
+    """Answers are encoded with orjson where it can: ids and results come back as the
+    client's JSON parser expects them, integers beyond 64 bits exactly (json's encoder
+    writes those), non-ASCII text as UTF-8."""
+    table = MethodTable()
+    table.method("x_big")(lambda ctx: 2**100)
+    table.method("x_text")(lambda ctx: {"name": "caf\u00e9 \U0001f697", "n": -(2**63)})
+    table.method("x_nan")(lambda ctx: [float("nan"), 0.5])
+    d = Dispatcher(None, table, max_batch=5, rate_limiter=None)  # type: ignore[arg-type]
+
+    async def ask(method: str, req_id: object) -> dict:
+        body = json.dumps({"jsonrpc": "2.0", "id": req_id, "method": method}).encode()
+        reply = await d.handle(body, transport="http", client="t")
+        assert reply.body is not None
+        return json.loads(reply.body)
+
+    for req_id in (2**70, -(2**70), 0, "\u00e9t\u00e9", "", None):
+        assert (await ask("x_big", req_id)) == {"jsonrpc": "2.0", "id": req_id, "result": 2**100}
+    assert (await ask("x_text", 1))["result"] == {"name": "caf\u00e9 \U0001f697", "n": -(2**63)}
+    # JSON has no NaN: sent as null (JavaScript's JSON.stringify does the same)
+    assert (await ask("x_nan", 1))["result"] == [None, 0.5]

@@ -196,3 +196,25 @@ def test_rpc_cpu_is_capped_only_while_the_process_waits_for_a_cpu() -> None:
         assert trio.current_time() - t0 < 0.5  # held, it would wait ~5 s (50 windows)
 
     trio.run(never_held)
+
+
+def test_may_run_says_when_admit_would_return_at_once() -> None:
+    """The dispatcher skips ``admit`` when ``may_run`` is true: it must be false whenever
+    admit would hold the request (loop behind, pass budget used, CPU share spent)."""
+    async def main() -> None:
+        guard = LoopGuard(cpu_share=0.5, turn_budget=0.05)
+        assert not guard.may_run()  # no pass started yet: admit starts one
+        await guard.admit()
+        assert guard.may_run()  # within this pass's budget
+        guard.lag = guard.target * 2
+        assert not guard.may_run()  # the loop is behind
+        guard.lag = guard.share_lag * 2  # short of CPU, within the lag target
+        guard.window_started = time.perf_counter()
+        guard.window_cpu = time.process_time() - guard.window  # a whole window's CPU spent
+        assert not guard.may_run()
+        guard.lag = 0.0  # a CPU whenever wanted: no cap
+        assert guard.may_run()
+        guard.turn_started -= 1.0  # this pass's budget used
+        assert not guard.may_run()
+
+    trio.run(main)
