@@ -232,6 +232,7 @@ async function txPage(hash) {
   if (!d) return notFound(`transaction ${hash}`);
   const t = d.transaction, r = d.receipt;
   const ok = r ? r.status === "0x1" : null;
+  const revert = h("span", { id: "revert", class: "code" }, "…");
   const out = [
     h("h1", {}, "Transaction"),
     card(null, kv([["Hash", mono(t.hash)],
@@ -241,7 +242,7 @@ async function txPage(hash) {
       ["Value", motus(BigInt(t.value).toString())], ["Nonce", parseInt(t.nonce, 16)],
       r && ["Gas used", parseInt(r.gasUsed, 16)],
       r && ["Fee", motus((BigInt(r.gasUsed) * BigInt(r.effectiveGasPrice)).toString(), 8)],
-      !ok && r && ["Revert reason", h("span", { id: "revert", class: "code" }, "…")]])),
+      !ok && r && ["Revert reason", revert]])),
   ];
   if (d.call) {
     out.push(card(`Call: ${d.call.module}.${d.call.function || d.call.selector}`,
@@ -256,8 +257,10 @@ async function txPage(hash) {
       h("td", {}, l.decoded ? args(l.decoded.args) : mono(short(l.data))))))));
   if (r && !ok) {
     rpc("debug_traceTransaction", [hash, { tracer: "callTracer", tracerConfig: { onlyTopCall: true } }])
-      .then((tr) => { document.getElementById("revert").textContent = tr.revertReason || tr.error || "reverted"; })
-      .catch(() => { document.getElementById("revert").textContent = "unavailable (tracing disabled on this node)"; });
+      // the element itself, not a lookup by id: the answer may come after the reader
+      // has moved to another page (or before this one is attached)
+      .then((tr) => { revert.textContent = tr.revertReason || tr.error || "reverted"; })
+      .catch(() => { revert.textContent = "unavailable (tracing disabled on this node)"; });
   }
   return out;
 }
