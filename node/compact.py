@@ -28,15 +28,14 @@ from dataclasses import dataclass
 
 import rlp
 from eth_hash.auto import keccak
-from rlp.sedes import CountableList, big_endian_int, binary
+from rlp.sedes import big_endian_int
 
 from codec import RLPDecodeError
 from codec import rlp as bounded_rlp
 from consensus.errors import MalformedMessage
 from consensus.messages import check_proposal_fields
-from consensus.types import COMMIT_SHAPE, EVIDENCE_SHAPE, Commit, DuplicateVoteEvidence, Proposal
-from node.block import MAX_ATTESTATIONS, MAX_EVIDENCE, MAX_TXS, Block
-from vm.block import Header
+from consensus.types import Proposal
+from node.block import BLOCK_MAX_DEPTH, BLOCK_MAX_ITEMS, Block
 from vm.trie import compute_list_root
 
 TAG_COMPACT_PROPOSAL = 4
@@ -44,30 +43,18 @@ ATTESTATION_ID_BYTES = 32  # an item of this length is an id; an attestation is 
 # A compact proposal is smaller than the block it names (ids are shorter than the
 # attestations), so the consensus topic's limit still bounds it; this is the decoder's.
 MAX_COMPACT_BYTES = 2 * 1024 * 1024
-COMPACT_MAX_DEPTH = 5  # the block's 4 levels, one deeper inside the envelope
+COMPACT_MAX_DEPTH = BLOCK_MAX_DEPTH + 1  # one deeper inside the envelope
 COMPACT_MAX_ITEMS = (
     1 + 1  # envelope, tag
     + 1 + len(Proposal._meta.fields)
-    + 1  # the compact block
-    + 1 + len(Header._meta.fields)
-    + 1 + MAX_TXS
-    + 1 + MAX_ATTESTATIONS
-    + COMMIT_SHAPE[1]
-    + 1 + MAX_EVIDENCE * EVIDENCE_SHAPE[1]
+    + BLOCK_MAX_ITEMS  # the compact block has the block's shape (ids are items too)
 )
 
 
-class CompactBlock(rlp.Serializable):
-    """A block with its attestations named by id or prefilled (same field order as
-    node.block.Block)."""
-
-    fields = [
-        ("header", Header),
-        ("transactions", CountableList(binary, max_length=MAX_TXS)),
-        ("attestations", CountableList(binary, max_length=MAX_ATTESTATIONS)),
-        ("last_commit", Commit),
-        ("evidence", CountableList(DuplicateVoteEvidence, max_length=MAX_EVIDENCE)),
-    ]
+class CompactBlock(Block):
+    """A block with its attestations named by id or prefilled: the block's own fields
+    and sedes (an id is a 32-byte string where the block has the attestation's bytes),
+    so the header, and with it the hash, are the block's."""
 
 
 _ENVELOPE = rlp.sedes.List([big_endian_int, Proposal, CompactBlock])
