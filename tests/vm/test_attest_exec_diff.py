@@ -34,6 +34,7 @@ from vm.modules.telemetry import (
     TelemetryView,
     _list_base,
     _pack,
+    _pack_meta,
     device_slots,
 )
 from vm.state import MotusAccountDB, MotusState, decode_transaction
@@ -65,10 +66,9 @@ class ReferenceView(TelemetryView):
             st.store(mapping_slot(SLOT_PERIOD_EPOCH, self.epoch, vehicle_id, index), count)
         for device in self._dirty_tracks:
             t = self._tracks[device]
-            last, signals, meta = device_slots(device)
+            last, meta = device_slots(device)
             st.store(last, _pack(t.seq, t.timestamp_ms, t.cell, t.odometer_m))
-            st.store(signals, t.signals_hash or 0)
-            st.store(meta, _pack(t.vehicle_id, t.epoch, t.count, t.flags))
+            st.store(meta, _pack_meta(t.vehicle_id, t.epoch, t.digest, t.count, t.flags))
         for vehicle_id, tally in self._tallies.items():
             if tally.accepted:
                 st.store(mapping_slot(SLOT_VEHICLE_EPOCH, self.epoch, vehicle_id),

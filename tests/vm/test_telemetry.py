@@ -461,3 +461,30 @@ def test_challenge_selection():
     share = sum(is_challenged(seed, bytes([i]) * 20, 1_000) for i in range(256)) / 256
     assert 0.04 < share < 0.18
     assert compute_challenge_nonce(seed, device) == keccak(seed + device + b"nonce")[:8]
+
+
+def test_moving_compares_the_first_8_bytes_of_the_commitment():
+    """Same cell and odometer: "moving" is the commitment's 64-bit digest changing (the
+    chain keeps only that digest, in the device's meta slot beside its deny flag and
+    epoch count: docs/telemetry.md "State layout")."""
+    fleet = Fleet(1)
+    chain, tel = fleet.chain, fleet.telemetry
+    d, v = fleet.devices[0], fleet.vehicle_ids[0]
+    first = b"\x11" * 32
+    same_digest = b"\x11" * 8 + b"\x22" * 24  # differs only after the digest's 8 bytes
+    other = b"\x33" + b"\x11" * 31
+    now = chain.head.timestamp_ms + 1_000
+    chain.block(attestations=[make(d, v, 1, now, signals=first).encode()])
+    for seq, commitment in ((2, first), (3, same_digest), (4, other)):
+        now = chain.head.timestamp_ms + 1_000
+        chain.block(attestations=[make(d, v, seq, now, signals=commitment).encode()])
+    s = chain.state()
+    epoch = chain.results[-1].epoch
+    assert get_vehicle_epoch(s, epoch, v).moving == 1  # only the last one changed it
+    state = get_device_state(s, d.address)
+    assert state.commitment_digest == other[:8]
+    assert (state.seq, state.vehicle_id, state.accepted_in_epoch, state.denied) == (4, v, 4, False)
+    set_denied(s, d.address, True)  # the deny flag shares the slot: the rest is kept
+    again = get_device_state(s, d.address)
+    assert again.denied and dataclasses.replace(again, denied=False) == state
+    assert tel.call("getDeviceState", d.checksum_address)[4] == other[:8]

@@ -19,10 +19,13 @@ Storage layout of the telemetry account (Solidity mapping slots, see
 
 - ``mapping_slot(1, device)``: last accepted ``seq | timestamp_ms | cell | odometer_m``
   (the attestation's coarse values: whole seconds as ms, whole hectometres as metres)
-- ``mapping_slot(2, device)``: last accepted ``commitment``
-- ``mapping_slot(3, device)``: ``vehicle_id | epoch | accepted_in_epoch | flags`` where
-  ``vehicle_id`` is the vehicle of the last accepted attestation, ``accepted_in_epoch``
-  counts for ``epoch`` only, flags bit 0 = denied (governance deny list)
+- ``mapping_slot(2, device)``: not used (it held the whole last commitment)
+- ``mapping_slot(3, device)``: ``vehicle_id | epoch | commitment_digest |
+  accepted_in_epoch (32 bits) | flags (32 bits)`` where ``vehicle_id`` is the vehicle of
+  the last accepted attestation, ``commitment_digest`` the first 8 bytes of its
+  commitment (only compared, to tell "moving"), ``accepted_in_epoch`` counts for
+  ``epoch`` only (at most ``max_attestations_per_epoch`` <= 10**6), flags bit 0 = denied
+  (governance deny list)
 - ``mapping_slot(4, epoch, vehicle_id)``: ``accepted | distance_m | moving | flags``,
   flags bit 0 = challenged, bit 1 = challenge passed
 - ``mapping_slot(5, epoch)``: number of vehicles with data in the epoch; element ``i``
@@ -67,7 +70,7 @@ from vm.modules.base import Call, Store, SystemModule, mapping_slot, pad32
 from vm.modules.params import get_param
 
 SLOT_DEVICE_LAST = 1
-SLOT_DEVICE_SIGNALS = 2
+# slot 2 held a device's last whole commitment: now its 64-bit digest is in the meta slot
 SLOT_DEVICE_META = 3
 SLOT_VEHICLE_EPOCH = 4
 SLOT_EPOCH_VEHICLES = 5
@@ -125,6 +128,30 @@ def _unpack(value: int) -> tuple[int, int, int, int]:
     return value >> 192, (value >> 128) & MASK64, (value >> 64) & MASK64, value & MASK64
 
 
+MASK32 = 2**32 - 1
+
+
+def _pack_meta(vehicle_id: int, epoch: int, digest: int, count: int, flags: int) -> int:
+    """A device's meta slot: ``vehicle_id | epoch | commitment digest`` (64 bits each),
+    then ``accepted_in_epoch`` and ``flags`` (32 bits each)."""
+    return (vehicle_id << 192) | (epoch << 128) | (digest << 64) | (count << 32) | flags
+
+
+def _unpack_meta(value: int) -> tuple[int, int, int, int, int]:
+    """(vehicle_id, epoch, commitment digest, accepted_in_epoch, flags) of a meta slot."""
+    return (value >> 192, (value >> 128) & MASK64, (value >> 64) & MASK64,
+            (value >> 32) & MASK32, value & MASK32)
+
+
+def commitment_digest(commitment: bytes) -> int:
+    """What the chain keeps of a device's last commitment: its first 8 bytes, compared
+    with the next attestation's to tell whether the car's signals changed ("moving").
+    The commitment is a salted keccak (uniform), so any 8 of its bytes are a digest; two
+    different commitments agreeing on them (2**-64 for honest ones) only make the
+    submitter's own car look not moving, never anyone else's (docs/telemetry.md)."""
+    return int.from_bytes(commitment[:8], "big")
+
+
 # --- read API ----------------------------------------------------------------
 
 
@@ -147,7 +174,7 @@ class DeviceState:
     timestamp_ms: int
     cell: int
     odometer_m: int
-    signals_hash: bytes
+    commitment_digest: bytes  # the first 8 bytes of the last commitment
     vehicle_id: int
     epoch: int  # epoch of ``accepted_in_epoch``
     accepted_in_epoch: int
@@ -162,9 +189,9 @@ def get_device_state(state: StateAPI, device: bytes) -> DeviceState:
     """The device's last accepted attestation, epoch counter and deny flag."""
     st = _store(state)
     seq, ts, cell, odo = _unpack(st.load(mapping_slot(SLOT_DEVICE_LAST, device)))
-    signals = st.load(mapping_slot(SLOT_DEVICE_SIGNALS, device)).to_bytes(32, "big")
-    vehicle, epoch, count, flags = _unpack(st.load(mapping_slot(SLOT_DEVICE_META, device)))
-    return DeviceState(seq, ts, cell, odo, signals, vehicle, epoch, count,
+    vehicle, epoch, digest, count, flags = _unpack_meta(
+        st.load(mapping_slot(SLOT_DEVICE_META, device)))
+    return DeviceState(seq, ts, cell, odo, digest.to_bytes(8, "big"), vehicle, epoch, count,
                        bool(flags & FLAG_DENIED))
 
 
@@ -328,40 +355,42 @@ class Limits:
 
 
 @lru_cache(maxsize=1 << 17)
-def device_slots(device: bytes) -> tuple[int, int, int]:
-    """Storage slots (last, signals, meta) of a device; memoised because the checks need
-    them for every attestation and each costs a keccak."""
+def device_slots(device: bytes) -> tuple[int, int]:
+    """Storage slots (last, meta) of a device; memoised because the checks need them for
+    every attestation and each costs a keccak."""
     key = device.rjust(32, b"\x00")
-    last, signals, meta = (int.from_bytes(keccak256(key + base.to_bytes(32, "big")), "big")
-                           for base in (SLOT_DEVICE_LAST, SLOT_DEVICE_SIGNALS, SLOT_DEVICE_META))
-    return last, signals, meta
+    last, meta = (int.from_bytes(keccak256(key + base.to_bytes(32, "big")), "big")
+                  for base in (SLOT_DEVICE_LAST, SLOT_DEVICE_META))
+    return last, meta
 
 
 class DeviceTrack:
     """A device's last accepted attestation as the checks see it (mutable, in memory):
-    time in ms and odometer in metres, as the attestation's coarse values scale them.
+    time in ms and odometer in metres, as the attestation's coarse values scale them;
+    ``digest`` is :func:`commitment_digest` of the last commitment."""
 
-    ``signals_hash`` (the last commitment) is None until needed (only the epoch counters
-    use it)."""
-
-    __slots__ = ("seq", "timestamp_ms", "cell", "odometer_m", "signals_hash", "vehicle_id",
+    __slots__ = ("seq", "timestamp_ms", "cell", "odometer_m", "digest", "vehicle_id",
                  "epoch", "count", "flags")
 
-    def __init__(self, last: int, meta: int, signals: int | None = None) -> None:
+    def __init__(self, last: int, meta: int) -> None:
         self.seq, self.timestamp_ms, self.cell, self.odometer_m = _unpack(last)
-        self.vehicle_id, self.epoch, self.count, self.flags = _unpack(meta)
-        self.signals_hash = signals
+        self.vehicle_id, self.epoch, self.digest, self.count, self.flags = _unpack_meta(meta)
+
+    def packed(self) -> tuple[int, int]:
+        """The (last, meta) slot values of this track."""
+        return (_pack(self.seq, self.timestamp_ms, self.cell, self.odometer_m),
+                _pack_meta(self.vehicle_id, self.epoch, self.digest, self.count, self.flags))
 
     @classmethod
     def load(cls, state: StateAPI, device: bytes) -> DeviceTrack:
-        last, _, meta = device_slots(device)
+        last, meta = device_slots(device)
         address = Address(addresses.TELEMETRY)
         return cls(state.get_storage(address, last), state.get_storage(address, meta))
 
     def copy(self) -> DeviceTrack:
         other = DeviceTrack.__new__(DeviceTrack)
         other.seq, other.timestamp_ms, other.cell = self.seq, self.timestamp_ms, self.cell
-        other.odometer_m, other.signals_hash = self.odometer_m, self.signals_hash
+        other.odometer_m, other.digest = self.odometer_m, self.digest
         other.vehicle_id, other.epoch, other.count = self.vehicle_id, self.epoch, self.count
         other.flags = self.flags
         return other
@@ -374,7 +403,7 @@ class DeviceTrack:
         self.vehicle_id, self.seq = att[2], att[3]
         self.timestamp_ms, self.cell = att[4] * TIME_UNIT_MS, att[5]
         self.odometer_m = att[6] * ODOMETER_UNIT_M
-        self.signals_hash = int.from_bytes(att[7], "big")
+        self.digest = int.from_bytes(att[7][:8], "big")  # commitment_digest, inline
 
 
 class _Tally:
@@ -431,9 +460,8 @@ class TelemetryView:
         self._periods: dict[int, list[Any]] = {}  # vehicle -> ownership periods (this block)
         self._period_counts: dict[tuple[int, int], int] = {}  # (vehicle, period) -> accepted
         # what was read, to write only what changed: device -> (last, meta) as loaded,
-        # device -> signals as loaded, (vehicle, period) -> count as loaded
+        # (vehicle, period) -> count as loaded
         self._loaded: dict[bytes, tuple[int, int]] = {}
-        self._loaded_signals: dict[bytes, int] = {}
         self._loaded_periods: dict[tuple[int, int], int] = {}
 
     # -- cached reads --
@@ -451,10 +479,7 @@ class TelemetryView:
             shared = self._track_cache
             if shared is None:
                 track = DeviceTrack.load(self.state, device)
-                self._loaded[device] = (_pack(track.seq, track.timestamp_ms, track.cell,
-                                              track.odometer_m),
-                                        _pack(track.vehicle_id, track.epoch, track.count,
-                                              track.flags))
+                self._loaded[device] = track.packed()
             else:
                 base = shared.get(device)
                 if base is None:
@@ -548,12 +573,9 @@ class TelemetryView:
         tally = self._tally(att.vehicle_id)
         distance = moving = 0
         if track.seq > 0:
-            if track.signals_hash is None:
-                track.signals_hash = self._store.load(device_slots(att.device)[1])
-                self._loaded_signals[att.device] = track.signals_hash
             odometer_m = att.odometer_hm * ODOMETER_UNIT_M
             moving = int(att.cell != track.cell or odometer_m != track.odometer_m
-                         or int.from_bytes(att.commitment, "big") != track.signals_hash)
+                         or commitment_digest(att.commitment) != track.digest)
             if track.vehicle_id == att.vehicle_id:
                 elapsed_ms = att.timestamp_s * TIME_UNIT_MS - track.timestamp_ms
                 # credit no more than the car could plausibly have driven, plus one
@@ -607,15 +629,11 @@ class TelemetryView:
                 set_storage(address, mapping_slot(SLOT_PERIOD_EPOCH, self.epoch, *key), count)
         for device in self._dirty_tracks:
             t = self._tracks[device]
-            last_slot, signals_slot, meta_slot = device_slots(device)
-            last = _pack(t.seq, t.timestamp_ms, t.cell, t.odometer_m)
-            meta = _pack(t.vehicle_id, t.epoch, t.count, t.flags)
+            last_slot, meta_slot = device_slots(device)
+            last, meta = t.packed()
             loaded = self._loaded.get(device)
             if loaded is None or last != loaded[0]:
                 set_storage(address, last_slot, last)
-            signals = t.signals_hash or 0
-            if signals != self._loaded_signals.get(device):
-                set_storage(address, signals_slot, signals)
             if loaded is None or meta != loaded[1]:
                 set_storage(address, meta_slot, meta)
         for vehicle_id, tally in self._tallies.items():
@@ -767,9 +785,10 @@ class TelemetryModule(SystemModule):
         d = _address(device)
         st = call.store
         seq, ts, cell, odo = _unpack(st.load(mapping_slot(SLOT_DEVICE_LAST, d)))
-        signals = st.load(mapping_slot(SLOT_DEVICE_SIGNALS, d)).to_bytes(32, "big")
-        vehicle, epoch, count, flags = _unpack(st.load(mapping_slot(SLOT_DEVICE_META, d)))
-        return seq, ts, cell, odo, signals, vehicle, epoch, count, bool(flags & FLAG_DENIED)
+        vehicle, epoch, digest, count, flags = _unpack_meta(
+            st.load(mapping_slot(SLOT_DEVICE_META, d)))
+        return (seq, ts, cell, odo, digest.to_bytes(8, "big"), vehicle, epoch, count,
+                bool(flags & FLAG_DENIED))
 
     def getVehicleEpoch(self, call: Call, epoch: int, vehicle_id: int) -> tuple[Any, ...]:
         accepted, distance, moving, flags = _unpack(
