@@ -31,6 +31,9 @@ def _pysha3_keccak(data: bytes) -> bytes:
 
 
 keccak256 = _pysha3_keccak if _keccak_256 is not None else _eth_keccak
+# the hash object's constructor (``keccak_new(data).digest()`` is ``keccak256(data)``
+# without the wrapper's call: for loops that hash tens of thousands of trie nodes)
+keccak_new = _keccak_256 if _keccak_256 is not None else _eth_keccak.new
 
 
 def use_fast_keccak() -> None:

@@ -235,7 +235,7 @@ class MotusAccountDB(AccountDB):
                 olds = {keccak256(a): self._trie_cache[a] for a in (*diff.deleted_keys(), *diff.pending_keys())}
             # account trie nodes decoded for this update only: the flat snapshot serves
             # account reads, so there is little to gain from keeping them
-            root, nodes = update_trie(TrieNodes(self._batchtrie, cache={}), self._trie.root_hash,
+            root, nodes = update_trie(TrieNodes(self._batchtrie), self._trie.root_hash,
                                       sorted(changes.items()), olds, keep=False)
             for key, node in nodes.items():
                 self._batchtrie[key] = node

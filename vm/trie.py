@@ -34,7 +34,7 @@ from eth.vm.interrupt import MissingStorageTrieNode
 from eth_utils import int_to_big_endian
 
 from vm.block import rlp_length_prefix, rlp_uint
-from vm.crypto import keccak256
+from vm.crypto import keccak256, keccak_new
 
 BLANK_ROOT = bytes.fromhex("56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421")
 _BRANCH, _LEAF, _EXT = 0, 1, 2
@@ -94,23 +94,66 @@ def _child(ref: Any) -> Any:
     return ref or None  # node hash, or None for an empty slot
 
 
+class NodeCache:
+    """Decoded nodes by hash, at most ``max_nodes``, in two generations: new entries go
+    into the young one; when it holds half the bound, it becomes the old one and the old
+    one is dropped (O(1)); an entry found in the old generation is moved back into the
+    young one. So eviction never empties the cache: what the last blocks used (the upper
+    levels of the tries every block walks) survives it, and only what went unused for a
+    whole generation is decoded again. Entries are content-addressed (never stale)."""
+
+    __slots__ = ("young", "old", "half")
+
+    def __init__(self, max_nodes: int) -> None:
+        self.young: dict[bytes, Any] = {}
+        self.old: dict[bytes, Any] = {}
+        self.half = max(1, max_nodes // 2)
+
+    def get(self, ref: bytes) -> Any:
+        node = self.young.get(ref)
+        if node is None:
+            node = self.old.get(ref)
+            if node is not None:
+                self.put(ref, node)  # used again: kept for another generation
+        return node
+
+    def put(self, ref: bytes, node: Any) -> None:
+        young = self.young
+        young[ref] = node
+        if len(young) >= self.half:
+            self.old, self.young = young, {}
+
+    def room(self) -> int:
+        """How many more entries the young generation takes before it turns old."""
+        return self.half - len(self.young)
+
+    def clear(self) -> None:
+        self.young, self.old = {}, {}
+
+    def __len__(self) -> int:
+        return len(self.young) + len(self.old)
+
+    def __contains__(self, ref: bytes) -> bool:
+        return ref in self.young or ref in self.old
+
+
 # Decoded nodes shared by every TrieNodes that is not given its own (block execution's
-# storage reads): bounded, cleared whole when full (entries are only ever re-decoded).
-SHARED_NODES: dict[bytes, Any] = {}
+# storage reads); docs/storage.md "Caches".
 SHARED_MAX_NODES = 300_000
+SHARED_NODES = NodeCache(SHARED_MAX_NODES)
 
 
 class TrieNodes:
     """Decoded Merkle Patricia trie nodes by hash, over any mapping of hash -> node bytes.
 
-    ``cache`` (default: a new one) holds the decoded nodes; :data:`SHARED_NODES` may be
-    shared by any number of databases, since a hash names one node wherever it is."""
+    ``cache`` (default: a new one of ``max_nodes``) holds the decoded nodes;
+    :data:`SHARED_NODES` may be shared by any number of databases, since a hash names one
+    node wherever it is."""
 
     def __init__(self, db: Any, max_nodes: int = 500_000,
-                 cache: dict[bytes, Any] | None = None) -> None:
+                 cache: NodeCache | None = None) -> None:
         self.db = db
-        self.max_nodes = max_nodes
-        self._nodes: dict[bytes, Any] = {} if cache is None else cache
+        self._nodes = NodeCache(max_nodes) if cache is None else cache
 
     def node(self, ref: Any) -> Any:
         if type(ref) is not bytes:
@@ -118,13 +161,11 @@ class TrieNodes:
         node = self._nodes.get(ref)
         if node is None:
             node = _compile(rlp_decode(self.db[ref]))
-            self.keep(ref, node)
+            self._nodes.put(ref, node)
         return node
 
     def keep(self, ref: bytes, node: Any) -> None:
-        if len(self._nodes) >= self.max_nodes:
-            self._nodes.clear()  # crude but safe: entries are only ever re-decoded
-        self._nodes[ref] = node
+        self._nodes.put(ref, node)
 
     def get(self, root: bytes, key: bytes) -> bytes:
         """The value at ``key`` in the trie with ``root`` (b"" if absent)."""
@@ -251,28 +292,20 @@ def encode_node(node: Any) -> bytes:
     Written out without helper calls: every new node of every block is encoded here."""
     kind = node[0]
     if kind == _BRANCH:
-        parts: list[bytes] = []
-        add = parts.append
-        for c in node[1]:
-            if c is None:
-                add(b"\x80")
-            elif type(c) is bytes:
-                add(b"\xa0")
-                add(c)
-            else:
-                add(encode_node(c))
+        try:  # children are hashes or None (never b""), but for an embedded node
+            payload = b"".join([b"\xa0" + c if c else b"\x80" for c in node[1]])
+        except TypeError:  # an embedded child (a node under 32 bytes): rare
+            payload = b"".join([b"\x80" if c is None else b"\xa0" + c if type(c) is bytes
+                                else encode_node(c) for c in node[1]])
         value = node[2]
-        add(_rlp_bytes(value) if value else b"\x80")
-        payload = b"".join(parts)
+        payload += _rlp_bytes(value) if value else b"\x80"
+    elif kind == _LEAF:
+        return _leaf_rlp(node[1], node[2])
     else:
         path = node[1]
-        if kind == _LEAF:
-            hp = bytes.fromhex("3" + path if len(path) & 1 else "20" + path)
-            tail = _rlp_bytes(node[2])
-        else:
-            hp = bytes.fromhex("1" + path if len(path) & 1 else "00" + path)
-            child = node[2]
-            tail = b"\xa0" + child if type(child) is bytes else encode_node(child)
+        hp = bytes.fromhex("1" + path if len(path) & 1 else "00" + path)
+        child = node[2]
+        tail = b"\xa0" + child if type(child) is bytes else encode_node(child)
         n = len(hp)  # at least 1 byte
         if n == 1 and hp[0] < 0x80:
             payload = hp + tail
@@ -280,6 +313,28 @@ def encode_node(node: Any) -> bytes:
             payload = _STRING_PREFIX[n] + hp + tail
         else:
             payload = rlp_length_prefix(n, 0x80) + hp + tail
+    n = len(payload)
+    return (_LIST_PREFIX[n] if n < 1024 else rlp_length_prefix(n, 0xC0)) + payload
+
+
+def _leaf_rlp(path: str, value: bytes) -> bytes:
+    """The RLP of the leaf ``path`` (hex nibbles) -> ``value`` (non-empty): every changed
+    slot's new leaf, and its old one when the writer checks a guess."""
+    hp = bytes.fromhex("3" + path if len(path) & 1 else "20" + path)
+    n = len(hp)  # at least 1 byte
+    if n == 1 and hp[0] < 0x80:
+        payload = hp
+    elif n < 56:
+        payload = _STRING_PREFIX[n] + hp
+    else:
+        payload = rlp_length_prefix(n, 0x80) + hp
+    n = len(value)
+    if n == 1 and value[0] < 0x80:
+        payload += value
+    elif n < 56:
+        payload += _STRING_PREFIX[n] + value
+    else:
+        payload += rlp_length_prefix(n, 0x80) + value
     n = len(payload)
     return (_LIST_PREFIX[n] if n < 1024 else rlp_length_prefix(n, 0xC0)) + payload
 
@@ -305,13 +360,10 @@ class _Writer:
         encoded = encode_node(node)
         if len(encoded) < 32:
             return node
-        digest = keccak256(encoded)
+        digest = keccak_new(encoded).digest()
         self.writes[digest] = encoded
         if self.keep:
-            nodes = self.nodes
-            if len(nodes._nodes) >= nodes.max_nodes:
-                nodes._nodes.clear()  # as TrieNodes.keep
-            nodes._nodes[digest] = node
+            self.nodes._nodes.put(digest, node)
         return digest
 
     def resolve(self, ref: Any, key: str, depth: int, count: int) -> Any:
@@ -328,7 +380,7 @@ class _Writer:
             old = olds.get(key)
             if old:
                 leaf = (_LEAF, key[depth:], old)
-                if keccak256(encode_node(leaf)) == ref:
+                if keccak_new(_leaf_rlp(leaf[1], old)).digest() == ref:
                     return leaf
         return nodes.node(ref)
 
@@ -409,9 +461,11 @@ class _Writer:
                 if node is None and olds is not None:
                     old = olds.get(key)
                     if old:
-                        guess = (_LEAF, key[below:], old)
-                        node = (guess if keccak256(encode_node(guess)) == child
-                                else self.nodes.node(child))
+                        rest = key[below:]
+                        if keccak_new(_leaf_rlp(rest, old)).digest() == child:
+                            node = (_LEAF, rest, old)
+                        else:
+                            node = self.nodes.node(child)
                 if node is not None:
                     if node[0] == _LEAF and node[1] == key[below:]:
                         new = values[i]

@@ -28,7 +28,7 @@ class _Get:
 def update_trie_sorted(get, root, changes, nodes, old_values=None):
     """vm.trie.update_trie as the account trie uses it: nodes read with ``get``,
     decoded for this update only, new nodes into ``nodes``."""
-    return update_trie(TrieNodes(_Get(get), cache={}), root, changes, old_values, keep=False,
+    return update_trie(TrieNodes(_Get(get)), root, changes, old_values, keep=False,
                        writes=nodes)[0]
 
 

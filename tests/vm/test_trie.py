@@ -189,3 +189,36 @@ def test_a_storage_root_seen_again_reads_right():
         assert after.get_storage(address, 1) == value
         assert after.get_storage(address, 2) == 5
         assert after.get_storage(address, 3) == 0  # a miss in every layer: ends, reads 0
+
+
+def test_node_cache_evicts_a_generation_never_everything():
+    """Two generations: the bound holds, an entry used since the last turn survives the
+    next one, an unused one goes after two turns, and nothing empties the cache whole."""
+    cache = trie.NodeCache(8)  # generations of 4
+    for i in range(4):
+        cache.put(bytes([i]), i)
+    assert len(cache.young) == 0 and len(cache.old) == 4  # turned old, all still there
+    assert cache.get(b"\x00") == 0  # used again: moved into the young generation
+    for i in range(4, 7):
+        cache.put(bytes([i]), i)
+    assert cache.get(b"\x00") == 0 and b"\x01" not in cache  # survived; 1 went unused
+    assert all(bytes([i]) in cache for i in range(4, 7))
+    for i in range(100, 200):
+        cache.put(bytes([i]), i)
+        assert 0 < len(cache) <= 8
+    assert cache.room() == 4 - len(cache.young)
+    cache.clear()
+    assert len(cache) == 0 and cache.get(b"\x00") is None
+
+
+def test_fast_storage_with_a_tiny_shared_node_cache_gives_the_stock_results(monkeypatch):
+    """Evictions of decoded nodes in the middle of blocks only cost decoding: the same
+    roots and values read as py-evm's storage path."""
+    monkeypatch.setattr(trie, "SHARED_NODES", trie.NodeCache(6))
+    trie.clear_slot_layers()
+    try:
+        for seed in range(4):
+            assert _run_storage_script(MotusState, seed) == _run_storage_script(StockState, seed)
+            assert len(trie.SHARED_NODES) <= 6
+    finally:
+        trie.clear_slot_layers()
