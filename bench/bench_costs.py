@@ -49,6 +49,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ from eth_account import Account
 from eth_typing import Address
 
 import vm.attestation as attestation
+from bench.fleet_build import BuildReport, RecordingState, build_fast, format_report
 from consensus.crypto import address_of_private_key
 from devnet.device import Device, Drive
 from genesis.builder import build_genesis
@@ -138,6 +140,23 @@ def _consume_device_nonce(call, led, device, struct, message, signature, reason_
     call.store.store(led.device_field(device, D_NONCE), expected + 1)
 
 
+@contextmanager
+def _unsigned_device_calls():
+    """identity's device-signature check replaced by :func:`_consume_device_nonce` (on the
+    module instance only) while a fleet is built."""
+    identity = SYSTEM_MODULES[addresses.IDENTITY]
+    identity._use_device_signature = _consume_device_nonce
+    try:
+        yield
+    finally:
+        del identity._use_device_signature
+
+
+def _trie_names() -> dict[str, str]:
+    """Hex hashed address -> module name, for build reports."""
+    return {keccak256(a).hex(): m.name for a, m in SYSTEM_MODULES.items()}
+
+
 def owner_of(i: int) -> bytes:
     return keccak256(b"bench_costs owner" + i.to_bytes(4, "big"))[12:]
 
@@ -179,13 +198,12 @@ class Fleet:
         def build(db, spec):
             header = build_genesis(db, spec)
             identity = SYSTEM_MODULES[addresses.IDENTITY]
-            identity._use_device_signature = _consume_device_nonce  # the instance only
             maker = dev_accounts()[1][0]
             env = BlockEnv(CHAIN_ID, 0, GENESIS_MS, b"\x00" * 20, spec.gas_limit, spec.base_fee_per_gas,
                            b"\x00" * 32)
             root = header.state_root
             t0 = time.perf_counter()
-            try:
+            with _unsigned_device_calls():
                 for first in range(1, self.n + 1, batch):
                     overlay = OverlayDB(db)
                     state = make_state(overlay, root, env)
@@ -202,10 +220,36 @@ class Fleet:
                     with store.db.write_batch() as wb:
                         for k, v in puts.items():
                             wb.put(TRIE + k, v)
-            finally:
-                del identity._use_device_signature
             log.append(f"fleet of {self.n:,} built in {time.perf_counter() - t0:.1f} s")
             return header.copy(state_root=root)
+
+        return build
+
+    def fast_builder(self, store: ChainStore, batch: int, log: list[str],
+                     report: BuildReport | None = None):
+        """A genesis build function giving the state :meth:`builder` gives (same state root,
+        trie nodes and flat entries), written by ``bench.fleet_build.build_fast``: the same
+        module calls over a recording state, each trie written once. For
+        ``ChainStore.init_genesis(spec, build=..., flat_written=True)``."""
+        report = report if report is not None else BuildReport()
+
+        def build(db, spec):
+            identity = SYSTEM_MODULES[addresses.IDENTITY]
+            maker = dev_accounts()[1][0]
+
+            def vehicle(state: RecordingState, vid: int) -> None:
+                self._register(identity, state, maker, vid)
+                # a view per vehicle (the slow build has one per batch: same state), so
+                # that what one vehicle's readings touch is that vehicle's alone
+                view = TelemetryView(state, GENESIS_MS, 0)
+                self._history(view, vid)
+                view.commit()
+
+            with _unsigned_device_calls():
+                header = build_fast(store.db, spec, self.n, vehicle, batch, report,
+                                    scratch_dir=str(store.database.path.parent))
+            log.extend(format_report(report, _trie_names()))
+            return header
 
         return build
 
