@@ -35,7 +35,7 @@ import resource
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,19 +78,27 @@ class RecordingState:
         self._dirty: dict[bytes, set[int]] = {}  # address -> slots written, not flushed
         self.balances: dict[bytes, int] = {}  # address -> balance set, not flushed
         self.scope = 0
+        # the account of the previous call (modules call with the same address object)
+        self._last_address: object = None
+        self._last: tuple[dict[int, int], dict[int, int], set[int]] = ({}, {}, set())
 
-    def _account(self, address: bytes) -> tuple[dict[int, int], dict[int, int]]:
+    def _account(self, address: bytes) -> tuple[dict[int, int], dict[int, int], set[int]]:
         values = self._values.get(address)
         if values is None:
-            address = bytes(address)
-            values = self._values[address] = {}
-            self._scopes[address] = {}
-            self._dirty[address] = set()
-            self._hashed[address] = keccak256(address)
-        return values, self._scopes[address]
+            key = bytes(address)
+            values = self._values[key] = {}
+            self._scopes[key] = {}
+            self._dirty[key] = set()
+            self._hashed[key] = keccak256(key)
+        self._last_address = address
+        self._last = (values, self._scopes[address], self._dirty[address])
+        return self._last
 
     def get_storage(self, address: bytes, slot: int, from_journal: bool = True) -> int:
-        values, scopes = self._account(address)
+        if address is self._last_address:
+            values, scopes, _ = self._last
+        else:
+            values, scopes, _ = self._account(address)
         scope = scopes.get(slot)
         if scope is None:
             scopes[slot] = self.scope
@@ -104,14 +112,17 @@ class RecordingState:
         return value
 
     def set_storage(self, address: bytes, slot: int, value: int) -> None:
-        values, scopes = self._account(address)
+        if address is self._last_address:
+            values, scopes, dirty = self._last
+        else:
+            values, scopes, dirty = self._account(address)
         scope = scopes.get(slot)
         if scope is None:
             scopes[slot] = self.scope
         elif scope != self.scope:
             scopes[slot] = SHARED
         values[slot] = value
-        self._dirty[address].add(slot)
+        dirty.add(slot)
 
     def set_balance(self, address: bytes, balance: int) -> None:
         self.balances[bytes(address)] = balance
@@ -132,6 +143,7 @@ class RecordingState:
             shared = {slot for slot, scope in scopes.items() if scope == SHARED}
             self._scopes[address] = dict.fromkeys(shared, SHARED)
             self._values[address] = {slot: values[slot] for slot in shared}
+        self._last_address = None
 
 
 class _Buckets:
@@ -203,6 +215,16 @@ class _Writer:
         if self.n % WRITE_BATCH == 0:
             self.write()
 
+    def put_all(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        put, n = self.batch.put, 0
+        for key, value in items:
+            put(key, value)
+            n += 1
+            if n == WRITE_BATCH:
+                self.write()
+                put, n = self.batch.put, 0
+        self.n += n
+
     def write(self) -> None:
         self.batch.write()
         self.batch = self.db.write_batch()
@@ -233,28 +255,27 @@ def _write_trie(out: _Writer, reader: _NodeReader, base: dict[bytes, bytes],
     root = BLANK_ROOT_HASH
     reader.held.clear()
     for bucket in range(BUCKETS):
-        items = {k: v for k, v in base.items() if k[0] >> 4 == bucket}
-        recorded: set[bytes] = set()
-        for key, value in records(bucket):
-            if key in recorded:
-                raise RuntimeError(f"fleet build: key {key.hex()} recorded twice (a slot one "
-                                   "vehicle touched was written again in a later batch)")
-            recorded.add(key)
-            items[key] = value
-        changes = sorted((k, v) for k, v in items.items() if v)
+        recorded = sorted(records(bucket))
+        for i in range(1, len(recorded)):
+            if recorded[i][0] == recorded[i - 1][0]:
+                raise RuntimeError(f"fleet build: key {recorded[i][0].hex()} recorded twice (a "
+                                   "slot one vehicle touched was written again in a later batch)")
+        olds = {k: v for k, v in base.items() if k[0] >> 4 == bucket}
+        if olds:
+            olds.update(recorded)
+            recorded = sorted(olds.items())
+        changes = [item for item in recorded if item[1]]
         if not changes:
             continue
         root, writes = update_trie(TrieNodes(reader, max_nodes=1_000, cache={}), root, changes,
                                    keep=False)
         reader.held = {root: writes.pop(root)}  # the root changes with every bucket
-        for digest, node in writes.items():
-            out.put(TRIE + digest, node)
-            stats.nodes += 1
-            stats.node_bytes += 33 + len(node)
-        for key, value in changes:
-            out.put(flat_prefix + key, value)
-            stats.entries += 1
-            stats.entry_bytes += len(flat_prefix) + 32 + len(value)
+        out.put_all((TRIE + digest, node) for digest, node in writes.items())
+        stats.nodes += len(writes)
+        stats.node_bytes += 33 * len(writes) + sum(map(len, writes.values()))
+        out.put_all((flat_prefix + key, value) for key, value in changes)
+        stats.entries += len(changes)
+        stats.entry_bytes += (len(flat_prefix) + 32) * len(changes) + sum(len(v) for _, v in changes)
         out.write()  # the next bucket may read these nodes
     for digest, node in reader.held.items():
         out.put(TRIE + digest, node)
