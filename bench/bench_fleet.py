@@ -21,7 +21,7 @@ reuses (and an existing one is reused here). Then:
    the store is no longer at genesis afterwards (run it last).
 
     python -m bench.bench_fleet [--vehicles 100000,1000000] [--dir DIR] [--check]
-        [--settle K] [--batch 20000]
+        [--settle K] [--batch 20000]      (make bench-fleet: both sizes, kept in FLEET_DIR)
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -197,15 +198,24 @@ def settle(path: Path, blocks: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.bench_fleet", description=__doc__.splitlines()[0])
-    p.add_argument("--vehicles", type=lambda s: [int(x) for x in s.split(",")],
-                   default=[100_000, 1_000_000])
-    p.add_argument("--dir", default="/tmp/motus-bench-fleet")
+    p.add_argument("--vehicles", type=lambda s: [int(x) for x in s.split(",")], default=[100_000],
+                   help="comma-separated fleet sizes (1000000: ~6 GB of store)")
+    p.add_argument("--dir", default=None,
+                   help="keep the stores here and reuse them (default: a temporary directory)")
     p.add_argument("--batch", type=int, default=20_000)
     p.add_argument("--check", action="store_true", help="time motus db check on each store")
     p.add_argument("--settle", type=int, default=0, help="settlement blocks to time (commits blocks)")
     args = p.parse_args(argv or [])
-    root = Path(args.dir)
-    root.mkdir(parents=True, exist_ok=True)
+    if args.dir is None:
+        with tempfile.TemporaryDirectory(prefix="motus-bench-fleet-",
+                                         dir=os.environ.get("MOTUS_BENCH_DIR")) as tmp:
+            run(args, Path(tmp))
+    else:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)
+        run(args, Path(args.dir))
+
+
+def run(args: argparse.Namespace, root: Path) -> None:
     print(f"load average at start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)", flush=True)
     genesis = root / "fleet-0"
     build(genesis, 0, args.batch)
