@@ -119,9 +119,10 @@ state = make_state(OverlayDB(store.state_db), head.state_root, BlockEnv(
     head.base_fee_per_gas, head.hash))
 warmed = warm_system_storage(state)
 t2, c2 = time.perf_counter(), time.process_time()
-rss = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) * 1024
+status = open("/proc/self/status").read()
+kib = lambda name: int(status.split(name + ":")[1].split()[0]) * 1024
 print(json.dumps({"import_wall": t1 - t0, "open_wall": t2 - t1, "open_cpu": c2 - c1,
-                  "warmed": warmed, "rss": rss,
+                  "warmed": warmed, "rss": kib("VmRSS"), "anon": kib("RssAnon"), "file": kib("RssFile"),
                   "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   "flat_whole": store.state_db.flat.root == head.state_root}))
 database.close()
@@ -252,9 +253,11 @@ def run(args: argparse.Namespace, root: Path) -> None:
         st = child(_START, path)
         print(f"  start (open the store, head state, warm-up of {st['warmed']:,} nodes): "
               f"{st['open_wall']:.2f} s wall, {st['open_cpu']:.2f} s CPU, RSS {st['rss'] / 2**20:.0f} MiB "
-              f"(peak {st['max_rss'] / 2**20:.0f}); genesis-only store {base_start['open_wall']:.2f} s, "
-              f"RSS {base_start['rss'] / 2**20:.0f} MiB: x{st['open_wall'] / base_start['open_wall']:.1f} "
-              f"time, x{st['rss'] / base_start['rss']:.2f} RSS; flat snapshot whole: {st['flat_whole']}",
+              f"(anonymous {st['anon'] / 2**20:.0f}, file-backed {st['file'] / 2**20:.0f}: LevelDB's mapped "
+              f"tables; peak {st['max_rss'] / 2**20:.0f}); genesis-only store {base_start['open_wall']:.2f} s, "
+              f"RSS {base_start['rss'] / 2**20:.0f} MiB (anonymous {base_start['anon'] / 2**20:.0f}): "
+              f"x{st['open_wall'] / base_start['open_wall']:.1f} time, x{st['anon'] / base_start['anon']:.2f} "
+              f"anonymous memory; flat snapshot whole: {st['flat_whole']}",
               flush=True)
         if args.check:
             ck = child(_CHECK, path)
