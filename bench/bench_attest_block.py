@@ -24,7 +24,9 @@ that scale a device attests every N / 2,000 blocks, so its slots are no longer i
 parent's slot layers: "fresh" is the pre-verified block with the slot layers emptied
 (decoded trie nodes kept), what a validator of a large fleet meets every block.
 ``--keep-dir DIR`` keeps the built store in DIR and reuses it on the next run (the
-1,000,000-vehicle build takes minutes).
+100,000-vehicle build takes ~2 min of CPU, 1,000,000 ~20: docs/benchmarks.md, "A fleet's
+store at 100,000 and 1,000,000 vehicles"; ``bench_fleet --dir DIR`` builds the same
+stores).
 
 Run: ``python -m bench.bench_attest_block [--devices N | --fleet N [--keep-dir DIR]]
 [--repeat R] [--profile]``.
