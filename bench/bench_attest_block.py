@@ -17,7 +17,8 @@ Every figure is the best of ``--repeat`` tries from the same parent state.
 
 ``--fleet N`` runs the same block on a fleet of N vehicles (each with its device, owner
 and twelve earlier readings: ``bench.bench_costs.Fleet``, built through the modules' own
-functions into a real LevelDB store opened by the node's ``ChainStore``); the first 2,000
+functions by the fast builder, ``bench.fleet_build``, into a real LevelDB store opened by
+the node's ``ChainStore``); the first 2,000
 devices sign the block, read through the store as a validator reads its head state. At
 that scale a device attests every N / 2,000 blocks, so its slots are no longer in the
 parent's slot layers: "fresh" is the pre-verified block with the slot layers emptied
@@ -25,7 +26,9 @@ parent's slot layers: "fresh" is the pre-verified block with the slot layers emp
 "evicted" is "fresh" just after the shared decoded-node cache reached its bound
 (what happens every ~10-20 blocks at 100,000 vehicles).
 ``--keep-dir DIR`` keeps the built store in DIR and reuses it on the next run (the
-100,000-vehicle build takes minutes).
+100,000-vehicle build takes ~2 min of CPU, 1,000,000 ~20: docs/benchmarks.md, "A fleet's
+store at 100,000 and 1,000,000 vehicles"; ``bench_fleet --dir DIR`` builds the same
+stores).
 
 Run: ``python -m bench.bench_attest_block [--devices N | --fleet N [--keep-dir DIR]]
 [--repeat R] [--profile]``.
@@ -73,7 +76,6 @@ def fleet_block(n: int, keep_dir: str | None) -> tuple[Any, bytes, Any, list[byt
     from bench import bench_costs as costs
     from genesis.devnet import new_genesis
     from node.db import Database
-    from node.prune import Pruner
     from node.store import ChainStore
     from vm.execute import compute_base_fee
     from vm.modules.params import get_param
@@ -92,9 +94,9 @@ def fleet_block(n: int, keep_dir: str | None) -> tuple[Any, bytes, Any, list[byt
     store = ChainStore(database)
     if not built:
         log: list[str] = []
-        store.init_genesis(spec, build=fleet.builder(store, 5_000, log))
-        Pruner(store, 1, pace=False).sweep()  # the build's intermediate nodes
-        store.trie_listener = None
+        # the fast builder (bench.fleet_build): the slow one's state, minutes not hours
+        store.init_genesis(spec, build=fleet.fast_builder(store, 20_000, log), flat_written=True)
+        print("\n".join(log), flush=True)
     print(f"setup: fleet of {n:,} vehicles {'reopened from' if built else 'built in'} {path} "
           f"({time.perf_counter() - t0:.1f} s)", flush=True)
     parent = store.head

@@ -13,8 +13,10 @@ store opened by the node's ``ChainStore`` and driven by its ``Application``:
    Each vehicle has its own owner account holding 1 MOTUS (its reward account). Sending
    the ~4 N identity transactions and 12 N signed attestations would take hours at
    100,000; what is measured (state, blocks, epochs) does not depend on how the state was
-   reached. The build's intermediate trie nodes are swept by the node's pruner before
-   anything is measured.
+   reached. The calls run over ``bench.fleet_build``'s recording state and each trie is
+   written once (``Fleet.fast_builder``: the state root, trie nodes and flat entries of
+   the py-evm build, ``Fleet.builder``; ``--slow-build`` uses the latter, whose
+   intermediate trie nodes the node's pruner sweeps before anything is measured).
 2. Blocks through ``Application.propose``/``commit``: 1,000 transfers (1,000 funded senders
    to random owner accounts), 2,000 attestations (signed by ``min(N, 2000)`` real device
    keys paired in step 1), empty blocks to the end of epoch 0, then the epoch boundary
@@ -38,6 +40,7 @@ node's signal store for one vehicle over a day at one reading a minute (records 
 minute index).
 
     python -m bench.bench_costs [--vehicles 1000,10000,100000] [--repeat 3] [--batch 5000]
+        [--slow-build]
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +62,7 @@ from eth_account import Account
 from eth_typing import Address
 
 import vm.attestation as attestation
+from bench.fleet_build import BuildReport, RecordingState, build_fast, format_report
 from consensus.crypto import address_of_private_key
 from devnet.device import Device, Drive
 from genesis.builder import build_genesis
@@ -138,6 +143,23 @@ def _consume_device_nonce(call, led, device, struct, message, signature, reason_
     call.store.store(led.device_field(device, D_NONCE), expected + 1)
 
 
+@contextmanager
+def _unsigned_device_calls():
+    """identity's device-signature check replaced by :func:`_consume_device_nonce` (on the
+    module instance only) while a fleet is built."""
+    identity = SYSTEM_MODULES[addresses.IDENTITY]
+    identity._use_device_signature = _consume_device_nonce
+    try:
+        yield
+    finally:
+        del identity._use_device_signature
+
+
+def _trie_names() -> dict[str, str]:
+    """Hex hashed address -> module name, for build reports."""
+    return {keccak256(a).hex(): m.name for a, m in SYSTEM_MODULES.items()}
+
+
 def owner_of(i: int) -> bytes:
     return keccak256(b"bench_costs owner" + i.to_bytes(4, "big"))[12:]
 
@@ -179,13 +201,12 @@ class Fleet:
         def build(db, spec):
             header = build_genesis(db, spec)
             identity = SYSTEM_MODULES[addresses.IDENTITY]
-            identity._use_device_signature = _consume_device_nonce  # the instance only
             maker = dev_accounts()[1][0]
             env = BlockEnv(CHAIN_ID, 0, GENESIS_MS, b"\x00" * 20, spec.gas_limit, spec.base_fee_per_gas,
                            b"\x00" * 32)
             root = header.state_root
             t0 = time.perf_counter()
-            try:
+            with _unsigned_device_calls():
                 for first in range(1, self.n + 1, batch):
                     overlay = OverlayDB(db)
                     state = make_state(overlay, root, env)
@@ -202,10 +223,36 @@ class Fleet:
                     with store.db.write_batch() as wb:
                         for k, v in puts.items():
                             wb.put(TRIE + k, v)
-            finally:
-                del identity._use_device_signature
             log.append(f"fleet of {self.n:,} built in {time.perf_counter() - t0:.1f} s")
             return header.copy(state_root=root)
+
+        return build
+
+    def fast_builder(self, store: ChainStore, batch: int, log: list[str],
+                     report: BuildReport | None = None):
+        """A genesis build function giving the state :meth:`builder` gives (same state root,
+        trie nodes and flat entries), written by ``bench.fleet_build.build_fast``: the same
+        module calls over a recording state, each trie written once. For
+        ``ChainStore.init_genesis(spec, build=..., flat_written=True)``."""
+        report = report if report is not None else BuildReport()
+
+        def build(db, spec):
+            identity = SYSTEM_MODULES[addresses.IDENTITY]
+            maker = dev_accounts()[1][0]
+
+            def vehicle(state: RecordingState, vid: int) -> None:
+                self._register(identity, state, maker, vid)
+                # a view per vehicle (the slow build has one per batch: same state), so
+                # that what one vehicle's readings touch is that vehicle's alone
+                view = TelemetryView(state, GENESIS_MS, 0)
+                self._history(view, vid)
+                view.commit()
+
+            with _unsigned_device_calls():
+                header = build_fast(store.db, spec, self.n, vehicle, batch, report,
+                                    scratch_dir=str(store.database.path.parent))
+            log.extend(format_report(report, _trie_names()))
+            return header
 
         return build
 
@@ -364,7 +411,7 @@ def _cpu(fn) -> float:
     return time.thread_time() - c0
 
 
-def measure(n: int, repeat: int, batch: int, keep_dir: bool) -> dict[str, Any]:
+def measure(n: int, repeat: int, batch: int, keep_dir: bool, slow_build: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"n": n, "log": []}
     root_dir = Path(tempfile.mkdtemp(prefix="motus-bench-costs-", dir=os.environ.get("MOTUS_BENCH_DIR")))
     path = root_dir / "data"
@@ -378,7 +425,11 @@ def measure(n: int, repeat: int, batch: int, keep_dir: bool) -> dict[str, Any]:
         store = ChainStore(database)
         fleet = Fleet(n, spec.params.get("h3_resolution", 7))
         t0 = time.perf_counter()
-        store.init_genesis(spec, build=fleet.builder(store, batch, out["log"]))
+        if slow_build:
+            store.init_genesis(spec, build=fleet.builder(store, batch, out["log"]))
+        else:
+            store.init_genesis(spec, build=fleet.fast_builder(store, max(batch, 2), out["log"]),
+                               flat_written=True)
         out["build_s"] = time.perf_counter() - t0
         # the batches' intermediate nodes are garbage: the node's own sweep removes them
         Pruner(store, 1, pace=False).sweep()
@@ -564,8 +615,9 @@ def report(r: dict[str, Any]) -> None:
     flat_per_account = 33 + 75  # s + keccak(address), an account's RLP (measured below)
     per_account = acct_trie / accounts
     print(f"--- {n:,} vehicles ({accounts:,} accounts: owners, 1,000 senders, system, dev) ---")
+    print(f"  genesis written in {r['build_s']:.1f} s")
     for line in r["log"]:
-        print(f"  {line}; genesis written in {r['build_s']:.1f} s")
+        print(f"  {line}")
     vehicle_parts = {k: v for k, v in g.items() if k in ("identity", "telemetry", "rewards")}
     ident, tele = g["identity"][1], g["telemetry"][1]
     owner_bytes = per_account + flat_per_account
@@ -732,9 +784,12 @@ def print_summary(results: list[dict[str, Any]], target: int = 1_000_000) -> Non
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.bench_costs", description=__doc__.splitlines()[0])
     p.add_argument("--vehicles", type=lambda s: [int(x) for x in s.split(",")], default=[1_000, 10_000, 100_000],
-                   help="comma-separated fleet sizes (1000000 needs ~30 GB of writes and an hour here)")
+                   help="comma-separated fleet sizes (1000000: the full run did not fit a session here; "
+                        "python -m bench.bench_fleet measures the store at that size)")
     p.add_argument("--repeat", type=int, default=3, help="executions of each timed block; best kept")
     p.add_argument("--batch", type=int, default=5_000, help="vehicles per build batch")
+    p.add_argument("--slow-build", action="store_true",
+                   help="build the fleet through py-evm's state (Fleet.builder), not the fast builder")
     p.add_argument("--keep-dir", action="store_true", help="leave the LevelDB directories in place")
     p.add_argument("--json", help="also write each size's figures to this file (JSON lines)")
     args = p.parse_args(argv or [])
@@ -745,7 +800,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{day['disk'] / 1e3:.0f} KB on disk compacted", flush=True)
     results = []
     for n in args.vehicles:
-        results.append(measure(n, args.repeat, args.batch, args.keep_dir))
+        results.append(measure(n, args.repeat, args.batch, args.keep_dir, args.slow_build))
         report(results[-1])
         if args.json:
             import json

@@ -116,9 +116,13 @@ class ChainStore:
     def initialised(self) -> bool:
         return self.db.get(b"H") is not None
 
-    def init_genesis(self, spec: GenesisSpec, build=build_genesis) -> Header:
+    def init_genesis(self, spec: GenesisSpec, build=build_genesis, *,
+                     flat_written: bool = False) -> Header:
         """Write genesis state, block and validator set in one batch (idempotent for the
-        same spec). ``build(db, spec) -> Header`` makes the state (benchmarks add to it)."""
+        same spec). ``build(db, spec) -> Header`` makes the state (benchmarks add to it).
+        ``flat_written``: ``build`` wrote the flat snapshot entries of the state it returns
+        into the database itself (a benchmark's bulk build of a million vehicles), so the
+        state trie is not walked again to write them."""
         overlay = OverlayDB(self.state_db)
         header = build(overlay, spec)
         if self.initialised:
@@ -131,7 +135,8 @@ class ChainStore:
         with self.database.batch() as wb:
             for k, v in puts.items():
                 wb.put(TRIE + k, v)
-            for hashed, account in iter_trie_items(overlay.__getitem__, header.state_root):
+            for hashed, account in (() if flat_written else
+                                    iter_trie_items(overlay.__getitem__, header.state_root)):
                 wb.put(FLAT_ACCOUNT + hashed, account)
                 for slot, value in _storage_items(overlay.__getitem__, account):
                     wb.put(FLAT_SLOT + hashed + slot, value)
