@@ -23,7 +23,7 @@ from eth_utils import ValidationError
 
 from vm.attestation import compute_attestation_id
 from vm.block import Header, rlp_encode
-from vm.cost import BlockCost, CostWeights
+from vm.cost import BlockCost, CostWeights, settlement_steps_per_block
 from vm.epoch import advance_clock, get_epoch
 from vm.errors import InvalidBlock, InvalidTransaction
 from vm.events import BlockEvent, collect_block_events, record_block_events
@@ -217,8 +217,7 @@ def begin_block(state: MotusState, env: BlockEnv,
         rewards = SYSTEM_MODULES.get(addresses.REWARDS)
         steps = 0
         if rewards is not None and hasattr(rewards, "settle"):
-            limit = CostWeights.of(state).settlement_steps(get_param(state, "settle_vehicles_per_block"))
-            steps = rewards.settle(state, limit)
+            steps = rewards.settle(state, settlement_steps_per_block(state))
 
     # (2) evidence
     for m in misbehavior:

@@ -17,8 +17,10 @@ from vm.execute import BlockBody, execute_block
 from vm.modules import addresses
 from vm.modules.governance import OPTION_YES
 from vm.modules.rewards import (
+    SettlementBacklog,
     get_carry,
     get_epoch_result,
+    get_settlement_backlog,
     get_vehicle_reward,
     history_start,
     list_epoch_rewards,
@@ -115,12 +117,18 @@ def test_mid_settlement_reads_say_it_is_not_settled() -> None:
         r = get_epoch_result(s, 0)
         assert (r.processed, r.settling, r.evaluated) == (False, True, 5)  # 5 scored so far
         assert processed_epochs(s) == 0 and settlement_backlog(s) == 1
+        # 47 steps (23 scoring, 23 paying, 1 finalizing), 5 done: 18 to score, 23 to pay
+        assert get_settlement_backlog(s) == SettlementBacklog(
+            epochs=1, oldest=0, vehicles=23, steps=42, counted=1)
+        chain.block()
+        assert get_settlement_backlog(chain.state()).steps == 37
         gov_view = Module(chain, "rewards", addresses.REWARDS)
         assert gov_view.call("getEpoch", 0)[-1] is False and gov_view.call("processedEpochs") == 0
         while not get_epoch_result(chain.state(), 0).processed:
             chain.block()
         s = chain.state()
         assert settlement_backlog(s) == 0 and len(list_epoch_rewards(s, 0)) == 23
+        assert get_settlement_backlog(s) == SettlementBacklog(0, 1, 0, 0, 0)
         assert gov_view.call("getEpoch", 0)[-1] is True
 
 

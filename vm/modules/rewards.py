@@ -250,6 +250,46 @@ def settlement_backlog(state: StateAPI) -> int:
     return max(0, get_epoch(state) - processed_epochs(state))
 
 
+@dataclass(frozen=True)
+class SettlementBacklog:
+    """Settlement work not done yet (docs/rewards.md "Settlement", "Backlog")."""
+
+    epochs: int  # ended epochs not finalized: 0 keeps up, 1 while one settles, 2+ behind
+    oldest: int  # the oldest of them (the one settling), = processed epochs
+    vehicles: int  # vehicles of those epochs not yet paid (scored or not)
+    steps: int  # vehicle-steps left to finalize them (at most: a vehicle listed twice is skipped)
+    counted: int  # epochs whose vehicles and steps are counted (the oldest BACKLOG_EPOCHS_READ)
+
+    @property
+    def spans_epochs(self) -> bool:
+        """True when an epoch ended while the one before was still settling: the fleet
+        outgrows the epoch and the backlog grows by one epoch a boundary."""
+        return self.epochs > 1
+
+
+# Epochs a backlog read looks into (4 slots each): the node reads it every block, and a
+# chain that far behind has its answer in ``epochs`` already.
+BACKLOG_EPOCHS_READ = 64
+
+
+def get_settlement_backlog(state: StateAPI) -> SettlementBacklog:
+    """How much settlement work is left: the ended, unfinalized epochs and, for the oldest
+    :data:`BACKLOG_EPOCHS_READ` of them, their unpaid vehicles and steps left."""
+    st = Store(state, addresses.REWARDS)
+    oldest = st.load(S_PROCESSED)
+    epochs = settlement_backlog(state)
+    vehicles = steps = 0
+    counted = min(epochs, BACKLOG_EPOCHS_READ)
+    for epoch in range(oldest, oldest + counted):
+        base = mapping_slot(M_EPOCH, epoch)
+        listed, scored = st.load(base + E_LISTED), st.load(base + E_SCORED)
+        unscored = max(0, listed - scored)
+        unpaid = unscored + max(0, st.load(base + E_EVALUATED) - st.load(base + E_PAID))
+        vehicles += unpaid
+        steps += unscored + unpaid + 1  # score, pay, and one step to finalize
+    return SettlementBacklog(epochs, oldest, vehicles, steps, counted)
+
+
 def _score_vehicles(state: StateAPI, st: Store, epoch: int, ebase: int, budget: int) -> int:
     """Phase 1: score the epoch's vehicles from the cursor, in telemetry's list order,
     recording each and adding up the points; when all are scored, take the pool."""
