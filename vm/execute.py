@@ -212,12 +212,15 @@ def begin_block(state: MotusState, env: BlockEnv,
         boundary = advance_clock(state, env.height)
         for module in SYSTEM_MODULES.values():
             module.begin_block(state, env, boundary)
-        # then every block settles ended epochs a bounded slice at a time, with the
-        # weights the block's cost is counted with (read after the hooks, as below)
-        rewards = SYSTEM_MODULES.get(addresses.REWARDS)
+        # then every block does a bounded slice of the modules' metered work (the epoch
+        # settlement), with the weights the block's cost is counted with (read after the
+        # hooks, as below); the budget is shared in module order
+        budget = settlement_steps_per_block(state)
         steps = 0
-        if rewards is not None and hasattr(rewards, "settle"):
-            steps = rewards.settle(state, settlement_steps_per_block(state))
+        for module in SYSTEM_MODULES.values():
+            if steps >= budget:
+                break
+            steps += module.metered_work(state, budget - steps)
 
     # (2) evidence
     for m in misbehavior:

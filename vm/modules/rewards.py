@@ -659,7 +659,7 @@ class RewardsModule(SystemModule):
 
             open_epoch(state, get_epoch(state) - 1, env.height)
 
-    def settle(self, state: StateAPI, max_steps: int) -> int:
+    def metered_work(self, state: StateAPI, max_steps: int) -> int:
         """This block's settlement work (block order step 1, after every module's
         hook): at most ``max_steps`` vehicle-steps; returns the steps done."""
         return settle(state, max_steps, lambda event, *args: self.emit(state, None, event, *args))
