@@ -631,34 +631,29 @@ def vehicle_owner_from(vehicle_id: int, account: Account) -> VehicleOwner:
 
 def reward_slots(vehicle_id: int, epoch: int) -> list[int]:
     """Slots of the rewards account that prove a vehicle's record for an epoch: the
-    epoch's processed flag, then flags, points, reward and paid owner of the record."""
+    epoch's processed flag, then the record's two words (flags, points and owner when
+    scored; the reward: docs/rewards.md "State layout")."""
     from vm.modules import rewards as r
 
     base = r.mapping_slot(r.M_REWARD, epoch, vehicle_id)
-    return [
-        r.mapping_slot(r.M_EPOCH, epoch) + r.E_PROCESSED,
-        base + r.R_FLAGS,
-        base + r.R_POINTS,
-        base + r.R_REWARD,
-        base + r.R_OWNER,
-    ]
+    return [r.mapping_slot(r.M_EPOCH, epoch) + r.E_PROCESSED, base + r.R_RECORD, base + r.R_PAYOUT]
 
 
 def vehicle_reward_from(vehicle_id: int, epoch: int, account: Account) -> VehicleEpochReward:
     from vm.modules import rewards as r
 
-    processed, flags, points, reward, owner = (account.storage[s] for s in reward_slots(vehicle_id, epoch))
-    recorded = bool(flags & r.FLAG_RECORDED)
+    processed, record, payout = (account.storage[s] for s in reward_slots(vehicle_id, epoch))
+    rec = r.vehicle_reward_of(epoch, vehicle_id, record, payout)
     return VehicleEpochReward(
         vehicle_id=vehicle_id,
         epoch=epoch,
         settled=bool(processed),
-        recorded=recorded,
-        qualified=bool(flags & r.FLAG_QUALIFIED),
-        penalized=bool(flags & r.FLAG_PENALIZED),
-        points=points,
-        reward=reward,
-        owner=owner.to_bytes(32, "big")[-20:] if recorded and owner else None,
+        recorded=rec is not None,
+        qualified=rec is not None and rec.qualified,
+        penalized=rec is not None and rec.penalized,
+        points=rec.points if rec is not None else 0,
+        reward=rec.reward if rec is not None else 0,
+        owner=rec.owner if rec is not None and rec.owner != b"\0" * 20 else None,
         header=account.header,
     )
 

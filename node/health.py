@@ -10,6 +10,10 @@ A node is unhealthy, in this order of precedence (the first that holds is report
 - ``stalled``: the head block is older than ``health.max_head_age_seconds``.
 Otherwise it is ``ok``. The order puts the cause before the symptom: a node with no
 peers also stalls, and a syncing node's head is old by nature.
+
+Warnings do not change the status (they are about the chain, not this node): the
+answer lists them under ``warnings``, today only ``settlement_backlog`` (the chain's
+reward settlement spans more than one epoch: docs/rewards.md "Backlog").
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from vm.modules.rewards import settlement_backlog
 
 OK = "ok"
 SYNCING = "syncing"
@@ -37,6 +43,8 @@ class Observation:
     expects_peers: bool  # other validators exist or bootstrap peers are configured
     max_head_age_seconds: float
     max_sync_lag_blocks: int
+    # the head state's reward settlement backlog, in ended epochs not settled
+    settlement_backlog_epochs: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,17 @@ def assess(o: Observation) -> Health:
     return Health(OK, "")
 
 
+def warnings(o: Observation) -> list[dict[str, str]]:
+    """What an operator should know that does not make the node unhealthy."""
+    out = []
+    if o.settlement_backlog_epochs > 1:
+        out.append({"code": "settlement_backlog",
+                    "message": f"reward settlement is {o.settlement_backlog_epochs} epochs behind: "
+                               "the fleet outgrows the epoch; governance should raise "
+                               "settle_vehicles_per_block or epoch_length_blocks"})
+    return out
+
+
 def observe(node: Any, now: float | None = None) -> Observation:
     """Read what :func:`assess` needs from a running node."""
     head = node.store.head
@@ -89,6 +108,7 @@ def observe(node: Any, now: float | None = None) -> Observation:
             or (validators is not None and len(validators.validators) > 1)),
         max_head_age_seconds=node.config.health.max_head_age_seconds,
         max_sync_lag_blocks=node.config.health.max_sync_lag_blocks,
+        settlement_backlog_epochs=settlement_backlog(node.app.head_state()),
     )
 
 
@@ -112,4 +132,7 @@ def health_document(node: Any) -> tuple[int, dict[str, Any]]:
         doc["syncTarget"] = o.sync_target
     if not health.ok:
         doc["reason"] = health.reason
+    notes = warnings(o)
+    if notes:
+        doc["warnings"] = notes
     return health.http_status, doc

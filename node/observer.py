@@ -17,6 +17,8 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from node.metrics import REGISTRY
+from vm.cost import settlement_steps_per_block
+from vm.modules.rewards import get_settlement_backlog
 
 log = logging.getLogger("motus.chain")
 
@@ -87,6 +89,27 @@ MISSING_POWER = Gauge(
     "Voting power of the validators missing from the latest commit",
     registry=REGISTRY,
 )
+SETTLEMENT_EPOCHS = Gauge(
+    "motus_settlement_backlog_epochs",
+    "Ended epochs whose reward settlement is not finished (0 keeps up, 1 while one settles, "
+    "2 or more: the fleet outgrows the epoch)",
+    registry=REGISTRY,
+)
+SETTLEMENT_VEHICLES = Gauge(
+    "motus_settlement_backlog_vehicles",
+    "Vehicles of those epochs not yet paid (scored or not)",
+    registry=REGISTRY,
+)
+SETTLEMENT_STEPS = Gauge(
+    "motus_settlement_backlog_steps",
+    "Vehicle-steps of settlement work left to finalize those epochs",
+    registry=REGISTRY,
+)
+SETTLEMENT_BLOCKS = Gauge(
+    "motus_settlement_backlog_blocks",
+    "Blocks that work takes at the current settlement steps a block",
+    registry=REGISTRY,
+)
 
 
 class BlockObserver:
@@ -98,6 +121,7 @@ class BlockObserver:
         self._signed: dict[bytes, deque[bool]] = {}
         self._last_commit_at: float | None = None
         self._last_header: Any = None  # saves reading the parent back for the interval
+        self._backlog_epochs = 0  # settlement backlog after the last block (warned on a rise)
 
     def on_commit(self, block: Any, result: Any) -> None:
         header = block.header
@@ -129,6 +153,7 @@ class BlockObserver:
             BLOCK_LATENCY.observe(latency)
         self._count_missed_proposals(height, round_)
         self._count_signatures(block)
+        self._settlement_backlog(block, syncing)
         since_last = None if self._last_commit_at is None else now - self._last_commit_at
         self._last_commit_at = now
         log.log(
@@ -139,6 +164,30 @@ class BlockObserver:
             round_, "-" if interval is None else f"{interval:.2f}s", latency,
             "-" if since_last is None else f"{since_last:.2f}s", source,
         )
+
+    def _settlement_backlog(self, block: Any, syncing: bool) -> None:
+        """Export the reward settlement backlog of the state after ``block``; warn when
+        the epochs behind change while they are more than one (docs/rewards.md
+        "Backlog")."""
+        app = self.node.app
+        state = app.head_state() if app.head.hash == block.hash else app.state_at(block.header)
+        backlog = get_settlement_backlog(state)
+        per_block = settlement_steps_per_block(state)
+        blocks = -(-backlog.steps // per_block) if per_block else 0
+        SETTLEMENT_EPOCHS.set(backlog.epochs)
+        SETTLEMENT_VEHICLES.set(backlog.vehicles)
+        SETTLEMENT_STEPS.set(backlog.steps)
+        SETTLEMENT_BLOCKS.set(blocks)
+        if backlog.spans_epochs and backlog.epochs != self._backlog_epochs:
+            log.log(
+                logging.DEBUG if syncing else logging.WARNING,
+                "settlement backlog: %d ended epochs not settled (oldest %d), %d vehicles "
+                "unpaid, ~%d blocks of settlement work at %d steps a block: the fleet outgrows "
+                "the epoch; governance should raise settle_vehicles_per_block or "
+                "epoch_length_blocks (docs/rewards.md)",
+                backlog.epochs, backlog.oldest, backlog.vehicles, blocks, per_block,
+            )
+        self._backlog_epochs = backlog.epochs
 
     def _count_missed_proposals(self, height: int, round_: int) -> None:
         if round_ == 0:

@@ -60,6 +60,12 @@ class CostWeights:
         return per_block
 
 
+def settlement_steps_per_block(state: StateAPI) -> int:
+    """Vehicle-steps of epoch settlement a block on ``state`` does at most (after the
+    block's boundary hooks: the weights and parameter it is counted with)."""
+    return CostWeights.of(state).settlement_steps(get_param(state, "settle_vehicles_per_block"))
+
+
 @dataclass
 class BlockCost:
     """The running cost of one block, item by item, in execution order."""

@@ -23,7 +23,7 @@ from eth_utils import ValidationError
 
 from vm.attestation import compute_attestation_id
 from vm.block import Header, rlp_encode
-from vm.cost import BlockCost, CostWeights
+from vm.cost import BlockCost, CostWeights, settlement_steps_per_block
 from vm.epoch import advance_clock, get_epoch
 from vm.errors import InvalidBlock, InvalidTransaction
 from vm.events import BlockEvent, collect_block_events, record_block_events
@@ -212,13 +212,15 @@ def begin_block(state: MotusState, env: BlockEnv,
         boundary = advance_clock(state, env.height)
         for module in SYSTEM_MODULES.values():
             module.begin_block(state, env, boundary)
-        # then every block settles ended epochs a bounded slice at a time, with the
-        # weights the block's cost is counted with (read after the hooks, as below)
-        rewards = SYSTEM_MODULES.get(addresses.REWARDS)
+        # then every block does a bounded slice of the modules' metered work (the epoch
+        # settlement), with the weights the block's cost is counted with (read after the
+        # hooks, as below); the budget is shared in module order
+        budget = settlement_steps_per_block(state)
         steps = 0
-        if rewards is not None and hasattr(rewards, "settle"):
-            limit = CostWeights.of(state).settlement_steps(get_param(state, "settle_vehicles_per_block"))
-            steps = rewards.settle(state, limit)
+        for module in SYSTEM_MODULES.values():
+            if steps >= budget:
+                break
+            steps += module.metered_work(state, budget - steps)
 
     # (2) evidence
     for m in misbehavior:

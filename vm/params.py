@@ -49,7 +49,7 @@ _SPECS = [
               "Cost per 1000 gas a transaction spends beyond its intrinsic gas in EVM code."),
     ParamSpec("module_gas_cost", 40, 0, 1_000_000, False,
               "Cost per 1000 gas a transaction to a system module spends beyond its intrinsic gas."),
-    ParamSpec("settle_cost", 1_000, 0, 1_000_000, False,
+    ParamSpec("settle_cost", 600, 0, 1_000_000, False,
               "Cost of one vehicle-step of epoch settlement (scoring or paying one vehicle, "
               "finalizing an epoch, half of clearing one vehicle's old records; docs/rewards.md "
               "\"Settlement\"), charged to the block that does it."),
@@ -81,7 +81,7 @@ _SPECS = [
               "Tokens minted per epoch before decay (DIMO's weekly issuance scaled to 10-minute epochs)."),
     ParamSpec("decay_bps", 1_500, 0, 10_000, True, "Issuance cut every decay period (basis points)."),
     ParamSpec("decay_period_epochs", 52_560, 1, 10**8, True, "Epochs per decay step (a year of 10-minute epochs)."),
-    ParamSpec("settle_vehicles_per_block", 250, 2, 100_000, False,
+    ParamSpec("settle_vehicles_per_block", 400, 2, 100_000, False,
               "Vehicle-steps of epoch settlement each block does at most (docs/rewards.md "
               "\"Settlement\"); also never more than half of max_block_cost / settle_cost. "
               "At least 2: clearing one vehicle's old records takes 2."),

@@ -83,3 +83,49 @@ def test_one_period_counts_are_not_stored_and_survive_a_later_sale() -> None:
                         "0x" + chain.accounts[9][0].hex(), vid)
     assert len(ownership_periods(chain.state(), vid)) == 2
     assert get_period_counts(chain.state(), epoch, vid) == {0: 3}
+
+
+def test_payout_word_stores_shares_only_when_they_are_not_the_owner_when_scored() -> None:
+    """docs/rewards.md "State layout": the payout word's share count is 0 when the whole
+    reward went to the owner when scored (no share slot written); a sale after the epoch's
+    readings, before the scoring, pays the seller, whose share is stored. The one-period
+    producers (read without the periods twice) are what telemetry's per-period counts give."""
+    from vm.modules.rewards import (
+        M_REWARD,
+        M_SHARE,
+        R_PAYOUT,
+        get_period_producers,
+        unpack_payout,
+    )
+
+    fleet, road = new_fleet(2)
+    chain = fleet.chain
+    sold, kept = fleet.vehicle_ids
+    seller = get_vehicle(chain.state(), sold).owner
+    keeper = get_vehicle(chain.state(), kept).owner
+    buyer = chain.accounts[9][0]
+    epoch = get_epoch(chain.state())
+    for _ in range(5):
+        raws = []
+        for dev, vid in zip(fleet.devices, fleet.vehicle_ids, strict=True):
+            lat, lon, odo, _ = road.drives[dev.address].step(1_000)
+            raws.append(dev.attest(vehicle_id=vid, timestamp_ms=chain.head.timestamp_ms + 500, lat=lat,
+                                   lon=lon, odometer_m=odo, speed_cmps=1_500).raw)
+        assert [c for _, c in chain.block(attestations=raws).attestation_results] == ["ok", "ok"]
+    state = chain.state()
+    assert get_epoch(state) == epoch
+    assert get_period_producers(state, epoch, kept) == [(keeper, 5)]
+    assert get_period_counts(state, epoch, kept) == {0: 5}
+    boundary = get_epoch_start(chain.state()) + chain.param("epoch_length_blocks")
+    chain.advance(boundary - chain.head.height - 2)
+    fleet.identity.send(owner_key(fleet, seller), "transferFrom", "0x" + seller.hex(),
+                        "0x" + buyer.hex(), sold)  # the block before the boundary
+    chain.advance(1)  # the boundary: both scored and paid in it
+    state = chain.state()
+    store = Store(state, addresses.REWARDS)
+    r_kept, r_sold = (get_vehicle_reward(state, epoch, v) for v in (kept, sold))
+    assert r_kept.reward > 0 and r_kept.shares == ((keeper, r_kept.reward),)
+    assert unpack_payout(store.load(mapping_slot(M_REWARD, epoch, kept) + R_PAYOUT)) == (r_kept.reward, 0)
+    assert store.load(mapping_slot(M_SHARE, epoch, kept, 0)) == 0  # nothing stored
+    assert r_sold.owner == buyer and r_sold.shares == ((seller, r_sold.reward),)
+    assert unpack_payout(store.load(mapping_slot(M_REWARD, epoch, sold) + R_PAYOUT)) == (r_sold.reward, 1)

@@ -60,7 +60,7 @@ class FakeWorld:
         return sorted(self.activity[epoch].items())[index]
 
     def vehicle_owner(self, state, vehicle_id):
-        return self.vehicles.get(vehicle_id, (None, False))
+        return (*self.vehicles.get(vehicle_id, (None, False)), False)  # never synthetic
 
 
 @contextmanager

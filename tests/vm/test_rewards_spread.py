@@ -17,8 +17,10 @@ from vm.execute import BlockBody, execute_block
 from vm.modules import addresses
 from vm.modules.governance import OPTION_YES
 from vm.modules.rewards import (
+    SettlementBacklog,
     get_carry,
     get_epoch_result,
+    get_settlement_backlog,
     get_vehicle_reward,
     history_start,
     list_epoch_rewards,
@@ -115,12 +117,18 @@ def test_mid_settlement_reads_say_it_is_not_settled() -> None:
         r = get_epoch_result(s, 0)
         assert (r.processed, r.settling, r.evaluated) == (False, True, 5)  # 5 scored so far
         assert processed_epochs(s) == 0 and settlement_backlog(s) == 1
+        # 47 steps (23 scoring, 23 paying, 1 finalizing), 5 done: 18 to score, 23 to pay
+        assert get_settlement_backlog(s) == SettlementBacklog(
+            epochs=1, oldest=0, vehicles=23, steps=42, counted=1)
+        chain.block()
+        assert get_settlement_backlog(chain.state()).steps == 37
         gov_view = Module(chain, "rewards", addresses.REWARDS)
         assert gov_view.call("getEpoch", 0)[-1] is False and gov_view.call("processedEpochs") == 0
         while not get_epoch_result(chain.state(), 0).processed:
             chain.block()
         s = chain.state()
         assert settlement_backlog(s) == 0 and len(list_epoch_rewards(s, 0)) == 23
+        assert get_settlement_backlog(s) == SettlementBacklog(0, 1, 0, 0, 0)
         assert gov_view.call("getEpoch", 0)[-1] is True
 
 
@@ -204,3 +212,61 @@ def test_event_words_are_what_eth_abi_encodes() -> None:
     types, values = ["uint256", "address", "uint256"], [7, b"\xee" * 20, 2**200]
     assert _encode_static(types, values) == eth_abi.encode(types, values)
     assert _encode_static(["string"], ["x"]) == eth_abi.encode(["string"], ["x"])
+
+
+def test_record_words_round_trip_and_refuse_what_does_not_fit() -> None:
+    from vm.modules.rewards import (
+        pack_payout,
+        pack_record,
+        pack_streak,
+        unpack_payout,
+        unpack_record,
+    )
+
+    owner = bytes(range(1, 21))
+    for fields in ((1, 0, 0, 0, 0, 0, b"\0" * 20), (7, 3, 3, 3, 9_000, 2**32 - 1, owner),
+                   (255, 255, 255, 255, 2**32 - 1, 12, b"\xff" * 20)):
+        word = pack_record(*fields)
+        assert word < 2**256 and unpack_record(word) == fields
+    for bad in ((256, 0, 0, 0, 0, 0), (1, 0, 0, 0, 2**32, 0), (1, 0, 0, 0, 0, 2**32)):
+        with pytest.raises(ValueError):
+            pack_record(*bad, owner)
+    assert unpack_payout(pack_payout(10**27, 3)) == (10**27, 3)
+    with pytest.raises(ValueError):
+        pack_payout(2**192, 0)
+    assert pack_streak(1, 2, 3) == 1 | 2 << 64 | 3 << 128
+
+
+def test_cleared_records_leave_no_word_behind() -> None:
+    """Clearing zeroes the record and payout words and the list entry (three writes a
+    vehicle), and the streak word stays."""
+    from vm.modules.base import Store, mapping_slot
+    from vm.modules.rewards import (
+        M_EPOCH_VEHICLE,
+        M_REWARD,
+        M_STREAK,
+        R_PAYOUT,
+        R_RECORD,
+        S_CLEAR_CURSOR,
+        S_CLEARED,
+    )
+
+    chain = new_chain(reward_history_epochs=1, settle_vehicles_per_block=5)
+    owners = [a for a, _ in chain.accounts[1:]]
+    world = FakeWorld(vehicles={v: (owners[v % len(owners)], True) for v in range(1, 9)})
+    with fake_world(world):
+        for e in range(3):
+            world.activity[e] = {v: active(12) for v in range(1, 9)}
+            end_epoch(chain)
+        chain.advance(5)  # epoch 1 is cleared to its 6th entry: out of the window already
+        assert history_start(chain.state()) == 2
+        chain.advance(2)
+        st = Store(chain.state(), addresses.REWARDS)
+        assert st.load(S_CLEARED) == 2 and st.load(S_CLEAR_CURSOR) == 0
+        for v in range(1, 9):
+            for e in (0, 1):
+                assert st.load(mapping_slot(M_REWARD, e, v) + R_RECORD) == 0
+                assert st.load(mapping_slot(M_REWARD, e, v) + R_PAYOUT) == 0
+            assert st.load(mapping_slot(M_REWARD, 2, v) + R_PAYOUT) > 0  # in the window
+            assert st.load(mapping_slot(M_STREAK, v)) != 0
+        assert all(st.load(mapping_slot(M_EPOCH_VEHICLE, e, i)) == 0 for e in (0, 1) for i in range(8))

@@ -253,6 +253,17 @@ class SystemModule:
     def begin_block(self, state: StateAPI, env: Any, epoch_boundary: bool) -> None:
         return None
 
+    # Per-block metered work (see vm.execute, docs/protocol.md "Block order" step 1):
+    # called every block after every module's begin_block, in SYSTEM_MODULES order, with
+    # the steps the block has left of its metered budget (at most
+    # min(settle_vehicles_per_block, max_block_cost // 2 // settle_cost) steps a block,
+    # shared by the modules); does at most ``max_steps`` steps and returns how many it
+    # did, each charged ``settle_cost`` to the block's cost before any transaction. Work
+    # that must not all land in one block (the epoch payout of a large fleet) goes here
+    # so that no block does more than a bounded amount of it. Default: none.
+    def metered_work(self, state: StateAPI, max_steps: int) -> int:
+        return 0
+
     # genesis hook: write the module's initial state from the genesis spec
     # (``spec.modules.get(self.name, {})`` holds its own section).
     def init_genesis(self, state: StateAPI, spec: Any) -> None:

@@ -478,6 +478,20 @@ def get_owner(state: StateAPI, vehicle_id: int) -> bytes | None:
     return None if owner == ZERO_ADDRESS else owner
 
 
+def get_vehicle_pairing(state: StateAPI, vehicle_id: int) -> tuple[bytes | None, bytes | None, bool]:
+    """(current owner or None if the vehicle does not exist, paired device or None,
+    whether that device is synthetic): what rewards reads of a vehicle to score it, in at
+    most three storage reads (``get_vehicle`` reads the whole record)."""
+    led = _ledger(state)
+    owner = led.owner(vehicle_id)
+    if owner == ZERO_ADDRESS:
+        return None, None, False
+    device = led.vehicle_device(vehicle_id)
+    if device == ZERO_ADDRESS:
+        return owner, None, False
+    return owner, device, bool(led.st.load(led.device_field(device, D_SYNTHETIC)))
+
+
 def device_pairing(state: StateAPI, device_address: bytes) -> int | None:
     """The vehicle the device is paired with (0: none), or None if no manufacturer minted
     it: the two fields of :func:`get_device` that attestation checks use, in two reads."""

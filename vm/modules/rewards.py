@@ -26,13 +26,16 @@ Storage layout (Solidity-style, at :data:`vm.modules.addresses.REWARDS`):
   synthetic_max_data_level at the boundary, + 13 vehicles listed by telemetry, + 14
   scoring cursor, + 15 paying cursor, + 16 height of the boundary block that ended it.
 - ``mapping_slot(11, epoch, i)``: vehicle id of the i-th evaluated vehicle (scoring order).
-- ``mapping_slot(12, epoch, vehicle_id)`` + 0 flags (1 recorded, 2 qualified,
-  4 penalized), + 1 points, + 2 reward, + 3 owner when scored, + 4 data level,
-  + 5 streak level, + 6 lock level, + 7 streak count after the epoch.
-- ``mapping_slot(13, vehicle_id)`` + 0 streak count, + 1 missed epochs in a row,
-  + 2 last epoch with data + 1 (0: never seen).
-- ``mapping_slot(14, epoch, vehicle_id)``: number of owners the reward was split
-  between; ``mapping_slot(15, epoch, vehicle_id, i)`` + 0 owner, + 1 amount.
+- ``mapping_slot(12, epoch, vehicle_id)`` + 0 the record, one word written when the
+  vehicle is scored (:func:`pack_record`: flags 1 recorded, 2 qualified, 4 penalized;
+  data, streak and lock level; points; streak count after the epoch; owner when scored),
+  + 1 the payout, one word written when it is paid (:func:`pack_payout`: the reward and
+  the number of owner shares stored; 0 shares: the whole reward went to the owner when
+  scored).
+- ``mapping_slot(13, vehicle_id)``: the streak, one word (:func:`pack_streak`: count,
+  missed epochs in a row, last epoch with data + 1, 0: never seen).
+- ``mapping_slot(15, epoch, vehicle_id, i)`` + 0 owner, + 1 amount: the shares of a
+  reward split between several owners, or paid to another owner than the one when scored.
 """
 
 from __future__ import annotations
@@ -74,20 +77,65 @@ M_EPOCH = 10
 M_EPOCH_VEHICLE = 11
 M_REWARD = 12
 M_STREAK = 13
-M_SHARE_COUNT = 14
-M_SHARE = 15
+M_SHARE = 15  # (14, the share count of the first layout, is unused)
 
 (E_PROCESSED, E_ISSUANCE, E_CARRY_IN, E_POOL, E_TOTAL_POINTS, E_MINTED, E_PAID_COUNT, E_CARRY_OUT,
  E_EVALUATED, E_SETTLED_AT, E_PHASE, E_MIN_ATTESTATIONS, E_SYNTHETIC_MAX, E_LISTED, E_SCORED, E_PAID,
  E_ENDED_AT) = range(17)
 # settlement phase of an epoch (E_PHASE): not opened, scoring, paying, to finalize, done
 PHASE_NONE, PHASE_SCORING, PHASE_PAYING, PHASE_FINAL, PHASE_DONE = range(5)
-R_FLAGS, R_POINTS, R_REWARD, R_OWNER, R_DATA, R_STREAK, R_LOCK, R_STREAK_COUNT = range(8)
+R_RECORD, R_PAYOUT = 0, 1  # the two words of a vehicle's record of an epoch
 FLAG_RECORDED, FLAG_QUALIFIED, FLAG_PENALIZED = 1, 2, 4
 # Vehicle-steps clearing one vehicle's records of an old epoch counts for: deleting its
 # ~15 slots from the tries cost ~1.7x a scoring or paying step at 10,000 vehicles
 # (bench_costs, docs/benchmarks.md "Epoch settlement").
 CLEAR_STEPS = 2
+
+# The record word, low bits first: flags 8, data level 8, streak level 8, lock level 8,
+# points 32 (at most 9,000: vm.scoring), streak count 32 (one more a qualifying epoch),
+# owner when scored 160.
+_U8, _U32, _U64 = 0xFF, 0xFFFF_FFFF, (1 << 64) - 1
+REWARD_BITS = 192  # the payout word: reward in the low 192 bits, shares stored above
+
+
+def pack_record(flags: int, data_level: int, streak_level: int, lock_level: int, points: int,
+                streak: int, owner: bytes) -> int:
+    """One storage word holding a vehicle's record of an epoch (docs/rewards.md "State
+    layout"); fields out of their widths would corrupt it, so they are refused."""
+    if not (flags | data_level | streak_level | lock_level) <= _U8 or not (points | streak) <= _U32:
+        raise ValueError(f"reward record field out of range: {(flags, data_level, streak_level, lock_level, points, streak)}")
+    return (flags | data_level << 8 | streak_level << 16 | lock_level << 24 | points << 32
+            | streak << 64 | int.from_bytes(owner, "big") << 96)
+
+
+def unpack_record(word: int) -> tuple[int, int, int, int, int, int, bytes]:
+    """(flags, data level, streak level, lock level, points, streak count, owner when
+    scored) of a record word."""
+    return (word & _U8, word >> 8 & _U8, word >> 16 & _U8, word >> 24 & _U8, word >> 32 & _U32,
+            word >> 64 & _U32, (word >> 96).to_bytes(20, "big"))
+
+
+def pack_payout(reward: int, stored_shares: int) -> int:
+    """One storage word: the vehicle's reward and how many owner shares are stored."""
+    if not 0 <= reward < 1 << REWARD_BITS:
+        raise ValueError(f"reward {reward} out of range")
+    return reward | stored_shares << REWARD_BITS
+
+
+def unpack_payout(word: int) -> tuple[int, int]:
+    """(reward, owner shares stored) of a payout word."""
+    return word & ((1 << REWARD_BITS) - 1), word >> REWARD_BITS
+
+
+def pack_streak(count: int, missed: int, last_plus1: int) -> int:
+    """One storage word: streak count, missed epochs in a row, last epoch with data + 1."""
+    return (count & _U64) | (missed & _U64) << 64 | (last_plus1 & _U64) << 128
+
+
+def _load_streak(st: Store, vehicle_id: int) -> tuple[Streak, int]:
+    """The stored streak and last epoch with data + 1 (0: never seen)."""
+    word = st.load(mapping_slot(M_STREAK, vehicle_id))
+    return Streak(word & _U64, word >> 64 & _U64), word >> 128 & _U64
 
 
 @dataclass(frozen=True)
@@ -158,26 +206,15 @@ def epoch_vehicle_at(state: StateAPI, epoch: int, index: int) -> tuple[int, Epoc
     return vid, telemetry.get_vehicle_epoch(state, epoch, vid)
 
 
-def get_vehicle_owner(state: StateAPI, vehicle_id: int) -> tuple[bytes | None, bool]:
-    """(current owner or None if the NFT does not exist, whether a device is paired)."""
-    identity = _module("vm.modules.identity")
-    record = identity.get_vehicle(state, vehicle_id) if identity is not None else None
-    if record is None:
-        return None, False
-    return bytes(record.owner), bytes(record.device) != ZERO_ADDRESS
-
-
-def is_synthetic_vehicle(state: StateAPI, vehicle_id: int) -> bool:
-    """True when the device paired with the vehicle now is synthetic (a licensed
-    integration's key, docs/developers.md): its data level is capped."""
+def get_vehicle_owner(state: StateAPI, vehicle_id: int) -> tuple[bytes | None, bool, bool]:
+    """(current owner or None if the NFT does not exist, whether a device is paired,
+    whether that device is synthetic: a licensed integration's key, docs/developers.md,
+    whose data level is capped), read once for the scoring."""
     identity = _module("vm.modules.identity")
     if identity is None:
-        return False
-    record = identity.get_vehicle(state, vehicle_id)
-    if record is None or bytes(record.device) == ZERO_ADDRESS:
-        return False
-    device = identity.get_device(state, bytes(record.device))
-    return device is not None and device.synthetic
+        return None, False, False
+    owner, device, synthetic = identity.get_vehicle_pairing(state, vehicle_id)
+    return owner, device is not None, synthetic
 
 
 def get_period_producers(state: StateAPI, epoch: int, vehicle_id: int) -> list[tuple[bytes, int]]:
@@ -187,8 +224,13 @@ def get_period_producers(state: StateAPI, epoch: int, vehicle_id: int) -> list[t
     identity = _module("vm.modules.identity")
     if telemetry is None or identity is None:
         return []
-    counts = telemetry.get_period_counts(state, epoch, vehicle_id)
     periods = identity.ownership_periods(state, vehicle_id)
+    if len(periods) == 1:
+        # one period ever: every accepted attestation of the epoch is its (what
+        # get_period_counts answers, without reading the periods a second time)
+        accepted = telemetry.get_vehicle_epoch(state, epoch, vehicle_id).accepted
+        return [(periods[0].owner, accepted)] if accepted else []
+    counts = telemetry.get_period_counts(state, epoch, vehicle_id)
     return [(p.owner, counts[p.index]) for p in periods if p.index in counts]
 
 
@@ -250,6 +292,46 @@ def settlement_backlog(state: StateAPI) -> int:
     return max(0, get_epoch(state) - processed_epochs(state))
 
 
+@dataclass(frozen=True)
+class SettlementBacklog:
+    """Settlement work not done yet (docs/rewards.md "Settlement", "Backlog")."""
+
+    epochs: int  # ended epochs not finalized: 0 keeps up, 1 while one settles, 2+ behind
+    oldest: int  # the oldest of them (the one settling), = processed epochs
+    vehicles: int  # vehicles of those epochs not yet paid (scored or not)
+    steps: int  # vehicle-steps left to finalize them (at most: a vehicle listed twice is skipped)
+    counted: int  # epochs whose vehicles and steps are counted (the oldest BACKLOG_EPOCHS_READ)
+
+    @property
+    def spans_epochs(self) -> bool:
+        """True when an epoch ended while the one before was still settling: the fleet
+        outgrows the epoch and the backlog grows by one epoch a boundary."""
+        return self.epochs > 1
+
+
+# Epochs a backlog read looks into (4 slots each): the node reads it every block, and a
+# chain that far behind has its answer in ``epochs`` already.
+BACKLOG_EPOCHS_READ = 64
+
+
+def get_settlement_backlog(state: StateAPI) -> SettlementBacklog:
+    """How much settlement work is left: the ended, unfinalized epochs and, for the oldest
+    :data:`BACKLOG_EPOCHS_READ` of them, their unpaid vehicles and steps left."""
+    st = Store(state, addresses.REWARDS)
+    oldest = st.load(S_PROCESSED)
+    epochs = settlement_backlog(state)
+    vehicles = steps = 0
+    counted = min(epochs, BACKLOG_EPOCHS_READ)
+    for epoch in range(oldest, oldest + counted):
+        base = mapping_slot(M_EPOCH, epoch)
+        listed, scored = st.load(base + E_LISTED), st.load(base + E_SCORED)
+        unscored = max(0, listed - scored)
+        unpaid = unscored + max(0, st.load(base + E_EVALUATED) - st.load(base + E_PAID))
+        vehicles += unpaid
+        steps += unscored + unpaid + 1  # score, pay, and one step to finalize
+    return SettlementBacklog(epochs, oldest, vehicles, steps, counted)
+
+
 def _score_vehicles(state: StateAPI, st: Store, epoch: int, ebase: int, budget: int) -> int:
     """Phase 1: score the epoch's vehicles from the cursor, in telemetry's list order,
     recording each and adding up the points; when all are scored, take the pool."""
@@ -261,31 +343,24 @@ def _score_vehicles(state: StateAPI, st: Store, epoch: int, ebase: int, budget: 
     for i in range(cursor, end):
         vid, activity = epoch_vehicle_at(state, epoch, i)
         rbase = mapping_slot(M_REWARD, epoch, vid)
-        if st.load(rbase + R_FLAGS):
+        if st.load(rbase + R_RECORD):
             continue  # never score (or pay) a vehicle twice for one epoch
-        owner, paired = get_vehicle_owner(state, vid)
-        synthetic = paired and is_synthetic_vehicle(state, vid)
+        owner, paired, synthetic = get_vehicle_owner(state, vid)
         qualified = is_qualifying(activity, min_attestations, owner is not None, paired)
         # the streak level of the score counts this epoch
         streak = compute_next_streak(_advance_streak(st, vid, epoch), qualified)
         score = compute_vehicle_score(
             activity, min_attestations=min_attestations, registered=owner is not None,
             paired=paired, streak=streak, locked=locked_amount(state, owner) if owner else 0,
-            max_data_level=synthetic_max if synthetic else len(DATA_LEVEL_MULTIPLES))
-        sbase = mapping_slot(M_STREAK, vid)
-        st.store(sbase + 0, streak.count)
-        st.store(sbase + 1, streak.missed)
-        st.store(sbase + 2, epoch + 1)
+            max_data_level=synthetic_max if paired and synthetic else len(DATA_LEVEL_MULTIPLES))
+        # three writes a vehicle: its streak, its place in the list, its record
+        st.store(mapping_slot(M_STREAK, vid), pack_streak(streak.count, streak.missed, epoch + 1))
         flags = (FLAG_RECORDED | (FLAG_QUALIFIED if score.qualified else 0)
                  | (FLAG_PENALIZED if score.penalized else 0))
         st.store(mapping_slot(M_EPOCH_VEHICLE, epoch, evaluated), vid)
-        st.store(rbase + R_FLAGS, flags)
-        st.store(rbase + R_POINTS, score.points)
-        st.store_address(rbase + R_OWNER, owner or ZERO_ADDRESS)
-        st.store(rbase + R_DATA, score.data_level)
-        st.store(rbase + R_STREAK, score.streak_level)
-        st.store(rbase + R_LOCK, score.lock_level)
-        st.store(rbase + R_STREAK_COUNT, streak.count)
+        st.store(rbase + R_RECORD, pack_record(flags, score.data_level, score.streak_level,
+                                               score.lock_level, score.points, streak.count,
+                                               owner or ZERO_ADDRESS))
         evaluated += 1
         total += score.points
     st.store(ebase + E_SCORED, end)
@@ -307,28 +382,32 @@ def _pay_vehicles(state: StateAPI, st: Store, epoch: int, ebase: int, budget: in
     end = min(evaluated, cursor + budget)
     pool, total = st.load(ebase + E_POOL), st.load(ebase + E_TOTAL_POINTS)
     minted, paid_count = st.load(ebase + E_MINTED), st.load(ebase + E_PAID_COUNT)
+    paid_now = 0
     for i in range(cursor, end):
         vid = st.load(mapping_slot(M_EPOCH_VEHICLE, epoch, i))
         rbase = mapping_slot(M_REWARD, epoch, vid)
-        points = st.load(rbase + R_POINTS)
+        _, _, _, _, points, _, owner = unpack_record(st.load(rbase + R_RECORD))
         reward = compute_payout(points, pool, total)
         if not reward:
             continue
-        st.store(rbase + R_REWARD, reward)
-        owner = st.load_address(rbase + R_OWNER)
         shares = compute_owner_split(reward, get_period_producers(state, epoch, vid), owner)
-        st.store(mapping_slot(M_SHARE_COUNT, epoch, vid), len(shares))
+        # the usual case, all of it to the owner when scored, stores no share
+        stored = 0 if shares == [(owner, reward)] else len(shares)
+        st.store(rbase + R_PAYOUT, pack_payout(reward, stored))
         for j, (payee, amount) in enumerate(shares):
-            share = mapping_slot(M_SHARE, epoch, vid, j)
-            st.store_address(share, payee)
-            st.store(share + 1, amount)
+            if stored:
+                share = mapping_slot(M_SHARE, epoch, vid, j)
+                st.store_address(share, payee)
+                st.store(share + 1, amount)
             if amount:
                 state.delta_balance(Address(payee), amount)
                 if emit is not None:
                     emit("RewardPaid", epoch, vid, payee, points, amount)
-        supply.record_minted(state, reward)
-        minted += reward
+        paid_now += reward
         paid_count += 1
+    if paid_now:
+        supply.record_minted(state, paid_now)  # once a block: the sum of its payouts
+    minted += paid_now
     st.store(ebase + E_PAID, end)
     st.store(ebase + E_MINTED, minted)
     st.store(ebase + E_PAID_COUNT, paid_count)
@@ -393,19 +472,19 @@ def _clear_old_epochs(state: StateAPI, st: Store, budget: int) -> int:
 
 def _clear_vehicle_record(st: Store, epoch: int, index: int) -> None:
     """Zero the ``index``-th evaluated vehicle's record of ``epoch`` (its slot in the
-    epoch's list, the record, the owners it was split between)."""
+    epoch's list, the record's two words, the owner shares stored)."""
     slot = mapping_slot(M_EPOCH_VEHICLE, epoch, index)
     vid = st.load(slot)
     st.store(slot, 0)
     rbase = mapping_slot(M_REWARD, epoch, vid)
-    for k in range(R_STREAK_COUNT + 1):
-        st.store(rbase + k, 0)
-    count_slot = mapping_slot(M_SHARE_COUNT, epoch, vid)
-    for j in range(st.load(count_slot)):
-        share = mapping_slot(M_SHARE, epoch, vid, j)
-        st.store(share, 0)
-        st.store(share + 1, 0)
-    st.store(count_slot, 0)
+    st.store(rbase + R_RECORD, 0)
+    payout = st.load(rbase + R_PAYOUT)
+    if payout:
+        for j in range(unpack_payout(payout)[1]):
+            share = mapping_slot(M_SHARE, epoch, vid, j)
+            st.store(share, 0)
+            st.store(share + 1, 0)
+        st.store(rbase + R_PAYOUT, 0)
 
 
 def history_start(state: StateAPI) -> int:
@@ -431,9 +510,7 @@ def process_epoch_end(state: StateAPI, epoch: int,
 def _advance_streak(st: Store, vehicle_id: int, epoch: int) -> Streak:
     """The vehicle's streak before ``epoch``: the stored one plus the epochs it had no
     data at all (those were not visited, so their misses are applied now)."""
-    base = mapping_slot(M_STREAK, vehicle_id)
-    streak = Streak(st.load(base), st.load(base + 1))
-    last_plus1 = st.load(base + 2)
+    streak, last_plus1 = _load_streak(st, vehicle_id)
     if last_plus1 == 0:
         return streak
     return compute_streak_after_misses(streak, epoch - last_plus1)
@@ -465,25 +542,34 @@ def get_vehicle_reward(state: StateAPI, epoch: int, vehicle_id: int) -> VehicleR
     """What ``vehicle_id`` scored and was paid for ``epoch``; None if it had no data then."""
     st = Store(state, addresses.REWARDS)
     base = mapping_slot(M_REWARD, epoch, vehicle_id)
-    flags = st.load(base + R_FLAGS) if epoch >= history_start(state) else 0
+    word = st.load(base + R_RECORD) if epoch >= history_start(state) else 0
+    return vehicle_reward_of(epoch, vehicle_id, word, st.load(base + R_PAYOUT) if word else 0,
+                             lambda j: _share(st, epoch, vehicle_id, j))
+
+
+def vehicle_reward_of(epoch: int, vehicle_id: int, record: int, payout: int,
+                      share: Callable[[int], tuple[bytes, int]] | None = None) -> VehicleReward | None:
+    """The record read from its two words (``share(j)``: the j-th stored owner share;
+    without it, shares are left out); None when not recorded. Also what the light client
+    decodes proven storage with."""
+    flags, data_level, streak_level, lock_level, points, streak, owner = unpack_record(record)
     if not flags & FLAG_RECORDED:
         return None
+    reward, stored = unpack_payout(payout)
+    if stored:
+        shares = tuple(share(j) for j in range(stored)) if share is not None else ()
+    else:
+        shares = ((owner, reward),) if reward else ()
     return VehicleReward(
-        epoch=epoch, vehicle_id=vehicle_id, owner=st.load_address(base + R_OWNER),
-        points=st.load(base + R_POINTS), reward=st.load(base + R_REWARD),
-        qualified=bool(flags & FLAG_QUALIFIED), data_level=st.load(base + R_DATA),
-        streak_level=st.load(base + R_STREAK), lock_level=st.load(base + R_LOCK),
-        penalized=bool(flags & FLAG_PENALIZED), streak=st.load(base + R_STREAK_COUNT),
-        shares=_shares(st, epoch, vehicle_id),
+        epoch=epoch, vehicle_id=vehicle_id, owner=owner, points=points, reward=reward,
+        qualified=bool(flags & FLAG_QUALIFIED), data_level=data_level, streak_level=streak_level,
+        lock_level=lock_level, penalized=bool(flags & FLAG_PENALIZED), streak=streak, shares=shares,
     )
 
 
-def _shares(st: Store, epoch: int, vehicle_id: int) -> tuple[tuple[bytes, int], ...]:
-    out = []
-    for j in range(st.load(mapping_slot(M_SHARE_COUNT, epoch, vehicle_id))):
-        share = mapping_slot(M_SHARE, epoch, vehicle_id, j)
-        out.append((st.load_address(share), st.load(share + 1)))
-    return tuple(out)
+def _share(st: Store, epoch: int, vehicle_id: int, j: int) -> tuple[bytes, int]:
+    share = mapping_slot(M_SHARE, epoch, vehicle_id, j)
+    return st.load_address(share), st.load(share + 1)
 
 
 def get_epoch_vehicles(state: StateAPI, epoch: int, offset: int = 0, limit: int = MAX_LIST) -> list[int]:
@@ -521,9 +607,7 @@ def get_streak(state: StateAPI, vehicle_id: int) -> StreakRecord:
     """The vehicle's streak as of the last processed epoch (epochs without data since
     its last data count as misses, see :func:`vm.scoring.compute_streak_after_misses`)."""
     st = Store(state, addresses.REWARDS)
-    base = mapping_slot(M_STREAK, vehicle_id)
-    streak = Streak(st.load(base), st.load(base + 1))
-    last_plus1 = st.load(base + 2)
+    streak, last_plus1 = _load_streak(st, vehicle_id)
     if last_plus1 == 0:
         return StreakRecord(vehicle_id, 0, 0, 0, None)
     streak = compute_streak_after_misses(streak, max(0, st.load(S_PROCESSED) - last_plus1))
@@ -575,7 +659,7 @@ class RewardsModule(SystemModule):
 
             open_epoch(state, get_epoch(state) - 1, env.height)
 
-    def settle(self, state: StateAPI, max_steps: int) -> int:
+    def metered_work(self, state: StateAPI, max_steps: int) -> int:
         """This block's settlement work (block order step 1, after every module's
         hook): at most ``max_steps`` vehicle-steps; returns the steps done."""
         return settle(state, max_steps, lambda event, *args: self.emit(state, None, event, *args))
