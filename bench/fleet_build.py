@@ -267,7 +267,7 @@ def _write_trie(out: _Writer, reader: _NodeReader, base: dict[bytes, bytes],
         changes = [item for item in recorded if item[1]]
         if not changes:
             continue
-        root, writes = update_trie(TrieNodes(reader, max_nodes=1_000, cache={}), root, changes,
+        root, writes = update_trie(TrieNodes(reader, max_nodes=1_000), root, changes,
                                    keep=False)
         reader.held = {root: writes.pop(root)}  # the root changes with every bucket
         out.put_all((TRIE + digest, node) for digest, node in writes.items())
@@ -394,7 +394,7 @@ def _trie_nodes(db: Any, root: bytes) -> Iterator[tuple[bytes, bytes]]:
     """Every stored node (hash, bytes) of the trie at ``root`` in ``db``."""
     from vm.trie import NODE_BRANCH, NODE_EXTENSION
 
-    nodes = TrieNodes(db, cache={})
+    nodes = TrieNodes(db, max_nodes=2)
     stack = [root]
     while stack:
         ref = stack.pop()
