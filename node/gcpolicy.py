@@ -12,7 +12,8 @@ block is committed, when the wait for the block interval leaves at least
 ``QUIET_MIN_S``, at most once every ``FULL_EVERY_S``. The automatic trigger is not
 removed, only pushed back (``BACKSTOP_THRESHOLD2``): a node that never finds a quiet
 moment (a follower, a chain that stopped) still collects, just less often. The young
-generations are untouched, so short-lived cycles are freed as before.
+generations are untouched, so short-lived cycles are freed as before. What is alive
+when the node starts is frozen out of later collections (:meth:`FullCollections.install`).
 """
 
 from __future__ import annotations
@@ -51,16 +52,26 @@ class FullCollections:
         self.collections = 0
 
     def install(self) -> None:
-        """Push the interpreter's own full collections back (until :meth:`uninstall`)."""
+        """Push the interpreter's own full collections back, and freeze what the node
+        built at start (until :meth:`uninstall`).
+
+        Freezing (``gc.freeze`` after a collection) takes the objects alive now (modules,
+        the decoded upper storage tries, caches) out of every later collection: they live
+        as long as the process, and scanning them again was most of each full
+        collection's time. A cycle among them that dies later is not freed (refcounting
+        still frees everything else): a one-time, bounded cost."""
         if self._saved is None:
             self._saved = gc.get_threshold()
             young, middle, _ = self._saved
+            gc.collect()
+            gc.freeze()
             gc.set_threshold(young, middle, BACKSTOP_THRESHOLD2)
 
     def uninstall(self) -> None:
         """The interpreter's thresholds as they were before :meth:`install`."""
         if self._saved is not None:
             gc.set_threshold(*self._saved)
+            gc.unfreeze()
             self._saved = None
 
     def due(self, spare_s: float) -> bool:

@@ -15,9 +15,10 @@ def test_install_pushes_the_automatic_full_collections_back_and_uninstall_restor
         young, middle, full = gc.get_threshold()
         assert (young, middle) == before[:2] and full == BACKSTOP_THRESHOLD2
         assert gc.isenabled()  # the young generations are collected as before
+        assert gc.get_freeze_count() > 0  # what lives at start is out of later scans
     finally:
         policy.uninstall()
-    assert gc.get_threshold() == before
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
 
 
 def test_a_full_collection_is_due_in_a_quiet_moment_at_most_every_period() -> None:
