@@ -14,7 +14,9 @@ in calls of 1,000 (the RPC limit), oldest first and one call after the other, as
 gateway would (a device's readings must arrive in order: sent concurrently, a later
 call could overtake an earlier one and make its readings replays); the lanes run at once
 and spread over the validators, and the clock stops when the blocks' ``attestationCount`` adds up to all of
-them.
+them that were accepted, or when every validator's pool stays empty short of that
+count (accepted attestations that left a pool without a block: expired while waiting,
+or refused by a later head; printed as dropped).
 
 Run: ``python -m bench.bench_attest_e2e [--validators 1] [--cars 1000] [--readings 20]
 [--block-attestations 10000] [--verify-workers N] [--whole-proposals] [--profile DIR]
@@ -104,6 +106,27 @@ def recovery_rate(raws: list[bytes]) -> float:
     for signature, digest in work:
         PublicKey.from_signature_and_message(signature, digest, hasher=None)
     return len(work) / (time.process_time() - c0)
+
+
+class Idle:
+    """Whether the run is over short of the count: every validator's pool empty (the
+    ``pending`` of ``motus_nodeStatus``) on ``polls`` checks in a row, ``every_s`` apart.
+    Accepted attestations can leave a pool without a block (expired while waiting, or
+    refused by a later head), so counting to the number accepted could wait for ever."""
+
+    def __init__(self, urls: list[str], polls: int = 3, every_s: float = 1.0) -> None:
+        self.urls, self.polls, self.every_s = urls, polls, every_s
+        self._empty = 0
+        self._next = 0.0
+
+    def settled(self) -> bool:
+        now = time.perf_counter()
+        if now >= self._next and self._empty < self.polls:
+            self._next = now + self.every_s
+            pending = sum(int((rpc(u, "motus_nodeStatus").get("attestations") or {})
+                              .get("pending", 0)) for u in self.urls)
+            self._empty = self._empty + 1 if pending == 0 else 0
+        return self._empty >= self.polls
 
 
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -249,6 +272,7 @@ def main(argv: list[str] | None = None) -> None:
             included, height = 0, start_height
             deadline = t_start + args.timeout
             t_sent = None
+            idle = Idle(urls)
             while included < total - sum(refused.values()) and time.perf_counter() < deadline:
                 if t_sent is None and all(f.done() for f in sending):
                     t_sent = time.perf_counter()
@@ -265,6 +289,8 @@ def main(argv: list[str] | None = None) -> None:
                     if count:
                         sizes.append(count)
                         stamps.append(int(block["timestampMs"], 16))
+                if t_sent is not None and idle.settled():
+                    break  # the rest left the pools without a block: dropped
                 time.sleep(0.05)
         elapsed = time.perf_counter() - t_start
         client_cpu = time.process_time() - client_before
@@ -272,11 +298,17 @@ def main(argv: list[str] | None = None) -> None:
         metrics_after = [metric_sums(u) for u in urls]
         t_sent = t_sent or elapsed + t_start
         rate = included / elapsed
+        dropped = total - sum(refused.values()) - included
         print(f"raw coincurve recovery (this process, 1 core)   {baseline:8.0f} /s")
         print(f"admitted over RPC (all calls answered)           {total / (t_sent - t_start):8.0f} /s")
         print(f"end to end, in finalized blocks                  {rate:8.0f} /s  "
               f"= {rate / baseline:.2f} x recovery  ({included} of {total} in {elapsed:.1f} s, "
-              f"{len(sizes)} blocks{', refused ' + str(refused) if refused else ''})")
+              f"{len(sizes)} blocks{', refused ' + str(refused) if refused else ''}"
+              f"{f', accepted but dropped {dropped}' if dropped > 0 else ''})")
+        if dropped > 0:
+            print(f"  {dropped} accepted attestations never reached a block "
+                  f"({'the pools emptied without them' if idle.settled() else 'timeout'}; "
+                  "see the validators' motus_attestation_rejects_total, e.g. stale)")
         goal = 10_000 if args.validators == 1 else 2_500
         print(f"goal >= {goal:,} /s with {args.validators} validator(s) on this machine: "
               f"{'met' if rate >= goal else 'not met'}")

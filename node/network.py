@@ -59,6 +59,7 @@ from node.compact import (
     gather,
     is_compact,
 )
+from node.gcpolicy import FullCollections
 from node.mempool import TxRejected
 from node.metrics import REGISTRY
 
@@ -396,11 +397,20 @@ class NetworkService:
         self._sync_excluded: dict[str, float] = {}  # peer -> monotonic time it may be asked again
         self._sync_strikes: dict[str, int] = {}  # peer -> failures in a row
         self._proposers: dict[tuple[int, int], bytes] = {}
+        # full garbage collections in the wait for the next height (node/gcpolicy.py)
+        self.full_gc = FullCollections()
 
     # --- lifecycle -----------------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run p2p, sync and consensus until cancelled; started once consensus runs."""
+        self.full_gc.install()
+        try:
+            await self._run(task_status)
+        finally:
+            self.full_gc.uninstall()
+
+    async def _run(self, task_status: Any) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             if self.p2p is not None:
@@ -448,8 +458,16 @@ class NetworkService:
             return  # block sync got there first; the machine only caught up
         block = self.app.commit(height, value, commit)
         if self.runner is not None:
-            self.runner.commit_wait_s = self._next_height_wait(block.header.timestamp_ms)
+            wait = self._next_height_wait(block.header.timestamp_ms)
+            self.runner.commit_wait_s = wait
+            if self._nursery is not None and self.full_gc.due(wait):
+                # in the wait for the next height, not whenever the pool grew
+                self._nursery.start_soon(self._collect_garbage)
         await self._announce(height, block.hash)
+
+    async def _collect_garbage(self) -> None:
+        took = self.full_gc.collect()
+        log.debug("full garbage collection in the wait for the next height: %.3f s", took)
 
     def _on_timeline(self, timeline: HeightTimeline) -> None:
         phases = timeline.phases or {}

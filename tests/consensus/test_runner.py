@@ -101,3 +101,28 @@ async def test_jump_to_height_after_block_sync(autojump_clock) -> None:
         await trio.sleep(0.01)
         assert node.runner.machine.height == 7
         nursery.cancel_scope.cancel()
+
+
+async def test_a_timeout_waits_for_the_messages_queued_behind_it(autojump_clock) -> None:
+    """After a stall the propose timeout and the proposal sit in the inbox together: the
+    proposal is handled first, so the validator prevotes for the block, not nil."""
+    from consensus.effects import Step
+    from consensus.runner import _Timeout
+    from tests.consensus.helpers import Harness
+
+    harness = Harness(start=False)  # for the proposer of round 0 and its signed proposal
+    me = harness.others()[0] if harness.proposer_index(0) == harness.me else harness.me
+    assert harness.proposer_index(0) != me
+    bus: list[Node] = []
+    node = Node(me, validator_set(), bus, Signer(KEYS[me], CHAIN_ID, SigningGuard()))
+    value = b"valid block"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.runner.run)
+        # both queued while the loop was busy: the timeout first, the proposal behind it
+        node.runner._send.send_nowait(_Timeout(Step.PROPOSE, 1, 0))
+        assert await node.runner.submit(harness.proposal(0, value))
+        await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    prevotes = [m for m in map(decode_message, node.sent)
+                if isinstance(m, Vote) and m.type == PREVOTE and m.round == 0]
+    assert [v.block_hash for v in prevotes] == [h(value)]

@@ -79,6 +79,45 @@ async def test_submit_checks_large_batches_off_thread_and_answers_in_order(
     assert results[-1] == results[0]
 
 
+async def test_submit_runs_the_stateful_part_in_slices_letting_other_tasks_run(
+        service: AttestationService) -> None:
+    """Consensus shares the trio thread: a big batch's stateful checks must not hold it
+    from start to end (rounds failed behind 4,096-item gossip batches). Another task runs
+    between the slices, and the answers are those of one pass, in order (an item repeated
+    in a later slice answers as its first copy)."""
+    import trio
+
+    from node.attestations import ADMISSION_SLICE
+
+    devs = [Device.generate(CHAIN_ID, seed=b"s%d" % i) for i in range(2 * ADMISSION_SLICE + 5)]
+    raws = [reading(d) for d in devs]
+    ticks = 0
+    seen: list[int] = []  # the other task's ticks when each slice started
+    add_many = service.pool.add_many
+
+    def recording(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(ticks)
+        return add_many(*args, **kwargs)
+
+    service.pool.add_many = recording  # type: ignore[method-assign]
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.sleep(0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker)
+        results = await service.submit(raws + raws[:1], "rpc:127.0.0.1")
+        nursery.cancel_scope.cancel()
+    assert len(seen) == 3  # 2 * ADMISSION_SLICE + 6 items
+    assert seen[0] < seen[1] < seen[2]  # the other task ran between the slices
+    assert [r.id for r in results[:-1]] == [r.id for r in results[:len(raws)]]
+    assert {r.code for r in results} == {"unknown_device"}
+    assert results[-1] == results[0]
+
+
 def test_block_building_refusals_leave_the_pool_but_full_block_and_future_stay(
         service: AttestationService) -> None:
     dev = Device.generate(CHAIN_ID, seed=b"built")
