@@ -112,7 +112,10 @@ async def test_submit_runs_the_stateful_part_in_slices_letting_other_tasks_run(
         results = await service.submit(raws + raws[:1], "rpc:127.0.0.1")
         nursery.cancel_scope.cancel()
     assert len(seen) == 3  # 2 * ADMISSION_SLICE + 6 items
-    assert seen[0] < seen[1] < seen[2]  # the other task ran between the slices
+    # the other task ran between the slices: trio runs each batch of runnable tasks in a
+    # random order, so it may run just before one slice and just after the next (equal
+    # ticks), but a whole batch lies between the first slice and the third
+    assert seen[0] <= seen[1] <= seen[2] and seen[0] < seen[2]
     assert [r.id for r in results[:-1]] == [r.id for r in results[:len(raws)]]
     assert {r.code for r in results} == {"unknown_device"}
     assert results[-1] == results[0]
