@@ -117,3 +117,25 @@ def test_fleet_devices_are_paired_through_identity_transactions():
         assert get_vehicle(s, vid).device == device.address
         assert get_vehicle(s, vid).owner == fleet.owner_of[device.address][0]
     assert get_device(s, fleet.unpaired[0].address).vehicle_id == 0
+
+
+def test_device_pairing_answers_as_the_whole_device_record():
+    """identity.device_pairing reads the pairing before the token id (one read for a
+    paired device): the answers must be get_device's for a paired device, a minted one
+    never paired, one unpaired after pairing, and an address no manufacturer minted."""
+    from vm.modules.identity import device_pairing, pairing_reader
+
+    fleet = Fleet(2, extra=1)
+    owner_key = fleet.owner_of[fleet.devices[1].address][1]
+    fleet.identity.send(owner_key, "unpairDevice", fleet.vehicle_ids[1])
+    s = fleet.chain.state()
+    unknown = bytes.fromhex("77" * 20)
+    reader = pairing_reader(s)
+    cases = [fleet.devices[0].address, fleet.devices[1].address,
+             fleet.unpaired[0].address, unknown]
+    expected = [fleet.vehicle_ids[0], 0, 0, None]
+    for device, want in zip(cases, expected, strict=True):
+        record = get_device(s, device)
+        assert (None if record is None else record.vehicle_id) == want
+        assert device_pairing(s, device) == want
+        assert reader(device) == want
