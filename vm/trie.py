@@ -94,6 +94,36 @@ def _child(ref: Any) -> Any:
     return ref or None  # node hash, or None for an empty slot
 
 
+def decode_node(data: bytes) -> Any:
+    """``_compile(rlp_decode(data))`` for a stored trie node, with a branch's children
+    (each an empty string or a 32-byte hash, but for a rare embedded node) read in one
+    loop rather than item by item through the generic decoder: every node a block's
+    writes walk that is not decoded yet (after a restart, ~11,000 a block at 100,000
+    vehicles) comes through here."""
+    b = data[0]
+    pos = 1 if b < 0xF8 else 1 + b - 0xF7  # past the list's own prefix
+    children: list[Any] = []
+    append = children.append
+    try:
+        for _ in range(16):
+            b = data[pos]
+            if b == 0xA0:
+                end = pos + 33
+                append(data[pos + 1:end])
+                pos = end
+            elif b == 0x80:
+                append(None)
+                pos += 1
+            else:  # a leaf, an extension, or a branch with an embedded child
+                return _compile(rlp_decode(data))
+        value, end = _rlp_at(data, pos)
+    except IndexError:  # a 2-item node whose items look like children: it ends early
+        return _compile(rlp_decode(data))
+    if end != len(data) or type(value) is not bytes:
+        return _compile(rlp_decode(data))
+    return (_BRANCH, tuple(children), value)
+
+
 class NodeCache:
     """Decoded nodes by hash, at most ``max_nodes``, in two generations: new entries go
     into the young one; when it holds half the bound, it becomes the old one and the old
@@ -160,7 +190,7 @@ class TrieNodes:
             return ref  # embedded or None
         node = self._nodes.get(ref)
         if node is None:
-            node = _compile(rlp_decode(self.db[ref]))
+            node = decode_node(self.db[ref])
             self._nodes.put(ref, node)
         return node
 
@@ -643,10 +673,12 @@ def _remember_read(root: bytes, hashed: bytes, value: bytes) -> None:
     if layer is not None and (layer.reads >= SLOT_LAYER_MAX_READS or hashed in layer.values):
         return
     with _layers_lock:
-        layer = _layer_at(root, None)
-        if layer.reads < SLOT_LAYER_MAX_READS and hashed not in layer.values:
+        if layer is None or SLOT_LAYERS.get(root) is not layer:  # (dropped meanwhile)
+            layer = _layer_at(root, None)
+        values = layer.values
+        if layer.reads < SLOT_LAYER_MAX_READS and hashed not in values:
             layer.reads += 1
-            layer.values[hashed] = value
+            values[hashed] = value
             _layer_values += 1
             if _layer_values > SLOT_LAYERS_MAX_VALUES:
                 _drop_oldest_layers()
@@ -701,9 +733,12 @@ class FastStorageLookup(StorageLookup):
             return pending[hashed]
         if self._write_trie is None:
             root = self._starting_root_hash
-            value = _layer_value(root, hashed)
-            if value is not None:
-                return value
+            layer = SLOT_LAYERS.get(root)  # (_layer_value, inline: every slot read)
+            while layer is not None:
+                value = layer.values.get(hashed)
+                if value is not None:
+                    return value
+                layer = layer.parent
             flat = self._flat
             if flat is not None:
                 value = flat.flat_slot(self._address, self._flat_address, hashed)

@@ -65,6 +65,25 @@ def test_update_trie_matches_py_trie_on_random_tries():
             assert after[k] == trie[k]
 
 
+def test_decode_node_matches_the_generic_decoder():
+    """decode_node (a branch's children read in one loop) against the generic decoder on
+    every node of random py-trie tries: short keys (embedded children, branch values),
+    31-byte keys and 32-byte values (a leaf whose two items each look like a child hash
+    of a branch), one-key tries (the root a leaf)."""
+    rng = random.Random(11)
+    seen = 0
+    for _ in range(120):
+        db: dict[bytes, bytes] = {}
+        reference = HexaryTrie(db)
+        keylen = rng.choice([1, 2, 3, 31, 32, 33])
+        for _ in range(rng.choice([1, 2, 5, 40, 200])):
+            reference[_rand_bytes(rng, keylen)] = _rand_bytes(rng, rng.choice([1, 2, 31, 32, 40]))
+        for encoded in db.values():
+            assert trie.decode_node(encoded) == trie._compile(trie.rlp_decode(encoded))
+            seen += 1
+    assert seen > 5_000
+
+
 def test_update_trie_of_nothing_keeps_the_root():
     assert update_trie(TrieNodes({}), BLANK_ROOT, []) == (BLANK_ROOT, {})
 
