@@ -28,7 +28,7 @@ from functools import lru_cache
 from typing import Any
 
 from eth.db.cache import CacheDB
-from eth.db.journal import JournalDB
+from eth.db.journal import REVERT_TO_WRAPPED, JournalDB
 from eth.db.storage import AccountStorageDB, StorageLookup
 from eth.vm.interrupt import MissingStorageTrieNode
 from eth_utils import int_to_big_endian
@@ -886,6 +886,24 @@ class FastAccountStorageDB(AccountStorageDB):
             self._journal_storage[int_to_big_endian(slot)] = rlp_uint(value)
         else:
             super().set(slot, value)
+
+    def set_many(self, items: Iterable[tuple[int, int]]) -> None:
+        """:meth:`set` for each (slot, value) in order (both already validated): the same
+        journal entries, a non-zero value written into the journal inline (what
+        ``JournalDB.__setitem__`` does: the value to revert to noted at the last
+        checkpoint, once per key), a zero one through :meth:`set`. Block execution's
+        telemetry commit writes thousands of slots this way."""
+        journal = self._journal_storage._journal
+        revert = journal._journal_data[journal.last_checkpoint]
+        current = journal._current_values
+        for slot, value in items:
+            if not value:
+                self.set(slot, value)  # (a deletion: py-evm's path)
+                continue
+            key = slot.to_bytes((slot.bit_length() + 7) // 8 or 1, "big")  # int_to_big_endian
+            if key not in revert:
+                revert[key] = current.get(key, REVERT_TO_WRAPPED)
+            current[key] = rlp_uint(value)
 
     def get(self, slot: int, from_journal: bool = True) -> int:
         """py-evm's ``get`` with the stored value (RLP of a big-endian integer of at most

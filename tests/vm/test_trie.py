@@ -150,6 +150,18 @@ def _run_storage_script(state_class, seed: int) -> list[object]:
                 state.revert(snap)
             elif action < 0.07:
                 state.delete_storage(address)
+            elif action < 0.17:  # a batch (the telemetry commit's), sometimes reverted
+                items = [(rng.getrandbits(rng.choice([4, 256])),
+                          0 if rng.random() < 0.3 else rng.getrandbits(rng.choice([8, 256])))
+                         for _ in range(rng.choice([1, 5, 20]))]
+                snap = state.snapshot() if rng.random() < 0.3 else None
+                if state_class is MotusState:
+                    state.set_storage_many(address, items)
+                else:  # the reference: one set_storage each, through py-evm's storage
+                    for slot, value in items:
+                        state.set_storage(address, slot, value)
+                if snap is not None:
+                    state.revert(snap)
             else:
                 value = 0 if rng.random() < 0.2 else rng.getrandbits(rng.choice([8, 256]))
                 state.set_storage(address, rng.getrandbits(rng.choice([4, 256])), value)
