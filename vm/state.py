@@ -274,7 +274,7 @@ class MotusAccountDB(AccountDB):
         self._dirty_accounts.add(address)
         store.set(slot, value)
 
-    def set_storage_many(self, address: bytes, items: Iterable[tuple[int, int]]) -> None:
+    def set_storage_many(self, address: Address, items: Iterable[tuple[int, int]]) -> None:
         """:meth:`set_storage` for each (slot, value) of one account, in order: the same
         checks and journal entries, without the per-slot call layers."""
         if not (type(address) is bytes and len(address) == 20):
@@ -316,7 +316,7 @@ class MotusState(CancunState):
     account_db_class = MotusAccountDB
     block_timestamp_ms: int | None = None  # set by make_state
 
-    def set_storage_many(self, address: bytes, items: Iterable[tuple[int, int]]) -> None:
+    def set_storage_many(self, address: Address, items: Iterable[tuple[int, int]]) -> None:
         """``set_storage(address, slot, value)`` for each item, in order
         (:meth:`MotusAccountDB.set_storage_many`)."""
         self._account_db.set_storage_many(address, items)  # type: ignore[attr-defined]
