@@ -196,7 +196,10 @@ def test_fast_storage_with_tiny_slot_layers_gives_the_stock_results(monkeypatch)
         for seed in range(4):
             assert _run_storage_script(MotusState, seed) == _run_storage_script(StockState, seed)
             assert len(trie.SLOT_LAYERS) <= 3
-            assert sum(len(layer.values) for layer in trie.SLOT_LAYERS.values()) <= 40 + 200
+            held = sum(len(layer.values) for layer in trie.SLOT_LAYERS.values())
+            assert held <= 40 + 200
+            assert trie._layer_values == held  # (reads counted without the lock: exact
+            # in one thread)
     finally:
         trie.clear_slot_layers()
 
@@ -251,5 +254,51 @@ def test_fast_storage_with_a_tiny_shared_node_cache_gives_the_stock_results(monk
         for seed in range(4):
             assert _run_storage_script(MotusState, seed) == _run_storage_script(StockState, seed)
             assert len(trie.SHARED_NODES) <= 6
+    finally:
+        trie.clear_slot_layers()
+
+
+def test_slot_layer_reads_from_threads_keep_the_bounds(monkeypatch):
+    """Reads are remembered without the lock: threads reading into layers while another
+    writes (and so drops layers) raise nothing, stay near the bounds, and the count is
+    exact again after the next block's writes."""
+    import threading
+
+    monkeypatch.setattr(trie, "SLOT_LAYERS_MAX", 8)
+    monkeypatch.setattr(trie, "SLOT_LAYERS_MAX_VALUES", 2_000)
+    trie.clear_slot_layers()
+    roots = [bytes([i]) * 32 for i in range(12)]
+    errors: list[BaseException] = []
+
+    def reader(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(20_000):
+                trie._remember_read(rng.choice(roots), rng.getrandbits(64).to_bytes(8, "big"), b"\x01")
+        except BaseException as exc:  # pragma: no cover - what the test looks for
+            errors.append(exc)
+
+    def writer() -> None:
+        rng = random.Random(99)
+        try:
+            for i in range(300):
+                trie._remember_writes(rng.choice(roots), rng.choice(roots),
+                                      {i.to_bytes(4, "big"): b"\x02"})
+        except BaseException as exc:  # pragma: no cover
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(s,)) for s in range(3)]
+    threads.append(threading.Thread(target=writer))
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not errors and not any(t.is_alive() for t in threads)
+        assert len(trie.SLOT_LAYERS) <= 8
+        held = sum(len(layer.values) for layer in trie.SLOT_LAYERS.values())
+        assert held <= 2_000 + 100
+        trie._remember_writes(roots[0], roots[1], {b"last": b"\x03"})
+        assert trie._layer_values == sum(len(layer.values) for layer in trie.SLOT_LAYERS.values())
     finally:
         trie.clear_slot_layers()
