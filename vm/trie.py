@@ -825,8 +825,18 @@ class FastStorageLookup(StorageLookup):
     def commit_to(self, db) -> None:  # type: ignore[no-untyped-def]
         if self._write_trie is None and self._pending:
             root, writes = self._fast()
-            for digest, encoded in writes.items():
-                db[digest] = encoded
+            # py-evm hands a write batch over the state's database; over a block's
+            # OverlayDB (vm.db) the new nodes go to it in one call instead of through
+            # the batch's diff, one Python call each, twice (~17,000 nodes a block at
+            # 100,000 vehicles). Nodes are content-addressed: should the persist fail
+            # after this, the extra nodes name nothing and the overlay is dropped with
+            # the failed block.
+            put_many = getattr(getattr(db, "_write_target_db", None), "put_many", None)
+            if put_many is not None:
+                put_many(writes)
+            else:
+                for digest, encoded in writes.items():
+                    db[digest] = encoded
             _remember_writes(self._starting_root_hash, root, self._pending)
             self._initialize_to_root_hash(root)
             return

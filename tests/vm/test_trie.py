@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 
+import rlp
 from eth.constants import BLANK_ROOT_HASH
 from eth.db.account import AccountDB
 from eth.db.atomic import AtomicDB
@@ -302,3 +303,29 @@ def test_slot_layer_reads_from_threads_keep_the_bounds(monkeypatch):
         assert trie._layer_values == sum(len(layer.values) for layer in trie.SLOT_LAYERS.values())
     finally:
         trie.clear_slot_layers()
+
+
+def test_storage_nodes_reach_a_block_overlay_in_one_call():
+    """Over a block's OverlayDB the new storage trie nodes skip py-evm's write batch
+    (OverlayDB.put_many): every node of the new tries is in the overlay's puts, py-trie
+    reads every slot back from them, and a second state on the new root reads the same."""
+    from vm.crypto import keccak256
+    from vm.db import OverlayDB
+
+    base = AtomicDB()
+    chain = LocalChain()
+    env = chain.env()
+    overlay = OverlayDB(base)
+    state = make_state(overlay, BLANK_ROOT_HASH, env)
+    rng = random.Random(5)
+    address = b"\x07" * 20
+    written = {rng.getrandbits(256): rng.getrandbits(64) + 1 for _ in range(300)}
+    state.set_storage_many(address, list(written.items()))
+    state.persist()
+    puts, _ = overlay.pending()
+    storage_root = state._account_db._get_storage_root(address)
+    trie_ = HexaryTrie(puts, root_hash=storage_root)
+    for slot, value in written.items():
+        assert trie_[keccak256(slot.to_bytes(32, "big"))] == rlp.encode(value)
+    again = make_state(overlay, state.state_root, env)
+    assert all(again.get_storage(address, slot) == value for slot, value in written.items())

@@ -598,10 +598,10 @@ class TelemetryView:
     def _count_period(self, att: Attestation) -> None:
         """One more accepted attestation in the ownership period its device time falls in
         (transactions run before attestations, so a transfer in this block counts)."""
-        from vm.modules import identity  # sibling module: imported at use
-
         periods = self._periods.get(att.vehicle_id)
         if periods is None:
+            # (imported here, once per vehicle and block: a sibling module)
+            from vm.modules import identity
             # one recorded period (the usual case) holds every record: no need to read it
             periods = self._periods[att.vehicle_id] = (
                 _ONLY_PERIOD if identity.period_count(self.state, att.vehicle_id) == 1
