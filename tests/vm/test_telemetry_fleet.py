@@ -139,3 +139,19 @@ def test_device_pairing_answers_as_the_whole_device_record():
         assert (None if record is None else record.vehicle_id) == want
         assert device_pairing(s, device) == want
         assert reader(device) == want
+
+
+def test_a_device_track_packs_back_to_the_slots_it_was_read_from():
+    """The view keeps the device's two slots as read to tell what changed at commit
+    (not the track packed again): every bit of both slots is a field, so a track read
+    from any two values packs back to them."""
+    import random
+
+    from vm.modules.telemetry import DeviceTrack
+
+    rng = random.Random(3)
+    for _ in range(500):
+        last, meta = rng.getrandbits(256), rng.getrandbits(256)
+        assert DeviceTrack(last, meta).packed() == (last, meta)
+    assert DeviceTrack(0, 0).packed() == (0, 0)
+    assert DeviceTrack(2**256 - 1, 2**256 - 1).packed() == (2**256 - 1, 2**256 - 1)

@@ -478,8 +478,12 @@ class TelemetryView:
         if track is None:
             shared = self._track_cache
             if shared is None:
-                track = DeviceTrack.load(self.state, device)
-                self._loaded[device] = track.packed()
+                last_slot, meta_slot = device_slots(device)
+                address = Address(addresses.TELEMETRY)
+                loaded = self._loaded[device] = (self.state.get_storage(address, last_slot),
+                                                 self.state.get_storage(address, meta_slot))
+                # (the slots as read: what packed() would give back, every bit being a field)
+                track = DeviceTrack(*loaded)
             else:
                 base = shared.get(device)
                 if base is None:
