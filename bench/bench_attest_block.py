@@ -254,6 +254,9 @@ def run_fleet(args: argparse.Namespace) -> None:
             trie.SHARED_NODES.clear()
             trie.clear_slot_layers()
             no_memos()
+            raw_nodes = getattr(db, "_cache", None)  # the store's node bytes (node.db.StateDB)
+            if raw_nodes is not None:
+                raw_nodes.clear()
 
         warmed = [0, 0.0]
 
