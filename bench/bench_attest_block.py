@@ -24,7 +24,11 @@ that scale a device attests every N / 2,000 blocks, so its slots are no longer i
 parent's slot layers: "fresh" is the pre-verified block with the slot layers emptied
 (decoded trie nodes kept), what a validator of a large fleet meets every block.
 "evicted" is "fresh" just after the shared decoded-node cache reached its bound
-(what happens every ~10-20 blocks at 100,000 vehicles).
+(what happens every ~10-20 blocks at 100,000 vehicles). "keys" is "fresh" with the slot
+keys' memos emptied too (``mapping_slot``, the trie keys, the device slots): at 100,000
+vehicles the slots a device's attestation needs come back every ~50 blocks, more than
+the memos hold, so a validator computes most of them again; a restart starts without
+them as well.
 ``--keep-dir DIR`` keeps the built store in DIR and reuses it on the next run (the
 100,000-vehicle build takes ~2 min of CPU, 1,000,000 ~20: docs/benchmarks.md, "A fleet's
 store at 100,000 and 1,000,000 vehicles"; ``bench_fleet --dir DIR`` builds the same
@@ -55,6 +59,8 @@ from bench.bench_attestations import make_rounds
 from tests.vm.test_telemetry_fleet import Fleet
 from vm.db import OverlayDB
 from vm.execute import BlockBody, execute_block
+from vm.modules.base import mapping_slot
+from vm.modules.telemetry import device_slots
 from vm.state import MotusAccountDB, MotusState, make_state, warm_system_storage
 
 
@@ -158,6 +164,9 @@ def main(argv: list[str] | None = None) -> None:
         attestation._VERIFIED.clear()
         trie.SHARED_NODES.clear()
         trie.clear_slot_layers()
+        mapping_slot.cache_clear()  # (a restarted process has no memos either)
+        trie._hashed_slot.cache_clear()
+        device_slots.cache_clear()
         execute()
 
     atts = [attestation.decode_attestation(raw) for raw in raws]
@@ -227,10 +236,27 @@ def run_fleet(args: argparse.Namespace) -> None:
         def unverified() -> None:
             attestation._VERIFIED.clear()
 
+        def no_memos() -> None:
+            # the slot keys (Solidity mapping slots, their trie keys): memoised, but a
+            # fleet larger than the memos (100,000 vehicles: ~300,000 mapping slots and
+            # ~500,000 trie keys over the ~50 blocks between a device's attestations)
+            # meets them cold, and a restarted process has none
+            mapping_slot.cache_clear()
+            trie._hashed_slot.cache_clear()
+            device_slots.cache_clear()
+
+        def no_keys() -> None:
+            no_layers()
+            no_memos()
+
         def no_caches() -> None:
             attestation._VERIFIED.clear()
             trie.SHARED_NODES.clear()
             trie.clear_slot_layers()
+            no_memos()
+            raw_nodes = getattr(db, "_cache", None)  # the store's node bytes (node.db.StateDB)
+            if raw_nodes is not None:
+                raw_nodes.clear()
 
         warmed = [0, 0.0]
 
@@ -267,7 +293,8 @@ def run_fleet(args: argparse.Namespace) -> None:
         # (what to do untimed before, what is timed)
         runs = {"recover": (None, recover), "restart": (no_caches, execute),
                 "warmed": (warmed_up, execute), "cold": (unverified, execute),
-                "fresh": (no_layers, execute), "evicted": (cache_evicted, execute),
+                "fresh": (no_layers, execute), "keys": (no_keys, execute),
+                "evicted": (cache_evicted, execute),
                 "warm": (None, execute)}
         best = dict.fromkeys(runs, float("inf"))
         for _ in range(args.repeat):  # interleaved: every figure sees the same machine
@@ -281,6 +308,7 @@ def run_fleet(args: argparse.Namespace) -> None:
         print(f"raw coincurve recovery of {n} signatures   {rec:7.3f} s CPU  ({n / rec:7.0f} /s)")
         for name, label in (("warm", "pre-verified, slots in the layers"),
                             ("fresh", "pre-verified, slots not in the layers"),
+                            ("keys", "not in the layers, slot keys not memoised"),
                             ("cold", "signatures verified in execution, slots in layers"),
                             ("evicted", "not in the layers, node cache just evicted"),
                             ("restart", "just after a restart (no caches)"),

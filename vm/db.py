@@ -37,6 +37,10 @@ class OverlayDB(BaseAtomicDB):
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self._writes[key] = value
 
+    def put_many(self, items: dict[bytes, bytes]) -> None:
+        """``self[key] = value`` for every item, in one call (a block's new trie nodes)."""
+        self._writes.update(items)
+
     def __delitem__(self, key: bytes) -> None:
         if key not in self:
             raise KeyError(key)

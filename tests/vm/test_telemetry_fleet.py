@@ -117,3 +117,41 @@ def test_fleet_devices_are_paired_through_identity_transactions():
         assert get_vehicle(s, vid).device == device.address
         assert get_vehicle(s, vid).owner == fleet.owner_of[device.address][0]
     assert get_device(s, fleet.unpaired[0].address).vehicle_id == 0
+
+
+def test_device_pairing_answers_as_the_whole_device_record():
+    """identity.device_pairing reads the pairing before the token id (one read for a
+    paired device): the answers must be get_device's for a paired device, a minted one
+    never paired, one unpaired after pairing, and an address no manufacturer minted."""
+    from vm.modules.identity import device_pairing, pairing_reader
+
+    fleet = Fleet(2, extra=1)
+    owner_key = fleet.owner_of[fleet.devices[1].address][1]
+    fleet.identity.send(owner_key, "unpairDevice", fleet.vehicle_ids[1])
+    s = fleet.chain.state()
+    unknown = bytes.fromhex("77" * 20)
+    reader = pairing_reader(s)
+    cases = [fleet.devices[0].address, fleet.devices[1].address,
+             fleet.unpaired[0].address, unknown]
+    expected = [fleet.vehicle_ids[0], 0, 0, None]
+    for device, want in zip(cases, expected, strict=True):
+        record = get_device(s, device)
+        assert (None if record is None else record.vehicle_id) == want
+        assert device_pairing(s, device) == want
+        assert reader(device) == want
+
+
+def test_a_device_track_packs_back_to_the_slots_it_was_read_from():
+    """The view keeps the device's two slots as read to tell what changed at commit
+    (not the track packed again): every bit of both slots is a field, so a track read
+    from any two values packs back to them."""
+    import random
+
+    from vm.modules.telemetry import DeviceTrack
+
+    rng = random.Random(3)
+    for _ in range(500):
+        last, meta = rng.getrandbits(256), rng.getrandbits(256)
+        assert DeviceTrack(last, meta).packed() == (last, meta)
+    assert DeviceTrack(0, 0).packed() == (0, 0)
+    assert DeviceTrack(2**256 - 1, 2**256 - 1).packed() == (2**256 - 1, 2**256 - 1)

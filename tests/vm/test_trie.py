@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 
+import rlp
 from eth.constants import BLANK_ROOT_HASH
 from eth.db.account import AccountDB
 from eth.db.atomic import AtomicDB
@@ -63,6 +64,25 @@ def test_update_trie_matches_py_trie_on_random_tries():
         after = HexaryTrie(merged, root_hash=root)
         for k in list(items) + keys:
             assert after[k] == trie[k]
+
+
+def test_decode_node_matches_the_generic_decoder():
+    """decode_node (a branch's children read in one loop) against the generic decoder on
+    every node of random py-trie tries: short keys (embedded children, branch values),
+    31-byte keys and 32-byte values (a leaf whose two items each look like a child hash
+    of a branch), one-key tries (the root a leaf)."""
+    rng = random.Random(11)
+    seen = 0
+    for _ in range(120):
+        db: dict[bytes, bytes] = {}
+        reference = HexaryTrie(db)
+        keylen = rng.choice([1, 2, 3, 31, 32, 33])
+        for _ in range(rng.choice([1, 2, 5, 40, 200])):
+            reference[_rand_bytes(rng, keylen)] = _rand_bytes(rng, rng.choice([1, 2, 31, 32, 40]))
+        for encoded in db.values():
+            assert trie.decode_node(encoded) == trie._compile(trie.rlp_decode(encoded))
+            seen += 1
+    assert seen > 5_000
 
 
 def test_update_trie_of_nothing_keeps_the_root():
@@ -131,6 +151,18 @@ def _run_storage_script(state_class, seed: int) -> list[object]:
                 state.revert(snap)
             elif action < 0.07:
                 state.delete_storage(address)
+            elif action < 0.17:  # a batch (the telemetry commit's), sometimes reverted
+                items = [(rng.getrandbits(rng.choice([4, 256])),
+                          0 if rng.random() < 0.3 else rng.getrandbits(rng.choice([8, 256])))
+                         for _ in range(rng.choice([1, 5, 20]))]
+                snap = state.snapshot() if rng.random() < 0.3 else None
+                if state_class is MotusState:
+                    state.set_storage_many(address, items)
+                else:  # the reference: one set_storage each, through py-evm's storage
+                    for slot, value in items:
+                        state.set_storage(address, slot, value)
+                if snap is not None:
+                    state.revert(snap)
             else:
                 value = 0 if rng.random() < 0.2 else rng.getrandbits(rng.choice([8, 256]))
                 state.set_storage(address, rng.getrandbits(rng.choice([4, 256])), value)
@@ -165,7 +197,10 @@ def test_fast_storage_with_tiny_slot_layers_gives_the_stock_results(monkeypatch)
         for seed in range(4):
             assert _run_storage_script(MotusState, seed) == _run_storage_script(StockState, seed)
             assert len(trie.SLOT_LAYERS) <= 3
-            assert sum(len(layer.values) for layer in trie.SLOT_LAYERS.values()) <= 40 + 200
+            held = sum(len(layer.values) for layer in trie.SLOT_LAYERS.values())
+            assert held <= 40 + 200
+            assert trie._layer_values == held  # (reads counted without the lock: exact
+            # in one thread)
     finally:
         trie.clear_slot_layers()
 
@@ -222,3 +257,75 @@ def test_fast_storage_with_a_tiny_shared_node_cache_gives_the_stock_results(monk
             assert len(trie.SHARED_NODES) <= 6
     finally:
         trie.clear_slot_layers()
+
+
+def test_slot_layer_reads_from_threads_keep_the_bounds(monkeypatch):
+    """Reads are remembered without the lock: threads reading into layers while another
+    writes (and so drops layers) raise nothing, stay near the bounds, and the count is
+    exact again after the next block's writes."""
+    import threading
+
+    monkeypatch.setattr(trie, "SLOT_LAYERS_MAX", 8)
+    monkeypatch.setattr(trie, "SLOT_LAYERS_MAX_VALUES", 2_000)
+    trie.clear_slot_layers()
+    roots = [bytes([i]) * 32 for i in range(12)]
+    errors: list[BaseException] = []
+
+    def reader(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(20_000):
+                trie._remember_read(rng.choice(roots), rng.getrandbits(64).to_bytes(8, "big"), b"\x01")
+        except BaseException as exc:  # pragma: no cover - what the test looks for
+            errors.append(exc)
+
+    def writer() -> None:
+        rng = random.Random(99)
+        try:
+            for i in range(300):
+                trie._remember_writes(rng.choice(roots), rng.choice(roots),
+                                      {i.to_bytes(4, "big"): b"\x02"})
+        except BaseException as exc:  # pragma: no cover
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(s,)) for s in range(3)]
+    threads.append(threading.Thread(target=writer))
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not errors and not any(t.is_alive() for t in threads)
+        assert len(trie.SLOT_LAYERS) <= 8
+        held = sum(len(layer.values) for layer in trie.SLOT_LAYERS.values())
+        assert held <= 2_000 + 100
+        trie._remember_writes(roots[0], roots[1], {b"last": b"\x03"})
+        assert trie._layer_values == sum(len(layer.values) for layer in trie.SLOT_LAYERS.values())
+    finally:
+        trie.clear_slot_layers()
+
+
+def test_storage_nodes_reach_a_block_overlay_in_one_call():
+    """Over a block's OverlayDB the new storage trie nodes skip py-evm's write batch
+    (OverlayDB.put_many): every node of the new tries is in the overlay's puts, py-trie
+    reads every slot back from them, and a second state on the new root reads the same."""
+    from vm.crypto import keccak256
+    from vm.db import OverlayDB
+
+    base = AtomicDB()
+    chain = LocalChain()
+    env = chain.env()
+    overlay = OverlayDB(base)
+    state = make_state(overlay, BLANK_ROOT_HASH, env)
+    rng = random.Random(5)
+    address = b"\x07" * 20
+    written = {rng.getrandbits(256): rng.getrandbits(64) + 1 for _ in range(300)}
+    state.set_storage_many(address, list(written.items()))
+    state.persist()
+    puts, _ = overlay.pending()
+    storage_root = state._account_db._get_storage_root(address)
+    trie_ = HexaryTrie(puts, root_hash=storage_root)
+    for slot, value in written.items():
+        assert trie_[keccak256(slot.to_bytes(32, "big"))] == rlp.encode(value)
+    again = make_state(overlay, state.state_root, env)
+    assert all(again.get_storage(address, slot) == value for slot, value in written.items())

@@ -478,8 +478,12 @@ class TelemetryView:
         if track is None:
             shared = self._track_cache
             if shared is None:
-                track = DeviceTrack.load(self.state, device)
-                self._loaded[device] = track.packed()
+                last_slot, meta_slot = device_slots(device)
+                address = Address(addresses.TELEMETRY)
+                loaded = self._loaded[device] = (self.state.get_storage(address, last_slot),
+                                                 self.state.get_storage(address, meta_slot))
+                # (the slots as read: what packed() would give back, every bit being a field)
+                track = DeviceTrack(*loaded)
             else:
                 base = shared.get(device)
                 if base is None:
@@ -598,10 +602,10 @@ class TelemetryView:
     def _count_period(self, att: Attestation) -> None:
         """One more accepted attestation in the ownership period its device time falls in
         (transactions run before attestations, so a transfer in this block counts)."""
-        from vm.modules import identity  # sibling module: imported at use
-
         periods = self._periods.get(att.vehicle_id)
         if periods is None:
+            # (imported here, once per vehicle and block: a sibling module)
+            from vm.modules import identity
             # one recorded period (the usual case) holds every record: no need to read it
             periods = self._periods[att.vehicle_id] = (
                 _ONLY_PERIOD if identity.period_count(self.state, att.vehicle_id) == 1
@@ -623,32 +627,39 @@ class TelemetryView:
         once, and only when its value changed (the values read are known, so nothing is
         read again; no gas is metered here)."""
         state, address = self.state, Address(addresses.TELEMETRY)
-        set_storage = state.set_storage
+        writes: list[tuple[int, int]] = []  # (slot, value), in the order they are written
+        write = writes.append
         for key, count in self._period_counts.items():
             if count != self._loaded_periods.get(key):
-                set_storage(address, mapping_slot(SLOT_PERIOD_EPOCH, self.epoch, *key), count)
+                write((mapping_slot(SLOT_PERIOD_EPOCH, self.epoch, *key), count))
         for device in self._dirty_tracks:
             t = self._tracks[device]
             last_slot, meta_slot = device_slots(device)
             last, meta = t.packed()
             loaded = self._loaded.get(device)
             if loaded is None or last != loaded[0]:
-                set_storage(address, last_slot, last)
+                write((last_slot, last))
             if loaded is None or meta != loaded[1]:
-                set_storage(address, meta_slot, meta)
+                write((meta_slot, meta))
         for vehicle_id, tally in self._tallies.items():
             if tally.accepted:
                 value = _pack(tally.accepted, tally.distance_m, tally.moving, tally.flags)
                 if value != tally.loaded:
-                    set_storage(address, tally.slot or mapping_slot(
-                        SLOT_VEHICLE_EPOCH, self.epoch, vehicle_id), value)
+                    write((tally.slot or mapping_slot(SLOT_VEHICLE_EPOCH, self.epoch, vehicle_id),
+                           value))
         if self._new_vehicles:
             st = self._store
             length_slot, base = _list_base(self.epoch)
             n = st.load(length_slot)
             for i, vehicle_id in enumerate(self._new_vehicles):
-                set_storage(address, base + n + i, vehicle_id)
-            set_storage(address, length_slot, n + len(self._new_vehicles))
+                write((base + n + i, vehicle_id))
+            write((length_slot, n + len(self._new_vehicles)))
+        set_many = getattr(state, "set_storage_many", None)  # (MotusState: one call for all)
+        if set_many is not None:
+            set_many(address, writes)
+        else:
+            for slot, value in writes:
+                state.set_storage(address, slot, value)
         self._dirty_tracks.clear()
         self._new_vehicles.clear()
 
