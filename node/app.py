@@ -8,6 +8,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -152,8 +153,12 @@ class AttestationSource(Protocol):
 class Application:
     def __init__(self, store: ChainStore, mempool: Mempool, *,
                  attestation_pool: AttestationSource | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 signature_executor: Executor | None = None) -> None:
         self.store = store
+        # checks of peers' blocks recover the attestation signatures this node never
+        # verified on it, beside execution (node.attestation_pool.block_signature_executor)
+        self.signature_executor = signature_executor
         self.mempool = mempool
         self.attestation_pool = attestation_pool
         self.clock = clock
@@ -378,7 +383,8 @@ class Application:
         cpu_started = time.thread_time()
         result = execute_block(overlay, parent.state_root, env,
                                BlockBody(txs, list(block.attestations), misbehavior,
-                                         raw_transactions=list(block.transactions)))
+                                         raw_transactions=list(block.transactions)),
+                               signature_executor=self.signature_executor)
         BLOCK_EXECUTION_CPU.labels("check").observe(time.thread_time() - cpu_started)
         BLOCK_COST.labels("check").observe(result.cost)
         check_result(h, result, validators_hash)

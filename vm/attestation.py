@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future
 from typing import NamedTuple
@@ -431,12 +432,12 @@ class SignaturesAhead:
     task cancelled, failed or late) gets the caller's full check. So a block gives the
     results, errors and messages of the serial check, whatever the workers' timing, and a
     broken or missing pool only makes it slower. Attestations already in the memo are
-    given to no worker. The first chunk of unverified attestations is the caller's own
-    (its check starts at once, while the workers start on the next ones), and a chunk no
-    worker has started when the caller reaches it is taken back and checked by the
-    caller (so a busy pool costs no waiting). At most ``window`` tasks are out at once;
-    the caller waits at most :data:`AHEAD_WAIT_S` for one, and then checks the rest of
-    the block itself.
+    given to no worker. Tasks are given out from the start (the workers begin while the
+    caller sets the block up and runs its transactions); the first is a quarter of
+    ``chunk``, so the caller's first wait is short. A task no worker has started when
+    the caller reaches it is taken back and checked by the caller (a busy pool costs no
+    waiting). At most ``window`` tasks are out at once; the caller waits at most
+    :data:`AHEAD_WAIT_S` for one, and then checks the rest of the block itself.
 
     Use: ``ahead.ready(i)`` before checking attestation ``i`` (indices in increasing
     order; cheap when ``i < ahead.next_index``), ``ahead.close()`` at the end, also when
@@ -451,14 +452,17 @@ class SignaturesAhead:
                     else [compute_attestation_id(bytes(raw)) for raw in raws])
         suffix = chain_id.to_bytes(8, "big")
         unseen = [i for i, att_id in enumerate(self.ids) if att_id + suffix not in _VERIFIED]
-        self._chunks = [unseen[k:k + chunk] for k in range(0, len(unseen), chunk)]
+        first = max(1, chunk // 4)
+        self._chunks = [unseen[:first]] if unseen else []
+        self._chunks += [unseen[k:k + chunk] for k in range(first, len(unseen), chunk)]
         self._raws = [bytes(raw) for raw in raws]  # (bytes as they are; picklable)
         self._executor: Executor | None = executor
         self._futures: list[Future[list[str]] | None] = [None] * len(self._chunks)
         self._window = window
-        self._taken = 0  # chunks taken back so far (the caller's own first one included)
+        self._taken = 0  # chunks taken back so far
         self.workers_checked = 0  # attestations a worker found valid (bench, tests)
-        for k in range(1, min(1 + window, len(self._chunks))):
+        self.waited_s = 0.0  # wall time the caller waited for workers (bench)
+        for k in range(min(window, len(self._chunks))):
             self._submit(k)
         self.next_index = self._chunks[0][0] if self._chunks else len(raws)
 
@@ -479,12 +483,15 @@ class SignaturesAhead:
             future, self._futures[k] = self._futures[k], None
             if future is not None and not future.cancel():  # cancelled: the caller's now
                 codes = None
+                waited_from = 0.0 if future.done() else time.perf_counter()
                 try:
                     codes = future.result(timeout=AHEAD_WAIT_S)
                 except TimeoutError:
                     self.close()  # a stuck pool: the rest of the block is the caller's
                 except Exception:  # noqa: S110 - a failed task is the caller's to check
                     pass
+                if waited_from:
+                    self.waited_s += time.perf_counter() - waited_from
                 if codes is not None and len(codes) == len(self._chunks[k]):
                     ids, chain_id = self.ids, self.chain_id
                     for i, code in zip(self._chunks[k], codes, strict=True):
@@ -492,8 +499,7 @@ class SignaturesAhead:
                             mark_verified(ids[i], chain_id)
                             self.workers_checked += 1
             self._taken += 1
-            # chunk 0 was never given out: the window moves on from chunk 1
-            if k and k + self._window < len(self._chunks):
+            if k + self._window < len(self._chunks):
                 self._submit(k + self._window)
         self.next_index = (self._chunks[self._taken][0] if self._taken < len(self._chunks)
                            else len(self._raws))
