@@ -16,12 +16,12 @@ nodes, no slot values kept (every slot read walks the trie from LevelDB's bytes)
 Every figure is the best of ``--repeat`` tries from the same parent state.
 
 "beside" is "cold" checked as a validator checks a peer's block
-(``execute_block(signature_executor=...)``, vm.attestation.SignaturesAhead): the
-signatures recovered by one worker thread, or one worker process, while this thread
-executes. Those figures are wall time (what the propose timeout sees), with this thread's
-CPU and the time it waited for the worker; the serial "cold" is shown in wall time too. On a
-machine whose other core is busy with other jobs the wall figures mean little: compare
-the thread CPU (and the waits) then.
+(``execute_block(signature_worker=...)``, vm.attestation_ahead): the signatures
+recovered by the node's worker process while this thread executes. That figure is wall
+time (what the propose timeout sees), with this thread's CPU and the time it waited for
+the worker; the serial "cold" is shown in wall time too. On a machine whose other core
+is busy with other jobs the wall figures mean little: compare the thread CPU (and the
+waits) then.
 
 ``--fleet N`` runs the same block on a fleet of N vehicles (each with its device, owner
 and twelve earlier readings: ``bench.bench_costs.Fleet``, built through the modules' own
@@ -58,6 +58,7 @@ from coincurve import PublicKey
 from eth.db.account import AccountDB
 
 import vm.attestation as attestation
+import vm.attestation_ahead as attestation_ahead
 import vm.trie as trie
 from bench.bench_attestations import make_rounds
 from tests.vm.test_telemetry_fleet import Fleet
@@ -78,7 +79,7 @@ def _cpu(fn) -> float:
     return time.process_time() - c0
 
 
-class _Watched(attestation.SignaturesAhead):
+class _Watched(attestation_ahead.SignaturesAhead):
     """SignaturesAhead recording what its last block's check waited for and handed out."""
 
     last: list[Any] = [0.0, 0]
@@ -88,27 +89,29 @@ class _Watched(attestation.SignaturesAhead):
         super().close()
 
 
-def beside_executors() -> dict[str, Any]:
-    """One worker thread and one worker process, started (as the node starts them)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+def started_worker() -> attestation_ahead.SignatureWorker:
+    """The node's signature worker, started and ready."""
+    worker = attestation_ahead.SignatureWorker()
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not worker.available():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the signature worker did not start in 60 s")
+        time.sleep(0.05)
+    return worker
 
-    process = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-    process.submit(attestation.check_stateless_codes, [], 0).result()
-    return {"thread": ThreadPoolExecutor(1), "process": process}
 
-
-def wall_runs(run_with, executors: dict[str, Any], repeat: int) -> dict[str, tuple[float, float, float, int]]:
-    """Best wall time of ``run_with(executor)`` (memo emptied first) for serial (None) and
-    each executor: (wall s, this thread's CPU s, s waited for the worker, attestations the
-    worker checked), interleaved."""
+def wall_runs(run_with, worker: Any, repeat: int) -> dict[str, tuple[float, float, float, int]]:
+    """Best wall time of ``run_with(worker)`` (memo emptied first), serially (None) and
+    with ``worker``: (wall s, this thread's CPU s, s waited for the worker, attestations
+    the worker checked), interleaved."""
     import vm.execute
 
     vm.execute.SignaturesAhead = _Watched  # type: ignore[misc]
     best: dict[str, tuple[float, float, float, int]] = {}
     try:
         for _ in range(repeat):
-            for name, executor in [("serial", None), *executors.items()]:
+            for name, executor in (("serial", None), ("worker", worker)):
                 attestation._VERIFIED.clear()
                 _Watched.last[:] = [0.0, 0]
                 t0, c0 = time.perf_counter(), time.thread_time()
@@ -117,14 +120,13 @@ def wall_runs(run_with, executors: dict[str, Any], repeat: int) -> dict[str, tup
                 if name not in best or got[0] < best[name][0]:
                     best[name] = got  # type: ignore[assignment]
     finally:
-        vm.execute.SignaturesAhead = attestation.SignaturesAhead  # type: ignore[misc]
+        vm.execute.SignaturesAhead = attestation_ahead.SignaturesAhead  # type: ignore[misc]
     return best
 
 
 def print_wall(best: dict[str, tuple[float, float, float, int]], n: int, rec: float) -> None:
     for name, label in (("serial", "cold, serial (wall)"),
-                        ("thread", "cold, beside: 1 worker thread (wall)"),
-                        ("process", "cold, beside: 1 worker process (wall)")):
+                        ("worker", "cold, beside execution: worker (wall)")):
         wall, cpu, waited, by_worker = best[name]
         extra = (f"; thread CPU {cpu:.3f} s, waited {1e3 * waited:.0f} ms, "
                  f"{by_worker} by the worker" if name != "serial" else f"; thread CPU {cpu:.3f} s")
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def execute(executor: Any = None) -> None:
         result = execute_block(OverlayDB(chain.db), parent, env, BlockBody([], list(raws)),
-                               signature_executor=executor)
+                               signature_worker=executor)
         assert len(result.attestations) == n, {c for _, c in result.attestation_results}
         roots.add(result.state_root)
 
@@ -242,12 +244,11 @@ def main(argv: list[str] | None = None) -> None:
             best["stock"] = min(best["stock"], _cpu(execute))
         finally:
             MotusState.account_db_class = MotusAccountDB
-    executors = beside_executors()
+    worker = started_worker()
     try:
-        walls = wall_runs(execute, executors, args.repeat)
+        walls = wall_runs(execute, worker, args.repeat)
     finally:
-        for executor in executors.values():
-            executor.shutdown()
+        worker.close()
     assert len(roots) == 1, "both storage paths must give the same state root"
 
     rec = best["recover"]
@@ -288,7 +289,7 @@ def run_fleet(args: argparse.Namespace) -> None:
 
         def execute(executor: Any = None) -> None:
             result = execute_block(OverlayDB(db), parent, env, BlockBody([], list(raws)),
-                                   signature_executor=executor)
+                                   signature_worker=executor)
             assert len(result.attestations) == n, {c for _, c in result.attestation_results}
             roots.add(result.state_root)
 
@@ -346,12 +347,11 @@ def run_fleet(args: argparse.Namespace) -> None:
                 if prepare is not None:
                     prepare()
                 best[name] = min(best[name], _cpu(run))
-        executors = beside_executors()
+        worker = started_worker()
         try:
-            walls = wall_runs(execute, executors, args.repeat)
+            walls = wall_runs(execute, worker, args.repeat)
         finally:
-            for executor in executors.values():
-                executor.shutdown()
+            worker.close()
         assert len(roots) == 1, "every run must give the same state root"
         rec = best["recover"]
         print(f"fleet of {args.fleet:,} vehicles, a block of {n:,} attestations")

@@ -8,7 +8,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +20,7 @@ from node.block import Block, MalformedBlock, commit_hash, evidence_hash
 from node.mempool import Mempool, effective_tip
 from node.metrics import REGISTRY
 from node.store import ChainStore, TxExtra
+from vm.attestation_ahead import SignatureWorker
 from vm.block import ZERO_HASH, Header, validators_hash
 from vm.db import OverlayDB
 from vm.errors import InvalidBlock, MalformedTransaction
@@ -154,11 +154,11 @@ class Application:
     def __init__(self, store: ChainStore, mempool: Mempool, *,
                  attestation_pool: AttestationSource | None = None,
                  clock: Callable[[], float] = time.time,
-                 signature_executor: Executor | None = None) -> None:
+                 signature_worker: SignatureWorker | None = None) -> None:
         self.store = store
         # checks of peers' blocks recover the attestation signatures this node never
-        # verified on it, beside execution (node.attestation_pool.block_signature_executor)
-        self.signature_executor = signature_executor
+        # verified on this worker process, beside execution (vm.attestation_ahead)
+        self.signature_worker = signature_worker
         self.mempool = mempool
         self.attestation_pool = attestation_pool
         self.clock = clock
@@ -384,7 +384,7 @@ class Application:
         result = execute_block(overlay, parent.state_root, env,
                                BlockBody(txs, list(block.attestations), misbehavior,
                                          raw_transactions=list(block.transactions)),
-                               signature_executor=self.signature_executor)
+                               signature_worker=self.signature_worker)
         BLOCK_EXECUTION_CPU.labels("check").observe(time.thread_time() - cpu_started)
         BLOCK_COST.labels("check").observe(result.cost)
         check_result(h, result, validators_hash)

@@ -21,7 +21,7 @@ import heapq
 import multiprocessing
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from heapq import heappush
@@ -193,24 +193,6 @@ class ProcessPoolChecker:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
-
-
-def block_signature_executor(verify_workers: int) -> Executor:
-    """Where a block check recovers the signatures its node never verified
-    (``execute_block(signature_executor=...)``): one worker, beside the thread that
-    executes the block, so on two cores the recovery (~50 us an attestation) overlaps
-    the execution (~70 us). A worker process when admission checks signatures in
-    processes (``telemetry.verify_workers > 0``), else a thread (libsecp256k1 recovers
-    without the GIL). Its own worker, not admission's: a block's checks never queue
-    behind an admission batch. Started now, so the first block does not wait for it."""
-    executor: Executor
-    if verify_workers > 0:
-        executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-    else:
-        executor = ThreadPoolExecutor(1, thread_name_prefix="motus-block-signatures")
-    # starts the worker; a process imports vm.attestation on its first task: this one
-    executor.submit(check_stateless_codes, [], 0)
-    return executor
 
 
 # --- fast reads of the head state, kept across heads --------------------------------

@@ -26,7 +26,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,7 +45,6 @@ from node.attestation_pool import (
     ProcessPoolChecker,
     RejectCounters,
     StatefulCheck,
-    block_signature_executor,
     check_stateless_unshared,
     view_check,
 )
@@ -61,6 +59,7 @@ from vm.attestation import (
     open_commitment,
     set_verified_capacity,
 )
+from vm.attestation_ahead import SignatureWorker
 from vm.modules.telemetry import DEFERRED
 
 if TYPE_CHECKING:
@@ -193,8 +192,8 @@ class AttestationService:
         if config.verify_workers > 0:
             self.workers = ProcessPoolChecker(workers=config.verify_workers)
         # the signatures of a peer's block this node never admitted, checked beside its
-        # execution (Application.check_block; vm.attestation.SignaturesAhead)
-        self.block_signatures: Executor | None = block_signature_executor(config.verify_workers)
+        # execution (Application.check_block; vm.attestation_ahead); the node starts it
+        self.block_signatures = SignatureWorker()
         self.signals: SignalStore | None = None
         if signals_path is not None:
             Path(signals_path).mkdir(parents=True, exist_ok=True)
@@ -565,9 +564,7 @@ class AttestationService:
         if self.workers is not None:
             self.workers.close()
             self.workers = None
-        if self.block_signatures is not None:
-            self.block_signatures.shutdown(wait=True, cancel_futures=True)
-            self.block_signatures = None
+        self.block_signatures.close()
         if self.signals is not None:
             self.signals.close()
             self.signals = None

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import enum
 import threading
-import time
 from collections.abc import Sequence
-from concurrent.futures import Executor, Future
 from typing import NamedTuple
 
 import msgpack
@@ -407,111 +405,6 @@ def check_stateless_codes(raws: Sequence[bytes], chain_id: int) -> list[str]:
         else:
             out.append(OK)
     return out
-
-
-
-# --- signatures checked ahead of block execution ---------------------------------
-# A block from a peer may carry attestations this node never admitted: their signatures
-# are not in the memo, and recovering them (~50 us each) is a third of executing them.
-# ``SignaturesAhead`` hands those checks to another core (worker processes or a thread:
-# libsecp256k1 runs without the GIL) while the caller executes the block, and turns each
-# worker's "ok" into a memo entry just before the caller reaches that attestation.
-
-AHEAD_CHUNK = 64  # attestations per task: ~3 ms of a worker's time, against ~0.1 ms of IPC
-AHEAD_WINDOW = 8  # tasks given out and not yet taken back, at most (~512 attestations)
-AHEAD_WAIT_S = 0.5  # the longest wait for one task; past it the caller checks the rest itself
-
-
-class SignaturesAhead:
-    """The stateless checks of a block's attestations (``check_stateless_codes``) run on
-    ``executor`` while the caller executes the block.
-
-    A worker's answer is a hint, never a verdict: an attestation it found valid is marked
-    verified (:func:`mark_verified`) just before the caller checks it, so the caller's
-    :func:`check_stateless` only decodes it; every other one (refused by the worker, its
-    task cancelled, failed or late) gets the caller's full check. So a block gives the
-    results, errors and messages of the serial check, whatever the workers' timing, and a
-    broken or missing pool only makes it slower. Attestations already in the memo are
-    given to no worker. Tasks are given out from the start (the workers begin while the
-    caller sets the block up and runs its transactions); the first is a quarter of
-    ``chunk``, so the caller's first wait is short. A task no worker has started when
-    the caller reaches it is taken back and checked by the caller (a busy pool costs no
-    waiting). At most ``window`` tasks are out at once; the caller waits at most
-    :data:`AHEAD_WAIT_S` for one, and then checks the rest of the block itself.
-
-    Use: ``ahead.ready(i)`` before checking attestation ``i`` (indices in increasing
-    order; cheap when ``i < ahead.next_index``), ``ahead.close()`` at the end, also when
-    the block fails (outstanding tasks are cancelled).
-    """
-
-    def __init__(self, executor: Executor, raws: Sequence[bytes], chain_id: int,
-                 ids: Sequence[bytes] | None = None, *, chunk: int = AHEAD_CHUNK,
-                 window: int = AHEAD_WINDOW) -> None:
-        self.chain_id = chain_id
-        self.ids = (list(ids) if ids is not None
-                    else [compute_attestation_id(bytes(raw)) for raw in raws])
-        suffix = chain_id.to_bytes(8, "big")
-        unseen = [i for i, att_id in enumerate(self.ids) if att_id + suffix not in _VERIFIED]
-        first = max(1, chunk // 4)
-        self._chunks = [unseen[:first]] if unseen else []
-        self._chunks += [unseen[k:k + chunk] for k in range(first, len(unseen), chunk)]
-        self._raws = [bytes(raw) for raw in raws]  # (bytes as they are; picklable)
-        self._executor: Executor | None = executor
-        self._futures: list[Future[list[str]] | None] = [None] * len(self._chunks)
-        self._window = window
-        self._taken = 0  # chunks taken back so far
-        self.workers_checked = 0  # attestations a worker found valid (bench, tests)
-        self.waited_s = 0.0  # wall time the caller waited for workers (bench)
-        for k in range(min(window, len(self._chunks))):
-            self._submit(k)
-        self.next_index = self._chunks[0][0] if self._chunks else len(raws)
-
-    def _submit(self, k: int) -> None:
-        if self._executor is None:
-            return
-        try:
-            self._futures[k] = self._executor.submit(
-                check_stateless_codes, [self._raws[i] for i in self._chunks[k]], self.chain_id)
-        except Exception:  # a pool shut down or broken: the caller checks everything
-            self._executor = None
-
-    def ready(self, index: int) -> None:
-        """Make the workers' answers for attestations up to ``index`` count (mark the valid
-        ones verified), waiting for at most one running task."""
-        while self._taken < len(self._chunks) and self._chunks[self._taken][0] <= index:
-            k = self._taken
-            future, self._futures[k] = self._futures[k], None
-            if future is not None and not future.cancel():  # cancelled: the caller's now
-                codes = None
-                waited_from = 0.0 if future.done() else time.perf_counter()
-                try:
-                    codes = future.result(timeout=AHEAD_WAIT_S)
-                except TimeoutError:
-                    self.close()  # a stuck pool: the rest of the block is the caller's
-                except Exception:  # noqa: S110 - a failed task is the caller's to check
-                    pass
-                if waited_from:
-                    self.waited_s += time.perf_counter() - waited_from
-                if codes is not None and len(codes) == len(self._chunks[k]):
-                    ids, chain_id = self.ids, self.chain_id
-                    for i, code in zip(self._chunks[k], codes, strict=True):
-                        if code == OK:
-                            mark_verified(ids[i], chain_id)
-                            self.workers_checked += 1
-            self._taken += 1
-            if k + self._window < len(self._chunks):
-                self._submit(k + self._window)
-        self.next_index = (self._chunks[self._taken][0] if self._taken < len(self._chunks)
-                           else len(self._raws))
-
-    def close(self) -> None:
-        """Cancel the tasks not yet started and give out no more (results already
-        taken stay in the memo)."""
-        self._executor = None
-        for k, future in enumerate(self._futures):
-            if future is not None:
-                future.cancel()
-                self._futures[k] = None
 
 
 # --- off-chain signal payloads -------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +21,8 @@ from eth.vm.forks.cancun import CancunVM
 from eth_bloom import BloomFilter
 from eth_utils import ValidationError
 
-from vm.attestation import SignaturesAhead, compute_attestation_id
+from vm.attestation import compute_attestation_id
+from vm.attestation_ahead import SignaturesAhead, SignatureWorker
 from vm.block import Header, rlp_encode
 from vm.cost import BlockCost, CostWeights, settlement_steps_per_block
 from vm.epoch import advance_clock, get_epoch
@@ -236,7 +236,7 @@ def begin_block(state: MotusState, env: BlockEnv,
 def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv, body: BlockBody,
                   *, skip_invalid: bool = False,
                   should_stop: Callable[[str], bool] | None = None,
-                  signature_executor: Executor | None = None) -> BlockResult:
+                  signature_worker: SignatureWorker | None = None) -> BlockResult:
     """Execute a block body on the parent state; persist trie nodes into ``db``.
 
     With ``skip_invalid`` (block building) transactions and attestations that fail
@@ -249,15 +249,15 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
     its cost :class:`BlockTooCostly` as soon as the running cost passes the cap. The
     result lists the transactions and attestations that were included.
 
-    With a ``signature_executor`` (worker processes or a thread), checking a block
-    recovers the signatures of the attestations this process has not verified yet on
-    it, ahead of and beside execution (:class:`vm.attestation.SignaturesAhead`); the
-    result, and the error of an invalid block, are the same as without it.
+    With a ``signature_worker``, checking a block recovers the signatures of the
+    attestations this process has not verified yet on that worker process, beside
+    execution (:class:`vm.attestation_ahead.SignaturesAhead`); the result, and the error
+    of an invalid block, are the same as without it.
     """
     ahead = None
-    if (signature_executor is not None and not skip_invalid
+    if (signature_worker is not None and not skip_invalid
             and 0 < len(body.attestations) <= MAX_AHEAD_ATTESTATIONS):
-        ahead = SignaturesAhead(signature_executor, body.attestations, env.chain_id)
+        ahead = SignaturesAhead(signature_worker, body.attestations, env.chain_id)
     try:
         return _execute_block_gc_paused(db, parent_state_root, env, body, skip_invalid,
                                         should_stop, ahead)

@@ -266,31 +266,35 @@ async def test_submit_checks_batches_at_once_but_admits_them_in_arrival_order(
     assert start_b < end_a  # the second batch was checked while the first one was
 
 
-@pytest.mark.parametrize("verify_workers", [0, 1])
-def test_block_signature_worker_checks_and_stops_with_the_service(
-        tmp_path: Path, verify_workers: int) -> None:
-    """The worker that checks a peer's block's signatures beside its execution
-    (Application.check_block): a thread by default, a process when admission uses worker
-    processes; it answers like the serial check and stops when the service closes."""
-    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+def test_block_signature_worker_checks_and_stops_with_the_service(tmp_path: Path) -> None:
+    """The worker process that checks a peer's block's signatures beside its execution
+    (Application.check_block; started by the node): it answers like the serial check
+    and stops for good when the service closes."""
+    import time
 
     from vm.attestation import check_stateless_codes
 
     database = Database(tmp_path / "data")
     store = ChainStore(database)
     store.init_genesis(new_genesis(CHAIN_ID, [(VALIDATOR, 10)]))
-    svc = AttestationService(store, CHAIN_ID, TelemetrySection(verify_workers=verify_workers))
+    svc = AttestationService(store, CHAIN_ID, TelemetrySection())
+    worker = svc.block_signatures
     try:
-        executor = svc.block_signatures
-        assert isinstance(executor, ProcessPoolExecutor if verify_workers else ThreadPoolExecutor)
+        assert not worker.available()  # the service does not start it: the node does
+        worker.start()
+        deadline = time.monotonic() + 60
+        while not worker.available():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
         raw = reading(Device.generate(CHAIN_ID, seed=b"beside"))
         forged = raw[:-2] + bytes([raw[-2] ^ 1]) + raw[-1:]
         chunk = [raw, forged, b"\x92\x02"]
-        assert executor.submit(check_stateless_codes, chunk, CHAIN_ID).result(timeout=60) == \
-            check_stateless_codes(chunk, CHAIN_ID) == ["ok", "bad_signature", "malformed"]
+        tag = worker.send(chunk, CHAIN_ID)
+        assert tag is not None
+        assert worker.receive(tag, 30) == check_stateless_codes(chunk, CHAIN_ID) == \
+            ["ok", "bad_signature", "malformed"]
+        process = worker._process
     finally:
         svc.close()
         database.close()
-    assert svc.block_signatures is None
-    with pytest.raises(RuntimeError):  # shut down: nothing more runs on it
-        executor.submit(check_stateless_codes, [raw], CHAIN_ID)
+    assert not process.is_alive() and not worker.available()

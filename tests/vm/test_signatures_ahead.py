@@ -1,23 +1,25 @@
-"""Signatures checked ahead of block execution (vm.attestation.SignaturesAhead): a block's
-result, and the error of an invalid block, are those of the serial check whatever the
-workers do (answer, fail, hang, or are shut down), and a forged signature anywhere (first,
-middle or last chunk) fails the block with the same message."""
+"""Signatures checked beside block execution (vm.attestation_ahead): a block's result,
+and the error of an invalid block, are those of the serial check whatever the worker
+process does (answers, is not started yet, dies, or hangs), and a forged signature
+anywhere (first, middle or last chunk) fails the block with the same message."""
 
 from __future__ import annotations
 
-import multiprocessing
-import threading
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+import os
+import signal
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import vm.attestation as attestation
+import vm.attestation_ahead as ahead_module
 from devnet.device import Device
 from tests.harness import CHAIN_ID
 from tests.vm.test_telemetry_fleet import HOME, Fleet
-from vm.attestation import SignaturesAhead, decode_attestation
+from vm.attestation import decode_attestation
+from vm.attestation_ahead import SignaturesAhead, SignatureWorker
 from vm.db import OverlayDB
 from vm.errors import InvalidBlock
 from vm.execute import BlockBody, execute_block
@@ -27,15 +29,25 @@ from vm.state import make_state
 DEVICES = 40
 
 
+def _started(worker: SignatureWorker) -> SignatureWorker:
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not worker.available():
+        assert time.monotonic() < deadline, "the worker did not start"
+        time.sleep(0.02)
+    return worker
+
+
 @pytest.fixture(scope="module")
 def fleet() -> Fleet:
     return Fleet(DEVICES)
 
 
 @pytest.fixture(scope="module")
-def threads():
-    with ThreadPoolExecutor(1) as executor:
-        yield executor
+def worker():
+    w = _started(SignatureWorker())
+    yield w
+    w.close()
 
 
 def _block(fleet: Fleet) -> list[bytes]:
@@ -60,19 +72,17 @@ def _broken(raw: bytes) -> bytes:
 
 
 def _outcome(fleet: Fleet, raws: list[bytes], skip_invalid: bool,
-             ahead: tuple[Executor, int, int] | None = None, seen: frozenset[int] = frozenset()):
-    """process_attestations on the head, the memo holding just the ``seen`` indices;
-    ``ahead``: (executor, chunk, window) of the signatures checked ahead."""
+             worker: SignatureWorker | None = None, chunk: int = 4,
+             seen: frozenset[int] = frozenset(), stats: list | None = None):
+    """process_attestations on the head, the memo holding just the ``seen`` indices,
+    the signatures checked beside it by ``worker`` (tasks of ``chunk``) if given."""
     chain = fleet.chain
     env = chain.env()
     attestation._VERIFIED.clear()
     for i in seen:
         attestation.mark_verified(attestation.compute_attestation_id(raws[i]), env.chain_id)
     state = make_state(OverlayDB(chain.db), chain.head.state_root, env)
-    checker = None
-    if ahead is not None:
-        executor, chunk, window = ahead
-        checker = SignaturesAhead(executor, raws, env.chain_id, chunk=chunk, window=window)
+    checker = SignaturesAhead(worker, raws, env.chain_id, chunk=chunk) if worker else None
     try:
         included, results = process_attestations(state, env, raws, skip_invalid, ahead=checker)
     except InvalidBlock as exc:
@@ -80,120 +90,110 @@ def _outcome(fleet: Fleet, raws: list[bytes], skip_invalid: bool,
     finally:
         if checker is not None:
             checker.close()
+            if stats is not None:
+                stats.append(checker.workers_checked)
     return included, results, state.state_root
 
 
-def _check(fleet, raws, skip_invalid, executor, chunk=4, window=3, seen=frozenset()):
-    serial = _outcome(fleet, raws, skip_invalid, None, seen)
-    assert _outcome(fleet, raws, skip_invalid, (executor, chunk, window), seen) == serial
+def _check(fleet, raws, skip_invalid, worker, chunk=4, seen=frozenset(), stats=None):
+    serial = _outcome(fleet, raws, skip_invalid, None, chunk, seen)
+    assert _outcome(fleet, raws, skip_invalid, worker, chunk, seen, stats) == serial
     return serial
 
 
 @pytest.mark.parametrize("position", [0, 1, 17, 22, DEVICES - 1])  # first, middle, last chunk
 @pytest.mark.parametrize("damage", ["forged", "broken"])
-def test_a_bad_signature_fails_the_block_with_the_serial_error(fleet, threads, position, damage):
+def test_a_bad_signature_fails_the_block_with_the_serial_error(fleet, worker, position, damage):
     raws = _block(fleet)
     raws[position] = _forged(fleet, raws[position]) if damage == "forged" else _broken(raws[position])
-    outcome = _check(fleet, raws, False, threads)
+    stats: list[int] = []
+    outcome = _check(fleet, raws, False, worker, stats=stats)
     assert outcome[0] == "invalid"
     assert f"attestation {position} " in outcome[1] and "bad_signature" in outcome[1]
 
 
-def test_a_valid_block_gives_the_serial_result_and_the_workers_did_the_work(fleet, threads):
+def test_a_valid_block_gives_the_serial_result_and_the_worker_did_the_work(fleet, worker):
     raws = _block(fleet)
-    outcome = _check(fleet, raws, False, threads)
+    stats: list[int] = []
+    outcome = _check(fleet, raws, False, worker, stats=stats)
     assert len(outcome[0]) == DEVICES
-    attestation._VERIFIED.clear()
-    ahead = SignaturesAhead(threads, raws, fleet.chain.head.chain_id, chunk=4, window=3)
-    for i in range(len(raws)):
-        threads.submit(int).result()  # one thread, tasks in order: every task given out is done
-        ahead.ready(i)
-    ahead.close()
-    assert ahead.workers_checked == DEVICES  # every task done before the caller came
-    assert all(attestation.is_verified(attestation.compute_attestation_id(raw), CHAIN_ID)
-               for raw in raws)
+    assert stats == [DEVICES]  # every signature recovered by the worker
+    seen = frozenset(range(0, DEVICES, 3))
+    _check(fleet, raws, False, worker, seen=seen, stats=stats)
+    assert stats[-1] == DEVICES - len(seen)  # what the memo holds goes to no worker
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_any_mix_gives_the_serial_results(fleet, threads, data):
+def test_any_mix_gives_the_serial_results(fleet, worker, data):
     raws = _block(fleet)
     for i in data.draw(st.sets(st.integers(0, DEVICES - 1), max_size=4), label="bad"):
         raws[i] = data.draw(st.sampled_from([_forged(fleet, raws[i]), _broken(raws[i]),
                                              b"\x92\x02", raws[(i + 1) % DEVICES]]))
     seen = data.draw(st.frozensets(st.integers(0, DEVICES - 1)), label="seen")
     chunk = data.draw(st.integers(1, 16), label="chunk")
-    window = data.draw(st.integers(1, 4), label="window")
     skip_invalid = data.draw(st.booleans(), label="skip_invalid")
-    _check(fleet, raws, skip_invalid, threads, chunk, window, seen)
+    _check(fleet, raws, skip_invalid, worker, chunk, seen)
 
 
-class _Failing(Executor):
-    """Every task fails (a worker process that died: BrokenProcessPool)."""
-
-    def submit(self, fn, /, *args, **kwargs):
-        future: Future = Future()
-        future.set_exception(RuntimeError("worker died"))
-        return future
-
-
-class _Stuck(Executor):
-    """Tasks that never finish (a hung worker)."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self._pool = ThreadPoolExecutor(4)
-
-    def submit(self, fn, /, *args, **kwargs):
-        def late():
-            self.release.wait(10)
-            return fn(*args, **kwargs)
-
-        return self._pool.submit(late)
-
-    def shutdown(self, wait=True, *, cancel_futures=False):
-        self.release.set()
-        self._pool.shutdown(wait, cancel_futures=cancel_futures)
-
-
-def test_failed_shut_down_or_stuck_workers_change_nothing(fleet, monkeypatch):
+def test_a_worker_not_started_dead_or_stuck_changes_nothing(fleet, monkeypatch):
     raws = _block(fleet)
     raws[30] = _forged(fleet, raws[30])
     expected = _outcome(fleet, raws, False)
     assert expected[0] == "invalid"
-    _check(fleet, raws, False, _Failing())
-    closed = ThreadPoolExecutor(1)
-    closed.shutdown()
-    _check(fleet, raws, False, closed)
-    monkeypatch.setattr(attestation, "AHEAD_WAIT_S", 0.05)
-    stuck = _Stuck()
+    stats: list[int] = []
+    idle = SignatureWorker()  # never started: serial
+    assert _check(fleet, raws, False, idle, stats=stats) == expected and stats == [0]
+    monkeypatch.setattr(ahead_module, "AHEAD_WAIT_S", 0.2)
+    worker = _started(SignatureWorker())
     try:
-        _check(fleet, raws, False, stuck, chunk=2, window=2)
+        os.kill(worker._process.pid, signal.SIGSTOP)  # hung: every answer late
+        try:
+            _check(fleet, raws, False, worker, stats=stats)
+            assert stats[-1] == 0
+            assert not worker.available()  # the hung block's tasks are still due
+        finally:
+            os.kill(worker._process.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while not worker.available():  # their answers come, are read and dropped
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        _check(fleet, raws, False, worker, stats=stats)
+        # the worker's answers count again: tasks [0], [1-4], ..., [29-32] are taken
+        # back up to the forged attestation 30, the three valid ones of its task included
+        assert stats[-1] == 32
+        worker._process.kill()  # dies
+        worker._process.join(5)
+        _check(fleet, raws, False, worker, stats=stats)
+        assert stats[-1] == 0 and worker._process is None
+        monkeypatch.setattr(ahead_module, "WORKER_RESTART_S", 0.0)
+        _started(worker)  # started again by the next block that asks
+        _check(fleet, raws, False, worker, stats=stats)
+        assert stats[-1] == 32
     finally:
-        stuck.shutdown()
+        worker.close()
+    assert not worker.available()  # closed for good: never started again
 
 
-def test_execute_block_checks_with_worker_processes_like_the_serial_path(fleet):
-    """The node's path: execute_block with a real worker process (spawned: the pickled
-    task and the answers cross a process boundary)."""
+def test_execute_block_checks_with_the_worker_like_the_serial_path(fleet, worker):
+    """The node's path: execute_block with the worker process."""
     chain = fleet.chain
     env = chain.env()
     raws = _block(fleet)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as workers:
-        outcomes = []
-        for executor in (None, workers):
-            attestation._VERIFIED.clear()
-            result = execute_block(OverlayDB(chain.db), chain.head.state_root, env,
-                                   BlockBody([], list(raws)), signature_executor=executor)
-            outcomes.append((result.state_root, result.attestation_results))
-        assert outcomes[0] == outcomes[1]
-        raws[DEVICES - 2] = _forged(fleet, raws[DEVICES - 2])
-        errors = []
-        for executor in (None, workers):
-            attestation._VERIFIED.clear()
-            with pytest.raises(InvalidBlock) as caught:
-                execute_block(OverlayDB(chain.db), chain.head.state_root, env,
-                              BlockBody([], list(raws)), signature_executor=executor)
-            errors.append(str(caught.value))
-        assert errors[0] == errors[1]
-        assert f"attestation {DEVICES - 2} " in errors[0]
+    outcomes = []
+    for with_worker in (None, worker):
+        attestation._VERIFIED.clear()
+        result = execute_block(OverlayDB(chain.db), chain.head.state_root, env,
+                               BlockBody([], list(raws)), signature_worker=with_worker)
+        outcomes.append((result.state_root, result.attestation_results))
+    assert outcomes[0] == outcomes[1]
+    raws[DEVICES - 2] = _forged(fleet, raws[DEVICES - 2])
+    errors = []
+    for with_worker in (None, worker):
+        attestation._VERIFIED.clear()
+        with pytest.raises(InvalidBlock) as caught:
+            execute_block(OverlayDB(chain.db), chain.head.state_root, env,
+                          BlockBody([], list(raws)), signature_worker=with_worker)
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1]
+    assert f"attestation {DEVICES - 2} " in errors[0]

@@ -59,11 +59,11 @@ from vm.attestation import (
     Attestation,
     AttestationError,
     RejectCode,
-    SignaturesAhead,
     check_stateless,
     compute_attestation_id,
     keccak256,
 )
+from vm.attestation_ahead import SignaturesAhead
 from vm.errors import InvalidBlock
 from vm.geo import cell_distance_lower_bound_m, is_valid_cell
 from vm.modules import addresses
@@ -695,8 +695,8 @@ def process_attestations(state: StateAPI, env: Any, attestations: Sequence[bytes
     is ``"ok"``, a reject code, or ``"deferred"`` (building only: the block already
     holds ``max_block_attestations``). With ``skip_invalid`` (block building) an
     invalid attestation is left out; otherwise it raises InvalidBlock. ``ahead``
-    (made over the same ``attestations``) has their signatures checked on other
-    cores meanwhile; it changes no result.
+    (made over the same ``attestations``) has their signatures checked on another
+    core meanwhile; it changes no result.
     """
     view = TelemetryView(state, env.timestamp_ms, env.height, get_device)
     cap = get_param(state, "max_block_attestations")

@@ -1,0 +1,259 @@
+"""Attestation signatures checked on a second core while a block executes
+(docs/telemetry.md, "Checking a peer's block").
+
+A block from a peer may carry attestations this node never admitted: their signatures
+are not in the verified-id memo (:mod:`vm.attestation`), and recovering them (~50 us
+each) is a third of executing them. :class:`SignatureWorker` is one worker process that
+runs :func:`vm.attestation.check_stateless_codes`; :class:`SignaturesAhead` hands it a
+block's unverified attestations as execution starts and turns each of its ``ok``
+answers into a memo entry just before execution reaches that attestation.
+
+Why a process fed straight through a pipe by the executing thread: a worker thread
+needs the GIL for its Python part (decoding, the digest) after every recovery, and an
+executing thread that never blocks gives it up only every switch interval (5 ms), so a
+thread fell behind (measured: two recovering threads 0.83-1.7x one); a
+``ProcessPoolExecutor`` moves tasks and answers through helper threads of this process
+that wait for the GIL the same way. Here the executing thread writes the tasks and
+reads the answers itself: no other thread of this process is involved.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import pickle
+import signal
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from vm.attestation import (
+    OK,
+    check_stateless_codes,
+    compute_attestation_id,
+    is_verified,
+    mark_verified,
+)
+
+log = logging.getLogger("motus.vm.signatures")
+
+AHEAD_CHUNK = 64  # attestations per task: ~3 ms of the worker's time, ~0.05 ms to hand over
+# Task bytes written and not yet answered, at most: below any pipe's buffer (64 KiB on
+# Linux), so a write never blocks, even when the worker is stuck (~4 tasks of 64).
+AHEAD_MAX_BYTES = 48 * 1024
+AHEAD_WAIT_S = 0.5  # the longest wait for one answer; past it the block is checked serially
+WORKER_RESTART_S = 60.0  # a worker that died is started again at most this often
+
+
+def _serve(conn: Any) -> None:
+    """The worker process: answer ``(tag, chain_id, raws)`` tasks with ``(tag, codes)``
+    until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node's Ctrl-C is the node's to handle
+    conn.send_bytes(b"ready")
+    while True:
+        try:
+            tag, chain_id, raws = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        conn.send_bytes(pickle.dumps((tag, check_stateless_codes(raws, chain_id))))
+
+
+class SignatureWorker:
+    """One worker process that checks attestation signatures for block checks, used by
+    one thread at a time (the node's, which executes blocks). :meth:`start` spawns it;
+    it is used once it has said it is ready, so a block checked meanwhile is checked
+    serially. A worker that died is started again (at most every
+    :data:`WORKER_RESTART_S`); :meth:`close` stops it."""
+
+    def __init__(self) -> None:
+        self._process: Any = None
+        self._conn: Any = None
+        self._ready = False
+        self._started_at = -WORKER_RESTART_S
+        self._tag = 0  # tasks ever written (their tags)
+        self._answered = 0  # answers ever read: tags below this one are answered
+        self._in_flight: dict[int, int] = {}  # tag -> bytes, written and not yet answered
+        self._closed = False
+        self.in_use = False
+
+    def start(self) -> None:
+        """Spawn the process (returns at once; it imports vm.attestation on its own)."""
+        if self._process is not None or self._closed:
+            return
+        ctx = multiprocessing.get_context("spawn")
+        ours, theirs = ctx.Pipe(duplex=True)
+        process = ctx.Process(target=_serve, args=(theirs,), daemon=True,
+                              name="motus-block-signatures")
+        self._started_at = time.monotonic()
+        process.start()
+        theirs.close()
+        self._process, self._conn = process, ours
+        self._ready, self._tag, self._answered = False, 0, 0
+        self._in_flight.clear()
+
+    def close(self) -> None:
+        """Stop the process for good (closing the pipe ends its loop; killed if it
+        does not end within 2 s)."""
+        self._closed = True
+        self._stop()
+
+    def _stop(self) -> None:
+        process, conn = self._process, self._conn
+        self._process = self._conn = None
+        self._ready = False
+        if conn is not None:
+            conn.close()
+        if process is not None:
+            process.join(timeout=2)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=2)
+
+    def _broken(self, why: str) -> None:
+        log.warning("block signature worker stopped (%s); blocks are checked serially "
+                    "until it is started again", why)
+        self._stop()
+
+    def available(self) -> bool:
+        """Ready, and nothing of an earlier block still in flight (never waits)."""
+        if self._process is None:
+            if time.monotonic() - self._started_at >= WORKER_RESTART_S:
+                self.start()  # never started, or died: once a while, a new one
+            return False
+        try:
+            if not self._ready:
+                if not self._conn.poll(0):
+                    return False
+                if self._conn.recv_bytes() != b"ready":
+                    self._broken("unexpected greeting")
+                    return False
+                self._ready = True
+            while self._in_flight and self._conn.poll(0):  # answers a failed block left
+                self._read()
+        except (EOFError, OSError) as exc:
+            self._broken(type(exc).__name__)
+            return False
+        return not self._in_flight
+
+    def _read(self) -> tuple[int, list[str]]:
+        tag, codes = pickle.loads(self._conn.recv_bytes())
+        self._in_flight.pop(tag, None)
+        self._answered = tag + 1
+        return tag, codes
+
+    def send(self, raws: list[bytes], chain_id: int) -> int | None:
+        """Write a task if the bytes in flight allow; its tag, or None (not written)."""
+        data = pickle.dumps((self._tag, chain_id, raws), protocol=pickle.HIGHEST_PROTOCOL)
+        if sum(self._in_flight.values()) + len(data) > AHEAD_MAX_BYTES or self._conn is None:
+            return None
+        try:
+            self._conn.send_bytes(data)
+        except OSError as exc:
+            self._broken(type(exc).__name__)
+            return None
+        tag, self._tag = self._tag, self._tag + 1
+        self._in_flight[tag] = len(data)
+        return tag
+
+    def receive(self, tag: int, timeout: float) -> list[str] | None:
+        """The answer to task ``tag`` (answers come in order), waiting at most
+        ``timeout`` seconds for each; None if it does not come."""
+        try:
+            while self._answered <= tag:
+                if not self._conn.poll(timeout):
+                    return None
+                got, codes = self._read()
+                if got == tag:
+                    return codes
+        except (EOFError, OSError, pickle.UnpicklingError) as exc:
+            self._broken(type(exc).__name__)
+        return None
+
+
+class SignaturesAhead:
+    """The stateless checks of a block's attestations run on ``worker`` while the caller
+    executes the block.
+
+    A worker's answer is a hint, never a verdict: an attestation it found valid is marked
+    verified (:func:`vm.attestation.mark_verified`) just before the caller checks it, so
+    the caller's :func:`vm.attestation.check_stateless` only decodes it; every other one
+    (refused by the worker, its task not written, or its answer late or lost) gets the
+    caller's full check. So a block gives the results, errors and messages of the serial
+    check, whatever the worker's timing, and a missing, stuck or dead worker only makes
+    it slower. Attestations already in the memo are given to no worker. Tasks are written
+    from the start (the worker begins while the caller sets the block up and runs its
+    transactions); the first is a quarter of ``chunk``, so the first answer comes soon.
+    At most :data:`AHEAD_MAX_BYTES` of tasks are out at once; the caller waits at most
+    :data:`AHEAD_WAIT_S` for an answer, and then checks the rest of the block itself.
+
+    Use: ``ahead.ready(i)`` before checking attestation ``i`` (indices in increasing
+    order; cheap when ``i < ahead.next_index``), ``ahead.close()`` at the end, also when
+    the block fails (answers still due are read and dropped by the next block).
+    """
+
+    def __init__(self, worker: SignatureWorker, raws: Sequence[bytes], chain_id: int,
+                 ids: Sequence[bytes] | None = None, *, chunk: int | None = None) -> None:
+        chunk = chunk or AHEAD_CHUNK
+        self.chain_id = chain_id
+        self._raws = [bytes(raw) for raw in raws]  # (bytes as they are; picklable)
+        self.ids = list(ids) if ids is not None else [compute_attestation_id(r) for r in self._raws]
+        self.workers_checked = 0  # attestations the worker found valid (bench, tests)
+        self.waited_s = 0.0  # wall time the caller waited for answers (bench)
+        self._worker: SignatureWorker | None = None
+        self._chunks: list[list[int]] = []
+        self._tags: list[int | None] = []
+        self._taken = 0  # chunks taken back so far
+        self.next_index = len(self._raws)
+        if worker.in_use or not worker.available():
+            return  # (another check is using it, it is starting, or it is still busy)
+        unseen = [i for i, att_id in enumerate(self.ids) if not is_verified(att_id, chain_id)]
+        if not unseen:
+            return
+        first = max(1, chunk // 4)
+        self._chunks = [unseen[:first]] + [unseen[k:k + chunk]
+                                           for k in range(first, len(unseen), chunk)]
+        self._tags = [None] * len(self._chunks)
+        self._worker = worker
+        worker.in_use = True
+        self._sent = 0  # chunks offered to the worker so far
+        self._send_more()
+        self.next_index = self._chunks[0][0]
+
+    def _send_more(self) -> None:
+        while self._worker is not None and self._sent < len(self._chunks):
+            tag = self._worker.send([self._raws[i] for i in self._chunks[self._sent]],
+                                    self.chain_id)
+            if tag is None:
+                return  # the window is full (or the worker gone): more after an answer
+            self._tags[self._sent] = tag
+            self._sent += 1
+
+    def ready(self, index: int) -> None:
+        """Make the worker's answers for attestations up to ``index`` count (mark the
+        valid ones verified), waiting for at most one answer."""
+        while self._taken < len(self._chunks) and self._chunks[self._taken][0] <= index:
+            k = self._taken
+            tag = self._tags[k]
+            if tag is not None and self._worker is not None:
+                started = time.perf_counter()
+                codes = self._worker.receive(tag, AHEAD_WAIT_S)
+                self.waited_s += time.perf_counter() - started
+                if codes is None:
+                    self.close()  # late or lost: the rest of the block is the caller's
+                elif len(codes) == len(self._chunks[k]):
+                    ids, chain_id = self.ids, self.chain_id
+                    for i, code in zip(self._chunks[k], codes, strict=True):
+                        if code == OK:
+                            mark_verified(ids[i], chain_id)
+                            self.workers_checked += 1
+            self._taken += 1
+            self._send_more()
+        self.next_index = (self._chunks[self._taken][0] if self._taken < len(self._chunks)
+                           else len(self._raws))
+
+    def close(self) -> None:
+        """Give out no more; the worker is free for the next block (which reads and
+        drops the answers still due before using it)."""
+        if self._worker is not None:
+            self._worker.in_use = False
+            self._worker = None
