@@ -192,7 +192,8 @@ class AttestationService:
         if config.verify_workers > 0:
             self.workers = ProcessPoolChecker(workers=config.verify_workers)
         # the signatures of a peer's block this node never admitted, checked beside its
-        # execution (Application.check_block; vm.attestation_ahead); the node starts it
+        # execution (Application.check_block; vm.attestation_ahead); started by the
+        # first such check
         self.block_signatures = SignatureWorker()
         self.signals: SignalStore | None = None
         if signals_path is not None:

@@ -54,7 +54,6 @@ class Node:
                                                self.home.signals)
         self.app = Application(self.store, self.mempool, attestation_pool=self.attestations,
                                signature_worker=self.attestations.block_signatures)
-        self.attestations.block_signatures.start()  # ready within a second, in the background
         # the first blocks' storage writes then find the upper trie levels decoded
         started = time.monotonic()
         warmed = warm_system_storage(self.app.head_state())

@@ -144,8 +144,9 @@ def test_a_worker_not_started_dead_or_stuck_changes_nothing(fleet, monkeypatch):
     expected = _outcome(fleet, raws, False)
     assert expected[0] == "invalid"
     stats: list[int] = []
-    idle = SignatureWorker()  # never started: serial
+    idle = SignatureWorker()  # not started yet: this block is serial (and starts it)
     assert _check(fleet, raws, False, idle, stats=stats) == expected and stats == [0]
+    idle.close()
     monkeypatch.setattr(ahead_module, "AHEAD_WAIT_S", 0.2)
     worker = _started(SignatureWorker())
     try:
@@ -163,7 +164,7 @@ def test_a_worker_not_started_dead_or_stuck_changes_nothing(fleet, monkeypatch):
         _check(fleet, raws, False, worker, stats=stats)
         assert 0 < stats[-1] <= 32  # the worker's answers count again (tasks up to [29-32])
         worker._process.kill()  # dies
-        worker._process.join(5)
+        worker._process.wait(5)
         _check(fleet, raws, False, worker, stats=stats)
         assert stats[-1] == 0 and worker._process is None
         monkeypatch.setattr(ahead_module, "WORKER_RESTART_S", 0.0)
