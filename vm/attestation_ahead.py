@@ -43,8 +43,9 @@ from vm.attestation import (
 log = logging.getLogger("motus.vm.signatures")
 
 AHEAD_CHUNK = 64  # attestations per task: ~3 ms of the worker's time, ~0.05 ms to hand over
-# Task bytes written and not yet answered, at most: below any pipe's buffer (64 KiB on
-# Linux), so a write never blocks, even when the worker is stuck (~4 tasks of 64).
+# Task bytes written and not yet answered, at most: below the socket pair's buffer
+# (~208 KiB on Linux; even a pipe's 64 KiB), so a write never blocks, even when the worker
+# is stuck (~4 tasks of 64).
 AHEAD_MAX_BYTES = 48 * 1024
 AHEAD_WAIT_S = 0.5  # the longest wait for one answer; past it the block is checked serially
 WORKER_RESTART_S = 60.0  # a worker that died is started again at most this often
@@ -157,7 +158,7 @@ class SignatureWorker:
                 self._ready = True
             while self._in_flight and self._conn.poll(0):  # answers a failed block left
                 self._read()
-        except (EOFError, OSError) as exc:
+        except Exception as exc:  # EOF, a socket error, bytes that do not unpickle
             self._broken(type(exc).__name__)
             return False
         return not self._in_flight
@@ -199,7 +200,7 @@ class SignatureWorker:
                 got, codes = self._read()
                 if got == tag:
                     return codes
-        except (EOFError, OSError, pickle.UnpicklingError) as exc:
+        except Exception as exc:  # EOF, a socket error, bytes that do not unpickle
             self._broken(type(exc).__name__)
         return None
 
