@@ -47,7 +47,10 @@ AHEAD_CHUNK = 64  # attestations per task: ~3 ms of the worker's time, ~0.05 ms 
 # (~208 KiB on Linux; even a pipe's 64 KiB), so a write never blocks, even when the worker
 # is stuck (~4 tasks of 64).
 AHEAD_MAX_BYTES = 48 * 1024
-AHEAD_WAIT_S = 0.5  # the longest wait for one answer; past it the block is checked serially
+# The longest wait for one answer (normally under a few ms); past it the rest of the block
+# is checked serially, and later blocks too until the late answers have come: a stuck
+# worker costs one block check this much more than the serial check, once.
+AHEAD_WAIT_S = 0.1
 WORKER_RESTART_S = 60.0  # a worker that died is started again at most this often
 
 
