@@ -38,6 +38,13 @@ def _started(worker: SignatureWorker) -> SignatureWorker:
     return worker
 
 
+@pytest.fixture(autouse=True)
+def _patient(monkeypatch):
+    """Answers count however loaded the machine (the node waits 0.1 s; a late answer
+    only makes the rest of the block serial, which would hide what these tests show)."""
+    monkeypatch.setattr(ahead_module, "AHEAD_WAIT_S", 30.0)
+
+
 @pytest.fixture(scope="module")
 def fleet() -> Fleet:
     return Fleet(DEVICES)
