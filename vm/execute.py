@@ -48,7 +48,7 @@ MAX_INITCODE_SIZE = 49_152  # EIP-3860: twice the EIP-170 code size limit
 # per-run write-back of the telemetry view stays a small share.
 BUILD_ATTESTATION_RUN = 100
 # A block with more attestations than any chain may allow (the parameter's upper bound)
-# is refused before any is checked: no signature of it goes to the workers.
+# is refused before any is checked: none of its signatures goes to the worker.
 MAX_AHEAD_ATTESTATIONS = PARAMS["max_block_attestations"].maximum
 
 
@@ -263,7 +263,7 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
                                         should_stop, ahead)
     finally:
         if ahead is not None:
-            ahead.close()  # the tasks a failed block left: cancelled
+            ahead.close()  # also after a failed block: the worker is free again
 
 
 def _execute_block_gc_paused(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv,
