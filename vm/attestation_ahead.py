@@ -249,11 +249,11 @@ class SignaturesAhead:
         self._tags: list[int | None] = []
         self._taken = 0  # chunks taken back so far
         self.next_index = len(self._raws)
-        if worker.in_use or not worker.available():
-            return  # (another check is using it, it is starting, or it is still busy)
         unseen = [i for i, att_id in enumerate(self.ids) if not is_verified(att_id, chain_id)]
         if not unseen:
-            return
+            return  # (the usual case: admission verified them all; the worker not even asked)
+        if worker.in_use or not worker.available():
+            return  # (another check is using it, it is starting, or it is still busy)
         first = max(1, chunk // 4)
         self._chunks = [unseen[:first]] + [unseen[k:k + chunk]
                                            for k in range(first, len(unseen), chunk)]

@@ -205,3 +205,13 @@ def test_execute_block_checks_with_the_worker_like_the_serial_path(fleet, worker
         errors.append(str(caught.value))
     assert errors[0] == errors[1]
     assert f"attestation {DEVICES - 2} " in errors[0]
+
+
+def test_a_block_whose_signatures_were_all_verified_never_starts_the_worker(fleet):
+    raws = _block(fleet)
+    worker = SignatureWorker()
+    try:
+        assert _check(fleet, raws, False, worker, seen=frozenset(range(DEVICES)))
+        assert worker._process is None
+    finally:
+        worker.close()
