@@ -47,8 +47,13 @@ log = logging.getLogger("motus.vm.signatures")
 AHEAD_CHUNK = 64  # attestations per task: ~3 ms of the worker's time, ~0.05 ms to hand over
 # Task bytes written and not yet answered, at most: below the socket pair's buffer
 # (~208 KiB on Linux; even a pipe's 64 KiB), so a write never blocks, even when the worker
-# is stuck (~4 tasks of 64).
+# is stuck (a task of 64 is ~11-17 KiB).
 AHEAD_MAX_BYTES = 48 * 1024
+# Tasks written and not yet answered, at most: the one the worker is on and the next, so
+# it never waits for work, and whatever is not written yet can still become the
+# executing thread's own when the worker falls behind (a small block's chunks are not
+# all handed out at the start).
+AHEAD_TASKS = 2
 # The longest wait for one answer (normally under a few ms); past it the rest of the block
 # is checked serially, and later blocks too until the late answers have come: a stuck
 # worker costs one block check this much more than the serial check, once.
@@ -177,7 +182,8 @@ class SignatureWorker:
     def send(self, raws: list[bytes], chain_id: int) -> int | None:
         """Write a task if the bytes in flight allow; its tag, or None (not written)."""
         data = pickle.dumps((self._tag, chain_id, raws), protocol=pickle.HIGHEST_PROTOCOL)
-        if sum(self._in_flight.values()) + len(data) > AHEAD_MAX_BYTES or self._conn is None:
+        if (len(self._in_flight) >= AHEAD_TASKS or self._conn is None
+                or sum(self._in_flight.values()) + len(data) > AHEAD_MAX_BYTES):
             return None
         try:
             self._conn.send_bytes(data)
@@ -223,8 +229,9 @@ class SignaturesAhead:
     it slower. Attestations already in the memo are given to no worker. Tasks are written
     from the start (the worker begins while the caller sets the block up and runs its
     transactions); the first is a quarter of ``chunk``, so the first answer comes soon.
-    At most :data:`AHEAD_MAX_BYTES` of tasks are out at once; the caller waits at most
-    :data:`AHEAD_WAIT_S` for an answer, and then checks the rest of the block itself.
+    At most :data:`AHEAD_TASKS` tasks (and :data:`AHEAD_MAX_BYTES`) are out at once; the
+    caller waits at most :data:`AHEAD_WAIT_S` for an answer, and then checks the rest of
+    the block itself.
     The two sides share the work by need: each time the caller reaches a task whose
     answer has not come yet, the next chunk not yet written is the caller's own (checked
     serially, never written), so a worker slower than the execution it feeds (measured:
