@@ -32,7 +32,7 @@ _SPECS = [
     ParamSpec("block_gas_limit", 30_000_000, 1_000_000, 200_000_000, False, "Gas limit of every block."),
     ParamSpec("min_base_fee_per_gas", 1_000_000_000, 0, 10**15, False,
               "Floor of the EIP-1559 base fee (wei), so empty blocks cannot make spam free."),
-    ParamSpec("max_block_attestations", 10_000, 0, 20_000, False, "Attestations a block may carry."),
+    ParamSpec("max_block_attestations", 2000, 0, 20_000, False, "Attestations a block may carry."),
     # --- block cost (vm/cost.py, docs/consensus.md "Block cost"): units are microseconds
     # of CPU to execute on the reference machine (a 2-core x86 VM, measured 2026-12 by
     # bench/bench_block_cost.py); a block whose cost exceeds max_block_cost is invalid.
@@ -44,9 +44,7 @@ _SPECS = [
     ParamSpec("account_cost", 200, 0, 1_000_000, False,
               "Cost of each distinct account a block's transactions name (sender, recipient): "
               "a state read and write that no cache holds."),
-    ParamSpec("attestation_cost", 100, 0, 1_000_000, False,
-              "Cost of an included attestation (its signature recovered beside execution "
-              "when unseen: a validator has >= 2 cores)."),
+    ParamSpec("attestation_cost", 150, 0, 1_000_000, False, "Cost of an included attestation."),
     ParamSpec("evm_gas_cost", 250, 0, 1_000_000, False,
               "Cost per 1000 gas a transaction spends beyond its intrinsic gas in EVM code."),
     ParamSpec("module_gas_cost", 40, 0, 1_000_000, False,
