@@ -58,6 +58,19 @@ BLOCK_COST = Histogram(
     registry=REGISTRY,
     buckets=(10_000, 50_000, 100_000, 200_000, 300_000, 500_000, 750_000, 1_000_000),
 )
+# checks of peers' blocks with the signature worker (docs/telemetry.md, "Checking a
+# peer's block"): how much it took off the executing thread, and what waiting cost
+BLOCK_CHECK_WORKER_SIGNATURES = Counter(
+    "motus_block_check_worker_signatures",
+    "Attestation signatures that checks of peers' blocks had recovered by the signature "
+    "worker process (those this node had not verified at admission)",
+    registry=REGISTRY,
+)
+BLOCK_CHECK_WORKER_WAIT = Counter(
+    "motus_block_check_worker_wait_seconds",
+    "Wall time checks of peers' blocks waited for the signature worker's answers",
+    registry=REGISTRY,
+)
 # the budget is wall time (ProposalBudget), so its outcome is measured in wall time too
 PROPOSAL_BUILD_SECONDS = Histogram(
     "motus_proposal_build_seconds",
@@ -387,6 +400,9 @@ class Application:
                                signature_worker=self.signature_worker)
         BLOCK_EXECUTION_CPU.labels("check").observe(time.thread_time() - cpu_started)
         BLOCK_COST.labels("check").observe(result.cost)
+        if result.worker_signatures or result.worker_wait_s:
+            BLOCK_CHECK_WORKER_SIGNATURES.inc(result.worker_signatures)
+            BLOCK_CHECK_WORKER_WAIT.inc(result.worker_wait_s)
         check_result(h, result, validators_hash)
         executed = Executed(block, result, overlay)
         self._remember(executed, value)

@@ -90,6 +90,10 @@ class BlockResult:
     # logs of the epoch work, outside any transaction (vm.events); committed by the state root
     block_events: list[BlockEvent] = field(default_factory=list)
     cost: int = 0  # the block's deterministic cost (vm/cost.py)
+    # checking with a signature worker (vm.attestation_ahead): attestations whose
+    # signature it recovered, and the wall time execution waited for its answers
+    worker_signatures: int = 0
+    worker_wait_s: float = 0.0
 
 
 def compute_base_fee(parent_gas_used: int, parent_gas_limit: int, parent_base_fee: int, floor: int) -> int:
@@ -259,11 +263,14 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
             and 0 < len(body.attestations) <= MAX_AHEAD_ATTESTATIONS):
         ahead = SignaturesAhead(signature_worker, body.attestations, env.chain_id)
     try:
-        return _execute_block_gc_paused(db, parent_state_root, env, body, skip_invalid,
-                                        should_stop, ahead)
+        result = _execute_block_gc_paused(db, parent_state_root, env, body, skip_invalid,
+                                          should_stop, ahead)
     finally:
         if ahead is not None:
             ahead.close()  # also after a failed block: the worker is free again
+    if ahead is not None:
+        result.worker_signatures, result.worker_wait_s = ahead.workers_checked, ahead.waited_s
+    return result
 
 
 def _execute_block_gc_paused(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv,

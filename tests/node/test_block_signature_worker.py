@@ -15,6 +15,7 @@ import pytest
 
 import vm.attestation as attestation
 from node.block import Block
+from node.metrics import REGISTRY
 from tests.node.test_rewards_rpc import PARAMS, InProcessChain, make_fleet
 from tests.procs import init_home
 from vm.errors import InvalidBlock
@@ -62,8 +63,13 @@ def test_a_peers_block_is_checked_with_the_nodes_signature_worker(tmp_path: Path
             time.sleep(0.05)
         _as_a_peer(chain)
         tasks_before = worker._tag
+        counted = REGISTRY.get_sample_value("motus_block_check_worker_signatures_total") or 0
         second = app.check_block(height, value, check_time=False)
         assert worker._tag > tasks_before  # the worker got the signatures
+        # (how many it answered in time depends on the machine's load)
+        assert 0 <= second.result.worker_signatures <= len(atts)
+        assert REGISTRY.get_sample_value("motus_block_check_worker_signatures_total") == \
+            counted + second.result.worker_signatures
         for executed in (first, second):  # (check_block compared every root with the header)
             assert executed.result.state_root == built.result.state_root
             assert executed.result.attestation_results == built.result.attestation_results
