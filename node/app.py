@@ -20,6 +20,7 @@ from node.block import Block, MalformedBlock, commit_hash, evidence_hash
 from node.mempool import Mempool, effective_tip
 from node.metrics import REGISTRY
 from node.store import ChainStore, TxExtra
+from vm.attestation_ahead import SignatureWorker
 from vm.block import ZERO_HASH, Header, validators_hash
 from vm.db import OverlayDB
 from vm.errors import InvalidBlock, MalformedTransaction
@@ -56,6 +57,19 @@ BLOCK_COST = Histogram(
     ["kind"],
     registry=REGISTRY,
     buckets=(10_000, 50_000, 100_000, 200_000, 300_000, 500_000, 750_000, 1_000_000),
+)
+# checks of peers' blocks with the signature worker (docs/telemetry.md, "Checking a
+# peer's block"): how much it took off the executing thread, and what waiting cost
+BLOCK_CHECK_WORKER_SIGNATURES = Counter(
+    "motus_block_check_worker_signatures",
+    "Attestation signatures that checks of peers' blocks had recovered by the signature "
+    "worker process (those this node had not verified at admission)",
+    registry=REGISTRY,
+)
+BLOCK_CHECK_WORKER_WAIT = Counter(
+    "motus_block_check_worker_wait_seconds",
+    "Wall time checks of peers' blocks waited for the signature worker's answers",
+    registry=REGISTRY,
 )
 # the budget is wall time (ProposalBudget), so its outcome is measured in wall time too
 PROPOSAL_BUILD_SECONDS = Histogram(
@@ -152,8 +166,12 @@ class AttestationSource(Protocol):
 class Application:
     def __init__(self, store: ChainStore, mempool: Mempool, *,
                  attestation_pool: AttestationSource | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 signature_worker: SignatureWorker | None = None) -> None:
         self.store = store
+        # checks of peers' blocks recover the attestation signatures this node never
+        # verified on this worker process, beside execution (vm.attestation_ahead)
+        self.signature_worker = signature_worker
         self.mempool = mempool
         self.attestation_pool = attestation_pool
         self.clock = clock
@@ -378,9 +396,13 @@ class Application:
         cpu_started = time.thread_time()
         result = execute_block(overlay, parent.state_root, env,
                                BlockBody(txs, list(block.attestations), misbehavior,
-                                         raw_transactions=list(block.transactions)))
+                                         raw_transactions=list(block.transactions)),
+                               signature_worker=self.signature_worker)
         BLOCK_EXECUTION_CPU.labels("check").observe(time.thread_time() - cpu_started)
         BLOCK_COST.labels("check").observe(result.cost)
+        if result.worker_signatures or result.worker_wait_s:
+            BLOCK_CHECK_WORKER_SIGNATURES.inc(result.worker_signatures)
+            BLOCK_CHECK_WORKER_WAIT.inc(result.worker_wait_s)
         check_result(h, result, validators_hash)
         executed = Executed(block, result, overlay)
         self._remember(executed, value)

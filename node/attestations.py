@@ -59,6 +59,7 @@ from vm.attestation import (
     open_commitment,
     set_verified_capacity,
 )
+from vm.attestation_ahead import SignatureWorker
 from vm.modules.telemetry import DEFERRED
 
 if TYPE_CHECKING:
@@ -190,6 +191,10 @@ class AttestationService:
         self.workers: ProcessPoolChecker | None = None
         if config.verify_workers > 0:
             self.workers = ProcessPoolChecker(workers=config.verify_workers)
+        # the signatures of a peer's block this node never admitted, checked beside its
+        # execution (Application.check_block; vm.attestation_ahead); started by the
+        # first such check
+        self.block_signatures = SignatureWorker()
         self.signals: SignalStore | None = None
         if signals_path is not None:
             Path(signals_path).mkdir(parents=True, exist_ok=True)
@@ -560,6 +565,7 @@ class AttestationService:
         if self.workers is not None:
             self.workers.close()
             self.workers = None
+        self.block_signatures.close()
         if self.signals is not None:
             self.signals.close()
             self.signals = None

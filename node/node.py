@@ -52,7 +52,8 @@ class Node:
         )
         self.attestations = AttestationService(self.store, self.chain_id, self.config.telemetry,
                                                self.home.signals)
-        self.app = Application(self.store, self.mempool, attestation_pool=self.attestations)
+        self.app = Application(self.store, self.mempool, attestation_pool=self.attestations,
+                               signature_worker=self.attestations.block_signatures)
         # the first blocks' storage writes then find the upper trie levels decoded
         started = time.monotonic()
         warmed = warm_system_storage(self.app.head_state())

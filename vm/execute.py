@@ -22,6 +22,7 @@ from eth_bloom import BloomFilter
 from eth_utils import ValidationError
 
 from vm.attestation import compute_attestation_id
+from vm.attestation_ahead import SignaturesAhead, SignatureWorker
 from vm.block import Header, rlp_encode
 from vm.cost import BlockCost, CostWeights, settlement_steps_per_block
 from vm.epoch import advance_clock, get_epoch
@@ -31,6 +32,7 @@ from vm.modules import SYSTEM_MODULES, addresses
 from vm.modules.params import get_param
 from vm.modules.telemetry import DEFERRED
 from vm.modules.validators import active_validators, jail
+from vm.params import PARAMS
 from vm.sender import recover_sender
 from vm.state import BlockEnv, MotusState, make_state
 from vm.supply import record_burned_fees
@@ -45,6 +47,9 @@ MAX_INITCODE_SIZE = 49_152  # EIP-3860: twice the EIP-170 code size limit
 # the budget between runs: small enough to stop near the budget, large enough that the
 # per-run write-back of the telemetry view stays a small share.
 BUILD_ATTESTATION_RUN = 100
+# A block with more attestations than any chain may allow (the parameter's upper bound)
+# is refused before any is checked: none of its signatures goes to the worker.
+MAX_AHEAD_ATTESTATIONS = PARAMS["max_block_attestations"].maximum
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,10 @@ class BlockResult:
     # logs of the epoch work, outside any transaction (vm.events); committed by the state root
     block_events: list[BlockEvent] = field(default_factory=list)
     cost: int = 0  # the block's deterministic cost (vm/cost.py)
+    # checking with a signature worker (vm.attestation_ahead): attestations whose
+    # signature it recovered, and the wall time execution waited for its answers
+    worker_signatures: int = 0
+    worker_wait_s: float = 0.0
 
 
 def compute_base_fee(parent_gas_used: int, parent_gas_limit: int, parent_base_fee: int, floor: int) -> int:
@@ -230,7 +239,8 @@ def begin_block(state: MotusState, env: BlockEnv,
 
 def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv, body: BlockBody,
                   *, skip_invalid: bool = False,
-                  should_stop: Callable[[str], bool] | None = None) -> BlockResult:
+                  should_stop: Callable[[str], bool] | None = None,
+                  signature_worker: SignatureWorker | None = None) -> BlockResult:
     """Execute a block body on the parent state; persist trie nodes into ``db``.
 
     With ``skip_invalid`` (block building) transactions and attestations that fail
@@ -242,7 +252,31 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
     (block checking) any invalid item raises :class:`InvalidBlock`, and a block over
     its cost :class:`BlockTooCostly` as soon as the running cost passes the cap. The
     result lists the transactions and attestations that were included.
+
+    With a ``signature_worker``, checking a block recovers the signatures of the
+    attestations this process has not verified yet on that worker process, beside
+    execution (:class:`vm.attestation_ahead.SignaturesAhead`); the result, and the error
+    of an invalid block, are the same as without it.
     """
+    ahead = None
+    if (signature_worker is not None and not skip_invalid
+            and 0 < len(body.attestations) <= MAX_AHEAD_ATTESTATIONS):
+        ahead = SignaturesAhead(signature_worker, body.attestations, env.chain_id)
+    try:
+        result = _execute_block_gc_paused(db, parent_state_root, env, body, skip_invalid,
+                                          should_stop, ahead)
+    finally:
+        if ahead is not None:
+            ahead.close()  # also after a failed block: the worker is free again
+    if ahead is not None:
+        result.worker_signatures, result.worker_wait_s = ahead.workers_checked, ahead.waited_s
+    return result
+
+
+def _execute_block_gc_paused(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv,
+                             body: BlockBody, skip_invalid: bool,
+                             should_stop: Callable[[str], bool] | None,
+                             ahead: SignaturesAhead | None) -> BlockResult:
     # Python's cyclic garbage collector paused while the block runs: a block allocates
     # hundreds of thousands of short-lived objects, which would trigger collections that
     # traverse the node's whole heap (caches, pools) several times a block. Reference
@@ -250,18 +284,19 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
     # next collection after the block. Results do not depend on it.
     if not gc.isenabled():
         return _execute_block(db, parent_state_root, env, body, skip_invalid=skip_invalid,
-                              should_stop=should_stop)
+                              should_stop=should_stop, ahead=ahead)
     gc.disable()
     try:
         return _execute_block(db, parent_state_root, env, body, skip_invalid=skip_invalid,
-                              should_stop=should_stop)
+                              should_stop=should_stop, ahead=ahead)
     finally:
         gc.enable()
 
 
 def _execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv, body: BlockBody,
                    *, skip_invalid: bool = False,
-                   should_stop: Callable[[str], bool] | None = None) -> BlockResult:
+                   should_stop: Callable[[str], bool] | None = None,
+                   ahead: SignaturesAhead | None = None) -> BlockResult:
     """What :func:`execute_block` does, garbage collection aside."""
     state = make_state(db, parent_state_root, env)
     block_events, boundary, settle_steps = begin_block(state, env, body.misbehavior)
@@ -317,7 +352,8 @@ def _execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEn
                 state, env, telemetry, attestations, cost, should_stop)
         else:
             cost.add_attestations(len(attestations))  # known before executing any of them
-            attestations, att_results = telemetry.process_attestations(state, env, attestations, False)
+            attestations, att_results = telemetry.process_attestations(
+                state, env, attestations, False, ahead=ahead)
 
     record_block_events(state, env.height, block_events)
     state.persist()

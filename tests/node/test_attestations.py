@@ -264,3 +264,36 @@ async def test_submit_checks_batches_at_once_but_admits_them_in_arrival_order(
     assert service.pool.take(300) == first + second
     (_, start_a, end_a), (_, start_b, end_b) = sorted(spans, key=lambda s: s[1])
     assert start_b < end_a  # the second batch was checked while the first one was
+
+
+def test_block_signature_worker_checks_and_stops_with_the_service(tmp_path: Path) -> None:
+    """The worker process that checks a peer's block's signatures beside its execution
+    (Application.check_block; started by the first check that asks for it): it answers
+    like the serial check and stops for good when the service closes."""
+    import time
+
+    from vm.attestation import check_stateless_codes
+
+    database = Database(tmp_path / "data")
+    store = ChainStore(database)
+    store.init_genesis(new_genesis(CHAIN_ID, [(VALIDATOR, 10)]))
+    svc = AttestationService(store, CHAIN_ID, TelemetrySection())
+    worker = svc.block_signatures
+    try:
+        assert not worker.available()  # not ready at once (the first ask starts it)
+        deadline = time.monotonic() + 60
+        while not worker.available():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        raw = reading(Device.generate(CHAIN_ID, seed=b"beside"))
+        forged = raw[:-2] + bytes([raw[-2] ^ 1]) + raw[-1:]
+        chunk = [raw, forged, b"\x92\x02"]
+        tag = worker.send(chunk, CHAIN_ID)
+        assert tag is not None
+        assert worker.receive(tag, 30) == check_stateless_codes(chunk, CHAIN_ID) == \
+            ["ok", "bad_signature", "malformed"]
+        process = worker._process
+    finally:
+        svc.close()
+        database.close()
+    assert process.poll() is not None and not worker.available()

@@ -63,6 +63,7 @@ from vm.attestation import (
     compute_attestation_id,
     keccak256,
 )
+from vm.attestation_ahead import SignaturesAhead
 from vm.errors import InvalidBlock
 from vm.geo import cell_distance_lower_bound_m, is_valid_cell
 from vm.modules import addresses
@@ -697,21 +698,30 @@ def _moved_at_least_m(previous_cell: int, cell: int, resolution: int) -> int:
 def process_attestations(state: StateAPI, env: Any, attestations: Sequence[bytes],
                          skip_invalid: bool,
                          get_device: DeviceLookup | None = None,
+                         ahead: SignaturesAhead | None = None,
                          ) -> tuple[list[bytes], list[tuple[bytes, str]]]:
     """Block execution step (4): check and apply ``attestations`` in order.
 
     Returns (included attestation bytes, one ``(id, code)`` per input) where code
     is ``"ok"``, a reject code, or ``"deferred"`` (building only: the block already
     holds ``max_block_attestations``). With ``skip_invalid`` (block building) an
-    invalid attestation is left out; otherwise it raises InvalidBlock.
+    invalid attestation is left out; otherwise it raises InvalidBlock. ``ahead``
+    (made over the same ``attestations``) has their signatures checked on another
+    core meanwhile; it changes no result.
     """
     view = TelemetryView(state, env.timestamp_ms, env.height, get_device)
     cap = get_param(state, "max_block_attestations")
     included: list[bytes] = []
     results: list[tuple[bytes, str]] = []
+    ids = ahead.ids if ahead is not None else None
+    ready_from = ahead.next_index if ahead is not None else len(attestations)
     for index, raw in enumerate(attestations):
         raw = bytes(raw)
-        att_id = compute_attestation_id(raw)
+        att_id = compute_attestation_id(raw) if ids is None else ids[index]
+        if index >= ready_from:  # the workers' answers up to here count from now on
+            assert ahead is not None
+            ahead.ready(index)
+            ready_from = ahead.next_index
         if len(included) >= cap:
             if not skip_invalid:
                 raise InvalidBlock(f"more than {cap} attestations in the block")
@@ -787,8 +797,9 @@ class TelemetryModule(SystemModule):
             set_denied(state, _address(device), True)
 
     def process_attestations(self, state: StateAPI, env: Any, attestations: Sequence[bytes],
-                             skip_invalid: bool) -> tuple[list[bytes], list[tuple[bytes, str]]]:
-        return process_attestations(state, env, attestations, skip_invalid)
+                             skip_invalid: bool, ahead: SignaturesAhead | None = None,
+                             ) -> tuple[list[bytes], list[tuple[bytes, str]]]:
+        return process_attestations(state, env, attestations, skip_invalid, ahead=ahead)
 
     # -- ABI views --
 

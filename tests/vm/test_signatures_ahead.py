@@ -1,0 +1,217 @@
+"""Signatures checked beside block execution (vm.attestation_ahead): a block's result,
+and the error of an invalid block, are those of the serial check whatever the worker
+process does (answers, is not started yet, dies, or hangs), and a forged signature
+anywhere (first, middle or last chunk) fails the block with the same message."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import vm.attestation as attestation
+import vm.attestation_ahead as ahead_module
+from devnet.device import Device
+from tests.harness import CHAIN_ID
+from tests.vm.test_telemetry_fleet import HOME, Fleet
+from vm.attestation import decode_attestation
+from vm.attestation_ahead import SignaturesAhead, SignatureWorker
+from vm.db import OverlayDB
+from vm.errors import InvalidBlock
+from vm.execute import BlockBody, execute_block
+from vm.modules.telemetry import process_attestations
+from vm.state import make_state
+
+DEVICES = 40
+
+
+def _started(worker: SignatureWorker) -> SignatureWorker:
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not worker.available():
+        assert time.monotonic() < deadline, "the worker did not start"
+        time.sleep(0.02)
+    return worker
+
+
+@pytest.fixture(autouse=True)
+def _patient(monkeypatch):
+    """Answers count however loaded the machine (the node waits 0.1 s; a late answer
+    only makes the rest of the block serial, which would hide what these tests show)."""
+    monkeypatch.setattr(ahead_module, "AHEAD_WAIT_S", 30.0)
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Fleet:
+    return Fleet(DEVICES)
+
+
+@pytest.fixture(scope="module")
+def worker():
+    w = _started(SignatureWorker())
+    yield w
+    w.close()
+
+
+def _block(fleet: Fleet) -> list[bytes]:
+    """One attestation per device, for the block after the head (all valid)."""
+    now = fleet.chain.head.timestamp_ms + 500
+    return [dev.attest(vehicle_id=vid, timestamp_ms=now, lat=HOME[0] + 0.001 * i,
+                       lon=HOME[1], odometer_m=10_000, salt=bytes(16)).raw
+            for i, (dev, vid) in enumerate(zip(fleet.devices, fleet.vehicle_ids, strict=True))]
+
+
+def _forged(fleet: Fleet, raw: bytes) -> bytes:
+    """The same record signed by a key that is not its device's: a well-formed signature
+    of the wrong signer."""
+    stranger = Device.generate(CHAIN_ID, fleet.chain.param("h3_resolution"), seed=b"stranger")
+    return stranger.sign(decode_attestation(raw)).encode()
+
+
+def _broken(raw: bytes) -> bytes:
+    """A bit flipped inside the signature."""
+    i = len(raw) - 40
+    return raw[:i] + bytes([raw[i] ^ 0x5A]) + raw[i + 1:]
+
+
+def _outcome(fleet: Fleet, raws: list[bytes], skip_invalid: bool,
+             worker: SignatureWorker | None = None, chunk: int = 4,
+             seen: frozenset[int] = frozenset(), stats: list | None = None):
+    """process_attestations on the head, the memo holding just the ``seen`` indices,
+    the signatures checked beside it by ``worker`` (tasks of ``chunk``) if given."""
+    chain = fleet.chain
+    env = chain.env()
+    attestation._VERIFIED.clear()
+    for i in seen:
+        attestation.mark_verified(attestation.compute_attestation_id(raws[i]), env.chain_id)
+    state = make_state(OverlayDB(chain.db), chain.head.state_root, env)
+    checker = SignaturesAhead(worker, raws, env.chain_id, chunk=chunk) if worker else None
+    try:
+        included, results = process_attestations(state, env, raws, skip_invalid, ahead=checker)
+    except InvalidBlock as exc:
+        return ("invalid", str(exc))
+    finally:
+        if checker is not None:
+            checker.close()
+            if stats is not None:
+                stats.append(checker.workers_checked)
+    return included, results, state.state_root
+
+
+def _check(fleet, raws, skip_invalid, worker, chunk=4, seen=frozenset(), stats=None):
+    serial = _outcome(fleet, raws, skip_invalid, None, chunk, seen)
+    assert _outcome(fleet, raws, skip_invalid, worker, chunk, seen, stats) == serial
+    return serial
+
+
+@pytest.mark.parametrize("position", [0, 1, 17, 22, DEVICES - 1])  # first, middle, last chunk
+@pytest.mark.parametrize("damage", ["forged", "broken"])
+def test_a_bad_signature_fails_the_block_with_the_serial_error(fleet, worker, position, damage):
+    raws = _block(fleet)
+    raws[position] = _forged(fleet, raws[position]) if damage == "forged" else _broken(raws[position])
+    stats: list[int] = []
+    outcome = _check(fleet, raws, False, worker, stats=stats)
+    assert outcome[0] == "invalid"
+    assert f"attestation {position} " in outcome[1] and "bad_signature" in outcome[1]
+
+
+def test_a_valid_block_gives_the_serial_result_and_the_worker_did_the_work(fleet, worker):
+    raws = _block(fleet)
+    stats: list[int] = []
+    outcome = _check(fleet, raws, False, worker, stats=stats)
+    assert len(outcome[0]) == DEVICES
+    # the worker recovered signatures (how many depends on timing: a chunk whose task
+    # comes after one the caller waited for is the caller's own)
+    assert 0 < stats[0] <= DEVICES
+    seen = frozenset(range(0, DEVICES, 3))
+    _check(fleet, raws, False, worker, seen=seen, stats=stats)
+    assert 0 < stats[-1] <= DEVICES - len(seen)  # what the memo holds goes to no worker
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_mix_gives_the_serial_results(fleet, worker, data):
+    raws = _block(fleet)
+    for i in data.draw(st.sets(st.integers(0, DEVICES - 1), max_size=4), label="bad"):
+        raws[i] = data.draw(st.sampled_from([_forged(fleet, raws[i]), _broken(raws[i]),
+                                             b"\x92\x02", raws[(i + 1) % DEVICES]]))
+    seen = data.draw(st.frozensets(st.integers(0, DEVICES - 1)), label="seen")
+    chunk = data.draw(st.integers(1, 16), label="chunk")
+    skip_invalid = data.draw(st.booleans(), label="skip_invalid")
+    _check(fleet, raws, skip_invalid, worker, chunk, seen)
+
+
+def test_a_worker_not_started_dead_or_stuck_changes_nothing(fleet, monkeypatch):
+    raws = _block(fleet)
+    raws[30] = _forged(fleet, raws[30])
+    expected = _outcome(fleet, raws, False)
+    assert expected[0] == "invalid"
+    stats: list[int] = []
+    idle = SignatureWorker()  # not started yet: this block is serial (and starts it)
+    assert _check(fleet, raws, False, idle, stats=stats) == expected and stats == [0]
+    idle.close()
+    monkeypatch.setattr(ahead_module, "AHEAD_WAIT_S", 0.2)
+    worker = _started(SignatureWorker())
+    try:
+        os.kill(worker._process.pid, signal.SIGSTOP)  # hung: every answer late
+        try:
+            _check(fleet, raws, False, worker, stats=stats)
+            assert stats[-1] == 0
+            assert not worker.available()  # the hung block's tasks are still due
+        finally:
+            os.kill(worker._process.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while not worker.available():  # their answers come, are read and dropped
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        _check(fleet, raws, False, worker, stats=stats)
+        assert 0 < stats[-1] <= 32  # the worker's answers count again (tasks up to [29-32])
+        worker._process.kill()  # dies
+        worker._process.wait(5)
+        _check(fleet, raws, False, worker, stats=stats)
+        assert stats[-1] == 0 and worker._process is None
+        monkeypatch.setattr(ahead_module, "WORKER_RESTART_S", 0.0)
+        _started(worker)  # started again by the next block that asks
+        _check(fleet, raws, False, worker, stats=stats)
+        assert 0 < stats[-1] <= 32
+    finally:
+        worker.close()
+    assert not worker.available()  # closed for good: never started again
+
+
+def test_execute_block_checks_with_the_worker_like_the_serial_path(fleet, worker):
+    """The node's path: execute_block with the worker process."""
+    chain = fleet.chain
+    env = chain.env()
+    raws = _block(fleet)
+    outcomes = []
+    for with_worker in (None, worker):
+        attestation._VERIFIED.clear()
+        result = execute_block(OverlayDB(chain.db), chain.head.state_root, env,
+                               BlockBody([], list(raws)), signature_worker=with_worker)
+        outcomes.append((result.state_root, result.attestation_results))
+    assert outcomes[0] == outcomes[1]
+    raws[DEVICES - 2] = _forged(fleet, raws[DEVICES - 2])
+    errors = []
+    for with_worker in (None, worker):
+        attestation._VERIFIED.clear()
+        with pytest.raises(InvalidBlock) as caught:
+            execute_block(OverlayDB(chain.db), chain.head.state_root, env,
+                          BlockBody([], list(raws)), signature_worker=with_worker)
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1]
+    assert f"attestation {DEVICES - 2} " in errors[0]
+
+
+def test_a_block_whose_signatures_were_all_verified_never_starts_the_worker(fleet):
+    raws = _block(fleet)
+    worker = SignatureWorker()
+    try:
+        assert _check(fleet, raws, False, worker, seen=frozenset(range(DEVICES)))
+        assert worker._process is None
+    finally:
+        worker.close()

@@ -1,0 +1,321 @@
+"""Attestation signatures checked on a second core while a block executes
+(docs/telemetry.md, "Checking a peer's block").
+
+A block from a peer may carry attestations this node never admitted: their signatures
+are not in the verified-id memo (:mod:`vm.attestation`), and recovering them (~50 us
+each) is a third of executing them. :class:`SignatureWorker` is one worker process that
+runs :func:`vm.attestation.check_stateless_codes`; :class:`SignaturesAhead` hands it a
+block's unverified attestations as execution starts and turns each of its ``ok``
+answers into a memo entry just before execution reaches that attestation.
+
+Why a process fed straight through a socket pair by the executing thread: a worker
+thread needs the GIL for its Python part (decoding, the digest) after every recovery,
+and an executing thread that never blocks gives it up only every switch interval
+(5 ms); a ``ProcessPoolExecutor`` moves tasks and answers through helper threads of
+this process that wait for the GIL the same way. Measured on a 2,000-attestation block
+(docs/benchmarks.md, "A peer's block: signatures beside execution"): serially 0.240 s,
+with a worker thread 0.264 s, a process pool 0.203 s, this worker 0.177 s (seen: 0.134 s).
+Here the executing thread writes the tasks and reads the answers itself: no other
+thread of this process is involved.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from vm.attestation import (
+    OK,
+    check_stateless_codes,
+    compute_attestation_id,
+    is_verified,
+    mark_verified,
+)
+
+log = logging.getLogger("motus.vm.signatures")
+
+AHEAD_CHUNK = 64  # attestations per task: ~3 ms of the worker's time, ~0.05 ms to hand over
+# Task bytes written and not yet answered, at most: below the socket pair's buffer
+# (~208 KiB on Linux; even a pipe's 64 KiB), so a write never blocks, even when the worker
+# is stuck (a task of 64 is ~11-17 KiB).
+AHEAD_MAX_BYTES = 48 * 1024
+# Tasks written and not yet answered, at most: the one the worker is on and the next, so
+# it never waits for work, and whatever is not written yet can still become the
+# executing thread's own when the worker falls behind (a small block's chunks are not
+# all handed out at the start).
+AHEAD_TASKS = 2
+# The longest wait for one answer (measured 1-8 ms on a loaded machine); past it the rest
+# of the block is checked serially, and later blocks too until the late answers have
+# come: a stuck or starved worker costs one block check this much more than the serial
+# check, once (0.1 s measured as ~50 us an attestation on a 2,000-attestation block).
+AHEAD_WAIT_S = 0.025
+WORKER_RESTART_S = 60.0  # a worker that died is started again at most this often
+
+
+# The worker is a fresh interpreter that imports this module only (~0.25 s of CPU,
+# ~40 MB): multiprocessing's spawn would import the node's main module in it too
+# (cli.main: ~1 s of CPU, ~60 MB).
+_WORKER_CODE = "import sys; from vm.attestation_ahead import serve_fd; serve_fd(int(sys.argv[1]))"
+_ROOT = str(Path(__file__).resolve().parents[1])  # where the vm package is
+
+
+def serve_fd(fd: int) -> None:
+    """The worker process's entry point: serve the connected socket ``fd``."""
+    _serve(Connection(fd))
+
+
+def _serve(conn: Any) -> None:
+    """The worker process: answer ``(tag, chain_id, raws)`` tasks with ``(tag, codes)``
+    until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node's Ctrl-C is the node's to handle
+    conn.send_bytes(b"ready")
+    while True:
+        try:
+            tag, chain_id, raws = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        conn.send_bytes(pickle.dumps((tag, check_stateless_codes(raws, chain_id))))
+
+
+class SignatureWorker:
+    """One worker process that checks attestation signatures for block checks, used by
+    one thread at a time (the node's, which executes blocks). Started by the first
+    block check that asks for it (:meth:`available`; or :meth:`start`), used once it has
+    said it is ready, so blocks checked meanwhile are checked serially: a node that never
+    checks a block with unseen attestations never starts it. A worker that died is
+    started again (at most every :data:`WORKER_RESTART_S`); :meth:`close` stops it for
+    good."""
+
+    def __init__(self) -> None:
+        self._process: Any = None
+        self._conn: Any = None
+        self._ready = False
+        self._started_at = -WORKER_RESTART_S
+        self._tag = 0  # tasks ever written (their tags)
+        self._answered = 0  # answers ever read: tags below this one are answered
+        self._in_flight: dict[int, int] = {}  # tag -> bytes, written and not yet answered
+        self._closed = False
+        self.in_use = False
+
+    def start(self) -> None:
+        """Start the process (returns at once; it imports vm.attestation on its own)."""
+        if self._process is not None or self._closed:
+            return
+        self._started_at = time.monotonic()
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_CODE, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
+        except OSError as exc:
+            ours.close()
+            log.warning("block signature worker not started: %s", exc)
+            return
+        finally:
+            theirs.close()
+        self._process, self._conn = process, Connection(ours.detach())
+        self._ready, self._tag, self._answered = False, 0, 0
+        self._in_flight.clear()
+
+    def close(self) -> None:
+        """Stop the process for good (closing the pipe ends its loop; killed if it
+        does not end within 2 s)."""
+        self._closed = True
+        self._stop()
+
+    def _stop(self) -> None:
+        process, conn = self._process, self._conn
+        self._process = self._conn = None
+        self._ready = False
+        if conn is not None:
+            conn.close()
+        if process is not None:
+            try:
+                process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=2)
+
+    def _broken(self, why: str) -> None:
+        log.warning("block signature worker stopped (%s); blocks are checked serially "
+                    "until it is started again", why)
+        self._stop()
+
+    def available(self) -> bool:
+        """Ready, and nothing of an earlier block still in flight (never waits)."""
+        if self._process is None:
+            if time.monotonic() - self._started_at >= WORKER_RESTART_S:
+                self.start()  # never started, or died: once a while, a new one
+            return False
+        try:
+            if not self._ready:
+                if not self._conn.poll(0):
+                    return False
+                if self._conn.recv_bytes() != b"ready":
+                    self._broken("unexpected greeting")
+                    return False
+                self._ready = True
+            while self._in_flight and self._conn.poll(0):  # answers a failed block left
+                self._read()
+        except Exception as exc:  # EOF, a socket error, bytes that do not unpickle
+            self._broken(type(exc).__name__)
+            return False
+        return not self._in_flight
+
+    def _read(self) -> tuple[int, list[str]]:
+        tag, codes = pickle.loads(self._conn.recv_bytes())
+        self._in_flight.pop(tag, None)
+        self._answered = tag + 1
+        return tag, codes
+
+    def send(self, raws: list[bytes], chain_id: int) -> int | None:
+        """Write a task if the bytes in flight allow; its tag, or None (not written)."""
+        data = pickle.dumps((self._tag, chain_id, raws), protocol=pickle.HIGHEST_PROTOCOL)
+        if (len(self._in_flight) >= AHEAD_TASKS or self._conn is None
+                or sum(self._in_flight.values()) + len(data) > AHEAD_MAX_BYTES):
+            return None
+        try:
+            self._conn.send_bytes(data)
+        except OSError as exc:
+            self._broken(type(exc).__name__)
+            return None
+        tag, self._tag = self._tag, self._tag + 1
+        self._in_flight[tag] = len(data)
+        return tag
+
+    def answer_waiting(self) -> bool:
+        """Whether an answer can be read without waiting."""
+        try:
+            return self._conn is not None and bool(self._conn.poll(0))
+        except (EOFError, OSError):
+            return True  # (receive finds out and stops the worker)
+
+    def receive(self, tag: int, timeout: float) -> list[str] | None:
+        """The answer to task ``tag`` (answers come in order), waiting at most
+        ``timeout`` seconds for each; None if it does not come."""
+        try:
+            while self._answered <= tag:
+                if not self._conn.poll(timeout):
+                    return None
+                got, codes = self._read()
+                if got == tag:
+                    return codes
+        except Exception as exc:  # EOF, a socket error, bytes that do not unpickle
+            self._broken(type(exc).__name__)
+        return None
+
+
+class SignaturesAhead:
+    """The stateless checks of a block's attestations run on ``worker`` while the caller
+    executes the block.
+
+    A worker's answer is a hint, never a verdict: an attestation it found valid is marked
+    verified (:func:`vm.attestation.mark_verified`) just before the caller checks it, so
+    the caller's :func:`vm.attestation.check_stateless` only decodes it; every other one
+    (refused by the worker, its task not written, or its answer late or lost) gets the
+    caller's full check. So a block gives the results, errors and messages of the serial
+    check, whatever the worker's timing, and a missing, stuck or dead worker only makes
+    it slower. Attestations already in the memo are given to no worker. Tasks are written
+    from the start (the worker begins while the caller sets the block up and runs its
+    transactions); the first is a quarter of ``chunk``, so the first answer comes soon.
+    At most :data:`AHEAD_TASKS` tasks (and :data:`AHEAD_MAX_BYTES`) are out at once; the
+    caller waits at most :data:`AHEAD_WAIT_S` for an answer, and then checks the rest of
+    the block itself.
+    The two sides share the work by need: each time the caller reaches a task whose
+    answer has not come yet, the next chunk not yet written is the caller's own (checked
+    serially, never written), so a worker slower than the execution it feeds (measured:
+    ~70 us an attestation beside execution against ~55 us of execution, on two vCPUs)
+    gets fewer chunks instead of making the caller wait for each one.
+
+    Use: ``ahead.ready(i)`` before checking attestation ``i`` (indices in increasing
+    order; cheap when ``i < ahead.next_index``), ``ahead.close()`` at the end, also when
+    the block fails (answers still due are read and dropped by the next block).
+    """
+
+    def __init__(self, worker: SignatureWorker, raws: Sequence[bytes], chain_id: int,
+                 ids: Sequence[bytes] | None = None, *, chunk: int | None = None) -> None:
+        chunk = chunk or AHEAD_CHUNK
+        self.chain_id = chain_id
+        self._raws = [bytes(raw) for raw in raws]  # (bytes as they are; picklable)
+        self.ids = list(ids) if ids is not None else [compute_attestation_id(r) for r in self._raws]
+        self.workers_checked = 0  # attestations the worker found valid (bench, tests)
+        self.waited_s = 0.0  # wall time the caller waited for answers (bench)
+        self._worker: SignatureWorker | None = None
+        self._chunks: list[list[int]] = []
+        self._tags: list[int | None] = []
+        self._taken = 0  # chunks taken back so far
+        self.next_index = len(self._raws)
+        unseen = [i for i, att_id in enumerate(self.ids) if not is_verified(att_id, chain_id)]
+        if not unseen:
+            return  # (the usual case: admission verified them all; the worker not even asked)
+        if worker.in_use or not worker.available():
+            return  # (another check is using it, it is starting, or it is still busy)
+        first = max(1, chunk // 4)
+        self._chunks = [unseen[:first]] + [unseen[k:k + chunk]
+                                           for k in range(first, len(unseen), chunk)]
+        self._tags = [None] * len(self._chunks)
+        self._worker = worker
+        worker.in_use = True
+        self._sent = 0  # chunks given out so far (written, or the caller's own)
+        self._owed = 0  # chunks the caller takes on itself, from the next one given out
+        self.own_chunks = 0  # (bench, tests)
+        self._send_more()
+        self.next_index = self._chunks[0][0]
+
+    def _send_more(self) -> None:
+        while self._worker is not None and self._sent < len(self._chunks):
+            if self._owed:  # the caller's own: its tag stays None
+                self._owed -= 1
+                self.own_chunks += 1
+                self._sent += 1
+                continue
+            tag = self._worker.send([self._raws[i] for i in self._chunks[self._sent]],
+                                    self.chain_id)
+            if tag is None:
+                return  # the window is full (or the worker gone): more after an answer
+            self._tags[self._sent] = tag
+            self._sent += 1
+
+    def ready(self, index: int) -> None:
+        """Make the worker's answers for attestations up to ``index`` count (mark the
+        valid ones verified), waiting for at most one answer."""
+        while self._taken < len(self._chunks) and self._chunks[self._taken][0] <= index:
+            k = self._taken
+            tag = self._tags[k]
+            if tag is not None and self._worker is not None:
+                if not self._worker.answer_waiting():
+                    self._owed += 1  # the worker is behind: a later chunk is the caller's
+                started = time.perf_counter()
+                codes = self._worker.receive(tag, AHEAD_WAIT_S)
+                self.waited_s += time.perf_counter() - started
+                if codes is None:
+                    self.close()  # late or lost: the rest of the block is the caller's
+                elif len(codes) == len(self._chunks[k]):
+                    ids, chain_id = self.ids, self.chain_id
+                    for i, code in zip(self._chunks[k], codes, strict=True):
+                        if code == OK:
+                            mark_verified(ids[i], chain_id)
+                            self.workers_checked += 1
+            self._taken += 1
+            self._send_more()
+        self.next_index = (self._chunks[self._taken][0] if self._taken < len(self._chunks)
+                           else len(self._raws))
+
+    def close(self) -> None:
+        """Give out no more; the worker is free for the next block (which reads and
+        drops the answers still due before using it)."""
+        if self._worker is not None:
+            self._worker.in_use = False
+            self._worker = None
