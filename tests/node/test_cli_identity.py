@@ -27,7 +27,11 @@ from tests.procs import MOTUS as MOTUS_CMD
 from tests.procs import ROOT, NodeProcess, free_port
 from vm.vin import vin_hash as compute_vin_hash
 
-pytestmark = [pytest.mark.timeout(120), pytest.mark.xdist_group("identity_node")]
+# The tests against a node run up to 16 CLI subprocesses each (the lifecycle also makes
+# the wallet's keystore). One costs about 1 s of CPU, most of it imports, and took 2 s of
+# wall time at load 8 but 20 s at load 10 beside busy loops (CPU-bound neighbours): the
+# lifecycle then took 330 s and its fixtures 72 s. 120 s held only on a quiet machine.
+pytestmark = [pytest.mark.timeout(600), pytest.mark.xdist_group("identity_node")]
 
 PASSWORD = "correct horse battery staple"
 

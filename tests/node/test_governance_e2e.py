@@ -33,14 +33,19 @@ from tests.eip712_types import CLAIM_TYPES, PAIR_TYPES
 from tests.fixtures.rpc_node import CHAIN_ID, MOTUS, dev_accounts
 from tests.procs import NodeProcess, init_home, motus, rpc
 
-pytestmark = [pytest.mark.timeout(150), pytest.mark.xdist_group("gov_node"), pytest.mark.slow]
+# Each test runs several CLI subprocesses (2-20 s each at load 8-11 on two cores) and
+# waits out governance windows (below): bounded well above that.
+pytestmark = [pytest.mark.timeout(420), pytest.mark.xdist_group("gov_node"), pytest.mark.slow]
 
 PARAMS = {
     "epoch_length_blocks": 10,
-    # 25 blocks (about 5 s) leave a CLI subprocess time to vote on a loaded machine
-    "gov_voting_period_blocks": 25,
+    # A CLI subprocess must vote within the voting period, and try to withdraw within
+    # the unlock delay. One costs about 1 s of CPU (most of it imports) and took 8-20 s
+    # of wall time at load 9-11 on two cores: 25 blocks (5 s at 0.2 s a block) were
+    # missed at load 9.5, 75 at load 11. 150 blocks are 30 s, or more under load.
+    "gov_voting_period_blocks": 150,
     "gov_execution_delay_blocks": 0,
-    "gov_unlock_delay_blocks": 25,
+    "gov_unlock_delay_blocks": 150,
     "gov_min_deposit": 10 * MOTUS,
     # devices attest every second (the wire's time unit): about twice per 2 s epoch
     "min_attestations": 1,
@@ -58,6 +63,8 @@ DOMAIN = {
     "verifyingContract": "0x00000000000000000000000000000000004d0703",
 }
 YES = 1  # vote option (docs/governance.md, "Voting")
+# Waiting out a voting period or an unlock delay: 150 blocks, 30 s idle, more under load.
+WINDOW_WAIT_S = 120
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout: float = 30) -> Any:
@@ -342,7 +349,8 @@ def test_issuance_cut_passes_by_votes_and_later_epochs_pay_the_new_pool(
     assert voting["votes"]["yes"] == str(4_000 * MOTUS)
 
     done = wait_for(
-        "the activation", lambda: (r := proposal(node, pid))["status"] == "executed" and r
+        "the activation", lambda: (r := proposal(node, pid))["status"] == "executed" and r,
+        WINDOW_WAIT_S,
     )
     assert done["talliedAt"] == end and done["lockedAtTally"] == str(4_000 * MOTUS)
     activated = done["executedAt"]
@@ -436,7 +444,7 @@ def test_vetoed_proposal_burns_its_deposit_and_the_supply_adds_up(
         w3.eth.wait_for_transaction_receipt(yes, timeout=20)["status"] == 1
     )  # 2,000 of 3,000 veto
 
-    wait_for("the tally", lambda: proposal(node, pid)["status"] != "voting")
+    wait_for("the tally", lambda: proposal(node, pid)["status"] != "voting", WINDOW_WAIT_S)
     code, shown, _ = cli(node, "gov", "show", str(pid))
     assert code == 0 and shown["status"] == "vetoed" and shown["change"]["denied"] is True
     after = rpc(node.url, "motus_getSupply", [shown["talliedAt"], True])
@@ -466,7 +474,7 @@ def test_unlock_waits_for_the_release_block_then_withdraw_pays_back(node, w3, vo
     assert "nothing to withdraw: call unlock(amount) first" in err
     # a vote freezes the lock until the proposal's end
     frozen = rpc(node.url, "motus_getVotingPower", [acct.address])["frozenUntil"]
-    wait_for("the freeze to end", lambda: w3.eth.block_number >= (frozen or 0))
+    wait_for("the freeze to end", lambda: w3.eth.block_number >= (frozen or 0), WINDOW_WAIT_S)
     code, out, _ = cli(node, "gov", "unlock", "--amount", "100", "--private-key-file", key)
     assert code == 0, out
     release = out["releaseBlock"]
@@ -476,7 +484,7 @@ def test_unlock_waits_for_the_release_block_then_withdraw_pays_back(node, w3, vo
     assert release == out["blockNumber"] + PARAMS["gov_unlock_delay_blocks"]
     code, out, err = cli(node, "gov", "withdraw", "--private-key-file", key)
     assert code == 1 and f"unlocked tokens are released at block {release}" in err, (out, err)
-    wait_for("the release block", lambda: w3.eth.block_number >= release)
+    wait_for("the release block", lambda: w3.eth.block_number >= release, WINDOW_WAIT_S)
     balance = w3.eth.get_balance(acct.address)
     code, out, _ = cli(node, "gov", "withdraw", "--private-key-file", key)
     assert code == 0 and out["amount"] == str(100 * MOTUS) and out["lock"]["unlocking"] == "0"

@@ -159,7 +159,8 @@ async def test_hostile_peers_are_banned_and_validators_keep_finalizing(
         start = await in_thread(head, net.nodes[0])
         victim = net.members[0]
         hostiles = {kind: p2p_peer(tmp_path, kind, net.bootstrap)
-                    for kind in ("consensus_garbage", "tx_garbage", "forged_votes")}
+                    for kind in ("consensus_garbage", "tx_garbage", "forged_votes",
+                                 "late_forged_votes")}
         for peer in hostiles.values():
             peer.register_topic("consensus", accept_all, max_size=2 * MIB)
             peer.register_topic("tx", accept_all, max_size=1 * MIB)
@@ -173,10 +174,11 @@ async def test_hostile_peers_are_banned_and_validators_keep_finalizing(
             await wait_meshed(peer, net.members, "consensus", 20)
             await wait_meshed(peer, net.members, "tx", 20)
             consensus_id = topic_id(CHAIN_ID, "consensus")
-            # forged votes keep coming, as an attacker's would: a validator that moved past
-            # the forged height may drop one unchecked (no penalty), so 12 were sometimes
-            # fewer than the 5 REJECTs a ban takes at one validator
-            for i in range(36 if kind == "forged_votes" else 12):
+            # Forged votes count against their sender at any height: under load a vote
+            # forged for the next height reached validators up to 9 heights later, and
+            # one validator that dropped them unchecked never banned the forger. The
+            # late forger names heights every validator has passed.
+            for i in range(12):
                 if kind == "consensus_garbage":
                     if i % 2:  # over the 2 MiB topic limit: bypass our own size check
                         await peer.gossip.pubsub.publish(consensus_id, os.urandom(2 * MIB + 1024))
@@ -186,7 +188,9 @@ async def test_hostile_peers_are_banned_and_validators_keep_finalizing(
                     await peer.publish("tx", _garbage(rng, 200 * 1024 if i % 2 else 120))
                 else:
                     height = await in_thread(head, net.nodes[0])
-                    await peer.publish("consensus", forged_vote(height + 1))
+                    late = kind == "late_forged_votes"
+                    forged = forged_vote(max(1, height - 3) if late else height + 1)
+                    await peer.publish("consensus", forged)
                 await trio.sleep(0.15)
 
         async def broken_frames(peer: P2PNode) -> None:
@@ -228,14 +232,15 @@ async def test_hostile_peers_are_banned_and_validators_keep_finalizing(
             # A banned peer keeps redialling (about once a second here); each time the
             # validator lets the connection up and cuts it at once. Count the peers the
             # validators hold for 3 s: honest ones, the framer, and at most a fraction
-            # of the three banned hostiles at any moment.
+            # (half on average) of the banned hostiles at any moment.
             honest = len(net.running()) - 1 + 1  # the other nodes and the framer
             excess = []
             for _ in range(12):
                 for node in net.nodes:
                     excess.append((await in_thread(status, node))["peers"] - honest)
                 await trio.sleep(0.25)
-            assert sum(excess) / len(excess) < 1.5, f"banned peers stay connected: {excess}"
+            assert sum(excess) / len(excess) < len(hostiles) / 2, (
+                f"banned peers stay connected: {excess}")
             nursery.cancel_scope.cancel()
     for node in net.nodes:
         assert (await in_thread(status, node))["bannedPeers"] >= len(hostiles)

@@ -1,6 +1,8 @@
 """Block sync's rules about what peers claim, in process (no sockets): which head
 heights are believable, and which block announcements are relayed, ignored or banned
-(``NetworkService._check_announce``, docs/network.md "Block sync")."""
+(``NetworkService._check_announce``, docs/network.md "Block sync"); and which consensus
+messages outside the heights being decided are penalised (``_check_consensus``, docs/network.md
+"Consensus messages on gossip"), with real keys and signatures."""
 
 from __future__ import annotations
 
@@ -11,9 +13,13 @@ import pytest
 import rlp
 import trio
 
+from consensus.messages import ProposalMessage, encode_message
+from consensus.types import PRECOMMIT, PREVOTE, Vote
+from consensus.wal import Signer, SigningGuard
 from node.app import MAX_CLOCK_DRIFT_MS
 from node.network import ANNOUNCE_RELAY_LEAD, NetworkService, compute_max_plausible_height
 from p2p.host import Verdict
+from tests.consensus.helpers import CHAIN_ID, KEYS, validator_set
 
 HEAD = 100
 
@@ -102,3 +108,93 @@ def test_only_a_peers_own_sync_failures_keep_it_out_for_long(
     left_out_for = service._sync_excluded["peer"] - time.monotonic()
     assert pause - 1 < left_out_for <= pause
     assert penalties == penalised
+
+
+# --- consensus messages outside the heights being decided ------------------------------
+
+OLDEST_STORED = HEAD - 50  # a pruned store: no validator set below this height
+OUTSIDER_KEY = b"\x42" * 32  # signs as itself, not a member of any set
+
+
+class ConsensusTopic:
+    """What ``_check_consensus`` reads: our head, the validator sets we hold (heights
+    OLDEST_STORED to HEAD + 1), and the machine's round."""
+
+    _is_forged = NetworkService._is_forged
+    _is_signed_by_set = NetworkService._is_signed_by_set
+    _proposer = NetworkService._proposer
+
+    def __init__(self) -> None:
+        validators = validator_set()
+        self.chain_id = CHAIN_ID
+        self.store = SimpleNamespace(
+            head_height=HEAD,
+            validators_for=lambda h: validators if OLDEST_STORED <= h <= HEAD + 1 else None)
+        self.machine = SimpleNamespace(round=0)
+        self._proposers: dict[tuple[int, int], bytes] = {}
+
+    def check(self, data: bytes) -> Verdict:
+        return NetworkService._check_consensus(self, "forwarder", data)  # type: ignore[arg-type]
+
+
+def signed_vote(key: bytes, height: int, round_: int = 0, vote_type: int = PREVOTE) -> Vote:
+    return Signer(key, CHAIN_ID, SigningGuard()).sign_vote(vote_type, height, round_, b"\x11" * 32)
+
+
+def forged_vote(height: int, round_: int = 0) -> bytes:
+    """A well-formed vote naming validator 0, signed by another key (validator 1)."""
+    vote = signed_vote(KEYS[1], height, round_)
+    named = signed_vote(KEYS[0], 1).validator
+    return encode_message(Vote(vote.type, vote.height, vote.round, vote.block_hash, named,
+                               vote.signature))
+
+
+@pytest.mark.parametrize("height", [
+    HEAD - 60,  # older than every set we hold
+    HEAD - 9, HEAD - 1,  # passed: what a loaded node sees of a vote sent for the current height
+    HEAD, HEAD + 1,  # being decided
+    HEAD + 3, 2**40,  # ahead of us: no set to check the signer against
+])
+def test_a_forged_vote_is_rejected_at_any_height(height: int) -> None:
+    # Under load a forged vote sent for the current height reached validators 1-9
+    # heights later and was dropped unchecked: its forger was never banned.
+    assert ConsensusTopic().check(forged_vote(height)) is Verdict.REJECT
+
+
+def test_a_forged_vote_is_rejected_at_any_round() -> None:
+    assert ConsensusTopic().check(forged_vote(HEAD + 1, round_=10_000)) is Verdict.REJECT
+
+
+def test_a_forged_proposal_is_rejected_outside_the_heights_being_decided() -> None:
+    topic = ConsensusTopic()
+    for height in (HEAD - 3, HEAD + 5):
+        proposer = topic._proposer(validator_set(), height, 0)
+        impostor = next(k for k in KEYS if Signer(k, CHAIN_ID, SigningGuard()).address != proposer)
+        proposal = Signer(impostor, CHAIN_ID, SigningGuard()).sign_proposal(
+            height, 0, -1, b"\x22" * 32)
+        forged = proposal.copy(proposer=proposer)
+        assert topic.check(encode_message(ProposalMessage(forged, b"block"))) is Verdict.REJECT
+
+
+@pytest.mark.parametrize(("height", "verdict"), [
+    (HEAD - 60, Verdict.IGNORE),  # no set to say it is not a member
+    (HEAD - 1, Verdict.REJECT),  # the set we hold says it is not
+    (HEAD + 1, Verdict.REJECT),
+    (HEAD + 3, Verdict.IGNORE),
+])
+def test_a_vote_by_a_non_member_is_rejected_where_the_set_is_known(height: int,
+                                                                   verdict: Verdict) -> None:
+    assert ConsensusTopic().check(encode_message(signed_vote(OUTSIDER_KEY, height))) is verdict
+
+
+@pytest.mark.parametrize(("height", "verdict"), [
+    (HEAD - 60, Verdict.IGNORE),
+    (HEAD - 2, Verdict.IGNORE),  # late: checked, not relayed, never penalised
+    (HEAD, Verdict.ACCEPT),
+    (HEAD + 1, Verdict.ACCEPT),
+    (HEAD + 2, Verdict.IGNORE),  # ahead of us: not relayed, never penalised
+])
+def test_a_genuine_vote_is_never_penalised(height: int, verdict: Verdict) -> None:
+    for vote_type in (PREVOTE, PRECOMMIT):
+        vote = signed_vote(KEYS[2], height, vote_type=vote_type)
+        assert ConsensusTopic().check(encode_message(vote)) is verdict

@@ -34,7 +34,8 @@ from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
 
 from codec.files import write_atomic
 from consensus.messages import encode_message
-from consensus.types import PREVOTE, Vote
+from consensus.types import PREVOTE
+from consensus.wal import Signer, SigningGuard
 from node.config import Config
 from node.home import Home
 from p2p.host import P2PNode
@@ -242,8 +243,8 @@ async def test_flooding_peers_cost_a_bounded_share_and_blocks_keep_coming(
 ) -> None:
     """Two floods of FLOOD_SECONDS each, from peers publishing as fast as they can:
 
-    * ``ignored``: well-formed votes for a height far ahead, which every node IGNOREs
-      without penalty; only the per-peer budget stops them (then a ban after a few
+    * ``ignored``: well-formed votes for a height far ahead, signed by the attacker's
+      own key, which every node IGNOREs without penalty; only the per-peer budget stops them (then a ban after a few
       seconds over it);
     * ``garbage``: undecodable consensus messages, from a fresh peer identity each time
       the last one is banned (identities are free).
@@ -265,8 +266,11 @@ async def test_flooding_peers_cost_a_bounded_share_and_blocks_keep_coming(
                 peer = await start_hostile(nursery, tmp_path, f"{kind}-{identities}", net,
                                            ("consensus",))
                 if kind == "ignored":
-                    data = encode_message(Vote(PREVOTE, far, 0, os.urandom(32), b"\x01" * 20,
-                                               os.urandom(65)))
+                    # signed by the attacker's own key: a forged signature is REJECTed at
+                    # any height (docs/network.md), a far height's membership is unknown
+                    vote = Signer(os.urandom(32), CHAIN_ID, SigningGuard()).sign_vote(
+                        PREVOTE, far, 0, os.urandom(32))
+                    data = encode_message(vote)
                     ready = frames(peer, consensus_id, data, int(3000 * FLOOD_SECONDS))
                 else:
                     data = b"\xc1" + os.urandom(200)
