@@ -14,7 +14,8 @@ reuses (and an existing one is reused here). Then:
    (``Database``, ``ChainStore``, the head state, ``warm_system_storage``): wall and CPU
    time, peak RSS; baseline: the same process on the genesis-only store.
 3. ``--check``: ``motus db check`` (``node.dbcheck.check_database``) in a fresh process:
-   wall, CPU, peak RSS, nodes checked; baseline: the CPU per node at the smallest size.
+   wall, CPU, peak RSS (and of it the anonymous memory, sampled: RSS also counts LevelDB's
+   mapped tables), nodes checked; baseline: the CPU per node at the smallest size.
 4. ``--settle K``: the epoch settlement's CPU per vehicle-step: blocks through the node's
    ``Application`` to the end of epoch 0 (600 empty blocks), then the boundary block and
    K settlement blocks; baseline: an empty block of the same run. This commits blocks:
@@ -129,15 +130,23 @@ database.close()
 """
 
 _CHECK = """
-import json, resource, sys, time
+import json, resource, sys, threading, time
 from node.db import Database
 from node.store import ChainStore
 from node.dbcheck import check_database
+peak_anon = [0]
+def sample():  # the process's own memory, apart from LevelDB's mapped tables
+    while True:
+        status = open("/proc/self/status").read()
+        peak_anon[0] = max(peak_anon[0], int(status.split("RssAnon:")[1].split()[0]) * 1024)
+        time.sleep(0.2)
+threading.Thread(target=sample, daemon=True).start()
 t0, c0 = time.perf_counter(), time.process_time()
 database = Database(sys.argv[1])
 report = check_database(ChainStore(database, rebuild_flat=False))
 print(json.dumps({"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
                   "nodes": report.nodes, "ok": report.ok, "problems": report.problems[:3],
+                  "oldest_nodes": report.oldest_nodes, "peak_anon": peak_anon[0],
                   "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 database.close()
 """
@@ -262,7 +271,8 @@ def run(args: argparse.Namespace, root: Path) -> None:
         if args.check:
             ck = child(_CHECK, path)
             print(f"  motus db check: {ck['wall']:.0f} s wall, {ck['cpu']:.0f} s CPU, {ck['nodes']:,} nodes "
-                  f"({ck['cpu'] / ck['nodes'] * 1e6:.1f} us CPU a node), peak RSS {ck['max_rss'] / 2**20:,.0f} MiB, "
+                  f"({ck['cpu'] / ck['nodes'] * 1e6:.1f} us CPU a node; oldest state {ck['oldest_nodes']:,} more), "
+                  f"peak RSS {ck['max_rss'] / 2**20:,.0f} MiB (anonymous {ck['peak_anon'] / 2**20:,.0f}), "
                   f"ok={ck['ok']}; genesis-only store {base_check['cpu']:.2f} s CPU", flush=True)
         if args.settle:
             s = settle(path, args.settle)

@@ -15,13 +15,14 @@ one trie writer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Protocol
 
 from eth.constants import BLANK_ROOT_HASH
 
-from vm.trie import DISCARD, NODE_EXTENSION, NODE_LEAF, TrieNodes, update_trie
+from vm.trie import NODE_EXTENSION, NODE_LEAF, TrieNodes, update_trie
 
 
 class FlatReader(Protocol):
@@ -77,16 +78,72 @@ def publish_diff(db: object, diff: FlatDiff) -> None:
 # --- the root of a sorted key set ----------------------------------------------------
 
 
+ROOT_CHUNK = 50_000
+"""Keys :func:`trie_root_from_sorted` holds at a time when it only computes a root (a few
+tens of MB: the keys, update_trie's hex keys and the chunk's new nodes)."""
+
+
 def trie_root_from_sorted(items: Iterable[tuple[bytes, bytes]],
-                          nodes: MutableMapping[bytes, bytes] | None = None) -> bytes:
+                          nodes: MutableMapping[bytes, bytes] | None = None, *,
+                          chunk: int | None = None) -> bytes:
     """Root of the hexary Merkle Patricia trie holding ``items`` (key, value) whose keys
     come in strictly ascending order, values non-empty: the same root
     ``trie.HexaryTrie`` gives for the same set (vm.trie.update_trie on the empty trie).
     With ``nodes``, every node of 32 bytes or more is stored there under its hash (as
-    HexaryTrie stores them), and the root node."""
-    root, _ = update_trie(TrieNodes({}), BLANK_ROOT_HASH, items, keep=False,
-                          writes=DISCARD if nodes is None else nodes)
-    return root
+    HexaryTrie stores them), and the root node: the whole set is held at once.
+
+    Without ``nodes`` (a root computed only to be compared: ``motus db check``) memory
+    is bounded whatever the number of items: they are consumed lazily, ``chunk`` at a
+    time (default :data:`ROOT_CHUNK`), each chunk added to the trie of the ones before by
+    update_trie. Keys come in ascending order, so a chunk's keys all sort after every
+    key already in the trie and update_trie reads no node but those on the path to the
+    largest key so far (any node above a new key is above that one too); only those few
+    nodes are kept between chunks."""
+    if nodes is not None:
+        root, _ = update_trie(TrieNodes({}), BLANK_ROOT_HASH, items, keep=False, writes=nodes)
+        return root
+    size = ROOT_CHUNK if chunk is None else chunk
+    root = BLANK_ROOT_HASH
+    spine: dict[bytes, bytes] = {}
+    pending = iter(items)
+    last: bytes | None = None
+    while True:
+        part = list(islice(pending, size))
+        if not part:
+            return root
+        if last is not None and part[0][0] <= last:
+            raise ValueError("keys are not in strictly ascending order")
+        last = part[-1][0]
+        root, writes = update_trie(TrieNodes(spine, max_nodes=256), root, part, keep=False, writes={})
+        spine = _path_nodes(writes, root, last.hex())
+
+
+def _path_nodes(writes: Mapping[bytes, bytes], root: bytes, key: str) -> dict[bytes, bytes]:
+    """The encoded nodes on the path from ``root`` to ``key`` (hex nibbles), which the
+    update that inserted ``key`` wrote, all of them: so they are in ``writes``. Embedded
+    nodes (under 32 bytes) are part of their parent's bytes."""
+    out: dict[bytes, bytes] = {}
+    ref: object = root
+    depth = 0
+    while ref is not None:
+        if type(ref) is bytes:
+            raw = writes[ref]
+            out[ref] = raw
+            node = TrieNodes({ref: raw}, max_nodes=1).node(ref)
+        else:
+            node = ref
+        kind = node[0]
+        if kind == NODE_LEAF:
+            break
+        if kind == NODE_EXTENSION:
+            depth += len(node[1])
+            ref = node[2]
+        else:
+            if depth >= len(key):
+                break
+            ref = node[1][int(key[depth], 16)]
+            depth += 1
+    return out
 
 
 class _Getter:

@@ -541,7 +541,7 @@ class _Discard(dict):  # type: ignore[type-arg]
 
 DISCARD: MutableMapping[bytes, bytes] = _Discard()
 """A node sink for :func:`update_trie` that keeps nothing (a root computed only to be
-compared: list roots, ``motus db check``)."""
+compared: list roots)."""
 
 
 def update_trie(nodes: TrieNodes, root: bytes, changes: Iterable[tuple[bytes, bytes | None]],
