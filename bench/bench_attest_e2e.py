@@ -203,6 +203,14 @@ def configure(members: list, verify_workers: int | None, budget_pct: int | None,
         m.home.config.write_text(cfg.to_toml())
 
 
+def chain_params(args: argparse.Namespace) -> dict[str, int]:
+    """The genesis parameters the run overrides."""
+    params = {"max_block_attestations": args.block_attestations}
+    if args.attestation_cost is not None:
+        params["attestation_cost"] = args.attestation_cost
+    return params
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--validators", type=int, default=1)
@@ -210,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--readings", type=int, default=20, help="per car (<= 250)")
     parser.add_argument("--block-attestations", type=int, default=10_000,
                         help="chain parameter max_block_attestations")
+    parser.add_argument("--attestation-cost", type=int, default=None,
+                        help="chain parameter attestation_cost (default: the chain's, 150): "
+                             "what the cost cap allows a block, max_block_cost / this")
     parser.add_argument("--verify-workers", type=int, default=None,
                         help="telemetry.verify_workers of the nodes (default: the node's)")
     parser.add_argument("--budget-pct", type=int, default=None,
@@ -229,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         ports = [(free_port(), free_port()) for _ in range(args.validators)]
         members = prepare(root / "devnet", args.validators, 0, 0, CHAIN_ID, ports=ports,
-                          params={"max_block_attestations": args.block_attestations})
+                          params=chain_params(args))
         configure(members, args.verify_workers, args.budget_pct, not args.whole_proposals)
         if args.profile is not None:
             args.profile.mkdir(parents=True, exist_ok=True)
