@@ -94,24 +94,9 @@ class RecordingState:
         self._last = (values, self._scopes[address], self._dirty[address])
         return self._last
 
-    def get_storage(self, address: bytes, slot: int, from_journal: bool = True) -> int:
-        if address is self._last_address:
-            values, scopes, _ = self._last
-        else:
-            values, scopes, _ = self._account(address)
-        scope = scopes.get(slot)
-        if scope is None:
-            scopes[slot] = self.scope
-        elif scope != self.scope:
-            scopes[slot] = SHARED
-        value = values.get(slot)
-        if value is None:
-            base = self._base.get(self._hashed[address])
-            value = values[slot] = 0 if base is None else base.get(
-                keccak256(slot.to_bytes(32, "big")), 0)
-        return value
-
-    def set_storage(self, address: bytes, slot: int, value: int) -> None:
+    def _touch(self, address: bytes, slot: int) -> tuple[dict, set]:
+        """The account's values and dirty set, with ``slot`` recorded as touched by the
+        current scope (or SHARED once a second scope touches it)."""
         if address is self._last_address:
             values, scopes, dirty = self._last
         else:
@@ -121,6 +106,19 @@ class RecordingState:
             scopes[slot] = self.scope
         elif scope != self.scope:
             scopes[slot] = SHARED
+        return values, dirty
+
+    def get_storage(self, address: bytes, slot: int, from_journal: bool = True) -> int:
+        values, _ = self._touch(address, slot)
+        value = values.get(slot)
+        if value is None:
+            base = self._base.get(self._hashed[address])
+            value = values[slot] = 0 if base is None else base.get(
+                keccak256(slot.to_bytes(32, "big")), 0)
+        return value
+
+    def set_storage(self, address: bytes, slot: int, value: int) -> None:
+        values, dirty = self._touch(address, slot)
         values[slot] = value
         dirty.add(slot)
 
