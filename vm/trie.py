@@ -347,17 +347,34 @@ def encode_node(node: Any) -> bytes:
     return (_LIST_PREFIX[n] if n < 1024 else rlp_length_prefix(n, 0xC0)) + payload
 
 
-def _leaf_rlp(path: str, value: bytes) -> bytes:
-    """The RLP of the leaf ``path`` (hex nibbles) -> ``value`` (non-empty): every changed
-    slot's new leaf, and its old one when the writer checks a guess."""
+def _leaf_path(path: str) -> bytes:
+    """The first item of a leaf's RLP: its path (hex nibbles), hex-prefix encoded, as an
+    RLP string."""
     hp = bytes.fromhex("3" + path if len(path) & 1 else "20" + path)
     n = len(hp)  # at least 1 byte
     if n == 1 and hp[0] < 0x80:
-        payload = hp
-    elif n < 56:
-        payload = _STRING_PREFIX[n] + hp
+        return hp
+    if n < 56:
+        return _STRING_PREFIX[n] + hp
+    return rlp_length_prefix(n, 0x80) + hp
+
+
+def _leaf_rlp(path: str, value: bytes, path_rlp: bytes | None = None) -> bytes:
+    """The RLP of the leaf ``path`` (hex nibbles) -> ``value`` (non-empty): every changed
+    slot's new leaf, and its old one when the writer checks a guess; ``path_rlp`` is
+    :func:`_leaf_path` of ``path`` when already known (a replaced leaf's old and new
+    encodings share it)."""
+    if path_rlp is None:  # (_leaf_path, inline)
+        hp = bytes.fromhex("3" + path if len(path) & 1 else "20" + path)
+        n = len(hp)  # at least 1 byte
+        if n == 1 and hp[0] < 0x80:
+            payload = hp
+        elif n < 56:
+            payload = _STRING_PREFIX[n] + hp
+        else:
+            payload = rlp_length_prefix(n, 0x80) + hp
     else:
-        payload = rlp_length_prefix(n, 0x80) + hp
+        payload = path_rlp
     n = len(value)
     if n == 1 and value[0] < 0x80:
         payload += value
@@ -375,14 +392,18 @@ _NEXT = {c: chr(ord(c) + 1) for c in _HEX}
 
 
 class _Writer:
-    __slots__ = ("nodes", "writes", "keep", "olds")
+    __slots__ = ("nodes", "writes", "keep", "olds", "deletions")
 
     def __init__(self, nodes: TrieNodes, keep: bool, olds: dict[str, bytes] | None,
-                 writes: MutableMapping[bytes, bytes]) -> None:
+                 writes: MutableMapping[bytes, bytes],
+                 deletions: list[int] | None = None) -> None:
         self.nodes = nodes
         self.writes = writes
         self.keep = keep
         self.olds = olds
+        # deletions[i]: how many of the first i keys are deleted (None: no key is), so
+        # whether a range of keys deletes anything is known in O(1)
+        self.deletions = deletions
 
     def seal(self, node: Any) -> Any:
         """How a parent refers to a final node: the node itself under 32 encoded bytes,
@@ -394,6 +415,18 @@ class _Writer:
         self.writes[digest] = encoded
         if self.keep:
             self.nodes._nodes.put(digest, node)
+        return digest
+
+    def seal_leaf(self, path: str, value: bytes, path_rlp: bytes | None) -> Any:
+        """``seal((_LEAF, path, value))`` in one call (``path_rlp``: :func:`_leaf_path`
+        of ``path`` if known): every changed slot's new leaf."""
+        encoded = _leaf_rlp(path, value, path_rlp)
+        if len(encoded) < 32:
+            return (_LEAF, path, value)
+        digest = keccak_new(encoded).digest()
+        self.writes[digest] = encoded
+        if self.keep:
+            self.nodes._nodes.put(digest, (_LEAF, path, value))
         return digest
 
     def resolve(self, ref: Any, key: str, depth: int, count: int) -> Any:
@@ -477,6 +510,13 @@ class _Writer:
         cached = self.nodes._nodes
         olds = self.olds
         below = depth + 1
+        deletions = self.deletions
+        # Without a deletion among these keys the branch keeps every child it had (two at
+        # least, or one and a value): it stays a branch, so each new child is final as
+        # soon as it is built and is sealed there (no second pass over the sixteen).
+        # An extension turned branch above holds an unsealed remainder: not eagerly.
+        final = kind == _BRANCH and (deletions is None or deletions[hi] == deletions[lo])
+        seal = self.seal
         while i < hi:
             key = keys[i]
             nibble = key[depth]
@@ -488,23 +528,33 @@ class _Writer:
                 # leaf without a call down (what update does for it), the old leaf known
                 # decoded or from its old value (as resolve knows it)
                 node = cached.get(child)
+                path_rlp = None
                 if node is None and olds is not None:
                     old = olds.get(key)
                     if old:
                         rest = key[below:]
-                        if keccak_new(_leaf_rlp(rest, old)).digest() == child:
+                        path_rlp = _leaf_path(rest)
+                        if keccak_new(_leaf_rlp(rest, old, path_rlp)).digest() == child:
                             node = (_LEAF, rest, old)
                         else:
                             node = self.nodes.node(child)
                 if node is not None:
                     if node[0] == _LEAF and node[1] == key[below:]:
                         new = values[i]
-                        children[slot] = (_LEAF, node[1], new) if new else None
+                        if not new:
+                            children[slot] = None
+                        elif final:  # sealed here, with the path encoding known
+                            children[slot] = self.seal_leaf(node[1], new, path_rlp)
+                        else:
+                            children[slot] = (_LEAF, node[1], new)
                         i = j
                         continue
                     child = node  # decoded: the call down need not resolve it again
-            children[slot] = self.update(child, keys, values, i, j, below)
+            child = self.update(child, keys, values, i, j, below)
+            children[slot] = seal(child) if final else child  # (never None when final)
             i = j
+        if final:
+            return (_BRANCH, tuple(children), value)
         empty = children.count(None)
         if empty < 15 or value and empty == 15:
             seal = self.seal
@@ -572,7 +622,12 @@ def update_trie(nodes: TrieNodes, root: bytes, changes: Iterable[tuple[bytes, by
     if not keys:
         return root, out
     olds = {k.hex(): v for k, v in old_values.items() if v} if old_values else None
-    writer = _Writer(nodes, keep, olds, out)
+    deletions = None
+    if not all(values):
+        deletions = [0]
+        for value in values:
+            deletions.append(deletions[-1] + (not value))
+    writer = _Writer(nodes, keep, olds, out, deletions)
     node = writer.update(None if root == BLANK_ROOT else root, keys, values, 0, len(keys), 0)
     if node is None:
         return BLANK_ROOT, writer.writes
