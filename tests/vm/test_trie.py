@@ -174,6 +174,8 @@ def _run_storage_script(state_class, seed: int) -> list[object]:
             # the committed value too (py-evm's SSTORE gas reads it): same on both paths
             seen.append(state.get_storage(probe, rng.getrandbits(4), from_journal=False))
             seen.append(state.get_storage(probe, rng.getrandbits(4)))
+            # and through the block execution's reader (FastAccountStorageDB.read_slot)
+            seen.append(state.slot_reader(probe)(rng.getrandbits(rng.choice([4, 256]))))
         state.persist()
         root = state.state_root
         roots.append(root)

@@ -501,17 +501,17 @@ def device_pairing(state: StateAPI, device_address: bytes) -> int | None:
 
 def pairing_reader(state: StateAPI) -> Callable[[bytes], int | None]:
     """:func:`device_pairing` for many devices of one state (one ledger for all)."""
-    led = _ledger(state)
-    token_id, vehicle = led.device_token_id, led.device_vehicle
+    load = Store(state, addresses.IDENTITY).reader()
 
     # The pairing first: a device is paired only after it was minted and a token id is
     # never cleared (no device is burned), so a paired device needs one read, and only an
     # unpaired one the second (minted or unknown). Same answers as token id first.
     def pairing(device_address: bytes) -> int | None:
-        vehicle_id = vehicle(device_address)
+        device_slot = mapping_slot(SLOT_DEVICE, device_address)
+        vehicle_id = load(device_slot + D_VEHICLE)
         if vehicle_id:
-            return vehicle_id  # type: ignore[no-any-return]
-        return None if token_id(device_address) == 0 else 0
+            return vehicle_id
+        return None if load(device_slot + D_TOKEN_ID) == 0 else 0
 
     return pairing
 
