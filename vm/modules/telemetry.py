@@ -94,6 +94,9 @@ DeviceLookup = Callable[[StateAPI, bytes], Any]
 
 class _Pairing(NamedTuple):
     vehicle_id: int
+    # the vehicle has had exactly one ownership period (identity's hint in the device's
+    # pairing): nothing to read to count the attestation (TelemetryView._count_period)
+    single_period: bool = False
 
 
 def _device_pairing(state: StateAPI, device: bytes) -> _Pairing | None:
@@ -112,11 +115,16 @@ def _pairings_of(state: StateAPI) -> DeviceLookup:
     identity ledger and without the per-call import."""
     from vm.modules import identity  # sibling module: imported at use
 
-    pairing = identity.pairing_reader(state)
+    pairing = identity.hinted_pairing_reader(state)
+    hint = identity.SINGLE_PERIOD_HINT
 
     def lookup(_state: StateAPI, device: bytes) -> _Pairing | None:
-        vehicle_id = pairing(device)
-        return None if vehicle_id is None else _Pairing(vehicle_id)
+        value = pairing(device)
+        if value is None:
+            return None
+        if value & hint:
+            return _Pairing(value ^ hint, True)
+        return _Pairing(value)
 
     return lookup
 
@@ -605,15 +613,18 @@ class TelemetryView:
         """One more accepted attestation in the ownership period its device time falls in
         (transactions run before attestations, so a transfer in this block counts)."""
         periods = self._periods.get(att.vehicle_id)
+        if periods is None and getattr(self._devices.get(att.device), "single_period", False):
+            # identity's hint: the vehicle (the device's, checked) has one period
+            periods = self._periods[att.vehicle_id] = _ONLY_PERIOD
         if periods is None:
             # (imported here, once per vehicle and block: a sibling module)
             from vm.modules import identity
             # one recorded period (the usual case) holds every record: no need to read it
             if self._identity_load is None:
                 self._identity_load = Store(self.state, addresses.IDENTITY).reader()
-            count = self._identity_load(mapping_slot(identity.SLOT_PERIOD_COUNT, att.vehicle_id))
+            opened = self._identity_load(mapping_slot(identity.SLOT_PERIOD_COUNT, att.vehicle_id))
             periods = self._periods[att.vehicle_id] = (
-                _ONLY_PERIOD if count == 1  # (identity.period_count, through the fast reads)
+                _ONLY_PERIOD if opened == 1  # (identity.period_count, through the fast reads)
                 else identity.ownership_periods(self.state, att.vehicle_id))
         if periods is _ONLY_PERIOD:
             return  # period 0's share of the epoch's accepted count: not stored (get_period_counts)
