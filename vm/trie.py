@@ -467,7 +467,10 @@ class _Writer:
         while i < hi:
             nibble = keys[i][depth]
             j = bisect_left(keys, keys[i][:depth] + _NEXT[nibble], i + 1, hi)
-            children[_NIBBLE[nibble]] = self.seal(self.build(keys, values, i, j, depth + 1))
+            if j == i + 1:  # one key below: its leaf, sealed in one call
+                children[_NIBBLE[nibble]] = self.seal_leaf(keys[i][depth + 1:], values[i], None)
+            else:
+                children[_NIBBLE[nibble]] = self.seal(self.build(keys, values, i, j, depth + 1))
             i = j
         return (_BRANCH, tuple(children), value)
 
