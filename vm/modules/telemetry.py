@@ -450,6 +450,9 @@ class TelemetryView:
         self.limits = Limits.from_state(state)
         self.epoch, epoch_start = _clock(state)
         self.seed = get_epoch_seed(state, self.epoch)
+        # is_challenged's bound: nothing is below 0, so no seed challenges nobody
+        self._threshold = (0 if self.seed == ZERO_HASH
+                           else self.limits.challenge_fraction_bps * 2**256 // BPS)
         window = self.limits.epoch_length_blocks * self.limits.challenge_window_bps // BPS
         self.in_challenge_window = height < epoch_start + window
         if get_device is None:
@@ -512,7 +515,8 @@ class TelemetryView:
     def challenge_nonce(self, device: bytes) -> bytes | None:
         """The device's nonce this epoch, or None when it is not challenged."""
         if device not in self._challenges:
-            challenged = is_challenged(self.seed, device, self.limits.challenge_fraction_bps)
+            # (is_challenged, with the threshold computed once per view)
+            challenged = int.from_bytes(keccak256(self.seed + device), "big") < self._threshold
             self._challenges[device] = (compute_challenge_nonce(self.seed, device)
                                         if challenged else None)
         return self._challenges[device]
