@@ -7,7 +7,7 @@ batch as the block itself (docs/storage.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -263,6 +263,26 @@ class MotusAccountDB(AccountDB):
             validate_uint256(slot, title="Storage Slot")
         return self._get_address_store(address).get(slot, from_journal)  # type: ignore[no-any-return]
 
+    def slot_reader(self, address: Address) -> Callable[[int], int]:
+        """``lambda slot: get_storage(address, slot)`` for many reads of one account's
+        storage (block execution's attestation checks: ~10,000 a block), with the
+        account's storage looked up once a read rather than through four calls
+        (:meth:`vm.trie.FastAccountStorageDB.read_slot`). Same values, same checks."""
+        if not (type(address) is bytes and len(address) == 20):
+            validate_canonical_address(address, title="Storage Address")
+
+        def read(slot: int) -> int:
+            if not (type(slot) is int and 0 <= slot < _UINT256_LIMIT):
+                validate_uint256(slot, title="Storage Slot")
+            store = self._account_stores.get(address)
+            if store is None:
+                store = self._get_address_store(address)
+            if type(store) is FastAccountStorageDB:
+                return store.read_slot(slot)  # type: ignore[no-any-return]
+            return store.get(slot)  # type: ignore[no-any-return]
+
+        return read
+
     def set_storage(self, address, slot: int, value: int) -> None:  # type: ignore[no-untyped-def]
         if not (type(value) is int and 0 <= value < _UINT256_LIMIT
                 and type(slot) is int and 0 <= slot < _UINT256_LIMIT
@@ -320,6 +340,11 @@ class MotusState(CancunState):
         """``set_storage(address, slot, value)`` for each item, in order
         (:meth:`MotusAccountDB.set_storage_many`)."""
         self._account_db.set_storage_many(address, items)  # type: ignore[attr-defined]
+
+    def slot_reader(self, address: Address) -> Callable[[int], int]:
+        """``lambda slot: get_storage(address, slot)``, faster
+        (:meth:`MotusAccountDB.slot_reader`)."""
+        return self._account_db.slot_reader(address)  # type: ignore[attr-defined,no-any-return]
 
 
 @dataclass(frozen=True)

@@ -347,17 +347,34 @@ def encode_node(node: Any) -> bytes:
     return (_LIST_PREFIX[n] if n < 1024 else rlp_length_prefix(n, 0xC0)) + payload
 
 
-def _leaf_rlp(path: str, value: bytes) -> bytes:
-    """The RLP of the leaf ``path`` (hex nibbles) -> ``value`` (non-empty): every changed
-    slot's new leaf, and its old one when the writer checks a guess."""
+def _leaf_path(path: str) -> bytes:
+    """The first item of a leaf's RLP: its path (hex nibbles), hex-prefix encoded, as an
+    RLP string."""
     hp = bytes.fromhex("3" + path if len(path) & 1 else "20" + path)
     n = len(hp)  # at least 1 byte
     if n == 1 and hp[0] < 0x80:
-        payload = hp
-    elif n < 56:
-        payload = _STRING_PREFIX[n] + hp
+        return hp
+    if n < 56:
+        return _STRING_PREFIX[n] + hp
+    return rlp_length_prefix(n, 0x80) + hp
+
+
+def _leaf_rlp(path: str, value: bytes, path_rlp: bytes | None = None) -> bytes:
+    """The RLP of the leaf ``path`` (hex nibbles) -> ``value`` (non-empty): every changed
+    slot's new leaf, and its old one when the writer checks a guess; ``path_rlp`` is
+    :func:`_leaf_path` of ``path`` when already known (a replaced leaf's old and new
+    encodings share it)."""
+    if path_rlp is None:  # (_leaf_path, inline)
+        hp = bytes.fromhex("3" + path if len(path) & 1 else "20" + path)
+        n = len(hp)  # at least 1 byte
+        if n == 1 and hp[0] < 0x80:
+            payload = hp
+        elif n < 56:
+            payload = _STRING_PREFIX[n] + hp
+        else:
+            payload = rlp_length_prefix(n, 0x80) + hp
     else:
-        payload = rlp_length_prefix(n, 0x80) + hp
+        payload = path_rlp
     n = len(value)
     if n == 1 and value[0] < 0x80:
         payload += value
@@ -375,14 +392,18 @@ _NEXT = {c: chr(ord(c) + 1) for c in _HEX}
 
 
 class _Writer:
-    __slots__ = ("nodes", "writes", "keep", "olds")
+    __slots__ = ("nodes", "writes", "keep", "olds", "deletions")
 
     def __init__(self, nodes: TrieNodes, keep: bool, olds: dict[str, bytes] | None,
-                 writes: MutableMapping[bytes, bytes]) -> None:
+                 writes: MutableMapping[bytes, bytes],
+                 deletions: list[int] | None = None) -> None:
         self.nodes = nodes
         self.writes = writes
         self.keep = keep
         self.olds = olds
+        # deletions[i]: how many of the first i keys are deleted (None: no key is), so
+        # whether a range of keys deletes anything is known in O(1)
+        self.deletions = deletions
 
     def seal(self, node: Any) -> Any:
         """How a parent refers to a final node: the node itself under 32 encoded bytes,
@@ -394,6 +415,18 @@ class _Writer:
         self.writes[digest] = encoded
         if self.keep:
             self.nodes._nodes.put(digest, node)
+        return digest
+
+    def seal_leaf(self, path: str, value: bytes, path_rlp: bytes | None) -> Any:
+        """``seal((_LEAF, path, value))`` in one call (``path_rlp``: :func:`_leaf_path`
+        of ``path`` if known): every changed slot's new leaf."""
+        encoded = _leaf_rlp(path, value, path_rlp)
+        if len(encoded) < 32:
+            return (_LEAF, path, value)
+        digest = keccak_new(encoded).digest()
+        self.writes[digest] = encoded
+        if self.keep:
+            self.nodes._nodes.put(digest, (_LEAF, path, value))
         return digest
 
     def resolve(self, ref: Any, key: str, depth: int, count: int) -> Any:
@@ -434,7 +467,10 @@ class _Writer:
         while i < hi:
             nibble = keys[i][depth]
             j = bisect_left(keys, keys[i][:depth] + _NEXT[nibble], i + 1, hi)
-            children[_NIBBLE[nibble]] = self.seal(self.build(keys, values, i, j, depth + 1))
+            if j == i + 1:  # one key below: its leaf, sealed in one call
+                children[_NIBBLE[nibble]] = self.seal_leaf(keys[i][depth + 1:], values[i], None)
+            else:
+                children[_NIBBLE[nibble]] = self.seal(self.build(keys, values, i, j, depth + 1))
             i = j
         return (_BRANCH, tuple(children), value)
 
@@ -477,6 +513,13 @@ class _Writer:
         cached = self.nodes._nodes
         olds = self.olds
         below = depth + 1
+        deletions = self.deletions
+        # Without a deletion among these keys the branch keeps every child it had (two at
+        # least, or one and a value): it stays a branch, so each new child is final as
+        # soon as it is built and is sealed there (no second pass over the sixteen).
+        # An extension turned branch above holds an unsealed remainder: not eagerly.
+        final = kind == _BRANCH and (deletions is None or deletions[hi] == deletions[lo])
+        seal = self.seal
         while i < hi:
             key = keys[i]
             nibble = key[depth]
@@ -488,23 +531,33 @@ class _Writer:
                 # leaf without a call down (what update does for it), the old leaf known
                 # decoded or from its old value (as resolve knows it)
                 node = cached.get(child)
+                path_rlp = None
                 if node is None and olds is not None:
                     old = olds.get(key)
                     if old:
                         rest = key[below:]
-                        if keccak_new(_leaf_rlp(rest, old)).digest() == child:
+                        path_rlp = _leaf_path(rest)
+                        if keccak_new(_leaf_rlp(rest, old, path_rlp)).digest() == child:
                             node = (_LEAF, rest, old)
                         else:
                             node = self.nodes.node(child)
                 if node is not None:
                     if node[0] == _LEAF and node[1] == key[below:]:
                         new = values[i]
-                        children[slot] = (_LEAF, node[1], new) if new else None
+                        if not new:
+                            children[slot] = None
+                        elif final:  # sealed here, with the path encoding known
+                            children[slot] = self.seal_leaf(node[1], new, path_rlp)
+                        else:
+                            children[slot] = (_LEAF, node[1], new)
                         i = j
                         continue
                     child = node  # decoded: the call down need not resolve it again
-            children[slot] = self.update(child, keys, values, i, j, below)
+            child = self.update(child, keys, values, i, j, below)
+            children[slot] = seal(child) if final else child  # (never None when final)
             i = j
+        if final:
+            return (_BRANCH, tuple(children), value)
         empty = children.count(None)
         if empty < 15 or value and empty == 15:
             seal = self.seal
@@ -562,17 +615,26 @@ def update_trie(nodes: TrieNodes, root: bytes, changes: Iterable[tuple[bytes, by
     where the new nodes go (default: a new dict), returned."""
     keys: list[str] = []
     values: list[bytes] = []
+    olds: dict[str, bytes] | None = {} if old_values else None
     for key, value in changes:
         hex_key = key.hex()
         if keys and hex_key <= keys[-1]:
             raise ValueError("keys are not in strictly ascending order")
         keys.append(hex_key)
         values.append(value or b"")
+        if olds is not None:  # (only the changed keys' old values are ever asked for)
+            old = old_values.get(key)  # type: ignore[union-attr]
+            if old:
+                olds[hex_key] = old
     out: MutableMapping[bytes, bytes] = {} if writes is None else writes
     if not keys:
         return root, out
-    olds = {k.hex(): v for k, v in old_values.items() if v} if old_values else None
-    writer = _Writer(nodes, keep, olds, out)
+    deletions = None
+    if not all(values):
+        deletions = [0]
+        for value in values:
+            deletions.append(deletions[-1] + (not value))
+    writer = _Writer(nodes, keep, olds, out, deletions)
     node = writer.update(None if root == BLANK_ROOT else root, keys, values, 0, len(keys), 0)
     if node is None:
         return BLANK_ROOT, writer.writes
@@ -806,10 +868,16 @@ class FastStorageLookup(StorageLookup):
             # the values the block read before writing (the root's slot layer keeps
             # them): the writer then knows each changed leaf without reading it
             olds = {}
+            top = SLOT_LAYERS.get(root)
             for hashed in pending:
-                old = _layer_value(root, hashed)
-                if old:
-                    olds[hashed] = old
+                layer = top  # (_layer_value, inline: ~6,000 keys a block)
+                while layer is not None:
+                    old = layer.values.get(hashed)
+                    if old is not None:
+                        if old:
+                            olds[hashed] = old
+                        break
+                    layer = layer.parent
             self._fast_result = update_trie(self._nodes(), root, sorted(pending.items()), olds)
         return self._fast_result
 
@@ -935,6 +1003,47 @@ class FastAccountStorageDB(AccountStorageDB):
             raise
         except KeyError:
             return 0
+        if not encoded:
+            return 0
+        first = encoded[0]
+        return first if first < 0x80 else int.from_bytes(encoded[1:], "big")
+
+    def read_slot(self, slot: int) -> int:
+        """``get(slot)`` in one call (block execution reads thousands of slots a block
+        through here: ``MotusAccountDB.slot_reader``): the same value and the same slot
+        noted as accessed, with :meth:`_read` and the lookup's read of a slot that
+        neither journal holds (its pending writes, the slot layers, the flat snapshot)
+        inline. Anything else (a journal holding the slot, a wipe, a trie read) goes
+        the way :meth:`get` goes."""
+        self._accessed_slots.add(slot)
+        key = slot.to_bytes((slot.bit_length() + 7) // 8 or 1, "big")  # int_to_big_endian
+        upper = self._journal_storage._journal
+        lower = self._locked_changes._journal
+        lookup = self._storage_lookup
+        if (upper._ignore_wrapped_db or lower._ignore_wrapped_db
+                or key in upper._current_values or key in lower._current_values
+                or lookup._write_trie is not None):
+            return self.get(slot)
+        hashed = _hashed_slot(key)
+        pending = lookup._pending
+        if pending and hashed in pending:
+            encoded = pending[hashed]
+        else:
+            root = lookup._starting_root_hash
+            layer = SLOT_LAYERS.get(root)  # (_layer_value, inline)
+            encoded = None
+            while layer is not None:
+                encoded = layer.values.get(hashed)
+                if encoded is not None:
+                    break
+                layer = layer.parent
+            if encoded is None:
+                flat = lookup._flat
+                if flat is not None:
+                    encoded = flat.flat_slot(lookup._address, lookup._flat_address, hashed)
+                if encoded is None:
+                    return self.get(slot)  # the trie's answer (the lookup keeps it)
+                _remember_read(root, hashed, encoded)
         if not encoded:
             return 0
         first = encoded[0]

@@ -129,3 +129,49 @@ def test_payout_word_stores_shares_only_when_they_are_not_the_owner_when_scored(
     assert store.load(mapping_slot(M_SHARE, epoch, kept, 0)) == 0  # nothing stored
     assert r_sold.owner == buyer and r_sold.shares == ((seller, r_sold.reward),)
     assert unpack_payout(store.load(mapping_slot(M_REWARD, epoch, sold) + R_PAYOUT)) == (r_sold.reward, 1)
+
+
+def test_the_one_period_hint_follows_the_period_count() -> None:
+    """docs/identity.md "Storage layout": a paired device's vehicle field carries
+    SINGLE_PERIOD_HINT exactly while its vehicle has one ownership period (set by the
+    pairing, cleared by the sale that opens the second, never set by a pairing after it);
+    every reader of the vehicle id sees it masked off, and counting goes on right."""
+    from vm.modules.identity import (
+        D_VEHICLE,
+        SINGLE_PERIOD_HINT,
+        SLOT_DEVICE,
+        device_pairing,
+        get_device,
+        hinted_pairing_reader,
+        period_count,
+    )
+
+    fleet, road = new_fleet(1)
+    chain, vid = fleet.chain, fleet.vehicle_ids[0]
+    device = fleet.devices[0].address
+    seller = get_vehicle(chain.state(), vid).owner
+    buyer = chain.accounts[9][0]
+
+    def field() -> int:
+        return Store(chain.state(), addresses.IDENTITY).load(
+            mapping_slot(SLOT_DEVICE, device) + D_VEHICLE)
+
+    assert period_count(chain.state(), vid) == 1
+    assert field() == vid | SINGLE_PERIOD_HINT
+    assert hinted_pairing_reader(chain.state())(device) == vid | SINGLE_PERIOD_HINT
+    assert get_device(chain.state(), device).vehicle_id == vid
+    assert device_pairing(chain.state(), device) == vid
+    epoch = get_epoch(chain.state())
+    _attest(road, 2)
+    fleet.identity.send(owner_key(fleet, seller), "transferFrom", "0x" + seller.hex(),
+                        "0x" + buyer.hex(), vid)
+    assert period_count(chain.state(), vid) == 2
+    assert field() == vid  # a second period: the hint is gone
+    assert get_device(chain.state(), device).vehicle_id == vid
+    _attest(road, 3)
+    periods = ownership_periods(chain.state(), vid)
+    assert get_period_counts(chain.state(), epoch, vid) == {0: 2, periods[-1].index: 3}
+    # unpaired and paired again by the buyer: a vehicle of two periods gets no hint
+    buyer_key = owner_key(fleet, buyer)
+    fleet.identity.send(buyer_key, "unpairDevice", vid)
+    assert field() == 0 and get_device(chain.state(), device).vehicle_id == 0

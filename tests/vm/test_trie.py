@@ -174,6 +174,8 @@ def _run_storage_script(state_class, seed: int) -> list[object]:
             # the committed value too (py-evm's SSTORE gas reads it): same on both paths
             seen.append(state.get_storage(probe, rng.getrandbits(4), from_journal=False))
             seen.append(state.get_storage(probe, rng.getrandbits(4)))
+            # and through the block execution's reader (FastAccountStorageDB.read_slot)
+            seen.append(state.slot_reader(probe)(rng.getrandbits(rng.choice([4, 256]))))
         state.persist()
         root = state.state_root
         roots.append(root)
@@ -329,3 +331,58 @@ def test_storage_nodes_reach_a_block_overlay_in_one_call():
         assert trie_[keccak256(slot.to_bytes(32, "big"))] == rlp.encode(value)
     again = make_state(overlay, state.state_root, env)
     assert all(again.get_storage(address, slot) == value for slot, value in written.items())
+
+
+def _reachable(db: dict[bytes, bytes], root: bytes) -> set[bytes]:
+    """Hashes of the stored nodes the trie at ``root`` names (embedded ones are inside)."""
+    seen: set[bytes] = set()
+    todo = [root]
+    while todo:
+        ref = todo.pop()
+        if ref in seen or ref == BLANK_ROOT:
+            continue
+        seen.add(ref)
+        stack = [trie.decode_node(db[ref])]
+        while stack:
+            node = stack.pop()
+            if node is None:
+                continue
+            children = node[1] if node[0] == trie.NODE_BRANCH else (
+                [node[2]] if node[0] == trie.NODE_EXTENSION else [])
+            for child in children:
+                if type(child) is bytes:
+                    todo.append(child)
+                elif child is not None:
+                    stack.append(child)
+    return seen
+
+
+def test_update_trie_writes_only_the_new_trie_and_old_values_change_nothing():
+    """The writer seals each new node where it is final: it writes exactly nodes of the new
+    trie (none left unreachable), and handing it the changed keys' old values (right ones,
+    wrong ones, missing ones) changes neither the root nor the nodes written."""
+    rng = random.Random(23)
+    for _ in range(150):
+        db: dict[bytes, bytes] = {}
+        reference = HexaryTrie(db)
+        keylen = rng.choice([32, 32, 32, 1, 2])
+        keys = [_rand_bytes(rng, keylen) for _ in range(rng.choice([1, 2, 7, 60, 400]))]
+        for k in keys:
+            reference[k] = _rand_bytes(rng, rng.choice([1, 3, 33]))
+        root0 = reference.root_hash
+        old_nodes = dict(db)
+        items: dict[bytes, bytes | None] = {}
+        deleting = rng.random() < 0.5
+        for _ in range(rng.choice([1, 2, 9, 120])):
+            k = rng.choice(keys) if rng.random() < 0.7 else _rand_bytes(rng, keylen)
+            items[k] = (None if deleting and rng.random() < 0.2
+                        else _rand_bytes(rng, rng.choice([1, 2, 5, 33, 40])))
+        olds = {k: (reference[k] if rng.random() < 0.8 else b"\x01wrong")
+                for k in items if reference[k]}
+        changes = sorted(items.items())
+        root, writes = update_trie(TrieNodes(dict(old_nodes)), root0, changes)
+        with_olds = update_trie(TrieNodes(dict(old_nodes)), root0, changes, olds)
+        _apply(reference, items)
+        assert root == reference.root_hash == with_olds[0]
+        assert writes == with_olds[1]
+        assert set(writes) <= _reachable({**old_nodes, **writes}, root)

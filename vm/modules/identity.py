@@ -197,6 +197,12 @@ D_TOKEN_ID, D_MANUFACTURER, D_OWNER, D_VEHICLE, D_NONCE, D_CLAIMED, D_SYNTHETIC 
 M_LICENSED, M_NAME, M_LISTED = range(3)  # listed = 1 + index in SLOT_MANUFACTURER_LIST
 G_BITS, G_EXPIRY, G_LISTED = range(3)  # listed = 1 + index in the grantee list
 P_OWNER, P_START = range(2)  # start = from_ms << 64 | from_height
+# A device's ``+3`` field is its vehicle id, with this bit set while that vehicle has had
+# exactly one ownership period (set by pairing when so, cleared when a second opens):
+# telemetry counts the device's attestations without reading the vehicle's period count.
+# Unset says nothing (the count is read); every reader of the vehicle id masks it.
+SINGLE_PERIOD_HINT = 1 << 255
+_VEHICLE_ID_MASK = SINGLE_PERIOD_HINT - 1
 
 
 @dataclass(frozen=True)
@@ -346,7 +352,7 @@ class _Ledger:
         return self.st.load_address(self.device_field(device, D_OWNER))
 
     def device_vehicle(self, device: bytes) -> int:
-        return self.st.load(self.device_field(device, D_VEHICLE))
+        return self.st.load(self.device_field(device, D_VEHICLE)) & _VEHICLE_ID_MASK
 
     def device_nonce(self, device: bytes) -> int:
         return self.st.load(self.device_field(device, D_NONCE))
@@ -370,9 +376,13 @@ class _Ledger:
         )
 
     def link(self, vehicle_id: int, device: bytes) -> None:
-        """Pair (or, with vehicle 0 / zero device, unpair) both directions at once."""
+        """Pair (or, with vehicle 0 / zero device, unpair) both directions at once; a
+        vehicle with exactly one ownership period gives its device the hint."""
         self.st.store_address(self.vehicle_field(vehicle_id, V_DEVICE), device)
-        self.st.store(self.device_field(device, D_VEHICLE), vehicle_id)
+        value = vehicle_id
+        if vehicle_id and self.st.load(mapping_slot(SLOT_PERIOD_COUNT, vehicle_id)) == 1:
+            value |= SINGLE_PERIOD_HINT
+        self.st.store(self.device_field(device, D_VEHICLE), value)
 
     # manufacturers
     def is_manufacturer(self, address: bytes) -> bool:
@@ -387,6 +397,10 @@ class _Ledger:
     def open_period(self, vehicle_id: int, owner: bytes, from_ms: int, height: int) -> None:
         count_slot = mapping_slot(SLOT_PERIOD_COUNT, vehicle_id)
         index = self.st.load(count_slot)
+        if index == 1:  # a second period: a paired device loses the one-period hint
+            device = self.vehicle_device(vehicle_id)
+            if device != ZERO_ADDRESS:
+                self.st.store(self.device_field(device, D_VEHICLE), vehicle_id)
         base = mapping_slot(SLOT_PERIOD, vehicle_id, index)
         self.st.store_address(base + P_OWNER, owner)
         self.st.store(base + P_START, from_ms << 64 | height)
@@ -500,18 +514,31 @@ def device_pairing(state: StateAPI, device_address: bytes) -> int | None:
 
 
 def pairing_reader(state: StateAPI) -> Callable[[bytes], int | None]:
-    """:func:`device_pairing` for many devices of one state (one ledger for all)."""
-    led = _ledger(state)
-    token_id, vehicle = led.device_token_id, led.device_vehicle
+    """:func:`device_pairing` for many devices of one state."""
+    hinted = hinted_pairing_reader(state)
+
+    def pairing(device_address: bytes) -> int | None:
+        value = hinted(device_address)
+        return None if value is None else value & _VEHICLE_ID_MASK
+
+    return pairing
+
+
+def hinted_pairing_reader(state: StateAPI) -> Callable[[bytes], int | None]:
+    """:func:`pairing_reader` with the device's one-period hint left in (the bit
+    :data:`SINGLE_PERIOD_HINT` of the answer; mask it off for the vehicle id):
+    telemetry's checks, one read for a paired device."""
+    load = Store(state, addresses.IDENTITY).reader()
 
     # The pairing first: a device is paired only after it was minted and a token id is
     # never cleared (no device is burned), so a paired device needs one read, and only an
     # unpaired one the second (minted or unknown). Same answers as token id first.
     def pairing(device_address: bytes) -> int | None:
-        vehicle_id = vehicle(device_address)
+        device_slot = mapping_slot(SLOT_DEVICE, device_address)
+        vehicle_id = load(device_slot + D_VEHICLE)
         if vehicle_id:
-            return vehicle_id  # type: ignore[no-any-return]
-        return None if token_id(device_address) == 0 else 0
+            return vehicle_id
+        return None if load(device_slot + D_TOKEN_ID) == 0 else 0
 
     return pairing
 

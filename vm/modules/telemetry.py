@@ -94,6 +94,9 @@ DeviceLookup = Callable[[StateAPI, bytes], Any]
 
 class _Pairing(NamedTuple):
     vehicle_id: int
+    # the vehicle has had exactly one ownership period (identity's hint in the device's
+    # pairing): nothing to read to count the attestation (TelemetryView._count_period)
+    single_period: bool = False
 
 
 def _device_pairing(state: StateAPI, device: bytes) -> _Pairing | None:
@@ -112,11 +115,16 @@ def _pairings_of(state: StateAPI) -> DeviceLookup:
     identity ledger and without the per-call import."""
     from vm.modules import identity  # sibling module: imported at use
 
-    pairing = identity.pairing_reader(state)
+    pairing = identity.hinted_pairing_reader(state)
+    hint = identity.SINGLE_PERIOD_HINT
 
     def lookup(_state: StateAPI, device: bytes) -> _Pairing | None:
-        vehicle_id = pairing(device)
-        return None if vehicle_id is None else _Pairing(vehicle_id)
+        value = pairing(device)
+        if value is None:
+            return None
+        if value & hint:
+            return _Pairing(value ^ hint, True)
+        return _Pairing(value)
 
     return lookup
 
@@ -442,6 +450,9 @@ class TelemetryView:
         self.limits = Limits.from_state(state)
         self.epoch, epoch_start = _clock(state)
         self.seed = get_epoch_seed(state, self.epoch)
+        # is_challenged's bound: nothing is below 0, so no seed challenges nobody
+        self._threshold = (0 if self.seed == ZERO_HASH
+                           else self.limits.challenge_fraction_bps * 2**256 // BPS)
         window = self.limits.epoch_length_blocks * self.limits.challenge_window_bps // BPS
         self.in_challenge_window = height < epoch_start + window
         if get_device is None:
@@ -452,6 +463,8 @@ class TelemetryView:
         self._track_cache = track_cache
         self.tallies = tallies
         self._store = _store(state)
+        self._load = self._store.reader()  # (the state's fast slot reads: ~10,000 a block)
+        self._identity_load: Callable[[int], int] | None = None  # (made at first use)
         self._devices: dict[bytes, Any] = {}
         self._tracks: dict[bytes, DeviceTrack] = {}
         self._tallies: dict[int, _Tally] = {}
@@ -480,9 +493,8 @@ class TelemetryView:
             shared = self._track_cache
             if shared is None:
                 last_slot, meta_slot = device_slots(device)
-                address = Address(addresses.TELEMETRY)
-                loaded = self._loaded[device] = (self.state.get_storage(address, last_slot),
-                                                 self.state.get_storage(address, meta_slot))
+                load = self._load
+                loaded = self._loaded[device] = (load(last_slot), load(meta_slot))
                 # (the slots as read: what packed() would give back, every bit being a field)
                 track = DeviceTrack(*loaded)
             else:
@@ -497,13 +509,14 @@ class TelemetryView:
         tally = self._tallies.get(vehicle_id)
         if tally is None:
             slot = mapping_slot(SLOT_VEHICLE_EPOCH, self.epoch, vehicle_id)
-            tally = self._tallies[vehicle_id] = _Tally(self._store.load(slot), slot)
+            tally = self._tallies[vehicle_id] = _Tally(self._load(slot), slot)
         return tally
 
     def challenge_nonce(self, device: bytes) -> bytes | None:
         """The device's nonce this epoch, or None when it is not challenged."""
         if device not in self._challenges:
-            challenged = is_challenged(self.seed, device, self.limits.challenge_fraction_bps)
+            # (is_challenged, with the threshold computed once per view)
+            challenged = int.from_bytes(keccak256(self.seed + device), "big") < self._threshold
             self._challenges[device] = (compute_challenge_nonce(self.seed, device)
                                         if challenged else None)
         return self._challenges[device]
@@ -604,12 +617,18 @@ class TelemetryView:
         """One more accepted attestation in the ownership period its device time falls in
         (transactions run before attestations, so a transfer in this block counts)."""
         periods = self._periods.get(att.vehicle_id)
+        if periods is None and getattr(self._devices.get(att.device), "single_period", False):
+            # identity's hint: the vehicle (the device's, checked) has one period
+            periods = self._periods[att.vehicle_id] = _ONLY_PERIOD
         if periods is None:
             # (imported here, once per vehicle and block: a sibling module)
             from vm.modules import identity
             # one recorded period (the usual case) holds every record: no need to read it
+            if self._identity_load is None:
+                self._identity_load = Store(self.state, addresses.IDENTITY).reader()
+            opened = self._identity_load(mapping_slot(identity.SLOT_PERIOD_COUNT, att.vehicle_id))
             periods = self._periods[att.vehicle_id] = (
-                _ONLY_PERIOD if identity.period_count(self.state, att.vehicle_id) == 1
+                _ONLY_PERIOD if opened == 1  # (identity.period_count, through the fast reads)
                 else identity.ownership_periods(self.state, att.vehicle_id))
         if periods is _ONLY_PERIOD:
             return  # period 0's share of the epoch's accepted count: not stored (get_period_counts)
@@ -619,7 +638,7 @@ class TelemetryView:
         key = (att.vehicle_id, index)
         count = self._period_counts.get(key)
         if count is None:
-            count = self._store.load(mapping_slot(SLOT_PERIOD_EPOCH, self.epoch, *key))
+            count = self._load(mapping_slot(SLOT_PERIOD_EPOCH, self.epoch, *key))
             self._loaded_periods[key] = count
         self._period_counts[key] = count + 1
 
