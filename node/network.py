@@ -383,9 +383,9 @@ class ConsensusApp:
         if valid:
             block = self.app.block_of(value)  # decoded by the check: from the cache
             if block.header.proposer != self.proposer:  # ours was learnt from at build
-                # sized to the usual budget, the one our proposals are built under
+                # sized to the budget a proposal of ours at this height would have had
                 self.learn_proposal_cost(len(block.transactions), len(block.attestations),
-                                         elapsed_s)
+                                         elapsed_s, self.budget_for(height))
         return valid
 
 
