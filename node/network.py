@@ -19,6 +19,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import rlp
@@ -62,6 +63,7 @@ from node.compact import (
 from node.gcpolicy import FullCollections
 from node.mempool import TxRejected
 from node.metrics import REGISTRY
+from vm.modules.params import get_param
 
 if TYPE_CHECKING:
     from p2p.host import P2PNode, Verdict
@@ -172,8 +174,19 @@ PROPOSAL_SAMPLE_TXS = 50  # smaller proposals say too little about per-transacti
 # cap follows the measured build time, within [MIN, the governed max_block_attestations].
 PROPOSAL_MIN_ATTESTATIONS = 100
 PROPOSAL_MAX_ATTESTATIONS = 20_000  # the governed parameter's own upper bound
-PROPOSAL_START_ATTESTATIONS = 1_000
+PROPOSAL_START_ATTESTATIONS = 1_000  # when the chain's weight is not known
 PROPOSAL_SAMPLE_ATTESTATIONS = 50
+# The caps are learnt from every block this node executes, a peer's too: checking a
+# peer's block costs what building it costs (the same execution; more when its
+# signatures were not verified at admission, so a check-learnt cap errs small), and a
+# validator proposes only one height in n. Learnt from its own proposals only, each of
+# four validators had grown its cap once in four heights, and a burst of 20,000
+# attestations was mostly over before the caps were (docs/benchmarks.md).
+# A block shrinks a cap only if it took at least half the budget, and then at most by
+# this factor: a small block's time is mostly fixed costs (a 200-attestation block
+# checked in 0.157 s at a burst's start would have made the cap 381; one of 100 checked
+# in 0.064 s, 468), and the budget's hard stop, not the cap, keeps a build in time.
+PROPOSAL_MAX_SHRINK = 2
 # A proposer holding a quorum of the voting power alone (a single-validator chain)
 # decides its block on its own votes: no peer executes it on the way to the decision,
 # so the propose timeout does not bound its build. What bounds it is the block interval:
@@ -191,6 +204,14 @@ ALONE_BUDGET_SHARE = 0.6
 # transit and check-in (at least LATE_MIN_BUDGET_S: a small block rather than none).
 LATE_ARRIVAL_MARGIN_S = 0.25
 LATE_MIN_BUDGET_S = 0.02
+# Lateness is counted from the instant every node aims at, unless the last height ran
+# long at every node: then none started before its own decision plus the commit wait.
+# We know we decided with our peers, not after them, when our own precommit went out at
+# least this long before our decision (we waited for another's). Measured: at a burst's
+# start heights took 2-3 s at all four validators, each proposer counted itself ~1 s
+# late against the aimed instant though it started within 0.2 s of its peers, and built
+# 100 attestations instead of ~2,000 in heights whose time the block's size hardly moved.
+LATE_LAST_PRECOMMIT_S = 0.05
 
 # Mempool reject codes that depend on the receiver's pool or head, not on the bytes:
 # the forwarder may have seen a different state, so they cost it nothing. The block
@@ -218,12 +239,18 @@ class ConsensusApp:
     def __init__(self, app: Application, proposer: bytes | None,
                  budget_s: float = PROPOSAL_BUDGET_S, alone_budget_s: float | None = None,
                  interval_s: float | None = None, propose_timeout_s: float | None = None,
-                 clock: Any = time.time) -> None:
+                 clock: Any = time.time,
+                 attestation_cost: Callable[[], int] | None = None,
+                 timer: Callable[[], float] = time.perf_counter) -> None:
         self.app = app
+        self.timer = timer  # measures builds and checks (wall time, like the budget)
         # the block interval and round-0 propose timeout, for a late start's budget
         # (LATE_ARRIVAL_MARGIN_S); None: not cut
         self.interval_s = interval_s
         self.propose_timeout_s = propose_timeout_s
+        # (height, when our peers started it at the earliest): set when we decided the
+        # height before with our peers, not after them (NetworkService._on_decide)
+        self.peers_start: tuple[int, float] | None = None
         self.clock = clock
         self.proposer = proposer
         self.budget_s = budget_s
@@ -233,6 +260,11 @@ class ConsensusApp:
         # sizeable one took to build (execution speed on this machine, under its load).
         self.max_txs = PROPOSAL_START_TXS
         self.max_attestations = PROPOSAL_START_ATTESTATIONS
+        # Until a block has taught the attestation cap, it is the chain's own estimate:
+        # the budget divided by attestation_cost (microseconds of the reference
+        # machine's CPU for the worst-case attestation), read from this callable.
+        self.attestation_cost = attestation_cost
+        self.attestations_learnt = False
         # The hard stop inside one build (CPU time, docs/consensus.md "Proposal budget");
         # the count caps above are the first guess it refines.
         self.budget = ProposalBudget(budget_s)
@@ -246,13 +278,18 @@ class ConsensusApp:
         budget_s = self.budget_for(height)
         # the learnt fill share is a ratio: it carries over
         self.budget.seconds = self.late_budget(budget_s, height) if round_ == 0 else budget_s
-        started = time.perf_counter()
+        # a cut budget's build says little about a full one's (fixed costs): not learnt
+        learn = self.budget.learn = self.budget.seconds >= budget_s
+        if not self.attestations_learnt:
+            self.max_attestations = self.first_attestations_guess(budget_s)
+        started = self.timer()
         value = self.app.propose(height, self.proposer, max_txs=self.max_txs,
                                  max_attestations=self.max_attestations, budget=self.budget)
-        elapsed_s = time.perf_counter() - started
+        elapsed_s = self.timer() - started
         block = self.app.block_of(value)  # just built: from the cache, not decoded again
-        self.learn_proposal_cost(len(block.transactions), len(block.attestations), elapsed_s,
-                                 budget_s)
+        if learn:
+            self.learn_proposal_cost(len(block.transactions), len(block.attestations),
+                                     elapsed_s, budget_s)
         return value
 
     def budget_for(self, height: int) -> float:
@@ -280,6 +317,9 @@ class ConsensusApp:
         if self.decides_alone(height):
             return budget_s
         aimed_start = self.app.head.timestamp_ms / 1000 + self.interval_s
+        if self.peers_start is not None and self.peers_start[0] == height:
+            # the last height ran long at every node: none started before its commit
+            aimed_start = max(aimed_start, self.peers_start[1])
         late_s = self.clock() - aimed_start
         if late_s <= 0:
             return budget_s
@@ -292,21 +332,41 @@ class ConsensusApp:
                  late_s, cut, budget_s)
         return cut
 
+    def first_attestations_guess(self, budget_s: float) -> int:
+        """The attestation cap before any block has taught it: as many as the chain's
+        ``attestation_cost`` says the reference machine executes in ``budget_s`` (2,000
+        at the default 150 and 0.3 s), or PROPOSAL_START_ATTESTATIONS without it."""
+        if self.attestation_cost is None:
+            return PROPOSAL_START_ATTESTATIONS
+        try:
+            cost_us = self.attestation_cost()
+        except Exception:  # a guess must never stop a proposal
+            log.exception("reading attestation_cost for the first attestation cap")
+            return PROPOSAL_START_ATTESTATIONS
+        if cost_us <= 0:
+            return PROPOSAL_START_ATTESTATIONS
+        return max(PROPOSAL_MIN_ATTESTATIONS,
+                   min(PROPOSAL_MAX_ATTESTATIONS, int(budget_s * 1_000_000 / cost_us)))
+
     def learn_proposal_cost(self, count: int, attestations: int, elapsed_s: float,
                             budget_s: float | None = None) -> None:
         """Size the next proposals so one takes about ``budget_s`` (default: the usual
         budget) to build: transactions and attestations are each scaled by budget /
-        elapsed (so both together take the budget), each only when the proposal held
-        enough of them to measure."""
+        elapsed (so both together take the budget), each only when the block held
+        enough of them to measure. Called after each of our proposals and after each
+        check of a peer's block (``validate``)."""
         if elapsed_s <= 0:
             return
-        scale = (budget_s or self.budget_s) / elapsed_s
+        budget_s = budget_s or self.budget_s
         if count >= PROPOSAL_SAMPLE_TXS:
-            self.max_txs = max(PROPOSAL_MIN_TXS, min(PROPOSAL_MAX_TXS, int(count * scale)))
+            self.max_txs = max(PROPOSAL_MIN_TXS, min(PROPOSAL_MAX_TXS, _learnt_cap(
+                self.max_txs, count, elapsed_s, budget_s)))
         if attestations >= PROPOSAL_SAMPLE_ATTESTATIONS:
             # Above the governed cap only matters if governance raises it later.
-            self.max_attestations = max(PROPOSAL_MIN_ATTESTATIONS,
-                                        min(PROPOSAL_MAX_ATTESTATIONS, int(attestations * scale)))
+            self.max_attestations = max(PROPOSAL_MIN_ATTESTATIONS, min(
+                PROPOSAL_MAX_ATTESTATIONS,
+                _learnt_cap(self.max_attestations, attestations, elapsed_s, budget_s)))
+            self.attestations_learnt = True
 
     def block_hash(self, value: bytes) -> bytes:
         try:
@@ -317,7 +377,16 @@ class ConsensusApp:
     def validate(self, height: int, value: bytes) -> bool:
         if height <= self.app.head.height:
             return value == self.app.store.raw_block(height)
-        return self.app.validate(height, value)
+        started = self.timer()
+        valid = self.app.validate(height, value)
+        elapsed_s = self.timer() - started
+        if valid:
+            block = self.app.block_of(value)  # decoded by the check: from the cache
+            if block.header.proposer != self.proposer:  # ours was learnt from at build
+                # sized to the budget a proposal of ours at this height would have had
+                self.learn_proposal_cost(len(block.transactions), len(block.attestations),
+                                         elapsed_s, self.budget_for(height))
+        return valid
 
 
 class NetworkService:
@@ -379,13 +448,13 @@ class NetworkService:
         )
         self.commit_wait_s = c.commit_wait_ms / 1000
         self.block_interval_s = c.block_interval_ms / 1000
+        self.consensus_app = ConsensusApp(
+            self.app, node.address, proposal_budget_s(c),
+            alone_budget_s=ALONE_BUDGET_SHARE * c.block_interval_ms / 1000,
+            interval_s=c.block_interval_ms / 1000, propose_timeout_s=c.timeout_propose_ms / 1000,
+            attestation_cost=lambda: get_param(self.app.head_state(), "attestation_cost"))
         self.machine = ConsensusMachine(
-            self.chain_id,
-            ConsensusApp(self.app, node.address, proposal_budget_s(c),
-                         alone_budget_s=ALONE_BUDGET_SHARE * c.block_interval_ms / 1000,
-                         interval_s=c.block_interval_ms / 1000,
-                         propose_timeout_s=c.timeout_propose_ms / 1000),
-            self.signer, self.timeouts,
+            self.chain_id, self.consensus_app, self.signer, self.timeouts,
             message_log=message_log)
         # Built once the initial sync is done, at the height after the synced head.
         self.runner: ConsensusRunner | None = None
@@ -456,7 +525,11 @@ class NetworkService:
     async def _on_decide(self, height: int, value: bytes, commit: Commit) -> None:
         if height <= self.store.head_height:
             return  # block sync got there first; the machine only caught up
+        decided_at = decided_with_peers(
+            self.runner.timeline if self.runner is not None else None, height)
         block = self.app.commit(height, value, commit)
+        self.consensus_app.peers_start = (
+            None if decided_at is None else (height + 1, decided_at + self.commit_wait_s))
         if self.runner is not None:
             wait = self._next_height_wait(block.header.timestamp_ms)
             self.runner.commit_wait_s = wait
@@ -1192,6 +1265,32 @@ class NetworkService:
             self.p2p.penalise(peer_id, Misbehaviour.SYNC_BAD_BLOCK)
             return None
         return 1
+
+
+def decided_with_peers(timeline: HeightTimeline | None, height: int) -> float | None:
+    """When we decided ``height`` (wall clock, from its timeline), if we decided it with our
+    peers: our own precommit of the decided round went out at least LATE_LAST_PRECOMMIT_S
+    before the decision, so we waited for another's precommit and were not the last to
+    get there. None otherwise (we were last, or decided without precommitting)."""
+    if timeline is None or timeline.height != height or timeline.phases is None:
+        return None
+    decide = timeline.phases.get("decide")
+    precommit = timeline.phases.get(f"precommit@{timeline.round}")
+    if decide is None or precommit is None or decide - precommit < LATE_LAST_PRECOMMIT_S:
+        return None
+    return timeline.started + decide
+
+
+def _learnt_cap(cap: int, count: int, elapsed_s: float, budget_s: float) -> int:
+    """The count cap after a block of ``count`` items executed in ``elapsed_s``: as many
+    as would take ``budget_s`` at that pace; a smaller cap only from a block that took at
+    least half the budget, and at most PROPOSAL_MAX_SHRINK times smaller."""
+    learnt = int(count * budget_s / elapsed_s)
+    if learnt >= cap:
+        return learnt
+    if elapsed_s < budget_s / 2:
+        return cap  # a quick block proves nothing against the cap
+    return max(learnt, cap // PROPOSAL_MAX_SHRINK)
 
 
 def _remember(memo: OrderedDict[Any, Any], key: Any, value: Any, size: int) -> None:

@@ -113,3 +113,40 @@ def test_a_modified_proposer_ignoring_the_cost_cap_is_refused(
     assert err.value.code == "block_cost_exceeded"
     assert not peer.validate(1, forged, check_time=False)
     assert cap == 1_000_000
+
+
+def test_a_peer_learns_its_caps_from_the_block_it_checks(
+        tmp_path: Path, transfers: list[bytes]) -> None:
+    """The caps of a validator that did not build the block follow its check of it (a
+    real proposal, checked on a second store): a check costs what a build costs, and a
+    validator builds only one height in n. Its cap is then what its own machine checks
+    in its budget, within the bounds; the chain's estimate stays the attestations' cap."""
+    from node.network import (
+        PROPOSAL_MAX_TXS,
+        PROPOSAL_MIN_TXS,
+        PROPOSAL_START_ATTESTATIONS,
+        ConsensusApp,
+    )
+
+    proposer, peer = node(tmp_path / "proposer", transfers), node(tmp_path / "peer", [])
+    value = proposer.propose(1, address_of_private_key(VALIDATOR_KEY),
+                             budget=ProposalBudget(BUDGET_S))
+    count = len(proposer.block_of(value).transactions)
+    assert count >= 50
+    timed: list[float] = []
+
+    def timer() -> float:  # the wall clock, recorded
+        timed.append(time.perf_counter())
+        return timed[-1]
+
+    # a budget far above the check's time, so the cap grows even on a loaded machine
+    checker = ConsensusApp(peer, b"\x02" * 20, budget_s=5.0, timer=timer)
+    checker.max_txs = PROPOSAL_MIN_TXS
+    assert checker.validate(1, value)
+    elapsed_s = timed[1] - timed[0]
+    learnt = int(count * 5.0 / elapsed_s)
+    print(f"{count} transfers checked in {elapsed_s:.3f} s: max_txs {checker.max_txs}")
+    assert learnt > PROPOSAL_MIN_TXS
+    assert checker.max_txs == min(PROPOSAL_MAX_TXS, learnt)
+    assert checker.max_attestations == PROPOSAL_START_ATTESTATIONS  # none in the block
+    assert not checker.attestations_learnt
