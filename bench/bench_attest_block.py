@@ -36,7 +36,8 @@ parent's slot layers: "fresh" is the pre-verified block with the slot layers emp
 keys' memos emptied too (``mapping_slot``, the trie keys, the device slots): at 100,000
 vehicles the slots a device's attestation needs come back every ~50 blocks, more than
 the memos hold, so a validator computes most of them again; a restart starts without
-them as well. "uncached" is "keys" with LevelDB's block cache (64 MiB) filled with other
+them as well. "uncached" is "keys" with LevelDB's block cache (64 MiB, or
+``--block-cache-mb``, the node's ``storage.block_cache_mb``) filled with other
 blocks first: the block replayed here would otherwise find its slots' LevelDB blocks
 cached from its last run, which a validator of a large fleet does not (its devices'
 slots were last read ~50 blocks and ~400,000 reads ago); the OS page cache still holds
@@ -145,7 +146,8 @@ def print_wall(best: dict[str, tuple[float, float, float, int]], n: int, rec: fl
               f"  {1e3 * wall / n:6.3f} ms each{extra}")
 
 
-def fleet_block(n: int, keep_dir: str | None) -> tuple[Any, bytes, Any, list[bytes], Any]:
+def fleet_block(n: int, keep_dir: str | None, block_cache_mb: int | None = None,
+                ) -> tuple[Any, bytes, Any, list[bytes], Any]:
     """(state db, parent root, env, 2,000 signed attestations, cleanup) for a block on a
     fleet of ``n`` vehicles in a LevelDB store (built, or reopened from ``keep_dir``)."""
     from bench import bench_costs as costs
@@ -165,7 +167,8 @@ def fleet_block(n: int, keep_dir: str | None) -> tuple[Any, bytes, Any, list[byt
     fleet = costs.Fleet(n, spec.params.get("h3_resolution", 7))
     t0 = time.perf_counter()
     built = path.exists()
-    database = Database(path)
+    database = (Database(path) if block_cache_mb is None
+                else Database(path, block_cache_bytes=block_cache_mb * 2**20))
     store = ChainStore(database)
     if not built:
         log: list[str] = []
@@ -200,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fleet", type=int, default=0,
                         help="vehicles of a fleet in a LevelDB store (2,000 of them sign)")
     parser.add_argument("--keep-dir", default=None, help="keep (and reuse) the fleet's store here")
+    parser.add_argument("--block-cache-mb", type=int, default=None,
+                        help="LevelDB's block cache (storage.block_cache_mb; default the node's, 64)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", default=None, const="warm", nargs="?",
                         help="print a cProfile of one run of this kind (default warm)")
@@ -296,7 +301,7 @@ def _profile(run) -> None:
 
 def run_fleet(args: argparse.Namespace) -> None:
     """The 2,000-attestation block on a fleet of ``args.fleet`` vehicles."""
-    db, parent, env, raws, cleanup = fleet_block(args.fleet, args.keep_dir)
+    db, parent, env, raws, cleanup = fleet_block(args.fleet, args.keep_dir, args.block_cache_mb)
     n = len(raws)
     try:
         roots = set()

@@ -54,15 +54,16 @@ _LOCK_ERROR = re.compile(r"IO error: lock .*/LOCK: ")
 class Database:
     """The node's LevelDB. ``batch()`` gives a write batch that is synced on exit."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, block_cache_bytes: int = LEVELDB_BLOCK_CACHE) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
         os.chmod(path, 0o700)
         self.path = Path(path)
+        self.block_cache_bytes = block_cache_bytes
         try:
             # a larger block cache and bloom filters: at a million accounts the head's
             # flat snapshot and trie leaves are random reads (docs/storage.md, "Caches")
             self.db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True,
-                                lru_cache_size=LEVELDB_BLOCK_CACHE, bloom_filter_bits=10)
+                                lru_cache_size=block_cache_bytes, bloom_filter_bits=10)
         except plyvel.IOError as exc:
             # Only LevelDB's own lock error ("IO error: lock <path>/LOCK: <why>": held by
             # another process, or by this one), not any error whose path says "lock".
