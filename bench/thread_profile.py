@@ -4,15 +4,17 @@ profiles its measured window of a node process, not the setup before it, and on 
 shared machine the figures are CPU seconds of the profiled thread, not wall time that
 other jobs' load inflates (``python -m cProfile`` counts wall time from start to exit).
 
-``python -m bench.thread_profile OUT MODULE [ARGS...]``: runs ``MODULE`` as ``__main__``
-with ``ARGS``; the profile goes to ``OUT`` (overwritten at every SIGUSR2, and at exit
-if still recording).
+``python -m bench.thread_profile OUT MODULE [ARGS...]``: calls ``MODULE.main()`` with
+``sys.argv`` set to ``[MODULE, *ARGS]``; the profile goes to ``OUT`` (overwritten at
+every SIGUSR2, and at exit if still recording). ``MODULE`` is imported, not run as
+``__main__`` (runpy): a process the node spawns (the signature worker pool) then
+imports this small module as its main, not the node's.
 """
 
 from __future__ import annotations
 
 import cProfile
-import runpy
+import importlib
 import signal
 import sys
 import time
@@ -40,9 +42,10 @@ def main() -> None:
     signal.signal(signal.SIGUSR2, stop)
     sys.argv = [module, *args]
     try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        code = importlib.import_module(module).main()
     finally:
         stop()
+    sys.exit(code)
 
 
 if __name__ == "__main__":
