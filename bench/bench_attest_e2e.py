@@ -18,8 +18,16 @@ them that were accepted, or when every validator's pool stays empty short of tha
 count (accepted attestations that left a pool without a block: expired while waiting,
 or refused by a later head; printed as dropped).
 
+A burst (the default) shows ramp-up and tail as much as the rate: ``--rate R`` paces
+the lanes instead (each sends its share of R a second for cars x readings / R seconds),
+and the rate is also reported over the steady state: the blocks whose header times
+lie between ``--warmup`` seconds after the start and the last call. ``--gateways G``
+sends the lanes from G client addresses (``127.0.0.1`` up, all loopback): one gateway
+is one source for the node's per-source quota, as one gateway machine would be.
+
 Run: ``python -m bench.bench_attest_e2e [--validators 1] [--cars 1000] [--readings 20]
-[--block-attestations 10000] [--verify-workers N] [--whole-proposals] [--profile DIR]
+[--block-attestations 10000] [--attestation-cost C] [--rate R] [--lanes L]
+[--gateways G] [--warmup S] [--verify-workers N] [--whole-proposals] [--profile DIR]
 [--home DIR]``.
 
 Where the time went is printed after the rate: per validator process, the CPU seconds
@@ -35,12 +43,17 @@ never make the new ones replays.
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -84,6 +97,57 @@ def sign_readings(cars: list[fleet.Car], readings: int, now_ms: int) -> list[lis
                                        lon=lon, odometer_m=odometer, speed_cmps=1_200).raw)
         per_car.append(out)
     return per_car
+
+
+class Gateway:
+    """One gateway's JSON-RPC connection (HTTP/1.1 keep-alive) from its own loopback
+    address: ``127.0.0.(1 + index)``. The node counts a client by its address (its
+    per-source pool quota and refusal credit: docs/rpc.md, "Fair admission"), so
+    gateways on distinct addresses are distinct sources, as separate gateway machines
+    would be; all of ``127.0.0.0/8`` is the loopback interface on Linux."""
+
+    def __init__(self, url: str, index: int) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.source = f"127.0.0.{1 + index}"
+        self._conn: http.client.HTTPConnection | None = None
+
+    def call(self, method: str, params: list, timeout: float = 120) -> object:
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                           "params": params}).encode()
+        for attempt in (0, 1):  # a kept connection the node closed (idle): once more
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection(
+                    self.host, self.port, timeout=timeout, source_address=(self.source, 0))
+            try:
+                self._conn.request("POST", "/", body, {"Content-Type": "application/json"})
+                doc = json.loads(self._conn.getresponse().read())
+                break
+            except (http.client.HTTPException, OSError):
+                self._conn.close()
+                self._conn = None
+                if attempt:
+                    raise
+        if "error" in doc:
+            raise RuntimeError(doc["error"])
+        return doc["result"]
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+def steady_window(stamps: list[int], sizes: list[int], start_ms: float,
+                  end_ms: float) -> tuple[float, int, float] | None:
+    """The inclusion rate between the first and the last block whose header time lies in
+    ``[start_ms, end_ms]``: (attestations a second, blocks, seconds), counting the blocks
+    after the first (each block's count arrived in the interval before it); None with
+    fewer than two blocks there."""
+    inside = [(t, n) for t, n in zip(stamps, sizes, strict=True) if start_ms <= t <= end_ms]
+    if len(inside) < 2:
+        return None
+    span = (inside[-1][0] - inside[0][0]) / 1000
+    return sum(n for _, n in inside[1:]) / span, len(inside) - 1, span
 
 
 def lane_calls(per_car: list[list[bytes]], lanes: int) -> list[list[list[bytes]]]:
@@ -203,6 +267,30 @@ def configure(members: list, verify_workers: int | None, budget_pct: int | None,
         m.home.config.write_text(cfg.to_toml())
 
 
+def start_profiled(members: list, profile_dir: Path) -> list[subprocess.Popen]:
+    """The validators under ``bench.thread_profile``: each main thread's CPU, recorded
+    over the measured window only (``profiling``), to ``validator-<i>.prof``."""
+    procs = []
+    for m in members:
+        log = open(m.home.root / "node.log", "ab")  # noqa: SIM115 (the child's, for its life)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "bench.thread_profile",
+             str(profile_dir / f"validator-{m.index}.prof"), "cli.main", "node", "start",
+             "--home", str(m.home.root), "--rpc-port", str(m.rpc_port), "--p2p-port",
+             str(m.p2p_port), "--log-level", "warning"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+    return procs
+
+
+def profiling(procs: list[subprocess.Popen], profile_dir: Path | None, signum: int) -> None:
+    """Start (SIGUSR1) or stop and write (SIGUSR2) the validators' profiles."""
+    if profile_dir is None:
+        return
+    for p in procs:
+        if p.poll() is None:
+            os.kill(p.pid, signum)
+
+
 def chain_params(args: argparse.Namespace) -> dict[str, int]:
     """The genesis parameters the run overrides."""
     params = {"max_block_attestations": args.block_attestations}
@@ -227,12 +315,25 @@ def main(argv: list[str] | None = None) -> None:
                         help="consensus.proposal_budget_pct of the nodes (default: the node's)")
     parser.add_argument("--whole-proposals", action="store_true",
                         help="p2p.compact_proposals = false: proposals carry whole blocks")
+    parser.add_argument("--rate", type=float, default=0,
+                        help="offered attestations a second, all lanes together, paced for the "
+                             "whole run (cars x readings / rate seconds); 0: as fast as answered")
+    parser.add_argument("--lanes", type=int, default=None,
+                        help="sending lanes, each its cars' readings in order (default: two, or "
+                             "one per validator)")
+    parser.add_argument("--gateways", type=int, default=1,
+                        help="client addresses the lanes send from, 127.0.0.1 up: each a source "
+                             "of its own for the node's quotas (default 1: one gateway)")
+    parser.add_argument("--warmup", type=float, default=None,
+                        help="seconds left out at the start of the steady-state window "
+                             "(default: a fifth of the sending time, at least 3)")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--keep", action="store_true", help="keep homes and logs")
     parser.add_argument("--home", type=Path, default=None,
                         help="devnet directory kept between runs (made on the first)")
     parser.add_argument("--profile", type=Path, default=None,
-                        help="directory for a cProfile of each validator process")
+                        help="directory for a cProfile of each validator's main thread (its "
+                             "CPU time, over the measured window: bench.thread_profile)")
     args = parser.parse_args(argv or [])
 
     root = args.home or Path(tempfile.mkdtemp(prefix="motus-bench-attest-"))
@@ -244,7 +345,8 @@ def main(argv: list[str] | None = None) -> None:
         configure(members, args.verify_workers, args.budget_pct, not args.whole_proposals)
         if args.profile is not None:
             args.profile.mkdir(parents=True, exist_ok=True)
-        procs = start_devnet(members, args.profile, "warning")
+        procs = (start_devnet(members, None, "warning") if args.profile is None
+                 else start_profiled(members, args.profile))
         urls = [m.url for m in members]
         wait_rpc(urls)
         wait_height(urls[0], int(rpc(urls[0], "eth_blockNumber"), 16) + 2, timeout=180)
@@ -257,14 +359,24 @@ def main(argv: list[str] | None = None) -> None:
         per_car = sign_readings(cars, args.readings, int(time.time() * 1000))
         total = sum(map(len, per_car))
         baseline = recovery_rate(per_car[0] + [car[0] for car in per_car])
-        lanes = lane_calls(per_car, max(2, args.validators))
+        lanes = lane_calls(per_car, args.lanes or max(2, args.validators))
+        gateways = [Gateway(urls[lane % len(urls)], lane % max(1, args.gateways))
+                    for lane in range(len(lanes))]
+        lane_rate = args.rate / len(lanes) if args.rate > 0 else 0.0
         refused: dict[str, int] = {}
         lock = threading.Lock()
 
         def submit(lane: int) -> None:
+            sent = 0
             for call in lanes[lane]:
-                results = rpc(urls[lane % len(urls)], "motus_submitAttestations",
-                              [["0x" + r.hex() for r in call]], timeout=120)
+                if lane_rate:  # paced: this call is due when the lane's share says so
+                    wait = t_start + sent / lane_rate - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                results = gateways[lane].call("motus_submitAttestations",
+                                              [["0x" + r.hex() for r in call]])
+                sent += len(call)
+                assert isinstance(results, list)
                 with lock:
                     for r in results:
                         if not r["accepted"]:
@@ -274,9 +386,13 @@ def main(argv: list[str] | None = None) -> None:
         cpu_before = [process_cpu(p.pid) for p in procs]
         metrics_before = [metric_sums(u) for u in urls]
         client_before = time.process_time()
+        profiling(procs, args.profile, signal.SIGUSR1)
         t_start = time.perf_counter()
+        wall_start_ms = time.time() * 1000
         sizes: list[int] = []
         stamps: list[int] = []
+        every_size: list[int] = []  # every block of the run, empty ones too
+        every_stamp: list[int] = []
         slowest_poll = 0.0  # the longest eth_blockNumber answer: how long the node's loop stalled
         with ThreadPoolExecutor(len(lanes)) as pool:
             sending = [pool.submit(submit, lane) for lane in range(len(lanes))]
@@ -297,6 +413,8 @@ def main(argv: list[str] | None = None) -> None:
                     block = rpc(urls[0], "eth_getBlockByNumber", [hex(height), False])
                     count = int(block["attestationCount"], 16)
                     included += count
+                    every_size.append(count)
+                    every_stamp.append(int(block["timestampMs"], 16))
                     if count:
                         sizes.append(count)
                         stamps.append(int(block["timestampMs"], 16))
@@ -304,14 +422,32 @@ def main(argv: list[str] | None = None) -> None:
                     break  # the rest left the pools without a block: dropped
                 time.sleep(0.05)
         elapsed = time.perf_counter() - t_start
+        profiling(procs, args.profile, signal.SIGUSR2)
         client_cpu = time.process_time() - client_before
         cpu_after = [process_cpu(p.pid) for p in procs]
         metrics_after = [metric_sums(u) for u in urls]
         t_sent = t_sent or elapsed + t_start
         rate = included / elapsed
         dropped = total - sum(refused.values()) - included
+        for g in gateways:
+            g.close()
+        sending_s = t_sent - t_start
         print(f"raw coincurve recovery (this process, 1 core)   {baseline:8.0f} /s")
-        print(f"admitted over RPC (all calls answered)           {total / (t_sent - t_start):8.0f} /s")
+        print(f"admitted over RPC (all calls answered)           {total / sending_s:8.0f} /s"
+              + (f"  (offered {args.rate:.0f} /s by {len(lanes)} lanes from "
+                 f"{min(len(lanes), max(1, args.gateways))} gateway address(es))"
+                 if args.rate > 0 else ""))
+        warmup = args.warmup if args.warmup is not None else max(3.0, sending_s / 5)
+        steady = steady_window(every_stamp, every_size, wall_start_ms + 1000 * warmup,
+                               wall_start_ms + 1000 * sending_s)
+        if steady is not None:
+            srate, nblocks, span = steady
+            print(f"steady state, in blocks while sending            {srate:8.0f} /s  "
+                  f"({nblocks} blocks over {span:.1f} s, from {warmup:.0f} s after the "
+                  f"start to the last call; {srate / baseline:.2f} x recovery)")
+        else:
+            print("steady state: fewer than two blocks between the warm-up and the last call "
+                  "(a longer run: more --readings or a lower --rate)")
         print(f"end to end, in finalized blocks                  {rate:8.0f} /s  "
               f"= {rate / baseline:.2f} x recovery  ({included} of {total} in {elapsed:.1f} s, "
               f"{len(sizes)} blocks{', refused ' + str(refused) if refused else ''}"
@@ -321,8 +457,11 @@ def main(argv: list[str] | None = None) -> None:
                   f"({'the pools emptied without them' if idle.settled() else 'timeout'}; "
                   "see the validators' motus_attestation_rejects_total, e.g. stale)")
         goal = 10_000 if args.validators == 1 else 2_500
+        by_steady = steady is not None and args.rate > 0
+        judged = steady[0] if steady is not None and by_steady else rate
         print(f"goal >= {goal:,} /s with {args.validators} validator(s) on this machine: "
-              f"{'met' if rate >= goal else 'not met'}")
+              f"{'met' if judged >= goal else 'not met'}"
+              f"{' (steady state)' if by_steady else ''}")
         report_time(elapsed, client_cpu, cpu_before, cpu_after, metrics_before, metrics_after,
                     sizes, stamps)
         print(f"  slowest eth_blockNumber answer during the run: {slowest_poll:.2f} s")

@@ -476,7 +476,8 @@ class AttestationPool:
         the work; ``source`` (peer id, RPC client) is charged for the quota.
         ``stateless`` may carry the stateless outcome of each item, computed elsewhere
         (a worker thread: :func:`check_stateless_unshared`); ``None`` entries are
-        checked here. ``ids`` may carry the ids when the caller computed them.
+        checked here, and ``pool_full`` entries (items the caller found no room for
+        before checking them) are refused as such, unchecked and not recorded. ``ids`` may carry the ids when the caller computed them.
         """
         raws = [r if type(r) is bytes else bytes(r) for r in raws]
         if ids is None:
@@ -520,6 +521,10 @@ class AttestationPool:
         for i, outcome in zip(todo, checked, strict=True):
             att_id = ids[i]
             if isinstance(outcome, str):
+                if outcome == POOL_FULL:  # the caller found no room before checking it
+                    self.counters.add(POOL_FULL)
+                    results[i] = AddResult(att_id, False, POOL_FULL)
+                    continue
                 self._reject(att_id, outcome)
                 results[i] = AddResult(att_id, False, outcome)
                 continue
@@ -550,6 +555,13 @@ class AttestationPool:
             self.credit.charge(source, sum(1 for i in todo if not results[i].accepted  # type: ignore[union-attr]
                                            and results[i].code != POOL_FULL))  # type: ignore[union-attr]
         return results  # type: ignore[return-value]  # every slot is filled above
+
+    def room(self, source: str) -> int:
+        """How many more attestations from ``source`` the pool could take now by its item
+        count and the source's quota (``add_many`` refuses the rest as ``pool_full``;
+        the byte and per-device limits are checked there too)."""
+        return max(0, min(self.max_items - len(self._pending),
+                          self.max_per_source - self._per_source.get(source, 0)))
 
     def admits(self, source: str, items: int = 1) -> bool:
         """False while ``source`` has no credit of refused items left (node/fairness.py):

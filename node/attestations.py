@@ -36,6 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from node.attestation_pool import (
+    POOL_FULL,
     STATELESS_CODES,
     THROTTLED,
     AddResult,
@@ -52,6 +53,7 @@ from node.signal_store import SignalStore, SignalStoreError, UsedNonces
 from vm.attestation import (
     MAX_SIGNALS_BYTES,
     OK,
+    TIME_UNIT_MS,
     AttestationError,
     SignalsError,
     compute_attestation_id,
@@ -329,6 +331,16 @@ class AttestationService:
             # needs it and has no outcome here.
             todo = [i for i, att_id in enumerate(ids) if self.pool.needs_check(att_id)]
             stateless: list[Any] = [None] * len(raws)
+            # Items past the room the pool has for this source now would be refused
+            # pool_full after their signatures were checked (a gateway above what blocks
+            # take keeps its quota full): refused unchecked instead, so the signature
+            # core and the trio thread spend nothing on them. Room freed before our turn
+            # is taken by later calls (pool_full means: submit again later).
+            room = self.pool.room(source)
+            if len(todo) > room:
+                for i in todo[room:]:
+                    stateless[i] = POOL_FULL
+                todo = todo[:room]
             if len(todo) >= THREAD_MIN_BATCH:
                 work = [raws[i] for i in todo]
                 outcomes = await trio.to_thread.run_sync(self._check_stateless, work,
@@ -582,12 +594,14 @@ def _included_ids(result: BlockResult) -> list[bytes]:
 
 
 def _included_keys(result: BlockResult) -> list[tuple[bytes, int, int]]:
-    """``(id, vehicle_id, timestamp_ms)`` of the block's included attestations."""
-    out = []
-    for att_id, raw in zip(_included_ids(result), result.attestations, strict=True):
-        att = decode_attestation(bytes(raw))
-        out.append((att_id, att.vehicle_id, att.timestamp_ms))
-    return out
+    """``(id, vehicle_id, timestamp_ms)`` of the block's included attestations. The block
+    was executed, so its attestations are valid: a plain msgpack unpack reads the two
+    fields (wire order: docs/telemetry.md), ~5x cheaper than ``decode_attestation``'s
+    checks, for every attestation of every block on the trio thread."""
+    unpack = msgpack.unpackb
+    return [(att_id, fields[2], fields[4] * TIME_UNIT_MS)
+            for att_id, fields in zip(_included_ids(result), map(unpack, result.attestations),
+                                      strict=True)]
 
 
 async def _drain(inbox: trio.MemoryReceiveChannel[Any]) -> None:

@@ -105,7 +105,10 @@ class MempoolSection:
 class TelemetrySection:
     signal_retention_days: int = 30
     pool_max: int = 100_000
-    verify_workers: int = 0  # processes for attestation signature checks; 0: one thread
+    # processes for attestation signature checks (0: one thread beside the event loop,
+    # which crawls while the loop runs Python: every recovery gives the GIL up and waits
+    # for it back, docs/telemetry.md "Node wiring")
+    verify_workers: int = 1
 
 
 @dataclass

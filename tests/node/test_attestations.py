@@ -121,6 +121,33 @@ async def test_submit_runs_the_stateful_part_in_slices_letting_other_tasks_run(
     assert results[-1] == results[0]
 
 
+async def test_items_past_a_sources_room_are_refused_pool_full_unchecked(
+        service: AttestationService) -> None:
+    """A gateway above what blocks take keeps its quota full: what it sends past the room
+    the pool has for it is answered pool_full before any signature is checked (a forged
+    item there is not even found out), and counted; other sources are checked as ever."""
+    service.pool.max_per_source = 4
+    mine = [reading(Device.generate(CHAIN_ID, seed=b"q%d" % i)) for i in range(3)]
+    assert all(r.accepted for r in service.pool.add_many(mine, accept_all, "rpc:10.0.0.1"))
+    devs = [Device.generate(CHAIN_ID, seed=b"r%d" % i) for i in range(12)]
+    raws = [reading(d) for d in devs]
+    raws[5] = raws[5][:-1] + bytes([raws[5][-1] ^ 1])  # forged
+    results = await service.submit(mine[:1] + raws, "rpc:10.0.0.1")
+    codes = [r.code for r in results]
+    # pending already: ok again; one item of room: checked (an unknown device); the rest
+    # pool_full, the forged one included
+    assert codes == ["ok", "unknown_device"] + ["pool_full"] * 11
+    counts = service.counters.snapshot()
+    assert counts["pool_full"] == 11 and counts["bad_signature"] == 0
+    assert service.pool.status(results[6].id) is None  # not recorded: submit again later
+    other = [r.code for r in await service.submit(raws[3:7], "rpc:10.0.0.2")]
+    assert other == ["unknown_device", "unknown_device", "bad_signature", "unknown_device"]
+    # a batch larger than the room: the room's first items are checked (as if every
+    # earlier one were taken), the rest refused pool_full
+    other = [r.code for r in await service.submit(raws[6:12], "rpc:10.0.0.3")]
+    assert other == ["unknown_device"] * 4 + ["pool_full"] * 2
+
+
 def test_block_building_refusals_leave_the_pool_but_full_block_and_future_stay(
         service: AttestationService) -> None:
     dev = Device.generate(CHAIN_ID, seed=b"built")
