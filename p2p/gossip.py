@@ -552,15 +552,19 @@ class GuardedPubsub(Pubsub):
         error = None
         validators = self.get_msg_validators(msg)
         for topic_validator in sorted(validators, key=lambda v: v.is_async):
-            if topic_validator.is_async:
-                with trio.move_on_after(self.validation_timeout) as scope:
-                    async with self._validator_semaphore:
-                        ok = await topic_validator.validator(msg_forwarder, msg)  # type: ignore[misc]
-                if scope.cancelled_caught:
-                    error = "Validation timeout"
-                    break
-            else:
-                ok = topic_validator.validator(msg_forwarder, msg)
+            try:
+                if topic_validator.is_async:
+                    with trio.move_on_after(self.validation_timeout) as scope:
+                        async with self._validator_semaphore:
+                            ok = await topic_validator.validator(msg_forwarder, msg)  # type: ignore[misc]
+                    if scope.cancelled_caught:
+                        error = "Validation timeout"
+                        break
+                else:
+                    ok = topic_validator.validator(msg_forwarder, msg)
+            except Exception as exc:  # ours never raise (_wrap_validator); the library's way
+                error = f"Validation error: {type(exc).__name__}"
+                break
             if not ok:
                 error = "Validation failed"
                 break
