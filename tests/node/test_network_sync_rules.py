@@ -7,7 +7,9 @@ messages outside the heights being decided are penalised (``_check_consensus``, 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import rlp
@@ -123,6 +125,7 @@ class ConsensusTopic:
     _is_forged = NetworkService._is_forged
     _is_signed_by_set = NetworkService._is_signed_by_set
     _proposer = NetworkService._proposer
+    _validators_to_check = NetworkService._validators_to_check
 
     def __init__(self) -> None:
         validators = validator_set()
@@ -132,6 +135,8 @@ class ConsensusTopic:
             validators_for=lambda h: validators if OLDEST_STORED <= h <= HEAD + 1 else None)
         self.machine = SimpleNamespace(round=0)
         self._proposers: dict[tuple[int, int], bytes] = {}
+        self._check_validators: OrderedDict[int, Any] = OrderedDict()
+        self._consensus_decoded: OrderedDict[bytes, Any] = OrderedDict()
 
     def check(self, data: bytes) -> Verdict:
         return NetworkService._check_consensus(self, "forwarder", data)  # type: ignore[arg-type]

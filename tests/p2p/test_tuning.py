@@ -156,6 +156,9 @@ async def test_yamux_grants_window_by_half_windows_and_large_messages_still_flow
                        for s in getattr(getattr(c, "muxed_conn", None), "streams", {}).values()]
             assert streams and all(isinstance(s.muxed_conn, Yamux) for s in streams)
             assert sum(s._window_update_bytes_read_only for s in streams) == 0
+            # nor the library's "partial slack" update on reads owing less than half
+            assert all(isinstance(s, tuning.HalfWindowYamuxStream) for s in streams)
+            assert sum(s._window_update_partial_slack for s in streams) == 0
             nursery.cancel_scope.cancel()
 
 
@@ -190,6 +193,71 @@ def test_a_peer_record_is_verified_once_per_host_peer_and_record(
         assert not tuning.consume_signed_record_once(forged, b.host, a.host.get_id())
     assert len(checks) == 4  # the misattributed one and each forged one were checked
     assert tuning.consume_signed_record_once(rpc_pb2.RPC(), b.host, a.host.get_id())
+
+
+def test_our_sender_record_is_reused_until_the_local_record_changes(
+    node_factory: Callable[..., P2PNode], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The record attached to every RPC is built by the library once, then reused while
+    the peerstore's local record is the same (a new one, e.g. from identify, is used at
+    once: peers refuse a record older than one they hold) and for the refresh period."""
+    from libp2p.peer.peerstore import issue_and_cache_local_record
+
+    node = node_factory("a")
+    assert libp2p_pubsub.env_to_send_in_RPC is tuning.sender_record
+    first = tuning.sender_record(node.host)[0]
+    calls = []
+    real = tuning._library_env_to_send
+    monkeypatch.setattr(tuning, "_library_env_to_send",
+                        lambda host: calls.append(1) or real(host))
+    assert all(tuning.sender_record(node.host)[0] == first for _ in range(5)) and not calls
+    newer = issue_and_cache_local_record(node.host)
+    assert tuning.sender_record(node.host)[0] == newer != first and len(calls) == 1
+    monkeypatch.setattr(tuning, "SENDER_RECORD_REFRESH_S", 0.0)
+    tuning.sender_record(node.host)
+    assert len(calls) == 2
+
+
+def test_message_signatures_are_checked_like_the_library() -> None:
+    """The origin's key is remembered per peer id; the signature is checked every time."""
+    from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX, signature_validator
+
+    keys = create_new_key_pair()
+    msg = rpc_pb2.Message(data=b"x" * 100, topicIDs=["/motus/1/tx/2"],
+                          from_id=ID.from_pubkey(keys.public_key).to_bytes(), seqno=b"\0" * 8)
+    msg.signature = keys.private_key.sign(PUBSUB_SIGNING_PREFIX.encode() + msg.SerializeToString())
+    other = create_new_key_pair()
+    tampered = rpc_pb2.Message()
+    tampered.CopyFrom(msg)
+    tampered.data = b"y" * 100
+    impostor = rpc_pb2.Message()
+    impostor.CopyFrom(msg)
+    impostor.from_id = ID.from_pubkey(other.public_key).to_bytes()
+    unsigned = rpc_pb2.Message()
+    unsigned.CopyFrom(msg)
+    unsigned.signature = b""
+    assert libp2p_pubsub.signature_validator is tuning.check_message_signature
+    for _ in range(2):  # the second time with the key remembered
+        for m in (msg, tampered, impostor, unsigned):
+            assert tuning.check_message_signature(m) == signature_validator(m)
+    assert tuning.check_message_signature(msg) and not tuning.check_message_signature(tampered)
+
+
+def test_validation_cache_keeps_the_newest_and_expires() -> None:
+    from libp2p.pubsub.pubsub import ValidationResult
+
+    from p2p.gossip import LruValidationCache
+
+    cache = LruValidationCache(ttl=60, max_size=3)
+    now = time.time()
+    for i in range(4):
+        cache.put(bytes([i]), ValidationResult(True, now))
+    assert cache.get(b"\0") is None and cache.get(b"\1") is not None
+    cache.put(b"\4", ValidationResult(False, now, "no"))  # evicts 2: 1 was used last
+    assert cache.get(b"\2") is None and cache.get(b"\1") is not None
+    cache.put(b"\5", ValidationResult(True, now - 120))
+    cache.clear_expired()
+    assert cache.get(b"\5") is None and cache.get(b"\4").error_message == "no"
 
 
 async def test_consensus_messages_jump_the_outbound_queue() -> None:
