@@ -335,8 +335,11 @@ class AttestationService:
             # pool_full after their signatures were checked (a gateway above what blocks
             # take keeps its quota full): refused unchecked instead, so the signature
             # core and the trio thread spend nothing on them. Room freed before our turn
-            # is taken by later calls (pool_full means: submit again later).
-            room = self.pool.room(source)
+            # is taken by later calls (pool_full means: submit again later). Not for a
+            # peer's gossip batch: its verdict (REJECT for a forged item, else relayed)
+            # needs every item checked, or a batch of one held item and forged ones
+            # past the room would be relayed and get this honest node banned.
+            room = len(todo) if source.startswith("peer:") else self.pool.room(source)
             if len(todo) > room:
                 for i in todo[room:]:
                     stateless[i] = POOL_FULL

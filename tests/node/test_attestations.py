@@ -146,6 +146,10 @@ async def test_items_past_a_sources_room_are_refused_pool_full_unchecked(
     # earlier one were taken), the rest refused pool_full
     other = [r.code for r in await service.submit(raws[6:12], "rpc:10.0.0.3")]
     assert other == ["unknown_device"] * 4 + ["pool_full"] * 2
+    # a peer's gossip batch past its room is checked whole: the forged item is found
+    # (the topic check then rejects the batch instead of relaying it)
+    codes = [r.code for r in await service.submit(mine[:1] + raws, "peer:byzantine")]
+    assert codes[0] == "ok" and codes[6] == "bad_signature"
 
 
 def test_block_building_refusals_leave_the_pool_but_full_block_and_future_stay(
