@@ -359,6 +359,16 @@ class Application:
             log.warning("invalid block at height %d: %s: %s", height, exc.code, exc)
             return False
 
+    def executed_already(self, value: bytes) -> bool:
+        """Whether ``value`` was executed on this head already (a check of it now is a
+        cache hit, its time no measure of execution)."""
+        if value in self._by_value:
+            return True
+        try:
+            return self.block_of(value).hash in self._executed
+        except MalformedBlock:
+            return False
+
     def check_block(self, height: int, value: bytes, *, check_time: bool = True) -> Executed:
         """Full check of a block on the head; raises InvalidBlock naming the first failed rule."""
         executed = self._by_value.get(value)
