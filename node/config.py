@@ -150,6 +150,12 @@ class StorageSection:
     # A validator of a large fleet reads every vehicle's slots every few dozen blocks:
     # sized to hold them, the reads stop decoding blocks (docs/storage.md, "Caches").
     block_cache_mb: int = 256
+    # LevelDB's memtable (and its log): a block rewrites the same flat entries and
+    # records (every device's slots, the accounts) block after block; a larger memtable
+    # keeps only their last value when it is written out, so the background compaction
+    # rewrites far less (docs/storage.md, "Caches"). Up to twice this in memory while one
+    # is written out; a restart replays at most this much log.
+    write_buffer_mb: int = 64
 
 
 STORAGE_MODES = ("pruned", "archive")
@@ -267,6 +273,8 @@ def _check_storage(storage: StorageSection) -> None:
         raise ConfigError("storage.sweep_growth_percent must be at least 1")
     if not 8 <= storage.block_cache_mb <= 65_536:
         raise ConfigError("storage.block_cache_mb must be between 8 and 65536")
+    if not 1 <= storage.write_buffer_mb <= 1024:
+        raise ConfigError("storage.write_buffer_mb must be between 1 and 1024")
 
 
 def _toml_value(v: Any) -> str:

@@ -22,6 +22,7 @@ from node.errors import DatabaseLocked
 
 TRIE = b"t"
 LEVELDB_BLOCK_CACHE = 64 * 2**20
+LEVELDB_WRITE_BUFFER = 4 * 2**20  # LevelDB's own default; a node uses storage.write_buffer_mb
 FLAT_ACCOUNT = b"s"  # s<keccak(address)> -> account RLP of the head state (vm.flat)
 FLAT_ROOT = b"S"  # the state root the s-entries hold; absent while they are rebuilt
 # o<keccak(address)><keccak(slot)> -> the storage slot's RLP in the head state (vm.flat)
@@ -54,16 +55,19 @@ _LOCK_ERROR = re.compile(r"IO error: lock .*/LOCK: ")
 class Database:
     """The node's LevelDB. ``batch()`` gives a write batch that is synced on exit."""
 
-    def __init__(self, path: str | Path, block_cache_bytes: int = LEVELDB_BLOCK_CACHE) -> None:
+    def __init__(self, path: str | Path, block_cache_bytes: int = LEVELDB_BLOCK_CACHE,
+                 write_buffer_bytes: int = LEVELDB_WRITE_BUFFER) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
         os.chmod(path, 0o700)
         self.path = Path(path)
         self.block_cache_bytes = block_cache_bytes
+        self.write_buffer_bytes = write_buffer_bytes
         try:
             # a larger block cache and bloom filters: at a million accounts the head's
             # flat snapshot and trie leaves are random reads (docs/storage.md, "Caches")
             self.db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True,
-                                lru_cache_size=block_cache_bytes, bloom_filter_bits=10)
+                                lru_cache_size=block_cache_bytes, bloom_filter_bits=10,
+                                write_buffer_size=write_buffer_bytes)
         except plyvel.IOError as exc:
             # Only LevelDB's own lock error ("IO error: lock <path>/LOCK: <why>": held by
             # another process, or by this one), not any error whose path says "lock".

@@ -38,8 +38,9 @@ class Node:
         self.home = Home(Path(home))
         self.config = config or Config.load(self.home.config)
         self.genesis = GenesisSpec.load(self.home.genesis)
-        self.database = Database(self.home.data,
-                                 block_cache_bytes=self.config.storage.block_cache_mb * 2**20)
+        storage = self.config.storage
+        self.database = Database(self.home.data, block_cache_bytes=storage.block_cache_mb * 2**20,
+                                 write_buffer_bytes=storage.write_buffer_mb * 2**20)
         self.store = ChainStore(self.database)
         self.store.init_genesis(self.genesis)
         self.chain_id = self.genesis.chain_id

@@ -303,27 +303,30 @@ def test_storage_config_defaults_and_refusals() -> None:
                      ({"keep_states": 0}, "storage.keep_states must be at least 1"),
                      ({"sweep_min_bytes": -1}, "storage.sweep_min_bytes must be at least 0"),
                      ({"sweep_growth_percent": 0}, "storage.sweep_growth_percent must be at least 1"),
-                     ({"block_cache_mb": 4}, "storage.block_cache_mb must be between 8 and 65536")):
+                     ({"block_cache_mb": 4}, "storage.block_cache_mb must be between 8 and 65536"),
+                     ({"write_buffer_mb": 0}, "storage.write_buffer_mb must be between 1 and 1024")):
         with pytest.raises(ConfigError, match=why):
             Config.from_dict({"storage": bad})
     assert "[storage]" in Config().to_toml()
 
 
 def test_the_block_cache_setting_reaches_leveldb(tmp_path: Path) -> None:
-    """``storage.block_cache_mb`` is what the node opens its LevelDB with (256 MiB by
-    default; other tools open it with 64 MiB)."""
+    """``storage.block_cache_mb`` and ``storage.write_buffer_mb`` are what the node opens
+    its LevelDB with (256 and 64 MiB by default; other tools open it with 64 and 4 MiB)."""
     from node.config import Config
     from node.home import Home
     from node.node import Node
     from tests.procs import init_home
 
-    assert Config().storage.block_cache_mb == 256
+    assert (Config().storage.block_cache_mb, Config().storage.write_buffer_mb) == (256, 64)
     home = init_home(tmp_path, "node")
     config = Config.load(Home(home).config)
     config.storage.block_cache_mb = 96
+    config.storage.write_buffer_mb = 8
     node = Node(home, config)
     try:
         assert node.database.block_cache_bytes == 96 * 2**20
+        assert node.database.write_buffer_bytes == 8 * 2**20
         assert node.store.head.height == 0  # the store opened with it works
     finally:
         node.local_txs.close()
