@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import weakref
 from typing import Any
 
 import libp2p.peer.peerstore as libp2p_peerstore
@@ -93,7 +94,9 @@ def consume_signed_record_once(msg: rpc_pb2.RPC, host: Any, peer_id: Any) -> boo
 # listen address that changes (it does not, once a host listens) reaches peers that
 # much later.
 SENDER_RECORD_REFRESH_S = 5.0
-_sender_records: dict[int, tuple[float, Any, Any, tuple[bytes, bool]]] = {}
+# by host, weakly: a stopped host (tests make many) is not kept alive by its memo
+_sender_records: weakref.WeakKeyDictionary[Any, tuple[float, Any, tuple[bytes, bool]]] = (
+    weakref.WeakKeyDictionary())
 _library_env_to_send = libp2p_peerstore.env_to_send_in_RPC
 
 
@@ -102,14 +105,14 @@ def sender_record(host: Any) -> tuple[bytes, bool]:
     record stays the same, for at most SENDER_RECORD_REFRESH_S (see above)."""
     now = time.monotonic()
     local = host.get_peerstore().get_local_record()
-    held = _sender_records.get(id(host))
-    if (held is not None and held[1] is host and local is not None and held[2] is local
+    held = _sender_records.get(host)
+    if (held is not None and local is not None and held[1] is local
             and now - held[0] < SENDER_RECORD_REFRESH_S):
-        return held[3][0], False
+        return held[2][0], False
     answer = _library_env_to_send(host)
     if len(_sender_records) >= SIGNED_RECORD_MEMO:
         _sender_records.clear()
-    _sender_records[id(host)] = (now, host, host.get_peerstore().get_local_record(), answer)
+    _sender_records[host] = (now, host.get_peerstore().get_local_record(), answer)
     return answer
 
 
