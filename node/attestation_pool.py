@@ -477,7 +477,8 @@ class AttestationPool:
         ``stateless`` may carry the stateless outcome of each item, computed elsewhere
         (a worker thread: :func:`check_stateless_unshared`); ``None`` entries are
         checked here, and ``pool_full`` entries (items the caller found no room for
-        before checking them) are refused as such, unchecked and not recorded. ``ids`` may carry the ids when the caller computed them.
+        before checking them) are refused as such, unchecked and not recorded. ``ids``
+        may carry the ids when the caller computed them.
         """
         raws = [r if type(r) is bytes else bytes(r) for r in raws]
         if ids is None:

@@ -57,6 +57,7 @@ from vm.attestation import (
     AttestationError,
     SignalsError,
     compute_attestation_id,
+    decode_accepted,
     decode_attestation,
     open_commitment,
     set_verified_capacity,
@@ -597,14 +598,12 @@ def _included_ids(result: BlockResult) -> list[bytes]:
 
 
 def _included_keys(result: BlockResult) -> list[tuple[bytes, int, int]]:
-    """``(id, vehicle_id, timestamp_ms)`` of the block's included attestations. The block
-    was executed, so its attestations are valid: a plain msgpack unpack reads the two
-    fields (wire order: docs/telemetry.md), ~5x cheaper than ``decode_attestation``'s
-    checks, for every attestation of every block on the trio thread."""
-    unpack = msgpack.unpackb
-    return [(att_id, fields[2], fields[4] * TIME_UNIT_MS)
-            for att_id, fields in zip(_included_ids(result), map(unpack, result.attestations),
-                                      strict=True)]
+    """``(id, vehicle_id, timestamp_ms)`` of the block's included attestations (executed,
+    so valid: read by :func:`vm.attestation.decode_accepted`, on the trio thread for
+    every attestation of every block)."""
+    return [(att_id, att.vehicle_id, att.timestamp_s * TIME_UNIT_MS)
+            for att_id, att in zip(_included_ids(result),
+                                   map(decode_accepted, result.attestations), strict=True)]
 
 
 async def _drain(inbox: trio.MemoryReceiveChannel[Any]) -> None:

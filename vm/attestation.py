@@ -215,6 +215,13 @@ def _explain_types(obj: list) -> None:
     raise _malformed("badly typed field")  # pragma: no cover - one check above fails
 
 
+def decode_accepted(raw: bytes) -> Attestation:
+    """An attestation a block's execution already accepted (so canonical and well typed),
+    read without :func:`decode_attestation`'s checks (~5x cheaper): for what a node does
+    with every included attestation after a commit. Never for bytes from outside."""
+    return Attestation(*msgpack.unpackb(raw))
+
+
 def decode_attestation(raw: bytes) -> Attestation:
     """Decode wire bytes; raises AttestationError(malformed) unless ``raw`` is exactly
     the canonical encoding of a well-typed version-2 attestation. Never raises

@@ -23,6 +23,7 @@ from vm.attestation import (
     compute_attestation_id,
     compute_commitment,
     compute_signing_digest,
+    decode_accepted,
     decode_attestation,
     decode_signals,
     encode_signals,
@@ -174,6 +175,7 @@ def test_encode_decode_round_trip(f):
     raw = att.encode()
     assert len(raw) <= MAX_ATTESTATION_BYTES
     assert decode_attestation(raw) == att
+    assert decode_accepted(raw) == att  # the unchecked read of accepted bytes agrees
     assert encode_signed_fields(att.signed_fields()) == rlp.encode(att.signed_fields())
     # the digest's fast path agrees with the generic rlp package for every field value
     assert compute_signing_digest(att, CHAIN_ID) == keccak(
