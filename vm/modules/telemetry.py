@@ -48,10 +48,12 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 import h3.api.basic_int as h3
+import msgpack
 from eth.abc import StateAPI
 from eth_typing import Address
 
 from vm.attestation import (
+    MAX_ATTESTATION_BYTES,
     NONCE_BYTES,
     ODOMETER_UNIT_M,
     OK,
@@ -116,17 +118,22 @@ def _pairings_of(state: StateAPI) -> DeviceLookup:
     from vm.modules import identity  # sibling module: imported at use
 
     pairing = identity.hinted_pairing_reader(state)
-    hint = identity.SINGLE_PERIOD_HINT
 
     def lookup(_state: StateAPI, device: bytes) -> _Pairing | None:
         value = pairing(device)
-        if value is None:
-            return None
-        if value & hint:
-            return _Pairing(value ^ hint, True)
-        return _Pairing(value)
+        return None if value is None else _pairing_of(value)
 
     return lookup
+
+
+def _pairing_of(value: int) -> _Pairing:
+    """The pairing a device's hinted pairing field (identity.hinted_pairing_reader) gives."""
+    from vm.modules import identity  # sibling module: imported at use
+
+    hint = identity.SINGLE_PERIOD_HINT
+    if value & hint:
+        return _Pairing(value ^ hint, True)
+    return _Pairing(value)
 
 
 def _pack(a: int, b: int, c: int, d: int) -> int:
@@ -455,10 +462,13 @@ class TelemetryView:
                            else self.limits.challenge_fraction_bps * 2**256 // BPS)
         window = self.limits.epoch_length_blocks * self.limits.challenge_window_bps // BPS
         self.in_challenge_window = height < epoch_start + window
+        # whether device records are identity's hinted pairing field (what read_ahead reads)
+        self._pairing_field = False
         if get_device is None:
             get_device = _device_pairing
             if get_device is _DEFAULT_DEVICE_PAIRING:  # (a test may put a reference in)
                 get_device = _pairings_of(state)
+                self._pairing_field = True
         self._get_device = get_device
         self._track_cache = track_cache
         self.tallies = tallies
@@ -477,6 +487,58 @@ class TelemetryView:
         # (vehicle, period) -> count as loaded
         self._loaded: dict[bytes, tuple[int, int]] = {}
         self._loaded_periods: dict[tuple[int, int], int] = {}
+        # slots read ahead (read_ahead), each taken by the first check that needs it:
+        # device -> pairing field, device -> (last, meta), vehicle -> epoch tally
+        self._ahead_pairings: dict[bytes, int] = {}
+        self._ahead_tracks: dict[bytes, tuple[int, int]] = {}
+        self._ahead_tallies: dict[int, int] = {}
+
+    def read_ahead(self, raws: Sequence[bytes]) -> None:
+        """Read the slots the checks of ``raws`` (a block's attestations, in order) will
+        read, all at once before the first check (``MotusState.slots_reader``: one call
+        for each module's slots instead of one a slot, ~8,000 a block): each device's
+        pairing field and (last, meta) slots and each claimed vehicle's epoch tally. Every
+        value is the state's at this point, which is what the checks would read, since a
+        view writes nothing before :meth:`commit`; a value nobody takes is dropped with
+        the view. The device and vehicle are read from the bytes without any check (a
+        hint only: the checks decode and verify them); bytes that do not look like an
+        attestation are skipped. Nothing is read ahead for an admission view (tracks
+        shared across views, no tallies) or a state without the batch read."""
+        if self._track_cache is not None or not self.tallies:
+            return
+        telemetry = getattr(self.state, "slots_reader", None)
+        if telemetry is None:
+            return
+        devices: dict[bytes, None] = {}
+        vehicles: dict[int, None] = {}
+        for raw in raws:
+            if len(raw) > MAX_ATTESTATION_BYTES:
+                continue
+            try:
+                obj = msgpack.unpackb(raw)
+                device, vehicle_id = obj[1], obj[2]
+            except Exception:  # noqa: BLE001 - a hint only: the checks say what is wrong
+                continue
+            if (type(device) is bytes and len(device) == 20 and type(vehicle_id) is int
+                    and 0 < vehicle_id <= MASK64):
+                devices[device] = None
+                vehicles[vehicle_id] = None
+        if not devices:
+            return
+        epoch = self.epoch
+        slots: list[int] = []
+        for device in devices:
+            slots.extend(device_slots(device))
+        tally_slots = [mapping_slot(SLOT_VEHICLE_EPOCH, epoch, v) for v in vehicles]
+        values = telemetry(Address(addresses.TELEMETRY))(slots + tally_slots)
+        it = iter(values)
+        self._ahead_tracks = {device: (last, meta) for device, last, meta in zip(devices, it, it)}
+        self._ahead_tallies = dict(zip(vehicles, it, strict=True))
+        if self._pairing_field:
+            from vm.modules import identity  # sibling module: imported at use
+            pairing_slots = [identity.device_pairing_slot(device) for device in devices]
+            self._ahead_pairings = dict(zip(
+                devices, telemetry(Address(addresses.IDENTITY))(pairing_slots), strict=True))
 
     # -- cached reads --
 
@@ -484,7 +546,10 @@ class TelemetryView:
         try:
             return self._devices[device]
         except KeyError:
-            record = self._devices[device] = self._get_device(self.state, device)
+            value = self._ahead_pairings.pop(device, 0)
+            # (a field of 0, unpaired or unknown, takes the lookup's second read)
+            record = self._devices[device] = (
+                _pairing_of(value) if value else self._get_device(self.state, device))
             return record
 
     def _track(self, device: bytes) -> DeviceTrack:
@@ -492,9 +557,12 @@ class TelemetryView:
         if track is None:
             shared = self._track_cache
             if shared is None:
-                last_slot, meta_slot = device_slots(device)
-                load = self._load
-                loaded = self._loaded[device] = (load(last_slot), load(meta_slot))
+                loaded = self._ahead_tracks.pop(device, None)
+                if loaded is None:
+                    last_slot, meta_slot = device_slots(device)
+                    load = self._load
+                    loaded = (load(last_slot), load(meta_slot))
+                self._loaded[device] = loaded
                 # (the slots as read: what packed() would give back, every bit being a field)
                 track = DeviceTrack(*loaded)
             else:
@@ -509,7 +577,9 @@ class TelemetryView:
         tally = self._tallies.get(vehicle_id)
         if tally is None:
             slot = mapping_slot(SLOT_VEHICLE_EPOCH, self.epoch, vehicle_id)
-            tally = self._tallies[vehicle_id] = _Tally(self._load(slot), slot)
+            value = self._ahead_tallies.pop(vehicle_id, None)
+            tally = self._tallies[vehicle_id] = _Tally(
+                self._load(slot) if value is None else value, slot)
         return tally
 
     def challenge_nonce(self, device: bytes) -> bytes | None:
@@ -730,6 +800,7 @@ def process_attestations(state: StateAPI, env: Any, attestations: Sequence[bytes
     """
     view = TelemetryView(state, env.timestamp_ms, env.height, get_device)
     cap = get_param(state, "max_block_attestations")
+    view.read_ahead(attestations[:cap] if skip_invalid else attestations)
     included: list[bytes] = []
     results: list[tuple[bytes, str]] = []
     ids = ahead.ids if ahead is not None else None
