@@ -112,6 +112,11 @@ class FlatAccounts:
     def slot(self, hashed_address: bytes, hashed_slot: bytes) -> bytes | None:
         return self._get(FLAT_SLOT + hashed_address + hashed_slot)
 
+    def slots(self, hashed_address: bytes, hashed_slots: list[bytes]) -> list[bytes | None]:
+        """:meth:`slot` for many slots of one account."""
+        get, prefix = self._get, FLAT_SLOT + hashed_address
+        return [get(prefix + hashed) for hashed in hashed_slots]
+
 
 class StateDB(BaseDB):
     """Read side of the state trie for py-evm (keys are trie node hashes and code hashes).

@@ -207,12 +207,17 @@ class MotusAccountDB(AccountDB):
         reader, base = self._flat_reader, self._flat_base
         if reader is None or reader.root != base:
             return None
-        changed = self._flat_slots.get(address) or {}
-        slot = reader.slot
-        out: list[bytes | None] = [changed.get(hashed) for hashed in hashed_slots]
-        for i, value in enumerate(out):
-            if value is None:
-                out[i] = slot(hashed_address, hashed_slots[i]) or b""
+        changed = self._flat_slots.get(address)
+        many = getattr(reader, "slots", None)  # (node.db.FlatAccounts: one call for all)
+        if many is not None and not changed:
+            out: list[bytes | None] = [value or b"" for value in many(hashed_address, hashed_slots)]
+        else:
+            changed = changed or {}
+            slot = reader.slot
+            out = [changed.get(hashed) for hashed in hashed_slots]
+            for i, value in enumerate(out):
+                if value is None:
+                    out[i] = slot(hashed_address, hashed_slots[i]) or b""
         if reader.root != base:  # a commit rewrote the snapshot meanwhile
             return None
         return out

@@ -322,8 +322,12 @@ def encode_node(node: Any) -> bytes:
     Written out without helper calls: every new node of every block is encoded here."""
     kind = node[0]
     if kind == _BRANCH:
+        children = node[1]
         try:  # children are hashes or None (never b""), but for an embedded node
-            payload = b"".join([b"\xa0" + c if c else b"\x80" for c in node[1]])
+            if None not in children:  # sixteen children (the upper levels): one join
+                payload = b"\xa0" + b"\xa0".join(children)
+            else:
+                payload = b"".join([b"\xa0" + c if c else b"\x80" for c in children])
         except TypeError:  # an embedded child (a node under 32 bytes): rare
             payload = b"".join([b"\x80" if c is None else b"\xa0" + c if type(c) is bytes
                                 else encode_node(c) for c in node[1]])
@@ -413,8 +417,12 @@ class _Writer:
             return node
         digest = keccak_new(encoded).digest()
         self.writes[digest] = encoded
-        if self.keep:
-            self.nodes._nodes.put(digest, node)
+        if self.keep:  # (NodeCache.put, inline: every new node)
+            cache = self.nodes._nodes
+            young = cache.young
+            young[digest] = node
+            if len(young) >= cache.half:
+                cache.old, cache.young = young, {}
         return digest
 
     def seal_leaf(self, path: str, value: bytes, path_rlp: bytes | None) -> Any:
@@ -425,8 +433,12 @@ class _Writer:
             return (_LEAF, path, value)
         digest = keccak_new(encoded).digest()
         self.writes[digest] = encoded
-        if self.keep:
-            self.nodes._nodes.put(digest, (_LEAF, path, value))
+        if self.keep:  # (NodeCache.put, inline)
+            cache = self.nodes._nodes
+            young = cache.young
+            young[digest] = (_LEAF, path, value)
+            if len(young) >= cache.half:
+                cache.old, cache.young = young, {}
         return digest
 
     def resolve(self, ref: Any, key: str, depth: int, count: int) -> Any:
@@ -530,7 +542,9 @@ class _Writer:
                 # the usual case, one key changed below a stored leaf of its own: the new
                 # leaf without a call down (what update does for it), the old leaf known
                 # decoded or from its old value (as resolve knows it)
-                node = cached.get(child)
+                node = cached.young.get(child)  # (NodeCache.get, the young half inline)
+                if node is None and child in cached.old:
+                    node = cached.get(child)
                 path_rlp = None
                 if node is None and olds is not None:
                     old = olds.get(key)
