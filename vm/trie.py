@@ -551,10 +551,25 @@ class _Writer:
                     if old:
                         rest = key[below:]
                         path_rlp = _leaf_path(rest)
-                        if keccak_new(_leaf_rlp(rest, old, path_rlp)).digest() == child:
-                            node = (_LEAF, rest, old)
+                        n = len(old)  # (_leaf_rlp, inline for a slot's short value)
+                        if n < 56 and not (n == 1 and old[0] < 0x80):
+                            encoded = path_rlp + _STRING_PREFIX[n] + old
+                            n = len(encoded)
+                            encoded = (_LIST_PREFIX[n] if n < 1024
+                                       else rlp_length_prefix(n, 0xC0)) + encoded
                         else:
-                            node = self.nodes.node(child)
+                            encoded = _leaf_rlp(rest, old, path_rlp)
+                        if keccak_new(encoded).digest() == child:
+                            new = values[i]  # the leaf is this key's: replaced here
+                            if not new:
+                                children[slot] = None
+                            elif final:
+                                children[slot] = self.seal_leaf(rest, new, path_rlp)
+                            else:
+                                children[slot] = (_LEAF, rest, new)
+                            i = j
+                            continue
+                        node = self.nodes.node(child)
                 if node is not None:
                     if node[0] == _LEAF and node[1] == key[below:]:
                         new = values[i]
