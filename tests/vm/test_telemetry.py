@@ -488,3 +488,35 @@ def test_moving_compares_the_first_8_bytes_of_the_commitment():
     again = get_device_state(s, d.address)
     assert again.denied and dataclasses.replace(again, denied=False) == state
     assert tel.call("getDeviceState", d.checksum_address)[4] == other[:8]
+
+
+def test_reads_ahead_change_no_result(fleet: Fleet, monkeypatch):
+    """The slots read ahead of a block's checks (TelemetryView.read_ahead) only save
+    reads: with hostile bytes among the attestations (not msgpack, a list of the wrong
+    shape, a claimed vehicle not the device's, oversized), the same results, the same
+    committed state, and nothing raised that the checks would not raise."""
+    import msgpack
+
+    from vm.modules.telemetry import TelemetryView
+
+    env = fleet.chain.env()
+    now = env.timestamp_ms
+    (d0, d1), (v0, v1) = fleet.devices[:2], fleet.vehicle_ids[:2]
+    good = make(d1, v1, 1, now).encode()
+    raws = [make(d0, v0, 1, now).encode(), b"\x00", msgpack.packb([2, b"x" * 20, -1]),
+            msgpack.packb([2, [b"\x01"], {"a": 1}]), make(d1, v0, 1, now).encode(), good,
+            msgpack.packb([2, d1.address, 2**64 - 1]), b"\x93" * 300,
+            make(d0, v0, 2, now + 60_000).encode()]
+
+    def run() -> tuple[object, ...]:
+        state = fleet.chain.state()
+        included, results = process_attestations(state, env, raws, skip_invalid=True)
+        with pytest.raises(InvalidBlock) as refused:
+            process_attestations(fleet.chain.state(), env, raws, skip_invalid=False)
+        return included, results, state.make_state_root(), str(refused.value)
+
+    assert hasattr(fleet.chain.state(), "slots_reader")  # (so the reads ahead are made)
+    ahead = run()
+    assert [c for _, c in ahead[1]][:2] == ["ok", "malformed"] and good in ahead[0]
+    monkeypatch.setattr(TelemetryView, "read_ahead", lambda self, raws: None)
+    assert run() == ahead
