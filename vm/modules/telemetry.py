@@ -126,13 +126,29 @@ def _pairings_of(state: StateAPI) -> DeviceLookup:
     return lookup
 
 
+# Challenge answers by (epoch seed, threshold): a pure function of the seed, the device
+# and the threshold, shared by every view of an epoch (a device attests many times an
+# epoch); the last two keys kept, each at most _CHALLENGE_MEMO_MAX devices.
+_CHALLENGE_MEMO: dict[tuple[bytes, int], dict[bytes, bytes | None]] = {}
+_CHALLENGE_MEMO_MAX = 100_000
+
+
+def _challenge_memo(seed: bytes, threshold: int) -> dict[bytes, bytes | None]:
+    memo = _CHALLENGE_MEMO.get((seed, threshold))
+    if memo is None or len(memo) >= _CHALLENGE_MEMO_MAX:
+        memo = _CHALLENGE_MEMO[(seed, threshold)] = {}
+        while len(_CHALLENGE_MEMO) > 2:
+            del _CHALLENGE_MEMO[next(iter(_CHALLENGE_MEMO))]
+    return memo
+
+
+_SINGLE_PERIOD_HINT = 1 << 255  # identity.SINGLE_PERIOD_HINT (a test holds them equal)
+
+
 def _pairing_of(value: int) -> _Pairing:
     """The pairing a device's hinted pairing field (identity.hinted_pairing_reader) gives."""
-    from vm.modules import identity  # sibling module: imported at use
-
-    hint = identity.SINGLE_PERIOD_HINT
-    if value & hint:
-        return _Pairing(value ^ hint, True)
+    if value & _SINGLE_PERIOD_HINT:
+        return _Pairing(value ^ _SINGLE_PERIOD_HINT, True)
     return _Pairing(value)
 
 
@@ -480,7 +496,7 @@ class TelemetryView:
         self._tallies: dict[int, _Tally] = {}
         self._dirty_tracks: set[bytes] = set()
         self._new_vehicles: list[int] = []
-        self._challenges: dict[bytes, bytes | None] = {}
+        self._challenges = _challenge_memo(self.seed, self._threshold)
         self._periods: dict[int, list[Any]] = {}  # vehicle -> ownership periods (this block)
         self._period_counts: dict[tuple[int, int], int] = {}  # (vehicle, period) -> accepted
         # what was read, to write only what changed: device -> (last, meta) as loaded,
@@ -584,12 +600,15 @@ class TelemetryView:
 
     def challenge_nonce(self, device: bytes) -> bytes | None:
         """The device's nonce this epoch, or None when it is not challenged."""
-        if device not in self._challenges:
-            # (is_challenged, with the threshold computed once per view)
-            challenged = int.from_bytes(keccak256(self.seed + device), "big") < self._threshold
-            self._challenges[device] = (compute_challenge_nonce(self.seed, device)
-                                        if challenged else None)
-        return self._challenges[device]
+        try:
+            return self._challenges[device]
+        except KeyError:
+            pass
+        # (is_challenged, with the threshold computed once per view)
+        challenged = int.from_bytes(keccak256(self.seed + device), "big") < self._threshold
+        nonce = self._challenges[device] = (compute_challenge_nonce(self.seed, device)
+                                            if challenged else None)
+        return nonce
 
     # -- the checks --
 
