@@ -786,6 +786,8 @@ def _period_index(periods: list[Any], timestamp_ms: int) -> int | None:
 def _moved_at_least_m(previous_cell: int, cell: int, resolution: int) -> int:
     """Lower bound of the distance between two cells; compares at the coarser
     resolution when governance changed the resolution in between."""
+    if previous_cell == cell:  # (one cell: one resolution, no distance)
+        return 0
     try:
         prev_res = h3.get_resolution(previous_cell)
     except Exception:  # pragma: no cover - stored cells were valid when accepted
