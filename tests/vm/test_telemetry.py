@@ -520,3 +520,43 @@ def test_reads_ahead_change_no_result(fleet: Fleet, monkeypatch):
     assert [c for _, c in ahead[1]][:2] == ["ok", "malformed"] and good in ahead[0]
     monkeypatch.setattr(TelemetryView, "read_ahead", lambda self, raws: None)
     assert run() == ahead
+
+
+def test_reads_ahead_in_steps_beside_a_worker_change_no_result(fleet: Fleet, monkeypatch):
+    """Beside a signature worker the slots are read ahead a few attestations at a time
+    (READ_AHEAD_STEP): a device met again in a later step, a claimed vehicle not the
+    device's, bytes that are not an attestation: the serial results and state root."""
+    import vm.attestation as attestation
+    import vm.attestation_ahead as ahead_module
+    from tests.vm.test_signatures_ahead import _started
+    from vm.attestation_ahead import SignaturesAhead, SignatureWorker
+    from vm.modules import telemetry
+
+    monkeypatch.setattr(telemetry, "READ_AHEAD_STEP", 2)
+    monkeypatch.setattr(ahead_module, "AHEAD_WAIT_S", 30.0)  # (answers count under load)
+    env = fleet.chain.env()
+    now = env.timestamp_ms
+    (d0, d1, d2), (v0, v1, v2) = fleet.devices[:3], fleet.vehicle_ids[:3]
+    early = now - 120_000
+    raws = [make(d0, v0, 1, early).encode(), b"\x00", make(d1, v0, 1, now).encode(),
+            make(d2, v2, 1, early).encode(), make(d1, v1, 1, now).encode(),
+            make(d0, v0, 2, now).encode(), make(d2, v2, 2, now).encode()]
+
+    def run(worker: SignatureWorker | None) -> tuple[object, ...]:
+        attestation._VERIFIED.clear()
+        state = fleet.chain.state()
+        ahead = SignaturesAhead(worker, raws, env.chain_id, chunk=2) if worker else None
+        try:
+            included, results = process_attestations(state, env, raws, True, ahead=ahead)
+        finally:
+            if ahead is not None:
+                ahead.close()
+        return included, results, state.make_state_root()
+
+    serial = run(None)
+    assert [c for _, c in serial[1]].count("ok") == 5
+    worker = _started(SignatureWorker())
+    try:
+        assert run(worker) == serial
+    finally:
+        worker.close()

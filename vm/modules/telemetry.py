@@ -510,13 +510,15 @@ class TelemetryView:
         self._ahead_tallies: dict[int, int] = {}
 
     def read_ahead(self, raws: Sequence[bytes]) -> None:
-        """Read the slots the checks of ``raws`` (a block's attestations, in order) will
-        read, all at once before the first check (``MotusState.slots_reader``: one call
-        for each module's slots instead of one a slot, ~8,000 a block): each device's
-        pairing field and (last, meta) slots and each claimed vehicle's epoch tally. Every
-        value is the state's at this point, which is what the checks would read, since a
-        view writes nothing before :meth:`commit`; a value nobody takes is dropped with
-        the view. The device and vehicle are read from the bytes without any check (a
+        """Read the slots the checks of ``raws`` (a block's attestations, or the next
+        of them, in order) will read, all at once before their checks
+        (``MotusState.slots_reader``: one call for each module's slots instead of one a
+        slot, ~8,000 a block): each device's pairing field and (last, meta) slots and
+        each claimed vehicle's epoch tally, unless an earlier call or check read them.
+        Every value is the state's at this point, which is what the checks would read,
+        since a view writes nothing before :meth:`commit`; a check takes a value only
+        for a device or vehicle it has not met yet, and a value nobody takes is dropped
+        with the view. The device and vehicle are read from the bytes without any check (a
         hint only: the checks decode and verify them); bytes that do not look like an
         attestation are skipped. Nothing is read ahead for an admission view (tracks
         shared across views, no tallies) or a state without the batch read."""
@@ -527,6 +529,8 @@ class TelemetryView:
             return
         devices: dict[bytes, None] = {}
         vehicles: dict[int, None] = {}
+        known, known_vehicles = self._ahead_tracks.keys() | self._tracks.keys(), (
+            self._ahead_tallies.keys() | self._tallies.keys())
         for raw in raws:
             if len(raw) > MAX_ATTESTATION_BYTES:
                 continue
@@ -537,9 +541,11 @@ class TelemetryView:
                 continue
             if (type(device) is bytes and len(device) == 20 and type(vehicle_id) is int
                     and 0 < vehicle_id <= MASK64):
-                devices[device] = None
-                vehicles[vehicle_id] = None
-        if not devices:
+                if device not in known:
+                    devices[device] = None
+                if vehicle_id not in known_vehicles:
+                    vehicles[vehicle_id] = None
+        if not devices and not vehicles:
             return
         epoch = self.epoch
         slots: list[int] = []
@@ -548,12 +554,13 @@ class TelemetryView:
         tally_slots = [mapping_slot(SLOT_VEHICLE_EPOCH, epoch, v) for v in vehicles]
         values = telemetry(Address(addresses.TELEMETRY))(slots + tally_slots)
         it = iter(values)
-        self._ahead_tracks = {device: (last, meta) for device, last, meta in zip(devices, it, it)}
-        self._ahead_tallies = dict(zip(vehicles, it, strict=True))
-        if self._pairing_field:
+        self._ahead_tracks.update(
+            {device: (last, meta) for device, last, meta in zip(devices, it, it)})
+        self._ahead_tallies.update(zip(vehicles, it, strict=True))
+        if self._pairing_field and devices:
             from vm.modules import identity  # sibling module: imported at use
             pairing_slots = [identity.device_pairing_slot(device) for device in devices]
-            self._ahead_pairings = dict(zip(
+            self._ahead_pairings.update(zip(
                 devices, telemetry(Address(addresses.IDENTITY))(pairing_slots), strict=True))
 
     # -- cached reads --
@@ -773,6 +780,8 @@ class TelemetryView:
         self._new_vehicles.clear()
 
 
+READ_AHEAD_STEP = 256  # attestations read ahead at a time beside a signature worker
+
 _ONLY_PERIOD: list[Any] = []  # marker: the vehicle has exactly one ownership period
 
 
@@ -821,12 +830,21 @@ def process_attestations(state: StateAPI, env: Any, attestations: Sequence[bytes
     """
     view = TelemetryView(state, env.timestamp_ms, env.height, get_device)
     cap = get_param(state, "max_block_attestations")
-    view.read_ahead(attestations[:cap] if skip_invalid else attestations)
     included: list[bytes] = []
     results: list[tuple[bytes, str]] = []
     ids = ahead.ids if ahead is not None else None
     ready_from = ahead.next_index if ahead is not None else len(attestations)
+    # The slots are read ahead all at once, or, while a worker checks signatures beside,
+    # READ_AHEAD_STEP attestations at a time: the worker gets its next task only when
+    # this loop reaches an answer, and a whole block's reads (~25 ms at 100,000
+    # vehicles) would leave it idle that long.
+    last = min(cap, len(attestations)) if skip_invalid else len(attestations)
+    step = last if ready_from >= len(attestations) else READ_AHEAD_STEP
+    read_to = 0
     for index, raw in enumerate(attestations):
+        if index == read_to and index < last:
+            read_to = min(index + step, last)
+            view.read_ahead(attestations[index:read_to])
         raw = bytes(raw)
         att_id = compute_attestation_id(raw) if ids is None else ids[index]
         if index >= ready_from:  # the workers' answers up to here count from now on
