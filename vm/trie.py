@@ -664,12 +664,13 @@ def update_trie(nodes: TrieNodes, root: bytes, changes: Iterable[tuple[bytes, by
     items = changes if type(changes) is list else list(changes)
     keys = [key.hex() for key, _ in items]
     values = [value or b"" for _, value in items]
-    if any(a >= b for a, b in zip(keys, keys[1:])):  # (one pass, in C but for the test)
+    if any(a >= b for a, b in zip(keys, keys[1:], strict=False)):
         raise ValueError("keys are not in strictly ascending order")
     olds: dict[str, bytes] | None = None
     if old_values:  # (only the changed keys' old values are ever asked for)
         get = old_values.get
-        olds = {hex_key: old for hex_key, (key, _) in zip(keys, items) if (old := get(key))}
+        olds = {hex_key: old for hex_key, (key, _) in zip(keys, items, strict=True)
+                if (old := get(key))}
     out: MutableMapping[bytes, bytes] = {} if writes is None else writes
     if not keys:
         return root, out

@@ -555,7 +555,7 @@ class TelemetryView:
         values = telemetry(Address(addresses.TELEMETRY))(slots + tally_slots)
         it = iter(values)
         self._ahead_tracks.update(
-            {device: (last, meta) for device, last, meta in zip(devices, it, it)})
+            {device: (last, meta) for device, last, meta in zip(devices, it, it, strict=False)})
         self._ahead_tallies.update(zip(vehicles, it, strict=True))
         if self._pairing_field and devices:
             from vm.modules import identity  # sibling module: imported at use
