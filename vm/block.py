@@ -122,6 +122,7 @@ def rlp_length_prefix(n: int, offset: int) -> bytes:
     return bytes((offset + 55 + len(b),)) + b
 
 
+_UINT_PREFIX = tuple(bytes((0x80 + n,)) for n in range(56))
 _SMALL_UINTS = tuple(b"\x80" if v == 0 else bytes((v,)) for v in range(0x80))
 
 
@@ -132,7 +133,8 @@ def rlp_uint(value: int) -> bytes:
     if 0 <= value < 0x80:
         return _SMALL_UINTS[value]
     body = value.to_bytes((value.bit_length() + 7) // 8, "big")  # OverflowError if negative
-    return rlp_length_prefix(len(body), 0x80) + body
+    n = len(body)
+    return (_UINT_PREFIX[n] if n < 56 else rlp_length_prefix(n, 0x80)) + body
 
 
 def validators_hash(pairs: Sequence[tuple[bytes, int]]) -> bytes:

@@ -19,6 +19,7 @@ because of cell geometry.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from math import isqrt
 
 import h3.api.basic_int as h3
@@ -36,8 +37,10 @@ CELL_SIZE_MM: tuple[int, ...] = (
 )
 
 
+@lru_cache(maxsize=1 << 16)
 def is_valid_cell(cell: int, resolution: int) -> bool:
-    """True when ``cell`` is a valid H3 cell index at exactly ``resolution``."""
+    """True when ``cell`` is a valid H3 cell index at exactly ``resolution`` (memoised:
+    a fleet's attestations name the same cells again and again)."""
     try:
         return bool(h3.is_valid_cell(cell)) and h3.get_resolution(cell) == resolution
     except Exception:  # out-of-range integers

@@ -7,7 +7,7 @@ batch as the block itself (docs/storage.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,6 +198,30 @@ class MotusAccountDB(AccountDB):
             return None
         return value or b""
 
+    def flat_slots(self, address: bytes, hashed_address: bytes,
+                   hashed_slots: Sequence[bytes]) -> list[bytes | None] | None:
+        """:meth:`flat_slot` for many slots of one account (each answer the same), or
+        None when the snapshot cannot answer any of them."""
+        if self._flat_root is None or address in self._flat_wiped:
+            return None
+        reader, base = self._flat_reader, self._flat_base
+        if reader is None or reader.root != base:
+            return None
+        changed = self._flat_slots.get(address)
+        many = getattr(reader, "slots", None)  # (node.db.FlatAccounts: one call for all)
+        if many is not None and not changed:
+            out: list[bytes | None] = [value or b"" for value in many(hashed_address, hashed_slots)]
+        else:
+            changed = changed or {}
+            slot = reader.slot
+            out = [changed.get(hashed) for hashed in hashed_slots]
+            for i, value in enumerate(out):
+                if value is None:
+                    out[i] = slot(hashed_address, hashed_slots[i]) or b""
+        if reader.root != base:  # a commit rewrote the snapshot meanwhile
+            return None
+        return out
+
     def _note_flat_storage(self) -> None:
         """Record the storage changes the dirty stores are about to persist."""
         for address, store in self._dirty_account_stores():
@@ -283,6 +307,26 @@ class MotusAccountDB(AccountDB):
 
         return read
 
+    def slots_reader(self, address: Address) -> Callable[[Sequence[int]], list[int]]:
+        """:meth:`slot_reader` for a list of slots at once: ``[read(slot) for slot in
+        slots]`` with the same values and checks (:meth:`vm.trie.FastAccountStorageDB.
+        read_slots`)."""
+        if not (type(address) is bytes and len(address) == 20):
+            validate_canonical_address(address, title="Storage Address")
+
+        def read_many(slots: Sequence[int]) -> list[int]:
+            for slot in slots:
+                if not (type(slot) is int and 0 <= slot < _UINT256_LIMIT):
+                    validate_uint256(slot, title="Storage Slot")
+            store = self._account_stores.get(address)
+            if store is None:
+                store = self._get_address_store(address)
+            if type(store) is FastAccountStorageDB:
+                return store.read_slots(slots)  # type: ignore[no-any-return]
+            return [store.get(slot) for slot in slots]
+
+        return read_many
+
     def set_storage(self, address, slot: int, value: int) -> None:  # type: ignore[no-untyped-def]
         if not (type(value) is int and 0 <= value < _UINT256_LIMIT
                 and type(slot) is int and 0 <= slot < _UINT256_LIMIT
@@ -345,6 +389,10 @@ class MotusState(CancunState):
         """``lambda slot: get_storage(address, slot)``, faster
         (:meth:`MotusAccountDB.slot_reader`)."""
         return self._account_db.slot_reader(address)  # type: ignore[attr-defined,no-any-return]
+
+    def slots_reader(self, address: Address) -> Callable[[Sequence[int]], list[int]]:
+        """Many slots of one account in one call (:meth:`MotusAccountDB.slots_reader`)."""
+        return self._account_db.slots_reader(address)  # type: ignore[attr-defined,no-any-return]
 
 
 @dataclass(frozen=True)

@@ -322,8 +322,12 @@ def encode_node(node: Any) -> bytes:
     Written out without helper calls: every new node of every block is encoded here."""
     kind = node[0]
     if kind == _BRANCH:
+        children = node[1]
         try:  # children are hashes or None (never b""), but for an embedded node
-            payload = b"".join([b"\xa0" + c if c else b"\x80" for c in node[1]])
+            if None not in children:  # sixteen children (the upper levels): one join
+                payload = b"\xa0" + b"\xa0".join(children)
+            else:
+                payload = b"".join([b"\xa0" + c if c else b"\x80" for c in children])
         except TypeError:  # an embedded child (a node under 32 bytes): rare
             payload = b"".join([b"\x80" if c is None else b"\xa0" + c if type(c) is bytes
                                 else encode_node(c) for c in node[1]])
@@ -408,13 +412,32 @@ class _Writer:
     def seal(self, node: Any) -> Any:
         """How a parent refers to a final node: the node itself under 32 encoded bytes,
         else its hash (the node then written)."""
-        encoded = encode_node(node)
+        if node[0] == _BRANCH:  # (encode_node's branch of hashes, inline: ~11,000 a block)
+            children = node[1]
+            try:
+                if None not in children:
+                    payload = b"\xa0" + b"\xa0".join(children)
+                else:
+                    payload = b"".join([b"\xa0" + c if c else b"\x80" for c in children])
+            except TypeError:  # an embedded child
+                encoded = encode_node(node)
+            else:
+                value = node[2]
+                payload += _rlp_bytes(value) if value else b"\x80"
+                n = len(payload)
+                encoded = (_LIST_PREFIX[n] if n < 1024 else rlp_length_prefix(n, 0xC0)) + payload
+        else:
+            encoded = encode_node(node)
         if len(encoded) < 32:
             return node
         digest = keccak_new(encoded).digest()
         self.writes[digest] = encoded
-        if self.keep:
-            self.nodes._nodes.put(digest, node)
+        if self.keep:  # (NodeCache.put, inline: every new node)
+            cache = self.nodes._nodes
+            young = cache.young
+            young[digest] = node
+            if len(young) >= cache.half:
+                cache.old, cache.young = young, {}
         return digest
 
     def seal_leaf(self, path: str, value: bytes, path_rlp: bytes | None) -> Any:
@@ -425,8 +448,12 @@ class _Writer:
             return (_LEAF, path, value)
         digest = keccak_new(encoded).digest()
         self.writes[digest] = encoded
-        if self.keep:
-            self.nodes._nodes.put(digest, (_LEAF, path, value))
+        if self.keep:  # (NodeCache.put, inline)
+            cache = self.nodes._nodes
+            young = cache.young
+            young[digest] = (_LEAF, path, value)
+            if len(young) >= cache.half:
+                cache.old, cache.young = young, {}
         return digest
 
     def resolve(self, ref: Any, key: str, depth: int, count: int) -> Any:
@@ -478,9 +505,13 @@ class _Writer:
                depth: int) -> Any:
         """The node at ``ref`` (``depth`` nibbles down) with ``keys[lo:hi]`` set to
         ``values[lo:hi]`` (b"" deletes); None when nothing is left."""
-        node = self.resolve(ref, keys[lo], depth, hi - lo)
+        node = None
+        if type(ref) is bytes:  # (resolve's cached case, inline)
+            node = self.nodes._nodes.young.get(ref)
         if node is None:
-            return self._build_present(keys, values, lo, hi, depth)
+            node = self.resolve(ref, keys[lo], depth, hi - lo)
+            if node is None:
+                return self._build_present(keys, values, lo, hi, depth)
         kind = node[0]
         if kind == _LEAF:
             if hi - lo == 1 and keys[lo][depth:] == node[1]:  # the usual case: its own key
@@ -530,17 +561,34 @@ class _Writer:
                 # the usual case, one key changed below a stored leaf of its own: the new
                 # leaf without a call down (what update does for it), the old leaf known
                 # decoded or from its old value (as resolve knows it)
-                node = cached.get(child)
+                node = cached.young.get(child)  # (NodeCache.get, the young half inline)
+                if node is None and child in cached.old:
+                    node = cached.get(child)
                 path_rlp = None
                 if node is None and olds is not None:
                     old = olds.get(key)
                     if old:
                         rest = key[below:]
                         path_rlp = _leaf_path(rest)
-                        if keccak_new(_leaf_rlp(rest, old, path_rlp)).digest() == child:
-                            node = (_LEAF, rest, old)
+                        n = len(old)  # (_leaf_rlp, inline for a slot's short value)
+                        if n < 56 and not (n == 1 and old[0] < 0x80):
+                            encoded = path_rlp + _STRING_PREFIX[n] + old
+                            n = len(encoded)
+                            encoded = (_LIST_PREFIX[n] if n < 1024
+                                       else rlp_length_prefix(n, 0xC0)) + encoded
                         else:
-                            node = self.nodes.node(child)
+                            encoded = _leaf_rlp(rest, old, path_rlp)
+                        if keccak_new(encoded).digest() == child:
+                            new = values[i]  # the leaf is this key's: replaced here
+                            if not new:
+                                children[slot] = None
+                            elif final:
+                                children[slot] = self.seal_leaf(rest, new, path_rlp)
+                            else:
+                                children[slot] = (_LEAF, rest, new)
+                            i = j
+                            continue
+                        node = self.nodes.node(child)
                 if node is not None:
                     if node[0] == _LEAF and node[1] == key[below:]:
                         new = values[i]
@@ -613,19 +661,16 @@ def update_trie(nodes: TrieNodes, root: bytes, changes: Iterable[tuple[bytes, by
     read. A wrong or missing old value only costs the read. ``keep``: whether the new
     nodes' decoded forms go into ``nodes`` (off for one-off bulk builds). ``writes``:
     where the new nodes go (default: a new dict), returned."""
-    keys: list[str] = []
-    values: list[bytes] = []
-    olds: dict[str, bytes] | None = {} if old_values else None
-    for key, value in changes:
-        hex_key = key.hex()
-        if keys and hex_key <= keys[-1]:
-            raise ValueError("keys are not in strictly ascending order")
-        keys.append(hex_key)
-        values.append(value or b"")
-        if olds is not None:  # (only the changed keys' old values are ever asked for)
-            old = old_values.get(key)  # type: ignore[union-attr]
-            if old:
-                olds[hex_key] = old
+    items = changes if type(changes) is list else list(changes)
+    keys = [key.hex() for key, _ in items]
+    values = [value or b"" for _, value in items]
+    if any(a >= b for a, b in zip(keys, keys[1:], strict=False)):
+        raise ValueError("keys are not in strictly ascending order")
+    olds: dict[str, bytes] | None = None
+    if old_values:  # (only the changed keys' old values are ever asked for)
+        get = old_values.get
+        olds = {hex_key: old for hex_key, (key, _) in zip(keys, items, strict=True)
+                if (old := get(key))}
     out: MutableMapping[bytes, bytes] = {} if writes is None else writes
     if not keys:
         return root, out
@@ -754,6 +799,32 @@ def _remember_read(root: bytes, hashed: bytes, value: bytes) -> None:
             _drop_oldest_layers()
 
 
+def _remember_reads(root: bytes, items: Sequence[tuple[bytes, bytes]]) -> None:
+    """:func:`_remember_read` for many (hashed slot, value) read at ``root``."""
+    global _layer_values
+    if not items:
+        return
+    layer = SLOT_LAYERS.get(root)
+    if layer is None:
+        with _layers_lock:
+            layer = _layer_at(root, None)
+            _drop_oldest_layers()
+    values = layer.values
+    room = SLOT_LAYER_MAX_READS - layer.reads
+    added = 0
+    for hashed, value in items:
+        if added >= room:
+            break
+        if hashed not in values:
+            values[hashed] = value
+            added += 1
+    layer.reads += added
+    _layer_values += added
+    if _layer_values > SLOT_LAYERS_MAX_VALUES:
+        with _layers_lock:
+            _drop_oldest_layers()
+
+
 def _remember_writes(parent_root: bytes, root: bytes, writes: dict[bytes, bytes]) -> None:
     global _layer_values
     if root == parent_root:
@@ -867,10 +938,16 @@ class FastStorageLookup(StorageLookup):
             root, pending = self._starting_root_hash, self._pending or {}
             # the values the block read before writing (the root's slot layer keeps
             # them): the writer then knows each changed leaf without reading it
-            olds = {}
+            olds: dict[bytes, bytes] = {}
             top = SLOT_LAYERS.get(root)
-            for hashed in pending:
-                layer = top  # (_layer_value, inline: ~6,000 keys a block)
+            missed: Iterable[bytes] = pending
+            if top is not None:  # (the block's own reads: nearly all in the root's layer)
+                values = top.values
+                missed = [hashed for hashed in pending if hashed not in values]
+                olds = {hashed: old for hashed in pending if (old := values.get(hashed))}
+                top = top.parent
+            for hashed in missed:
+                layer = top  # (_layer_value, inline)
                 while layer is not None:
                     old = layer.values.get(hashed)
                     if old is not None:
@@ -1048,6 +1125,67 @@ class FastAccountStorageDB(AccountStorageDB):
             return 0
         first = encoded[0]
         return first if first < 0x80 else int.from_bytes(encoded[1:], "big")
+
+    def read_slots(self, slots: Sequence[int]) -> list[int]:
+        """``[read_slot(slot) for slot in slots]`` in one call: block execution reads a
+        block's attestation slots ahead, all at once (vm.modules.telemetry), each with the
+        same value and the same slot noted as accessed as :meth:`read_slot`, with the
+        checks that do not depend on the slot made once and the flat snapshot's lookups
+        in one loop (:meth:`vm.state.MotusAccountDB.flat_slots`). A slot a journal or
+        the pending writes hold, or one the snapshot cannot answer, goes the way
+        :meth:`read_slot` goes."""
+        upper = self._journal_storage._journal
+        lower = self._locked_changes._journal
+        lookup = self._storage_lookup
+        if upper._ignore_wrapped_db or lower._ignore_wrapped_db or lookup._write_trie is not None:
+            return [self.read_slot(slot) for slot in slots]
+        journaled = upper._current_values.keys() | lower._current_values.keys()
+        pending = lookup._pending or {}
+        root = lookup._starting_root_hash
+        top = SLOT_LAYERS.get(root)
+        out: list[Any] = [None] * len(slots)
+        missed: list[int] = []  # indices the layers did not answer
+        hashes: list[bytes] = []
+        for i, slot in enumerate(slots):
+            key = slot.to_bytes((slot.bit_length() + 7) // 8 or 1, "big")  # int_to_big_endian
+            if key in journaled:
+                continue  # (read_slot below)
+            hashed = _hashed_slot(key)
+            if hashed in pending:
+                out[i] = pending[hashed]
+                continue
+            layer = top  # (_layer_value, inline)
+            while layer is not None:
+                encoded = layer.values.get(hashed)
+                if encoded is not None:
+                    out[i] = encoded
+                    break
+                layer = layer.parent
+            else:
+                missed.append(i)
+                hashes.append(hashed)
+        if missed:
+            flat = lookup._flat
+            if flat is not None:
+                found = flat.flat_slots(lookup._address, lookup._flat_address, hashes)
+                if found is not None:
+                    read = []
+                    for i, hashed, encoded in zip(missed, hashes, found, strict=True):
+                        if encoded is not None:
+                            out[i] = encoded
+                            read.append((hashed, encoded))
+                    _remember_reads(root, read)
+        self._accessed_slots.update(slots)
+        values = []
+        for slot, encoded in zip(slots, out, strict=True):
+            if encoded is None:
+                values.append(self.read_slot(slot))  # (a journal's, or the trie's answer)
+            elif not encoded:
+                values.append(0)
+            else:
+                first = encoded[0]
+                values.append(first if first < 0x80 else int.from_bytes(encoded[1:], "big"))
+        return values
 
     def _read(self, key: bytes, from_journal: bool) -> bytes:
         """What ``self._journal_storage[key]`` (``self._locked_changes[key]`` when not

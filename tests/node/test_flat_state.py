@@ -147,6 +147,8 @@ def test_snapshot_follows_the_head_and_db_check_compares_it(tmp_path) -> None:
     clear_slot_layers()  # (the slot layers hold what the block wrote)
     assert app.state_at(store.head).get_storage(contract, 0) == 7
     clear_slot_layers()
+    assert app.state_at(store.head).slots_reader(contract)([1, 0, 5, 0]) == [0, 7, 0, 7]
+    clear_slot_layers()
     report = check_database(store)
     assert not report.ok and "storage" in report.problems[0]
     store.db.put(slot_key, honest_slot)

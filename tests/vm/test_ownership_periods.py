@@ -141,6 +141,7 @@ def test_the_one_period_hint_follows_the_period_count() -> None:
         SINGLE_PERIOD_HINT,
         SLOT_DEVICE,
         device_pairing,
+        device_pairing_slot,
         get_device,
         hinted_pairing_reader,
         period_count,
@@ -156,6 +157,10 @@ def test_the_one_period_hint_follows_the_period_count() -> None:
         return Store(chain.state(), addresses.IDENTITY).load(
             mapping_slot(SLOT_DEVICE, device) + D_VEHICLE)
 
+    from vm.modules import telemetry
+
+    assert telemetry._SINGLE_PERIOD_HINT == SINGLE_PERIOD_HINT  # (telemetry's own copy)
+    assert device_pairing_slot(device) == mapping_slot(SLOT_DEVICE, device) + D_VEHICLE
     assert period_count(chain.state(), vid) == 1
     assert field() == vid | SINGLE_PERIOD_HINT
     assert hinted_pairing_reader(chain.state())(device) == vid | SINGLE_PERIOD_HINT

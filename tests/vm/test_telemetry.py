@@ -488,3 +488,75 @@ def test_moving_compares_the_first_8_bytes_of_the_commitment():
     again = get_device_state(s, d.address)
     assert again.denied and dataclasses.replace(again, denied=False) == state
     assert tel.call("getDeviceState", d.checksum_address)[4] == other[:8]
+
+
+def test_reads_ahead_change_no_result(fleet: Fleet, monkeypatch):
+    """The slots read ahead of a block's checks (TelemetryView.read_ahead) only save
+    reads: with hostile bytes among the attestations (not msgpack, a list of the wrong
+    shape, a claimed vehicle not the device's, oversized), the same results, the same
+    committed state, and nothing raised that the checks would not raise."""
+    import msgpack
+
+    from vm.modules.telemetry import TelemetryView
+
+    env = fleet.chain.env()
+    now = env.timestamp_ms
+    (d0, d1), (v0, v1) = fleet.devices[:2], fleet.vehicle_ids[:2]
+    good = make(d1, v1, 1, now).encode()
+    raws = [make(d0, v0, 1, now).encode(), b"\x00", msgpack.packb([2, b"x" * 20, -1]),
+            msgpack.packb([2, [b"\x01"], {"a": 1}]), make(d1, v0, 1, now).encode(), good,
+            msgpack.packb([2, d1.address, 2**64 - 1]), b"\x93" * 300,
+            make(d0, v0, 2, now + 60_000).encode()]
+
+    def run() -> tuple[object, ...]:
+        state = fleet.chain.state()
+        included, results = process_attestations(state, env, raws, skip_invalid=True)
+        with pytest.raises(InvalidBlock) as refused:
+            process_attestations(fleet.chain.state(), env, raws, skip_invalid=False)
+        return included, results, state.make_state_root(), str(refused.value)
+
+    assert hasattr(fleet.chain.state(), "slots_reader")  # (so the reads ahead are made)
+    ahead = run()
+    assert [c for _, c in ahead[1]][:2] == ["ok", "malformed"] and good in ahead[0]
+    monkeypatch.setattr(TelemetryView, "read_ahead", lambda self, raws: None)
+    assert run() == ahead
+
+
+def test_reads_ahead_in_steps_beside_a_worker_change_no_result(fleet: Fleet, monkeypatch):
+    """Beside a signature worker the slots are read ahead a few attestations at a time
+    (READ_AHEAD_STEP): a device met again in a later step, a claimed vehicle not the
+    device's, bytes that are not an attestation: the serial results and state root."""
+    import vm.attestation as attestation
+    import vm.attestation_ahead as ahead_module
+    from tests.vm.test_signatures_ahead import _started
+    from vm.attestation_ahead import SignaturesAhead, SignatureWorker
+    from vm.modules import telemetry
+
+    monkeypatch.setattr(telemetry, "READ_AHEAD_STEP", 2)
+    monkeypatch.setattr(ahead_module, "AHEAD_WAIT_S", 30.0)  # (answers count under load)
+    env = fleet.chain.env()
+    now = env.timestamp_ms
+    (d0, d1, d2), (v0, v1, v2) = fleet.devices[:3], fleet.vehicle_ids[:3]
+    early = now - 120_000
+    raws = [make(d0, v0, 1, early).encode(), b"\x00", make(d1, v0, 1, now).encode(),
+            make(d2, v2, 1, early).encode(), make(d1, v1, 1, now).encode(),
+            make(d0, v0, 2, now).encode(), make(d2, v2, 2, now).encode()]
+
+    def run(worker: SignatureWorker | None) -> tuple[object, ...]:
+        attestation._VERIFIED.clear()
+        state = fleet.chain.state()
+        ahead = SignaturesAhead(worker, raws, env.chain_id, chunk=2) if worker else None
+        try:
+            included, results = process_attestations(state, env, raws, True, ahead=ahead)
+        finally:
+            if ahead is not None:
+                ahead.close()
+        return included, results, state.make_state_root()
+
+    serial = run(None)
+    assert [c for _, c in serial[1]].count("ok") == 5
+    worker = _started(SignatureWorker())
+    try:
+        assert run(worker) == serial
+    finally:
+        worker.close()

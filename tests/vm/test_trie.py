@@ -176,6 +176,10 @@ def _run_storage_script(state_class, seed: int) -> list[object]:
             seen.append(state.get_storage(probe, rng.getrandbits(4)))
             # and through the block execution's reader (FastAccountStorageDB.read_slot)
             seen.append(state.slot_reader(probe)(rng.getrandbits(rng.choice([4, 256]))))
+            # and many at once (FastAccountStorageDB.read_slots: the attestation checks'
+            # reads ahead), repeats included
+            slots = [rng.getrandbits(rng.choice([4, 256])) for _ in range(rng.choice([1, 3, 9]))]
+            seen.extend(state.slots_reader(probe)(slots + slots[:1]))
         state.persist()
         root = state.state_root
         roots.append(root)

@@ -535,12 +535,18 @@ def hinted_pairing_reader(state: StateAPI) -> Callable[[bytes], int | None]:
     # unpaired one the second (minted or unknown). Same answers as token id first.
     def pairing(device_address: bytes) -> int | None:
         device_slot = mapping_slot(SLOT_DEVICE, device_address)
-        vehicle_id = load(device_slot + D_VEHICLE)
+        vehicle_id = load(device_slot + D_VEHICLE)  # (device_pairing_slot)
         if vehicle_id:
             return vehicle_id
         return None if load(device_slot + D_TOKEN_ID) == 0 else 0
 
     return pairing
+
+
+def device_pairing_slot(device_address: bytes) -> int:
+    """The slot of a device's pairing field (its vehicle, with the one-period hint): the
+    first read of :func:`hinted_pairing_reader`."""
+    return mapping_slot(SLOT_DEVICE, device_address) + D_VEHICLE
 
 
 def period_count(state: StateAPI, vehicle_id: int) -> int:

@@ -48,10 +48,12 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 import h3.api.basic_int as h3
+import msgpack
 from eth.abc import StateAPI
 from eth_typing import Address
 
 from vm.attestation import (
+    MAX_ATTESTATION_BYTES,
     NONCE_BYTES,
     ODOMETER_UNIT_M,
     OK,
@@ -116,17 +118,41 @@ def _pairings_of(state: StateAPI) -> DeviceLookup:
     from vm.modules import identity  # sibling module: imported at use
 
     pairing = identity.hinted_pairing_reader(state)
-    hint = identity.SINGLE_PERIOD_HINT
 
     def lookup(_state: StateAPI, device: bytes) -> _Pairing | None:
         value = pairing(device)
-        if value is None:
-            return None
-        if value & hint:
-            return _Pairing(value ^ hint, True)
-        return _Pairing(value)
+        return None if value is None else _pairing_of(value)
 
     return lookup
+
+
+# Challenge answers by (epoch seed, threshold): a pure function of the seed, the device
+# and the threshold, shared by every view of an epoch (a device attests many times an
+# epoch); the last two keys kept, each at most _CHALLENGE_MEMO_MAX devices.
+_CHALLENGE_MEMO: dict[tuple[bytes, int], dict[bytes, bytes | None]] = {}
+_CHALLENGE_MEMO_MAX = 100_000
+
+
+def _challenge_memo(seed: bytes, threshold: int) -> dict[bytes, bytes | None]:
+    memo = _CHALLENGE_MEMO.get((seed, threshold))
+    if memo is None or len(memo) >= _CHALLENGE_MEMO_MAX:
+        memo = _CHALLENGE_MEMO[(seed, threshold)] = {}
+        while len(_CHALLENGE_MEMO) > 2:  # (views of two threads may race here: harmless)
+            try:
+                _CHALLENGE_MEMO.pop(next(iter(_CHALLENGE_MEMO)), None)
+            except (StopIteration, RuntimeError):
+                break
+    return memo
+
+
+_SINGLE_PERIOD_HINT = 1 << 255  # identity.SINGLE_PERIOD_HINT (a test holds them equal)
+
+
+def _pairing_of(value: int) -> _Pairing:
+    """The pairing a device's hinted pairing field (identity.hinted_pairing_reader) gives."""
+    if value & _SINGLE_PERIOD_HINT:
+        return _Pairing(value ^ _SINGLE_PERIOD_HINT, True)
+    return _Pairing(value)
 
 
 def _pack(a: int, b: int, c: int, d: int) -> int:
@@ -455,10 +481,13 @@ class TelemetryView:
                            else self.limits.challenge_fraction_bps * 2**256 // BPS)
         window = self.limits.epoch_length_blocks * self.limits.challenge_window_bps // BPS
         self.in_challenge_window = height < epoch_start + window
+        # whether device records are identity's hinted pairing field (what read_ahead reads)
+        self._pairing_field = False
         if get_device is None:
             get_device = _device_pairing
             if get_device is _DEFAULT_DEVICE_PAIRING:  # (a test may put a reference in)
                 get_device = _pairings_of(state)
+                self._pairing_field = True
         self._get_device = get_device
         self._track_cache = track_cache
         self.tallies = tallies
@@ -470,13 +499,72 @@ class TelemetryView:
         self._tallies: dict[int, _Tally] = {}
         self._dirty_tracks: set[bytes] = set()
         self._new_vehicles: list[int] = []
-        self._challenges: dict[bytes, bytes | None] = {}
+        self._challenges = _challenge_memo(self.seed, self._threshold)
         self._periods: dict[int, list[Any]] = {}  # vehicle -> ownership periods (this block)
         self._period_counts: dict[tuple[int, int], int] = {}  # (vehicle, period) -> accepted
         # what was read, to write only what changed: device -> (last, meta) as loaded,
         # (vehicle, period) -> count as loaded
         self._loaded: dict[bytes, tuple[int, int]] = {}
         self._loaded_periods: dict[tuple[int, int], int] = {}
+        # slots read ahead (read_ahead), each taken by the first check that needs it:
+        # device -> pairing field, device -> (last, meta), vehicle -> epoch tally
+        self._ahead_pairings: dict[bytes, int] = {}
+        self._ahead_tracks: dict[bytes, tuple[int, int]] = {}
+        self._ahead_tallies: dict[int, int] = {}
+
+    def read_ahead(self, raws: Sequence[bytes]) -> None:
+        """Read the slots the checks of ``raws`` (a block's attestations, or the next
+        of them, in order) will read, all at once before their checks
+        (``MotusState.slots_reader``: one call for each module's slots instead of one a
+        slot, ~8,000 a block): each device's pairing field and (last, meta) slots and
+        each claimed vehicle's epoch tally, unless an earlier call or check read them.
+        Every value is the state's at this point, which is what the checks would read,
+        since a view writes nothing before :meth:`commit`; a check takes a value only
+        for a device or vehicle it has not met yet, and a value nobody takes is dropped
+        with the view. The device and vehicle are read from the bytes without any check (a
+        hint only: the checks decode and verify them); bytes that do not look like an
+        attestation are skipped. Nothing is read ahead for an admission view (tracks
+        shared across views, no tallies) or a state without the batch read."""
+        if self._track_cache is not None or not self.tallies:
+            return
+        telemetry = getattr(self.state, "slots_reader", None)
+        if telemetry is None:
+            return
+        devices: dict[bytes, None] = {}
+        vehicles: dict[int, None] = {}
+        known, known_vehicles = self._ahead_tracks.keys() | self._tracks.keys(), (
+            self._ahead_tallies.keys() | self._tallies.keys())
+        for raw in raws:
+            if len(raw) > MAX_ATTESTATION_BYTES:
+                continue
+            try:
+                obj = msgpack.unpackb(raw)
+                device, vehicle_id = obj[1], obj[2]
+            except Exception:  # noqa: BLE001 - a hint only: the checks say what is wrong
+                continue
+            if (type(device) is bytes and len(device) == 20 and type(vehicle_id) is int
+                    and 0 < vehicle_id <= MASK64):
+                if device not in known:
+                    devices[device] = None
+                if vehicle_id not in known_vehicles:
+                    vehicles[vehicle_id] = None
+        if not devices and not vehicles:
+            return
+        epoch = self.epoch
+        slots: list[int] = []
+        for device in devices:
+            slots.extend(device_slots(device))
+        tally_slots = [mapping_slot(SLOT_VEHICLE_EPOCH, epoch, v) for v in vehicles]
+        values = telemetry(Address(addresses.TELEMETRY))(slots + tally_slots)
+        it = iter(values)
+        self._ahead_tracks.update(
+            {device: (last, meta) for device, last, meta in zip(devices, it, it, strict=False)})
+        self._ahead_tallies.update(zip(vehicles, it, strict=True))
+        if self._pairing_field and devices:
+            from vm.modules import identity  # sibling module: imported at use
+            pairing_slots = [identity.device_pairing_slot(device) for device in devices]
+            self._ahead_pairings.update(zip(
+                devices, telemetry(Address(addresses.IDENTITY))(pairing_slots), strict=True))
 
     # -- cached reads --
 
@@ -484,7 +572,10 @@ class TelemetryView:
         try:
             return self._devices[device]
         except KeyError:
-            record = self._devices[device] = self._get_device(self.state, device)
+            value = self._ahead_pairings.pop(device, 0)
+            # (a field of 0, unpaired or unknown, takes the lookup's second read)
+            record = self._devices[device] = (
+                _pairing_of(value) if value else self._get_device(self.state, device))
             return record
 
     def _track(self, device: bytes) -> DeviceTrack:
@@ -492,9 +583,12 @@ class TelemetryView:
         if track is None:
             shared = self._track_cache
             if shared is None:
-                last_slot, meta_slot = device_slots(device)
-                load = self._load
-                loaded = self._loaded[device] = (load(last_slot), load(meta_slot))
+                loaded = self._ahead_tracks.pop(device, None)
+                if loaded is None:
+                    last_slot, meta_slot = device_slots(device)
+                    load = self._load
+                    loaded = (load(last_slot), load(meta_slot))
+                self._loaded[device] = loaded
                 # (the slots as read: what packed() would give back, every bit being a field)
                 track = DeviceTrack(*loaded)
             else:
@@ -509,17 +603,22 @@ class TelemetryView:
         tally = self._tallies.get(vehicle_id)
         if tally is None:
             slot = mapping_slot(SLOT_VEHICLE_EPOCH, self.epoch, vehicle_id)
-            tally = self._tallies[vehicle_id] = _Tally(self._load(slot), slot)
+            value = self._ahead_tallies.pop(vehicle_id, None)
+            tally = self._tallies[vehicle_id] = _Tally(
+                self._load(slot) if value is None else value, slot)
         return tally
 
     def challenge_nonce(self, device: bytes) -> bytes | None:
         """The device's nonce this epoch, or None when it is not challenged."""
-        if device not in self._challenges:
-            # (is_challenged, with the threshold computed once per view)
-            challenged = int.from_bytes(keccak256(self.seed + device), "big") < self._threshold
-            self._challenges[device] = (compute_challenge_nonce(self.seed, device)
-                                        if challenged else None)
-        return self._challenges[device]
+        try:
+            return self._challenges[device]
+        except KeyError:
+            pass
+        # (is_challenged, with the threshold computed once per view)
+        challenged = int.from_bytes(keccak256(self.seed + device), "big") < self._threshold
+        nonce = self._challenges[device] = (compute_challenge_nonce(self.seed, device)
+                                            if challenged else None)
+        return nonce
 
     # -- the checks --
 
@@ -684,6 +783,8 @@ class TelemetryView:
         self._new_vehicles.clear()
 
 
+READ_AHEAD_STEP = 256  # attestations read ahead at a time beside a signature worker
+
 _ONLY_PERIOD: list[Any] = []  # marker: the vehicle has exactly one ownership period
 
 
@@ -697,6 +798,8 @@ def _period_index(periods: list[Any], timestamp_ms: int) -> int | None:
 def _moved_at_least_m(previous_cell: int, cell: int, resolution: int) -> int:
     """Lower bound of the distance between two cells; compares at the coarser
     resolution when governance changed the resolution in between."""
+    if previous_cell == cell:  # (one cell: one resolution, no distance)
+        return 0
     try:
         prev_res = h3.get_resolution(previous_cell)
     except Exception:  # pragma: no cover - stored cells were valid when accepted
@@ -734,7 +837,17 @@ def process_attestations(state: StateAPI, env: Any, attestations: Sequence[bytes
     results: list[tuple[bytes, str]] = []
     ids = ahead.ids if ahead is not None else None
     ready_from = ahead.next_index if ahead is not None else len(attestations)
+    # The slots are read ahead all at once, or, while a worker checks signatures beside,
+    # READ_AHEAD_STEP attestations at a time: the worker gets its next task only when
+    # this loop reaches an answer, and a whole block's reads (~25 ms at 100,000
+    # vehicles) would leave it idle that long.
+    last = min(cap, len(attestations)) if skip_invalid else len(attestations)
+    step = last if ready_from >= len(attestations) else READ_AHEAD_STEP
+    read_to = 0
     for index, raw in enumerate(attestations):
+        if index == read_to and index < last:
+            read_to = min(index + step, last)
+            view.read_ahead(attestations[index:read_to])
         raw = bytes(raw)
         att_id = compute_attestation_id(raw) if ids is None else ids[index]
         if index >= ready_from:  # the workers' answers up to here count from now on
