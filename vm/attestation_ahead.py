@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import signal
 import socket
 import subprocess
@@ -35,11 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from vm.attestation import (
-    OK,
-    check_stateless_codes,
+    AttestationError,
+    RejectCode,
     compute_attestation_id,
+    decode_attestation,
     is_verified,
     mark_verified,
+    verify_signature,
 )
 
 log = logging.getLogger("motus.vm.signatures")
@@ -69,22 +70,96 @@ _WORKER_CODE = "import sys; from vm.attestation_ahead import serve_fd; serve_fd(
 _ROOT = str(Path(__file__).resolve().parents[1])  # where the vm package is
 
 
+# --- the worker's wire format (shared with node.attestation_pool.ProcessPoolChecker) -----
+# A task is ``tag`` (its low 4 bytes, big-endian) ``chain_id`` (8 bytes) and then each attestation
+# as one length byte and its bytes; an answer is the tag and one code byte per
+# attestation (:data:`CODES`). Both go as multiprocessing.connection frames (a 4-byte
+# big-endian length first). No pickle: a task of 64 attestations is built in ~10 us and
+# read in ~15 us, and the answer is 68 bytes. An attestation longer than 255 bytes (or
+# empty) goes as an empty one: malformed either way (valid ones are at most 180 bytes).
+CODES = ("ok", RejectCode.MALFORMED.value, RejectCode.BAD_SIGNATURE.value)
+CODE_OK = 0
+_CODE_BYTES = {code: i for i, code in enumerate(CODES)}
+_LENGTH = [bytes((n,)) for n in range(256)]
+_EMPTY = _LENGTH[0]
+
+
+def encode_task(tag: int, chain_id: int, raws: Sequence[bytes]) -> bytes:
+    """A task's bytes (see above), without the frame's length."""
+    parts = [(tag & 0xFFFFFFFF).to_bytes(4, "big") + chain_id.to_bytes(8, "big")]
+    append, length = parts.append, _LENGTH
+    for raw in raws:
+        n = len(raw)
+        if 0 < n < 256:
+            append(length[n])
+            append(raw)
+        else:
+            append(_EMPTY)
+    return b"".join(parts)
+
+
+def answer_task(task: bytes) -> bytes:
+    """The worker's answer to ``task``: its tag and a code byte per attestation
+    (the verdicts of :func:`vm.attestation.check_stateless_codes`)."""
+    chain_id = int.from_bytes(task[4:12], "big")
+    out = bytearray(task[:4])
+    append, code_of = out.append, _CODE_BYTES
+    pos, end = 12, len(task)
+    while pos < end:
+        start = pos + 1
+        pos = start + task[pos]
+        try:
+            verify_signature(decode_attestation(task[start:pos]), chain_id)
+        except AttestationError as exc:
+            append(code_of[exc.code])
+        else:
+            append(CODE_OK)
+    return bytes(out)
+
+
+def spawn_worker() -> tuple[Any, socket.socket] | None:
+    """A worker process serving one end of a new socket pair: (process, our end), or
+    None when it cannot be started (logged)."""
+    ours, theirs = socket.socketpair()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _WORKER_CODE, str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
+    except OSError as exc:
+        ours.close()
+        log.warning("signature worker not started: %s", exc)
+        return None
+    finally:
+        theirs.close()
+    return process, ours
+
+
+def stop_worker(process: Any) -> None:
+    """Wait up to 2 s for a worker whose socket was closed to end; else kill it."""
+    try:
+        process.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=2)
+
+
 def serve_fd(fd: int) -> None:
     """The worker process's entry point: serve the connected socket ``fd``."""
     _serve(Connection(fd))
 
 
 def _serve(conn: Any) -> None:
-    """The worker process: answer ``(tag, chain_id, raws)`` tasks with ``(tag, codes)``
-    until the pipe closes."""
+    """The worker process: answer tasks (:func:`answer_task`) until the socket closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node's Ctrl-C is the node's to handle
     conn.send_bytes(b"ready")
     while True:
         try:
-            tag, chain_id, raws = pickle.loads(conn.recv_bytes())
+            task = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        conn.send_bytes(pickle.dumps((tag, check_stateless_codes(raws, chain_id))))
+        conn.send_bytes(answer_task(task))
 
 
 class SignatureWorker:
@@ -112,19 +187,10 @@ class SignatureWorker:
         if self._process is not None or self._closed:
             return
         self._started_at = time.monotonic()
-        ours, theirs = socket.socketpair()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
-        try:
-            process = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_CODE, str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
-        except OSError as exc:
-            ours.close()
-            log.warning("block signature worker not started: %s", exc)
+        started = spawn_worker()
+        if started is None:
             return
-        finally:
-            theirs.close()
+        process, ours = started
         self._process, self._conn = process, Connection(ours.detach())
         self._ready, self._tag, self._answered = False, 0, 0
         self._in_flight.clear()
@@ -142,11 +208,7 @@ class SignatureWorker:
         if conn is not None:
             conn.close()
         if process is not None:
-            try:
-                process.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=2)
+            stop_worker(process)
 
     def _broken(self, why: str) -> None:
         log.warning("block signature worker stopped (%s); blocks are checked serially "
@@ -169,20 +231,22 @@ class SignatureWorker:
                 self._ready = True
             while self._in_flight and self._conn.poll(0):  # answers a failed block left
                 self._read()
-        except Exception as exc:  # EOF, a socket error, bytes that do not unpickle
+        except Exception as exc:  # EOF, a socket error
             self._broken(type(exc).__name__)
             return False
         return not self._in_flight
 
-    def _read(self) -> tuple[int, list[str]]:
-        tag, codes = pickle.loads(self._conn.recv_bytes())
+    def _read(self) -> tuple[int, bytes]:
+        data = self._conn.recv_bytes()
+        # answers come in task order: the first due, its tag's low 32 bits on the wire
+        tag = self._answered + ((int.from_bytes(data[:4], "big") - self._answered) & 0xFFFFFFFF)
         self._in_flight.pop(tag, None)
         self._answered = tag + 1
-        return tag, codes
+        return tag, data[4:]
 
-    def send(self, raws: list[bytes], chain_id: int) -> int | None:
+    def send(self, raws: Sequence[bytes], chain_id: int) -> int | None:
         """Write a task if the bytes in flight allow; its tag, or None (not written)."""
-        data = pickle.dumps((self._tag, chain_id, raws), protocol=pickle.HIGHEST_PROTOCOL)
+        data = encode_task(self._tag, chain_id, raws)
         if (len(self._in_flight) >= AHEAD_TASKS or self._conn is None
                 or sum(self._in_flight.values()) + len(data) > AHEAD_MAX_BYTES):
             return None
@@ -202,9 +266,10 @@ class SignatureWorker:
         except (EOFError, OSError):
             return True  # (receive finds out and stops the worker)
 
-    def receive(self, tag: int, timeout: float) -> list[str] | None:
-        """The answer to task ``tag`` (answers come in order), waiting at most
-        ``timeout`` seconds for each; None if it does not come."""
+    def receive(self, tag: int, timeout: float) -> bytes | None:
+        """The answer to task ``tag`` (answers come in order): a code byte per
+        attestation (:data:`CODES`), waiting at most ``timeout`` seconds for each; None
+        if it does not come."""
         try:
             while self._answered <= tag:
                 if not self._conn.poll(timeout):
@@ -212,7 +277,7 @@ class SignatureWorker:
                 got, codes = self._read()
                 if got == tag:
                     return codes
-        except Exception as exc:  # EOF, a socket error, bytes that do not unpickle
+        except Exception as exc:  # EOF, a socket error
             self._broken(type(exc).__name__)
         return None
 
@@ -305,7 +370,7 @@ class SignaturesAhead:
                 elif len(codes) == len(self._chunks[k]):
                     ids, chain_id = self.ids, self.chain_id
                     for i, code in zip(self._chunks[k], codes, strict=True):
-                        if code == OK:
+                        if code == CODE_OK:
                             mark_verified(ids[i], chain_id)
                             self.workers_checked += 1
             self._taken += 1
