@@ -270,7 +270,7 @@ class _Worker:
                         if tag not in self.answers and self.generation == generation:
                             await self._receive()
             if waited.cancelled_caught and self.generation == generation:
-                self.stop(f"no answer in {WORKER_ANSWER_S:.0f} s")
+                self.stop(f"no answer in {WORKER_ANSWER_S:g} s")
         except (OSError, EOFError, _WorkerGone, trio.ClosedResourceError) as exc:
             if self.generation == generation and self.sock is not None:
                 self.stop(str(exc) or type(exc).__name__)
@@ -325,7 +325,7 @@ class _Worker:
                 if codes is not None:
                     return codes
                 if not select.select([self.sock], [], [], WORKER_ANSWER_S)[0]:
-                    raise _WorkerGone(f"no answer in {WORKER_ANSWER_S:.0f} s")
+                    raise _WorkerGone(f"no answer in {WORKER_ANSWER_S:g} s")
                 data = self.sock.recv(1 << 16)
                 if not data:
                     raise EOFError("worker closed its socket")
