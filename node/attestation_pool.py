@@ -439,8 +439,9 @@ class ProcessPoolChecker:
                 continue
             for raw, att_id, code in zip(raws[start:end], ids[start:end], codes, strict=True):
                 if code == CODE_OK:
-                    mark_verified(att_id, chain_id)
-                    yield decode_accepted(raw)
+                    att = decode_accepted(raw)
+                    mark_verified(att_id, chain_id, att)
+                    yield att
                 else:
                     yield CODES[code]
 
@@ -848,7 +849,8 @@ class AttestationPool:
                 yield from inline.check_many([raws[i]], [ids[i]], self.chain_id)
                 continue
             if not isinstance(outcome, str):
-                mark_verified(ids[i], self.chain_id)  # block execution will not recover it again
+                # block execution will neither recover nor decode it again
+                mark_verified(ids[i], self.chain_id, outcome)
             yield outcome
 
     def needs_check(self, att_id: bytes) -> bool:

@@ -45,21 +45,20 @@ from vm.attestation import (
 
 log = logging.getLogger("motus.vm.signatures")
 
-AHEAD_CHUNK = 64  # attestations per task: ~3 ms of the worker's time, ~0.05 ms to hand over
+AHEAD_CHUNK = 64  # attestations per task: ~3.5 ms of the worker's time, ~10 us to hand over
 # Task bytes written and not yet answered, at most: below the socket pair's buffer
 # (~208 KiB on Linux; even a pipe's 64 KiB), so a write never blocks, even when the worker
-# is stuck (a task of 64 is ~11-17 KiB).
+# is stuck (a task of 64 is ~11 KiB).
 AHEAD_MAX_BYTES = 48 * 1024
 # Tasks written and not yet answered, at most: the one the worker is on and the next, so
-# it never waits for work, and whatever is not written yet can still become the
-# executing thread's own when the worker falls behind (a small block's chunks are not
-# all handed out at the start).
+# it never waits for work, and a worker that falls behind is not handed the whole block.
 AHEAD_TASKS = 2
-# The longest wait for one answer (measured 1-8 ms on a loaded machine); past it the rest
-# of the block is checked serially, and later blocks too until the late answers have
-# come: a stuck or starved worker costs one block check this much more than the serial
-# check, once (0.1 s measured as ~50 us an attestation on a 2,000-attestation block).
-AHEAD_WAIT_S = 0.025
+# The longest the caller waits for an answer it needs now. 0 (the node): never; an
+# attestation whose answer has not come when execution reaches it is checked by the
+# caller, which asks again at the next one (a poll), so a slow, starved or stuck worker
+# costs the serial check and nothing more. Above 0 (tests, to make the worker's share
+# certain): a wait that runs out gives the rest of the block to the caller.
+AHEAD_WAIT_S = 0.0
 WORKER_RESTART_S = 60.0  # a worker that died is started again at most this often
 
 
@@ -259,6 +258,10 @@ class SignatureWorker:
         self._in_flight[tag] = len(data)
         return tag
 
+    def running(self) -> bool:
+        """Started and not stopped (it may not have said it is ready yet)."""
+        return self._conn is not None
+
     def answer_waiting(self) -> bool:
         """Whether an answer can be read without waiting."""
         try:
@@ -289,20 +292,19 @@ class SignaturesAhead:
     A worker's answer is a hint, never a verdict: an attestation it found valid is marked
     verified (:func:`vm.attestation.mark_verified`) just before the caller checks it, so
     the caller's :func:`vm.attestation.check_stateless` only decodes it; every other one
-    (refused by the worker, its task not written, or its answer late or lost) gets the
-    caller's full check. So a block gives the results, errors and messages of the serial
-    check, whatever the worker's timing, and a missing, stuck or dead worker only makes
-    it slower. Attestations already in the memo are given to no worker. Tasks are written
-    from the start (the worker begins while the caller sets the block up and runs its
-    transactions); the first is a quarter of ``chunk``, so the first answer comes soon.
-    At most :data:`AHEAD_TASKS` tasks (and :data:`AHEAD_MAX_BYTES`) are out at once; the
-    caller waits at most :data:`AHEAD_WAIT_S` for an answer, and then checks the rest of
-    the block itself.
-    The two sides share the work by need: each time the caller reaches a task whose
-    answer has not come yet, the next chunk not yet written is the caller's own (checked
-    serially, never written), so a worker slower than the execution it feeds (measured:
-    ~70 us an attestation beside execution against ~55 us of execution, on two vCPUs)
-    gets fewer chunks instead of making the caller wait for each one.
+    (refused by the worker, its task not written, or its answer not there yet, late or
+    lost) gets the caller's full check. So a block gives the results, errors and messages
+    of the serial check, whatever the worker's timing, and a missing, stuck or dead worker
+    only makes it slower. Attestations already in the memo are given to no worker. Tasks
+    are written from the start (the worker begins while the caller sets the block up and
+    runs its transactions), in chunks growing from an eighth of ``chunk`` to ``chunk``, so
+    the first answers come soon and later ones cost few hand-overs. At most
+    :data:`AHEAD_TASKS` tasks (and :data:`AHEAD_MAX_BYTES`) are out at once.
+    The two sides share the work by need, at the attestation: when the caller reaches
+    one whose answer has not come (the worker starts behind, and may fall behind), it
+    checks that one itself and looks for the answer again at the next one; answers of
+    chunks the caller has passed are read and dropped. The caller never waits (unless
+    :data:`AHEAD_WAIT_S` says so).
 
     Use: ``ahead.ready(i)`` before checking attestation ``i`` (indices in increasing
     order; cheap when ``i < ahead.next_index``), ``ahead.close()`` at the end, also when
@@ -313,39 +315,36 @@ class SignaturesAhead:
                  ids: Sequence[bytes] | None = None, *, chunk: int | None = None) -> None:
         chunk = chunk or AHEAD_CHUNK
         self.chain_id = chain_id
-        self._raws = [bytes(raw) for raw in raws]  # (bytes as they are; picklable)
+        self._raws = [bytes(raw) for raw in raws]
         self.ids = list(ids) if ids is not None else [compute_attestation_id(r) for r in self._raws]
         self.workers_checked = 0  # attestations the worker found valid (bench, tests)
         self.waited_s = 0.0  # wall time the caller waited for answers (bench)
+        self.own = 0  # unseen attestations the caller checked itself, the worker not done (bench)
         self._worker: SignatureWorker | None = None
         self._chunks: list[list[int]] = []
         self._tags: list[int | None] = []
-        self._taken = 0  # chunks taken back so far
+        self._taken = 0  # chunks done with (answer applied, or passed) so far
         self.next_index = len(self._raws)
         unseen = [i for i, att_id in enumerate(self.ids) if not is_verified(att_id, chain_id)]
         if not unseen:
             return  # (the usual case: admission verified them all; the worker not even asked)
         if worker.in_use or not worker.available():
             return  # (another check is using it, it is starting, or it is still busy)
-        first = max(1, chunk // 4)
-        self._chunks = [unseen[:first]] + [unseen[k:k + chunk]
-                                           for k in range(first, len(unseen), chunk)]
+        size, k = max(1, chunk // 8), 0
+        while k < len(unseen):
+            self._chunks.append(unseen[k:k + size])
+            k += size
+            size = min(chunk, 2 * size)
         self._tags = [None] * len(self._chunks)
         self._worker = worker
         worker.in_use = True
-        self._sent = 0  # chunks given out so far (written, or the caller's own)
-        self._owed = 0  # chunks the caller takes on itself, from the next one given out
-        self.own_chunks = 0  # (bench, tests)
+        self._sent = 0  # chunks written (or skipped: passed by the caller) so far
         self._send_more()
         self.next_index = self._chunks[0][0]
 
     def _send_more(self) -> None:
+        self._sent = max(self._sent, self._taken)  # (what the caller passed is not written)
         while self._worker is not None and self._sent < len(self._chunks):
-            if self._owed:  # the caller's own: its tag stays None
-                self._owed -= 1
-                self.own_chunks += 1
-                self._sent += 1
-                continue
             tag = self._worker.send([self._raws[i] for i in self._chunks[self._sent]],
                                     self.chain_id)
             if tag is None:
@@ -355,28 +354,31 @@ class SignaturesAhead:
 
     def ready(self, index: int) -> None:
         """Make the worker's answers for attestations up to ``index`` count (mark the
-        valid ones verified), waiting for at most one answer."""
-        while self._taken < len(self._chunks) and self._chunks[self._taken][0] <= index:
+        valid ones verified); never waits (unless :data:`AHEAD_WAIT_S`)."""
+        chunks = self._chunks
+        while self._taken < len(chunks) and chunks[self._taken][0] <= index:
             k = self._taken
-            tag = self._tags[k]
-            if tag is not None and self._worker is not None:
-                if not self._worker.answer_waiting():
-                    self._owed += 1  # the worker is behind: a later chunk is the caller's
+            chunk, tag, worker = chunks[k], self._tags[k], self._worker
+            if tag is not None and worker is not None:
                 started = time.perf_counter()
-                codes = self._worker.receive(tag, AHEAD_WAIT_S)
+                codes = worker.receive(tag, AHEAD_WAIT_S)
                 self.waited_s += time.perf_counter() - started
                 if codes is None:
-                    self.close()  # late or lost: the rest of the block is the caller's
-                elif len(codes) == len(self._chunks[k]):
+                    if AHEAD_WAIT_S > 0 or not worker.running():
+                        self.close()  # late or lost: the rest of the block is the caller's
+                    elif chunk[-1] > index:  # not yet: this one is the caller's, and then
+                        self.own += 1
+                        self.next_index = index + 1  # the next one asks again
+                        return
+                elif len(codes) == len(chunk):
                     ids, chain_id = self.ids, self.chain_id
-                    for i, code in zip(self._chunks[k], codes, strict=True):
-                        if code == CODE_OK:
+                    for i, code in zip(chunk, codes, strict=True):
+                        if code == CODE_OK and i >= index:  # (before: the caller's already)
                             mark_verified(ids[i], chain_id)
                             self.workers_checked += 1
             self._taken += 1
             self._send_more()
-        self.next_index = (self._chunks[self._taken][0] if self._taken < len(self._chunks)
-                           else len(self._raws))
+        self.next_index = chunks[self._taken][0] if self._taken < len(chunks) else len(self._raws)
 
     def close(self) -> None:
         """Give out no more; the worker is free for the next block (which reads and
