@@ -4,9 +4,11 @@
 A block from a peer may carry attestations this node never admitted: their signatures
 are not in the verified-id memo (:mod:`vm.attestation`), and recovering them (~50 us
 each) is a third of executing them. :class:`SignatureWorker` is one worker process that
-runs :func:`vm.attestation.check_stateless_codes`; :class:`SignaturesAhead` hands it a
-block's unverified attestations as execution starts and turns each of its ``ok``
-answers into a memo entry just before execution reaches that attestation.
+gives :func:`vm.attestation.check_stateless_codes`'s verdicts (:func:`answer_task`; the
+same program serves admission's workers, node.attestation_pool.ProcessPoolChecker);
+:class:`SignaturesAhead` hands it a block's unverified attestations as execution starts
+and turns each of its ``ok`` answers into a memo entry just before execution reaches
+that attestation.
 
 Why a process fed straight through a socket pair by the executing thread: a worker
 thread needs the GIL for its Python part (decoding, the digest) after every recovery,
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -50,9 +53,10 @@ AHEAD_CHUNK = 64  # attestations per task: ~3.5 ms of the worker's time, ~10 us 
 # (~208 KiB on Linux; even a pipe's 64 KiB), so a write never blocks, even when the worker
 # is stuck (a task of 64 is ~11 KiB).
 AHEAD_MAX_BYTES = 48 * 1024
-# Tasks written and not yet answered, at most: the one the worker is on and the next, so
-# it never waits for work, and a worker that falls behind is not handed the whole block.
-AHEAD_TASKS = 2
+# Tasks written and not yet answered, at most: enough that the worker never waits for
+# work while the caller is on an earlier chunk (the first ones are small); a worker that
+# falls behind is still not handed the whole block at once.
+AHEAD_TASKS = 4
 # The longest the caller waits for an answer it needs now. 0 (the node): never; an
 # attestation whose answer has not come when execution reaches it is checked by the
 # caller, which asks again at the next one (a poll), so a slow, starved or stuck worker
@@ -173,6 +177,7 @@ class SignatureWorker:
     def __init__(self) -> None:
         self._process: Any = None
         self._conn: Any = None
+        self._poller: Any = None
         self._ready = False
         self._started_at = -WORKER_RESTART_S
         self._tag = 0  # tasks ever written (their tags)
@@ -191,6 +196,8 @@ class SignatureWorker:
             return
         process, ours = started
         self._process, self._conn = process, Connection(ours.detach())
+        self._poller = select.poll()
+        self._poller.register(self._conn.fileno(), select.POLLIN)
         self._ready, self._tag, self._answered = False, 0, 0
         self._in_flight.clear()
 
@@ -222,13 +229,13 @@ class SignatureWorker:
             return False
         try:
             if not self._ready:
-                if not self._conn.poll(0):
+                if not self._waiting(0):
                     return False
                 if self._conn.recv_bytes() != b"ready":
                     self._broken("unexpected greeting")
                     return False
                 self._ready = True
-            while self._in_flight and self._conn.poll(0):  # answers a failed block left
+            while self._in_flight and self._waiting(0):  # answers a failed block left
                 self._read()
         except Exception as exc:  # EOF, a socket error
             self._broken(type(exc).__name__)
@@ -258,6 +265,13 @@ class SignatureWorker:
         self._in_flight[tag] = len(data)
         return tag
 
+    def _waiting(self, timeout: float) -> bool:
+        """Whether the socket has bytes to read, waiting up to ``timeout`` seconds (a
+        ``select.poll`` kept with the socket: ~1 us, against ~15 us for Connection.poll,
+        which builds a selector per call; the caller polls at every attestation while
+        the worker is behind)."""
+        return bool(self._poller.poll(1000 * timeout))
+
     def running(self) -> bool:
         """Started and not stopped (it may not have said it is ready yet)."""
         return self._conn is not None
@@ -265,7 +279,7 @@ class SignatureWorker:
     def answer_waiting(self) -> bool:
         """Whether an answer can be read without waiting."""
         try:
-            return self._conn is not None and bool(self._conn.poll(0))
+            return self._conn is not None and self._waiting(0)
         except (EOFError, OSError):
             return True  # (receive finds out and stops the worker)
 
@@ -275,7 +289,7 @@ class SignatureWorker:
         if it does not come."""
         try:
             while self._answered <= tag:
-                if not self._conn.poll(timeout):
+                if not self._waiting(timeout):
                     return None
                 got, codes = self._read()
                 if got == tag:
