@@ -23,7 +23,7 @@ import math
 import select
 import socket
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -148,6 +148,10 @@ class InlineChecker:
 # Admission's signature workers (:class:`ProcessPoolChecker`).
 WORKER_ANSWER_S = 10.0  # no answer for this long (a task takes ~50 us an item): stuck, killed
 WORKER_RESTART_S = 5.0  # a worker that died or was killed is started again at most this often
+MIN_PART = 32  # attestations per task at least (a task costs ~20 us of hand-over a side)
+# Attestations written to one worker for one batch and not yet answered (~25 ms of its
+# work): enough that it never runs dry while the trio thread executes a block.
+WORKER_AHEAD_ITEMS = 512
 _CODE_BYTES = b"\x00\x01\x02"  # the code bytes a worker answers with (CODES)
 
 
@@ -240,45 +244,63 @@ class _Worker:
 
     # -- from the trio thread --
 
-    async def run(self, chain_id: int, raws: Sequence[bytes]) -> bytes | None:
-        """The code bytes of ``raws``, or None if this worker cannot give them (not
-        running, died, stuck: then it is stopped and started again later)."""
+    async def submit(self, chain_id: int, raws: Sequence[bytes]) -> tuple[int, int] | None:
+        """Write a task; its ticket (generation, tag) for :meth:`answer`, or None if this
+        worker cannot take it (not running, or it failed now: then it is stopped)."""
         if self.sock is None:
             return None
-        generation, tag = self.generation, -1
+        generation = self.generation
+        try:
+            # A frame is written whole, even if the caller is cancelled meanwhile: half a
+            # frame would garble everything after it. (A worker that takes nothing for
+            # WORKER_ANSWER_S is stuck.)
+            with trio.CancelScope(shield=True,
+                                  deadline=trio.current_time() + WORKER_ANSWER_S) as sending:
+                async with self.send_lock:
+                    if self.sock is None or self.generation != generation:
+                        return None
+                    tag, frame = self._frame(chain_id, raws)
+                    await self._send(frame)
+            if sending.cancelled_caught:
+                raise _WorkerGone("task not taken")
+        except (OSError, _WorkerGone, trio.ClosedResourceError) as exc:
+            self._failed(generation, exc)
+            return None
+        return generation, tag
+
+    async def answer(self, ticket: tuple[int, int]) -> bytes | None:
+        """The code bytes of the task ``ticket``, or None if this worker cannot give them
+        (died, garbled, or no answer for :data:`WORKER_ANSWER_S`: then it is stopped)."""
+        generation, tag = ticket
+        done = False
         try:
             with trio.move_on_after(WORKER_ANSWER_S) as waited:
-                # A frame is written whole, even if our caller is cancelled meanwhile:
-                # half a frame would garble everything after it.
-                with trio.CancelScope(shield=True,
-                                      deadline=trio.current_time() + WORKER_ANSWER_S) as sending:
-                    async with self.send_lock:
-                        if self.sock is None or self.generation != generation:
-                            return None
-                        tag, frame = self._frame(chain_id, raws)
-                        await self._send(frame)
-                if sending.cancelled_caught:
-                    raise _WorkerGone("task not taken")
-                while True:
-                    if self.generation != generation or self.sock is None:
-                        return None
+                while self.generation == generation and self.sock is not None:
                     codes = self.answers.pop(tag, None)
                     if codes is not None:
-                        tag = -1
+                        done = True
                         return codes
                     async with self.receive_lock:
                         if tag not in self.answers and self.generation == generation:
                             await self._receive()
-            if waited.cancelled_caught and self.generation == generation:
-                self.stop(f"no answer in {WORKER_ANSWER_S:g} s")
+            if waited.cancelled_caught:
+                raise _WorkerGone(f"no answer in {WORKER_ANSWER_S:g} s")
         except (OSError, EOFError, _WorkerGone, trio.ClosedResourceError) as exc:
-            if self.generation == generation and self.sock is not None:
-                self.stop(str(exc) or type(exc).__name__)
+            self._failed(generation, exc)
         finally:
-            if tag >= 0 and self.generation == generation:  # left before its answer
-                if self.answers.pop(tag, None) is None:
-                    self.abandoned.add(tag)
+            if not done:
+                self.abandon(ticket)
         return None
+
+    def abandon(self, ticket: tuple[int, int]) -> None:
+        """Nobody will take the answer to ``ticket``: dropped when it comes."""
+        generation, tag = ticket
+        if generation == self.generation and self.answers.pop(tag, None) is None:
+            self.abandoned.add(tag)
+
+    def _failed(self, generation: int, exc: BaseException) -> None:
+        if self.generation == generation and self.sock is not None:
+            self.stop(str(exc) or type(exc).__name__)
 
     async def _send(self, frame: bytes) -> None:
         sock, view = self.sock, memoryview(frame)
@@ -340,9 +362,12 @@ class ProcessPoolChecker:
     """Signature checks on ``workers`` worker processes (the CPU-heavy part of admission).
 
     Each worker is a fresh interpreter running :func:`vm.attestation_ahead.serve_fd` on
-    one end of a socket pair (the block check's worker program); a batch is split over
-    the running workers in parts of at most ``chunk`` items, written as one compact frame
-    each (length-prefixed attestation bytes) and answered with one code byte per item.
+    one end of a socket pair (the block check's worker program); a batch is split into
+    parts (about four a worker, :data:`MIN_PART` items or more, ``chunk`` at most) that the running
+    workers take in turn as they answer, so a worker that gets less of a core takes
+    fewer; each part is one compact frame (length-prefixed attestation bytes), answered
+    with one code byte per item. Up to :data:`WORKER_AHEAD_ITEMS` of a batch are written
+    to a worker ahead, so it keeps working while the trio thread is busy.
     The node drives them from its trio thread (:meth:`check_async`: frames written
     without blocking, answers awaited with ``trio.lowlevel.wait_readable``), so no thread
     of this process blocks on them or hands bytes over (a ``ProcessPoolExecutor`` pickles
@@ -355,12 +380,11 @@ class ProcessPoolChecker:
     :data:`WORKER_RESTART_S`. Smaller batches are checked in this process.
     """
 
-    def __init__(self, workers: int = 2, min_batch: int = 8, chunk: int = 1024) -> None:
+    def __init__(self, workers: int = 2, min_batch: int = 8, chunk: int = 256) -> None:
         self.workers = workers
         self.min_batch = min_batch
         self.chunk = chunk
         self._workers = [_Worker() for _ in range(workers)]
-        self._next = 0  # the worker that takes the next batch's first part
         self._closed = False
         self._inline = InlineChecker()
 
@@ -368,22 +392,20 @@ class ProcessPoolChecker:
         """Process ids of the running workers (benches)."""
         return [w.process.pid for w in self._workers if w.process is not None]
 
-    def _parts(self, n: int) -> list[tuple[int, int, _Worker | None]]:
-        """(start, end, worker) of each part of a batch of ``n``; worker None when none
-        runs (then the batch is checked in this process)."""
+    def _live(self) -> list[_Worker]:
+        """The running workers (those due are started first)."""
         if self._closed:
-            return [(0, n, None)]
+            return []
         for worker in self._workers:
             worker.ensure_started()
-        live = [w for w in self._workers if w.sock is not None]
-        if not live:
-            return [(0, n, None)]
-        size = max(1, min(self.chunk, -(-n // len(live))))
-        parts = []
-        for k, start in enumerate(range(0, n, size)):
-            parts.append((start, min(n, start + size), live[(self._next + k) % len(live)]))
-        self._next = (self._next + 1) % len(live)
-        return parts
+        return [w for w in self._workers if w.sock is not None]
+
+    def _parts(self, n: int, live: int) -> list[tuple[int, int]]:
+        """(start, end) of each part of a batch of ``n`` for ``live`` workers: about four
+        parts a worker (a worker that is slower, or gets less of a core, takes fewer),
+        ``MIN_PART`` to ``chunk`` items each."""
+        size = min(self.chunk, max(MIN_PART, -(-n // (4 * max(1, live)))))
+        return [(start, min(n, start + size)) for start in range(0, n, size)]
 
     @staticmethod
     def _valid(codes: bytes | None, n: int) -> bool:
@@ -395,20 +417,46 @@ class ProcessPoolChecker:
         raws = list(raws)
         if len(raws) < self.min_batch:
             return await trio.to_thread.run_sync(check_stateless_unshared, raws, chain_id)
-        parts = self._parts(len(raws))
+        live = self._live()
+        parts = self._parts(len(raws), len(live))
         answers: list[bytes | None] = [None] * len(parts)
+        taken = 0  # parts claimed by a worker so far
 
-        async def run(k: int, start: int, end: int, worker: _Worker) -> None:
-            answers[k] = await worker.run(chain_id, raws[start:end])
+        async def pull(worker: _Worker) -> None:
+            """Feed ``worker`` the next parts, keeping up to WORKER_AHEAD_ITEMS written
+            (so it has work while this thread is busy), until none is left."""
+            nonlocal taken
+            out: deque[tuple[int, tuple[int, int], int]] = deque()
+            ahead = 0
+            try:
+                while True:
+                    while taken < len(parts) and (not out or ahead < WORKER_AHEAD_ITEMS):
+                        k, taken = taken, taken + 1
+                        start, end = parts[k]
+                        ticket = await worker.submit(chain_id, raws[start:end])
+                        if ticket is None:
+                            return  # (this part and those out: checked here)
+                        out.append((k, ticket, end - start))
+                        ahead += end - start
+                    if not out:
+                        return
+                    k, ticket, n = out.popleft()
+                    ahead -= n
+                    answers[k] = await worker.answer(ticket)
+                    if answers[k] is None:
+                        return
+            finally:
+                for _, ticket, _ in out:
+                    worker.abandon(ticket)
 
-        if len(parts) == 1 and parts[0][2] is not None:
-            answers[0] = await parts[0][2].run(chain_id, raws)
-        elif parts[0][2] is not None:
+        if len(live) == 1 or (live and len(parts) == 1):
+            await pull(live[0])
+        elif live:
             async with trio.open_nursery() as nursery:
-                for k, (start, end, worker) in enumerate(parts):
-                    nursery.start_soon(run, k, start, end, worker)
+                for worker in live:
+                    nursery.start_soon(pull, worker)
         out: list[Attestation | str] = []
-        for (start, end, _), codes in zip(parts, answers, strict=True):
+        for (start, end), codes in zip(parts, answers, strict=True):
             if codes is None or not self._valid(codes, end - start):
                 out += await trio.to_thread.run_sync(check_stateless_unshared, raws[start:end],
                                                      chain_id)
@@ -419,10 +467,11 @@ class ProcessPoolChecker:
 
     def _codes_sync(self, raws: Sequence[bytes],
                     chain_id: int) -> Iterator[tuple[int, int, bytes | None]]:
-        parts = self._parts(len(raws))
-        tickets = [w.send_sync(chain_id, raws[start:end]) if w is not None else None
-                   for start, end, w in parts]
-        for (start, end, worker), ticket in zip(parts, tickets, strict=True):
+        live = self._live()
+        parts = self._parts(len(raws), len(live))
+        tickets = [(live[k % len(live)], live[k % len(live)].send_sync(chain_id, raws[start:end]))
+                   if live else (None, None) for k, (start, end) in enumerate(parts)]
+        for (start, end), (worker, ticket) in zip(parts, tickets, strict=True):
             codes = worker.receive_sync(ticket) if worker is not None else None
             yield start, end, codes if self._valid(codes, end - start) else None
 
