@@ -346,7 +346,9 @@ class _Worker:
                 codes = self.answers.pop(tag, None)
                 if codes is not None:
                     return codes
-                if not select.select([self.sock], [], [], WORKER_ANSWER_S)[0]:
+                poller = select.poll()  # (not select.select: a node's fds pass 1,024)
+                poller.register(self.sock, select.POLLIN)
+                if not poller.poll(1000 * WORKER_ANSWER_S):
                     raise _WorkerGone(f"no answer in {WORKER_ANSWER_S:g} s")
                 data = self.sock.recv(1 << 16)
                 if not data:
