@@ -162,8 +162,8 @@ class _WorkerGone(Exception):
 class _Worker:
     """One signature worker process (:func:`vm.attestation_ahead.serve_fd`, the same
     program as the block check's) and this process's end of its socket pair. Driven
-    either from the trio thread (``run``: the node) or from one plain thread (``send_sync``
-    and ``receive_sync``: tests, benches), never both at once. Answers come in task order;
+    either from the trio thread (``submit`` and ``answer``: the node) or from one plain
+    thread (``send_sync`` and ``receive_sync``: tests, benches), never both at once. Answers come in task order;
     tags are numbered from 0 per process (``generation``)."""
 
     def __init__(self) -> None:
