@@ -4,7 +4,8 @@ Owns the attestation pool, the admission cache that follows the head, the reject
 counters and the off-chain signal store, and connects them to the rest of the node:
 
   RPC motus_submitAttestations --+
-                                 +--> stateless checks (worker thread / processes)
+                                 +--> stateless checks (worker processes fed from the
+                                 |      trio thread; or a worker thread)
   gossip attestation batches ----+      -> stateful checks against the head (trio thread)
                                         -> pool;  RPC-accepted items -> gossip batcher
   Application.propose   -> ``take`` (oldest first);  what building refused -> ``on_built``
