@@ -18,10 +18,13 @@ rejected (code), from a bounded history.
 from __future__ import annotations
 
 import heapq
-import multiprocessing
-from collections import Counter, OrderedDict
+import logging
+import math
+import select
+import socket
+import time
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from heapq import heappush
@@ -30,6 +33,7 @@ from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
 
 import msgpack
+import trio
 
 from node.fairness import THROTTLED, SourceCredit
 from vm.attestation import (
@@ -38,14 +42,17 @@ from vm.attestation import (
     AttestationError,
     RejectCode,
     check_stateless,
-    check_stateless_codes,
     compute_attestation_id,
+    decode_accepted,
     decode_attestation,
     keccak256,
     mark_verified,
     verify_signature,
 )
+from vm.attestation_ahead import CODE_OK, CODES, encode_task, spawn_worker, stop_worker
 from vm.trie import BLANK_ROOT, TrieNodes, rlp_decode
+
+log = logging.getLogger("motus.attestations")
 
 POOL_FULL = "pool_full"  # not a reject: the pool is at a limit, submit again later
 # Refused attestations a source may have checked per second, and at once (node/fairness.py,
@@ -138,61 +145,376 @@ class InlineChecker:
                 yield exc.code
 
 
-class ProcessPoolChecker:
-    """Signature checks spread over worker processes (the CPU-heavy part).
+# Admission's signature workers (:class:`ProcessPoolChecker`).
+WORKER_ANSWER_S = 10.0  # no answer for this long (a task takes ~50 us an item): stuck, killed
+WORKER_RESTART_S = 5.0  # a worker that died or was killed is started again at most this often
+MIN_PART = 32  # attestations per task at least (a task costs ~20 us of hand-over a side)
+# Attestations written to one worker for one batch and not yet answered (~25 ms of its
+# work): enough that it never runs dry while the trio thread executes a block.
+WORKER_AHEAD_ITEMS = 512
+_CODE_BYTES = b"\x00\x01\x02"  # the code bytes a worker answers with (CODES)
 
-    The batch is cut into chunks of ``chunk`` items that workers verify while this
-    process consumes finished chunks in order (decoding them again, a few
-    microseconds, and running the stateful checks), so both sides work at once.
-    Workers return only codes (cheap to pickle); accepted ids are recorded as
-    verified so block execution does not recover those signatures again. Batches
-    smaller than ``min_batch`` are checked inline: below that, inter-process
-    overhead wins.
+
+class _WorkerGone(Exception):
+    """The worker's socket closed, failed or carried bytes out of protocol."""
+
+
+class _Worker:
+    """One signature worker process (:func:`vm.attestation_ahead.serve_fd`, the same
+    program as the block check's) and this process's end of its socket pair. Driven
+    either from the trio thread (``submit`` and ``answer``: the node) or from one plain
+    thread (``send_sync`` and ``receive_sync``: tests, benches), never both at once. Answers come in task order;
+    tags are numbered from 0 per process (``generation``)."""
+
+    def __init__(self) -> None:
+        self.process: Any = None
+        self.sock: socket.socket | None = None
+        self.generation = 0
+        self.started_at = -math.inf
+        self.tag = 0  # tasks written to this process
+        self.answered = 0  # answers read from it
+        self.answers: dict[int, bytes] = {}  # tag -> code bytes, read and not yet taken
+        self.abandoned: set[int] = set()  # tags whose caller left: their answers are dropped
+        self.buffer = bytearray()
+        self.greeted = False
+        self.send_lock = trio.Lock()
+        self.receive_lock = trio.Lock()
+
+    def ensure_started(self) -> None:
+        if self.sock is None and time.monotonic() - self.started_at >= WORKER_RESTART_S:
+            self.started_at = time.monotonic()
+            started = spawn_worker()
+            if started is not None:
+                self.process, self.sock = started
+                self.generation += 1
+                self.tag = self.answered = 0
+                self.answers.clear()
+                self.abandoned.clear()
+                self.buffer.clear()
+                self.greeted = False
+
+    def stop(self, why: str | None = None) -> None:
+        """Close the socket (the worker's loop ends) and reap the process; a worker
+        that does not end within 2 s is killed."""
+        sock, process = self.sock, self.process
+        self.sock = self.process = None
+        self.answers.clear()
+        if why is not None:
+            log.warning("attestation signature worker stopped (%s); its checks run in this "
+                        "process until it is started again", why)
+        if sock is not None:
+            try:
+                trio.lowlevel.notify_closing(sock)  # wakes a task of ours waiting on it
+            except RuntimeError:
+                pass  # (not in a trio run)
+            sock.close()
+        if process is not None:
+            if why is not None:
+                process.kill()  # broken or stuck: nothing left to wait for
+            stop_worker(process)
+
+    def _frame(self, chain_id: int, raws: Sequence[bytes]) -> tuple[int, bytes]:
+        tag = self.tag
+        self.tag += 1
+        body = encode_task(tag, chain_id, raws)
+        return tag, len(body).to_bytes(4, "big") + body
+
+    def _take(self) -> None:
+        """Handle the frames complete in the buffer."""
+        buffer = self.buffer
+        while len(buffer) >= 4:
+            n = int.from_bytes(buffer[:4], "big")
+            if len(buffer) < 4 + n:
+                return
+            frame = bytes(buffer[4:4 + n])
+            del buffer[:4 + n]
+            if not self.greeted:
+                if frame != b"ready":
+                    raise _WorkerGone("unexpected greeting")
+                self.greeted = True
+                continue
+            tag = self.answered
+            if int.from_bytes(frame[:4], "big") != tag & 0xFFFFFFFF or tag >= self.tag:
+                raise _WorkerGone("answer out of order")
+            self.answered += 1
+            if tag in self.abandoned:
+                self.abandoned.discard(tag)
+            else:
+                self.answers[tag] = frame[4:]
+
+    # -- from the trio thread --
+
+    async def submit(self, chain_id: int, raws: Sequence[bytes]) -> tuple[int, int] | None:
+        """Write a task; its ticket (generation, tag) for :meth:`answer`, or None if this
+        worker cannot take it (not running, or it failed now: then it is stopped)."""
+        if self.sock is None:
+            return None
+        generation = self.generation
+        try:
+            # A frame is written whole, even if the caller is cancelled meanwhile: half a
+            # frame would garble everything after it. (A worker that takes nothing for
+            # WORKER_ANSWER_S is stuck.)
+            with trio.CancelScope(shield=True,
+                                  deadline=trio.current_time() + WORKER_ANSWER_S) as sending:
+                async with self.send_lock:
+                    if self.sock is None or self.generation != generation:
+                        return None
+                    tag, frame = self._frame(chain_id, raws)
+                    await self._send(frame)
+            if sending.cancelled_caught:
+                raise _WorkerGone("task not taken")
+        except (OSError, _WorkerGone, trio.ClosedResourceError) as exc:
+            self._failed(generation, exc)
+            return None
+        return generation, tag
+
+    async def answer(self, ticket: tuple[int, int]) -> bytes | None:
+        """The code bytes of the task ``ticket``, or None if this worker cannot give them
+        (died, garbled, or no answer for :data:`WORKER_ANSWER_S`: then it is stopped)."""
+        generation, tag = ticket
+        done = False
+        try:
+            with trio.move_on_after(WORKER_ANSWER_S) as waited:
+                while self.generation == generation and self.sock is not None:
+                    codes = self.answers.pop(tag, None)
+                    if codes is not None:
+                        done = True
+                        return codes
+                    async with self.receive_lock:
+                        if tag not in self.answers and self.generation == generation:
+                            await self._receive()
+            if waited.cancelled_caught:
+                raise _WorkerGone(f"no answer in {WORKER_ANSWER_S:g} s")
+        except (OSError, EOFError, _WorkerGone, trio.ClosedResourceError) as exc:
+            self._failed(generation, exc)
+        finally:
+            if not done:
+                self.abandon(ticket)
+        return None
+
+    def abandon(self, ticket: tuple[int, int]) -> None:
+        """Nobody will take the answer to ``ticket``: dropped when it comes."""
+        generation, tag = ticket
+        if generation == self.generation and self.answers.pop(tag, None) is None:
+            self.abandoned.add(tag)
+
+    def _failed(self, generation: int, exc: BaseException) -> None:
+        if self.generation == generation and self.sock is not None:
+            self.stop(str(exc) or type(exc).__name__)
+
+    async def _send(self, frame: bytes) -> None:
+        sock, view = self.sock, memoryview(frame)
+        assert sock is not None
+        while view:
+            try:
+                view = view[sock.send(view, socket.MSG_DONTWAIT):]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(sock)
+
+    async def _receive(self) -> None:
+        sock = self.sock
+        assert sock is not None
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            data = sock.recv(1 << 16, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        if not data:
+            raise EOFError("worker closed its socket")
+        self.buffer += data
+        self._take()
+
+    # -- from a plain thread (tests, benches) --
+
+    def send_sync(self, chain_id: int, raws: Sequence[bytes]) -> tuple[int, int] | None:
+        if self.sock is None:
+            return None
+        tag, frame = self._frame(chain_id, raws)
+        try:
+            self.sock.sendall(frame)
+        except OSError as exc:
+            self.stop(type(exc).__name__)
+            return None
+        return self.generation, tag
+
+    def receive_sync(self, ticket: tuple[int, int] | None) -> bytes | None:
+        if ticket is None:
+            return None
+        generation, tag = ticket
+        try:
+            while self.generation == generation and self.sock is not None:
+                codes = self.answers.pop(tag, None)
+                if codes is not None:
+                    return codes
+                poller = select.poll()  # (not select.select: a node's fds pass 1,024)
+                poller.register(self.sock, select.POLLIN)
+                if not poller.poll(1000 * WORKER_ANSWER_S):
+                    raise _WorkerGone(f"no answer in {WORKER_ANSWER_S:g} s")
+                data = self.sock.recv(1 << 16)
+                if not data:
+                    raise EOFError("worker closed its socket")
+                self.buffer += data
+                self._take()
+        except (OSError, EOFError, _WorkerGone) as exc:
+            self.stop(str(exc) or type(exc).__name__)
+        return None
+
+
+class ProcessPoolChecker:
+    """Signature checks on ``workers`` worker processes (the CPU-heavy part of admission).
+
+    Each worker is a fresh interpreter running :func:`vm.attestation_ahead.serve_fd` on
+    one end of a socket pair (the block check's worker program); a batch is split into
+    parts (about four a worker, :data:`MIN_PART` items or more, ``chunk`` at most) that the running
+    workers take in turn as they answer, so a worker that gets less of a core takes
+    fewer; each part is one compact frame (length-prefixed attestation bytes), answered
+    with one code byte per item. Up to :data:`WORKER_AHEAD_ITEMS` of a batch are written
+    to a worker ahead, so it keeps working while the trio thread is busy.
+    The node drives them from its trio thread (:meth:`check_async`: frames written
+    without blocking, answers awaited with ``trio.lowlevel.wait_readable``), so no thread
+    of this process blocks on them or hands bytes over (a ``ProcessPoolExecutor`` pickles
+    every task and answer through two helper threads of this process that fight the
+    event loop for the GIL). Accepted items are read back without the canonical
+    re-encoding check (``vm.attestation.decode_accepted``: the worker made it).
+    Workers start on the first batch of ``min_batch`` or more; a worker that dies,
+    garbles or does not answer within :data:`WORKER_ANSWER_S` is stopped and its part
+    is checked in this process (a worker thread), and it is started again at most every
+    :data:`WORKER_RESTART_S`. Smaller batches are checked in this process.
     """
 
-    def __init__(self, workers: int = 2, min_batch: int = 64, chunk: int = 64) -> None:
+    def __init__(self, workers: int = 2, min_batch: int = 8, chunk: int = 256) -> None:
         self.workers = workers
         self.min_batch = min_batch
         self.chunk = chunk
-        # spawn, not fork: the node process runs trio and threads
-        self._executor = ProcessPoolExecutor(workers,
-                                             mp_context=multiprocessing.get_context("spawn"))
+        self._workers = [_Worker() for _ in range(workers)]
+        self._closed = False
         self._inline = InlineChecker()
+
+    def pids(self) -> list[int]:
+        """Process ids of the running workers (benches)."""
+        return [w.process.pid for w in self._workers if w.process is not None]
+
+    def _live(self) -> list[_Worker]:
+        """The running workers (those due are started first)."""
+        if self._closed:
+            return []
+        for worker in self._workers:
+            worker.ensure_started()
+        return [w for w in self._workers if w.sock is not None]
+
+    def _parts(self, n: int, live: int) -> list[tuple[int, int]]:
+        """(start, end) of each part of a batch of ``n`` for ``live`` workers: about four
+        parts a worker (a worker that is slower, or gets less of a core, takes fewer),
+        ``MIN_PART`` to ``chunk`` items each."""
+        size = min(self.chunk, max(MIN_PART, -(-n // (4 * max(1, live)))))
+        return [(start, min(n, start + size)) for start in range(0, n, size)]
+
+    @staticmethod
+    def _valid(codes: bytes | None, n: int) -> bool:
+        return codes is not None and len(codes) == n and not codes.translate(None, _CODE_BYTES)
+
+    async def check_async(self, raws: Sequence[bytes], chain_id: int) -> list[Attestation | str]:
+        """Like :func:`check_stateless_unshared` (touches no memo of this process), the
+        signatures checked by the workers; from the trio thread."""
+        raws = list(raws)
+        if len(raws) < self.min_batch:
+            return await trio.to_thread.run_sync(check_stateless_unshared, raws, chain_id)
+        live = self._live()
+        parts = self._parts(len(raws), len(live))
+        answers: list[bytes | None] = [None] * len(parts)
+        taken = 0  # parts claimed by a worker so far
+
+        async def pull(worker: _Worker) -> None:
+            """Feed ``worker`` the next parts, keeping up to WORKER_AHEAD_ITEMS written
+            (so it has work while this thread is busy), until none is left."""
+            nonlocal taken
+            out: deque[tuple[int, tuple[int, int], int]] = deque()
+            ahead = 0
+            try:
+                while True:
+                    while taken < len(parts) and (not out or ahead < WORKER_AHEAD_ITEMS):
+                        k, taken = taken, taken + 1
+                        start, end = parts[k]
+                        ticket = await worker.submit(chain_id, raws[start:end])
+                        if ticket is None:
+                            return  # (this part and those out: checked here)
+                        out.append((k, ticket, end - start))
+                        ahead += end - start
+                    if not out:
+                        return
+                    k, ticket, n = out.popleft()
+                    ahead -= n
+                    answers[k] = await worker.answer(ticket)
+                    if answers[k] is None:
+                        return
+            finally:
+                for _, ticket, _ in out:
+                    worker.abandon(ticket)
+
+        if len(live) == 1 or (live and len(parts) == 1):
+            await pull(live[0])
+        elif live:
+            async with trio.open_nursery() as nursery:
+                for worker in live:
+                    nursery.start_soon(pull, worker)
+        out: list[Attestation | str] = []
+        for (start, end), codes in zip(parts, answers, strict=True):
+            if codes is None or not self._valid(codes, end - start):
+                out += await trio.to_thread.run_sync(check_stateless_unshared, raws[start:end],
+                                                     chain_id)
+                continue
+            out += [decode_accepted(raw) if code == CODE_OK else CODES[code]
+                    for raw, code in zip(raws[start:end], codes, strict=True)]
+        return out
+
+    def _codes_sync(self, raws: Sequence[bytes],
+                    chain_id: int) -> Iterator[tuple[int, int, bytes | None]]:
+        live = self._live()
+        parts = self._parts(len(raws), len(live))
+        tickets = [(live[k % len(live)], live[k % len(live)].send_sync(chain_id, raws[start:end]))
+                   if live else (None, None) for k, (start, end) in enumerate(parts)]
+        for (start, end), (worker, ticket) in zip(parts, tickets, strict=True):
+            codes = worker.receive_sync(ticket) if worker is not None else None
+            yield start, end, codes if self._valid(codes, end - start) else None
 
     def check_many(self, raws: Sequence[bytes], ids: Sequence[bytes],
                    chain_id: int) -> Iterator[Attestation | str]:
+        """The :class:`StatelessChecker` of a pool (tests, benches; blocks): accepted ids
+        are marked verified in this process. Not while :meth:`check_async` runs."""
         if len(raws) < self.min_batch:
             yield from self._inline.check_many(raws, ids, chain_id)
             return
-        size = self.chunk
-        futures = [self._executor.submit(check_stateless_codes, list(raws[i:i + size]), chain_id)
-                   for i in range(0, len(raws), size)]
-        for n, future in enumerate(futures):
-            start = n * size
-            for k, code in enumerate(future.result()):
-                if code == OK:
-                    mark_verified(ids[start + k], chain_id)
-                    yield decode_attestation(raws[start + k])
+        for start, end, codes in self._codes_sync(raws, chain_id):
+            if codes is None:
+                yield from self._inline.check_many(raws[start:end], ids[start:end], chain_id)
+                continue
+            for raw, att_id, code in zip(raws[start:end], ids[start:end], codes, strict=True):
+                if code == CODE_OK:
+                    att = decode_accepted(raw)
+                    mark_verified(att_id, chain_id, att)
+                    yield att
                 else:
-                    yield code
+                    yield CODES[code]
 
     def check_unshared(self, raws: Sequence[bytes], chain_id: int) -> list[Attestation | str]:
-        """Like :func:`check_stateless_unshared`, the signatures checked by the workers:
-        blocks until they are done, touches no memo of this process (call it from a
-        worker thread, never from the trio thread)."""
+        """:meth:`check_async` for a plain thread (blocks; tests, benches). Not while
+        :meth:`check_async` runs."""
         if len(raws) < self.min_batch:
             return check_stateless_unshared(raws, chain_id)
-        size = self.chunk
-        futures = [self._executor.submit(check_stateless_codes, list(raws[i:i + size]), chain_id)
-                   for i in range(0, len(raws), size)]
         out: list[Attestation | str] = []
-        for n, future in enumerate(futures):
-            for k, code in enumerate(future.result()):
-                out.append(decode_attestation(raws[n * size + k]) if code == OK else code)
+        for start, end, codes in self._codes_sync(raws, chain_id):
+            if codes is None:
+                out += check_stateless_unshared(raws[start:end], chain_id)
+            else:
+                out += [decode_accepted(raw) if code == CODE_OK else CODES[code]
+                        for raw, code in zip(raws[start:end], codes, strict=True)]
         return out
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers for good."""
+        self._closed = True
+        for worker in self._workers:
+            worker.stop()
 
 
 # --- fast reads of the head state, kept across heads --------------------------------
@@ -578,7 +900,8 @@ class AttestationPool:
                 yield from inline.check_many([raws[i]], [ids[i]], self.chain_id)
                 continue
             if not isinstance(outcome, str):
-                mark_verified(ids[i], self.chain_id)  # block execution will not recover it again
+                # block execution will neither recover nor decode it again
+                mark_verified(ids[i], self.chain_id, outcome)
             yield outcome
 
     def needs_check(self, att_id: bytes) -> bool:

@@ -4,7 +4,8 @@ Owns the attestation pool, the admission cache that follows the head, the reject
 counters and the off-chain signal store, and connects them to the rest of the node:
 
   RPC motus_submitAttestations --+
-                                 +--> stateless checks (worker thread / processes)
+                                 +--> stateless checks (worker processes fed from the
+                                 |      trio thread; or a worker thread)
   gossip attestation batches ----+      -> stateful checks against the head (trio thread)
                                         -> pool;  RPC-accepted items -> gossip batcher
   Application.propose   -> ``take`` (oldest first);  what building refused -> ``on_built``
@@ -347,8 +348,8 @@ class AttestationService:
                 todo = todo[:room]
             if len(todo) >= THREAD_MIN_BATCH:
                 work = [raws[i] for i in todo]
-                outcomes = await trio.to_thread.run_sync(self._check_stateless, work,
-                                                         limiter=self._checking)
+                async with self._checking:
+                    outcomes = await self._check_stateless(work)
                 for i, outcome in zip(todo, outcomes, strict=True):
                     stateless[i] = outcome
             await turn()
@@ -377,11 +378,13 @@ class AttestationService:
                 self._gossip_payloads(stored)
         return results
 
-    def _check_stateless(self, raws: list[bytes]) -> list[Any]:
-        """Runs in a worker thread: touches nothing the trio thread uses."""
+    async def _check_stateless(self, raws: list[bytes]) -> list[Any]:
+        """The stateless outcome of each item: on the worker processes, fed from this
+        thread, or (``verify_workers = 0``) in a worker thread that touches nothing the
+        trio thread uses."""
         if self.workers is not None:
-            return self.workers.check_unshared(raws, self.chain_id)
-        return check_stateless_unshared(raws, self.chain_id)
+            return await self.workers.check_async(raws, self.chain_id)
+        return await trio.to_thread.run_sync(check_stateless_unshared, raws, self.chain_id)
 
     def _store_payloads(self, raws: Sequence[bytes], results: Sequence[AddResult],
                         payloads: Sequence[bytes | None]) -> list[tuple[bytes, bytes]]:

@@ -356,11 +356,12 @@ def _verified_key(att_id: bytes, chain_id: int) -> bytes:
     return att_id + chain_id.to_bytes(8, "big")
 
 
-def mark_verified(att_id: bytes, chain_id: int) -> None:
+def mark_verified(att_id: bytes, chain_id: int, att: Attestation | None = None) -> None:
     """Record that the attestation with ``att_id`` passed :func:`check_stateless` for
-    ``chain_id`` (used when a worker process did the check)."""
+    ``chain_id`` (used when a worker process did the check), with its decoded record
+    ``att`` when the caller has it (then :func:`check_stateless` returns it as is)."""
     _make_room()
-    _VERIFIED[_verified_key(att_id, chain_id)] = None
+    _VERIFIED[_verified_key(att_id, chain_id)] = att
 
 
 def is_verified(att_id: bytes, chain_id: int) -> bool:

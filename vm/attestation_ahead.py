@@ -4,9 +4,11 @@
 A block from a peer may carry attestations this node never admitted: their signatures
 are not in the verified-id memo (:mod:`vm.attestation`), and recovering them (~50 us
 each) is a third of executing them. :class:`SignatureWorker` is one worker process that
-runs :func:`vm.attestation.check_stateless_codes`; :class:`SignaturesAhead` hands it a
-block's unverified attestations as execution starts and turns each of its ``ok``
-answers into a memo entry just before execution reaches that attestation.
+gives :func:`vm.attestation.check_stateless_codes`'s verdicts (:func:`answer_task`; the
+same program serves admission's workers, node.attestation_pool.ProcessPoolChecker);
+:class:`SignaturesAhead` hands it a block's unverified attestations as execution starts
+and turns each of its ``ok`` answers into a memo entry just before execution reaches
+that attestation.
 
 Why a process fed straight through a socket pair by the executing thread: a worker
 thread needs the GIL for its Python part (decoding, the digest) after every recovery,
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
+import select
 import signal
 import socket
 import subprocess
@@ -35,30 +37,32 @@ from pathlib import Path
 from typing import Any
 
 from vm.attestation import (
-    OK,
-    check_stateless_codes,
+    AttestationError,
+    RejectCode,
     compute_attestation_id,
+    decode_attestation,
     is_verified,
     mark_verified,
+    verify_signature,
 )
 
 log = logging.getLogger("motus.vm.signatures")
 
-AHEAD_CHUNK = 64  # attestations per task: ~3 ms of the worker's time, ~0.05 ms to hand over
+AHEAD_CHUNK = 64  # attestations per task: ~3.5 ms of the worker's time, ~10 us to hand over
 # Task bytes written and not yet answered, at most: below the socket pair's buffer
 # (~208 KiB on Linux; even a pipe's 64 KiB), so a write never blocks, even when the worker
-# is stuck (a task of 64 is ~11-17 KiB).
+# is stuck (a task of 64 is ~11 KiB).
 AHEAD_MAX_BYTES = 48 * 1024
-# Tasks written and not yet answered, at most: the one the worker is on and the next, so
-# it never waits for work, and whatever is not written yet can still become the
-# executing thread's own when the worker falls behind (a small block's chunks are not
-# all handed out at the start).
-AHEAD_TASKS = 2
-# The longest wait for one answer (measured 1-8 ms on a loaded machine); past it the rest
-# of the block is checked serially, and later blocks too until the late answers have
-# come: a stuck or starved worker costs one block check this much more than the serial
-# check, once (0.1 s measured as ~50 us an attestation on a 2,000-attestation block).
-AHEAD_WAIT_S = 0.025
+# Tasks written and not yet answered, at most: enough that the worker never waits for
+# work while the caller is on an earlier chunk (the first ones are small); a worker that
+# falls behind is still not handed the whole block at once.
+AHEAD_TASKS = 4
+# The longest the caller waits for an answer it needs now. 0 (the node): never; an
+# attestation whose answer has not come when execution reaches it is checked by the
+# caller, which asks again at the next one (a poll), so a slow, starved or stuck worker
+# costs the serial check and nothing more. Above 0 (tests, to make the worker's share
+# certain): a wait that runs out gives the rest of the block to the caller.
+AHEAD_WAIT_S = 0.0
 WORKER_RESTART_S = 60.0  # a worker that died is started again at most this often
 
 
@@ -69,22 +73,96 @@ _WORKER_CODE = "import sys; from vm.attestation_ahead import serve_fd; serve_fd(
 _ROOT = str(Path(__file__).resolve().parents[1])  # where the vm package is
 
 
+# --- the worker's wire format (shared with node.attestation_pool.ProcessPoolChecker) -----
+# A task is ``tag`` (its low 4 bytes, big-endian) ``chain_id`` (8 bytes) and then each attestation
+# as one length byte and its bytes; an answer is the tag and one code byte per
+# attestation (:data:`CODES`). Both go as multiprocessing.connection frames (a 4-byte
+# big-endian length first). No pickle: a task of 64 attestations is built in ~10 us and
+# read in ~15 us, and the answer is 68 bytes. An attestation longer than 255 bytes (or
+# empty) goes as an empty one: malformed either way (valid ones are at most 180 bytes).
+CODES = ("ok", RejectCode.MALFORMED.value, RejectCode.BAD_SIGNATURE.value)
+CODE_OK = 0
+_CODE_BYTES = {code: i for i, code in enumerate(CODES)}
+_LENGTH = [bytes((n,)) for n in range(256)]
+_EMPTY = _LENGTH[0]
+
+
+def encode_task(tag: int, chain_id: int, raws: Sequence[bytes]) -> bytes:
+    """A task's bytes (see above), without the frame's length."""
+    parts = [(tag & 0xFFFFFFFF).to_bytes(4, "big") + chain_id.to_bytes(8, "big")]
+    append, length = parts.append, _LENGTH
+    for raw in raws:
+        n = len(raw)
+        if 0 < n < 256:
+            append(length[n])
+            append(raw)
+        else:
+            append(_EMPTY)
+    return b"".join(parts)
+
+
+def answer_task(task: bytes) -> bytes:
+    """The worker's answer to ``task``: its tag and a code byte per attestation
+    (the verdicts of :func:`vm.attestation.check_stateless_codes`)."""
+    chain_id = int.from_bytes(task[4:12], "big")
+    out = bytearray(task[:4])
+    append, code_of = out.append, _CODE_BYTES
+    pos, end = 12, len(task)
+    while pos < end:
+        start = pos + 1
+        pos = start + task[pos]
+        try:
+            verify_signature(decode_attestation(task[start:pos]), chain_id)
+        except AttestationError as exc:
+            append(code_of[exc.code])
+        else:
+            append(CODE_OK)
+    return bytes(out)
+
+
+def spawn_worker() -> tuple[Any, socket.socket] | None:
+    """A worker process serving one end of a new socket pair: (process, our end), or
+    None when it cannot be started (logged)."""
+    ours, theirs = socket.socketpair()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _WORKER_CODE, str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
+    except OSError as exc:
+        ours.close()
+        log.warning("signature worker not started: %s", exc)
+        return None
+    finally:
+        theirs.close()
+    return process, ours
+
+
+def stop_worker(process: Any) -> None:
+    """Wait up to 2 s for a worker whose socket was closed to end; else kill it."""
+    try:
+        process.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=2)
+
+
 def serve_fd(fd: int) -> None:
     """The worker process's entry point: serve the connected socket ``fd``."""
     _serve(Connection(fd))
 
 
 def _serve(conn: Any) -> None:
-    """The worker process: answer ``(tag, chain_id, raws)`` tasks with ``(tag, codes)``
-    until the pipe closes."""
+    """The worker process: answer tasks (:func:`answer_task`) until the socket closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node's Ctrl-C is the node's to handle
     conn.send_bytes(b"ready")
     while True:
         try:
-            tag, chain_id, raws = pickle.loads(conn.recv_bytes())
+            task = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        conn.send_bytes(pickle.dumps((tag, check_stateless_codes(raws, chain_id))))
+        conn.send_bytes(answer_task(task))
 
 
 class SignatureWorker:
@@ -99,6 +177,7 @@ class SignatureWorker:
     def __init__(self) -> None:
         self._process: Any = None
         self._conn: Any = None
+        self._poller: Any = None
         self._ready = False
         self._started_at = -WORKER_RESTART_S
         self._tag = 0  # tasks ever written (their tags)
@@ -112,20 +191,13 @@ class SignatureWorker:
         if self._process is not None or self._closed:
             return
         self._started_at = time.monotonic()
-        ours, theirs = socket.socketpair()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
-        try:
-            process = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_CODE, str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
-        except OSError as exc:
-            ours.close()
-            log.warning("block signature worker not started: %s", exc)
+        started = spawn_worker()
+        if started is None:
             return
-        finally:
-            theirs.close()
+        process, ours = started
         self._process, self._conn = process, Connection(ours.detach())
+        self._poller = select.poll()
+        self._poller.register(self._conn.fileno(), select.POLLIN)
         self._ready, self._tag, self._answered = False, 0, 0
         self._in_flight.clear()
 
@@ -142,11 +214,7 @@ class SignatureWorker:
         if conn is not None:
             conn.close()
         if process is not None:
-            try:
-                process.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=2)
+            stop_worker(process)
 
     def _broken(self, why: str) -> None:
         log.warning("block signature worker stopped (%s); blocks are checked serially "
@@ -161,28 +229,30 @@ class SignatureWorker:
             return False
         try:
             if not self._ready:
-                if not self._conn.poll(0):
+                if not self._waiting(0):
                     return False
                 if self._conn.recv_bytes() != b"ready":
                     self._broken("unexpected greeting")
                     return False
                 self._ready = True
-            while self._in_flight and self._conn.poll(0):  # answers a failed block left
+            while self._in_flight and self._waiting(0):  # answers a failed block left
                 self._read()
-        except Exception as exc:  # EOF, a socket error, bytes that do not unpickle
+        except Exception as exc:  # EOF, a socket error
             self._broken(type(exc).__name__)
             return False
         return not self._in_flight
 
-    def _read(self) -> tuple[int, list[str]]:
-        tag, codes = pickle.loads(self._conn.recv_bytes())
+    def _read(self) -> tuple[int, bytes]:
+        data = self._conn.recv_bytes()
+        # answers come in task order: the first due, its tag's low 32 bits on the wire
+        tag = self._answered + ((int.from_bytes(data[:4], "big") - self._answered) & 0xFFFFFFFF)
         self._in_flight.pop(tag, None)
         self._answered = tag + 1
-        return tag, codes
+        return tag, data[4:]
 
-    def send(self, raws: list[bytes], chain_id: int) -> int | None:
+    def send(self, raws: Sequence[bytes], chain_id: int) -> int | None:
         """Write a task if the bytes in flight allow; its tag, or None (not written)."""
-        data = pickle.dumps((self._tag, chain_id, raws), protocol=pickle.HIGHEST_PROTOCOL)
+        data = encode_task(self._tag, chain_id, raws)
         if (len(self._in_flight) >= AHEAD_TASKS or self._conn is None
                 or sum(self._in_flight.values()) + len(data) > AHEAD_MAX_BYTES):
             return None
@@ -195,24 +265,36 @@ class SignatureWorker:
         self._in_flight[tag] = len(data)
         return tag
 
+    def _waiting(self, timeout: float) -> bool:
+        """Whether the socket has bytes to read, waiting up to ``timeout`` seconds (a
+        ``select.poll`` kept with the socket: ~1 us, against ~15 us for Connection.poll,
+        which builds a selector per call; the caller polls at every attestation while
+        the worker is behind)."""
+        return bool(self._poller.poll(1000 * timeout))
+
+    def running(self) -> bool:
+        """Started and not stopped (it may not have said it is ready yet)."""
+        return self._conn is not None
+
     def answer_waiting(self) -> bool:
         """Whether an answer can be read without waiting."""
         try:
-            return self._conn is not None and bool(self._conn.poll(0))
+            return self._conn is not None and self._waiting(0)
         except (EOFError, OSError):
             return True  # (receive finds out and stops the worker)
 
-    def receive(self, tag: int, timeout: float) -> list[str] | None:
-        """The answer to task ``tag`` (answers come in order), waiting at most
-        ``timeout`` seconds for each; None if it does not come."""
+    def receive(self, tag: int, timeout: float) -> bytes | None:
+        """The answer to task ``tag`` (answers come in order): a code byte per
+        attestation (:data:`CODES`), waiting at most ``timeout`` seconds for each; None
+        if it does not come."""
         try:
             while self._answered <= tag:
-                if not self._conn.poll(timeout):
+                if not self._waiting(timeout):
                     return None
                 got, codes = self._read()
                 if got == tag:
                     return codes
-        except Exception as exc:  # EOF, a socket error, bytes that do not unpickle
+        except Exception as exc:  # EOF, a socket error
             self._broken(type(exc).__name__)
         return None
 
@@ -224,20 +306,19 @@ class SignaturesAhead:
     A worker's answer is a hint, never a verdict: an attestation it found valid is marked
     verified (:func:`vm.attestation.mark_verified`) just before the caller checks it, so
     the caller's :func:`vm.attestation.check_stateless` only decodes it; every other one
-    (refused by the worker, its task not written, or its answer late or lost) gets the
-    caller's full check. So a block gives the results, errors and messages of the serial
-    check, whatever the worker's timing, and a missing, stuck or dead worker only makes
-    it slower. Attestations already in the memo are given to no worker. Tasks are written
-    from the start (the worker begins while the caller sets the block up and runs its
-    transactions); the first is a quarter of ``chunk``, so the first answer comes soon.
-    At most :data:`AHEAD_TASKS` tasks (and :data:`AHEAD_MAX_BYTES`) are out at once; the
-    caller waits at most :data:`AHEAD_WAIT_S` for an answer, and then checks the rest of
-    the block itself.
-    The two sides share the work by need: each time the caller reaches a task whose
-    answer has not come yet, the next chunk not yet written is the caller's own (checked
-    serially, never written), so a worker slower than the execution it feeds (measured:
-    ~70 us an attestation beside execution against ~55 us of execution, on two vCPUs)
-    gets fewer chunks instead of making the caller wait for each one.
+    (refused by the worker, its task not written, or its answer not there yet, late or
+    lost) gets the caller's full check. So a block gives the results, errors and messages
+    of the serial check, whatever the worker's timing, and a missing, stuck or dead worker
+    only makes it slower. Attestations already in the memo are given to no worker. Tasks
+    are written from the start (the worker begins while the caller sets the block up and
+    runs its transactions), in chunks growing from an eighth of ``chunk`` to ``chunk``, so
+    the first answers come soon and later ones cost few hand-overs. At most
+    :data:`AHEAD_TASKS` tasks (and :data:`AHEAD_MAX_BYTES`) are out at once.
+    The two sides share the work by need, at the attestation: when the caller reaches
+    one whose answer has not come (the worker starts behind, and may fall behind), it
+    checks that one itself and looks for the answer again at the next one; answers of
+    chunks the caller has passed are read and dropped. The caller never waits (unless
+    :data:`AHEAD_WAIT_S` says so).
 
     Use: ``ahead.ready(i)`` before checking attestation ``i`` (indices in increasing
     order; cheap when ``i < ahead.next_index``), ``ahead.close()`` at the end, also when
@@ -248,39 +329,36 @@ class SignaturesAhead:
                  ids: Sequence[bytes] | None = None, *, chunk: int | None = None) -> None:
         chunk = chunk or AHEAD_CHUNK
         self.chain_id = chain_id
-        self._raws = [bytes(raw) for raw in raws]  # (bytes as they are; picklable)
+        self._raws = [bytes(raw) for raw in raws]
         self.ids = list(ids) if ids is not None else [compute_attestation_id(r) for r in self._raws]
         self.workers_checked = 0  # attestations the worker found valid (bench, tests)
         self.waited_s = 0.0  # wall time the caller waited for answers (bench)
+        self.own = 0  # unseen attestations the caller checked itself, the worker not done (bench)
         self._worker: SignatureWorker | None = None
         self._chunks: list[list[int]] = []
         self._tags: list[int | None] = []
-        self._taken = 0  # chunks taken back so far
+        self._taken = 0  # chunks done with (answer applied, or passed) so far
         self.next_index = len(self._raws)
         unseen = [i for i, att_id in enumerate(self.ids) if not is_verified(att_id, chain_id)]
         if not unseen:
             return  # (the usual case: admission verified them all; the worker not even asked)
         if worker.in_use or not worker.available():
             return  # (another check is using it, it is starting, or it is still busy)
-        first = max(1, chunk // 4)
-        self._chunks = [unseen[:first]] + [unseen[k:k + chunk]
-                                           for k in range(first, len(unseen), chunk)]
+        size, k = max(1, chunk // 8), 0
+        while k < len(unseen):
+            self._chunks.append(unseen[k:k + size])
+            k += size
+            size = min(chunk, 2 * size)
         self._tags = [None] * len(self._chunks)
         self._worker = worker
         worker.in_use = True
-        self._sent = 0  # chunks given out so far (written, or the caller's own)
-        self._owed = 0  # chunks the caller takes on itself, from the next one given out
-        self.own_chunks = 0  # (bench, tests)
+        self._sent = 0  # chunks written (or skipped: passed by the caller) so far
         self._send_more()
         self.next_index = self._chunks[0][0]
 
     def _send_more(self) -> None:
+        self._sent = max(self._sent, self._taken)  # (what the caller passed is not written)
         while self._worker is not None and self._sent < len(self._chunks):
-            if self._owed:  # the caller's own: its tag stays None
-                self._owed -= 1
-                self.own_chunks += 1
-                self._sent += 1
-                continue
             tag = self._worker.send([self._raws[i] for i in self._chunks[self._sent]],
                                     self.chain_id)
             if tag is None:
@@ -290,28 +368,31 @@ class SignaturesAhead:
 
     def ready(self, index: int) -> None:
         """Make the worker's answers for attestations up to ``index`` count (mark the
-        valid ones verified), waiting for at most one answer."""
-        while self._taken < len(self._chunks) and self._chunks[self._taken][0] <= index:
+        valid ones verified); never waits (unless :data:`AHEAD_WAIT_S`)."""
+        chunks = self._chunks
+        while self._taken < len(chunks) and chunks[self._taken][0] <= index:
             k = self._taken
-            tag = self._tags[k]
-            if tag is not None and self._worker is not None:
-                if not self._worker.answer_waiting():
-                    self._owed += 1  # the worker is behind: a later chunk is the caller's
+            chunk, tag, worker = chunks[k], self._tags[k], self._worker
+            if tag is not None and worker is not None:
                 started = time.perf_counter()
-                codes = self._worker.receive(tag, AHEAD_WAIT_S)
+                codes = worker.receive(tag, AHEAD_WAIT_S)
                 self.waited_s += time.perf_counter() - started
                 if codes is None:
-                    self.close()  # late or lost: the rest of the block is the caller's
-                elif len(codes) == len(self._chunks[k]):
+                    if AHEAD_WAIT_S > 0 or not worker.running():
+                        self.close()  # late or lost: the rest of the block is the caller's
+                    elif chunk[-1] > index:  # not yet: this one is the caller's, and then
+                        self.own += 1
+                        self.next_index = index + 1  # the next one asks again
+                        return
+                elif len(codes) == len(chunk):
                     ids, chain_id = self.ids, self.chain_id
-                    for i, code in zip(self._chunks[k], codes, strict=True):
-                        if code == OK:
+                    for i, code in zip(chunk, codes, strict=True):
+                        if code == CODE_OK and i >= index:  # (before: the caller's already)
                             mark_verified(ids[i], chain_id)
                             self.workers_checked += 1
             self._taken += 1
             self._send_more()
-        self.next_index = (self._chunks[self._taken][0] if self._taken < len(self._chunks)
-                           else len(self._raws))
+        self.next_index = chunks[self._taken][0] if self._taken < len(chunks) else len(self._raws)
 
     def close(self) -> None:
         """Give out no more; the worker is free for the next block (which reads and

@@ -153,6 +153,98 @@ def test_process_pool_checker_agrees_with_inline(devices):
     assert got[10] == "bad_signature" and got[20] == "malformed" and got.count("ok") == 148
 
 
+def _odd_batch(devices: list[Device]) -> list[bytes]:
+    """Valid items among every kind of stateless refusal a worker must answer alike."""
+    raws = [signed(devices[i % 4], i + 1) for i in range(60)]
+    raws[3] = raws[3][:-1] + bytes([raws[3][-1] ^ 1])  # bad signature
+    raws[5] = b"\x93\x01\x02\x03"  # malformed
+    raws[8] = b""  # empty
+    raws[13] = b"\xc4" + bytes(299)  # longer than any attestation (and than a length byte)
+    raws[21] = raws[21] + b"\x00"  # trailing byte
+    raws[34] = bytes(256)  # exactly the size limit, still garbage
+    return raws
+
+
+def _expected(raws: list[bytes]) -> list:
+    from node.attestation_pool import check_stateless_unshared
+
+    return check_stateless_unshared(raws, CHAIN_ID)
+
+
+def test_process_pool_checker_from_the_trio_thread_agrees_with_inline(devices):
+    import trio
+
+    raws = _odd_batch(devices)
+    checker = ProcessPoolChecker(workers=2, min_batch=8, chunk=16)
+    try:
+        async def run() -> list:
+            async with trio.open_nursery() as nursery:  # two batches at once, as the node
+                got: dict[int, list] = {}
+
+                async def one(k: int) -> None:
+                    got[k] = await checker.check_async(raws[k:], CHAIN_ID)
+
+                nursery.start_soon(one, 0)
+                nursery.start_soon(one, 7)
+            return [got[0], got[7]]
+
+        first, second = trio.run(run)
+        assert first == _expected(raws) and second == _expected(raws[7:])
+        assert checker.check_unshared(raws, CHAIN_ID) == _expected(raws)
+    finally:
+        checker.close()
+    codes = [x if isinstance(x, str) else "ok" for x in first]
+    assert [i for i, c in enumerate(codes) if c != "ok"] == [3, 5, 8, 13, 21, 34]
+
+
+def test_a_dead_stuck_or_cancelled_worker_changes_no_answer(devices, monkeypatch):
+    """A worker that dies or hangs costs time, never an answer: its part is checked in
+    this process, it is stopped and started again later; a caller cancelled while its
+    task is out leaves the worker usable for the next one."""
+    import contextlib
+    import os
+    import signal
+
+    import trio
+
+    import node.attestation_pool as pool_module
+
+    raws = _odd_batch(devices)
+    expected = _expected(raws)
+    checker = ProcessPoolChecker(workers=1, min_batch=8)
+    monkeypatch.setattr(pool_module, "WORKER_RESTART_S", 0.0)
+    try:
+        assert trio.run(checker.check_async, raws, CHAIN_ID) == expected
+        (first,) = checker.pids()
+        os.kill(first, signal.SIGKILL)  # dies
+        assert trio.run(checker.check_async, raws, CHAIN_ID) == expected
+        assert checker.pids() == []  # found dead by that batch, which was checked here
+        assert trio.run(checker.check_async, raws, CHAIN_ID) == expected
+        (second,) = checker.pids()  # started again by the next batch
+        assert second != first
+
+        async def cancelled() -> list:
+            with trio.move_on_after(0.001):
+                await checker.check_async(raws * 20, CHAIN_ID)
+            return await checker.check_async(raws, CHAIN_ID)
+
+        assert trio.run(cancelled) == expected
+        assert checker.pids() == [second]
+        monkeypatch.setattr(pool_module, "WORKER_ANSWER_S", 0.5)
+        os.kill(second, signal.SIGSTOP)  # hangs: killed after WORKER_ANSWER_S
+        try:
+            assert trio.run(checker.check_async, raws, CHAIN_ID) == expected
+            assert checker.pids() == []  # killed and reaped
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(second, signal.SIGCONT)
+        assert checker.check_unshared(raws, CHAIN_ID) == expected  # (a new one)
+    finally:
+        checker.close()
+    assert checker.pids() == []
+    assert trio.run(checker.check_async, raws, CHAIN_ID) == expected  # closed: inline
+
+
 def test_view_check_chains_pending_attestations_of_a_device():
     from tests.vm.test_telemetry_fleet import HOME, Fleet
 

@@ -215,3 +215,30 @@ def test_a_block_whose_signatures_were_all_verified_never_starts_the_worker(flee
         assert worker._process is None
     finally:
         worker.close()
+
+
+def test_the_nodes_sharing_never_waits_and_gives_the_serial_results(fleet, monkeypatch):
+    """The node's setting (AHEAD_WAIT_S 0): an attestation whose answer has not come is
+    the caller's own; any timing gives the serial outcome, and a hung worker costs no
+    wait at all."""
+    monkeypatch.setattr(ahead_module, "AHEAD_WAIT_S", 0.0)
+    raws = _block(fleet)
+    bad = list(raws)
+    bad[25] = _forged(fleet, bad[25])
+    worker = _started(SignatureWorker())
+    try:
+        for chunk in (1, 4, 16, 64):
+            for seen in (frozenset(), frozenset(range(0, DEVICES, 5))):
+                _check(fleet, raws, False, worker, chunk, seen)
+                _check(fleet, bad, False, worker, chunk, seen)
+                _check(fleet, bad, True, worker, chunk, seen)
+        os.kill(worker._process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            stats: list[int] = []
+            _check(fleet, raws, False, worker, stats=stats)
+            assert stats == [0] and time.monotonic() - started < 5  # (no 25 ms waits)
+        finally:
+            os.kill(worker._process.pid, signal.SIGCONT)
+    finally:
+        worker.close()
