@@ -359,7 +359,10 @@ def _verified_key(att_id: bytes, chain_id: int) -> bytes:
 def mark_verified(att_id: bytes, chain_id: int, att: Attestation | None = None) -> None:
     """Record that the attestation with ``att_id`` passed :func:`check_stateless` for
     ``chain_id`` (used when a worker process did the check), with its decoded record
-    ``att`` when the caller has it (then :func:`check_stateless` returns it as is)."""
+    ``att`` when the caller has it (then :func:`check_stateless` returns it as is).
+    Only for an id whose exact bytes passed :func:`decode_attestation` and
+    :func:`verify_signature`: without ``att`` they are later read by
+    :func:`decode_accepted`, without the canonical-form checks."""
     _make_room()
     _VERIFIED[_verified_key(att_id, chain_id)] = att
 
@@ -389,8 +392,10 @@ def check_stateless(raw: bytes, chain_id: int, att_id: bytes | None = None) -> A
         _make_room()
         _VERIFIED[key] = att
         return att
-    if known is None:  # verified by a worker process: decoded here the first time
-        known = _VERIFIED[key] = decode_attestation(raw)
+    if known is None:
+        # Verified by a worker process, which decoded these exact bytes (the id is their
+        # keccak) with decode_attestation's checks: read here without repeating them.
+        known = _VERIFIED[key] = decode_accepted(raw)
     return known  # type: ignore[return-value]
 
 
