@@ -168,7 +168,6 @@ class ConsensusMachine:
         self._own: list[ConsensusMessage] = []
         # tick count when each own message (by id) was first sent; absent: re-sent on any tick
         self._own_sent: dict[int, int] = {}
-        self._valid_since = -1  # tick count when valid_hash last changed
         self._proposers: dict[int, bytes] = {}
         self._proposal_wanted = False
         self._proposal_check_on_tick = False
@@ -683,8 +682,6 @@ class ConsensusMachine:
             self.locked_round = self.round
             effects += self._vote(PRECOMMIT, block_hash)
             self.step = Step.PRECOMMIT
-        if (self.valid_hash, self.valid_round) != (block_hash, self.round):
-            self._valid_since = self._ticks
         self.valid_hash = block_hash
         self.valid_round = self.round
         return True
@@ -707,7 +704,6 @@ class ConsensusMachine:
                     and block_hash in self._proposal_by_hash and self._is_valid(block_hash)):
                 self.valid_hash = block_hash
                 self.valid_round = round_
-                self._valid_since = self._ticks
 
     # --- gossip repair ------------------------------------------------------
 
@@ -784,12 +780,13 @@ class ConsensusMachine:
             self._proposal_wanted = self._proposal_wanted or self._round_lacks_our_proposal()
         effects += self._own_messages_to_resend(with_proposal=self._proposal_wanted,
                                                 sent_before=previous)
-        if self.valid_hash is not None and self._valid_since < previous:
+        if self.valid_hash is not None:
             # Relay the proof of our valid value: a byzantine proposer re-proposing it
             # may show its own prevote to only some peers, and without the whole
-            # proof the others reject every later re-proposal of it (line 28). Only once
-            # it has been our valid value for a whole period (a height that decides soon
-            # after its prevote quorum needs no copy).
+            # proof the others reject every later re-proposal of it (line 28). Not held
+            # back by age like our own votes: these copies also carry an equivocator's
+            # votes to the peers it withheld them from (tests/consensus/test_simulation:
+            # held back a period, half as many schedules caught the equivocation).
             prevotes = self._get_vote_set(self.valid_round, PREVOTE)
             effects += [Broadcast(v) for v in prevotes.get_votes_for(self.valid_hash)]
         # A single late vote right after we decided is normal; a peer that keeps
