@@ -88,8 +88,9 @@ def test_undecodable_announcements_ban_their_sender(data: bytes) -> None:
 
 
 def test_undecodable_consensus_messages_ban_their_sender() -> None:
-    # A message that fails to decode never reaches the checks that read our state.
-    service = SimpleNamespace()
+    # A message that fails to decode never reaches the checks that read our state (only
+    # the memo of bytes accepted before, which holds none of these).
+    service = SimpleNamespace(_accepted_messages={}, _accepted_compacts={})
     for data in (b"\xc1garbage", rlp.encode([b"\x09", b"unknown tag"]), b"\x80" * 100):
         verdict = NetworkService._check_consensus(service, "forwarder", data)  # type: ignore[arg-type]
         assert verdict is Verdict.MALFORMED
@@ -143,6 +144,7 @@ class ConsensusTopic:
         self._check_validators: OrderedDict[int, Any] = OrderedDict()
         self._consensus_decoded: OrderedDict[bytes, Any] = OrderedDict()
         self._relayed_votes: OrderedDict[bytes, float] = OrderedDict()
+        self._accepted_messages: OrderedDict[bytes, Any] = OrderedDict()
         self.published: list[bytes] = []
         self.runner = SimpleNamespace(stats=Counter())
 
@@ -235,3 +237,14 @@ def test_a_peers_vote_gossip_just_relayed_is_not_published_again_for_a_period() 
     topic._relayed_votes[relayed] -= RELAYED_VOTE_REPAIR_S  # a period later: repaired as before
     topic.broadcast(relayed)
     assert topic.published == [own, relayed]
+
+
+def test_a_resent_vote_is_decoded_once_and_checked_again() -> None:
+    topic = ConsensusTopic()
+    vote = encode_message(signed_vote(KEYS[2], HEAD + 1))
+    assert topic.check(vote) is Verdict.ACCEPT
+    assert vote in topic._accepted_messages
+    topic.store.head_height = HEAD + 2  # the height passed: the same bytes are judged anew
+    assert topic.check(vote) is Verdict.IGNORE
+    assert topic.check(forged_vote(HEAD + 1)) is Verdict.REJECT  # never remembered
+    assert forged_vote(HEAD + 1) not in topic._accepted_messages
