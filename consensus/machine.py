@@ -67,13 +67,14 @@ MAX_PROPOSALS_PER_ROUND = 4  # distinct values kept per round (a byzantine propo
 MAX_FUTURE_MESSAGES = 4096  # messages kept for height + 1 until it starts
 MAX_FUTURE_BYTES = 16 * 1024 * 1024  # block values among them
 REBROADCAST_ROUNDS = 2  # own votes of this many latest rounds are re-sent on each tick
-# A message is re-sent on a tick only once it has been out for a whole period: sent
+# An own vote is re-sent on a tick only once it has been out for a whole period: sent
 # between two ticks, it is first re-sent on the second tick after (1-2 periods old). Re-sent
 # on the very next tick, a vote of a height that decides in time (most) was sent twice:
 # in a four-validator devnet under attestation load each validator published ~7.5
 # consensus messages a height for its ~2.3 own (votes, a quarter of the proposals), and
 # each copy costs every peer a receive, a topic check and two relays (docs/network.md,
-# "Gossip repair"). A lost message is repaired that much later, within two periods.
+# "What a validator re-sends on the consensus topic"). A lost vote is repaired that much
+# later, within two periods. Proposals keep their own rules (_note_proposal_wanted).
 
 # Reject codes of InvalidMessage effects (stable, counted in ``ConsensusMachine.stats``).
 REJECT_MALFORMED = MalformedMessage.code
