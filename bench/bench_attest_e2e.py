@@ -243,6 +243,11 @@ def metric_sums(url: str) -> dict[str, float]:
                                    "motus_compact_missing_attestations_total ")):
                 name, value = line.rsplit(" ", 1)
                 out["compact " + (name.split('"')[1] if '"' in name else "missing")] = float(value)
+            elif line.startswith("motus_p2p_topic_messages_total{"):
+                name, value = line.rsplit(" ", 1)
+                labels = dict(part.split("=", 1) for part in name[name.index("{") + 1:-1].split(","))
+                out[f"gossip {labels['topic'].strip(chr(34))} {labels['result'].strip(chr(34))}"] = (
+                    float(value))
             elif line.startswith("motus_attestation_rejects_total{"):
                 name, value = line.rsplit(" ", 1)
                 out["reject " + name.split('"')[1]] = float(value)
@@ -510,6 +515,19 @@ def report_time(elapsed: float, client_cpu: float, cpu_before: list, cpu_after: 
                    if k.startswith("compact ") and m1[k] > m0.get(k, 0)}
         if compact:
             phases.append(f"compact proposals {compact}")
+        heights = m1.get("phase count{phase=\"committed\"}", 0) - m0.get(
+            "phase count{phase=\"committed\"}", 0)
+        gossip = []
+        for topic in ("consensus", "attestation"):
+            got = {r: m1.get(f"gossip {topic} {r}", 0) - m0.get(f"gossip {topic} {r}", 0)
+                   for r in ("published", "received", "accepted", "ignored")}
+            if any(got.values()):
+                per = f", {got['received'] / heights:.1f} copies a height" if heights else ""
+                gossip.append(f"{topic} published {got['published']:.0f}, received "
+                              f"{got['received']:.0f} copies of {got['accepted'] + got['ignored']:.0f}"
+                              f" new{per}")
+        if gossip:
+            print(f"    gossip: {'; '.join(gossip)}")
         if phases:
             print(f"    height phases, mean ms after the height's start: {', '.join(phases)}")
     if len(stamps) > 1:

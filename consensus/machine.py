@@ -67,6 +67,14 @@ MAX_PROPOSALS_PER_ROUND = 4  # distinct values kept per round (a byzantine propo
 MAX_FUTURE_MESSAGES = 4096  # messages kept for height + 1 until it starts
 MAX_FUTURE_BYTES = 16 * 1024 * 1024  # block values among them
 REBROADCAST_ROUNDS = 2  # own votes of this many latest rounds are re-sent on each tick
+# An own vote is re-sent on a tick only once it has been out for a whole period: sent
+# between two ticks, it is first re-sent on the second tick after (1-2 periods old). Re-sent
+# on the very next tick, a vote of a height that decides in time (most) was sent twice:
+# in a four-validator devnet under attestation load each validator published ~7.5
+# consensus messages a height for its ~2.3 own (votes, a quarter of the proposals), and
+# each copy costs every peer a receive, a topic check and two relays (docs/network.md,
+# "What a validator re-sends on the consensus topic"). A lost vote is repaired that much
+# later, within two periods. Proposals keep their own rules (_note_proposal_wanted).
 
 # Reject codes of InvalidMessage effects (stable, counted in ``ConsensusMachine.stats``).
 REJECT_MALFORMED = MalformedMessage.code
@@ -132,6 +140,8 @@ class ConsensusMachine:
         self.step = Step.PROPOSE
         self.validators = ValidatorSet([])
         self._rebroadcast_scheduled = False
+        # rebroadcast ticks so far: what a message's age is counted in (see REBROADCAST_ROUNDS)
+        self._ticks = 0
         # our proposal is re-sent at most once per rebroadcast period (see _note_proposal_wanted)
         self._proposal_resent_this_period = False
         self._proposal_wanted = False
@@ -157,6 +167,8 @@ class ConsensusMachine:
         self._senders: dict[int, set[bytes]] = {}  # round -> validators heard from
         self._fired: set[tuple[str, int]] = set()  # "for the first time" rules already run
         self._own: list[ConsensusMessage] = []
+        # tick count when each own message (by id) was first sent; absent: re-sent on any tick
+        self._own_sent: dict[int, int] = {}
         self._proposers: dict[int, bytes] = {}
         self._proposal_wanted = False
         self._proposal_check_on_tick = False
@@ -512,6 +524,7 @@ class ConsensusMachine:
         self._proposal_by_hash.setdefault(block_hash, message)
         self._senders.setdefault(self.round, set()).add(proposal.proposer)
         self._own.append(message)
+        self._own_sent[id(message)] = self._ticks
         self._log(message, essential=True)
         # a peer's nil vote right after this may cross it in flight: answer it on the next tick
         self._proposal_resent_this_period = True
@@ -555,6 +568,7 @@ class ConsensusMachine:
         self._senders.setdefault(self.round, set()).add(vote.validator)
         if vote not in self._own:
             self._own.append(vote)
+            self._own_sent[id(vote)] = self._ticks
             self._log(vote, essential=True)
         return [Broadcast(vote)]
 
@@ -694,15 +708,18 @@ class ConsensusMachine:
 
     # --- gossip repair ------------------------------------------------------
 
-    def _own_messages_to_resend(self, with_proposal: bool = True) -> list[Effect]:
-        """Our votes of the last ``REBROADCAST_ROUNDS`` rounds and, if ``with_proposal``,
-        our proposal of the current round (with its proof of lock)."""
+    def _own_messages_to_resend(self, with_proposal: bool = True,
+                                sent_before: int | None = None) -> list[Effect]:
+        """Our votes of the last ``REBROADCAST_ROUNDS`` rounds (with ``sent_before``, those
+        first sent before that tick count) and, if ``with_proposal``, our proposal of the
+        current round (with its proof of lock)."""
         effects: list[Effect] = []
         if with_proposal:
             effects += self._own_proposal_to_resend()
         oldest = self.round - REBROADCAST_ROUNDS + 1
         for message in self._own:
-            if isinstance(message, Vote) and message.round >= oldest:
+            if isinstance(message, Vote) and message.round >= oldest and (
+                    sent_before is None or self._own_sent.get(id(message), -1) < sent_before):
                 effects.append(Broadcast(message))
         return effects
 
@@ -754,6 +771,7 @@ class ConsensusMachine:
 
     def _on_rebroadcast_tick(self) -> list[Effect]:
         effects: list[Effect] = [self._schedule(Step.REBROADCAST, self.round)]
+        previous, self._ticks = self._ticks, self._ticks + 1
         self._proposal_resent_this_period = False
         if self._proposal_check_on_tick:
             # One more copy on the first tick after proposing, before the others'
@@ -761,11 +779,15 @@ class ConsensusMachine:
             # may have been lost, and waiting for the nil votes would lose the round.
             self._proposal_check_on_tick = False
             self._proposal_wanted = self._proposal_wanted or self._round_lacks_our_proposal()
-        effects += self._own_messages_to_resend(with_proposal=self._proposal_wanted)
+        effects += self._own_messages_to_resend(with_proposal=self._proposal_wanted,
+                                                sent_before=previous)
         if self.valid_hash is not None:
             # Relay the proof of our valid value: a byzantine proposer re-proposing it
             # may show its own prevote to only some peers, and without the whole
-            # proof the others reject every later re-proposal of it (line 28).
+            # proof the others reject every later re-proposal of it (line 28). Not held
+            # back by age like our own votes: these copies also carry an equivocator's
+            # votes to the peers it withheld them from (tests/consensus/test_simulation:
+            # held back a period, half as many schedules caught the equivocation).
             prevotes = self._get_vote_set(self.valid_round, PREVOTE)
             effects += [Broadcast(v) for v in prevotes.get_votes_for(self.valid_hash)]
         # A single late vote right after we decided is normal; a peer that keeps

@@ -30,6 +30,11 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_FLUSH_INTERVAL = 0.075  # seconds: inside the 50-100 ms latency budget
 DEFAULT_MAX_BATCH_BYTES = 64 * KIB
+# The attestation batcher closes its batches at this size: a gateway's call of 1,000
+# (~190 KB) leaves in one message, not three. In a four-validator devnet every message
+# reaches each node three times (origin and two relays), each copy a receive and each
+# first copy a topic check, a signature check and two relays, whatever its size.
+ATTESTATION_MAX_BATCH_BYTES = 256 * KIB
 # Decoder defaults match the attestation topic limit (1 MiB) and the smallest
 # useful item (an attestation is ~150 bytes; 1 MiB / 64 B leaves slack).
 DEFAULT_DECODE_MAX_BYTES = 1 * MIB

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from p2p.batch import (
+    ATTESTATION_MAX_BATCH_BYTES,
     DEFAULT_FLUSH_INTERVAL,
-    DEFAULT_MAX_BATCH_BYTES,
     TX_FLUSH_INTERVAL,
     TX_MAX_BATCH_BYTES,
 )
@@ -38,7 +38,7 @@ class P2PConfig:
     reconnect_max_backoff: float = 30.0
     max_inbound_requests_per_peer: int = 8
     attestation_flush_interval: float = DEFAULT_FLUSH_INTERVAL
-    attestation_max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    attestation_max_batch_bytes: int = ATTESTATION_MAX_BATCH_BYTES
     tx_flush_interval: float = TX_FLUSH_INTERVAL
     tx_max_batch_bytes: int = TX_MAX_BATCH_BYTES
     # Peer exchange (/motus/peers/1): dial peers learnt from peers while

@@ -116,6 +116,7 @@ class TopicStats:
     """Counters of one topic (monotonic, for metrics)."""
 
     published: int = 0
+    received: int = 0  # copies from peers, duplicates (relays of a message seen) included
     accepted: int = 0
     ignored: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
@@ -195,6 +196,7 @@ class Gossip:
             allowed_topics=frozenset(),
         )
         self.pubsub.gate = self.admit
+        self.pubsub.count_copy = self._count_copy
         # Sequence numbers start at the process's start time in seconds and
         # count up per message, so a node that published more messages than
         # it was down for seconds would reuse (from, seqno) ids: peers drop
@@ -412,6 +414,14 @@ class Gossip:
 
         return validate_sync, False
 
+    def _count_copy(self, msg: rpc_pb2.Message) -> None:
+        """Every copy a peer sends us, before the seen cache drops duplicates (metrics:
+        copies per first delivery is what relays cost)."""
+        if len(msg.topicIDs) == 1:
+            topic = self._topics_by_id.get(msg.topicIDs[0])
+            if topic is not None:
+                topic.stats.received += 1
+
     def admit(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
         """First gate for a peer's message, before its signature is checked or the
         validator decodes it: the topic's size limit and the peer's budget."""
@@ -511,6 +521,8 @@ class GuardedPubsub(Pubsub):
     _write_locks: weakref.WeakKeyDictionary[INetStream, trio.Lock]
     # ``(forwarder, msg) -> bool``: the node's size and budget gate (``Gossip.admit``).
     gate: Callable[[ID, rpc_pb2.Message], bool] | None = None
+    # ``(msg) -> None``: counts every copy received (``Gossip._count_copy``).
+    count_copy: Callable[[rpc_pb2.Message], None] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -522,6 +534,8 @@ class GuardedPubsub(Pubsub):
         its budget, or over the topic's size limit, costs no signature check and
         no validation. Duplicates and banned peers are dropped first (cheaply)."""
         gate = self.gate
+        if self.count_copy is not None and msg_forwarder != self.my_id:
+            self.count_copy(msg)
         if (
             gate is not None
             and not self.is_peer_blacklisted(msg_forwarder)

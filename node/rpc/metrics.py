@@ -232,8 +232,9 @@ class NodeCollector(Collector):
         yield penalties
         messages = CounterMetricFamily(
             "motus_p2p_topic_messages",
-            "Gossip messages by topic and result (published, accepted, ignored, rejected, "
-            "over_budget, delivered, dropped_inbox_full)",
+            "Gossip messages by topic and result (published, received: every copy from a "
+            "peer, duplicates included; accepted, ignored, rejected, over_budget, delivered, "
+            "dropped_inbox_full)",
             labels=["topic", "result"])
         received = CounterMetricFamily(
             "motus_p2p_topic_received_bytes",
@@ -245,7 +246,7 @@ class NodeCollector(Collector):
             labels=["topic"])
         stats = p2p.stats()
         for name, st in sorted(stats["topics"].items()):
-            for result in ("published", "accepted", "ignored", "over_budget", "delivered",
+            for result in ("published", "received", "accepted", "ignored", "over_budget", "delivered",
                            "dropped_inbox_full"):
                 messages.add_metric([name, result], getattr(st, result))
             messages.add_metric([name, "rejected"], sum(st.rejected.values()))

@@ -429,9 +429,27 @@ def test_proposer_re_proposes_its_valid_value_with_the_proof_of_lock() -> None:
 def test_rebroadcast_tick_resends_own_messages_and_reschedules() -> None:
     t = Harness()
     t.feed(t.proposal(0, A))
+    # sent since the last tick: not re-sent yet (it has not been out a whole period)
     effects = t.machine.on_timeout(Step.REBROADCAST, 1, 0)
     assert ScheduleTimeout(Step.REBROADCAST, 1, 0, 1.0) in effects
-    assert votes_sent(effects) == [(PREVOTE, 0, h(A))]
+    assert votes_sent(effects) == []
+    for _ in range(2):  # then on every tick
+        effects = t.machine.on_timeout(Step.REBROADCAST, 1, 0)
+        assert ScheduleTimeout(Step.REBROADCAST, 1, 0, 1.0) in effects
+        assert votes_sent(effects) == [(PREVOTE, 0, h(A))]
+
+
+def test_own_votes_wait_a_period_but_the_proof_of_a_valid_value_does_not() -> None:
+    t = Harness()
+    t.feed(t.proposal(0, A))
+    t.feed_votes(PREVOTE, 0, h(A), t.others()[:2])  # a quorum: A is our valid value
+    assert t.machine.valid_hash == h(A)
+    first = votes_sent(t.machine.on_timeout(Step.REBROADCAST, 1, 0))
+    assert first.count((PREVOTE, 0, h(A))) == 3  # the proof (ours among its three) at once
+    assert (PRECOMMIT, 0, h(A)) not in first  # our own votes are new
+    second = votes_sent(t.machine.on_timeout(Step.REBROADCAST, 1, 0))
+    assert second.count((PREVOTE, 0, h(A))) == 1 + 3  # ours, and the proof
+    assert (PRECOMMIT, 0, h(A)) in second
 
 
 def _proposals_sent(effects) -> list[ProposalMessage]:
@@ -442,10 +460,11 @@ def test_rebroadcast_tick_does_not_resend_a_proposal_nobody_asked_for() -> None:
     t = Harness(proposer_of_round=0)
     [proposal] = _proposals_sent(t.start_effects)
     t.feed_votes(PREVOTE, 0, proposal.proposal.block_hash, t.others()[:2])  # a quorum has it
-    for _ in range(5):
+    for tick in range(5):
         effects = t.machine.on_timeout(Step.REBROADCAST, 1, 0)
         assert _proposals_sent(effects) == []
-        assert (PREVOTE, 0, proposal.proposal.block_hash) in votes_sent(effects)  # votes are
+        if tick:  # (from the second tick after they were sent)
+            assert (PREVOTE, 0, proposal.proposal.block_hash) in votes_sent(effects)  # votes are
     assert t.machine.stats["proposal_rebroadcast"] == 0
 
 

@@ -7,7 +7,7 @@ messages outside the heights being decided are penalised (``_check_consensus``, 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,7 +19,12 @@ from consensus.messages import ProposalMessage, encode_message
 from consensus.types import PRECOMMIT, PREVOTE, Vote
 from consensus.wal import Signer, SigningGuard
 from node.app import MAX_CLOCK_DRIFT_MS
-from node.network import ANNOUNCE_RELAY_LEAD, NetworkService, compute_max_plausible_height
+from node.network import (
+    ANNOUNCE_RELAY_LEAD,
+    RELAYED_VOTE_REPAIR_S,
+    NetworkService,
+    compute_max_plausible_height,
+)
 from p2p.host import Verdict
 from tests.consensus.helpers import CHAIN_ID, KEYS, validator_set
 
@@ -83,8 +88,9 @@ def test_undecodable_announcements_ban_their_sender(data: bytes) -> None:
 
 
 def test_undecodable_consensus_messages_ban_their_sender() -> None:
-    # A message that fails to decode never reaches the checks that read our state.
-    service = SimpleNamespace()
+    # A message that fails to decode never reaches the checks that read our state (only
+    # the memo of bytes accepted before, which holds none of these).
+    service = SimpleNamespace(_accepted_messages={}, _accepted_compacts={})
     for data in (b"\xc1garbage", rlp.encode([b"\x09", b"unknown tag"]), b"\x80" * 100):
         verdict = NetworkService._check_consensus(service, "forwarder", data)  # type: ignore[arg-type]
         assert verdict is Verdict.MALFORMED
@@ -137,9 +143,21 @@ class ConsensusTopic:
         self._proposers: dict[tuple[int, int], bytes] = {}
         self._check_validators: OrderedDict[int, Any] = OrderedDict()
         self._consensus_decoded: OrderedDict[bytes, Any] = OrderedDict()
+        self._relayed_votes: OrderedDict[bytes, float] = OrderedDict()
+        self._accepted_messages: OrderedDict[bytes, Any] = OrderedDict()
+        self.published: list[bytes] = []
+        self.runner = SimpleNamespace(stats=Counter())
+
+        async def publish(topic: str, data: bytes) -> None:
+            self.published.append(data)
+
+        self.p2p = SimpleNamespace(publish=publish)
 
     def check(self, data: bytes) -> Verdict:
         return NetworkService._check_consensus(self, "forwarder", data)  # type: ignore[arg-type]
+
+    def broadcast(self, data: bytes) -> None:
+        trio.run(NetworkService._broadcast, self, data)  # type: ignore[arg-type]
 
 
 def signed_vote(key: bytes, height: int, round_: int = 0, vote_type: int = PREVOTE) -> Vote:
@@ -203,3 +221,30 @@ def test_a_genuine_vote_is_never_penalised(height: int, verdict: Verdict) -> Non
     for vote_type in (PREVOTE, PRECOMMIT):
         vote = signed_vote(KEYS[2], height, vote_type=vote_type)
         assert ConsensusTopic().check(encode_message(vote)) is verdict
+
+
+def test_a_peers_vote_gossip_just_relayed_is_not_published_again_for_a_period() -> None:
+    # The machine re-sends the prevotes behind its valid value on every tick; gossip relayed
+    # each of them to our mesh when our check accepted it (docs/network.md).
+    topic = ConsensusTopic()
+    relayed = encode_message(signed_vote(KEYS[2], HEAD + 1))
+    assert topic.check(relayed) is Verdict.ACCEPT
+    own = encode_message(signed_vote(KEYS[0], HEAD + 1, vote_type=PRECOMMIT))
+    topic.broadcast(relayed)
+    topic.broadcast(own)
+    assert topic.published == [own]
+    assert topic.runner.stats["relayed_vote_not_repeated"] == 1
+    topic._relayed_votes[relayed] -= RELAYED_VOTE_REPAIR_S  # a period later: repaired as before
+    topic.broadcast(relayed)
+    assert topic.published == [own, relayed]
+
+
+def test_a_resent_vote_is_decoded_once_and_checked_again() -> None:
+    topic = ConsensusTopic()
+    vote = encode_message(signed_vote(KEYS[2], HEAD + 1))
+    assert topic.check(vote) is Verdict.ACCEPT
+    assert vote in topic._accepted_messages
+    topic.store.head_height = HEAD + 2  # the height passed: the same bytes are judged anew
+    assert topic.check(vote) is Verdict.IGNORE
+    assert topic.check(forged_vote(HEAD + 1)) is Verdict.REJECT  # never remembered
+    assert forged_vote(HEAD + 1) not in topic._accepted_messages
