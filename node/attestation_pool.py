@@ -60,6 +60,15 @@ POOL_FULL = "pool_full"  # not a reject: the pool is at a limit, submit again la
 # held to 500/s takes ~3 % of a core; the burst is one full motus_submitAttestations call.
 REJECT_CREDIT_PER_S = 500
 REJECT_CREDIT_BURST = 1_000
+# What a peer's item refused by a stateful check costs, in refused items. Those refusals
+# depend on the head and the clock, and honest relays cause them in races: a batch of a
+# device's readings N that reaches this node after a block included the device's N+1
+# from another node's pool is refused ``replay`` whole (seen in bench_attest_e2e with
+# four validators: ~700 a second from one relay in bursts at block commits, which
+# throttled it, and its next batches' fresh readings then went unchecked and were lost).
+# At an eighth, a peer still gets at most 8 x 500 = 4,000 such items a second checked
+# (~a quarter of a core), below what its gossip budget lets it send (1 MiB/s, ~6,500).
+PEER_STATEFUL_CHARGE = 0.125
 PENDING, INCLUDED, REJECTED = "pending", "included", "rejected"
 STATELESS_CODES = frozenset({RejectCode.MALFORMED.value, RejectCode.BAD_SIGNATURE.value})
 
@@ -789,7 +798,7 @@ class AttestationPool:
 
     def add_many(self, raws: Sequence[bytes], check: StatefulCheck, source: str = "", *,
                  stateless: Sequence[Attestation | str | None] | None = None,
-                 ids: Sequence[bytes] | None = None) -> list[AddResult]:
+                 ids: Sequence[bytes] | None = None, admitted: bool = False) -> list[AddResult]:
         """Check attestations (stateless, then ``check`` against the head) and insert
         the valid ones, in order; one result per input.
 
@@ -800,12 +809,20 @@ class AttestationPool:
         (a worker thread: :func:`check_stateless_unshared`); ``None`` entries are
         checked here, and ``pool_full`` entries (items the caller found no room for
         before checking them) are refused as such, unchecked and not recorded. ``ids``
-        may carry the ids when the caller computed them.
+        may carry the ids when the caller computed them. ``admitted``: the caller already
+        asked :meth:`admits` for the whole batch this is a slice of, so it is not throttled
+        here (a batch is checked whole or refused whole: a peer's batch of genuine replays
+        that used up the credit half-way, then forged items, must not pass the forged ones
+        unchecked and be relayed as accepted).
+
+        ``source`` is charged for each item it refused after checking it (``pool_full``
+        excepted): one for a stateless refusal, :data:`PEER_STATEFUL_CHARGE` for a
+        stateful one of a ``peer:`` source (a relay may have had another head).
         """
         raws = [r if type(r) is bytes else bytes(r) for r in raws]
         if ids is None:
             ids = list(map(compute_attestation_id, raws))
-        if not self.admits(source, len(raws)):
+        if not admitted and not self.admits(source, len(raws)):
             self.counters.add(THROTTLED, len(raws))
             return [AddResult(att_id, False, THROTTLED) for att_id in ids]
         n = len(raws)
@@ -875,9 +892,23 @@ class AttestationPool:
             results[i] = results[j]
         self._compact_times()
         if source:
-            self.credit.charge(source, sum(1 for i in todo if not results[i].accepted  # type: ignore[union-attr]
-                                           and results[i].code != POOL_FULL))  # type: ignore[union-attr]
+            self.credit.charge(source, self._refusal_cost(source, [results[i] for i in todo]))  # type: ignore[misc]
         return results  # type: ignore[return-value]  # every slot is filled above
+
+    @staticmethod
+    def _refusal_cost(source: str, checked: Iterable[AddResult]) -> float:
+        """What ``source`` is charged for the refusals among the items checked now."""
+        stateless = stateful = 0
+        for r in checked:
+            if r.accepted or r.code == POOL_FULL:
+                continue
+            if r.code in STATELESS_CODES:
+                stateless += 1
+            else:
+                stateful += 1
+        if source.startswith("peer:"):
+            return stateless + stateful * PEER_STATEFUL_CHARGE
+        return stateless + stateful
 
     def room(self, source: str) -> int:
         """How many more attestations from ``source`` the pool could take now by its item

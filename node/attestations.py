@@ -365,7 +365,8 @@ class AttestationService:
                     await trio.lowlevel.checkpoint()
                 b = a + ADMISSION_SLICE
                 results += self.pool.add_many(raws[a:b], self._head_check(), source,
-                                              stateless=stateless[a:b], ids=ids[a:b])
+                                              stateless=stateless[a:b], ids=ids[a:b],
+                                              admitted=True)
         fresh = [raws[i] for i, r in enumerate(results) if r.accepted and not was_pending[i]]
         self.accepted += len(fresh)
         if gossip and fresh and self._publish is not None:

@@ -55,8 +55,9 @@ class SourceCredit:
         self.throttled += items
         return False
 
-    def charge(self, source: str, refused: int) -> None:
-        """``refused`` of the source's items were checked and refused."""
+    def charge(self, source: str, refused: float) -> None:
+        """``refused`` of the source's items were checked and refused (a refusal may be
+        weighted below one: node/attestation_pool.py, PEER_STATEFUL_CHARGE)."""
         if refused <= 0:
             return
         credit = self._current(source)

@@ -8,7 +8,10 @@ import pytest
 
 from devnet.device import Device
 from node.attestation_pool import (
+    PEER_STATEFUL_CHARGE,
     POOL_FULL,
+    REJECT_CREDIT_BURST,
+    REJECT_CREDIT_PER_S,
     AddResult,
     AttestationPool,
     AttestationStatus,
@@ -435,3 +438,67 @@ def test_drop_stale_drops_exactly_the_stale_whatever_the_arrival_order(devices):
         r = pool.add(signed(dev, seq, ts=2_000_000), accept_all, source="churn")
         pool.remove_included([r.id], height=4 + seq)
     assert len(pool._by_time) <= 2 * len(pool) + 4_096
+
+
+def replay_check(head: dict[bytes, int]):
+    """The replay rule over a head of last accepted ``seq`` per device (accepted items
+    advance it, as the admission view does)."""
+
+    def check(att: Attestation) -> str | None:
+        if att.seq <= head.get(att.device, 0):
+            return "replay"
+        head[att.device] = att.seq
+        return None
+
+    return check
+
+
+def test_an_honest_relay_late_by_a_block_is_not_throttled(devices):
+    """The race seen in bench_attest_e2e with four validators: a relay's batch of the
+    devices' readings N reaches this node after a block included their N+1 from another
+    node's pool, so the whole batch is refused ``replay``. That refusal depends on the
+    head (the relay had another one): a peer pays an eighth of a refused item for it, so
+    the relay's next batch (readings N+2, new) is still checked and admitted; charged in
+    full, the relay was throttled and those readings refused unchecked, and lost once a
+    later reading of the same devices was included from another pool."""
+    now = [0.0]
+    pool = AttestationPool(CHAIN_ID, credit=SourceCredit(REJECT_CREDIT_PER_S, REJECT_CREDIT_BURST,
+                                                         clock=lambda: now[0]))
+    per_device = 300  # 1,200 replays: more than the burst of 1,000
+    late = [signed(dev, 2 * k + 1) for dev in devices for k in range(per_device)]
+    head = {dev.address: 2 * per_device for dev in devices}  # the block's N+1 readings
+    refused = pool.add_many(late, replay_check(head), source="peer:relay")
+    assert {r.code for r in refused} == {"replay"}
+    fresh = [signed(dev, 2 * per_device + s) for dev in devices for s in (1, 2)]
+    assert [r.code for r in pool.add_many(fresh, replay_check(head), source="peer:relay")] \
+        == ["ok"] * len(fresh)
+    assert pool.counters.get("throttled") == 0
+    assert pool.credit.credit("peer:relay") == REJECT_CREDIT_BURST - len(late) * PEER_STATEFUL_CHARGE
+    # a gateway is the origin of what it sends: the same refusals cost it in full
+    gateway = [signed(dev, 2 * k + 2) for dev in devices for k in range(per_device)]
+    assert {r.code for r in pool.add_many(gateway, replay_check(head), "rpc:10.0.0.1")} \
+        == {"replay"}
+    assert not pool.admits("rpc:10.0.0.1")
+
+
+def test_a_peer_replaying_genuine_attestations_is_still_throttled(devices):
+    """The other side of the cheaper stateful refusals of peers: a byzantine peer that
+    replays old genuine attestations (each costs a signature recovery, then a stateful
+    ``replay``) gets at most 1 / PEER_STATEFUL_CHARGE times the credit checked, then its
+    batches are refused unchecked; a stateless refusal still costs it a whole item."""
+    now = [0.0]
+    pool = AttestationPool(CHAIN_ID, credit=SourceCredit(10, 100, clock=lambda: now[0]))
+    head = {dev.address: 10_000 for dev in devices}
+    old = [signed(dev, s) for dev in devices for s in range(1, 251)]  # 1,000 genuine replays
+    budget = int(100 / PEER_STATEFUL_CHARGE)  # 800
+    first = pool.add_many(old[:budget], replay_check(head), source="peer:byzantine")
+    assert {r.code for r in first} == {"replay"}
+    assert not pool.admits("peer:byzantine")
+    assert {r.code for r in pool.add_many(old[budget:], replay_check(head), "peer:byzantine")} \
+        == {"throttled"}
+    assert pool.counters.get("replay") == budget  # nothing more was checked
+    raws = [signed(devices[0], s) for s in range(20_001, 20_101)]
+    forged = [raw[:-1] + bytes([raw[-1] ^ 1]) for raw in raws]
+    assert {r.code for r in pool.add_many(forged, replay_check(head), "peer:forger")} \
+        == {"bad_signature"}
+    assert pool.credit.credit("peer:forger") == 0  # 100 stateless refusals: the whole credit
