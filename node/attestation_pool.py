@@ -756,6 +756,10 @@ class AttestationPool:
         self.counters = counters or RejectCounters()
         self._pending: OrderedDict[bytes, _Entry] = OrderedDict()
         self.dropped = 0  # pending attestations that left other than by inclusion, ever
+        # ... by the code they were refused with then (the node's metrics): admitted, then
+        # lost unless another node's pool still gets them into a block (``replay``: a
+        # later reading of the device was included first)
+        self.dropped_codes: Counter[str] = Counter()
         self._bytes = 0
         self._per_source: dict[str, int] = {}
         self._per_device: dict[bytes, int] = {}
@@ -968,6 +972,13 @@ class AttestationPool:
         _decrement(self._per_device, entry.att.device)
         return entry
 
+    def _drop_refused(self, att_id: bytes, code: str) -> None:
+        """A pending attestation is refused now (by a new head, the clock, or block
+        building): it leaves the pool, recorded and counted as a refusal and as dropped."""
+        self._drop(att_id)
+        self._reject(att_id, code)
+        self.dropped_codes[code] += 1
+
     def _remember(self, att_id: bytes, status: AttestationStatus) -> None:
         history = self._history
         if att_id in history:
@@ -1024,8 +1035,7 @@ class AttestationPool:
         for att_id, entry in list(self._pending.items()):
             code = check(entry.att)
             if code is not None:
-                self._drop(att_id)
-                self._reject(att_id, code)
+                self._drop_refused(att_id, code)
                 dropped.append((att_id, code))
         return dropped
 
@@ -1060,8 +1070,7 @@ class AttestationPool:
         while heap and heap[0][0] * 1000 + stale_ms < now_ms:
             _, att_id = heapq.heappop(heap)
             if att_id in pending:
-                self._drop(att_id)
-                self._reject(att_id, code)
+                self._drop_refused(att_id, code)
                 dropped.append((att_id, code))
         return dropped
 
@@ -1077,8 +1086,8 @@ class AttestationPool:
         each (id, code); ids not pending are ignored. Returns how many were dropped."""
         n = 0
         for att_id, code in rejected:
-            if self._drop(att_id) is not None:
-                self._reject(att_id, code)
+            if att_id in self._pending:
+                self._drop_refused(att_id, code)
                 n += 1
         return n
 

@@ -502,3 +502,18 @@ def test_a_peer_replaying_genuine_attestations_is_still_throttled(devices):
     assert {r.code for r in pool.add_many(forged, replay_check(head), "peer:forger")} \
         == {"bad_signature"}
     assert pool.credit.credit("peer:forger") == 0  # 100 stateless refusals: the whole credit
+
+
+def test_admitted_attestations_refused_later_are_counted_as_dropped(devices):
+    """An attestation answered ``ok`` that a later head, the clock or block building
+    refuses leaves the pool without a block: counted by code in ``dropped_codes`` (the
+    metric motus_attestations_dropped_total), besides the reject counters."""
+    pool = AttestationPool(CHAIN_ID)
+    raws = [signed(devices[0], 1), signed(devices[1], 1), signed(devices[2], 1, ts=0)]
+    ids = [r.id for r in pool.add_many(raws, replay_check({}), source="peer:relay")]
+    new_head = {devices[0].address: 2}  # a block included the device's next reading
+    assert pool.recheck(replay_check(new_head)) == [(ids[0], "replay")]
+    assert pool.reject_pending([(ids[1], "rate_cap"), (b"\x00" * 32, "replay")]) == 1
+    assert pool.drop_stale(now_ms=10_000_000, stale_ms=300_000) == [(ids[2], "stale")]
+    assert pool.dropped_codes == {"replay": 1, "rate_cap": 1, "stale": 1}
+    assert pool.counters.get("replay") == 1 and len(pool) == 0
