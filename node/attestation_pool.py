@@ -69,6 +69,11 @@ REJECT_CREDIT_BURST = 1_000
 # At an eighth, a peer still gets at most 8 x 500 = 4,000 such items a second checked
 # (~a quarter of a core), below what its gossip budget lets it send (1 MiB/s, ~6,500).
 PEER_STATEFUL_CHARGE = 0.125
+# Devices whose reading this node refused ``pool_full`` (a quota) after checking it; their
+# later readings are refused ``pool_full`` too until the view holds that reading's seq
+# (AttestationPool._missing): at most this many, the oldest forgotten first.
+MAX_MISSING = 100_000
+MISSING_FOR_S = 300  # attestation_stale_ms's default: a reading this old never enters a block
 PENDING, INCLUDED, REJECTED = "pending", "included", "rejected"
 STATELESS_CODES = frozenset({RejectCode.MALFORMED.value, RejectCode.BAD_SIGNATURE.value})
 
@@ -79,18 +84,29 @@ STATELESS_CODES = frozenset({RejectCode.MALFORMED.value, RejectCode.BAD_SIGNATUR
 StatefulCheck = Callable[[Attestation], str | None]
 
 
-def view_check(view) -> StatefulCheck:
+class ViewCheck:
     """The stateful check over a :class:`vm.modules.telemetry.TelemetryView` (head state,
-    node clock): check, and on success record the attestation in the view."""
+    node clock): check, and on success record the attestation in the view. Also tells
+    the pool a device's last ``seq`` in the view (head and what it admitted)."""
 
-    def check(att: Attestation) -> str | None:
+    def __init__(self, view) -> None:
+        self.view = view
+
+    def __call__(self, att: Attestation) -> str | None:
+        view = self.view
         code = view.check(att)
         if code is not None:
             return code.value
         view.apply(att)
         return None
 
-    return check
+    def last_seq(self, device: bytes) -> int:
+        return self.view._track(device).seq
+
+
+def view_check(view) -> StatefulCheck:
+    """A :class:`ViewCheck` over ``view``."""
+    return ViewCheck(view)
 
 
 class RejectCounters:
@@ -760,6 +776,10 @@ class AttestationPool:
         # lost unless another node's pool still gets them into a block (``replay``: a
         # later reading of the device was included first)
         self.dropped_codes: Counter[str] = Counter()
+        # device -> (seq, timestamp_s) of a reading refused pool_full after its checks: the
+        # device's later readings wait for it (see _waits_for_missing)
+        self._missing: dict[bytes, tuple[int, int]] = {}
+        self.clock: Callable[[], float] = time.time
         self._bytes = 0
         self._per_source: dict[str, int] = {}
         self._per_device: dict[bytes, int] = {}
@@ -861,6 +881,7 @@ class AttestationPool:
         max_items, max_bytes = self.max_items, self.max_bytes
         max_per_source, max_per_device = self.max_per_source, self.max_per_device
         by_time = self._by_time
+        missing = self._missing
         # the admission loop runs for every attestation: checks and insertion written inline
         for i, outcome in zip(todo, checked, strict=True):
             att_id = ids[i]
@@ -875,9 +896,12 @@ class AttestationPool:
             raw, device = raws[i], outcome.device
             if (len(pending) >= max_items or self._bytes + len(raw) > max_bytes
                     or per_source.get(source, 0) >= max_per_source
-                    or per_device.get(device, 0) >= max_per_device):
+                    or per_device.get(device, 0) >= max_per_device
+                    or (missing and device in missing
+                        and self._waits_for_missing(outcome, check))):
                 self.counters.add(POOL_FULL)
                 results[i] = AddResult(att_id, False, POOL_FULL)
+                self._note_missing(outcome)
                 continue
             code = check(outcome)
             if code is not None:
@@ -898,6 +922,35 @@ class AttestationPool:
         if source:
             self.credit.charge(source, self._refusal_cost(source, [results[i] for i in todo]))  # type: ignore[misc]
         return results  # type: ignore[return-value]  # every slot is filled above
+
+    def _note_missing(self, att: Attestation) -> None:
+        """``att`` passed the stateless checks and was refused ``pool_full``: until this
+        node's view holds the device's ``att.seq``, its later readings are refused
+        ``pool_full`` too. Admitting them instead leaves a gap: if this node then
+        proposes, the later reading is included, and ``att``, pending in other pools, is
+        dropped there as ``replay`` and lost (four-validator bench: a relay over its
+        quota of 20,000)."""
+        missing = self._missing
+        seen = missing.get(att.device)
+        if seen is not None and seen[0] <= att.seq:
+            return  # waiting for an earlier one already
+        missing[att.device] = (att.seq, att.timestamp_s)
+        if len(missing) > MAX_MISSING:
+            del missing[next(iter(missing))]
+
+    def _waits_for_missing(self, att: Attestation, check: StatefulCheck) -> bool:
+        """Whether ``att`` follows a reading of its device this node refused ``pool_full``
+        and does not hold yet; forgets the refused reading once the view holds its seq
+        (admitted here since, or included) or it is too old to be included."""
+        seq, timestamp_s = self._missing[att.device]
+        if att.seq <= seq:
+            return False  # that reading itself (or an earlier one): checked as ever
+        last_seq = getattr(check, "last_seq", None)
+        if ((last_seq is not None and last_seq(att.device) >= seq)
+                or timestamp_s + MISSING_FOR_S < self.clock()):
+            del self._missing[att.device]
+            return False
+        return True
 
     @staticmethod
     def _refusal_cost(source: str, checked: Iterable[AddResult]) -> float:

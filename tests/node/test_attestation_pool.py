@@ -8,6 +8,7 @@ import pytest
 
 from devnet.device import Device
 from node.attestation_pool import (
+    MISSING_FOR_S,
     PEER_STATEFUL_CHARGE,
     POOL_FULL,
     REJECT_CREDIT_BURST,
@@ -517,3 +518,59 @@ def test_admitted_attestations_refused_later_are_counted_as_dropped(devices):
     assert pool.drop_stale(now_ms=10_000_000, stale_ms=300_000) == [(ids[2], "stale")]
     assert pool.dropped_codes == {"replay": 1, "rate_cap": 1, "stale": 1}
     assert pool.counters.get("replay") == 1 and len(pool) == 0
+
+
+class HeadCheck:
+    """``replay_check`` with the view's ``last_seq`` (as node.attestation_pool.ViewCheck)."""
+
+    def __init__(self, head: dict[bytes, int]) -> None:
+        self.head = head
+        self.check = replay_check(head)
+
+    def __call__(self, att: Attestation) -> str | None:
+        return self.check(att)
+
+    def last_seq(self, device: bytes) -> int:
+        return self.head.get(device, 0)
+
+
+def test_a_reading_refused_pool_full_holds_back_the_devices_later_readings(devices):
+    """A relay over its quota gets a device's reading N refused ``pool_full``; when room
+    comes back, the relay's N+1 must not enter before N does: this node would then
+    propose N+1, and N, pending in other pools, would be dropped there as ``replay``
+    (lost). So N+1 is refused ``pool_full`` too until the view holds N (admitted from
+    another relay here, or included); other devices are not affected."""
+    pool = AttestationPool(CHAIN_ID, max_per_source=2)
+    pool.clock = lambda: 1_000.0  # the readings' times (~1,000 s) are recent
+    head: dict[bytes, int] = {}
+    check = HeadCheck(head)
+    a, b = devices[0], devices[1]
+    first = pool.add_many([signed(b, 1), signed(b, 2), signed(a, 1)], check, "peer:relay")
+    assert [r.code for r in first] == ["ok", "ok", "pool_full"]  # a's reading 1 refused
+    pool.remove_included([r.id for r in first[:2]], height=1)  # room for the relay again
+    later = pool.add_many([signed(a, 2), signed(b, 3)], check, "peer:relay")
+    assert [r.code for r in later] == ["pool_full", "ok"]  # a waits for its reading 1
+    assert pool.add(signed(a, 1), check, "peer:other").accepted  # from another relay
+    assert pool.add(signed(a, 2), check, "peer:relay").accepted
+    assert [r.code for r in pool.add_many([signed(a, 3)], check, "peer:relay")] == ["pool_full"]
+    # (the relay is at its quota again: that is all) ... and once a block holds the
+    # missing reading, the device's next ones enter
+    pool.max_per_source = 10
+    assert pool.add(signed(a, 4), check, "peer:relay").code == "pool_full"  # waits for 3
+    head[a.address] = 3  # a block included reading 3 from another pool
+    assert pool.add(signed(a, 4), check, "peer:relay").accepted
+
+
+def test_a_missing_reading_is_waited_for_no_longer_than_it_could_be_included(devices):
+    """Without the view's ``last_seq`` (or if the missing reading never comes), the wait
+    ends once the missing reading is too old for any block (MISSING_FOR_S)."""
+    pool = AttestationPool(CHAIN_ID, max_per_device=1)
+    now = [1_000.0]
+    pool.clock = lambda: now[0]
+    dev = devices[2]
+    assert pool.add(signed(dev, 1), accept_all).accepted
+    assert pool.add(signed(dev, 2), accept_all).code == "pool_full"  # per-device quota
+    pool.max_per_device = 10
+    assert pool.add(signed(dev, 3), accept_all).code == "pool_full"  # waits for 2
+    now[0] = 1_000 + 2 + MISSING_FOR_S + 1  # reading 2 (timestamp 1,002 s) is stale now
+    assert pool.add(signed(dev, 3), accept_all).accepted
