@@ -251,6 +251,9 @@ def metric_sums(url: str) -> dict[str, float]:
             elif line.startswith("motus_attestation_rejects_total{"):
                 name, value = line.rsplit(" ", 1)
                 out["reject " + name.split('"')[1]] = float(value)
+            elif line.startswith("motus_attestations_dropped_total{"):
+                name, value = line.rsplit(" ", 1)
+                out["dropped " + name.split('"')[1]] = float(value)
     return out
 
 
@@ -460,7 +463,8 @@ def main(argv: list[str] | None = None) -> None:
         if dropped > 0:
             print(f"  {dropped} accepted attestations never reached a block "
                   f"({'the pools emptied without them' if idle.settled() else 'timeout'}; "
-                  "see the validators' motus_attestation_rejects_total, e.g. stale)")
+                  "see the validators' motus_attestations_dropped_total, e.g. stale, or "
+                  "replay: a later reading of the device was included from another pool)")
         goal = 10_000 if args.validators == 1 else 2_500
         by_steady = steady is not None and args.rate > 0
         judged = steady[0] if steady is not None and by_steady else rate
@@ -499,6 +503,8 @@ def report_time(elapsed: float, client_cpu: float, cpu_before: list, cpu_after: 
                 kinds.append(f"{kind} {n:.0f} blocks {cpu:.1f} s ({1000 * cpu / n:.0f} ms each)")
         refusals = {k[7:]: m1[k] - m0.get(k, 0) for k in m1
                      if k.startswith("reject ") and m1[k] > m0.get(k, 0)}
+        dropped = {k[8:]: m1[k] - m0.get(k, 0) for k in m1
+                   if k.startswith("dropped ") and m1[k] > m0.get(k, 0)}
         phases = []
         for phase in ("proposal", "proposal_handled", "prevote", "precommit", "decide",
                       "committed", "interval", "durable"):
@@ -510,7 +516,9 @@ def report_time(elapsed: float, client_cpu: float, cpu_before: list, cpu_after: 
         print(f"  validator {i}: main thread {main:.1f} s ({main / elapsed:.0%} busy), "
               f"other threads {others:.1f} s, workers {children:.1f} s; "
               + ("; ".join(kinds) or "no blocks executed")
-              + (f"; refused {refusals}" if refusals else ""))
+              + (f"; refused {refusals}" if refusals else "")
+              + (f" (of which admitted, then dropped from its pool: {dropped})"
+                 if dropped else ""))
         compact = {k[8:]: m1[k] - m0.get(k, 0) for k in m1
                    if k.startswith("compact ") and m1[k] > m0.get(k, 0)}
         if compact:

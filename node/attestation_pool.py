@@ -60,6 +60,20 @@ POOL_FULL = "pool_full"  # not a reject: the pool is at a limit, submit again la
 # held to 500/s takes ~3 % of a core; the burst is one full motus_submitAttestations call.
 REJECT_CREDIT_PER_S = 500
 REJECT_CREDIT_BURST = 1_000
+# What a peer's item refused by a stateful check costs, in refused items. Those refusals
+# depend on the head and the clock, and honest relays cause them in races: a batch of a
+# device's readings N that reaches this node after a block included the device's N+1
+# from another node's pool is refused ``replay`` whole (seen in bench_attest_e2e with
+# four validators: ~700 a second from one relay in bursts at block commits, which
+# throttled it, and its next batches' fresh readings then went unchecked and were lost).
+# At an eighth, a peer still gets at most 8 x 500 = 4,000 such items a second checked
+# (~a quarter of a core), below what its gossip budget lets it send (1 MiB/s, ~6,500).
+PEER_STATEFUL_CHARGE = 0.125
+# Devices whose reading this node refused ``pool_full`` (a quota) after checking it; their
+# later readings are refused ``pool_full`` too until the view holds that reading's seq
+# (AttestationPool._missing): at most this many, the oldest forgotten first.
+MAX_MISSING = 100_000
+MISSING_FOR_S = 300  # attestation_stale_ms's default: a reading this old never enters a block
 PENDING, INCLUDED, REJECTED = "pending", "included", "rejected"
 STATELESS_CODES = frozenset({RejectCode.MALFORMED.value, RejectCode.BAD_SIGNATURE.value})
 
@@ -70,18 +84,29 @@ STATELESS_CODES = frozenset({RejectCode.MALFORMED.value, RejectCode.BAD_SIGNATUR
 StatefulCheck = Callable[[Attestation], str | None]
 
 
-def view_check(view) -> StatefulCheck:
+class ViewCheck:
     """The stateful check over a :class:`vm.modules.telemetry.TelemetryView` (head state,
-    node clock): check, and on success record the attestation in the view."""
+    node clock): check, and on success record the attestation in the view. Also tells
+    the pool a device's last ``seq`` in the view (head and what it admitted)."""
 
-    def check(att: Attestation) -> str | None:
+    def __init__(self, view) -> None:
+        self.view = view
+
+    def __call__(self, att: Attestation) -> str | None:
+        view = self.view
         code = view.check(att)
         if code is not None:
             return code.value
         view.apply(att)
         return None
 
-    return check
+    def last_seq(self, device: bytes) -> int:
+        return self.view._track(device).seq
+
+
+def view_check(view) -> StatefulCheck:
+    """A :class:`ViewCheck` over ``view``."""
+    return ViewCheck(view)
 
 
 class RejectCounters:
@@ -747,6 +772,14 @@ class AttestationPool:
         self.counters = counters or RejectCounters()
         self._pending: OrderedDict[bytes, _Entry] = OrderedDict()
         self.dropped = 0  # pending attestations that left other than by inclusion, ever
+        # ... by the code they were refused with then (the node's metrics): admitted, then
+        # lost unless another node's pool still gets them into a block (``replay``: a
+        # later reading of the device was included first)
+        self.dropped_codes: Counter[str] = Counter()
+        # device -> (seq, timestamp_s) of a reading refused pool_full after its checks: the
+        # device's later readings wait for it (see _waits_for_missing)
+        self._missing: dict[bytes, tuple[int, int]] = {}
+        self.clock: Callable[[], float] = time.time
         self._bytes = 0
         self._per_source: dict[str, int] = {}
         self._per_device: dict[bytes, int] = {}
@@ -789,7 +822,7 @@ class AttestationPool:
 
     def add_many(self, raws: Sequence[bytes], check: StatefulCheck, source: str = "", *,
                  stateless: Sequence[Attestation | str | None] | None = None,
-                 ids: Sequence[bytes] | None = None) -> list[AddResult]:
+                 ids: Sequence[bytes] | None = None, admitted: bool = False) -> list[AddResult]:
         """Check attestations (stateless, then ``check`` against the head) and insert
         the valid ones, in order; one result per input.
 
@@ -800,12 +833,20 @@ class AttestationPool:
         (a worker thread: :func:`check_stateless_unshared`); ``None`` entries are
         checked here, and ``pool_full`` entries (items the caller found no room for
         before checking them) are refused as such, unchecked and not recorded. ``ids``
-        may carry the ids when the caller computed them.
+        may carry the ids when the caller computed them. ``admitted``: the caller already
+        asked :meth:`admits` for the whole batch this is a slice of, so it is not throttled
+        here (a batch is checked whole or refused whole: a peer's batch of genuine replays
+        that used up the credit half-way, then forged items, must not pass the forged ones
+        unchecked and be relayed as accepted).
+
+        ``source`` is charged for each item it refused after checking it (``pool_full``
+        excepted): one for a stateless refusal, :data:`PEER_STATEFUL_CHARGE` for a
+        stateful one of a ``peer:`` source (a relay may have had another head).
         """
         raws = [r if type(r) is bytes else bytes(r) for r in raws]
         if ids is None:
             ids = list(map(compute_attestation_id, raws))
-        if not self.admits(source, len(raws)):
+        if not admitted and not self.admits(source, len(raws)):
             self.counters.add(THROTTLED, len(raws))
             return [AddResult(att_id, False, THROTTLED) for att_id in ids]
         n = len(raws)
@@ -840,6 +881,7 @@ class AttestationPool:
         max_items, max_bytes = self.max_items, self.max_bytes
         max_per_source, max_per_device = self.max_per_source, self.max_per_device
         by_time = self._by_time
+        missing = self._missing
         # the admission loop runs for every attestation: checks and insertion written inline
         for i, outcome in zip(todo, checked, strict=True):
             att_id = ids[i]
@@ -854,9 +896,12 @@ class AttestationPool:
             raw, device = raws[i], outcome.device
             if (len(pending) >= max_items or self._bytes + len(raw) > max_bytes
                     or per_source.get(source, 0) >= max_per_source
-                    or per_device.get(device, 0) >= max_per_device):
+                    or per_device.get(device, 0) >= max_per_device
+                    or (missing and device in missing
+                        and self._waits_for_missing(outcome, check))):
                 self.counters.add(POOL_FULL)
                 results[i] = AddResult(att_id, False, POOL_FULL)
+                self._note_missing(outcome)
                 continue
             code = check(outcome)
             if code is not None:
@@ -875,9 +920,52 @@ class AttestationPool:
             results[i] = results[j]
         self._compact_times()
         if source:
-            self.credit.charge(source, sum(1 for i in todo if not results[i].accepted  # type: ignore[union-attr]
-                                           and results[i].code != POOL_FULL))  # type: ignore[union-attr]
+            self.credit.charge(source, self._refusal_cost(source, [results[i] for i in todo]))  # type: ignore[misc]
         return results  # type: ignore[return-value]  # every slot is filled above
+
+    def _note_missing(self, att: Attestation) -> None:
+        """``att`` passed the stateless checks and was refused ``pool_full``: until this
+        node's view holds the device's ``att.seq``, its later readings are refused
+        ``pool_full`` too. Admitting them instead leaves a gap: if this node then
+        proposes, the later reading is included, and ``att``, pending in other pools, is
+        dropped there as ``replay`` and lost (four-validator bench: a relay over its
+        quota of 20,000)."""
+        missing = self._missing
+        seen = missing.get(att.device)
+        if seen is not None and seen[0] <= att.seq:
+            return  # waiting for an earlier one already
+        missing[att.device] = (att.seq, att.timestamp_s)
+        if len(missing) > MAX_MISSING:
+            del missing[next(iter(missing))]
+
+    def _waits_for_missing(self, att: Attestation, check: StatefulCheck) -> bool:
+        """Whether ``att`` follows a reading of its device this node refused ``pool_full``
+        and does not hold yet; forgets the refused reading once the view holds its seq
+        (admitted here since, or included) or it is too old to be included."""
+        seq, timestamp_s = self._missing[att.device]
+        if att.seq <= seq:
+            return False  # that reading itself (or an earlier one): checked as ever
+        last_seq = getattr(check, "last_seq", None)
+        if ((last_seq is not None and last_seq(att.device) >= seq)
+                or timestamp_s + MISSING_FOR_S < self.clock()):
+            del self._missing[att.device]
+            return False
+        return True
+
+    @staticmethod
+    def _refusal_cost(source: str, checked: Iterable[AddResult]) -> float:
+        """What ``source`` is charged for the refusals among the items checked now."""
+        stateless = stateful = 0
+        for r in checked:
+            if r.accepted or r.code == POOL_FULL:
+                continue
+            if r.code in STATELESS_CODES:
+                stateless += 1
+            else:
+                stateful += 1
+        if source.startswith("peer:"):
+            return stateless + stateful * PEER_STATEFUL_CHARGE
+        return stateless + stateful
 
     def room(self, source: str) -> int:
         """How many more attestations from ``source`` the pool could take now by its item
@@ -937,6 +1025,13 @@ class AttestationPool:
         _decrement(self._per_device, entry.att.device)
         return entry
 
+    def _drop_refused(self, att_id: bytes, code: str) -> None:
+        """A pending attestation is refused now (by a new head, the clock, or block
+        building): it leaves the pool, recorded and counted as a refusal and as dropped."""
+        self._drop(att_id)
+        self._reject(att_id, code)
+        self.dropped_codes[code] += 1
+
     def _remember(self, att_id: bytes, status: AttestationStatus) -> None:
         history = self._history
         if att_id in history:
@@ -993,8 +1088,7 @@ class AttestationPool:
         for att_id, entry in list(self._pending.items()):
             code = check(entry.att)
             if code is not None:
-                self._drop(att_id)
-                self._reject(att_id, code)
+                self._drop_refused(att_id, code)
                 dropped.append((att_id, code))
         return dropped
 
@@ -1029,8 +1123,7 @@ class AttestationPool:
         while heap and heap[0][0] * 1000 + stale_ms < now_ms:
             _, att_id = heapq.heappop(heap)
             if att_id in pending:
-                self._drop(att_id)
-                self._reject(att_id, code)
+                self._drop_refused(att_id, code)
                 dropped.append((att_id, code))
         return dropped
 
@@ -1046,8 +1139,8 @@ class AttestationPool:
         each (id, code); ids not pending are ignored. Returns how many were dropped."""
         n = 0
         for att_id, code in rejected:
-            if self._drop(att_id) is not None:
-                self._reject(att_id, code)
+            if att_id in self._pending:
+                self._drop_refused(att_id, code)
                 n += 1
         return n
 

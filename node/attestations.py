@@ -293,8 +293,9 @@ class AttestationService:
                 dropped += self.pool.recheck(self._head_check())
                 self._view_dropped = self.pool.dropped
             if dropped:
-                log.debug("%d pending attestations refused by the head at %d",
-                          len(dropped), header.height)
+                # admitted (answered ok), now refused: lost unless another pool has them
+                log.info("%d pending attestations refused by the head at %d: %s", len(dropped),
+                         header.height, dict(Counter(code for _, code in dropped)))
         except Exception:
             log.exception("attestation pool could not follow block %d; restarting its cache",
                           header.height)
@@ -365,7 +366,8 @@ class AttestationService:
                     await trio.lowlevel.checkpoint()
                 b = a + ADMISSION_SLICE
                 results += self.pool.add_many(raws[a:b], self._head_check(), source,
-                                              stateless=stateless[a:b], ids=ids[a:b])
+                                              stateless=stateless[a:b], ids=ids[a:b],
+                                              admitted=True)
         fresh = [raws[i] for i, r in enumerate(results) if r.accepted and not was_pending[i]]
         self.accepted += len(fresh)
         if gossip and fresh and self._publish is not None:
@@ -630,6 +632,13 @@ class AttestationCollector(Collector):
         yield rejects
         yield CounterMetricFamily("motus_attestations_accepted",
                                   "Attestations admitted into the pool", value=s.accepted)
+        dropped = CounterMetricFamily(
+            "motus_attestations_dropped",
+            "Attestations admitted into the pool that left it without a block, by the code "
+            "a later head, the clock or block building refused them with", labels=["code"])
+        for code, count in sorted(s.pool.dropped_codes.items()):
+            dropped.add_metric([code], count)
+        yield dropped
         yield GaugeMetricFamily("motus_attestation_pool_size", "Attestations pending",
                                 value=len(s.pool))
         yield GaugeMetricFamily("motus_attestation_pool_bytes", "Bytes of pending attestations",

@@ -4,8 +4,10 @@ costs the source that sends it, not the honest ones (docs/rpc.md, "Fair admissio
 Every source (``rpc:<client address>``, ``peer:<libp2p peer id>``) has a credit of
 refused items that refills at ``rate`` per second up to ``burst``. Each item the node
 checked and refused for a fault of the item (malformed, bad signature, bad nonce, ...)
-is charged after the check; while a source's credit is not positive its next items are
-refused unchecked (code ``throttled``), which costs a hash, not a signature recovery.
+is charged after the check (a refusal that depends on the head, from a peer that may
+have had another head, at a fraction: node/attestation_pool.py); while a source's
+credit is not positive its next items are refused unchecked (code ``throttled``), which
+costs a hash, not a signature recovery.
 Charging after the check may drive the credit below zero, down to ``-burst``: a source
 that sends a large batch of garbage waits until it has repaid it, so over time it gets
 ``rate`` refused items per second checked, whatever its batch size. An honest source
@@ -55,8 +57,9 @@ class SourceCredit:
         self.throttled += items
         return False
 
-    def charge(self, source: str, refused: int) -> None:
-        """``refused`` of the source's items were checked and refused."""
+    def charge(self, source: str, refused: float) -> None:
+        """``refused`` of the source's items were checked and refused (a refusal may be
+        weighted below one: node/attestation_pool.py, PEER_STATEFUL_CHARGE)."""
         if refused <= 0:
             return
         credit = self._current(source)

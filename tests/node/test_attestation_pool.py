@@ -8,7 +8,11 @@ import pytest
 
 from devnet.device import Device
 from node.attestation_pool import (
+    MISSING_FOR_S,
+    PEER_STATEFUL_CHARGE,
     POOL_FULL,
+    REJECT_CREDIT_BURST,
+    REJECT_CREDIT_PER_S,
     AddResult,
     AttestationPool,
     AttestationStatus,
@@ -435,3 +439,138 @@ def test_drop_stale_drops_exactly_the_stale_whatever_the_arrival_order(devices):
         r = pool.add(signed(dev, seq, ts=2_000_000), accept_all, source="churn")
         pool.remove_included([r.id], height=4 + seq)
     assert len(pool._by_time) <= 2 * len(pool) + 4_096
+
+
+def replay_check(head: dict[bytes, int]):
+    """The replay rule over a head of last accepted ``seq`` per device (accepted items
+    advance it, as the admission view does)."""
+
+    def check(att: Attestation) -> str | None:
+        if att.seq <= head.get(att.device, 0):
+            return "replay"
+        head[att.device] = att.seq
+        return None
+
+    return check
+
+
+def test_an_honest_relay_late_by_a_block_is_not_throttled(devices):
+    """The race seen in bench_attest_e2e with four validators: a relay's batch of the
+    devices' readings N reaches this node after a block included their N+1 from another
+    node's pool, so the whole batch is refused ``replay``. That refusal depends on the
+    head (the relay had another one): a peer pays an eighth of a refused item for it, so
+    the relay's next batch (readings N+2, new) is still checked and admitted; charged in
+    full, the relay was throttled and those readings refused unchecked, and lost once a
+    later reading of the same devices was included from another pool."""
+    now = [0.0]
+    pool = AttestationPool(CHAIN_ID, credit=SourceCredit(REJECT_CREDIT_PER_S, REJECT_CREDIT_BURST,
+                                                         clock=lambda: now[0]))
+    per_device = 300  # 1,200 replays: more than the burst of 1,000
+    late = [signed(dev, 2 * k + 1) for dev in devices for k in range(per_device)]
+    head = {dev.address: 2 * per_device for dev in devices}  # the block's N+1 readings
+    refused = pool.add_many(late, replay_check(head), source="peer:relay")
+    assert {r.code for r in refused} == {"replay"}
+    fresh = [signed(dev, 2 * per_device + s) for dev in devices for s in (1, 2)]
+    assert [r.code for r in pool.add_many(fresh, replay_check(head), source="peer:relay")] \
+        == ["ok"] * len(fresh)
+    assert pool.counters.get("throttled") == 0
+    assert pool.credit.credit("peer:relay") == REJECT_CREDIT_BURST - len(late) * PEER_STATEFUL_CHARGE
+    # a gateway is the origin of what it sends: the same refusals cost it in full
+    gateway = [signed(dev, 2 * k + 2) for dev in devices for k in range(per_device)]
+    assert {r.code for r in pool.add_many(gateway, replay_check(head), "rpc:10.0.0.1")} \
+        == {"replay"}
+    assert not pool.admits("rpc:10.0.0.1")
+
+
+def test_a_peer_replaying_genuine_attestations_is_still_throttled(devices):
+    """The other side of the cheaper stateful refusals of peers: a byzantine peer that
+    replays old genuine attestations (each costs a signature recovery, then a stateful
+    ``replay``) gets at most 1 / PEER_STATEFUL_CHARGE times the credit checked, then its
+    batches are refused unchecked; a stateless refusal still costs it a whole item."""
+    now = [0.0]
+    pool = AttestationPool(CHAIN_ID, credit=SourceCredit(10, 100, clock=lambda: now[0]))
+    head = {dev.address: 10_000 for dev in devices}
+    old = [signed(dev, s) for dev in devices for s in range(1, 251)]  # 1,000 genuine replays
+    budget = int(100 / PEER_STATEFUL_CHARGE)  # 800
+    first = pool.add_many(old[:budget], replay_check(head), source="peer:byzantine")
+    assert {r.code for r in first} == {"replay"}
+    assert not pool.admits("peer:byzantine")
+    assert {r.code for r in pool.add_many(old[budget:], replay_check(head), "peer:byzantine")} \
+        == {"throttled"}
+    assert pool.counters.get("replay") == budget  # nothing more was checked
+    raws = [signed(devices[0], s) for s in range(20_001, 20_101)]
+    forged = [raw[:-1] + bytes([raw[-1] ^ 1]) for raw in raws]
+    assert {r.code for r in pool.add_many(forged, replay_check(head), "peer:forger")} \
+        == {"bad_signature"}
+    assert pool.credit.credit("peer:forger") == 0  # 100 stateless refusals: the whole credit
+
+
+def test_admitted_attestations_refused_later_are_counted_as_dropped(devices):
+    """An attestation answered ``ok`` that a later head, the clock or block building
+    refuses leaves the pool without a block: counted by code in ``dropped_codes`` (the
+    metric motus_attestations_dropped_total), besides the reject counters."""
+    pool = AttestationPool(CHAIN_ID)
+    raws = [signed(devices[0], 1), signed(devices[1], 1), signed(devices[2], 1, ts=0)]
+    ids = [r.id for r in pool.add_many(raws, replay_check({}), source="peer:relay")]
+    new_head = {devices[0].address: 2}  # a block included the device's next reading
+    assert pool.recheck(replay_check(new_head)) == [(ids[0], "replay")]
+    assert pool.reject_pending([(ids[1], "rate_cap"), (b"\x00" * 32, "replay")]) == 1
+    assert pool.drop_stale(now_ms=10_000_000, stale_ms=300_000) == [(ids[2], "stale")]
+    assert pool.dropped_codes == {"replay": 1, "rate_cap": 1, "stale": 1}
+    assert pool.counters.get("replay") == 1 and len(pool) == 0
+
+
+class HeadCheck:
+    """``replay_check`` with the view's ``last_seq`` (as node.attestation_pool.ViewCheck)."""
+
+    def __init__(self, head: dict[bytes, int]) -> None:
+        self.head = head
+        self.check = replay_check(head)
+
+    def __call__(self, att: Attestation) -> str | None:
+        return self.check(att)
+
+    def last_seq(self, device: bytes) -> int:
+        return self.head.get(device, 0)
+
+
+def test_a_reading_refused_pool_full_holds_back_the_devices_later_readings(devices):
+    """A relay over its quota gets a device's reading N refused ``pool_full``; when room
+    comes back, the relay's N+1 must not enter before N does: this node would then
+    propose N+1, and N, pending in other pools, would be dropped there as ``replay``
+    (lost). So N+1 is refused ``pool_full`` too until the view holds N (admitted from
+    another relay here, or included); other devices are not affected."""
+    pool = AttestationPool(CHAIN_ID, max_per_source=2)
+    pool.clock = lambda: 1_000.0  # the readings' times (~1,000 s) are recent
+    head: dict[bytes, int] = {}
+    check = HeadCheck(head)
+    a, b = devices[0], devices[1]
+    first = pool.add_many([signed(b, 1), signed(b, 2), signed(a, 1)], check, "peer:relay")
+    assert [r.code for r in first] == ["ok", "ok", "pool_full"]  # a's reading 1 refused
+    pool.remove_included([r.id for r in first[:2]], height=1)  # room for the relay again
+    later = pool.add_many([signed(a, 2), signed(b, 3)], check, "peer:relay")
+    assert [r.code for r in later] == ["pool_full", "ok"]  # a waits for its reading 1
+    assert pool.add(signed(a, 1), check, "peer:other").accepted  # from another relay
+    assert pool.add(signed(a, 2), check, "peer:relay").accepted
+    assert [r.code for r in pool.add_many([signed(a, 3)], check, "peer:relay")] == ["pool_full"]
+    # (the relay is at its quota again: that is all) ... and once a block holds the
+    # missing reading, the device's next ones enter
+    pool.max_per_source = 10
+    assert pool.add(signed(a, 4), check, "peer:relay").code == "pool_full"  # waits for 3
+    head[a.address] = 3  # a block included reading 3 from another pool
+    assert pool.add(signed(a, 4), check, "peer:relay").accepted
+
+
+def test_a_missing_reading_is_waited_for_no_longer_than_it_could_be_included(devices):
+    """Without the view's ``last_seq`` (or if the missing reading never comes), the wait
+    ends once the missing reading is too old for any block (MISSING_FOR_S)."""
+    pool = AttestationPool(CHAIN_ID, max_per_device=1)
+    now = [1_000.0]
+    pool.clock = lambda: now[0]
+    dev = devices[2]
+    assert pool.add(signed(dev, 1), accept_all).accepted
+    assert pool.add(signed(dev, 2), accept_all).code == "pool_full"  # per-device quota
+    pool.max_per_device = 10
+    assert pool.add(signed(dev, 3), accept_all).code == "pool_full"  # waits for 2
+    now[0] = 1_000 + 2 + MISSING_FOR_S + 1  # reading 2 (timestamp 1,002 s) is stale now
+    assert pool.add(signed(dev, 3), accept_all).accepted

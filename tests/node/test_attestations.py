@@ -328,3 +328,24 @@ def test_block_signature_worker_checks_and_stops_with_the_service(tmp_path: Path
         svc.close()
         database.close()
     assert process.poll() is not None and not worker.available()
+
+
+async def test_a_peer_batch_is_checked_whole_or_throttled_whole(
+        service: AttestationService) -> None:
+    """The stateful part of a batch runs in slices; the credit is asked once for the
+    whole batch, not again per slice. Otherwise a byzantine batch of genuine items the
+    head refuses, enough to use up the peer's credit half-way, followed by forged ones,
+    had the forged ones refused ``throttled`` unchecked: a batch with an accepted item
+    among them is relayed (ACCEPT), and the next node would find the forgeries and
+    penalise this honest relay."""
+    from node.fairness import SourceCredit
+
+    service.pool.credit = SourceCredit(10, 10)
+    refused = [reading(Device.generate(CHAIN_ID, seed=b"s%d" % i)) for i in range(200)]
+    forged = refused[-1][:-1] + bytes([refused[-1][-1] ^ 1])
+    results = await service.submit(refused + [forged], "peer:byzantine", gossip=False)
+    codes = [r.code for r in results]
+    assert codes == ["unknown_device"] * 200 + ["bad_signature"]  # all checked
+    assert not service.pool.admits("peer:byzantine")  # now the next batch is refused whole
+    verdict = await service.check_gossip_batch("byzantine", encode_batch(refused[:5]))
+    assert verdict is Verdict.IGNORE and service.counters.get("throttled") == 5
