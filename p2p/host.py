@@ -65,6 +65,9 @@ from p2p.tuning import TunedRpcQueue, apply_library_tuning
 
 logger = logging.getLogger(__name__)
 
+# A wedged connection to one peer is closed at most this often (P2PNode._sever_wedged).
+SEVER_INTERVAL_S = 10.0
+
 
 class P2PNode:
     """A Motus libp2p node. Runs once, inside the caller's nursery (see module doc)."""
@@ -100,7 +103,9 @@ class P2PNode:
         self.requests = Requests(
             self._host, config, scoreboard=self.scoreboard, peer_book=self.peer_book,
             penalise=self.penalise, running=lambda: self.running,
+            on_wedged=self._sever_wedged,
         )
+        self._severed_at: dict[str, float] = {}  # peer -> trio time we last severed it
         self.peer_manager = PeerManager(
             self._host, config, peer_id=self.peer_id, scoreboard=self.scoreboard,
             gossip=self.gossip, peer_book=self.peer_book,
@@ -170,6 +175,7 @@ class P2PNode:
                     await swarm.auto_connector.stop()
                 self._listen_addr = self._find_listen_addr()
                 async with trio.open_nursery() as nursery:
+                    self.requests.attach(nursery)  # requests' exchanges run here
                     for topic in self.gossip.topics.values():
                         nursery.start_soon(self.gossip.drain, topic, subscriptions[topic.name])
                     nursery.start_soon(self.peer_manager.run)
@@ -181,6 +187,7 @@ class P2PNode:
                     task_status.started(self._listen_addr)
                     await trio.sleep_forever()
         finally:
+            self.requests.attach(None)
             self._state = "stopped"
 
     @property
@@ -236,6 +243,20 @@ class P2PNode:
         if self.scoreboard.penalise(peer_id, reason):
             self.peer_manager.on_banned(peer_id)
 
+    async def _sever_wedged(self, peer_id: str) -> None:
+        """A request's exchange with ``peer_id`` would not end once cancelled: the
+        connection is wedged (docs/p2p.md, "Requests on a wedged connection"). Close it at
+        the socket, at most once per SEVER_INTERVAL_S; the redial makes a new one."""
+        now = trio.current_time()
+        if now - self._severed_at.get(peer_id, -SEVER_INTERVAL_S) < SEVER_INTERVAL_S:
+            return
+        if len(self._severed_at) > 4096:  # peer ids are free: keep the table bounded
+            self._severed_at.clear()
+        self._severed_at[peer_id] = now
+        logger.warning("connection to %s is wedged (a request would not end): closing it",
+                       peer_id)
+        await self.peer_manager.sever(peer_id)
+
     def peers(self) -> list[ConnectedPeer]:
         """Peers with an open connection, with what we know of them."""
         return self.peer_manager.peers()
@@ -271,6 +292,8 @@ class P2PNode:
             "peer_book": self.peer_book.known(),
             "peer_exchanges_failed": peers.exchanges_failed,
             "trimmed_peers": peers.trimmed_peers,
+            # Connections closed at the socket for being wedged (requests would not end).
+            "severed_connections": peers.severed_connections,
         }
 
     # ------------------------------------------------------ request/response

@@ -100,6 +100,7 @@ class PeerManager:
         self._connected_at: dict[str, float] = {}
         self.banned_disconnects = 0
         self.trimmed_peers = 0
+        self.severed_connections = 0
         self.exchanges_failed = 0
         self._network.register_notifee(_ConnectionWatch(self))
 
@@ -272,6 +273,34 @@ class PeerManager:
             logger.debug("over max_peers: disconnecting %s", name)
             with trio.move_on_after(2.0):
                 await self._host.disconnect(ID.from_base58(name))
+
+    async def sever(self, peer_id: str) -> None:
+        """Close our connections to ``peer_id`` at the socket, then disconnect it.
+
+        For a wedged connection (docs/p2p.md, "Requests on a wedged connection"): the
+        library's own close writes a GO_AWAY frame first, behind the same write lock
+        the blocked writer holds. Closing the socket wakes every task blocked on it
+        (writes fail, the reader sees the end), and the library tears the connection
+        down; the bootstrap redial (``keep_connected``) makes a new one."""
+        target = ID.from_base58(peer_id)
+        network = self._network
+        conns = network.get_connections(target) if isinstance(network, Swarm) else []
+        for conn in conns:
+            secured = getattr(getattr(conn, "muxed_conn", None), "secured_conn", None)
+            if secured is None:
+                continue
+            self.severed_connections += 1
+            with trio.move_on_after(1.0):
+                try:
+                    await secured.close()
+                except Exception:
+                    logger.debug("closing a wedged connection to %s failed", peer_id,
+                                 exc_info=True)
+        with trio.move_on_after(2.0):
+            try:
+                await self._host.disconnect(target)
+            except Exception:
+                logger.debug("disconnecting %s failed", peer_id, exc_info=True)
 
     # ------------------------------------------------------ peer exchange
 
