@@ -65,9 +65,6 @@ from p2p.tuning import TunedRpcQueue, apply_library_tuning
 
 logger = logging.getLogger(__name__)
 
-# A wedged connection to one peer is closed at most this often (P2PNode._sever_wedged).
-SEVER_INTERVAL_S = 10.0
-
 
 class P2PNode:
     """A Motus libp2p node. Runs once, inside the caller's nursery (see module doc)."""
@@ -105,7 +102,6 @@ class P2PNode:
             penalise=self.penalise, running=lambda: self.running,
             on_wedged=self._sever_wedged,
         )
-        self._severed_at: dict[str, float] = {}  # peer -> trio time we last severed it
         self.peer_manager = PeerManager(
             self._host, config, peer_id=self.peer_id, scoreboard=self.scoreboard,
             gossip=self.gossip, peer_book=self.peer_book,
@@ -245,17 +241,8 @@ class P2PNode:
 
     async def _sever_wedged(self, peer_id: str) -> None:
         """A request's exchange with ``peer_id`` would not end once cancelled: the
-        connection is wedged (docs/p2p.md, "Requests on a wedged connection"). Close it at
-        the socket, at most once per SEVER_INTERVAL_S; the redial makes a new one."""
-        now = trio.current_time()
-        if now - self._severed_at.get(peer_id, -SEVER_INTERVAL_S) < SEVER_INTERVAL_S:
-            return
-        if len(self._severed_at) > 4096:  # peer ids are free: keep the table bounded
-            self._severed_at.clear()
-        self._severed_at[peer_id] = now
-        logger.warning("connection to %s is wedged (a request would not end): closing it",
-                       peer_id)
-        await self.peer_manager.sever(peer_id)
+        connection is wedged (docs/p2p.md, "Requests on a wedged connection")."""
+        await self.peer_manager.sever_wedged(peer_id, "a request would not end")
 
     def peers(self) -> list[ConnectedPeer]:
         """Peers with an open connection, with what we know of them."""

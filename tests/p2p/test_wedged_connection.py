@@ -21,11 +21,13 @@ import pytest
 import trio
 from libp2p.peer.id import ID
 
+from p2p import peers as peers_module
 from p2p.errors import PeerUnreachable, RequestTimeout
 from p2p.host import P2PNode
 from p2p.reqresp import Head
 from p2p.requests import ABANDON_GRACE_S, ABANDONED_LIMIT
-from tests.p2p.conftest import wait_until
+from p2p.topics import TopicName
+from tests.p2p.conftest import accept_all, meshed, wait_until
 
 TIMEOUT_S = 1.0
 
@@ -102,4 +104,46 @@ async def test_request_on_a_wedged_connection_ends_on_time(
                              and _muxed(client, server) is not wedged)
             assert (await client.request_status(server.peer_id)).height == 1
             server_reader.release()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_stuck_gossip_writer_gets_its_connection_closed(
+    node_factory: Callable[..., P2PNode], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other end of the bench's wedge: validator 3's queue towards validator 0 took
+    nothing for minutes (9,801 RPCs dropped). A writer that takes nothing from a
+    non-empty queue for WEDGED_WRITER_S has its connection closed and redialled."""
+    monkeypatch.setattr(peers_module, "WEDGED_WRITER_S", 1.0)
+    server = node_factory("server")
+    inbox = server.register_topic(TopicName.CONSENSUS, accept_all)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(server.run)
+            client = node_factory("client", bootstrap=(address,))
+            client.register_topic(TopicName.CONSENSUS, accept_all)
+            await nursery.start(client.run)
+            await wait_until(lambda: meshed(client, server, TopicName.CONSENSUS))
+            await client.publish(TopicName.CONSENSUS, b"before")
+            assert (await inbox.receive()).data == b"before"
+
+            wedged = _muxed(client, server)
+            writer_lock = wedged._write_lock  # type: ignore[attr-defined]
+
+            async def blocked_writer() -> None:  # as on a full socket, until it closes
+                async with writer_lock:
+                    while _socket(wedged).fileno() != -1:
+                        await trio.sleep(0.05)
+
+            nursery.start_soon(blocked_writer)
+            await trio.sleep(0.1)
+            for n in range(3):  # the writer blocks on the first, the others queue
+                await client.publish(TopicName.CONSENSUS, b"stuck %d" % n)
+            await wait_until(lambda: client.stats()["severed_connections"] >= 1)
+            await wait_until(lambda: client.is_connected(server.peer_id)
+                             and _muxed(client, server) is not wedged
+                             and meshed(client, server, TopicName.CONSENSUS))
+            await client.publish(TopicName.CONSENSUS, b"after")
+            with trio.fail_after(10):
+                while (await inbox.receive()).data != b"after":
+                    pass
             nursery.cancel_scope.cancel()
