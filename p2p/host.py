@@ -100,6 +100,7 @@ class P2PNode:
         self.requests = Requests(
             self._host, config, scoreboard=self.scoreboard, peer_book=self.peer_book,
             penalise=self.penalise, running=lambda: self.running,
+            on_wedged=self._sever_wedged,
         )
         self.peer_manager = PeerManager(
             self._host, config, peer_id=self.peer_id, scoreboard=self.scoreboard,
@@ -170,6 +171,7 @@ class P2PNode:
                     await swarm.auto_connector.stop()
                 self._listen_addr = self._find_listen_addr()
                 async with trio.open_nursery() as nursery:
+                    self.requests.attach(nursery)  # requests' exchanges run here
                     for topic in self.gossip.topics.values():
                         nursery.start_soon(self.gossip.drain, topic, subscriptions[topic.name])
                     nursery.start_soon(self.peer_manager.run)
@@ -181,6 +183,7 @@ class P2PNode:
                     task_status.started(self._listen_addr)
                     await trio.sleep_forever()
         finally:
+            self.requests.attach(None)
             self._state = "stopped"
 
     @property
@@ -236,6 +239,11 @@ class P2PNode:
         if self.scoreboard.penalise(peer_id, reason):
             self.peer_manager.on_banned(peer_id)
 
+    async def _sever_wedged(self, peer_id: str) -> None:
+        """A request's exchange with ``peer_id`` would not end once cancelled: the
+        connection is wedged (docs/p2p.md, "Requests on a wedged connection")."""
+        await self.peer_manager.sever_wedged(peer_id, "a request would not end")
+
     def peers(self) -> list[ConnectedPeer]:
         """Peers with an open connection, with what we know of them."""
         return self.peer_manager.peers()
@@ -271,6 +279,8 @@ class P2PNode:
             "peer_book": self.peer_book.known(),
             "peer_exchanges_failed": peers.exchanges_failed,
             "trimmed_peers": peers.trimmed_peers,
+            # Connections closed at the socket for being wedged (requests would not end).
+            "severed_connections": peers.severed_connections,
         }
 
     # ------------------------------------------------------ request/response

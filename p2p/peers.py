@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ from libp2p.rcmgr import Direction
 from p2p.discovery import PeerAddrs, PeerBook
 from p2p.errors import ConfigError, P2PError
 from p2p.scoring import PeerScore, PeerScoreboard
+from p2p.tuning import TunedRpcQueue
 
 if TYPE_CHECKING:
     from p2p.config import P2PConfig
@@ -35,6 +37,12 @@ logger = logging.getLogger(__name__)
 
 # How often bans are reconciled with connections even without a trigger.
 _BAN_SWEEP_INTERVAL = 1.0
+# A peer's gossip writer that has not taken an RPC from a non-empty queue for this
+# long is blocked in a write that will not end (a yamux window wait gives up after 5 s):
+# the connection is wedged and is closed (PeerManager.sever_wedged).
+WEDGED_WRITER_S = 30.0
+# A wedged connection to one peer is closed at most this often.
+SEVER_INTERVAL_S = 10.0
 # A connection that lasted this long was not refused: redial a lost one at once.
 _STABLE_CONNECTION = 10.0
 # Peer exchanges in flight at once (each is one small request).
@@ -100,6 +108,8 @@ class PeerManager:
         self._connected_at: dict[str, float] = {}
         self.banned_disconnects = 0
         self.trimmed_peers = 0
+        self.severed_connections = 0
+        self._severed_at: dict[str, float] = {}  # peer -> trio time we last severed it
         self.exchanges_failed = 0
         self._network.register_notifee(_ConnectionWatch(self))
 
@@ -249,6 +259,7 @@ class PeerManager:
                     logger.debug("disconnecting banned peer %s", peer_id)
                     with trio.move_on_after(2.0):
                         await self._host.disconnect(peer_id)
+            await self._sever_wedged_writers()
             for peer_id in self._gossip.pubsub.get_blacklisted_peers() - banned:
                 self._gossip.pubsub.remove_from_blacklist(peer_id)
                 logger.info("ban of peer %s ended", peer_id)
@@ -272,6 +283,57 @@ class PeerManager:
             logger.debug("over max_peers: disconnecting %s", name)
             with trio.move_on_after(2.0):
                 await self._host.disconnect(ID.from_base58(name))
+
+    async def _sever_wedged_writers(self) -> None:
+        """Close the connections whose gossip writer is stuck (WEDGED_WRITER_S)."""
+        now = time.monotonic()
+        for peer_id, queue in list(self._gossip.pubsub.peer_queues.items()):
+            if (isinstance(queue, TunedRpcQueue) and len(queue) > 0
+                    and now - queue.last_pop > WEDGED_WRITER_S
+                    and self.is_connected_id(peer_id)):
+                await self.sever_wedged(
+                    peer_id.to_base58(),
+                    f"its gossip writer took nothing for {now - queue.last_pop:.0f} s")
+
+    async def sever_wedged(self, peer_id: str, why: str) -> None:
+        """Close a wedged connection to ``peer_id`` (``sever``), at most once per
+        SEVER_INTERVAL_S (docs/p2p.md, "Requests on a wedged connection")."""
+        now = trio.current_time()
+        if now - self._severed_at.get(peer_id, -SEVER_INTERVAL_S) < SEVER_INTERVAL_S:
+            return
+        if len(self._severed_at) > 4096:  # peer ids are free: keep the table bounded
+            self._severed_at.clear()
+        self._severed_at[peer_id] = now
+        logger.warning("connection to %s is wedged (%s): closing it", peer_id, why)
+        await self.sever(peer_id)
+
+    async def sever(self, peer_id: str) -> None:
+        """Close our connections to ``peer_id`` at the socket, then disconnect it.
+
+        For a wedged connection (docs/p2p.md, "Requests on a wedged connection"): the
+        library's own close writes a GO_AWAY frame first, behind the same write lock
+        the blocked writer holds. Closing the socket wakes every task blocked on it
+        (writes fail, the reader sees the end), and the library tears the connection
+        down; the bootstrap redial (``keep_connected``) makes a new one."""
+        target = ID.from_base58(peer_id)
+        network = self._network
+        conns = network.get_connections(target) if isinstance(network, Swarm) else []
+        for conn in conns:
+            secured = getattr(getattr(conn, "muxed_conn", None), "secured_conn", None)
+            if secured is None:
+                continue
+            self.severed_connections += 1
+            with trio.move_on_after(1.0):
+                try:
+                    await secured.close()
+                except Exception:
+                    logger.debug("closing a wedged connection to %s failed", peer_id,
+                                 exc_info=True)
+        with trio.move_on_after(2.0):
+            try:
+                await self._host.disconnect(target)
+            except Exception:
+                logger.debug("disconnecting %s failed", peer_id, exc_info=True)
 
     # ------------------------------------------------------ peer exchange
 

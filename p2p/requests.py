@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
+import outcome
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
@@ -43,6 +44,13 @@ logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
+# How long after its timeout a caller waits for an exchange to end before leaving it
+# (its stream reset and close are bounded by 1 s each, p2p.streams).
+ABANDON_GRACE_S = 2.5
+# Exchanges with one peer left running (stuck in the library) before further requests
+# to that peer fail at once instead of leaving one more task behind.
+ABANDONED_LIMIT = 4
+
 
 class Requests:
     """The request/response protocols of one host, both sides.
@@ -60,6 +68,7 @@ class Requests:
         peer_book: PeerBook,
         penalise: Callable[[str, str], None],
         running: Callable[[], bool],
+        on_wedged: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._host = host
         self.config = config
@@ -67,10 +76,15 @@ class Requests:
         self._peer_book = peer_book
         self._penalise = penalise
         self._running = running
+        # ``await on_wedged(peer_id)``: an exchange with the peer did not end
+        # ABANDON_GRACE_S after it was cancelled (its connection is wedged).
+        self._on_wedged = on_wedged
         self._status_handler: StatusHandler | None = None
         self._blocks_handler: BlocksHandler | None = None
         self._proposal_handler: ProposalHandler | None = None
         self._inbound_requests: dict[str, int] = {}
+        self._nursery: trio.Nursery | None = None
+        self._abandoned: dict[str, int] = {}  # peer -> exchanges left running (_request)
         host.set_stream_handler(reqresp.STATUS_PROTOCOL, self.serve_status)
         host.set_stream_handler(reqresp.BLOCKS_PROTOCOL, self.serve_blocks)
         host.set_stream_handler(discovery.PEERS_PROTOCOL, self.serve_peers)
@@ -257,10 +271,32 @@ class Requests:
         return self._decode_or_penalise(
             peer_id, lambda data: reqresp.decode_proposal_response(data, len(indices)), raw)
 
+    def attach(self, nursery: trio.Nursery | None) -> None:
+        """Run each request's exchange in ``nursery`` (the host's, while it runs), so a
+        caller can leave an exchange the library will not let go of (see ``_request``)."""
+        self._nursery = nursery
+
+    def abandoned(self, peer_id: str) -> int:
+        """Exchanges with ``peer_id`` given up on that have not ended yet."""
+        return self._abandoned.get(peer_id, 0)
+
     async def _request(
         self, peer_id: str, protocol: TProtocol, payload: bytes, limit: int,
         timeout: float | None = None,
     ) -> bytes:
+        """One exchange with ``peer_id``, over within ``timeout`` (+ ABANDON_GRACE_S) for
+        the caller whatever the connection does.
+
+        The exchange runs in the host's nursery and the caller waits for it. py-libp2p's
+        ``new_stream`` resets a stream whose negotiation failed or was cancelled in a
+        shielded scope: on a wedged connection (its writer blocked on a full socket,
+        the peer no longer reading) that reset never returns, and a caller that awaited
+        it directly hung with it, deaf to any timeout. A node's block sync hung so
+        (docs/p2p.md, "Requests on a wedged connection"). Such an exchange is cancelled
+        and left to end whenever the connection does; while ABANDONED_LIMIT of them to
+        one peer are still running, further requests to it fail at once. One that has
+        not ended ABANDON_GRACE_S after it was cancelled says the connection is wedged:
+        ``on_wedged`` is told (the host closes that connection)."""
         timeout = self.config.request_timeout if timeout is None else timeout
         if not self._running():
             raise NotRunning("requests need run() to be active")
@@ -272,6 +308,67 @@ class Requests:
             target = ID.from_base58(peer_id)
         except Exception as exc:
             raise BadRequest(f"not a peer id: {peer_id!r}") from exc
+        nursery = self._nursery
+        if nursery is None:  # not attached (a host driven by hand): run it here
+            return await self._exchange(peer_id, target, protocol, payload, limit, timeout)
+        if self._abandoned.get(peer_id, 0) >= ABANDONED_LIMIT:
+            raise PeerUnreachable(
+                f"{protocol} to {peer_id}: {ABANDONED_LIMIT} earlier requests are still "
+                "stuck in its connection")
+        answer: list[outcome.Outcome[bytes]] = []
+        done = trio.Event()
+        scope = trio.CancelScope()
+        left = [False]
+
+        async def exchange() -> None:
+            try:
+                with scope:
+                    raw = await self._exchange(peer_id, target, protocol, payload, limit, timeout)
+                    answer.append(outcome.Value(raw))
+            except Exception as exc:
+                answer.append(outcome.Error(exc))
+            finally:
+                done.set()
+                if left[0]:
+                    self._forget_abandoned(peer_id)
+
+        nursery.start_soon(exchange)
+        try:
+            with trio.move_on_after(timeout + ABANDON_GRACE_S):
+                await done.wait()
+        finally:
+            if not done.is_set():  # our deadline passed, or our caller's did
+                scope.cancel()
+                left[0] = True
+                self._abandoned[peer_id] = self._abandoned.get(peer_id, 0) + 1
+                nursery.start_soon(self._watch_abandoned, peer_id, done)
+        if not answer and done.is_set():  # cancelled from outside: the host stopped
+            raise NotRunning("the host stopped during the request")
+        if not answer:
+            logger.warning("%s to %s: the exchange did not end %.1f s after its %.1f s "
+                           "timeout (wedged connection?); left behind", protocol, peer_id,
+                           ABANDON_GRACE_S, timeout)
+            raise RequestTimeout(f"{protocol} to {peer_id}: no answer in {timeout} s "
+                                 "(the exchange would not end)")
+        return answer[0].unwrap()
+
+    async def _watch_abandoned(self, peer_id: str, done: trio.Event) -> None:
+        with trio.move_on_after(ABANDON_GRACE_S):
+            await done.wait()
+        if not done.is_set() and self._on_wedged is not None:
+            await self._on_wedged(peer_id)
+
+    def _forget_abandoned(self, peer_id: str) -> None:
+        remaining = self._abandoned.get(peer_id, 1) - 1
+        if remaining > 0:
+            self._abandoned[peer_id] = remaining
+        else:
+            self._abandoned.pop(peer_id, None)
+
+    async def _exchange(
+        self, peer_id: str, target: ID, protocol: TProtocol, payload: bytes, limit: int,
+        timeout: float,
+    ) -> bytes:
         stream: INetStream | None = None
         try:
             with trio.fail_after(timeout):
