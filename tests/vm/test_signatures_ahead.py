@@ -86,8 +86,9 @@ def _outcome(fleet: Fleet, raws: list[bytes], skip_invalid: bool,
     chain = fleet.chain
     env = chain.env()
     attestation._VERIFIED.clear()
-    for i in seen:
-        attestation.mark_verified(attestation.compute_attestation_id(raws[i]), env.chain_id)
+    for i in seen:  # (admission marks only what passed its checks: so does this)
+        if attestation.check_stateless_codes([raws[i]], env.chain_id) == [attestation.OK]:
+            attestation.mark_verified(attestation.compute_attestation_id(raws[i]), env.chain_id)
     state = make_state(OverlayDB(chain.db), chain.head.state_root, env)
     checker = SignaturesAhead(worker, raws, env.chain_id, chunk=chunk) if worker else None
     try:
