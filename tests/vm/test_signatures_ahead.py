@@ -243,3 +243,25 @@ def test_the_nodes_sharing_never_waits_and_gives_the_serial_results(fleet, monke
             os.kill(worker._process.pid, signal.SIGCONT)
     finally:
         worker.close()
+
+
+def test_sharing_hands_every_unseen_attestation_out_before_the_loop(fleet, worker):
+    """share(): the caller checks chunks from the block's end while the worker takes them
+    from its start, so when the caller's loop starts every unseen attestation is either
+    in the verified-id memo or in a task the worker has been given (the loop no longer
+    overtakes the worker and recovers most signatures itself)."""
+    raws = _block(fleet)
+    chain_id = fleet.chain.env().chain_id
+    attestation._VERIFIED.clear()
+    ahead = SignaturesAhead(worker, raws, chain_id, chunk=4)
+    try:
+        ahead.share()
+        given_out = {i for chunk in ahead._chunks for i in chunk}
+        assert all(tag is not None for tag in ahead._tags)  # every remaining chunk written
+        for i in range(len(raws)):
+            assert i in given_out or attestation.is_verified(ahead.ids[i], chain_id), i
+        assert ahead.own + len(given_out) == len(raws)
+    finally:
+        ahead.close()
+        attestation._VERIFIED.clear()
+    assert _check(fleet, raws, False, worker, chunk=4)  # and the block's result is the serial one

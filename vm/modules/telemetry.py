@@ -836,6 +836,8 @@ def process_attestations(state: StateAPI, env: Any, attestations: Sequence[bytes
     included: list[bytes] = []
     results: list[tuple[bytes, str]] = []
     ids = ahead.ids if ahead is not None else None
+    if ahead is not None:
+        ahead.share()
     ready_from = ahead.next_index if ahead is not None else len(attestations)
     # The slots are read ahead all at once, or, while a worker checks signatures beside,
     # READ_AHEAD_STEP attestations at a time: the worker gets its next task only when
