@@ -306,7 +306,8 @@ class _Worker:
                         done = True
                         return codes
                     async with self.receive_lock:
-                        if tag not in self.answers and self.generation == generation:
+                        if (tag not in self.answers and self.generation == generation
+                                and self.sock is not None):  # (stopped while we waited)
                             await self._receive()
             if waited.cancelled_caught:
                 raise _WorkerGone(f"no answer in {WORKER_ANSWER_S:g} s")
@@ -329,7 +330,8 @@ class _Worker:
 
     async def _send(self, frame: bytes) -> None:
         sock, view = self.sock, memoryview(frame)
-        assert sock is not None
+        if sock is None:
+            raise _WorkerGone("stopped")
         while view:
             try:
                 view = view[sock.send(view, socket.MSG_DONTWAIT):]
@@ -338,7 +340,8 @@ class _Worker:
 
     async def _receive(self) -> None:
         sock = self.sock
-        assert sock is not None
+        if sock is None:
+            raise _WorkerGone("stopped")
         await trio.lowlevel.wait_readable(sock)
         try:
             data = sock.recv(1 << 16, socket.MSG_DONTWAIT)

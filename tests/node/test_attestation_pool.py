@@ -249,6 +249,46 @@ def test_a_dead_stuck_or_cancelled_worker_changes_no_answer(devices, monkeypatch
     assert trio.run(checker.check_async, raws, CHAIN_ID) == expected  # closed: inline
 
 
+def test_two_batches_waiting_on_a_worker_that_dies_both_get_their_answers(devices):
+    """Two batches at once (as the node runs them) waiting on one worker that dies: the
+    one that finds the socket closed stops it, and the other, waiting its turn to read,
+    then finds it stopped and checks its part here (a review found it read the closed
+    socket: AssertionError out of the nursery)."""
+    import contextlib
+    import os
+    import signal
+
+    import trio
+
+    raws = _odd_batch(devices)
+    checker = ProcessPoolChecker(workers=1, min_batch=8)
+    try:
+        assert trio.run(checker.check_async, raws, CHAIN_ID) == _expected(raws)
+        (pid,) = checker.pids()
+        os.kill(pid, signal.SIGSTOP)  # both batches' tasks go out and wait
+
+        async def run() -> list:
+            got: dict[int, list] = {}
+            async with trio.open_nursery() as nursery:
+                async def one(k: int) -> None:
+                    got[k] = await checker.check_async(raws[k:] * 8, CHAIN_ID)
+
+                nursery.start_soon(one, 0)
+                nursery.start_soon(one, 3)
+                await trio.sleep(0.3)
+                os.kill(pid, signal.SIGKILL)
+            return [got[0], got[3]]
+
+        try:
+            first, second = trio.run(run)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert first == _expected(raws * 8) and second == _expected(raws[3:] * 8)
+    finally:
+        checker.close()
+
+
 def test_view_check_chains_pending_attestations_of_a_device():
     from tests.vm.test_telemetry_fleet import HOME, Fleet
 
