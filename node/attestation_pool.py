@@ -103,6 +103,17 @@ class ViewCheck:
     def last_seq(self, device: bytes) -> int:
         return self.view._track(device).seq
 
+    def would_pass(self, att: Attestation) -> bool:
+        """Whether ``att`` would be accepted now, without recording it."""
+        return self.view.check(att) is None
+
+
+def _would_pass(att: Attestation, check: StatefulCheck) -> bool:
+    """Whether ``check`` would accept ``att``, asked without recording it where the check
+    can be asked so (:meth:`ViewCheck.would_pass`); True otherwise."""
+    would_pass = getattr(check, "would_pass", None)
+    return would_pass is None or would_pass(att)
+
 
 def view_check(view) -> StatefulCheck:
     """A :class:`ViewCheck` over ``view``."""
@@ -904,7 +915,8 @@ class AttestationPool:
                         and self._waits_for_missing(outcome, check))):
                 self.counters.add(POOL_FULL)
                 results[i] = AddResult(att_id, False, POOL_FULL)
-                self._note_missing(outcome)
+                if _would_pass(outcome, check):  # (a reading the view would refuse
+                    self._note_missing(outcome)  # never enters it: nothing to wait for)
                 continue
             code = check(outcome)
             if code is not None:
@@ -937,7 +949,8 @@ class AttestationPool:
         seen = missing.get(att.device)
         if seen is not None and seen[0] <= att.seq:
             return  # waiting for an earlier one already
-        missing[att.device] = (att.seq, att.timestamp_s)
+        # (a timestamp ahead of this node's clock does not stretch the wait)
+        missing[att.device] = (att.seq, min(att.timestamp_s, int(self.clock())))
         if len(missing) > MAX_MISSING:
             del missing[next(iter(missing))]
 

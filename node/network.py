@@ -182,6 +182,10 @@ RELAYED_VOTES_MEMO = 1024
 # before. Only accepted bytes are kept (signed by a validator of a height we check), and
 # few compact ones (up to 2 MiB each).
 ACCEPTED_MESSAGES_MEMO = 256
+# Only messages up to this size are kept decoded (votes, commits, small proposals): a
+# full proposal may be 2 MiB, and a byzantine proposer signing many distinct ones could
+# otherwise pin the memos' entries at 2 MiB each (256 of them) (review note).
+DECODED_MEMO_MAX_BYTES = 64 * 1024
 ACCEPTED_COMPACTS_MEMO = 4
 # Validator sets the topic checks read, by height: the store decodes one per call (~0.45
 # ms; ~2,000 calls, 0.9 s of a validator's profile in the same bench). A height's set
@@ -903,8 +907,9 @@ class NetworkService:
             return Verdict.IGNORE
         if not self._is_signed_by_set(message, validators):
             return Verdict.REJECT
-        _remember(self._consensus_decoded, data, message, CONSENSUS_DECODED_MEMO)
-        _remember(self._accepted_messages, data, message, ACCEPTED_MESSAGES_MEMO)
+        if len(data) <= DECODED_MEMO_MAX_BYTES:
+            _remember(self._consensus_decoded, data, message, CONSENSUS_DECODED_MEMO)
+            _remember(self._accepted_messages, data, message, ACCEPTED_MESSAGES_MEMO)
         if isinstance(message, Vote):
             _remember(self._relayed_votes, data, time.monotonic(), RELAYED_VOTES_MEMO)
         return Verdict.ACCEPT

@@ -199,7 +199,8 @@ class TunedRpcQueue(RpcQueue):
     The library drops an RPC that finds the queue full with only a debug log
     line; ``dropped`` (per queue) and ``dropped_total`` (per process) make the
     loss visible in ``P2PNode.peers()`` and ``P2PNode.stats()``. ``last_pop``
-    (monotonic seconds) tells a peer that is slow from one that stopped reading.
+    (monotonic seconds: the writer's last take, or the first push into an empty queue
+    after it) tells a peer that is slow from one that stopped reading.
     """
 
     dropped_total = 0
@@ -215,6 +216,11 @@ class TunedRpcQueue(RpcQueue):
     def push(self, rpc: rpc_pb2.RPC, priority: bool = False) -> bool:
         """Enqueue like the library, consensus messages in the priority tier (see
         PRIORITY_TOPIC_NAMES), and count what does not fit."""
+        if len(self) == 0:
+            # An idle writer has taken nothing for as long as nothing came: the wait a
+            # wedge check measures starts with the first RPC it does not take (review
+            # note: an idle healthy peer looked wedged at its first RPC).
+            self.last_pop = time.monotonic()
         accepted = super().push(rpc, priority or is_priority_rpc(rpc))
         if not accepted and not self.closed:
             self.dropped += 1
