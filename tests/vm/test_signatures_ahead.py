@@ -170,7 +170,8 @@ def test_a_worker_not_started_dead_or_stuck_changes_nothing(fleet, monkeypatch):
             assert time.monotonic() < deadline
             time.sleep(0.02)
         _check(fleet, raws, False, worker, stats=stats)
-        assert 0 < stats[-1] <= 32  # the worker's answers count again (tasks up to [29-32])
+        assert 0 < stats[-1] <= DEVICES  # the worker's answers count again (its share of
+        # the block depends on timing: SignaturesAhead.share splits it with this thread)
         worker._process.kill()  # dies
         worker._process.wait(5)
         _check(fleet, raws, False, worker, stats=stats)
@@ -178,7 +179,7 @@ def test_a_worker_not_started_dead_or_stuck_changes_nothing(fleet, monkeypatch):
         monkeypatch.setattr(ahead_module, "WORKER_RESTART_S", 0.0)
         _started(worker)  # started again by the next block that asks
         _check(fleet, raws, False, worker, stats=stats)
-        assert 0 < stats[-1] <= 32
+        assert 0 < stats[-1] <= DEVICES
     finally:
         worker.close()
     assert not worker.available()  # closed for good: never started again
