@@ -298,9 +298,7 @@ class MotusAccountDB(AccountDB):
         def read(slot: int) -> int:
             if not (type(slot) is int and 0 <= slot < _UINT256_LIMIT):
                 validate_uint256(slot, title="Storage Slot")
-            store = self._account_stores.get(address)
-            if store is None:
-                store = self._get_address_store(address)
+            store = self._get_address_store(address)  # (a dict lookup once made)
             if type(store) is FastAccountStorageDB:
                 return store.read_slot(slot)  # type: ignore[no-any-return]
             return store.get(slot)  # type: ignore[no-any-return]
@@ -318,9 +316,7 @@ class MotusAccountDB(AccountDB):
             for slot in slots:
                 if not (type(slot) is int and 0 <= slot < _UINT256_LIMIT):
                     validate_uint256(slot, title="Storage Slot")
-            store = self._account_stores.get(address)
-            if store is None:
-                store = self._get_address_store(address)
+            store = self._get_address_store(address)  # (a dict lookup once made)
             if type(store) is FastAccountStorageDB:
                 return store.read_slots(slots)  # type: ignore[no-any-return]
             return [store.get(slot) for slot in slots]
