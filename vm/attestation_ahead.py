@@ -431,7 +431,8 @@ class SignaturesAhead:
             return  # (lost: the caller's loop checks what is not in the memo)
         del chunks[self._end:]
         del self._tags[self._end:]
-        self._wait_s = SHARE_WAIT_S
+        # (AHEAD_WAIT_S when longer: tests make the worker's answers count under load)
+        self._wait_s = max(SHARE_WAIT_S, AHEAD_WAIT_S)
         self.next_index = chunks[self._taken][0] if self._taken < len(chunks) else len(raws)
 
     def _take_answered(self) -> None:
