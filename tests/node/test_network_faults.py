@@ -18,7 +18,9 @@ which run in file order, each leaving the network running and on one chain:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,7 +59,7 @@ from tests.devnet import (
     wait_heads,
     wait_meshed,
 )
-from tests.procs import rpc
+from tests.procs import NodeProcess, rpc
 from vm.modules import addresses
 from vm.modules.base import mapping_slot
 from vm.modules.validators import SLASH_BPS
@@ -285,6 +287,21 @@ def test_one_down_continues_two_down_halts_then_resumes(net: Devnet) -> None:
 # --- 6. SIGKILL mid-round ---------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def frozen(nodes: list[NodeProcess]) -> Iterator[None]:
+    """Stop ``nodes`` (each process group: the node and its workers) with SIGSTOP for
+    the block, then let them go on where they were."""
+    for node in nodes:
+        assert node.proc is not None
+        os.killpg(node.proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for node in nodes:
+            assert node.proc is not None
+            os.killpg(node.proc.pid, signal.SIGCONT)
+
+
 @pytest.mark.timeout(150)
 def test_validator_killed_mid_round_restarts_without_double_signing(net: Devnet) -> None:
     since = min(head(n) for n in net.nodes)
@@ -297,10 +314,16 @@ def test_validator_killed_mid_round_restarts_without_double_signing(net: Devnet)
             record = signing_record(victim)
             return record if record and record.height > floor and record.step == step else None
 
-        # Kill right after it signed ``step`` at a height it has not committed yet.
-        record = wait_for(signed_step, 30, f"victim signs {step.name}")
-        victim.kill()
-        victim.stop()
+        # Kill right after it signed ``step`` at a height it has not committed yet. A
+        # prevote is the victim's last signature only until 2/3 of the prevotes arrive,
+        # a few milliseconds on loopback, so polling could miss it for 30 s on a loaded
+        # machine (CI did): two of the others are frozen (SIGSTOP, a real stall) so the
+        # victim prevotes and then waits, holding 200 of 400 power, with no quorum to
+        # move on. A precommit stays the last signature through the block interval.
+        with frozen(others[1:] if step == Step.PREVOTE else []):
+            record = wait_for(signed_step, 30, f"victim signs {step.name}")
+            victim.kill()
+            victim.stop()
         on_disk = signing_record(victim)  # parses: the file is never torn
         assert on_disk is not None and on_disk.position >= record.position
         wait_heads(others, on_disk.height + 1, timeout=30)  # 3 of 4 carry on meanwhile
