@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -49,23 +50,15 @@ from vm.attestation import (
 
 log = logging.getLogger("motus.vm.signatures")
 
-AHEAD_CHUNK = 64  # attestations per task: ~3.5 ms of the worker's time, ~10 us to hand over
-# Task bytes written and not yet answered, at most: below the socket pair's buffer
-# (~208 KiB on Linux; even a pipe's 64 KiB), so a write never blocks, even when the worker
-# is stuck (a task of 64 is ~11 KiB).
-AHEAD_MAX_BYTES = 48 * 1024
-# Tasks written and not yet answered, at most: enough that the worker never waits for
-# work while the caller is on an earlier chunk (the first ones are small); a worker that
-# falls behind is still not handed the whole block at once.
-AHEAD_TASKS = 4
-# The longest the caller waits for an answer it needs now. 0 (the node): never; an
-# attestation whose answer has not come when execution reaches it is checked by the
-# caller, which asks again at the next one (a poll), so a slow, starved or stuck worker
-# costs the serial check and nothing more. Above 0 (tests, to make the worker's share
-# certain): a wait that runs out gives the rest of the block to the caller.
-AHEAD_WAIT_S = 0.0
-# After SignaturesAhead.share, the longest wait for one answer the worker owes (a task is
-# ~3.5 ms of its time); past it the rest of the block is the caller's.
+AHEAD_CHUNK = 64  # attestations per task: ~3 ms of the worker's time, ~10 us to hand over
+# How a block's tasks reach the worker (docs/telemetry.md, "Checking a peer's block"):
+# all of them are framed when the check starts and kept in this process until the socket
+# takes them; the caller pushes them on (a send that never blocks, MSG_DONTWAIT) whenever
+# it looks for answers, and the worker reads every frame that has come before each task,
+# so the socket's buffer (~208 KiB) is never what holds the worker back, and a stuck
+# worker never blocks the caller (what the socket does not take stays here).
+# In SignaturesAhead.finish, the longest wait for one answer the worker owes (a task is
+# ~3 ms of its time); past it the rest of the block is the caller's.
 SHARE_WAIT_S = 0.05
 WORKER_RESTART_S = 60.0  # a worker that died is started again at most this often
 
@@ -157,16 +150,50 @@ def serve_fd(fd: int) -> None:
     _serve(Connection(fd))
 
 
+def encode_skip(first: int, last: int) -> bytes:
+    """A control frame (8 bytes; a task is at least 12): answer the tasks tagged
+    ``first``..``last`` that the worker has not started with no codes."""
+    return (first & 0xFFFFFFFF).to_bytes(4, "big") + (last & 0xFFFFFFFF).to_bytes(4, "big")
+
+
 def _serve(conn: Any) -> None:
-    """The worker process: answer tasks (:func:`answer_task`) until the socket closes."""
+    """The worker process: answer tasks (:func:`answer_task`) in order until the socket
+    closes. Every frame that has come is read before each task (so the sender's bytes
+    never wait in the socket); a skip frame (:func:`encode_skip`) empties the tasks it
+    names that are still waiting: their answers carry no codes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node's Ctrl-C is the node's to handle
     conn.send_bytes(b"ready")
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    tasks: deque[bytes] = deque()
     while True:
         try:
-            task = conn.recv_bytes()
+            if not tasks:
+                tasks.append(conn.recv_bytes())
+            while poller.poll(0):
+                tasks.append(conn.recv_bytes())
+                if len(tasks[-1]) == 8:
+                    _skip(tasks)
         except (EOFError, OSError):
             return
-        conn.send_bytes(answer_task(task))
+        task = tasks.popleft()
+        if len(task) == 8:
+            _skip(tasks, task)
+        elif len(task) <= 4:  # (skipped: its tag alone)
+            conn.send_bytes(task[:4])
+        else:
+            conn.send_bytes(answer_task(task))
+
+
+def _skip(tasks: deque[bytes], frame: bytes | None = None) -> None:
+    """Apply the skip frame at the end of ``tasks`` (or ``frame``) to the tasks before it."""
+    if frame is None:
+        frame = tasks.pop()
+    first = int.from_bytes(frame[:4], "big")
+    span = (int.from_bytes(frame[4:8], "big") - first) & 0xFFFFFFFF
+    for k, task in enumerate(tasks):
+        if len(task) > 8 and (int.from_bytes(task[:4], "big") - first) & 0xFFFFFFFF <= span:
+            tasks[k] = task[:4]
 
 
 class SignatureWorker:
@@ -176,17 +203,21 @@ class SignatureWorker:
     said it is ready, so blocks checked meanwhile are checked serially: a node that never
     checks a block with unseen attestations never starts it. A worker that died is
     started again (at most every :data:`WORKER_RESTART_S`); :meth:`close` stops it for
-    good."""
+    good. Tasks are queued here (:meth:`send`) and pushed on by :meth:`flush`, which
+    never blocks."""
 
     def __init__(self) -> None:
         self._process: Any = None
         self._conn: Any = None
+        self._sender: socket.socket | None = None  # the same socket, for MSG_DONTWAIT sends
         self._poller: Any = None
         self._ready = False
         self._started_at = -WORKER_RESTART_S
-        self._tag = 0  # tasks ever written (their tags)
+        self._tag = 0  # tasks ever queued (their tags)
         self._answered = 0  # answers ever read: tags below this one are answered
-        self._in_flight: dict[int, int] = {}  # tag -> bytes, written and not yet answered
+        self._in_flight: set[int] = set()  # tags queued or written, not yet answered
+        self._unsent: deque[tuple[int, bytes]] = deque()  # (tag, frame) not yet all written
+        self._offset = 0  # bytes of the first unsent frame already written
         self._closed = False
         self.in_use = False
 
@@ -199,11 +230,14 @@ class SignatureWorker:
         if started is None:
             return
         process, ours = started
+        self._sender = socket.fromfd(ours.fileno(), socket.AF_UNIX, socket.SOCK_STREAM)
         self._process, self._conn = process, Connection(ours.detach())
         self._poller = select.poll()
         self._poller.register(self._conn.fileno(), select.POLLIN)
         self._ready, self._tag, self._answered = False, 0, 0
         self._in_flight.clear()
+        self._unsent.clear()
+        self._offset = 0
 
     def close(self) -> None:
         """Stop the process for good (closing the pipe ends its loop; killed if it
@@ -212,9 +246,11 @@ class SignatureWorker:
         self._stop()
 
     def _stop(self) -> None:
-        process, conn = self._process, self._conn
-        self._process = self._conn = None
+        process, conn, sender = self._process, self._conn, self._sender
+        self._process = self._conn = self._sender = None
         self._ready = False
+        if sender is not None:
+            sender.close()
         if conn is not None:
             conn.close()
         if process is not None:
@@ -226,7 +262,8 @@ class SignatureWorker:
         self._stop()
 
     def available(self) -> bool:
-        """Ready, and nothing of an earlier block still in flight (never waits)."""
+        """Ready, and nothing of an earlier block still queued or in flight (never
+        waits)."""
         if self._process is None:
             if time.monotonic() - self._started_at >= WORKER_RESTART_S:
                 self.start()  # never started, or died: once a while, a new one
@@ -239,41 +276,77 @@ class SignatureWorker:
                     self._broken("unexpected greeting")
                     return False
                 self._ready = True
-            while self._in_flight and self._waiting(0):  # answers a failed block left
-                self._read()
+            self.flush()
+            while self._in_flight and self._conn is not None and self._waiting(0):
+                self._read()  # answers a failed block left
         except Exception as exc:  # EOF, a socket error
             self._broken(type(exc).__name__)
             return False
-        return not self._in_flight
+        return self._conn is not None and not self._in_flight
 
     def _read(self) -> tuple[int, bytes]:
         data = self._conn.recv_bytes()
         # answers come in task order: the first due, its tag's low 32 bits on the wire
         tag = self._answered + ((int.from_bytes(data[:4], "big") - self._answered) & 0xFFFFFFFF)
-        self._in_flight.pop(tag, None)
+        self._in_flight.discard(tag)
         self._answered = tag + 1
         return tag, data[4:]
 
     def send(self, raws: Sequence[bytes], chain_id: int) -> int | None:
-        """Write a task if the bytes in flight allow; its tag, or None (not written)."""
-        data = encode_task(self._tag, chain_id, raws)
-        if (len(self._in_flight) >= AHEAD_TASKS or self._conn is None
-                or sum(self._in_flight.values()) + len(data) > AHEAD_MAX_BYTES):
+        """Queue a task (written by :meth:`flush`, called here); its tag, or None when
+        the worker is gone."""
+        if self._conn is None:
             return None
+        data = encode_task(self._tag, chain_id, raws)
+        tag, self._tag = self._tag, self._tag + 1
+        self._in_flight.add(tag)
+        self._unsent.append((tag, len(data).to_bytes(4, "big") + data))  # (Connection's frame)
+        self.flush()
+        return tag
+
+    def skip(self, first: int, last: int) -> None:
+        """Ask the worker to answer the tasks ``first``..``last`` it has not started with
+        no codes (the caller checks them itself); those not yet written are dropped here."""
+        if self._conn is None:
+            return
+        kept: deque[tuple[int, bytes]] = deque()
+        for k, (tag, frame) in enumerate(self._unsent):
+            if first <= tag <= last and not (k == 0 and self._offset):
+                self._in_flight.discard(tag)  # never written: no answer comes
+            else:
+                kept.append((tag, frame))
+        self._unsent = kept
+        data = encode_skip(first, last)
+        self._unsent.append((-1, len(data).to_bytes(4, "big") + data))
+        self.flush()
+
+    def drop_unsent(self) -> None:
+        """Forget the queued tasks not yet begun on the socket (a block that ended)."""
+        while len(self._unsent) > (1 if self._offset else 0):
+            tag, _ = self._unsent.pop()
+            self._in_flight.discard(tag)
+
+    def flush(self) -> None:
+        """Write what the socket takes now of the queued frames (never blocks)."""
+        sender, unsent = self._sender, self._unsent
         try:
-            self._conn.send_bytes(data)
+            while unsent and sender is not None:
+                frame = unsent[0][1]
+                n = sender.send(memoryview(frame)[self._offset:], socket.MSG_DONTWAIT)
+                self._offset += n
+                if self._offset < len(frame):
+                    return
+                unsent.popleft()
+                self._offset = 0
+        except BlockingIOError:
+            return
         except OSError as exc:
             self._broken(type(exc).__name__)
-            return None
-        tag, self._tag = self._tag, self._tag + 1
-        self._in_flight[tag] = len(data)
-        return tag
 
     def _waiting(self, timeout: float) -> bool:
         """Whether the socket has bytes to read, waiting up to ``timeout`` seconds (a
         ``select.poll`` kept with the socket: ~1 us, against ~15 us for Connection.poll,
-        which builds a selector per call; the caller polls at every attestation while
-        the worker is behind)."""
+        which builds a selector per call)."""
         return bool(self._poller.poll(1000 * timeout))
 
     def running(self) -> bool:
@@ -281,7 +354,9 @@ class SignatureWorker:
         return self._conn is not None
 
     def answer_waiting(self) -> bool:
-        """Whether an answer can be read without waiting."""
+        """Whether an answer can be read without waiting (queued frames are pushed on
+        first)."""
+        self.flush()
         try:
             return self._conn is not None and self._waiting(0)
         except (EOFError, OSError):
@@ -289,11 +364,12 @@ class SignatureWorker:
 
     def receive(self, tag: int, timeout: float) -> bytes | None:
         """The answer to task ``tag`` (answers come in order): a code byte per
-        attestation (:data:`CODES`), waiting at most ``timeout`` seconds for each; None
-        if it does not come."""
+        attestation (:data:`CODES`; none when it was skipped), waiting at most
+        ``timeout`` seconds for each; None if it does not come."""
         try:
             while self._answered <= tag:
-                if not self._waiting(timeout):
+                self.flush()
+                if self._conn is None or not self._waiting(timeout):
                     return None
                 got, codes = self._read()
                 if got == tag:
@@ -304,29 +380,36 @@ class SignatureWorker:
 
 
 class SignaturesAhead:
-    """The stateless checks of a block's attestations run on ``worker`` while the caller
-    executes the block.
+    """The signature checks of a block's attestations run on ``worker`` while the caller
+    executes the block, and are settled after it.
 
-    A worker's answer is a hint, never a verdict: an attestation it found valid is marked
-    verified (:func:`vm.attestation.mark_verified`) just before the caller checks it, so
-    the caller's :func:`vm.attestation.check_stateless` only decodes it; every other one
-    (refused by the worker, its task not written, or its answer not there yet, late or
-    lost) gets the caller's full check. So a block gives the results, errors and messages
-    of the serial check, whatever the worker's timing, and a missing, stuck or dead worker
-    only makes it slower. Attestations already in the memo are given to no worker. Tasks
-    are written from the start (the worker begins while the caller sets the block up and
-    runs its transactions), in chunks growing from an eighth of ``chunk`` to ``chunk``, so
-    the first answers come soon and later ones cost few hand-overs. At most
-    :data:`AHEAD_TASKS` tasks (and :data:`AHEAD_MAX_BYTES`) are out at once.
-    The two sides share the work by need, at the attestation: when the caller reaches
-    one whose answer has not come (the worker starts behind, and may fall behind), it
-    checks that one itself and looks for the answer again at the next one; answers of
-    chunks the caller has passed are read and dropped. The caller never waits (unless
-    :data:`AHEAD_WAIT_S` says so).
+    Used only to check a block (any invalid attestation fails the whole block), which is
+    what lets the checks wait: the caller's loop decodes an attestation whose signature
+    is not yet verified (:meth:`unchecked` marks them) and applies it, then, once the
+    block is executed, :meth:`finish` settles the signatures: the block is valid only if
+    every one verifies, and the error of an invalid one is the serial check's (the
+    first bad attestation by index; see :meth:`first_bad` for an error the loop hits).
+    A state built on a forged attestation is thrown away with the block. The worker
+    gets tasks from the start (in chunks growing from an eighth of ``chunk`` to
+    ``chunk``, so the first answers come soon) and the caller hands it more as answers
+    come (:meth:`pump`, between attestations): all the tasks are queued at once and
+    pushed on as the socket takes them (:class:`SignatureWorker`). In :meth:`finish` the
+    caller checks chunks from the block's end that the worker has not reached (and tells
+    it to skip them) while the worker answers from the start, then waits (at most
+    :data:`SHARE_WAIT_S` an answer) for what the worker owes.
 
-    Use: ``ahead.ready(i)`` before checking attestation ``i`` (indices in increasing
-    order; cheap when ``i < ahead.next_index``), ``ahead.close()`` at the end, also when
-    the block fails (answers still due are read and dropped by the next block).
+    A worker's answer is a hint, never a verdict: an attestation it found valid is
+    marked verified; every other one (refused by the worker, its task not written, its
+    answer late or lost) gets the caller's full check (:func:`check_stateless`). So a
+    block gives the results, errors and messages of the serial check whatever the
+    worker's timing, and a missing, stuck or dead worker only makes it slower.
+    Attestations already in the verified-id memo are given to no worker.
+
+    Use: ``flags = ahead.unchecked()`` (None: check every attestation as usual),
+    ``ahead.pump()`` now and then in the loop, ``ahead.first_bad(limit)`` when the loop
+    fails at an attestation, ``ahead.finish()`` after the loop (both return the first
+    ``(index, AttestationError)`` or None), ``ahead.close()`` at the end, also when the
+    block fails (answers still due are read and dropped by the next block).
     """
 
     def __init__(self, worker: SignatureWorker, raws: Sequence[bytes], chain_id: int,
@@ -337,14 +420,18 @@ class SignaturesAhead:
         self.ids = list(ids) if ids is not None else [compute_attestation_id(r) for r in self._raws]
         self.workers_checked = 0  # attestations the worker found valid (bench, tests)
         self.waited_s = 0.0  # wall time the caller waited for answers (bench)
-        self.own = 0  # unseen attestations the caller checked itself, the worker not done (bench)
+        self.own = 0  # unseen attestations the caller checked itself (bench)
         self._worker: SignatureWorker | None = None
         self._chunks: list[list[int]] = []
         self._tags: list[int | None] = []
-        self._taken = 0  # chunks done with (answer applied, or passed) so far
-        self._end = 0  # chunks [_end:] are the caller's own (SignaturesAhead.share)
-        self._wait_s: float | None = None  # set by share: then ready waits for answers
-        self.next_index = len(self._raws)
+        self._taken = 0  # chunks whose answers were read (or given up) so far
+        self._sent = 0  # chunks written so far
+        self._end = 0  # chunks [_end:] are the caller's own (finish)
+        self._unchecked: bytearray | None = None  # 1: not verified when the block came
+        self._ok = bytearray(len(self._raws))  # 1: its signature verified since
+        # the first attestation the worker refused (the block is then most likely invalid:
+        # the loop stops once it has passed it, see process_attestations)
+        self.refused_at = len(self._raws)
         unseen = [i for i, att_id in enumerate(self.ids) if not is_verified(att_id, chain_id)]
         if not unseen:
             return  # (the usual case: admission verified them all; the worker not even asked)
@@ -357,14 +444,21 @@ class SignaturesAhead:
             size = min(chunk, 2 * size)
         self._tags = [None] * len(self._chunks)
         self._end = len(self._chunks)
+        self._unchecked = bytearray(len(self._raws))
+        for i in unseen:
+            self._unchecked[i] = 1
         self._worker = worker
         worker.in_use = True
-        self._sent = 0  # chunks written (or skipped: passed by the caller) so far
         self._send_more()
-        self.next_index = self._chunks[0][0]
+
+    def unchecked(self) -> bytearray | None:
+        """A flag per attestation, 1 where the caller's loop decodes it
+        (:func:`vm.attestation.decode_attestation`) without its signature, which
+        :meth:`finish` settles; None when there is no worker to share with (then the
+        loop checks every attestation itself, as usual)."""
+        return self._unchecked
 
     def _send_more(self) -> None:
-        self._sent = max(self._sent, self._taken)  # (what the caller passed is not written)
         while self._worker is not None and self._sent < self._end:
             tag = self._worker.send([self._raws[i] for i in self._chunks[self._sent]],
                                     self.chain_id)
@@ -373,70 +467,22 @@ class SignaturesAhead:
             self._tags[self._sent] = tag
             self._sent += 1
 
-    def ready(self, index: int) -> None:
-        """Make the worker's answers for attestations up to ``index`` count (mark the
-        valid ones verified); never waits (unless :data:`AHEAD_WAIT_S`)."""
-        chunks = self._chunks
-        while self._taken < len(chunks) and chunks[self._taken][0] <= index:
-            k = self._taken
-            chunk, tag, worker = chunks[k], self._tags[k], self._worker
-            if tag is not None and worker is not None:
-                wait_s = AHEAD_WAIT_S if self._wait_s is None else self._wait_s
-                started = time.perf_counter()
-                codes = worker.receive(tag, wait_s)
-                self.waited_s += time.perf_counter() - started
-                if codes is None:
-                    if wait_s > 0 or not worker.running():
-                        self.close()  # late or lost: the rest of the block is the caller's
-                    elif chunk[-1] > index:  # not yet: this one is the caller's, and then
-                        self.own += 1
-                        self.next_index = index + 1  # the next one asks again
-                        return
-                elif len(codes) == len(chunk):
-                    ids, chain_id = self.ids, self.chain_id
-                    for i, code in zip(chunk, codes, strict=True):
-                        if code == CODE_OK and i >= index:  # (before: the caller's already)
-                            mark_verified(ids[i], chain_id)
-                            self.workers_checked += 1
-            self._taken += 1
-            self._send_more()
-        self.next_index = chunks[self._taken][0] if self._taken < len(chunks) else len(self._raws)
-
-    def share(self) -> None:
-        """Split the unseen attestations' checks with the worker before the caller's loop
-        reaches them: the caller checks chunks from the block's end (into the
-        verified-id memo) while the worker answers chunks from its start, until every
-        chunk is the worker's or done; the caller's loop then waits (up to
-        :data:`SHARE_WAIT_S` an answer) for the answers it reaches, which are mostly in
-        by then. Without it the caller's loop, whose own work per attestation (~15 us at
-        100,000 vehicles) is a fraction of a recovery (~50 us), overtakes the worker and
-        checks most of them itself (1,100-1,860 of 2,000 measured). A refused
-        attestation is left to the loop, which checks it again and reports it, so the
-        results and errors are the serial check's."""
-        if self._worker is None:
+    def _apply(self, chunk: list[int], codes: bytes) -> None:
+        if len(codes) != len(chunk):
             return
-        chunks, raws, ids, chain_id = self._chunks, self._raws, self.ids, self.chain_id
-        while self._worker is not None and self._sent < self._end:
-            self._take_answered()
-            if self._worker is None or self._sent >= self._end:
-                break
-            self._end -= 1
-            for i in chunks[self._end]:
-                try:
-                    check_stateless(raws[i], chain_id, ids[i])
-                except AttestationError:
-                    pass  # (checked again, and reported, by the caller's loop)
-                self.own += 1
-        if self._worker is None:
-            return  # (lost: the caller's loop checks what is not in the memo)
-        del chunks[self._end:]
-        del self._tags[self._end:]
-        # (AHEAD_WAIT_S when longer: tests make the worker's answers count under load)
-        self._wait_s = max(SHARE_WAIT_S, AHEAD_WAIT_S)
-        self.next_index = chunks[self._taken][0] if self._taken < len(chunks) else len(raws)
+        ids, chain_id, ok = self.ids, self.chain_id, self._ok
+        for i, code in zip(chunk, codes, strict=True):
+            if code == CODE_OK:
+                if not ok[i]:
+                    mark_verified(ids[i], chain_id)
+                    ok[i] = 1
+                    self.workers_checked += 1
+            elif i < self.refused_at:
+                self.refused_at = i
 
-    def _take_answered(self) -> None:
-        """Apply the answers that have come, in order, without waiting; write more tasks."""
+    def pump(self) -> None:
+        """Apply the answers that have come, in order, without waiting; write more
+        tasks (the caller's loop calls it every few attestations)."""
         worker = self._worker
         while (worker is not None and self._taken < self._sent
                and worker.answer_waiting()):
@@ -447,18 +493,81 @@ class SignaturesAhead:
                 if not worker.running():
                     self.close()
                 return
-            if len(codes) == len(chunks := self._chunks[k]):
-                for i, code in zip(chunks, codes, strict=True):
-                    if code == CODE_OK:
-                        mark_verified(self.ids[i], self.chain_id)
-                        self.workers_checked += 1
+            self._apply(self._chunks[k], codes)
             self._taken += 1
             self._send_more()
             worker = self._worker
 
+    def _check_own(self, i: int) -> AttestationError | None:
+        if self._ok[i]:
+            return None
+        try:
+            check_stateless(self._raws[i], self.chain_id, self.ids[i])
+        except AttestationError as exc:
+            return exc
+        self._ok[i] = 1
+        self.own += 1
+        return None
+
+    def _first_unverified(self, limit: int) -> tuple[int, AttestationError] | None:
+        unchecked = self._unchecked
+        if unchecked is None:
+            return None
+        for i in range(min(limit, len(unchecked))):
+            if unchecked[i]:
+                exc = self._check_own(i)
+                if exc is not None:
+                    return i, exc
+        return None
+
+    def first_bad(self, limit: int) -> tuple[int, AttestationError] | None:
+        """The loop failed at an attestation: the first of the attestations before
+        ``limit`` whose signature does not verify (checked here unless the worker's
+        answer has come), as the serial check would have stopped there first. The
+        caller passes the failing attestation's index, or the index after it when its
+        decoding passed (its signature comes before the state's checks)."""
+        self.pump()
+        self.close()
+        return self._first_unverified(limit)
+
+    def finish(self) -> tuple[int, AttestationError] | None:
+        """Settle the signatures after the loop: the caller checks chunks from the end
+        that the worker has not reached (telling it to skip them) while the worker
+        answers from the start; then it waits (up to :data:`SHARE_WAIT_S` an answer) for
+        what the worker owes; whatever is still unverified, in order, it checks itself.
+        The first bad one by index, or None when every signature verifies."""
+        chunks, tags = self._chunks, self._tags
+        while self._worker is not None:
+            self.pump()
+            if self._worker is None or self._taken >= self._end - 1:
+                break  # (the worker is on the last chunk left, or done)
+            self._end -= 1
+            tag = tags[self._end]
+            if tag is not None:
+                self._worker.skip(tag, tag)
+            for i in chunks[self._end]:
+                self._check_own(i)  # (a refusal is checked again, and reported, below)
+        while self._worker is not None and self._taken < self._end:
+            tag = tags[self._taken]
+            started = time.perf_counter()
+            codes = self._worker.receive(tag, SHARE_WAIT_S) if tag is not None else None
+            self.waited_s += time.perf_counter() - started
+            if codes is None:
+                break  # late or lost: the rest is the caller's
+            self._apply(chunks[self._taken], codes)
+            self._taken += 1
+        self.close()
+        return self._first_unverified(len(self._raws))
+
     def close(self) -> None:
-        """Give out no more; the worker is free for the next block (which reads and
-        drops the answers still due before using it)."""
-        if self._worker is not None:
-            self._worker.in_use = False
+        """Give out no more: the tasks not answered yet are dropped or skipped, and the
+        worker is free for the next block (which reads and drops the answers still due
+        before using it)."""
+        worker = self._worker
+        if worker is not None:
+            due = [tag for tag in self._tags[self._taken:self._end] if tag is not None]
+            if due:
+                worker.skip(due[0], due[-1])
+            worker.drop_unsent()
+            worker.in_use = False
             self._worker = None

@@ -30,7 +30,7 @@ from vm.errors import InvalidBlock, InvalidTransaction
 from vm.events import BlockEvent, collect_block_events, record_block_events
 from vm.modules import SYSTEM_MODULES, addresses
 from vm.modules.params import get_param
-from vm.modules.telemetry import DEFERRED
+from vm.modules.telemetry import DEFERRED, finish_signatures
 from vm.modules.validators import active_validators, jail
 from vm.params import PARAMS
 from vm.sender import recover_sender
@@ -353,10 +353,15 @@ def _execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEn
         else:
             cost.add_attestations(len(attestations))  # known before executing any of them
             attestations, att_results = telemetry.process_attestations(
-                state, env, attestations, False, ahead=ahead)
+                state, env, attestations, False, ahead=ahead, finish=False)
 
     record_block_events(state, env.height, block_events)
     state.persist()
+    if ahead is not None:
+        # The signatures the loop applied unverified, settled now that the state root is
+        # written: the worker recovered them meanwhile (a forged one fails the block, and
+        # the state built on it is thrown away with it).
+        finish_signatures(ahead)
     bloom = BloomFilter()
     for r in receipts:
         for log in r.logs:

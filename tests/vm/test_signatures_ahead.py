@@ -23,7 +23,7 @@ from vm.attestation_ahead import SignaturesAhead, SignatureWorker
 from vm.db import OverlayDB
 from vm.errors import InvalidBlock
 from vm.execute import BlockBody, execute_block
-from vm.modules.telemetry import process_attestations
+from vm.modules.telemetry import finish_signatures, process_attestations
 from vm.state import make_state
 
 DEVICES = 40
@@ -40,9 +40,10 @@ def _started(worker: SignatureWorker) -> SignatureWorker:
 
 @pytest.fixture(autouse=True)
 def _patient(monkeypatch):
-    """Answers count however loaded the machine (the node waits 0.1 s; a late answer
-    only makes the rest of the block serial, which would hide what these tests show)."""
-    monkeypatch.setattr(ahead_module, "AHEAD_WAIT_S", 30.0)
+    """Answers count however loaded the machine (the node waits 50 ms for each; a late
+    answer only makes the rest of the block serial, which would hide what these tests
+    show)."""
+    monkeypatch.setattr(ahead_module, "SHARE_WAIT_S", 30.0)
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +126,8 @@ def test_a_valid_block_gives_the_serial_result_and_the_worker_did_the_work(fleet
     stats: list[int] = []
     outcome = _check(fleet, raws, False, worker, stats=stats)
     assert len(outcome[0]) == DEVICES
-    # the worker recovered signatures (how many depends on timing: a chunk whose task
-    # comes after one the caller waited for is the caller's own)
+    # the worker recovered signatures (how many depends on timing: finish splits what
+    # is left after the loop with the caller)
     assert 0 < stats[0] <= DEVICES
     seen = frozenset(range(0, DEVICES, 3))
     _check(fleet, raws, False, worker, seen=seen, stats=stats)
@@ -155,7 +156,7 @@ def test_a_worker_not_started_dead_or_stuck_changes_nothing(fleet, monkeypatch):
     idle = SignatureWorker()  # not started yet: this block is serial (and starts it)
     assert _check(fleet, raws, False, idle, stats=stats) == expected and stats == [0]
     idle.close()
-    monkeypatch.setattr(ahead_module, "AHEAD_WAIT_S", 0.2)
+    monkeypatch.setattr(ahead_module, "SHARE_WAIT_S", 0.2)
     worker = _started(SignatureWorker())
     try:
         os.kill(worker._process.pid, signal.SIGSTOP)  # hung: every answer late
@@ -171,7 +172,7 @@ def test_a_worker_not_started_dead_or_stuck_changes_nothing(fleet, monkeypatch):
             time.sleep(0.02)
         _check(fleet, raws, False, worker, stats=stats)
         assert 0 < stats[-1] <= DEVICES  # the worker's answers count again (its share of
-        # the block depends on timing: SignaturesAhead.share splits it with this thread)
+        # the block depends on timing: SignaturesAhead.finish splits it with this thread)
         worker._process.kill()  # dies
         worker._process.wait(5)
         _check(fleet, raws, False, worker, stats=stats)
@@ -219,11 +220,10 @@ def test_a_block_whose_signatures_were_all_verified_never_starts_the_worker(flee
         worker.close()
 
 
-def test_the_nodes_sharing_never_waits_and_gives_the_serial_results(fleet, monkeypatch):
-    """The node's setting (AHEAD_WAIT_S 0): an attestation whose answer has not come is
-    the caller's own; any timing gives the serial outcome, and a hung worker costs no
-    wait at all."""
-    monkeypatch.setattr(ahead_module, "AHEAD_WAIT_S", 0.0)
+def test_the_nodes_setting_gives_the_serial_results_and_a_hung_worker_one_wait(fleet, monkeypatch):
+    """The node's setting (SHARE_WAIT_S 50 ms): any timing gives the serial outcome, and a
+    hung worker costs one wait, then the block is the caller's."""
+    monkeypatch.setattr(ahead_module, "SHARE_WAIT_S", 0.05)
     raws = _block(fleet)
     bad = list(raws)
     bad[25] = _forged(fleet, bad[25])
@@ -239,30 +239,97 @@ def test_the_nodes_sharing_never_waits_and_gives_the_serial_results(fleet, monke
             started = time.monotonic()
             stats: list[int] = []
             _check(fleet, raws, False, worker, stats=stats)
-            assert stats == [0] and time.monotonic() - started < 5  # (no 25 ms waits)
+            assert stats == [0] and time.monotonic() - started < 5
         finally:
             os.kill(worker._process.pid, signal.SIGCONT)
     finally:
         worker.close()
 
 
-def test_sharing_hands_every_unseen_attestation_out_before_the_loop(fleet, worker):
-    """share(): the caller checks chunks from the block's end while the worker takes them
-    from its start, so when the caller's loop starts every unseen attestation is either
-    in the verified-id memo or in a task the worker has been given (the loop no longer
-    overtakes the worker and recovers most signatures itself)."""
+def test_the_loop_applies_unverified_attestations_and_finish_settles_them(fleet, worker):
+    """The loop decodes and applies what the memo does not hold without recovering a
+    signature; the signatures are settled after it (finish), where a forged one fails
+    the block with the serial check's error."""
+    chain = fleet.chain
+    env = chain.env()
     raws = _block(fleet)
-    chain_id = fleet.chain.env().chain_id
+    raws[DEVICES - 3] = _forged(fleet, raws[DEVICES - 3])
     attestation._VERIFIED.clear()
-    ahead = SignaturesAhead(worker, raws, chain_id, chunk=4)
+    state = make_state(OverlayDB(chain.db), chain.head.state_root, env)
+    ahead = SignaturesAhead(worker, raws, env.chain_id, chunk=4)
     try:
-        ahead.share()
-        given_out = {i for chunk in ahead._chunks for i in chunk}
-        assert all(tag is not None for tag in ahead._tags)  # every remaining chunk written
-        for i in range(len(raws)):
-            assert i in given_out or attestation.is_verified(ahead.ids[i], chain_id), i
-        assert ahead.own + len(given_out) == len(raws)
+        assert ahead.unchecked() is not None and sum(ahead.unchecked()) == DEVICES
+        included, _ = process_attestations(state, env, raws, False, ahead=ahead, finish=False)
+        assert len(included) == DEVICES and ahead.own == 0  # applied, nothing recovered here
+        with pytest.raises(InvalidBlock) as caught:
+            finish_signatures(ahead)
     finally:
         ahead.close()
-        attestation._VERIFIED.clear()
-    assert _check(fleet, raws, False, worker, chunk=4)  # and the block's result is the serial one
+    assert str(caught.value) == _outcome(fleet, raws, False)[1]
+    assert f"attestation {DEVICES - 3} " in str(caught.value)
+
+
+@pytest.mark.parametrize("forged_at", [3, 20])
+def test_a_failure_in_the_loop_reports_an_earlier_or_its_own_bad_signature_first(fleet, worker,
+                                                                               forged_at):
+    """The loop fails at attestation 20 (a replay of 19's reading); a forged signature at
+    3, or at 20 itself, is what the serial check reports, as it checks signatures first."""
+    raws = _block(fleet)
+    raws[20] = raws[19] if forged_at != 20 else _forged(fleet, raws[19])
+    if forged_at == 3:
+        raws[3] = _forged(fleet, raws[3])
+    outcome = _check(fleet, raws, False, worker, chunk=64)
+    assert outcome[0] == "invalid"
+    assert f"attestation {forged_at} " in outcome[1] and "bad_signature" in outcome[1]
+    raws[3] = _block(fleet)[3]
+    raws[20] = raws[19]  # no bad signature: the loop's own error
+    outcome = _check(fleet, raws, False, worker, chunk=64)
+    assert "attestation 20 " in outcome[1] and "bad_signature" not in outcome[1]
+
+
+def test_queued_tasks_never_block_a_stuck_worker_and_reach_it_once_it_runs(fleet):
+    """Far more task bytes than the socket holds (~3 MB) queued to a stopped worker:
+    send returns at once, the rest waits in this process and is pushed on as answers
+    are asked for; every task is answered, in order, once the worker runs again."""
+    raw = _block(fleet)[0]
+    chain_id = fleet.chain.env().chain_id
+    worker = _started(SignatureWorker())
+    try:
+        os.kill(worker._process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            tags = [worker.send([raw] * 64, chain_id) for _ in range(250)]
+            assert time.monotonic() - started < 2 and None not in tags
+            assert worker._unsent  # (the socket took what it holds; the rest waits here)
+            assert worker.receive(tags[0], 0.05) is None  # stuck: no answer, no block
+        finally:
+            os.kill(worker._process.pid, signal.SIGCONT)
+        for tag in tags:
+            assert worker.receive(tag, 30) == bytes(64)  # 64 times CODE_OK
+        assert worker.available() and not worker._unsent
+    finally:
+        worker.close()
+
+
+def test_skipped_tasks_are_answered_without_codes_or_never_written(fleet):
+    """skip(first, last): the tasks in that range the worker has not begun come back
+    with no codes (or, still queued here, are dropped); the others are answered as
+    usual and the worker is free again after."""
+    raw = _block(fleet)[0]
+    chain_id = fleet.chain.env().chain_id
+    worker = _started(SignatureWorker())
+    try:
+        os.kill(worker._process.pid, signal.SIGSTOP)
+        try:
+            tags = [worker.send([raw] * 64, chain_id) for _ in range(60)]
+            worker.skip(tags[10], tags[49])
+        finally:
+            os.kill(worker._process.pid, signal.SIGCONT)
+        for tag in tags[:10] + tags[50:]:
+            assert worker.receive(tag, 30) == bytes(64)
+        deadline = time.monotonic() + 30
+        while not worker.available():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        worker.close()

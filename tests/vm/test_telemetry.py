@@ -523,9 +523,10 @@ def test_reads_ahead_change_no_result(fleet: Fleet, monkeypatch):
 
 
 def test_reads_ahead_in_steps_beside_a_worker_change_no_result(fleet: Fleet, monkeypatch):
-    """Beside a signature worker the slots are read ahead a few attestations at a time
-    (READ_AHEAD_STEP): a device met again in a later step, a claimed vehicle not the
-    device's, bytes that are not an attestation: the serial results and state root."""
+    """Checking a block beside a signature worker, the slots are read ahead a few
+    attestations at a time (READ_AHEAD_STEP): a device met again in a later step, a
+    claimed vehicle not the device's, bytes that are not an attestation: the serial
+    results, state root and error."""
     import vm.attestation as attestation
     import vm.attestation_ahead as ahead_module
     from tests.vm.test_signatures_ahead import _started
@@ -533,30 +534,36 @@ def test_reads_ahead_in_steps_beside_a_worker_change_no_result(fleet: Fleet, mon
     from vm.modules import telemetry
 
     monkeypatch.setattr(telemetry, "READ_AHEAD_STEP", 2)
-    monkeypatch.setattr(ahead_module, "AHEAD_WAIT_S", 30.0)  # (answers count under load)
+    monkeypatch.setattr(ahead_module, "SHARE_WAIT_S", 30.0)  # (answers count under load)
     env = fleet.chain.env()
     now = env.timestamp_ms
     (d0, d1, d2), (v0, v1, v2) = fleet.devices[:3], fleet.vehicle_ids[:3]
     early = now - 120_000
-    raws = [make(d0, v0, 1, early).encode(), b"\x00", make(d1, v0, 1, now).encode(),
-            make(d2, v2, 1, early).encode(), make(d1, v1, 1, now).encode(),
-            make(d0, v0, 2, now).encode(), make(d2, v2, 2, now).encode()]
+    valid = [make(d0, v0, 1, early).encode(), make(d2, v2, 1, early).encode(),
+             make(d1, v1, 1, now).encode(), make(d0, v0, 2, now).encode(),
+             make(d2, v2, 2, now).encode()]
+    invalid = [valid[0], valid[1], make(d1, v0, 1, now).encode(), valid[2], b"\x00"]
 
-    def run(worker: SignatureWorker | None) -> tuple[object, ...]:
+    def run(raws: list[bytes], worker: SignatureWorker | None) -> tuple[object, ...]:
         attestation._VERIFIED.clear()
         state = fleet.chain.state()
         ahead = SignaturesAhead(worker, raws, env.chain_id, chunk=2) if worker else None
         try:
-            included, results = process_attestations(state, env, raws, True, ahead=ahead)
+            included, results = process_attestations(state, env, raws, False, ahead=ahead)
+        except InvalidBlock as exc:
+            return ("invalid", str(exc))
         finally:
             if ahead is not None:
                 ahead.close()
         return included, results, state.make_state_root()
 
-    serial = run(None)
+    serial = run(valid, None)
     assert [c for _, c in serial[1]].count("ok") == 5
+    refused = run(invalid, None)
+    assert refused[0] == "invalid" and "attestation 2 " in refused[1]
     worker = _started(SignatureWorker())
     try:
-        assert run(worker) == serial
+        assert run(valid, worker) == serial
+        assert run(invalid, worker) == refused
     finally:
         worker.close()

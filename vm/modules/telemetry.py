@@ -63,6 +63,7 @@ from vm.attestation import (
     RejectCode,
     check_stateless,
     compute_attestation_id,
+    decode_attestation,
     keccak256,
 )
 from vm.attestation_ahead import SignaturesAhead
@@ -821,6 +822,7 @@ def process_attestations(state: StateAPI, env: Any, attestations: Sequence[bytes
                          skip_invalid: bool,
                          get_device: DeviceLookup | None = None,
                          ahead: SignaturesAhead | None = None,
+                         finish: bool = True,
                          ) -> tuple[list[bytes], list[tuple[bytes, str]]]:
     """Block execution step (4): check and apply ``attestations`` in order.
 
@@ -828,54 +830,97 @@ def process_attestations(state: StateAPI, env: Any, attestations: Sequence[bytes
     is ``"ok"``, a reject code, or ``"deferred"`` (building only: the block already
     holds ``max_block_attestations``). With ``skip_invalid`` (block building) an
     invalid attestation is left out; otherwise it raises InvalidBlock. ``ahead``
-    (made over the same ``attestations``) has their signatures checked on another
-    core meanwhile; it changes no result.
+    (made over the same ``attestations``; used only to check a block) has their
+    signatures checked on another core meanwhile, settled after the loop (or, with
+    ``finish`` False, by the caller's :func:`finish_signatures` once it has done the
+    rest of the block); it changes no result and no error.
     """
     view = TelemetryView(state, env.timestamp_ms, env.height, get_device)
     cap = get_param(state, "max_block_attestations")
     included: list[bytes] = []
     results: list[tuple[bytes, str]] = []
+    if skip_invalid:
+        ahead = None  # (building: an invalid attestation is left out, so none can wait)
     ids = ahead.ids if ahead is not None else None
-    if ahead is not None:
-        ahead.share()
-    ready_from = ahead.next_index if ahead is not None else len(attestations)
+    unchecked = ahead.unchecked() if ahead is not None else None
     # The slots are read ahead all at once, or, while a worker checks signatures beside,
-    # READ_AHEAD_STEP attestations at a time: the worker gets its next task only when
-    # this loop reaches an answer, and a whole block's reads (~25 ms at 100,000
-    # vehicles) would leave it idle that long.
+    # READ_AHEAD_STEP attestations at a time, the worker handed more tasks in between
+    # (a whole block's reads, ~25 ms at 100,000 vehicles, would leave it idle that long).
     last = min(cap, len(attestations)) if skip_invalid else len(attestations)
-    step = last if ready_from >= len(attestations) else READ_AHEAD_STEP
-    read_to = 0
+    step = last if unchecked is None else READ_AHEAD_STEP
+    read_to = pump_at = 0
+    chain_id = env.chain_id
     for index, raw in enumerate(attestations):
         if index == read_to and index < last:
             read_to = min(index + step, last)
             view.read_ahead(attestations[index:read_to])
         raw = bytes(raw)
         att_id = compute_attestation_id(raw) if ids is None else ids[index]
-        if index >= ready_from:  # the workers' answers up to here count from now on
-            assert ahead is not None
-            ahead.ready(index)
-            ready_from = ahead.next_index
         if len(included) >= cap:
             if not skip_invalid:
-                raise InvalidBlock(f"more than {cap} attestations in the block")
+                _fail_first(ahead, index, index, f"more than {cap} attestations in the block")
             results.append((att_id, DEFERRED))
             continue
+        decoded = False
         try:
-            att = check_stateless(raw, env.chain_id, att_id)
+            if unchecked is not None and unchecked[index]:
+                assert ahead is not None
+                if index >= pump_at:
+                    ahead.pump()
+                    pump_at = index + PUMP_EVERY
+                    if ahead.refused_at < index:  # a forged block fails here, not at its end
+                        bad = ahead.first_bad(index)
+                        if bad is not None:
+                            _raise_bad(ahead, *bad)
+                att = decode_attestation(raw)  # its signature: settled after the loop
+            else:
+                att = check_stateless(raw, chain_id, att_id)
+            decoded = True
             code = view.check(att)
             if code is not None:
                 raise AttestationError(code, _REASONS[code])
         except AttestationError as exc:
             if not skip_invalid:
-                raise InvalidBlock(f"attestation {index} (0x{att_id.hex()}): {exc}") from None
+                # (the serial check stops at the first bad signature before this one, and
+                # at this one's own before its state checks)
+                _fail_first(ahead, index + decoded, index,
+                            f"attestation {index} (0x{att_id.hex()}): {exc}")
             results.append((att_id, exc.code))
             continue
         view.apply(att)
         included.append(raw)
         results.append((att_id, OK))
     view.commit()
+    if ahead is not None and finish:
+        finish_signatures(ahead)
     return included, results
+
+
+PUMP_EVERY = 16  # unchecked attestations between two looks for the worker's answers
+
+
+def _fail_first(ahead: SignaturesAhead | None, limit: int, index: int, message: str) -> None:
+    """Raise InvalidBlock for the loop's failure at ``index`` (``message``), or for the
+    first attestation before ``limit`` whose signature does not verify, as the serial
+    check would have."""
+    bad = ahead.first_bad(limit) if ahead is not None else None
+    if bad is not None:
+        _raise_bad(ahead, *bad)
+    raise InvalidBlock(message) from None
+
+
+def _raise_bad(ahead: SignaturesAhead | None, index: int, exc: AttestationError) -> None:
+    att_id = ahead.ids[index] if ahead is not None else b""
+    raise InvalidBlock(f"attestation {index} (0x{att_id.hex()}): {exc}") from None
+
+
+def finish_signatures(ahead: SignaturesAhead) -> None:
+    """Settle the signatures of a checked block's attestations that its loop applied
+    unverified (:meth:`SignaturesAhead.finish`): InvalidBlock for the first bad one, with
+    the serial check's message."""
+    bad = ahead.finish()
+    if bad is not None:
+        _raise_bad(ahead, *bad)
 
 
 _REASONS = {
@@ -932,8 +977,10 @@ class TelemetryModule(SystemModule):
 
     def process_attestations(self, state: StateAPI, env: Any, attestations: Sequence[bytes],
                              skip_invalid: bool, ahead: SignaturesAhead | None = None,
+                             finish: bool = True,
                              ) -> tuple[list[bytes], list[tuple[bytes, str]]]:
-        return process_attestations(state, env, attestations, skip_invalid, ahead=ahead)
+        return process_attestations(state, env, attestations, skip_invalid, ahead=ahead,
+                                    finish=finish)
 
     # -- ABI views --
 
