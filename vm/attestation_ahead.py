@@ -158,37 +158,53 @@ def encode_skip(first: int, last: int) -> bytes:
 
 def _serve(conn: Any) -> None:
     """The worker process: answer tasks (:func:`answer_task`) in order until the socket
-    closes. Every frame that has come is read before each task (so the sender's bytes
-    never wait in the socket); a skip frame (:func:`encode_skip`) empties the tasks it
-    names that are still waiting: their answers carry no codes."""
+    closes. Every byte that has come is read before each task and cut into frames here
+    (so the sender's bytes never wait in the socket, and a frame the sender has only
+    partly written never holds up the tasks before it); a skip frame
+    (:func:`encode_skip`) empties the tasks it names that are still waiting: their
+    answers carry no codes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node's Ctrl-C is the node's to handle
     conn.send_bytes(b"ready")
+    fd = conn.fileno()
     poller = select.poll()
-    poller.register(conn.fileno(), select.POLLIN)
+    poller.register(fd, select.POLLIN)
     tasks: deque[bytes] = deque()
+    buf = bytearray()
     while True:
-        try:
-            if not tasks:
-                tasks.append(conn.recv_bytes())
-            while poller.poll(0):
-                tasks.append(conn.recv_bytes())
-                if len(tasks[-1]) == 8:
-                    _skip(tasks)
-        except (EOFError, OSError):
-            return
+        wait = -1 if not tasks else 0
+        while poller.poll(wait):  # (everything that has come, waiting only when idle)
+            data = os.read(fd, 1 << 20)
+            if not data:
+                return  # the node closed its end
+            buf += data
+            pos = 0
+            while len(buf) - pos >= 4:
+                n = int.from_bytes(buf[pos:pos + 4], "big")
+                if n > _MAX_FRAME:
+                    return  # (not our sender: nothing sensible to answer)
+                if len(buf) - pos - 4 < n:
+                    break
+                frame = bytes(buf[pos + 4:pos + 4 + n])
+                pos += 4 + n
+                if len(frame) == 8:
+                    _skip(tasks, frame)
+                else:
+                    tasks.append(frame)
+            del buf[:pos]
+            wait = 0 if tasks else -1
         task = tasks.popleft()
-        if len(task) == 8:
-            _skip(tasks, task)
-        elif len(task) <= 4:  # (skipped: its tag alone)
-            conn.send_bytes(task[:4])
-        else:
-            conn.send_bytes(answer_task(task))
+        try:
+            conn.send_bytes(task[:4] if len(task) <= 4 else answer_task(task))
+        except OSError:
+            return
 
 
-def _skip(tasks: deque[bytes], frame: bytes | None = None) -> None:
-    """Apply the skip frame at the end of ``tasks`` (or ``frame``) to the tasks before it."""
-    if frame is None:
-        frame = tasks.pop()
+_MAX_FRAME = 1 << 24  # bytes a frame may claim: far above any task (64 x 256 + 12)
+
+
+def _skip(tasks: deque[bytes], frame: bytes) -> None:
+    """Apply the skip ``frame`` to the waiting ``tasks``: those it names keep only their
+    tag (answered with no codes)."""
     first = int.from_bytes(frame[:4], "big")
     span = (int.from_bytes(frame[4:8], "big") - first) & 0xFFFFFFFF
     for k, task in enumerate(tasks):
