@@ -94,12 +94,14 @@ def _child(ref: Any) -> Any:
     return ref or None  # node hash, or None for an empty slot
 
 
-def decode_node(data: bytes) -> Any:
+def decode_node(data: bytes, keep_bytes: bool = False) -> Any:
     """``_compile(rlp_decode(data))`` for a stored trie node, with a branch's children
     (each an empty string or a 32-byte hash, but for a rare embedded node) read in one
     loop rather than item by item through the generic decoder: every node a block's
     writes walk that is not decoded yet (after a restart, ~11,000 a block at 100,000
-    vehicles) comes through here."""
+    vehicles) comes through here. With ``keep_bytes`` a branch with empty children and
+    no value carries ``data`` as a fourth item, its encoding, for the writer to splice
+    a changed child's hash into (:meth:`_Writer.update`)."""
     b = data[0]
     pos = 1 if b < 0xF8 else 1 + b - 0xF7  # past the list's own prefix
     children: list[Any] = []
@@ -121,6 +123,8 @@ def decode_node(data: bytes) -> Any:
         return _compile(rlp_decode(data))
     if end != len(data) or type(value) is not bytes:
         return _compile(rlp_decode(data))
+    if keep_bytes and not value and None in children and type(data) is bytes:
+        return (_BRANCH, tuple(children), value, data)
     return (_BRANCH, tuple(children), value)
 
 
@@ -178,19 +182,22 @@ class TrieNodes:
 
     ``cache`` (default: a new one of ``max_nodes``) holds the decoded nodes;
     :data:`SHARED_NODES` may be shared by any number of databases, since a hash names one
-    node wherever it is."""
+    node wherever it is. ``keep_bytes``: branches with empty children keep their
+    encoding (:func:`decode_node`), which :func:`update_trie` splices new child hashes
+    into rather than encoding the branch again (the storage tries' lower branches)."""
 
     def __init__(self, db: Any, max_nodes: int = 500_000,
-                 cache: NodeCache | None = None) -> None:
+                 cache: NodeCache | None = None, keep_bytes: bool = False) -> None:
         self.db = db
         self._nodes = NodeCache(max_nodes) if cache is None else cache
+        self.keep_bytes = keep_bytes
 
     def node(self, ref: Any) -> Any:
         if type(ref) is not bytes:
             return ref  # embedded or None
         node = self._nodes.get(ref)
         if node is None:
-            node = decode_node(self.db[ref])
+            node = decode_node(self.db[ref], self.keep_bytes)
             self._nodes.put(ref, node)
         return node
 
@@ -266,7 +273,7 @@ def warm_shared_nodes(db: Any, roots: Iterable[bytes], max_nodes: int) -> int:
     (no decoded nodes) thus pays for the upper levels of its system modules' storage
     tries, which every block's writes walk, once at start rather than in its first
     blocks. Nodes missing from ``db`` are skipped (a pruned or partial store)."""
-    nodes = TrieNodes(db, SHARED_MAX_NODES, SHARED_NODES)
+    nodes = TrieNodes(db, SHARED_MAX_NODES, SHARED_NODES, keep_bytes=True)
     level = [r for r in roots if r != BLANK_ROOT]
     done = 0
     while level and done + len(level) <= max_nodes:
@@ -396,7 +403,7 @@ _NEXT = {c: chr(ord(c) + 1) for c in _HEX}
 
 
 class _Writer:
-    __slots__ = ("nodes", "writes", "keep", "olds", "deletions")
+    __slots__ = ("nodes", "writes", "keep", "olds", "deletions", "keep_bytes")
 
     def __init__(self, nodes: TrieNodes, keep: bool, olds: dict[str, bytes] | None,
                  writes: MutableMapping[bytes, bytes],
@@ -408,24 +415,38 @@ class _Writer:
         # deletions[i]: how many of the first i keys are deleted (None: no key is), so
         # whether a range of keys deletes anything is known in O(1)
         self.deletions = deletions
+        # partial branches kept decoded with their encoding (TrieNodes.keep_bytes)
+        self.keep_bytes = keep and nodes.keep_bytes
 
     def seal(self, node: Any) -> Any:
         """How a parent refers to a final node: the node itself under 32 encoded bytes,
         else its hash (the node then written)."""
         if node[0] == _BRANCH:  # (encode_node's branch of hashes, inline: ~11,000 a block)
-            children = node[1]
-            try:
-                if None not in children:
-                    payload = b"\xa0" + b"\xa0".join(children)
-                else:
-                    payload = b"".join([b"\xa0" + c if c else b"\x80" for c in children])
-            except TypeError:  # an embedded child
-                encoded = encode_node(node)
+            if len(node) == 4:  # its encoding known (spliced by update)
+                encoded = node[3]
             else:
-                value = node[2]
-                payload += _rlp_bytes(value) if value else b"\x80"
-                n = len(payload)
-                encoded = (_LIST_PREFIX[n] if n < 1024 else rlp_length_prefix(n, 0xC0)) + payload
+                children = node[1]
+                try:
+                    if None not in children:
+                        payload = b"\xa0" + b"\xa0".join(children)
+                    else:
+                        payload = b"".join([b"\xa0" + c if c else b"\x80" for c in children])
+                        if self.keep_bytes and not node[2]:
+                            # kept with its encoding, for the next splice
+                            n = len(payload) + 1
+                            encoded = (_LIST_PREFIX[n] if n < 1024
+                                       else rlp_length_prefix(n, 0xC0)) + payload + b"\x80"
+                            node = (_BRANCH, children, b"", encoded)
+                            payload = b""
+                except TypeError:  # an embedded child
+                    encoded = encode_node(node)
+                else:
+                    if payload:
+                        value = node[2]
+                        payload += _rlp_bytes(value) if value else b"\x80"
+                        n = len(payload)
+                        encoded = (_LIST_PREFIX[n] if n < 1024
+                                   else rlp_length_prefix(n, 0xC0)) + payload
         else:
             encoded = encode_node(node)
         if len(encoded) < 32:
@@ -535,8 +556,12 @@ class _Writer:
             children: list[Any] = [None] * 16
             children[_NIBBLE[path[0]]] = node[2] if n == 1 else (_EXT, path[1:], node[2])
             value = b""
+            spliced = None
         else:
             children, value = list(node[1]), node[2]
+            # a partial branch's encoding (TrieNodes.keep_bytes): changed children's new
+            # hashes are spliced into it below instead of encoding it again
+            spliced = node[3] if len(node) == 4 else None
         i = lo
         if len(keys[i]) == depth:
             value = values[i]
@@ -550,12 +575,20 @@ class _Writer:
         # soon as it is built and is sealed there (no second pass over the sixteen).
         # An extension turned branch above holds an unsealed remainder: not eagerly.
         final = kind == _BRANCH and (deletions is None or deletions[hi] == deletions[lo])
+        if spliced is not None:
+            if final and i == lo:
+                before = node[1]
+                touched = []
+            else:
+                spliced = None
         seal = self.seal
         while i < hi:
             key = keys[i]
             nibble = key[depth]
             j = i + 1 if i + 1 == hi else bisect_left(keys, key[:depth] + _NEXT[nibble], i + 1, hi)
             slot = _NIBBLE[nibble]
+            if spliced is not None:
+                touched.append(slot)
             child = children[slot]
             if j == i + 1 and type(child) is bytes:
                 # the usual case, one key changed below a stored leaf of its own: the new
@@ -605,6 +638,18 @@ class _Writer:
             children[slot] = seal(child) if final else child  # (never None when final)
             i = j
         if final:
+            if spliced is not None:
+                # each changed child a hash replacing a hash (same length): spliced in at
+                # its offset (the list's prefix, 33 bytes a hash before it, 1 an empty)
+                start = 1 if spliced[0] < 0xF8 else spliced[0] - 0xF6
+                for slot in touched:
+                    new = children[slot]
+                    if type(new) is not bytes or type(before[slot]) is not bytes:
+                        break
+                    at = start + 33 * slot - 32 * before[:slot].count(None) + 1
+                    spliced = spliced[:at] + new + spliced[at + 32:]
+                else:
+                    return (_BRANCH, tuple(children), value, spliced)
             return (_BRANCH, tuple(children), value)
         empty = children.count(None)
         if empty < 15 or value and empty == 15:
@@ -671,7 +716,15 @@ def update_trie(nodes: TrieNodes, root: bytes, changes: Iterable[tuple[bytes, by
         get = old_values.get
         olds = {hex_key: old for hex_key, (key, _) in zip(keys, items, strict=True)
                 if (old := get(key))}
-    out: MutableMapping[bytes, bytes] = {} if writes is None else writes
+    return _update_sorted(nodes, root, keys, values, olds, keep,
+                          {} if writes is None else writes)
+
+
+def _update_sorted(nodes: TrieNodes, root: bytes, keys: list[str], values: list[bytes],
+                   olds: dict[str, bytes] | None, keep: bool,
+                   out: MutableMapping[bytes, bytes]) -> tuple[bytes, MutableMapping[bytes, bytes]]:
+    """:func:`update_trie` once its arguments are in the writer's form: ``keys`` in hex,
+    strictly ascending, ``values`` bytes (b"" deletes), ``olds`` by hex key."""
     if not keys:
         return root, out
     deletions = None
@@ -862,7 +915,7 @@ class FastStorageLookup(StorageLookup):
     _wiped = False
 
     def _nodes(self) -> TrieNodes:
-        return TrieNodes(self._db, SHARED_MAX_NODES, SHARED_NODES)
+        return TrieNodes(self._db, SHARED_MAX_NODES, SHARED_NODES, keep_bytes=True)
 
     def _decode_key(self, key: bytes) -> bytes:
         return _hashed_slot(key)
@@ -936,26 +989,35 @@ class FastStorageLookup(StorageLookup):
     def _fast(self) -> tuple[bytes, MutableMapping[bytes, bytes]]:
         if self._fast_result is None:
             root, pending = self._starting_root_hash, self._pending or {}
+            # update_trie's arguments made here in its writer's form: the keys sorted
+            # alone (not as (key, value) pairs: a third of the time) and in hex once
+            hashes = sorted(pending)
+            keys = [hashed.hex() for hashed in hashes]
+            values = [pending[hashed] for hashed in hashes]
             # the values the block read before writing (the root's slot layer keeps
             # them): the writer then knows each changed leaf without reading it
-            olds: dict[bytes, bytes] = {}
+            olds: dict[str, bytes] = {}
             top = SLOT_LAYERS.get(root)
-            missed: Iterable[bytes] = pending
             if top is not None:  # (the block's own reads: nearly all in the root's layer)
-                values = top.values
-                missed = [hashed for hashed in pending if hashed not in values]
-                olds = {hashed: old for hashed in pending if (old := values.get(hashed))}
-                top = top.parent
-            for hashed in missed:
-                layer = top  # (_layer_value, inline)
-                while layer is not None:
-                    old = layer.values.get(hashed)
-                    if old is not None:
-                        if old:
-                            olds[hashed] = old
-                        break
-                    layer = layer.parent
-            self._fast_result = update_trie(self._nodes(), root, sorted(pending.items()), olds)
+                held = top.values
+                get = held.get
+                olds = {key: old for key, hashed in zip(keys, hashes, strict=True)
+                        if (old := get(hashed))}
+                below = top.parent
+                if below is not None:
+                    for key, hashed in zip(keys, hashes, strict=True):
+                        if hashed in held:
+                            continue
+                        layer: _SlotLayer | None = below  # (_layer_value, inline)
+                        while layer is not None:
+                            old = layer.values.get(hashed)
+                            if old is not None:
+                                if old:
+                                    olds[key] = old
+                                break
+                            layer = layer.parent
+            self._fast_result = _update_sorted(self._nodes(), root, keys, values,
+                                               olds or None, True, {})
         return self._fast_result
 
     @property
