@@ -320,6 +320,9 @@ def _rlp_bytes(item: bytes) -> bytes:
 
 
 _STRING_PREFIX = tuple(bytes((0x80 + n,)) for n in range(56))
+# string prefixes by length up to 1 KiB, long ones too (a list root's items: attestations,
+# transactions, receipts)
+_STRING_PREFIX_1K = tuple(rlp_length_prefix(n, 0x80) for n in range(1024))
 # list prefixes by payload length, up to the largest branch (16 hashes and a value)
 _LIST_PREFIX = tuple(rlp_length_prefix(n, 0xC0) for n in range(1024))
 
@@ -389,8 +392,8 @@ def _leaf_rlp(path: str, value: bytes, path_rlp: bytes | None = None) -> bytes:
     n = len(value)
     if n == 1 and value[0] < 0x80:
         payload += value
-    elif n < 56:
-        payload += _STRING_PREFIX[n] + value
+    elif n < 1024:
+        payload += _STRING_PREFIX_1K[n] + value
     else:
         payload += rlp_length_prefix(n, 0x80) + value
     n = len(payload)
@@ -464,7 +467,22 @@ class _Writer:
     def seal_leaf(self, path: str, value: bytes, path_rlp: bytes | None) -> Any:
         """``seal((_LEAF, path, value))`` in one call (``path_rlp``: :func:`_leaf_path`
         of ``path`` if known): every changed slot's new leaf."""
-        encoded = _leaf_rlp(path, value, path_rlp)
+        if path_rlp is None:  # (_leaf_rlp, inline: every new leaf of every trie)
+            hp = bytes.fromhex("3" + path if len(path) & 1 else "20" + path)
+            n = len(hp)  # at least 1 byte
+            if n == 1 and hp[0] < 0x80:
+                path_rlp = hp
+            else:
+                path_rlp = (_STRING_PREFIX[n] if n < 56 else rlp_length_prefix(n, 0x80)) + hp
+        n = len(value)
+        if n == 1 and value[0] < 0x80:
+            encoded = path_rlp + value
+        elif n < 1024:
+            encoded = path_rlp + _STRING_PREFIX_1K[n] + value
+        else:
+            encoded = path_rlp + rlp_length_prefix(n, 0x80) + value
+        n = len(encoded)
+        encoded = (_LIST_PREFIX[n] if n < 1024 else rlp_length_prefix(n, 0xC0)) + encoded
         if len(encoded) < 32:
             return (_LEAF, path, value)
         digest = keccak_new(encoded).digest()
@@ -744,17 +762,29 @@ def _update_sorted(nodes: TrieNodes, root: bytes, keys: list[str], values: list[
     return digest, writer.writes
 
 
+@lru_cache(maxsize=8)
+def _list_keys(n: int) -> tuple[list[int], list[str]]:
+    """The indices 0..n-1 in the order of their keys ``rlp(index)``, and those keys in
+    hex: 1..127 (one byte each, below 0x80), 0 (0x80), then 128.. (a length byte from
+    0x81 up, then the big-endian index: ordered as the indices). A block's list roots
+    ask for the same few lengths again and again."""
+    order = [*range(1, min(n, 128)), 0, *range(128, n)]
+    return order, [rlp_uint(i).hex() for i in order]
+
+
 def compute_list_root(items: Sequence[bytes]) -> bytes:
     """Ethereum-style ordered trie root over ``rlp(index) -> item`` (transactions, receipts,
-    attestations), by :func:`update_trie` in one pass over the sorted keys: the root
-    py-trie gives. Items are never empty (a block's items are checked before its roots
-    are computed); an empty one is refused."""
+    attestations), by :func:`update_trie`'s writer in one pass over the keys in order
+    (:func:`_list_keys`, no sort): the root py-trie gives. Items are never empty (a
+    block's items are checked before its roots are computed); an empty one is refused."""
     if not items:
         return BLANK_ROOT
-    keyed = sorted((rlp_uint(i), bytes(item)) for i, item in enumerate(items))
-    if not all(item for _, item in keyed):
+    order, keys = _list_keys(len(items))
+    values = [bytes(items[i]) for i in order]
+    if not all(values):
         raise ValueError("an empty item has no place in a list root")
-    return update_trie(TrieNodes({}), BLANK_ROOT, keyed, keep=False, writes=DISCARD)[0]
+    # (the new nodes into a dict dropped after: cheaper than DISCARD's Python-level store)
+    return _update_sorted(TrieNodes({}), BLANK_ROOT, keys, values, None, False, {})[0]
 
 
 # --- under py-evm's account storage ---------------------------------------------------

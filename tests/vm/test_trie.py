@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import rlp
 from eth.constants import BLANK_ROOT_HASH
 from eth.db.account import AccountDB
@@ -101,6 +102,23 @@ def test_spliced_branches_give_py_tries_roots_and_nodes():
         assert kept or keylen == 2
         for h, n in kept:
             assert n[3] == trie.encode_node(n[:3]) == store[h]
+
+
+def test_list_roots_are_py_tries():
+    """compute_list_root (keys in order without a sort: 1..127, 0, 128..) against
+    py-trie's trie of rlp(index) -> item, across the key lengths' boundaries, with
+    items short enough to be embedded and long enough for a two-byte length."""
+    rng = random.Random(3)
+    for n in (1, 2, 16, 127, 128, 129, 255, 256, 257, 1_000):
+        items = [_rand_bytes(rng, rng.choice([1, 2, 30, 60, 300])) for _ in range(n)]
+        reference = HexaryTrie({})
+        for i, item in enumerate(items):
+            reference[rlp.encode(i)] = item
+        assert trie.compute_list_root(items) == reference.root_hash
+        assert trie.compute_list_root([bytearray(item) for item in items]) == reference.root_hash
+    assert trie.compute_list_root([]) == BLANK_ROOT
+    with pytest.raises(ValueError):
+        trie.compute_list_root([b"a", b""])
 
 
 def test_decode_node_matches_the_generic_decoder():
