@@ -651,6 +651,14 @@ class _Writer:
                             children[slot] = (_LEAF, node[1], new)
                         i = j
                         continue
+                    if final and node[0] == _BRANCH and values[i] and not node[2]:
+                        # a stored branch, one key changed below it: down to that key's
+                        # leaf and back in one call a level (one_below)
+                        sealed = self.one_below(node, key, values[i], below)
+                        if sealed is not None:
+                            children[slot] = sealed
+                            i = j
+                            continue
                     child = node  # decoded: the call down need not resolve it again
             child = self.update(child, keys, values, i, j, below)
             children[slot] = seal(child) if final else child  # (never None when final)
@@ -681,6 +689,94 @@ class _Writer:
         only = next(i for i in range(16) if children[i] is not None)
         # a branch of one child: merged into it
         return self._prefixed(_HEX[only], self.resolve(children[only], "", 0, 0))
+
+    def one_below(self, node: Any, key: str, value: bytes, depth: int) -> Any:
+        """How the parent refers to ``node``, a decoded branch without a value
+        (``depth`` nibbles down), once ``key``'s value is replaced by ``value``
+        (non-empty), when ``key`` is the only changed key below it and is already there:
+        its stored child on the key's path is the key's leaf (known decoded, or from its
+        old value as :meth:`update` knows it) or another such branch, handled alike.
+        None, before anything is written, otherwise (:meth:`update` then does it). What
+        :meth:`update` and :meth:`seal` do for it, without their general steps: the
+        usual case of a large storage trie's lower branches, one a changed slot."""
+        children = node[1]
+        slot = _NIBBLE[key[depth]]
+        child = children[slot]
+        if type(child) is not bytes:
+            return None
+        cache = self.nodes._nodes
+        below = depth + 1
+        rest = key[below:]
+        found = cache.young.get(child)
+        if found is None and child in cache.old:
+            found = cache.get(child)
+        if found is None:  # the key's old leaf, if its hash is the reference
+            olds = self.olds
+            old = olds.get(key) if olds is not None else None
+            if not old:
+                return None
+            hp = bytes.fromhex("3" + rest if len(rest) & 1 else "20" + rest)  # (_leaf_path)
+            n = len(hp)
+            if n == 1 and hp[0] < 0x80:
+                path_rlp = hp
+            else:
+                path_rlp = (_STRING_PREFIX[n] if n < 56 else rlp_length_prefix(n, 0x80)) + hp
+            n = len(old)
+            if n == 1 and old[0] < 0x80:
+                encoded = path_rlp + old
+            elif n < 1024:
+                encoded = path_rlp + _STRING_PREFIX_1K[n] + old
+            else:
+                return None
+            n = len(encoded)
+            if n >= 1024 or keccak_new(_LIST_PREFIX[n] + encoded).digest() != child:
+                return None  # not this key's leaf: update reads the node
+            sealed = self.seal_leaf(rest, value, path_rlp)
+        elif found[0] == _LEAF:
+            if found[1] != rest:
+                return None
+            sealed = self.seal_leaf(rest, value, None)
+        elif found[0] == _BRANCH and not found[2]:
+            # a branch below: the same step there (nothing is written unless it succeeds,
+            # and nothing here fails after it)
+            sealed = self.one_below(found, key, value, below)
+            if sealed is None:
+                return None
+        else:
+            return None
+        children = children[:slot] + (sealed,) + children[slot + 1:]
+        if len(node) == 4 and type(sealed) is bytes:
+            # the encoding known (TrieNodes.keep_bytes): the new hash spliced in at its
+            # offset (the list's prefix, 33 bytes a hash before it, 1 an empty child)
+            encoded = node[3]
+            at = (1 if encoded[0] < 0xF8 else encoded[0] - 0xF6) + 33 * slot \
+                - 32 * node[1][:slot].count(None) + 1
+            encoded = encoded[:at] + sealed + encoded[at + 32:]
+            new: Any = (_BRANCH, children, b"", encoded)
+        else:
+            new = (_BRANCH, children, b"")
+            try:
+                if None not in children:  # (seal's, inline)
+                    payload = b"\xa0" + b"\xa0".join(children) + b"\x80"
+                else:
+                    payload = b"".join([b"\xa0" + c if c else b"\x80" for c in children]) + b"\x80"
+            except TypeError:  # an embedded child
+                encoded = encode_node(new)
+            else:
+                n = len(payload)
+                encoded = (_LIST_PREFIX[n] if n < 1024 else rlp_length_prefix(n, 0xC0)) + payload
+                if self.keep_bytes and None in children:
+                    new = (_BRANCH, children, b"", encoded)
+            if len(encoded) < 32:
+                return new  # (embedded in its parent)
+        digest = keccak_new(encoded).digest()
+        self.writes[digest] = encoded
+        if self.keep:  # (NodeCache.put, inline)
+            young = cache.young
+            young[digest] = new
+            if len(young) >= cache.half:
+                cache.old, cache.young = young, {}
+        return digest
 
     def _build_present(self, keys: list[str], values: list[bytes], lo: int, hi: int,
                        depth: int) -> Any:

@@ -70,8 +70,9 @@ def test_update_trie_matches_py_trie_on_random_tries():
 def test_spliced_branches_give_py_tries_roots_and_nodes():
     """Rounds of replaced values (and a few inserts and deletions) on one trie, the
     writer's partial branches kept with their encodings (TrieNodes.keep_bytes) and their
-    changed children's hashes spliced in: each round's root and new node bytes are
-    py-trie's, and every kept encoding is its node's."""
+    changed children's hashes spliced in, one changed key below a branch taken in one
+    step (_Writer.one_below): each round's root and new node bytes are py-trie's, and
+    every kept encoding is its node's."""
     rng = random.Random(11)
     for keylen, count in ((32, 3_000), (32, 40), (2, 300)):
         db: dict[bytes, bytes] = {}
@@ -90,7 +91,10 @@ def test_spliced_branches_give_py_tries_roots_and_nodes():
                 items[_rand_bytes(rng, keylen)] = b"\x01\x02"
                 items[rng.choice(keys)] = None
             nodes = TrieNodes(store, cache=cache, keep_bytes=True)
-            root, writes = update_trie(nodes, root, sorted(items.items()))
+            # the old values (as the slot layers give them) in every other round: the
+            # changed leaves then known from them, or else read
+            olds = {k: reference[k] for k in items} if round_ % 2 == 0 else None
+            root, writes = update_trie(nodes, root, sorted(items.items()), olds)
             _apply(reference, items)
             assert root == reference.root_hash
             assert all(db[h] == encoded for h, encoded in writes.items() if h != root)
