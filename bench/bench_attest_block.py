@@ -42,6 +42,10 @@ blocks first: the block replayed here would otherwise find its slots' LevelDB bl
 cached from its last run, which a validator of a large fleet does not (its devices'
 slots were last read ~50 blocks and ~400,000 reads ago); the OS page cache still holds
 the files.
+With ``--fleet``, "after the loop" gives, for the best run of three kinds, the thread
+CPU of ``state.persist()`` (the storage roots of the touched accounts, the trie writer,
+the flat diff, the account trie root) and of the block's list roots: the work a
+block's execution does after its attestation loop.
 ``--keep-dir DIR`` keeps the built store in DIR and reuses it on the next run (the
 100,000-vehicle build takes ~2 min of CPU, 1,000,000 ~20: docs/benchmarks.md, "A fleet's
 store at 100,000 and 1,000,000 vehicles"; ``bench_fleet --dir DIR`` builds the same
