@@ -42,6 +42,10 @@ blocks first: the block replayed here would otherwise find its slots' LevelDB bl
 cached from its last run, which a validator of a large fleet does not (its devices'
 slots were last read ~50 blocks and ~400,000 reads ago); the OS page cache still holds
 the files.
+With ``--fleet``, "after the loop" gives, for the best run of three kinds, the thread
+CPU of ``state.persist()`` (the storage roots of the touched accounts, the trie writer,
+the flat diff, the account trie root) and of the block's list roots: the work a
+block's execution does after its attestation loop.
 ``--keep-dir DIR`` keeps the built store in DIR and reuses it on the next run (the
 100,000-vehicle build takes ~2 min of CPU, 1,000,000 ~20: docs/benchmarks.md, "A fleet's
 store at 100,000 and 1,000,000 vehicles"; ``bench_fleet --dir DIR`` builds the same
@@ -144,6 +148,47 @@ def print_wall(best: dict[str, tuple[float, float, float, int]], n: int, rec: fl
                  f"{by_worker} by the worker" if name != "serial" else f"; thread CPU {cpu:.3f} s")
         print(f"{label:42s} {wall:7.3f} s wall ({n / wall:7.0f} /s)  = {wall / rec:5.2f} x recovery"
               f"  {1e3 * wall / n:6.3f} ms each{extra}")
+
+
+class _PhaseTimes:
+    """Thread CPU of a block's work after its loop, noted while installed: ``persist``
+    (``state.persist()``: the storage roots of the touched accounts, the trie writer, the
+    flat diff, the account trie root) and ``roots`` (the block's list roots:
+    ``vm.execute.compute_list_root``), each the sum over the last block."""
+
+    def __init__(self) -> None:
+        self.persist = self.roots = 0.0
+
+    def reset(self) -> None:
+        self.persist = self.roots = 0.0
+
+    def install(self) -> Any:
+        import vm.execute
+
+        persist, list_root = MotusState.persist, vm.execute.compute_list_root
+
+        def timed_persist(state: Any) -> Any:
+            t0 = time.thread_time()
+            try:
+                return persist(state)
+            finally:
+                self.persist += time.thread_time() - t0
+
+        def timed_root(items: Any) -> bytes:
+            t0 = time.thread_time()
+            try:
+                return list_root(items)
+            finally:
+                self.roots += time.thread_time() - t0
+
+        MotusState.persist = timed_persist  # type: ignore[method-assign]
+        vm.execute.compute_list_root = timed_root  # type: ignore[assignment]
+
+        def uninstall() -> None:
+            MotusState.persist = persist  # type: ignore[method-assign]
+            vm.execute.compute_list_root = list_root  # type: ignore[assignment]
+
+        return uninstall
 
 
 def fleet_block(n: int, keep_dir: str | None, block_cache_mb: int | None = None,
@@ -398,11 +443,21 @@ def run_fleet(args: argparse.Namespace) -> None:
                 "uncached": (block_cache_cold, execute), "evicted": (cache_evicted, execute),
                 "warm": (None, execute)}
         best = dict.fromkeys(runs, float("inf"))
-        for _ in range(args.repeat):  # interleaved: every figure sees the same machine
-            for name, (prepare, run) in runs.items():
-                if prepare is not None:
-                    prepare()
-                best[name] = min(best[name], _cpu(run))
+        phases = _PhaseTimes()
+        after: dict[str, tuple[float, float]] = {}  # kind -> (persist, list roots) of its best
+        uninstall = phases.install()
+        try:
+            for _ in range(args.repeat):  # interleaved: every figure sees the same machine
+                for name, (prepare, run) in runs.items():
+                    if prepare is not None:
+                        prepare()
+                    phases.reset()
+                    sec = _cpu(run)
+                    if sec < best[name]:
+                        best[name] = sec
+                        after[name] = (phases.persist, phases.roots)
+        finally:
+            uninstall()
         worker = started_worker()
         try:
             walls = wall_runs(execute, worker, args.repeat)
@@ -424,6 +479,11 @@ def run_fleet(args: argparse.Namespace) -> None:
             print(f"{label:42s} {sec:7.3f} s CPU  ({n / sec:7.0f} /s)  = {sec / rec:5.2f} x recovery"
                   f"  {1e3 * sec / n:6.3f} ms each")
         print_wall(walls, n, rec)
+        for name in ("warm", "fresh", "uncached"):
+            persist, roots = after[name]
+            print(f"  after the loop ({name}): state.persist {1e3 * persist:5.1f} ms CPU "
+                  f"(storage roots, trie writes, flat diff, account root), list roots "
+                  f"{1e3 * roots:4.1f} ms")
         print(f"(the start's warm-up: {warmed[0]:,} upper storage trie nodes decoded in "
               f"{warmed[1]:.2f} s CPU)")
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -94,12 +94,14 @@ def _child(ref: Any) -> Any:
     return ref or None  # node hash, or None for an empty slot
 
 
-def decode_node(data: bytes) -> Any:
+def decode_node(data: bytes, keep_bytes: bool = False) -> Any:
     """``_compile(rlp_decode(data))`` for a stored trie node, with a branch's children
     (each an empty string or a 32-byte hash, but for a rare embedded node) read in one
     loop rather than item by item through the generic decoder: every node a block's
     writes walk that is not decoded yet (after a restart, ~11,000 a block at 100,000
-    vehicles) comes through here."""
+    vehicles) comes through here. With ``keep_bytes`` a branch with empty children and
+    no value carries ``data`` as a fourth item, its encoding, for the writer to splice
+    a changed child's hash into (:meth:`_Writer.update`)."""
     b = data[0]
     pos = 1 if b < 0xF8 else 1 + b - 0xF7  # past the list's own prefix
     children: list[Any] = []
@@ -121,6 +123,8 @@ def decode_node(data: bytes) -> Any:
         return _compile(rlp_decode(data))
     if end != len(data) or type(value) is not bytes:
         return _compile(rlp_decode(data))
+    if keep_bytes and not value and None in children and type(data) is bytes:
+        return (_BRANCH, tuple(children), value, data)
     return (_BRANCH, tuple(children), value)
 
 
@@ -178,19 +182,22 @@ class TrieNodes:
 
     ``cache`` (default: a new one of ``max_nodes``) holds the decoded nodes;
     :data:`SHARED_NODES` may be shared by any number of databases, since a hash names one
-    node wherever it is."""
+    node wherever it is. ``keep_bytes``: branches with empty children keep their
+    encoding (:func:`decode_node`), which :func:`update_trie` splices new child hashes
+    into rather than encoding the branch again (the storage tries' lower branches)."""
 
     def __init__(self, db: Any, max_nodes: int = 500_000,
-                 cache: NodeCache | None = None) -> None:
+                 cache: NodeCache | None = None, keep_bytes: bool = False) -> None:
         self.db = db
         self._nodes = NodeCache(max_nodes) if cache is None else cache
+        self.keep_bytes = keep_bytes
 
     def node(self, ref: Any) -> Any:
         if type(ref) is not bytes:
             return ref  # embedded or None
         node = self._nodes.get(ref)
         if node is None:
-            node = decode_node(self.db[ref])
+            node = decode_node(self.db[ref], self.keep_bytes)
             self._nodes.put(ref, node)
         return node
 
@@ -266,7 +273,7 @@ def warm_shared_nodes(db: Any, roots: Iterable[bytes], max_nodes: int) -> int:
     (no decoded nodes) thus pays for the upper levels of its system modules' storage
     tries, which every block's writes walk, once at start rather than in its first
     blocks. Nodes missing from ``db`` are skipped (a pruned or partial store)."""
-    nodes = TrieNodes(db, SHARED_MAX_NODES, SHARED_NODES)
+    nodes = TrieNodes(db, SHARED_MAX_NODES, SHARED_NODES, keep_bytes=True)
     level = [r for r in roots if r != BLANK_ROOT]
     done = 0
     while level and done + len(level) <= max_nodes:
@@ -313,6 +320,9 @@ def _rlp_bytes(item: bytes) -> bytes:
 
 
 _STRING_PREFIX = tuple(bytes((0x80 + n,)) for n in range(56))
+# string prefixes by length up to 1 KiB, long ones too (a list root's items: attestations,
+# transactions, receipts)
+_STRING_PREFIX_1K = tuple(rlp_length_prefix(n, 0x80) for n in range(1024))
 # list prefixes by payload length, up to the largest branch (16 hashes and a value)
 _LIST_PREFIX = tuple(rlp_length_prefix(n, 0xC0) for n in range(1024))
 
@@ -382,8 +392,8 @@ def _leaf_rlp(path: str, value: bytes, path_rlp: bytes | None = None) -> bytes:
     n = len(value)
     if n == 1 and value[0] < 0x80:
         payload += value
-    elif n < 56:
-        payload += _STRING_PREFIX[n] + value
+    elif n < 1024:
+        payload += _STRING_PREFIX_1K[n] + value
     else:
         payload += rlp_length_prefix(n, 0x80) + value
     n = len(payload)
@@ -396,7 +406,7 @@ _NEXT = {c: chr(ord(c) + 1) for c in _HEX}
 
 
 class _Writer:
-    __slots__ = ("nodes", "writes", "keep", "olds", "deletions")
+    __slots__ = ("nodes", "writes", "keep", "olds", "deletions", "keep_bytes")
 
     def __init__(self, nodes: TrieNodes, keep: bool, olds: dict[str, bytes] | None,
                  writes: MutableMapping[bytes, bytes],
@@ -408,24 +418,38 @@ class _Writer:
         # deletions[i]: how many of the first i keys are deleted (None: no key is), so
         # whether a range of keys deletes anything is known in O(1)
         self.deletions = deletions
+        # partial branches kept decoded with their encoding (TrieNodes.keep_bytes)
+        self.keep_bytes = keep and nodes.keep_bytes
 
     def seal(self, node: Any) -> Any:
         """How a parent refers to a final node: the node itself under 32 encoded bytes,
         else its hash (the node then written)."""
         if node[0] == _BRANCH:  # (encode_node's branch of hashes, inline: ~11,000 a block)
-            children = node[1]
-            try:
-                if None not in children:
-                    payload = b"\xa0" + b"\xa0".join(children)
-                else:
-                    payload = b"".join([b"\xa0" + c if c else b"\x80" for c in children])
-            except TypeError:  # an embedded child
-                encoded = encode_node(node)
+            if len(node) == 4:  # its encoding known (spliced by update)
+                encoded = node[3]
             else:
-                value = node[2]
-                payload += _rlp_bytes(value) if value else b"\x80"
-                n = len(payload)
-                encoded = (_LIST_PREFIX[n] if n < 1024 else rlp_length_prefix(n, 0xC0)) + payload
+                children = node[1]
+                try:
+                    if None not in children:
+                        payload = b"\xa0" + b"\xa0".join(children)
+                    else:
+                        payload = b"".join([b"\xa0" + c if c else b"\x80" for c in children])
+                        if self.keep_bytes and not node[2]:
+                            # kept with its encoding, for the next splice
+                            n = len(payload) + 1
+                            encoded = (_LIST_PREFIX[n] if n < 1024
+                                       else rlp_length_prefix(n, 0xC0)) + payload + b"\x80"
+                            node = (_BRANCH, children, b"", encoded)
+                            payload = b""
+                except TypeError:  # an embedded child
+                    encoded = encode_node(node)
+                else:
+                    if payload:
+                        value = node[2]
+                        payload += _rlp_bytes(value) if value else b"\x80"
+                        n = len(payload)
+                        encoded = (_LIST_PREFIX[n] if n < 1024
+                                   else rlp_length_prefix(n, 0xC0)) + payload
         else:
             encoded = encode_node(node)
         if len(encoded) < 32:
@@ -443,7 +467,22 @@ class _Writer:
     def seal_leaf(self, path: str, value: bytes, path_rlp: bytes | None) -> Any:
         """``seal((_LEAF, path, value))`` in one call (``path_rlp``: :func:`_leaf_path`
         of ``path`` if known): every changed slot's new leaf."""
-        encoded = _leaf_rlp(path, value, path_rlp)
+        if path_rlp is None:  # (_leaf_rlp, inline: every new leaf of every trie)
+            hp = bytes.fromhex("3" + path if len(path) & 1 else "20" + path)
+            n = len(hp)  # at least 1 byte
+            if n == 1 and hp[0] < 0x80:
+                path_rlp = hp
+            else:
+                path_rlp = (_STRING_PREFIX[n] if n < 56 else rlp_length_prefix(n, 0x80)) + hp
+        n = len(value)
+        if n == 1 and value[0] < 0x80:
+            encoded = path_rlp + value
+        elif n < 1024:
+            encoded = path_rlp + _STRING_PREFIX_1K[n] + value
+        else:
+            encoded = path_rlp + rlp_length_prefix(n, 0x80) + value
+        n = len(encoded)
+        encoded = (_LIST_PREFIX[n] if n < 1024 else rlp_length_prefix(n, 0xC0)) + encoded
         if len(encoded) < 32:
             return (_LEAF, path, value)
         digest = keccak_new(encoded).digest()
@@ -535,8 +574,12 @@ class _Writer:
             children: list[Any] = [None] * 16
             children[_NIBBLE[path[0]]] = node[2] if n == 1 else (_EXT, path[1:], node[2])
             value = b""
+            spliced = None
         else:
             children, value = list(node[1]), node[2]
+            # a partial branch's encoding (TrieNodes.keep_bytes): changed children's new
+            # hashes are spliced into it below instead of encoding it again
+            spliced = node[3] if len(node) == 4 else None
         i = lo
         if len(keys[i]) == depth:
             value = values[i]
@@ -550,12 +593,20 @@ class _Writer:
         # soon as it is built and is sealed there (no second pass over the sixteen).
         # An extension turned branch above holds an unsealed remainder: not eagerly.
         final = kind == _BRANCH and (deletions is None or deletions[hi] == deletions[lo])
+        if spliced is not None:
+            if final and i == lo:
+                before = node[1]
+                touched = []
+            else:
+                spliced = None
         seal = self.seal
         while i < hi:
             key = keys[i]
             nibble = key[depth]
             j = i + 1 if i + 1 == hi else bisect_left(keys, key[:depth] + _NEXT[nibble], i + 1, hi)
             slot = _NIBBLE[nibble]
+            if spliced is not None:
+                touched.append(slot)
             child = children[slot]
             if j == i + 1 and type(child) is bytes:
                 # the usual case, one key changed below a stored leaf of its own: the new
@@ -600,11 +651,31 @@ class _Writer:
                             children[slot] = (_LEAF, node[1], new)
                         i = j
                         continue
+                    if final and node[0] == _BRANCH and values[i] and not node[2]:
+                        # a stored branch, one key changed below it: down to that key's
+                        # leaf and back in one call a level (one_below)
+                        sealed = self.one_below(node, key, values[i], below)
+                        if sealed is not None:
+                            children[slot] = sealed
+                            i = j
+                            continue
                     child = node  # decoded: the call down need not resolve it again
             child = self.update(child, keys, values, i, j, below)
             children[slot] = seal(child) if final else child  # (never None when final)
             i = j
         if final:
+            if spliced is not None:
+                # each changed child a hash replacing a hash (same length): spliced in at
+                # its offset (the list's prefix, 33 bytes a hash before it, 1 an empty)
+                start = 1 if spliced[0] < 0xF8 else spliced[0] - 0xF6
+                for slot in touched:
+                    new = children[slot]
+                    if type(new) is not bytes or type(before[slot]) is not bytes:
+                        break
+                    at = start + 33 * slot - 32 * before[:slot].count(None) + 1
+                    spliced = spliced[:at] + new + spliced[at + 32:]
+                else:
+                    return (_BRANCH, tuple(children), value, spliced)
             return (_BRANCH, tuple(children), value)
         empty = children.count(None)
         if empty < 15 or value and empty == 15:
@@ -618,6 +689,94 @@ class _Writer:
         only = next(i for i in range(16) if children[i] is not None)
         # a branch of one child: merged into it
         return self._prefixed(_HEX[only], self.resolve(children[only], "", 0, 0))
+
+    def one_below(self, node: Any, key: str, value: bytes, depth: int) -> Any:
+        """How the parent refers to ``node``, a decoded branch without a value
+        (``depth`` nibbles down), once ``key``'s value is replaced by ``value``
+        (non-empty), when ``key`` is the only changed key below it and is already there:
+        its stored child on the key's path is the key's leaf (known decoded, or from its
+        old value as :meth:`update` knows it) or another such branch, handled alike.
+        None, before anything is written, otherwise (:meth:`update` then does it). What
+        :meth:`update` and :meth:`seal` do for it, without their general steps: the
+        usual case of a large storage trie's lower branches, one a changed slot."""
+        children = node[1]
+        slot = _NIBBLE[key[depth]]
+        child = children[slot]
+        if type(child) is not bytes:
+            return None
+        cache = self.nodes._nodes
+        below = depth + 1
+        rest = key[below:]
+        found = cache.young.get(child)
+        if found is None and child in cache.old:
+            found = cache.get(child)
+        if found is None:  # the key's old leaf, if its hash is the reference
+            olds = self.olds
+            old = olds.get(key) if olds is not None else None
+            if not old:
+                return None
+            hp = bytes.fromhex("3" + rest if len(rest) & 1 else "20" + rest)  # (_leaf_path)
+            n = len(hp)
+            if n == 1 and hp[0] < 0x80:
+                path_rlp = hp
+            else:
+                path_rlp = (_STRING_PREFIX[n] if n < 56 else rlp_length_prefix(n, 0x80)) + hp
+            n = len(old)
+            if n == 1 and old[0] < 0x80:
+                encoded = path_rlp + old
+            elif n < 1024:
+                encoded = path_rlp + _STRING_PREFIX_1K[n] + old
+            else:
+                return None
+            n = len(encoded)
+            if n >= 1024 or keccak_new(_LIST_PREFIX[n] + encoded).digest() != child:
+                return None  # not this key's leaf: update reads the node
+            sealed = self.seal_leaf(rest, value, path_rlp)
+        elif found[0] == _LEAF:
+            if found[1] != rest:
+                return None
+            sealed = self.seal_leaf(rest, value, None)
+        elif found[0] == _BRANCH and not found[2]:
+            # a branch below: the same step there (nothing is written unless it succeeds,
+            # and nothing here fails after it)
+            sealed = self.one_below(found, key, value, below)
+            if sealed is None:
+                return None
+        else:
+            return None
+        children = children[:slot] + (sealed,) + children[slot + 1:]
+        if len(node) == 4 and type(sealed) is bytes:
+            # the encoding known (TrieNodes.keep_bytes): the new hash spliced in at its
+            # offset (the list's prefix, 33 bytes a hash before it, 1 an empty child)
+            encoded = node[3]
+            at = (1 if encoded[0] < 0xF8 else encoded[0] - 0xF6) + 33 * slot \
+                - 32 * node[1][:slot].count(None) + 1
+            encoded = encoded[:at] + sealed + encoded[at + 32:]
+            new: Any = (_BRANCH, children, b"", encoded)
+        else:
+            new = (_BRANCH, children, b"")
+            try:
+                if None not in children:  # (seal's, inline)
+                    payload = b"\xa0" + b"\xa0".join(children) + b"\x80"
+                else:
+                    payload = b"".join([b"\xa0" + c if c else b"\x80" for c in children]) + b"\x80"
+            except TypeError:  # an embedded child
+                encoded = encode_node(new)
+            else:
+                n = len(payload)
+                encoded = (_LIST_PREFIX[n] if n < 1024 else rlp_length_prefix(n, 0xC0)) + payload
+                if self.keep_bytes and None in children:
+                    new = (_BRANCH, children, b"", encoded)
+            if len(encoded) < 32:
+                return new  # (embedded in its parent)
+        digest = keccak_new(encoded).digest()
+        self.writes[digest] = encoded
+        if self.keep:  # (NodeCache.put, inline)
+            young = cache.young
+            young[digest] = new
+            if len(young) >= cache.half:
+                cache.old, cache.young = young, {}
+        return digest
 
     def _build_present(self, keys: list[str], values: list[bytes], lo: int, hi: int,
                        depth: int) -> Any:
@@ -671,7 +830,15 @@ def update_trie(nodes: TrieNodes, root: bytes, changes: Iterable[tuple[bytes, by
         get = old_values.get
         olds = {hex_key: old for hex_key, (key, _) in zip(keys, items, strict=True)
                 if (old := get(key))}
-    out: MutableMapping[bytes, bytes] = {} if writes is None else writes
+    return _update_sorted(nodes, root, keys, values, olds, keep,
+                          {} if writes is None else writes)
+
+
+def _update_sorted(nodes: TrieNodes, root: bytes, keys: list[str], values: list[bytes],
+                   olds: dict[str, bytes] | None, keep: bool,
+                   out: MutableMapping[bytes, bytes]) -> tuple[bytes, MutableMapping[bytes, bytes]]:
+    """:func:`update_trie` once its arguments are in the writer's form: ``keys`` in hex,
+    strictly ascending, ``values`` bytes (b"" deletes), ``olds`` by hex key."""
     if not keys:
         return root, out
     deletions = None
@@ -691,17 +858,29 @@ def update_trie(nodes: TrieNodes, root: bytes, changes: Iterable[tuple[bytes, by
     return digest, writer.writes
 
 
+@lru_cache(maxsize=8)
+def _list_keys(n: int) -> tuple[list[int], list[str]]:
+    """The indices 0..n-1 in the order of their keys ``rlp(index)``, and those keys in
+    hex: 1..127 (one byte each, below 0x80), 0 (0x80), then 128.. (a length byte from
+    0x81 up, then the big-endian index: ordered as the indices). A block's list roots
+    ask for the same few lengths again and again."""
+    order = [*range(1, min(n, 128)), 0, *range(128, n)]
+    return order, [rlp_uint(i).hex() for i in order]
+
+
 def compute_list_root(items: Sequence[bytes]) -> bytes:
     """Ethereum-style ordered trie root over ``rlp(index) -> item`` (transactions, receipts,
-    attestations), by :func:`update_trie` in one pass over the sorted keys: the root
-    py-trie gives. Items are never empty (a block's items are checked before its roots
-    are computed); an empty one is refused."""
+    attestations), by :func:`update_trie`'s writer in one pass over the keys in order
+    (:func:`_list_keys`, no sort): the root py-trie gives. Items are never empty (a
+    block's items are checked before its roots are computed); an empty one is refused."""
     if not items:
         return BLANK_ROOT
-    keyed = sorted((rlp_uint(i), bytes(item)) for i, item in enumerate(items))
-    if not all(item for _, item in keyed):
+    order, keys = _list_keys(len(items))
+    values = [bytes(items[i]) for i in order]
+    if not all(values):
         raise ValueError("an empty item has no place in a list root")
-    return update_trie(TrieNodes({}), BLANK_ROOT, keyed, keep=False, writes=DISCARD)[0]
+    # (the new nodes into a dict dropped after: cheaper than DISCARD's Python-level store)
+    return _update_sorted(TrieNodes({}), BLANK_ROOT, keys, values, None, False, {})[0]
 
 
 # --- under py-evm's account storage ---------------------------------------------------
@@ -862,7 +1041,7 @@ class FastStorageLookup(StorageLookup):
     _wiped = False
 
     def _nodes(self) -> TrieNodes:
-        return TrieNodes(self._db, SHARED_MAX_NODES, SHARED_NODES)
+        return TrieNodes(self._db, SHARED_MAX_NODES, SHARED_NODES, keep_bytes=True)
 
     def _decode_key(self, key: bytes) -> bytes:
         return _hashed_slot(key)
@@ -936,26 +1115,35 @@ class FastStorageLookup(StorageLookup):
     def _fast(self) -> tuple[bytes, MutableMapping[bytes, bytes]]:
         if self._fast_result is None:
             root, pending = self._starting_root_hash, self._pending or {}
+            # update_trie's arguments made here in its writer's form: the keys sorted
+            # alone (not as (key, value) pairs: a third of the time) and in hex once
+            hashes = sorted(pending)
+            keys = [hashed.hex() for hashed in hashes]
+            values = [pending[hashed] for hashed in hashes]
             # the values the block read before writing (the root's slot layer keeps
             # them): the writer then knows each changed leaf without reading it
-            olds: dict[bytes, bytes] = {}
+            olds: dict[str, bytes] = {}
             top = SLOT_LAYERS.get(root)
-            missed: Iterable[bytes] = pending
             if top is not None:  # (the block's own reads: nearly all in the root's layer)
-                values = top.values
-                missed = [hashed for hashed in pending if hashed not in values]
-                olds = {hashed: old for hashed in pending if (old := values.get(hashed))}
-                top = top.parent
-            for hashed in missed:
-                layer = top  # (_layer_value, inline)
-                while layer is not None:
-                    old = layer.values.get(hashed)
-                    if old is not None:
-                        if old:
-                            olds[hashed] = old
-                        break
-                    layer = layer.parent
-            self._fast_result = update_trie(self._nodes(), root, sorted(pending.items()), olds)
+                held = top.values
+                get = held.get
+                olds = {key: old for key, hashed in zip(keys, hashes, strict=True)
+                        if (old := get(hashed))}
+                below = top.parent
+                if below is not None:
+                    for key, hashed in zip(keys, hashes, strict=True):
+                        if hashed in held:
+                            continue
+                        layer: _SlotLayer | None = below  # (_layer_value, inline)
+                        while layer is not None:
+                            old = layer.values.get(hashed)
+                            if old is not None:
+                                if old:
+                                    olds[key] = old
+                                break
+                            layer = layer.parent
+            self._fast_result = _update_sorted(self._nodes(), root, keys, values,
+                                               olds or None, True, {})
         return self._fast_result
 
     @property

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import rlp
 from eth.constants import BLANK_ROOT_HASH
 from eth.db.account import AccountDB
@@ -66,6 +67,64 @@ def test_update_trie_matches_py_trie_on_random_tries():
             assert after[k] == trie[k]
 
 
+def test_spliced_branches_give_py_tries_roots_and_nodes():
+    """Rounds of replaced values (and a few inserts and deletions) on one trie, the
+    writer's partial branches kept with their encodings (TrieNodes.keep_bytes) and their
+    changed children's hashes spliced in, one changed key below a branch taken in one
+    step (_Writer.one_below): each round's root and new node bytes are py-trie's, and
+    every kept encoding is its node's."""
+    rng = random.Random(11)
+    for keylen, count in ((32, 3_000), (32, 40), (2, 300)):
+        db: dict[bytes, bytes] = {}
+        reference = HexaryTrie(db)
+        keys = [_rand_bytes(rng, keylen) for _ in range(count)]
+        for k in keys:
+            reference[k] = _rand_bytes(rng, rng.choice([1, 3, 33]))
+        root = reference.root_hash
+        cache = trie.NodeCache(100_000)
+        store = dict(db)
+        for round_ in range(6):
+            items: dict[bytes, bytes | None] = {}
+            for k in rng.sample(keys, min(len(keys), 200)):
+                items[k] = _rand_bytes(rng, rng.choice([1, 3, 33]))
+            if round_ % 2:  # a few new keys and deletions now and then
+                items[_rand_bytes(rng, keylen)] = b"\x01\x02"
+                items[rng.choice(keys)] = None
+            nodes = TrieNodes(store, cache=cache, keep_bytes=True)
+            # the old values (as the slot layers give them) in every other round: the
+            # changed leaves then known from them, or else read
+            olds = {k: reference[k] for k in items} if round_ % 2 == 0 else None
+            root, writes = update_trie(nodes, root, sorted(items.items()), olds)
+            _apply(reference, items)
+            assert root == reference.root_hash
+            assert all(db[h] == encoded for h, encoded in writes.items() if h != root)
+            store.update(writes)
+            keys = [k for k in keys if items.get(k, b"x")] + [
+                k for k, v in items.items() if v and k not in set(keys)]
+        kept = [(h, n) for h, n in {**cache.old, **cache.young}.items()
+                if n and n[0] == trie.NODE_BRANCH and len(n) == 4]
+        assert kept or keylen == 2
+        for h, n in kept:
+            assert n[3] == trie.encode_node(n[:3]) == store[h]
+
+
+def test_list_roots_are_py_tries():
+    """compute_list_root (keys in order without a sort: 1..127, 0, 128..) against
+    py-trie's trie of rlp(index) -> item, across the key lengths' boundaries, with
+    items short enough to be embedded and long enough for a two-byte length."""
+    rng = random.Random(3)
+    for n in (1, 2, 16, 127, 128, 129, 255, 256, 257, 1_000):
+        items = [_rand_bytes(rng, rng.choice([1, 2, 30, 60, 300])) for _ in range(n)]
+        reference = HexaryTrie({})
+        for i, item in enumerate(items):
+            reference[rlp.encode(i)] = item
+        assert trie.compute_list_root(items) == reference.root_hash
+        assert trie.compute_list_root([bytearray(item) for item in items]) == reference.root_hash
+    assert trie.compute_list_root([]) == BLANK_ROOT
+    with pytest.raises(ValueError):
+        trie.compute_list_root([b"a", b""])
+
+
 def test_decode_node_matches_the_generic_decoder():
     """decode_node (a branch's children read in one loop) against the generic decoder on
     every node of random py-trie tries: short keys (embedded children, branch values),
@@ -81,6 +140,8 @@ def test_decode_node_matches_the_generic_decoder():
             reference[_rand_bytes(rng, keylen)] = _rand_bytes(rng, rng.choice([1, 2, 31, 32, 40]))
         for encoded in db.values():
             assert trie.decode_node(encoded) == trie._compile(trie.rlp_decode(encoded))
+            kept = trie.decode_node(encoded, keep_bytes=True)  # (a partial branch: + its bytes)
+            assert kept[:3] == trie.decode_node(encoded) and kept[3:] in ((), (encoded,))
             seen += 1
     assert seen > 5_000
 
