@@ -7,8 +7,8 @@ each) is a third of executing them. :class:`SignatureWorker` is one worker proce
 gives :func:`vm.attestation.check_stateless_codes`'s verdicts (:func:`answer_task`; the
 same program serves admission's workers, node.attestation_pool.ProcessPoolChecker);
 :class:`SignaturesAhead` hands it a block's unverified attestations as execution starts
-and turns each of its ``ok`` answers into a memo entry just before execution reaches
-that attestation.
+while its loop applies them unverified, and settles them after the block's state root
+(each ``ok`` answer a memo entry; whatever has none is checked by the caller).
 
 Why a process fed straight through a socket pair by the executing thread: a worker
 thread needs the GIL for its Python part (decoding, the digest) after every recovery,
@@ -61,6 +61,10 @@ AHEAD_CHUNK = 64  # attestations per task: ~3 ms of the worker's time, ~10 us to
 # ~3 ms of its time); past it the rest of the block is the caller's.
 SHARE_WAIT_S = 0.05
 WORKER_RESTART_S = 60.0  # a worker that died is started again at most this often
+# A worker that owes answers and has given none for this long (found by available(),
+# between blocks) is killed (SIGKILL: a stopped process ends too) and, after
+# WORKER_RESTART_S, replaced.
+WORKER_STUCK_S = 10.0
 
 
 # The worker is a fresh interpreter that imports this module only (~0.25 s of CPU,
@@ -173,7 +177,10 @@ def _serve(conn: Any) -> None:
     while True:
         wait = -1 if not tasks else 0
         while poller.poll(wait):  # (everything that has come, waiting only when idle)
-            data = os.read(fd, 1 << 20)
+            try:
+                data = os.read(fd, 1 << 20)
+            except OSError:
+                return  # (reset: the node closed its end with an answer unread)
             if not data:
                 return  # the node closed its end
             buf += data
@@ -235,6 +242,7 @@ class SignatureWorker:
         self._unsent: deque[tuple[int, bytes]] = deque()  # (tag, frame) not yet all written
         self._offset = 0  # bytes of the first unsent frame already written
         self._closed = False
+        self._due_since: float | None = None  # when available() first found answers due
         self.in_use = False
 
     def start(self) -> None:
@@ -261,21 +269,24 @@ class SignatureWorker:
         self._closed = True
         self._stop()
 
-    def _stop(self) -> None:
+    def _stop(self, kill: bool = False) -> None:
         process, conn, sender = self._process, self._conn, self._sender
         self._process = self._conn = self._sender = None
         self._ready = False
+        self._due_since = None
         if sender is not None:
             sender.close()
         if conn is not None:
             conn.close()
         if process is not None:
+            if kill:
+                process.kill()
             stop_worker(process)
 
-    def _broken(self, why: str) -> None:
+    def _broken(self, why: str, kill: bool = False) -> None:
         log.warning("block signature worker stopped (%s); blocks are checked serially "
                     "until it is started again", why)
-        self._stop()
+        self._stop(kill)
 
     def available(self) -> bool:
         """Ready, and nothing of an earlier block still queued or in flight (never
@@ -298,14 +309,25 @@ class SignatureWorker:
         except Exception as exc:  # EOF, a socket error
             self._broken(type(exc).__name__)
             return False
-        return self._conn is not None and not self._in_flight
+        if self._in_flight and self._conn is not None:
+            now = time.monotonic()
+            if self._due_since is None:
+                self._due_since = now
+            elif now - self._due_since > WORKER_STUCK_S:
+                self._broken(f"no answer for {WORKER_STUCK_S:.0f} s", kill=True)
+            return False
+        self._due_since = None
+        return self._conn is not None
 
     def _read(self) -> tuple[int, bytes]:
         data = self._conn.recv_bytes()
         # answers come in task order: the first due, its tag's low 32 bits on the wire
         tag = self._answered + ((int.from_bytes(data[:4], "big") - self._answered) & 0xFFFFFFFF)
+        if tag >= self._tag or len(data) < 4:
+            raise OSError("answer out of order")  # (the caller stops the worker)
         self._in_flight.discard(tag)
         self._answered = tag + 1
+        self._due_since = None
         return tag, data[4:]
 
     def send(self, raws: Sequence[bytes], chain_id: int) -> int | None:
@@ -337,10 +359,16 @@ class SignatureWorker:
         self.flush()
 
     def drop_unsent(self) -> None:
-        """Forget the queued tasks not yet begun on the socket (a block that ended)."""
-        while len(self._unsent) > (1 if self._offset else 0):
-            tag, _ = self._unsent.pop()
-            self._in_flight.discard(tag)
+        """Forget the queued tasks not yet begun on the socket (a block that ended); the
+        skip frames stay (so the worker skips what it already has)."""
+        head = 1 if self._offset else 0
+        kept = deque(list(self._unsent)[:head])
+        for tag, frame in list(self._unsent)[head:]:
+            if tag < 0:
+                kept.append((tag, frame))
+            else:
+                self._in_flight.discard(tag)
+        self._unsent = kept
 
     def flush(self) -> None:
         """Write what the socket takes now of the queued frames (never blocks)."""
@@ -479,7 +507,7 @@ class SignaturesAhead:
             tag = self._worker.send([self._raws[i] for i in self._chunks[self._sent]],
                                     self.chain_id)
             if tag is None:
-                return  # the window is full (or the worker gone): more after an answer
+                return  # the worker is gone: the caller checks the rest
             self._tags[self._sent] = tag
             self._sent += 1
 
@@ -544,6 +572,7 @@ class SignaturesAhead:
         decoding passed (its signature comes before the state's checks)."""
         self.pump()
         self.close()
+        self.refused_at = len(self._raws)  # (settled here: the loop need not ask again)
         return self._first_unverified(limit)
 
     def finish(self) -> tuple[int, AttestationError] | None:

@@ -333,3 +333,51 @@ def test_skipped_tasks_are_answered_without_codes_or_never_written(fleet):
             time.sleep(0.01)
     finally:
         worker.close()
+
+
+def test_a_block_that_ends_with_the_socket_full_leaves_the_worker_little_to_do(fleet):
+    """A check that ends (fails) while the worker holds much of its block: the queued
+    tasks are dropped and the skip frame still goes out (it is not dropped with them),
+    so the worker answers what it holds without recovering it and is soon free."""
+    raw = _block(fleet)[0]
+    chain_id = fleet.chain.env().chain_id
+    worker = _started(SignatureWorker())
+    try:
+        pid = worker._process.pid
+        tags = [worker.send([raw] * 64, chain_id) for _ in range(300)]  # ~19,000 signatures
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            for _ in range(5):
+                worker.flush()  # the socket full
+            worker.skip(tags[0], tags[-1])  # what SignaturesAhead.close does
+            worker.drop_unsent()
+            assert any(tag < 0 for tag, _ in worker._unsent)  # the skip frame kept
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        started = time.monotonic()
+        while not worker.available():  # ~1 s of recoveries if the skip were lost
+            assert time.monotonic() - started < 30
+            time.sleep(0.005)
+        assert time.monotonic() - started < 0.5
+    finally:
+        worker.close()
+
+
+def test_a_worker_that_owes_answers_too_long_is_killed_and_replaced(fleet, monkeypatch):
+    monkeypatch.setattr(ahead_module, "WORKER_STUCK_S", 0.2)
+    monkeypatch.setattr(ahead_module, "WORKER_RESTART_S", 0.0)
+    raw = _block(fleet)[0]
+    worker = _started(SignatureWorker())
+    try:
+        stuck = worker._process
+        os.kill(stuck.pid, signal.SIGSTOP)
+        worker.send([raw] * 8, fleet.chain.env().chain_id)
+        deadline = time.monotonic() + 10
+        while worker._process is stuck:
+            assert time.monotonic() < deadline and not worker.available()
+            time.sleep(0.05)
+        assert stuck.poll() is not None  # killed, though stopped
+        _started(worker)  # a new one
+        assert worker._process is not stuck
+    finally:
+        worker.close()
