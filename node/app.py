@@ -20,6 +20,7 @@ from node.block import Block, MalformedBlock, commit_hash, evidence_hash
 from node.mempool import Mempool, effective_tip
 from node.metrics import REGISTRY
 from node.store import ChainStore, TxExtra
+from vm.attestation import OK
 from vm.attestation_ahead import SignatureWorker
 from vm.block import ZERO_HASH, Header, validators_hash
 from vm.db import OverlayDB
@@ -253,19 +254,24 @@ class Application:
         env = self.env_for(height, timestamp_ms, proposer, parent)
         head_state = self.state_at(parent, env)
         txs = self.mempool.select(head_state, env.base_fee_per_gas, env.gas_limit, max_txs)
-        attestations = []
+        attestations: list[bytes] = []
+        attestation_ids: list[bytes] | None = None
         if self.attestation_pool is not None:
             cap = get_param(head_state, "max_block_attestations")
             if max_attestations is not None:
                 cap = min(cap, max_attestations)
-            attestations = self.attestation_pool.take(cap)
+            take_with_ids = getattr(self.attestation_pool, "take_with_ids", None)
+            if take_with_ids is not None:  # (the ids too: execution does not hash them again)
+                attestations, attestation_ids = take_with_ids(cap)
+            else:
+                attestations = self.attestation_pool.take(cap)
         evidence = self._evidence_for(height)
         last_commit = EMPTY_COMMIT if height == 1 else self.store.commit_at(height - 1)
         if last_commit is None:
             raise InvalidBlock(f"no commit stored for height {height - 1}")
         overlay = OverlayDB(self.store.state_db)
         body = BlockBody([p.tx for p in txs], attestations, [Misbehavior(e.validator, e.height) for e in evidence],
-                         raw_transactions=[p.raw for p in txs])
+                         raw_transactions=[p.raw for p in txs], attestation_ids=attestation_ids)
         cpu_started = time.thread_time()
         if budget is not None:
             budget.start(with_attestations=bool(attestations))
@@ -479,7 +485,7 @@ class Application:
                 keccak(result.raw_transactions[i]), tx.sender, created or b"", result.tx_gas_used[i],
                 block.header.base_fee_per_gas + effective_tip(tx, block.header.base_fee_per_gas),
             ))
-        att_ids = [keccak(a) for a in result.attestations]
+        att_ids = included_attestation_ids(result)
         parent_state_root = self.head.state_root
         self.store.commit_block(block, result, commit, executed.overlay, next_set, extras, att_ids)
         self._executed.clear()
@@ -497,6 +503,16 @@ class Application:
             except Exception:  # a listener (RPC subscription) must never break the chain
                 log.exception("commit listener failed")
         return block
+
+
+def included_attestation_ids(result: BlockResult) -> list[bytes]:
+    """Ids of a block's included attestations, in order: execution already hashed them
+    (its results pair each id with ``ok`` exactly for the included ones); hashed again
+    only if the results do not line up with the included list."""
+    ids = [att_id for att_id, code in result.attestation_results if code == OK]
+    if len(ids) != len(result.attestations):
+        ids = [keccak(a) for a in result.attestations]
+    return ids
 
 
 def next_validator_set(current: ValidatorSet, pairs: list[tuple[bytes, int]]) -> ValidatorSet:

@@ -1072,6 +1072,20 @@ class AttestationPool:
             out.append(entry.raw)
         return out
 
+    def take_with_ids(self, max_n: int) -> tuple[list[bytes], list[bytes]]:
+        """:meth:`take` with the ids (keccak of each) beside: block building then does not
+        hash them again."""
+        raws: list[bytes] = []
+        ids: list[bytes] = []
+        if max_n <= 0:
+            return raws, ids
+        for att_id, entry in self._pending.items():
+            raws.append(entry.raw)
+            ids.append(att_id)
+            if len(raws) >= max_n:
+                break
+        return raws, ids
+
     def remove_included(self, ids: Iterable[bytes], height: int) -> None:
         """Attestations of a committed block at ``height`` leave the pool (included).
 

@@ -256,6 +256,10 @@ class AttestationService:
         """The oldest ``max_n`` pending attestations, for a block on the head."""
         return self.pool.take(max_n)
 
+    def take_with_ids(self, max_n: int) -> tuple[list[bytes], list[bytes]]:
+        """:meth:`take` with each attestation's id beside (the pool's key)."""
+        return self.pool.take_with_ids(max_n)
+
     def on_built(self, results: Sequence[tuple[bytes, str]]) -> None:
         """Block building's verdict on what :meth:`take` gave it: refused attestations
         leave the pool (counted by code, status rejected); full-block and future-dated

@@ -28,10 +28,11 @@ Key layout (one-byte prefixes):
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import rlp
@@ -47,7 +48,7 @@ from node import explorer_index
 from node.block import EMPTY_COMMIT, Block
 from node.db import FLAT_ACCOUNT, FLAT_ROOT, FLAT_SLOT, FLAT_SLOT_ROOT, TRIE, Database, StateDB
 from node.logindex import LogIndex, put_block_logs
-from vm.block import Header
+from vm.block import Header, rlp_uint
 from vm.db import OverlayDB
 from vm.events import (
     BlockEvent,
@@ -372,8 +373,9 @@ class ChainStore:
             for i, e in enumerate(extras):
                 wb.put(b"x" + e.tx_hash, rlp.encode([height, i]))
             put_block_logs(wb, height, result.receipts, result.block_events)
-            for i, att_id in enumerate(attestation_ids):
-                wb.put(b"a" + att_id, rlp.encode([height, i]))
+            put = wb.put
+            for att_id, location in zip(attestation_ids, attestation_locations(height), strict=False):
+                put(b"a" + att_id, location)
             # In the block's own batch: a crash between two batches would let the node
             # accept, gossip or propose evidence its chain has already punished.
             for ev in block.evidence:
@@ -396,6 +398,16 @@ class ChainStore:
     def put_commit(self, height: int, commit: Commit) -> None:
         """Replace the stored commit of a block (e.g. with a fuller one); never changes the block."""
         self.database.put(b"c" + _h(height), commit.encode())
+
+
+def attestation_locations(height: int) -> Iterator[bytes]:
+    """``rlp.encode([height, i])`` for i = 0, 1, ...: the value of each attestation's
+    location entry (``a<id>``), without the generic encoder (~3 us an entry, ten
+    thousand a block at one validator's rate; tests compare the two)."""
+    prefix = rlp_uint(height)
+    for i in itertools.count():
+        payload = prefix + rlp_uint(i)
+        yield bytes((0xC0 + len(payload),)) + payload  # (at most 18 bytes: a short list)
 
 
 def _storage_items(get, account: bytes):

@@ -51,6 +51,8 @@ def test_add_take_include_and_statuses(devices):
     assert pool.add(raws[0], accept_all) == results[0]  # resubmission: same answer, no copy
     assert len(pool) == 3 and pool.size_bytes == sum(map(len, raws))
     assert pool.take(2) == raws[:2]
+    assert pool.take_with_ids(2) == (raws[:2], [r.id for r in results[:2]])
+    assert pool.take_with_ids(0) == ([], [])
     pool.remove_included([results[0].id, results[1].id], height=7)
     assert pool.status(results[0].id) == AttestationStatus("included", height=7)
     assert pool.status(results[2].id) == AttestationStatus("pending")
