@@ -577,7 +577,7 @@ class NetworkService:
             return  # block sync got there first; the machine only caught up
         decided_at = decided_with_peers(
             self.runner.timeline if self.runner is not None else None, height)
-        block = self.app.commit(height, value, commit)
+        block = await self.app.commit_async(height, value, commit)
         self.consensus_app.peers_start = (
             None if decided_at is None else (height + 1, decided_at + self.commit_wait_s))
         if self.runner is not None:
@@ -1274,6 +1274,8 @@ class NetworkService:
             async with batches:
                 async for items in batches:
                     for item in items:
+                        while self.app.committing is not None:
+                            await trio.sleep(0.005)  # consensus is writing a block: after it
                         result = self._commit_synced(peer_id, item)
                         if result is None:
                             stopped.append(Misbehaviour.SYNC_BAD_BLOCK)

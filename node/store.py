@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import rlp
 from eth.abc import ReceiptAPI
@@ -311,6 +312,20 @@ class ChainStore:
     def commit_block(self, block: Block, result: BlockResult, commit: Commit, overlay: OverlayDB,
                      next_validators: ValidatorSet, extras: Iterable[TxExtra], attestation_ids: Iterable[bytes]) -> None:
         """Persist an executed, committed block atomically and make it the head."""
+        staged = self.stage_commit(block, result, commit, overlay, next_validators, extras,
+                                   attestation_ids)
+        staged.write()
+        self.finish_commit(staged)
+
+    def stage_commit(self, block: Block, result: BlockResult, commit: Commit, overlay: OverlayDB,
+                     next_validators: ValidatorSet, extras: Iterable[TxExtra],
+                     attestation_ids: Iterable[bytes]) -> StagedCommit:
+        """:meth:`commit_block` in three steps: this one fills the block's write batch
+        (nothing is written yet), :meth:`StagedCommit.write` writes it (synced; it takes
+        no Python object another thread uses but the pruner's, under ``commit_lock``, so
+        it may run in a worker thread while the event loop goes on), :meth:`finish_commit`
+        makes the block the head. Until then the head is the parent, and nothing else may
+        commit."""
         height = block.header.height
         if height != self.head_height + 1:
             raise StoreError(f"commit of height {height} on head {self.head_height}")
@@ -326,7 +341,8 @@ class ChainStore:
         if flat_diff is not None and (parent_root is None or flat_diff.parent_root != parent_root):
             flat_diff = None
         flat.root = None  # readers fall back to the trie until the batch is on disk
-        with self.commit_lock, self.database.batch() as wb:
+        wb = self.database.write_batch()
+        try:
             for k, v in puts.items():
                 wb.put(TRIE + k, v)
             if flat_diff is not None:
@@ -382,13 +398,22 @@ class ChainStore:
                 wb.put(b"E" + ev.hash(), _h(height))
             wb.put(b"v" + _h(height + 1), encode_validator_set(next_validators))
             explorer_index.index_block(self.db, wb, height, result.epoch, extras,
-                                       result.transactions, result.attestations)
+                                       result.transactions, result.attestations,
+                                       result.attestation_records)
             wb.put(b"H", _h(height))
-            if self.trie_listener is not None:
-                self.trie_listener(puts)
-        self._head = block.header
-        if flat_diff is not None:
-            flat.root = block.header.state_root
+        except BaseException:
+            wb.clear()  # nothing written (the snapshot stays dropped, as a failed write leaves it)
+            raise
+        return StagedCommit(self, block.header, wb, puts,
+                            block.header.state_root if flat_diff is not None else None)
+
+    def finish_commit(self, staged: StagedCommit) -> None:
+        """The written block of ``staged`` becomes the head (:meth:`stage_commit`)."""
+        if not staged.written:
+            raise StoreError("finish_commit before the block's batch was written")
+        self._head = staged.header
+        if staged.flat_root is not None:
+            self.state_db.flat.root = staged.flat_root
 
     def evidence_height(self, evidence_hash: bytes) -> int | None:
         """Height of the block that committed this evidence, or None if none has."""
@@ -398,6 +423,30 @@ class ChainStore:
     def put_commit(self, height: int, commit: Commit) -> None:
         """Replace the stored commit of a block (e.g. with a fuller one); never changes the block."""
         self.database.put(b"c" + _h(height), commit.encode())
+
+
+class StagedCommit:
+    """A block's filled write batch, not yet written (:meth:`ChainStore.stage_commit`)."""
+
+    def __init__(self, store: ChainStore, header: Header, batch: Any, puts: dict[bytes, bytes],
+                 flat_root: bytes | None) -> None:
+        self.store = store
+        self.header = header
+        self.batch = batch
+        self.puts = puts
+        self.flat_root = flat_root  # the snapshot's root once written (None: dropped)
+        self.written = False
+
+    def write(self) -> None:
+        """Write the batch, synced, under the store's ``commit_lock`` with the pruner told
+        of its trie keys (node.prune); safe in a worker thread (LevelDB's write releases
+        the GIL)."""
+        store = self.store
+        with store.commit_lock:
+            self.batch.write()
+            self.written = True
+            if store.trie_listener is not None:
+                store.trie_listener(self.puts)
 
 
 def attestation_locations(height: int) -> Iterator[bytes]:

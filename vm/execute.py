@@ -97,6 +97,9 @@ class BlockResult:
     # signature it recovered, and the wall time execution waited for its answers
     worker_signatures: int = 0
     worker_wait_s: float = 0.0
+    # building only: the included attestations decoded (vm.attestation.Attestation), in
+    # order, what a commit reads of them (None: not at hand, decode ``attestations``)
+    attestation_records: list[Any] | None = None
 
 
 def compute_base_fee(parent_gas_used: int, parent_gas_limit: int, parent_base_fee: int, floor: int) -> int:
@@ -345,6 +348,7 @@ def _execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEn
     telemetry = SYSTEM_MODULES.get(addresses.TELEMETRY)
     attestations = list(body.attestations)
     att_results: list[Any] = []
+    records: list[Any] | None = None
     if attestations:
         if len(attestations) > get_param(state, "max_block_attestations") and not skip_invalid:
             raise InvalidBlock("too many attestations in block")
@@ -354,7 +358,7 @@ def _execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEn
             ids = body.attestation_ids
             if ids is not None and len(ids) != len(attestations):
                 ids = None  # (not the ids of these attestations: hashed here)
-            attestations, att_results = _build_attestations(
+            attestations, att_results, records = _build_attestations(
                 state, env, telemetry, attestations, cost, should_stop, ids)
         else:
             cost.add_attestations(len(attestations))  # known before executing any of them
@@ -389,6 +393,7 @@ def _execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEn
         attestations=list(attestations),
         block_events=block_events,
         cost=cost.total,
+        attestation_records=records,
     )
     return result
 
@@ -396,15 +401,15 @@ def _execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEn
 def _build_attestations(state: MotusState, env: BlockEnv, telemetry: Any, attestations: list[bytes],
                         cost: BlockCost, should_stop: Callable[[str], bool] | None,
                         ids: Sequence[bytes] | None = None,
-                        ) -> tuple[list[bytes], list[Any]]:
+                        ) -> tuple[list[bytes], list[Any], list[Any]]:
     """Block building's step (4): as many attestations as the block's cost leaves room
     for, through one telemetry view (``build_attestations``), the time budget asked
     between runs of BUILD_ATTESTATION_RUN; the rest are deferred (one result per input,
-    in order, as ``process_attestations`` gives). ``ids``: the attestations' ids when
-    the caller has them (the pool's keys)."""
+    in order, as ``process_attestations`` gives), and the included ones decoded.
+    ``ids``: the attestations' ids when the caller has them (the pool's keys)."""
     todo = attestations[:cost.attestations_that_fit(len(attestations))]
     stop = None if should_stop is None else (lambda: should_stop("attestations"))
-    included, results, done = telemetry.build_attestations(
+    included, results, done, records = telemetry.build_attestations(
         state, env, todo, stop, BUILD_ATTESTATION_RUN,
         None if ids is None else ids[:len(todo)])
     cost.add_attestations(len(included))  # fits: the included are among those that fit
@@ -412,7 +417,7 @@ def _build_attestations(state: MotusState, env: BlockEnv, telemetry: Any, attest
     rest_ids = (map(compute_attestation_id, map(bytes, rest)) if ids is None
                 else ids[done:len(attestations)])
     results.extend((att_id, DEFERRED) for att_id in rest_ids)
-    return included, results
+    return included, results, records
 
 
 def check_result(header: Header, result: BlockResult, validators_hash_of) -> None:

@@ -888,7 +888,7 @@ BUILD_READ_AHEAD = 1_000
 def build_attestations(state: StateAPI, env: Any, attestations: Sequence[bytes],
                        should_stop: Callable[[], bool] | None = None, run: int = 100,
                        ids: Sequence[bytes] | None = None,
-                       ) -> tuple[list[bytes], list[tuple[bytes, str]], int]:
+                       ) -> tuple[list[bytes], list[tuple[bytes, str]], int, list[Attestation]]:
     """Block building's step (4): check and apply ``attestations`` in order, leaving out
     the invalid ones, all through one view that is committed once at the end, which is
     how a check of the block executes them (:func:`process_attestations`), so the
@@ -899,7 +899,8 @@ def build_attestations(state: StateAPI, env: Any, attestations: Sequence[bytes],
 
     ``ids`` may carry the attestations' ids (keccak of each, as the node's pool keys
     them) so they are not hashed again. Returns (included bytes, one ``(id, code)``
-    for each attestation looked at, how many were looked at: a prefix of the input).
+    for each attestation looked at, how many were looked at: a prefix of the input, the
+    included ones decoded: what the node's commit reads of them, not decoded again).
 
     (A view per run, committed after each, made the same state but cost more as the
     block grew: every run's read ahead went through the journal of all the slots
@@ -908,6 +909,7 @@ def build_attestations(state: StateAPI, env: Any, attestations: Sequence[bytes],
     cap = get_param(state, "max_block_attestations")
     chain_id = env.chain_id
     included: list[bytes] = []
+    records: list[Attestation] = []
     results: list[tuple[bytes, str]] = []
     n = len(attestations)
     run = max(1, run)
@@ -938,10 +940,11 @@ def build_attestations(state: StateAPI, env: Any, attestations: Sequence[bytes],
                 continue
             view.apply(att)
             included.append(raw)
+            records.append(att)
             results.append((att_id, OK))
         done = end
     view.commit()
-    return included, results, done
+    return included, results, done, records
 
 
 _REASONS = {
@@ -1004,7 +1007,7 @@ class TelemetryModule(SystemModule):
     def build_attestations(self, state: StateAPI, env: Any, attestations: Sequence[bytes],
                            should_stop: Callable[[], bool] | None = None, run: int = 100,
                            ids: Sequence[bytes] | None = None,
-                           ) -> tuple[list[bytes], list[tuple[bytes, str]], int]:
+                           ) -> tuple[list[bytes], list[tuple[bytes, str]], int, list[Attestation]]:
         return build_attestations(state, env, attestations, should_stop, run, ids)
 
     # -- ABI views --
