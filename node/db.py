@@ -87,10 +87,6 @@ class Database:
     def batch(self):
         return self.db.write_batch(sync=True, transaction=True)
 
-    def write_batch(self):
-        """A synced write batch written by its ``write()`` (not on a ``with`` exit)."""
-        return self.db.write_batch(sync=True)
-
     def iterator(self, **kwargs):
         return self.db.iterator(**kwargs)
 

@@ -341,7 +341,10 @@ class ChainStore:
         if flat_diff is not None and (parent_root is None or flat_diff.parent_root != parent_root):
             flat_diff = None
         flat.root = None  # readers fall back to the trie until the batch is on disk
-        wb = self.database.write_batch()
+        # the block's one batch (Database.batch: written on a clean exit, dropped on an
+        # exception), entered here and left by StagedCommit.write
+        batch = self.database.batch()
+        wb = batch.__enter__()
         try:
             for k, v in puts.items():
                 wb.put(TRIE + k, v)
@@ -401,10 +404,11 @@ class ChainStore:
                                        result.transactions, result.attestations,
                                        result.attestation_records)
             wb.put(b"H", _h(height))
-        except BaseException:
-            wb.clear()  # nothing written (the snapshot stays dropped, as a failed write leaves it)
+        except BaseException as exc:
+            # nothing written (the snapshot stays dropped, as a failed write leaves it)
+            batch.__exit__(type(exc), exc, exc.__traceback__)
             raise
-        return StagedCommit(self, block.header, wb, puts,
+        return StagedCommit(self, block.header, batch, puts,
                             block.header.state_root if flat_diff is not None else None)
 
     def finish_commit(self, staged: StagedCommit) -> None:
@@ -443,7 +447,7 @@ class StagedCommit:
         the GIL)."""
         store = self.store
         with store.commit_lock:
-            self.batch.write()
+            self.batch.__exit__(None, None, None)  # (the batch's clean exit: written, synced)
             self.written = True
             if store.trie_listener is not None:
                 store.trie_listener(self.puts)
