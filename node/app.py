@@ -243,15 +243,22 @@ class Application:
     # --- propose ------------------------------------------------------------------------
 
     def propose(self, height: int, proposer: bytes, *, max_txs: int = 5_000,
-                max_attestations: int | None = None, budget: ProposalBudget | None = None) -> bytes:
+                max_attestations: int | None = None, budget: ProposalBudget | None = None,
+                timestamp_ms: int | None = None) -> bytes:
         """Build a block on the head: mempool transactions by tip (at most ``max_txs``), pool
         attestations (at most ``max_attestations`` and the governed
         ``max_block_attestations``), evidence; never more than ``max_block_cost``
-        (vm/cost.py), and with a ``budget`` only what fits its CPU time."""
+        (vm/cost.py), and with a ``budget`` only what fits its CPU time. ``timestamp_ms``:
+        the block's timestamp if not after this node's clock (node.network: the height's
+        aimed start), else the clock's."""
         parent = self.head
         if height != parent.height + 1:
             raise InvalidBlock(f"cannot propose height {height} on head {parent.height}")
-        timestamp_ms = max(int(self.clock() * 1000), parent.timestamp_ms + 1)
+        now_ms = int(self.clock() * 1000)
+        # ``timestamp_ms``: the caller's (the instant the height was aimed at, passed: it
+        # is never after this node's clock), else the clock's
+        timestamp_ms = max(now_ms if timestamp_ms is None else min(timestamp_ms, now_ms),
+                           parent.timestamp_ms + 1)
         env = self.env_for(height, timestamp_ms, proposer, parent)
         head_state = self.state_at(parent, env)
         txs = self.mempool.select(head_state, env.base_fee_per_gas, env.gas_limit, max_txs)

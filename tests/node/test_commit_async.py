@@ -104,3 +104,14 @@ def test_a_staged_commit_is_the_head_only_once_written(app: Application) -> None
     staged.write()
     store.finish_commit(staged)
     assert store.head_height == 1 and store.block_by_height(1).hash == executed.block.hash
+
+
+def test_a_proposal_takes_a_given_timestamp_never_after_the_clock(app: Application) -> None:
+    parent = app.head
+    now_ms = int(app.clock() * 1000)
+    block = app.block_of(app.propose(1, VALIDATOR, timestamp_ms=now_ms - 100))
+    assert block.header.timestamp_ms == now_ms - 100
+    block = app.block_of(app.propose(1, VALIDATOR, timestamp_ms=now_ms + 60_000))
+    assert now_ms <= block.header.timestamp_ms <= int(app.clock() * 1000)  # the clock's
+    block = app.block_of(app.propose(1, VALIDATOR, timestamp_ms=parent.timestamp_ms - 5))
+    assert block.header.timestamp_ms == parent.timestamp_ms + 1  # after its parent
