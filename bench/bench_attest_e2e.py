@@ -30,7 +30,10 @@ Run: ``python -m bench.bench_attest_e2e [--validators 1] [--cars 1000] [--readin
 [--gateways G] [--warmup S] [--verify-workers N] [--whole-proposals] [--profile DIR]
 [--home DIR]``.
 
-Where the time went is printed after the rate: per validator process, the CPU seconds
+The calls' answer times (mean, median, 90th percentile, max) are printed with the
+admitted rate: a lane sends its next call after the answer, so lanes x 1,000 / the mean
+answer time bounds what is admitted. Where the time went is printed after the rate: per
+validator process, the CPU seconds
 of its main (trio) thread, of its other threads and of its worker processes over the
 measured window, with the share of the window each kept busy; the blocks' mean size
 and interval (header timestamps); the CPU that building and checking blocks took (the
