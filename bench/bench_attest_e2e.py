@@ -30,7 +30,10 @@ Run: ``python -m bench.bench_attest_e2e [--validators 1] [--cars 1000] [--readin
 [--gateways G] [--warmup S] [--verify-workers N] [--whole-proposals] [--profile DIR]
 [--home DIR]``.
 
-Where the time went is printed after the rate: per validator process, the CPU seconds
+The calls' answer times (mean, median, 90th percentile, max) are printed with the
+admitted rate: a lane sends its next call after the answer, so lanes x 1,000 / the mean
+answer time bounds what is admitted. Where the time went is printed after the rate: per
+validator process, the CPU seconds
 of its main (trio) thread, of its other threads and of its worker processes over the
 measured window, with the share of the window each kept busy; the blocks' mean size
 and interval (header timestamps); the CPU that building and checking blocks took (the
@@ -372,6 +375,7 @@ def main(argv: list[str] | None = None) -> None:
                     for lane in range(len(lanes))]
         lane_rate = args.rate / len(lanes) if args.rate > 0 else 0.0
         refused: dict[str, int] = {}
+        latencies: list[float] = []  # each call's answer time (s)
         lock = threading.Lock()
 
         def submit(lane: int) -> None:
@@ -381,11 +385,14 @@ def main(argv: list[str] | None = None) -> None:
                     wait = t_start + sent / lane_rate - time.perf_counter()
                     if wait > 0:
                         time.sleep(wait)
+                asked = time.perf_counter()
                 results = gateways[lane].call("motus_submitAttestations",
                                               [["0x" + r.hex() for r in call]])
+                answered = time.perf_counter()
                 sent += len(call)
                 assert isinstance(results, list)
                 with lock:
+                    latencies.append(answered - asked)
                     for r in results:
                         if not r["accepted"]:
                             refused[r["code"]] = refused.get(r["code"], 0) + 1
@@ -445,6 +452,14 @@ def main(argv: list[str] | None = None) -> None:
               + (f"  (offered {args.rate:.0f} /s by {len(lanes)} lanes from "
                  f"{min(len(lanes), max(1, args.gateways))} gateway address(es))"
                  if args.rate > 0 else ""))
+        if latencies:
+            ordered = sorted(latencies)
+            print(f"  answer time of a call of {CALL_ITEMS:,}: mean "
+                  f"{1000 * sum(ordered) / len(ordered):.0f} ms, median "
+                  f"{1000 * ordered[len(ordered) // 2]:.0f}, 90th percentile "
+                  f"{1000 * ordered[len(ordered) * 9 // 10]:.0f}, max {1000 * ordered[-1]:.0f} "
+                  f"(each lane sends its next call after the answer: lanes x {CALL_ITEMS:,} / "
+                  "mean answer time bounds the admitted rate)")
         warmup = args.warmup if args.warmup is not None else max(3.0, sending_s / 5)
         steady = steady_window(every_stamp, every_size, wall_start_ms + 1000 * warmup,
                                wall_start_ms + 1000 * sending_s)

@@ -185,9 +185,12 @@ class InlineChecker:
 WORKER_ANSWER_S = 10.0  # no answer for this long (a task takes ~50 us an item): stuck, killed
 WORKER_RESTART_S = 5.0  # a worker that died or was killed is started again at most this often
 MIN_PART = 32  # attestations per task at least (a task costs ~20 us of hand-over a side)
-# Attestations written to one worker for one batch and not yet answered (~25 ms of its
-# work): enough that it never runs dry while the trio thread executes a block.
-WORKER_AHEAD_ITEMS = 512
+# Attestations written to one worker for one batch and not yet answered (~50 ms of its
+# work): enough that it never runs dry while the trio thread executes a block, and a
+# whole motus_submitAttestations call (1,000), so that a worker takes two calls one after
+# the other rather than interleaved: with 512, two gateways' calls both finished after
+# ~1.75 calls' work, and each gateway waited that long before it sent its next call.
+WORKER_AHEAD_ITEMS = 1_024
 _CODE_BYTES = b"\x00\x01\x02"  # the code bytes a worker answers with (CODES)
 
 
@@ -452,16 +455,48 @@ class ProcessPoolChecker:
     def _valid(codes: bytes | None, n: int) -> bool:
         return codes is not None and len(codes) == n and not codes.translate(None, _CODE_BYTES)
 
-    async def check_async(self, raws: Sequence[bytes], chain_id: int) -> list[Attestation | str]:
+    async def check_async(self, raws: Sequence[bytes], chain_id: int,
+                          on_part: Callable[[int, list[Attestation | str]], None] | None = None,
+                          ) -> list[Attestation | str]:
         """Like :func:`check_stateless_unshared` (touches no memo of this process), the
-        signatures checked by the workers; from the trio thread."""
+        signatures checked by the workers; from the trio thread. ``on_part(start,
+        outcomes)`` is told the outcomes as they come, in order and contiguous from the
+        first item (a part as soon as it and every part before it are answered), so the
+        caller can start on the first items while the workers check the last ones."""
         raws = list(raws)
         if len(raws) < self.min_batch:
-            return await trio.to_thread.run_sync(check_stateless_unshared, raws, chain_id)
+            out = await trio.to_thread.run_sync(check_stateless_unshared, raws, chain_id)
+            if on_part is not None:
+                on_part(0, out)
+            return out
         live = self._live()
         parts = self._parts(len(raws), len(live))
         answers: list[bytes | None] = [None] * len(parts)
+        outcomes: list[list[Attestation | str] | None] = [None] * len(parts)
         taken = 0  # parts claimed by a worker so far
+        told = 0  # parts handed to on_part so far
+
+        def decoded(k: int) -> list[Attestation | str] | None:
+            start, end = parts[k]
+            codes = answers[k]
+            if codes is None or not self._valid(codes, end - start):
+                return None
+            return [decode_accepted(raw) if code == CODE_OK else CODES[code]
+                    for raw, code in zip(raws[start:end], codes, strict=True)]
+
+        def tell() -> None:
+            """Decode (once) and hand on the answered parts that now follow the last told."""
+            nonlocal told
+            while told < len(parts):
+                if outcomes[told] is None:
+                    if answers[told] is None:
+                        return
+                    outcomes[told] = decoded(told)
+                    if outcomes[told] is None:
+                        return  # garbled: checked here after the workers are done
+                if on_part is not None:
+                    on_part(parts[told][0], outcomes[told])  # type: ignore[arg-type]
+                told += 1
 
         async def pull(worker: _Worker) -> None:
             """Feed ``worker`` the next parts, keeping up to WORKER_AHEAD_ITEMS written
@@ -486,6 +521,7 @@ class ProcessPoolChecker:
                     answers[k] = await worker.answer(ticket)
                     if answers[k] is None:
                         return
+                    tell()
             finally:
                 for _, ticket, _ in out:
                     worker.abandon(ticket)
@@ -497,13 +533,17 @@ class ProcessPoolChecker:
                 for worker in live:
                     nursery.start_soon(pull, worker)
         out: list[Attestation | str] = []
-        for (start, end), codes in zip(parts, answers, strict=True):
-            if codes is None or not self._valid(codes, end - start):
-                out += await trio.to_thread.run_sync(check_stateless_unshared, raws[start:end],
-                                                     chain_id)
-                continue
-            out += [decode_accepted(raw) if code == CODE_OK else CODES[code]
-                    for raw, code in zip(raws[start:end], codes, strict=True)]
+        for k, (start, end) in enumerate(parts):
+            if k >= told:
+                part = outcomes[k] if outcomes[k] is not None else decoded(k)
+                if part is None:
+                    part = await trio.to_thread.run_sync(check_stateless_unshared,
+                                                         raws[start:end], chain_id)
+                outcomes[k] = part
+                if on_part is not None:
+                    on_part(start, part)
+                told = k + 1
+            out += outcomes[k]  # type: ignore[operator]
         return out
 
     def _codes_sync(self, raws: Sequence[bytes],
@@ -636,8 +676,10 @@ class AdmissionCache:
         self._tracks.clear()
         self._deny_version = get_deny_version(self._head)  # type: ignore[arg-type]
 
-    def advance(self, parent_root: bytes, state_root: bytes, included: Sequence[bytes]) -> None:
-        """Follow the chain to the block with post-state ``state_root``."""
+    def advance(self, parent_root: bytes, state_root: bytes, included: Sequence[bytes],
+                records: Sequence[Any] | None = None) -> None:
+        """Follow the chain to the block with post-state ``state_root``; ``records``: the
+        included attestations decoded, when the caller has them (else read here)."""
         from vm.epoch import get_epoch
         from vm.modules.telemetry import get_deny_version
 
@@ -660,7 +702,9 @@ class AdmissionCache:
             epoch = get_epoch(head)  # type: ignore[arg-type]
             tracks = self._tracks
             # the block was executed: its attestations are valid, a plain decode will do
-            for fields in map(msgpack.unpackb, included):
+            if records is None or len(records) != len(included):
+                records = list(map(msgpack.unpackb, included))
+            for fields in records:
                 track = tracks.get(fields[1])
                 if track is not None:
                     track.advance(fields, epoch)
@@ -1071,6 +1115,20 @@ class AttestationPool:
                 break
             out.append(entry.raw)
         return out
+
+    def take_with_ids(self, max_n: int) -> tuple[list[bytes], list[bytes]]:
+        """:meth:`take` with the ids (keccak of each) beside: block building then does not
+        hash them again."""
+        raws: list[bytes] = []
+        ids: list[bytes] = []
+        if max_n <= 0:
+            return raws, ids
+        for att_id, entry in self._pending.items():
+            raws.append(entry.raw)
+            ids.append(att_id)
+            if len(raws) >= max_n:
+                break
+        return raws, ids
 
     def remove_included(self, ids: Iterable[bytes], height: int) -> None:
         """Attestations of a committed block at ``height`` leave the pool (included).

@@ -175,6 +175,35 @@ class ArrivalOrder:
             self._lot.unpark_all()
 
 
+class _Checked:
+    """How far the stateless checks of one admitted batch have come: ``todo`` are the
+    batch's indices being checked (ascending), the first ``filled`` of them have their
+    outcome; :meth:`until` waits until every checked index below a bound has one."""
+
+    def __init__(self, todo: list[int], n: int) -> None:
+        self.todo = todo
+        self.n = n
+        self.filled = 0
+        self._event = trio.Event()
+
+    def ready(self) -> int:
+        """The batch index below which every item checked has its outcome."""
+        return self.todo[self.filled] if self.filled < len(self.todo) else self.n
+
+    def advance(self, count: int) -> None:
+        self.filled += count
+        event, self._event = self._event, trio.Event()
+        event.set()
+
+    async def until(self, bound: int) -> bool:
+        """Wait until :meth:`ready` reaches ``bound``; whether it waited."""
+        waited = False
+        while self.ready() < bound:
+            await self._event.wait()
+            waited = True
+        return waited
+
+
 class AttestationService:
     """Pool, admission cache, counters and signal store of one node (see module doc).
 
@@ -256,6 +285,10 @@ class AttestationService:
         """The oldest ``max_n`` pending attestations, for a block on the head."""
         return self.pool.take(max_n)
 
+    def take_with_ids(self, max_n: int) -> tuple[list[bytes], list[bytes]]:
+        """:meth:`take` with each attestation's id beside (the pool's key)."""
+        return self.pool.take_with_ids(max_n)
+
     def on_built(self, results: Sequence[tuple[bytes, str]]) -> None:
         """Block building's verdict on what :meth:`take` gave it: refused attestations
         leave the pool (counted by code, status rejected); full-block and future-dated
@@ -275,7 +308,8 @@ class AttestationService:
             before = self._rule_inputs() if self.cache.state_root == parent_state_root else None
             quiet = before is not None and self.pool.is_oldest_pending(included)
             self.pool.remove_included(included, header.height)
-            self.cache.advance(parent_state_root, header.state_root, result.attestations)
+            self.cache.advance(parent_state_root, header.state_root, result.attestations,
+                               _records(result))
             dropped = []
             light = False
             if (quiet and self._view is not None and self.pool.dropped == self._view_dropped
@@ -347,27 +381,28 @@ class AttestationService:
                 for i in todo[room:]:
                     stateless[i] = POOL_FULL
                 todo = todo[:room]
-            if len(todo) >= THREAD_MIN_BATCH:
-                work = [raws[i] for i in todo]
-                async with self._checking:
-                    outcomes = await self._check_stateless(work)
-                for i, outcome in zip(todo, outcomes, strict=True):
-                    stateless[i] = outcome
-            await turn()
-            was_pending = [att_id in self.pool for att_id in ids]
+            checked = _Checked(todo if len(todo) >= THREAD_MIN_BATCH else [], len(raws))
             results = []
-            # The stateful part in slices, with a checkpoint between them: consensus
-            # runs on this thread, and a whole batch (4,096 gossip items; a device the
-            # admission cache never saw costs a state read) held it for up to 0.8 s at a
-            # burst's start, so votes waited and rounds failed. Each slice sees the head
-            # and pool as they are then (a block committed meanwhile is followed).
-            for a in range(0, len(raws), ADMISSION_SLICE):
-                if a:
-                    await trio.lowlevel.checkpoint()
-                b = a + ADMISSION_SLICE
-                results += self.pool.add_many(raws[a:b], self._head_check(), source,
-                                              stateless=stateless[a:b], ids=ids[a:b],
-                                              admitted=True)
+            async with trio.open_nursery() as nursery:
+                if checked.todo:
+                    nursery.start_soon(self._check_into, [raws[i] for i in todo], stateless,
+                                       checked)
+                await turn()
+                was_pending = [att_id in self.pool for att_id in ids]
+                # The stateful part in slices, with a checkpoint between them: consensus
+                # runs on this thread, and a whole batch (4,096 gossip items; a device the
+                # admission cache never saw costs a state read) held it for up to 0.8 s at
+                # a burst's start, so votes waited and rounds failed. Each slice sees the
+                # head and pool as they are then (a block committed meanwhile is
+                # followed). A slice starts as soon as its items' signatures are checked,
+                # while the workers go on with the batch's later items.
+                for a in range(0, len(raws), ADMISSION_SLICE):
+                    b = a + ADMISSION_SLICE
+                    if not await checked.until(min(b, len(raws))) and a:
+                        await trio.lowlevel.checkpoint()
+                    results += self.pool.add_many(raws[a:b], self._head_check(), source,
+                                                  stateless=stateless[a:b], ids=ids[a:b],
+                                                  admitted=True)
         fresh = [raws[i] for i, r in enumerate(results) if r.accepted and not was_pending[i]]
         self.accepted += len(fresh)
         if gossip and fresh and self._publish is not None:
@@ -380,13 +415,37 @@ class AttestationService:
                 self._gossip_payloads(stored)
         return results
 
-    async def _check_stateless(self, raws: list[bytes]) -> list[Any]:
+    async def _check_into(self, work: list[bytes], stateless: list[Any],
+                          checked: _Checked) -> None:
+        """The stateless checks of ``work`` (the items ``checked.todo`` of a batch), their
+        outcomes written into ``stateless`` as they come, ``checked`` told each time."""
+        todo = checked.todo
+
+        def on_part(start: int, outcomes: list[Any]) -> None:
+            if start != checked.filled:
+                return  # (not the next ones: filled from the whole answer below)
+            for i, outcome in zip(todo[start:start + len(outcomes)], outcomes, strict=True):
+                stateless[i] = outcome
+            checked.advance(len(outcomes))
+
+        async with self._checking:
+            outcomes = await self._check_stateless(work, on_part)
+        if checked.filled < len(todo):  # a checker that does not tell its parts
+            on_part(checked.filled, outcomes[checked.filled:])
+
+    async def _check_stateless(self, raws: list[bytes],
+                               on_part: Callable[[int, list[Any]], None] | None = None,
+                               ) -> list[Any]:
         """The stateless outcome of each item: on the worker processes, fed from this
         thread, or (``verify_workers = 0``) in a worker thread that touches nothing the
-        trio thread uses."""
+        trio thread uses. ``on_part(start, outcomes)``: told the outcomes as they come
+        (:meth:`ProcessPoolChecker.check_async`), in order."""
         if self.workers is not None:
-            return await self.workers.check_async(raws, self.chain_id)
-        return await trio.to_thread.run_sync(check_stateless_unshared, raws, self.chain_id)
+            return await self.workers.check_async(raws, self.chain_id, on_part)
+        out = await trio.to_thread.run_sync(check_stateless_unshared, raws, self.chain_id)
+        if on_part is not None:
+            on_part(0, out)
+        return out
 
     def _store_payloads(self, raws: Sequence[bytes], results: Sequence[AddResult],
                         payloads: Sequence[bytes | None]) -> list[tuple[bytes, bytes]]:
@@ -607,8 +666,16 @@ def _included_keys(result: BlockResult) -> list[tuple[bytes, int, int]]:
     so valid: read by :func:`vm.attestation.decode_accepted`, on the trio thread for
     every attestation of every block)."""
     return [(att_id, att.vehicle_id, att.timestamp_s * TIME_UNIT_MS)
-            for att_id, att in zip(_included_ids(result),
-                                   map(decode_accepted, result.attestations), strict=True)]
+            for att_id, att in zip(_included_ids(result), _records(result), strict=True)]
+
+
+def _records(result: BlockResult) -> list[Any]:
+    """The block's included attestations decoded: the commit's (BlockResult.
+    attestation_records), else decoded here."""
+    records = getattr(result, "attestation_records", None)
+    if records is None or len(records) != len(result.attestations):
+        records = result.attestation_records = list(map(decode_accepted, result.attestations))
+    return records
 
 
 async def _drain(inbox: trio.MemoryReceiveChannel[Any]) -> None:

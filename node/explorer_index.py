@@ -31,11 +31,13 @@ def _u(n: int, width: int) -> bytes:
 
 
 def index_block(db: Any, batch: Any, height: int, epoch: int, extras: Sequence[Any],
-                transactions: Sequence[Any], attestations: Sequence[bytes]) -> None:
+                transactions: Sequence[Any], attestations: Sequence[bytes],
+                records: Sequence[Any] | None = None) -> None:
     """Add one block to the indexes, through ``batch`` (the block's write batch): ``extras``
     are the store's per-transaction records (hash, sender), ``transactions`` the executed
     transactions in the same order. ``db`` is read for the running cell counts, which
-    only committed blocks have written."""
+    only committed blocks have written. ``records``: the attestations decoded, when the
+    caller has them (one per attestation, in order), so they are not decoded here."""
     for i, (extra, tx) in enumerate(zip(extras, transactions, strict=False)):
         tx_hash = bytes(extra.tx_hash)
         parties = {bytes(extra.sender)}
@@ -45,10 +47,16 @@ def index_block(db: Any, batch: Any, height: int, epoch: int, extras: Sequence[A
         for party in parties:
             batch.put(PREFIX_ADDRESS + party + _u(height, 8) + _u(i, 4), tx_hash)
     cells: Counter[int] = Counter()
-    for raw in attestations:
-        cell = _cell_of(bytes(raw))
-        if cell is not None:
-            cells[cell] += 1
+    if records is not None and len(records) == len(attestations):
+        for record in records:
+            cell = record.cell
+            if type(cell) is int and cell >= 0:
+                cells[cell] += 1
+    else:
+        for raw in attestations:
+            cell = _cell_of(bytes(raw))
+            if cell is not None:
+                cells[cell] += 1
     for cell, n in cells.items():
         key = PREFIX_CELL + _u(epoch, 8) + _u(cell, 8)
         old = db.get(key)

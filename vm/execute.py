@@ -66,6 +66,9 @@ class BlockBody:
     attestations: Sequence[bytes] = ()
     misbehavior: Sequence[Misbehavior] = ()
     raw_transactions: Sequence[bytes] | None = None  # the envelopes, when the caller has them
+    # building only: the attestations' ids (keccak of each), when the caller has them (the
+    # node's pool keys its attestations by id); a check computes its own
+    attestation_ids: Sequence[bytes] | None = None
 
 
 @dataclass
@@ -94,6 +97,9 @@ class BlockResult:
     # signature it recovered, and the wall time execution waited for its answers
     worker_signatures: int = 0
     worker_wait_s: float = 0.0
+    # building only: the included attestations decoded (vm.attestation.Attestation), in
+    # order, what a commit reads of them (None: not at hand, decode ``attestations``)
+    attestation_records: list[Any] | None = None
 
 
 def compute_base_fee(parent_gas_used: int, parent_gas_limit: int, parent_base_fee: int, floor: int) -> int:
@@ -342,14 +348,18 @@ def _execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEn
     telemetry = SYSTEM_MODULES.get(addresses.TELEMETRY)
     attestations = list(body.attestations)
     att_results: list[Any] = []
+    records: list[Any] | None = None
     if attestations:
         if len(attestations) > get_param(state, "max_block_attestations") and not skip_invalid:
             raise InvalidBlock("too many attestations in block")
         if telemetry is None or not hasattr(telemetry, "process_attestations"):
             raise InvalidBlock("attestations are not accepted by this chain version")
         if skip_invalid:
-            attestations, att_results = _build_attestations(
-                state, env, telemetry, attestations, cost, should_stop)
+            ids = body.attestation_ids
+            if ids is not None and len(ids) != len(attestations):
+                ids = None  # (not the ids of these attestations: hashed here)
+            attestations, att_results, records = _build_attestations(
+                state, env, telemetry, attestations, cost, should_stop, ids)
         else:
             cost.add_attestations(len(attestations))  # known before executing any of them
             attestations, att_results = telemetry.process_attestations(
@@ -388,33 +398,31 @@ def _execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEn
         attestations=list(attestations),
         block_events=block_events,
         cost=cost.total,
+        attestation_records=records,
     )
     return result
 
 
 def _build_attestations(state: MotusState, env: BlockEnv, telemetry: Any, attestations: list[bytes],
                         cost: BlockCost, should_stop: Callable[[str], bool] | None,
-                        ) -> tuple[list[bytes], list[Any]]:
+                        ids: Sequence[bytes] | None = None,
+                        ) -> tuple[list[bytes], list[Any], list[Any]]:
     """Block building's step (4): as many attestations as the block's cost leaves room
-    for, in runs between which the time budget is asked; the rest are deferred (one
-    result per input, in order, as ``process_attestations`` gives)."""
+    for, through one telemetry view (``build_attestations``), the time budget asked
+    between runs of BUILD_ATTESTATION_RUN; the rest are deferred (one result per input,
+    in order, as ``process_attestations`` gives), and the included ones decoded.
+    ``ids``: the attestations' ids when the caller has them (the pool's keys)."""
     todo = attestations[:cost.attestations_that_fit(len(attestations))]
-    included: list[bytes] = []
-    results: list[Any] = []
-    done = 0
-    if should_stop is None:
-        included, results = telemetry.process_attestations(state, env, todo, True)
-        done = len(todo)
-    else:
-        while done < len(todo) and not (done and should_stop("attestations")):
-            run = todo[done:done + BUILD_ATTESTATION_RUN]
-            run_included, run_results = telemetry.process_attestations(state, env, run, True)
-            included.extend(run_included)
-            results.extend(run_results)
-            done += len(run)
+    stop = None if should_stop is None else (lambda: should_stop("attestations"))
+    included, results, done, records = telemetry.build_attestations(
+        state, env, todo, stop, BUILD_ATTESTATION_RUN,
+        None if ids is None else ids[:len(todo)])
     cost.add_attestations(len(included))  # fits: the included are among those that fit
-    results.extend((compute_attestation_id(bytes(raw)), DEFERRED) for raw in attestations[done:])
-    return included, results
+    rest = attestations[done:]
+    rest_ids = (map(compute_attestation_id, map(bytes, rest)) if ids is None
+                else ids[done:len(attestations)])
+    results.extend((att_id, DEFERRED) for att_id in rest_ids)
+    return included, results, records
 
 
 def check_result(header: Header, result: BlockResult, validators_hash_of) -> None:

@@ -51,6 +51,8 @@ def test_add_take_include_and_statuses(devices):
     assert pool.add(raws[0], accept_all) == results[0]  # resubmission: same answer, no copy
     assert len(pool) == 3 and pool.size_bytes == sum(map(len, raws))
     assert pool.take(2) == raws[:2]
+    assert pool.take_with_ids(2) == (raws[:2], [r.id for r in results[:2]])
+    assert pool.take_with_ids(0) == ([], [])
     pool.remove_included([results[0].id, results[1].id], height=7)
     assert pool.status(results[0].id) == AttestationStatus("included", height=7)
     assert pool.status(results[2].id) == AttestationStatus("pending")
@@ -639,3 +641,49 @@ def test_a_missing_reading_is_waited_for_no_longer_than_it_could_be_included(dev
     assert pool.add(signed(dev, 3), accept_all).code == "pool_full"  # waits for 2
     now[0] = 1_000 + 2 + MISSING_FOR_S + 1  # reading 2 (timestamp 1,002 s) is stale now
     assert pool.add(signed(dev, 3), accept_all).accepted
+
+
+def test_process_pool_checker_tells_each_part_in_order_as_it_comes(devices, monkeypatch):
+    """``check_async(on_part=...)``: the outcomes are told part by part, contiguous from
+    the first item and in order, before the whole answer (so admission can start on the
+    first items); also when a worker's answer is lost and its part is checked here."""
+    import trio
+
+    import node.attestation_pool as pool_module
+
+    raws = _odd_batch(devices) * 3  # 180 items: several parts for two workers
+    expected = _expected(raws)
+    checker = ProcessPoolChecker(workers=2, min_batch=8, chunk=16)
+    try:
+        told: list[tuple[int, list]] = []
+        got = trio.run(lambda: checker.check_async(
+            raws, CHAIN_ID, lambda start, part: told.append((start, part))))
+        assert got == expected
+        assert len(told) > 2 and told[0][0] == 0
+        for (start, part), (following, _) in zip(told, told[1:], strict=False):
+            assert following == start + len(part)
+        assert [x for _, part in told for x in part] == expected
+        # a lost answer: that part, and every one after it, told once it was checked here
+        original = pool_module._Worker.answer
+        calls = []
+
+        async def lose_third(self, ticket):
+            calls.append(ticket)
+            if len(calls) == 3:
+                self.abandon(ticket)
+                return None
+            return await original(self, ticket)
+
+        monkeypatch.setattr(pool_module._Worker, "answer", lose_third)
+        told.clear()
+        got = trio.run(lambda: checker.check_async(
+            raws, CHAIN_ID, lambda start, part: told.append((start, part))))
+        assert got == expected and [x for _, part in told for x in part] == expected
+        assert [start for start, _ in told] == sorted({start for start, _ in told})
+        # small batches (checked on a thread): told once, whole
+        told.clear()
+        assert trio.run(lambda: checker.check_async(
+            raws[:4], CHAIN_ID, lambda start, part: told.append((start, part)))) == expected[:4]
+        assert told == [(0, expected[:4])]
+    finally:
+        checker.close()

@@ -270,11 +270,11 @@ async def test_submit_checks_batches_at_once_but_admits_them_in_arrival_order(
     check = service._check_stateless
     spans: list[tuple[int, float, float]] = []
 
-    async def timed(raws: list[bytes]) -> list:
+    async def timed(raws: list[bytes], on_part=None) -> list:
         started = time.monotonic()
         if raws[0] == first[0]:
             await trio.sleep(0.5)  # the first batch's checks are slower than the second's
-        out = await check(raws)
+        out = await check(raws, on_part)
         spans.append((len(spans), started, time.monotonic()))
         return out
 

@@ -298,3 +298,23 @@ def test_a_proposer_late_with_all_its_peers_is_not_cut() -> None:
     assert decided_with_peers(waited, 6) is None
     app.peers_start = None
     assert app.late_budget(0.3, 8) == pytest.approx(0.02)  # 1.3 s late: the smallest budget
+
+
+def test_a_round_0_proposal_on_time_carries_the_aimed_instant() -> None:
+    """The timestamp of a proposal started at most STAMP_AIMED_MAX_S after the instant
+    every node aimed the height at (head timestamp + interval) is that instant, so the
+    next height is aimed a whole interval later and the cadence does not drift."""
+    from node.network import STAMP_AIMED_MAX_S
+
+    now = [1_000.5]
+    fake = SimpleNamespace(head=SimpleNamespace(timestamp_ms=999_500))
+    app = ConsensusApp(fake, proposer=b"\x01" * 20, interval_s=1.0,  # type: ignore[arg-type]
+                       propose_timeout_s=1.0, clock=lambda: now[0])
+    assert app.aimed_timestamp_ms() == 1_000_500  # on the aimed instant
+    now[0] += STAMP_AIMED_MAX_S / 2
+    assert app.aimed_timestamp_ms() == 1_000_500  # a little after it
+    now[0] += STAMP_AIMED_MAX_S
+    assert app.aimed_timestamp_ms() is None  # late: its own clock
+    now[0] = 1_000.4
+    assert app.aimed_timestamp_ms() is None  # before it (a round that started early)
+    assert ConsensusApp(fake, proposer=b"\x01" * 20).aimed_timestamp_ms() is None  # type: ignore[arg-type]

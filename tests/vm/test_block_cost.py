@@ -141,3 +141,31 @@ def test_a_time_budget_stops_building_between_runs_of_attestations(
     run(fleet.chain, [], built.attestations)  # the chunked build is what a validator computes
     check = run(fleet.chain, [], built.attestations)
     assert check.state_root == built.state_root
+
+
+def test_building_caps_the_block_count_over_every_run_and_takes_given_ids(
+        fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vm.modules.telemetry as telemetry
+
+    monkeypatch.setattr(execute, "BUILD_ATTESTATION_RUN", 4)
+    real = telemetry.get_param
+    monkeypatch.setattr(telemetry, "get_param", lambda state, name: (
+        6 if name == "max_block_attestations" else real(state, name)))
+    atts = readings(fleet)
+    forged = bytearray(atts[1])
+    forged[-5] ^= 1  # inside the signature: refused, the others go on
+    atts[1] = bytes(forged)
+    ids = [keccak(a) for a in atts]
+    body = BlockBody([], atts, attestation_ids=ids)
+    built = execute_block(OverlayDB(fleet.chain.db), fleet.chain.head.state_root,
+                          fleet.chain.env(), body, skip_invalid=True)
+    codes = [code for _, code in built.attestation_results]
+    # the cap (6) counts the block's included ones, not each run's (runs of 4)
+    assert codes[0] == OK and codes[1] not in (OK, DEFERRED)
+    assert codes[2:7] == [OK] * 5 and codes[7:] == [DEFERRED] * 5
+    assert [att_id for att_id, _ in built.attestation_results] == ids
+    assert built.attestations == [atts[0]] + atts[2:7]
+    # the same block without the ids, and as a validator checks it: the same state
+    again = run(fleet.chain, [], atts, skip_invalid=True)
+    assert again.attestation_results == built.attestation_results
+    assert run(fleet.chain, [], built.attestations).state_root == built.state_root
