@@ -44,7 +44,7 @@ _SPECS = [
     ParamSpec("account_cost", 200, 0, 1_000_000, False,
               "Cost of each distinct account a block's transactions name (sender, recipient): "
               "a state read and write that no cache holds."),
-    ParamSpec("attestation_cost", 150, 0, 1_000_000, False, "Cost of an included attestation."),
+    ParamSpec("attestation_cost", 100, 0, 1_000_000, False, "Cost of an included attestation."),
     ParamSpec("evm_gas_cost", 250, 0, 1_000_000, False,
               "Cost per 1000 gas a transaction spends beyond its intrinsic gas in EVM code."),
     ParamSpec("module_gas_cost", 40, 0, 1_000_000, False,

@@ -155,8 +155,8 @@ def test_the_cap_shrinks_slowly_and_only_for_a_slow_block() -> None:
 
 
 @pytest.mark.parametrize(("attestation_cost", "first"), [
-    (150, 2_000),  # the default weight: 0.3 s / 150 us
-    (100, 3_000),
+    (150, 2_000),  # 0.3 s / 150 us
+    (100, 3_000),  # the default weight
     (None, PROPOSAL_START_ATTESTATIONS),  # no chain to ask
     (0, PROPOSAL_START_ATTESTATIONS),  # a weight of 0 says nothing
 ])

@@ -45,7 +45,7 @@ def run(chain: LocalChain, raws: list[bytes], atts: list[bytes] = (), **kw):  # 
 
 
 def test_defaults_are_the_documented_weights() -> None:
-    assert WEIGHTS == CostWeights(1_000_000, 200, 200, 150, 250, 40, 600)
+    assert WEIGHTS == CostWeights(1_000_000, 200, 200, 100, 250, 40, 600)
     chain = LocalChain()
     assert CostWeights.of(chain.state()) == WEIGHTS  # genesis writes them
 
