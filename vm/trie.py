@@ -467,22 +467,7 @@ class _Writer:
     def seal_leaf(self, path: str, value: bytes, path_rlp: bytes | None) -> Any:
         """``seal((_LEAF, path, value))`` in one call (``path_rlp``: :func:`_leaf_path`
         of ``path`` if known): every changed slot's new leaf."""
-        if path_rlp is None:  # (_leaf_rlp, inline: every new leaf of every trie)
-            hp = bytes.fromhex("3" + path if len(path) & 1 else "20" + path)
-            n = len(hp)  # at least 1 byte
-            if n == 1 and hp[0] < 0x80:
-                path_rlp = hp
-            else:
-                path_rlp = (_STRING_PREFIX[n] if n < 56 else rlp_length_prefix(n, 0x80)) + hp
-        n = len(value)
-        if n == 1 and value[0] < 0x80:
-            encoded = path_rlp + value
-        elif n < 1024:
-            encoded = path_rlp + _STRING_PREFIX_1K[n] + value
-        else:
-            encoded = path_rlp + rlp_length_prefix(n, 0x80) + value
-        n = len(encoded)
-        encoded = (_LIST_PREFIX[n] if n < 1024 else rlp_length_prefix(n, 0xC0)) + encoded
+        encoded = _leaf_rlp(path, value, path_rlp)
         if len(encoded) < 32:
             return (_LEAF, path, value)
         digest = keccak_new(encoded).digest()
@@ -715,21 +700,8 @@ class _Writer:
             old = olds.get(key) if olds is not None else None
             if not old:
                 return None
-            hp = bytes.fromhex("3" + rest if len(rest) & 1 else "20" + rest)  # (_leaf_path)
-            n = len(hp)
-            if n == 1 and hp[0] < 0x80:
-                path_rlp = hp
-            else:
-                path_rlp = (_STRING_PREFIX[n] if n < 56 else rlp_length_prefix(n, 0x80)) + hp
-            n = len(old)
-            if n == 1 and old[0] < 0x80:
-                encoded = path_rlp + old
-            elif n < 1024:
-                encoded = path_rlp + _STRING_PREFIX_1K[n] + old
-            else:
-                return None
-            n = len(encoded)
-            if n >= 1024 or keccak_new(_LIST_PREFIX[n] + encoded).digest() != child:
+            path_rlp = _leaf_path(rest)
+            if keccak_new(_leaf_rlp(rest, old, path_rlp)).digest() != child:
                 return None  # not this key's leaf: update reads the node
             sealed = self.seal_leaf(rest, value, path_rlp)
         elif found[0] == _LEAF:

@@ -6,7 +6,6 @@ then, and the result is the block a plain ``commit`` stores."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,12 +14,11 @@ import trio
 from eth_account import Account
 from eth_utils import to_checksum_address
 
-from genesis.devnet import dev_accounts, new_genesis
+from genesis.devnet import dev_accounts
 from node.app import Application
 from node.block import EMPTY_COMMIT
-from node.db import Database
-from node.mempool import Mempool
-from node.store import ChainStore, StagedCommit, StoreError
+from node.store import StagedCommit, StoreError
+from tests.node.chain_app import genesis_app
 from vm.errors import InvalidBlock
 
 pytestmark = pytest.mark.timeout(60)
@@ -31,14 +29,8 @@ VALIDATOR = b"\x11" * 20
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Application]:
-    database = Database(tmp_path / "data")
-    try:
-        store = ChainStore(database)
-        store.init_genesis(new_genesis(CHAIN_ID, [(VALIDATOR, 10)],
-                                       genesis_time_ms=int(time.time() * 1000) - 5_000))
-        yield Application(store, Mempool(CHAIN_ID))
-    finally:
-        database.close()
+    with genesis_app(tmp_path, VALIDATOR, CHAIN_ID) as app:
+        yield app
 
 
 def transfer(app: Application, nonce: int) -> None:

@@ -21,6 +21,7 @@ from node.mempool import Mempool
 from node.network import NetworkService
 from node.store import ChainStore
 from p2p.host import Verdict
+from tests.node.chain_app import genesis_app
 
 CHAIN_ID = 7077
 (OFFENDER, OFFENDER_KEY), (OUTSIDER, OUTSIDER_KEY) = dev_accounts()[:2]
@@ -31,16 +32,10 @@ HASH_A, HASH_B = b"\xaa" * 32, b"\xbb" * 32
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Application]:
     """A chain at genesis whose only validator is dev account 0 (set known for height 1)."""
-    database = Database(tmp_path / "data")
-    try:
-        store = ChainStore(database)
-        store.init_genesis(new_genesis(CHAIN_ID, [(OFFENDER, 10)],
-                                       genesis_time_ms=int(time.time() * 1000) - 5_000))
-        assert store.validators_for(1) is not None
-        assert store.validators_for(UNKNOWN_HEIGHT) is None
-        yield Application(store, Mempool(CHAIN_ID))
-    finally:
-        database.close()
+    with genesis_app(tmp_path, OFFENDER, CHAIN_ID) as app:
+        assert app.store.validators_for(1) is not None
+        assert app.store.validators_for(UNKNOWN_HEIGHT) is None
+        yield app
 
 
 def vote(block_hash: bytes, *, height: int = 1, round_: int = 0, vote_type: int = PREVOTE,

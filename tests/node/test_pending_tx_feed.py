@@ -15,15 +15,13 @@ import trio
 import trio.testing
 from eth_account import Account
 
-from genesis.devnet import dev_accounts, new_genesis
+from genesis.devnet import dev_accounts
 from node.app import Application
 from node.config import Config
-from node.db import Database
-from node.mempool import Mempool
 from node.rpc import metrics
 from node.rpc.subscriptions import PENDING_TX_QUEUE_LIMIT, Subscription, SubscriptionHub
 from node.rpc.websocket import OUTGOING_QUEUE, WebSocketSession
-from node.store import ChainStore
+from tests.node.chain_app import genesis_app
 
 CHAIN_ID = 7077
 VALIDATOR = b"\x11" * 20
@@ -38,14 +36,8 @@ def transfer(account: int, nonce: int) -> bytes:
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Application]:
-    database = Database(tmp_path / "data")
-    try:
-        store = ChainStore(database)
-        store.init_genesis(new_genesis(CHAIN_ID, [(VALIDATOR, 10)],
-                                       genesis_time_ms=int(time.time() * 1000) - 5_000))
-        yield Application(store, Mempool(CHAIN_ID))
-    finally:
-        database.close()
+    with genesis_app(tmp_path, VALIDATOR, CHAIN_ID) as app:
+        yield app
 
 
 async def test_gossiped_and_rpc_transactions_reach_pending_filters(app: Application) -> None:
