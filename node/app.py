@@ -67,6 +67,12 @@ BLOCK_CHECK_WORKER_SIGNATURES = Counter(
     "worker process (those this node had not verified at admission)",
     registry=REGISTRY,
 )
+BLOCK_CHECK_UNSEEN_SIGNATURES = Counter(
+    "motus_block_check_unseen_signatures",
+    "Attestations in peers' blocks whose signatures this node had not verified at "
+    "admission (recovered during the check, by the worker or the executing thread)",
+    registry=REGISTRY,
+)
 BLOCK_CHECK_WORKER_WAIT = Counter(
     "motus_block_check_worker_wait_seconds",
     "Wall time checks of peers' blocks waited for the signature worker's answers",
@@ -428,6 +434,8 @@ class Application:
                                signature_worker=self.signature_worker)
         BLOCK_EXECUTION_CPU.labels("check").observe(time.thread_time() - cpu_started)
         BLOCK_COST.labels("check").observe(result.cost)
+        if result.unseen_signatures:
+            BLOCK_CHECK_UNSEEN_SIGNATURES.inc(result.unseen_signatures)
         if result.worker_signatures or result.worker_wait_s:
             BLOCK_CHECK_WORKER_SIGNATURES.inc(result.worker_signatures)
             BLOCK_CHECK_WORKER_WAIT.inc(result.worker_wait_s)

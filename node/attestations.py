@@ -237,6 +237,7 @@ class AttestationService:
         # they are in the store (live streams, webhooks); a listener must not block or raise
         self.signal_listeners: list[Callable[[list[tuple[bytes, bytes]]], None]] = []
         self.accepted = 0  # attestations admitted into the pool since start
+        self.signatures_checked = 0  # items admission ran the stateless checks on
         self.built_rejects = 0  # pending attestations that block building refused
         self.gossip: Counter[str] = Counter()  # batches in/out, items relayed
         self._publish: Callable[[bytes], bool] | None = None
@@ -382,6 +383,7 @@ class AttestationService:
                     stateless[i] = POOL_FULL
                 todo = todo[:room]
             checked = _Checked(todo if len(todo) >= THREAD_MIN_BATCH else [], len(raws))
+            self.signatures_checked += len(todo)
             results = []
             async with trio.open_nursery() as nursery:
                 if checked.todo:
@@ -699,6 +701,10 @@ class AttestationCollector(Collector):
         yield rejects
         yield CounterMetricFamily("motus_attestations_accepted",
                                   "Attestations admitted into the pool", value=s.accepted)
+        yield CounterMetricFamily(
+            "motus_attestation_signature_checks",
+            "Attestation signatures admission checked (items not pending nor refused for "
+            "their bytes before; from clients and peers)", value=s.signatures_checked)
         dropped = CounterMetricFamily(
             "motus_attestations_dropped",
             "Attestations admitted into the pool that left it without a block, by the code "

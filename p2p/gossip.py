@@ -519,6 +519,7 @@ class GuardedPubsub(Pubsub):
 
     malformed_streams = 0
     _write_locks: weakref.WeakKeyDictionary[INetStream, trio.Lock]
+    _flights: dict[bytes, trio.Event]  # message id -> the end of its copy being pushed
     # ``(forwarder, msg) -> bool``: the node's size and budget gate (``Gossip.admit``).
     gate: Callable[[ID, rpc_pb2.Message], bool] | None = None
     # ``(msg) -> None``: counts every copy received (``Gossip._count_copy``).
@@ -532,10 +533,35 @@ class GuardedPubsub(Pubsub):
     async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
         """The library's push, behind our gate: a message from a peer that is over
         its budget, or over the topic's size limit, costs no signature check and
-        no validation. Duplicates and banned peers are dropped first (cheaply)."""
+        no validation. Duplicates and banned peers are dropped first (cheaply).
+
+        One copy of a message is validated at a time. The library marks a message
+        seen only once its validation has ended, and runs each copy in a task of its
+        own, so the copies a mesh brings while the first is still being validated
+        (in a mesh of four, the origin's and both relays', within milliseconds) were
+        each validated, delivered and relayed again: an attestation batch's signatures
+        were recovered up to three times (docs/p2p.md, trap 25). A later copy now waits
+        for the first's validation and then takes the library's path for a seen
+        message (dropped), or for a cached failed verdict (its forwarder penalised);
+        it goes through the gate as any copy would."""
         gate = self.gate
         if self.count_copy is not None and msg_forwarder != self.my_id:
             self.count_copy(msg)
+        msg_id = self._msg_id_constructor(msg)
+        flights = self.__dict__.get("_flights")
+        if flights is None:
+            flights = self._flights = {}
+        while (first := flights.get(msg_id)) is not None:
+            await first.wait()
+        flights[msg_id] = done = trio.Event()
+        try:
+            await self._push_first(msg_forwarder, msg, gate)
+        finally:
+            del flights[msg_id]
+            done.set()
+
+    async def _push_first(self, msg_forwarder: ID, msg: rpc_pb2.Message,
+                          gate: Callable[[ID, rpc_pb2.Message], bool] | None) -> None:
         if (
             gate is not None
             and not self.is_peer_blacklisted(msg_forwarder)

@@ -465,6 +465,7 @@ class SignaturesAhead:
         self.workers_checked = 0  # attestations the worker found valid (bench, tests)
         self.waited_s = 0.0  # wall time the caller waited for answers (bench)
         self.own = 0  # unseen attestations the caller checked itself (bench)
+        self.unseen = 0  # attestations not verified when the block came (metrics)
         self._worker: SignatureWorker | None = None
         self._chunks: list[list[int]] = []
         self._tags: list[int | None] = []
@@ -477,6 +478,7 @@ class SignaturesAhead:
         # the loop stops once it has passed it, see process_attestations)
         self.refused_at = len(self._raws)
         unseen = [i for i, att_id in enumerate(self.ids) if not is_verified(att_id, chain_id)]
+        self.unseen = len(unseen)
         if not unseen:
             return  # (the usual case: admission verified them all; the worker not even asked)
         if worker.in_use or not worker.available():

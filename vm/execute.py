@@ -96,6 +96,7 @@ class BlockResult:
     # checking with a signature worker (vm.attestation_ahead): attestations whose
     # signature it recovered, and the wall time execution waited for its answers
     worker_signatures: int = 0
+    unseen_signatures: int = 0  # attestations not verified at admission (with a worker)
     worker_wait_s: float = 0.0
     # building only: the included attestations decoded (vm.attestation.Attestation), in
     # order, what a commit reads of them (None: not at hand, decode ``attestations``)
@@ -276,6 +277,7 @@ def execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEnv
             ahead.close()  # also after a failed block: the worker is free again
     if ahead is not None:
         result.worker_signatures, result.worker_wait_s = ahead.workers_checked, ahead.waited_s
+        result.unseen_signatures = ahead.unseen
     return result
 
 

@@ -196,3 +196,47 @@ async def test_non_protobuf_pubsub_frames_do_not_crash_the_node(
             assert (await receive(inbox)).data == b"still here"
             assert target.stats()["malformed_pubsub_streams"] == 3
             nursery.cancel_scope.cancel()
+
+
+async def test_a_copy_arriving_during_validation_is_not_validated_again(
+    node_factory: Callable[..., P2PNode],
+) -> None:
+    """a, b and c all connected; c's validator is slow, so b's relayed copy of a's message
+    reaches c while c still validates a's copy. c validates the message once, delivers
+    it once, and rejects it once (the library validated, delivered and relayed every
+    copy that came during the first's validation: docs/p2p.md, trap 25)."""
+    calls: Counter[bytes] = Counter()
+
+    async def slow(peer_id: str, data: bytes) -> Verdict:
+        calls[data] += 1
+        await trio.sleep(0.5)
+        return Verdict.REJECT if data.startswith(b"bad") else Verdict.ACCEPT
+
+    with trio.fail_after(40):
+        a = node_factory("a")
+        a.register_topic(TopicName.TX, accept_all)
+        async with trio.open_nursery() as nursery:
+            a_addr = await nursery.start(a.run)
+            b = node_factory("b", bootstrap=(a_addr,))
+            b.register_topic(TopicName.TX, accept_all)
+            b_addr = await nursery.start(b.run)
+            c = node_factory("c", bootstrap=(a_addr, b_addr))
+            inbox = c.register_topic(TopicName.TX, slow)
+            await nursery.start(c.run)
+            pairs = [(a, b), (b, a), (a, c), (c, a), (b, c), (c, b)]
+            await wait_until(lambda: all(meshed(x, y, TopicName.TX) for x, y in pairs))
+
+            await a.publish(TopicName.TX, b"good one")
+            assert (await receive(inbox)).data == b"good one"
+            await a.publish(TopicName.TX, b"bad one")
+            await wait_until(lambda: a.peer_id in c.peer_scores()
+                             and c.peer_scores()[a.peer_id].penalties.get("invalid_message"))
+            await trio.sleep(0.8)  # any second validation would have ended by now
+            assert calls == {b"good one": 1, b"bad one": 1}
+            assert inbox.statistics().current_buffer_used == 0  # delivered once
+            scores = c.peer_scores()
+            assert scores[a.peer_id].penalties == {"invalid_message": 1}
+            # b's copy met the cached verdict: not charged, as for a copy after it
+            # (p2p.scoring.RouterScorer: an honest relay may carry what the origin forged)
+            assert not scores[b.peer_id].penalties
+            nursery.cancel_scope.cancel()
