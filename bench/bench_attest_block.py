@@ -192,9 +192,12 @@ class _PhaseTimes:
 
 
 def fleet_block(n: int, keep_dir: str | None, block_cache_mb: int | None = None,
-                ) -> tuple[Any, bytes, Any, list[bytes], Any]:
-    """(state db, parent root, env, 2,000 signed attestations, cleanup) for a block on a
-    fleet of ``n`` vehicles in a LevelDB store (built, or reopened from ``keep_dir``)."""
+                signers: int = 2_000) -> tuple[Any, bytes, Any, list[bytes], Any]:
+    """(state db, parent root, env, ``signers`` signed attestations, cleanup) for a block
+    on a fleet of ``n`` vehicles in a LevelDB store (built, or reopened from
+    ``keep_dir``). Above 2,000 signers the chain's ``max_block_attestations`` is raised
+    to match (a governance choice; the cost cap at ``attestation_cost`` 100 allows
+    10,000)."""
     from bench import bench_costs as costs
     from genesis.devnet import new_genesis
     from node.db import Database
@@ -206,10 +209,11 @@ def fleet_block(n: int, keep_dir: str | None, block_cache_mb: int | None = None,
     root_dir = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(
         prefix="motus-bench-attest-", dir=os.environ.get("MOTUS_BENCH_DIR")))
     root_dir.mkdir(parents=True, exist_ok=True)
-    path = root_dir / f"fleet-{n}"
+    path = root_dir / (f"fleet-{n}" if signers == 2_000 else f"fleet-{n}-signers-{signers}")
     proposer = costs.address_of_private_key(costs.VALIDATOR_KEY)
-    spec = new_genesis(costs.CHAIN_ID, [(proposer, 10)], genesis_time_ms=costs.GENESIS_MS)
-    fleet = costs.Fleet(n, spec.params.get("h3_resolution", 7))
+    spec = new_genesis(costs.CHAIN_ID, [(proposer, 10)], genesis_time_ms=costs.GENESIS_MS,
+                       params=({"max_block_attestations": signers} if signers > 2_000 else None))
+    fleet = costs.Fleet(n, spec.params.get("h3_resolution", 7), signers)
     t0 = time.perf_counter()
     built = path.exists()
     database = (Database(path) if block_cache_mb is None
@@ -247,6 +251,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--devices", type=int, default=2_000)
     parser.add_argument("--fleet", type=int, default=0,
                         help="vehicles of a fleet in a LevelDB store (2,000 of them sign)")
+    parser.add_argument("--signers", type=int, default=2_000,
+                        help="with --fleet: devices that sign, one attestation each in the "
+                             "block (default 2,000; up to the cost cap's 10,000)")
     parser.add_argument("--keep-dir", default=None, help="keep (and reuse) the fleet's store here")
     parser.add_argument("--block-cache-mb", type=int, default=None,
                         help="LevelDB's block cache (storage.block_cache_mb; default the node's, 64)")
@@ -345,8 +352,10 @@ def _profile(run) -> None:
 
 
 def run_fleet(args: argparse.Namespace) -> None:
-    """The 2,000-attestation block on a fleet of ``args.fleet`` vehicles."""
-    db, parent, env, raws, cleanup = fleet_block(args.fleet, args.keep_dir, args.block_cache_mb)
+    """The block of ``args.signers`` attestations (2,000) on a fleet of ``args.fleet``
+    vehicles."""
+    db, parent, env, raws, cleanup = fleet_block(args.fleet, args.keep_dir, args.block_cache_mb,
+                                                 args.signers)
     n = len(raws)
     try:
         roots = set()

@@ -172,10 +172,11 @@ class Fleet:
     """N vehicles: vehicle i (from 1) owned by ``owner_of(i)``, paired with a device; the
     first ``len(real)`` devices have keys (they sign the attestation block)."""
 
-    def __init__(self, n: int, resolution: int) -> None:
+    def __init__(self, n: int, resolution: int, signers: int = ATTESTATIONS) -> None:
         self.n = n
+        self.signers = signers  # the attestation block's size (one reading each at most)
         self.real = [Device.generate(CHAIN_ID, resolution, seed=b"bench_costs %d" % i)
-                     for i in range(min(n, ATTESTATIONS))]
+                     for i in range(min(n, signers))]
         self.resolution = resolution
         self._cells: dict[int, int] = {}
 
@@ -275,9 +276,9 @@ class Fleet:
                                    keccak256(b"%d %d" % (vid, seq)), b"", b""))
 
     def attestations(self, head_ms: int) -> list[bytes]:
-        """ATTESTATIONS signed readings, spread over the real devices, timed before
-        ``head_ms`` (the next block's time is later)."""
-        per = -(-ATTESTATIONS // len(self.real))  # readings per device (a second apart)
+        """``signers`` (ATTESTATIONS) signed readings, spread over the real devices, timed
+        before ``head_ms`` (the next block's time is later)."""
+        per = -(-self.signers // len(self.real))  # readings per device (a second apart)
         out: list[bytes] = []
         for k in range(per):
             for i, dev in enumerate(self.real):
@@ -287,7 +288,7 @@ class Fleet:
                 out.append(dev.attest(vehicle_id=vid, timestamp_ms=head_ms - 1_000 * (per - k),
                                       lat=lat, lon=lon, odometer_m=100 * (100 + HISTORY + 1 + k),
                                       signals={"soc": 50.0 + k}).raw)
-        return out[:ATTESTATIONS]
+        return out[:self.signers]
 
 
 # --- measuring --------------------------------------------------------------------------
