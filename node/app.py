@@ -70,7 +70,8 @@ BLOCK_CHECK_WORKER_SIGNATURES = Counter(
 BLOCK_CHECK_UNSEEN_SIGNATURES = Counter(
     "motus_block_check_unseen_signatures",
     "Attestations in peers' blocks whose signatures this node had not verified at "
-    "admission (recovered during the check, by the worker or the executing thread)",
+    "admission (recovered during the check, by the worker or the executing thread); "
+    "counted only when the node has a block signature worker",
     registry=REGISTRY,
 )
 BLOCK_CHECK_WORKER_WAIT = Counter(

@@ -567,7 +567,11 @@ class AttestationService:
         if any(r.code in STATELESS_CODES for r in results):
             self.gossip["batches_rejected"] += 1
             return Verdict.REJECT
-        return Verdict.ACCEPT if any(r.accepted for r in results) else Verdict.IGNORE
+        if any(r.accepted for r in results):
+            return Verdict.ACCEPT
+        # refused for the forwarder's quota: the same batch from another peer is checked
+        return (Verdict.IGNORE_FORWARDER if results and all(r.code == THROTTLED for r in results)
+                else Verdict.IGNORE)
 
     async def check_signal_batch(self, peer: str, data: bytes) -> Verdict:
         """Topic check of one signals batch (``[attestation, payload]`` items) from
@@ -602,7 +606,10 @@ class AttestationService:
             return Verdict.REJECT
         held = sum(1 for r in results if self._holds(r.id))
         self.gossip["signals_in"] += held
-        return Verdict.ACCEPT if held else Verdict.IGNORE
+        if held:
+            return Verdict.ACCEPT
+        return (Verdict.IGNORE_FORWARDER if results and all(r.code == THROTTLED for r in results)
+                else Verdict.IGNORE)
 
     def _holds(self, att_id: bytes) -> bool:
         return self.signals is not None and self.signals.get(att_id) is not None
@@ -703,8 +710,9 @@ class AttestationCollector(Collector):
                                   "Attestations admitted into the pool", value=s.accepted)
         yield CounterMetricFamily(
             "motus_attestation_signature_checks",
-            "Attestation signatures admission checked (items not pending nor refused for "
-            "their bytes before; from clients and peers)", value=s.signatures_checked)
+            "Attestation signatures admission scheduled for checking (items neither pending "
+            "nor refused for their bytes when their call came; from clients and peers)",
+            value=s.signatures_checked)
         dropped = CounterMetricFamily(
             "motus_attestations_dropped",
             "Attestations admitted into the pool that left it without a block, by the code "

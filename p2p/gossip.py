@@ -19,6 +19,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -57,6 +58,11 @@ _PUBLISH_MAX_WAIT = 0.5
 _STALLED_WRITER = 2.0
 
 
+# Set by the topic validator's wrapper when its refusal depends on the forwarder (see
+# Verdict.IGNORE_FORWARDER); read by GuardedPubsub.validate_msg in the same task.
+_FORWARDER_VERDICT: ContextVar[bool] = ContextVar("motus_forwarder_verdict", default=False)
+
+
 class Verdict(Enum):
     """A validator's answer about one gossip message.
 
@@ -72,6 +78,10 @@ class Verdict(Enum):
     REJECT = "reject"
     MALFORMED = "malformed"
     IGNORE = "ignore"
+    # IGNORE for a reason that is the forwarder's, not the message's (its quota spent, a
+    # banned relay): no penalty, and not remembered for the message id, so the same
+    # message from another peer is checked on its own
+    IGNORE_FORWARDER = "ignore_forwarder"
 
 
 Validator = Callable[[str, bytes], "bool | Verdict | Awaitable[bool | Verdict]"]
@@ -352,6 +362,7 @@ class Gossip:
             topic.stats.bytes_received += len(msg.data)
             if self.scoreboard.is_banned(forwarder.to_base58()):
                 topic.stats.ignored += 1
+                _FORWARDER_VERDICT.set(True)
                 return Verdict.IGNORE
             return None  # size and budget were checked at the gate (_admit)
 
@@ -367,6 +378,8 @@ class Gossip:
                 self._on_rejected(forwarder, msg, topic, Misbehaviour.MALFORMED_MESSAGE)
             else:
                 topic.stats.ignored += 1
+                if verdict is Verdict.IGNORE_FORWARDER:
+                    _FORWARDER_VERDICT.set(True)
             return False
 
         def on_error(forwarder: ID) -> bool:
@@ -519,7 +532,9 @@ class GuardedPubsub(Pubsub):
 
     malformed_streams = 0
     _write_locks: weakref.WeakKeyDictionary[INetStream, trio.Lock]
-    _flights: dict[bytes, trio.Event]  # message id -> the end of its copy being pushed
+    # message id -> (the end of its copy being pushed, the peers whose copies are in or
+    # waiting for it)
+    _flights: dict[bytes, tuple[trio.Event, set[ID]]]
     # ``(forwarder, msg) -> bool``: the node's size and budget gate (``Gossip.admit``).
     gate: Callable[[ID, rpc_pb2.Message], bool] | None = None
     # ``(msg) -> None``: counts every copy received (``Gossip._count_copy``).
@@ -540,10 +555,13 @@ class GuardedPubsub(Pubsub):
         own, so the copies a mesh brings while the first is still being validated
         (in a mesh of four, the origin's and both relays', within milliseconds) were
         each validated, delivered and relayed again: an attestation batch's signatures
-        were recovered up to three times (docs/p2p.md, trap 25). A later copy now waits
-        for the first's validation and then takes the library's path for a seen
-        message (dropped), or for a cached failed verdict (its forwarder penalised);
-        it goes through the gate as any copy would."""
+        were recovered up to three times (docs/p2p.md, trap 25). A later copy goes
+        through the gate (charged as before), waits for the first's push, and then takes
+        the library's path for a seen message (dropped) or for a cached failed verdict
+        (dropped, not charged: ``RouterScorer``); a verdict that was the forwarder's
+        (``Verdict.IGNORE_FORWARDER``, a validation timeout) is not cached, so it
+        validates the message itself. A second copy from a peer whose copy is already
+        in or waiting is dropped at once."""
         gate = self.gate
         if self.count_copy is not None and msg_forwarder != self.my_id:
             self.count_copy(msg)
@@ -551,22 +569,16 @@ class GuardedPubsub(Pubsub):
         flights = self.__dict__.get("_flights")
         if flights is None:
             flights = self._flights = {}
-        while (first := flights.get(msg_id)) is not None:
-            await first.wait()
-        flights[msg_id] = done = trio.Event()
-        try:
-            await self._push_first(msg_forwarder, msg, gate)
-        finally:
-            del flights[msg_id]
-            done.set()
-
-    async def _push_first(self, msg_forwarder: ID, msg: rpc_pb2.Message,
-                          gate: Callable[[ID, rpc_pb2.Message], bool] | None) -> None:
+        flight = flights.get(msg_id)
+        if flight is not None:
+            if msg_forwarder in flight[1]:
+                return  # the same peer again while its copy waits: nothing to add
+            flight[1].add(msg_forwarder)
         if (
             gate is not None
             and not self.is_peer_blacklisted(msg_forwarder)
             and not self._is_msg_seen(msg)
-        ):
+        ):  # charged as any copy before the seen mark is, refused at once past it
             try:
                 admitted = gate(msg_forwarder, msg)
             except Exception:  # a bug here must not kill pubsub (trap 2); validators still run
@@ -574,7 +586,16 @@ class GuardedPubsub(Pubsub):
                 admitted = True
             if not admitted:
                 return
-        await super().push_msg(msg_forwarder, msg)
+        while (flight := flights.get(msg_id)) is not None:
+            flight[1].add(msg_forwarder)
+            await flight[0].wait()
+        done = trio.Event()
+        flights[msg_id] = (done, {msg_forwarder})
+        try:
+            await super().push_msg(msg_forwarder, msg)
+        finally:
+            del flights[msg_id]
+            done.set()
 
     async def validate_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
         """The library's validation (cached result per message id, sync validators, then
@@ -590,6 +611,7 @@ class GuardedPubsub(Pubsub):
                 raise ValidationError(f"cached validation failed: {cached.error_message}")
             return
         error = None
+        token = _FORWARDER_VERDICT.set(False)
         validators = self.get_msg_validators(msg)
         for topic_validator in sorted(validators, key=lambda v: v.is_async):
             try:
@@ -608,9 +630,14 @@ class GuardedPubsub(Pubsub):
             if not ok:
                 error = "Validation failed"
                 break
-        self.validation_cache.put(
-            msg_id, ValidationResult(is_valid=error is None, timestamp=time.time(),
-                                     error_message=error))
+        forwarders = _FORWARDER_VERDICT.get()
+        _FORWARDER_VERDICT.reset(token)
+        if error is None or not (forwarders or error == "Validation timeout"):
+            # (a refusal for the forwarder's sake, or a timeout under load, says nothing
+            # of the message: another peer's copy is validated on its own)
+            self.validation_cache.put(
+                msg_id, ValidationResult(is_valid=error is None, timestamp=time.time(),
+                                         error_message=error))
         if error is not None:
             raise ValidationError(f"{error} for message {msg_id.hex()}")
 

@@ -240,3 +240,39 @@ async def test_a_copy_arriving_during_validation_is_not_validated_again(
             # (p2p.scoring.RouterScorer: an honest relay may carry what the origin forged)
             assert not scores[b.peer_id].penalties
             nursery.cancel_scope.cancel()
+
+
+async def test_a_refusal_for_the_forwarders_sake_lets_another_copy_through(
+    node_factory: Callable[..., P2PNode],
+) -> None:
+    """c refuses a's copy for a's sake (IGNORE_FORWARDER: its quota spent) while it
+    validates slowly; b's copy, which waited for it, is then validated on its own and
+    delivered (a plain IGNORE is cached for the message id, this one is not)."""
+    calls: list[str] = []
+
+    with trio.fail_after(40):
+        a = node_factory("a")
+        a.register_topic(TopicName.TX, accept_all)
+        async with trio.open_nursery() as nursery:
+            a_addr = await nursery.start(a.run)
+            b = node_factory("b", bootstrap=(a_addr,))
+            b.register_topic(TopicName.TX, accept_all)
+            b_addr = await nursery.start(b.run)
+            c = node_factory("c", bootstrap=(a_addr, b_addr))
+
+            async def picky(peer_id: str, data: bytes) -> Verdict:
+                calls.append(peer_id)
+                await trio.sleep(0.3)
+                return Verdict.IGNORE_FORWARDER if peer_id == a.peer_id else Verdict.ACCEPT
+
+            inbox = c.register_topic(TopicName.TX, picky)
+            await nursery.start(c.run)
+            pairs = [(a, b), (b, a), (a, c), (c, a), (b, c), (c, b)]
+            await wait_until(lambda: all(meshed(x, y, TopicName.TX) for x, y in pairs))
+
+            await a.publish(TopicName.TX, b"one")
+            message = await receive(inbox)
+            assert message.data == b"one" and message.forwarder == b.peer_id
+            assert calls == [a.peer_id, b.peer_id]  # one at a time, each copy once
+            assert not c.peer_scores()[a.peer_id].penalties
+            nursery.cancel_scope.cancel()
