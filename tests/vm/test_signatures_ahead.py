@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,6 +29,18 @@ from vm.modules.telemetry import finish_signatures, process_attestations
 from vm.state import make_state
 
 DEVICES = 40
+
+
+@contextmanager
+def _frozen(worker: SignatureWorker) -> Iterator[None]:
+    """The worker process stopped (SIGSTOP: a hung or descheduled worker) inside the
+    block, running again after it."""
+    pid = worker._process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def _started(worker: SignatureWorker) -> SignatureWorker:
@@ -159,13 +173,10 @@ def test_a_worker_not_started_dead_or_stuck_changes_nothing(fleet, monkeypatch):
     monkeypatch.setattr(ahead_module, "SHARE_WAIT_S", 0.2)
     worker = _started(SignatureWorker())
     try:
-        os.kill(worker._process.pid, signal.SIGSTOP)  # hung: every answer late
-        try:
+        with _frozen(worker):  # hung: every answer late
             _check(fleet, raws, False, worker, stats=stats)
             assert stats[-1] == 0
             assert not worker.available()  # the hung block's tasks are still due
-        finally:
-            os.kill(worker._process.pid, signal.SIGCONT)
         deadline = time.monotonic() + 30
         while not worker.available():  # their answers come, are read and dropped
             assert time.monotonic() < deadline
@@ -234,14 +245,11 @@ def test_the_nodes_setting_gives_the_serial_results_and_a_hung_worker_one_wait(f
                 _check(fleet, raws, False, worker, chunk, seen)
                 _check(fleet, bad, False, worker, chunk, seen)
                 _check(fleet, bad, True, worker, chunk, seen)
-        os.kill(worker._process.pid, signal.SIGSTOP)
-        try:
+        with _frozen(worker):
             started = time.monotonic()
             stats: list[int] = []
             _check(fleet, raws, False, worker, stats=stats)
             assert stats == [0] and time.monotonic() - started < 5
-        finally:
-            os.kill(worker._process.pid, signal.SIGCONT)
     finally:
         worker.close()
 
@@ -295,15 +303,12 @@ def test_queued_tasks_never_block_a_stuck_worker_and_reach_it_once_it_runs(fleet
     chain_id = fleet.chain.env().chain_id
     worker = _started(SignatureWorker())
     try:
-        os.kill(worker._process.pid, signal.SIGSTOP)
-        try:
+        with _frozen(worker):
             started = time.monotonic()
             tags = [worker.send([raw] * 64, chain_id) for _ in range(250)]
             assert time.monotonic() - started < 2 and None not in tags
             assert worker._unsent  # (the socket took what it holds; the rest waits here)
             assert worker.receive(tags[0], 0.05) is None  # stuck: no answer, no block
-        finally:
-            os.kill(worker._process.pid, signal.SIGCONT)
         for tag in tags:
             assert worker.receive(tag, 30) == bytes(64)  # 64 times CODE_OK
         assert worker.available() and not worker._unsent
@@ -319,12 +324,9 @@ def test_skipped_tasks_are_answered_without_codes_or_never_written(fleet):
     chain_id = fleet.chain.env().chain_id
     worker = _started(SignatureWorker())
     try:
-        os.kill(worker._process.pid, signal.SIGSTOP)
-        try:
+        with _frozen(worker):
             tags = [worker.send([raw] * 64, chain_id) for _ in range(60)]
             worker.skip(tags[10], tags[49])
-        finally:
-            os.kill(worker._process.pid, signal.SIGCONT)
         answers: dict[int, bytes] = {}
         while tags[-1] not in answers:  # every answer, in order, as they come
             worker.flush()  # (the queued tasks go out as the socket takes them)
@@ -350,7 +352,6 @@ def test_a_block_that_ends_with_the_socket_full_leaves_the_worker_little_to_do(f
     chain_id = fleet.chain.env().chain_id
     worker = _started(SignatureWorker())
     try:
-        pid = worker._process.pid
         tags = [worker.send([raw] * 64, chain_id) for _ in range(300)]  # ~19,000 signatures
 
         def unsent() -> int:
@@ -358,8 +359,7 @@ def test_a_block_that_ends_with_the_socket_full_leaves_the_worker_little_to_do(f
 
         while unsent() > 1_200_000:  # the worker takes ~2 MB (~11,000 signatures) in
             worker.flush()
-        os.kill(pid, signal.SIGSTOP)  # and is descheduled
-        try:
+        with _frozen(worker):  # and is descheduled
             time.sleep(0.05)  # (stopped for sure)
             for _ in range(5):
                 worker.flush()  # the socket full
@@ -367,8 +367,6 @@ def test_a_block_that_ends_with_the_socket_full_leaves_the_worker_little_to_do(f
             worker.drop_unsent()
             assert [tag for tag, _ in worker._unsent if tag >= 0] == []  # tasks dropped,
             assert any(tag < 0 for tag, _ in worker._unsent)  # the skip frame kept
-        finally:
-            os.kill(pid, signal.SIGCONT)
         started = time.monotonic()
         while not worker.available():  # ~0.5 s of recoveries if the skip were lost
             assert time.monotonic() - started < 30
