@@ -167,22 +167,17 @@ class _PhaseTimes:
 
         persist, list_root = MotusState.persist, vm.execute.compute_list_root
 
-        def timed_persist(state: Any) -> Any:
-            t0 = time.thread_time()
-            try:
-                return persist(state)
-            finally:
-                self.persist += time.thread_time() - t0
+        def timed(fn: Any, field: str) -> Any:
+            def run(*args: Any) -> Any:
+                t0 = time.thread_time()
+                try:
+                    return fn(*args)
+                finally:
+                    setattr(self, field, getattr(self, field) + time.thread_time() - t0)
+            return run
 
-        def timed_root(items: Any) -> bytes:
-            t0 = time.thread_time()
-            try:
-                return list_root(items)
-            finally:
-                self.roots += time.thread_time() - t0
-
-        MotusState.persist = timed_persist  # type: ignore[method-assign]
-        vm.execute.compute_list_root = timed_root  # type: ignore[assignment]
+        MotusState.persist = timed(persist, "persist")  # type: ignore[method-assign]
+        vm.execute.compute_list_root = timed(list_root, "roots")
 
         def uninstall() -> None:
             MotusState.persist = persist  # type: ignore[method-assign]
@@ -261,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", default=None, const="warm", nargs="?",
                         help="print a cProfile of one run of this kind (default warm)")
     args = parser.parse_args(argv or [])
+    if args.signers != 2_000 and not args.fleet:
+        parser.error("--signers needs --fleet (without it, --devices sets the block's size)")
     if args.fleet:
         run_fleet(args)
         return

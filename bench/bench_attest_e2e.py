@@ -225,6 +225,14 @@ def process_cpu(pid: int) -> tuple[float, float, float]:
     return main, others, children
 
 
+# the node's counters of signatures recovered -> the report's key (report_time)
+SIGNATURE_COUNTERS = {
+    "motus_attestation_signature_checks_total": "admission",
+    "motus_block_check_unseen_signatures_total": "unseen",
+    "motus_block_check_worker_signatures_total": "worker",
+}
+
+
 def metric_sums(url: str) -> dict[str, float]:
     """The node's block execution CPU sums and counts by kind (build/check), and its
     attestation refusals by code."""
@@ -251,12 +259,9 @@ def metric_sums(url: str) -> dict[str, float]:
                 labels = dict(part.split("=", 1) for part in name[name.index("{") + 1:-1].split(","))
                 out[f"gossip {labels['topic'].strip(chr(34))} {labels['result'].strip(chr(34))}"] = (
                     float(value))
-            elif line.startswith(("motus_attestation_signature_checks_total ",
-                                  "motus_block_check_unseen_signatures_total ",
-                                  "motus_block_check_worker_signatures_total ")):
+            elif line.startswith(tuple(SIGNATURE_COUNTERS)):
                 name, value = line.rsplit(" ", 1)
-                out["signatures " + name.split("_")[1 if "attestation" in name else 3]] = (
-                    float(value))
+                out["signatures " + SIGNATURE_COUNTERS[name]] = float(value)
             elif line.startswith("motus_attestation_rejects_total{"):
                 name, value = line.rsplit(" ", 1)
                 out["reject " + name.split('"')[1]] = float(value)
@@ -558,8 +563,8 @@ def report_time(elapsed: float, client_cpu: float, cpu_before: list, cpu_after: 
         if gossip:
             print(f"    gossip: {'; '.join(gossip)}")
         sigs = {k: m1.get(f"signatures {k}", 0) - m0.get(f"signatures {k}", 0)
-                for k in ("attestation", "unseen", "worker")}
-        print(f"    signatures recovered: at admission {sigs['attestation']:.0f}, checking "
+                for k in SIGNATURE_COUNTERS.values()}
+        print(f"    signatures recovered: at admission {sigs['admission']:.0f}, checking "
               f"peers' blocks {sigs['unseen']:.0f} ({sigs['worker']:.0f} by the worker)")
         if phases:
             print(f"    height phases, mean ms after the height's start: {', '.join(phases)}")

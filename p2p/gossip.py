@@ -19,7 +19,6 @@ import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -58,9 +57,16 @@ _PUBLISH_MAX_WAIT = 0.5
 _STALLED_WRITER = 2.0
 
 
-# Set by the topic validator's wrapper when its refusal depends on the forwarder (see
-# Verdict.IGNORE_FORWARDER); read by GuardedPubsub.validate_msg in the same task.
-_FORWARDER_VERDICT: ContextVar[bool] = ContextVar("motus_forwarder_verdict", default=False)
+class _ForwardersRefusal:
+    """What a topic validator's wrapper returns for a refusal that is the forwarder's and
+    not the message's (``Verdict.IGNORE_FORWARDER``): false to pubsub (dropped), and
+    ``GuardedPubsub.validate_msg`` does not cache it for the message id."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+FORWARDERS_REFUSAL = _ForwardersRefusal()
 
 
 class Verdict(Enum):
@@ -362,11 +368,11 @@ class Gossip:
             topic.stats.bytes_received += len(msg.data)
             if self.scoreboard.is_banned(forwarder.to_base58()):
                 topic.stats.ignored += 1
-                _FORWARDER_VERDICT.set(True)
-                return Verdict.IGNORE
+                return Verdict.IGNORE_FORWARDER
             return None  # size and budget were checked at the gate (_admit)
 
-        def conclude(forwarder: ID, msg: rpc_pb2.Message, answer: object) -> bool:
+        def conclude(forwarder: ID, msg: rpc_pb2.Message,
+                     answer: object) -> bool | _ForwardersRefusal:
             verdict = as_verdict(answer)
             if verdict is Verdict.ACCEPT:
                 topic.stats.accepted += 1
@@ -379,7 +385,7 @@ class Gossip:
             else:
                 topic.stats.ignored += 1
                 if verdict is Verdict.IGNORE_FORWARDER:
-                    _FORWARDER_VERDICT.set(True)
+                    return FORWARDERS_REFUSAL
             return False
 
         def on_error(forwarder: ID) -> bool:
@@ -399,11 +405,12 @@ class Gossip:
 
         if is_async:
 
-            async def validate_async(forwarder: ID, msg: rpc_pb2.Message) -> bool:
+            async def validate_async(forwarder: ID,
+                                     msg: rpc_pb2.Message) -> bool | _ForwardersRefusal:
                 try:
                     early = precheck(forwarder, msg)
                     if early is not None:
-                        return early is Verdict.ACCEPT
+                        return _early_answer(early)
                     answer = await user(forwarder.to_base58(), bytes(msg.data))  # type: ignore[misc]
                     return conclude(forwarder, msg, answer)
                 except Exception:
@@ -411,11 +418,11 @@ class Gossip:
 
             return validate_async, True
 
-        def validate_sync(forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        def validate_sync(forwarder: ID, msg: rpc_pb2.Message) -> bool | _ForwardersRefusal:
             try:
                 early = precheck(forwarder, msg)
                 if early is not None:
-                    return early is Verdict.ACCEPT
+                    return _early_answer(early)
                 answer = user(forwarder.to_base58(), bytes(msg.data))
                 if inspect.isawaitable(answer):
                     if inspect.iscoroutine(answer):
@@ -542,6 +549,7 @@ class GuardedPubsub(Pubsub):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._flights = {}
         self.validation_cache = LruValidationCache(self.validation_cache.ttl,
                                                    self.validation_cache.max_size)
 
@@ -566,9 +574,7 @@ class GuardedPubsub(Pubsub):
         if self.count_copy is not None and msg_forwarder != self.my_id:
             self.count_copy(msg)
         msg_id = self._msg_id_constructor(msg)
-        flights = self.__dict__.get("_flights")
-        if flights is None:
-            flights = self._flights = {}
+        flights = self._flights
         flight = flights.get(msg_id)
         if flight is not None:
             if msg_forwarder in flight[1]:
@@ -611,7 +617,7 @@ class GuardedPubsub(Pubsub):
                 raise ValidationError(f"cached validation failed: {cached.error_message}")
             return
         error = None
-        token = _FORWARDER_VERDICT.set(False)
+        cacheable = True
         validators = self.get_msg_validators(msg)
         for topic_validator in sorted(validators, key=lambda v: v.is_async):
             try:
@@ -629,10 +635,9 @@ class GuardedPubsub(Pubsub):
                 break
             if not ok:
                 error = "Validation failed"
+                cacheable = ok is not FORWARDERS_REFUSAL
                 break
-        forwarders = _FORWARDER_VERDICT.get()
-        _FORWARDER_VERDICT.reset(token)
-        if error is None or not (forwarders or error == "Validation timeout"):
+        if error is None or (cacheable and error != "Validation timeout"):
             # (a refusal for the forwarder's sake, or a timeout under load, says nothing
             # of the message: another peer's copy is validated on its own)
             self.validation_cache.put(
@@ -697,6 +702,13 @@ class LruValidationCache(ValidationCache):
         now = time.time()
         for msg_id in [k for k, r in self.entries.items() if now - r.timestamp > self.ttl]:
             del self.entries[msg_id]
+
+
+def _early_answer(verdict: Verdict) -> bool | _ForwardersRefusal:
+    """The wrapper's answer to pubsub for a verdict given before the node's validator."""
+    if verdict is Verdict.IGNORE_FORWARDER:
+        return FORWARDERS_REFUSAL
+    return verdict is Verdict.ACCEPT
 
 
 def as_verdict(answer: object) -> Verdict:
