@@ -19,8 +19,7 @@ from consensus.types import EMPTY_COMMIT, Commit, DuplicateVoteEvidence, Validat
 from node.block import Block, MalformedBlock, commit_hash, evidence_hash
 from node.mempool import Mempool, effective_tip
 from node.metrics import REGISTRY
-from node.store import ChainStore, StagedCommit, TxExtra
-from vm.attestation import OK, decode_accepted
+from node.store import ChainStore, CommitInProgress, StagedCommit, TxExtra
 from vm.attestation_ahead import SignatureWorker
 from vm.block import ZERO_HASH, Header, validators_hash
 from vm.db import OverlayDB
@@ -198,7 +197,6 @@ class Application:
         # (raw, tx hash) of every transaction the pool accepts, from RPC or gossip alike
         # (RPC pending-transaction subscriptions and filters); must not raise
         self.pool_listeners: list[Callable[[bytes, bytes], None]] = []
-        self.committing: int | None = None  # the height commit_async is writing
 
     # --- reads -----------------------------------------------------------------------
 
@@ -489,12 +487,18 @@ class Application:
 
     # --- commit ---------------------------------------------------------------------------
 
+    @property
+    def committing(self) -> int | None:
+        """The height whose block is being written (``ChainStore.staged``), if any."""
+        staged = self.store.staged
+        return None if staged is None else staged.header.height
+
     def commit(self, height: int, value: bytes, commit: Commit, *, check_time: bool = False) -> Block:
-        """Persist a decided block (executing it if this node has not yet) and fire events."""
-        if self.committing is not None:
-            raise InvalidBlock(f"height {self.committing} is being committed")
+        """Persist a decided block (executing it if this node has not yet) and fire events.
+        ``CommitInProgress`` while :meth:`commit_async` writes one (refused before this
+        block is executed)."""
         staged = self._stage(height, value, commit, check_time)
-        staged.write()
+        staged.store.write()
         return self._finish(staged)
 
     async def commit_async(self, height: int, value: bytes, commit: Commit, *,
@@ -503,20 +507,17 @@ class Application:
         releases the GIL): the event loop goes on meanwhile (RPC, admission against the
         parent, which the head still is), ~60-100 ms a block of 6,000-10,000 attestations
         on one validator. :attr:`committing` holds the height until the block is the
-        head; :meth:`commit` refuses to run then (block sync: consensus is committing)."""
+        head; :meth:`commit` refuses to run then (block sync: consensus is committing).
+        A write that fails leaves the head the parent and nothing staged."""
         import trio
 
-        if self.committing is not None:
-            raise InvalidBlock(f"height {self.committing} is being committed")
         staged = self._stage(height, value, commit, check_time)
-        self.committing = height
-        try:
-            await trio.to_thread.run_sync(staged.write)  # (not cancellable: it completes)
-            return self._finish(staged)
-        finally:
-            self.committing = None
+        await trio.to_thread.run_sync(staged.store.write)  # (not cancellable: it completes)
+        return self._finish(staged)
 
     def _stage(self, height: int, value: bytes, commit: Commit, check_time: bool) -> _Staged:
+        if self.store.staged is not None:  # (the store refuses too: here before executing)
+            raise CommitInProgress(f"height {self.committing} is being committed")
         executed = self.check_block(height, value, check_time=check_time)
         block, result = executed.block, executed.result
         current = self.store.validators_for(height)
@@ -528,13 +529,8 @@ class Application:
                 keccak(result.raw_transactions[i]), tx.sender, created or b"", result.tx_gas_used[i],
                 block.header.base_fee_per_gas + effective_tip(tx, block.header.base_fee_per_gas),
             ))
-        att_ids = included_attestation_ids(result)
-        if result.attestation_records is None or len(result.attestation_records) != len(
-                result.attestations):
-            # decoded once for everything the commit reads of them (the explorer's cells,
-            # the pool's tracks, the signal store's notes); a block this node built has
-            # them from its execution already
-            result.attestation_records = list(map(decode_accepted, result.attestations))
+        att_ids = result.included_attestation_ids()
+        result.decoded_attestations()  # once for all the commit reads (a built block has them)
         parent_state_root = self.head.state_root
         staged = self.store.stage_commit(block, result, commit, executed.overlay, next_set, extras,
                                          att_ids)
@@ -570,19 +566,6 @@ class _Staged:
     result: BlockResult
     extras: list[TxExtra]
     parent_state_root: bytes
-
-    def write(self) -> None:
-        self.store.write()
-
-
-def included_attestation_ids(result: BlockResult) -> list[bytes]:
-    """Ids of a block's included attestations, in order: execution already hashed them
-    (its results pair each id with ``ok`` exactly for the included ones); hashed again
-    only if the results do not line up with the included list."""
-    ids = [att_id for att_id, code in result.attestation_results if code == OK]
-    if len(ids) != len(result.attestations):
-        ids = [keccak(a) for a in result.attestations]
-    return ids
 
 
 def next_validator_set(current: ValidatorSet, pairs: list[tuple[bytes, int]]) -> ValidatorSet:

@@ -58,7 +58,6 @@ from vm.attestation import (
     AttestationError,
     SignalsError,
     compute_attestation_id,
-    decode_accepted,
     decode_attestation,
     open_commitment,
     set_verified_capacity,
@@ -305,12 +304,12 @@ class AttestationService:
         on an internal failure the cache restarts from the head."""
         header = block.header
         try:
-            included = _included_ids(result)
+            included = result.included_attestation_ids()
             before = self._rule_inputs() if self.cache.state_root == parent_state_root else None
             quiet = before is not None and self.pool.is_oldest_pending(included)
             self.pool.remove_included(included, header.height)
             self.cache.advance(parent_state_root, header.state_root, result.attestations,
-                               _records(result))
+                               result.decoded_attestations())
             dropped = []
             light = False
             if (quiet and self._view is not None and self.pool.dropped == self._view_dropped
@@ -660,31 +659,12 @@ class AttestationService:
             self.signals = None
 
 
-def _included_ids(result: BlockResult) -> list[bytes]:
-    """Ids of the block's included attestations, in order: block execution already
-    hashed them (its results pair each id with ``ok`` exactly for the included ones);
-    recomputed only if the results do not line up with the included list."""
-    ids = [att_id for att_id, code in result.attestation_results if code == OK]
-    if len(ids) != len(result.attestations):
-        ids = [compute_attestation_id(a) for a in result.attestations]
-    return ids
-
-
 def _included_keys(result: BlockResult) -> list[tuple[bytes, int, int]]:
     """``(id, vehicle_id, timestamp_ms)`` of the block's included attestations (executed,
     so valid: read by :func:`vm.attestation.decode_accepted`, on the trio thread for
     every attestation of every block)."""
-    return [(att_id, att.vehicle_id, att.timestamp_s * TIME_UNIT_MS)
-            for att_id, att in zip(_included_ids(result), _records(result), strict=True)]
-
-
-def _records(result: BlockResult) -> list[Any]:
-    """The block's included attestations decoded: the commit's (BlockResult.
-    attestation_records), else decoded here."""
-    records = getattr(result, "attestation_records", None)
-    if records is None or len(records) != len(result.attestations):
-        records = result.attestation_records = list(map(decode_accepted, result.attestations))
-    return records
+    return [(att_id, att.vehicle_id, att.timestamp_s * TIME_UNIT_MS) for att_id, att
+            in zip(result.included_attestation_ids(), result.decoded_attestations(), strict=True)]
 
 
 async def _drain(inbox: trio.MemoryReceiveChannel[Any]) -> None:

@@ -868,7 +868,7 @@ class NetworkService:
         proposal = compact.proposal
         if self._is_forged(ProposalMessage(proposal, b"")):
             return Verdict.REJECT
-        head = self.store.head_height
+        head = self.store.decided_height
         if not head < proposal.height <= head + 1:
             return Verdict.IGNORE  # a proposal for a height we have is of no use
         if proposal.round > max(self.machine.round, 0) + MAX_ROUNDS_AHEAD:
@@ -907,7 +907,7 @@ class NetworkService:
                 return Verdict.MALFORMED
         if self._is_forged(message):
             return Verdict.REJECT
-        head = self.store.head_height
+        head = self.store.decided_height
         height = message.height
         if height < head and isinstance(message, Vote):
             # A late vote (a slow relay, a loaded node): not relayed, but a forger must not

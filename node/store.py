@@ -70,6 +70,14 @@ class StoreError(Exception):
     code = "store_error"
 
 
+class CommitInProgress(StoreError):
+    """A block is being written (:meth:`ChainStore.stage_commit`, then
+    :meth:`StagedCommit.write`): nothing else may commit until it is the head. Local
+    and passing: never a peer's fault (block sync waits for it)."""
+
+    code = "commit_in_progress"
+
+
 @dataclass(frozen=True)
 class TxExtra:
     tx_hash: bytes
@@ -103,6 +111,9 @@ class ChainStore:
         # "Pruning"): a node re-created by a block while a sweep runs is never deleted.
         self.commit_lock = threading.Lock()
         self.trie_listener: Callable[[dict[bytes, bytes]], None] | None = None
+        # the decided block whose batch is filled and being written (stage_commit to
+        # finish_commit, or the write's failure): the head is its parent meanwhile
+        self.staged: StagedCommit | None = None
         if rebuild_flat and self.initialised and self.state_db.flat.root != self.head.state_root:
             self.rebuild_flat_state()
         self.log_index = LogIndex(database)
@@ -287,8 +298,23 @@ class ChainStore:
         return height, index
 
     def validators_for(self, height: int) -> ValidatorSet | None:
+        """The validator set of ``height``: stored with the block before it, or, while that
+        block is being written (``staged``), the set it decided."""
         raw = self.db.get(b"v" + _h(height))
-        return None if raw is None else decode_validator_set(raw)
+        if raw is None:
+            staged = self.staged
+            if staged is not None and height == staged.header.height + 1:
+                return staged.next_validators
+            return None
+        return decode_validator_set(raw)
+
+    @property
+    def decided_height(self) -> int:
+        """The newest height this node has decided: the head's, or the staged block's while
+        it is written. Gossip checks judge heights against it (a vote for the next height
+        that arrives during the write is the current one's, not one too far ahead)."""
+        staged = self.staged
+        return self.head_height if staged is None else staged.header.height
 
     @property
     def oldest_state_height(self) -> int:
@@ -327,6 +353,8 @@ class ChainStore:
         makes the block the head. Until then the head is the parent, and nothing else may
         commit."""
         height = block.header.height
+        if self.staged is not None:
+            raise CommitInProgress(f"height {self.staged.header.height} is being committed")
         if height != self.head_height + 1:
             raise StoreError(f"commit of height {height} on head {self.head_height}")
         if block.header.parent_hash != self.head.hash:
@@ -408,13 +436,16 @@ class ChainStore:
             # nothing written (the snapshot stays dropped, as a failed write leaves it)
             batch.__exit__(type(exc), exc, exc.__traceback__)
             raise
-        return StagedCommit(self, block.header, batch, puts,
-                            block.header.state_root if flat_diff is not None else None)
+        self.staged = StagedCommit(self, block.header, batch, puts,
+                                   block.header.state_root if flat_diff is not None else None,
+                                   next_validators)
+        return self.staged
 
     def finish_commit(self, staged: StagedCommit) -> None:
         """The written block of ``staged`` becomes the head (:meth:`stage_commit`)."""
         if not staged.written:
             raise StoreError("finish_commit before the block's batch was written")
+        self.staged = None
         self._head = staged.header
         if staged.flat_root is not None:
             self.state_db.flat.root = staged.flat_root
@@ -433,24 +464,36 @@ class StagedCommit:
     """A block's filled write batch, not yet written (:meth:`ChainStore.stage_commit`)."""
 
     def __init__(self, store: ChainStore, header: Header, batch: Any, puts: dict[bytes, bytes],
-                 flat_root: bytes | None) -> None:
+                 flat_root: bytes | None, next_validators: ValidatorSet) -> None:
         self.store = store
         self.header = header
         self.batch = batch
         self.puts = puts
         self.flat_root = flat_root  # the snapshot's root once written (None: dropped)
+        self.next_validators = next_validators  # the set of the height after it
         self.written = False
 
     def write(self) -> None:
-        """Write the batch, synced, under the store's ``commit_lock`` with the pruner told
-        of its trie keys (node.prune); safe in a worker thread (LevelDB's write releases
-        the GIL)."""
+        """Write the batch, synced, under the store's ``commit_lock``, the pruner told of
+        its trie keys first (node.prune: a key it hears of is never deleted, so telling
+        it of a write that then fails costs nothing); safe in a worker thread (LevelDB's
+        write releases the GIL). On a failure nothing is written and the store may
+        commit again (the block is staged anew)."""
         store = self.store
         with store.commit_lock:
-            self.batch.__exit__(None, None, None)  # (the batch's clean exit: written, synced)
+            try:
+                if store.trie_listener is not None:
+                    store.trie_listener(self.puts)
+            except BaseException as exc:
+                self.batch.__exit__(type(exc), exc, exc.__traceback__)  # (dropped)
+                store.staged = None
+                raise
+            try:
+                self.batch.__exit__(None, None, None)  # (the clean exit: written, synced)
+            except BaseException:
+                store.staged = None
+                raise
             self.written = True
-            if store.trie_listener is not None:
-                store.trie_listener(self.puts)
 
 
 def attestation_locations(height: int) -> Iterator[bytes]:

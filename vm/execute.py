@@ -21,7 +21,7 @@ from eth.vm.forks.cancun import CancunVM
 from eth_bloom import BloomFilter
 from eth_utils import ValidationError
 
-from vm.attestation import compute_attestation_id
+from vm.attestation import OK, compute_attestation_id, decode_accepted
 from vm.attestation_ahead import SignaturesAhead, SignatureWorker
 from vm.block import Header, rlp_encode
 from vm.cost import BlockCost, CostWeights, settlement_steps_per_block
@@ -101,6 +101,29 @@ class BlockResult:
     # building only: the included attestations decoded (vm.attestation.Attestation), in
     # order, what a commit reads of them (None: not at hand, decode ``attestations``)
     attestation_records: list[Any] | None = None
+    included_ids: list[bytes] | None = None  # included_attestation_ids(), once asked
+
+    def included_attestation_ids(self) -> list[bytes]:
+        """Ids of the included attestations, in order: execution hashed them already (its
+        results pair each id with ``ok`` exactly for the included ones); hashed again
+        only if the results do not line up with the included list."""
+        ids = self.included_ids
+        if ids is None or len(ids) != len(self.attestations):
+            ids = [att_id for att_id, code in self.attestation_results if code == OK]
+            if len(ids) != len(self.attestations):
+                ids = [compute_attestation_id(bytes(a)) for a in self.attestations]
+            self.included_ids = ids  # (a commit asks three times)
+        return ids
+
+    def decoded_attestations(self) -> list[Any]:
+        """The included attestations decoded (:func:`vm.attestation.decode_accepted`, for
+        executed, so valid, bytes): ``attestation_records``, decoded and kept once if the
+        result does not have them (a commit reads them for the explorer's cells, the
+        pool's tracks and the signal store's notes)."""
+        records = self.attestation_records
+        if records is None or len(records) != len(self.attestations):
+            records = self.attestation_records = list(map(decode_accepted, self.attestations))
+        return records
 
 
 def compute_base_fee(parent_gas_used: int, parent_gas_limit: int, parent_base_fee: int, floor: int) -> int:

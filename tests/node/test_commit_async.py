@@ -17,9 +17,8 @@ from eth_utils import to_checksum_address
 from genesis.devnet import dev_accounts
 from node.app import Application
 from node.block import EMPTY_COMMIT
-from node.store import StagedCommit, StoreError
+from node.store import CommitInProgress, StagedCommit, StoreError
 from tests.node.chain_app import genesis_app
-from vm.errors import InvalidBlock
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -70,10 +69,17 @@ async def test_the_loop_runs_while_the_block_is_written_and_nothing_else_commits
             await trio.sleep(0.001)
             ticks += 1
         assert app.committing == 1 and app.head == parent  # the head is the parent still
-        with pytest.raises(InvalidBlock, match="being committed"):
+        assert app.store.head_height == 0
+        # gossip checks judge heights against the decided block, and height 2's set is
+        # known from it: a vote or proposal for 2 that comes now is not "too far ahead"
+        assert app.store.decided_height == 1
+        assert app.store.validators_for(2) == app.store.staged.next_validators  # type: ignore[union-attr]
+        with pytest.raises(CommitInProgress, match="being committed") as refused:
             app.commit(1, value, EMPTY_COMMIT)
+        assert refused.value.code == "commit_in_progress"
         release.set()
-    assert ticks == 5 and app.committing is None
+    assert ticks == 5 and app.committing is None and app.store.staged is None
+    assert app.store.validators_for(2) is not None  # (stored now)
     (block,) = committed
     assert app.head == block.header and app.store.block_by_height(1).hash == block.hash
     assert len(app.mempool) == 0  # the commit's steps after the write ran
@@ -92,6 +98,9 @@ def test_a_staged_commit_is_the_head_only_once_written(app: Application) -> None
                                 [])
     with pytest.raises(StoreError):
         store.finish_commit(staged)
+    with pytest.raises(CommitInProgress):  # one block at a time, at the store too
+        store.stage_commit(executed.block, executed.result, EMPTY_COMMIT, executed.overlay,
+                           store.validators_for(1).next_for_height(), [], [])
     assert store.head_height == 0 and store.block_by_height(1) is None
     staged.write()
     store.finish_commit(staged)
@@ -107,3 +116,27 @@ def test_a_proposal_takes_a_given_timestamp_never_after_the_clock(app: Applicati
     assert now_ms <= block.header.timestamp_ms <= int(app.clock() * 1000)  # the clock's
     block = app.block_of(app.propose(1, VALIDATOR, timestamp_ms=parent.timestamp_ms - 5))
     assert block.header.timestamp_ms == parent.timestamp_ms + 1  # after its parent
+
+
+async def test_a_write_that_fails_leaves_the_parent_the_head_and_the_block_can_be_committed(
+        app: Application) -> None:
+    """The pruner's listener (told of the trie keys before the batch is written) raises:
+    nothing is written, nothing stays staged, the head is the parent in memory and on
+    disk, and the same decided block commits when asked again."""
+    transfer(app, 0)
+    parent = app.head
+    value = app.propose(1, VALIDATOR)
+
+    def failing(puts: dict[bytes, bytes]) -> None:
+        raise OSError("disk gone")
+
+    app.store.trie_listener = failing
+    with pytest.raises(OSError, match="disk gone"):
+        await app.commit_async(1, value, EMPTY_COMMIT)
+    assert app.store.staged is None and app.committing is None
+    assert app.head == parent and app.store.head_height == 0
+    assert app.store.block_by_height(1) is None and app.store.validators_for(2) is None
+    app.store.trie_listener = None
+    block = await app.commit_async(1, value, EMPTY_COMMIT)
+    assert app.head == block.header and app.store.head_height == 1
+    assert len(app.mempool) == 0

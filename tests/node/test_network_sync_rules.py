@@ -137,7 +137,7 @@ class ConsensusTopic:
         validators = validator_set()
         self.chain_id = CHAIN_ID
         self.store = SimpleNamespace(
-            head_height=HEAD,
+            head_height=HEAD, decided_height=HEAD,
             validators_for=lambda h: validators if OLDEST_STORED <= h <= HEAD + 1 else None)
         self.machine = SimpleNamespace(round=0)
         self._proposers: dict[tuple[int, int], bytes] = {}
@@ -244,7 +244,23 @@ def test_a_resent_vote_is_decoded_once_and_checked_again() -> None:
     vote = encode_message(signed_vote(KEYS[2], HEAD + 1))
     assert topic.check(vote) is Verdict.ACCEPT
     assert vote in topic._accepted_messages
-    topic.store.head_height = HEAD + 2  # the height passed: the same bytes are judged anew
+    topic.store.head_height = topic.store.decided_height = HEAD + 2  # the height passed:
+    # the same bytes are judged anew
     assert topic.check(vote) is Verdict.IGNORE
     assert topic.check(forged_vote(HEAD + 1)) is Verdict.REJECT  # never remembered
     assert forged_vote(HEAD + 1) not in topic._accepted_messages
+
+
+def test_a_vote_for_the_next_height_is_taken_while_the_decided_block_is_written() -> None:
+    # Block HEAD + 1 is decided and being written (ChainStore.staged: the head is still
+    # HEAD, the set of HEAD + 2 is the decided one): a vote for HEAD + 2, which the
+    # others send once they have committed, is the next height's, not one too far ahead
+    # (it was IGNOREd, and pubsub drops every copy of an IGNOREd message).
+    topic = ConsensusTopic()
+    validators = validator_set()
+    vote = encode_message(signed_vote(KEYS[2], HEAD + 2))
+    assert topic.check(vote) is Verdict.IGNORE  # before the decision
+    topic.store.decided_height = HEAD + 1
+    topic.store.validators_for = lambda h: validators if OLDEST_STORED <= h <= HEAD + 2 else None
+    topic._check_validators.clear()
+    assert topic.check(vote) is Verdict.ACCEPT
