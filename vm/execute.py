@@ -388,7 +388,7 @@ def _execute_block(db: AtomicDatabaseAPI, parent_state_root: bytes, env: BlockEn
         else:
             cost.add_attestations(len(attestations))  # known before executing any of them
             attestations, att_results = telemetry.process_attestations(
-                state, env, attestations, False, ahead=ahead, finish=False)
+                state, env, attestations, ahead=ahead, finish=False)
 
     record_block_events(state, env.height, block_events)
     state.persist()

@@ -26,7 +26,7 @@ from vm.attestation_ahead import SignaturesAhead, SignatureWorker
 from vm.db import OverlayDB
 from vm.errors import InvalidBlock
 from vm.execute import BlockBody, execute_block
-from vm.modules.telemetry import finish_signatures, process_attestations
+from vm.modules.telemetry import build_attestations, finish_signatures, process_attestations
 from vm.state import make_state
 
 DEVICES = 40
@@ -106,9 +106,13 @@ def _outcome(fleet: Fleet, raws: list[bytes], skip_invalid: bool,
         if attestation.check_stateless_codes([raws[i]], env.chain_id) == [attestation.OK]:
             attestation.mark_verified(attestation.compute_attestation_id(raws[i]), env.chain_id)
     state = make_state(OverlayDB(chain.db), chain.head.state_root, env)
-    checker = SignaturesAhead(worker, raws, env.chain_id, chunk=chunk) if worker else None
+    checker = (SignaturesAhead(worker, raws, env.chain_id, chunk=chunk)
+               if worker and not skip_invalid else None)
     try:
-        included, results = process_attestations(state, env, raws, skip_invalid, ahead=checker)
+        if skip_invalid:  # building: the invalid ones left out (never with a worker)
+            included, results, _, _ = build_attestations(state, env, raws)
+        else:
+            included, results = process_attestations(state, env, raws, ahead=checker)
     except InvalidBlock as exc:
         return ("invalid", str(exc))
     finally:
@@ -268,7 +272,7 @@ def test_the_loop_applies_unverified_attestations_and_finish_settles_them(fleet,
     ahead = SignaturesAhead(worker, raws, env.chain_id, chunk=4)
     try:
         assert ahead.unchecked() is not None and sum(ahead.unchecked()) == DEVICES
-        included, _ = process_attestations(state, env, raws, False, ahead=ahead, finish=False)
+        included, _ = process_attestations(state, env, raws, ahead=ahead, finish=False)
         assert len(included) == DEVICES and ahead.own == 0  # applied, nothing recovered here
         with pytest.raises(InvalidBlock) as caught:
             finish_signatures(ahead)
@@ -276,6 +280,39 @@ def test_the_loop_applies_unverified_attestations_and_finish_settles_them(fleet,
         ahead.close()
     assert str(caught.value) == _outcome(fleet, raws, False)[1]
     assert f"attestation {DEVICES - 3} " in str(caught.value)
+
+
+def test_a_block_forged_at_its_start_fails_in_the_loop_not_at_its_end(fleet, worker,
+                                                                      monkeypatch):
+    """The worker refuses attestation 0: the loop, which applies the attestations
+    unverified, stops at its next look at the answers (every PUMP_EVERY) with the serial
+    check's error, instead of executing the whole forged block first."""
+    from vm.modules.telemetry import PUMP_EVERY, TelemetryView
+
+    chain = fleet.chain
+    env = chain.env()
+    raws = _block(fleet)
+    raws[0] = _forged(fleet, raws[0])
+    attestation._VERIFIED.clear()
+    applied: list[int] = []
+    real_apply = TelemetryView.apply
+    monkeypatch.setattr(TelemetryView, "apply",
+                        lambda view, att: applied.append(1) or real_apply(view, att))
+    state = make_state(OverlayDB(chain.db), chain.head.state_root, env)
+    ahead = SignaturesAhead(worker, raws, env.chain_id, chunk=4)
+    try:
+        deadline = time.monotonic() + 30
+        while ahead.refused_at != 0:  # the worker's answer to the first chunk is in
+            assert time.monotonic() < deadline
+            ahead.pump()
+            time.sleep(0.002)
+        with pytest.raises(InvalidBlock) as caught:
+            process_attestations(state, env, raws, ahead=ahead, finish=False)
+    finally:
+        ahead.close()
+    assert 0 < len(applied) <= PUMP_EVERY < DEVICES  # stopped early
+    assert str(caught.value) == _outcome(fleet, raws, False)[1]
+    assert str(caught.value).startswith("attestation 0 ") and "bad_signature" in str(caught.value)
 
 
 @pytest.mark.parametrize("forged_at", [3, 20])

@@ -21,6 +21,7 @@ from vm.geo import CELL_SIZE_MM, cell_distance_lower_bound_m
 from vm.modules.params import set_param
 from vm.modules.telemetry import (
     VehicleEpochStats,
+    build_attestations,
     compute_challenge_nonce,
     epoch_vehicles,
     get_challenge,
@@ -184,15 +185,15 @@ def test_each_reject_code(fleet: Fleet, code: str, build):
     state = fleet.chain.state()
     if setup is not None:
         setup(state)
-    included, results = process_attestations(state, env, raws, skip_invalid=True)
+    included, results, _, _ = build_attestations(state, env, raws)
     assert [c for _, c in results] == ["ok"] * (len(raws) - 1) + [code]
     assert included == raws[:-1]
-    # the same body checked as a block (skip_invalid=False) is refused with that code
+    # the same body checked as a block is refused with that code
     state = fleet.chain.state()
     if setup is not None:
         setup(state)
     with pytest.raises(InvalidBlock, match=code):
-        process_attestations(state, env, raws, skip_invalid=False)
+        process_attestations(state, env, raws)
 
 
 def test_every_reject_code_has_a_row():
@@ -206,7 +207,7 @@ def test_stale_and_future_bounds_are_inclusive(fleet: Fleet):
     oldest = -(-(env.timestamp_ms - 300_000) // 1000) * 1000
     newest = (env.timestamp_ms + 10_000) // 1000 * 1000
     atts = [make(d, v, 1, oldest), make(d, v, 2, newest)]
-    _, results = process_attestations(fleet.chain.state(), env, [a.encode() for a in atts], True)
+    _, results, _, _ = build_attestations(fleet.chain.state(), env, [a.encode() for a in atts])
     assert [c for _, c in results] == ["ok", "ok"]
 
 
@@ -446,10 +447,10 @@ def test_deny_list_from_genesis_and_governance():
     assert fleet.telemetry.call("isDenied", d.checksum_address) is True
     env = chain.env()
     att = make(d, fleet.vehicle_ids[0], 1, env.timestamp_ms).encode()
-    assert process_attestations(chain.state(), env, [att], True)[1][0][1] == "denied"
+    assert build_attestations(chain.state(), env, [att])[1][0][1] == "denied"
     s = chain.state()
     set_denied(s, d.address, False)  # what an executed governance deny-list proposal does
-    assert process_attestations(s, env, [att], True)[1][0][1] == "ok"
+    assert build_attestations(s, env, [att])[1][0][1] == "ok"
 
 
 def test_challenge_selection():
@@ -510,9 +511,9 @@ def test_reads_ahead_change_no_result(fleet: Fleet, monkeypatch):
 
     def run() -> tuple[object, ...]:
         state = fleet.chain.state()
-        included, results = process_attestations(state, env, raws, skip_invalid=True)
+        included, results, _, _ = build_attestations(state, env, raws)
         with pytest.raises(InvalidBlock) as refused:
-            process_attestations(fleet.chain.state(), env, raws, skip_invalid=False)
+            process_attestations(fleet.chain.state(), env, raws)
         return included, results, state.make_state_root(), str(refused.value)
 
     assert hasattr(fleet.chain.state(), "slots_reader")  # (so the reads ahead are made)
@@ -549,7 +550,7 @@ def test_reads_ahead_in_steps_beside_a_worker_change_no_result(fleet: Fleet, mon
         state = fleet.chain.state()
         ahead = SignaturesAhead(worker, raws, env.chain_id, chunk=2) if worker else None
         try:
-            included, results = process_attestations(state, env, raws, False, ahead=ahead)
+            included, results = process_attestations(state, env, raws, ahead=ahead)
         except InvalidBlock as exc:
             return ("invalid", str(exc))
         finally:

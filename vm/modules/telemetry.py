@@ -819,48 +819,40 @@ def _moved_at_least_m(previous_cell: int, cell: int, resolution: int) -> int:
 
 
 def process_attestations(state: StateAPI, env: Any, attestations: Sequence[bytes],
-                         skip_invalid: bool,
-                         get_device: DeviceLookup | None = None,
-                         ahead: SignaturesAhead | None = None,
-                         finish: bool = True,
+                         ahead: SignaturesAhead | None = None, finish: bool = True,
                          ) -> tuple[list[bytes], list[tuple[bytes, str]]]:
-    """Block execution step (4): check and apply ``attestations`` in order.
+    """Block execution step (4) of a block being checked: check and apply
+    ``attestations`` in order; any invalid one raises InvalidBlock (the first by index,
+    its code in the message). Returns (included attestation bytes: all of them, one
+    ``(id, "ok")`` per input). Building leaves the invalid ones out instead:
+    :func:`build_attestations`, through the same view and checks.
 
-    Returns (included attestation bytes, one ``(id, code)`` per input) where code
-    is ``"ok"``, a reject code, or ``"deferred"`` (building only: the block already
-    holds ``max_block_attestations``). With ``skip_invalid`` (block building) an
-    invalid attestation is left out; otherwise it raises InvalidBlock. ``ahead``
-    (made over the same ``attestations``; used only to check a block) has their
-    signatures checked on another core meanwhile, settled after the loop (or, with
-    ``finish`` False, by the caller's :func:`finish_signatures` once it has done the
-    rest of the block); it changes no result and no error.
+    ``ahead`` (made over the same ``attestations``) has their signatures checked on
+    another core meanwhile, settled after the loop (or, with ``finish`` False, by the
+    caller's :func:`finish_signatures` once it has done the rest of the block); it
+    changes no result and no error.
     """
-    view = TelemetryView(state, env.timestamp_ms, env.height, get_device)
     cap = get_param(state, "max_block_attestations")
+    if len(attestations) > cap:  # (execution refuses such a block before calling this)
+        raise InvalidBlock(f"more than {cap} attestations in the block")
+    view = TelemetryView(state, env.timestamp_ms, env.height)
     included: list[bytes] = []
     results: list[tuple[bytes, str]] = []
-    if skip_invalid:
-        ahead = None  # (building: an invalid attestation is left out, so none can wait)
     ids = ahead.ids if ahead is not None else None
     unchecked = ahead.unchecked() if ahead is not None else None
     # The slots are read ahead all at once, or, while a worker checks signatures beside,
     # READ_AHEAD_STEP attestations at a time, the worker handed more tasks in between
     # (a whole block's reads, ~25 ms at 100,000 vehicles, would leave it idle that long).
-    last = min(cap, len(attestations)) if skip_invalid else len(attestations)
+    last = len(attestations)
     step = last if unchecked is None else READ_AHEAD_STEP
     read_to = pump_at = 0
     chain_id = env.chain_id
     for index, raw in enumerate(attestations):
-        if index == read_to and index < last:
+        if index == read_to:
             read_to = min(index + step, last)
             view.read_ahead(attestations[index:read_to])
         raw = bytes(raw)
         att_id = compute_attestation_id(raw) if ids is None else ids[index]
-        if len(included) >= cap:
-            if not skip_invalid:
-                _fail_first(ahead, index, index, f"more than {cap} attestations in the block")
-            results.append((att_id, DEFERRED))
-            continue
         decoded = False
         try:
             if unchecked is not None and unchecked[index]:
@@ -880,13 +872,12 @@ def process_attestations(state: StateAPI, env: Any, attestations: Sequence[bytes
             if code is not None:
                 raise AttestationError(code, _REASONS[code])
         except AttestationError as exc:
-            if not skip_invalid:
-                # (the serial check stops at the first bad signature before this one, and
-                # at this one's own before its state checks)
-                _fail_first(ahead, index + decoded, index,
-                            f"attestation {index} (0x{att_id.hex()}): {exc}")
-            results.append((att_id, exc.code))
-            continue
+            # (the serial check stops at the first bad signature before this one, and at
+            # this one's own before its state checks)
+            bad = ahead.first_bad(index + decoded) if ahead is not None else None
+            if bad is not None:
+                _raise_bad(ahead, *bad)  # type: ignore[arg-type]
+            raise InvalidBlock(_failure(index, att_id, exc)) from None
         view.apply(att)
         included.append(raw)
         results.append((att_id, OK))
@@ -899,19 +890,13 @@ def process_attestations(state: StateAPI, env: Any, attestations: Sequence[bytes
 PUMP_EVERY = 16  # unchecked attestations between two looks for the worker's answers
 
 
-def _fail_first(ahead: SignaturesAhead | None, limit: int, index: int, message: str) -> None:
-    """Raise InvalidBlock for the loop's failure at ``index`` (``message``), or for the
-    first attestation before ``limit`` whose signature does not verify, as the serial
-    check would have."""
-    bad = ahead.first_bad(limit) if ahead is not None else None
-    if bad is not None:
-        _raise_bad(ahead, *bad)
-    raise InvalidBlock(message) from None
+def _failure(index: int, att_id: bytes, exc: AttestationError) -> str:
+    """The message of a block refused at its attestation ``index`` (the serial check's)."""
+    return f"attestation {index} (0x{att_id.hex()}): {exc}"
 
 
-def _raise_bad(ahead: SignaturesAhead | None, index: int, exc: AttestationError) -> None:
-    att_id = ahead.ids[index] if ahead is not None else b""
-    raise InvalidBlock(f"attestation {index} (0x{att_id.hex()}): {exc}") from None
+def _raise_bad(ahead: SignaturesAhead, index: int, exc: AttestationError) -> None:
+    raise InvalidBlock(_failure(index, ahead.ids[index], exc)) from None
 
 
 def finish_signatures(ahead: SignaturesAhead) -> None:
@@ -1045,11 +1030,9 @@ class TelemetryModule(SystemModule):
             set_denied(state, _address(device), True)
 
     def process_attestations(self, state: StateAPI, env: Any, attestations: Sequence[bytes],
-                             skip_invalid: bool, ahead: SignaturesAhead | None = None,
-                             finish: bool = True,
+                             ahead: SignaturesAhead | None = None, finish: bool = True,
                              ) -> tuple[list[bytes], list[tuple[bytes, str]]]:
-        return process_attestations(state, env, attestations, skip_invalid, ahead=ahead,
-                                    finish=finish)
+        return process_attestations(state, env, attestations, ahead=ahead, finish=finish)
 
     def build_attestations(self, state: StateAPI, env: Any, attestations: Sequence[bytes],
                            should_stop: Callable[[], bool] | None = None, run: int = 100,
