@@ -435,9 +435,9 @@ class SignaturesAhead:
     first bad attestation by index; see :meth:`first_bad` for an error the loop hits).
     A state built on a forged attestation is thrown away with the block. The worker
     gets tasks from the start (in chunks growing from an eighth of ``chunk`` to
-    ``chunk``, so the first answers come soon) and the caller hands it more as answers
-    come (:meth:`pump`, between attestations): all the tasks are queued at once and
-    pushed on as the socket takes them (:class:`SignatureWorker`). In :meth:`finish` the
+    ``chunk``, so the first answers come soon), all queued at once and pushed on as the
+    socket takes them (:class:`SignatureWorker`); the caller applies the answers as they
+    come (:meth:`pump`, between attestations). In :meth:`finish` the
     caller checks chunks from the block's end that the worker has not reached (and tells
     it to skip them) while the worker answers from the start, then waits (at most
     :data:`SHARE_WAIT_S` an answer) for what the worker owes.
@@ -470,7 +470,7 @@ class SignaturesAhead:
         self._chunks: list[list[int]] = []
         self._tags: list[int | None] = []
         self._taken = 0  # chunks whose answers were read (or given up) so far
-        self._sent = 0  # chunks written so far
+        self._sent = 0  # chunks queued to the worker (all, unless it went away meanwhile)
         self._end = 0  # chunks [_end:] are the caller's own (finish)
         self._unchecked: bytearray | None = None  # 1: not verified when the block came
         self._ok = bytearray(len(self._raws))  # 1: its signature verified since
@@ -527,8 +527,8 @@ class SignaturesAhead:
                 self.refused_at = i
 
     def pump(self) -> None:
-        """Apply the answers that have come, in order, without waiting; write more
-        tasks (the caller's loop calls it every few attestations)."""
+        """Apply the answers that have come, in order, without waiting (the caller's loop
+        calls it every few attestations; the queued tasks are pushed on meanwhile)."""
         worker = self._worker
         while (worker is not None and self._taken < self._sent
                and worker.answer_waiting()):
@@ -541,7 +541,6 @@ class SignaturesAhead:
                 return
             self._apply(self._chunks[k], codes)
             self._taken += 1
-            self._send_more()
             worker = self._worker
 
     def _check_own(self, i: int) -> AttestationError | None:

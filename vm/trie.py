@@ -319,10 +319,9 @@ def _rlp_bytes(item: bytes) -> bytes:
     return rlp_length_prefix(n, 0x80) + item
 
 
-_STRING_PREFIX = tuple(bytes((0x80 + n,)) for n in range(56))
 # string prefixes by length up to 1 KiB, long ones too (a list root's items: attestations,
 # transactions, receipts)
-_STRING_PREFIX_1K = tuple(rlp_length_prefix(n, 0x80) for n in range(1024))
+_STRING_PREFIX = tuple(rlp_length_prefix(n, 0x80) for n in range(1024))
 # list prefixes by payload length, up to the largest branch (16 hashes and a value)
 _LIST_PREFIX = tuple(rlp_length_prefix(n, 0xC0) for n in range(1024))
 
@@ -393,7 +392,7 @@ def _leaf_rlp(path: str, value: bytes, path_rlp: bytes | None = None) -> bytes:
     if n == 1 and value[0] < 0x80:
         payload += value
     elif n < 1024:
-        payload += _STRING_PREFIX_1K[n] + value
+        payload += _STRING_PREFIX[n] + value
     else:
         payload += rlp_length_prefix(n, 0x80) + value
     n = len(payload)
@@ -403,6 +402,15 @@ def _leaf_rlp(path: str, value: bytes, path_rlp: bytes | None = None) -> bytes:
 # nibble -> the smallest string above every key with this nibble at a given depth:
 # "9" -> ":", which sorts between "9" and "a"
 _NEXT = {c: chr(ord(c) + 1) for c in _HEX}
+
+
+def _splice(encoded: bytes, children: tuple[Any, ...], slot: int, digest: bytes) -> bytes:
+    """A branch's encoding with the hash of child ``slot`` (a hash in ``children``, the
+    branch's children as encoded) replaced by ``digest``: at its offset, after the list's
+    prefix, 33 bytes for each hash before it and 1 for each empty child."""
+    at = ((1 if encoded[0] < 0xF8 else encoded[0] - 0xF6) + 33 * slot
+          - 32 * children[:slot].count(None) + 1)
+    return encoded[:at] + digest + encoded[at + 32:]
 
 
 class _Writer:
@@ -434,22 +442,16 @@ class _Writer:
                         payload = b"\xa0" + b"\xa0".join(children)
                     else:
                         payload = b"".join([b"\xa0" + c if c else b"\x80" for c in children])
-                        if self.keep_bytes and not node[2]:
-                            # kept with its encoding, for the next splice
-                            n = len(payload) + 1
-                            encoded = (_LIST_PREFIX[n] if n < 1024
-                                       else rlp_length_prefix(n, 0xC0)) + payload + b"\x80"
-                            node = (_BRANCH, children, b"", encoded)
-                            payload = b""
                 except TypeError:  # an embedded child
                     encoded = encode_node(node)
                 else:
-                    if payload:
-                        value = node[2]
-                        payload += _rlp_bytes(value) if value else b"\x80"
-                        n = len(payload)
-                        encoded = (_LIST_PREFIX[n] if n < 1024
-                                   else rlp_length_prefix(n, 0xC0)) + payload
+                    value = node[2]
+                    payload += _rlp_bytes(value) if value else b"\x80"
+                    n = len(payload)
+                    encoded = (_LIST_PREFIX[n] if n < 1024
+                               else rlp_length_prefix(n, 0xC0)) + payload
+                    if self.keep_bytes and not value and None in children:
+                        node = (_BRANCH, children, b"", encoded)  # for the next splice
         else:
             encoded = encode_node(node)
         if len(encoded) < 32:
@@ -498,7 +500,7 @@ class _Writer:
                     return leaf
         return nodes.node(ref)
 
-    def build(self, keys: list[str], values: list[bytes], lo: int, hi: int, depth: int) -> Any:
+    def build(self, keys: Sequence[str], values: list[bytes], lo: int, hi: int, depth: int) -> Any:
         """The node holding ``keys[lo:hi]`` (ascending, distinct, values non-empty), which
         agree on their first ``depth`` nibbles."""
         if hi - lo == 1:
@@ -525,7 +527,7 @@ class _Writer:
             i = j
         return (_BRANCH, tuple(children), value)
 
-    def update(self, ref: Any, keys: list[str], values: list[bytes], lo: int, hi: int,
+    def update(self, ref: Any, keys: Sequence[str], values: list[bytes], lo: int, hi: int,
                depth: int) -> Any:
         """The node at ``ref`` (``depth`` nibbles down) with ``keys[lo:hi]`` set to
         ``values[lo:hi]`` (b"" deletes); None when nothing is left."""
@@ -543,7 +545,7 @@ class _Writer:
                 return (_LEAF, node[1], value) if value else None
             # a leaf and the few keys changed around it: rebuilt from scratch
             leaf_key = keys[lo][:depth] + node[1]
-            ks, vs = keys[lo:hi], values[lo:hi]
+            ks, vs = list(keys[lo:hi]), values[lo:hi]
             i = bisect_left(ks, leaf_key)
             if i == len(ks) or ks[i] != leaf_key:
                 ks.insert(i, leaf_key)
@@ -606,15 +608,7 @@ class _Writer:
                     if old:
                         rest = key[below:]
                         path_rlp = _leaf_path(rest)
-                        n = len(old)  # (_leaf_rlp, inline for a slot's short value)
-                        if n < 56 and not (n == 1 and old[0] < 0x80):
-                            encoded = path_rlp + _STRING_PREFIX[n] + old
-                            n = len(encoded)
-                            encoded = (_LIST_PREFIX[n] if n < 1024
-                                       else rlp_length_prefix(n, 0xC0)) + encoded
-                        else:
-                            encoded = _leaf_rlp(rest, old, path_rlp)
-                        if keccak_new(encoded).digest() == child:
+                        if keccak_new(_leaf_rlp(rest, old, path_rlp)).digest() == child:
                             new = values[i]  # the leaf is this key's: replaced here
                             if not new:
                                 children[slot] = None
@@ -652,13 +646,11 @@ class _Writer:
             if spliced is not None:
                 # each changed child a hash replacing a hash (same length): spliced in at
                 # its offset (the list's prefix, 33 bytes a hash before it, 1 an empty)
-                start = 1 if spliced[0] < 0xF8 else spliced[0] - 0xF6
                 for slot in touched:
                     new = children[slot]
                     if type(new) is not bytes or type(before[slot]) is not bytes:
                         break
-                    at = start + 33 * slot - 32 * before[:slot].count(None) + 1
-                    spliced = spliced[:at] + new + spliced[at + 32:]
+                    spliced = _splice(spliced, before, slot, new)
                 else:
                     return (_BRANCH, tuple(children), value, spliced)
             return (_BRANCH, tuple(children), value)
@@ -717,40 +709,11 @@ class _Writer:
         else:
             return None
         children = children[:slot] + (sealed,) + children[slot + 1:]
-        if len(node) == 4 and type(sealed) is bytes:
-            # the encoding known (TrieNodes.keep_bytes): the new hash spliced in at its
-            # offset (the list's prefix, 33 bytes a hash before it, 1 an empty child)
-            encoded = node[3]
-            at = (1 if encoded[0] < 0xF8 else encoded[0] - 0xF6) + 33 * slot \
-                - 32 * node[1][:slot].count(None) + 1
-            encoded = encoded[:at] + sealed + encoded[at + 32:]
-            new: Any = (_BRANCH, children, b"", encoded)
-        else:
-            new = (_BRANCH, children, b"")
-            try:
-                if None not in children:  # (seal's, inline)
-                    payload = b"\xa0" + b"\xa0".join(children) + b"\x80"
-                else:
-                    payload = b"".join([b"\xa0" + c if c else b"\x80" for c in children]) + b"\x80"
-            except TypeError:  # an embedded child
-                encoded = encode_node(new)
-            else:
-                n = len(payload)
-                encoded = (_LIST_PREFIX[n] if n < 1024 else rlp_length_prefix(n, 0xC0)) + payload
-                if self.keep_bytes and None in children:
-                    new = (_BRANCH, children, b"", encoded)
-            if len(encoded) < 32:
-                return new  # (embedded in its parent)
-        digest = keccak_new(encoded).digest()
-        self.writes[digest] = encoded
-        if self.keep:  # (NodeCache.put, inline)
-            young = cache.young
-            young[digest] = new
-            if len(young) >= cache.half:
-                cache.old, cache.young = young, {}
-        return digest
+        if len(node) == 4 and type(sealed) is bytes:  # its encoding known: spliced
+            return self.seal((_BRANCH, children, b"", _splice(node[3], node[1], slot, sealed)))
+        return self.seal((_BRANCH, children, b""))
 
-    def _build_present(self, keys: list[str], values: list[bytes], lo: int, hi: int,
+    def _build_present(self, keys: Sequence[str], values: list[bytes], lo: int, hi: int,
                        depth: int) -> Any:
         if any(not values[i] for i in range(lo, hi)):
             kept = [i for i in range(lo, hi) if values[i]]
@@ -806,7 +769,7 @@ def update_trie(nodes: TrieNodes, root: bytes, changes: Iterable[tuple[bytes, by
                           {} if writes is None else writes)
 
 
-def _update_sorted(nodes: TrieNodes, root: bytes, keys: list[str], values: list[bytes],
+def _update_sorted(nodes: TrieNodes, root: bytes, keys: Sequence[str], values: list[bytes],
                    olds: dict[str, bytes] | None, keep: bool,
                    out: MutableMapping[bytes, bytes]) -> tuple[bytes, MutableMapping[bytes, bytes]]:
     """:func:`update_trie` once its arguments are in the writer's form: ``keys`` in hex,
@@ -831,13 +794,13 @@ def _update_sorted(nodes: TrieNodes, root: bytes, keys: list[str], values: list[
 
 
 @lru_cache(maxsize=8)
-def _list_keys(n: int) -> tuple[list[int], list[str]]:
+def _list_keys(n: int) -> tuple[tuple[int, ...], tuple[str, ...]]:
     """The indices 0..n-1 in the order of their keys ``rlp(index)``, and those keys in
     hex: 1..127 (one byte each, below 0x80), 0 (0x80), then 128.. (a length byte from
     0x81 up, then the big-endian index: ordered as the indices). A block's list roots
     ask for the same few lengths again and again."""
-    order = [*range(1, min(n, 128)), 0, *range(128, n)]
-    return order, [rlp_uint(i).hex() for i in order]
+    order = (*range(1, min(n, 128)), 0, *range(128, n))
+    return order, tuple(rlp_uint(i).hex() for i in order)  # (shared: never changed)
 
 
 def compute_list_root(items: Sequence[bytes]) -> bytes:
