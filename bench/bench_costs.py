@@ -395,9 +395,9 @@ class _Attestations:
     def __init__(self) -> None:
         self.items: list[bytes] = []
 
-    def take(self, max_n: int) -> list[bytes]:
+    def take_with_ids(self, max_n: int) -> tuple[list[bytes], list[bytes]]:
         out, self.items = self.items[:max_n], self.items[max_n:]
-        return out
+        return out, [keccak256(raw) for raw in out]
 
     def on_built(self, results) -> None:
         pass

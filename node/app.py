@@ -160,8 +160,9 @@ class AttestationSource(Protocol):
     """What block building and commit need from the node's attestation pool
     (``node.attestations.AttestationService``)."""
 
-    def take(self, max_n: int) -> list[bytes]:
-        """Pending attestations for a block on the head, oldest first."""
+    def take_with_ids(self, max_n: int) -> tuple[list[bytes], list[bytes]]:
+        """Pending attestations for a block on the head, oldest first, and their ids
+        (keccak of each: execution does not hash them again)."""
         ...
 
     def on_built(self, results: Sequence[tuple[bytes, str]]) -> None:
@@ -273,11 +274,7 @@ class Application:
             cap = get_param(head_state, "max_block_attestations")
             if max_attestations is not None:
                 cap = min(cap, max_attestations)
-            take_with_ids = getattr(self.attestation_pool, "take_with_ids", None)
-            if take_with_ids is not None:  # (the ids too: execution does not hash them again)
-                attestations, attestation_ids = take_with_ids(cap)
-            else:
-                attestations = self.attestation_pool.take(cap)
+            attestations, attestation_ids = self.attestation_pool.take_with_ids(cap)
         evidence = self._evidence_for(height)
         last_commit = EMPTY_COMMIT if height == 1 else self.store.commit_at(height - 1)
         if last_commit is None:

@@ -1109,12 +1109,7 @@ class AttestationPool:
     def take(self, max_n: int) -> list[bytes]:
         """The oldest ``max_n`` pending attestations, in arrival order (they stay
         pending until ``remove_included``)."""
-        out: list[bytes] = []
-        for entry in self._pending.values():
-            if len(out) >= max_n:
-                break
-            out.append(entry.raw)
-        return out
+        return self.take_with_ids(max_n)[0]
 
     def take_with_ids(self, max_n: int) -> tuple[list[bytes], list[bytes]]:
         """:meth:`take` with the ids (keccak of each) beside: block building then does not

@@ -281,12 +281,9 @@ class AttestationService:
         self._view.now_ms = self._now_ms()
         return self._check
 
-    def take(self, max_n: int) -> list[bytes]:
-        """The oldest ``max_n`` pending attestations, for a block on the head."""
-        return self.pool.take(max_n)
-
     def take_with_ids(self, max_n: int) -> tuple[list[bytes], list[bytes]]:
-        """:meth:`take` with each attestation's id beside (the pool's key)."""
+        """The oldest ``max_n`` pending attestations, for a block on the head, with each
+        one's id beside (the pool's key)."""
         return self.pool.take_with_ids(max_n)
 
     def on_built(self, results: Sequence[tuple[bytes, str]]) -> None:

@@ -160,7 +160,7 @@ def test_block_building_refusals_leave_the_pool_but_full_block_and_future_stay(
     ids = [r.id for r in results]
     service.on_built([(ids[0], "stale"), (ids[1], "future"), (ids[2], "deferred"),
                       (ids[3], "ok")])
-    assert service.take(10) == raws[1:]
+    assert service.take_with_ids(10)[0] == raws[1:]
     status = service.status(ids[0])
     assert status is not None and (status.status, status.code) == ("rejected", "stale")
     assert service.counters.get("stale") == 1 and service.built_rejects == 1

@@ -61,9 +61,9 @@ class AttestationFeed:
     def __init__(self) -> None:
         self.next: list[bytes] = []
 
-    def take(self, max_n: int) -> list[bytes]:
+    def take_with_ids(self, max_n: int) -> tuple[list[bytes], list[bytes]]:
         out, self.next = self.next[:max_n], self.next[max_n:]
-        return out
+        return out, [keccak(raw) for raw in out]
 
     def on_built(self, results: Any) -> None:
         return None
