@@ -277,3 +277,58 @@ async def test_a_refusal_for_the_forwarders_sake_lets_another_copy_through(
             assert sorted(calls) == sorted([a.peer_id, b.peer_id])
             assert message.forwarder == calls[1]
             assert not any(score.penalties for score in c.peer_scores().values())
+
+
+async def test_a_peer_repeating_a_message_while_it_is_validated_costs_one_validation(
+    node_factory: Callable[..., P2PNode],
+) -> None:
+    """A hostile peer writes one signed message 200 times in one pubsub frame, straight
+    on the stream, while the target still validates the first copy: the copies do not
+    pile up as tasks waiting for it (each after the first from that peer is dropped at
+    once, before the gate), and the message is validated and delivered once."""
+    from libp2p.pubsub.pb import rpc_pb2
+    from libp2p.pubsub.pubsub import PUBSUB_SIGNING_PREFIX
+
+    from p2p.topics import topic_id
+    from tests.p2p.conftest import CHAIN_ID
+
+    calls: list[bytes] = []
+
+    async def slow(peer_id: str, data: bytes) -> Verdict:
+        calls.append(data)
+        await trio.sleep(0.5)
+        return Verdict.ACCEPT
+
+    with trio.fail_after(40):
+        target = node_factory("target")
+        inbox = target.register_topic(TopicName.TX, slow)
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(target.run)
+            repeater = node_factory("repeater", bootstrap=(address,))
+            repeater.register_topic(TopicName.TX, accept_all)
+            await nursery.start(repeater.run)
+            await wait_until(lambda: meshed(target, repeater, TopicName.TX))
+            gated: list[bytes] = []
+            gate = target.gossip.pubsub.gate
+            assert gate is not None
+            target.gossip.pubsub.gate = lambda peer, m: gated.append(m.data) or gate(peer, m)
+            pubsub = repeater.gossip.pubsub
+            msg = rpc_pb2.Message(data=b"once", topicIDs=[topic_id(CHAIN_ID, TopicName.TX)],
+                                  from_id=pubsub.my_id.to_bytes(), seqno=pubsub._next_seqno())
+            msg.signature = pubsub.sign_key.sign(
+                PUBSUB_SIGNING_PREFIX.encode() + msg.SerializeToString())
+            msg.key = repeater.host.get_public_key().serialize()
+            stream = await repeater.host.new_stream(target.host.get_id(), [PROTOCOL_ID_V11])
+            await stream.write(encode_varint_prefixed(
+                rpc_pb2.RPC(publish=[msg] * 200).SerializeToString()))
+            await wait_until(lambda: bool(calls))
+            flights = target.gossip.pubsub._flights
+            assert len(flights) == 1  # one message in flight, one peer: no waiters
+            assert [len(peers) for _, peers in flights.values()] == [1]
+            assert (await receive(inbox)).data == b"once"
+            await trio.sleep(0.3)
+            assert calls == [b"once"] and inbox.statistics().current_buffer_used == 0
+            assert gated == [b"once"]  # the repeats never reached the gate, nor waited
+            assert not flights
+            await stream.close()
+            nursery.cancel_scope.cancel()
