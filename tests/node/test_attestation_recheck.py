@@ -74,8 +74,8 @@ async def test_light_follow_agrees_with_a_full_recheck():
         answers = [await svc.submit(raws, "rpc:127.0.0.1", gossip=False) for svc in (light, full)]
         assert answers[0] == answers[1]
         take = rng.choice([0, 3, 8, 100])
-        attestations = light.take(take)
-        assert attestations == full.take(take)
+        attestations = light.take_with_ids(take)[0]
+        assert attestations == full.take_with_ids(take)[0]
         txs = []
         if step == 9:  # a sale: identity's storage changes
             seller, key = fleet.owner_of[fleet.devices[0].address]
